@@ -7,8 +7,11 @@
 
 mod logging;
 pub mod ltx;
+pub mod primary;
 pub mod sql;
+pub mod storage;
 pub mod vfs;
+pub mod wal;
 
 pub use vfs::sqlite3_litestreamvfs_init;
 

@@ -1,0 +1,609 @@
+//! Turns the bytes SQLite writes to the WAL into committed transactions.
+//!
+//! The VFS calls [`Capture::on_write`] after each successful `xWrite` to the `-wal`
+//! file. Frames are copied as they are written (SQLite may rewrite a frame of the
+//! open transaction in place, or abandon them on rollback); the write that completes
+//! a commit frame (nonzero commit size) ends a transaction, which is returned with its
+//! pages. Nothing here blocks on I/O except when the WAL holds frames this process did
+//! not write (another process committed, or we attached late): then the frames are
+//! read back through [`WalSource`] and verified against the checksum chain.
+
+use crate::wal::{scan_committed, FrameHeader, WalHeader, FRAME_HEADER_SIZE, HEADER_SIZE};
+use std::collections::BTreeMap;
+use std::io;
+
+/// Positional reads of the live WAL file.
+pub trait WalSource {
+    /// Fills `buf` from `offset`; `Ok(false)` if the file ends before `buf` is full.
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool>;
+}
+
+/// Where capture stands in the WAL: everything up to frame `next_frame - 1` of the
+/// generation named by the salts has been captured. Persisted so that a restart can
+/// resume from the WAL instead of taking a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalPosition {
+    pub salt1: u32,
+    pub salt2: u32,
+    pub page_size: u32,
+    pub next_frame: u64,
+    /// Running checksum after frame `next_frame - 1` (the header's when 0).
+    pub checksum: (u32, u32),
+}
+
+/// One committed SQLite transaction.
+#[derive(Debug)]
+pub struct CapturedTxn {
+    pub page_size: u32,
+    /// Database size in pages after the commit.
+    pub commit: u32,
+    /// Changed pages, ascending and unique, none above `commit`.
+    pub pages: Vec<(u32, Box<[u8]>)>,
+    /// WAL offset of the first frame of the transaction and the bytes it spans.
+    pub wal_offset: u64,
+    pub wal_size: u64,
+    /// Position right after this commit.
+    pub position: WalPosition,
+}
+
+impl CapturedTxn {
+    pub fn page_bytes(&self) -> usize {
+        self.pages.len() * self.page_size as usize
+    }
+}
+
+/// Capture lost track of the WAL: frames may have been committed that it never saw.
+/// The only safe continuation is a full snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discontinuity(pub String);
+
+/// A frame of the open transaction as written so far.
+struct PendingFrame {
+    header: [u8; FRAME_HEADER_SIZE],
+    page: Box<[u8]>,
+    header_written: bool,
+    page_written: bool,
+}
+
+impl PendingFrame {
+    fn complete(&self) -> bool {
+        self.header_written && self.page_written
+    }
+
+    /// Copies `chunk`, which starts `within` bytes into the frame.
+    fn write(&mut self, within: usize, chunk: &[u8]) {
+        let end = within + chunk.len();
+        if within == 0 {
+            // SQLite writes a frame as header then page: a new header means any page
+            // bytes held for this slot belong to an abandoned frame.
+            self.page_written = false;
+        }
+        if within < FRAME_HEADER_SIZE {
+            let n = end.min(FRAME_HEADER_SIZE) - within;
+            self.header[within..within + n].copy_from_slice(&chunk[..n]);
+        }
+        if end > FRAME_HEADER_SIZE {
+            let from = within.max(FRAME_HEADER_SIZE);
+            let skip = from - within;
+            self.page[from - FRAME_HEADER_SIZE..end - FRAME_HEADER_SIZE].copy_from_slice(&chunk[skip..]);
+        }
+        self.header_written |= within == 0 && end >= FRAME_HEADER_SIZE;
+        self.page_written |= within <= FRAME_HEADER_SIZE && end == FRAME_HEADER_SIZE + self.page.len();
+    }
+}
+
+#[derive(Default)]
+pub struct Capture {
+    header: Option<WalHeader>,
+    next_frame: u64,
+    chain: (u32, u32),
+    pending: BTreeMap<u64, PendingFrame>,
+}
+
+impl Capture {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The position after the last captured commit, if a WAL header is known.
+    pub fn position(&self) -> Option<WalPosition> {
+        self.header.map(|h| WalPosition {
+            salt1: h.salt1,
+            salt2: h.salt2,
+            page_size: h.page_size,
+            next_frame: self.next_frame,
+            checksum: self.chain,
+        })
+    }
+
+    /// Positions capture after the last valid commit in the WAL without returning the
+    /// transactions: used when a snapshot already contains them.
+    pub fn skip_to_end(&mut self, wal: &mut dyn WalSource) -> io::Result<()> {
+        self.pending.clear();
+        self.header = read_header(wal)?;
+        self.next_frame = 0;
+        if let Some(header) = self.header {
+            self.chain = header.checksum;
+            let commits = scan_committed(&header, 0, header.checksum, frame_reader(&header, wal));
+            if let Some(last) = commits.last() {
+                self.next_frame = last.commit_frame + 1;
+                self.chain = last.checksum;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resumes from a persisted position: returns the transactions committed in the
+    /// WAL since then, or a [`Discontinuity`] when the WAL no longer continues it.
+    pub fn resume(&mut self, from: WalPosition, wal: &mut dyn WalSource) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
+        self.pending.clear();
+        let header = read_header(wal)?;
+        let Some(header) = header else {
+            self.header = None;
+            self.next_frame = 0;
+            return Ok(Err(Discontinuity("the WAL is gone or empty".into())));
+        };
+        if (header.salt1, header.salt2, header.page_size) != (from.salt1, from.salt2, from.page_size) {
+            self.header = Some(header);
+            self.next_frame = 0;
+            self.chain = header.checksum;
+            return Ok(Err(Discontinuity("the WAL was restarted since the last capture".into())));
+        }
+        self.header = Some(header);
+        self.next_frame = from.next_frame;
+        self.chain = from.checksum;
+        if from.next_frame > 0 && !self.frame_ends_chain(from.next_frame - 1, from.checksum, wal)? {
+            return Ok(Err(Discontinuity("the WAL no longer holds the last captured frame".into())));
+        }
+        Ok(Ok(self.scan_from_file(wal)))
+    }
+
+    /// Records a successful `xWrite` of `data` at `offset` in the WAL. Returns the
+    /// transactions this write completed (usually none or one; more when frames of
+    /// another process were found first), or a [`Discontinuity`].
+    pub fn on_write(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        wal: &mut dyn WalSource,
+    ) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
+        if offset == 0 {
+            return self.on_header_write(data, wal);
+        }
+        if offset < HEADER_SIZE as u64 {
+            return Ok(Err(Discontinuity(format!("unexpected WAL write at offset {offset}"))));
+        }
+        let mut found = Vec::new();
+        if self.header.is_none() {
+            // Attached to a WAL whose header we never saw written.
+            self.header = read_header(wal)?;
+            let Some(header) = self.header else {
+                return Ok(Err(Discontinuity("frame written to a WAL without a header".into())));
+            };
+            self.chain = header.checksum;
+            self.next_frame = 0;
+            found.extend(self.scan_from_file(wal));
+        }
+        let header = self.header.expect("header known");
+        let frame_size = header.frame_size();
+        let first = (offset - HEADER_SIZE as u64) / frame_size;
+        if first > self.next_frame && !self.pending.contains_key(&self.next_frame) {
+            // Frames between our position and this write were committed by someone
+            // else; read them before they can be overwritten.
+            found.extend(self.scan_from_file(wal));
+            if first > self.next_frame {
+                let salts_now = read_header(wal)?.map(|h| (h.salt1, h.salt2));
+                if salts_now != Some((header.salt1, header.salt2)) {
+                    return Ok(Err(Discontinuity("another process restarted the WAL".into())));
+                }
+            }
+        }
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let index = (at - HEADER_SIZE as u64) / frame_size;
+            let within = ((at - HEADER_SIZE as u64) % frame_size) as usize;
+            let n = rest.len().min(frame_size as usize - within);
+            let (chunk, tail) = rest.split_at(n);
+            if let Some(txn) = self.write_into_frame(&header, index, within, chunk, wal)? {
+                found.push(txn);
+            }
+            at += n as u64;
+            rest = tail;
+        }
+        Ok(Ok(found))
+    }
+
+    fn on_header_write(
+        &mut self,
+        data: &[u8],
+        wal: &mut dyn WalSource,
+    ) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
+        let Ok(new_header) = WalHeader::parse(data) else {
+            // A partial header write; the next frame write re-reads the file.
+            self.header = None;
+            return Ok(Ok(Vec::new()));
+        };
+        let mut found = Vec::new();
+        if let Some(old) = self.header {
+            if (old.salt1, old.salt2) != (new_header.salt1, new_header.salt2) {
+                // The WAL restarts. The old generation's frames are still on disk until
+                // overwritten: pick up any commit this process did not write.
+                self.header = Some(old);
+                found = self.scan_frames_with(old, wal);
+            }
+        }
+        self.header = Some(new_header);
+        self.next_frame = 0;
+        self.chain = new_header.checksum;
+        self.pending.clear();
+        Ok(Ok(found))
+    }
+
+    fn write_into_frame(
+        &mut self,
+        header: &WalHeader,
+        index: u64,
+        within: usize,
+        chunk: &[u8],
+        wal: &mut dyn WalSource,
+    ) -> io::Result<Option<CapturedTxn>> {
+        if index < self.next_frame {
+            // SQLite rewrites frame checksums after the commit frame when it
+            // overwrote a page in place; keep the chain position in step.
+            if index + 1 == self.next_frame && within == 0 && chunk.len() >= FRAME_HEADER_SIZE {
+                let mut raw = [0u8; FRAME_HEADER_SIZE];
+                raw.copy_from_slice(&chunk[..FRAME_HEADER_SIZE]);
+                self.chain = FrameHeader::parse(&raw).checksum;
+            }
+            return Ok(None);
+        }
+        let page_size = header.page_size as usize;
+        let frame = self.pending.entry(index).or_insert_with(|| PendingFrame {
+            header: [0u8; FRAME_HEADER_SIZE],
+            page: vec![0u8; page_size].into_boxed_slice(),
+            header_written: false,
+            page_written: false,
+        });
+        frame.write(within, chunk);
+        if !frame.complete() {
+            return Ok(None);
+        }
+        let fh = FrameHeader::parse(&frame.header);
+        if !fh.is_commit() {
+            return Ok(None);
+        }
+        self.commit_through(header, index, fh, wal)
+    }
+
+    /// The commit frame `commit_index` is complete: gather its transaction.
+    fn commit_through(
+        &mut self,
+        header: &WalHeader,
+        commit_index: u64,
+        commit_frame: FrameHeader,
+        wal: &mut dyn WalSource,
+    ) -> io::Result<Option<CapturedTxn>> {
+        let complete = (self.next_frame..=commit_index).all(|i| {
+            self.pending
+                .get(&i)
+                .is_some_and(|f| f.complete() && salts_match(header, &f.header))
+        });
+        if !complete {
+            // Some frame was written in pieces we could not follow: read the
+            // transaction back from the file, checksums verified.
+            self.pending.clear();
+            let txns = self.scan_from_file(wal);
+            return Ok(txns.into_iter().last());
+        }
+        let start = self.next_frame;
+        let mut frames = std::mem::take(&mut self.pending);
+        let mut latest: BTreeMap<u32, Box<[u8]>> = BTreeMap::new();
+        for i in start..=commit_index {
+            let frame = frames.remove(&i).expect("checked complete");
+            latest.insert(FrameHeader::parse(&frame.header).pgno, frame.page);
+        }
+        let pages = latest.into_iter().filter(|(pgno, _)| *pgno <= commit_frame.commit).collect();
+        self.next_frame = commit_index + 1;
+        self.chain = commit_frame.checksum;
+        Ok(Some(CapturedTxn {
+            page_size: header.page_size,
+            commit: commit_frame.commit,
+            pages,
+            wal_offset: header.frame_offset(start),
+            wal_size: (commit_index + 1 - start) * header.frame_size(),
+            position: self.position().expect("header known"),
+        }))
+    }
+
+    fn scan_from_file(&mut self, wal: &mut dyn WalSource) -> Vec<CapturedTxn> {
+        match self.header {
+            Some(header) => self.scan_frames_with(header, wal),
+            None => Vec::new(),
+        }
+    }
+
+    /// Reads committed transactions after our position from the file.
+    fn scan_frames_with(&mut self, header: WalHeader, wal: &mut dyn WalSource) -> Vec<CapturedTxn> {
+        let start = self.next_frame;
+        let commits = scan_committed(&header, start, self.chain, frame_reader(&header, wal));
+        let mut out = Vec::with_capacity(commits.len());
+        let mut first = start;
+        for commit in commits {
+            let mut latest: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+            for (pgno, page) in commit.pages {
+                latest.insert(pgno, page);
+            }
+            self.next_frame = commit.commit_frame + 1;
+            self.chain = commit.checksum;
+            out.push(CapturedTxn {
+                page_size: header.page_size,
+                commit: commit.commit,
+                pages: latest
+                    .into_iter()
+                    .filter(|(pgno, _)| *pgno <= commit.commit)
+                    .map(|(pgno, page)| (pgno, page.into_boxed_slice()))
+                    .collect(),
+                wal_offset: header.frame_offset(first),
+                wal_size: (commit.commit_frame + 1 - first) * header.frame_size(),
+                position: WalPosition {
+                    salt1: header.salt1,
+                    salt2: header.salt2,
+                    page_size: header.page_size,
+                    next_frame: self.next_frame,
+                    checksum: self.chain,
+                },
+            });
+            first = self.next_frame;
+        }
+        if !out.is_empty() {
+            self.pending.retain(|i, _| *i >= self.next_frame);
+        }
+        out
+    }
+
+    /// True when frame `index` in the file is valid and its running checksum is `sum`.
+    fn frame_ends_chain(&self, index: u64, sum: (u32, u32), wal: &mut dyn WalSource) -> io::Result<bool> {
+        let header = self.header.expect("header known");
+        let mut raw = [0u8; FRAME_HEADER_SIZE];
+        if !wal.read_exact_at(header.frame_offset(index), &mut raw)? {
+            return Ok(false);
+        }
+        let fh = FrameHeader::parse(&raw);
+        Ok(fh.salt1 == header.salt1 && fh.salt2 == header.salt2 && fh.checksum == sum)
+    }
+}
+
+fn salts_match(header: &WalHeader, frame: &[u8]) -> bool {
+    let salt1 = u32::from_be_bytes(frame[8..12].try_into().expect("4 bytes"));
+    let salt2 = u32::from_be_bytes(frame[12..16].try_into().expect("4 bytes"));
+    (salt1, salt2) == (header.salt1, header.salt2)
+}
+
+fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {
+    let mut raw = [0u8; HEADER_SIZE];
+    if !wal.read_exact_at(0, &mut raw)? {
+        return Ok(None);
+    }
+    Ok(WalHeader::parse(&raw).ok())
+}
+
+fn frame_reader<'a>(header: &WalHeader, wal: &'a mut dyn WalSource) -> impl FnMut(u64, &mut [u8]) -> bool + 'a {
+    let header = *header;
+    move |index, buf| wal.read_exact_at(header.frame_offset(index), buf).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::testing::WalBuilder;
+
+    /// A WAL file that SQLite-like writes go to, with capture watching every write.
+    struct Harness {
+        file: Vec<u8>,
+        capture: Capture,
+        page_size: u32,
+        captured: Vec<CapturedTxn>,
+    }
+
+    impl WalSource for Vec<u8> {
+        fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+            let at = offset as usize;
+            match self.get(at..at + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+    }
+
+    impl Harness {
+        fn new(page_size: u32) -> Self {
+            Harness { file: Vec::new(), capture: Capture::new(), page_size, captured: Vec::new() }
+        }
+
+        /// Writes like `sqlite3OsWrite`, then tells capture; panics on discontinuity.
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            self.raw_write(offset, data);
+            let mut file = std::mem::take(&mut self.file);
+            let got = self.capture.on_write(offset, data, &mut file).unwrap().expect("no discontinuity");
+            self.file = file;
+            self.captured.extend(got);
+        }
+
+        /// A write capture does not see (another process).
+        fn raw_write(&mut self, offset: u64, data: &[u8]) {
+            let end = offset as usize + data.len();
+            if self.file.len() < end {
+                self.file.resize(end, 0);
+            }
+            self.file[offset as usize..end].copy_from_slice(data);
+        }
+
+        /// Writes a WAL header and a list of frames the way SQLite does: 24-byte frame
+        /// header then page, one frame at a time. Returns the builder for its salts.
+        fn log(&mut self, salt1: u32, frames: &[(u32, u32, u8)], start_frame: u64, seen: bool) -> WalBuilder {
+            let mut wal = WalBuilder::new(self.page_size, salt1, 99, false);
+            if start_frame == 0 {
+                let header = wal.bytes[..HEADER_SIZE].to_vec();
+                if seen {
+                    self.write(0, &header)
+                } else {
+                    self.raw_write(0, &header)
+                }
+            }
+            // Replay the frames before start_frame so the chain matches the file.
+            for &(pgno, commit, fill) in frames {
+                wal.frame(pgno, commit, fill);
+            }
+            let fs = wal.header.frame_size() as usize;
+            for i in start_frame as usize..frames.len() {
+                let at = HEADER_SIZE + i * fs;
+                let frame = wal.bytes[at..at + fs].to_vec();
+                if seen {
+                    self.write(at as u64, &frame[..FRAME_HEADER_SIZE]);
+                    self.write((at + FRAME_HEADER_SIZE) as u64, &frame[FRAME_HEADER_SIZE..]);
+                } else {
+                    self.raw_write(at as u64, &frame);
+                }
+            }
+            wal
+        }
+    }
+
+    fn pgnos(txn: &CapturedTxn) -> Vec<u32> {
+        txn.pages.iter().map(|p| p.0).collect()
+    }
+
+    #[test]
+    fn each_commit_frame_ends_one_transaction_with_its_latest_pages() {
+        let mut h = Harness::new(512);
+        h.log(1, &[(1, 0, 1), (2, 0, 2), (1, 2, 3), (2, 0, 4), (3, 3, 5)], 0, true);
+        assert_eq!(h.captured.len(), 2);
+        assert_eq!(pgnos(&h.captured[0]), vec![1, 2]);
+        assert_eq!(h.captured[0].pages[0].1[0], 3, "later frame for page 1 wins");
+        assert_eq!(h.captured[0].commit, 2);
+        assert_eq!(pgnos(&h.captured[1]), vec![2, 3]);
+        assert_eq!(h.captured[1].wal_offset, HEADER_SIZE as u64 + 3 * (24 + 512));
+        assert_eq!(h.captured[1].position.next_frame, 5);
+    }
+
+    #[test]
+    fn rolled_back_frames_are_dropped_and_overwritten() {
+        let mut h = Harness::new(512);
+        let wal = h.log(1, &[(1, 1, 1)], 0, true);
+        // An open transaction spills two frames, then rolls back...
+        let mut spill = WalBuilder::new(512, 1, 99, false);
+        spill.frame(1, 1, 1).frame(5, 0, 0xee).frame(6, 0, 0xee);
+        let fs = wal.header.frame_size() as usize;
+        for i in 1..3 {
+            let at = HEADER_SIZE + i * fs;
+            h.write(at as u64, &spill.bytes[at..at + fs].to_vec());
+        }
+        // ...and the next transaction reuses frame 1 only.
+        h.log(1, &[(1, 1, 1), (2, 2, 7)], 1, true);
+        assert_eq!(h.captured.len(), 2);
+        assert_eq!(pgnos(&h.captured[1]), vec![2]);
+        assert_eq!(h.captured[1].pages[0].1[0], 7);
+    }
+
+    #[test]
+    fn pages_above_the_commit_size_are_not_part_of_the_database() {
+        let mut h = Harness::new(512);
+        h.log(1, &[(4, 0, 1), (1, 2, 2)], 0, true);
+        assert_eq!(pgnos(&h.captured[0]), vec![1], "page 4 is beyond a 2-page database");
+    }
+
+    #[test]
+    fn checksum_rewrite_after_commit_moves_the_chain_position() {
+        let mut h = Harness::new(512);
+        h.log(1, &[(1, 0, 1), (2, 2, 2)], 0, true);
+        let before = h.capture.position().unwrap();
+        let mut rewritten = [0u8; FRAME_HEADER_SIZE];
+        rewritten[..4].copy_from_slice(&2u32.to_be_bytes());
+        rewritten[16..24].copy_from_slice(&[9; 8]);
+        h.write(HEADER_SIZE as u64 + 536, &rewritten);
+        let after = h.capture.position().unwrap();
+        assert_eq!(after.next_frame, before.next_frame);
+        assert_eq!(after.checksum, (0x0909_0909, 0x0909_0909));
+        assert_eq!(h.captured.len(), 1, "a late header rewrite is not a new transaction");
+    }
+
+    #[test]
+    fn commits_by_another_process_are_read_back_before_ours() {
+        let mut h = Harness::new(512);
+        h.log(1, &[(1, 1, 1)], 0, true);
+        // Another process appends two transactions we never see written...
+        h.log(1, &[(1, 1, 1), (2, 2, 2), (3, 3, 3)], 1, false);
+        // ...then we commit after them.
+        h.log(1, &[(1, 1, 1), (2, 2, 2), (3, 3, 3), (1, 3, 4)], 3, true);
+        let commits: Vec<_> = h.captured.iter().map(pgnos).collect();
+        assert_eq!(commits, vec![vec![1], vec![2], vec![3], vec![1]]);
+    }
+
+    #[test]
+    fn a_restart_captures_the_old_generation_tail_then_follows_the_new_one() {
+        let mut h = Harness::new(512);
+        h.log(1, &[(1, 1, 1)], 0, true);
+        h.log(1, &[(1, 1, 1), (2, 2, 2)], 1, false); // foreign commit
+        h.log(2, &[(3, 3, 3)], 0, true); // we restart the WAL
+        let commits: Vec<_> = h.captured.iter().map(pgnos).collect();
+        assert_eq!(commits, vec![vec![1], vec![2], vec![3]]);
+        assert_eq!(h.capture.position().unwrap().salt1, 2);
+    }
+
+    #[test]
+    fn a_restart_by_another_process_is_a_discontinuity() {
+        let mut h = Harness::new(512);
+        h.log(1, &[(1, 1, 1)], 0, true);
+        h.log(2, &[(1, 1, 5), (2, 2, 6)], 0, false);
+        let mut next = WalBuilder::new(512, 2, 99, false);
+        next.frame(1, 1, 5).frame(2, 2, 6).frame(3, 3, 7);
+        let at = HEADER_SIZE + 2 * 536;
+        h.raw_write(at as u64, &next.bytes[at..at + 24]);
+        let mut file = h.file.clone();
+        let result = h.capture.on_write(at as u64, &next.bytes[at..at + 24], &mut file).unwrap();
+        assert!(result.is_err(), "frames of a generation we never saw may be lost");
+    }
+
+    #[test]
+    fn resume_continues_from_a_saved_position_or_reports_discontinuity() {
+        let mut h = Harness::new(512);
+        h.log(1, &[(1, 1, 1), (2, 2, 2)], 0, true);
+        let saved = h.captured[0].position;
+        let mut fresh = Capture::new();
+        let resumed = fresh.resume(saved, &mut h.file.clone()).unwrap().unwrap();
+        assert_eq!(resumed.iter().map(pgnos).collect::<Vec<_>>(), vec![vec![2]]);
+        assert_eq!(fresh.position(), h.capture.position());
+        let mut other_salt = saved;
+        other_salt.salt1 = 77;
+        assert!(Capture::new().resume(other_salt, &mut h.file.clone()).unwrap().is_err());
+        let mut bad_chain = saved;
+        bad_chain.checksum.0 ^= 1;
+        assert!(Capture::new().resume(bad_chain, &mut h.file.clone()).unwrap().is_err());
+        assert!(Capture::new().resume(saved, &mut Vec::new()).unwrap().is_err());
+    }
+
+    #[test]
+    fn skip_to_end_positions_after_the_last_commit() {
+        let mut h = Harness::new(512);
+        h.log(1, &[(1, 1, 1), (2, 2, 2), (3, 0, 3)], 0, false);
+        let mut c = Capture::new();
+        c.skip_to_end(&mut h.file.clone()).unwrap();
+        assert_eq!(c.position().unwrap().next_frame, 2);
+    }
+
+    #[test]
+    fn a_frame_written_in_odd_pieces_is_still_captured() {
+        let mut h = Harness::new(512);
+        let mut wal = WalBuilder::new(512, 1, 99, false);
+        wal.frame(1, 0, 1).frame(2, 2, 2);
+        h.write(0, &wal.bytes[..32].to_vec());
+        // The whole log in one write, then nothing else.
+        h.write(32, &wal.bytes[32..].to_vec());
+        assert_eq!(h.captured.len(), 1);
+        assert_eq!(pgnos(&h.captured[0]), vec![1, 2]);
+    }
+}
