@@ -1,0 +1,75 @@
+//! `gs://bucket/path` — Google Cloud Storage. Like Litestream, no URL parameters.
+//!
+//! Credentials: `GOOGLE_APPLICATION_CREDENTIALS` (a service-account or authorized-user JSON
+//! file), `GOOGLE_SERVICE_ACCOUNT_KEY` (the JSON itself), gcloud's application-default
+//! credentials file, or — when allowed — the GCE metadata server.
+
+use std::sync::Arc;
+
+use object_store::gcp::GoogleCloudStorageBuilder;
+
+use super::error::{Error, Redactor, Result};
+use super::http::{client_options, retry_config};
+use super::layout::{Layout, LevelStyle};
+use super::object::ObjectReplica;
+use super::options::StoreOptions;
+use super::target::{first_env, EnvFn, Target};
+
+/// Object metadata key holding the LTX header timestamp (Litestream's gs `MetadataKeyTimestamp`).
+pub const GCS_TIMESTAMP_METADATA: &str = "litestream-timestamp";
+
+pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<ObjectReplica> {
+    t.params.check_known("gs", &[], &t.name)?;
+    t.no_credentials_in_url("set GOOGLE_APPLICATION_CREDENTIALS")?;
+    if t.host.is_empty() {
+        return Err(Error::config(format!(
+            "replica URL {} names no bucket: use gs://BUCKET/path",
+            t.name
+        )));
+    }
+    if opts.endpoint.is_some() || opts.region.is_some() || opts.access_key_id.is_some() {
+        return Err(Error::config(format!(
+            "{}: endpoint, region and access keys are S3 options; gs:// uses GOOGLE_APPLICATION_CREDENTIALS",
+            t.name
+        )));
+    }
+
+    let mut b = GoogleCloudStorageBuilder::new()
+        .with_bucket_name(&t.host)
+        .with_client_options(client_options(false, opts.skip_verify.unwrap_or(false)))
+        .with_retry(retry_config());
+    let mut redactor = Redactor::default();
+    if let Some((_, path)) = first_env(env, &["GOOGLE_APPLICATION_CREDENTIALS"]) {
+        b = b.with_application_credentials(path);
+    } else if let Some((_, key)) = first_env(env, &["GOOGLE_SERVICE_ACCOUNT_KEY"]) {
+        redactor.add(&key);
+        b = b.with_service_account_key(key);
+    } else if !gcloud_adc_exists(env) && !opts.instance_credentials {
+        return Err(Error::config(format!(
+            "no Google Cloud credentials for {}: set GOOGLE_APPLICATION_CREDENTIALS to a service account \
+             key file (or run `gcloud auth application-default login`); on GCE, enable the \
+             instance-credentials option",
+            t.name
+        )));
+    }
+    // Otherwise object_store itself finds gcloud's file or asks the metadata server.
+
+    let store = b
+        .build()
+        .map_err(|e| Error::config(format!("{}: {}", t.name, redactor.clean(&e.to_string()))))?;
+    let layout = Layout::from_user_path(&t.path, LevelStyle::LtxDecimal)?;
+    Ok(ObjectReplica::new(
+        Arc::new(store),
+        layout,
+        Some(GCS_TIMESTAMP_METADATA),
+        t.name.clone(),
+        redactor,
+    ))
+}
+
+/// gcloud's application-default credentials file, where object_store looks for it.
+fn gcloud_adc_exists(env: EnvFn<'_>) -> bool {
+    first_env(env, &["HOME"])
+        .map(|(_, home)| std::path::Path::new(&home).join(".config/gcloud/application_default_credentials.json"))
+        .is_some_and(|p| p.is_file())
+}

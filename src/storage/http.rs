@@ -1,0 +1,38 @@
+//! HTTP client settings shared by the cloud backends.
+
+use std::time::Duration;
+
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+
+/// Connection setup longer than this means the endpoint is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whole-request limit. object_store's default (30 s) is too short to move a multi-GB
+/// snapshot; a stalled request still ends eventually and is retried by the caller.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// HTTP client options: `allow_http` for `http://` endpoints (local test servers, MinIO),
+/// `skip_verify` to accept self-signed certificates.
+pub(crate) fn client_options(allow_http: bool, skip_verify: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_allow_http(allow_http)
+        .with_allow_invalid_certificates(skip_verify)
+}
+
+/// object_store's own per-request retries, kept short: they smooth over a dropped
+/// connection or a single 503, while long outages are the caller's business
+/// (see [`retry`](super::retry::retry)) so that a stalled store never blocks a caller
+/// for minutes inside one call.
+pub(crate) fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+    }
+}

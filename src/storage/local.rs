@@ -1,0 +1,83 @@
+//! `file:///abs/path` (a directory) and `memory://name/path` (in-process, for tests).
+//!
+//! Local files go through object_store's `LocalFileSystem`, whose puts are atomic: the data
+//! is written to a staging file next to the target and then renamed over it (plain put) or
+//! hard-linked to it (conditional create, which fails if the name exists), so a reader never
+//! sees a half-written file under its final name. Staging files have a `#` in their name and
+//! are invisible to listings. There is no fsync: a replica directory survives a crash of this
+//! process, not a power loss.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+
+use super::error::{Error, Redactor, Result};
+use super::layout::{Layout, LevelStyle};
+use super::object::ObjectReplica;
+use super::options::StoreOptions;
+use super::s3::S3_TIMESTAMP_METADATA;
+use super::target::Target;
+
+pub(crate) fn open_file(t: &Target, _opts: &StoreOptions) -> Result<ObjectReplica> {
+    t.params.check_known("file", &[], &t.name)?;
+    if !t.host.is_empty() && t.host != "localhost" {
+        return Err(Error::config(format!(
+            "replica URL {} names host {:?}; file URLs are local: file:///absolute/path",
+            t.name, t.host
+        )));
+    }
+    let dir = t
+        .url
+        .to_file_path()
+        .map_err(|()| Error::config(format!("replica URL {} is not an absolute file path", t.name)))?;
+    if dir.parent().is_none() {
+        return Err(Error::config(format!(
+            "replica URL {} points at the filesystem root",
+            t.name
+        )));
+    }
+    let base = Path::from_absolute_path(&dir)
+        .map_err(|e| Error::config(format!("replica URL {}: unusable path: {e}", t.name)))?;
+    let layout = Layout::new(base, LevelStyle::LtxDecimal);
+    // LocalFileSystem::new() is rooted at "/" so that the replica directory need not exist
+    // yet: puts create it, and listing a missing level is an empty level.
+    let store = Arc::new(LocalFileSystem::new());
+    Ok(ObjectReplica::new(
+        store,
+        layout,
+        None,
+        t.name.clone(),
+        Redactor::default(),
+    ))
+}
+
+/// In-memory stores by name, shared process-wide so that a primary and a replica opened
+/// separately in one process see the same objects.
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+pub(crate) fn open_memory(t: &Target, _opts: &StoreOptions) -> Result<ObjectReplica> {
+    t.params.check_known("memory", &[], &t.name)?;
+    let store = {
+        let mut stores = memory_stores().lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            stores
+                .entry(t.host.clone())
+                .or_insert_with(|| Arc::new(InMemory::new())),
+        )
+    };
+    let layout = Layout::from_user_path(&t.path, LevelStyle::LtxDecimal)?;
+    // InMemory keeps attributes, so it stores the timestamp metadata the way S3 does.
+    Ok(ObjectReplica::new(
+        store,
+        layout,
+        Some(S3_TIMESTAMP_METADATA),
+        t.name.clone(),
+        Redactor::default(),
+    ))
+}

@@ -1,0 +1,39 @@
+//! Replica storage: LTX files in object storage, in Litestream 0.5's exact layout.
+//!
+//! The rest of the crate speaks only [`ReplicaStore`] (held as `Arc<dyn ReplicaStore>`),
+//! in terms of LTX files — (level, min TXID, max TXID) — never raw keys. [`open_store`]
+//! turns a replica URL into one. Backends: `object_store` for S3, GCS, Azure, local files and
+//! memory; another store (e.g. NATS JetStream) only needs another trait implementation.
+//!
+//! Key layout (see `layout.rs`): `<path>/ltx/<level>/<name>` everywhere except S3, which uses
+//! `<path>/<level %04x>/<name>`; names are `%016x-%016x.ltx`.
+
+mod azure;
+mod error;
+mod gcs;
+mod http;
+mod layout;
+mod local;
+mod name;
+mod object;
+mod open;
+mod options;
+mod retry;
+mod s3;
+mod store;
+mod target;
+mod timestamp;
+
+pub use azure::AZURE_TIMESTAMP_METADATA;
+pub use error::{redact_url, Error, Result};
+pub use gcs::GCS_TIMESTAMP_METADATA;
+pub use layout::{Layout, LevelStyle};
+pub use name::{format_name, parse_name};
+pub use object::ObjectReplica;
+pub use open::{open_store, open_store_with_env};
+pub use options::StoreOptions;
+pub use retry::{retry, RetryPolicy};
+pub use s3::S3_TIMESTAMP_METADATA;
+pub use store::{LtxObject, ReplicaStore};
+pub use target::EnvFn;
+pub use timestamp::{format_rfc3339_nano, parse_rfc3339_ms};

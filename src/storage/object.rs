@@ -1,0 +1,265 @@
+//! [`ReplicaStore`] over any `object_store` backend (S3, GCS, Azure, local files, memory).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectMeta, ObjectStore, PutMode, PutOptions};
+
+use super::error::{from_object_store, Error, Redactor, Result};
+use super::layout::Layout;
+use super::name::parse_name;
+use super::store::{LtxObject, ReplicaStore};
+use super::timestamp::{format_rfc3339_nano, parse_rfc3339_ms};
+
+/// LTX header bytes needed to read the timestamp: magic at 0..4, timestamp (i64 BE) at 32..40.
+const HEADER_PREFIX: u64 = 40;
+
+/// A replica location in an object store.
+pub struct ObjectReplica {
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+    /// Metadata key for the header timestamp (`litestream-timestamp` on S3/GCS,
+    /// `litestreamtimestamp` on Azure, whose metadata names cannot contain '-'), or `None`
+    /// where the backend keeps no metadata (local files).
+    metadata_key: Option<&'static str>,
+    /// Attributes sent with every put besides the timestamp (e.g. S3 storage class).
+    extra_attributes: Attributes,
+    name: String,
+    redactor: Redactor,
+}
+
+impl std::fmt::Debug for ObjectReplica {
+    // Not derived: the backend's Debug output can include its credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReplica")
+            .field("name", &self.name)
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+impl ObjectReplica {
+    /// Wraps `store`. `name` is the redacted URL used in messages; `redactor` knows the
+    /// secrets the store was configured with.
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        layout: Layout,
+        metadata_key: Option<&'static str>,
+        name: String,
+        redactor: Redactor,
+    ) -> Self {
+        ObjectReplica {
+            store,
+            layout,
+            metadata_key,
+            extra_attributes: Attributes::new(),
+            name,
+            redactor,
+        }
+    }
+
+    /// Adds an attribute sent with every put.
+    pub(crate) fn with_attribute(mut self, attribute: Attribute, value: impl Into<AttributeValue>) -> Self {
+        self.extra_attributes.insert(attribute, value.into());
+        self
+    }
+
+    /// The key layout, for tests and diagnostics.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn err(&self, e: object_store::Error, op: &'static str, key: &Path) -> Error {
+        from_object_store(e, &self.name, op, key.as_ref(), &self.redactor)
+    }
+
+    fn invalid(&self, op: &'static str, key: &Path, message: String) -> Error {
+        Error::InvalidData {
+            store: self.name.clone(),
+            op,
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn put_options(&self, mode: PutMode, timestamp_ms: i64) -> PutOptions {
+        let mut attributes = self.extra_attributes.clone();
+        if let Some(k) = self.metadata_key {
+            attributes.insert(Attribute::Metadata(k.into()), format_rfc3339_nano(timestamp_ms).into());
+        }
+        PutOptions {
+            mode,
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn to_ltx_object(level: u8, min_txid: u64, max_txid: u64, meta: &ObjectMeta) -> LtxObject {
+        LtxObject {
+            level,
+            min_txid,
+            max_txid,
+            size: meta.size,
+            last_modified: Some(meta.last_modified.into()),
+        }
+    }
+
+    /// The timestamp from object metadata, if the store keeps it and the object has it.
+    async fn metadata_timestamp(&self, key: &Path) -> Result<Option<i64>> {
+        let Some(meta_key) = self.metadata_key else {
+            return Ok(None);
+        };
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let r = self
+            .store
+            .get_opts(key, opts)
+            .await
+            .map_err(|e| self.err(e, "HEAD", key))?;
+        let Some(value) = r.attributes.get(&Attribute::Metadata(meta_key.into())) else {
+            return Ok(None);
+        };
+        match parse_rfc3339_ms(value) {
+            Some(ms) => Ok(Some(ms)),
+            None => {
+                // Litestream fails a timestamp restore on an unparsable value; the header is the
+                // authority anyway, so fall back to it.
+                tracing::warn!(store = %self.name, key = %key, value = %value.as_ref(), "unparsable timestamp metadata");
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ReplicaStore for ObjectReplica {
+    fn describe(&self) -> &str {
+        &self.name
+    }
+
+    async fn list(&self, level: u8) -> Result<Vec<LtxObject>> {
+        let dir = self.layout.level_dir(level);
+        let listing = match self.store.list_with_delimiter(Some(&dir)).await {
+            Ok(l) => l,
+            // A missing level is an empty listing on every backend; a 404 on LIST means the
+            // bucket itself is missing, which must not look like an empty replica.
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                return Err(match self.err(e, "LIST", &dir) {
+                    Error::NotFound { store, key } => Error::Other {
+                        message: "the bucket or container does not exist".into(),
+                        store,
+                        op: "LIST",
+                        key,
+                    },
+                    other => other,
+                })
+            }
+            Err(e) => return Err(self.err(e, "LIST", &dir)),
+        };
+        let mut files = Vec::with_capacity(listing.objects.len());
+        for meta in &listing.objects {
+            if meta.location == dir {
+                continue; // a "directory marker" object some tools create
+            }
+            match meta.location.filename().and_then(parse_name) {
+                Some((min, max)) => files.push(Self::to_ltx_object(level, min, max, meta)),
+                None => tracing::warn!(
+                    store = %self.name,
+                    key = %meta.location,
+                    "skipping object whose name is not an LTX file name (%016x-%016x.ltx)"
+                ),
+            }
+        }
+        files.sort_by_key(|f| (f.min_txid, f.max_txid));
+        Ok(files)
+    }
+
+    async fn get(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<Bytes> {
+        let key = self.layout.key(level, min_txid, max_txid);
+        let r = self.store.get(&key).await.map_err(|e| self.err(e, "GET", &key))?;
+        r.bytes().await.map_err(|e| self.err(e, "GET", &key))
+    }
+
+    async fn get_range(&self, level: u8, min_txid: u64, max_txid: u64, range: Range<u64>) -> Result<Bytes> {
+        let key = self.layout.key(level, min_txid, max_txid);
+        if range.start > range.end {
+            return Err(self.invalid("GET", &key, format!("bad range {range:?}")));
+        }
+        if range.start == range.end {
+            return Ok(Bytes::new());
+        }
+        let want = range.end - range.start;
+        let b = self
+            .store
+            .get_range(&key, range.clone())
+            .await
+            .map_err(|e| self.err(e, "GET", &key))?;
+        if b.len() as u64 != want {
+            return Err(self.invalid("GET", &key, format!("asked for bytes {range:?}, got {} bytes", b.len())));
+        }
+        Ok(b)
+    }
+
+    async fn head(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<LtxObject> {
+        let key = self.layout.key(level, min_txid, max_txid);
+        let meta = self.store.head(&key).await.map_err(|e| self.err(e, "HEAD", &key))?;
+        Ok(Self::to_ltx_object(level, min_txid, max_txid, &meta))
+    }
+
+    async fn timestamp(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<i64> {
+        let key = self.layout.key(level, min_txid, max_txid);
+        if let Some(ms) = self.metadata_timestamp(&key).await? {
+            return Ok(ms);
+        }
+        let b = self.get_range(level, min_txid, max_txid, 0..HEADER_PREFIX).await?;
+        if &b[..4] != b"LTX1" {
+            return Err(self.invalid("GET", &key, "not an LTX file (bad magic)".into()));
+        }
+        let ts: [u8; 8] = b[32..40].try_into().expect("slice of 8 bytes");
+        Ok(i64::from_be_bytes(ts))
+    }
+
+    async fn put_new(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
+        let key = self.layout.key(level, min_txid, max_txid);
+        let opts = self.put_options(PutMode::Create, timestamp_ms);
+        let err = match self.store.put_opts(&key, data.clone().into(), opts).await {
+            Ok(_) => return Ok(()),
+            Err(e) => self.err(e, "PUT", &key),
+        };
+        if err.is_already_exists() {
+            // A lost response to our own earlier attempt (an HTTP-level retry inside
+            // object_store, or a caller's retry) leaves our bytes there: that is success.
+            // Anything else there belongs to another writer.
+            if let Ok(existing) = self.get(level, min_txid, max_txid).await {
+                if existing == data {
+                    tracing::debug!(store = %self.name, key = %key, "conditional put found its own earlier write");
+                    return Ok(());
+                }
+            }
+        }
+        Err(err)
+    }
+
+    async fn put(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
+        let key = self.layout.key(level, min_txid, max_txid);
+        let opts = self.put_options(PutMode::Overwrite, timestamp_ms);
+        self.store
+            .put_opts(&key, data.into(), opts)
+            .await
+            .map_err(|e| self.err(e, "PUT", &key))?;
+        Ok(())
+    }
+
+    async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {
+        let key = self.layout.key(level, min_txid, max_txid);
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(e, "DELETE", &key)),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Replica URL → store.
+
+use std::sync::Arc;
+
+use super::error::{Error, Result};
+use super::options::StoreOptions;
+use super::store::ReplicaStore;
+use super::target::{EnvFn, Target};
+use super::{azure, gcs, local, s3};
+
+/// Opens the replica store a URL names, reading credentials from the process environment.
+///
+/// Schemes: `file:///abs/path`, `s3://bucket/path?endpoint=...&region=...&forcePathStyle=true`,
+/// `gs://bucket/path`, `abs://[account@]container/path` (also `az://`), `memory://name/path`.
+/// `options` override the URL's parameters, which override the environment. Opening makes no
+/// request; a bad URL, an unknown parameter or a missing credential fails here, with a message
+/// that names what to set and contains no secret.
+pub fn open_store(url: &str, options: &StoreOptions) -> Result<Arc<dyn ReplicaStore>> {
+    open_store_with_env(url, options, &|k| std::env::var(k).ok())
+}
+
+/// [`open_store`] with the environment supplied by the caller (tests, embedders).
+pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) -> Result<Arc<dyn ReplicaStore>> {
+    let t = Target::parse(url)?;
+    let replica = match t.scheme.as_str() {
+        "file" => local::open_file(&t, options)?,
+        "memory" => local::open_memory(&t, options)?,
+        "s3" => s3::open(&t, options, env)?,
+        "gs" | "gcs" => gcs::open(&t, options, env)?,
+        "abs" | "az" => azure::open(&t, options, env)?,
+        other => {
+            return Err(Error::config(format!(
+                "unsupported replica URL scheme {other:?} in {}; supported: file, s3, gs, abs (az), memory",
+                t.name
+            )))
+        }
+    };
+    tracing::debug!(store = %t.name, layout = ?replica.layout(), "opened replica store");
+    Ok(Arc::new(replica))
+}

@@ -1,0 +1,113 @@
+//! Overrides for opening a replica store, usually from the database URI's parameters.
+//!
+//! Precedence when opening a store: these options, then the replica URL's own query
+//! parameters, then environment variables (Litestream's names first, then the standard ones).
+
+use super::error::{Error, Result};
+
+/// Optional settings that override what the replica URL and the environment say.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// S3 / Azure endpoint URL, e.g. `http://127.0.0.1:9000` (plain http is allowed then).
+    pub endpoint: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+    /// S3 path-style requests (`http://host/bucket/key`) instead of virtual-hosted style.
+    pub force_path_style: Option<bool>,
+    /// Accept any TLS certificate (self-signed test servers only).
+    pub skip_verify: Option<bool>,
+    /// S3 access key id.
+    pub access_key_id: Option<String>,
+    /// S3 secret access key.
+    pub secret_access_key: Option<String>,
+    /// Azure storage account name.
+    pub account_name: Option<String>,
+    /// Azure storage account key.
+    pub account_key: Option<String>,
+    /// Azure SAS token (`sv=...&sig=...`).
+    pub sas_token: Option<String>,
+    /// Allow credentials from the cloud's instance metadata service (EC2 instance profile,
+    /// GCE service account, Azure managed identity) when nothing else is configured.
+    /// Off by default so that a forgotten credential is an error at open, not a timeout
+    /// at the first upload.
+    pub instance_credentials: bool,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    // Not derived: secrets must not reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("StoreOptions")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("force_path_style", &self.force_path_style)
+            .field("skip_verify", &self.skip_verify)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hide(&self.secret_access_key))
+            .field("account_name", &self.account_name)
+            .field("account_key", &hide(&self.account_key))
+            .field("sas_token", &hide(&self.sas_token))
+            .field("instance_credentials", &self.instance_credentials)
+            .finish()
+    }
+}
+
+impl StoreOptions {
+    /// Sets the option named `key` (a URI parameter name; Litestream's camelCase spelling and
+    /// its kebab-case config-file spelling are both accepted). Returns `Ok(false)` when `key`
+    /// is not a storage option, so the caller can report it as unknown along with its own.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        let text = |v: &str| Some(v.to_string());
+        match key {
+            "endpoint" => self.endpoint = text(value),
+            "region" => self.region = text(value),
+            "force-path-style" | "forcePathStyle" => self.force_path_style = Some(parse_bool(key, value)?),
+            "skip-verify" | "skipVerify" => self.skip_verify = Some(parse_bool(key, value)?),
+            "access-key-id" | "accessKeyId" => self.access_key_id = text(value),
+            "secret-access-key" | "secretAccessKey" => self.secret_access_key = text(value),
+            "account-name" | "accountName" => self.account_name = text(value),
+            "account-key" | "accountKey" => self.account_key = text(value),
+            "sas-token" | "sasToken" => self.sas_token = text(value),
+            "instance-credentials" | "instanceCredentials" => self.instance_credentials = parse_bool(key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// A boolean parameter, with the spellings Go's `litestream.BoolQueryValue` accepts.
+/// Unlike Litestream (which reads anything else as false), other values are an error.
+pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "t" | "yes" => Ok(true),
+        "false" | "0" | "f" | "no" => Ok(false),
+        _ => Err(Error::config(format!(
+            "parameter {key}={value:?} must be true or false"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_both_spellings() {
+        let mut o = StoreOptions::default();
+        assert!(o.set("forcePathStyle", "true").unwrap());
+        assert!(o.set("skip-verify", "1").unwrap());
+        assert!(!o.set("vfs", "litestream").unwrap());
+        assert_eq!(o.force_path_style, Some(true));
+        assert_eq!(o.skip_verify, Some(true));
+        assert!(o.set("force-path-style", "maybe").is_err());
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut o = StoreOptions::default();
+        o.set("secret-access-key", "hunter2hunter2").unwrap();
+        o.set("sas-token", "sv=1&sig=abcdef").unwrap();
+        let d = format!("{o:?}");
+        assert!(!d.contains("hunter2") && !d.contains("abcdef"), "{d}");
+    }
+}

@@ -1,0 +1,192 @@
+//! Retrying transient storage errors with capped exponential backoff and jitter.
+//!
+//! Only [`Error::is_transient`] errors are retried: a missing object, a conflicting writer
+//! or a configuration problem does not get better by asking again.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+use super::error::{Error, Result};
+
+/// How long and how often to retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Delay before the first retry.
+    pub initial: Duration,
+    /// Upper bound of any one delay.
+    pub max_delay: Duration,
+    /// Give up after this many attempts in total (`None`: no limit).
+    pub max_attempts: Option<u32>,
+    /// Give up when the next attempt would start later than this after the first one
+    /// (`None`: no limit).
+    pub deadline: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    /// 100 ms doubling up to 10 s, at most 8 attempts and 1 minute.
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            max_attempts: Some(8),
+            deadline: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The nominal (pre-jitter) delay after failed attempt number `attempt` (1-based).
+    fn nominal_delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// "Equal jitter": between half and all of the nominal delay, so concurrent clients
+    /// spread out while each still backs off.
+    fn delay(&self, attempt: u32) -> Duration {
+        let d = self.nominal_delay(attempt);
+        let half = d / 2;
+        half + half.mul_f64(random_unit())
+    }
+}
+
+/// Runs `op` until it succeeds, fails with a non-transient error, or `policy` runs out;
+/// then returns its last result.
+pub async fn retry<T, F, Fut>(mut op: F, policy: &RetryPolicy) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let start = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let err: Error = match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if !e.is_transient() => return Err(e),
+            Err(e) => e,
+        };
+        if policy.max_attempts.is_some_and(|max| attempt >= max) {
+            return Err(err);
+        }
+        let delay = policy.delay(attempt);
+        if policy.deadline.is_some_and(|limit| start.elapsed() + delay > limit) {
+            return Err(err);
+        }
+        tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying storage operation");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// A uniform value in [0, 1). Jitter needs no real randomness; std's per-instance hasher keys
+/// are random enough and save a dependency.
+fn random_unit() -> f64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn transient() -> Error {
+        Error::Transient {
+            store: "t".into(),
+            op: "GET",
+            key: "k".into(),
+            message: "503".into(),
+        }
+    }
+
+    fn fast(max_attempts: Option<u32>, deadline: Option<Duration>) -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
+            max_attempts,
+            deadline,
+        }
+    }
+
+    #[test]
+    fn delays_double_up_to_the_cap() {
+        let p = RetryPolicy {
+            initial: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            max_attempts: None,
+            deadline: None,
+        };
+        let nominal: Vec<u64> = (1..=6).map(|a| p.nominal_delay(a).as_millis() as u64).collect();
+        assert_eq!(nominal, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(p.nominal_delay(u32::MAX), Duration::from_secs(1));
+        for a in 1..10 {
+            let d = p.delay(a);
+            assert!(d >= p.nominal_delay(a) / 2 && d <= p.nominal_delay(a), "{d:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_transient_until_success() {
+        let calls = AtomicU32::new(0);
+        let r = retry(
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                    Err(transient())
+                } else {
+                    Ok(7)
+                }
+            },
+            &fast(Some(10), None),
+        )
+        .await;
+        assert_eq!(r, Ok(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn stops_at_max_attempts_and_on_permanent_errors() {
+        let calls = AtomicU32::new(0);
+        let r: Result<()> = retry(
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(transient())
+            },
+            &fast(Some(3), None),
+        )
+        .await;
+        assert!(r.unwrap_err().is_transient());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<()> = retry(
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Error::NotFound {
+                    store: "t".into(),
+                    key: "k".into(),
+                })
+            },
+            &fast(Some(3), None),
+        )
+        .await;
+        assert!(r.unwrap_err().is_not_found());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn stops_at_the_deadline() {
+        let start = Instant::now();
+        let r: Result<()> = retry(
+            || async { Err(transient()) },
+            &fast(None, Some(Duration::from_millis(30))),
+        )
+        .await;
+        assert!(r.is_err());
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}

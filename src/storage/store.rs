@@ -1,0 +1,71 @@
+//! The one interface the rest of the crate uses to talk to a replica location.
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::error::Result;
+
+/// One LTX file found in a replica: which level, which TXIDs, how big.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LtxObject {
+    /// Compaction level (0 = raw per-sync files, 9 = snapshots).
+    pub level: u8,
+    /// First TXID covered.
+    pub min_txid: u64,
+    /// Last TXID covered (`>= min_txid`).
+    pub max_txid: u64,
+    /// Object size in bytes.
+    pub size: u64,
+    /// When the store last wrote the object, if it says. This is NOT the LTX header
+    /// timestamp; use [`ReplicaStore::timestamp`] for that.
+    pub last_modified: Option<SystemTime>,
+}
+
+/// A replica location holding LTX files, addressed by (level, min TXID, max TXID).
+///
+/// Implementations map these to keys in Litestream 0.5's layout, so a replica written
+/// through this trait is readable by `litestream restore`, and the other way round.
+/// Object-safe: the crate holds it as `Arc<dyn ReplicaStore>`.
+#[async_trait]
+pub trait ReplicaStore: Send + Sync + Debug {
+    /// The replica URL with secrets removed, for messages and `litestream_status()`.
+    fn describe(&self) -> &str;
+
+    /// The LTX files at `level`, sorted by min TXID (then max TXID). Objects whose names are
+    /// not exactly `%016x-%016x.ltx` are skipped with a warning. A level that does not exist
+    /// yet is empty, not an error.
+    async fn list(&self, level: u8) -> Result<Vec<LtxObject>>;
+
+    /// The whole file.
+    async fn get(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<Bytes>;
+
+    /// Bytes `range` of the file, fetched with a ranged request. Returns exactly
+    /// `range.end - range.start` bytes or an error (a range past the end is an error).
+    async fn get_range(&self, level: u8, min_txid: u64, max_txid: u64, range: Range<u64>) -> Result<Bytes>;
+
+    /// Size and modification time of one file.
+    async fn head(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<LtxObject>;
+
+    /// The LTX header timestamp of one file, in milliseconds since the Unix epoch: from the
+    /// `litestream-timestamp` metadata where the store keeps it, else from the header itself.
+    /// One request per file, so callers use it only where they need it (timestamp restores).
+    async fn timestamp(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<i64>;
+
+    /// Creates the file only if nothing is there yet (S3 `If-None-Match: *`). If a different
+    /// object already exists the result is [`Error::AlreadyExists`](super::Error::AlreadyExists):
+    /// another writer owns this TXID. An identical object (our own earlier attempt whose
+    /// response was lost) counts as success, so retrying `put_new` is safe.
+    /// `timestamp_ms` is the LTX header timestamp, stored as object metadata where supported.
+    async fn put_new(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()>;
+
+    /// Writes the file, replacing any existing one (compaction outputs, which are
+    /// deterministic for a given input range).
+    async fn put(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()>;
+
+    /// Deletes the file. Deleting a file that does not exist succeeds.
+    async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()>;
+}
