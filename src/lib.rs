@@ -5,9 +5,12 @@
 //! `unsafe` FFI trampoline, `sql` the SQL functions in safe Rust. The loadable entry
 //! point is [`sqlite3_litestreamvfs_init`].
 
+pub mod config;
 mod logging;
 pub mod ltx;
 pub mod primary;
+pub mod restore;
+pub mod runtime;
 pub mod sql;
 pub mod storage;
 pub mod vfs;

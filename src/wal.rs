@@ -131,7 +131,11 @@ impl FrameHeader {
 /// byte order the magic number names. `data.len()` must be a multiple of 8.
 pub fn checksum_update(seed: (u32, u32), data: &[u8], big_endian: bool) -> (u32, u32) {
     let (mut s1, mut s2) = seed;
-    let read: fn([u8; 4]) -> u32 = if big_endian { u32::from_be_bytes } else { u32::from_le_bytes };
+    let read: fn([u8; 4]) -> u32 = if big_endian {
+        u32::from_be_bytes
+    } else {
+        u32::from_le_bytes
+    };
     for pair in data.chunks_exact(8) {
         let x0 = read([pair[0], pair[1], pair[2], pair[3]]);
         let x1 = read([pair[4], pair[5], pair[6], pair[7]]);
@@ -252,7 +256,6 @@ pub(crate) mod testing {
             }
         }
     }
-
 }
 
 #[cfg(test)]
@@ -265,7 +268,10 @@ mod tests {
         for big_endian in [false, true] {
             let wal = WalBuilder::new(4096, 11, 22, big_endian);
             let h = WalHeader::parse(&wal.bytes).unwrap();
-            assert_eq!((h.page_size, h.salt1, h.salt2, h.big_endian), (4096, 11, 22, big_endian));
+            assert_eq!(
+                (h.page_size, h.salt1, h.salt2, h.big_endian),
+                (4096, 11, 22, big_endian)
+            );
             let mut bad = wal.bytes.clone();
             bad[17] ^= 1;
             assert_eq!(WalHeader::parse(&bad), Err(WalError::BadHeaderChecksum));
@@ -307,6 +313,9 @@ mod tests {
         let mut stale = WalBuilder::new(512, 1, 2, true);
         stale.bytes = wal.bytes.clone();
         stale.bytes[HEADER_SIZE + 2 * frame_size + 8] ^= 1; // salt1 of frame 2
-        assert_eq!(scan_committed(&stale.header, 0, stale.header.checksum, stale.read_frame()).len(), 2);
+        assert_eq!(
+            scan_committed(&stale.header, 0, stale.header.checksum, stale.read_frame()).len(),
+            2
+        );
     }
 }

@@ -135,7 +135,11 @@ impl Capture {
 
     /// Resumes from a persisted position: returns the transactions committed in the
     /// WAL since then, or a [`Discontinuity`] when the WAL no longer continues it.
-    pub fn resume(&mut self, from: WalPosition, wal: &mut dyn WalSource) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
+    pub fn resume(
+        &mut self,
+        from: WalPosition,
+        wal: &mut dyn WalSource,
+    ) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
         self.pending.clear();
         let header = read_header(wal)?;
         let Some(header) = header else {
@@ -147,15 +151,37 @@ impl Capture {
             self.header = Some(header);
             self.next_frame = 0;
             self.chain = header.checksum;
-            return Ok(Err(Discontinuity("the WAL was restarted since the last capture".into())));
+            return Ok(Err(Discontinuity(
+                "the WAL was restarted since the last capture".into(),
+            )));
         }
         self.header = Some(header);
         self.next_frame = from.next_frame;
         self.chain = from.checksum;
         if from.next_frame > 0 && !self.frame_ends_chain(from.next_frame - 1, from.checksum, wal)? {
-            return Ok(Err(Discontinuity("the WAL no longer holds the last captured frame".into())));
+            return Ok(Err(Discontinuity(
+                "the WAL no longer holds the last captured frame".into(),
+            )));
         }
         Ok(Ok(self.scan_from_file(wal)))
+    }
+
+    /// Picks up commits another process appended to the WAL since our position.
+    pub fn catch_up(&mut self, wal: &mut dyn WalSource) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
+        let Some(current) = self.header else {
+            self.skip_to_end(wal)?;
+            return Ok(Ok(Vec::new()));
+        };
+        match read_header(wal)? {
+            None => Ok(Ok(Vec::new())),
+            Some(h) if (h.salt1, h.salt2) != (current.salt1, current.salt2) => {
+                // Our own restarts are seen as they are written, so this one was made
+                // by another process: commits of the old generation may be gone.
+                self.skip_to_end(wal)?;
+                Ok(Err(Discontinuity("another process restarted the WAL".into())))
+            }
+            Some(_) => Ok(Ok(self.scan_from_file(wal))),
+        }
     }
 
     /// Records a successful `xWrite` of `data` at `offset` in the WAL. Returns the
@@ -303,7 +329,10 @@ impl Capture {
             let frame = frames.remove(&i).expect("checked complete");
             latest.insert(FrameHeader::parse(&frame.header).pgno, frame.page);
         }
-        let pages = latest.into_iter().filter(|(pgno, _)| *pgno <= commit_frame.commit).collect();
+        let pages = latest
+            .into_iter()
+            .filter(|(pgno, _)| *pgno <= commit_frame.commit)
+            .collect();
         self.next_frame = commit_index + 1;
         self.chain = commit_frame.checksum;
         Ok(Some(CapturedTxn {
@@ -421,14 +450,23 @@ mod tests {
 
     impl Harness {
         fn new(page_size: u32) -> Self {
-            Harness { file: Vec::new(), capture: Capture::new(), page_size, captured: Vec::new() }
+            Harness {
+                file: Vec::new(),
+                capture: Capture::new(),
+                page_size,
+                captured: Vec::new(),
+            }
         }
 
         /// Writes like `sqlite3OsWrite`, then tells capture; panics on discontinuity.
         fn write(&mut self, offset: u64, data: &[u8]) {
             self.raw_write(offset, data);
             let mut file = std::mem::take(&mut self.file);
-            let got = self.capture.on_write(offset, data, &mut file).unwrap().expect("no discontinuity");
+            let got = self
+                .capture
+                .on_write(offset, data, &mut file)
+                .unwrap()
+                .expect("no discontinuity");
             self.file = file;
             self.captured.extend(got);
         }
@@ -500,7 +538,7 @@ mod tests {
         let fs = wal.header.frame_size() as usize;
         for i in 1..3 {
             let at = HEADER_SIZE + i * fs;
-            h.write(at as u64, &spill.bytes[at..at + fs].to_vec());
+            h.write(at as u64, &spill.bytes[at..at + fs]);
         }
         // ...and the next transaction reuses frame 1 only.
         h.log(1, &[(1, 1, 1), (2, 2, 7)], 1, true);
@@ -564,7 +602,10 @@ mod tests {
         let at = HEADER_SIZE + 2 * 536;
         h.raw_write(at as u64, &next.bytes[at..at + 24]);
         let mut file = h.file.clone();
-        let result = h.capture.on_write(at as u64, &next.bytes[at..at + 24], &mut file).unwrap();
+        let result = h
+            .capture
+            .on_write(at as u64, &next.bytes[at..at + 24], &mut file)
+            .unwrap();
         assert!(result.is_err(), "frames of a generation we never saw may be lost");
     }
 
@@ -600,9 +641,9 @@ mod tests {
         let mut h = Harness::new(512);
         let mut wal = WalBuilder::new(512, 1, 99, false);
         wal.frame(1, 0, 1).frame(2, 2, 2);
-        h.write(0, &wal.bytes[..32].to_vec());
+        h.write(0, &wal.bytes[..32]);
         // The whole log in one write, then nothing else.
-        h.write(32, &wal.bytes[32..].to_vec());
+        h.write(32, &wal.bytes[32..]);
         assert_eq!(h.captured.len(), 1);
         assert_eq!(pgnos(&h.captured[0]), vec![1, 2]);
     }

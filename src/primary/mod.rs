@@ -1,4 +1,12 @@
 //! The primary role: capture committed transactions from the WAL, stage them as LTX
 //! files beside the database, upload them in the background.
 
+pub mod batch;
 pub mod capture;
+pub mod registry;
+mod replicator;
+pub mod staging;
+pub mod state;
+pub mod wal_file;
+
+pub use replicator::{Primary, Snapshotter};

@@ -1,11 +1,16 @@
 //! `sqlite3_file` wrapper: our file struct sits in front of the root VFS's file in one
 //! allocation of `szOsFile` bytes, and every io method forwards to it.
 
-use super::guard::guard;
+use super::guard::{guard, sqlite_log};
+use crate::primary::capture::WalSource;
+use crate::primary::registry;
+use crate::primary::Primary;
 use libsqlite3_sys as ffi;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
+use std::path::PathBuf;
 use std::ptr;
+use std::sync::Arc;
 
 /// What SQLite opened, from the `SQLITE_OPEN_*` type flags. Capture keys on this.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +32,19 @@ impl FileKind {
     }
 }
 
+/// What replication does with a file.
+pub(crate) enum FileRole {
+    /// Passed through untouched (temp files, journals of other databases, ...).
+    Plain,
+    /// Main database of a primary; `leader` is None when another process replicates.
+    PrimaryDb {
+        path: PathBuf,
+        leader: Option<Arc<Primary>>,
+    },
+    /// The `-wal` of a database this process replicates: writes are captured.
+    PrimaryWal(Arc<Primary>),
+}
+
 /// Our file. `base` must be the first field: SQLite hands us `*mut sqlite3_file`
 /// pointing at it and we cast back.
 #[repr(C)]
@@ -35,6 +53,7 @@ pub(crate) struct WrappedFile {
     /// The root VFS's file, living in the same allocation right after this struct.
     inner: *mut ffi::sqlite3_file,
     pub(crate) kind: FileKind,
+    pub(crate) role: FileRole,
 }
 
 /// Bytes reserved in front of the inner file, rounded so the inner file is aligned.
@@ -59,6 +78,7 @@ impl WrappedFile {
                 base: ffi::sqlite3_file { pMethods: ptr::null() },
                 inner,
                 kind,
+                role: FileRole::Plain,
             },
         );
         (*inner).pMethods = ptr::null();
@@ -67,8 +87,23 @@ impl WrappedFile {
 
     /// # Safety
     /// `file` must have been passed to [`WrappedFile::prepare`] and its inner file opened.
-    pub(crate) unsafe fn activate(file: *mut ffi::sqlite3_file) {
+    pub(crate) unsafe fn activate(file: *mut ffi::sqlite3_file, role: FileRole) {
+        (*(file as *mut WrappedFile)).role = role;
         (*file).pMethods = &IO_METHODS;
+    }
+
+    /// The primary behind the main database file of a connection, if `file` is ours.
+    ///
+    /// # Safety
+    /// `file` must be a valid `sqlite3_file` (any VFS's).
+    pub(crate) unsafe fn primary_of(file: *mut ffi::sqlite3_file) -> Option<Arc<Primary>> {
+        if file.is_null() || !std::ptr::eq((*file).pMethods, &IO_METHODS) {
+            return None;
+        }
+        match &(*(file as *mut WrappedFile)).role {
+            FileRole::PrimaryDb { leader, .. } => leader.clone(),
+            _ => None,
+        }
     }
 
     /// # Safety
@@ -136,6 +171,9 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         let rc = forward!(file, xClose, ffi::SQLITE_OK);
         let this = WrappedFile::from_raw(file);
         (*this.inner).pMethods = ptr::null();
+        if let FileRole::PrimaryDb { path, leader: Some(_) } = std::mem::replace(&mut this.role, FileRole::Plain) {
+            registry::detach(&path);
+        }
         rc
     })
 }
@@ -148,8 +186,56 @@ unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amou
 
 unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, amount: c_int, offset: i64) -> c_int {
     guard("xWrite", ffi::SQLITE_IOERR_WRITE, || {
-        forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset)
+        let this = WrappedFile::from_raw(file);
+        let FileRole::PrimaryWal(primary) = &this.role else {
+            return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
+        };
+        let primary = Arc::clone(primary);
+        if let Err(reason) = primary.check_writable() {
+            sqlite_log(ffi::SQLITE_IOERR_WRITE, &format!("litestream: write refused: {reason}"));
+            return ffi::SQLITE_IOERR_WRITE;
+        }
+        let rc = forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
+        if rc == ffi::SQLITE_OK && amount > 0 {
+            let data = std::slice::from_raw_parts(buf as *const u8, amount as usize);
+            let mut source = InnerWal(this.inner);
+            primary.on_wal_write(offset as u64, data, &mut source);
+        }
+        rc
     })
+}
+
+/// Reads of the `-wal` through the root VFS's file, for capture's read-backs.
+struct InnerWal(*mut ffi::sqlite3_file);
+
+impl WalSource for InnerWal {
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<bool> {
+        // SAFETY: the inner file is open for as long as the wrapper that owns it.
+        let rc = unsafe {
+            match (*(*self.0).pMethods).xRead {
+                Some(read) => read(
+                    self.0,
+                    buf.as_mut_ptr() as *mut c_void,
+                    buf.len() as c_int,
+                    offset as i64,
+                ),
+                None => ffi::SQLITE_IOERR_READ,
+            }
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(true),
+            ffi::SQLITE_IOERR_SHORT_READ => Ok(false),
+            code => Err(std::io::Error::other(format!("reading the WAL: SQLite error {code}"))),
+        }
+    }
+}
+
+fn role_primary(role: &FileRole) -> Option<Arc<Primary>> {
+    match role {
+        FileRole::PrimaryDb { leader, .. } => leader.clone(),
+        FileRole::PrimaryWal(p) => Some(Arc::clone(p)),
+        FileRole::Plain => None,
+    }
 }
 
 unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
@@ -244,7 +330,24 @@ unsafe extern "C" fn x_shm_map(
 
 unsafe extern "C" fn x_shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, n: c_int, flags: c_int) -> c_int {
     guard("xShmLock", ffi::SQLITE_IOERR_SHMLOCK, || {
-        forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
+        let mut rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
+        // Slot 0 is WAL_WRITE_LOCK.
+        if offset == 0 {
+            let primary = role_primary(&WrappedFile::from_raw(file).role);
+            if let Some(primary) = primary {
+                if flags == (ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
+                    // Our snapshot connection holds the lock for a moment: wait for it
+                    // rather than hand the application a BUSY it did not cause.
+                    while rc == ffi::SQLITE_BUSY && primary.wait_for_snapshot_lock() {
+                        rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
+                    }
+                } else if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
+                    // Its release ends a write transaction.
+                    primary.after_commit();
+                }
+            }
+        }
+        rc
     })
 }
 

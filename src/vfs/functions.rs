@@ -1,8 +1,9 @@
 //! Registers [`crate::sql::FUNCTIONS`] on a connection and converts values between
 //! `sqlite3_value` and [`SqlValue`].
 
+use super::file::WrappedFile;
 use super::guard::guard;
-use crate::sql::{SqlFunction, SqlValue};
+use crate::sql::{Ctx, SqlFunction, SqlValue};
 use libsqlite3_sys as ffi;
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
@@ -46,12 +47,30 @@ unsafe extern "C" fn call_function(ctx: *mut ffi::sqlite3_context, argc: c_int, 
             &[]
         };
         let args: Vec<SqlValue> = raw.iter().map(|v| read_value(*v)).collect();
-        match (function.call)(&args) {
+        let context = connection_context(ffi::sqlite3_context_db_handle(ctx));
+        match (function.call)(&context, &args) {
             Ok(value) => set_result(ctx, value),
             Err(message) => set_error(ctx, &format!("{}: {message}", function.name)),
         }
         ffi::SQLITE_OK
     });
+}
+
+/// Finds the replication state behind the connection's main database file.
+unsafe fn connection_context(db: *mut ffi::sqlite3) -> Ctx {
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    let rc = ffi::sqlite3_file_control(
+        db,
+        c"main".as_ptr(),
+        ffi::SQLITE_FCNTL_FILE_POINTER,
+        &mut file as *mut _ as *mut c_void,
+    );
+    if rc != ffi::SQLITE_OK {
+        return Ctx::default();
+    }
+    Ctx {
+        primary: WrappedFile::primary_of(file),
+    }
 }
 
 unsafe fn read_value(value: *mut ffi::sqlite3_value) -> SqlValue {

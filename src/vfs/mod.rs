@@ -10,6 +10,7 @@ mod entry;
 mod file;
 mod functions;
 mod guard;
+mod private;
 mod register;
 
 pub use entry::sqlite3_litestreamvfs_init;

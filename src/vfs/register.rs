@@ -1,12 +1,18 @@
 //! The `sqlite3_vfs` object: opens go through [`WrappedFile`]; everything that is not
 //! about files (paths, randomness, time, dlopen) is the root VFS's business.
 
-use super::file::{close_failed_inner, wrapper_size, FileKind, WrappedFile};
-use super::guard::guard;
+use super::file::{close_failed_inner, wrapper_size, FileKind, FileRole, WrappedFile};
+use super::guard::{guard, sqlite_log};
+use super::private::{ensure_wal_mode, BackupSnapshotter};
 use super::VFS_NAME;
+use crate::config::{Config, Role};
+use crate::primary::registry::{self, Attachment};
 use libsqlite3_sys as ffi;
-use std::ffi::CString;
+use std::ffi::OsStr;
+use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_double, c_int, c_void};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::OnceLock;
 
@@ -17,6 +23,12 @@ unsafe impl Send for Registered {}
 unsafe impl Sync for Registered {}
 
 static REGISTERED: OnceLock<Registered> = OnceLock::new();
+static ROOT_NAME: OnceLock<CString> = OnceLock::new();
+
+/// Name of the VFS we wrap, for the extension's private connections.
+pub(crate) fn root_vfs_name() -> &'static CString {
+    ROOT_NAME.get().expect("VFS registered before use")
+}
 
 /// Registers the `litestream` VFS on top of the current default VFS, once per process.
 pub(crate) fn register_vfs() -> Result<(), String> {
@@ -30,6 +42,7 @@ pub(crate) fn register_vfs() -> Result<(), String> {
         if root.is_null() {
             return Err("no default VFS to build on".into());
         }
+        let _ = ROOT_NAME.set(CStr::from_ptr((*root).zName).to_owned());
         let registered = REGISTERED.get_or_init(|| Registered(Box::into_raw(Box::new(build_vfs(root, name)))));
         let rc = ffi::sqlite3_vfs_register(registered.0, 0);
         if rc != ffi::SQLITE_OK {
@@ -91,18 +104,95 @@ unsafe extern "C" fn x_open(
 ) -> c_int {
     guard("xOpen", ffi::SQLITE_CANTOPEN, || {
         let (r, root_ptr) = root(vfs);
-        let inner = WrappedFile::prepare(file, FileKind::from_open_flags(flags));
+        let kind = FileKind::from_open_flags(flags);
+        let inner = WrappedFile::prepare(file, kind);
         let Some(open) = r.xOpen else {
             return ffi::SQLITE_CANTOPEN;
+        };
+        let path = (!name.is_null()).then(|| PathBuf::from(OsStr::from_bytes(CStr::from_ptr(name).to_bytes())));
+        let role = match (&path, kind) {
+            (Some(path), FileKind::MainDb) => match main_db_role(path, name, flags) {
+                Ok(role) => role,
+                Err(message) => {
+                    let message = format!("litestream: cannot open {}: {message}", path.display());
+                    tracing::error!("{message}");
+                    sqlite_log(ffi::SQLITE_CANTOPEN, &message);
+                    return ffi::SQLITE_CANTOPEN;
+                }
+            },
+            (Some(path), FileKind::Wal) => match registry::lookup(&strip_suffix(path, "-wal")) {
+                Some(primary) => FileRole::PrimaryWal(primary),
+                None => FileRole::Plain,
+            },
+            (Some(path), FileKind::Other) if flags & ffi::SQLITE_OPEN_MAIN_JOURNAL != 0 => {
+                let db = strip_suffix(path, "-journal");
+                if registry::lookup(&db).is_some() {
+                    let message = format!(
+                        "litestream: {} must stay in WAL mode to be replicated; refusing a rollback-journal write",
+                        db.display()
+                    );
+                    tracing::error!("{message}");
+                    sqlite_log(ffi::SQLITE_CANTOPEN, &message);
+                    return ffi::SQLITE_CANTOPEN;
+                }
+                FileRole::Plain
+            }
+            _ => FileRole::Plain,
         };
         let rc = open(root_ptr, name, inner, flags, out_flags);
         if rc != ffi::SQLITE_OK {
             close_failed_inner(inner);
+            if let FileRole::PrimaryDb { path, leader: Some(_) } = role {
+                registry::detach(&path);
+            }
             return rc;
         }
-        WrappedFile::activate(file);
+        WrappedFile::activate(file, role);
         ffi::SQLITE_OK
     })
+}
+
+/// Decides what a main database opened through us is: reads its URI parameters,
+/// puts it in WAL mode and attaches it to the process's primary for that path.
+unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result<FileRole, String> {
+    let params = uri_params(name);
+    let config = Config::from_params(path, &params, &|key| std::env::var(key).ok())?;
+    if config.role == Role::Replica {
+        return Err("role=replica is not available in this build yet".into());
+    }
+    let writable = flags & ffi::SQLITE_OPEN_READWRITE != 0;
+    let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
+    let prepare = |db: &Path| if writable { ensure_wal_mode(db, create) } else { Ok(()) };
+    let leader = match registry::attach(path, config, || Box::new(BackupSnapshotter), &prepare)? {
+        Attachment::Leader(primary) => Some(primary),
+        Attachment::Follower => None,
+    };
+    Ok(FileRole::PrimaryDb {
+        path: path.to_path_buf(),
+        leader,
+    })
+}
+
+/// The key/value pairs SQLite stores after a main database's filename (the layout
+/// `sqlite3_uri_parameter` reads): `name\0key\0value\0...key\0value\0\0`.
+unsafe fn uri_params(name: *const c_char) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut p = name.add(CStr::from_ptr(name).to_bytes().len() + 1);
+    while *p != 0 {
+        let key = CStr::from_ptr(p);
+        p = p.add(key.to_bytes().len() + 1);
+        let value = CStr::from_ptr(p);
+        p = p.add(value.to_bytes().len() + 1);
+        out.push((key.to_string_lossy().into_owned(), value.to_string_lossy().into_owned()));
+    }
+    out
+}
+
+fn strip_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let bytes = path.as_os_str().as_bytes();
+    PathBuf::from(OsStr::from_bytes(
+        bytes.strip_suffix(suffix.as_bytes()).unwrap_or(bytes),
+    ))
 }
 
 /// Forwards a VFS call to the root VFS's method of the same name.

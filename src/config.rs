@@ -1,0 +1,291 @@
+//! Per-database configuration from URI parameters, then `LITESTREAM_*` environment
+//! variables, then defaults. Anything unknown or malformed is an error at open: a
+//! typo must never leave a database silently unreplicated.
+
+use crate::storage::StoreOptions;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Which side of replication a connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+/// When a commit returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Commits return at once; uploads follow every `sync_interval`.
+    Async,
+    /// A commit returns once its TXID is in object storage.
+    Commit,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub role: Role,
+    pub replica_url: String,
+    /// Store options given as top-level URI parameters (endpoint, region, ...): a
+    /// replica URL nested in a SQLite URI loses its own `&`-separated query to SQLite.
+    pub store_options: StoreOptions,
+    pub sync_interval: Duration,
+    pub sync_mode: SyncMode,
+    /// How long `sync=commit` waits before the commit returns with a logged error.
+    pub sync_timeout: Duration,
+    pub staging_dir: PathBuf,
+    /// Staged bytes not yet uploaded beyond which capture stops and a snapshot is
+    /// taken once the store is back.
+    pub max_staging_bytes: u64,
+    /// Captured bytes waiting in memory beyond which they are staged early.
+    pub max_queue_bytes: u64,
+    /// Use zstd page payloads (smaller; Litestream cannot read them).
+    pub zstd_level: Option<i32>,
+}
+
+/// Parameters SQLite itself understands in a URI filename; passed through untouched.
+const SQLITE_PARAMS: &[&str] = &["vfs", "mode", "cache", "psow", "nolock", "immutable", "modeof"];
+const OUR_PARAMS: &[&str] = &[
+    "replica",
+    "role",
+    "sync_interval",
+    "sync",
+    "sync_timeout",
+    "staging",
+    "max_staging",
+    "max_queue",
+    "compression",
+];
+
+impl Config {
+    /// Builds the configuration of the database at `db_path` from its URI parameters
+    /// and the environment (`env` is a lookup so tests need not touch the process).
+    pub fn from_params(
+        db_path: &Path,
+        params: &[(String, String)],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, String> {
+        let mut store_options = StoreOptions::default();
+        for (key, value) in params {
+            if SQLITE_PARAMS.contains(&key.as_str()) || OUR_PARAMS.contains(&key.as_str()) {
+                continue;
+            }
+            match store_options.set(key, value) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(format!(
+                        "unknown URI parameter '{key}' (ours: {}; store options: endpoint, region, \
+                         force-path-style, skip-verify, access-key-id, secret-access-key, account-name, \
+                         account-key, sas-token)",
+                        OUR_PARAMS.join(", ")
+                    ))
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let get = |key: &str, env_key: &str| -> Option<String> {
+            params
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .or_else(|| env(env_key))
+                .filter(|v| !v.is_empty())
+        };
+        let role = match get("role", "LITESTREAM_ROLE").as_deref() {
+            None | Some("primary") => Role::Primary,
+            Some("replica") => Role::Replica,
+            Some(other) => return Err(format!("role must be 'primary' or 'replica', not '{other}'")),
+        };
+        let replica_url = get("replica", "LITESTREAM_REPLICA_URL").ok_or_else(|| {
+            "no replica URL: open with ?replica=<url> (file:///path, s3://bucket/path, memory://name, ...) \
+             or set LITESTREAM_REPLICA_URL"
+                .to_string()
+        })?;
+        let sync_interval = match get("sync_interval", "LITESTREAM_SYNC_INTERVAL") {
+            Some(v) => parse_duration(&v).map_err(|e| format!("sync_interval: {e}"))?,
+            None => Duration::from_secs(1),
+        };
+        if sync_interval.is_zero() {
+            return Err("sync_interval must be greater than zero".into());
+        }
+        let sync_mode = match get("sync", "LITESTREAM_SYNC").as_deref() {
+            None | Some("async") => SyncMode::Async,
+            Some("commit") => SyncMode::Commit,
+            Some(other) => return Err(format!("sync must be 'async' or 'commit', not '{other}'")),
+        };
+        let sync_timeout = match get("sync_timeout", "LITESTREAM_SYNC_TIMEOUT") {
+            Some(v) => parse_duration(&v).map_err(|e| format!("sync_timeout: {e}"))?,
+            None => Duration::from_secs(30),
+        };
+        let staging_dir = match get("staging", "LITESTREAM_STAGING_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let mut name = db_path.as_os_str().to_owned();
+                name.push("-litestream");
+                PathBuf::from(name)
+            }
+        };
+        let max_staging_bytes = match get("max_staging", "LITESTREAM_MAX_STAGING") {
+            Some(v) => parse_size(&v).map_err(|e| format!("max_staging: {e}"))?,
+            None => 1 << 30,
+        };
+        let max_queue_bytes = match get("max_queue", "LITESTREAM_MAX_QUEUE") {
+            Some(v) => parse_size(&v).map_err(|e| format!("max_queue: {e}"))?,
+            None => 64 << 20,
+        };
+        let zstd_level = match get("compression", "LITESTREAM_COMPRESSION").as_deref() {
+            None | Some("lz4") => None,
+            Some("zstd") => Some(3),
+            Some(other) => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
+                Some(Ok(level)) if (1..=19).contains(&level) => Some(level),
+                _ => return Err(format!("compression must be lz4, zstd or zstd:<1-19>, not '{other}'")),
+            },
+        };
+        Ok(Config {
+            role,
+            replica_url,
+            store_options,
+            sync_interval,
+            sync_mode,
+            sync_timeout,
+            staging_dir,
+            max_staging_bytes,
+            max_queue_bytes,
+            zstd_level,
+        })
+    }
+}
+
+/// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 500ms, 1s or 5m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("'{text}' has an unknown unit (use ms, s, m or h)")),
+    };
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return Err(format!("'{text}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses `4096`, `64k`, `256MB`, `1GiB` and the like into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size like 64MB"))?;
+    let shift = match unit.trim().trim_end_matches('b').trim_end_matches('i') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("'{text}' has an unknown unit (use k, m, g)")),
+    };
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_replica_is_given() {
+        let c = Config::from_params(Path::new("/d/app.db"), &params(&[("replica", "memory://x")]), &no_env).unwrap();
+        assert_eq!(c.role, Role::Primary);
+        assert_eq!(c.sync_interval, Duration::from_secs(1));
+        assert_eq!(c.sync_mode, SyncMode::Async);
+        assert_eq!(c.staging_dir, PathBuf::from("/d/app.db-litestream"));
+        assert_eq!(c.zstd_level, None);
+    }
+
+    #[test]
+    fn uri_parameters_win_over_the_environment() {
+        let env = |k: &str| match k {
+            "LITESTREAM_REPLICA_URL" => Some("file:///env".to_string()),
+            "LITESTREAM_SYNC_INTERVAL" => Some("5s".to_string()),
+            _ => None,
+        };
+        let c = Config::from_params(Path::new("a.db"), &params(&[("sync_interval", "250ms")]), &env).unwrap();
+        assert_eq!(c.replica_url, "file:///env");
+        assert_eq!(c.sync_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn mistakes_are_errors_that_name_the_problem() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "no replica URL"),
+            (
+                &[("replica", "memory://x"), ("replca", "y")],
+                "unknown URI parameter 'replca'",
+            ),
+            (&[("replica", "memory://x"), ("role", "leader")], "role must be"),
+            (&[("replica", "memory://x"), ("sync_interval", "fast")], "sync_interval"),
+            (
+                &[("replica", "memory://x"), ("sync_interval", "0s")],
+                "greater than zero",
+            ),
+            (&[("replica", "memory://x"), ("sync", "always")], "sync must be"),
+            (&[("replica", "memory://x"), ("max_staging", "lots")], "max_staging"),
+            (
+                &[("replica", "memory://x"), ("compression", "gzip")],
+                "compression must be",
+            ),
+        ];
+        for (given, expected) in cases {
+            let err = Config::from_params(Path::new("a.db"), &params(given), &no_env).unwrap_err();
+            assert!(err.contains(expected), "{given:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn store_options_and_sqlite_parameters_are_accepted() {
+        let c = Config::from_params(
+            Path::new("a.db"),
+            &params(&[
+                ("replica", "s3://b/p"),
+                ("endpoint", "http://127.0.0.1:1"),
+                ("vfs", "litestream"),
+                ("mode", "rwc"),
+            ]),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.store_options.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+    }
+
+    #[test]
+    fn durations_and_sizes_parse_with_units() {
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("1x").is_err());
+    }
+}

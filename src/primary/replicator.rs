@@ -1,0 +1,776 @@
+//! One [`Primary`] per database file per process, shared by every connection that
+//! opened it through the VFS. Commit capture runs inline on the writer's thread
+//! (memory copies only); a worker thread stages batches as LTX files every
+//! `sync_interval` and uploads them with conditional creates.
+
+use super::batch::{encode_batch, encode_full, now_ms};
+use super::capture::{Capture, CapturedTxn, Discontinuity, WalSource};
+use super::staging::{StagedFile, Staging};
+use super::state::{FileIdentity, SavedState, StateFile};
+use super::wal_file::WalFile;
+use crate::config::{Config, SyncMode};
+use crate::ltx::Compression;
+use crate::runtime::block_on;
+use crate::storage::{open_store, ReplicaStore};
+use serde_json::json;
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Takes a consistent copy of a live database: implemented over SQLite itself in the
+/// VFS layer (private connections and the backup API).
+pub trait Snapshotter: Send + Sync {
+    /// Copies the database at `db` into `dest`. `at_lock` runs while writers are
+    /// excluded, right before the copy's read transaction starts, so the copy holds
+    /// exactly the commits captured up to that call; `released` runs as soon as
+    /// writers may proceed again.
+    fn snapshot(&self, db: &Path, dest: &Path, at_lock: &mut dyn FnMut(), released: &dyn Fn()) -> Result<(), String>;
+}
+
+/// Levels a replica can hold files in.
+const ALL_LEVELS: [u8; 5] = [0, 1, 2, 3, 9];
+
+struct Shared {
+    capture: Capture,
+    /// TXID the next captured commit gets.
+    next_txid: u64,
+    /// Captured, not yet staged, with their TXIDs.
+    queue: Vec<(u64, CapturedTxn)>,
+    queue_bytes: usize,
+    /// Capture lost track; commits are dropped until a snapshot covers them.
+    snapshot_needed: Option<String>,
+    staged_txid: u64,
+    uploaded_txid: u64,
+    /// The replica belongs to another writer: commits are refused.
+    fatal: Option<String>,
+    last_error: Option<String>,
+    sync_requested: bool,
+    closing: bool,
+    snapshots: u64,
+    uploads: u64,
+    uploaded_bytes: u64,
+    last_upload_ms: Option<i64>,
+    /// Capture time of the oldest commit not yet uploaded, for the lag figure.
+    oldest_pending_ms: Option<i64>,
+    last_lag_ms: Option<i64>,
+}
+
+pub struct Primary {
+    pub db_path: PathBuf,
+    config: Config,
+    store: Arc<dyn ReplicaStore>,
+    staging: Staging,
+    state_file: StateFile,
+    node_id: u64,
+    snapshotter: Box<dyn Snapshotter>,
+    shared: Mutex<Shared>,
+    /// Wakes the worker early (sync requested, queue large, closing).
+    wake: Condvar,
+    /// Signals staging/upload progress to waiters.
+    progress: Condvar,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    /// True while our snapshot connection holds the WAL write lock: the application's
+    /// writers wait for it instead of seeing SQLITE_BUSY.
+    snapshot_locking: Mutex<bool>,
+    snapshot_unlocked: Condvar,
+}
+
+impl Primary {
+    /// Opens replication for `db_path`: reconciles local state with the replica
+    /// (restoring the database first if it is missing), runs `prepare_db` (which puts
+    /// the database in WAL mode), and starts the worker.
+    pub fn open(
+        db_path: &Path,
+        config: Config,
+        snapshotter: Box<dyn Snapshotter>,
+        prepare_db: &dyn Fn(&Path) -> Result<(), String>,
+    ) -> Result<Arc<Primary>, String> {
+        let store = open_store(&config.replica_url, &config.store_options).map_err(|e| e.to_string())?;
+        let staging = Staging::open(&config.staging_dir)
+            .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
+        let state_file = StateFile::new(&config.staging_dir);
+        let saved = state_file
+            .load()
+            .map_err(|e| format!("reading replication state: {e}"))?;
+        let replica_max = replica_max_txid(store.as_ref())?;
+        let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
+
+        let mut capture = Capture::new();
+        let mut queue = Vec::new();
+        let mut snapshot_needed = None;
+        let (state, mut next_txid) = match (saved, replica_max) {
+            (None, None) => {
+                snapshot_needed = Some("first replication of this database".to_string());
+                (
+                    SavedState {
+                        node_id: new_node_id(),
+                        ..Default::default()
+                    },
+                    1,
+                )
+            }
+            (None, Some(max)) if !db_exists => {
+                tracing::info!(db = %db_path.display(), txid = max, "restoring the database from its replica");
+                let pos = crate::restore::restore_latest(store.as_ref(), db_path)
+                    .map_err(|e| format!("restoring {} from {}: {e}", db_path.display(), store.describe()))?;
+                let state = SavedState {
+                    node_id: new_node_id(),
+                    txid: pos.txid,
+                    wal: None,
+                    closed_clean: FileIdentity::of(db_path).ok(),
+                };
+                state_file
+                    .save(&state)
+                    .map_err(|e| format!("saving replication state: {e}"))?;
+                (state, pos.txid + 1)
+            }
+            (None, Some(max)) => {
+                return Err(format!(
+                    "replica {} already holds TXIDs up to {max} written by another database; use another \
+                     replica path, or remove the local database to restore it from this replica",
+                    store.describe()
+                ))
+            }
+            (Some(saved), replica_max) => {
+                if let Some(max) = replica_max.filter(|max| *max > saved.txid) {
+                    let writer = latest_node_id(store.as_ref(), max);
+                    if writer != Some(saved.node_id) {
+                        return Err(format!(
+                            "replica {} is at TXID {max}, ahead of this database's TXID {}, and was written by \
+                             another primary; refusing to write to it (two primaries on one replica)",
+                            store.describe(),
+                            saved.txid
+                        ));
+                    }
+                }
+                for file in staging.list().map_err(|e| e.to_string())? {
+                    if file.max_txid > saved.txid {
+                        staging.remove(&file).map_err(|e| e.to_string())?;
+                    }
+                }
+                let mut next = saved.txid + 1;
+                if let Some(max) = replica_max.filter(|max| *max > saved.txid) {
+                    snapshot_needed = Some(format!(
+                        "local state (TXID {}) is older than the replica ({max})",
+                        saved.txid
+                    ));
+                    next = max + 1;
+                } else {
+                    let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
+                    match resume_capture(&mut capture, &saved, db_path, &mut wal).map_err(|e| e.to_string())? {
+                        Ok(txns) => {
+                            for txn in txns {
+                                queue.push((next, txn));
+                                next += 1;
+                            }
+                        }
+                        Err(Discontinuity(reason)) => snapshot_needed = Some(reason),
+                    }
+                }
+                (saved, next)
+            }
+        };
+        prepare_db(db_path)?;
+        if snapshot_needed.is_some() {
+            let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
+            capture.skip_to_end(&mut wal).map_err(|e| e.to_string())?;
+        }
+        let staged_txid = next_txid - 1 - queue.len() as u64;
+        let queue_bytes = queue.iter().map(|(_, t)| t.page_bytes()).sum();
+        if let Some(reason) = &snapshot_needed {
+            tracing::info!(db = %db_path.display(), %reason, txid = next_txid, "a snapshot will be taken");
+        }
+        next_txid = next_txid.max(1);
+        let primary = Arc::new(Primary {
+            db_path: db_path.to_path_buf(),
+            node_id: state.node_id,
+            shared: Mutex::new(Shared {
+                capture,
+                next_txid,
+                queue,
+                queue_bytes,
+                snapshot_needed,
+                staged_txid,
+                uploaded_txid: replica_max.unwrap_or(0).min(staged_txid),
+                fatal: None,
+                last_error: None,
+                sync_requested: true,
+                closing: false,
+                snapshots: 0,
+                uploads: 0,
+                uploaded_bytes: 0,
+                last_upload_ms: None,
+                oldest_pending_ms: None,
+                last_lag_ms: None,
+            }),
+            config,
+            store,
+            staging,
+            state_file,
+            snapshotter,
+            wake: Condvar::new(),
+            progress: Condvar::new(),
+            worker: Mutex::new(None),
+            snapshot_locking: Mutex::new(false),
+            snapshot_unlocked: Condvar::new(),
+        });
+        // The state file names our node id from the first open on.
+        primary
+            .save_state(&primary.lock(), None)
+            .map_err(|e| format!("saving replication state: {e}"))?;
+        let worker = Arc::clone(&primary);
+        let handle = std::thread::Builder::new()
+            .name("litestream-primary".into())
+            .spawn(move || worker.run())
+            .map_err(|e| format!("cannot start the replication thread: {e}"))?;
+        *primary.worker.lock().expect("worker lock") = Some(handle);
+        Ok(primary)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checked before a write reaches the WAL: a primary that lost its replica to
+    /// another writer refuses new commits.
+    pub fn check_writable(&self) -> Result<(), String> {
+        match &self.lock().fatal {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Called after every successful write to the WAL (on the writer's thread).
+    pub fn on_wal_write(&self, offset: u64, data: &[u8], wal: &mut dyn WalSource) {
+        let mut shared = self.lock();
+        let found = shared.capture.on_write(offset, data, wal).unwrap_or_else(|e| {
+            // The write itself succeeded; only our read-back failed.
+            Err(Discontinuity(format!("reading the WAL back: {e}")))
+        });
+        match found {
+            Ok(txns) if txns.is_empty() => {}
+            Ok(txns) => {
+                if shared.snapshot_needed.is_some() {
+                    return; // the coming snapshot includes them
+                }
+                let now = now_ms();
+                shared.oldest_pending_ms.get_or_insert(now);
+                for txn in txns {
+                    let txid = shared.next_txid;
+                    shared.next_txid += 1;
+                    shared.queue_bytes += txn.page_bytes();
+                    shared.queue.push((txid, txn));
+                }
+                if shared.queue_bytes as u64 > self.config.max_queue_bytes {
+                    self.wake.notify_all();
+                }
+            }
+            Err(Discontinuity(reason)) => {
+                tracing::warn!(db = %self.db_path.display(), %reason, "capture lost track of the WAL; taking a snapshot");
+                shared.snapshot_needed.get_or_insert(reason);
+                self.wake.notify_all();
+            }
+        }
+    }
+
+    /// Called when SQLite releases the WAL write lock: with `sync=commit`, the
+    /// commit returns only once its TXID is in object storage.
+    pub fn after_commit(&self) {
+        if self.config.sync_mode != SyncMode::Commit {
+            return;
+        }
+        let target = self.lock().next_txid - 1;
+        if let Err(e) = self.sync(target, self.config.sync_timeout) {
+            tracing::error!(db = %self.db_path.display(), "sync=commit: {e}");
+        }
+    }
+
+    /// When the application's attempt at the WAL write lock failed with BUSY: if our
+    /// own snapshot holds the lock, waits (bounded) for its release and returns true
+    /// so the caller retries.
+    pub fn wait_for_snapshot_lock(&self) -> bool {
+        let locking = self.snapshot_locking.lock().unwrap_or_else(|p| p.into_inner());
+        if !*locking {
+            return false;
+        }
+        let (locking, _) = self
+            .snapshot_unlocked
+            .wait_timeout_while(locking, Duration::from_secs(10), |held| *held)
+            .unwrap_or_else(|p| p.into_inner());
+        !*locking
+    }
+
+    fn set_snapshot_locking(&self, held: bool) {
+        *self.snapshot_locking.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        if !held {
+            self.snapshot_unlocked.notify_all();
+        }
+    }
+
+    /// TXID of the last commit captured.
+    pub fn txid(&self) -> u64 {
+        self.lock().next_txid - 1
+    }
+
+    /// Blocks until every commit up to `txid` is in object storage, or `timeout`.
+    pub fn sync(&self, txid: u64, timeout: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + timeout;
+        let mut shared = self.lock();
+        loop {
+            if let Some(fatal) = &shared.fatal {
+                return Err(fatal.clone());
+            }
+            if shared.uploaded_txid >= txid && shared.snapshot_needed.is_none() {
+                return Ok(shared.uploaded_txid);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = shared
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "upload still in progress".into());
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for TXID {txid} (uploaded: {}): {why}",
+                    shared.uploaded_txid
+                ));
+            }
+            shared.sync_requested = true;
+            self.wake.notify_all();
+            shared = self
+                .progress
+                .wait_timeout(shared, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Everything captured so far, then waits for it to be uploaded.
+    pub fn sync_all(&self, timeout: Duration) -> Result<u64, String> {
+        let target = self.txid();
+        self.sync(target, timeout)
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let s = self.lock();
+        let staged_bytes = self.staging.total_bytes().unwrap_or(0);
+        let lag_s = s
+            .oldest_pending_ms
+            .map(|t| (now_ms() - t) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        json!({
+            "role": "primary",
+            "database": self.db_path.display().to_string(),
+            "replica": self.store.describe(),
+            "node_id": format!("{:016x}", self.node_id),
+            "txid": s.next_txid - 1,
+            "staged_txid": s.staged_txid,
+            "uploaded_txid": s.uploaded_txid,
+            "pending_commits": s.queue.len(),
+            "pending_bytes": s.queue_bytes,
+            "staged_bytes": staged_bytes,
+            "lag_seconds": lag_s,
+            "last_replication_lag_ms": s.last_lag_ms,
+            "snapshot_pending": s.snapshot_needed,
+            "snapshots": s.snapshots,
+            "uploads": s.uploads,
+            "uploaded_bytes": s.uploaded_bytes,
+            "last_upload_ms": s.last_upload_ms,
+            "sync_interval_ms": self.config.sync_interval.as_millis() as u64,
+            "sync_mode": match self.config.sync_mode { SyncMode::Async => "async", SyncMode::Commit => "commit" },
+            "error": s.fatal.clone().or_else(|| s.last_error.clone()),
+            "refusing_writes": s.fatal.is_some(),
+        })
+    }
+
+    /// Last connection closed: stage what is left, try to upload it, record a clean
+    /// close if SQLite checkpointed the WAL away, stop the worker.
+    pub fn close(&self) {
+        {
+            let mut shared = self.lock();
+            shared.closing = true;
+            shared.sync_requested = true;
+            self.wake.notify_all();
+        }
+        if let Some(handle) = self.worker.lock().expect("worker lock").take() {
+            let _ = handle.join();
+        }
+        let shared = self.lock();
+        let wal_gone = WalFile::open(&self.db_path).map(|mut w| {
+            let mut b = [0u8; 32];
+            !w.read_exact_at(0, &mut b).unwrap_or(false)
+        });
+        if shared.queue.is_empty() && shared.snapshot_needed.is_none() && wal_gone.unwrap_or(false) {
+            let identity = FileIdentity::of(&self.db_path).ok();
+            if let Err(e) = self.save_state(&shared, identity) {
+                tracing::error!("saving replication state at close: {e}");
+            }
+        }
+    }
+
+    fn save_state(&self, shared: &Shared, closed_clean: Option<FileIdentity>) -> io::Result<()> {
+        let wal = if closed_clean.is_some() {
+            None
+        } else {
+            shared.capture.position().map(Into::into)
+        };
+        self.state_file.save(&SavedState {
+            node_id: self.node_id,
+            txid: shared.staged_txid,
+            wal,
+            closed_clean,
+        })
+    }
+
+    fn compression(&self) -> Compression {
+        self.config.zstd_level.map_or(Compression::Lz4, Compression::Zstd)
+    }
+
+    /// The worker: every `sync_interval` (or sooner when asked) take a snapshot if
+    /// needed, stage the queue, upload staged files.
+    fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut next_upload_attempt = Instant::now();
+        loop {
+            let closing = {
+                let mut shared = self.lock();
+                if !shared.sync_requested && !shared.closing && shared.snapshot_needed.is_none() {
+                    let limit = self.config.max_queue_bytes as usize;
+                    let (guard, _) = self
+                        .wake
+                        .wait_timeout_while(shared, self.config.sync_interval, |s| {
+                            !s.sync_requested && !s.closing && s.queue_bytes <= limit
+                        })
+                        .unwrap_or_else(|p| p.into_inner());
+                    shared = guard;
+                }
+                shared.sync_requested = false;
+                shared.closing
+            };
+            self.catch_up_foreign_commits();
+            if let Err(e) = self.stage_pending() {
+                self.record_error(format!("staging: {e}"));
+            }
+            if Instant::now() >= next_upload_attempt || closing {
+                match self.upload_staged() {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => {
+                        self.record_error(e);
+                        next_upload_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            if closing {
+                break;
+            }
+        }
+    }
+
+    /// Commits written by other processes (followers) reach us only through the WAL.
+    fn catch_up_foreign_commits(&self) {
+        let Ok(mut wal) = WalFile::open(&self.db_path) else {
+            return;
+        };
+        let mut shared = self.lock();
+        match shared.capture.catch_up(&mut wal) {
+            Ok(Ok(txns)) => {
+                if shared.snapshot_needed.is_some() {
+                    return;
+                }
+                for txn in txns {
+                    let txid = shared.next_txid;
+                    shared.next_txid += 1;
+                    shared.queue_bytes += txn.page_bytes();
+                    shared.queue.push((txid, txn));
+                }
+            }
+            Ok(Err(Discontinuity(reason))) => {
+                tracing::warn!(db = %self.db_path.display(), %reason, "taking a snapshot");
+                shared.snapshot_needed.get_or_insert(reason);
+            }
+            Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
+        }
+    }
+
+    fn record_error(&self, message: String) {
+        tracing::warn!(db = %self.db_path.display(), "{message}");
+        self.lock().last_error = Some(message);
+        self.progress.notify_all();
+    }
+
+    /// Takes the pending snapshot if any, then stages the queue as one LTX file.
+    fn stage_pending(&self) -> Result<(), String> {
+        if self.lock().snapshot_needed.is_some() {
+            self.take_snapshot()?;
+        }
+        let (batch, min_txid) = {
+            let mut shared = self.lock();
+            if shared.queue.is_empty() {
+                return Ok(());
+            }
+            let staged = self.staging.total_bytes().map_err(|e| e.to_string())?;
+            if staged > self.config.max_staging_bytes {
+                // The store has been unreachable for long: stop keeping history, and
+                // re-seed the replica with a snapshot once it is back.
+                let dropped = shared.queue.len();
+                shared.queue.clear();
+                shared.queue_bytes = 0;
+                shared.next_txid = shared.staged_txid + 1;
+                shared.snapshot_needed = Some(format!(
+                    "staging is full ({staged} bytes, limit {}); {dropped} commits will be covered by a snapshot",
+                    self.config.max_staging_bytes
+                ));
+                return Err(shared.snapshot_needed.clone().expect("just set"));
+            }
+            let batch = std::mem::take(&mut shared.queue);
+            shared.queue_bytes = 0;
+            let min = batch[0].0;
+            (batch, min)
+        };
+        let txns: Vec<CapturedTxn> = batch.into_iter().map(|(_, t)| t).collect();
+        let max_txid = min_txid + txns.len() as u64 - 1;
+        let bytes = encode_batch(&txns, min_txid, self.node_id, self.compression()).map_err(|e| e.to_string())?;
+        let stage_result = self.staging.stage(min_txid, max_txid, &bytes);
+        let mut shared = self.lock();
+        match stage_result {
+            Ok(_) => {
+                shared.staged_txid = max_txid;
+                let mut snapshot_state = SavedState {
+                    node_id: self.node_id,
+                    txid: max_txid,
+                    wal: Some(txns.last().expect("non-empty").position.into()),
+                    closed_clean: None,
+                };
+                if shared.snapshot_needed.is_some() {
+                    snapshot_state.wal = None;
+                }
+                self.state_file
+                    .save(&snapshot_state)
+                    .map_err(|e| format!("saving state: {e}"))?;
+                self.progress.notify_all();
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the commits in memory and try again next round.
+                let mut restored: Vec<(u64, CapturedTxn)> = txns
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| (min_txid + i as u64, t))
+                    .collect();
+                restored.append(&mut shared.queue);
+                shared.queue_bytes = restored.iter().map(|(_, t)| t.page_bytes()).sum();
+                shared.queue = restored;
+                Err(format!("writing {}: {e}", self.config.staging_dir.display()))
+            }
+        }
+    }
+
+    /// A full image of the database as the next TXID, staged like any batch.
+    fn take_snapshot(&self) -> Result<(), String> {
+        let tmp = self.config.staging_dir.join("snapshot.db.tmp");
+        let _ = fs::remove_file(&tmp);
+        let mut assigned: Option<(u64, Vec<(u64, CapturedTxn)>)> = None;
+        let mut at_lock = || {
+            let mut shared = self.lock();
+            let before = std::mem::take(&mut shared.queue);
+            shared.queue_bytes = 0;
+            let txid = shared.next_txid;
+            shared.next_txid += 1;
+            shared.snapshot_needed = None;
+            if let Ok(mut wal) = WalFile::open(&self.db_path) {
+                if let Err(e) = shared.capture.skip_to_end(&mut wal) {
+                    tracing::warn!("reading the WAL for a snapshot: {e}");
+                }
+            }
+            assigned = Some((txid, before));
+        };
+        self.set_snapshot_locking(true);
+        let released = || self.set_snapshot_locking(false);
+        let result = self.snapshotter.snapshot(&self.db_path, &tmp, &mut at_lock, &released);
+        self.set_snapshot_locking(false);
+        let Some((txid, before)) = assigned else {
+            return Err(format!(
+                "snapshot failed before it started: {}",
+                result.err().unwrap_or_default()
+            ));
+        };
+        let encoded = result.and_then(|()| {
+            let file = fs::File::open(&tmp).map_err(|e| e.to_string())?;
+            let len = file.metadata().map_err(|e| e.to_string())?.len();
+            let mut header = [0u8; 100];
+            let page_size = if len >= 100 {
+                file.read_exact_at(&mut header, 0).map_err(|e| e.to_string())?;
+                match u16::from_be_bytes([header[16], header[17]]) {
+                    1 => 65536,
+                    n => n as u32,
+                }
+            } else {
+                4096
+            };
+            let commit = (len / page_size as u64) as u32;
+            let min_txid = if txid == 1 { 1 } else { txid };
+            encode_full(
+                page_size,
+                commit,
+                min_txid,
+                txid,
+                self.node_id,
+                self.compression(),
+                |pgno, buf| file.read_exact_at(buf, (pgno as u64 - 1) * page_size as u64),
+            )
+        });
+        let _ = fs::remove_file(&tmp);
+        // Commits captured before the snapshot point are staged first, in order.
+        if !before.is_empty() {
+            let min = before[0].0;
+            let txns: Vec<CapturedTxn> = before.into_iter().map(|(_, t)| t).collect();
+            let bytes = encode_batch(&txns, min, self.node_id, self.compression()).map_err(|e| e.to_string())?;
+            self.staging
+                .stage(min, min + txns.len() as u64 - 1, &bytes)
+                .map_err(|e| e.to_string())?;
+        }
+        let bytes = match encoded {
+            Ok(b) => b,
+            Err(e) => {
+                let mut shared = self.lock();
+                shared.snapshot_needed = Some(format!("previous snapshot attempt failed: {e}"));
+                shared.next_txid = txid; // nothing took this TXID
+                shared.staged_txid = txid - 1;
+                return Err(format!("snapshot: {e}"));
+            }
+        };
+        self.staging
+            .stage(if txid == 1 { 1 } else { txid }, txid, &bytes)
+            .map_err(|e| format!("staging snapshot: {e}"))?;
+        let mut shared = self.lock();
+        shared.staged_txid = txid;
+        shared.snapshots += 1;
+        self.save_state(&shared, None)
+            .map_err(|e| format!("saving state: {e}"))?;
+        tracing::info!(db = %self.db_path.display(), txid, bytes = bytes.len(), "snapshot staged");
+        Ok(())
+    }
+
+    /// Uploads staged files in TXID order, removing each once stored.
+    fn upload_staged(&self) -> Result<(), String> {
+        for file in self.staging.list().map_err(|e| e.to_string())? {
+            if self.lock().fatal.is_some() {
+                return Ok(());
+            }
+            self.upload_one(&file)?;
+        }
+        Ok(())
+    }
+
+    fn upload_one(&self, file: &StagedFile) -> Result<(), String> {
+        let bytes = fs::read(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?;
+        let timestamp = crate::ltx::Header::decode(&bytes[..bytes.len().min(100)])
+            .map(|h| h.timestamp_ms)
+            .unwrap_or(0);
+        let body = bytes::Bytes::from(bytes);
+        let put = block_on(
+            self.store
+                .put_new(0, file.min_txid, file.max_txid, body.clone(), timestamp),
+        );
+        match put {
+            Ok(()) => {}
+            Err(e) if e.is_already_exists() => {
+                // Either our own earlier attempt landed (its response was lost), or
+                // another primary wrote this TXID.
+                let existing = block_on(self.store.get(0, file.min_txid, file.max_txid)).map_err(|e| e.to_string())?;
+                if existing != body {
+                    let reason = format!(
+                        "another primary wrote TXID {}-{} to {} first; this database stops replicating and \
+                         refuses writes (two primaries on one replica)",
+                        file.min_txid,
+                        file.max_txid,
+                        self.store.describe()
+                    );
+                    tracing::error!(db = %self.db_path.display(), "{reason}");
+                    let mut shared = self.lock();
+                    shared.fatal = Some(reason.clone());
+                    self.progress.notify_all();
+                    return Err(reason);
+                }
+            }
+            Err(e) => return Err(format!("uploading TXID {}-{}: {e}", file.min_txid, file.max_txid)),
+        }
+        self.staging.remove(file).map_err(|e| e.to_string())?;
+        let mut shared = self.lock();
+        shared.uploaded_txid = shared.uploaded_txid.max(file.max_txid);
+        shared.uploads += 1;
+        shared.uploaded_bytes += body.len() as u64;
+        let now = now_ms();
+        shared.last_upload_ms = Some(now);
+        if let Some(oldest) = shared.oldest_pending_ms.take() {
+            shared.last_lag_ms = Some(now - oldest);
+        }
+        if shared.uploaded_txid >= shared.next_txid - 1 {
+            shared.oldest_pending_ms = None;
+        } else {
+            shared.oldest_pending_ms = Some(now);
+        }
+        shared.last_error = None;
+        self.progress.notify_all();
+        Ok(())
+    }
+}
+
+/// Decides how capture continues from saved state at open.
+fn resume_capture(
+    capture: &mut Capture,
+    saved: &SavedState,
+    db_path: &Path,
+    wal: &mut WalFile,
+) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
+    if let Some(position) = &saved.wal {
+        if let Ok(txns) = capture.resume(position.into(), wal)? {
+            return Ok(Ok(txns));
+        }
+    }
+    // No usable WAL position: continue only if the database is exactly as we left it
+    // at a clean close and the WAL holds no commit.
+    capture.skip_to_end(wal)?;
+    let unchanged = saved.closed_clean.is_some() && saved.closed_clean == FileIdentity::of(db_path).ok();
+    let wal_empty = capture.position().is_none_or(|p| p.next_frame == 0);
+    if unchanged && wal_empty {
+        return Ok(Ok(Vec::new()));
+    }
+    Ok(Err(Discontinuity(if saved.closed_clean.is_some() {
+        "the database changed while it was not open through the litestream VFS".into()
+    } else {
+        "the WAL no longer continues the last captured position".into()
+    })))
+}
+
+fn replica_max_txid(store: &dyn ReplicaStore) -> Result<Option<u64>, String> {
+    let mut max = None;
+    for level in ALL_LEVELS {
+        let files = block_on(store.list(level)).map_err(|e| format!("listing replica {}: {e}", store.describe()))?;
+        max = max.max(files.iter().map(|f| f.max_txid).max());
+    }
+    Ok(max)
+}
+
+/// Node id in the header of the level-0 file ending at `max`.
+fn latest_node_id(store: &dyn ReplicaStore, max: u64) -> Option<u64> {
+    let files = block_on(store.list(0)).ok()?;
+    let file = files.iter().find(|f| f.max_txid == max)?;
+    let head = block_on(store.get_range(0, file.min_txid, file.max_txid, 0..100)).ok()?;
+    crate::ltx::Header::decode(&head).ok().map(|h| h.node_id)
+}
+
+fn new_node_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        bytes = (now_ms() as u64 ^ std::process::id() as u64).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes) | 1
+}

@@ -1,0 +1,148 @@
+//! What a primary remembers across restarts, in `<staging>/state.json`: the last
+//! staged TXID and the WAL position it corresponds to. On open this decides between
+//! resuming from the WAL and taking a snapshot.
+
+use super::capture::WalPosition;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedWal {
+    pub salt1: u32,
+    pub salt2: u32,
+    pub page_size: u32,
+    pub next_frame: u64,
+    pub checksum: (u32, u32),
+}
+
+impl From<WalPosition> for SavedWal {
+    fn from(p: WalPosition) -> Self {
+        SavedWal {
+            salt1: p.salt1,
+            salt2: p.salt2,
+            page_size: p.page_size,
+            next_frame: p.next_frame,
+            checksum: p.checksum,
+        }
+    }
+}
+
+impl From<&SavedWal> for WalPosition {
+    fn from(s: &SavedWal) -> Self {
+        WalPosition {
+            salt1: s.salt1,
+            salt2: s.salt2,
+            page_size: s.page_size,
+            next_frame: s.next_frame,
+            checksum: s.checksum,
+        }
+    }
+}
+
+/// Identity of the database file when it was last closed cleanly with everything
+/// staged: if it is unchanged at the next open, nothing happened in between.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl FileIdentity {
+    pub fn of(path: &Path) -> io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path)?;
+        Ok(FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedState {
+    /// Random id of this primary, written into every LTX header it produces.
+    pub node_id: u64,
+    /// Highest TXID staged (and so recoverable after a crash).
+    pub txid: u64,
+    /// WAL position right after `txid`; None when `txid` came from a snapshot taken
+    /// with no WAL, or after a clean close.
+    pub wal: Option<SavedWal>,
+    /// Set at a clean close, when the WAL was checkpointed away.
+    pub closed_clean: Option<FileIdentity>,
+}
+
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(staging_dir: &Path) -> Self {
+        StateFile {
+            path: staging_dir.join("state.json"),
+        }
+    }
+
+    pub fn load(&self) -> io::Result<Option<SavedState>> {
+        match fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.path.display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the state atomically and durably (temp file, fsync, rename).
+    pub fn save(&self, state: &SavedState) -> io::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(state).expect("state serialises"))?;
+        file.sync_all()?;
+        fs::rename(&tmp, &self.path)?;
+        sync_dir(self.path.parent().expect("state file has a directory"))
+    }
+}
+
+/// Makes a rename durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_missing_file_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        assert_eq!(file.load().unwrap(), None);
+        let state = SavedState {
+            node_id: 7,
+            txid: 42,
+            wal: Some(SavedWal {
+                salt1: 1,
+                salt2: 2,
+                page_size: 4096,
+                next_frame: 9,
+                checksum: (3, 4),
+            }),
+            closed_clean: None,
+        };
+        file.save(&state).unwrap();
+        assert_eq!(file.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("state.json"), b"{not json").unwrap();
+        assert!(StateFile::new(dir.path()).load().is_err());
+    }
+}

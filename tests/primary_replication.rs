@@ -1,0 +1,149 @@
+//! Issue 3 acceptance: what a primary replicates, `litestream restore` (0.5.17)
+//! restores to exactly the primary's database.
+
+mod harness;
+
+use harness::*;
+use std::path::Path;
+
+fn assert_restores_equal(db: &Path, url: &str, dir: &Path) {
+    let out = dir.join("restored.db");
+    let _ = std::fs::remove_file(&out);
+    litestream_restore(url, &out, &[]).unwrap();
+    assert_eq!(integrity(&out), "ok");
+    assert_eq!(dump(&out), dump(db), "litestream's restore differs from the primary");
+}
+
+#[test]
+fn shell_and_python_workloads_restore_equal_with_litestream_from_file_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let open = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms",
+        db.display()
+    );
+    // The shell: rollbacks, a spilled large transaction, VACUUM, checkpoints.
+    let out = sqlite(&format!(
+        "{open}
+        PRAGMA cache_size=10;
+        CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT);
+        INSERT INTO t(body) SELECT hex(randomblob(300)) FROM generate_series(1, 3000);
+        BEGIN; DELETE FROM t WHERE id % 2 = 0; ROLLBACK;
+        BEGIN; UPDATE t SET body = body || 'x'; INSERT INTO t(body) SELECT body FROM t LIMIT 500; COMMIT;
+        DELETE FROM t WHERE id % 5 = 0;
+        VACUUM;
+        PRAGMA wal_checkpoint(TRUNCATE);
+        INSERT INTO t(body) VALUES ('after checkpoint');
+        SELECT litestream_sync(30000) > 0;"
+    ));
+    assert!(out.ends_with("1\n"), "{out}");
+    // Python: a randomized workload over several reopenings.
+    for seed in 1..=3 {
+        python_workload(&db, &url, seed, 150, &["sync_interval=100ms"]);
+    }
+    assert_contiguous(&level0_ranges(&replica));
+    assert_restores_equal(&db, &url, dir.path());
+}
+
+#[test]
+fn a_database_that_existed_before_replication_is_snapshotted_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    let status = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("CREATE TABLE t(x); INSERT INTO t SELECT value FROM generate_series(1, 5000);")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let out = sqlite(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\nPRAGMA journal_mode;\nINSERT INTO t VALUES (-1);\nSELECT litestream_sync(30000);",
+        db.display()
+    ));
+    // Commits made before the first snapshot is taken are part of it.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "wal", "converted to WAL mode");
+    assert!(lines[1].parse::<u64>().unwrap() >= 1);
+    assert_restores_equal(&db, &url, dir.path());
+}
+
+#[test]
+fn a_missing_local_database_is_restored_from_the_replica_then_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    python_workload(&db, &url, 7, 100, &[]);
+    let count = |db: &Path| {
+        let out = std::process::Command::new("sqlite3")
+            .arg(db)
+            .arg("SELECT count(*) FROM items")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().parse::<u64>().unwrap()
+    };
+    let before = count(&db);
+    std::fs::remove_file(&db).unwrap();
+    std::fs::remove_dir_all(dir.path().join("app.db-litestream")).unwrap();
+    let out = sqlite(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\nSELECT count(*) > 0 FROM items;\nINSERT INTO items(name) VALUES ('new');\nSELECT litestream_sync(30000) > 0;",
+        db.display()
+    ));
+    assert_eq!(out, "1\n1\n");
+    assert_eq!(
+        count(&db),
+        before + 1,
+        "the restored database continues where the replica was"
+    );
+    assert_contiguous(&level0_ranges(&dir.path().join("replica")));
+    assert_restores_equal(&db, &url, dir.path());
+}
+
+#[test]
+fn a_second_primary_on_the_same_replica_is_refused_and_the_replica_stays_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let first = dir.path().join("first.db");
+    python_workload(&first, &url, 1, 60, &[]);
+    // A different, existing database pointed at the same replica.
+    let second = dir.path().join("second.db");
+    let created = std::process::Command::new("sqlite3")
+        .arg(&second)
+        .arg("CREATE TABLE mine(x)")
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let err = sqlite_result(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\nCREATE TABLE other(x);",
+        second.display()
+    ))
+    .unwrap_err();
+    assert!(err.contains("already holds TXIDs"), "{err}");
+    python_workload(&first, &url, 2, 30, &[]);
+    assert_contiguous(&level0_ranges(&dir.path().join("replica")));
+    assert_restores_equal(&first, &url, dir.path());
+}
+
+#[test]
+fn bad_parameters_fail_the_open_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    for (params, expected) in [
+        ("", "no replica URL"),
+        (
+            "&replica=file:///tmp/r&sync_intervl=1s",
+            "unknown URI parameter 'sync_intervl'",
+        ),
+        ("&replica=ftp://host/x", "scheme"),
+        ("&replica=file:///tmp/r&sync=sometimes", "sync must be"),
+    ] {
+        let err = sqlite_result(&format!(
+            ".open file:{}?vfs=litestream{params}\nCREATE TABLE t(x);",
+            db.display()
+        ))
+        .unwrap_err();
+        assert!(err.contains(expected), "{params}: {err}");
+    }
+}
