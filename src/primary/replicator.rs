@@ -96,7 +96,17 @@ impl Primary {
         let saved = state_file
             .load()
             .map_err(|e| format!("reading replication state: {e}"))?;
-        let replica_max = replica_max_txid(store.as_ref())?;
+        let replica_max = match replica_max_txid(store.as_ref()) {
+            Ok(max) => max,
+            // A restart during a store outage must not lock the application out of its
+            // own database: continue from local state, upload once the store is back
+            // (conditional creates still stop a second primary).
+            Err(e) if e.is_transient() && saved.is_some() => {
+                tracing::warn!(db = %db_path.display(), "replica unreachable at open, continuing from local state: {e}");
+                None
+            }
+            Err(e) => return Err(format!("listing replica {}: {e}", store.describe())),
+        };
         let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
 
         let mut capture = Capture::new();
@@ -747,10 +757,10 @@ fn resume_capture(
     })))
 }
 
-fn replica_max_txid(store: &dyn ReplicaStore) -> Result<Option<u64>, String> {
+fn replica_max_txid(store: &dyn ReplicaStore) -> Result<Option<u64>, crate::storage::Error> {
     let mut max = None;
     for level in ALL_LEVELS {
-        let files = block_on(store.list(level)).map_err(|e| format!("listing replica {}: {e}", store.describe()))?;
+        let files = block_on(store.list(level))?;
         max = max.max(files.iter().map(|f| f.max_txid).max());
     }
     Ok(max)

@@ -51,8 +51,25 @@ pub fn sqlite(sql: &str) -> String {
 
 /// Like [`sqlite`], but returns stderr as the error instead of panicking.
 pub fn sqlite_result(sql: &str) -> Result<String, String> {
+    let (ok, stdout, stderr) = run_shell(sql, true);
+    if ok && !stderr.contains("Error") {
+        Ok(stdout)
+    } else {
+        Err(format!("{stderr}{stdout}"))
+    }
+}
+
+/// Runs SQL through the shell with the extension loaded, going on after errors:
+/// (exit ok, stdout, stderr).
+pub fn sqlite_output(sql: &str) -> (bool, String, String) {
+    run_shell(sql, false)
+}
+
+fn run_shell(sql: &str, bail: bool) -> (bool, String, String) {
     let out = Command::new("sqlite3")
-        .args(["-batch", "-bail", "-cmd"])
+        .arg("-batch")
+        .args(bail.then_some("-bail"))
+        .arg("-cmd")
         .arg(format!(".load {}", extension().display()))
         .arg(":memory:")
         .stdin(Stdio::piped())
@@ -65,13 +82,11 @@ pub fn sqlite_result(sql: &str) -> Result<String, String> {
             child.wait_with_output()
         })
         .expect("sqlite3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() && !stderr.contains("Error") {
-        Ok(stdout)
-    } else {
-        Err(format!("{stderr}{stdout}"))
-    }
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `.dump` of a database through the plain shell (no extension).

@@ -1,0 +1,73 @@
+//! Invariant 6: the store can fail for as long as it likes; commits keep working,
+//! `litestream_sync` and `litestream_status()` say what is wrong, and replication
+//! catches up with no gap once the store is back.
+
+mod harness;
+
+use harness::*;
+
+#[test]
+fn commits_continue_while_the_store_is_down_and_replication_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{d}/replica");
+    let (_, out, stderr) = sqlite_output(&format!(
+        "\
+.open file:{d}/app.db?vfs=litestream&replica={url}&sync_interval=50ms
+CREATE TABLE t(x);
+INSERT INTO t VALUES (1);
+SELECT 'synced', litestream_sync(10000) > 0;
+.shell mv {d}/replica {d}/replica.away && touch {d}/replica
+INSERT INTO t VALUES (2);
+INSERT INTO t SELECT value FROM generate_series(3, 1000);
+SELECT 'commits work', count(*) FROM t;
+SELECT 'sync fails', litestream_sync(1500);
+SELECT 'status error', litestream_status() ->> '$.error' IS NOT NULL, litestream_status() ->> '$.uploaded_txid' < litestream_txid();
+.shell rm {d}/replica && mv {d}/replica.away {d}/replica
+SELECT 'caught up', litestream_sync(30000) = litestream_txid(), litestream_status() ->> '$.error' IS NULL;"
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        stderr.contains("litestream_sync: timed out"),
+        "sync says why it failed: {stderr}"
+    );
+    assert!(
+        stderr.contains("Not a directory"),
+        "the store's error is reported: {stderr}"
+    );
+    assert_eq!(lines[0], "synced|1", "{out}{stderr}");
+    assert_eq!(lines[1], "commits work|1000");
+    assert_eq!(lines[2], "status error|1|1", "{out}");
+    assert_eq!(lines[3], "caught up|1|1", "{out}");
+    assert_contiguous(&level0_ranges(&dir.path().join("replica")));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}
+
+#[test]
+fn a_store_that_fails_at_the_first_open_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(dir.path().join("replica"), b"not a directory").unwrap();
+    let err = sqlite_result(&format!(
+        ".open file:{d}/app.db?vfs=litestream&replica=file://{d}/replica/inner\nCREATE TABLE t(x);"
+    ))
+    .unwrap_err();
+    assert!(err.contains("cannot open") && err.contains("listing replica"), "{err}");
+}
+
+#[test]
+fn sync_commit_mode_returns_only_after_the_commit_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let out = sqlite(&format!(
+        ".open file:{d}/app.db?vfs=litestream&replica=file://{d}/replica&sync=commit&sync_interval=10s
+        CREATE TABLE t(x);
+        INSERT INTO t VALUES (1);
+        SELECT litestream_status() ->> '$.uploaded_txid' = litestream_txid();"
+    ));
+    // With a 10 s interval only sync=commit can explain an upload this soon.
+    assert_eq!(out.trim(), "1", "{out}");
+}
