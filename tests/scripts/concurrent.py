@@ -1,0 +1,40 @@
+#!/usr/bin/python3
+"""Several threads, each with its own connection, writing to one database through the
+litestream VFS; then a final litestream_sync(). Prints the TXID reached."""
+import sqlite3
+import sys
+import threading
+
+ext, db, replica, threads, rows = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+tag = sys.argv[6] if len(sys.argv) > 6 else "t"
+boot = sqlite3.connect(":memory:")
+boot.enable_load_extension(True)
+boot.load_extension(ext)
+uri = f"file:{db}?vfs=litestream&replica={replica}&sync_interval=100ms"
+setup = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
+setup.execute("CREATE TABLE IF NOT EXISTS log(id INTEGER PRIMARY KEY, writer TEXT, n INTEGER)")
+
+
+def work(i):
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60, check_same_thread=False)
+    for n in range(rows):
+        conn.execute("INSERT INTO log(writer, n) VALUES (?, ?)", (f"{tag}{i}", n))
+        if n % 50 == 0:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    conn.close()
+
+
+workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+for w in workers:
+    w.start()
+for w in workers:
+    w.join()
+try:
+    print(setup.execute("SELECT litestream_sync(60000)").fetchone()[0])
+except sqlite3.OperationalError as e:
+    # Another process replicates this database (it holds the staging lock); it picks
+    # up our commits from the WAL. Sync is only available in that process.
+    if "not replicated" not in str(e):
+        raise
+    print("follower")
+setup.close()
