@@ -1,0 +1,90 @@
+//! Invariant 3: a discontinuity the primary cannot explain becomes a full snapshot at
+//! the next TXID, never a gap and never silent divergence.
+
+mod harness;
+
+use harness::*;
+use std::process::Command;
+
+fn plain_sqlite(db: &std::path::Path, sql: &str) {
+    let status = Command::new("sqlite3").arg(db).arg(sql).status().unwrap();
+    assert!(status.success());
+}
+
+fn open_and_sync(db: &std::path::Path, url: &str, sql: &str) -> u64 {
+    let out = sqlite(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\n{sql}\nSELECT litestream_sync(30000);",
+        db.display()
+    ));
+    out.lines().last().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_database_edited_without_the_vfs_is_snapshotted_at_the_next_txid() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let first = open_and_sync(&db, &url, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    // Someone edits the file with a plain sqlite3, bypassing the VFS.
+    plain_sqlite(&db, "INSERT INTO t VALUES (2); DELETE FROM t WHERE x = 1;");
+    let second = open_and_sync(&db, &url, "INSERT INTO t VALUES (3);");
+    assert!(second > first);
+    let ranges = level0_ranges(&replica);
+    assert_contiguous(&ranges);
+    // The file right after `first` is a full snapshot (it holds every page).
+    let snapshot = ranges.iter().find(|r| r.0 == first + 1).unwrap();
+    let name = format!("{:016x}-{:016x}.ltx", snapshot.0, snapshot.1);
+    let bytes = std::fs::read(replica.join("ltx/0").join(name)).unwrap();
+    let file = litestream_vfs::ltx::decode_file(&bytes).unwrap();
+    assert_eq!(
+        file.pages.len() as u32,
+        file.header.commit,
+        "every page of the database"
+    );
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}
+
+#[test]
+fn local_state_older_than_the_replica_is_snapshotted_after_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    open_and_sync(&db, &url, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    // Keep an old copy of the database and its replication state...
+    let old = dir.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::copy(&db, old.join("app.db")).unwrap();
+    copy_dir(&dir.path().join("app.db-litestream"), &old.join("app.db-litestream"));
+    let ahead = open_and_sync(&db, &url, "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);");
+    // ...and go back to it, as a restore from a disk backup would.
+    std::fs::remove_file(&db).unwrap();
+    std::fs::remove_dir_all(dir.path().join("app.db-litestream")).unwrap();
+    std::fs::rename(old.join("app.db"), &db).unwrap();
+    std::fs::rename(old.join("app.db-litestream"), dir.path().join("app.db-litestream")).unwrap();
+    let after = open_and_sync(&db, &url, "INSERT INTO t VALUES (4);");
+    assert!(
+        after > ahead,
+        "TXIDs continue after the replica's ({ahead}), got {after}"
+    );
+    assert_contiguous(&level0_ranges(&replica));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db), "the replica now follows the local database");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
