@@ -6,25 +6,40 @@ mod harness;
 
 use harness::*;
 
+/// The replica path is a symlink so an outage can be switched on and off atomically
+/// (a shell `rm` + `mv` would race with the uploader's retries): pointing it at a
+/// plain file makes every store operation fail with "Not a directory".
+fn outage_fixture(dir: &std::path::Path) -> (String, String) {
+    std::fs::create_dir(dir.join("replica.real")).unwrap();
+    std::fs::write(dir.join("blocker"), b"not a directory").unwrap();
+    std::os::unix::fs::symlink(dir.join("replica.real"), dir.join("replica")).unwrap();
+    let d = dir.display();
+    (
+        format!(".shell ln -s {d}/blocker {d}/swap && mv -T {d}/swap {d}/replica"),
+        format!(".shell ln -s {d}/replica.real {d}/swap && mv -T {d}/swap {d}/replica"),
+    )
+}
+
 #[test]
 fn commits_continue_while_the_store_is_down_and_replication_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let db = dir.path().join("app.db");
     let url = format!("file://{d}/replica");
+    let (outage_on, outage_off) = outage_fixture(dir.path());
     let (_, out, stderr) = sqlite_output(&format!(
         "\
 .open file:{d}/app.db?vfs=litestream&replica={url}&sync_interval=50ms
 CREATE TABLE t(x);
 INSERT INTO t VALUES (1);
 SELECT 'synced', litestream_sync(10000) > 0;
-.shell mv {d}/replica {d}/replica.away && touch {d}/replica
+{outage_on}
 INSERT INTO t VALUES (2);
 INSERT INTO t SELECT value FROM generate_series(3, 1000);
 SELECT 'commits work', count(*) FROM t;
 SELECT 'sync fails', litestream_sync(1500);
 SELECT 'status error', litestream_status() ->> '$.error' IS NOT NULL, litestream_status() ->> '$.uploaded_txid' < litestream_txid();
-.shell rm {d}/replica && mv {d}/replica.away {d}/replica
+{outage_off}
 SELECT 'caught up', litestream_sync(30000) = litestream_txid(), litestream_status() ->> '$.error' IS NULL;"
     ));
     let lines: Vec<&str> = out.lines().collect();
@@ -70,4 +85,40 @@ fn sync_commit_mode_returns_only_after_the_commit_is_stored() {
     ));
     // With a 10 s interval only sync=commit can explain an upload this soon.
     assert_eq!(out.trim(), "1", "{out}");
+}
+
+#[test]
+fn staging_is_bounded_and_a_snapshot_reseeds_the_replica_after_a_long_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{d}/replica");
+    let (outage_on, outage_off) = outage_fixture(dir.path());
+    let (_, out, stderr) = sqlite_output(&format!(
+        "\
+.open file:{d}/app.db?vfs=litestream&replica={url}&sync_interval=50ms&max_staging=64k
+CREATE TABLE t(x);
+SELECT 'synced', litestream_sync(10000) > 0;
+{outage_on}
+INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 200);
+INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 200);
+SELECT litestream_sync(300);
+INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 200);
+SELECT litestream_sync(300);
+INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 200);
+SELECT litestream_sync(300);
+SELECT 'staging bounded', (SELECT sum(1) FROM pragma_table_info('t')) = 1;
+.shell ls {d}/app.db-litestream/ltx | wc -l
+{outage_off}
+SELECT 'caught up', litestream_sync(30000) = litestream_txid();"
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "synced|1", "{out}{stderr}");
+    let staged_files: u32 = lines[2].trim().parse().unwrap();
+    assert!(staged_files <= 3, "staging kept growing while the store was down: {staged_files} files");
+    assert_eq!(lines[3], "caught up|1", "{out}{stderr}");
+    assert_contiguous(&level0_ranges(&dir.path().join("replica")));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
 }

@@ -34,6 +34,17 @@ pub trait Snapshotter: Send + Sync {
 /// Levels a replica can hold files in.
 const ALL_LEVELS: [u8; 5] = [0, 1, 2, 3, 9];
 
+impl Shared {
+    /// Capture can no longer prove continuity: commits are dropped until a snapshot
+    /// at the next TXID covers them.
+    fn require_snapshot(&mut self, reason: String) {
+        if self.snapshot_needed.is_none() {
+            self.snapshot_needed = Some(reason);
+            self.snapshot_epoch += 1;
+        }
+    }
+}
+
 struct Shared {
     capture: Capture,
     /// TXID the next captured commit gets.
@@ -43,6 +54,11 @@ struct Shared {
     queue_bytes: usize,
     /// Capture lost track; commits are dropped until a snapshot covers them.
     snapshot_needed: Option<String>,
+    /// TXID given to the last snapshot: a sync that saw a pending snapshot waits for it.
+    last_snapshot_txid: u64,
+    /// Counts snapshot requests, so a sync notices one that came and went between
+    /// two of its wake-ups.
+    snapshot_epoch: u64,
     staged_txid: u64,
     uploaded_txid: u64,
     /// The replica belongs to another writer: commits are refused.
@@ -204,6 +220,8 @@ impl Primary {
                 queue,
                 queue_bytes,
                 snapshot_needed,
+                last_snapshot_txid: 0,
+                snapshot_epoch: 0,
                 staged_txid,
                 uploaded_txid: replica_max.unwrap_or(0).min(staged_txid),
                 fatal: None,
@@ -281,7 +299,7 @@ impl Primary {
             }
             Err(Discontinuity(reason)) => {
                 tracing::warn!(db = %self.db_path.display(), %reason, "capture lost track of the WAL; taking a snapshot");
-                shared.snapshot_needed.get_or_insert(reason);
+                shared.require_snapshot(reason);
                 self.wake.notify_all();
             }
         }
@@ -329,12 +347,21 @@ impl Primary {
     /// Blocks until every commit up to `txid` is in object storage, or `timeout`.
     pub fn sync(&self, txid: u64, timeout: Duration) -> Result<u64, String> {
         let deadline = Instant::now() + timeout;
+        let mut target = txid;
         let mut shared = self.lock();
+        // Commits dropped while a snapshot is pending are only stored once that
+        // snapshot is: its TXID becomes part of the target.
+        let start_epoch = shared.snapshot_epoch;
+        let pending_at_start = shared.snapshot_needed.is_some();
         loop {
             if let Some(fatal) = &shared.fatal {
                 return Err(fatal.clone());
             }
-            if shared.uploaded_txid >= txid && shared.snapshot_needed.is_none() {
+            let snapshot_involved = pending_at_start || shared.snapshot_epoch != start_epoch;
+            if snapshot_involved && shared.snapshot_needed.is_none() {
+                target = target.max(shared.last_snapshot_txid);
+            }
+            if shared.uploaded_txid >= target && !(snapshot_involved && shared.snapshot_needed.is_some()) {
                 return Ok(shared.uploaded_txid);
             }
             let now = Instant::now();
@@ -344,7 +371,7 @@ impl Primary {
                     .clone()
                     .unwrap_or_else(|| "upload still in progress".into());
                 return Err(format!(
-                    "timed out after {timeout:?} waiting for TXID {txid} (uploaded: {}): {why}",
+                    "timed out after {timeout:?} waiting for TXID {target} (uploaded: {}): {why}",
                     shared.uploaded_txid
                 ));
             }
@@ -500,7 +527,7 @@ impl Primary {
             }
             Ok(Err(Discontinuity(reason))) => {
                 tracing::warn!(db = %self.db_path.display(), %reason, "taking a snapshot");
-                shared.snapshot_needed.get_or_insert(reason);
+                shared.require_snapshot(reason);
             }
             Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
         }
@@ -515,6 +542,12 @@ impl Primary {
     /// Takes the pending snapshot if any, then stages the queue as one LTX file.
     fn stage_pending(&self) -> Result<(), String> {
         if self.lock().snapshot_needed.is_some() {
+            // A snapshot staged while the store is down and staging is over its
+            // limit would be followed by another and another: wait for uploads first.
+            let staged = self.staging.total_bytes().map_err(|e| e.to_string())?;
+            if staged > self.config.max_staging_bytes {
+                return Ok(());
+            }
             self.take_snapshot()?;
         }
         let (batch, min_txid) = {
@@ -530,11 +563,12 @@ impl Primary {
                 shared.queue.clear();
                 shared.queue_bytes = 0;
                 shared.next_txid = shared.staged_txid + 1;
-                shared.snapshot_needed = Some(format!(
+                let reason = format!(
                     "staging is full ({staged} bytes, limit {}); {dropped} commits will be covered by a snapshot",
                     self.config.max_staging_bytes
-                ));
-                return Err(shared.snapshot_needed.clone().expect("just set"));
+                );
+                shared.require_snapshot(reason.clone());
+                return Err(reason);
             }
             let batch = std::mem::take(&mut shared.queue);
             shared.queue_bytes = 0;
@@ -591,6 +625,7 @@ impl Primary {
             let txid = shared.next_txid;
             shared.next_txid += 1;
             shared.snapshot_needed = None;
+            shared.last_snapshot_txid = txid;
             if let Ok(mut wal) = WalFile::open(&self.db_path) {
                 if let Err(e) = shared.capture.skip_to_end(&mut wal) {
                     tracing::warn!("reading the WAL for a snapshot: {e}");
@@ -647,7 +682,7 @@ impl Primary {
             Ok(b) => b,
             Err(e) => {
                 let mut shared = self.lock();
-                shared.snapshot_needed = Some(format!("previous snapshot attempt failed: {e}"));
+                shared.require_snapshot(format!("previous snapshot attempt failed: {e}"));
                 shared.next_txid = txid; // nothing took this TXID
                 shared.staged_txid = txid - 1;
                 return Err(format!("snapshot: {e}"));
