@@ -1,9 +1,9 @@
 //! Encodes captured transactions, or a whole database, as one LTX file in the form
 //! Litestream writes: NoChecksum flag, database checksums 0.
 
-use super::capture::CapturedTxn;
+use super::capture::{CapturedTxn, WalPosition};
 use crate::ltx::{lock_pgno, Compression, Encoder, Header, FLAG_NO_CHECKSUM};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now_ms() -> i64 {
@@ -13,46 +13,144 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// One LTX file covering `min_txid..min_txid + txns.len() - 1`: pages merged, the
-/// newest version of each page wins, pages above the final database size dropped.
-pub fn encode_batch(
-    txns: &[CapturedTxn],
+/// Captured commits waiting to be staged, merged page by page as they arrive, so
+/// memory grows with the pages a batch touches, not with its commits. Becomes one
+/// LTX file covering `min_txid..=max_txid`.
+#[derive(Default)]
+pub struct Batch {
     min_txid: u64,
-    node_id: u64,
-    compression: Compression,
-) -> crate::ltx::Result<Vec<u8>> {
-    let last = txns.last().expect("a batch has at least one transaction");
-    let mut pages: BTreeMap<u32, &[u8]> = BTreeMap::new();
-    for txn in txns {
-        for (pgno, data) in &txn.pages {
-            pages.insert(*pgno, data);
+    commits: u64,
+    page_size: u32,
+    /// Database size in pages after the last commit.
+    commit: u32,
+    pages: HashMap<u32, Box<[u8]>>,
+    /// WAL position after the last commit.
+    position: Option<WalPosition>,
+    /// The last contiguous run of WAL frames in one generation, for the header.
+    wal_offset: u64,
+    wal_size: u64,
+    /// Capture time of the first commit, for the lag figure.
+    pub first_capture_ms: i64,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.commits == 0
+    }
+
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+
+    pub fn min_txid(&self) -> u64 {
+        self.min_txid
+    }
+
+    pub fn max_txid(&self) -> u64 {
+        self.min_txid + self.commits - 1
+    }
+
+    pub fn position(&self) -> Option<WalPosition> {
+        self.position
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.pages.len() * self.page_size as usize
+    }
+
+    /// Adds the commit `txid` (the next after this batch's last). Page buffers it
+    /// replaces go to `spare`.
+    pub fn push(&mut self, txid: u64, txn: CapturedTxn, spare: &mut dyn FnMut(Box<[u8]>)) {
+        if self.commits == 0 {
+            self.min_txid = txid;
+            self.first_capture_ms = now_ms();
+        }
+        debug_assert_eq!(txid, self.min_txid + self.commits);
+        let same_run = self.position.is_some_and(|p| {
+            (p.salt1, p.salt2) == (txn.position.salt1, txn.position.salt2)
+                && self.wal_offset + self.wal_size == txn.wal_offset
+        });
+        if same_run {
+            self.wal_size += txn.wal_size;
+        } else {
+            self.wal_offset = txn.wal_offset;
+            self.wal_size = txn.wal_size;
+        }
+        if txn.page_size != self.page_size {
+            for (_, page) in self.pages.drain() {
+                spare(page);
+            }
+            self.page_size = txn.page_size;
+        }
+        if txn.commit < self.commit {
+            // The database shrank (VACUUM): pages beyond its end are gone.
+            let beyond: Vec<u32> = self.pages.keys().copied().filter(|p| *p > txn.commit).collect();
+            for pgno in beyond {
+                spare(self.pages.remove(&pgno).expect("listed"));
+            }
+        }
+        self.commit = txn.commit;
+        for (pgno, page) in txn.pages {
+            if let Some(old) = self.pages.insert(pgno, page) {
+                spare(old);
+            }
+        }
+        self.position = Some(txn.position);
+        self.commits += 1;
+    }
+
+    /// Puts back an older batch whose staging failed, under this newer one: its
+    /// pages count only where this batch has none.
+    pub fn absorb_older(&mut self, older: Batch, spare: &mut dyn FnMut(Box<[u8]>)) {
+        if self.is_empty() {
+            *self = older;
+            return;
+        }
+        debug_assert_eq!(older.max_txid() + 1, self.min_txid);
+        for (pgno, page) in older.pages {
+            if pgno <= self.commit && !self.pages.contains_key(&pgno) {
+                self.pages.insert(pgno, page);
+            } else {
+                spare(page);
+            }
+        }
+        self.min_txid = older.min_txid;
+        self.commits += older.commits;
+        self.first_capture_ms = older.first_capture_ms;
+    }
+
+    /// Hands every page buffer to `spare`.
+    pub fn recycle_into(self, spare: &mut dyn FnMut(Box<[u8]>)) {
+        for (_, page) in self.pages {
+            spare(page);
         }
     }
-    // The WAL fields describe the last contiguous run of frames in one WAL generation.
-    let same_generation =
-        |t: &&CapturedTxn| (t.position.salt1, t.position.salt2) == (last.position.salt1, last.position.salt2);
-    let run: Vec<&CapturedTxn> = txns.iter().rev().take_while(same_generation).collect();
-    let first_of_run = run.last().expect("the last txn is in its own run");
-    let wal_size: u64 = run.iter().map(|t| t.wal_size).sum();
-    let header = Header {
-        flags: FLAG_NO_CHECKSUM,
-        page_size: last.page_size,
-        commit: last.commit,
-        min_txid,
-        max_txid: min_txid + txns.len() as u64 - 1,
-        timestamp_ms: now_ms(),
-        pre_apply_checksum: 0,
-        wal_offset: first_of_run.wal_offset as i64,
-        wal_size: wal_size as i64,
-        wal_salt1: last.position.salt1,
-        wal_salt2: last.position.salt2,
-        node_id,
-    };
-    let mut encoder = Encoder::new(Vec::new(), header, compression)?;
-    for (pgno, data) in pages.range(..=last.commit) {
-        encoder.write_page(*pgno, data)?;
+
+    /// Encodes the batch as one LTX file in the form Litestream writes.
+    pub fn encode(&self, node_id: u64, compression: Compression) -> crate::ltx::Result<Vec<u8>> {
+        let position = self.position.expect("a batch has at least one commit");
+        let header = Header {
+            flags: FLAG_NO_CHECKSUM,
+            page_size: self.page_size,
+            commit: self.commit,
+            min_txid: self.min_txid,
+            max_txid: self.max_txid(),
+            timestamp_ms: now_ms(),
+            pre_apply_checksum: 0,
+            wal_offset: self.wal_offset as i64,
+            wal_size: self.wal_size as i64,
+            wal_salt1: position.salt1,
+            wal_salt2: position.salt2,
+            node_id,
+        };
+        let mut pgnos: Vec<u32> = self.pages.keys().copied().filter(|p| *p <= self.commit).collect();
+        pgnos.sort_unstable();
+        let mut encoder = Encoder::new(Vec::with_capacity(self.bytes() / 2 + 4096), header, compression)?;
+        for pgno in pgnos {
+            encoder.write_page(pgno, &self.pages[&pgno])?;
+        }
+        Ok(encoder.finish(0)?.0)
     }
-    Ok(encoder.finish(0)?.0)
 }
 
 /// A full-database file at TXID `txid`. With `min_txid` 1 it is a snapshot proper;

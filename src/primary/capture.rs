@@ -92,17 +92,39 @@ impl PendingFrame {
     }
 }
 
+/// Page buffers kept for reuse: steady-state capture allocates nothing.
+const MAX_SPARE_PAGES: usize = 1024;
+
 #[derive(Default)]
 pub struct Capture {
     header: Option<WalHeader>,
     next_frame: u64,
     chain: (u32, u32),
     pending: BTreeMap<u64, PendingFrame>,
+    spare: Vec<Box<[u8]>>,
 }
 
 impl Capture {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Returns a page buffer for reuse by later frames.
+    pub fn recycle(&mut self, page: Box<[u8]>) {
+        if self.spare.len() < MAX_SPARE_PAGES {
+            self.spare.push(page);
+        }
+    }
+
+    /// A page buffer of `size` bytes. Its contents are irrelevant: a page counts as
+    /// written only once one write covered all of it.
+    fn page_buffer(&mut self, size: usize) -> Box<[u8]> {
+        while let Some(page) = self.spare.pop() {
+            if page.len() == size {
+                return page;
+            }
+        }
+        vec![0u8; size].into_boxed_slice()
     }
 
     /// The position after the last captured commit, if a WAL header is known.
@@ -284,13 +306,17 @@ impl Capture {
             }
             return Ok(None);
         }
-        let page_size = header.page_size as usize;
-        let frame = self.pending.entry(index).or_insert_with(|| PendingFrame {
-            header: [0u8; FRAME_HEADER_SIZE],
-            page: vec![0u8; page_size].into_boxed_slice(),
-            header_written: false,
-            page_written: false,
-        });
+        if !self.pending.contains_key(&index) {
+            let page = self.page_buffer(header.page_size as usize);
+            let frame = PendingFrame {
+                header: [0u8; FRAME_HEADER_SIZE],
+                page,
+                header_written: false,
+                page_written: false,
+            };
+            self.pending.insert(index, frame);
+        }
+        let frame = self.pending.get_mut(&index).expect("just ensured");
         frame.write(within, chunk);
         if !frame.complete() {
             return Ok(None);
@@ -327,12 +353,22 @@ impl Capture {
         let mut latest: BTreeMap<u32, Box<[u8]>> = BTreeMap::new();
         for i in start..=commit_index {
             let frame = frames.remove(&i).expect("checked complete");
-            latest.insert(FrameHeader::parse(&frame.header).pgno, frame.page);
+            if let Some(older) = latest.insert(FrameHeader::parse(&frame.header).pgno, frame.page) {
+                self.recycle(older);
+            }
         }
-        let pages = latest
-            .into_iter()
-            .filter(|(pgno, _)| *pgno <= commit_frame.commit)
-            .collect();
+        // Frames left over belong to no transaction (an abandoned spill).
+        for (_, frame) in frames {
+            self.recycle(frame.page);
+        }
+        let mut pages = Vec::with_capacity(latest.len());
+        for (pgno, page) in latest {
+            if pgno <= commit_frame.commit {
+                pages.push((pgno, page));
+            } else {
+                self.recycle(page);
+            }
+        }
         self.next_frame = commit_index + 1;
         self.chain = commit_frame.checksum;
         Ok(Some(CapturedTxn {

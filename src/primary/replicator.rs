@@ -3,7 +3,7 @@
 //! (memory copies only); a worker thread stages batches as LTX files every
 //! `sync_interval` and uploads them with conditional creates.
 
-use super::batch::{encode_batch, encode_full, now_ms};
+use super::batch::{encode_full, now_ms, Batch};
 use super::capture::{Capture, CapturedTxn, Discontinuity, WalSource};
 use super::staging::{StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
@@ -17,6 +17,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +36,26 @@ pub trait Snapshotter: Send + Sync {
 const ALL_LEVELS: [u8; 5] = [0, 1, 2, 3, 9];
 
 impl Shared {
+    /// Gives the next TXIDs to captured commits and merges them into the queue.
+    fn enqueue(&mut self, txns: Vec<CapturedTxn>) {
+        let Shared {
+            queue,
+            capture,
+            next_txid,
+            ..
+        } = self;
+        for txn in txns {
+            queue.push(*next_txid, txn, &mut |page| capture.recycle(page));
+            *next_txid += 1;
+        }
+    }
+
+    /// Empties the queue, returning its page buffers to capture.
+    fn recycle(&mut self, batch: Batch) {
+        let capture = &mut self.capture;
+        batch.recycle_into(&mut |page| capture.recycle(page));
+    }
+
     /// Capture can no longer prove continuity: commits are dropped until a snapshot
     /// at the next TXID covers them.
     fn require_snapshot(&mut self, reason: String) {
@@ -49,9 +70,8 @@ struct Shared {
     capture: Capture,
     /// TXID the next captured commit gets.
     next_txid: u64,
-    /// Captured, not yet staged, with their TXIDs.
-    queue: Vec<(u64, CapturedTxn)>,
-    queue_bytes: usize,
+    /// Captured, not yet staged, merged page by page.
+    queue: Batch,
     /// Capture lost track; commits are dropped until a snapshot covers them.
     snapshot_needed: Option<String>,
     /// TXID given to the last snapshot: a sync that saw a pending snapshot waits for it.
@@ -93,6 +113,8 @@ pub struct Primary {
     /// writers wait for it instead of seeing SQLITE_BUSY.
     snapshot_locking: Mutex<bool>,
     snapshot_unlocked: Condvar,
+    /// Mirrors `Shared::fatal.is_some()` for the per-write check.
+    refusing: AtomicBool,
 }
 
 impl Primary {
@@ -126,7 +148,7 @@ impl Primary {
         let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
 
         let mut capture = Capture::new();
-        let mut queue = Vec::new();
+        let mut queue = Batch::default();
         let mut snapshot_needed = None;
         let (state, mut next_txid) = match (saved, replica_max) {
             (None, None) => {
@@ -190,7 +212,7 @@ impl Primary {
                     match resume_capture(&mut capture, &saved, db_path, &mut wal).map_err(|e| e.to_string())? {
                         Ok(txns) => {
                             for txn in txns {
-                                queue.push((next, txn));
+                                queue.push(next, txn, &mut drop);
                                 next += 1;
                             }
                         }
@@ -205,8 +227,7 @@ impl Primary {
             let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
             capture.skip_to_end(&mut wal).map_err(|e| e.to_string())?;
         }
-        let staged_txid = next_txid - 1 - queue.len() as u64;
-        let queue_bytes = queue.iter().map(|(_, t)| t.page_bytes()).sum();
+        let staged_txid = next_txid - 1 - queue.commits();
         if let Some(reason) = &snapshot_needed {
             tracing::info!(db = %db_path.display(), %reason, txid = next_txid, "a snapshot will be taken");
         }
@@ -218,7 +239,6 @@ impl Primary {
                 capture,
                 next_txid,
                 queue,
-                queue_bytes,
                 snapshot_needed,
                 last_snapshot_txid: 0,
                 snapshot_epoch: 0,
@@ -245,6 +265,7 @@ impl Primary {
             worker: Mutex::new(None),
             snapshot_locking: Mutex::new(false),
             snapshot_unlocked: Condvar::new(),
+            refusing: AtomicBool::new(false),
         });
         // The state file names our node id from the first open on.
         primary
@@ -264,8 +285,11 @@ impl Primary {
     }
 
     /// Checked before a write reaches the WAL: a primary that lost its replica to
-    /// another writer refuses new commits.
+    /// another writer refuses new commits. Lock-free on the normal path.
     pub fn check_writable(&self) -> Result<(), String> {
+        if !self.refusing.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         match &self.lock().fatal {
             Some(reason) => Err(reason.clone()),
             None => Ok(()),
@@ -285,15 +309,9 @@ impl Primary {
                 if shared.snapshot_needed.is_some() {
                     return; // the coming snapshot includes them
                 }
-                let now = now_ms();
-                shared.oldest_pending_ms.get_or_insert(now);
-                for txn in txns {
-                    let txid = shared.next_txid;
-                    shared.next_txid += 1;
-                    shared.queue_bytes += txn.page_bytes();
-                    shared.queue.push((txid, txn));
-                }
-                if shared.queue_bytes as u64 > self.config.max_queue_bytes {
+                shared.oldest_pending_ms.get_or_insert_with(now_ms);
+                shared.enqueue(txns);
+                if shared.queue.bytes() as u64 > self.config.max_queue_bytes {
                     self.wake.notify_all();
                 }
             }
@@ -406,8 +424,8 @@ impl Primary {
             "txid": s.next_txid - 1,
             "staged_txid": s.staged_txid,
             "uploaded_txid": s.uploaded_txid,
-            "pending_commits": s.queue.len(),
-            "pending_bytes": s.queue_bytes,
+            "pending_commits": s.queue.commits(),
+            "pending_bytes": s.queue.bytes(),
             "staged_bytes": staged_bytes,
             "lag_seconds": lag_s,
             "last_replication_lag_ms": s.last_lag_ms,
@@ -479,7 +497,7 @@ impl Primary {
                     let (guard, _) = self
                         .wake
                         .wait_timeout_while(shared, self.config.sync_interval, |s| {
-                            !s.sync_requested && !s.closing && s.queue_bytes <= limit
+                            !s.sync_requested && !s.closing && s.queue.bytes() <= limit
                         })
                         .unwrap_or_else(|p| p.into_inner());
                     shared = guard;
@@ -518,12 +536,7 @@ impl Primary {
                 if shared.snapshot_needed.is_some() {
                     return;
                 }
-                for txn in txns {
-                    let txid = shared.next_txid;
-                    shared.next_txid += 1;
-                    shared.queue_bytes += txn.page_bytes();
-                    shared.queue.push((txid, txn));
-                }
+                shared.enqueue(txns);
             }
             Ok(Err(Discontinuity(reason))) => {
                 tracing::warn!(db = %self.db_path.display(), %reason, "taking a snapshot");
@@ -550,7 +563,7 @@ impl Primary {
             }
             self.take_snapshot()?;
         }
-        let (batch, min_txid) = {
+        let batch = {
             let mut shared = self.lock();
             if shared.queue.is_empty() {
                 return Ok(());
@@ -559,56 +572,51 @@ impl Primary {
             if staged > self.config.max_staging_bytes {
                 // The store has been unreachable for long: stop keeping history, and
                 // re-seed the replica with a snapshot once it is back.
-                let dropped = shared.queue.len();
-                shared.queue.clear();
-                shared.queue_bytes = 0;
+                let dropped = std::mem::take(&mut shared.queue);
+                let count = dropped.commits();
+                shared.recycle(dropped);
                 shared.next_txid = shared.staged_txid + 1;
                 let reason = format!(
-                    "staging is full ({staged} bytes, limit {}); {dropped} commits will be covered by a snapshot",
+                    "staging is full ({staged} bytes, limit {}); {count} commits will be covered by a snapshot",
                     self.config.max_staging_bytes
                 );
                 shared.require_snapshot(reason.clone());
                 return Err(reason);
             }
-            let batch = std::mem::take(&mut shared.queue);
-            shared.queue_bytes = 0;
-            let min = batch[0].0;
-            (batch, min)
+            std::mem::take(&mut shared.queue)
         };
-        let txns: Vec<CapturedTxn> = batch.into_iter().map(|(_, t)| t).collect();
-        let max_txid = min_txid + txns.len() as u64 - 1;
-        let bytes = encode_batch(&txns, min_txid, self.node_id, self.compression()).map_err(|e| e.to_string())?;
-        let stage_result = self.staging.stage(min_txid, max_txid, &bytes);
+        let staged = batch
+            .encode(self.node_id, self.compression())
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                self.staging
+                    .stage(batch.min_txid(), batch.max_txid(), &bytes)
+                    .map_err(|e| format!("writing {}: {e}", self.config.staging_dir.display()))
+            });
         let mut shared = self.lock();
-        match stage_result {
+        match staged {
             Ok(_) => {
-                shared.staged_txid = max_txid;
-                let mut snapshot_state = SavedState {
+                shared.staged_txid = batch.max_txid();
+                let state = SavedState {
                     node_id: self.node_id,
-                    txid: max_txid,
-                    wal: Some(txns.last().expect("non-empty").position.into()),
+                    txid: batch.max_txid(),
+                    wal: if shared.snapshot_needed.is_some() {
+                        None
+                    } else {
+                        batch.position().map(Into::into)
+                    },
                     closed_clean: None,
                 };
-                if shared.snapshot_needed.is_some() {
-                    snapshot_state.wal = None;
-                }
-                self.state_file
-                    .save(&snapshot_state)
-                    .map_err(|e| format!("saving state: {e}"))?;
+                shared.recycle(batch);
+                self.state_file.save(&state).map_err(|e| format!("saving state: {e}"))?;
                 self.progress.notify_all();
                 Ok(())
             }
             Err(e) => {
                 // Keep the commits in memory and try again next round.
-                let mut restored: Vec<(u64, CapturedTxn)> = txns
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, t)| (min_txid + i as u64, t))
-                    .collect();
-                restored.append(&mut shared.queue);
-                shared.queue_bytes = restored.iter().map(|(_, t)| t.page_bytes()).sum();
-                shared.queue = restored;
-                Err(format!("writing {}: {e}", self.config.staging_dir.display()))
+                let Shared { queue, capture, .. } = &mut *shared;
+                queue.absorb_older(batch, &mut |page| capture.recycle(page));
+                Err(e)
             }
         }
     }
@@ -617,11 +625,10 @@ impl Primary {
     fn take_snapshot(&self) -> Result<(), String> {
         let tmp = self.config.staging_dir.join("snapshot.db.tmp");
         let _ = fs::remove_file(&tmp);
-        let mut assigned: Option<(u64, Vec<(u64, CapturedTxn)>)> = None;
+        let mut assigned: Option<(u64, Batch)> = None;
         let mut at_lock = || {
             let mut shared = self.lock();
             let before = std::mem::take(&mut shared.queue);
-            shared.queue_bytes = 0;
             let txid = shared.next_txid;
             shared.next_txid += 1;
             shared.snapshot_needed = None;
@@ -671,12 +678,13 @@ impl Primary {
         let _ = fs::remove_file(&tmp);
         // Commits captured before the snapshot point are staged first, in order.
         if !before.is_empty() {
-            let min = before[0].0;
-            let txns: Vec<CapturedTxn> = before.into_iter().map(|(_, t)| t).collect();
-            let bytes = encode_batch(&txns, min, self.node_id, self.compression()).map_err(|e| e.to_string())?;
-            self.staging
-                .stage(min, min + txns.len() as u64 - 1, &bytes)
+            let bytes = before
+                .encode(self.node_id, self.compression())
                 .map_err(|e| e.to_string())?;
+            self.staging
+                .stage(before.min_txid(), before.max_txid(), &bytes)
+                .map_err(|e| e.to_string())?;
+            self.lock().recycle(before);
         }
         let bytes = match encoded {
             Ok(b) => b,
@@ -738,6 +746,7 @@ impl Primary {
                     tracing::error!(db = %self.db_path.display(), "{reason}");
                     let mut shared = self.lock();
                     shared.fatal = Some(reason.clone());
+                    self.refusing.store(true, Ordering::Relaxed);
                     self.progress.notify_all();
                     return Err(reason);
                 }

@@ -108,8 +108,10 @@ impl WrappedFile {
 
     /// # Safety
     /// `file` must be a file prepared by this module.
-    unsafe fn from_raw<'a>(file: *mut ffi::sqlite3_file) -> &'a mut WrappedFile {
-        &mut *(file as *mut WrappedFile)
+    /// Shared access is all the io methods need (the inner file is a raw pointer),
+    /// so several calls may look at one wrapper without aliasing a `&mut`.
+    unsafe fn from_raw<'a>(file: *mut ffi::sqlite3_file) -> &'a WrappedFile {
+        &*(file as *const WrappedFile)
     }
 
     fn inner_methods(&self) -> &ffi::sqlite3_io_methods {
@@ -169,7 +171,8 @@ macro_rules! forward {
 unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
     guard("xClose", ffi::SQLITE_IOERR_CLOSE, || {
         let rc = forward!(file, xClose, ffi::SQLITE_OK);
-        let this = WrappedFile::from_raw(file);
+        // The last call on this file: exclusive access.
+        let this = &mut *(file as *mut WrappedFile);
         (*this.inner).pMethods = ptr::null();
         if let FileRole::PrimaryDb { path, leader: Some(_) } = std::mem::replace(&mut this.role, FileRole::Plain) {
             registry::detach(&path);
@@ -190,7 +193,6 @@ unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, a
         let FileRole::PrimaryWal(primary) = &this.role else {
             return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
         };
-        let primary = Arc::clone(primary);
         if let Err(reason) = primary.check_writable() {
             sqlite_log(ffi::SQLITE_IOERR_WRITE, &format!("litestream: write refused: {reason}"));
             return ffi::SQLITE_IOERR_WRITE;
@@ -230,10 +232,10 @@ impl WalSource for InnerWal {
     }
 }
 
-fn role_primary(role: &FileRole) -> Option<Arc<Primary>> {
+fn role_primary(role: &FileRole) -> Option<&Arc<Primary>> {
     match role {
-        FileRole::PrimaryDb { leader, .. } => leader.clone(),
-        FileRole::PrimaryWal(p) => Some(Arc::clone(p)),
+        FileRole::PrimaryDb { leader, .. } => leader.as_ref(),
+        FileRole::PrimaryWal(p) => Some(p),
         FileRole::Plain => None,
     }
 }
