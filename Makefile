@@ -33,6 +33,13 @@ demo: setup build
 
 bench: setup
 	$(CARGO) bench --bench ltx
+	@$(MAKE) --no-print-directory bench-primary
+
+# Commit throughput/latency and replication lag: plain SQLite vs our VFS vs real
+# Litestream, side by side (bench/README.md). Writes bench/results-primary.json.
+.PHONY: bench-primary
+bench-primary: setup build
+	/usr/bin/python3 bench/bench_primary.py $(BENCH_ARGS)
 
 # Coverage-guided fuzzing of the decoder (needs cargo-fuzz; see README).
 FUZZ_SECONDS ?= 60
