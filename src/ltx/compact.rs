@@ -1,0 +1,132 @@
+//! Merging contiguous LTX files into one (what the L1/L2/L3 and snapshot levels hold).
+//!
+//! A streaming k-way merge: every input is decoded in parallel, one page buffered per
+//! input, and the smallest page number is written from the newest input that has it.
+//! Memory is one page per input plus the output index, whatever the file sizes.
+
+use std::io::{Read, Write};
+
+use super::decoder::Decoder;
+use super::encoder::Encoder;
+use super::error::{Error, Result};
+use super::frame::Compression;
+use super::header::{Header, Trailer, FLAG_NO_CHECKSUM};
+
+/// True if a file covering `min..=max` may follow one ending at `prev_max`: it starts at
+/// most one past it (overlap is fine, its pages are newer) and ends strictly after it.
+pub fn is_contiguous(prev_max: u64, min: u64, max: u64) -> bool {
+    min <= prev_max.saturating_add(1) && max > prev_max
+}
+
+struct Input<R: Read> {
+    dec: Decoder<R>,
+    page: Vec<u8>,
+    /// Page number held in `page`, `None` once the input is exhausted.
+    pgno: Option<u32>,
+}
+
+impl<R: Read> Input<R> {
+    fn advance(&mut self) -> Result<()> {
+        self.pgno = self.dec.next_page(&mut self.page)?;
+        Ok(())
+    }
+}
+
+/// Output of [`compact`].
+#[derive(Debug)]
+pub struct Compacted<W> {
+    /// The writer, flushed.
+    pub writer: W,
+    /// Header of the compacted file.
+    pub header: Header,
+    /// Its trailer.
+    pub trailer: Trailer,
+}
+
+/// The header a compaction of files with these headers (oldest first) produces: min
+/// TXID and pre-apply checksum from the first; max TXID, commit and timestamp from the
+/// last; WAL fields and node id zero; NoChecksum if any input has it (and then no
+/// database checksums at all).
+pub fn compacted_header(headers: &[Header]) -> Result<Header> {
+    let (first, last) = match (headers.first(), headers.last()) {
+        (Some(f), Some(l)) => (f, l),
+        _ => return Err(Error::Usage("compaction needs at least one input")),
+    };
+    for w in headers.windows(2) {
+        if w[1].page_size != w[0].page_size {
+            return Err(Error::PageSizeChanged {
+                expected: w[0].page_size,
+                actual: w[1].page_size,
+            });
+        }
+        if !is_contiguous(w[0].max_txid, w[1].min_txid, w[1].max_txid) {
+            return Err(Error::NotContiguous {
+                prev_max: w[0].max_txid,
+                min: w[1].min_txid,
+                max: w[1].max_txid,
+            });
+        }
+    }
+    let no_checksum = headers.iter().any(|h| h.no_checksum());
+    Ok(Header {
+        flags: if no_checksum { FLAG_NO_CHECKSUM } else { 0 },
+        page_size: first.page_size,
+        commit: last.commit,
+        min_txid: first.min_txid,
+        max_txid: last.max_txid,
+        timestamp_ms: last.timestamp_ms,
+        pre_apply_checksum: if no_checksum { 0 } else { first.pre_apply_checksum },
+        wal_offset: 0,
+        wal_size: 0,
+        wal_salt1: 0,
+        wal_salt2: 0,
+        node_id: 0,
+    })
+}
+
+/// Merges `inputs` (oldest first, contiguous TXIDs, same page size) into one file written
+/// to `w`. On equal page numbers the newest input wins; pages above the final commit are
+/// dropped. Every input is fully verified (checksums included) before the output is
+/// finished. Compacting a snapshot with later files yields a snapshot.
+pub fn compact<R: Read, W: Write>(inputs: Vec<R>, w: W, compression: Compression) -> Result<Compacted<W>> {
+    let mut ins = Vec::with_capacity(inputs.len());
+    for r in inputs {
+        let dec = Decoder::new(r)?;
+        let page = vec![0u8; dec.header().page_size as usize];
+        ins.push(Input { dec, page, pgno: None });
+    }
+    let headers: Vec<Header> = ins.iter().map(|i| *i.dec.header()).collect();
+    let header = compacted_header(&headers)?;
+    let mut enc = Encoder::new(w, header, compression)?;
+
+    for i in &mut ins {
+        i.advance()?;
+    }
+    while let Some(pgno) = ins.iter().filter_map(|i| i.pgno).min() {
+        // Newest input holding this page wins.
+        if pgno <= header.commit {
+            if let Some(win) = ins.iter().rev().find(|i| i.pgno == Some(pgno)) {
+                enc.write_page(pgno, &win.page)?;
+            }
+        }
+        for i in &mut ins {
+            if i.pgno == Some(pgno) {
+                i.advance()?;
+            }
+        }
+    }
+
+    let mut post_apply = 0;
+    for i in ins {
+        post_apply = i.dec.finish()?.trailer.post_apply_checksum;
+    }
+    if header.no_checksum() {
+        post_apply = 0;
+    }
+    let (writer, trailer) = enc.finish(post_apply)?;
+    Ok(Compacted {
+        writer,
+        header,
+        trailer,
+    })
+}

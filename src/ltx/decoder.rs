@@ -1,0 +1,290 @@
+//! Streaming LTX reader.
+//!
+//! Reads the header, then one page per [`Decoder::next_page`] call, then
+//! [`Decoder::finish`] reads the index and trailer and checks everything that can only be
+//! checked at the end: the index lists exactly the frames seen, the CRC-64 of the whole
+//! file matches, a checksummed snapshot's pages add up to its post-apply checksum, and
+//! nothing follows the trailer. Pages handed out before `finish` succeeds are
+//! unverified; callers that apply them must be ready to throw the result away.
+//!
+//! Reads are small (6 + 4 + payload bytes per page): wrap files in a `BufReader`.
+
+use std::io::Read;
+
+use super::checksum::{Crc64, DbChecksum, CHECKSUM_FLAG};
+use super::error::{read_full, Error, Result};
+use super::frame::{FrameHeader, PageDecompressor, FRAME_HEADER_SIZE};
+use super::header::{Header, Trailer, HEADER_SIZE, TRAILER_SIZE};
+use super::index::{parse_index_bytes, PageIndex, PageIndexEntry};
+use super::varint::{self, MAX_LEN as VARINT_MAX};
+
+/// What [`Decoder::finish`] learned from the end of the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeSummary {
+    /// The file's header.
+    pub header: Header,
+    /// The verified trailer.
+    pub trailer: Trailer,
+    /// The page index (agrees with the frames).
+    pub index: PageIndex,
+}
+
+/// A whole file decoded in memory by [`decode_file`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedFile {
+    /// The header.
+    pub header: Header,
+    /// The verified trailer.
+    pub trailer: Trailer,
+    /// The page index.
+    pub index: PageIndex,
+    /// `(pgno, page bytes)` in file order.
+    pub pages: Vec<(u32, Vec<u8>)>,
+}
+
+/// Reads one LTX file from `R`. See the module docs for what is verified when.
+pub struct Decoder<R: Read> {
+    r: R,
+    header: Header,
+    hasher: Crc64,
+    /// Bytes consumed so far = offset of the next frame.
+    offset: u64,
+    prev_pgno: u32,
+    lock_pgno: u32,
+    /// Frames actually seen, to hold the index to.
+    frames: Vec<PageIndexEntry>,
+    db_checksum: Option<DbChecksum>,
+    dec: PageDecompressor,
+    /// Offset of the end marker once seen.
+    end_offset: Option<u64>,
+    /// Set after an error: the stream position is unknown, so refuse to go on.
+    poisoned: bool,
+}
+
+impl<R: Read> std::fmt::Debug for Decoder<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("header", &self.header)
+            .field("offset", &self.offset)
+            .field("prev_pgno", &self.prev_pgno)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> Decoder<R> {
+    /// Reads and validates the header.
+    pub fn new(mut r: R) -> Result<Self> {
+        let mut b = [0u8; HEADER_SIZE];
+        read_full(&mut r, &mut b, "header")?;
+        let header = Header::decode(&b)?;
+        let mut hasher = Crc64::new();
+        hasher.update(&b);
+        Ok(Decoder {
+            r,
+            header,
+            hasher,
+            offset: HEADER_SIZE as u64,
+            prev_pgno: 0,
+            lock_pgno: header.lock_pgno(),
+            frames: Vec::new(),
+            db_checksum: (header.is_snapshot() && !header.no_checksum()).then(DbChecksum::new),
+            dec: PageDecompressor::new(),
+            end_offset: None,
+            poisoned: false,
+        })
+    }
+
+    /// The file's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Decodes the next page into `out` (exactly `page_size` bytes) and returns its page
+    /// number, or `None` after the last page.
+    pub fn next_page(&mut self, out: &mut [u8]) -> Result<Option<u32>> {
+        if self.poisoned {
+            return Err(Error::Usage("decoder used after an error"));
+        }
+        let res = self.next_page_inner(out);
+        if res.is_err() {
+            self.poisoned = true;
+        }
+        res
+    }
+
+    fn next_snapshot_pgno(&self, pgno: u32) -> u32 {
+        let next = pgno.saturating_add(1);
+        if next == self.lock_pgno {
+            next.saturating_add(1)
+        } else {
+            next
+        }
+    }
+
+    fn next_page_inner(&mut self, out: &mut [u8]) -> Result<Option<u32>> {
+        if self.end_offset.is_some() {
+            return Ok(None);
+        }
+        let h = self.header;
+        if out.len() != h.page_size as usize {
+            return Err(Error::PageSizeMismatch {
+                expected: h.page_size,
+                actual: out.len(),
+            });
+        }
+        let mut hb = [0u8; FRAME_HEADER_SIZE];
+        read_full(&mut self.r, &mut hb, "page frame header")?;
+        self.hasher.update(&hb);
+        let fh = FrameHeader::parse(&hb);
+        if fh.is_end() {
+            if h.is_snapshot() {
+                let want = self.next_snapshot_pgno(self.prev_pgno);
+                if want <= h.commit {
+                    return Err(Error::SnapshotIncomplete { missing: want, next: 0 });
+                }
+            }
+            self.end_offset = Some(self.offset);
+            self.offset += FRAME_HEADER_SIZE as u64;
+            return Ok(None);
+        }
+        fh.validate()?;
+        let pgno = fh.pgno;
+        if pgno <= self.prev_pgno {
+            return Err(Error::PageOutOfOrder {
+                prev: self.prev_pgno,
+                pgno,
+            });
+        }
+        if pgno > h.commit {
+            return Err(Error::PageAboveCommit { pgno, commit: h.commit });
+        }
+        if pgno == self.lock_pgno {
+            return Err(Error::LockPage { pgno });
+        }
+        if h.is_snapshot() {
+            let want = self.next_snapshot_pgno(self.prev_pgno);
+            if pgno != want {
+                return Err(Error::SnapshotIncomplete {
+                    missing: want,
+                    next: pgno,
+                });
+            }
+        }
+        let body = self.dec.read_payload(&mut self.r, fh, out, Some(&mut self.hasher))?;
+        let size = u32::try_from(FRAME_HEADER_SIZE as u64 + body).map_err(|_| Error::Decompress {
+            pgno,
+            reason: "frame longer than 4 GiB".into(),
+        })?;
+        self.frames.push(PageIndexEntry {
+            pgno,
+            offset: self.offset,
+            size,
+        });
+        self.offset += size as u64;
+        self.prev_pgno = pgno;
+        if let Some(c) = &mut self.db_checksum {
+            c.toggle_page(pgno, out);
+        }
+        Ok(Some(pgno))
+    }
+
+    /// Skips (but still verifies) any pages not read yet, then reads and checks the page
+    /// index and the trailer, and that the input ends there.
+    pub fn finish(mut self) -> Result<DecodeSummary> {
+        if self.poisoned {
+            return Err(Error::Usage("decoder used after an error"));
+        }
+        if self.end_offset.is_none() {
+            let mut page = vec![0u8; self.header.page_size as usize];
+            while self.next_page(&mut page)?.is_some() {}
+        }
+        let frames_end = self.end_offset.ok_or(Error::Usage("no end marker"))?;
+
+        // The rest of a valid file is at most this long; reading one byte more tells
+        // "trailing garbage" without ever buffering an unbounded stream.
+        let max_entry = 5 + VARINT_MAX + 5;
+        let bound = (self.frames.len() * max_entry + 1 + 8 + TRAILER_SIZE) as u64;
+        let mut rest = Vec::new();
+        self.r.by_ref().take(bound + 1).read_to_end(&mut rest)?;
+
+        // Find the terminator by walking the entries; structure is checked afterwards.
+        let mut pos = 0usize;
+        'entries: loop {
+            for field in 0..3 {
+                let (v, n) = varint::get(&rest[pos..]).map_err(|e| match e {
+                    varint::VarintError::Truncated => Error::Truncated("page index"),
+                    varint::VarintError::Overflow => Error::index("varint overflows"),
+                })?;
+                pos += n;
+                if field == 0 && v == 0 {
+                    break 'entries;
+                }
+            }
+        }
+        let index_end = pos;
+        if rest.len() < index_end + 8 + TRAILER_SIZE {
+            return Err(Error::Truncated("page index size / trailer"));
+        }
+        if rest.len() > index_end + 8 + TRAILER_SIZE {
+            return Err(Error::TrailingData);
+        }
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&rest[index_end..index_end + 8]);
+        let index_len = u64::from_be_bytes(n);
+        if index_len != index_end as u64 {
+            return Err(Error::index(format!(
+                "index size field says {index_len}, index is {index_end} bytes"
+            )));
+        }
+        let trailer = Trailer::decode(&rest[index_end + 8..])?;
+        self.hasher.update(&rest[..rest.len() - 8]);
+        let actual = CHECKSUM_FLAG | self.hasher.finish();
+        if actual != trailer.file_checksum {
+            return Err(Error::ChecksumMismatch {
+                expected: trailer.file_checksum,
+                actual,
+            });
+        }
+        let index = parse_index_bytes(&rest[..index_end], frames_end)?;
+        if index.entries() != self.frames.as_slice() {
+            return Err(Error::index("index disagrees with the page frames"));
+        }
+        trailer.validate(&self.header)?;
+        if let Some(c) = self.db_checksum {
+            if c.value() != trailer.post_apply_checksum {
+                return Err(Error::PostApplyChecksumMismatch {
+                    expected: trailer.post_apply_checksum,
+                    actual: c.value(),
+                });
+            }
+        }
+        Ok(DecodeSummary {
+            header: self.header,
+            trailer,
+            index,
+        })
+    }
+}
+
+/// Decodes and fully verifies a file held in memory.
+pub fn decode_file(bytes: &[u8]) -> Result<DecodedFile> {
+    let mut dec = Decoder::new(bytes)?;
+    let page_size = dec.header().page_size as usize;
+    let mut pages = Vec::new();
+    let mut buf = vec![0u8; page_size];
+    while let Some(pgno) = dec.next_page(&mut buf)? {
+        pages.push((pgno, buf.clone()));
+    }
+    let s = dec.finish()?;
+    Ok(DecodedFile {
+        header: s.header,
+        trailer: s.trailer,
+        index: s.index,
+        pages,
+    })
+}
+
+/// Decodes and verifies a file, discarding the pages.
+pub fn verify<R: Read>(r: R) -> Result<DecodeSummary> {
+    Decoder::new(r)?.finish()
+}

@@ -1,0 +1,374 @@
+//! The page index, and random access to a file from its tail alone.
+//!
+//! A lazy replica never downloads whole files: it reads the last few KiB (trailer, index
+//! size, index) with one ranged GET, then fetches single page frames `[offset,
+//! offset+size)` on demand. Everything here works on such fragments and validates them
+//! as strictly as the streaming decoder does, because storage may hand us anything.
+//!
+//! Tail layout: `… frames | end marker (6 zero bytes) | index entries | varint 0 |
+//! u64 index length | u64 post-apply checksum | u64 file checksum`.
+
+use super::error::{Error, Result};
+use super::frame::{FrameHeader, PageDecompressor, FRAME_HEADER_SIZE};
+use super::header::{Header, Trailer, HEADER_SIZE, TRAILER_SIZE};
+use super::varint::{self, VarintError};
+
+/// Bytes after the index entries: the u64 index length and the trailer.
+pub const INDEX_FOOTER_SIZE: usize = 8 + TRAILER_SIZE;
+/// Smallest possible LTX file: header, end marker, empty index (one 0 byte), footer.
+pub const MIN_FILE_SIZE: u64 = (HEADER_SIZE + FRAME_HEADER_SIZE + 1 + INDEX_FOOTER_SIZE) as u64;
+/// A reasonable first guess for how much of the tail to fetch (holds the index of a file
+/// with a few thousand pages).
+pub const DEFAULT_TAIL_GUESS: u64 = 32 * 1024;
+
+/// Where one page frame lives in its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PageIndexEntry {
+    /// Page number.
+    pub pgno: u32,
+    /// Absolute offset of the frame (its 6-byte header) in the file.
+    pub offset: u64,
+    /// Length of the whole frame: header, size field and payload.
+    pub size: u32,
+}
+
+/// The page index of one file: entries in ascending page order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageIndex {
+    entries: Vec<PageIndexEntry>,
+}
+
+impl PageIndex {
+    /// The entries, ascending by page number (and by offset).
+    pub fn entries(&self) -> &[PageIndexEntry] {
+        &self.entries
+    }
+
+    /// Consumes the index, returning its entries.
+    pub fn into_entries(self) -> Vec<PageIndexEntry> {
+        self.entries
+    }
+
+    /// Number of pages in the file.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if the file holds no pages.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The frame of `pgno`, if the file has it.
+    pub fn get(&self, pgno: u32) -> Option<&PageIndexEntry> {
+        self.entries
+            .binary_search_by_key(&pgno, |e| e.pgno)
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// Checks the index against the file's header (read separately by a lazy reader):
+    /// no page above commit, no lock page, and a snapshot lists every page.
+    pub fn check_header(&self, header: &Header) -> Result<()> {
+        let lock = header.lock_pgno();
+        for e in &self.entries {
+            if e.pgno > header.commit {
+                return Err(Error::index(format!("page {} above commit {}", e.pgno, header.commit)));
+            }
+            if e.pgno == lock {
+                return Err(Error::index(format!("lists the lock page {lock}")));
+            }
+        }
+        if header.is_snapshot() {
+            let want = header.commit as u64 - u64::from(header.commit >= lock);
+            // Ascending, unique, within 1..=commit and lock-free: the count decides.
+            if self.entries.len() as u64 != want {
+                return Err(Error::index(format!(
+                    "snapshot with commit {} lists {} pages",
+                    header.commit,
+                    self.entries.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends one index entry to `out`.
+pub(crate) fn put_entry(out: &mut Vec<u8>, e: &PageIndexEntry) {
+    varint::put(out, e.pgno as u64);
+    varint::put(out, e.offset);
+    varint::put(out, e.size as u64);
+}
+
+fn read_varint(b: &[u8], pos: &mut usize, what: &str) -> Result<u64> {
+    match varint::get(&b[*pos..]) {
+        Ok((v, n)) => {
+            *pos += n;
+            Ok(v)
+        }
+        Err(VarintError::Truncated) => Err(Error::index(format!("{what}: truncated varint"))),
+        Err(VarintError::Overflow) => Err(Error::index(format!("{what}: varint overflows"))),
+    }
+}
+
+/// Parses the index bytes (entries and terminator, exactly) of a file whose page frames
+/// occupy `[HEADER_SIZE, frames_end)`. Frames are laid end to end, so the entries must tile
+/// that range exactly: first at 100, each starting where the previous ended.
+pub(crate) fn parse_index_bytes(b: &[u8], frames_end: u64) -> Result<PageIndex> {
+    let mut entries = Vec::new();
+    let mut pos = 0usize;
+    let mut next_offset = HEADER_SIZE as u64;
+    let mut prev_pgno = 0u32;
+    loop {
+        let pgno = read_varint(b, &mut pos, "page number")?;
+        if pgno == 0 {
+            break;
+        }
+        let offset = read_varint(b, &mut pos, "offset")?;
+        let size = read_varint(b, &mut pos, "size")?;
+        let pgno = u32::try_from(pgno).map_err(|_| Error::index(format!("page number {pgno} exceeds 32 bits")))?;
+        if pgno <= prev_pgno {
+            return Err(Error::index(format!("page {pgno} listed after page {prev_pgno}")));
+        }
+        if offset != next_offset {
+            return Err(Error::index(format!(
+                "page {pgno} at offset {offset}, expected {next_offset}"
+            )));
+        }
+        let size32 = u32::try_from(size)
+            .ok()
+            .filter(|&s| s as usize > FRAME_HEADER_SIZE)
+            .ok_or_else(|| Error::index(format!("page {pgno} has frame size {size}")))?;
+        let end = offset.checked_add(size).filter(|&e| e <= frames_end).ok_or_else(|| {
+            Error::index(format!(
+                "page {pgno} frame [{offset}, +{size}) runs past the page frames (end {frames_end})"
+            ))
+        })?;
+        entries.push(PageIndexEntry {
+            pgno,
+            offset,
+            size: size32,
+        });
+        prev_pgno = pgno;
+        next_offset = end;
+    }
+    if pos != b.len() {
+        return Err(Error::index("bytes between the terminator and the index size"));
+    }
+    if next_offset != frames_end {
+        return Err(Error::index(format!(
+            "frames end at {frames_end} but the index covers up to {next_offset}"
+        )));
+    }
+    Ok(PageIndex { entries })
+}
+
+/// Everything the tail of a file tells: the index and the trailer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileTail {
+    /// The page index.
+    pub index: PageIndex,
+    /// The trailer (file checksum unverified: that needs the whole file).
+    pub trailer: Trailer,
+    /// Offset of the first index byte (just after the end marker).
+    pub index_offset: u64,
+}
+
+/// Result of [`parse_tail`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TailRead {
+    /// The tail held the whole index.
+    Complete(FileTail),
+    /// Fetch the file from this offset to its end and call again.
+    NeedFrom(u64),
+}
+
+/// Parses the page index from the last `tail.len()` bytes of a `file_len`-byte file, or
+/// says which offset the tail must start at. A second call with at least that much never
+/// asks again.
+pub fn parse_tail(file_len: u64, tail: &[u8]) -> Result<TailRead> {
+    if tail.len() as u64 > file_len {
+        return Err(Error::Usage("tail longer than the file"));
+    }
+    if file_len < MIN_FILE_SIZE {
+        return Err(Error::Truncated("file shorter than the smallest LTX file"));
+    }
+    let tail_start = file_len - tail.len() as u64;
+    let footer_start = file_len - INDEX_FOOTER_SIZE as u64;
+    if tail_start > footer_start {
+        return Ok(TailRead::NeedFrom(footer_start));
+    }
+    let footer = &tail[tail.len() - INDEX_FOOTER_SIZE..];
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&footer[..8]);
+    let index_len = u64::from_be_bytes(n);
+    let trailer = Trailer::decode(&footer[8..])?;
+    trailer.validate_file_checksum()?;
+
+    // The index sits between the end marker and the footer; the end marker after the
+    // header at the earliest.
+    let min_index_offset = (HEADER_SIZE + FRAME_HEADER_SIZE) as u64;
+    let index_offset = footer_start
+        .checked_sub(index_len)
+        .filter(|&o| index_len >= 1 && o >= min_index_offset)
+        .ok_or_else(|| Error::index(format!("index length {index_len} does not fit a {file_len}-byte file")))?;
+    // Fetch the end marker too: it pins down where the frames stop.
+    let marker_offset = index_offset - FRAME_HEADER_SIZE as u64;
+    if tail_start > marker_offset {
+        return Ok(TailRead::NeedFrom(marker_offset));
+    }
+    let rel = (marker_offset - tail_start) as usize;
+    let marker = &tail[rel..rel + FRAME_HEADER_SIZE];
+    if marker.iter().any(|&b| b != 0) {
+        return Err(Error::index("no end marker before the index"));
+    }
+    let index_bytes = &tail[rel + FRAME_HEADER_SIZE..tail.len() - INDEX_FOOTER_SIZE];
+    let index = parse_index_bytes(index_bytes, marker_offset)?;
+    Ok(TailRead::Complete(FileTail {
+        index,
+        trailer,
+        index_offset,
+    }))
+}
+
+/// Decodes one page from the bytes `[offset, offset+size)` of a file, as listed in its
+/// index: checks the frame header (page number must be `expected_pgno`), that the frame
+/// is exactly `frame.len()` bytes, and decompresses into `out` (one page).
+pub fn read_page_frame(frame: &[u8], expected_pgno: u32, page_size: u32, out: &mut [u8]) -> Result<()> {
+    read_page_frame_with(&mut PageDecompressor::new(), frame, expected_pgno, page_size, out)
+}
+
+/// [`read_page_frame`] reusing a decompressor's buffers across calls.
+pub fn read_page_frame_with(
+    dec: &mut PageDecompressor,
+    frame: &[u8],
+    expected_pgno: u32,
+    page_size: u32,
+    out: &mut [u8],
+) -> Result<()> {
+    if out.len() != page_size as usize {
+        return Err(Error::PageSizeMismatch {
+            expected: page_size,
+            actual: out.len(),
+        });
+    }
+    if frame.len() < FRAME_HEADER_SIZE {
+        return Err(Error::Truncated("page frame header"));
+    }
+    let mut h = [0u8; FRAME_HEADER_SIZE];
+    h.copy_from_slice(&frame[..FRAME_HEADER_SIZE]);
+    let hdr = FrameHeader::parse(&h);
+    hdr.validate()?;
+    if hdr.pgno != expected_pgno {
+        return Err(Error::index(format!(
+            "frame holds page {}, index says {expected_pgno}",
+            hdr.pgno
+        )));
+    }
+    let mut rest = &frame[FRAME_HEADER_SIZE..];
+    // A lone frame has no file checksum to feed.
+    dec.read_payload(&mut rest, hdr, out, None)?;
+    if !rest.is_empty() {
+        return Err(Error::index(format!(
+            "frame of page {} is {} bytes shorter than its index entry",
+            hdr.pgno,
+            rest.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_bytes(entries: &[(u64, u64, u64)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for &(p, o, s) in entries {
+            varint::put(&mut b, p);
+            varint::put(&mut b, o);
+            varint::put(&mut b, s);
+        }
+        b.push(0);
+        b
+    }
+
+    #[test]
+    fn parse_valid_and_lookup() {
+        let b = index_bytes(&[(1, 100, 36), (5, 136, 40)]);
+        let idx = parse_index_bytes(&b, 176).unwrap();
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.get(5).unwrap().offset, 136);
+        assert!(idx.get(2).is_none());
+        let empty = parse_index_bytes(&[0], 100).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn parse_rejects() {
+        let cases: Vec<(Vec<u8>, u64)> = vec![
+            (index_bytes(&[(1, 100, 36), (1, 136, 40)]), 176), // duplicate
+            (index_bytes(&[(2, 100, 36), (1, 136, 40)]), 176), // descending
+            (index_bytes(&[(1, 101, 36)]), 137),               // not at 100
+            (index_bytes(&[(1, 100, 36), (2, 140, 36)]), 176), // gap
+            (index_bytes(&[(1, 100, 36)]), 130),               // past frames end
+            (index_bytes(&[(1, 100, 36)]), 200),               // frames not covered
+            (index_bytes(&[(1, 100, 3)]), 103),                // frame too small
+            (index_bytes(&[(1 << 33, 100, 36)]), 136),         // pgno > u32
+            (index_bytes(&[(1, 100, 1 << 40)]), 1 << 41),      // size > u32
+            (index_bytes(&[(1, 100, u64::MAX)]), 136),         // overflow
+            (vec![0x80], 100),                                 // truncated varint
+            (vec![1, 100], 100),                               // truncated entry
+            (vec![0, 0], 100),                                 // extra after terminator
+            (vec![0xff; 11], 100),                             // overflow varint
+        ];
+        for (i, (b, end)) in cases.iter().enumerate() {
+            assert!(
+                matches!(parse_index_bytes(b, *end), Err(Error::BadIndex(_))),
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn tail_asks_for_more() {
+        // A fake file: header region, one 36-byte frame, end marker, index, footer.
+        let idx = index_bytes(&[(1, 100, 36)]);
+        let mut file = vec![0u8; 136];
+        file.extend_from_slice(&[0; 6]);
+        file.extend_from_slice(&idx);
+        file.extend_from_slice(&(idx.len() as u64).to_be_bytes());
+        file.extend_from_slice(&0u64.to_be_bytes());
+        file.extend_from_slice(&(1u64 << 63 | 9).to_be_bytes());
+        let len = file.len() as u64;
+        assert_eq!(
+            parse_tail(len, &file[file.len() - 10..]).unwrap(),
+            TailRead::NeedFrom(len - 24)
+        );
+        let need = match parse_tail(len, &file[file.len() - 24..]).unwrap() {
+            TailRead::NeedFrom(o) => o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(need, 136);
+        match parse_tail(len, &file[need as usize..]).unwrap() {
+            TailRead::Complete(t) => {
+                assert_eq!(t.index.entries()[0].size, 36);
+                assert_eq!(t.index_offset, 142);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Whole file works too; a broken end marker is caught.
+        assert!(matches!(parse_tail(len, &file).unwrap(), TailRead::Complete(_)));
+        let mut bad = file.clone();
+        bad[137] = 1;
+        assert!(parse_tail(len, &bad).is_err());
+        // Absurd index length.
+        let mut bad = file.clone();
+        let at = bad.len() - 24;
+        bad[at..at + 8].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(matches!(parse_tail(len, &bad), Err(Error::BadIndex(_))));
+        assert!(parse_tail(10, &[]).is_err());
+        assert!(parse_tail(len, &vec![0; len as usize + 1]).is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! LTX v3: the file format Litestream (≥ 0.5.2) stores replicas in. Pure codec: no
+//! SQLite, no network, no filesystem; everything is generic over `Read`/`Write` or works
+//! on byte slices.
+//!
+//! File = header (100 bytes) | page frames | end marker | page index | index size |
+//! trailer. See `shared/ltx-format.md` for the byte layout; each module documents its part:
+//!
+//! - [`checksum`]: CRC-64/GO-ISO, page and database checksums, lock page;
+//! - [`header`]: header and trailer;
+//! - [`frame`]: page frames and their compression (LZ4 block, legacy LZ4 frame, zstd);
+//! - [`encoder`] / [`decoder`]: streaming writer and reader;
+//! - [`index`]: page index, reading a file from its tail and single frames (lazy replica);
+//! - [`name`]: file names and key layouts;
+//! - [`compact`](mod@compact): merging contiguous files;
+//! - [`apply`]: applying files to a database image.
+
+pub mod apply;
+pub mod checksum;
+pub mod compact;
+pub mod decoder;
+pub mod encoder;
+pub mod error;
+pub mod frame;
+pub mod header;
+pub mod index;
+mod lz4frame;
+pub mod name;
+mod varint;
+mod xxh32;
+
+#[cfg(test)]
+mod tests;
+
+pub use apply::{Applier, PageSink, Position};
+pub use checksum::{crc64, lock_pgno, page_checksum, Crc64, DbChecksum, CHECKSUM_FLAG, EMPTY_DB_CHECKSUM};
+pub use compact::{compact, compacted_header, is_contiguous, Compacted};
+pub use decoder::{decode_file, verify, DecodeSummary, DecodedFile, Decoder};
+pub use encoder::Encoder;
+pub use error::{Error, Result};
+pub use frame::{
+    max_compressed_len, Compression, FrameHeader, PageCompressor, PageDecompressor, END_MARKER, FRAME_FLAG_SIZE,
+    FRAME_FLAG_ZSTD, FRAME_HEADER_SIZE, FRAME_SIZE_FIELD,
+};
+pub use header::{
+    is_valid_page_size, Header, Trailer, FLAG_NO_CHECKSUM, HEADER_SIZE, MAGIC, MAX_PAGE_SIZE, MIN_PAGE_SIZE,
+    TRAILER_SIZE,
+};
+pub use index::{
+    parse_tail, read_page_frame, read_page_frame_with, FileTail, PageIndex, PageIndexEntry, TailRead,
+    DEFAULT_TAIL_GUESS, INDEX_FOOTER_SIZE, MIN_FILE_SIZE,
+};
+pub use name::{format_name, parse_key, parse_name, KeyLayout, Level};
