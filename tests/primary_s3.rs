@@ -26,6 +26,26 @@ fn randomized_workload_replicated_to_s3_restores_equal_with_litestream() {
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    // The sqlite3 shell on the same primary: a spilled transaction, a rollback, VACUUM.
+    let shell = std::process::Command::new("sqlite3")
+        .envs(creds)
+        .args(["-batch", "-bail", "-cmd"])
+        .arg(format!(".load {}", extension().display()))
+        .arg(":memory:")
+        .arg(format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms",
+            db.display()
+        ))
+        .arg("PRAGMA cache_size=5")
+        .arg("BEGIN; UPDATE items SET name = name || '!'; INSERT INTO items(name) SELECT name FROM items; COMMIT")
+        .arg("BEGIN; DELETE FROM items; ROLLBACK")
+        .arg("DELETE FROM items WHERE id % 3 = 0")
+        .arg("VACUUM")
+        .arg("SELECT litestream_sync(30000) > 0")
+        .output()
+        .unwrap();
+    assert!(shell.status.success(), "{}", String::from_utf8_lossy(&shell.stderr));
+    assert_eq!(String::from_utf8_lossy(&shell.stdout).trim(), "1");
     let keys = moto.list_keys("primary", "app/");
     assert!(
         keys.iter().any(|k| k.starts_with("app/0000/0000000000000001-")),
