@@ -19,7 +19,11 @@ fn run_concurrent(db: &std::path::Path, url: &str, threads: u32, rows: u32, tag:
 }
 
 fn count(db: &std::path::Path) -> String {
-    let out = Command::new("sqlite3").arg(db).arg("SELECT count(*), count(DISTINCT writer) FROM log").output().unwrap();
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg("SELECT count(*), count(DISTINCT writer) FROM log")
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 

@@ -9,7 +9,12 @@ use std::process::Command;
 
 fn sha256(path: &std::path::Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split(' ').next().unwrap().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -40,6 +45,10 @@ PRAGMA wal_checkpoint(TRUNCATE);",
     assert!(out.starts_with("1\n1\n"), "{out}");
     let restored = dir.path().join("restored.db");
     litestream_restore(&url, &restored, &[]).unwrap();
-    assert_eq!(sha256(&restored), sha256(&db), "restored file differs from the primary's");
+    assert_eq!(
+        sha256(&restored),
+        sha256(&db),
+        "restored file differs from the primary's"
+    );
     assert_eq!(integrity(&restored), "ok");
 }

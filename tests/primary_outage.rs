@@ -115,7 +115,10 @@ SELECT 'caught up', litestream_sync(30000) = litestream_txid();"
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "synced|1", "{out}{stderr}");
     let staged_files: u32 = lines[2].trim().parse().unwrap();
-    assert!(staged_files <= 3, "staging kept growing while the store was down: {staged_files} files");
+    assert!(
+        staged_files <= 3,
+        "staging kept growing while the store was down: {staged_files} files"
+    );
     assert_eq!(lines[3], "caught up|1", "{out}{stderr}");
     assert_contiguous(&level0_ranges(&dir.path().join("replica")));
     let restored = dir.path().join("restored.db");
