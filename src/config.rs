@@ -41,6 +41,12 @@ pub struct Config {
     pub max_queue_bytes: u64,
     /// Use zstd page payloads (smaller; Litestream cannot read them).
     pub zstd_level: Option<i32>,
+    /// Replica: how often the store is polled for new TXIDs.
+    pub poll_interval: Duration,
+    /// Replica: bytes of decompressed pages kept in memory.
+    pub cache_size: u64,
+    /// Replica: local file the whole database is downloaded into in the background.
+    pub hydrate: Option<PathBuf>,
 }
 
 /// Parameters SQLite itself understands in a URI filename; passed through untouched.
@@ -55,6 +61,9 @@ const OUR_PARAMS: &[&str] = &[
     "max_staging",
     "max_queue",
     "compression",
+    "poll_interval",
+    "cache_size",
+    "hydrate",
 ];
 
 impl Config {
@@ -142,6 +151,17 @@ impl Config {
                 _ => return Err(format!("compression must be lz4, zstd or zstd:<1-19>, not '{other}'")),
             },
         };
+        let poll_interval = match get("poll_interval", "LITESTREAM_POLL_INTERVAL") {
+            Some(v) => parse_duration(&v).map_err(|e| format!("poll_interval: {e}"))?,
+            None => Duration::from_secs(1),
+        };
+        if poll_interval.is_zero() {
+            return Err("poll_interval must be greater than zero".into());
+        }
+        let cache_size = match get("cache_size", "LITESTREAM_CACHE_SIZE") {
+            Some(v) => parse_size(&v).map_err(|e| format!("cache_size: {e}"))?,
+            None => 64 << 20,
+        };
         Ok(Config {
             role,
             replica_url,
@@ -153,6 +173,9 @@ impl Config {
             max_staging_bytes,
             max_queue_bytes,
             zstd_level,
+            poll_interval,
+            cache_size,
+            hydrate: get("hydrate", "LITESTREAM_HYDRATE").map(PathBuf::from),
         })
     }
 }
@@ -221,6 +244,8 @@ mod tests {
         assert_eq!(c.sync_mode, SyncMode::Async);
         assert_eq!(c.staging_dir, PathBuf::from("/d/app.db-litestream"));
         assert_eq!(c.zstd_level, None);
+        assert_eq!(c.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.cache_size, 64 << 20);
     }
 
     #[test]
@@ -255,6 +280,8 @@ mod tests {
                 &[("replica", "memory://x"), ("compression", "gzip")],
                 "compression must be",
             ),
+            (&[("replica", "memory://x"), ("poll_interval", "0s")], "poll_interval"),
+            (&[("replica", "memory://x"), ("cache_size", "big")], "cache_size"),
         ];
         for (given, expected) in cases {
             let err = Config::from_params(Path::new("a.db"), &params(given), &no_env).unwrap_err();

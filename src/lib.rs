@@ -9,6 +9,7 @@ pub mod config;
 mod logging;
 pub mod ltx;
 pub mod primary;
+pub mod replica;
 pub mod restore;
 pub mod runtime;
 pub mod sql;

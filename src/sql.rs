@@ -2,6 +2,7 @@
 //! finds the connection's replication state, and converts values at the boundary.
 
 use crate::primary::Primary;
+use crate::replica::ReplicaConn;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub type SqlResult = Result<SqlValue, String>;
 pub struct Ctx {
     /// The primary behind the connection's main database, when it is one.
     pub primary: Option<Arc<Primary>>,
+    /// The replica behind the connection's main database, when it is a read replica.
+    pub replica: Option<ReplicaConn>,
 }
 
 /// One SQL function: name, number of arguments (-1 = any), and the implementation.
@@ -65,6 +68,36 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         deterministic: false,
         call: status,
     },
+    SqlFunction {
+        name: "litestream_lag",
+        n_args: 0,
+        deterministic: false,
+        call: lag,
+    },
+    SqlFunction {
+        name: "litestream_wait",
+        n_args: 1,
+        deterministic: false,
+        call: wait,
+    },
+    SqlFunction {
+        name: "litestream_wait",
+        n_args: 2,
+        deterministic: false,
+        call: wait,
+    },
+    SqlFunction {
+        name: "litestream_time",
+        n_args: 0,
+        deterministic: false,
+        call: time,
+    },
+    SqlFunction {
+        name: "litestream_set_time",
+        n_args: 1,
+        deterministic: false,
+        call: set_time,
+    },
 ];
 
 const NOT_REPLICATED: &str = "the main database of this connection is not replicated by the litestream VFS \
@@ -78,8 +111,42 @@ fn primary(ctx: &Ctx) -> Result<&Arc<Primary>, String> {
     ctx.primary.as_ref().ok_or_else(|| NOT_REPLICATED.to_string())
 }
 
+const NOT_A_REPLICA: &str = "the main database of this connection is not a read replica \
+                             (open it with ?vfs=litestream&role=replica&replica=<url>)";
+
+fn replica(ctx: &Ctx) -> Result<&ReplicaConn, String> {
+    ctx.replica.as_ref().ok_or_else(|| NOT_A_REPLICA.to_string())
+}
+
 fn txid(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
+    if let Some(r) = &ctx.replica {
+        return Ok(SqlValue::Integer(r.txid as i64));
+    }
     Ok(SqlValue::Integer(primary(ctx)?.txid() as i64))
+}
+
+/// `litestream_lag()`: whole seconds since the replica last caught up with the store;
+/// -1 when it never has.
+fn lag(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
+    let lag = replica(ctx)?.replica.lag();
+    Ok(SqlValue::Integer(lag.map_or(-1, |d| d.as_secs() as i64)))
+}
+
+/// `litestream_wait(txid [, timeout_ms])`: blocks until the replica has reached `txid`
+/// (default timeout 30 s); returns the TXID reached. The statement that calls it still
+/// sees the TXID its transaction started with; the next transaction sees the new one.
+fn wait(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
+    let target = match args.first() {
+        Some(SqlValue::Integer(t)) if *t >= 0 => *t as u64,
+        other => return Err(format!("txid must be a non-negative integer, not {other:?}")),
+    };
+    let timeout = match args.get(1) {
+        None | Some(SqlValue::Null) => Duration::from_secs(30),
+        Some(SqlValue::Integer(ms)) if *ms >= 0 => Duration::from_millis(*ms as u64),
+        Some(other) => return Err(format!("timeout_ms must be a non-negative integer, not {other:?}")),
+    };
+    let reached = replica(ctx)?.replica.wait(target, timeout)?;
+    Ok(SqlValue::Integer(reached as i64))
 }
 
 /// `litestream_sync([timeout_ms])`: everything committed so far is in object storage
@@ -94,10 +161,31 @@ fn sync(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     Ok(SqlValue::Integer(txid as i64))
 }
 
+/// `litestream_time()`: 'latest', or the time of the state a point-in-time view shows.
+fn time(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
+    Ok(SqlValue::Text(crate::replica::time::current_time(replica(ctx)?)))
+}
+
+/// `litestream_set_time(ts)`: RFC 3339, relative ('5 minutes ago') or 'latest'. The
+/// connection's next transaction sees the newest state at or before `ts`; returns its TXID.
+fn set_time(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
+    let text = match args.first() {
+        Some(SqlValue::Text(t)) => t.as_str(),
+        other => return Err(format!("the time must be text, not {other:?}")),
+    };
+    let txid = crate::replica::time::set_time(replica(ctx)?, text)?;
+    Ok(SqlValue::Integer(txid as i64))
+}
+
 fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
-    let value = match &ctx.primary {
-        Some(p) => p.status(),
-        None => serde_json::json!({ "role": "none", "error": NOT_REPLICATED }),
+    let value = match (&ctx.replica, &ctx.primary) {
+        (Some(r), _) => {
+            let mut status = r.replica.status(r.txid);
+            status["time"] = serde_json::Value::String(crate::replica::time::current_time(r));
+            status
+        }
+        (None, Some(p)) => p.status(),
+        (None, None) => serde_json::json!({ "role": "none", "error": NOT_REPLICATED }),
     };
     Ok(SqlValue::Text(value.to_string()))
 }
@@ -135,6 +223,15 @@ mod tests {
             panic!()
         };
         assert!(json.contains("\"role\":\"none\""));
+        assert!(call("litestream_lag", &[]).unwrap_err().contains("not a read replica"));
+        assert!(call("litestream_wait", &[SqlValue::Integer(1)])
+            .unwrap_err()
+            .contains("not a read replica"));
+        assert!(
+            call("litestream_wait", &[SqlValue::Integer(1), SqlValue::Text("x".into())])
+                .unwrap_err()
+                .contains("timeout_ms")
+        );
     }
 
     #[test]

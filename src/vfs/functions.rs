@@ -3,6 +3,7 @@
 
 use super::file::WrappedFile;
 use super::guard::guard;
+use super::replica_file;
 use crate::sql::{Ctx, SqlFunction, SqlValue};
 use libsqlite3_sys as ffi;
 use std::ffi::CString;
@@ -70,6 +71,7 @@ unsafe fn connection_context(db: *mut ffi::sqlite3) -> Ctx {
     }
     Ctx {
         primary: WrappedFile::primary_of(file),
+        replica: replica_file::replica_of(file),
     }
 }
 

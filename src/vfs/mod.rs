@@ -12,6 +12,7 @@ mod functions;
 mod guard;
 mod private;
 mod register;
+mod replica_file;
 
 pub use entry::sqlite3_litestreamvfs_init;
 

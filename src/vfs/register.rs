@@ -4,9 +4,12 @@
 use super::file::{close_failed_inner, wrapper_size, FileKind, FileRole, WrappedFile};
 use super::guard::{guard, sqlite_log};
 use super::private::{ensure_wal_mode, BackupSnapshotter};
+use super::replica_file;
 use super::VFS_NAME;
 use crate::config::{Config, Role};
 use crate::primary::registry::{self, Attachment};
+use crate::replica::registry as replica_registry;
+use crate::replica::{Replica, ReplicaConfig};
 use libsqlite3_sys as ffi;
 use std::ffi::OsStr;
 use std::ffi::{CStr, CString};
@@ -14,7 +17,7 @@ use std::os::raw::{c_char, c_double, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Address of our registered VFS; SQLite keeps the pointer forever, so it is leaked.
 struct Registered(*mut ffi::sqlite3_vfs);
@@ -112,7 +115,8 @@ unsafe extern "C" fn x_open(
         let path = (!name.is_null()).then(|| PathBuf::from(OsStr::from_bytes(CStr::from_ptr(name).to_bytes())));
         let role = match (&path, kind) {
             (Some(path), FileKind::MainDb) => match main_db_role(path, name, flags) {
-                Ok(role) => role,
+                Ok(MainDb::Replica(replica)) => return replica_file::open(file, path, replica, flags, out_flags),
+                Ok(MainDb::Primary(role)) => role,
                 Err(message) => {
                     let message = format!("litestream: cannot open {}: {message}", path.display());
                     tracing::error!("{message}");
@@ -120,6 +124,14 @@ unsafe extern "C" fn x_open(
                     return ffi::SQLITE_CANTOPEN;
                 }
             },
+            (Some(path), FileKind::Wal | FileKind::Other) if replica_companion(path) => {
+                let message = format!(
+                    "litestream: {} belongs to a read replica, which has no journal or WAL",
+                    path.display()
+                );
+                sqlite_log(ffi::SQLITE_READONLY, &message);
+                return ffi::SQLITE_READONLY;
+            }
             (Some(path), FileKind::Wal) => match registry::lookup(&strip_suffix(path, "-wal")) {
                 Some(primary) => FileRole::PrimaryWal(primary),
                 None => FileRole::Plain,
@@ -152,13 +164,27 @@ unsafe extern "C" fn x_open(
     })
 }
 
-/// Decides what a main database opened through us is: reads its URI parameters,
-/// puts it in WAL mode and attaches it to the process's primary for that path.
-unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result<FileRole, String> {
+/// A main database opened through us: a primary's file, or a read replica.
+enum MainDb {
+    Primary(FileRole),
+    Replica(Arc<Replica>),
+}
+
+/// Decides what a main database opened through us is: reads its URI parameters, then
+/// either attaches it to the process's replica for its URL (`role=replica`), or puts it
+/// in WAL mode and attaches it to the process's primary for that path.
+unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result<MainDb, String> {
     let params = uri_params(name);
     let config = Config::from_params(path, &params, &|key| std::env::var(key).ok())?;
     if config.role == Role::Replica {
-        return Err("role=replica is not available in this build yet".into());
+        let replica_config = ReplicaConfig {
+            url: config.replica_url.clone(),
+            store_options: config.store_options.clone(),
+            poll_interval: config.poll_interval,
+            cache_bytes: config.cache_size,
+            hydrate: config.hydrate.clone(),
+        };
+        return replica_registry::attach(path, &replica_config).map(MainDb::Replica);
     }
     let writable = flags & ffi::SQLITE_OPEN_READWRITE != 0;
     let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
@@ -167,9 +193,21 @@ unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result
         Attachment::Leader(primary) => Some(primary),
         Attachment::Follower => None,
     };
-    Ok(FileRole::PrimaryDb {
+    Ok(MainDb::Primary(FileRole::PrimaryDb {
         path: path.to_path_buf(),
         leader,
+    }))
+}
+
+/// True for the `-journal` or `-wal` name of a database open as a read replica here
+/// (and not also as a primary): they must never be found or created.
+fn replica_companion(path: &Path) -> bool {
+    ["-journal", "-wal"].iter().any(|suffix| {
+        let bytes = path.as_os_str().as_bytes();
+        bytes.ends_with(suffix.as_bytes()) && {
+            let db = strip_suffix(path, suffix);
+            replica_registry::is_replica_path(&db) && registry::lookup(&db).is_none()
+        }
     })
 }
 
@@ -214,6 +252,13 @@ unsafe extern "C" fn x_delete(vfs: *mut ffi::sqlite3_vfs, name: *const c_char, s
 
 unsafe extern "C" fn x_access(vfs: *mut ffi::sqlite3_vfs, name: *const c_char, flags: c_int, out: *mut c_int) -> c_int {
     guard("xAccess", ffi::SQLITE_IOERR_ACCESS, || {
+        if !name.is_null() && !out.is_null() {
+            let path = Path::new(OsStr::from_bytes(CStr::from_ptr(name).to_bytes()));
+            if replica_companion(path) {
+                *out = 0;
+                return ffi::SQLITE_OK;
+            }
+        }
         forward_vfs!(vfs, xAccess, ffi::SQLITE_IOERR_ACCESS, name, flags, out)
     })
 }

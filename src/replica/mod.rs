@@ -1,0 +1,624 @@
+//! The read-replica role: a database served straight from object storage.
+//!
+//! Opening costs one LIST per level and the page index of each file of the restore plan
+//! (one ranged GET of its tail, plus its header). Each page SQLite reads is one ranged GET
+//! of one compressed frame, decompressed into an LRU cache shared by every connection of
+//! the replica in the process. A poller thread follows the store and prepares the next
+//! [`State`]; a connection switches to it only when it starts a read transaction, so a
+//! transaction never mixes two TXIDs. Optional: hydration into a local file
+//! ([`hydrate`]) and point-in-time views per connection ([`time`]).
+
+pub mod cache;
+pub mod fetch;
+pub mod hydrate;
+pub mod registry;
+pub mod state;
+pub mod time;
+
+use crate::ltx::read_page_frame;
+use crate::restore;
+use crate::runtime::block_on;
+use crate::storage::{open_store, StoreOptions};
+use cache::{PageCache, PageKey};
+use fetch::{FetchError, Fetcher};
+use serde_json::json;
+use state::{FileKey, PlanFile, State};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How a replica is opened (from [`crate::config::Config`]).
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    pub url: String,
+    pub store_options: StoreOptions,
+    pub poll_interval: Duration,
+    pub cache_bytes: u64,
+    /// Download every page into this local file in the background and read from it.
+    pub hydrate: Option<std::path::PathBuf>,
+}
+
+/// Request and cache counters, for `litestream_status()`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub bytes_fetched: AtomicU64,
+    pub pages_fetched: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub polls: AtomicU64,
+    pub poll_errors: AtomicU64,
+    pub read_errors: AtomicU64,
+}
+
+/// Why a read failed; the VFS turns these into `SQLITE_IOERR_READ` / `SQLITE_CORRUPT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    Io(String),
+    Corrupt(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(m) | ReadError::Corrupt(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A poll re-lists every level after this many polls, even when level 0 alone says
+/// nothing changed, to pick up compaction and shorter plans.
+const FULL_LIST_EVERY: u32 = 30;
+
+struct Shared {
+    /// The newest prepared state: what the next read transaction sees.
+    current: Arc<State>,
+    stop: bool,
+    wake: bool,
+    /// A file of the plan went missing: the next poll re-plans from every level.
+    replan: bool,
+    polls_since_full: u32,
+    last_caught_up: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// One replica location, shared by every connection that opened it in this process.
+pub struct Replica {
+    name: String,
+    fetcher: Fetcher,
+    poll_interval: Duration,
+    cache: PageCache,
+    shared: Mutex<Shared>,
+    /// Signalled when `current` changes.
+    changed: Condvar,
+    /// Wakes the poller early (waiters, stop).
+    wake: Condvar,
+    /// Headers and indexes of files seen, so a re-plan fetches only new files.
+    known: Mutex<HashMap<FileKey, Arc<PlanFile>>>,
+    hydration: Option<Arc<hydrate::Hydration>>,
+    opened: Instant,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("name", &self.name).finish()
+    }
+}
+
+/// What a SQL function knows about a replica connection.
+#[derive(Clone, Debug)]
+pub struct ReplicaConn {
+    pub replica: Arc<Replica>,
+    /// The TXID the connection sees (its read transaction's, else the next one's).
+    pub txid: u64,
+    /// The connection's point-in-time setting.
+    pub view: Arc<time::ConnView>,
+}
+
+impl Replica {
+    /// Opens the replica at `config.url`: plans the latest TXID, reads the page index of
+    /// every planned file, and starts following the store.
+    pub fn open(config: &ReplicaConfig) -> Result<Arc<Replica>, String> {
+        let store = open_store(&config.url, &config.store_options).map_err(|e| e.to_string())?;
+        let name = store.describe().to_string();
+        let fetcher = Fetcher {
+            store,
+            stats: Arc::new(Stats::default()),
+        };
+        let started = Instant::now();
+        let listing = block_on(fetcher.list_all()).map_err(|e| format!("listing replica {name}: {e}"))?;
+        let plan = restore::plan(&listing, None).map_err(|e| {
+            format!("replica {name} {e}: nothing to read (has a primary replicated to this location yet?)")
+        })?;
+        let files = block_on(fetcher.plan_files(plan)).map_err(|e| format!("replica {name}: {e}"))?;
+        let files: Vec<Arc<PlanFile>> = files.into_iter().map(Arc::new).collect();
+        let known = files.iter().map(|f| (f.key(), Arc::clone(f))).collect();
+        let state = State::build(files).map_err(|e| format!("replica {name}: corrupt replica: {e}"))?;
+        let caught_up = (state.txid >= listing.max_txid()).then(Instant::now);
+        let hydration = match &config.hydrate {
+            Some(path) => Some(Arc::new(hydrate::Hydration::create(path)?)),
+            None => None,
+        };
+        tracing::info!(
+            replica = %name,
+            txid = state.txid,
+            pages = state.commit,
+            files = state.files().len(),
+            ms = started.elapsed().as_millis() as u64,
+            "opened read replica"
+        );
+        let replica = Arc::new(Replica {
+            name,
+            fetcher,
+            poll_interval: config.poll_interval,
+            cache: PageCache::new(config.cache_bytes),
+            shared: Mutex::new(Shared {
+                current: Arc::new(state),
+                stop: false,
+                wake: false,
+                replan: false,
+                polls_since_full: 0,
+                last_caught_up: caught_up,
+                last_error: None,
+            }),
+            changed: Condvar::new(),
+            wake: Condvar::new(),
+            known: Mutex::new(known),
+            hydration,
+            opened: Instant::now(),
+        });
+        let poller = Arc::clone(&replica);
+        std::thread::Builder::new()
+            .name("litestream-replica".into())
+            .spawn(move || poller.run_poller())
+            .map_err(|e| format!("cannot start the replica poller: {e}"))?;
+        if let Some(h) = &replica.hydration {
+            let (r, h) = (Arc::clone(&replica), Arc::clone(h));
+            let spawned = std::thread::Builder::new()
+                .name("litestream-hydrate".into())
+                .spawn(move || r.run_hydrator(h));
+            if let Err(e) = spawned {
+                replica.stop();
+                return Err(format!("cannot start hydration: {e}"));
+            }
+        }
+        Ok(replica)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The redacted replica URL.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The newest prepared state: a read transaction starting now sees this one.
+    pub fn current(&self) -> Arc<State> {
+        Arc::clone(&self.lock().current)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.fetcher.stats
+    }
+
+    /// Seconds since the replica last caught up with the store; `None` if it never has.
+    pub fn lag(&self) -> Option<Duration> {
+        self.lock().last_caught_up.map(|t| t.elapsed())
+    }
+
+    /// Stops the poller (the last connection closed).
+    pub fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_all();
+        self.changed.notify_all();
+    }
+
+    /// Blocks until the newest state reaches `txid` (polling the store meanwhile);
+    /// returns the TXID reached.
+    pub fn wait(&self, txid: u64, timeout: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock();
+        loop {
+            if g.current.txid >= txid {
+                return Ok(g.current.txid);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = g
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "timed out after {} ms waiting for TXID {txid}; the replica is at TXID {}{why}",
+                    timeout.as_millis(),
+                    g.current.txid
+                ));
+            }
+            g.wake = true;
+            self.wake.notify_all();
+            g = self
+                .changed
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The newest state whose files were all written at or before `target_ms` (header
+    /// timestamps): one LIST per level, a binary search over file timestamps (about
+    /// log2(files) requests), then the page indexes of the plan.
+    pub fn state_at(&self, target_ms: i64) -> Result<Arc<State>, String> {
+        let what = |e: FetchError| format!("replica {}: {e}", self.name);
+        let listing = block_on(self.fetcher.list_all()).map_err(what)?;
+        let mut files: Vec<crate::storage::LtxObject> = listing
+            .snapshots
+            .iter()
+            .chain(listing.incremental.iter().flatten())
+            .cloned()
+            .collect();
+        // A file's header timestamp is its max TXID's: they grow together.
+        files.sort_by_key(|f| (f.max_txid, std::cmp::Reverse(f.level)));
+        files.dedup_by_key(|f| f.max_txid);
+        let timestamp = |f: &crate::storage::LtxObject| -> Result<i64, String> {
+            let key = FileKey {
+                level: f.level,
+                min_txid: f.min_txid,
+                max_txid: f.max_txid,
+                size: f.size,
+            };
+            if let Some(known) = self.known_files().get(&key) {
+                return Ok(known.header.timestamp_ms);
+            }
+            block_on(self.fetcher.timestamp(f)).map_err(what)
+        };
+        let (mut lo, mut hi) = (0usize, files.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if timestamp(&files[mid])? <= target_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            let oldest = match files.first() {
+                Some(f) => format!(
+                    "; its oldest TXID was written at {}",
+                    crate::storage::format_rfc3339_nano(timestamp(f)?)
+                ),
+                None => String::new(),
+            };
+            return Err(format!(
+                "replica {} has no state at or before {}{oldest}",
+                self.name,
+                crate::storage::format_rfc3339_nano(target_ms)
+            ));
+        }
+        let txid = files[lo - 1].max_txid;
+        let plan = restore::plan(&listing, Some(txid)).map_err(|e| format!("replica {} {e}", self.name))?;
+        let planned = self.plan_files(plan).map_err(what)?;
+        let state = State::build(planned).map_err(|e| format!("replica {}: corrupt replica: {e}", self.name))?;
+        Ok(Arc::new(state))
+    }
+
+    /// Fills `buf` with the bytes at `offset` of the database at `state`. Returns false
+    /// when the read runs past the end (the rest of `buf` is zeroed, as SQLite wants).
+    pub fn read(&self, state: &State, offset: u64, buf: &mut [u8]) -> Result<bool, ReadError> {
+        let ps = state.page_size as u64;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let pgno = pos / ps + 1;
+            if pgno > state.commit as u64 {
+                buf[done..].fill(0);
+                return Ok(false);
+            }
+            let pgno = pgno as u32;
+            let in_page = (pos % ps) as usize;
+            let n = (ps as usize - in_page).min(buf.len() - done);
+            let out = &mut buf[done..done + n];
+            match self.page(state, pgno)? {
+                Some(page) if pgno == 1 => {
+                    let mut patched = page.to_vec();
+                    state.patch_page1(&mut patched);
+                    out.copy_from_slice(&patched[in_page..in_page + n]);
+                }
+                Some(page) => out.copy_from_slice(&page[in_page..in_page + n]),
+                None => out.fill(0),
+            }
+            done += n;
+        }
+        Ok(true)
+    }
+
+    /// One decompressed page, from the cache or one ranged GET; `None` reads as zeros.
+    fn page(&self, state: &State, pgno: u32) -> Result<Option<Arc<[u8]>>, ReadError> {
+        let Some(loc) = state.locate(pgno) else {
+            return Ok(None);
+        };
+        let stats = self.stats();
+        let key = PageKey {
+            file: loc.file.key(),
+            pgno,
+        };
+        if let Some(page) = self.cache.get(&key) {
+            stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(page));
+        }
+        stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = &self.hydration {
+            let mut page = vec![0u8; state.page_size as usize];
+            match h.read(&key, &mut page) {
+                Ok(true) => return Ok(Some(page.into())),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(replica = %self.name, error = %e, "reading the hydration file"),
+            }
+        }
+        let range = loc.offset..loc.offset + loc.size as u64;
+        let result = block_on(self.fetcher.get_range(&loc.file.object, range)).and_then(|frame| {
+            let mut page = vec![0u8; state.page_size as usize];
+            read_page_frame(&frame, pgno, state.page_size, &mut page)
+                .map_err(|e| FetchError::Corrupt(format!("{}: page {pgno}: {e}", key.file)))?;
+            Ok(page)
+        });
+        let page: Arc<[u8]> = match result {
+            Ok(page) => page.into(),
+            Err(e) => {
+                stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(match e {
+                    FetchError::Storage(e) if e.is_not_found() => {
+                        // Compaction or retention removed a file of the plan: re-plan.
+                        self.lock().replan = true;
+                        self.wake.notify_all();
+                        ReadError::Io(format!(
+                            "replica {}: reading page {pgno}: {} is gone from the replica (compacted or \
+                             deleted); retry the transaction",
+                            self.name, key.file
+                        ))
+                    }
+                    FetchError::Storage(e) => ReadError::Io(format!("replica {}: reading page {pgno}: {e}", self.name)),
+                    FetchError::Corrupt(m) => ReadError::Corrupt(format!("replica {}: {m}", self.name)),
+                });
+            }
+        };
+        stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = &self.hydration {
+            if let Err(e) = h.write(&key, &page) {
+                tracing::warn!(replica = %self.name, error = %e, "writing the hydration file");
+            }
+        }
+        self.cache.insert(key, Arc::clone(&page));
+        Ok(Some(page))
+    }
+
+    /// Keeps the hydration file at the newest state.
+    fn run_hydrator(self: Arc<Self>, h: Arc<hydrate::Hydration>) {
+        loop {
+            let state = {
+                let g = self.lock();
+                if g.stop {
+                    return;
+                }
+                Arc::clone(&g.current)
+            };
+            if h.txid() != state.txid {
+                let stop = || self.lock().stop;
+                let started = Instant::now();
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.hydrate(&state, &self.fetcher, &stop)))
+                        .unwrap_or_else(|_| Err(FetchError::Corrupt("hydration panicked".into())));
+                match result {
+                    Ok(true) => {
+                        tracing::info!(
+                            replica = %self.name,
+                            txid = state.txid,
+                            ms = started.elapsed().as_millis() as u64,
+                            "hydrated"
+                        );
+                        continue;
+                    }
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(replica = %self.name, error = %e, "hydration failed; retrying");
+                        h.record_error(&e.to_string());
+                    }
+                }
+            }
+            let g = self.lock();
+            if g.stop {
+                return;
+            }
+            if g.current.txid == h.txid() || h.txid() != state.txid {
+                let _ = self.changed.wait_timeout(g, self.poll_interval);
+            }
+        }
+    }
+
+    fn run_poller(self: Arc<Self>) {
+        loop {
+            {
+                let deadline = Instant::now() + self.poll_interval;
+                let mut g = self.lock();
+                while !g.stop && !g.wake {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    g = self
+                        .wake
+                        .wait_timeout(g, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                if g.stop {
+                    tracing::debug!(replica = %self.name, "replica poller stopped");
+                    return;
+                }
+                g.wake = false;
+            }
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll_once()))
+                .unwrap_or_else(|_| Err(FetchError::Corrupt("the poller panicked".into())));
+            if let Err(e) = result {
+                self.stats().poll_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(replica = %self.name, error = %e, "replica poll failed");
+                self.lock().last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Looks for new TXIDs: level 0 alone when it continues the current state, every
+    /// level when it does not (or a planned file vanished, or it is time to).
+    fn poll_once(&self) -> Result<(), FetchError> {
+        self.stats().polls.fetch_add(1, Ordering::Relaxed);
+        let (cur, full) = {
+            let mut g = self.lock();
+            g.polls_since_full += 1;
+            let full = g.replan || g.polls_since_full >= FULL_LIST_EVERY;
+            (Arc::clone(&g.current), full)
+        };
+        if !full {
+            let l0 = block_on(self.fetcher.list(0))?;
+            let l0_max = l0.iter().map(|f| f.max_txid).max().unwrap_or(0);
+            let vanished = cur.files().iter().filter(|f| f.object.level == 0).any(|f| {
+                !l0.iter()
+                    .any(|o| (o.min_txid, o.max_txid) == (f.object.min_txid, f.object.max_txid))
+            });
+            if !vanished {
+                if l0_max <= cur.txid {
+                    self.caught_up(None, l0_max);
+                    return Ok(());
+                }
+                let mut chain = Vec::new();
+                let mut txid = cur.txid;
+                while let Some(next) = l0.iter().filter(|f| f.min_txid == txid + 1).max_by_key(|f| f.max_txid) {
+                    txid = next.max_txid;
+                    chain.push(next.clone());
+                }
+                if !chain.is_empty() {
+                    let files = self.plan_files(chain)?;
+                    let next = cur.extend(files).map_err(FetchError::Corrupt)?;
+                    self.caught_up(Some(next), l0_max);
+                    return Ok(());
+                }
+            }
+        }
+        let listing = block_on(self.fetcher.list_all())?;
+        {
+            let mut g = self.lock();
+            g.replan = false;
+            g.polls_since_full = 0;
+        }
+        let plan = restore::plan(&listing, None).map_err(FetchError::Corrupt)?;
+        let plan_txid = plan.last().map_or(0, |f| f.max_txid);
+        if plan_txid < cur.txid {
+            return Err(FetchError::Corrupt(format!(
+                "the replica went back from TXID {} to {plan_txid}; keeping TXID {}",
+                cur.txid, cur.txid
+            )));
+        }
+        let same = plan.len() == cur.files().len() && plan.iter().zip(cur.files()).all(|(a, b)| *a == b.object);
+        if same {
+            self.caught_up(None, listing.max_txid());
+            return Ok(());
+        }
+        let files = self.plan_files(plan)?;
+        let next = State::build(files).map_err(FetchError::Corrupt)?;
+        let live: std::collections::HashSet<FileKey> = next.files().iter().map(|f| f.key()).collect();
+        self.known_files().retain(|k, _| live.contains(k));
+        tracing::debug!(replica = %self.name, txid = next.txid, files = next.files().len(), "re-planned");
+        self.caught_up(Some(next), listing.max_txid());
+        Ok(())
+    }
+
+    fn known_files(&self) -> MutexGuard<'_, HashMap<FileKey, Arc<PlanFile>>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Headers and indexes of `objs`, fetching only those not seen before.
+    fn plan_files(&self, objs: Vec<crate::storage::LtxObject>) -> Result<Vec<Arc<PlanFile>>, FetchError> {
+        let key = |o: &crate::storage::LtxObject| FileKey {
+            level: o.level,
+            min_txid: o.min_txid,
+            max_txid: o.max_txid,
+            size: o.size,
+        };
+        let missing: Vec<_> = {
+            let known = self.known_files();
+            objs.iter().filter(|o| !known.contains_key(&key(o))).cloned().collect()
+        };
+        let fetched = block_on(self.fetcher.plan_files(missing))?;
+        let mut known = self.known_files();
+        for f in fetched {
+            known.insert(f.key(), Arc::new(f));
+        }
+        objs.iter()
+            .map(|o| {
+                known
+                    .get(&key(o))
+                    .cloned()
+                    .ok_or_else(|| FetchError::Corrupt("index cache lost a file".into()))
+            })
+            .collect()
+    }
+
+    /// Publishes `next` (if any) and records whether the replica reached `store_max`.
+    fn caught_up(&self, next: Option<State>, store_max: u64) {
+        let mut g = self.lock();
+        if let Some(next) = next {
+            tracing::debug!(replica = %self.name, from = g.current.txid, to = next.txid, "new TXID ready");
+            g.current = Arc::new(next);
+            self.changed.notify_all();
+        }
+        if g.current.txid >= store_max {
+            g.last_caught_up = Some(Instant::now());
+        }
+        g.last_error = None;
+    }
+
+    /// `litestream_status()` of a replica connection that sees `txid`.
+    pub fn status(&self, txid: u64) -> serde_json::Value {
+        let (current, lag, last_error) = {
+            let g = self.lock();
+            (
+                Arc::clone(&g.current),
+                g.last_caught_up.map(|t| t.elapsed()),
+                g.last_error.clone(),
+            )
+        };
+        let s = self.stats();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (cache_bytes, cache_pages) = self.cache.usage();
+        json!({
+            "role": "replica",
+            "replica": self.name,
+            "txid": txid,
+            "latest_txid": current.txid,
+            "page_size": current.page_size,
+            "pages": current.commit,
+            "timestamp_ms": current.timestamp_ms,
+            "lag": lag.map_or(-1.0, |d| d.as_secs_f64()),
+            "files_in_plan": current.files().len(),
+            "cache": {
+                "hits": get(&s.cache_hits),
+                "misses": get(&s.cache_misses),
+                "bytes": cache_bytes,
+                "pages": cache_pages,
+                "max_bytes": self.cache.max_bytes(),
+            },
+            "pages_fetched": get(&s.pages_fetched),
+            "bytes_fetched": get(&s.bytes_fetched),
+            "requests": get(&s.requests),
+            "polls": get(&s.polls),
+            "poll_errors": get(&s.poll_errors),
+            "read_errors": get(&s.read_errors),
+            "poll_interval_ms": self.poll_interval.as_millis() as u64,
+            "uptime_s": self.opened.elapsed().as_secs_f64(),
+            "last_error": last_error,
+            "hydration": self.hydration.as_ref().map(|h| h.status(&current)),
+        })
+    }
+}

@@ -1,0 +1,72 @@
+//! Point-in-time views of a replica: `litestream_set_time`, `litestream_time()` and
+//! `PRAGMA litestream_time` show the database as it was, then follow again on 'latest'.
+
+mod harness;
+
+use harness::*;
+use litestream_vfs::storage::format_rfc3339_nano;
+use std::thread::sleep;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[test]
+fn a_connection_can_look_at_the_past_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let primary = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms",
+        db.display()
+    );
+    let write = |sql: &str| -> u64 {
+        sqlite(&format!("{primary}\n{sql}\nSELECT litestream_sync(30000);"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let t1 = write("CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    sleep(Duration::from_millis(1200));
+    let between = now_ms();
+    sleep(Duration::from_millis(1200));
+    let t2 = write("INSERT INTO t VALUES (2);");
+    sleep(Duration::from_millis(2000));
+    let t3 = write("INSERT INTO t VALUES (3);");
+    assert!(t1 < t2 && t2 < t3);
+
+    let out = sqlite(&format!(
+        ".open file:{}?vfs=litestream&role=replica&replica={url}\n\
+         SELECT count(*), litestream_txid(), litestream_time() FROM t;\n\
+         SELECT litestream_set_time('{}');\n\
+         SELECT count(*), litestream_txid(), litestream_time() <= '{}' FROM t;\n\
+         PRAGMA litestream_time = 'latest';\n\
+         SELECT count(*), litestream_txid() FROM t;\n\
+         PRAGMA litestream_time = '1 second ago';\n\
+         SELECT count(*), litestream_txid() FROM t;\n\
+         SELECT litestream_status() ->> '$.time' = litestream_time();",
+        dir.path().join("view.db").display(),
+        format_rfc3339_nano(between),
+        format_rfc3339_nano(between),
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("3|{t3}|latest"), "{out}");
+    assert_eq!(lines[1], t1.to_string(), "{out}");
+    assert_eq!(lines[2], format!("1|{t1}|1"), "{out}");
+    assert_eq!(lines[3], "latest", "{out}");
+    assert_eq!(lines[4], format!("3|{t3}"), "{out}");
+    // 1 s ago is between the second and the third write (2 s apart).
+    assert_eq!(lines[6], format!("2|{t2}"), "{out}");
+    assert_eq!(lines[7], "1", "{out}");
+
+    // Before the first write, or not a time at all: errors that say so.
+    for (when, expected) in [("1 hour ago", "no state at or before"), ("soon", "is not a time")] {
+        let err = sqlite_result(&format!(
+            ".open file:{}?vfs=litestream&role=replica&replica={url}\nPRAGMA litestream_time = '{when}';",
+            dir.path().join("view.db").display()
+        ))
+        .unwrap_err();
+        assert!(err.contains(expected), "{when}: {err}");
+    }
+}
