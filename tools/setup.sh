@@ -22,10 +22,31 @@ fi
 # Python venv with the anchors (litestream 0.5.17, its VFS) and moto's S3 server.
 stamp=".venv/.requirements-$(sha256sum tools/requirements.txt | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: creating .venv with $(tr '\n' ' ' < tools/requirements.txt | sed 's/#[^=]*//g' | tr -s ' ')"
+  echo "setup: creating .venv with $(grep -v '^#' tools/requirements.txt | tr '\n' ' ')"
   [ -x .venv/bin/pip ] || /usr/bin/python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt
   rm -f .venv/.requirements-*
   touch "$stamp"
 fi
 .venv/bin/litestream version >/dev/null
+
+# Azurite, Azure's blob storage emulator, for the abs:// tests (tests/common/azurite.rs).
+# Pinned to the newest release whose engines field accepts the machine's Node 20
+# (3.36+ require Node >= 21). Project-local, so nothing global changes.
+azurite_version="3.35.0"
+azurite_stamp=".tools/node/.azurite-${azurite_version}"
+if [ ! -f "$azurite_stamp" ]; then
+  echo "setup: installing azurite ${azurite_version} into .tools/node"
+  if ! command -v npm >/dev/null; then
+    echo "setup: installing Debian's nodejs and npm (for azurite)"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  mkdir -p .tools/node
+  npm install --prefix .tools/node --save-exact --no-audit --no-fund --loglevel=error "azurite@${azurite_version}" >/dev/null
+  rm -f .tools/node/.azurite-*
+  touch "$azurite_stamp"
+fi
+.tools/node/node_modules/.bin/azurite-blob --version >/dev/null
