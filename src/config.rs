@@ -41,6 +41,9 @@ pub struct Config {
     pub max_queue_bytes: u64,
     /// Use zstd page payloads (smaller; Litestream cannot read them).
     pub zstd_level: Option<i32>,
+    /// Continue a replica written by another database or writer (e.g. Litestream
+    /// itself) with a full snapshot at its next TXID, instead of refusing to open.
+    pub takeover: bool,
     /// Replica: how often the store is polled for new TXIDs.
     pub poll_interval: Duration,
     /// Replica: bytes of decompressed pages kept in memory.
@@ -61,6 +64,7 @@ const OUR_PARAMS: &[&str] = &[
     "max_staging",
     "max_queue",
     "compression",
+    "takeover",
     "poll_interval",
     "cache_size",
     "hydrate",
@@ -162,6 +166,11 @@ impl Config {
             Some(v) => parse_size(&v).map_err(|e| format!("cache_size: {e}"))?,
             None => 64 << 20,
         };
+        let takeover = match get("takeover", "LITESTREAM_TAKEOVER").as_deref() {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => return Err(format!("takeover must be 1 or 0, not '{other}'")),
+        };
         Ok(Config {
             role,
             replica_url,
@@ -173,6 +182,7 @@ impl Config {
             max_staging_bytes,
             max_queue_bytes,
             zstd_level,
+            takeover,
             poll_interval,
             cache_size,
             hydrate: get("hydrate", "LITESTREAM_HYDRATE").map(PathBuf::from),

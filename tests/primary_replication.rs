@@ -147,3 +147,52 @@ fn bad_parameters_fail_the_open_with_a_clear_message() {
         assert!(err.contains(expected), "{params}: {err}");
     }
 }
+
+#[test]
+fn takeover_continues_a_replica_that_litestream_itself_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let made = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    // Litestream replicates it first.
+    let mut litestream = std::process::Command::new(litestream_bin())
+        .env_remove("AWS_CA_BUNDLE")
+        .args(["replicate"])
+        .arg(&db)
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while level0_ranges(&replica).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "litestream wrote nothing");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    unsafe { libc::kill(litestream.id() as i32, libc::SIGTERM) };
+    litestream.wait().unwrap();
+    let litestream_max = level0_ranges(&replica).last().unwrap().1;
+    // Without takeover the VFS refuses; with it, it continues after Litestream's TXIDs.
+    let open = format!(".open file:{}?vfs=litestream&replica={url}", db.display());
+    let err = sqlite_result(&format!("{open}\nINSERT INTO t VALUES (3);")).unwrap_err();
+    assert!(err.contains("takeover=1"), "{err}");
+    let out = sqlite(&format!(
+        "{open}&takeover=1\nINSERT INTO t VALUES (3);\nSELECT litestream_sync(30000);"
+    ));
+    assert!(out.trim().parse::<u64>().unwrap() > litestream_max, "{out}");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    let rows = std::process::Command::new("sqlite3")
+        .arg(&restored)
+        .arg("SELECT group_concat(x) FROM t")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "1,2,3");
+}

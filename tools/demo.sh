@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: a primary replicates to a local file:// replica through the extension;
-# the real Litestream 0.5.17 restores that replica and the two databases agree.
+# `make demo`: a primary replicates to a local file:// replica through the extension,
+# a read replica serves queries from that replica, and the real Litestream 0.5.17
+# restores it to the same database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ext="$PWD/target/release/liblitestream_vfs"
@@ -24,6 +25,15 @@ SQL
 echo
 echo "== the replica (Litestream's layout)"
 find replica -type f | sort
+echo
+echo "== a read replica: opened from the replica directory alone, pages fetched on demand"
+sqlite3 -batch -cmd ".load $ext" -header -column :memory: <<SQL
+.open file:replica-view.db?vfs=litestream&role=replica&replica=file://$work/replica
+SELECT litestream_txid() AS replica_txid;
+SELECT customer, total FROM orders WHERE customer = 'customer-new';
+SELECT litestream_status() ->> '\$.pages_fetched' AS pages_fetched,
+       litestream_status() ->> '\$.requests' AS requests;
+SQL
 echo
 echo "== litestream 0.5.17 restores it"
 env -u AWS_CA_BUNDLE "$litestream" restore -o restored.db "file://$work/replica"

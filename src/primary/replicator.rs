@@ -176,20 +176,35 @@ impl Primary {
                     .map_err(|e| format!("saving replication state: {e}"))?;
                 (state, pos.txid + 1)
             }
+            (None, Some(max)) if config.takeover => {
+                tracing::warn!(db = %db_path.display(), txid = max, "takeover: continuing a replica another writer made");
+                snapshot_needed = Some(format!("takeover of a replica at TXID {max}"));
+                (
+                    SavedState {
+                        node_id: new_node_id(),
+                        txid: max,
+                        ..Default::default()
+                    },
+                    max + 1,
+                )
+            }
             (None, Some(max)) => {
                 return Err(format!(
                     "replica {} already holds TXIDs up to {max} written by another database; use another \
-                     replica path, or remove the local database to restore it from this replica",
-                    store.describe()
+                     replica path, remove the local database to restore it from this replica, or open with \
+                     takeover=1 to continue the replica from this database (a full snapshot at TXID {})",
+                    store.describe(),
+                    max + 1
                 ))
             }
             (Some(saved), replica_max) => {
                 if let Some(max) = replica_max.filter(|max| *max > saved.txid) {
                     let writer = latest_node_id(store.as_ref(), max);
-                    if writer != Some(saved.node_id) {
+                    if writer != Some(saved.node_id) && !config.takeover {
                         return Err(format!(
                             "replica {} is at TXID {max}, ahead of this database's TXID {}, and was written by \
-                             another primary; refusing to write to it (two primaries on one replica)",
+                             another primary; refusing to write to it (two primaries on one replica; if that \
+                             primary is gone for good, open with takeover=1)",
                             store.describe(),
                             saved.txid
                         ));
