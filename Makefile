@@ -20,7 +20,7 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 unit: setup
-	$(CARGO) test --release
+	$(CARGO) test --release --no-fail-fast
 
 sql-tests: build
 	sql-tests/run.sh
