@@ -1,6 +1,7 @@
 //! SQL functions, in safe Rust. `vfs::functions` registers them on every connection,
 //! finds the connection's replication state, and converts values at the boundary.
 
+use crate::primary::follower::Follower;
 use crate::primary::Primary;
 use crate::replica::ReplicaConn;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct Ctx {
     pub primary: Option<Arc<Primary>>,
     /// The replica behind the connection's main database, when it is a read replica.
     pub replica: Option<ReplicaConn>,
+    /// Set when another process replicates the connection's main database.
+    pub follower: Option<Follower>,
 }
 
 /// One SQL function: name, number of arguments (-1 = any), and the implementation.
@@ -157,6 +160,9 @@ fn sync(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
         Some(SqlValue::Integer(ms)) if *ms >= 0 => Duration::from_millis(*ms as u64),
         Some(other) => return Err(format!("timeout_ms must be a non-negative integer, not {other:?}")),
     };
+    if let Some(follower) = &ctx.follower {
+        return Ok(SqlValue::Integer(follower.sync(timeout)? as i64));
+    }
     let txid = primary(ctx)?.sync_all(timeout)?;
     Ok(SqlValue::Integer(txid as i64))
 }
@@ -185,6 +191,7 @@ fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
             status
         }
         (None, Some(p)) => p.status(),
+        (None, None) if ctx.follower.is_some() => ctx.follower.as_ref().expect("checked").status(),
         (None, None) => serde_json::json!({ "role": "none", "error": NOT_REPLICATED }),
     };
     Ok(SqlValue::Text(value.to_string()))

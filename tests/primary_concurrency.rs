@@ -50,18 +50,35 @@ fn a_second_process_writing_the_same_database_is_replicated_too() {
     // Create the database first so both processes find it.
     let out = run_concurrent(&db, &url, 1, 1, "setup").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let quiet = |mut c: Command| {
-        c.stdout(std::process::Stdio::null());
-        c
-    };
-    let mut a = quiet(run_concurrent(&db, &url, 2, 300, "a")).spawn().unwrap();
-    let mut b = quiet(run_concurrent(&db, &url, 2, 300, "b")).spawn().unwrap();
-    assert!(a.wait().unwrap().success());
-    assert!(b.wait().unwrap().success());
+    // The first process leads; the second, started once the first holds the staging
+    // lock, follows: its sync waits until the leader has uploaded its commits.
+    let leader = run_concurrent(&db, &url, 2, 1500, "a")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let follower = run_concurrent(&db, &url, 2, 100, "b").output().unwrap();
+    let leader = leader.wait_with_output().unwrap();
+    let (f, l) = (
+        String::from_utf8_lossy(&follower.stdout),
+        String::from_utf8_lossy(&leader.stdout),
+    );
+    assert!(
+        follower.status.success(),
+        "{f}{}",
+        String::from_utf8_lossy(&follower.stderr)
+    );
+    assert!(
+        leader.status.success(),
+        "{l}{}",
+        String::from_utf8_lossy(&leader.stderr)
+    );
+    assert!(f.starts_with("follower "), "the second process follows: {f}");
+    assert!(l.starts_with("primary "), "the first process leads: {l}");
     // A last writer picks up anything still only in the WAL and syncs it.
     let out = run_concurrent(&db, &url, 1, 1, "last").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(count(&db), "1202|6");
+    assert_eq!(count(&db), "3202|6");
     assert_eq!(integrity(&db), "ok");
     assert_contiguous(&level0_ranges(&dir.path().join("replica")));
     let restored = dir.path().join("restored.db");

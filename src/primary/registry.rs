@@ -71,6 +71,16 @@ pub fn attach(
     Ok(Attachment::Leader(primary))
 }
 
+/// True when no process holds the replication lock in `staging_dir` (checked by
+/// taking and at once releasing it).
+pub fn lock_is_free(staging_dir: &Path) -> bool {
+    let Ok(file) = File::options().write(true).open(staging_dir.join("lock")) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; closing it releases the lock.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// The primary of `db_path` if this process leads it (for the `-wal` file's open).
 pub fn lookup(db_path: &Path) -> Option<Arc<Primary>> {
     let guard = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());

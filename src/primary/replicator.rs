@@ -4,7 +4,8 @@
 //! `sync_interval` and uploads them with conditional creates.
 
 use super::batch::{encode_full, now_ms, Batch};
-use super::capture::{Capture, CapturedTxn, Discontinuity, WalSource};
+use super::capture::{Capture, CapturedTxn, Discontinuity, WalPosition, WalSource};
+use super::follower::{self, Uploaded};
 use super::staging::{StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
 use super::wal_file::WalFile;
@@ -30,6 +31,18 @@ pub trait Snapshotter: Send + Sync {
     /// exactly the commits captured up to that call; `released` runs as soon as
     /// writers may proceed again.
     fn snapshot(&self, db: &Path, dest: &Path, at_lock: &mut dyn FnMut(), released: &dyn Fn()) -> Result<(), String>;
+}
+
+/// The consistent copy a snapshot is encoded from, in the staging directory. Only the
+/// process holding the staging lock snapshots, so one name is enough.
+const SNAPSHOT_TMP: &str = "snapshot.db.tmp";
+
+/// Removes the snapshot copy and whatever SQLite left beside it (a `-journal` from a
+/// process that died mid-copy would be rolled back into the next copy).
+fn remove_snapshot_leftovers(staging_dir: &Path) {
+    for name in ["", "-journal", "-wal", "-shm"] {
+        let _ = fs::remove_file(staging_dir.join(format!("{SNAPSHOT_TMP}{name}")));
+    }
 }
 
 /// Levels a replica can hold files in.
@@ -74,6 +87,9 @@ struct Shared {
     queue: Batch,
     /// Capture lost track; commits are dropped until a snapshot covers them.
     snapshot_needed: Option<String>,
+    /// WAL position right after each staged file's last TXID (files staged by this
+    /// process), published to followers once the file is uploaded.
+    staged_positions: std::collections::BTreeMap<u64, WalPosition>,
     /// TXID given to the last snapshot: a sync that saw a pending snapshot waits for it.
     last_snapshot_txid: u64,
     /// Counts snapshot requests, so a sync notices one that came and went between
@@ -131,6 +147,7 @@ impl Primary {
         let staging = Staging::open(&config.staging_dir)
             .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
         let state_file = StateFile::new(&config.staging_dir);
+        remove_snapshot_leftovers(&config.staging_dir);
         let saved = state_file
             .load()
             .map_err(|e| format!("reading replication state: {e}"))?;
@@ -255,6 +272,7 @@ impl Primary {
                 next_txid,
                 queue,
                 snapshot_needed,
+                staged_positions: Default::default(),
                 last_snapshot_txid: 0,
                 snapshot_epoch: 0,
                 staged_txid,
@@ -503,6 +521,7 @@ impl Primary {
     /// needed, stage the queue, upload staged files.
     fn run(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
+        let mut stage_backoff = Duration::ZERO;
         let mut next_upload_attempt = Instant::now();
         loop {
             let closing = {
@@ -521,8 +540,17 @@ impl Primary {
                 shared.closing
             };
             self.catch_up_foreign_commits();
-            if let Err(e) = self.stage_pending() {
-                self.record_error(format!("staging: {e}"));
+            match self.stage_pending() {
+                Ok(()) => stage_backoff = Duration::ZERO,
+                Err(e) => {
+                    self.record_error(format!("staging: {e}"));
+                    // A pending snapshot skips the interval wait: pace the retries.
+                    stage_backoff = (stage_backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+                    let shared = self.lock();
+                    if !shared.closing {
+                        let _ = self.wake.wait_timeout(shared, stage_backoff);
+                    }
+                }
             }
             if Instant::now() >= next_upload_attempt || closing {
                 match self.upload_staged() {
@@ -612,6 +640,9 @@ impl Primary {
         match staged {
             Ok(_) => {
                 shared.staged_txid = batch.max_txid();
+                if let Some(position) = batch.position() {
+                    shared.staged_positions.insert(batch.max_txid(), position);
+                }
                 let state = SavedState {
                     node_id: self.node_id,
                     txid: batch.max_txid(),
@@ -638,9 +669,10 @@ impl Primary {
 
     /// A full image of the database as the next TXID, staged like any batch.
     fn take_snapshot(&self) -> Result<(), String> {
-        let tmp = self.config.staging_dir.join("snapshot.db.tmp");
-        let _ = fs::remove_file(&tmp);
+        let tmp = self.config.staging_dir.join(SNAPSHOT_TMP);
+        remove_snapshot_leftovers(&self.config.staging_dir);
         let mut assigned: Option<(u64, Batch)> = None;
+        let mut snapshot_position: Option<WalPosition> = None;
         let mut at_lock = || {
             let mut shared = self.lock();
             let before = std::mem::take(&mut shared.queue);
@@ -653,6 +685,7 @@ impl Primary {
                     tracing::warn!("reading the WAL for a snapshot: {e}");
                 }
             }
+            snapshot_position = shared.capture.position();
             assigned = Some((txid, before));
         };
         self.set_snapshot_locking(true);
@@ -690,7 +723,7 @@ impl Primary {
                 |pgno, buf| file.read_exact_at(buf, (pgno as u64 - 1) * page_size as u64),
             )
         });
-        let _ = fs::remove_file(&tmp);
+        remove_snapshot_leftovers(&self.config.staging_dir);
         // Commits captured before the snapshot point are staged first, in order.
         if !before.is_empty() {
             let bytes = before
@@ -717,6 +750,9 @@ impl Primary {
         let mut shared = self.lock();
         shared.staged_txid = txid;
         shared.snapshots += 1;
+        if let Some(position) = snapshot_position {
+            shared.staged_positions.insert(txid, position);
+        }
         self.save_state(&shared, None)
             .map_err(|e| format!("saving state: {e}"))?;
         tracing::info!(db = %self.db_path.display(), txid, bytes = bytes.len(), "snapshot staged");
@@ -771,6 +807,25 @@ impl Primary {
         self.staging.remove(file).map_err(|e| e.to_string())?;
         let mut shared = self.lock();
         shared.uploaded_txid = shared.uploaded_txid.max(file.max_txid);
+        let reached: Vec<u64> = shared
+            .staged_positions
+            .range(..=file.max_txid)
+            .map(|(t, _)| *t)
+            .collect();
+        if let Some(position) = reached.last().and_then(|t| shared.staged_positions.get(t)).copied() {
+            let uploaded = Uploaded {
+                txid: file.max_txid,
+                salt1: position.salt1,
+                salt2: position.salt2,
+                next_frame: position.next_frame,
+            };
+            if let Err(e) = follower::publish(&self.config.staging_dir, &uploaded) {
+                tracing::warn!("publishing upload progress: {e}");
+            }
+        }
+        for txid in reached {
+            shared.staged_positions.remove(&txid);
+        }
         shared.uploads += 1;
         shared.uploaded_bytes += body.len() as u64;
         let now = now_ms();

@@ -3,6 +3,7 @@
 
 use super::guard::{guard, sqlite_log};
 use crate::primary::capture::WalSource;
+use crate::primary::follower::Follower;
 use crate::primary::registry;
 use crate::primary::Primary;
 use libsqlite3_sys as ffi;
@@ -39,6 +40,8 @@ pub(crate) enum FileRole {
     /// Main database of a primary; `leader` is None when another process replicates.
     PrimaryDb {
         path: PathBuf,
+        /// Staging directory, where a follower reads the leader's upload progress.
+        staging: PathBuf,
         leader: Option<Arc<Primary>>,
     },
     /// The `-wal` of a database this process replicates: writes are captured.
@@ -102,6 +105,27 @@ impl WrappedFile {
         }
         match &(*(file as *mut WrappedFile)).role {
             FileRole::PrimaryDb { leader, .. } => leader.clone(),
+            _ => None,
+        }
+    }
+
+    /// The database behind a connection whose writes another process replicates.
+    ///
+    /// # Safety
+    /// `file` must be a valid `sqlite3_file` (any VFS's).
+    pub(crate) unsafe fn follower_of(file: *mut ffi::sqlite3_file) -> Option<Follower> {
+        if file.is_null() || !std::ptr::eq((*file).pMethods, &IO_METHODS) {
+            return None;
+        }
+        match &(*(file as *mut WrappedFile)).role {
+            FileRole::PrimaryDb {
+                path,
+                staging,
+                leader: None,
+            } => Some(Follower {
+                db_path: path.clone(),
+                staging_dir: staging.clone(),
+            }),
             _ => None,
         }
     }
@@ -174,7 +198,10 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         // The last call on this file: exclusive access.
         let this = &mut *(file as *mut WrappedFile);
         (*this.inner).pMethods = ptr::null();
-        if let FileRole::PrimaryDb { path, leader: Some(_) } = std::mem::replace(&mut this.role, FileRole::Plain) {
+        if let FileRole::PrimaryDb {
+            path, leader: Some(_), ..
+        } = std::mem::replace(&mut this.role, FileRole::Plain)
+        {
             registry::detach(&path);
         }
         rc

@@ -71,6 +71,7 @@ unsafe fn connection_context(db: *mut ffi::sqlite3) -> Ctx {
     }
     Ctx {
         primary: WrappedFile::primary_of(file),
+        follower: WrappedFile::follower_of(file),
         replica: replica_file::replica_of(file),
     }
 }

@@ -111,6 +111,18 @@ pub(crate) fn ensure_wal_mode(path: &Path, create: bool) -> Result<(), String> {
     }
 }
 
+/// Removes a database file and the journal/WAL/shm files SQLite may have left beside
+/// it: a stale `-journal` from an interrupted copy would otherwise be rolled back into
+/// the next one.
+pub(crate) fn remove_with_companions(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    for suffix in ["-journal", "-wal", "-shm"] {
+        let mut companion = path.as_os_str().to_owned();
+        companion.push(suffix);
+        let _ = std::fs::remove_file(companion);
+    }
+}
+
 /// Snapshots through SQLite: connection A takes the write lock so no commit can
 /// land, `at_lock` assigns the snapshot its TXID, connection B starts a read
 /// transaction pinned at exactly that state, A lets writers go, and the backup API
@@ -131,7 +143,7 @@ impl Snapshotter for BackupSnapshotter {
         pinned?;
         rolled_back?;
         drop(writer);
-        let _ = std::fs::remove_file(dest);
+        remove_with_companions(dest);
         let target = Conn::open(dest, ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE)?;
         // SAFETY: valid handles; the backup object is finished before either closes.
         let rc = unsafe {

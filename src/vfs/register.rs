@@ -154,7 +154,10 @@ unsafe extern "C" fn x_open(
         let rc = open(root_ptr, name, inner, flags, out_flags);
         if rc != ffi::SQLITE_OK {
             close_failed_inner(inner);
-            if let FileRole::PrimaryDb { path, leader: Some(_) } = role {
+            if let FileRole::PrimaryDb {
+                path, leader: Some(_), ..
+            } = role
+            {
                 registry::detach(&path);
             }
             return rc;
@@ -189,12 +192,14 @@ unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result
     let writable = flags & ffi::SQLITE_OPEN_READWRITE != 0;
     let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
     let prepare = |db: &Path| if writable { ensure_wal_mode(db, create) } else { Ok(()) };
+    let staging = config.staging_dir.clone();
     let leader = match registry::attach(path, config, || Box::new(BackupSnapshotter), &prepare)? {
         Attachment::Leader(primary) => Some(primary),
         Attachment::Follower => None,
     };
     Ok(MainDb::Primary(FileRole::PrimaryDb {
         path: path.to_path_buf(),
+        staging,
         leader,
     }))
 }
