@@ -34,12 +34,20 @@ demo: setup build
 bench: setup
 	$(CARGO) bench --bench ltx
 	@$(MAKE) --no-print-directory bench-primary
+	@$(MAKE) --no-print-directory bench-replica
 
 # Commit throughput/latency and replication lag: plain SQLite vs our VFS vs real
 # Litestream, side by side (bench/README.md). Writes bench/results-primary.json.
 .PHONY: bench-primary
 bench-primary: setup build
 	/usr/bin/python3 bench/bench_primary.py $(BENCH_ARGS)
+
+# Read replica of a 1.1 GiB database on moto S3: ours vs litestream-vfs 0.5.17 vs plain
+# SQLite; cold/warm point queries and a full scan (bench/README.md). Writes
+# bench/results-replica.json.
+.PHONY: bench-replica
+bench-replica: setup build
+	/usr/bin/python3 bench/bench_replica.py $(REPLICA_BENCH_ARGS)
 
 # Coverage-guided fuzzing of the decoder (needs cargo-fuzz; see README).
 FUZZ_SECONDS ?= 60
