@@ -5,15 +5,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::azurite::{Azurite, ACCOUNT, ACCOUNT_KEY};
+use common::litestream::{self, LitestreamTarget};
 use litestream_vfs::storage::{
-    format_rfc3339_nano, open_store_with_env, parse_rfc3339_ms, Error, ReplicaStore, StoreOptions,
-    AZURE_TIMESTAMP_METADATA,
+    format_rfc3339_nano, open_store_with_env, Error, ReplicaStore, StoreOptions, AZURE_TIMESTAMP_METADATA,
 };
 
 /// Our store on `url`, with Azurite's key and nothing from the process environment.
@@ -237,7 +235,7 @@ async fn azure_errors_are_typed() {
     assert!(matches!(err, Error::Denied { .. }), "{err:?}");
 
     // Nothing listening: transient.
-    let port = common::moto::free_port();
+    let port = common::server::free_port();
     let url = format!("abs://{ACCOUNT}@c/db?endpoint=http://127.0.0.1:{port}/{ACCOUNT}");
     let err = open(&url).list(0).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
@@ -250,90 +248,28 @@ async fn azure_errors_are_typed() {
 /// The real `litestream` 0.5.17 replicates a database to Azurite; we find and read its files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_what_litestream_wrote() {
-    let litestream = litestream_path();
     let az = Azurite::start();
     az.create_container("interop");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    sqlite(
-        &db,
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);",
-    );
-    let config = litestream_config(dir.path(), &db, &az, "interop", "app");
-
-    let mut child = Command::new(&litestream)
-        .args(["replicate", "-config"])
-        .arg(&config)
-        .env("LITESTREAM_AZURE_ACCOUNT_KEY", ACCOUNT_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start litestream");
-
-    // Wait for its first sync, then one more transaction and its sync.
     let store = open(&az.url("interop", "app"));
-    let found = wait_for(|| async { store.list(0).await.map(|l| !l.is_empty()).unwrap_or(false) }).await;
-    if found {
-        sqlite(&db, "INSERT INTO t VALUES (4);");
-        wait_for(|| async { store.list(0).await.map(|l| l.len() >= 2).unwrap_or(false) }).await;
-    }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let out = wait_output(&mut child, Duration::from_secs(20));
-    assert!(
-        found,
-        "litestream wrote nothing to level 0 within the time limit; its output:\n{out}"
-    );
-
-    // Every blob it wrote, and the timestamp metadata on each.
-    let keys = az.list_blobs("interop", "");
-    eprintln!("litestream wrote {} blobs:", keys.len());
-    for k in &keys {
-        let head = az.raw("HEAD", &format!("/{ACCOUNT}/interop/{k}"), &[], b"");
-        let meta: Vec<String> = head
-            .headers
-            .iter()
-            .filter(|(n, _)| n.starts_with("x-ms-meta-"))
-            .map(|(n, v)| format!("{n}: {v}"))
-            .collect();
-        eprintln!("  {k}  size={:?}  {}", head.header("content-length"), meta.join(", "));
-        assert!(k.starts_with("app/ltx/"), "unexpected key {k}");
-    }
-
-    // Each level litestream used is listed by us, and each file reads back whole.
-    let mut total = 0;
-    for level in 0..=9u8 {
-        for f in store.list(level).await.unwrap() {
-            total += 1;
-            let key = format!("app/ltx/{level}/{:016x}-{:016x}.ltx", f.min_txid, f.max_txid);
-            assert!(keys.contains(&key), "{key} listed by us but not in the container");
-            let body = store.get(level, f.min_txid, f.max_txid).await.unwrap();
-            assert_eq!(body.len() as u64, f.size);
-            assert_eq!(&body[..4], b"LTX1", "{key}");
-            // The metadata litestream wrote parses to the header timestamp.
-            let header_ts = i64::from_be_bytes(body[32..40].try_into().unwrap());
-            assert_eq!(
-                store.timestamp(level, f.min_txid, f.max_txid).await.unwrap(),
-                header_ts,
-                "{key}"
-            );
-            let head = az.raw("HEAD", &format!("/{ACCOUNT}/interop/{key}"), &[], b"");
-            let meta = head
-                .header("x-ms-meta-litestreamtimestamp")
-                .expect("litestreamtimestamp metadata");
-            assert_eq!(parse_rfc3339_ms(meta), Some(header_ts), "{key}: {meta}");
-            assert_eq!(
-                meta,
-                format_rfc3339_nano(header_ts),
-                "{key}: our formatting differs from Litestream's"
-            );
-        }
-    }
-    let ltx_keys = keys.iter().filter(|k| k.ends_with(".ltx")).count();
-    assert_eq!(
-        total, ltx_keys,
-        "we listed {total} LTX files, the container has {ltx_keys}: {keys:?}"
-    );
+    litestream::reads_what_litestream_wrote(LitestreamTarget {
+        replicate: &|cmd, db, dir| {
+            let config = litestream_config(dir, db, &az, "interop", "app");
+            cmd.arg("-config")
+                .arg(config)
+                .env("LITESTREAM_AZURE_ACCOUNT_KEY", ACCOUNT_KEY);
+        },
+        store: store.as_ref(),
+        list_keys: &|| az.list_blobs("interop", ""),
+        head: &|key| az.raw("HEAD", &format!("/{ACCOUNT}/interop/{key}"), &[], b""),
+        ltx_key: |level, min, max| format!("app/ltx/{level}/{min:016x}-{max:016x}.ltx"),
+        key_prefix: "app/ltx/",
+        meta_prefix: "x-ms-meta-",
+        timestamp_header: "x-ms-meta-litestreamtimestamp",
+        bucket_word: "container",
+        second_sql: "INSERT INTO t VALUES (4);",
+        log_tail: &|| az.log_tail(),
+    })
+    .await;
 }
 
 /// A litestream.yml replicating `db` to `container/path` on Azurite. Litestream 0.5.17 takes
@@ -352,68 +288,4 @@ pub fn litestream_config(dir: &Path, db: &Path, az: &Azurite, container: &str, p
     )
     .unwrap();
     config
-}
-
-fn litestream_path() -> PathBuf {
-    let p = std::env::var_os("LITESTREAM_BIN")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    assert!(
-        p.is_file(),
-        "litestream not found at {} (set LITESTREAM_BIN or run make setup)",
-        p.display()
-    );
-    p
-}
-
-fn sqlite(db: &Path, sql: &str) {
-    let out = Command::new("/usr/bin/sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("run /usr/bin/sqlite3");
-    assert!(
-        out.status.success(),
-        "sqlite3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Polls `cond` every 200 ms for up to 30 s.
-async fn wait_for<F, Fut>(mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-/// Waits for the child to exit (killing it after `limit`) and returns its output.
-fn wait_output(child: &mut std::process::Child, limit: Duration) -> String {
-    let start = Instant::now();
-    while child.try_wait().ok().flatten().is_none() && start.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut text = String::new();
-    for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let mut p = pipe;
-        let _ = p.read_to_string(&mut text);
-    }
-    text
 }

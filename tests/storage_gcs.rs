@@ -12,15 +12,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::gcs::FakeGcs;
+use common::litestream::{self, sqlite_out, LitestreamTarget, Replicated};
 use litestream_vfs::storage::{
-    format_rfc3339_nano, open_store_with_env, parse_rfc3339_ms, ReplicaStore, StoreOptions, GCS_TIMESTAMP_METADATA,
+    format_rfc3339_nano, open_store_with_env, ReplicaStore, StoreOptions, GCS_TIMESTAMP_METADATA,
 };
 
 /// Our store on `url` with the emulator host and nothing else from the environment (no
@@ -197,7 +195,7 @@ async fn gcs_errors_are_typed() {
     assert!(err.to_string().contains("gs://missing/db"), "{err}");
 
     // Nothing listening: transient.
-    let port = common::moto::free_port();
+    let port = common::server::free_port();
     let err = open_at(&format!("127.0.0.1:{port}"), "gs://b/db")
         .list(0)
         .await
@@ -210,89 +208,29 @@ async fn gcs_errors_are_typed() {
 /// wrote, and our restore of that replica equals the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_and_restores_what_litestream_wrote() {
-    let litestream = litestream_path();
     let gcs = FakeGcs::start();
     gcs.create_bucket("interop");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    sqlite(
-        &db,
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);",
-    );
-
     let url = gcs.url("interop", "app");
-    let mut child = Command::new(&litestream)
-        .args(["replicate", db.to_str().unwrap(), &url])
-        .env("STORAGE_EMULATOR_HOST", &gcs.emulator_host)
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start litestream");
-
     let store = open(&gcs, &url);
-    let found = wait_for(|| async { store.list(0).await.map(|l| !l.is_empty()).unwrap_or(false) }).await;
-    if found {
-        sqlite(
-            &db,
-            "INSERT INTO t VALUES (4); CREATE TABLE u(y); INSERT INTO u VALUES ('x');",
-        );
-        wait_for(|| async { store.list(0).await.map(|l| l.len() >= 2).unwrap_or(false) }).await;
-    }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let out = wait_output(&mut child, Duration::from_secs(20));
-    assert!(
-        found,
-        "litestream wrote nothing to level 0 within the time limit; its output:\n{out}\nemulator log:\n{}",
-        gcs.log_tail()
-    );
-
-    // Every object it wrote, and the timestamp metadata on each.
-    let keys = gcs.list_keys("interop", "");
-    eprintln!("litestream wrote {} objects:", keys.len());
-    for k in &keys {
-        let head = gcs.head("interop", k);
-        eprintln!(
-            "  {k}  size={:?}  litestream-timestamp={:?}",
-            head.header("content-length"),
-            head.header("x-goog-meta-litestream-timestamp")
-        );
-        assert!(k.starts_with("app/ltx/"), "unexpected key {k}");
-    }
-
-    let mut total = 0;
-    for level in 0..=9u8 {
-        for f in store.list(level).await.unwrap() {
-            total += 1;
-            let key = format!("app/ltx/{level}/{:016x}-{:016x}.ltx", f.min_txid, f.max_txid);
-            assert!(keys.contains(&key), "{key} listed by us but not in the bucket");
-            let body = store.get(level, f.min_txid, f.max_txid).await.unwrap();
-            assert_eq!(body.len() as u64, f.size);
-            assert_eq!(&body[..4], b"LTX1", "{key}");
-            let header_ts = i64::from_be_bytes(body[32..40].try_into().unwrap());
-            assert_eq!(
-                store.timestamp(level, f.min_txid, f.max_txid).await.unwrap(),
-                header_ts,
-                "{key}"
-            );
-            let head = gcs.head("interop", &key);
-            let meta = head
-                .header("x-goog-meta-litestream-timestamp")
-                .expect("litestream-timestamp metadata");
-            assert_eq!(parse_rfc3339_ms(meta), Some(header_ts), "{key}: {meta}");
-            assert_eq!(
-                meta,
-                format_rfc3339_nano(header_ts),
-                "{key}: our formatting differs from Litestream's"
-            );
-        }
-    }
-    let ltx_keys = keys.iter().filter(|k| k.ends_with(".ltx")).count();
-    assert_eq!(
-        total, ltx_keys,
-        "we listed {total} LTX files, the bucket has {ltx_keys}: {keys:?}"
-    );
+    let Replicated { dir, db } = litestream::reads_what_litestream_wrote(LitestreamTarget {
+        replicate: &|cmd, db, _| {
+            cmd.arg(db)
+                .arg(&url)
+                .env("STORAGE_EMULATOR_HOST", &gcs.emulator_host)
+                .env_remove("GOOGLE_APPLICATION_CREDENTIALS");
+        },
+        store: store.as_ref(),
+        list_keys: &|| gcs.list_keys("interop", ""),
+        head: &|key| gcs.head("interop", key),
+        ltx_key: |level, min, max| format!("app/ltx/{level}/{min:016x}-{max:016x}.ltx"),
+        key_prefix: "app/ltx/",
+        meta_prefix: "x-goog-meta-",
+        timestamp_header: "x-goog-meta-litestream-timestamp",
+        bucket_word: "bucket",
+        second_sql: "INSERT INTO t VALUES (4); CREATE TABLE u(y); INSERT INTO u VALUES ('x');",
+        log_tail: &|| gcs.log_tail(),
+    })
+    .await;
 
     // Our restore of Litestream's GCS replica equals the database. (restore_latest drives its
     // own runtime, so it runs on a plain thread.)
@@ -310,73 +248,4 @@ async fn reads_and_restores_what_litestream_wrote() {
         "ok\n1,2,3,4\nx\n"
     );
     assert_eq!(sqlite_out(&restored, ".dump"), sqlite_out(&db, ".dump"));
-}
-
-fn litestream_path() -> PathBuf {
-    let p = std::env::var_os("LITESTREAM_BIN")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    assert!(
-        p.is_file(),
-        "litestream not found at {} (set LITESTREAM_BIN or run make setup)",
-        p.display()
-    );
-    p
-}
-
-fn sqlite(db: &Path, sql: &str) {
-    sqlite_out(db, sql);
-}
-
-fn sqlite_out(db: &Path, sql: &str) -> String {
-    let out = Command::new("/usr/bin/sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("run /usr/bin/sqlite3");
-    assert!(
-        out.status.success(),
-        "sqlite3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls `cond` every 200 ms for up to 30 s.
-async fn wait_for<F, Fut>(mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-/// Waits for the child to exit (killing it after `limit`) and returns its output.
-fn wait_output(child: &mut std::process::Child, limit: Duration) -> String {
-    let start = Instant::now();
-    while child.try_wait().ok().flatten().is_none() && start.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut text = String::new();
-    for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let mut p = pipe;
-        let _ = p.read_to_string(&mut text);
-    }
-    text
 }

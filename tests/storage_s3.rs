@@ -4,16 +4,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::litestream::{self, LitestreamTarget};
 use common::moto::{Moto, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use litestream_vfs::storage::{
-    format_rfc3339_nano, open_store_with_env, parse_rfc3339_ms, Error, ReplicaStore, StoreOptions,
-    S3_TIMESTAMP_METADATA,
+    format_rfc3339_nano, open_store_with_env, Error, ReplicaStore, StoreOptions, S3_TIMESTAMP_METADATA,
 };
 
 /// Our store on `url`, with moto's credentials and nothing from the process environment
@@ -155,7 +152,7 @@ async fn s3_errors_are_typed() {
     assert!(!err.to_string().contains(SECRET_ACCESS_KEY), "{err}");
 
     // Nothing listening: transient.
-    let port = common::moto::free_port();
+    let port = common::server::free_port();
     let url = format!("s3://b/db?endpoint=http://127.0.0.1:{port}&region=us-east-1");
     let err = open(&url).list(0).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
@@ -164,159 +161,35 @@ async fn s3_errors_are_typed() {
 /// The real `litestream` 0.5.17 replicates a database to moto; we find and read its files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_what_litestream_wrote() {
-    let litestream = litestream_path();
     let moto = Moto::start();
     moto.create_bucket("interop");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    sqlite(
-        &db,
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);",
-    );
-
     let url = moto.url("interop", "app");
-    let mut child = Command::new(&litestream)
-        .args(["replicate", db.to_str().unwrap(), &url])
-        .env_remove("AWS_CA_BUNDLE")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_REGION")
-        .env("LITESTREAM_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("LITESTREAM_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start litestream");
-
-    // Wait for its first sync, then one more transaction and its sync.
     let store = open(&url);
-    let found = wait_for(|| async { store.list(0).await.map(|l| !l.is_empty()).unwrap_or(false) }).await;
-    if found {
-        sqlite(&db, "INSERT INTO t VALUES (4);");
-        wait_for(|| async { store.list(0).await.map(|l| l.len() >= 2).unwrap_or(false) }).await;
-    }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let out = wait_output(&mut child, Duration::from_secs(20));
-    assert!(
-        found,
-        "litestream wrote nothing to level 0 within the time limit; its output:\n{out}"
-    );
-
-    // Every key it wrote, and the timestamp metadata on each.
-    let keys = moto.list_keys("interop", "");
-    eprintln!("litestream wrote {} keys:", keys.len());
-    for k in &keys {
-        let head = moto.raw("HEAD", &format!("/interop/{k}"), &[], b"");
-        let meta: Vec<String> = head
-            .headers
-            .iter()
-            .filter(|(n, _)| n.starts_with("x-amz-meta-"))
-            .map(|(n, v)| format!("{n}: {v}"))
-            .collect();
-        eprintln!("  {k}  size={:?}  {}", head.header("content-length"), meta.join(", "));
-        assert!(k.starts_with("app/"), "unexpected key {k}");
-    }
-
-    // Each level litestream used is listed by us, and each file reads back whole.
-    let mut total = 0;
-    for level in 0..=9u8 {
-        for f in store.list(level).await.unwrap() {
-            total += 1;
-            let key = format!("app/{level:04x}/{:016x}-{:016x}.ltx", f.min_txid, f.max_txid);
-            assert!(keys.contains(&key), "{key} listed by us but not in the bucket");
-            let body = store.get(level, f.min_txid, f.max_txid).await.unwrap();
-            assert_eq!(body.len() as u64, f.size);
-            assert_eq!(&body[..4], b"LTX1", "{key}");
-            // The metadata litestream wrote parses to the header timestamp.
-            let header_ts = i64::from_be_bytes(body[32..40].try_into().unwrap());
-            assert_eq!(
-                store.timestamp(level, f.min_txid, f.max_txid).await.unwrap(),
-                header_ts,
-                "{key}"
-            );
-            let head = moto.raw("HEAD", &format!("/interop/{key}"), &[], b"");
-            let meta = head
-                .header("x-amz-meta-litestream-timestamp")
-                .expect("litestream-timestamp metadata");
-            assert_eq!(parse_rfc3339_ms(meta), Some(header_ts), "{key}: {meta}");
-            assert_eq!(
-                meta,
-                format_rfc3339_nano(header_ts),
-                "{key}: our formatting differs from Litestream's"
-            );
-        }
-    }
-    let ltx_keys = keys.iter().filter(|k| k.ends_with(".ltx")).count();
-    assert_eq!(
-        total, ltx_keys,
-        "we listed {total} LTX files, the bucket has {ltx_keys}: {keys:?}"
-    );
-}
-
-fn litestream_path() -> PathBuf {
-    let p = std::env::var_os("LITESTREAM_BIN")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litestream"));
-    assert!(
-        p.is_file(),
-        "litestream not found at {} (set LITESTREAM_BIN or run make setup)",
-        p.display()
-    );
-    p
-}
-
-fn sqlite(db: &Path, sql: &str) {
-    let out = Command::new("/usr/bin/sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("run /usr/bin/sqlite3");
-    assert!(
-        out.status.success(),
-        "sqlite3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Polls `cond` every 200 ms for up to 30 s.
-async fn wait_for<F, Fut>(mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-/// Waits for the child to exit (killing it after `limit`) and returns its output.
-fn wait_output(child: &mut std::process::Child, limit: Duration) -> String {
-    let start = Instant::now();
-    while child.try_wait().ok().flatten().is_none() && start.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut text = String::new();
-    for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let mut p = pipe;
-        let _ = p.read_to_string(&mut text);
-    }
-    text
+    litestream::reads_what_litestream_wrote(LitestreamTarget {
+        replicate: &|cmd, db, _| {
+            cmd.arg(db)
+                .arg(&url)
+                .env_remove("AWS_CA_BUNDLE")
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env_remove("AWS_SESSION_TOKEN")
+                .env_remove("AWS_PROFILE")
+                .env_remove("AWS_ENDPOINT_URL")
+                .env_remove("AWS_REGION")
+                .env("LITESTREAM_ACCESS_KEY_ID", ACCESS_KEY_ID)
+                .env("LITESTREAM_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY);
+        },
+        store: store.as_ref(),
+        list_keys: &|| moto.list_keys("interop", ""),
+        head: &|key| moto.raw("HEAD", &format!("/interop/{key}"), &[], b""),
+        // S3 keys have no "ltx/" directory and a %04x level.
+        ltx_key: |level, min, max| format!("app/{level:04x}/{min:016x}-{max:016x}.ltx"),
+        key_prefix: "app/",
+        meta_prefix: "x-amz-meta-",
+        timestamp_header: "x-amz-meta-litestream-timestamp",
+        bucket_word: "bucket",
+        second_sql: "INSERT INTO t VALUES (4);",
+        log_tail: &|| moto.log_tail(),
+    })
+    .await;
 }

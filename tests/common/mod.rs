@@ -1,4 +1,5 @@
-//! Shared support for integration tests: real servers on loopback ports.
+//! Shared support for integration tests: real servers on loopback ports, and the helpers the
+//! storage tests use to drive the real `litestream` against them.
 //!
 //! Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -6,4 +7,7 @@
 pub mod azurite;
 pub mod gcs;
 pub mod http;
+pub mod litestream;
 pub mod moto;
+pub mod server;
+pub mod tools;

@@ -4,12 +4,12 @@
 //! `make setup`). Missing is a test failure, not a skip: a suite that silently skips its S3
 //! tests proves nothing.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use super::http::{request, Response};
+use super::server::Server;
+use super::tools::{env_or, in_repo, require};
 
 /// Credentials moto accepts (it checks none); used explicitly so the tests never depend on
 /// the AWS_* variables of the machine they run on.
@@ -19,87 +19,43 @@ pub const REGION: &str = "us-east-1";
 
 /// A running moto server, killed when dropped.
 pub struct Moto {
-    child: Child,
+    server: Server,
     pub port: u16,
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 /// Path of the moto_server executable.
 pub fn moto_server_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOTO_SERVER").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")
-}
-
-/// A port nothing listens on right now (bind port 0, read it, release it).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind a loopback port");
-    l.local_addr().expect("local addr").port()
+    env_or("MOTO_SERVER", || in_repo(".venv/bin/moto_server"))
 }
 
 impl Moto {
     /// Starts moto_server and waits until it answers HTTP.
     pub fn start() -> Moto {
-        let bin = moto_server_path();
-        assert!(
-            bin.is_file(),
-            "moto_server not found at {} (set MOTO_SERVER or run make setup)",
-            bin.display()
+        let bin = require("moto_server", "MOTO_SERVER", moto_server_path());
+        let server = Server::start(
+            "moto_server",
+            &bin,
+            |cmd, port, _| {
+                cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .env_remove("AWS_CA_BUNDLE");
+            },
+            |port| {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && request(port, "GET", "/", &[], b"").is_ok_and(|r| r.status < 500)
+            },
         );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("moto.log");
-        let log_file = std::fs::File::create(&log).expect("create moto log");
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env_remove("AWS_CA_BUNDLE")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e} (run make setup)", bin.display()));
-        let mut moto = Moto {
-            child,
-            port,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            log,
-            _dir: dir,
-        };
-        moto.wait_ready(Duration::from_secs(60));
-        moto
-    }
-
-    fn wait_ready(&mut self, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("moto_server exited early ({status}):\n{}", self.log_tail());
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && request(self.port, "GET", "/", &[], b"").is_ok_and(|r| r.status < 500)
-            {
-                return;
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "moto_server did not answer on port {} within {limit:?}:\n{}",
-                    self.port,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        Moto {
+            port: server.port,
+            endpoint: format!("http://127.0.0.1:{}", server.port),
+            server,
         }
     }
 
     /// The end of the server's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        self.server.log_tail()
     }
 
     /// Creates a bucket with a plain `PUT /bucket`.
@@ -144,12 +100,5 @@ impl Moto {
             "s3://{bucket}/{path}?endpoint={}&region={REGION}&forcePathStyle=true",
             self.endpoint
         )
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

