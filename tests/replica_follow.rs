@@ -438,3 +438,42 @@ fn a_replica_written_by_litestream_is_served_and_followed() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[test]
+fn a_full_scan_reads_ahead_instead_of_one_request_per_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("scan.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let out = sqlite(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\n\
+         CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT);\n\
+         INSERT INTO t(body) SELECT hex(randomblob(400)) FROM generate_series(1, 8000);\n\
+         SELECT litestream_sync(30000) > 0;",
+        db.display()
+    ));
+    assert_eq!(out.trim(), "1");
+    let expected = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT count(*), sum(length(body)) FROM t")
+        .output()
+        .unwrap();
+    let out = sqlite(&format!(
+        "{}\nSELECT count(*), sum(length(body)) FROM t;\n\
+         SELECT litestream_status() ->> '$.requests', litestream_status() ->> '$.pages_fetched';",
+        replica_open(&dir.path().join("scan-view.db"), &url)
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        String::from_utf8_lossy(&expected.stdout).trim(),
+        "the scan sees the primary's rows"
+    );
+    let nums: Vec<u64> = lines[1].split('|').map(|n| n.parse().unwrap()).collect();
+    let (requests, pages) = (nums[0], nums[1]);
+    eprintln!("full scan: {pages} pages in {requests} requests");
+    assert!(pages > 1000, "the scan touched the whole table: {pages} pages");
+    assert!(
+        requests * 20 < pages,
+        "{requests} requests for {pages} pages: no read-ahead"
+    );
+}

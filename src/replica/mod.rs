@@ -98,7 +98,14 @@ pub struct Replica {
     known: Mutex<HashMap<FileKey, Arc<PlanFile>>>,
     hydration: Option<Arc<hydrate::Hydration>>,
     opened: Instant,
+    /// Sequential-read detection: the last page a fetch ended at and the current
+    /// read-ahead window in pages (1 = no read-ahead).
+    readahead_end: std::sync::atomic::AtomicU32,
+    readahead_window: std::sync::atomic::AtomicU32,
 }
+
+/// Largest read-ahead: 1024 pages (4 MiB of 4 KiB pages) per request.
+const MAX_READAHEAD_PAGES: u32 = 1024;
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,6 +160,8 @@ impl Replica {
             fetcher,
             poll_interval: config.poll_interval,
             cache: PageCache::new(config.cache_bytes),
+            readahead_end: std::sync::atomic::AtomicU32::new(u32::MAX),
+            readahead_window: std::sync::atomic::AtomicU32::new(1),
             shared: Mutex::new(Shared {
                 current: Arc::new(state),
                 stop: false,
@@ -358,12 +367,67 @@ impl Replica {
                 Err(e) => tracing::warn!(replica = %self.name, error = %e, "reading the hydration file"),
             }
         }
-        let range = loc.offset..loc.offset + loc.size as u64;
-        let result = block_on(self.fetcher.get_range(&loc.file.object, range)).and_then(|frame| {
-            let mut page = vec![0u8; state.page_size as usize];
-            read_page_frame(&frame, pgno, state.page_size, &mut page)
-                .map_err(|e| FetchError::Corrupt(format!("{}: page {pgno}: {e}", key.file)))?;
-            Ok(page)
+        // A miss right after the previous fetch's last page is a sequential read
+        // (a scan): fetch a growing run of following pages in the same request.
+        let sequential = self.readahead_end.load(Ordering::Relaxed).wrapping_add(1) == pgno;
+        let window = if sequential {
+            (self.readahead_window.load(Ordering::Relaxed) * 2).min(MAX_READAHEAD_PAGES)
+        } else {
+            1
+        };
+        self.readahead_window.store(window, Ordering::Relaxed);
+        // Following pages whose frames sit end to end in the same file.
+        let mut run = vec![(pgno, loc.offset, loc.size)];
+        let mut end = loc.offset + loc.size as u64;
+        while (run.len() as u32) < window {
+            let next = pgno + run.len() as u32;
+            match state.locate(next) {
+                Some(l) if std::ptr::eq(l.file, loc.file) && l.offset == end => {
+                    end += l.size as u64;
+                    run.push((next, l.offset, l.size));
+                }
+                _ => break,
+            }
+        }
+        self.readahead_end
+            .store(run.last().expect("non-empty").0, Ordering::Relaxed);
+        let range = loc.offset..end;
+        let result = block_on(self.fetcher.get_range(&loc.file.object, range)).and_then(|bytes| {
+            let mut pages = Vec::with_capacity(run.len());
+            for (p, offset, size) in &run {
+                let at = (offset - loc.offset) as usize;
+                let frame = bytes
+                    .get(at..at + *size as usize)
+                    .ok_or_else(|| FetchError::Corrupt(format!("{}: short read of page {p}", key.file)))?;
+                let mut page = vec![0u8; state.page_size as usize];
+                read_page_frame(frame, *p, state.page_size, &mut page)
+                    .map_err(|e| FetchError::Corrupt(format!("{}: page {p}: {e}", key.file)))?;
+                pages.push((*p, page));
+            }
+            Ok(pages)
+        });
+        // Pages read ahead go to the cache; the one asked for is returned below.
+        let result = result.map(|pages| {
+            let mut wanted = None;
+            for (p, page) in pages {
+                if p == pgno {
+                    wanted = Some(page);
+                } else {
+                    let page: Arc<[u8]> = page.into();
+                    let ahead = PageKey {
+                        file: loc.file.key(),
+                        pgno: p,
+                    };
+                    if let Some(h) = &self.hydration {
+                        if let Err(e) = h.write(&ahead, &page) {
+                            tracing::warn!(replica = %self.name, error = %e, "writing the hydration file");
+                        }
+                    }
+                    stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
+                    self.cache.insert(ahead, page);
+                }
+            }
+            wanted.expect("the run starts with the page asked for")
         });
         let page: Arc<[u8]> = match result {
             Ok(page) => page.into(),
