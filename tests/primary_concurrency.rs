@@ -52,12 +52,24 @@ fn a_second_process_writing_the_same_database_is_replicated_too() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The first process leads; the second, started once the first holds the staging
     // lock, follows: its sync waits until the leader has uploaded its commits.
+    let ready = dir.path().join("leader-ready");
+    let go = dir.path().join("leader-go");
     let leader = run_concurrent(&db, &url, 2, 1500, "a")
+        .env("READY_FILE", &ready)
+        .env("GO_FILE", &go)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader never opened the database"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let follower = run_concurrent(&db, &url, 2, 100, "b").output().unwrap();
+    std::fs::write(&go, b"").unwrap();
     let leader = leader.wait_with_output().unwrap();
     let (f, l) = (
         String::from_utf8_lossy(&follower.stdout),
