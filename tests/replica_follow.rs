@@ -200,19 +200,26 @@ fn a_file_replica_shows_what_the_primary_committed_and_follows_it() {
     assert_no_local_files(&name);
 }
 
-#[test]
-fn a_point_query_fetches_a_few_pages_not_the_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("big.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
+/// A primary `<name>.db` with table `t(id, body)` of `rows` rows of `bytes` random
+/// bytes (hex), synced to a `file://` replica in `dir`. Returns (db, replica URL).
+fn replicated_table(dir: &Path, name: &str, rows: u32, bytes: u32) -> (std::path::PathBuf, String) {
+    let db = dir.join(format!("{name}.db"));
+    let url = format!("file://{}", dir.join("replica").display());
     let out = sqlite(&format!(
         ".open file:{}?vfs=litestream&replica={url}\n\
          CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT);\n\
-         INSERT INTO t(body) SELECT hex(randomblob(500)) FROM generate_series(1, 4000);\n\
+         INSERT INTO t(body) SELECT hex(randomblob({bytes})) FROM generate_series(1, {rows});\n\
          SELECT litestream_sync(30000) > 0;",
         db.display()
     ));
     assert_eq!(out.trim(), "1");
+    (db, url)
+}
+
+#[test]
+fn a_point_query_fetches_a_few_pages_not_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, url) = replicated_table(dir.path(), "big", 4000, 500);
     let size =
         std::fs::metadata(&db).unwrap().len() + std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
     let started = Instant::now();
@@ -442,16 +449,7 @@ fn a_replica_written_by_litestream_is_served_and_followed() {
 #[test]
 fn a_full_scan_reads_ahead_instead_of_one_request_per_page() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("scan.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
-    let out = sqlite(&format!(
-        ".open file:{}?vfs=litestream&replica={url}\n\
-         CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT);\n\
-         INSERT INTO t(body) SELECT hex(randomblob(400)) FROM generate_series(1, 8000);\n\
-         SELECT litestream_sync(30000) > 0;",
-        db.display()
-    ));
-    assert_eq!(out.trim(), "1");
+    let (db, url) = replicated_table(dir.path(), "scan", 8000, 400);
     let expected = std::process::Command::new("sqlite3")
         .arg(&db)
         .arg("SELECT count(*), sum(length(body)) FROM t")

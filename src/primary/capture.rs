@@ -46,12 +46,6 @@ pub struct CapturedTxn {
     pub position: WalPosition,
 }
 
-impl CapturedTxn {
-    pub fn page_bytes(&self) -> usize {
-        self.pages.len() * self.page_size as usize
-    }
-}
-
 /// Capture lost track of the WAL: frames may have been committed that it never saw.
 /// The only safe continuation is a full snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]

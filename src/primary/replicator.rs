@@ -783,8 +783,10 @@ impl Primary {
         match put {
             Ok(()) => {}
             Err(e) if e.is_already_exists() => {
-                // Either our own earlier attempt landed (its response was lost), or
-                // another primary wrote this TXID.
+                // The store already accepts identical bytes as our own earlier write;
+                // this also reports a conflict it could not confirm (its read-back
+                // failed). Only bytes seen to differ mean another primary: a failed read
+                // here is retried, not fatal.
                 let existing = block_on(self.store.get(0, file.min_txid, file.max_txid)).map_err(|e| e.to_string())?;
                 if existing != body {
                     let reason = format!(
