@@ -6,7 +6,7 @@
 use super::batch::{encode_full, now_ms, Batch};
 use super::capture::{Capture, CapturedTxn, Discontinuity, WalPosition, WalSource};
 use super::follower::{self, Uploaded};
-use super::staging::{StagedFile, Staging};
+use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
 use super::wal_file::WalFile;
 use crate::config::{Config, SyncMode};
@@ -37,12 +37,10 @@ pub trait Snapshotter: Send + Sync {
 /// process holding the staging lock snapshots, so one name is enough.
 const SNAPSHOT_TMP: &str = "snapshot.db.tmp";
 
-/// Removes the snapshot copy and whatever SQLite left beside it (a `-journal` from a
-/// process that died mid-copy would be rolled back into the next copy).
+/// Removes the snapshot copy and whatever SQLite left beside it (a process that died
+/// mid-copy leaves a `-journal`).
 fn remove_snapshot_leftovers(staging_dir: &Path) {
-    for name in ["", "-journal", "-wal", "-shm"] {
-        let _ = fs::remove_file(staging_dir.join(format!("{SNAPSHOT_TMP}{name}")));
-    }
+    remove_with_companions(&staging_dir.join(SNAPSHOT_TMP));
 }
 
 /// Levels a replica can hold files in.

@@ -15,6 +15,18 @@ pub struct StagedFile {
     pub path: PathBuf,
 }
 
+/// Removes a database file and the journal/WAL/shm files SQLite may have left beside
+/// it: a stale `-journal` from an interrupted copy would otherwise be rolled back into
+/// the next copy made under the same name.
+pub fn remove_with_companions(path: &Path) {
+    let _ = fs::remove_file(path);
+    for suffix in ["-journal", "-wal", "-shm"] {
+        let mut companion = path.as_os_str().to_owned();
+        companion.push(suffix);
+        let _ = fs::remove_file(companion);
+    }
+}
+
 pub struct Staging {
     dir: PathBuf,
 }

@@ -3,6 +3,7 @@
 //! snapshots of a live database with SQLite's backup API.
 
 use super::register::root_vfs_name;
+use crate::primary::staging::remove_with_companions;
 use crate::primary::Snapshotter;
 use libsqlite3_sys as ffi;
 use std::ffi::{CStr, CString};
@@ -108,18 +109,6 @@ pub(crate) fn ensure_wal_mode(path: &Path, create: bool) -> Result<(), String> {
             "cannot switch {} to WAL mode (journal_mode is {other:?})",
             path.display()
         )),
-    }
-}
-
-/// Removes a database file and the journal/WAL/shm files SQLite may have left beside
-/// it: a stale `-journal` from an interrupted copy would otherwise be rolled back into
-/// the next one.
-pub(crate) fn remove_with_companions(path: &Path) {
-    let _ = std::fs::remove_file(path);
-    for suffix in ["-journal", "-wal", "-shm"] {
-        let mut companion = path.as_os_str().to_owned();
-        companion.push(suffix);
-        let _ = std::fs::remove_file(companion);
     }
 }
 
