@@ -8,13 +8,11 @@
 //! identity. `?endpoint=` points at Azurite or another custom endpoint, e.g.
 //! `http://127.0.0.1:10000/devstoreaccount1`.
 
-use std::sync::Arc;
-
 use object_store::azure::MicrosoftAzureBuilder;
 
 use super::error::{Error, Redactor, Result};
 use super::http::{client_options, retry_config};
-use super::layout::{Layout, LevelStyle};
+use super::layout::LevelStyle;
 use super::object::ObjectReplica;
 use super::options::{parse_bool, StoreOptions};
 use super::target::{first_env, EnvFn, Target};
@@ -120,15 +118,5 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
         )));
     }
 
-    let store = b
-        .build()
-        .map_err(|e| Error::config(format!("{}: {}", t.name, redactor.clean(&e.to_string()))))?;
-    let layout = Layout::from_user_path(&t.path, LevelStyle::LtxDecimal)?;
-    Ok(ObjectReplica::new(
-        Arc::new(store),
-        layout,
-        Some(AZURE_TIMESTAMP_METADATA),
-        t.name.clone(),
-        redactor,
-    ))
+    ObjectReplica::from_builder(b.build(), t, LevelStyle::LtxDecimal, AZURE_TIMESTAMP_METADATA, redactor)
 }

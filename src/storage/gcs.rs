@@ -8,13 +8,11 @@
 //! Google's client libraries and so Litestream honour, sends every request to an emulator
 //! such as fake-gcs-server, unauthenticated, and overrides the credentials above.
 
-use std::sync::Arc;
-
 use object_store::gcp::GoogleCloudStorageBuilder;
 
 use super::error::{Error, Redactor, Result};
 use super::http::{client_options, retry_config};
-use super::layout::{Layout, LevelStyle};
+use super::layout::LevelStyle;
 use super::object::ObjectReplica;
 use super::options::StoreOptions;
 use super::target::{first_env, EnvFn, Target};
@@ -71,17 +69,7 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
     }
     // Otherwise object_store itself finds gcloud's file or asks the metadata server.
 
-    let store = b
-        .build()
-        .map_err(|e| Error::config(format!("{}: {}", t.name, redactor.clean(&e.to_string()))))?;
-    let layout = Layout::from_user_path(&t.path, LevelStyle::LtxDecimal)?;
-    Ok(ObjectReplica::new(
-        Arc::new(store),
-        layout,
-        Some(GCS_TIMESTAMP_METADATA),
-        t.name.clone(),
-        redactor,
-    ))
+    ObjectReplica::from_builder(b.build(), t, LevelStyle::LtxDecimal, GCS_TIMESTAMP_METADATA, redactor)
 }
 
 /// The emulator's base URL from `STORAGE_EMULATOR_HOST`: a bare `host:port` is plain http, as

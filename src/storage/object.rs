@@ -44,6 +44,27 @@ impl std::fmt::Debug for ObjectReplica {
 impl ObjectReplica {
     /// Wraps `store`. `name` is the redacted URL used in messages; `redactor` knows the
     /// secrets the store was configured with.
+    /// The last step of opening a cloud store: build the client (its error, redacted,
+    /// is a configuration error), lay keys out under the URL's path, and wrap both.
+    pub(crate) fn from_builder<S: ObjectStore>(
+        built: object_store::Result<S>,
+        target: &super::target::Target,
+        style: super::layout::LevelStyle,
+        metadata_key: &'static str,
+        redactor: Redactor,
+    ) -> Result<Self> {
+        let store = built
+            .map_err(|e| super::error::Error::config(format!("{}: {}", target.name, redactor.clean(&e.to_string()))))?;
+        let layout = Layout::from_user_path(&target.path, style)?;
+        Ok(Self::new(
+            Arc::new(store),
+            layout,
+            Some(metadata_key),
+            target.name.clone(),
+            redactor,
+        ))
+    }
+
     pub(crate) fn new(
         store: Arc<dyn ObjectStore>,
         layout: Layout,

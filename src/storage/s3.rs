@@ -4,14 +4,12 @@
 //! its camelCase and kebab-case spellings. Settings come from [`StoreOptions`] first, then the
 //! URL, then the environment. Credentials are never read from the URL.
 
-use std::sync::Arc;
-
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::Attribute;
 
 use super::error::{Error, Redactor, Result};
 use super::http::{client_options, retry_config};
-use super::layout::{Layout, LevelStyle};
+use super::layout::LevelStyle;
 use super::object::ObjectReplica;
 use super::options::{parse_bool, StoreOptions};
 use super::target::{first_env, EnvFn, Target};
@@ -143,17 +141,7 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
     // concurrency, part-size and require-content-md5 tune Litestream's multipart uploader and
     // DeleteObjects; we upload each file with one PUT, so they are accepted and have no effect.
 
-    let store = b
-        .build()
-        .map_err(|e| Error::config(format!("{}: {}", t.name, redactor.clean(&e.to_string()))))?;
-    let layout = Layout::from_user_path(&t.path, LevelStyle::S3Hex)?;
-    let mut replica = ObjectReplica::new(
-        Arc::new(store),
-        layout,
-        Some(S3_TIMESTAMP_METADATA),
-        t.name.clone(),
-        redactor,
-    );
+    let mut replica = ObjectReplica::from_builder(b.build(), t, LevelStyle::S3Hex, S3_TIMESTAMP_METADATA, redactor)?;
     if let Some(class) = q(&["storageClass", "storage-class"]) {
         replica = replica.with_attribute(Attribute::StorageClass, class);
     }
