@@ -101,6 +101,24 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         deterministic: false,
         call: set_time,
     },
+    SqlFunction {
+        name: "litestream_restore",
+        n_args: 2,
+        deterministic: false,
+        call: restore,
+    },
+    SqlFunction {
+        name: "litestream_restore",
+        n_args: 3,
+        deterministic: false,
+        call: restore,
+    },
+    SqlFunction {
+        name: "litestream_restore",
+        n_args: 4,
+        deterministic: false,
+        call: restore,
+    },
 ];
 
 const NOT_REPLICATED: &str = "the main database of this connection is not replicated by the litestream VFS \
@@ -183,6 +201,37 @@ fn set_time(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     Ok(SqlValue::Integer(txid as i64))
 }
 
+/// `litestream_restore(url, path [, target [, 'overwrite']])`: restores the replica at
+/// `url` into the new file `path`; `target` is 'latest' (or NULL), a TXID (integer, or 16
+/// hex digits as Litestream prints them), an RFC 3339 time or a relative one ('1 hour
+/// ago'). Returns the TXID restored. Works on any connection, replicated or not.
+fn restore(_ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
+    let text = |i: usize, what: &str| match args.get(i) {
+        Some(SqlValue::Text(t)) => Ok(t.clone()),
+        other => Err(format!("{what} must be text, not {other:?}")),
+    };
+    let url = text(0, "the replica URL")?;
+    let path = text(1, "the destination path")?;
+    let target = match args.get(2) {
+        None | Some(SqlValue::Null) => crate::restore::Target::Latest,
+        Some(SqlValue::Integer(t)) if *t > 0 => crate::restore::Target::Txid(*t as u64),
+        Some(SqlValue::Text(t)) => crate::restore::Target::parse(t)?,
+        Some(other) => return Err(format!("the target must be a TXID, a time or 'latest', not {other:?}")),
+    };
+    let overwrite = match args.get(3) {
+        None | Some(SqlValue::Null) => false,
+        Some(SqlValue::Text(t)) if t.eq_ignore_ascii_case("overwrite") => true,
+        Some(other) => return Err(format!("the fourth argument can only be 'overwrite', not {other:?}")),
+    };
+    let store = crate::storage::open_store(&url, &Default::default()).map_err(|e| e.to_string())?;
+    let options = crate::restore::RestoreOptions {
+        overwrite,
+        ..Default::default()
+    };
+    let restored = crate::restore::restore(store, std::path::Path::new(&path), target, &options)?;
+    Ok(SqlValue::Integer(restored.position.txid as i64))
+}
+
 fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
     let value = match (&ctx.replica, &ctx.primary) {
         (Some(r), _) => {
@@ -194,6 +243,11 @@ fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
         (None, None) if ctx.follower.is_some() => ctx.follower.as_ref().expect("checked").status(),
         (None, None) => serde_json::json!({ "role": "none", "error": NOT_REPLICATED }),
     };
+    let mut value = value;
+    let restores = crate::restore::progress_json();
+    if restores.as_array().is_some_and(|r| !r.is_empty()) {
+        value["restores"] = restores;
+    }
     Ok(SqlValue::Text(value.to_string()))
 }
 

@@ -69,7 +69,7 @@ fn randomized_workload_replicated_to_azure_restores_equal() {
     })
     .unwrap();
     let ours = dir.path().join("restored-ours.db");
-    let pos = litestream_vfs::restore::restore_latest(store.as_ref(), &ours).unwrap();
+    let pos = litestream_vfs::restore::restore_latest(&store, &ours).unwrap();
     assert_eq!(pos.txid, l0.last().unwrap().1, "restored to the last uploaded TXID");
     assert_eq!(integrity(&ours), "ok");
     assert_eq!(dump(&ours), dump(&db));

@@ -236,7 +236,7 @@ async fn reads_and_restores_what_litestream_wrote() {
     // own runtime, so it runs on a plain thread.)
     let restored = dir.path().join("restored.db");
     let (s, r) = (store.clone(), restored.clone());
-    std::thread::spawn(move || litestream_vfs::restore::restore_latest(s.as_ref(), &r))
+    std::thread::spawn(move || litestream_vfs::restore::restore_latest(&s, &r))
         .join()
         .unwrap()
         .unwrap();

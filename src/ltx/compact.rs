@@ -89,44 +89,66 @@ pub fn compacted_header(headers: &[Header]) -> Result<Header> {
 /// dropped. Every input is fully verified (checksums included) before the output is
 /// finished. Compacting a snapshot with later files yields a snapshot.
 pub fn compact<R: Read, W: Write>(inputs: Vec<R>, w: W, compression: Compression) -> Result<Compacted<W>> {
-    let mut ins = Vec::with_capacity(inputs.len());
-    for r in inputs {
-        let dec = Decoder::new(r)?;
-        let page = vec![0u8; dec.header().page_size as usize];
-        ins.push(Input { dec, page, pgno: None });
-    }
-    let headers: Vec<Header> = ins.iter().map(|i| *i.dec.header()).collect();
-    let header = compacted_header(&headers)?;
+    let merge = Merge::new(inputs)?;
+    let header = merge.header;
     let mut enc = Encoder::new(w, header, compression)?;
-
-    for i in &mut ins {
-        i.advance()?;
-    }
-    while let Some(pgno) = ins.iter().filter_map(|i| i.pgno).min() {
-        // Newest input holding this page wins.
-        if pgno <= header.commit {
-            if let Some(win) = ins.iter().rev().find(|i| i.pgno == Some(pgno)) {
-                enc.write_page(pgno, &win.page)?;
-            }
-        }
-        for i in &mut ins {
-            if i.pgno == Some(pgno) {
-                i.advance()?;
-            }
-        }
-    }
-
-    let mut post_apply = 0;
-    for i in ins {
-        post_apply = i.dec.finish()?.trailer.post_apply_checksum;
-    }
-    if header.no_checksum() {
-        post_apply = 0;
-    }
+    let post_apply = merge.run(|pgno, page| enc.write_page(pgno, page))?;
     let (writer, trailer) = enc.finish(post_apply)?;
     Ok(Compacted {
         writer,
         header,
         trailer,
     })
+}
+
+/// A k-way merge of contiguous LTX files, page by page: what compaction encodes and
+/// what a restore writes straight into the database file.
+pub struct Merge<R: Read> {
+    inputs: Vec<Input<R>>,
+    /// The header the merged result has (see [`compacted_header`]).
+    pub header: Header,
+}
+
+impl<R: Read> Merge<R> {
+    /// Reads every input's header and checks they can be merged.
+    pub fn new(inputs: Vec<R>) -> Result<Self> {
+        let mut ins = Vec::with_capacity(inputs.len());
+        for r in inputs {
+            let dec = Decoder::new(r)?;
+            let page = vec![0u8; dec.header().page_size as usize];
+            ins.push(Input { dec, page, pgno: None });
+        }
+        let headers: Vec<Header> = ins.iter().map(|i| *i.dec.header()).collect();
+        let header = compacted_header(&headers)?;
+        Ok(Merge { inputs: ins, header })
+    }
+
+    /// Calls `page` once per page of the merged result, in ascending page order, then
+    /// verifies every input to its end. Returns the post-apply checksum of the result
+    /// (0 when any input has none). Pages are handed out before the inputs' trailers are
+    /// checked: write them somewhere that is discarded on error.
+    pub fn run(mut self, mut page: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<u64> {
+        let commit = self.header.commit;
+        for i in &mut self.inputs {
+            i.advance()?;
+        }
+        while let Some(pgno) = self.inputs.iter().filter_map(|i| i.pgno).min() {
+            // Newest input holding this page wins.
+            if pgno <= commit {
+                if let Some(win) = self.inputs.iter().rev().find(|i| i.pgno == Some(pgno)) {
+                    page(pgno, &win.page)?;
+                }
+            }
+            for i in &mut self.inputs {
+                if i.pgno == Some(pgno) {
+                    i.advance()?;
+                }
+            }
+        }
+        let mut post_apply = 0;
+        for i in self.inputs {
+            post_apply = i.dec.finish()?.trailer.post_apply_checksum;
+        }
+        Ok(if self.header.no_checksum() { 0 } else { post_apply })
+    }
 }

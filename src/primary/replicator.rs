@@ -178,7 +178,7 @@ impl Primary {
             }
             (None, Some(max)) if !db_exists => {
                 tracing::info!(db = %db_path.display(), txid = max, "restoring the database from its replica");
-                let pos = crate::restore::restore_latest(store.as_ref(), db_path)
+                let pos = crate::restore::restore_latest(&store, db_path)
                     .map_err(|e| format!("restoring {} from {}: {e}", db_path.display(), store.describe()))?;
                 let state = SavedState {
                     node_id: new_node_id(),

@@ -263,15 +263,6 @@ impl Replica {
     pub fn state_at(&self, target_ms: i64) -> Result<Arc<State>, String> {
         let what = |e: FetchError| format!("replica {}: {e}", self.name);
         let listing = block_on(self.fetcher.list_all()).map_err(what)?;
-        let mut files: Vec<crate::storage::LtxObject> = listing
-            .snapshots
-            .iter()
-            .chain(listing.incremental.iter().flatten())
-            .cloned()
-            .collect();
-        // A file's header timestamp is its max TXID's: they grow together.
-        files.sort_by_key(|f| (f.max_txid, std::cmp::Reverse(f.level)));
-        files.dedup_by_key(|f| f.max_txid);
         let timestamp = |f: &crate::storage::LtxObject| -> Result<i64, String> {
             let key = FileKey {
                 level: f.level,
@@ -284,31 +275,27 @@ impl Replica {
             }
             block_on(self.fetcher.timestamp(f)).map_err(what)
         };
-        let (mut lo, mut hi) = (0usize, files.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if timestamp(&files[mid])? <= target_ms {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        if lo == 0 {
-            let oldest = match files.first() {
-                Some(f) => format!(
-                    "; its oldest TXID was written at {}",
-                    crate::storage::format_rfc3339_nano(timestamp(f)?)
-                ),
-                None => String::new(),
-            };
+        let Some(txid) = restore::resolve_timestamp(&listing, target_ms, timestamp)? else {
+            let oldest = listing
+                .snapshots
+                .iter()
+                .chain(listing.incremental.iter().flatten())
+                .min_by_key(|f| f.max_txid)
+                .map(|f| block_on(self.fetcher.timestamp(f)).map_err(what))
+                .transpose()?
+                .map_or(String::new(), |ms| {
+                    format!(
+                        "; its oldest TXID was written at {}",
+                        crate::storage::format_rfc3339_nano(ms)
+                    )
+                });
             return Err(format!(
                 "replica {} has no state at or before {}{oldest}",
                 self.name,
                 crate::storage::format_rfc3339_nano(target_ms)
             ));
-        }
-        let txid = files[lo - 1].max_txid;
-        let plan = restore::plan(&listing, Some(txid)).map_err(|e| format!("replica {} {e}", self.name))?;
+        };
+        let plan = restore::plan_up_to(&listing, txid).map_err(|e| format!("replica {} {e}", self.name))?;
         let planned = self.plan_files(plan).map_err(what)?;
         let state = State::build(planned).map_err(|e| format!("replica {}: corrupt replica: {e}", self.name))?;
         Ok(Arc::new(state))

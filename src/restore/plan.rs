@@ -1,13 +1,8 @@
-//! Restoring a replica to a local database file: newest snapshot, then the
-//! contiguous files after it, applied into a temp file that is verified, fsynced and
-//! renamed into place. (The full restore plan across compaction levels, and point in
-//! time targets, build on this.)
+//! The restore plan: which files, from which levels, reach a target TXID. Pure: the
+//! listing comes in, the plan goes out; the callers do the I/O.
 
-use crate::ltx::{Applier, Position};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
-use std::fs;
-use std::path::Path;
 
 /// Snapshot level and the incremental levels, highest first.
 pub const SNAPSHOT_LEVEL: u8 = 9;
@@ -56,12 +51,39 @@ impl Listing {
 }
 
 /// The files to apply to reach `target` (the latest TXID when `None`): the newest
-/// snapshot at or before it (level 9, or a level 0..3 file starting at TXID 1), then at
-/// each step the file from the highest level that continues the chain and reaches
-/// furthest without passing the target. The plan may end below the target when no file
-/// ends exactly there; callers check the last file's max TXID. Pure: no I/O.
+/// snapshot at or before it (level 9, or a file of any level starting at TXID 1), then
+/// at each step the file that continues the chain (starts at most one past it) and
+/// reaches furthest without passing the target; on a tie the one starting earliest,
+/// then the highest level. Reaching furthest at every step gives the fewest files.
+///
+/// With a target the plan ends exactly there, or it is an error naming the nearest
+/// TXIDs that can be restored: a file merges several TXIDs, so only the TXIDs files end
+/// at are restorable points. Pure: no I/O.
 pub fn plan(listing: &Listing, target: Option<u64>) -> Result<Vec<LtxObject>, String> {
-    let limit = target.unwrap_or(u64::MAX);
+    let plan = plan_up_to(listing, target.unwrap_or(u64::MAX))?;
+    let txid = plan.last().map_or(0, |f| f.max_txid);
+    if let Some(t) = target {
+        if txid != t {
+            let after = listing
+                .snapshots
+                .iter()
+                .chain(listing.incremental.iter().flatten())
+                .map(|f| f.max_txid)
+                .filter(|m| *m > t)
+                .min();
+            let after = after.map_or(String::new(), |a| format!(" or {a}"));
+            return Err(format!(
+                "cannot restore exactly TXID {t}: it lies inside a file that merges several TXIDs; \
+                 the nearest restorable TXIDs are {txid}{after}"
+            ));
+        }
+    }
+    Ok(plan)
+}
+
+/// The plan reaching the newest TXID it can without passing `limit` (see [`plan`]):
+/// what a timestamp target uses, where any state at or before the bound will do.
+pub fn plan_up_to(listing: &Listing, limit: u64) -> Result<Vec<LtxObject>, String> {
     let snapshot = listing
         .snapshots
         .iter()
@@ -75,11 +97,11 @@ pub fn plan(listing: &Listing, target: Option<u64>) -> Result<Vec<LtxObject>, St
             .incremental
             .iter()
             .flatten()
+            // A file overlapping what we have is still correct to apply: it holds the
+            // newest version of every page changed in its range (Litestream's rule too).
             .filter(|f| f.min_txid <= txid + 1 && f.max_txid > txid && f.max_txid <= limit)
-            // Files overlapping what we have are only safe when they start at the
-            // snapshot point of a level (compaction keeps whole windows).
-            .filter(|f| f.min_txid == txid + 1 || (txid == 0 && f.min_txid == 1))
-            .max_by_key(|f| (f.max_txid, f.level));
+            .filter(|f| txid > 0 || f.min_txid == 1)
+            .max_by_key(|f| (f.max_txid, std::cmp::Reverse(f.min_txid), f.level));
         match next {
             Some(f) => {
                 txid = f.max_txid;
@@ -89,10 +111,10 @@ pub fn plan(listing: &Listing, target: Option<u64>) -> Result<Vec<LtxObject>, St
         }
     }
     if plan.is_empty() {
-        return Err(match target {
+        return Err(match limit {
             _ if listing.is_empty() => "has no LTX files".to_string(),
-            Some(t) => format!("has no snapshot at or before TXID {t}"),
-            None => "has no snapshot to start from".to_string(),
+            u64::MAX => "has no snapshot to start from".to_string(),
+            t => format!("has no snapshot at or before TXID {t}"),
         });
     }
     Ok(plan)
@@ -104,41 +126,32 @@ pub fn plan_latest(store: &dyn ReplicaStore) -> Result<Vec<LtxObject>, String> {
     plan(&listing, None).map_err(|e| format!("replica {} {e}", store.describe()))
 }
 
-/// Restores the latest state of `store` into `dest` (which must not exist).
-/// Returns the position restored.
-pub fn restore_latest(store: &dyn ReplicaStore, dest: &Path) -> Result<Position, String> {
-    let plan = plan_latest(store)?;
-    let tmp = dest.with_extension("litestream-restore.tmp");
-    let file = fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let mut applier = Applier::new(file);
-    let result = (|| {
-        for f in &plan {
-            let bytes = block_on(store.get(f.level, f.min_txid, f.max_txid)).map_err(|e| e.to_string())?;
-            applier
-                .apply(&bytes[..])
-                .map_err(|e| format!("level {} file {}-{}: {e}", f.level, f.min_txid, f.max_txid))?;
-        }
-        let pos = applier.position().ok_or("nothing was applied")?;
-        applier.sink().sync_all().map_err(|e| e.to_string())?;
-        Ok(pos)
-    })();
-    match result {
-        Ok(pos) => {
-            fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-            if let Some(dir) = dest.parent() {
-                let _ = crate::primary::state::sync_dir(if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                });
-            }
-            Ok(pos)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
+/// The newest TXID whose file was written at or before `target_ms`, by header timestamp:
+/// a binary search over the files of every level ordered by max TXID (a file's timestamp
+/// is its max TXID's, so both grow together), about log2(files) calls of `timestamp`.
+/// `Ok(None)` when every file is newer than the target.
+pub fn resolve_timestamp<E>(
+    listing: &Listing,
+    target_ms: i64,
+    mut timestamp: impl FnMut(&LtxObject) -> Result<i64, E>,
+) -> Result<Option<u64>, E> {
+    let mut files: Vec<&LtxObject> = listing
+        .snapshots
+        .iter()
+        .chain(listing.incremental.iter().flatten())
+        .collect();
+    files.sort_by_key(|f| (f.max_txid, std::cmp::Reverse(f.level)));
+    files.dedup_by_key(|f| f.max_txid);
+    let (mut lo, mut hi) = (0usize, files.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if timestamp(files[mid])? <= target_ms {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
     }
+    Ok(lo.checked_sub(1).map(|i| files[i].max_txid))
 }
 
 #[cfg(test)]
@@ -201,8 +214,36 @@ mod tests {
         assert_eq!(ranges(&plan(&l, Some(5)).unwrap()), [(1, 1, 5)]);
         assert_eq!(ranges(&plan(&l, Some(6)).unwrap()), [(9, 1, 6)]);
         assert_eq!(ranges(&plan(&l, Some(2)).unwrap()), [(0, 1, 1), (0, 2, 2)]);
-        // No file ends at 4: the plan stops below the target.
-        assert_eq!(ranges(&plan(&l, Some(4)).unwrap()), [(0, 1, 1), (0, 2, 2)]);
+        // No file ends at 4: an error naming the restorable TXIDs around it.
+        let err = plan(&l, Some(4)).unwrap_err();
+        assert!(err.contains("TXID 4") && err.contains("are 2 or 5"), "{err}");
+    }
+
+    #[test]
+    fn overlapping_compactions_are_chained_with_the_fewest_files() {
+        // A level-2 file overlapping the level-1 chain reaches furthest: it is taken.
+        let l = listing(&[f(9, 1, 10), f(1, 11, 20), f(1, 21, 30), f(2, 11, 30), f(0, 31, 31)]);
+        assert_eq!(ranges(&plan(&l, None).unwrap()), [(9, 1, 10), (2, 11, 30), (0, 31, 31)]);
+        let l = listing(&[f(0, 1, 5), f(1, 1, 8), f(0, 6, 8), f(0, 9, 9), f(2, 4, 9)]);
+        assert_eq!(ranges(&plan(&l, None).unwrap()), [(1, 1, 8), (2, 4, 9)]);
+    }
+
+    #[test]
+    fn timestamps_resolve_to_the_newest_txid_written_by_then() {
+        let l = listing(&[f(9, 1, 10), f(1, 11, 20), f(0, 11, 15), f(0, 16, 20), f(0, 21, 25)]);
+        // Header timestamp = 100 * max TXID.
+        let ts = |f: &LtxObject| Ok::<i64, ()>(f.max_txid as i64 * 100);
+        assert_eq!(resolve_timestamp(&l, 999, ts), Ok(None));
+        assert_eq!(resolve_timestamp(&l, 1000, ts), Ok(Some(10)));
+        assert_eq!(resolve_timestamp(&l, 1999, ts), Ok(Some(15)));
+        assert_eq!(resolve_timestamp(&l, 2000, ts), Ok(Some(20)));
+        assert_eq!(resolve_timestamp(&l, i64::MAX, ts), Ok(Some(25)));
+        let mut calls = 0;
+        let _ = resolve_timestamp(&l, 1700, |f| {
+            calls += 1;
+            ts(f)
+        });
+        assert!(calls <= 3, "binary search made {calls} timestamp requests");
     }
 
     #[test]

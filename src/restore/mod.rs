@@ -1,0 +1,18 @@
+//! Restoring a replica to a local database file, to the latest state or to a point in
+//! time (a TXID or a timestamp).
+//!
+//! One plan serves restores and the replica VFS ([`plan`]): the newest snapshot at or
+//! before the target, then the fewest contiguous files that reach it, highest level
+//! first. A restore downloads every file of the plan at once with ranged GETs
+//! ([`download`]), merges them page by page straight into a temporary file (each page is
+//! written once, newest wins), verifies every file checksum and, when the files carry
+//! one, the database checksum, then fsyncs and renames the file into place.
+
+mod download;
+pub mod plan;
+mod progress;
+mod run;
+
+pub use plan::{plan, plan_latest, plan_up_to, resolve_timestamp, Listing, LEVELS, SNAPSHOT_LEVEL};
+pub use progress::{progress_json, RestoreProgress};
+pub use run::{restore, restore_latest, RestoreOptions, Restored, Target};

@@ -1,0 +1,263 @@
+//! One restore, start to finish: resolve the target, plan, stream and merge the files
+//! into a temporary file beside the destination, verify, fsync, rename.
+
+use super::download::RemoteReader;
+use super::plan::{plan, plan_up_to, resolve_timestamp, Listing};
+use super::progress::{register, RestoreProgress};
+use crate::ltx::{DbChecksum, Merge, PageSink, Position};
+use crate::runtime::block_on;
+use crate::storage::{LtxObject, ReplicaStore};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What to restore to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The newest TXID in the replica.
+    Latest,
+    /// Exactly this TXID (it must end a file: see [`plan`]).
+    Txid(u64),
+    /// The newest state whose files were all written at or before this time (ms since
+    /// the epoch, LTX header timestamps).
+    Timestamp(i64),
+}
+
+impl Target {
+    /// Parses what a user types: 'latest', a TXID as Litestream prints it (16 hex
+    /// digits) or as a decimal number prefixed with `txid:`, an RFC 3339 timestamp, or a
+    /// relative time ('10 minutes ago').
+    pub fn parse(text: &str) -> Result<Target, String> {
+        let t = text.trim();
+        if t.len() == 16 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return u64::from_str_radix(t, 16).map(Target::Txid).map_err(|e| e.to_string());
+        }
+        if let Some(n) = t.strip_prefix("txid:") {
+            return n
+                .trim()
+                .parse()
+                .map(Target::Txid)
+                .map_err(|_| format!("'{text}' is not a TXID"));
+        }
+        match crate::replica::time::parse_time(t) {
+            Ok(crate::replica::time::TimeTarget::Latest) => Ok(Target::Latest),
+            Ok(crate::replica::time::TimeTarget::At(ms)) => Ok(Target::Timestamp(ms)),
+            Err(e) => Err(format!(
+                "{e}, or a TXID (16 hex digits as Litestream prints them, or txid:<decimal>)"
+            )),
+        }
+    }
+}
+
+/// How to restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Replace an existing database (and remove its `-wal`/`-shm`, which belong to the
+    /// old contents). Off by default: a restore never destroys data unless asked.
+    pub overwrite: bool,
+    /// Size of one ranged GET.
+    pub chunk_bytes: u64,
+    /// Ranged GETs in flight per file.
+    pub chunks_ahead: usize,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            overwrite: false,
+            chunk_bytes: 8 << 20,
+            chunks_ahead: 4,
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    pub position: Position,
+    /// The files applied, oldest first.
+    pub plan: Vec<LtxObject>,
+    pub bytes_downloaded: u64,
+    pub elapsed: std::time::Duration,
+}
+
+/// Restores `store` at `target` into `dest`. Without `overwrite`, `dest` (and any
+/// `-wal`, `-shm` or `-journal` beside it) must not exist.
+pub fn restore(
+    store: Arc<dyn ReplicaStore>,
+    dest: &Path,
+    target: Target,
+    options: &RestoreOptions,
+) -> Result<Restored, String> {
+    let started = Instant::now();
+    let companions = companions(dest);
+    if !options.overwrite {
+        if let Some(existing) = std::iter::once(dest.to_path_buf())
+            .chain(companions.iter().cloned())
+            .find(|p| p.exists())
+        {
+            return Err(format!(
+                "{} already exists; restore to a new path, or ask to overwrite it",
+                existing.display()
+            ));
+        }
+    }
+    let describe = store.describe().to_string();
+    let listing = block_on(Listing::fetch(store.as_ref())).map_err(|e| format!("listing {describe}: {e}"))?;
+    let files = match target {
+        Target::Latest => plan(&listing, None),
+        Target::Txid(t) => plan(&listing, Some(t)),
+        Target::Timestamp(ms) => {
+            let found = resolve_timestamp(&listing, ms, |f| {
+                block_on(store.timestamp(f.level, f.min_txid, f.max_txid))
+            })
+            .map_err(|e| format!("reading timestamps in {describe}: {e}"))?;
+            let bound = found.ok_or_else(|| {
+                format!(
+                    "replica {describe} has no state at or before {}",
+                    crate::storage::format_rfc3339_nano(ms)
+                )
+            })?;
+            plan_up_to(&listing, bound)
+        }
+    }
+    .map_err(|e| format!("replica {describe} {e}"))?;
+    let progress = Arc::new(RestoreProgress {
+        replica: describe.clone(),
+        dest: dest.display().to_string(),
+        target_txid: files.last().map_or(0, |f| f.max_txid),
+        files: files.len(),
+        total_bytes: files.iter().map(|f| f.size).sum(),
+        downloaded: Arc::new(AtomicU64::new(0)),
+        started,
+    });
+    register(&progress);
+    tracing::info!(
+        replica = %describe,
+        dest = %dest.display(),
+        txid = progress.target_txid,
+        files = files.len(),
+        bytes = progress.total_bytes,
+        "restoring"
+    );
+    let tmp = temp_path(dest);
+    let result = write_merged(&store, &files, &tmp, options, &progress.downloaded);
+    let position = match result {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(format!("restoring {describe} to {}: {e}", dest.display()));
+        }
+    };
+    if options.overwrite {
+        for c in &companions {
+            if let Err(e) = fs::remove_file(c) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(format!("removing {}: {e}", c.display()));
+                }
+            }
+        }
+    }
+    fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::primary::state::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let restored = Restored {
+        position,
+        plan: files,
+        bytes_downloaded: progress.downloaded.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    };
+    tracing::info!(
+        dest = %dest.display(),
+        txid = position.txid,
+        files = restored.plan.len(),
+        ms = restored.elapsed.as_millis() as u64,
+        "restore complete"
+    );
+    Ok(restored)
+}
+
+/// Restores the latest state of `store` into `dest` (which must not exist).
+pub fn restore_latest(store: &Arc<dyn ReplicaStore>, dest: &Path) -> Result<Position, String> {
+    restore(Arc::clone(store), dest, Target::Latest, &RestoreOptions::default()).map(|r| r.position)
+}
+
+fn companions(dest: &Path) -> Vec<PathBuf> {
+    ["-wal", "-shm", "-journal"]
+        .iter()
+        .map(|s| {
+            let mut p = dest.as_os_str().to_owned();
+            p.push(s);
+            PathBuf::from(p)
+        })
+        .collect()
+}
+
+fn temp_path(dest: &Path) -> PathBuf {
+    let mut p = dest.as_os_str().to_owned();
+    p.push(".litestream-restore.tmp");
+    PathBuf::from(p)
+}
+
+/// Streams every file of the plan at once and merges them page by page into `tmp`.
+fn write_merged(
+    store: &Arc<dyn ReplicaStore>,
+    files: &[LtxObject],
+    tmp: &Path,
+    options: &RestoreOptions,
+    downloaded: &Arc<AtomicU64>,
+) -> Result<Position, String> {
+    let mut out = fs::File::create(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let readers: Vec<RemoteReader> = files
+        .iter()
+        .map(|f| {
+            RemoteReader::spawn(
+                Arc::clone(store),
+                f.clone(),
+                options.chunk_bytes,
+                options.chunks_ahead,
+                Arc::clone(downloaded),
+            )
+        })
+        .collect();
+    let merge = Merge::new(readers).map_err(|e| e.to_string())?;
+    let header = merge.header;
+    if header.min_txid != 1 {
+        return Err(format!(
+            "the plan starts at TXID {}, not at a snapshot",
+            header.min_txid
+        ));
+    }
+    let mut checksum = DbChecksum::new();
+    let verify = !header.no_checksum();
+    let post_apply = merge
+        .run(|pgno, page| {
+            if verify {
+                checksum.toggle_page(pgno, page);
+            }
+            out.write_page(pgno, page).map_err(crate::ltx::Error::Io)
+        })
+        .map_err(|e| e.to_string())?;
+    // Pages the merge never wrote are holes, which read as zeros: the lock page among
+    // them, as a snapshot restores it.
+    out.set_page_count(header.page_size, header.commit)
+        .map_err(|e| e.to_string())?;
+    if verify && checksum.value() != post_apply {
+        return Err(format!(
+            "database checksum after merging is {:016x}, the last file says {post_apply:016x}",
+            checksum.value()
+        ));
+    }
+    out.sync_all().map_err(|e| e.to_string())?;
+    Ok(Position {
+        txid: header.max_txid,
+        page_size: header.page_size,
+        commit: header.commit,
+    })
+}
