@@ -141,21 +141,19 @@ impl Compactor {
         let mut chain: Vec<&LtxObject> = Vec::new();
         for f in sources.iter().filter(|f| f.max_txid > last) {
             let prev = chain.last().map_or(last, |p| p.max_txid);
-            if !chain.is_empty() || last > 0 {
-                if !crate::ltx::is_contiguous(prev, f.min_txid, f.max_txid) {
-                    if chain.is_empty() {
-                        tracing::warn!(
-                            level,
-                            after = last,
-                            next = f.min_txid,
-                            "level {} has a gap after TXID {last}; compacting from {}",
-                            level - 1,
-                            f.min_txid
-                        );
-                    } else {
-                        break;
-                    }
+            let follows = crate::ltx::is_contiguous(prev, f.min_txid, f.max_txid);
+            if (!chain.is_empty() || last > 0) && !follows {
+                if !chain.is_empty() {
+                    break;
                 }
+                tracing::warn!(
+                    level,
+                    after = last,
+                    next = f.min_txid,
+                    "level {} has a gap after TXID {last}; compacting from {}",
+                    level - 1,
+                    f.min_txid
+                );
             }
             chain.push(f);
         }
