@@ -17,7 +17,7 @@ use crate::ltx::{compact, format_name, parse_name, Compression};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -68,6 +68,10 @@ impl LevelCache {
 
     pub fn read(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<Vec<u8>> {
         fs::read(self.path(level, min_txid, max_txid)).ok()
+    }
+
+    pub fn open_file(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<fs::File> {
+        fs::File::open(self.path(level, min_txid, max_txid)).ok()
     }
 
     /// Removes cached files of `level` that end at or before `txid`.
@@ -160,19 +164,25 @@ impl Compactor {
         if chain.is_empty() {
             return Ok(None);
         }
+        // Local copies are read from disk, the rest streamed with ranged GETs: memory
+        // holds a page per input and the output, not the inputs.
         let mut local_inputs = 0;
-        let mut inputs = Vec::with_capacity(chain.len());
+        let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(chain.len());
         for f in &chain {
-            let bytes = match self.cache.read(level - 1, f.min_txid, f.max_txid) {
-                Some(b) => {
+            match self.cache.open_file(level - 1, f.min_txid, f.max_txid) {
+                Some(file) => {
                     local_inputs += 1;
-                    bytes::Bytes::from(b)
+                    readers.push(Box::new(io::BufReader::with_capacity(256 << 10, file)));
                 }
-                None => block_on(store.get(level - 1, f.min_txid, f.max_txid)).map_err(err)?,
-            };
-            inputs.push(bytes);
+                None => readers.push(Box::new(crate::restore::RemoteReader::spawn(
+                    Arc::clone(&self.store),
+                    (*f).clone(),
+                    8 << 20,
+                    2,
+                    Arc::default(),
+                ))),
+            }
         }
-        let readers: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
         let out = compact(readers, Vec::new(), self.compression)
             .map_err(|e| format!("compacting level {} into level {level}: {e}", level - 1))?;
         let (min_txid, max_txid) = (out.header.min_txid, out.header.max_txid);

@@ -9,6 +9,7 @@
 //! one, the database checksum, then fsyncs and renames the file into place.
 
 mod download;
+pub use download::RemoteReader;
 pub mod plan;
 mod progress;
 mod run;

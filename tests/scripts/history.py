@@ -34,7 +34,7 @@ def record(ext, uri, seconds, seed):
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)")
     end = time.time() + seconds
-    next_id = 1
+    next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM items").fetchone()[0]
     next_sync = time.time() + rng.uniform(0.03, 0.15)
     while time.time() < end:
         op = rng.random()
