@@ -49,6 +49,16 @@ bench-primary: setup build
 bench-replica: setup build
 	/usr/bin/python3 bench/bench_replica.py $(REPLICA_BENCH_ARGS)
 
+# The long versions of the reliability suites (docs/reliability.md): 1000 SIGKILL cycles
+# everywhere, 100 kills during compaction, a 30-minute soak. Figures print at the end.
+TORTURE_CRASH_CYCLES ?= 1000
+TORTURE_SOAK_SECONDS ?= 1800
+.PHONY: torture
+torture: setup build
+	LITESTREAM_CRASH_CYCLES=$(TORTURE_CRASH_CYCLES) $(CARGO) test --release --test crash_everywhere --test primary_crash -- --nocapture
+	LITESTREAM_COMPACTION_CRASH_CYCLES=100 $(CARGO) test --release --test compaction_crash -- --nocapture
+	LITESTREAM_SOAK_SECONDS=$(TORTURE_SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
+
 # Coverage-guided fuzzing of the decoder (needs cargo-fuzz; see README).
 FUZZ_SECONDS ?= 60
 fuzz:

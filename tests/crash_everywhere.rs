@@ -86,7 +86,7 @@ fn sigkill_during_writes_compaction_restore_and_hydration_loses_nothing() {
             2 => {
                 let out = dir.path().join(format!("restore-{cycle}.db"));
                 let script = format!("SELECT litestream_restore('{url}', '{}');", out.display());
-                kill_after(shell(&script), Duration::from_millis(rng.next() % 40));
+                kill_after(shell(&script), Duration::from_millis(rng.next() % 150));
                 restore_kills += 1;
                 // Under its final name a restore is whole, or it is not there at all.
                 if out.exists() {
