@@ -35,6 +35,7 @@ bench: setup
 	$(CARGO) bench --bench ltx
 	@$(MAKE) --no-print-directory bench-primary
 	@$(MAKE) --no-print-directory bench-replica
+	/usr/bin/python3 bench/chart.py
 
 # Commit throughput/latency and replication lag: plain SQLite vs our VFS vs real
 # Litestream, side by side (bench/README.md). Writes bench/results-primary.json.
