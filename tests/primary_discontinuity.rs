@@ -75,16 +75,3 @@ fn local_state_older_than_the_replica_is_snapshotted_after_the_replica() {
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db), "the replica now follows the local database");
 }
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
