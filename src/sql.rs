@@ -227,9 +227,11 @@ fn restore(_ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     let path = text(1, "the destination path")?;
     let target = match args.get(2) {
         None | Some(SqlValue::Null) => crate::restore::Target::Latest,
-        Some(SqlValue::Integer(t)) if *t > 0 => crate::restore::Target::Txid(*t as u64),
         Some(SqlValue::Text(t)) => crate::restore::Target::parse(t)?,
-        Some(other) => return Err(format!("the target must be a TXID, a time or 'latest', not {other:?}")),
+        Some(other) => match whole_number(other) {
+            Some(txid) if txid > 0 => crate::restore::Target::Txid(txid),
+            _ => return Err(format!("the target must be a TXID, a time or 'latest', not {other:?}")),
+        },
     };
     let overwrite = match args.get(3) {
         None | Some(SqlValue::Null) => false,
@@ -329,6 +331,17 @@ mod tests {
         assert!(call("litestream_sync", &[SqlValue::Real(100.0)])
             .unwrap_err()
             .contains("not replicated"));
+        let restore_to = |target: SqlValue| {
+            let args = [
+                SqlValue::Text("ftp://nowhere/x".into()),
+                SqlValue::Text("/nonexistent/x.db".into()),
+                target,
+            ];
+            call("litestream_restore", &args).unwrap_err()
+        };
+        assert!(restore_to(SqlValue::Real(1.5)).contains("target must be"));
+        // A whole REAL is a TXID: the call gets as far as the unsupported URL.
+        assert!(restore_to(SqlValue::Real(2.0)).contains("scheme"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn both_restore(db: &Path, url: &str, dir: &Path) {
     litestream_restore(url, &theirs, &[]).unwrap();
     let store = open_store(url, &StoreOptions::default()).unwrap();
     let ours = dir.join("restored-by-us.db");
-    restore_latest(store.as_ref(), &ours).unwrap();
+    restore_latest(&store, &ours).unwrap();
     let want = dump(db);
     for (who, restored) in [("litestream restore", &theirs), ("restore_latest", &ours)] {
         assert_eq!(integrity(restored), "ok", "{who}");
