@@ -82,6 +82,14 @@ fn a_replica_litestream_built_is_continued_by_our_primary_with_takeover() {
         ours_max > litestream_max,
         "our TXIDs ({ours_max}) continue after litestream's ({litestream_max})"
     );
+    // Taking over is once: the next open is an ordinary one.
+    let out = sqlite(&format!(
+        "{open}
+{}
+SELECT litestream_sync(30000);",
+        rows("ours later", 10)
+    ));
+    assert!(out.trim().parse::<u64>().unwrap() > ours_max, "{out}");
     assert_contiguous(&level0_ranges(&replica));
     assert_eq!(
         plain(&db, "SELECT count(*) FROM notes WHERE author = 'refused'").trim(),
