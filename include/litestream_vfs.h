@@ -23,7 +23,7 @@
  *   file:view.db?vfs=litestream&role=replica&replica=s3://bucket/app     read replica
  *
  * URI parameters, environment variables and SQL functions are described in the
- * project's README and docs/migration.md.
+ * project's README; docs/languages.md covers this header and the other bindings.
  *
  * Symbols: the archive defines exactly one sqlite3_* symbol, sqlite3_litestreamvfs_init;
  * it never defines SQLite's own functions, so it cannot clash with the SQLite the program
