@@ -10,19 +10,7 @@ use harness::*;
 use litestream_vfs::restore::restore_latest;
 use litestream_vfs::storage::{open_store, StoreOptions};
 use std::path::Path;
-use std::process::Command;
-
-/// Runs `sql` on `db` with the plain sqlite3 shell, as an application without the
-/// extension (next to `litestream replicate`) would.
-fn plain(db: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
-    assert!(
-        out.status.success(),
-        "sqlite3 {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use std::process::{Command, Output};
 
 /// `litestream restore` and our `restore_latest` of `url` both give `db`'s content.
 fn both_restore(db: &Path, url: &str, dir: &Path) {
@@ -54,7 +42,7 @@ fn a_replica_litestream_built_is_continued_by_our_primary_with_takeover() {
     let db = dir.path().join("app.db");
     let replica = dir.path().join("replica");
     let url = format!("file://{}", replica.display());
-    plain(
+    plain_sqlite(
         &db,
         &format!("PRAGMA journal_mode=WAL; {SCHEMA} {}", rows("before litestream", 200)),
     );
@@ -62,7 +50,7 @@ fn a_replica_litestream_built_is_continued_by_our_primary_with_takeover() {
     // Litestream replicates the database as it is, and one more transaction.
     let litestream = LitestreamReplicate::start(&litestream_config(dir.path(), &db, &url));
     let first = litestream.wait_beyond(&replica, 0);
-    plain(&db, &rows("under litestream", 100));
+    plain_sqlite(&db, &rows("under litestream", 100));
     let litestream_max = litestream.wait_beyond(&replica, first);
     litestream.stop();
 
@@ -92,7 +80,7 @@ SELECT litestream_sync(30000);",
     assert!(out.trim().parse::<u64>().unwrap() > ours_max, "{out}");
     assert_contiguous(&level0_ranges(&replica));
     assert_eq!(
-        plain(&db, "SELECT count(*) FROM notes WHERE author = 'refused'").trim(),
+        plain_sqlite(&db, "SELECT count(*) FROM notes WHERE author = 'refused'").trim(),
         "0"
     );
     both_restore(&db, &url, dir.path());
@@ -131,45 +119,69 @@ fn a_replica_our_primary_built_is_continued_by_litestream_with_a_snapshot() {
         file.header.commit,
         "litestream's first file is a full snapshot"
     );
-    plain(&db, &rows("litestream", 100));
+    plain_sqlite(&db, &rows("litestream", 100));
     litestream.wait_beyond(&replica, snapshot_max);
     litestream.stop();
 
     assert_contiguous(&level0_ranges(&replica));
     assert_eq!(
-        plain(&db, "SELECT count(*) FROM notes").trim(),
+        plain_sqlite(&db, "SELECT count(*) FROM notes").trim(),
         "350",
         "every write is in the database"
     );
     both_restore(&db, &url, dir.path());
 }
 
-/// Runs `script` through a VFS extension: Litestream's (which reads
-/// `LITESTREAM_REPLICA_URL` when loaded) or ours (`role=replica&replica=` in `open`); stdout.
-fn read_through(extension: &Path, open: &str, url: &str, script: &str) -> String {
-    let out = run_through(extension, open, url, script);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}: {stdout}{}",
-        extension.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+/// The two read-replica VFS extensions, which a process loads one at a time.
+#[derive(Clone, Copy, Debug)]
+enum Vfs {
+    /// Litestream 0.5.17's (it reads `LITESTREAM_REPLICA_URL` when loaded).
+    Litestreams,
+    Ours,
 }
 
-fn run_through(extension: &Path, open: &str, url: &str, script: &str) -> std::process::Output {
-    Command::new("sqlite3")
-        .env_remove("AWS_CA_BUNDLE")
-        .env("LITESTREAM_REPLICA_URL", url)
-        .arg("-batch")
-        .arg("-cmd")
-        .arg(format!(".load {} sqlite3_litestreamvfs_init", extension.display()))
-        .arg(":memory:")
-        .arg(open)
-        .arg(script)
-        .output()
-        .unwrap()
+impl Vfs {
+    /// Runs `script` in the sqlite3 shell on a new connection (file `name` in `dir`)
+    /// reading the replica at `url`.
+    fn run(self, dir: &Path, name: &str, url: &str, script: &str) -> Output {
+        let file = dir.join(name);
+        let (extension, open) = match self {
+            Vfs::Litestreams => (
+                litestream_vfs_extension(),
+                format!(".open file:{}?vfs=litestream", file.display()),
+            ),
+            Vfs::Ours => (
+                extension(),
+                format!(
+                    ".open file:{}?vfs=litestream&role=replica&replica={url}",
+                    file.display()
+                ),
+            ),
+        };
+        Command::new("sqlite3")
+            .env_remove("AWS_CA_BUNDLE")
+            .env("LITESTREAM_REPLICA_URL", url)
+            .arg("-batch")
+            .arg("-cmd")
+            .arg(format!(".load {} sqlite3_litestreamvfs_init", extension.display()))
+            .arg(":memory:")
+            .arg(open)
+            .arg(script)
+            .output()
+            .unwrap()
+    }
+
+    /// [`Vfs::run`], which must succeed; stdout.
+    fn read(self, dir: &Path, name: &str, url: &str, script: &str) -> String {
+        let out = self.run(dir, name, url, script);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{self:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
 }
 
 #[test]
@@ -195,28 +207,15 @@ fn queries_written_for_litestreams_vfs_answer_the_same_through_ours() {
         SELECT typeof(litestream_lag()) = 'integer' AND litestream_lag() >= -1;
         PRAGMA litestream_lag;
         SELECT coalesce(litestream_set_time('latest'), 'accepted') IS NOT NULL;";
-    let theirs = read_through(
-        &litestream_vfs_extension(),
-        &format!(".open file:{}?vfs=litestream", dir.path().join("theirs.db").display()),
-        &url,
-        script,
-    );
-    let ours = read_through(
-        &extension(),
-        &format!(
-            ".open file:{}?vfs=litestream&role=replica&replica={url}",
-            dir.path().join("ours.db").display()
-        ),
-        &url,
-        script,
-    );
+    let theirs = Vfs::Litestreams.read(dir.path(), "theirs.db", &url, script);
+    let ours = Vfs::Ours.read(dir.path(), "ours.db", &url, script);
     let lines = |text: &str| -> Vec<String> { text.lines().map(str::to_string).collect() };
     let (theirs, ours) = (lines(&theirs), lines(&ours));
     assert_eq!(theirs.len(), 5, "{theirs:?}");
     assert_eq!(ours.len(), 5, "{ours:?}");
     assert_eq!(
         ours[0],
-        plain(&db, "SELECT count(*), sum(length(body)), max(id) FROM notes;").trim()
+        plain_sqlite(&db, "SELECT count(*), sum(length(body)), max(id) FROM notes;").trim()
     );
     assert_eq!(theirs[0], ours[0], "the same rows");
     assert_eq!(theirs[1], format!("{txid:016x}"), "their PRAGMA litestream_txid");
@@ -238,22 +237,9 @@ fn queries_written_for_litestreams_vfs_answer_the_same_through_ours() {
         ("PRAGMA litestream_txid = 1;", "litestream_txid is read-only"),
         ("PRAGMA litestream_lag = 0;", "litestream_lag is read-only"),
     ] {
-        let theirs = run_through(
-            &litestream_vfs_extension(),
-            &format!(".open file:{}?vfs=litestream", dir.path().join("t3.db").display()),
-            &url,
-            pragma,
-        );
+        let theirs = Vfs::Litestreams.run(dir.path(), "theirs.db", &url, pragma);
         assert!(!theirs.status.success(), "litestream's VFS accepted {pragma}");
-        let ours = run_through(
-            &extension(),
-            &format!(
-                ".open file:{}?vfs=litestream&role=replica&replica={url}",
-                dir.path().join("o3.db").display()
-            ),
-            &url,
-            pragma,
-        );
+        let ours = Vfs::Ours.run(dir.path(), "ours.db", &url, pragma);
         let stderr = String::from_utf8_lossy(&ours.stderr);
         assert!(!ours.status.success() && stderr.contains(message), "{pragma}: {stderr}");
     }
@@ -264,21 +250,8 @@ fn queries_written_for_litestreams_vfs_answer_the_same_through_ours() {
     let script = "SELECT typeof(litestream_txid()), litestream_txid();
         SELECT litestream_time() = 'latest', litestream_time() GLOB '20[0-9][0-9]-*T*Z';
         SELECT quote(litestream_set_time('latest'));";
-    let theirs = read_through(
-        &litestream_vfs_extension(),
-        &format!(".open file:{}?vfs=litestream", dir.path().join("theirs2.db").display()),
-        &url,
-        script,
-    );
+    let theirs = Vfs::Litestreams.read(dir.path(), "theirs.db", &url, script);
     assert_eq!(theirs, format!("text|{txid:016x}\n0|1\nNULL\n"));
-    let ours = read_through(
-        &extension(),
-        &format!(
-            ".open file:{}?vfs=litestream&role=replica&replica={url}",
-            dir.path().join("ours2.db").display()
-        ),
-        &url,
-        script,
-    );
+    let ours = Vfs::Ours.read(dir.path(), "ours.db", &url, script);
     assert_eq!(ours, format!("integer|{txid}\n1|0\n{txid}\n"));
 }

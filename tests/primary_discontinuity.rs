@@ -4,12 +4,6 @@
 mod harness;
 
 use harness::*;
-use std::process::Command;
-
-fn plain_sqlite(db: &std::path::Path, sql: &str) {
-    let status = Command::new("sqlite3").arg(db).arg(sql).status().unwrap();
-    assert!(status.success());
-}
 
 fn open_and_sync(db: &std::path::Path, url: &str, sql: &str) -> u64 {
     let out = sqlite(&format!(

@@ -96,6 +96,15 @@ fn run_shell(sql: &str, bail: bool) -> (bool, String, String) {
     )
 }
 
+/// Runs `sql` on `db` with the plain `sqlite3` shell (no extension), as an application
+/// that does not use the VFS would; returns stdout, panics on failure.
+pub fn plain_sqlite(db: &Path, sql: &str) -> String {
+    check(
+        "plain sqlite3",
+        Command::new("sqlite3").arg(db).arg(sql).output().expect("sqlite3 runs"),
+    )
+}
+
 /// `.dump` of a database through the plain shell (no extension).
 pub fn dump(db: &Path) -> String {
     check(
