@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod fetch;
 pub mod hydrate;
+pub mod pragma;
 pub mod registry;
 pub mod state;
 pub mod time;
