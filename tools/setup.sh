@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the sqlite3 shell (SQL tests, interop), Debian's python3 with venv
-# (it can load SQLite extensions, pyenv's cannot).
-packages=(sqlite3 python3 python3-venv ca-certificates)
+# (it can load SQLite extensions, pyenv's cannot), nats-server with JetStream for the
+# nats:// tests (tests/common/nats.rs; Debian 12 ships 2.9), openssl for their TLS fixture.
+packages=(sqlite3 python3 python3-venv ca-certificates nats-server openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
