@@ -405,3 +405,91 @@ async fn user_password_and_tls_with_a_private_ca() {
     assert!(!err.is_transient(), "{err:?}");
     assert!(!err.to_string().contains("pa55-word-secret"), "{err}");
 }
+
+/// Runs `f` (blocking work of the interop helper) from inside the async test.
+fn blocking<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// The real `litestream` 0.5.17 replicates to the bucket; we list, read and date its files.
+/// Its config says `path: app`, which 0.5.17's NATS client ignores: its files land at the
+/// bucket root (`ltx/<level>/<name>`), where a path-less `nats://host/bucket` URL reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_what_litestream_wrote() {
+    let nats = Nats::start();
+    let store = open(&nats.url("interop"));
+    store.list(0).await.unwrap(); // creates the bucket: litestream requires it to exist
+    let b = bucket(&nats, "interop").await;
+    let port = nats.port;
+    common::litestream::reads_what_litestream_wrote(common::litestream::LitestreamTarget {
+        replicate: &|cmd, db, dir| {
+            let config = dir.join("litestream.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "dbs:\n  - path: {}\n    replica:\n      type: nats\n      url: nats://127.0.0.1:{port}/interop\n      path: app\n      sync-interval: 100ms\n",
+                    db.display()
+                ),
+            )
+            .unwrap();
+            cmd.arg("-config").arg(config);
+        },
+        store: store.as_ref(),
+        list_keys: &|| blocking(names(&b)),
+        head: &|key| {
+            let info = blocking(b.info(key)).unwrap();
+            let headers = info
+                .headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .map(|(k, v)| (k.to_string().to_ascii_lowercase(), v[0].to_string()))
+                .collect();
+            common::http::Response { status: 200, headers, body: Vec::new() }
+        },
+        ltx_key: |level, min, max| format!("ltx/{level}/{min:016x}-{max:016x}.ltx"),
+        key_prefix: "ltx/",
+        meta_prefix: "",
+        timestamp_header: "litestream-timestamp",
+        bucket_word: "bucket",
+        second_sql: "INSERT INTO t VALUES (4);",
+        log_tail: &|| nats.log_tail(),
+    })
+    .await;
+}
+
+/// While the server is down every request fails at once with a transient error (nothing
+/// waits for a timeout); once it is back, the same store reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_fails_fast_and_the_store_reconnects() {
+    let mut nats = Nats::start();
+    let store = open(&nats.url("outage/db"));
+    store.put_new(0, 1, 1, ltx_blob(1, b'a', 200), 1).await.unwrap();
+    nats.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let err = store.put_new(0, 2, 2, ltx_blob(2, b'b', 200), 2).await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(store.list(0).await.unwrap_err().is_transient());
+    }
+    nats.restart();
+    let started = std::time::Instant::now();
+    while let Err(e) = store.put_new(0, 2, 2, ltx_blob(2, b'b', 200), 2).await {
+        assert!(e.is_transient(), "{e:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no reconnect: {e}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        store.list(0).await.unwrap().len(),
+        2,
+        "what was stored before the restart is still there"
+    );
+}

@@ -99,6 +99,7 @@ const TRANSIENT: &[&str] = &[
     "does not exist", // async-nats' text for "no responders" on a JetStream API request
     "broken pipe",
     "connection",
+    "not connected",
     "disconnected",
     "io error",
     "missed idle heartbeat",

@@ -111,17 +111,33 @@ impl NatsReplica {
     }
 
     async fn session(&self, ctx: Ctx<'_>) -> Result<&Session> {
-        self.session
+        let s = self
+            .session
             .get_or_try_init(|| Session::open(&self.settings, &self.subjects, ctx))
-            .await
+            .await?;
+        // While the client is reconnecting a request would only wait for its timeout; say
+        // at once what is wrong, and let the caller's retries wait for the connection.
+        if s.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(ctx.from_text("not connected to the NATS server (reconnecting)"));
+        }
+        Ok(s)
     }
 
-    /// Runs `f` with a time limit of [`BASE_TIMEOUT`] plus a second per MiB of `bytes`.
+    /// Runs `f` with a time limit of [`BASE_TIMEOUT`] plus a second per MiB of `bytes`, and
+    /// gives up at once if the connection drops meanwhile (every step of an operation is
+    /// safe to repeat, so the caller's retry starts over).
     async fn timed<T>(&self, ctx: Ctx<'_>, bytes: u64, f: impl Future<Output = Result<T>>) -> Result<T> {
         let limit = BASE_TIMEOUT + Duration::from_secs(bytes >> 20);
-        tokio::time::timeout(limit, f)
-            .await
-            .unwrap_or_else(|_| Err(ctx.timed_out(limit)))
+        let lost = async {
+            match self.session.get() {
+                Some(s) => s.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(limit, f) => r.unwrap_or_else(|_| Err(ctx.timed_out(limit))),
+            () = lost => Err(ctx.from_text("lost the connection to the NATS server during the request")),
+        }
     }
 
     /// The last metadata message of `name` and its stream sequence; `None` if the name was

@@ -42,6 +42,8 @@ pub(crate) struct Session {
     /// `$JS.API.DIRECT.GET` and return the raw payload, instead of the leader-only
     /// `STREAM.MSG.GET`, whose JSON answer carries the payload in base64.
     direct: bool,
+    /// Whether the client is connected, as its connection events say.
+    connected: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Session {
@@ -67,7 +69,8 @@ impl Session {
     }
 
     async fn open_here(settings: &Settings, subjects: &Subjects, ctx: Ctx<'_>) -> Result<Session> {
-        let client = connect_options(settings, ctx)
+        let (connected_tx, connected) = tokio::sync::watch::channel(true);
+        let client = connect_options(settings, connected_tx, ctx)
             .await?
             .connect(settings.servers.as_str())
             .await
@@ -113,7 +116,15 @@ impl Session {
             js,
             stream,
             direct,
+            connected,
         })
+    }
+
+    /// Resolves when the connection is (or already was) lost. Requests in flight then only
+    /// wait for their timeouts, so callers race their work against this.
+    pub async fn lost(&self) {
+        let mut rx = self.connected.clone();
+        let _ = rx.wait_for(|up| !*up).await;
     }
 
     /// One message, or `None` when there is none there.
@@ -266,7 +277,11 @@ async fn create_bucket(
 
 /// Client options from the settings: authentication, TLS, and reconnecting forever (the
 /// uploader retries; the connection must come back whenever the server does).
-async fn connect_options(settings: &Settings, ctx: Ctx<'_>) -> Result<ConnectOptions> {
+async fn connect_options(
+    settings: &Settings,
+    connected: tokio::sync::watch::Sender<bool>,
+    ctx: Ctx<'_>,
+) -> Result<ConnectOptions> {
     let file_error = |what: &str, e: std::io::Error| Error::config(format!("{}: {what}: {e}", ctx.store));
     let mut o = match &settings.auth {
         Auth::None => ConnectOptions::new(),
@@ -290,16 +305,24 @@ async fn connect_options(settings: &Settings, ctx: Ctx<'_>) -> Result<ConnectOpt
         o = o.add_client_certificate(cert.clone(), key.clone());
     }
     let store = ctx.store.to_string();
+    let connected = std::sync::Arc::new(connected);
     Ok(o.name("litestream-vfs")
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(REQUEST_TIMEOUT))
         .max_reconnects(None)
         .event_callback(move |event| {
             let store = store.clone();
+            let connected = std::sync::Arc::clone(&connected);
             async move {
                 match event {
-                    async_nats::Event::Connected => tracing::info!(store = %store, "NATS connected"),
-                    async_nats::Event::Disconnected => tracing::warn!(store = %store, "NATS disconnected"),
+                    async_nats::Event::Connected => {
+                        connected.send_replace(true);
+                        tracing::info!(store = %store, "NATS connected")
+                    }
+                    async_nats::Event::Disconnected => {
+                        connected.send_replace(false);
+                        tracing::warn!(store = %store, "NATS disconnected")
+                    }
                     other => tracing::debug!(store = %store, event = %other, "NATS event"),
                 }
             }
