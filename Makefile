@@ -49,6 +49,12 @@ bench-primary: setup build
 bench-replica: setup build
 	/usr/bin/python3 bench/bench_replica.py $(REPLICA_BENCH_ARGS)
 
+# Page reads on a NATS JetStream object store (no native ranges): latency and bytes per
+# read against the frame size, read-and-cut, tail and hydration reads (~30 s).
+.PHONY: bench-nats
+bench-nats: setup
+	$(CARGO) bench --bench nats_page_reads
+
 # Coverage-guided fuzzing of the decoder (needs cargo-fuzz; see README).
 FUZZ_SECONDS ?= 60
 fuzz:

@@ -256,6 +256,27 @@ async fn a_ranged_read_transfers_only_the_chunks_it_needs() {
         (128 * 1024..160_000).contains(&second),
         "a ranged read within one chunk moved {second} bytes"
     );
+
+    // A primary that serves replicas may write smaller chunks: reads move less.
+    let small = open(&nats.url("ranges/small?nats_chunk_size=16k"));
+    small.put_new(0, 1, 1, data.clone(), 0).await.unwrap();
+    small.get_range(0, 1, 1, 0..1).await.unwrap(); // the chunk map
+    let before = sent();
+    assert_eq!(
+        small.get_range(0, 1, 1, 1_000_000..1_004_096).await.unwrap(),
+        data.slice(1_000_000..1_004_096)
+    );
+    let moved = sent() - before;
+    assert!(
+        (4096..2 * 16 * 1024 + 2000).contains(&moved),
+        "16 KiB chunks: a 4 KiB read moved {moved} bytes"
+    );
+    let info = bucket(&nats, "ranges")
+        .await
+        .info("small/ltx/0/0000000000000001-0000000000000001.ltx")
+        .await
+        .unwrap();
+    assert_eq!((info.chunks, info.size), (256, 4 << 20), "written in 16 KiB chunks");
 }
 
 /// Two primaries creating the same names at once: for each name exactly one wins, the other

@@ -57,6 +57,10 @@ pub struct NatsOptions {
     pub tls_cert: Option<String>,
     /// PEM key of the client certificate, `nats_tls_key` / `NATS_KEY`.
     pub tls_key: Option<String>,
+    /// Size of the chunk messages of the objects we write, `nats_chunk_size` (bytes, or
+    /// with a `k` suffix). Default 128k, as the NATS clients; smaller chunks make a
+    /// replica's page reads cheaper and whole-file reads slower (docs/nats.md).
+    pub chunk_size: Option<usize>,
 }
 
 impl std::fmt::Debug for NatsOptions {
@@ -73,6 +77,7 @@ impl std::fmt::Debug for NatsOptions {
             .field("tls_ca", &self.tls_ca)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("chunk_size", &self.chunk_size)
             .finish()
     }
 }
@@ -89,6 +94,7 @@ impl NatsOptions {
         "nats_tls_ca",
         "nats_tls_cert",
         "nats_tls_key",
+        "nats_chunk_size",
     ];
 
     /// Sets `key` (`nats_creds` or `nats-creds`, ...); `Ok(false)` if it is not a NATS option.
@@ -107,6 +113,7 @@ impl NatsOptions {
             "tls_ca" => self.tls_ca = text,
             "tls_cert" => self.tls_cert = text,
             "tls_key" => self.tls_key = text,
+            "chunk_size" => self.chunk_size = Some(parse_chunk_size(key, value)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -156,6 +163,22 @@ impl StoreOptions {
     }
 }
 
+/// A chunk size: bytes, or KiB with a `k` suffix; 1k to 512k (the server's default
+/// `max_payload` is 1 MiB, headers included).
+fn parse_chunk_size(key: &str, value: &str) -> Result<usize> {
+    let v = value.trim().to_ascii_lowercase();
+    let (digits, unit) = match v.strip_suffix('k') {
+        Some(d) => (d, 1024),
+        None => (v.as_str(), 1),
+    };
+    match digits.parse::<usize>().ok().and_then(|n| n.checked_mul(unit)) {
+        Some(n) if (1024..=512 * 1024).contains(&n) => Ok(n),
+        _ => Err(Error::config(format!(
+            "parameter {key}={value:?} must be a size from 1k to 512k"
+        ))),
+    }
+}
+
 /// A boolean parameter, with the spellings Go's `litestream.BoolQueryValue` accepts.
 /// Unlike Litestream (which reads anything else as false), other values are an error.
 pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
@@ -191,6 +214,13 @@ mod tests {
         assert!(o.set("nats_tls", "yes").unwrap());
         assert!(!o.set("nats_color", "blue").unwrap());
         assert!(o.set("nats_tls", "perhaps").is_err());
+        assert!(o.set("nats_chunk_size", "32k").unwrap());
+        assert_eq!(o.nats.chunk_size, Some(32 * 1024));
+        assert!(o.set("nats_chunk_size", "2048").unwrap());
+        assert_eq!(o.nats.chunk_size, Some(2048));
+        for bad in ["0", "1m", "600k", "lots"] {
+            assert!(o.set("nats_chunk_size", bad).is_err(), "{bad}");
+        }
         assert_eq!(o.nats.creds.as_deref(), Some("/etc/nats/user.creds"));
         assert_eq!(o.nats.tls_ca.as_deref(), Some("/etc/nats/ca.pem"));
         assert_eq!(o.nats.tls, Some(true));

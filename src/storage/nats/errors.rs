@@ -22,11 +22,11 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// Converts any error from async-nats.
     pub fn error(&self, err: &(dyn StdError + 'static)) -> Error {
-        self.from_text(&chain_text(err))
+        self.classify(&chain_text(err))
     }
 
     /// Builds an error from a message (ours or a server's), classified by its text.
-    pub fn from_text(&self, text: &str) -> Error {
+    pub fn classify(&self, text: &str) -> Error {
         let message = self.redactor.clean(text);
         let lower = message.to_ascii_lowercase();
         let (store, op, key) = (self.store.to_string(), self.op, self.key.to_string());
@@ -144,16 +144,12 @@ mod tests {
         let mut r = Redactor::default();
         r.add("tok-s3cr3t");
         let c = ctx(&r);
-        assert!(c.from_text("timed out: didn't receive ack in time").is_transient());
-        assert!(c
-            .from_text("requested JetStream resource does not exist")
-            .is_transient());
-        assert!(c
-            .from_text("IO error: Connection refused (os error 111)")
-            .is_transient());
-        let e = c.from_text("authorization violation for token tok-s3cr3t");
+        assert!(c.classify("timed out: didn't receive ack in time").is_transient());
+        assert!(c.classify("requested JetStream resource does not exist").is_transient());
+        assert!(c.classify("IO error: Connection refused (os error 111)").is_transient());
+        let e = c.classify("authorization violation for token tok-s3cr3t");
         assert!(matches!(e, Error::Denied { .. }), "{e:?}");
         assert!(!e.to_string().contains("tok-s3cr3t"), "{e}");
-        assert!(matches!(c.from_text("invalid JSON"), Error::Other { .. }));
+        assert!(matches!(c.classify("invalid JSON"), Error::Other { .. }));
     }
 }

@@ -21,9 +21,6 @@ use serde::{Deserialize, Serialize};
 /// `nats.HeaderKeyTimestamp`.
 pub const TIMESTAMP_HEADER: &str = "Litestream-Timestamp";
 
-/// Chunk size of the objects we write: the NATS clients' default.
-pub(crate) const CHUNK_SIZE: usize = 128 * 1024;
-
 /// Object metadata as stored on the meta subject.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ObjectMeta {

@@ -41,7 +41,7 @@ use super::timestamp::{format_rfc3339_nano, parse_rfc3339_ms};
 use chunks::{ChunkMap, MapCache};
 use errors::Ctx;
 pub use meta::TIMESTAMP_HEADER as NATS_TIMESTAMP_HEADER;
-use meta::{digest, MetaOptions, ObjectMeta, Subjects, CHUNK_SIZE};
+use meta::{digest, MetaOptions, ObjectMeta, Subjects};
 use session::{Session, Which};
 use settings::Settings;
 
@@ -118,7 +118,7 @@ impl NatsReplica {
         // While the client is reconnecting a request would only wait for its timeout; say
         // at once what is wrong, and let the caller's retries wait for the connection.
         if s.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(ctx.from_text("not connected to the NATS server (reconnecting)"));
+            return Err(ctx.classify("not connected to the NATS server (reconnecting)"));
         }
         Ok(s)
     }
@@ -136,7 +136,7 @@ impl NatsReplica {
         };
         tokio::select! {
             r = tokio::time::timeout(limit, f) => r.unwrap_or_else(|_| Err(ctx.timed_out(limit))),
-            () = lost => Err(ctx.from_text("lost the connection to the NATS server during the request")),
+            () = lost => Err(ctx.classify("lost the connection to the NATS server during the request")),
         }
     }
 
@@ -231,7 +231,7 @@ impl NatsReplica {
         };
         if map.sequences.len() as u64 != meta.chunks || map.size() != meta.size {
             // Chunks purged under us (deleted or overwritten since we read the metadata).
-            return Err(ctx.from_text(&format!(
+            return Err(ctx.classify(&format!(
                 "object changed while reading it: found {} bytes in {} chunks, metadata says {} in {}; \
                  connection to be retried",
                 map.size(),
@@ -314,13 +314,13 @@ impl NatsReplica {
             ),
             options: Some(MetaOptions {
                 link: None,
-                max_chunk_size: Some(CHUNK_SIZE as u64),
+                max_chunk_size: Some(self.settings.chunk_size as u64),
             }),
             bucket: self.settings.bucket.clone(),
             nuid: nuid.clone(),
             size: data.len() as u64,
             mtime: Some(format_rfc3339_nano(now_ms())),
-            chunks: data.len().div_ceil(CHUNK_SIZE) as u64,
+            chunks: data.len().div_ceil(self.settings.chunk_size) as u64,
             digest: Some(digest(&data)),
             ..Default::default()
         };
@@ -370,8 +370,9 @@ impl NatsReplica {
 
     async fn publish_chunks(&self, s: &Session, subject: &str, data: &Bytes, ctx: Ctx<'_>) -> Result<()> {
         let mut in_flight = Vec::new();
-        for start in (0..data.len()).step_by(CHUNK_SIZE) {
-            let chunk = data.slice(start..(start + CHUNK_SIZE).min(data.len()));
+        let size = self.settings.chunk_size;
+        for start in (0..data.len()).step_by(size) {
+            let chunk = data.slice(start..(start + size).min(data.len()));
             in_flight.push(s.publish(subject.to_string(), None, chunk));
             if in_flight.len() == PUBLISH_WINDOW {
                 for r in futures_util::future::join_all(in_flight.drain(..)).await {
@@ -424,7 +425,7 @@ impl NatsReplica {
                 None => expected = 0,
             }
         }
-        Err(ctx.from_text("the object's metadata kept changing during a conditional create: timed out"))
+        Err(ctx.classify("the object's metadata kept changing during a conditional create: timed out"))
     }
 }
 
@@ -543,7 +544,7 @@ impl ReplicaStore for NatsReplica {
                 }
             }
             // Stale twice in a row: the object is being replaced or deleted right now.
-            Err(ctx.from_text("the object's chunks disappeared while reading it (concurrent overwrite?): timed out"))
+            Err(ctx.classify("the object's chunks disappeared while reading it (concurrent overwrite?): timed out"))
         })
         .await
     }

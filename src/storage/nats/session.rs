@@ -65,7 +65,7 @@ impl Session {
                 Self::open_here(&settings, &subjects, ctx).await
             })
             .await;
-        joined.unwrap_or_else(|e| Err(ctx.from_text(&format!("connect task failed: {e}"))))
+        joined.unwrap_or_else(|e| Err(ctx.classify(&format!("connect task failed: {e}"))))
     }
 
     async fn open_here(settings: &Settings, subjects: &Subjects, ctx: Ctx<'_>) -> Result<Session> {
@@ -198,10 +198,10 @@ impl Session {
             let m = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => return Err(ctx.error(&e)),
-                None => return Err(ctx.from_text("the consumer ended early")),
+                None => return Err(ctx.classify("the consumer ended early")),
             };
             let (sequence, pending) = {
-                let info = m.info().map_err(|e| ctx.from_text(&format!("bad delivery: {e}")))?;
+                let info = m.info().map_err(|e| ctx.classify(&format!("bad delivery: {e}")))?;
                 (info.stream_sequence, info.pending)
             };
             each(sequence, m.message)?;

@@ -15,6 +15,8 @@ use super::super::target::{first_env, percent_decode, EnvFn, Target};
 
 /// The NATS client port when the URL names none.
 const DEFAULT_PORT: u16 = 4222;
+/// Chunk size of the objects we write unless told otherwise: the NATS clients' default.
+const DEFAULT_CHUNK_SIZE: usize = 128 * 1024;
 
 /// How the client proves who it is.
 #[derive(Clone, PartialEq, Eq)]
@@ -57,6 +59,8 @@ pub(crate) struct Settings {
     pub layout: Layout,
     pub auth: Auth,
     pub tls: Tls,
+    /// Chunk size of the objects we write.
+    pub chunk_size: usize,
     /// The URL with credentials replaced, for every message about this store.
     pub name: String,
     pub redactor: Redactor,
@@ -81,6 +85,8 @@ const KNOWN_PARAMS: &[&str] = &[
     "nats-tls-cert",
     "nats_tls_key",
     "nats-tls-key",
+    "nats_chunk_size",
+    "nats-chunk-size",
 ];
 
 /// JetStream stream names, hence bucket names: letters, digits, `-` and `_`.
@@ -220,6 +226,7 @@ impl Settings {
             layout,
             auth,
             tls,
+            chunk_size: o.chunk_size.or(from_url.chunk_size).unwrap_or(DEFAULT_CHUNK_SIZE),
             name: redactor.clean(&t.name),
             redactor,
         })
@@ -330,5 +337,7 @@ mod tests {
         assert!(err.to_string().contains("nats_tls_key"), "{err}");
         let s = parse("nats://h/b?nats_tls=true").unwrap();
         assert!(s.tls.required && s.tls.ca.is_none());
+        assert_eq!(s.chunk_size, 128 * 1024);
+        assert_eq!(parse("nats://h/b?nats_chunk_size=16k").unwrap().chunk_size, 16 * 1024);
     }
 }
