@@ -54,6 +54,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// A condition of ours that asking again later can fix.
+    pub fn transient(&self, message: &str) -> Error {
+        Error::Transient {
+            store: self.store.to_string(),
+            op: self.op,
+            key: self.key.to_string(),
+            message: self.redactor.clean(message),
+        }
+    }
+
     /// An operation that took longer than its limit: the server is unreachable or stalled.
     pub fn timed_out(&self, limit: std::time::Duration) -> Error {
         Error::Transient {
@@ -99,7 +109,6 @@ const TRANSIENT: &[&str] = &[
     "does not exist", // async-nats' text for "no responders" on a JetStream API request
     "broken pipe",
     "connection",
-    "not connected",
     "disconnected",
     "io error",
     "missed idle heartbeat",
@@ -109,7 +118,6 @@ const TRANSIENT: &[&str] = &[
     "temporarily unavailable",
     "insufficient resources",
     "max reconnects",
-    "ended early",
 ];
 
 /// The error and its sources, `: `-joined, with repeats dropped.

@@ -118,7 +118,7 @@ impl NatsReplica {
         // While the client is reconnecting a request would only wait for its timeout; say
         // at once what is wrong, and let the caller's retries wait for the connection.
         if s.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(ctx.classify("not connected to the NATS server (reconnecting)"));
+            return Err(ctx.transient("not connected to the NATS server (reconnecting)"));
         }
         Ok(s)
     }
@@ -136,7 +136,7 @@ impl NatsReplica {
         };
         tokio::select! {
             r = tokio::time::timeout(limit, f) => r.unwrap_or_else(|_| Err(ctx.timed_out(limit))),
-            () = lost => Err(ctx.classify("lost the connection to the NATS server during the request")),
+            () = lost => Err(ctx.transient("lost the connection to the NATS server during the request")),
         }
     }
 
@@ -231,9 +231,9 @@ impl NatsReplica {
         };
         if map.sequences.len() as u64 != meta.chunks || map.size() != meta.size {
             // Chunks purged under us (deleted or overwritten since we read the metadata).
-            return Err(ctx.classify(&format!(
+            return Err(ctx.transient(&format!(
                 "object changed while reading it: found {} bytes in {} chunks, metadata says {} in {}; \
-                 connection to be retried",
+                 read again",
                 map.size(),
                 map.sequences.len(),
                 meta.size,
@@ -425,7 +425,7 @@ impl NatsReplica {
                 None => expected = 0,
             }
         }
-        Err(ctx.classify("the object's metadata kept changing during a conditional create: timed out"))
+        Err(ctx.transient("the object's metadata kept changing during a conditional create"))
     }
 }
 
@@ -544,7 +544,7 @@ impl ReplicaStore for NatsReplica {
                 }
             }
             // Stale twice in a row: the object is being replaced or deleted right now.
-            Err(ctx.classify("the object's chunks disappeared while reading it (concurrent overwrite?): timed out"))
+            Err(ctx.transient("the object's chunks disappeared while reading it (being overwritten or deleted?)"))
         })
         .await
     }

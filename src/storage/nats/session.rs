@@ -198,7 +198,7 @@ impl Session {
             let m = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => return Err(ctx.error(&e)),
-                None => return Err(ctx.classify("the consumer ended early")),
+                None => return Err(ctx.transient("the consumer ended before the last message")),
             };
             let (sequence, pending) = {
                 let info = m.info().map_err(|e| ctx.classify(&format!("bad delivery: {e}")))?;
