@@ -60,6 +60,12 @@ torture: setup build
 	LITESTREAM_COMPACTION_CRASH_CYCLES=100 $(CARGO) test --release --test compaction_crash -- --nocapture
 	LITESTREAM_SOAK_SECONDS=$(TORTURE_SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
 
+# Page reads on a NATS JetStream object store (no native ranges): latency and bytes per
+# read against the frame size, read-and-cut, tail and hydration reads (~30 s).
+.PHONY: bench-nats
+bench-nats: setup
+	$(CARGO) bench --bench nats_page_reads
+
 # Coverage-guided fuzzing of the decoder (needs cargo-fuzz; see README).
 FUZZ_SECONDS ?= 60
 fuzz:

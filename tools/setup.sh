@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the sqlite3 shell (SQL tests, interop), Debian's python3 with venv
-# (it can load SQLite extensions, pyenv's cannot), and for examples/: sqlite3.h for the C
-# example, a C/C++ toolchain for it and for building better-sqlite3.
-packages=(sqlite3 python3 python3-venv ca-certificates libsqlite3-dev gcc g++ make)
+# (it can load SQLite extensions, pyenv's cannot); for examples/: sqlite3.h for the C
+# example, a C/C++ toolchain for it and for building better-sqlite3; nats-server with
+# JetStream for the nats:// tests (tests/common/nats.rs; Debian 12 ships 2.9), openssl
+# for their TLS fixture.
+packages=(sqlite3 python3 python3-venv ca-certificates libsqlite3-dev gcc g++ make nats-server openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -11,6 +11,8 @@ use std::process::{Command, Output, Stdio};
 #[allow(clippy::duplicate_mod)]
 mod tools;
 
+pub mod shell;
+
 /// The extension built next to this test binary (`target/<profile>/liblitestream_vfs.so`).
 pub fn extension() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
