@@ -30,7 +30,7 @@ fn level0(url: &str) -> Vec<(u64, u64)> {
 
 /// Restores `url` with our restore into `dir/name` and checks it equals `db`.
 fn assert_our_restore_equals(url: &str, db: &std::path::Path, out: &std::path::Path) {
-    restore_latest(store(url).as_ref(), out).unwrap();
+    restore_latest(&store(url), out).unwrap();
     assert_eq!(integrity(out), "ok");
     assert_eq!(dump(out), dump(db), "our restore of {url} differs from the primary");
 }
