@@ -14,6 +14,17 @@
 # fcntl locks of the -shm) is not in them, so the ratio here is a ceiling on what
 # the VFS costs in time, not the throughput ratio.
 #
+# TIMING_REPS=N adds N interleaved timed runs (no valgrind) of plain, plain-thread
+# (plain SQLite plus one idle thread), plain-thread-unshared (that thread after
+# unshare(CLONE_FILES)) and vfs, reporting the committing thread's CPU per commit:
+# what the mere presence of a background thread costs, kernel included. Timings,
+# unlike the counts, move with the machine's load.
+#
+# PERF=1 samples the committing thread with `perf record -e cpu-clock` for plain,
+# plain-thread and vfs and prints the kernel's file-reference functions per commit
+# (fdget/fput: borrowed when the file table is the thread's alone, reference-counted
+# when it is shared), plus the symbols whose time grew the most.
+#
 # Usage: bench/callgrind_primary.sh [commits] [warmup]   (default 20000, 500)
 # Needs: valgrind, a C compiler, libsqlite3-dev (apt-get install valgrind gcc
 # libsqlite3-dev), and target/release/liblitestream_vfs.so (cargo build --release).
@@ -31,7 +42,7 @@ done
 work="$(mktemp -d "${TMPDIR:-/tmp}/callgrind-primary-XXXXXX")"
 if [ "${KEEP:-0}" = 1 ]; then echo "keeping $work"; else trap 'rm -rf "$work"' EXIT; fi
 
-cc -O2 -o "$work/driver" "$here/commit_driver.c" -lsqlite3
+cc -O2 -pthread -o "$work/driver" "$here/commit_driver.c" -lsqlite3
 
 for mode in plain vfs; do
   mkdir -p "$work/$mode"
@@ -126,3 +137,57 @@ if a is not None:
     for k in sorted(set(a) | set(b), key=lambda k: -max(a.get(k, 0), b.get(k, 0)))[:8]:
         print(f"    {k:<16} plain {a.get(k, 0) / n:7.3f}   vfs {b.get(k, 0) / n:7.3f}")
 EOF
+
+reps="${TIMING_REPS:-0}"
+if [ "$reps" -gt 0 ]; then
+  for i in $(seq 1 "$reps"); do
+    for mode in plain plain-thread plain-thread-unshared vfs; do
+      rm -rf "$work/t"; mkdir -p "$work/t"
+      "$work/driver" "$mode" "$work/t" "$commits" "$warmup" "$ext" | sed "s/^/$i /"
+    done
+  done >"$work/timing.txt"
+  /usr/bin/env python3 - "$work/timing.txt" "$reps" <<'EOF'
+import collections, statistics, sys
+runs = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    f = line.split()
+    runs[f[0]][f[1]] = int(f[5])
+print(f"committing thread CPU per commit, {sys.argv[2]} interleaved runs (median; paired = median of per-run plain/mode):")
+for mode in ["plain", "plain-thread", "plain-thread-unshared", "vfs"]:
+    cpu = [r[mode] for r in runs.values()]
+    paired = statistics.median(r["plain"] / r[mode] for r in runs.values())
+    print(f"    {mode:<22} {statistics.median(cpu) / 1000:6.2f} us   plain/mode paired {paired:.3f}")
+EOF
+fi
+
+if [ "${PERF:-0}" = 1 ]; then
+  n=$((commits * 5))
+  for mode in plain plain-thread vfs; do
+    rm -rf "$work/p"; mkdir -p "$work/p"
+    perf record -q -e cpu-clock -F 10000 -o "$work/perf-$mode.data" \
+      "$work/driver" "$mode" "$work/p" "$n" "$warmup" "$ext" >/dev/null 2>&1
+    perf report -i "$work/perf-$mode.data" --no-children --comm driver --sort sym --stdio \
+      -F sample,sym 2>/dev/null | grep -v '^#' | grep -v '^$' >"$work/perf-$mode.txt"
+  done
+  /usr/bin/env python3 - "$work" "$n" <<'EOF'
+import collections, sys
+work, n = sys.argv[1], int(sys.argv[2])
+def load(mode):
+    d = collections.Counter()
+    for line in open(f"{work}/perf-{mode}.txt"):
+        f = line.split(None, 1)
+        if len(f) == 2 and f[0].isdigit():
+            d[f[1].strip()] += int(f[0])
+    return d
+us = lambda samples: samples * 1e6 / 10000 / n  # 10 kHz samples -> us per commit
+a, b, c = load("plain"), load("plain-thread"), load("vfs")
+print(f"perf cpu-clock, committing thread, {n} commits, us/commit (timings follow the load):")
+print(f"    {'':<28} {'plain':>7} {'+thread':>8} {'vfs':>7}")
+print(f"    {'total':<28} {us(sum(a.values())):7.2f} {us(sum(b.values())):8.2f} {us(sum(c.values())):7.2f}")
+for sym in ["[k] fdget", "[k] fdget_raw", "[k] fdget_pos", "[k] fput"]:
+    print(f"    {sym:<28} {us(a[sym]):7.3f} {us(b[sym]):8.3f} {us(c[sym]):7.3f}")
+print("    grew most from plain-thread to vfs:")
+for k in sorted(set(b) | set(c), key=lambda k: -(c[k] - b[k]))[:8]:
+    print(f"      {us(c[k] - b[k]):+7.3f}  {k[:90]}")
+EOF
+fi
