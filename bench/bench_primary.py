@@ -37,7 +37,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-EXT = os.path.join(ROOT, "target", "release", "liblitestream_vfs.so")
+# BENCH_EXTENSION: another build of the extension, e.g. to compare before/after a change.
+EXT = os.environ.get("BENCH_EXTENSION") or os.path.join(ROOT, "target", "release", "liblitestream_vfs.so")
 LITESTREAM = os.path.join(ROOT, ".venv", "bin", "litestream")
 MOTO = os.path.join(ROOT, ".venv", "bin", "moto_server")
 RESULTS = os.path.join(HERE, "results-primary.json")

@@ -49,7 +49,7 @@ const ALL_LEVELS: [u8; 5] = [0, 1, 2, 3, 9];
 
 impl Shared {
     /// Gives the next TXIDs to captured commits and merges them into the queue.
-    fn enqueue(&mut self, txns: Vec<CapturedTxn>) {
+    fn enqueue(&mut self, txns: impl IntoIterator<Item = CapturedTxn>) {
         let Shared {
             queue,
             capture,
@@ -358,6 +358,7 @@ impl Primary {
 
     /// Checked before a write reaches the WAL: a primary that lost its replica to
     /// another writer refuses new commits. Lock-free on the normal path.
+    #[inline]
     pub fn check_writable(&self) -> Result<(), String> {
         if !self.refusing.load(Ordering::Relaxed) {
             return Ok(());

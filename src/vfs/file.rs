@@ -358,22 +358,33 @@ unsafe extern "C" fn x_shm_map(
 }
 
 unsafe extern "C" fn x_shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, n: c_int, flags: c_int) -> c_int {
+    // SQLite takes and drops several shm locks per transaction; only slot 0
+    // (WAL_WRITE_LOCK) concerns replication. The others are a plain forward, which
+    // compiles to a tail call: nothing in it can panic.
+    if offset != 0 {
+        return guard("xShmLock", ffi::SQLITE_IOERR_SHMLOCK, || {
+            forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
+        });
+    }
+    x_shm_write_lock(file, n, flags)
+}
+
+/// `xShmLock` of slot 0, the WAL write lock.
+#[inline(never)]
+unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int) -> c_int {
     guard("xShmLock", ffi::SQLITE_IOERR_SHMLOCK, || {
-        let mut rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
-        // Slot 0 is WAL_WRITE_LOCK.
-        if offset == 0 {
-            let primary = role_primary(&WrappedFile::from_raw(file).role);
-            if let Some(primary) = primary {
-                if flags == (ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
-                    // Our snapshot connection holds the lock for a moment: wait for it
-                    // rather than hand the application a BUSY it did not cause.
-                    while rc == ffi::SQLITE_BUSY && primary.wait_for_snapshot_lock() {
-                        rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
-                    }
-                } else if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
-                    // Its release ends a write transaction.
-                    primary.after_commit();
+        let mut rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
+        let primary = role_primary(&WrappedFile::from_raw(file).role);
+        if let Some(primary) = primary {
+            if flags == (ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
+                // Our snapshot connection holds the lock for a moment: wait for it
+                // rather than hand the application a BUSY it did not cause.
+                while rc == ffi::SQLITE_BUSY && primary.wait_for_snapshot_lock() {
+                    rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
                 }
+            } else if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
+                // Its release ends a write transaction.
+                primary.after_commit();
             }
         }
         rc
