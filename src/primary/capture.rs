@@ -150,6 +150,18 @@ impl Capture {
         self.pending.get(slot)?.as_ref()
     }
 
+    /// True while frames of an uncommitted transaction are held.
+    pub fn has_pending(&self) -> bool {
+        self.pending.iter().any(Option::is_some)
+    }
+
+    /// The write transaction ended without committing what is pending (a rollback that
+    /// spilled frames): those frames will never commit, and another process may write
+    /// other frames at their offsets before we write again.
+    pub fn discard_pending(&mut self) {
+        self.drop_pending();
+    }
+
     /// Forgets the open transaction's frames, keeping their buffers.
     fn drop_pending(&mut self) {
         let frames = mem::take(&mut self.pending);

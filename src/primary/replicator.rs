@@ -133,6 +133,9 @@ pub struct Primary {
     snapshot_unlocked: Condvar,
     /// Mirrors `Shared::fatal.is_some()` for the per-write check.
     refusing: AtomicBool,
+    /// Capture holds frames of an uncommitted transaction (set on every WAL write), so
+    /// releasing the write lock needs the mutex only after a spilled rollback.
+    frames_pending: AtomicBool,
     /// Level-9 snapshots waiting for upload (staged after the level-0 files they cover).
     snapshot_staging: Staging,
     /// Uploaded level-0 files kept for compaction (when compaction is on).
@@ -319,6 +322,7 @@ impl Primary {
             snapshot_locking: Mutex::new(false),
             snapshot_unlocked: Condvar::new(),
             refusing: AtomicBool::new(false),
+            frames_pending: AtomicBool::new(false),
             snapshot_staging,
             level_cache,
             compactor: Mutex::new(None),
@@ -376,6 +380,8 @@ impl Primary {
             // The write itself succeeded; only our read-back failed.
             Err(Discontinuity(format!("reading the WAL back: {e}")))
         });
+        self.frames_pending
+            .store(shared.capture.has_pending(), Ordering::Relaxed);
         match found {
             Ok(txns) if txns.is_empty() => {}
             Ok(txns) => {
@@ -396,9 +402,18 @@ impl Primary {
         }
     }
 
-    /// Called when SQLite releases the WAL write lock: with `sync=commit`, the
+    /// Called when SQLite releases the WAL write lock: the write transaction is over.
+    /// Frames still pending belong to one that rolled back after spilling; they are
+    /// dropped (another process may reuse their offsets). With `sync=commit`, the
     /// commit returns only once its TXID is in object storage.
-    pub fn after_commit(&self) {
+    pub fn write_lock_released(&self) {
+        if self.frames_pending.swap(false, Ordering::Relaxed) {
+            self.lock().capture.discard_pending();
+        }
+        self.after_commit();
+    }
+
+    fn after_commit(&self) {
         if self.config.sync_mode != SyncMode::Commit {
             return;
         }

@@ -384,7 +384,7 @@ unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int)
                 }
             } else if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
                 // Its release ends a write transaction.
-                primary.after_commit();
+                primary.write_lock_released();
             }
         }
         rc
