@@ -3,8 +3,7 @@
 //! restore updates as bytes arrive.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,8 @@ use crate::format;
 
 /// Draws progress until dropped (which clears the bar).
 pub struct Progress {
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the thread at once (a sleeping thread would hold up the exit).
+    stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -27,39 +27,44 @@ pub struct Reading {
 impl Progress {
     /// Starts watching the restore writing `dest` (as `restore` displays the path).
     pub fn start(dest: String) -> Progress {
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = channel::<()>();
         let tty = std::io::stderr().is_terminal();
-        let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("progress".into())
-            .spawn(move || watch(&dest, tty, &flag))
+            .spawn(move || {
+                watch(&dest, tty, || {
+                    stopped.recv_timeout(tick(tty)) != Err(RecvTimeoutError::Timeout)
+                })
+            })
             .ok();
-        Progress { stop, thread }
+        Progress {
+            stop: Some(stop),
+            thread,
+        }
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn watch(dest: &str, tty: bool, stop: &AtomicBool) {
-    let tick = if tty {
-        Duration::from_millis(100)
-    } else {
-        Duration::from_millis(250)
-    };
+fn tick(tty: bool) -> Duration {
+    Duration::from_millis(if tty { 100 } else { 250 })
+}
+
+/// Redraws every tick until `wait_stopped` (which waits up to one tick) says to stop.
+fn watch(dest: &str, tty: bool, mut wait_stopped: impl FnMut() -> bool) {
     // Without a terminal, one line every 5 s: a restore that takes longer still shows
     // it is alive in a log, and a short one prints nothing.
     let every = Duration::from_secs(5);
     let mut last_line = Instant::now();
     let mut drawn = false;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(tick);
+    while !wait_stopped() {
         let Some(r) = read(dest) else { continue };
         let mut err = std::io::stderr().lock();
         if tty {
