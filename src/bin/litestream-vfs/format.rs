@@ -34,9 +34,51 @@ pub fn rate(bytes: u64, seconds: f64) -> String {
     format!("{}/s", self::bytes((bytes as f64 / seconds) as u64))
 }
 
+/// The plan in a line: consecutive files of one level as one step, `L0 x19 <min>-<max>`.
+pub fn plan_steps(plan: &[litestream_vfs::storage::LtxObject]) -> Vec<String> {
+    let mut steps: Vec<(u8, usize, u64, u64)> = Vec::new();
+    for f in plan {
+        match steps.last_mut() {
+            Some((level, n, _, max)) if *level == f.level => {
+                *n += 1;
+                *max = f.max_txid;
+            }
+            _ => steps.push((f.level, 1, f.min_txid, f.max_txid)),
+        }
+    }
+    steps
+        .iter()
+        .map(|&(level, n, min, max)| {
+            let count = if n > 1 { format!(" x{n}") } else { String::new() };
+            format!("L{level}{count} {}-{}", txid(min), txid(max))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use litestream_vfs::storage::LtxObject;
+
+    #[test]
+    fn a_long_plan_prints_as_runs_per_level() {
+        let f = |level, min_txid, max_txid| LtxObject {
+            level,
+            min_txid,
+            max_txid,
+            size: 1,
+            last_modified: None,
+        };
+        let plan = [f(9, 1, 10), f(1, 11, 20), f(0, 21, 21), f(0, 22, 22), f(0, 23, 30)];
+        assert_eq!(
+            plan_steps(&plan),
+            [
+                "L9 0000000000000001-000000000000000a",
+                "L1 000000000000000b-0000000000000014",
+                "L0 x3 0000000000000015-000000000000001e"
+            ]
+        );
+    }
 
     #[test]
     fn sizes_and_txids_read_like_litestream() {

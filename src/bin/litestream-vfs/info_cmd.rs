@@ -97,7 +97,13 @@ fn summarize(store: &dyn ReplicaStore) -> Result<serde_json::Value, String> {
             "txid": format::txid(files.last().map_or(0, |f| f.max_txid)),
             "files": files.len(),
             "bytes": files.iter().map(|f| f.size).sum::<u64>(),
-            "steps": files.iter().map(|f| format!("L{} {}-{}", f.level, format::txid(f.min_txid), format::txid(f.max_txid))).collect::<Vec<_>>(),
+            "steps": format::plan_steps(&files),
+            "plan": files.iter().map(|f| json!({
+                "level": f.level,
+                "min_txid": format::txid(f.min_txid),
+                "max_txid": format::txid(f.max_txid),
+                "size": f.size,
+            })).collect::<Vec<_>>(),
         }),
         Err(e) => json!({ "error": format!("cannot restore: replica {e}") }),
     };

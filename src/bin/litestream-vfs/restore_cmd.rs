@@ -176,7 +176,7 @@ fn parse_txid(t: &str) -> Result<u64, String> {
 fn summary_text(dest: &str, r: &Restored) -> String {
     let secs = r.elapsed.as_secs_f64();
     let db_bytes = r.position.page_size as u64 * r.position.commit as u64;
-    let levels = plan_steps(&r.plan);
+    let levels = format::plan_steps(&r.plan);
     format!(
         "restored TXID {} ({}) to {dest}\n  \
          files:      {} ({})\n  \
@@ -192,27 +192,6 @@ fn summary_text(dest: &str, r: &Restored) -> String {
         r.position.commit,
         r.position.page_size,
     )
-}
-
-/// The plan in a line: consecutive files of one level as one step, `L0 x19 <min>-<max>`.
-fn plan_steps(plan: &[litestream_vfs::storage::LtxObject]) -> Vec<String> {
-    let mut steps: Vec<(u8, usize, u64, u64)> = Vec::new();
-    for f in plan {
-        match steps.last_mut() {
-            Some((level, n, _, max)) if *level == f.level => {
-                *n += 1;
-                *max = f.max_txid;
-            }
-            _ => steps.push((f.level, 1, f.min_txid, f.max_txid)),
-        }
-    }
-    steps
-        .iter()
-        .map(|&(level, n, min, max)| {
-            let count = if n > 1 { format!(" x{n}") } else { String::new() };
-            format!("L{level}{count} {}-{}", format::txid(min), format::txid(max))
-        })
-        .collect()
 }
 
 fn summary_json(dest: &str, r: &Restored) -> serde_json::Value {
@@ -236,27 +215,6 @@ fn summary_json(dest: &str, r: &Restored) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use litestream_vfs::storage::LtxObject;
-
-    #[test]
-    fn a_long_plan_prints_as_runs_per_level() {
-        let f = |level, min_txid, max_txid| LtxObject {
-            level,
-            min_txid,
-            max_txid,
-            size: 1,
-            last_modified: None,
-        };
-        let plan = [f(9, 1, 10), f(1, 11, 20), f(0, 21, 21), f(0, 22, 22), f(0, 23, 30)];
-        assert_eq!(
-            plan_steps(&plan),
-            [
-                "L9 0000000000000001-000000000000000a",
-                "L1 000000000000000b-0000000000000014",
-                "L0 x3 0000000000000015-000000000000001e"
-            ]
-        );
-    }
 
     #[test]
     fn txids_take_litestreams_hex_and_our_decimal() {
