@@ -231,6 +231,29 @@ def counters(port, reset=False, log=False):
         return json.loads(r.read())
 
 
+# ------------------------------------------------------------ the database (shared)
+
+
+def fill_orders(conn, rows, step=100000, each_batch=None):
+    """Creates and fills the benchmark table: `rows` orders of ~1 KiB each (960 hex chars
+    of random bytes: 4 rows a 4 KiB page), inserted `step` at a time, then an index on
+    customer. `each_batch()` runs after every batch (the restore benchmark commits there).
+    Shared by the replica and restore benchmarks (bench_restore.py)."""
+    conn.execute("CREATE TABLE orders(id INTEGER PRIMARY KEY, customer TEXT, amount REAL, note TEXT)")
+    for lo in range(1, rows + 1, step):
+        hi = min(rows, lo + step - 1)
+        conn.execute(
+            """WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+               INSERT INTO orders(id, customer, amount, note)
+               SELECT i, 'customer-' || (abs(random()) % 50000), (abs(random()) % 10000000) / 100.0,
+                      hex(randomblob(480)) FROM n""",
+            (lo, hi),
+        )
+        if each_batch:
+            each_batch()
+    conn.execute("CREATE INDEX orders_customer ON orders(customer)")
+
+
 # ------------------------------------------------------------- worker (/usr/bin/python3)
 # One measurement in a fresh process: spec and result are JSON (argv / last stdout line).
 
@@ -415,9 +438,9 @@ def worker_main(spec):
 
 
 class Bench:
-    def __init__(self, args):
+    def __init__(self, args, prefix="bench-replica-"):
         self.args = args
-        self.tmp = tempfile.mkdtemp(prefix="bench-replica-", dir=args.dir)
+        self.tmp = tempfile.mkdtemp(prefix=prefix, dir=args.dir)
         self.procs = []
         self.port = None
         self.lsvfs = lsvfs_path()
@@ -525,19 +548,8 @@ class Bench:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-262144")
-        conn.execute("CREATE TABLE orders(id INTEGER PRIMARY KEY, customer TEXT, amount REAL, note TEXT)")
         conn.execute("BEGIN")
-        step = 100000
-        for lo in range(1, rows + 1, step):
-            hi = min(rows, lo + step - 1)
-            conn.execute(
-                """WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-                   INSERT INTO orders(id, customer, amount, note)
-                   SELECT i, 'customer-' || (abs(random()) % 50000), (abs(random()) % 10000000) / 100.0,
-                          hex(randomblob(480)) FROM n""",
-                (lo, hi),
-            )
-        conn.execute("CREATE INDEX orders_customer ON orders(customer)")
+        fill_orders(conn, rows)
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
