@@ -28,7 +28,6 @@ sqlite3 module). Writes bench/results-restore.json and prints a table. See bench
 """
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -44,6 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import bench_replica as br  # noqa: E402  (moto server, process handling, the table)
+from bench_primary import proc_cpu_seconds  # noqa: E402
 
 ROOT = br.ROOT
 EXT = br.EXT
@@ -86,24 +86,6 @@ def build_main(spec):
 
 
 # ----------------------------------------------------------------------- orchestrator
-
-
-def cpu_ticks(pid):
-    """utime + stime of a running process, in seconds (for moto's share of a restore)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return None
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def rows_check(path):
@@ -198,14 +180,14 @@ class RestoreBench(br.Bench):
             if os.path.exists(self.out + suffix):
                 os.remove(self.out + suffix)
         log = os.path.join(self.tmp, "run.log")
-        moto0 = cpu_ticks(self.moto.pid) if self.port else None
+        moto0 = proc_cpu_seconds(self.moto.pid) if self.port else None
         with open(log, "wb") as logf:
             t0 = time.perf_counter()
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env)
             _, status, ru = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
-        moto1 = cpu_ticks(self.moto.pid) if self.port else None
+        moto1 = proc_cpu_seconds(self.moto.pid) if self.port else None
         text = open(log, errors="replace").read()
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{text[-3000:]}")
@@ -237,11 +219,7 @@ def main():
     ap.add_argument("--stores", default="file,s3", help="where the replica made by ours is restored from")
     ap.add_argument("--litestream-replica", action="store_true", help="also restore a replica `litestream replicate` made (on moto)")
     ap.add_argument("--ours-args", default="", help="extra flags for `litestream-vfs restore` (e.g. '-parallelism 8')")
-    ap.add_argument("--stock-moto", action="store_true", help="leave moto's whole-object ranged GETs as they are")
-    ap.add_argument("--dir", default=None, help="where the temp directory goes (default $TMPDIR)")
-    ap.add_argument("--out", default=RESULTS, help="JSON results path")
-    ap.add_argument("--keep", action="store_true", help="keep the temp directory")
-    ap.add_argument("--verbose", action="store_true")
+    br.add_common_args(ap, RESULTS)
     ap.add_argument("--build", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build:
@@ -271,7 +249,7 @@ def main():
             bench.log(f"  moto on 127.0.0.1:{bench.port}" + (" (stock ranged GETs)" if args.stock_moto else ""))
         db_info = bench.build()
         source_rows = rows_check(bench.db)
-        source_sha = sha256(bench.db)
+        source_sha = br.file_sha256(bench.db)
         replicas = {"file": ("file://" + bench.replica_dir, bench.replica_files())}
         if "s3" in stores:
             replicas["s3"] = (bench.s3_url("ours"), bench.upload("ours"))
@@ -292,7 +270,7 @@ def main():
                     checks[(tool, store)] = {
                         "rows": rows_check(bench.out),
                         "rows_match": rows_check(bench.out) == source_rows,
-                        "identical_to_source": sha256(bench.out) == source_sha,
+                        "identical_to_source": br.file_sha256(bench.out) == source_sha,
                     }
                 runs[(tool, store)].append(r)
                 bench.log(
@@ -406,9 +384,7 @@ def report(args, db_info, replicas, runs, checks, load_before, elapsed):
     same = [f"{t} from {st}" for (t, st), c in checks.items() if c["identical_to_source"]]
     print(f"  byte-identical to the database file: {', '.join(same) or 'none'}; every output has its rows")
     print(f"  load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} CPUs")
-    for g, v in goals.items():
-        print(f"  goal: {g}: {v['value']} -> {'MET' if v['met'] else 'NOT MET'}")
-    print(f"results: {os.path.relpath(args.out)}  ({elapsed:.0f} s)")
+    br.print_goals(goals, args.out, elapsed)
     return doc
 
 
