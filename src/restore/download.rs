@@ -43,11 +43,25 @@ pub struct RemoteReader {
 }
 
 impl RemoteReader {
+    /// Starts downloading `file` in chunks of `chunk` bytes, at most `ahead` chunks
+    /// ahead of the reader, with a prefetch budget of its own (see
+    /// [`spawn_with_budget`](Self::spawn_with_budget)).
+    pub fn spawn(
+        store: Arc<dyn ReplicaStore>,
+        file: LtxObject,
+        chunk: u64,
+        ahead: usize,
+        downloaded: Arc<AtomicU64>,
+    ) -> RemoteReader {
+        let budget = Arc::new(Semaphore::new(ahead.max(1)));
+        RemoteReader::spawn_with_budget(store, file, chunk, ahead, budget, downloaded)
+    }
+
     /// Starts downloading `file` in chunks of `chunk` bytes: the first at once, then, as
     /// the reader gets through them, at most `ahead` more in flight or waiting, each
     /// holding a permit of `budget` (shared by the files of one restore) or the one
     /// chunk this file may always hold. `downloaded` counts the bytes received.
-    pub fn spawn(
+    pub fn spawn_with_budget(
         store: Arc<dyn ReplicaStore>,
         file: LtxObject,
         chunk: u64,
@@ -189,7 +203,7 @@ mod tests {
         let file = crate::runtime::block_on(store.list(0)).unwrap().remove(0);
         let counter = Arc::new(AtomicU64::new(0));
         let budget = Arc::new(Semaphore::new(0));
-        let mut reader = RemoteReader::spawn(store, file, 64 * 1024, 2, budget, Arc::clone(&counter));
+        let mut reader = RemoteReader::spawn_with_budget(store, file, 64 * 1024, 2, budget, Arc::clone(&counter));
         let mut got = Vec::new();
         reader.read_to_end(&mut got).unwrap();
         assert_eq!(got, data);
@@ -204,7 +218,8 @@ mod tests {
         let file = crate::runtime::block_on(store.list(0)).unwrap().remove(0);
         let counter = Arc::new(AtomicU64::new(0));
         let budget = Arc::new(Semaphore::new(100));
-        let mut reader = RemoteReader::spawn(store, file, 64 * 1024, 4, Arc::clone(&budget), Arc::clone(&counter));
+        let mut reader =
+            RemoteReader::spawn_with_budget(store, file, 64 * 1024, 4, Arc::clone(&budget), Arc::clone(&counter));
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert_eq!(counter.load(Ordering::Relaxed), 64 * 1024, "one chunk before any read");
         assert_eq!(budget.available_permits(), 100, "and not from the shared budget");
@@ -224,8 +239,7 @@ mod tests {
             size: 100,
             last_modified: None,
         };
-        let budget = Arc::new(Semaphore::new(4));
-        let mut reader = RemoteReader::spawn(store, file, 64 * 1024, 2, budget, Arc::default());
+        let mut reader = RemoteReader::spawn(store, file, 64 * 1024, 2, Arc::default());
         let err = reader.read_to_end(&mut Vec::new()).unwrap_err().to_string();
         assert!(
             err.contains("level 1 file 0000000000000005-0000000000000009.ltx"),

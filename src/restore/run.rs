@@ -229,7 +229,7 @@ fn write_merged(
     let readers: Vec<RemoteReader> = files
         .iter()
         .map(|f| {
-            RemoteReader::spawn(
+            RemoteReader::spawn_with_budget(
                 Arc::clone(store),
                 f.clone(),
                 options.chunk_bytes,
