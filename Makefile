@@ -38,6 +38,7 @@ bench: setup
 	@$(MAKE) --no-print-directory bench-primary
 	@$(MAKE) --no-print-directory bench-replica
 	@$(MAKE) --no-print-directory bench-restore
+	/usr/bin/python3 bench/chart.py
 
 # Commit throughput/latency and replication lag: plain SQLite vs our VFS vs real
 # Litestream, side by side (bench/README.md). Writes bench/results-primary.json.
@@ -58,6 +59,22 @@ bench-replica: setup build
 .PHONY: bench-restore
 bench-restore: setup build
 	/usr/bin/python3 bench/bench_restore.py $(RESTORE_BENCH_ARGS)
+
+# The long versions of the reliability suites (docs/reliability.md): 1000 SIGKILL cycles
+# everywhere, 100 kills during compaction, a 30-minute soak. Figures print at the end.
+TORTURE_CRASH_CYCLES ?= 1000
+TORTURE_SOAK_SECONDS ?= 1800
+.PHONY: torture
+torture: setup build
+	LITESTREAM_CRASH_CYCLES=$(TORTURE_CRASH_CYCLES) $(CARGO) test --release --test crash_everywhere --test primary_crash -- --nocapture
+	LITESTREAM_COMPACTION_CRASH_CYCLES=100 $(CARGO) test --release --test compaction_crash -- --nocapture
+	LITESTREAM_SOAK_SECONDS=$(TORTURE_SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
+
+# Page reads on a NATS JetStream object store (no native ranges): latency and bytes per
+# read against the frame size, read-and-cut, tail and hydration reads (~30 s).
+.PHONY: bench-nats
+bench-nats: setup
+	$(CARGO) bench --bench nats_page_reads
 
 # Coverage-guided fuzzing of the decoder (needs cargo-fuzz; see README).
 FUZZ_SECONDS ?= 60

@@ -50,6 +50,38 @@ pub struct Config {
     pub cache_size: u64,
     /// Replica: local file the whole database is downloaded into in the background.
     pub hydrate: Option<PathBuf>,
+    /// Primary: the compaction ladder, snapshots and retention; `None` = off.
+    pub compaction: Option<CompactionConfig>,
+}
+
+/// When the primary compacts, snapshots and deletes (Litestream's defaults). Windows are
+/// aligned to wall-clock time: level 1 runs at :00 and :30 of every minute, and so on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactionConfig {
+    /// Intervals of levels 1, 2 and 3.
+    pub levels: [Duration; 3],
+    /// A full snapshot (level 9) every this long.
+    pub snapshot_interval: Duration,
+    /// How far back point-in-time restores reach.
+    pub retention: Duration,
+    /// How long level-0 files stay once compacted into level 1 (restores finer than a
+    /// level-1 window reach this far back).
+    pub l0_retention: Duration,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            levels: [
+                Duration::from_secs(30),
+                Duration::from_secs(5 * 60),
+                Duration::from_secs(3600),
+            ],
+            snapshot_interval: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(24 * 3600),
+            l0_retention: Duration::from_secs(5 * 60),
+        }
+    }
 }
 
 /// Parameters SQLite itself understands in a URI filename; passed through untouched.
@@ -68,6 +100,13 @@ const OUR_PARAMS: &[&str] = &[
     "poll_interval",
     "cache_size",
     "hydrate",
+    "compaction",
+    "l1_interval",
+    "l2_interval",
+    "l3_interval",
+    "snapshot_interval",
+    "retention",
+    "l0_retention",
 ];
 
 impl Config {
@@ -89,7 +128,7 @@ impl Config {
                     return Err(format!(
                         "unknown URI parameter '{key}' (ours: {}; store options: endpoint, region, \
                          force-path-style, skip-verify, access-key-id, secret-access-key, account-name, \
-                         account-key, sas-token)",
+                         account-key, sas-token, nats_creds, nats_token, nats_user, nats_password, nats_tls_*, nats_chunk_size)",
                         OUR_PARAMS.join(", ")
                     ))
                 }
@@ -171,7 +210,43 @@ impl Config {
             Some("1") | Some("true") => true,
             Some(other) => return Err(format!("takeover must be 1 or 0, not '{other}'")),
         };
+        let compaction = match get("compaction", "LITESTREAM_COMPACTION").as_deref() {
+            None | Some("1") | Some("on") => {
+                let mut c = CompactionConfig::default();
+                let duration = |key: &str, env_key: &str, slot: &mut Duration| -> Result<(), String> {
+                    if let Some(v) = get(key, env_key) {
+                        *slot = parse_duration(&v).map_err(|e| format!("{key}: {e}"))?;
+                        if slot.is_zero() {
+                            return Err(format!("{key} must be greater than zero"));
+                        }
+                    }
+                    Ok(())
+                };
+                let [l1, l2, l3] = &mut c.levels;
+                duration("l1_interval", "LITESTREAM_L1_INTERVAL", l1)?;
+                duration("l2_interval", "LITESTREAM_L2_INTERVAL", l2)?;
+                duration("l3_interval", "LITESTREAM_L3_INTERVAL", l3)?;
+                duration(
+                    "snapshot_interval",
+                    "LITESTREAM_SNAPSHOT_INTERVAL",
+                    &mut c.snapshot_interval,
+                )?;
+                duration("retention", "LITESTREAM_RETENTION", &mut c.retention)?;
+                duration("l0_retention", "LITESTREAM_L0_RETENTION", &mut c.l0_retention)?;
+                if !(c.levels[0] <= c.levels[1] && c.levels[1] <= c.levels[2]) {
+                    return Err(format!(
+                        "compaction intervals must grow with the level: l1_interval {:?}, l2_interval {:?}, \
+                         l3_interval {:?}",
+                        c.levels[0], c.levels[1], c.levels[2]
+                    ));
+                }
+                Some(c)
+            }
+            Some("0") | Some("off") => None,
+            Some(other) => return Err(format!("compaction must be on or off, not '{other}'")),
+        };
         Ok(Config {
+            compaction,
             role,
             replica_url,
             store_options,
@@ -205,7 +280,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("'{text}' has an unknown unit (use ms, s, m or h)")),
+        "d" => value * 86400.0,
+        _ => return Err(format!("'{text}' has an unknown unit (use ms, s, m, h or d)")),
     };
     if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
         return Err(format!("'{text}' is out of range"));
@@ -256,6 +332,32 @@ mod tests {
         assert_eq!(c.zstd_level, None);
         assert_eq!(c.poll_interval, Duration::from_secs(1));
         assert_eq!(c.cache_size, 64 << 20);
+        let ladder = c.compaction.unwrap();
+        assert_eq!(ladder.levels[0], Duration::from_secs(30));
+        assert_eq!(ladder.snapshot_interval, Duration::from_secs(86400));
+        assert_eq!(ladder.retention, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn the_compaction_ladder_is_configurable_or_off() {
+        let c = Config::from_params(
+            Path::new("a.db"),
+            &params(&[("replica", "memory://x"), ("l1_interval", "1s"), ("retention", "2d")]),
+            &|k| (k == "LITESTREAM_SNAPSHOT_INTERVAL").then(|| "90s".to_string()),
+        )
+        .unwrap()
+        .compaction
+        .unwrap();
+        assert_eq!(c.levels[0], Duration::from_secs(1));
+        assert_eq!(c.snapshot_interval, Duration::from_secs(90));
+        assert_eq!(c.retention, Duration::from_secs(2 * 86400));
+        let off = Config::from_params(
+            Path::new("a.db"),
+            &params(&[("replica", "memory://x"), ("compaction", "off")]),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(off.compaction, None);
     }
 
     #[test]
@@ -292,6 +394,18 @@ mod tests {
             ),
             (&[("replica", "memory://x"), ("poll_interval", "0s")], "poll_interval"),
             (&[("replica", "memory://x"), ("cache_size", "big")], "cache_size"),
+            (
+                &[("replica", "memory://x"), ("retention", "0s")],
+                "retention must be greater",
+            ),
+            (
+                &[("replica", "memory://x"), ("compaction", "maybe")],
+                "compaction must be",
+            ),
+            (
+                &[("replica", "memory://x"), ("l1_interval", "10m")],
+                "intervals must grow",
+            ),
         ];
         for (given, expected) in cases {
             let err = Config::from_params(Path::new("a.db"), &params(given), &no_env).unwrap_err();

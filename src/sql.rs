@@ -157,17 +157,29 @@ fn lag(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
 /// (default timeout 30 s); returns the TXID reached. The statement that calls it still
 /// sees the TXID its transaction started with; the next transaction sees the new one.
 fn wait(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
-    let target = match args.first() {
-        Some(SqlValue::Integer(t)) if *t >= 0 => *t as u64,
-        other => return Err(format!("txid must be a non-negative integer, not {other:?}")),
-    };
+    let target = args
+        .first()
+        .and_then(whole_number)
+        .ok_or_else(|| format!("txid must be a non-negative integer, not {:?}", args.first()))?;
     let timeout = match args.get(1) {
         None | Some(SqlValue::Null) => Duration::from_secs(30),
-        Some(SqlValue::Integer(ms)) if *ms >= 0 => Duration::from_millis(*ms as u64),
-        Some(other) => return Err(format!("timeout_ms must be a non-negative integer, not {other:?}")),
+        Some(ms) => Duration::from_millis(
+            whole_number(ms).ok_or_else(|| format!("timeout_ms must be a non-negative integer, not {ms:?}"))?,
+        ),
     };
     let reached = replica(ctx)?.replica.wait(target, timeout)?;
     Ok(SqlValue::Integer(reached as i64))
+}
+
+/// A non-negative whole number: an INTEGER, or a REAL without a fraction, because
+/// JavaScript bindings (better-sqlite3) bind every JS number as a double.
+fn whole_number(value: &SqlValue) -> Option<u64> {
+    match *value {
+        SqlValue::Integer(n) => u64::try_from(n).ok(),
+        // Below 2^53 every whole double is exact.
+        SqlValue::Real(r) if r >= 0.0 && r.fract() == 0.0 && r < 9_007_199_254_740_992.0 => Some(r as u64),
+        _ => None,
+    }
 }
 
 /// `litestream_sync([timeout_ms])`: everything committed so far is in object storage
@@ -175,8 +187,9 @@ fn wait(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
 fn sync(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     let timeout = match args.first() {
         None | Some(SqlValue::Null) => Duration::from_secs(30),
-        Some(SqlValue::Integer(ms)) if *ms >= 0 => Duration::from_millis(*ms as u64),
-        Some(other) => return Err(format!("timeout_ms must be a non-negative integer, not {other:?}")),
+        Some(ms) => Duration::from_millis(
+            whole_number(ms).ok_or_else(|| format!("timeout_ms must be a non-negative integer, not {ms:?}"))?,
+        ),
     };
     if let Some(follower) = &ctx.follower {
         return Ok(SqlValue::Integer(follower.sync(timeout)? as i64));
@@ -214,9 +227,11 @@ fn restore(_ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     let path = text(1, "the destination path")?;
     let target = match args.get(2) {
         None | Some(SqlValue::Null) => crate::restore::Target::Latest,
-        Some(SqlValue::Integer(t)) if *t > 0 => crate::restore::Target::Txid(*t as u64),
         Some(SqlValue::Text(t)) => crate::restore::Target::parse(t)?,
-        Some(other) => return Err(format!("the target must be a TXID, a time or 'latest', not {other:?}")),
+        Some(other) => match whole_number(other) {
+            Some(txid) if txid > 0 => crate::restore::Target::Txid(txid),
+            _ => return Err(format!("the target must be a TXID, a time or 'latest', not {other:?}")),
+        },
     };
     let overwrite = match args.get(3) {
         None | Some(SqlValue::Null) => false,
@@ -293,6 +308,40 @@ mod tests {
                 .unwrap_err()
                 .contains("timeout_ms")
         );
+    }
+
+    #[test]
+    fn txids_and_timeouts_bound_as_whole_doubles_are_accepted() {
+        assert_eq!(whole_number(&SqlValue::Real(30000.0)), Some(30000));
+        assert_eq!(whole_number(&SqlValue::Integer(7)), Some(7));
+        for rejected in [
+            SqlValue::Real(1.5),
+            SqlValue::Real(-1.0),
+            SqlValue::Real(f64::NAN),
+            SqlValue::Real(1e300),
+            SqlValue::Integer(-1),
+            SqlValue::Text("1".into()),
+        ] {
+            assert_eq!(whole_number(&rejected), None, "{rejected:?}");
+        }
+        // A JS number reaches the argument checks and then the "not a replica" error.
+        assert!(call("litestream_wait", &[SqlValue::Real(3.0), SqlValue::Real(100.0)])
+            .unwrap_err()
+            .contains("not a read replica"));
+        assert!(call("litestream_sync", &[SqlValue::Real(100.0)])
+            .unwrap_err()
+            .contains("not replicated"));
+        let restore_to = |target: SqlValue| {
+            let args = [
+                SqlValue::Text("ftp://nowhere/x".into()),
+                SqlValue::Text("/nonexistent/x.db".into()),
+                target,
+            ];
+            call("litestream_restore", &args).unwrap_err()
+        };
+        assert!(restore_to(SqlValue::Real(1.5)).contains("target must be"));
+        // A whole REAL is a TXID: the call gets as far as the unsupported URL.
+        assert!(restore_to(SqlValue::Real(2.0)).contains("scheme"));
     }
 
     #[test]

@@ -4,12 +4,6 @@
 mod harness;
 
 use harness::*;
-use std::process::Command;
-
-fn plain_sqlite(db: &std::path::Path, sql: &str) {
-    let status = Command::new("sqlite3").arg(db).arg(sql).status().unwrap();
-    assert!(status.success());
-}
 
 fn open_and_sync(db: &std::path::Path, url: &str, sql: &str) -> u64 {
     let out = sqlite(&format!(
@@ -74,17 +68,4 @@ fn local_state_older_than_the_replica_is_snapshotted_after_the_replica() {
     let restored = dir.path().join("restored.db");
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db), "the replica now follows the local database");
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

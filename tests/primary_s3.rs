@@ -51,9 +51,12 @@ fn randomized_workload_replicated_to_s3_restores_equal_with_litestream() {
         keys.iter().any(|k| k.starts_with("app/0000/0000000000000001-")),
         "{keys:?}"
     );
+    // Level 0, and level 1 if a 30-second compaction window closed meanwhile: every key is
+    // `<path>/<level as %04x>/<name>`.
     assert!(
-        keys.iter().all(|k| k.starts_with("app/0000/")),
-        "only level 0 so far: {keys:?}"
+        keys.iter()
+            .all(|k| k.starts_with("app/0000/") || k.starts_with("app/0001/") || k.starts_with("app/0009/")),
+        "{keys:?}"
     );
     let out = dir.path().join("restored.db");
     let restore = std::process::Command::new(litestream_bin())

@@ -201,6 +201,31 @@ fn compaction_removing_planned_files_is_followed_by_a_new_plan() {
 }
 
 #[test]
+fn a_read_transaction_survives_its_files_being_compacted_away() {
+    let (url, store) = memory_store("plan-compacted-under-reader");
+    let l0: Vec<Bytes> = vec![encode(1, 1, 8, &[1, 2, 3, 4, 5, 6, 7, 8]), encode(2, 2, 8, &[2, 5])];
+    for (i, b) in l0.iter().enumerate() {
+        put(store.as_ref(), 0, i as u64 + 1, i as u64 + 1, b.clone());
+    }
+    let replica = open(&url);
+    // A read transaction pinned at TXID 2 that has not read page 6 yet.
+    let pinned = replica.current();
+    assert_eq!(pinned.txid, 2);
+    let compacted = compact(l0.iter().map(|b| &b[..]).collect(), Vec::new(), Compression::Lz4).unwrap();
+    put(store.as_ref(), 1, 1, 2, Bytes::from(compacted.writer));
+    for txid in 1..=2 {
+        block_on(store.delete(0, txid, txid)).unwrap();
+    }
+    // Its files are gone; the page comes from a fresh plan of the same TXID.
+    let mut buf = vec![0u8; PS as usize];
+    replica.read(&pinned, 5 * PS as u64, &mut buf).unwrap();
+    assert_eq!(buf, page(6, 1));
+    replica.read(&pinned, PS as u64, &mut buf).unwrap();
+    assert_eq!(buf, page(2, 2));
+    replica.stop();
+}
+
+#[test]
 fn a_page_index_larger_than_the_first_guess_is_read() {
     let (url, store) = memory_store("plan-large-index");
     let commit = 20_000u32;

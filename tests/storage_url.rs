@@ -109,10 +109,21 @@ fn bad_urls_fail_clearly() {
         ("relative/path", &none, "no scheme"),
         ("/abs/path", &none, "no scheme"),
         ("ftp://host/x", &none, "unsupported replica URL scheme \"ftp\""),
+        ("nats://127.0.0.1:4222/", &none, "no valid object store bucket"),
         (
-            "nats://127.0.0.1:4222/bucket",
+            "nats://SECRETVALUE@127.0.0.1:4222/a.b",
             &none,
-            "unsupported replica URL scheme \"nats\"",
+            "no valid object store bucket",
+        ),
+        (
+            "nats://127.0.0.1:4222/b?region=x",
+            &none,
+            "unknown parameter \"region\"",
+        ),
+        (
+            "nats://127.0.0.1:4222/b?nats_creds=/nonexistent/x.creds",
+            &none,
+            "x.creds",
         ),
         ("s3://bucket/db?bogus=1", &s3, "unknown parameter \"bogus\""),
         (

@@ -5,8 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the sqlite3 shell (SQL tests, interop), Debian's python3 with venv
-# (it can load SQLite extensions, pyenv's cannot).
-packages=(sqlite3 python3 python3-venv ca-certificates)
+# (it can load SQLite extensions, pyenv's cannot); for examples/: sqlite3.h for the C
+# example, a C/C++ toolchain for it and for building better-sqlite3; nats-server with
+# JetStream for the nats:// tests (tests/common/nats.rs; Debian 12 ships 2.9), openssl
+# for their TLS fixture.
+packages=(sqlite3 python3 python3-venv ca-certificates libsqlite3-dev gcc g++ make nats-server openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -33,20 +36,43 @@ fi
 # Azurite, Azure's blob storage emulator, for the abs:// tests (tests/common/azurite.rs).
 # Pinned to the newest release whose engines field accepts the machine's Node 20
 # (3.36+ require Node >= 21). Project-local, so nothing global changes.
-azurite_version="3.35.0"
-azurite_stamp=".tools/node/.azurite-${azurite_version}"
-if [ ! -f "$azurite_stamp" ]; then
-  echo "setup: installing azurite ${azurite_version} into .tools/node"
+ensure_npm() {
   if ! command -v npm >/dev/null; then
-    echo "setup: installing Debian's nodejs and npm (for azurite)"
+    echo "setup: installing Debian's nodejs and npm (for azurite and examples/node)"
     sudo_cmd=""
     [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq nodejs npm >/dev/null
   fi
+}
+azurite_version="3.35.0"
+azurite_stamp=".tools/node/.azurite-${azurite_version}"
+if [ ! -f "$azurite_stamp" ]; then
+  echo "setup: installing azurite ${azurite_version} into .tools/node"
+  ensure_npm
   mkdir -p .tools/node
   npm install --prefix .tools/node --save-exact --no-audit --no-fund --loglevel=error "azurite@${azurite_version}" >/dev/null
   rm -f .tools/node/.azurite-*
   touch "$azurite_stamp"
 fi
 .tools/node/node_modules/.bin/azurite-blob --version >/dev/null
+
+# better-sqlite3 for examples/node (tests/examples_languages.rs), compiled from the npm
+# registry's sources with the C++ toolchain (no prebuilt binary downloads), into the
+# example's own node_modules. Its 12.x line needs Node 20 or newer.
+bs3_stamp="examples/node/node_modules/.lock-$(sha256sum examples/node/package-lock.json | cut -c1-16)"
+if [ ! -f "$bs3_stamp" ]; then
+  ensure_npm
+  node_major="$(node -p 'process.versions.node.split(".")[0]')"
+  if [ "$node_major" -lt 20 ]; then
+    echo "setup: examples/node needs Node.js 20 or newer for better-sqlite3 12 (found $(node --version))" >&2
+    exit 1
+  fi
+  echo "setup: building better-sqlite3 for examples/node (about a minute)"
+  # node-gyp compiles against the installed Node's headers when they are there.
+  if [ -f /usr/include/node/node_version.h ]; then export npm_config_nodedir=/usr; fi
+  (cd examples/node && npm ci --build-from-source --no-audit --no-fund --loglevel=error >/dev/null)
+  rm -f examples/node/node_modules/.lock-*
+  touch "$bs3_stamp"
+fi
+node -e "require('./examples/node/node_modules/better-sqlite3')"

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod capture;
+pub mod compactor;
 pub mod follower;
 pub mod registry;
 mod replicator;

@@ -5,6 +5,7 @@
 
 use super::batch::{encode_full, now_ms, Batch};
 use super::capture::{Capture, CapturedTxn, Discontinuity, WalPosition, WalSource};
+use super::compactor::{CompactionControl, CompactionEvent, Compactor, LevelCache, SNAPSHOT_LEVEL};
 use super::follower::{self, Uploaded};
 use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
@@ -107,6 +108,9 @@ struct Shared {
     /// Capture time of the oldest commit not yet uploaded, for the lag figure.
     oldest_pending_ms: Option<i64>,
     last_lag_ms: Option<i64>,
+    /// The compaction thread asked for a level-9 snapshot.
+    level9_requested: bool,
+    compaction: serde_json::Value,
 }
 
 pub struct Primary {
@@ -129,6 +133,13 @@ pub struct Primary {
     snapshot_unlocked: Condvar,
     /// Mirrors `Shared::fatal.is_some()` for the per-write check.
     refusing: AtomicBool,
+    /// Level-9 snapshots waiting for upload (staged after the level-0 files they cover).
+    snapshot_staging: Staging,
+    /// Uploaded level-0 files kept for compaction (when compaction is on).
+    level_cache: Option<LevelCache>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the compaction thread when closing.
+    compaction_wake: Condvar,
 }
 
 impl Primary {
@@ -145,6 +156,15 @@ impl Primary {
         let staging = Staging::open(&config.staging_dir)
             .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
         let state_file = StateFile::new(&config.staging_dir);
+        let snapshot_staging = Staging::open(&config.staging_dir.join("level9"))
+            .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
+        let level_cache = match &config.compaction {
+            Some(_) => Some(
+                LevelCache::open(&config.staging_dir)
+                    .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?,
+            ),
+            None => None,
+        };
         remove_snapshot_leftovers(&config.staging_dir);
         let saved = state_file
             .load()
@@ -285,6 +305,8 @@ impl Primary {
                 last_upload_ms: None,
                 oldest_pending_ms: None,
                 last_lag_ms: None,
+                level9_requested: false,
+                compaction: json!({}),
             }),
             config,
             store,
@@ -297,6 +319,10 @@ impl Primary {
             snapshot_locking: Mutex::new(false),
             snapshot_unlocked: Condvar::new(),
             refusing: AtomicBool::new(false),
+            snapshot_staging,
+            level_cache,
+            compactor: Mutex::new(None),
+            compaction_wake: Condvar::new(),
         });
         // The state file names our node id from the first open on.
         primary
@@ -308,6 +334,21 @@ impl Primary {
             .spawn(move || worker.run())
             .map_err(|e| format!("cannot start the replication thread: {e}"))?;
         *primary.worker.lock().expect("worker lock") = Some(handle);
+        if let Some(ladder) = primary.config.compaction.clone() {
+            let compactor = Compactor {
+                store: Arc::clone(&primary.store),
+                cache: LevelCache::open(&primary.config.staging_dir)
+                    .map_err(|e| format!("staging directory {}: {e}", primary.config.staging_dir.display()))?,
+                config: ladder,
+                compression: primary.compression(),
+            };
+            let control = Arc::clone(&primary);
+            let handle = std::thread::Builder::new()
+                .name("litestream-compact".into())
+                .spawn(move || compactor.run(control.as_ref()))
+                .map_err(|e| format!("cannot start the compaction thread: {e}"))?;
+            *primary.compactor.lock().expect("compactor lock") = Some(handle);
+        }
         Ok(primary)
     }
 
@@ -469,6 +510,7 @@ impl Primary {
             "sync_mode": match self.config.sync_mode { SyncMode::Async => "async", SyncMode::Commit => "commit" },
             "error": s.fatal.clone().or_else(|| s.last_error.clone()),
             "refusing_writes": s.fatal.is_some(),
+            "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
         })
     }
 
@@ -480,6 +522,10 @@ impl Primary {
             shared.closing = true;
             shared.sync_requested = true;
             self.wake.notify_all();
+        }
+        self.compaction_wake.notify_all();
+        if let Some(handle) = self.compactor.lock().expect("compactor lock").take() {
+            let _ = handle.join();
         }
         if let Some(handle) = self.worker.lock().expect("worker lock").take() {
             let _ = handle.join();
@@ -604,6 +650,15 @@ impl Primary {
             }
             self.take_snapshot()?;
         }
+        let level9 = {
+            let mut shared = self.lock();
+            std::mem::take(&mut shared.level9_requested) && shared.snapshot_needed.is_none()
+        };
+        if level9 {
+            if let Err(e) = self.take_level9_snapshot() {
+                self.record_error(format!("level-9 snapshot: {e}"));
+            }
+        }
         let batch = {
             let mut shared = self.lock();
             if shared.queue.is_empty() {
@@ -696,31 +751,8 @@ impl Primary {
                 result.err().unwrap_or_default()
             ));
         };
-        let encoded = result.and_then(|()| {
-            let file = fs::File::open(&tmp).map_err(|e| e.to_string())?;
-            let len = file.metadata().map_err(|e| e.to_string())?.len();
-            let mut header = [0u8; 100];
-            let page_size = if len >= 100 {
-                file.read_exact_at(&mut header, 0).map_err(|e| e.to_string())?;
-                match u16::from_be_bytes([header[16], header[17]]) {
-                    1 => 65536,
-                    n => n as u32,
-                }
-            } else {
-                4096
-            };
-            let commit = (len / page_size as u64) as u32;
-            let min_txid = if txid == 1 { 1 } else { txid };
-            encode_full(
-                page_size,
-                commit,
-                min_txid,
-                txid,
-                self.node_id,
-                self.compression(),
-                |pgno, buf| file.read_exact_at(buf, (pgno as u64 - 1) * page_size as u64),
-            )
-        });
+        let min_txid = if txid == 1 { 1 } else { txid };
+        let encoded = result.and_then(|()| self.encode_copy(&tmp, min_txid, txid));
         remove_snapshot_leftovers(&self.config.staging_dir);
         // Commits captured before the snapshot point are staged first, in order.
         if !before.is_empty() {
@@ -757,13 +789,131 @@ impl Primary {
         Ok(())
     }
 
-    /// Uploads staged files in TXID order, removing each once stored.
+    /// Encodes the snapshot copy at `tmp` as one LTX file holding every page.
+    fn encode_copy(&self, tmp: &Path, min_txid: u64, max_txid: u64) -> Result<Vec<u8>, String> {
+        let file = fs::File::open(tmp).map_err(|e| e.to_string())?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let mut header = [0u8; 100];
+        let page_size = if len >= 100 {
+            file.read_exact_at(&mut header, 0).map_err(|e| e.to_string())?;
+            match u16::from_be_bytes([header[16], header[17]]) {
+                1 => 65536,
+                n => n as u32,
+            }
+        } else {
+            4096
+        };
+        let commit = (len / page_size as u64) as u32;
+        encode_full(
+            page_size,
+            commit,
+            min_txid,
+            max_txid,
+            self.node_id,
+            self.compression(),
+            |pgno, buf| file.read_exact_at(buf, (pgno as u64 - 1) * page_size as u64),
+        )
+    }
+
+    /// A level-9 snapshot of the database at the last captured TXID (no new TXID):
+    /// copied under the same writer exclusion as any snapshot, staged beside the level-0
+    /// files and uploaded after the ones it covers.
+    fn take_level9_snapshot(&self) -> Result<(), String> {
+        let tmp = self.config.staging_dir.join(SNAPSHOT_TMP);
+        remove_snapshot_leftovers(&self.config.staging_dir);
+        let mut assigned: Option<(u64, Batch)> = None;
+        let mut at_lock = || {
+            let mut shared = self.lock();
+            // Commits other processes wrote are in the copy: capture them first.
+            if let Ok(mut wal) = WalFile::open(&self.db_path) {
+                match shared.capture.catch_up(&mut wal) {
+                    Ok(Ok(txns)) => shared.enqueue(txns),
+                    Ok(Err(Discontinuity(reason))) => {
+                        shared.require_snapshot(reason);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("reading the WAL for a snapshot: {e}");
+                        return;
+                    }
+                }
+            }
+            let txid = shared.next_txid - 1;
+            if txid == 0 {
+                return;
+            }
+            let before = std::mem::take(&mut shared.queue);
+            assigned = Some((txid, before));
+        };
+        self.set_snapshot_locking(true);
+        let released = || self.set_snapshot_locking(false);
+        let result = self.snapshotter.snapshot(&self.db_path, &tmp, &mut at_lock, &released);
+        self.set_snapshot_locking(false);
+        let Some((txid, before)) = assigned else {
+            remove_snapshot_leftovers(&self.config.staging_dir);
+            return result.and(Ok(()));
+        };
+        let encoded = result.and_then(|()| self.encode_copy(&tmp, 1, txid));
+        remove_snapshot_leftovers(&self.config.staging_dir);
+        if !before.is_empty() {
+            let staged = before
+                .encode(self.node_id, self.compression())
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    self.staging
+                        .stage(before.min_txid(), before.max_txid(), &bytes)
+                        .map_err(|e| e.to_string())
+                });
+            let mut shared = self.lock();
+            match staged {
+                Ok(_) => {
+                    shared.staged_txid = before.max_txid();
+                    if let Some(position) = before.position() {
+                        shared.staged_positions.insert(before.max_txid(), position);
+                    }
+                    shared.recycle(before);
+                    self.save_state(&shared, None)
+                        .map_err(|e| format!("saving state: {e}"))?;
+                }
+                Err(e) => {
+                    let Shared { queue, capture, .. } = &mut *shared;
+                    queue.absorb_older(before, &mut |page| capture.recycle(page));
+                    return Err(e);
+                }
+            }
+        }
+        let bytes = encoded?;
+        self.snapshot_staging
+            .stage(1, txid, &bytes)
+            .map_err(|e| format!("staging the level-9 snapshot: {e}"))?;
+        tracing::info!(db = %self.db_path.display(), txid, bytes = bytes.len(), "level-9 snapshot staged");
+        Ok(())
+    }
+
+    /// Uploads staged files in TXID order, removing each once stored; then level-9
+    /// snapshots, once the level-0 files up to their TXID are stored.
     fn upload_staged(&self) -> Result<(), String> {
         for file in self.staging.list().map_err(|e| e.to_string())? {
             if self.lock().fatal.is_some() {
                 return Ok(());
             }
             self.upload_one(&file)?;
+        }
+        for file in self.snapshot_staging.list().map_err(|e| e.to_string())? {
+            if self.lock().uploaded_txid < file.max_txid {
+                break;
+            }
+            let bytes = fs::read(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?;
+            let timestamp = crate::ltx::Header::decode(&bytes[..bytes.len().min(100)])
+                .map(|h| h.timestamp_ms)
+                .unwrap_or(0);
+            block_on(
+                self.store
+                    .put(SNAPSHOT_LEVEL, file.min_txid, file.max_txid, bytes.into(), timestamp),
+            )
+            .map_err(|e| format!("uploading the level-9 snapshot at TXID {}: {e}", file.max_txid))?;
+            self.snapshot_staging.remove(&file).map_err(|e| e.to_string())?;
+            tracing::info!(db = %self.db_path.display(), txid = file.max_txid, "level-9 snapshot uploaded");
         }
         Ok(())
     }
@@ -804,7 +954,13 @@ impl Primary {
             }
             Err(e) => return Err(format!("uploading TXID {}-{}: {e}", file.min_txid, file.max_txid)),
         }
-        self.staging.remove(file).map_err(|e| e.to_string())?;
+        let cached = self
+            .level_cache
+            .as_ref()
+            .is_some_and(|cache| cache.adopt(0, file.min_txid, file.max_txid, &file.path).is_ok());
+        if !cached {
+            self.staging.remove(file).map_err(|e| e.to_string())?;
+        }
         let mut shared = self.lock();
         shared.uploaded_txid = shared.uploaded_txid.max(file.max_txid);
         let reached: Vec<u64> = shared
@@ -841,6 +997,64 @@ impl Primary {
         shared.last_error = None;
         self.progress.notify_all();
         Ok(())
+    }
+}
+
+impl CompactionControl for Primary {
+    fn sleep_until(&self, deadline_ms: i64) -> bool {
+        let mut shared = self.lock();
+        loop {
+            if shared.closing {
+                return true;
+            }
+            let left = deadline_ms - now_ms();
+            if left <= 0 {
+                return false;
+            }
+            shared = self
+                .compaction_wake
+                .wait_timeout(shared, Duration::from_millis(left as u64))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn request_snapshot(&self) {
+        self.lock().level9_requested = true;
+        self.wake.notify_all();
+    }
+
+    fn report(&self, event: CompactionEvent) {
+        let mut shared = self.lock();
+        let status = &mut shared.compaction;
+        let bump = |v: &mut serde_json::Value, key: &str, by: u64| {
+            v[key] = json!(v[key].as_u64().unwrap_or(0) + by);
+        };
+        match event {
+            CompactionEvent::Compacted(c) => {
+                tracing::debug!(db = %self.db_path.display(), level = c.level, min = c.min_txid, max = c.max_txid, inputs = c.inputs, "compacted");
+                status[format!("level{}", c.level)] = json!({
+                    "min_txid": c.min_txid,
+                    "max_txid": c.max_txid,
+                    "inputs": c.inputs,
+                    "local_inputs": c.local_inputs,
+                    "bytes": c.bytes,
+                    "at_ms": now_ms(),
+                });
+                bump(status, "compactions", 1);
+            }
+            CompactionEvent::Retention(d) => {
+                tracing::info!(db = %self.db_path.display(), snapshots = d.snapshots, files = d.files, "retention deleted old files");
+                bump(status, "deleted_snapshots", d.snapshots as u64);
+                bump(status, "deleted_files", d.files as u64);
+            }
+            CompactionEvent::SnapshotRequested => bump(status, "snapshots_requested", 1),
+            CompactionEvent::Failed(e) => {
+                tracing::warn!(db = %self.db_path.display(), "compaction: {e}");
+                status["last_error"] = json!(e);
+                bump(status, "errors", 1);
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod fetch;
 pub mod hydrate;
+pub mod pragma;
 pub mod registry;
 pub mod state;
 pub mod time;
@@ -333,6 +334,13 @@ impl Replica {
 
     /// One decompressed page, from the cache or one ranged GET; `None` reads as zeros.
     fn page(&self, state: &State, pgno: u32) -> Result<Option<Arc<[u8]>>, ReadError> {
+        self.page_or_replan(state, pgno, true)
+    }
+
+    /// The page from `state`'s plan; when a file of that plan has gone from the store
+    /// (compaction or retention) and `replan` is set, from a fresh plan of the same TXID:
+    /// every plan of one TXID yields the same page, so the read transaction goes on.
+    fn page_or_replan(&self, state: &State, pgno: u32, replan: bool) -> Result<Option<Arc<[u8]>>, ReadError> {
         let Some(loc) = state.locate(pgno) else {
             return Ok(None);
         };
@@ -425,6 +433,11 @@ impl Replica {
                         // Compaction or retention removed a file of the plan: re-plan.
                         self.lock().replan = true;
                         self.wake.notify_all();
+                        if replan {
+                            if let Some(fresh) = self.state_exactly(state.txid) {
+                                return self.page_or_replan(&fresh, pgno, false);
+                            }
+                        }
                         ReadError::Io(format!(
                             "replica {}: reading page {pgno}: {} is gone from the replica (compacted or \
                              deleted); retry the transaction",
@@ -444,6 +457,14 @@ impl Replica {
         }
         self.cache.insert(key, Arc::clone(&page));
         Ok(Some(page))
+    }
+
+    /// A freshly planned state at exactly `txid`, if the store still holds one.
+    fn state_exactly(&self, txid: u64) -> Option<State> {
+        let listing = block_on(self.fetcher.list_all()).ok()?;
+        let plan = restore::plan(&listing, Some(txid)).ok()?;
+        let files = self.plan_files(plan).ok()?;
+        State::build(files).ok()
     }
 
     /// Keeps the hydration file at the newest state.

@@ -11,6 +11,7 @@
 
 mod decode;
 mod download;
+pub use download::RemoteReader;
 pub mod plan;
 mod progress;
 mod run;

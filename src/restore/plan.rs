@@ -140,7 +140,9 @@ pub fn resolve_timestamp<E>(
         .iter()
         .chain(listing.incremental.iter().flatten())
         .collect();
-    files.sort_by_key(|f| (f.max_txid, std::cmp::Reverse(f.level)));
+    // Per TXID keep the lowest level: its timestamp is the original one (a level-9
+    // snapshot is encoded a little after the level-0 file ending at the same TXID).
+    files.sort_by_key(|f| (f.max_txid, f.level));
     files.dedup_by_key(|f| f.max_txid);
     let (mut lo, mut hi) = (0usize, files.len());
     while lo < hi {

@@ -45,3 +45,39 @@ pub fn progress_json() -> serde_json::Value {
     let running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
     running.iter().filter_map(Weak::upgrade).map(|p| p.json()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_restore_is_listed_until_it_ends() {
+        let progress = Arc::new(RestoreProgress {
+            replica: "memory://progress-test".into(),
+            dest: "/tmp/progress-test.db".into(),
+            target_txid: 42,
+            files: 3,
+            total_bytes: 1000,
+            downloaded: Arc::new(AtomicU64::new(250)),
+            started: Instant::now(),
+        });
+        register(&progress);
+        let listed = progress_json();
+        let mine = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["replica"] == "memory://progress-test")
+            .cloned()
+            .expect("listed while running");
+        assert_eq!(mine["bytes_downloaded"], 250);
+        assert_eq!(mine["target_txid"], 42);
+        drop(progress);
+        let listed = progress_json();
+        assert!(!listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["replica"] == "memory://progress-test"));
+    }
+}

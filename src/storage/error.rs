@@ -114,6 +114,10 @@ const SECRET_PARAMS: &[&str] = &[
     "sse-customer-key",
     "token",
     "password",
+    "nats_token",
+    "nats-token",
+    "nats_password",
+    "nats-password",
 ];
 
 impl Redactor {
@@ -167,11 +171,16 @@ fn redact_query_values(text: &str) -> String {
 }
 
 /// A user-supplied URL made safe to print: password in the userinfo and secret query
-/// parameters replaced.
+/// parameters replaced. In a `nats://` URL a user name without a password is a token
+/// (`nats://TOKEN@host`), so it is replaced too.
 pub fn redact_url(raw: &str) -> String {
     let cleaned = match url::Url::parse(raw) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        Ok(mut u) if u.scheme().eq_ignore_ascii_case("nats") && !u.username().is_empty() => {
+            let _ = u.set_username("<redacted>");
             u.to_string()
         }
         _ => raw.to_string(),
@@ -311,6 +320,11 @@ mod tests {
         let u = redact_url("s3://AKID:supersecret@bucket/db?secret-access-key=s3cr3t&region=x");
         assert!(!u.contains("supersecret") && !u.contains("s3cr3t"), "{u}");
         assert!(u.contains("region=x"), "{u}");
+        let u = redact_url("nats://s3cr3ttoken@127.0.0.1:4222/bucket?nats_password=pw-secret");
+        assert!(!u.contains("s3cr3ttoken") && !u.contains("pw-secret"), "{u}");
+        assert!(u.contains("127.0.0.1:4222/bucket"), "{u}");
+        let u = redact_url("nats://alice:pw-secret@127.0.0.1/bucket");
+        assert!(u.contains("alice") && !u.contains("pw-secret"), "{u}");
     }
 
     fn classify(err: object_store::Error, op: &'static str) -> Error {

@@ -3,7 +3,7 @@
 //! The rest of the crate speaks only [`ReplicaStore`] (held as `Arc<dyn ReplicaStore>`),
 //! in terms of LTX files — (level, min TXID, max TXID) — never raw keys. [`open_store`]
 //! turns a replica URL into one. Backends: `object_store` for S3, GCS, Azure, local files and
-//! memory; another store (e.g. NATS JetStream) only needs another trait implementation.
+//! memory; NATS JetStream object stores through their own implementation (`nats/`).
 //!
 //! Key layout (see `layout.rs`): `<path>/ltx/<level>/<name>` everywhere except S3, which uses
 //! `<path>/<level %04x>/<name>`; names are `%016x-%016x.ltx`.
@@ -15,6 +15,7 @@ mod http;
 mod layout;
 mod local;
 mod name;
+mod nats;
 mod object;
 mod open;
 mod options;
@@ -29,9 +30,10 @@ pub use error::{redact_url, Error, Result};
 pub use gcs::GCS_TIMESTAMP_METADATA;
 pub use layout::{Layout, LevelStyle};
 pub use name::{format_name, parse_name};
+pub use nats::{NatsReplica, NATS_TIMESTAMP_HEADER};
 pub use object::ObjectReplica;
 pub use open::{open_store, open_store_with_env};
-pub use options::StoreOptions;
+pub use options::{NatsOptions, StoreOptions};
 pub use retry::{retry, RetryPolicy};
 pub use s3::S3_TIMESTAMP_METADATA;
 pub use store::{LtxObject, ReplicaStore};

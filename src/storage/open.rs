@@ -6,12 +6,13 @@ use super::error::{Error, Result};
 use super::options::StoreOptions;
 use super::store::ReplicaStore;
 use super::target::{EnvFn, Target};
-use super::{azure, gcs, local, s3};
+use super::{azure, gcs, local, nats, s3};
 
 /// Opens the replica store a URL names, reading credentials from the process environment.
 ///
 /// Schemes: `file:///abs/path`, `s3://bucket/path?endpoint=...&region=...&forcePathStyle=true`,
-/// `gs://bucket/path`, `abs://[account@]container/path` (also `az://`), `memory://name/path`.
+/// `gs://bucket/path`, `abs://[account@]container/path` (also `az://`), `memory://name/path`,
+/// `nats://[user:pass@|token@]host:port/bucket[/path]` (NATS JetStream object store).
 /// `options` override the URL's parameters, which override the environment. Opening makes no
 /// request; a bad URL, an unknown parameter or a missing credential fails here, with a message
 /// that names what to set and contains no secret.
@@ -28,9 +29,14 @@ pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) ->
         "s3" => s3::open(&t, options, env)?,
         "gs" | "gcs" => gcs::open(&t, options, env)?,
         "abs" | "az" => azure::open(&t, options, env)?,
+        "nats" => {
+            let replica = nats::open(&t, options, env)?;
+            tracing::debug!(store = %replica.describe(), layout = ?replica.layout(), "opened replica store");
+            return Ok(Arc::new(replica));
+        }
         other => {
             return Err(Error::config(format!(
-                "unsupported replica URL scheme {other:?} in {}; supported: file, s3, gs, abs (az), memory",
+                "unsupported replica URL scheme {other:?} in {}; supported: file, s3, gs, abs (az), nats, memory",
                 t.name
             )))
         }

@@ -31,6 +31,93 @@ pub struct StoreOptions {
     /// Off by default so that a forgotten credential is an error at open, not a timeout
     /// at the first upload.
     pub instance_credentials: bool,
+    /// NATS settings (`nats://` replicas only).
+    pub nats: NatsOptions,
+}
+
+/// Settings of a `nats://` replica that do not fit in its URL. Each falls back to the URL's
+/// query parameter of the same name, then to the `NATS_*` variable the `nats` CLI reads.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// Credentials file (user JWT + nkey seed), `nats_creds` / `NATS_CREDS`.
+    pub creds: Option<String>,
+    /// File holding an nkey seed, `nats_nkey` / `NATS_NKEY`.
+    pub nkey: Option<String>,
+    /// Authentication token, `nats_token` / `NATS_TOKEN`.
+    pub token: Option<String>,
+    /// User name, `nats_user` / `NATS_USER`.
+    pub user: Option<String>,
+    /// Password, `nats_password` / `NATS_PASSWORD`.
+    pub password: Option<String>,
+    /// Require TLS even without a CA or client certificate, `nats_tls`.
+    pub tls: Option<bool>,
+    /// PEM file of CA certificates to trust, `nats_tls_ca` / `NATS_CA`.
+    pub tls_ca: Option<String>,
+    /// PEM client certificate for mutual TLS, `nats_tls_cert` / `NATS_CERT`.
+    pub tls_cert: Option<String>,
+    /// PEM key of the client certificate, `nats_tls_key` / `NATS_KEY`.
+    pub tls_key: Option<String>,
+    /// Size of the chunk messages of the objects we write, `nats_chunk_size` (bytes, or
+    /// with a `k` suffix). Default 128k, as the NATS clients; smaller chunks make a
+    /// replica's page reads cheaper and whole-file reads slower (docs/nats.md).
+    pub chunk_size: Option<usize>,
+}
+
+impl std::fmt::Debug for NatsOptions {
+    // Not derived: the token and password must not reach logs. File paths are not secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("NatsOptions")
+            .field("creds", &self.creds)
+            .field("nkey", &self.nkey)
+            .field("token", &hide(&self.token))
+            .field("user", &self.user)
+            .field("password", &hide(&self.password))
+            .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("chunk_size", &self.chunk_size)
+            .finish()
+    }
+}
+
+impl NatsOptions {
+    /// The parameter names, in the `nats_*` spelling (the `nats-*` one is accepted too).
+    pub const PARAMS: &'static [&'static str] = &[
+        "nats_creds",
+        "nats_nkey",
+        "nats_token",
+        "nats_user",
+        "nats_password",
+        "nats_tls",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
+        "nats_chunk_size",
+    ];
+
+    /// Sets `key` (`nats_creds` or `nats-creds`, ...); `Ok(false)` if it is not a NATS option.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        let Some(name) = key.strip_prefix("nats_").or_else(|| key.strip_prefix("nats-")) else {
+            return Ok(false);
+        };
+        let text = Some(value.to_string());
+        match name.replace('-', "_").as_str() {
+            "creds" => self.creds = text,
+            "nkey" => self.nkey = text,
+            "token" => self.token = text,
+            "user" => self.user = text,
+            "password" => self.password = text,
+            "tls" => self.tls = Some(parse_bool(key, value)?),
+            "tls_ca" => self.tls_ca = text,
+            "tls_cert" => self.tls_cert = text,
+            "tls_key" => self.tls_key = text,
+            "chunk_size" => self.chunk_size = Some(parse_chunk_size(key, value)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -48,6 +135,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("account_key", &hide(&self.account_key))
             .field("sas_token", &hide(&self.sas_token))
             .field("instance_credentials", &self.instance_credentials)
+            .field("nats", &self.nats)
             .finish()
     }
 }
@@ -69,9 +157,25 @@ impl StoreOptions {
             "account-key" | "accountKey" => self.account_key = text(value),
             "sas-token" | "sasToken" => self.sas_token = text(value),
             "instance-credentials" | "instanceCredentials" => self.instance_credentials = parse_bool(key, value)?,
-            _ => return Ok(false),
+            _ => return self.nats.set(key, value),
         }
         Ok(true)
+    }
+}
+
+/// A chunk size: bytes, or KiB with a `k` suffix; 1k to 512k (the server's default
+/// `max_payload` is 1 MiB, headers included).
+fn parse_chunk_size(key: &str, value: &str) -> Result<usize> {
+    let v = value.trim().to_ascii_lowercase();
+    let (digits, unit) = match v.strip_suffix('k') {
+        Some(d) => (d, 1024),
+        None => (v.as_str(), 1),
+    };
+    match digits.parse::<usize>().ok().and_then(|n| n.checked_mul(unit)) {
+        Some(n) if (1024..=512 * 1024).contains(&n) => Ok(n),
+        _ => Err(Error::config(format!(
+            "parameter {key}={value:?} must be a size from 1k to 512k"
+        ))),
     }
 }
 
@@ -103,11 +207,37 @@ mod tests {
     }
 
     #[test]
+    fn nats_options_take_both_spellings() {
+        let mut o = StoreOptions::default();
+        assert!(o.set("nats_creds", "/etc/nats/user.creds").unwrap());
+        assert!(o.set("nats-tls-ca", "/etc/nats/ca.pem").unwrap());
+        assert!(o.set("nats_tls", "yes").unwrap());
+        assert!(!o.set("nats_color", "blue").unwrap());
+        assert!(o.set("nats_tls", "perhaps").is_err());
+        assert!(o.set("nats_chunk_size", "32k").unwrap());
+        assert_eq!(o.nats.chunk_size, Some(32 * 1024));
+        assert!(o.set("nats_chunk_size", "2048").unwrap());
+        assert_eq!(o.nats.chunk_size, Some(2048));
+        for bad in ["0", "1m", "600k", "lots"] {
+            assert!(o.set("nats_chunk_size", bad).is_err(), "{bad}");
+        }
+        assert_eq!(o.nats.creds.as_deref(), Some("/etc/nats/user.creds"));
+        assert_eq!(o.nats.tls_ca.as_deref(), Some("/etc/nats/ca.pem"));
+        assert_eq!(o.nats.tls, Some(true));
+    }
+
+    #[test]
     fn debug_hides_secrets() {
         let mut o = StoreOptions::default();
         o.set("secret-access-key", "hunter2hunter2").unwrap();
         o.set("sas-token", "sv=1&sig=abcdef").unwrap();
+        o.set("nats_token", "natstokensecret").unwrap();
+        o.set("nats_password", "natspasswordsecret").unwrap();
         let d = format!("{o:?}");
         assert!(!d.contains("hunter2") && !d.contains("abcdef"), "{d}");
+        assert!(
+            !d.contains("natstokensecret") && !d.contains("natspasswordsecret"),
+            "{d}"
+        );
     }
 }

@@ -103,7 +103,7 @@ impl Target {
 }
 
 /// `%XX` decoding (Go's `url.URL.Path` is decoded; the `url` crate keeps it encoded).
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -2,21 +2,25 @@
 
 use super::functions::register_functions;
 use super::guard::guard;
+use super::pin::{pin_this_library, Residence};
 use super::register::register_vfs;
 use libsqlite3_sys as ffi;
 use std::os::raw::{c_char, c_int};
 
 /// Entry point SQLite derives from the file name `liblitestream_vfs.so`.
 ///
-/// Registers the `litestream` VFS (once per process) and the SQL functions on `db`,
-/// asks SQLite to add the functions to every later connection, and returns
-/// `SQLITE_OK_LOAD_PERMANENTLY`: a registered VFS must outlive the connection that
-/// loaded it. A C program that links the library statically can pass this function
-/// to `sqlite3_auto_extension`.
+/// Registers the `litestream` VFS (once per process) and the SQL functions on `db`, and
+/// asks SQLite to add the functions to every later connection. A registered VFS must
+/// outlive the connection that loaded it, so the library pins itself in memory
+/// ([`pin_this_library`]) and returns `SQLITE_OK`; only if that fails does it return
+/// `SQLITE_OK_LOAD_PERMANENTLY`, which `sqlite3_load_extension` understands but an
+/// auto-extension must not return. So the same function serves `.load` and a C program
+/// that links the static library and passes it to `sqlite3_auto_extension`
+/// (`include/litestream_vfs.h`).
 ///
 /// # Safety
 /// Called by SQLite with a valid connection (or null from auto-extension contexts
-/// that have none) and the API routine table.
+/// that have none) and the API routine table (null is refused with an error).
 #[no_mangle]
 pub unsafe extern "C" fn sqlite3_litestreamvfs_init(
     db: *mut ffi::sqlite3,
@@ -24,6 +28,12 @@ pub unsafe extern "C" fn sqlite3_litestreamvfs_init(
     api: *mut ffi::sqlite3_api_routines,
 ) -> c_int {
     guard("sqlite3_litestreamvfs_init", ffi::SQLITE_ERROR, || {
+        if api.is_null() {
+            // SQLite built with SQLITE_OMIT_LOAD_EXTENSION passes no routine table, and
+            // every sqlite3_* call of this crate goes through it.
+            eprintln!("litestream: cannot initialise the extension: SQLite passed no API routine table");
+            return ffi::SQLITE_ERROR;
+        }
         if let Err(e) = ffi::rusqlite_extension_init2(api) {
             // Without the API table we cannot even allocate an error message.
             eprintln!("litestream: cannot initialise the extension: {e:?}");
@@ -44,7 +54,10 @@ pub unsafe extern "C" fn sqlite3_litestreamvfs_init(
             Ok(())
         });
         match result {
-            Ok(()) => ffi::SQLITE_OK_LOAD_PERMANENTLY,
+            Ok(()) => match pin_this_library() {
+                Residence::MainProgram | Residence::Pinned => ffi::SQLITE_OK,
+                Residence::Unknown => ffi::SQLITE_OK_LOAD_PERMANENTLY,
+            },
             Err(message) => {
                 set_error_message(err, &format!("litestream: {message}"));
                 ffi::SQLITE_ERROR

@@ -10,6 +10,7 @@ mod entry;
 mod file;
 mod functions;
 mod guard;
+mod pin;
 mod private;
 mod register;
 mod replica_file;

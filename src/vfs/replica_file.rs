@@ -5,9 +5,10 @@
 
 use super::file::wrapper_size;
 use super::guard::{guard, sqlite_log};
+use crate::replica::pragma;
 use crate::replica::registry;
 use crate::replica::state::State;
-use crate::replica::time::{self, ConnView};
+use crate::replica::time::ConnView;
 use crate::replica::{ReadError, Replica, ReplicaConn};
 use libsqlite3_sys as ffi;
 use std::ffi::CStr;
@@ -245,14 +246,16 @@ unsafe extern "C" fn x_file_control(file: *mut ffi::sqlite3_file, op: c_int, arg
             // arg: [0] result or error (ours to set), [1] pragma name, [2] value or NULL.
             let args = arg as *mut *mut c_char;
             let name = *args.add(1);
-            if name.is_null() || !CStr::from_ptr(name).to_bytes().eq_ignore_ascii_case(b"litestream_time") {
+            if name.is_null() {
                 return ffi::SQLITE_NOTFOUND;
             }
+            let name = CStr::from_ptr(name).to_string_lossy();
             let value = *args.add(2);
             let value = (!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned());
-            let (rc, text) = match time::pragma(&handle(file).conn(), value.as_deref()) {
-                Ok(text) => (ffi::SQLITE_OK, text),
-                Err(e) => (ffi::SQLITE_ERROR, format!("litestream_time: {e}")),
+            let (rc, text) = match pragma::answer(&handle(file).conn(), &name, value.as_deref()) {
+                None => return ffi::SQLITE_NOTFOUND,
+                Some(Ok(text)) => (ffi::SQLITE_OK, text),
+                Some(Err(e)) => (ffi::SQLITE_ERROR, e),
             };
             *args = sqlite_string(&text);
             return rc;

@@ -9,5 +9,6 @@ pub mod gcs;
 pub mod http;
 pub mod litestream;
 pub mod moto;
+pub mod nats;
 pub mod server;
 pub mod tools;

