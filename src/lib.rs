@@ -6,7 +6,7 @@
 //! point is [`sqlite3_litestreamvfs_init`].
 
 pub mod config;
-mod logging;
+pub mod logging;
 pub mod ltx;
 pub mod primary;
 pub mod replica;

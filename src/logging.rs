@@ -6,7 +6,8 @@ use std::sync::Once;
 
 static INIT: Once = Once::new();
 
-pub(crate) fn init() {
+/// Installs the subscriber once per process (the extension's entry point and the CLI).
+pub fn init() {
     INIT.call_once(|| {
         let level = std::env::var("LITESTREAM_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
         let filter = tracing_subscriber::EnvFilter::try_new(format!("litestream_vfs={}", level.to_lowercase()))

@@ -18,18 +18,57 @@ pub fn is_contiguous(prev_max: u64, min: u64, max: u64) -> bool {
     min <= prev_max.saturating_add(1) && max > prev_max
 }
 
-struct Input<R: Read> {
-    dec: Decoder<R>,
-    page: Vec<u8>,
-    /// Page number held in `page`, `None` once the input is exhausted.
-    pgno: Option<u32>,
+/// Pages in ascending page order, verified when finished: what [`Merge`] merges. One
+/// file read in line is [`DecodedPages`]; a restore also decodes files on threads of
+/// their own (`restore::decode`) and merges those.
+pub trait PageSource {
+    /// The file's header.
+    fn header(&self) -> &Header;
+    /// Moves to the next page and returns its number, or `None` after the last.
+    fn advance(&mut self) -> Result<Option<u32>>;
+    /// The page [`advance`](PageSource::advance) last moved to.
+    fn page(&self) -> &[u8];
+    /// Verifies everything after the pages (index, trailer, checksums); returns the trailer.
+    fn finish(self) -> Result<Trailer>;
 }
 
-impl<R: Read> Input<R> {
-    fn advance(&mut self) -> Result<()> {
-        self.pgno = self.dec.next_page(&mut self.page)?;
-        Ok(())
+/// A [`Decoder`] and the page it decoded last: one file as a [`PageSource`].
+pub struct DecodedPages<R: Read> {
+    dec: Decoder<R>,
+    page: Vec<u8>,
+}
+
+impl<R: Read> DecodedPages<R> {
+    /// Reads the header of the file `r` holds.
+    pub fn new(r: R) -> Result<Self> {
+        let dec = Decoder::new(r)?;
+        let page = vec![0u8; dec.header().page_size as usize];
+        Ok(DecodedPages { dec, page })
     }
+}
+
+impl<R: Read> PageSource for DecodedPages<R> {
+    fn header(&self) -> &Header {
+        self.dec.header()
+    }
+
+    fn advance(&mut self) -> Result<Option<u32>> {
+        self.dec.next_page(&mut self.page)
+    }
+
+    fn page(&self) -> &[u8] {
+        &self.page
+    }
+
+    fn finish(self) -> Result<Trailer> {
+        Ok(self.dec.finish()?.trailer)
+    }
+}
+
+struct Input<S> {
+    source: S,
+    /// Page number of the source's current page, `None` once it is exhausted.
+    pgno: Option<u32>,
 }
 
 /// Output of [`compact`].
@@ -103,24 +142,27 @@ pub fn compact<R: Read, W: Write>(inputs: Vec<R>, w: W, compression: Compression
 
 /// A k-way merge of contiguous LTX files, page by page: what compaction encodes and
 /// what a restore writes straight into the database file.
-pub struct Merge<R: Read> {
-    inputs: Vec<Input<R>>,
+pub struct Merge<S> {
+    inputs: Vec<Input<S>>,
     /// The header the merged result has (see [`compacted_header`]).
     pub header: Header,
 }
 
-impl<R: Read> Merge<R> {
+impl<R: Read> Merge<DecodedPages<R>> {
     /// Reads every input's header and checks they can be merged.
     pub fn new(inputs: Vec<R>) -> Result<Self> {
-        let mut ins = Vec::with_capacity(inputs.len());
-        for r in inputs {
-            let dec = Decoder::new(r)?;
-            let page = vec![0u8; dec.header().page_size as usize];
-            ins.push(Input { dec, page, pgno: None });
-        }
-        let headers: Vec<Header> = ins.iter().map(|i| *i.dec.header()).collect();
+        let sources = inputs.into_iter().map(DecodedPages::new).collect::<Result<Vec<_>>>()?;
+        Merge::from_sources(sources)
+    }
+}
+
+impl<S: PageSource> Merge<S> {
+    /// Merges already opened sources (oldest first), after checking they can be merged.
+    pub fn from_sources(sources: Vec<S>) -> Result<Self> {
+        let headers: Vec<Header> = sources.iter().map(|s| *s.header()).collect();
         let header = compacted_header(&headers)?;
-        Ok(Merge { inputs: ins, header })
+        let inputs = sources.into_iter().map(|source| Input { source, pgno: None }).collect();
+        Ok(Merge { inputs, header })
     }
 
     /// Calls `page` once per page of the merged result, in ascending page order, then
@@ -130,24 +172,24 @@ impl<R: Read> Merge<R> {
     pub fn run(mut self, mut page: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<u64> {
         let commit = self.header.commit;
         for i in &mut self.inputs {
-            i.advance()?;
+            i.pgno = i.source.advance()?;
         }
         while let Some(pgno) = self.inputs.iter().filter_map(|i| i.pgno).min() {
             // Newest input holding this page wins.
             if pgno <= commit {
                 if let Some(win) = self.inputs.iter().rev().find(|i| i.pgno == Some(pgno)) {
-                    page(pgno, &win.page)?;
+                    page(pgno, win.source.page())?;
                 }
             }
             for i in &mut self.inputs {
                 if i.pgno == Some(pgno) {
-                    i.advance()?;
+                    i.pgno = i.source.advance()?;
                 }
             }
         }
         let mut post_apply = 0;
         for i in self.inputs {
-            post_apply = i.dec.finish()?.trailer.post_apply_checksum;
+            post_apply = i.source.finish()?.post_apply_checksum;
         }
         Ok(if self.header.no_checksum() { 0 } else { post_apply })
     }

@@ -33,7 +33,7 @@ mod tests;
 
 pub use apply::{Applier, PageSink, Position};
 pub use checksum::{crc64, lock_pgno, page_checksum, Crc64, DbChecksum, CHECKSUM_FLAG, EMPTY_DB_CHECKSUM};
-pub use compact::{compact, compacted_header, is_contiguous, Compacted, Merge};
+pub use compact::{compact, compacted_header, is_contiguous, Compacted, DecodedPages, Merge, PageSource};
 pub use decoder::{decode_file, verify, DecodeSummary, DecodedFile, Decoder};
 pub use encoder::Encoder;
 pub use error::{Error, Result};

@@ -1,27 +1,51 @@
 //! Streaming a replica file into a blocking reader: ranged GETs run ahead on the I/O
-//! runtime while the merge consumes them, so a restore downloads every file of its plan
-//! in parallel with bounded memory (`chunks_ahead` chunks per file), whatever the sizes.
+//! runtime while the merge consumes them, so a restore downloads the files of its plan
+//! in parallel with bounded memory, whatever their number and sizes.
+//!
+//! Memory: every file holds at most one chunk until the merge actually reads it (past
+//! the middle of its current chunk); only then does it fetch up to `ahead` chunks more,
+//! each with a permit from the restore's shared prefetch budget. The merge reads the
+//! files in page order, so a plan of files covering successive page ranges (large
+//! transactions, one file each) no longer holds every file in memory at once. The one
+//! chunk a file may always hold keeps the merge from waiting on a budget that files it
+//! is not reading have taken.
 
 use crate::runtime::runtime;
 use crate::storage::{LtxObject, ReplicaStore};
 use bytes::{Buf, Bytes};
-use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+
+type Chunk = (Result<Bytes, String>, OwnedSemaphorePermit);
+
+/// How far the reader has got: chunks it has read past the middle of.
+#[derive(Default)]
+struct Demand {
+    chunks: AtomicUsize,
+    changed: Notify,
+}
 
 /// A [`Read`] over one replica file, fed by ranged GETs running ahead of the reader.
 /// Dropping it cancels the downloads still in flight.
 pub struct RemoteReader {
-    rx: mpsc::Receiver<Result<Bytes, String>>,
+    rx: mpsc::UnboundedReceiver<Chunk>,
     current: Bytes,
+    /// The current chunk's share of the prefetch budget, returned once it is read.
+    permit: Option<OwnedSemaphorePermit>,
+    chunk_len: usize,
+    told_half: bool,
+    demand: Arc<Demand>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RemoteReader {
-    /// Starts downloading `file` in chunks of `chunk` bytes, at most `ahead` requests
-    /// in flight; `downloaded` counts the bytes received (for progress).
+    /// Starts downloading `file` in chunks of `chunk` bytes, at most `ahead` chunks
+    /// ahead of the reader, with a prefetch budget of its own (see
+    /// [`spawn_with_budget`](Self::spawn_with_budget)).
     pub fn spawn(
         store: Arc<dyn ReplicaStore>,
         file: LtxObject,
@@ -29,19 +53,73 @@ impl RemoteReader {
         ahead: usize,
         downloaded: Arc<AtomicU64>,
     ) -> RemoteReader {
+        let budget = Arc::new(Semaphore::new(ahead.max(1)));
+        RemoteReader::spawn_with_budget(store, file, chunk, ahead, budget, downloaded)
+    }
+
+    /// Starts downloading `file` in chunks of `chunk` bytes: the first at once, then, as
+    /// the reader gets through them, at most `ahead` more in flight or waiting, each
+    /// holding a permit of `budget` (shared by the files of one restore) or the one
+    /// chunk this file may always hold. `downloaded` counts the bytes received.
+    pub fn spawn_with_budget(
+        store: Arc<dyn ReplicaStore>,
+        file: LtxObject,
+        chunk: u64,
+        ahead: usize,
+        budget: Arc<Semaphore>,
+        downloaded: Arc<AtomicU64>,
+    ) -> RemoteReader {
         let ahead = ahead.max(1);
-        let (tx, rx) = mpsc::channel(ahead);
         let chunk = chunk.max(64 * 1024);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let demand = Arc::new(Demand::default());
         let ranges: Vec<std::ops::Range<u64>> = (0..file.size.div_ceil(chunk))
             .map(|i| i * chunk..((i + 1) * chunk).min(file.size))
             .collect();
-        let task = runtime().spawn(async move {
-            let fetch = |range: std::ops::Range<u64>| {
-                let store = Arc::clone(&store);
-                async move { store.get_range(file.level, file.min_txid, file.max_txid, range).await }
-            };
-            let mut chunks = futures::stream::iter(ranges).map(fetch).buffered(ahead);
-            while let Some(result) = chunks.next().await {
+        let task = runtime().spawn(fetch_all(
+            store,
+            file,
+            ranges,
+            ahead,
+            budget,
+            Arc::clone(&demand),
+            tx,
+            downloaded,
+        ));
+        RemoteReader {
+            rx,
+            current: Bytes::new(),
+            permit: None,
+            chunk_len: chunk as usize,
+            told_half: true,
+            demand,
+            task,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fetch_all(
+    store: Arc<dyn ReplicaStore>,
+    file: LtxObject,
+    ranges: Vec<std::ops::Range<u64>>,
+    ahead: usize,
+    budget: Arc<Semaphore>,
+    demand: Arc<Demand>,
+    tx: mpsc::UnboundedSender<Chunk>,
+    downloaded: Arc<AtomicU64>,
+) {
+    let own = Arc::new(Semaphore::new(1));
+    let mut in_flight = FuturesOrdered::new();
+    let mut started = 0;
+    loop {
+        let read = demand.chunks.load(Ordering::Acquire);
+        let allowed = if read == 0 { 1 } else { read + ahead };
+        let can_start = started < ranges.len() && started < allowed && in_flight.len() < ahead;
+        tokio::select! {
+            biased;
+            Some((result, permit)) = in_flight.next(), if !in_flight.is_empty() => {
+                let result: Result<Bytes, crate::storage::Error> = result;
                 let result = result.map_err(|e| {
                     format!(
                         "downloading level {} file {}: {e}",
@@ -53,30 +131,55 @@ impl RemoteReader {
                     downloaded.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 }
                 let failed = result.is_err();
-                if tx.send(result).await.is_err() || failed {
+                if tx.send((result, permit)).is_err() || failed {
                     return;
                 }
             }
-        });
-        RemoteReader {
-            rx,
-            current: Bytes::new(),
-            task,
+            permit = take_slot(&own, &budget), if can_start => {
+                let Some(permit) = permit else { return };
+                let range = ranges[started].clone();
+                started += 1;
+                let store = Arc::clone(&store);
+                let fetch = async move { store.get_range(file.level, file.min_txid, file.max_txid, range).await };
+                in_flight.push_back(fetch.map(move |r| (r, permit)));
+            }
+            _ = demand.changed.notified(), if !can_start && started < ranges.len() => {}
+            else => return,
         }
+    }
+}
+
+/// This file's own slot if it is free, else a permit of the shared budget.
+async fn take_slot(own: &Arc<Semaphore>, budget: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        p = Arc::clone(own).acquire_owned() => p.ok(),
+        p = Arc::clone(budget).acquire_owned() => p.ok(),
     }
 }
 
 impl Read for RemoteReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while !self.current.has_remaining() {
+            // The chunk is read: its slot may fetch the chunk this read waits for.
+            self.permit = None;
             match self.rx.blocking_recv() {
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(io::Error::other(e)),
+                Some((Ok(bytes), permit)) => {
+                    self.current = bytes;
+                    self.permit = Some(permit);
+                    self.told_half = false;
+                }
+                Some((Err(e), _)) => return Err(io::Error::other(e)),
                 None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
         self.current.copy_to_slice(&mut buf[..n]);
+        if !self.told_half && self.current.remaining() <= self.chunk_len / 2 {
+            self.told_half = true;
+            self.demand.chunks.fetch_add(1, Ordering::Release);
+            self.demand.changed.notify_one();
+        }
         Ok(n)
     }
 }
@@ -99,11 +202,31 @@ mod tests {
         crate::runtime::block_on(store.put(0, 1, 2, Bytes::from(data.clone()), 0)).unwrap();
         let file = crate::runtime::block_on(store.list(0)).unwrap().remove(0);
         let counter = Arc::new(AtomicU64::new(0));
-        let mut reader = RemoteReader::spawn(store, file, 64 * 1024, 2, Arc::clone(&counter));
+        let budget = Arc::new(Semaphore::new(0));
+        let mut reader = RemoteReader::spawn_with_budget(store, file, 64 * 1024, 2, budget, Arc::clone(&counter));
         let mut got = Vec::new();
         reader.read_to_end(&mut got).unwrap();
         assert_eq!(got, data);
         assert_eq!(counter.load(Ordering::Relaxed), data.len() as u64);
+    }
+
+    #[test]
+    fn a_file_not_being_read_holds_one_chunk_until_it_is() {
+        let store = open_store("memory://download-idle", &Default::default()).unwrap();
+        let data: Vec<u8> = (0..640 * 1024u32).map(|i| (i % 253) as u8).collect();
+        crate::runtime::block_on(store.put(0, 1, 1, Bytes::from(data.clone()), 0)).unwrap();
+        let file = crate::runtime::block_on(store.list(0)).unwrap().remove(0);
+        let counter = Arc::new(AtomicU64::new(0));
+        let budget = Arc::new(Semaphore::new(100));
+        let mut reader =
+            RemoteReader::spawn_with_budget(store, file, 64 * 1024, 4, Arc::clone(&budget), Arc::clone(&counter));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(counter.load(Ordering::Relaxed), 64 * 1024, "one chunk before any read");
+        assert_eq!(budget.available_permits(), 100, "and not from the shared budget");
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(got, data);
+        assert_eq!(budget.available_permits(), 100, "every permit returned");
     }
 
     #[test]

@@ -4,15 +4,18 @@
 //! One plan serves restores and the replica VFS ([`plan`]): the newest snapshot at or
 //! before the target, then the fewest contiguous files that reach it, highest level
 //! first. A restore downloads every file of the plan at once with ranged GETs
-//! ([`download`]), merges them page by page straight into a temporary file (each page is
-//! written once, newest wins), verifies every file checksum and, when the files carry
+//! ([`download`]), decodes the largest on threads of their own ([`decode`]), merges them
+//! page by page straight into a temporary file (each page is written once, newest wins,
+//! by a writing thread: [`write`]), verifies every file checksum and, when the files carry
 //! one, the database checksum, then fsyncs and renames the file into place.
 
+mod decode;
 mod download;
 pub use download::RemoteReader;
 pub mod plan;
 mod progress;
 mod run;
+mod write;
 
 pub use plan::{plan, plan_latest, plan_up_to, resolve_timestamp, Listing, LEVELS, SNAPSHOT_LEVEL};
 pub use progress::{progress_json, RestoreProgress};

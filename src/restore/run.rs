@@ -1,10 +1,12 @@
 //! One restore, start to finish: resolve the target, plan, stream and merge the files
 //! into a temporary file beside the destination, verify, fsync, rename.
 
+use super::decode::{FilePages, ThreadedPages, MAX_THREADS};
 use super::download::RemoteReader;
 use super::plan::{plan, plan_up_to, resolve_timestamp, Listing};
 use super::progress::{register, RestoreProgress};
-use crate::ltx::{DbChecksum, Merge, PageSink, Position};
+use super::write::PageWriter;
+use crate::ltx::{DbChecksum, DecodedPages, Merge, Position};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
 use std::fs;
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::Semaphore;
 
 /// What to restore to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +64,9 @@ pub struct RestoreOptions {
     pub chunk_bytes: u64,
     /// Ranged GETs in flight per file.
     pub chunks_ahead: usize,
+    /// Bytes of chunks fetched ahead of the merge, all files together; each file may
+    /// also always hold one chunk (see `download`).
+    pub prefetch_bytes: u64,
 }
 
 impl Default for RestoreOptions {
@@ -69,6 +75,7 @@ impl Default for RestoreOptions {
             overwrite: false,
             chunk_bytes: 8 << 20,
             chunks_ahead: 4,
+            prefetch_bytes: 64 << 20,
         }
     }
 }
@@ -205,7 +212,8 @@ fn temp_path(dest: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Streams every file of the plan at once and merges them page by page into `tmp`.
+/// Streams every file of the plan at once and merges them page by page into `tmp`: the
+/// largest files decode on threads of their own, a thread writes (see `decode`, `write`).
 fn write_merged(
     store: &Arc<dyn ReplicaStore>,
     files: &[LtxObject],
@@ -213,20 +221,40 @@ fn write_merged(
     options: &RestoreOptions,
     downloaded: &Arc<AtomicU64>,
 ) -> Result<Position, String> {
-    let mut out = fs::File::create(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let out = Arc::new(fs::File::create(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?);
+    let budget = Arc::new(Semaphore::new(
+        (options.prefetch_bytes / options.chunk_bytes.max(1)).max(1) as usize,
+    ));
+    // Every download starts before any header is awaited.
     let readers: Vec<RemoteReader> = files
         .iter()
         .map(|f| {
-            RemoteReader::spawn(
+            RemoteReader::spawn_with_budget(
                 Arc::clone(store),
                 f.clone(),
                 options.chunk_bytes,
                 options.chunks_ahead,
+                Arc::clone(&budget),
                 Arc::clone(downloaded),
             )
         })
         .collect();
-    let merge = Merge::new(readers).map_err(|e| e.to_string())?;
+    let mut by_size: Vec<usize> = (0..files.len()).collect();
+    by_size.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
+    let threaded = &by_size[..by_size.len().min(MAX_THREADS)];
+    let sources = readers
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if threaded.contains(&i) {
+                ThreadedPages::spawn(r, format!("restore-decode-{i}")).map(FilePages::Threaded)
+            } else {
+                DecodedPages::new(r).map(FilePages::InLine)
+            }
+        })
+        .collect::<crate::ltx::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
+    let merge = Merge::from_sources(sources).map_err(|e| e.to_string())?;
     let header = merge.header;
     if header.min_txid != 1 {
         return Err(format!(
@@ -234,6 +262,7 @@ fn write_merged(
             header.min_txid
         ));
     }
+    let mut writer = PageWriter::new(Arc::clone(&out), header.page_size).map_err(|e| e.to_string())?;
     let mut checksum = DbChecksum::new();
     let verify = !header.no_checksum();
     let post_apply = merge
@@ -241,12 +270,13 @@ fn write_merged(
             if verify {
                 checksum.toggle_page(pgno, page);
             }
-            out.write_page(pgno, page).map_err(crate::ltx::Error::Io)
+            writer.write_page(pgno, page).map_err(crate::ltx::Error::Io)
         })
         .map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
     // Pages the merge never wrote are holes, which read as zeros: the lock page among
     // them, as a snapshot restores it.
-    out.set_page_count(header.page_size, header.commit)
+    out.set_len(header.page_size as u64 * header.commit as u64)
         .map_err(|e| e.to_string())?;
     if verify && checksum.value() != post_apply {
         return Err(format!(

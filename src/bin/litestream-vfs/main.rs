@@ -1,0 +1,96 @@
+//! `litestream-vfs`: restore and inspect replicas from a shell, with the same code the
+//! extension uses (`litestream_vfs::restore`, `storage`, `ltx`).
+//!
+//! Exit status: 0 on success, 1 when the work failed (storage, checksums, an existing
+//! file), 2 when the command line is wrong.
+
+mod args;
+mod format;
+mod info_cmd;
+mod ltx_cmd;
+mod progress;
+mod restore_cmd;
+mod store;
+
+use std::process::ExitCode;
+
+/// Why a command stopped.
+#[derive(Debug)]
+pub enum Failure {
+    /// The command line is wrong: exit status 2 and a hint to `--help`.
+    Usage(String),
+    /// The work failed: exit status 1.
+    Failed(String),
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+const USAGE: &str = "\
+litestream-vfs: restore and inspect Litestream (LTX v3) replicas.
+
+Usage:
+  litestream-vfs restore -o PATH [--txid TXID | --timestamp TIME | --time WHEN] [--overwrite] URL
+  litestream-vfs ltx [--level N|all] [--json] FILE_OR_URL...
+  litestream-vfs info [--json] URL
+  litestream-vfs help [COMMAND]
+  litestream-vfs --version
+
+URL is a replica URL as the extension takes it: file:///abs/path, s3://bucket/path?endpoint=..,
+gs://bucket/path, abs://[account@]container/path; a local directory is read as file://.
+Credentials come from the environment (LITESTREAM_ACCESS_KEY_ID, AWS_ACCESS_KEY_ID, ...);
+LITESTREAM_LOG_LEVEL=info|debug shows what the commands do. See docs/cli.md.";
+
+fn main() -> ExitCode {
+    litestream_vfs::logging::init();
+    let argv: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
+    let result = match argv {
+        Ok(argv) => run(&argv),
+        Err(bad) => Err(Failure::Usage(format!("argument {bad:?} is not valid UTF-8"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("litestream-vfs: {m}\nRun 'litestream-vfs --help' for usage.");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(m)) => {
+            eprintln!("litestream-vfs: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(argv: &[String]) -> CmdResult {
+    let (command, rest) = match argv.split_first() {
+        Some((c, rest)) => (c.as_str(), rest),
+        None => return Err(Failure::Usage("no command given".into())),
+    };
+    let wants_help = rest.iter().any(|a| matches!(a.as_str(), "-h" | "-help" | "--help"));
+    match command {
+        "-h" | "-help" | "--help" => help(None),
+        "help" => help(rest.first().map(String::as_str)),
+        "-version" | "--version" | "version" => {
+            println!("litestream-vfs {}", litestream_vfs::VERSION);
+            Ok(())
+        }
+        c @ ("restore" | "ltx" | "info") if wants_help => help(Some(c)),
+        "restore" => restore_cmd::run(rest),
+        "ltx" => ltx_cmd::run(rest),
+        "info" => info_cmd::run(rest),
+        other => Err(Failure::Usage(format!(
+            "unknown command {other:?}; the commands are restore, ltx and info"
+        ))),
+    }
+}
+
+fn help(command: Option<&str>) -> CmdResult {
+    let text = match command {
+        None => USAGE,
+        Some("restore") => restore_cmd::HELP,
+        Some("ltx") => ltx_cmd::HELP,
+        Some("info") => info_cmd::HELP,
+        Some(other) => return Err(Failure::Usage(format!("no help for unknown command {other:?}"))),
+    };
+    println!("{text}");
+    Ok(())
+}

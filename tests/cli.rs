@@ -1,0 +1,302 @@
+//! The `litestream-vfs` command-line tool against replicas our primary wrote on file://:
+//! restores to the latest state, a TXID and a time; refuses to overwrite; names bad
+//! URLs and flags; `ltx` verifies a file and lists a replica; `info` summarizes one.
+
+mod harness;
+
+use harness::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+        .args(args)
+        .env_remove("LITESTREAM_LOG_LEVEL")
+        .output()
+        .expect("litestream-vfs runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs the tool and insists it succeeded; returns stdout.
+fn cli_ok(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(
+        out.status.success(),
+        "litestream-vfs {args:?} failed ({}):\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs the tool expecting exit status `code`; returns stderr.
+fn cli_fails(args: &[&str], code: i32) -> String {
+    let out = cli(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "litestream-vfs {args:?}:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+/// A database replicated by our primary in two sessions, with the TXID, `.dump` and a
+/// time between them after the first, and the same after the second.
+struct Replicated {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    url: String,
+    replica: PathBuf,
+    first: (u64, String),
+    between_ms: i64,
+    last: (u64, String),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// One shell session through the VFS: runs `sql`, syncs, and returns (TXID, `.dump`).
+fn session(db: &Path, url: &str, sql: &str) -> (u64, String) {
+    let out = sqlite(&format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms\n{sql}\nSELECT litestream_sync(30000);\n.dump\n",
+        db.display()
+    ));
+    let (txid, dump) = out.split_once('\n').expect("TXID line then the dump");
+    (
+        txid.parse().expect("litestream_sync returns the TXID"),
+        dump.to_string(),
+    )
+}
+
+fn replicated() -> Replicated {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let db = dir.join("app.db");
+    let replica = dir.join("replica");
+    let url = format!("file://{}", replica.display());
+    let first = session(
+        &db,
+        &url,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT);
+         INSERT INTO t(body) SELECT hex(randomblob(300)) FROM generate_series(1, 2000);",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let between_ms = now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let last = session(
+        &db,
+        &url,
+        "UPDATE t SET body = 'changed' WHERE id % 3 = 0;
+         DELETE FROM t WHERE id % 7 = 0;
+         INSERT INTO t(body) SELECT hex(randomblob(100)) FROM generate_series(1, 300);",
+    );
+    assert!(
+        last.0 > first.0,
+        "the second session committed: {} -> {}",
+        first.0,
+        last.0
+    );
+    assert_ne!(first.1, last.1);
+    Replicated {
+        _dir: tmp,
+        dir,
+        url,
+        replica,
+        first,
+        between_ms,
+        last,
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn restores_the_latest_state_an_exact_txid_and_a_point_in_time() {
+    let r = replicated();
+    let latest = r.dir.join("latest.db");
+    let out = cli_ok(&["restore", "-o", path_str(&latest), &r.url]);
+    assert!(
+        out.contains(&format!("restored TXID {:016x} ({})", r.last.0, r.last.0)),
+        "{out}"
+    );
+    assert!(out.contains("files:") && out.contains("downloaded:"), "{out}");
+    assert_eq!(integrity(&latest), "ok");
+    assert_eq!(dump(&latest), r.last.1, "latest restore differs from the primary");
+
+    // Litestream's spelling: one dash, 16 hex digits.
+    let at_first = r.dir.join("first.db");
+    let hex = format!("{:016x}", r.first.0);
+    cli_ok(&["restore", "-txid", &hex, "-o", path_str(&at_first), &r.url]);
+    assert_eq!(dump(&at_first), r.first.1, "restore to TXID {hex} differs");
+
+    // Ours: two dashes, the decimal TXID litestream_sync() returned, JSON summary.
+    let decimal = r.dir.join("decimal.db");
+    let json = cli_ok(&[
+        "restore",
+        "--json",
+        &format!("--txid={}", r.first.0),
+        "--output",
+        path_str(&decimal),
+        &r.url,
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(summary["txid_decimal"], r.first.0);
+    assert_eq!(dump(&decimal), r.first.1);
+
+    // A time between the sessions restores the first session's state.
+    let at_time = r.dir.join("time.db");
+    let ts = litestream_vfs::storage::format_rfc3339_nano(r.between_ms);
+    cli_ok(&["restore", "-timestamp", &ts, "-o", path_str(&at_time), &r.url]);
+    assert_eq!(
+        dump(&at_time),
+        r.first.1,
+        "restore at {ts} differs from the first session"
+    );
+}
+
+#[test]
+fn an_existing_database_is_kept_unless_overwrite_is_given() {
+    let r = replicated();
+    let dest = r.dir.join("existing.db");
+    std::fs::write(&dest, b"keep me").unwrap();
+    let err = cli_fails(&["restore", "-o", path_str(&dest), &r.url], 1);
+    assert!(err.contains("already exists") && err.contains("-overwrite"), "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"keep me");
+    // -if-db-not-exists makes an existing file a success that restores nothing.
+    cli_ok(&["restore", "-if-db-not-exists", "-o", path_str(&dest), &r.url]);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"keep me");
+    // Litestream's -force is our -overwrite; a stale -wal beside the file goes too.
+    let wal = r.dir.join("existing.db-wal");
+    std::fs::write(&wal, b"stale").unwrap();
+    cli_ok(&["restore", "-force", "-o", path_str(&dest), &r.url]);
+    assert!(!wal.exists(), "the old database's WAL was removed");
+    assert_eq!(dump(&dest), r.last.1);
+}
+
+#[test]
+fn bad_urls_and_command_lines_fail_with_clear_errors_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.db");
+    let out = path_str(&out);
+    let err = cli_fails(&["restore", "-o", out, "not-a-url"], 1);
+    assert!(err.contains("\"not-a-url\" has no scheme"), "{err}");
+    let err = cli_fails(&["restore", "-o", out, "ftp://host/path"], 1);
+    assert!(err.contains("unsupported replica URL scheme \"ftp\""), "{err}");
+    let err = cli_fails(&["restore", "-o", out, "s3://bucket/db?endpiont=http://x"], 1);
+    assert!(err.contains("unknown parameter \"endpiont\""), "{err}");
+    let empty = format!("file://{}", dir.path().join("nothing-here").display());
+    let err = cli_fails(&["restore", "-o", out, &empty], 1);
+    assert!(err.contains("has no LTX files"), "{err}");
+    // ... unless the caller said an empty replica is fine.
+    cli_ok(&["restore", "-if-replica-exists", "-o", out, &empty]);
+    assert!(!Path::new(out).exists());
+
+    // Usage errors: exit status 2 and a pointer to --help.
+    let err = cli_fails(&["restore", "file:///x"], 2);
+    assert!(err.contains("needs -o PATH") && err.contains("--help"), "{err}");
+    let err = cli_fails(&["restore", "-txid", "5", "-time", "latest", "-o", out, "file:///x"], 2);
+    assert!(err.contains("at most one of -txid, -timestamp and -time"), "{err}");
+    let err = cli_fails(&["restore", "-txid", "nope", "-o", out, "file:///x"], 2);
+    assert!(err.contains("not a TXID"), "{err}");
+    let err = cli_fails(&["restore", "--bogus", "file:///x"], 2);
+    assert!(err.contains("unknown flag --bogus"), "{err}");
+    let err = cli_fails(&["frobnicate"], 2);
+    assert!(err.contains("unknown command \"frobnicate\""), "{err}");
+    cli_fails(&[], 2);
+
+    let help = cli_ok(&["--help"]);
+    for cmd in ["restore -o PATH", "ltx ", "info "] {
+        assert!(help.contains(&format!("litestream-vfs {cmd}")), "{help}");
+    }
+    assert!(cli_ok(&["restore", "--help"]).contains("-if-replica-exists"));
+}
+
+/// The largest level-0 file: the one holding the 2000-row insert.
+fn largest_level0_file(replica: &Path) -> PathBuf {
+    level0_ranges(replica)
+        .iter()
+        .map(|(min, max)| replica.join(format!("ltx/0/{min:016x}-{max:016x}.ltx")))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("level-0 files")
+}
+
+#[test]
+fn ltx_prints_and_verifies_a_local_file_and_rejects_a_corrupt_one() {
+    let r = replicated();
+    let file = largest_level0_file(&r.replica);
+    let out = cli_ok(&["ltx", path_str(&file)]);
+    for want in [
+        "TXIDs:",
+        "page size:           4096",
+        "page index:",
+        "LZ4 block",
+        "verified:            ok",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&cli_ok(&["ltx", "-json", path_str(&file)])).unwrap();
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["pages"], json["index_entries"]);
+    assert!(json["pages"].as_u64().unwrap() > 100, "{json}");
+
+    // One flipped byte in the middle of the page frames (they are most of the file).
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = 100 + (bytes.len() - 200) / 2;
+    bytes[mid] ^= 0x55;
+    let bad = r.dir.join("bad.ltx");
+    std::fs::write(&bad, &bytes).unwrap();
+    let err = cli_fails(&["ltx", path_str(&file), path_str(&bad)], 1);
+    assert!(err.contains("bad.ltx: verification failed"), "{err}");
+    assert!(err.contains("1 of 2 failed"), "{err}");
+}
+
+#[test]
+fn ltx_lists_a_replicas_files_per_level_and_info_summarizes_it() {
+    let r = replicated();
+    let out = cli_ok(&["ltx", &r.url]);
+    assert!(out.contains("level  min_txid"), "{out}");
+    let level0 = level0_ranges(&r.replica);
+    for (min, max) in &level0 {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("0      {min:016x}  {max:016x}"))),
+            "level-0 file {min}-{max} not listed:\n{out}"
+        );
+    }
+    // A local directory is the same replica.
+    let only0: serde_json::Value =
+        serde_json::from_str(&cli_ok(&["ltx", "-level", "0", "-json", path_str(&r.replica)])).unwrap();
+    assert_eq!(only0["files"].as_array().unwrap().len(), level0.len());
+
+    let info: serde_json::Value = serde_json::from_str(&cli_ok(&["info", "--json", &r.url])).unwrap();
+    assert_eq!(info["max_txid_decimal"], r.last.0);
+    assert_eq!(info["max_txid"], format!("{:016x}", r.last.0));
+    assert_eq!(info["restore_plan"]["txid"], format!("{:016x}", r.last.0));
+    assert!(info["restore_plan"]["files"].as_u64().unwrap() >= 1);
+    let l0 = info["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["level"] == 0)
+        .unwrap();
+    assert_eq!(l0["files"], level0.len());
+    let text = cli_ok(&["info", &r.url]);
+    assert!(
+        text.contains("restore plan: TXID") && text.contains("level 0:"),
+        "{text}"
+    );
+    let err = cli_fails(&["info", &format!("file://{}", r.dir.join("none").display())], 1);
+    assert!(err.contains("holds no LTX files"), "{err}");
+}
