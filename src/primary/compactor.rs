@@ -208,6 +208,60 @@ impl Compactor {
         }))
     }
 
+    /// A level-9 snapshot at the newest stored TXID: the latest restore plan merged into
+    /// one file (the merge a restore does, written as LTX), streamed from the store or
+    /// the local cache. `None` when the newest state already is a snapshot.
+    pub fn snapshot(&self) -> Result<Option<Compacted>, String> {
+        let store = self.store.as_ref();
+        let listing = block_on(crate::restore::Listing::fetch(store)).map_err(|e| e.to_string())?;
+        if listing.is_empty() {
+            return Ok(None);
+        }
+        let plan = crate::restore::plan(&listing, None)?;
+        if plan.len() == 1 && plan[0].level == SNAPSHOT_LEVEL {
+            return Ok(None);
+        }
+        let mut local_inputs = 0;
+        let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(plan.len());
+        for f in &plan {
+            let cached = (f.level < 3)
+                .then(|| self.cache.open_file(f.level, f.min_txid, f.max_txid))
+                .flatten();
+            match cached {
+                Some(file) => {
+                    local_inputs += 1;
+                    readers.push(Box::new(io::BufReader::with_capacity(256 << 10, file)));
+                }
+                None => readers.push(Box::new(crate::restore::RemoteReader::spawn(
+                    Arc::clone(&self.store),
+                    f.clone(),
+                    8 << 20,
+                    2,
+                    Arc::default(),
+                ))),
+            }
+        }
+        let out = compact(readers, Vec::new(), self.compression).map_err(|e| format!("merging the plan: {e}"))?;
+        if out.header.min_txid != 1 {
+            return Err(format!(
+                "the plan starts at TXID {}, not at a snapshot",
+                out.header.min_txid
+            ));
+        }
+        let max_txid = out.header.max_txid;
+        let size = out.writer.len() as u64;
+        block_on(store.put(SNAPSHOT_LEVEL, 1, max_txid, out.writer.into(), out.header.timestamp_ms))
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Compacted {
+            level: SNAPSHOT_LEVEL,
+            min_txid: 1,
+            max_txid,
+            inputs: plan.len(),
+            bytes: size,
+            local_inputs,
+        }))
+    }
+
     /// Deletes what no point newer than `now - retention` needs, and level-0 files that a
     /// level-1 file has covered for longer than `l0_retention`. Oldest first, so a pass
     /// that dies half-way leaves a replica every retained point can still be restored from.
@@ -260,8 +314,6 @@ impl Compactor {
 pub trait CompactionControl {
     /// Sleeps until `deadline_ms` (wall clock) or until the primary closes; true when closing.
     fn sleep_until(&self, deadline_ms: i64) -> bool;
-    /// Asks the primary for a level-9 snapshot of its current state.
-    fn request_snapshot(&self);
     /// Reports the outcome of one step, for `litestream_status()` and the log.
     fn report(&self, event: CompactionEvent);
 }
@@ -271,7 +323,6 @@ pub trait CompactionControl {
 pub enum CompactionEvent {
     Compacted(Compacted),
     Retention(Deleted),
-    SnapshotRequested,
     Failed(String),
 }
 
@@ -304,8 +355,12 @@ impl Compactor {
             }
             if now >= snapshot_due {
                 snapshot_due = next_boundary(now, self.config.snapshot_interval);
-                control.request_snapshot();
-                control.report(CompactionEvent::SnapshotRequested);
+                ran = true;
+                match self.snapshot() {
+                    Ok(Some(done)) => control.report(CompactionEvent::Compacted(done)),
+                    Ok(None) => {}
+                    Err(e) => control.report(CompactionEvent::Failed(format!("snapshot: {e}"))),
+                }
             }
             if ran {
                 match self.enforce_retention(now) {

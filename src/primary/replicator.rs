@@ -5,7 +5,7 @@
 
 use super::batch::{encode_full, now_ms, Batch};
 use super::capture::{Capture, CapturedTxn, Discontinuity, WalPosition, WalSource};
-use super::compactor::{CompactionControl, CompactionEvent, Compactor, LevelCache, SNAPSHOT_LEVEL};
+use super::compactor::{CompactionControl, CompactionEvent, Compactor, LevelCache};
 use super::follower::{self, Uploaded};
 use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
@@ -108,8 +108,6 @@ struct Shared {
     /// Capture time of the oldest commit not yet uploaded, for the lag figure.
     oldest_pending_ms: Option<i64>,
     last_lag_ms: Option<i64>,
-    /// The compaction thread asked for a level-9 snapshot.
-    level9_requested: bool,
     compaction: serde_json::Value,
 }
 
@@ -136,8 +134,6 @@ pub struct Primary {
     /// Capture holds frames of an uncommitted transaction (set on every WAL write), so
     /// releasing the write lock needs the mutex only after a spilled rollback.
     frames_pending: AtomicBool,
-    /// Level-9 snapshots waiting for upload (staged after the level-0 files they cover).
-    snapshot_staging: Staging,
     /// Uploaded level-0 files kept for compaction (when compaction is on).
     level_cache: Option<LevelCache>,
     compactor: Mutex<Option<JoinHandle<()>>>,
@@ -159,8 +155,6 @@ impl Primary {
         let staging = Staging::open(&config.staging_dir)
             .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
         let state_file = StateFile::new(&config.staging_dir);
-        let snapshot_staging = Staging::open(&config.staging_dir.join("level9"))
-            .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
         let level_cache = match &config.compaction {
             Some(_) => Some(
                 LevelCache::open(&config.staging_dir)
@@ -308,7 +302,6 @@ impl Primary {
                 last_upload_ms: None,
                 oldest_pending_ms: None,
                 last_lag_ms: None,
-                level9_requested: false,
                 compaction: json!({}),
             }),
             config,
@@ -323,15 +316,26 @@ impl Primary {
             snapshot_unlocked: Condvar::new(),
             refusing: AtomicBool::new(false),
             frames_pending: AtomicBool::new(false),
-            snapshot_staging,
             level_cache,
             compactor: Mutex::new(None),
             compaction_wake: Condvar::new(),
         });
-        // The state file names our node id from the first open on.
-        primary
-            .save_state(&primary.lock(), None)
-            .map_err(|e| format!("saving replication state: {e}"))?;
+        // The state file names our node id from the first open on. Commits resumed from
+        // the WAL are queued, not staged: the saved position stays where they start.
+        {
+            let shared = primary.lock();
+            if shared.queue.is_empty() {
+                primary.save_state(&shared, None)
+            } else {
+                primary.state_file.save(&SavedState {
+                    node_id: primary.node_id,
+                    txid: shared.staged_txid,
+                    wal: state.wal.clone(),
+                    closed_clean: None,
+                })
+            }
+        }
+        .map_err(|e| format!("saving replication state: {e}"))?;
         let worker = Arc::clone(&primary);
         let handle = std::thread::Builder::new()
             .name("litestream-primary".into())
@@ -666,15 +670,6 @@ impl Primary {
             }
             self.take_snapshot()?;
         }
-        let level9 = {
-            let mut shared = self.lock();
-            std::mem::take(&mut shared.level9_requested) && shared.snapshot_needed.is_none()
-        };
-        if level9 {
-            if let Err(e) = self.take_level9_snapshot() {
-                self.record_error(format!("level-9 snapshot: {e}"));
-            }
-        }
         let batch = {
             let mut shared = self.lock();
             if shared.queue.is_empty() {
@@ -799,10 +794,26 @@ impl Primary {
         if let Some(position) = snapshot_position {
             shared.staged_positions.insert(txid, position);
         }
-        self.save_state(&shared, None)
-            .map_err(|e| format!("saving state: {e}"))?;
+        self.save_staged(&shared, txid, snapshot_position)?;
         tracing::info!(db = %self.db_path.display(), txid, bytes = bytes.len(), "snapshot staged");
         Ok(())
+    }
+
+    /// Records that everything up to `txid` is staged, with the WAL position right after
+    /// it. Not the capture's current position: commits captured since (queued, not
+    /// staged) would be skipped by a restart that resumed from there.
+    fn save_staged(&self, shared: &Shared, txid: u64, position: Option<WalPosition>) -> Result<(), String> {
+        let state = SavedState {
+            node_id: self.node_id,
+            txid,
+            wal: if shared.snapshot_needed.is_some() {
+                None
+            } else {
+                position.map(Into::into)
+            },
+            closed_clean: None,
+        };
+        self.state_file.save(&state).map_err(|e| format!("saving state: {e}"))
     }
 
     /// Encodes the snapshot copy at `tmp` as one LTX file holding every page.
@@ -831,105 +842,13 @@ impl Primary {
         )
     }
 
-    /// A level-9 snapshot of the database at the last captured TXID (no new TXID):
-    /// copied under the same writer exclusion as any snapshot, staged beside the level-0
-    /// files and uploaded after the ones it covers.
-    fn take_level9_snapshot(&self) -> Result<(), String> {
-        let tmp = self.config.staging_dir.join(SNAPSHOT_TMP);
-        remove_snapshot_leftovers(&self.config.staging_dir);
-        let mut assigned: Option<(u64, Batch)> = None;
-        let mut at_lock = || {
-            let mut shared = self.lock();
-            // Commits other processes wrote are in the copy: capture them first.
-            if let Ok(mut wal) = WalFile::open(&self.db_path) {
-                match shared.capture.catch_up(&mut wal) {
-                    Ok(Ok(txns)) => shared.enqueue(txns),
-                    Ok(Err(Discontinuity(reason))) => {
-                        shared.require_snapshot(reason);
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!("reading the WAL for a snapshot: {e}");
-                        return;
-                    }
-                }
-            }
-            let txid = shared.next_txid - 1;
-            if txid == 0 {
-                return;
-            }
-            let before = std::mem::take(&mut shared.queue);
-            assigned = Some((txid, before));
-        };
-        self.set_snapshot_locking(true);
-        let released = || self.set_snapshot_locking(false);
-        let result = self.snapshotter.snapshot(&self.db_path, &tmp, &mut at_lock, &released);
-        self.set_snapshot_locking(false);
-        let Some((txid, before)) = assigned else {
-            remove_snapshot_leftovers(&self.config.staging_dir);
-            return result.and(Ok(()));
-        };
-        let encoded = result.and_then(|()| self.encode_copy(&tmp, 1, txid));
-        remove_snapshot_leftovers(&self.config.staging_dir);
-        if !before.is_empty() {
-            let staged = before
-                .encode(self.node_id, self.compression())
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    self.staging
-                        .stage(before.min_txid(), before.max_txid(), &bytes)
-                        .map_err(|e| e.to_string())
-                });
-            let mut shared = self.lock();
-            match staged {
-                Ok(_) => {
-                    shared.staged_txid = before.max_txid();
-                    if let Some(position) = before.position() {
-                        shared.staged_positions.insert(before.max_txid(), position);
-                    }
-                    shared.recycle(before);
-                    self.save_state(&shared, None)
-                        .map_err(|e| format!("saving state: {e}"))?;
-                }
-                Err(e) => {
-                    let Shared { queue, capture, .. } = &mut *shared;
-                    queue.absorb_older(before, &mut |page| capture.recycle(page));
-                    return Err(e);
-                }
-            }
-        }
-        let bytes = encoded?;
-        self.snapshot_staging
-            .stage(1, txid, &bytes)
-            .map_err(|e| format!("staging the level-9 snapshot: {e}"))?;
-        tracing::info!(db = %self.db_path.display(), txid, bytes = bytes.len(), "level-9 snapshot staged");
-        Ok(())
-    }
-
-    /// Uploads staged files in TXID order, removing each once stored; then level-9
-    /// snapshots, once the level-0 files up to their TXID are stored.
+    /// Uploads staged files in TXID order, removing each once stored.
     fn upload_staged(&self) -> Result<(), String> {
         for file in self.staging.list().map_err(|e| e.to_string())? {
             if self.lock().fatal.is_some() {
                 return Ok(());
             }
             self.upload_one(&file)?;
-        }
-        for file in self.snapshot_staging.list().map_err(|e| e.to_string())? {
-            if self.lock().uploaded_txid < file.max_txid {
-                break;
-            }
-            let bytes = fs::read(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?;
-            let timestamp = crate::ltx::Header::decode(&bytes[..bytes.len().min(100)])
-                .map(|h| h.timestamp_ms)
-                .unwrap_or(0);
-            block_on(
-                self.store
-                    .put(SNAPSHOT_LEVEL, file.min_txid, file.max_txid, bytes.into(), timestamp),
-            )
-            .map_err(|e| format!("uploading the level-9 snapshot at TXID {}: {e}", file.max_txid))?;
-            self.snapshot_staging.remove(&file).map_err(|e| e.to_string())?;
-            tracing::info!(db = %self.db_path.display(), txid = file.max_txid, "level-9 snapshot uploaded");
         }
         Ok(())
     }
@@ -1035,11 +954,6 @@ impl CompactionControl for Primary {
         }
     }
 
-    fn request_snapshot(&self) {
-        self.lock().level9_requested = true;
-        self.wake.notify_all();
-    }
-
     fn report(&self, event: CompactionEvent) {
         let mut shared = self.lock();
         let status = &mut shared.compaction;
@@ -1064,7 +978,6 @@ impl CompactionControl for Primary {
                 bump(status, "deleted_snapshots", d.snapshots as u64);
                 bump(status, "deleted_files", d.files as u64);
             }
-            CompactionEvent::SnapshotRequested => bump(status, "snapshots_requested", 1),
             CompactionEvent::Failed(e) => {
                 tracing::warn!(db = %self.db_path.display(), "compaction: {e}");
                 status["last_error"] = json!(e);
