@@ -109,8 +109,8 @@ pub struct FaultStats {
     pub forwarded: u64,
     /// Faults injected, by kind.
     pub injected: std::collections::BTreeMap<Fault, u64>,
-    /// Requests identical (method, target, Range) to one that got a fault earlier: the
-    /// client's retries.
+    /// Requests identical (method, target, Range) to one that failed earlier (any fault
+    /// but slow bytes): the client's retries.
     pub retries: u64,
     /// Requests by method.
     pub by_method: std::collections::BTreeMap<String, u64>,
@@ -375,7 +375,10 @@ fn decide(shared: &Mutex<Shared>, method: &str, signature: &str) -> Option<Fault
     }
     let fault = s.plan.kinds[pick % s.plan.kinds.len()];
     *s.stats.injected.entry(fault).or_default() += 1;
-    s.faulted.insert(signature.to_string());
+    if fault != Fault::SlowBytes {
+        // A slow answer is still an answer: the same request again is not a retry.
+        s.faulted.insert(signature.to_string());
+    }
     Some(fault)
 }
 
