@@ -53,7 +53,16 @@ pub struct Config {
 }
 
 /// Parameters SQLite itself understands in a URI filename; passed through untouched.
-const SQLITE_PARAMS: &[&str] = &["vfs", "mode", "cache", "psow", "nolock", "immutable", "modeof"];
+const SQLITE_PARAMS: &[&str] = &[
+    "vfs",
+    "mode",
+    "cache",
+    "psow",
+    "nolock",
+    "immutable",
+    "modeof",
+    "readonly_shm",
+];
 const OUR_PARAMS: &[&str] = &[
     "replica",
     "role",

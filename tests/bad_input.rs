@@ -4,6 +4,7 @@
 //! | case | input | expected |
 //! |---|---|---|
 //! | `unknown_uri_parameter` | `&bogus=1` | open refused, names the parameter |
+//! | `sqlites_own_uri_parameters_pass` | `&readonly_shm=0&psow=1` | opens: SQLite's own parameters are not ours to refuse |
 //! | `unknown_url_scheme` | `ftp://` replica | open refused, names the scheme |
 //! | `missing_credentials` | S3 URL, no keys in the environment | open refused, says which variables |
 //! | `unreachable_endpoint` | S3 endpoint where nothing listens | first open refused, says connection refused |
@@ -179,6 +180,24 @@ fn unknown_uri_parameter() {
         &["unknown URI parameter 'bogus'"],
     );
     assert_rows(&db, ROWS);
+}
+
+/// The other side of the row above: parameters SQLite itself reads from a URI (here
+/// `readonly_shm`, which the unix VFS reads, and `psow`) are not ours to refuse. SQLite's
+/// own walro.test found `readonly_shm` refused.
+#[test]
+fn sqlites_own_uri_parameters_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    let url = file_url(&dir.path().join("replica"));
+    let (stdout, stderr) = shell(
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url}&readonly_shm=0&psow=1\nSELECT count(*) FROM t;",
+            db.display()
+        ),
+        &[],
+    );
+    assert_eq!(stdout.trim(), ROWS.to_string(), "{stderr}");
 }
 
 #[test]

@@ -429,7 +429,7 @@ fn a_reopen_that_cannot_list_the_replica_still_knows_what_is_uploaded() {
     let mut first = Shell::start(&extension(), &rig.path("first.stderr"), &CREDS, &open);
     let synced = first.run("CREATE TABLE t(x); INSERT INTO t VALUES (1); SELECT litestream_sync(10000);");
     let txid = synced.trim().to_string();
-    assert!(txid.parse::<u64>().is_ok_and(|t| t >= 2), "{synced}{}", first.stderr());
+    assert!(txid.parse::<u64>().is_ok_and(|t| t >= 1), "{synced}{}", first.stderr());
     drop(first);
 
     // A reset connection, and one dropped unanswered (object_store's error for it used to
