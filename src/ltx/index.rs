@@ -9,7 +9,7 @@
 //! u64 index length | u64 post-apply checksum | u64 file checksum`.
 
 use super::error::{Error, Result};
-use super::frame::{FrameHeader, PageDecompressor, FRAME_HEADER_SIZE};
+use super::frame::{max_frame_len, FrameHeader, PageDecompressor, FRAME_HEADER_SIZE};
 use super::header::{Header, Trailer, HEADER_SIZE, TRAILER_SIZE};
 use super::varint::{self, VarintError};
 
@@ -68,10 +68,18 @@ impl PageIndex {
     }
 
     /// Checks the index against the file's header (read separately by a lazy reader):
-    /// no page above commit, no lock page, and a snapshot lists every page.
+    /// no page above commit, no lock page, no frame larger than one page can compress
+    /// to, and a snapshot lists every page.
     pub fn check_header(&self, header: &Header) -> Result<()> {
         let lock = header.lock_pgno();
+        let max_frame = max_frame_len(header.page_size);
         for e in &self.entries {
+            if e.size as usize > max_frame {
+                return Err(Error::index(format!(
+                    "page {} has a {}-byte frame, more than any {}-byte page takes ({max_frame})",
+                    e.pgno, e.size, header.page_size
+                )));
+            }
             if e.pgno > header.commit {
                 return Err(Error::index(format!("page {} above commit {}", e.pgno, header.commit)));
             }
@@ -303,6 +311,35 @@ mod tests {
         assert!(idx.get(2).is_none());
         let empty = parse_index_bytes(&[0], 100).unwrap();
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn a_frame_larger_than_any_page_is_refused_before_it_is_fetched() {
+        // A decompression bomb's index: one page whose frame claims 8 MiB of a 8 MiB file.
+        let header = Header {
+            flags: crate::ltx::FLAG_NO_CHECKSUM,
+            page_size: 4096,
+            commit: 1,
+            min_txid: 2,
+            max_txid: 2,
+            ..Default::default()
+        };
+        let max = max_frame_len(4096) as u64;
+        let bomb = parse_index_bytes(&index_bytes(&[(1, 100, 8 << 20)]), 100 + (8 << 20)).unwrap();
+        let err = bomb.check_header(&header).unwrap_err().to_string();
+        assert!(err.contains("more than any 4096-byte page takes"), "{err}");
+        let just_over = parse_index_bytes(&index_bytes(&[(1, 100, max + 1)]), 100 + max + 1).unwrap();
+        assert!(just_over.check_header(&header).is_err());
+        let largest = parse_index_bytes(&index_bytes(&[(1, 100, max)]), 100 + max).unwrap();
+        largest.check_header(&header).unwrap();
+        // The bound covers what the compressors really produce for incompressible pages.
+        let noise: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for ps in [512u32, 4096, 65536] {
+            let lz4 = lz4_flex::block::compress(&noise[..ps as usize]).len();
+            assert!(FRAME_HEADER_SIZE + 4 + lz4 <= max_frame_len(ps), "page size {ps}");
+        }
     }
 
     #[test]

@@ -38,8 +38,8 @@ pub use decoder::{decode_file, verify, DecodeSummary, DecodedFile, Decoder};
 pub use encoder::Encoder;
 pub use error::{Error, Result};
 pub use frame::{
-    max_compressed_len, Compression, FrameHeader, PageCompressor, PageDecompressor, END_MARKER, FRAME_FLAG_SIZE,
-    FRAME_FLAG_ZSTD, FRAME_HEADER_SIZE, FRAME_SIZE_FIELD,
+    max_compressed_len, max_frame_len, Compression, FrameHeader, PageCompressor, PageDecompressor, END_MARKER,
+    FRAME_FLAG_SIZE, FRAME_FLAG_ZSTD, FRAME_HEADER_SIZE, FRAME_SIZE_FIELD,
 };
 pub use header::{
     is_valid_page_size, Header, Trailer, FLAG_NO_CHECKSUM, HEADER_SIZE, MAGIC, MAX_PAGE_SIZE, MIN_PAGE_SIZE,

@@ -481,7 +481,7 @@ impl Capture {
         let complete = count <= self.pending.len()
             && self.pending[..count].iter().all(|f| {
                 f.as_ref()
-                    .is_some_and(|f| f.complete() && salts_match(header, &f.header))
+                    .is_some_and(|f| f.complete() && plausible(header, &f.header))
             });
         if !complete {
             // Some frame was written in pieces we could not follow: read the
@@ -589,10 +589,14 @@ impl Capture {
     }
 }
 
-fn salts_match(header: &WalHeader, frame: &[u8]) -> bool {
+/// A frame seen written is taken without its checksum (SQLite wrote it), but never with
+/// another generation's salts or page number 0, which no SQLite frame has: either sends the
+/// transaction to the verified read-back (found by fuzzing: a pgno-0 page reached a captured transaction).
+fn plausible(header: &WalHeader, frame: &[u8]) -> bool {
+    let pgno = u32::from_be_bytes(frame[0..4].try_into().expect("4 bytes"));
     let salt1 = u32::from_be_bytes(frame[8..12].try_into().expect("4 bytes"));
     let salt2 = u32::from_be_bytes(frame[12..16].try_into().expect("4 bytes"));
-    (salt1, salt2) == (header.salt1, header.salt2)
+    pgno != 0 && (salt1, salt2) == (header.salt1, header.salt2)
 }
 
 fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {
@@ -731,6 +735,22 @@ mod tests {
         assert_eq!(h.captured.len(), 2);
         assert_eq!(pgnos(&h.captured[1]), vec![2]);
         assert_eq!(h.captured[1].pages[0].1[0], 7);
+    }
+
+    #[test]
+    fn a_frame_for_page_zero_is_never_captured() {
+        // No SQLite writes page 0; a frame that says so is not trusted unverified, and the
+        // checksum-verified read-back refuses it too (wal_parse fuzz target).
+        let mut h = Harness::new(512);
+        h.log(1, &[(1, 0, 1), (0, 2, 2)], 0, true);
+        assert!(
+            h.captured.iter().all(|t| t.pages.iter().all(|p| p.0 != 0)),
+            "page 0 captured"
+        );
+        assert!(
+            h.captured.is_empty(),
+            "a transaction ending in a page-0 frame was captured"
+        );
     }
 
     #[test]

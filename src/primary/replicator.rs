@@ -279,6 +279,11 @@ impl Primary {
             tracing::info!(db = %db_path.display(), %reason, txid = next_txid, "a snapshot will be taken");
         }
         next_txid = next_txid.max(1);
+        // A staged file is removed only once it is stored, so every staged TXID below the
+        // oldest file still staged is in the replica, even when listing it failed just now
+        // (a sync must not wait for uploads that already happened).
+        let oldest_staged = staging.list().map_err(|e| e.to_string())?.first().map(|f| f.min_txid);
+        let uploaded_before_open = oldest_staged.map_or(staged_txid, |min| min - 1).min(staged_txid);
         let primary = Arc::new(Primary {
             db_path: db_path.to_path_buf(),
             node_id: state.node_id,
@@ -291,7 +296,7 @@ impl Primary {
                 last_snapshot_txid: 0,
                 snapshot_epoch: 0,
                 staged_txid,
-                uploaded_txid: replica_max.unwrap_or(0).min(staged_txid),
+                uploaded_txid: replica_max.unwrap_or(0).max(uploaded_before_open).min(staged_txid),
                 fatal: None,
                 last_error: None,
                 sync_requested: true,
@@ -617,10 +622,17 @@ impl Primary {
                 }
             }
             if Instant::now() >= next_upload_attempt || closing {
+                let uploaded_before = self.lock().uploaded_txid;
                 match self.upload_staged() {
                     Ok(()) => backoff = Duration::from_millis(100),
                     Err(e) => {
                         self.record_error(e);
+                        // Some files went up: the store answers, this failure is one of a
+                        // flaky network's, not an outage's. Backing off further would make
+                        // a 30% failure rate look like a long outage (catch-up in tens of s).
+                        if self.lock().uploaded_txid > uploaded_before {
+                            backoff = Duration::from_millis(100);
+                        }
                         next_upload_attempt = Instant::now() + backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }

@@ -287,10 +287,31 @@ fn is_transient_chain(err: &(dyn StdError + 'static)) -> bool {
         if text.contains("SlowDown") || text.contains("InternalError") || text.contains("ServiceUnavailable") {
             return true;
         }
+        // object_store's retry error shows its HttpError through a transparent wrapper, so
+        // the downcast above never sees it: a connection dropped before the response (no
+        // io::Error below it either) was "not transient", and a reopen during a flaky
+        // spell refused to open. The wrapper keeps HttpError's message prefix; the cause
+        // is in the sources below it.
+        if text.starts_with("HTTP error: ") {
+            let below = chain_text(e);
+            if TRANSPORT_FAILURES.iter().any(|t| below.contains(t)) {
+                return true;
+            }
+        }
         cur = e.source();
     }
     false
 }
+
+/// How hyper and the OS describe a connection that failed mid-request.
+const TRANSPORT_FAILURES: &[&str] = &[
+    "connection closed before message completed",
+    "end of file before message length reached",
+    "error reading a body from connection",
+    "Connection reset by peer",
+    "Broken pipe",
+    "timed out",
+];
 
 /// The HTTP status object_store puts in its retry error message, if any.
 fn status_in_message(text: &str) -> Option<u16> {
@@ -407,6 +428,27 @@ mod tests {
         );
         assert!(!e.is_transient());
         assert!(!e.to_string().contains("s3cr3t-value"), "{e}");
+        // What a LIST whose connection dropped unanswered looks like after object_store's
+        // own retries (seen through the fault proxy): transient.
+        let e = classify(
+            E::Generic {
+                store: "S3",
+                source: boxed(
+                    "HTTP error: error sending request: client error (SendRequest): connection closed \
+                     before message completed",
+                ),
+            },
+            "LIST",
+        );
+        assert!(e.is_transient(), "{e:?}");
+        let e = classify(
+            E::Generic {
+                store: "S3",
+                source: boxed("HTTP error: invalid peer certificate: UnknownIssuer"),
+            },
+            "LIST",
+        );
+        assert!(!e.is_transient(), "{e:?}");
     }
 
     #[test]

@@ -180,7 +180,21 @@ impl ReplicaStore for ObjectReplica {
                     other => other,
                 })
             }
-            Err(e) => return Err(self.err(e, "LIST", &dir)),
+            Err(e) => {
+                return Err(match self.err(e, "LIST", &dir) {
+                    // S3 answers a missing bucket with a 404 whose body names it; object_store
+                    // passes that on as a generic error.
+                    Error::Other {
+                        store, key, message, ..
+                    } if message.contains("NoSuchBucket") => Error::Other {
+                        message: "the bucket or container does not exist (S3 NoSuchBucket)".into(),
+                        store,
+                        op: "LIST",
+                        key,
+                    },
+                    other => other,
+                });
+            }
         };
         let mut files = Vec::with_capacity(listing.objects.len());
         for meta in &listing.objects {

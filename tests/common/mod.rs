@@ -5,10 +5,13 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod fault_proxy;
+pub mod figures;
 pub mod gcs;
 pub mod http;
 pub mod litestream;
 pub mod moto;
 pub mod nats;
 pub mod server;
+pub mod shell;
 pub mod tools;
