@@ -40,10 +40,18 @@ def panels(merged):
     if p:
         bars = [
             ("plain SQLite", value(p, "plain ratio to plain"), COLORS["plain"]),
-            ("litestream-vfs (ours)", value(p, "vfs-file paired ratio to plain"), COLORS["ours"]),
-            ("litestream replicate beside it", value(p, "litestream paired ratio to plain"), COLORS["litestream"]),
+            ("litestream-vfs (ours)", value(p, "vfs-file ratio to plain"), COLORS["ours"]),
+            ("litestream replicate beside it", value(p, "litestream ratio to plain"), COLORS["litestream"]),
         ]
-        out.append(("Small commits: throughput relative to plain SQLite", "x", "higher is better", bars))
+        load = p.get("loadavg", [0])[0]
+        out.append(
+            (
+                f"Small commits: throughput relative to plain SQLite (median; load avg {load:.1f})",
+                "x",
+                "higher is better",
+                bars,
+            )
+        )
         cpu = [
             ("plain SQLite", value(p, "plain process cpu per commit"), COLORS["plain"]),
             ("litestream-vfs (ours)", value(p, "vfs-file process cpu per commit"), COLORS["ours"]),
