@@ -479,10 +479,9 @@ impl Capture {
     ) -> io::Result<Option<CapturedTxn>> {
         let count = usize::try_from(commit_index + 1 - self.next_frame).unwrap_or(usize::MAX);
         let complete = count <= self.pending.len()
-            && self.pending[..count].iter().all(|f| {
-                f.as_ref()
-                    .is_some_and(|f| f.complete() && plausible(header, &f.header))
-            });
+            && self.pending[..count]
+                .iter()
+                .all(|f| f.as_ref().is_some_and(|f| f.complete() && plausible(header, &f.header)));
         if !complete {
             // Some frame was written in pieces we could not follow: read the
             // transaction back from the file, checksums verified.
