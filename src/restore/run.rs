@@ -155,7 +155,16 @@ pub fn restore(
         Ok(p) => p,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
-            return Err(format!("restoring {describe} to {}: {e}", dest.display()));
+            // A merge error comes from one of the files: name them all.
+            let names: Vec<String> = files
+                .iter()
+                .map(|f| format!("level {} file {:x}-{:x}", f.level, f.min_txid, f.max_txid))
+                .collect();
+            return Err(format!(
+                "restoring {describe} to {}: {e} (merging {})",
+                dest.display(),
+                names.join(", ")
+            ));
         }
     };
     if options.overwrite {
