@@ -10,8 +10,40 @@ use std::time::{Duration, Instant};
 /// How long a server gets to start answering.
 const READY_LIMIT: Duration = Duration::from_secs(60);
 
-/// A port nothing listens on right now (bind port 0, read it, release it).
+/// A port nothing listens on right now, for a server we are about to start.
+///
+/// Not port 0's answer: the kernel hands out the same ephemeral range (32768-60999 here) as
+/// the local ports of outgoing connections, and with tests running in parallel a client of
+/// another test took a port between our release and the server's bind (CI failure). So: a
+/// random port below that range, checked by binding it, and never handed out twice in one
+/// process.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    const LOW: u32 = 15_000;
+    const HIGH: u32 = 32_000;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    // Seeded per process and call so parallel test binaries do not walk the same sequence.
+    let mut x = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    for _ in 0..1000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = (LOW + (x % u64::from(HIGH - LOW)) as u32) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
     let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind a loopback port");
     l.local_addr().expect("local addr").port()
 }
