@@ -69,3 +69,77 @@ fn local_state_older_than_the_replica_is_snapshotted_after_the_replica() {
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db), "the replica now follows the local database");
 }
+
+/// A restart must not forget a snapshot it owes: here the first open after an edit made
+/// without the VFS is killed while the snapshot cannot start (another process holds the
+/// write lock). The next open must still snapshot, or the edit never reaches the replica.
+#[test]
+fn a_snapshot_killed_before_it_was_staged_is_taken_after_the_restart() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    open_and_sync(&db, &url, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    // A plain SQLite process (no VFS) commits a new table into the WAL and then holds the
+    // write lock, so the VFS's snapshot cannot begin.
+    let script = format!(
+        "import sqlite3, sys, time\n\
+         c = sqlite3.connect({db:?}, isolation_level=None)\n\
+         c.execute('CREATE TABLE u(y)'); c.execute(\"INSERT INTO u VALUES ('outside')\")\n\
+         c.execute('BEGIN IMMEDIATE')\n\
+         print('locked', flush=True)\n\
+         time.sleep(60)\n",
+        db = db.display().to_string()
+    );
+    let mut holder = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    // The VFS opens (the edit is a discontinuity: a snapshot is due) and is killed.
+    let mut shell = Command::new("sqlite3")
+        .arg("-batch")
+        .arg("-cmd")
+        .arg(format!(".load {}", extension().display()))
+        .arg(":memory:")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let script = format!(
+            ".open file:{}?vfs=litestream&replica={url}\nSELECT count(*) FROM t;\nSELECT litestream_sync(20000);\n",
+            db.display()
+        );
+        shell.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    }
+    // It answered the query: the primary is open and owes a snapshot it cannot take.
+    let mut answer = String::new();
+    BufReader::new(shell.stdout.take().unwrap())
+        .read_line(&mut answer)
+        .unwrap();
+    assert_eq!(answer.trim(), "1");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    shell.kill().unwrap();
+    shell.wait().unwrap();
+    // The holder dies too (SIGKILL): its commit stays in the WAL, never checkpointed.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    open_and_sync(&db, &url, "INSERT INTO t VALUES (2);");
+    assert_contiguous(&level0_ranges(&replica));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(integrity(&restored), "ok");
+    assert_eq!(plain_sqlite(&restored, "SELECT y FROM u;").trim(), "outside");
+    assert_eq!(dump(&restored), dump(&db));
+}
