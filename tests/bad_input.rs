@@ -12,7 +12,7 @@
 //! | `unwritable_staging_directory` | `staging=` under a regular file | open refused, names the directory |
 //! | `disk_full_while_staging` | 2 MiB tmpfs staging directory, filled | commits go on, sync fails with ENOSPC, catches up after |
 //! | `page_sizes_differ_inside_the_replica` | LTX files of 4096- and 1024-byte pages | replica open refused, says page size |
-//! | `page_size_changed_outside_the_vfs` | VACUUM to 1024-byte pages without the VFS | snapshot at the next TXID, replica and restore equal (`#[ignore]`: known bug, see the test) |
+//! | `page_size_changed_outside_the_vfs` | VACUUM to 1024-byte pages without the VFS | snapshot at the next TXID, also stored as a level-9 snapshot; replica and restore (ours and Litestream's) equal |
 //! | `truncated_ltx_file` | last level-0 file cut in half | replica open refused, "corrupt replica" |
 //! | `corrupt_page_frame` | bytes of one page frame smashed | that query is SQLITE_CORRUPT with a message, others work |
 //! | `restore_from_corrupt_replica` | primary restoring a missing database from it | open refused, no database file left behind |
@@ -419,14 +419,11 @@ fn page_sizes_differ_inside_the_replica() {
     );
 }
 
-/// Known bug (reported, not fixed here: the fix belongs in the primary's snapshot upload):
-/// the snapshot taken at the next TXID is a level-0 file of 1024-byte pages after files of
-/// 4096-byte pages, so neither our replica ("page size 1024 differs from 4096") nor
-/// `litestream restore` ("mismatched page sizes") can read the replica any more, while
-/// `litestream_sync()` keeps reporting success. A reseed with another page size must
-/// start a new chain: a level-9 snapshot covering TXIDs 1..=N.
+/// The database rebuilt with another page size outside the VFS: the primary reseeds at the
+/// next TXID and also stores that image as a level-9 snapshot, so restore plans (ours and
+/// Litestream's) start from it instead of meeting 1024-byte pages after 4096-byte ones.
+/// (Before: the replica became unreadable while `litestream_sync()` reported success.)
 #[test]
-#[ignore = "known bug: a page size change outside the VFS makes the replica unreadable"]
 fn page_size_changed_outside_the_vfs() {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_db(dir.path());

@@ -70,6 +70,13 @@ impl LevelCache {
         fs::read(self.path(level, min_txid, max_txid)).ok()
     }
 
+    /// The first 100 bytes (the header) of a cached file.
+    pub fn read_head(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<Vec<u8>> {
+        let mut head = vec![0u8; 100];
+        self.open_file(level, min_txid, max_txid)?.read_exact(&mut head).ok()?;
+        Some(head)
+    }
+
     pub fn open_file(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<fs::File> {
         fs::File::open(self.path(level, min_txid, max_txid)).ok()
     }
@@ -164,27 +171,18 @@ impl Compactor {
         if chain.is_empty() {
             return Ok(None);
         }
-        // Local copies are read from disk, the rest streamed with ranged GETs: memory
-        // holds a page per input and the output, not the inputs.
-        let mut local_inputs = 0;
-        let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(chain.len());
-        for f in &chain {
-            match self.cache.open_file(level - 1, f.min_txid, f.max_txid) {
-                Some(file) => {
-                    local_inputs += 1;
-                    readers.push(Box::new(io::BufReader::with_capacity(256 << 10, file)));
-                }
-                None => readers.push(Box::new(crate::restore::RemoteReader::spawn(
-                    Arc::clone(&self.store),
-                    (*f).clone(),
-                    8 << 20,
-                    2,
-                    Arc::default(),
-                ))),
+        let (out, local_inputs) = match self.merge(level - 1, &chain) {
+            // The database was rebuilt with another page size (a reseed, see
+            // primary/reseed.rs): a file never mixes page sizes, so this one stops before
+            // it and the next window starts a file of the new size.
+            Err(crate::ltx::Error::PageSizeChanged { .. }) => {
+                let keep = self.same_page_size_prefix(level - 1, &chain)?;
+                chain.truncate(keep.max(1));
+                self.merge(level - 1, &chain)
             }
+            other => other,
         }
-        let out = compact(readers, Vec::new(), self.compression)
-            .map_err(|e| format!("compacting level {} into level {level}: {e}", level - 1))?;
+        .map_err(|e| format!("compacting level {} into level {level}: {e}", level - 1))?;
         let (min_txid, max_txid) = (out.header.min_txid, out.header.max_txid);
         let bytes = out.writer;
         if level < 3 {
@@ -206,6 +204,48 @@ impl Compactor {
             bytes: size,
             local_inputs,
         }))
+    }
+
+    /// Merges `inputs` of `level` into one file: local copies are read from disk, the rest
+    /// streamed with ranged GETs, so memory holds a page per input and the output, not the
+    /// inputs. Also returns how many inputs were local.
+    fn merge(&self, level: u8, inputs: &[&LtxObject]) -> crate::ltx::Result<(crate::ltx::Compacted<Vec<u8>>, usize)> {
+        let mut local_inputs = 0;
+        let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(inputs.len());
+        for f in inputs {
+            match self.cache.open_file(level, f.min_txid, f.max_txid) {
+                Some(file) => {
+                    local_inputs += 1;
+                    readers.push(Box::new(io::BufReader::with_capacity(256 << 10, file)));
+                }
+                None => readers.push(Box::new(crate::restore::RemoteReader::spawn(
+                    Arc::clone(&self.store),
+                    (*f).clone(),
+                    8 << 20,
+                    2,
+                    Arc::default(),
+                ))),
+            }
+        }
+        Ok((compact(readers, Vec::new(), self.compression)?, local_inputs))
+    }
+
+    /// How many files at the start of `chain` share the first one's page size.
+    fn same_page_size_prefix(&self, level: u8, chain: &[&LtxObject]) -> Result<usize, String> {
+        let mut first = None;
+        for (i, f) in chain.iter().enumerate() {
+            let head = match self.cache.read_head(level, f.min_txid, f.max_txid) {
+                Some(head) => head,
+                None => block_on(self.store.get_range(level, f.min_txid, f.max_txid, 0..100))
+                    .map_err(|e| e.to_string())?
+                    .to_vec(),
+            };
+            let page_size = crate::ltx::Header::decode(&head).map_err(|e| e.to_string())?.page_size;
+            if *first.get_or_insert(page_size) != page_size {
+                return Ok(i);
+            }
+        }
+        Ok(chain.len())
     }
 
     /// A level-9 snapshot at the newest stored TXID: the latest restore plan merged into
@@ -449,6 +489,39 @@ mod tests {
         let l2 = c.compact_level(2).unwrap().unwrap();
         assert_eq!((l2.min_txid, l2.max_txid, l2.local_inputs), (1, 6, 2));
         assert!(c.cache.read(1, 1, 4).is_none(), "consumed inputs leave the cache");
+    }
+
+    /// A level-0 file of another page size (a reseed after the database was rebuilt
+    /// outside the VFS) ends one level-1 file and starts the next: no file mixes sizes.
+    #[test]
+    fn a_page_size_change_splits_the_level_instead_of_failing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = compactor("compact-page-size", dir.path(), CompactionConfig::default());
+        put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
+        put(&c, 0, 2, 2, ltx(2, 2, &[(2, 2)], 2, 2000));
+        let header = Header {
+            flags: FLAG_NO_CHECKSUM,
+            page_size: 1024,
+            commit: 1,
+            min_txid: 3,
+            max_txid: 3,
+            timestamp_ms: 3000,
+            pre_apply_checksum: 0,
+            wal_offset: 0,
+            wal_size: 0,
+            wal_salt1: 0,
+            wal_salt2: 0,
+            node_id: 0,
+        };
+        let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
+        enc.write_page(1, &[3; 1024]).unwrap();
+        put(&c, 0, 3, 3, enc.finish(0).unwrap().0);
+        let first = c.compact_level(1).unwrap().unwrap();
+        assert_eq!((first.min_txid, first.max_txid, first.inputs), (1, 2, 2));
+        let second = c.compact_level(1).unwrap().unwrap();
+        assert_eq!((second.min_txid, second.max_txid, second.inputs), (3, 3, 1));
+        let merged = crate::ltx::decode_file(&block_on(c.store.get(1, 3, 3)).unwrap()).unwrap();
+        assert_eq!(merged.header.page_size, 1024);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod compactor;
 pub mod follower;
 pub mod registry;
 mod replicator;
+mod reseed;
 pub mod staging;
 pub mod state;
 pub mod wal_file;

@@ -5,7 +5,7 @@
 
 use super::batch::{encode_full, now_ms, Batch};
 use super::capture::{Capture, CapturedTxn, Discontinuity, WalPosition, WalSource};
-use super::compactor::{CompactionControl, CompactionEvent, Compactor, LevelCache};
+use super::compactor::{CompactionControl, CompactionEvent, Compactor, LevelCache, SNAPSHOT_LEVEL};
 use super::follower::{self, Uploaded};
 use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
@@ -109,6 +109,8 @@ struct Shared {
     oldest_pending_ms: Option<i64>,
     last_lag_ms: Option<i64>,
     compaction: serde_json::Value,
+    /// Page size of the replica's newest file, once known (see `reseed.rs`).
+    replica_page_size: Option<u32>,
 }
 
 pub struct Primary {
@@ -308,6 +310,7 @@ impl Primary {
                 oldest_pending_ms: None,
                 last_lag_ms: None,
                 compaction: json!({}),
+                replica_page_size: None,
             }),
             config,
             store,
@@ -874,9 +877,11 @@ impl Primary {
 
     fn upload_one(&self, file: &StagedFile) -> Result<(), String> {
         let bytes = fs::read(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?;
-        let timestamp = crate::ltx::Header::decode(&bytes[..bytes.len().min(100)])
-            .map(|h| h.timestamp_ms)
-            .unwrap_or(0);
+        let header = crate::ltx::Header::decode(&bytes[..bytes.len().min(100)]).ok();
+        let timestamp = header.map_or(0, |h| h.timestamp_ms);
+        if let Some(header) = &header {
+            self.snapshot_if_page_size_changed(file, header, &bytes)?;
+        }
         let body = bytes::Bytes::from(bytes);
         let put = block_on(
             self.store
@@ -917,6 +922,9 @@ impl Primary {
         }
         let mut shared = self.lock();
         shared.uploaded_txid = shared.uploaded_txid.max(file.max_txid);
+        if let Some(header) = &header {
+            shared.replica_page_size = Some(header.page_size);
+        }
         let reached: Vec<u64> = shared
             .staged_positions
             .range(..=file.max_txid)
@@ -951,6 +959,71 @@ impl Primary {
         shared.last_error = None;
         self.progress.notify_all();
         Ok(())
+    }
+}
+
+impl Primary {
+    /// Before the first file of a new page size goes up, stores it as a level-9 snapshot
+    /// too, so that restore plans start from it instead of mixing page sizes (`reseed.rs`).
+    /// Done before the level-0 upload: a kill in between leaves a snapshot whose level-0
+    /// twin is uploaded on restart, never the reverse.
+    fn snapshot_if_page_size_changed(
+        &self,
+        file: &StagedFile,
+        header: &crate::ltx::Header,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        if file.min_txid <= 1 {
+            return Ok(());
+        }
+        let known = self.lock().replica_page_size;
+        let previous = match known {
+            Some(p) => Some(p),
+            None => self.page_size_before(file.min_txid)?,
+        };
+        let Some(previous) = previous.filter(|p| *p != header.page_size) else {
+            return Ok(());
+        };
+        let Some(snapshot) = super::reseed::as_snapshot(bytes, self.compression())? else {
+            tracing::error!(
+                db = %self.db_path.display(),
+                "TXID {}-{} has page size {} after files of {previous} and is not a full image; \
+                 restores past it will fail",
+                file.min_txid,
+                file.max_txid,
+                header.page_size
+            );
+            return Ok(());
+        };
+        tracing::warn!(
+            db = %self.db_path.display(),
+            txid = file.max_txid,
+            "the page size changed from {previous} to {} outside the VFS: storing the reseed as a \
+             level-9 snapshot so that restores start from it",
+            header.page_size
+        );
+        block_on(
+            self.store
+                .put(SNAPSHOT_LEVEL, 1, file.max_txid, snapshot.into(), header.timestamp_ms),
+        )
+        .map_err(|e| format!("uploading the snapshot at TXID {}: {e}", file.max_txid))
+    }
+
+    /// Page size of the stored file holding TXID `txid - 1` (level 0 first: it is almost
+    /// always there), `None` if no file holds it.
+    fn page_size_before(&self, txid: u64) -> Result<Option<u32>, String> {
+        let want = txid - 1;
+        for level in ALL_LEVELS {
+            let files = block_on(self.store.list(level)).map_err(|e| e.to_string())?;
+            let Some(f) = files.iter().find(|f| f.min_txid <= want && want <= f.max_txid) else {
+                continue;
+            };
+            let head =
+                block_on(self.store.get_range(level, f.min_txid, f.max_txid, 0..100)).map_err(|e| e.to_string())?;
+            let header = crate::ltx::Header::decode(&head).map_err(|e| e.to_string())?;
+            return Ok(Some(header.page_size));
+        }
+        Ok(None)
     }
 }
 
