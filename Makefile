@@ -28,7 +28,10 @@ unit: setup
 sql-tests: build
 	sql-tests/run.sh
 
+# The demo runs too, so that CI proves both of the README's commands from a clean clone.
 test: setup build lint unit sql-tests
+	@tools/demo.sh > target/demo.log 2>&1 || { cat target/demo.log; echo "make demo failed"; exit 1; }
+	@echo "make demo: ok (target/demo.log)"
 	@$(MAKE) --no-print-directory figures
 	@echo "make test: all suites passed"
 
