@@ -37,6 +37,10 @@ fi
 
 mkdir -p "$work"
 cd "$work"
+# The runs load a copy, so a `cargo build` during an hour-long run cannot swap the library
+# under a live process (or mix two versions in one table).
+cp "$ext" "$work/liblitestream_vfs.so.new" && mv "$work/liblitestream_vfs.so.new" "$work/liblitestream_vfs.so"
+ext=$work/liblitestream_vfs.so
 if [ ! -x "$src/testfixture" ] || [ "$root/tools/testfixture_shim.c" -nt "$src/testfixture" ]; then
   # Source: `apt-get source` when deb-src entries exist, else the same files from the pool,
   # checked against the SHA-256 sums in the .dsc either way.
