@@ -57,3 +57,61 @@ fn asking_for_wal_mode_or_reading_the_mode_is_not_refused() {
     ));
     assert_eq!(out.lines().collect::<Vec<_>>(), ["wal", "wal", "wal"]);
 }
+
+/// walsetlk.test: while the VFS's snapshot connection was only *waiting* for the WAL write
+/// lock (held by another process), an application writer that got SQLITE_BUSY waited for
+/// "the snapshot's lock" in rounds of 10 s instead of returning BUSY to SQLite, so its own
+/// busy timeout was ignored: it blocked until the other process committed. Only a lock
+/// the snapshot actually holds may be waited for.
+#[test]
+fn a_busy_timeout_holds_while_a_snapshot_waits_for_another_process() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    plain_sqlite(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+    );
+    // Another process (plain SQLite) holds the write lock for 4 s.
+    let locked = dir.path().join("locked");
+    let mut holder = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = holder.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            "BEGIN IMMEDIATE;\nINSERT INTO t VALUES (2);\n.shell touch {}\n.shell sleep 4\nCOMMIT;",
+            locked.display()
+        )
+        .unwrap();
+    }
+    let start = Instant::now();
+    while !locked.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the holder never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Our first open of this database snapshots it: the snapshot waits for the lock too.
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let (_, stdout, stderr) = sqlite_output(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\n\
+         SELECT count(*) FROM t;\n\
+         .shell sleep 0.5\n\
+         PRAGMA busy_timeout=200;\n\
+         BEGIN IMMEDIATE;",
+        db.display()
+    ));
+    let _ = holder.wait();
+    assert!(
+        stderr.contains("database is locked"),
+        "the writer did not get SQLITE_BUSY within its busy timeout: stdout {stdout:?} stderr {stderr:?}"
+    );
+}
