@@ -757,10 +757,6 @@ impl Primary {
         let mut assigned: Option<(u64, Batch)> = None;
         let mut snapshot_position: Option<WalPosition> = None;
         let mut at_lock = || {
-            // Only from here does the snapshot hold the write lock: an application writer
-            // that is BUSY while the snapshot itself still waits (on another process) must
-            // get BUSY, under its own busy timeout (found by SQLite's walsetlk.test).
-            self.set_snapshot_locking(true);
             let mut shared = self.lock();
             let before = std::mem::take(&mut shared.queue);
             let txid = shared.next_txid;
@@ -775,6 +771,7 @@ impl Primary {
             snapshot_position = shared.capture.position();
             assigned = Some((txid, before));
         };
+        self.set_snapshot_locking(true);
         let released = || self.set_snapshot_locking(false);
         let result = self.snapshotter.snapshot(&self.db_path, &tmp, &mut at_lock, &released);
         self.set_snapshot_locking(false);
