@@ -75,6 +75,7 @@ fi
 
 # Files not run, and why (also in docs/reliability.md).
 declare -A skip=(
+  [lock4.test]="waits in a loop (outside any test case) for test2.db-journal to appear; in WAL mode it never does, so the file hangs until the timeout"
 )
 
 # Why the tests failing only with our VFS fail, per file, as triaged (docs/reliability.md,
@@ -93,6 +94,27 @@ declare -A skip=(
 #   test-vfs      the test wraps or replaces the VFS (testvfs, crash VFS, devsym, syscall
 #                 faults, malloc faults) in ways that count on the plain unix VFS below
 declare -A cause=(
+  [wal.test]="wal-at-open (page_size/auto_vacuum too late: 6, 7.2, 8, 17, 22; frame counts: 23.4); snapshot-conn (WAL left at close: 6.*.2, 11.9, 19.3, 24)"
+  [wal2.test]="wal-at-open (lock states, shm-lock sequence, page size, syncs of the switch: 6, 7.1.1, 15); no-rollback (6.1.4: leaving WAL); snapshot-conn (WAL/SHM left at close: 12; extra syncs or BUSY: 14)"
+  [wal4.test]="wal-at-open: the test opens a 0-byte database beside a WAL and requires it to stay 0 bytes; the VFS writes page 1 (WAL mode) at open, in every fault iteration"
+  [wal5.test]="wal-at-open (database/WAL page counts: 1.*, 2.1.1.4); snapshot-conn (checkpoints BUSY, backfilling nothing past our reader, more busy-handler calls: 1.*.11, 3.*, 4.2, 5.*.3); one run of four stopped on BUSY at ATTACH in the second process"
+  [wal6.test]="no-rollback: PRAGMA journal_mode=DELETE/PERSIST/TRUNCATE/MEMORY/OFF refused (1.0.*, 1.2.*)"
+  [walbak.test]="no-rollback: PRAGMA journal_mode=PERSIST at line 209 fails outside a test case and ends the script"
+  [walcksum.test]="wal-at-open: the WAL holds 17 frames where the test rewrites the checksums of the 6 it expects, so recovery stops at frame 7 (plain SQLite does the same with that WAL)"
+  [walcrash.test]="wal-at-open: the crash point (N-th sync of test.db or test.db-wal) is never reached, the child exits normally (*.1); the integrity checks after it pass"
+  [walcrash3.test]="test-vfs: the crash VFS serves reads from copies of the files taken at its open; with any second connection in the crashing process (ours: the snapshot) the recovered database is corrupt, plain SQLite with a second reader gives the same; section 2 stops at its first error"
+  [walcrash4.test]="snapshot-conn: database is locked in the crash child, likely while our connection recovers the WAL (one case; the next one compares its output with the previous)"
+  [walfault.test]="wal-at-open (13.3 expects the heap-memory WAL index of a switch in exclusive mode); no-rollback (13.2, 2); snapshot-conn (13.1: locking_mode=EXCLUSIVE gets BUSY; some runs stop on BUSY in a -prep step, outside a test case)"
+  [walmode.test]="no-rollback (every switch away from WAL); wal-at-open (1.4, 4.2, 4.5, 4.13: the database is WAL before the test switches it)"
+  [walnoshm.test]="no-rollback: PRAGMA journal_mode=DELETE refused (2.2.2); the script then fails at line 166"
+  [walpersist.test]="snapshot-conn: WAL/SHM left at close (1.2), a persistent WAL not truncated at close (3.3)"
+  [walslow.test]="wal-at-open: the WAL holds 5 frames where the test corrupts bytes of the 1 it expects, the table is in the WAL (3.*)"
+  [walvfs.test]="wal-at-open: WAL sizes and frame counts (2.2, 2.3, 5.3, 8.3)"
+  [lock.test]="no-rollback: PRAGMA journal_mode=TRUNCATE refused"
+  [lock2.test]="wal-at-open: the test expects rollback-journal locking (a reader locked out by a writer); in WAL mode readers go on"
+  [lock3.test]="wal-at-open: the test expects rollback-journal locking (a reader locked out by a writer); in WAL mode readers go on"
+  [lock5.test]="wal-at-open: the database an earlier open left in WAL mode cannot be opened through unix-dotfile, which has no shared memory"
+  [lock7.test]="wal-at-open: PRAGMA lock_status shows WAL's SHARED lock where the test expects rollback-journal states"
 )
 
 # One run of one test file: "errors tests dbs" from its last summary line, or why there is
@@ -117,8 +139,10 @@ run() {
     awk -v o="$opened" '{print $1, $5, o}' <<<"$summary"
   elif [ $rc -eq 124 ]; then
     echo "timeout - $opened"
+  elif [ $rc -gt 128 ]; then
+    echo "signal$((rc - 128)) - $opened" # a crash of testfixture itself
   else
-    echo "crash($rc) - $opened"
+    echo "stopped - $opened" # a Tcl error outside any test case ended the script
   fi >"$log.result"
 }
 
