@@ -16,7 +16,8 @@
 ** without a `replica` parameter gets a fresh file:// replica,
 ** $LITESTREAM_FIXTURE_REPLICAS/<path with / replaced>.<pid>.<n>, added as a URI parameter
 ** through sqlite3_create_filename() (connections of one process share the first one's
-** primary anyway); everything else goes to the litestream VFS untouched.
+** primary anyway), with a staging directory $LITESTREAM_FIXTURE_REPLICAS/<path>.staging
+** instead of <path>-litestream; everything else goes to the litestream VFS untouched.
 */
 #include <dlfcn.h>
 #include <stdio.h>
@@ -40,13 +41,18 @@ static int fixture_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f
     return litestream_vfs->xOpen(litestream_vfs, name, file, flags, out_flags);
   }
   static int opens = 0;
-  char url[4096];
+  char url[4096], staging[4096];
   int n = snprintf(url, sizeof url, "file://%s/", dir);
   for (const char *p = name; *p && n < (int)sizeof url - 32; p++) url[n++] = *p == '/' ? '_' : *p;
+  url[n] = 0;
+  /* One staging directory per database path (as <db>-litestream would be, so processes
+  ** sharing a database still find each other), but outside the test's directory: tests
+  ** glob and copy test.db* and raced the VFS writing into test.db-litestream. */
+  snprintf(staging, sizeof staging, "%s.staging", url + strlen("file://"));
   snprintf(url + n, sizeof url - n, ".%d.%d", (int)getpid(), ++opens);
   const char *params[64];
   int nparam = 0;
-  for (int i = 0; nparam < 60; i++) {
+  for (int i = 0; nparam < 58; i++) {
     const char *key = sqlite3_uri_key(name, i);
     if (key == 0) break;
     params[nparam++] = key;
@@ -54,6 +60,10 @@ static int fixture_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f
   }
   params[nparam++] = "replica";
   params[nparam++] = url;
+  if (!sqlite3_uri_parameter(name, "staging")) {
+    params[nparam++] = "staging";
+    params[nparam++] = staging;
+  }
   char journal[4200], wal[4200];
   snprintf(journal, sizeof journal, "%s-journal", name);
   snprintf(wal, sizeof wal, "%s-wal", name);

@@ -305,12 +305,52 @@ unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *m
 
 unsafe extern "C" fn x_file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
     guard("xFileControl", ffi::SQLITE_IOERR, || {
+        if op == ffi::SQLITE_FCNTL_PRAGMA {
+            if let FileRole::PrimaryDb { path, .. } = &WrappedFile::from_raw(file).role {
+                if let Some(rc) = refuse_leaving_wal(path, arg as *mut *mut c_char) {
+                    return rc;
+                }
+            }
+        }
         let rc = forward!(file, xFileControl, ffi::SQLITE_NOTFOUND, op, arg);
         if op == ffi::SQLITE_FCNTL_VFSNAME && rc == ffi::SQLITE_OK {
             prefix_vfs_name(arg as *mut *mut c_char);
         }
         rc
     })
+}
+
+/// `PRAGMA journal_mode=<anything but WAL>` on a primary's database. A change to
+/// DELETE, TRUNCATE or PERSIST would fail later anyway (the `-journal` open is refused),
+/// but MEMORY and OFF need no file: the database would leave WAL mode and its commits
+/// would bypass capture, unreplicated, while `litestream_sync()` kept succeeding (found
+/// by SQLite's wal6.test). So the pragma itself fails, with a message, before SQLite acts
+/// on it. `arg` is SQLite's `char*[3]`: error message out, pragma name, value.
+///
+/// # Safety
+/// `arg` must be the argument of an `SQLITE_FCNTL_PRAGMA` call.
+unsafe fn refuse_leaving_wal(path: &std::path::Path, arg: *mut *mut c_char) -> Option<c_int> {
+    let (name, value) = (*arg.add(1), *arg.add(2));
+    if name.is_null() || value.is_null() {
+        return None;
+    }
+    let name = CStr::from_ptr(name).to_bytes();
+    let value = CStr::from_ptr(value).to_bytes();
+    if !name.eq_ignore_ascii_case(b"journal_mode") || value.eq_ignore_ascii_case(b"wal") {
+        return None;
+    }
+    let message = format!(
+        "litestream: {} must stay in WAL mode to be replicated; refusing PRAGMA journal_mode={}\0",
+        path.display(),
+        String::from_utf8_lossy(value)
+    );
+    tracing::error!("{}", message.trim_end_matches('\0'));
+    let copy = ffi::sqlite3_malloc(message.len() as c_int) as *mut u8;
+    if !copy.is_null() {
+        ptr::copy_nonoverlapping(message.as_ptr(), copy, message.len());
+        *arg = copy as *mut c_char;
+    }
+    Some(ffi::SQLITE_ERROR)
 }
 
 /// Reports the stack of shims as `litestream/<root>` (the convention of SQLite's own

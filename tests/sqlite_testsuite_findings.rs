@@ -1,0 +1,117 @@
+//! Behaviours of the VFS that SQLite's own test suite (`tools/testfixture.sh`, see
+//! docs/reliability.md "SQLite's own tests") showed to be wrong, each pinned here with the
+//! sqlite3 shell so it cannot come back.
+
+mod harness;
+
+use harness::*;
+
+/// wal6.test: `PRAGMA journal_mode=MEMORY` (or OFF) needs no `-journal` file, so the
+/// VFS never saw the database leave WAL mode; the next commits went straight into the
+/// database file, unreplicated, and `litestream_sync()` still reported success. Every
+/// change away from WAL must now fail with a message, the database stays in WAL mode
+/// and the next commit is replicated.
+#[test]
+fn leaving_wal_mode_is_refused_so_no_commit_escapes_replication() {
+    for mode in ["off", "memory", "delete", "truncate", "persist", "OFF"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let url = format!("file://{}", dir.path().join("replica").display());
+        let (_, stdout, stderr) = sqlite_output(&format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms\n\
+             PRAGMA journal_mode={mode};\n\
+             PRAGMA journal_mode;\n\
+             CREATE TABLE t(x);\n\
+             INSERT INTO t VALUES (1), (2);\n\
+             SELECT litestream_sync(10000) = litestream_txid();",
+            db.display()
+        ));
+        assert!(
+            stderr.contains("must stay in WAL mode") && stderr.contains(&format!("journal_mode={mode}")),
+            "journal_mode={mode} was not refused: stdout {stdout:?} stderr {stderr:?}"
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines.first(),
+            Some(&"wal"),
+            "journal_mode={mode}: {stdout:?} {stderr:?}"
+        );
+        assert_eq!(lines.get(1), Some(&"1"), "journal_mode={mode}: {stdout:?} {stderr:?}");
+        let restored = dir.path().join("restored.db");
+        litestream_restore(&url, &restored, &[]).unwrap();
+        assert_eq!(dump(&restored), dump(&db), "journal_mode={mode}");
+        assert_eq!(plain_sqlite(&restored, "SELECT count(*) FROM t").trim(), "2");
+    }
+}
+
+/// `PRAGMA journal_mode=WAL` in any spelling and a plain query keep working.
+#[test]
+fn asking_for_wal_mode_or_reading_the_mode_is_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let out = sqlite(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\n\
+         PRAGMA journal_mode;\nPRAGMA journal_mode=WAL;\nPRAGMA main.journal_mode='wal';",
+        db.display()
+    ));
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["wal", "wal", "wal"]);
+}
+
+/// walsetlk.test: while the VFS's snapshot connection was only *waiting* for the WAL write
+/// lock (held by another process), an application writer that got SQLITE_BUSY waited for
+/// "the snapshot's lock" in rounds of 10 s instead of returning BUSY to SQLite, so its own
+/// busy timeout was ignored: it blocked until the other process committed. Only a lock
+/// the snapshot actually holds may be waited for.
+#[test]
+fn a_busy_timeout_holds_while_a_snapshot_waits_for_another_process() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    plain_sqlite(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+    );
+    // Another process (plain SQLite) holds the write lock for 4 s.
+    let locked = dir.path().join("locked");
+    let mut holder = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = holder.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            "BEGIN IMMEDIATE;\nINSERT INTO t VALUES (2);\n.shell touch {}\n.shell sleep 4\nCOMMIT;",
+            locked.display()
+        )
+        .unwrap();
+    }
+    let start = Instant::now();
+    while !locked.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the holder never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Our first open of this database snapshots it: the snapshot waits for the lock too.
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let (_, stdout, stderr) = sqlite_output(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\n\
+         SELECT count(*) FROM t;\n\
+         .shell sleep 0.5\n\
+         PRAGMA busy_timeout=200;\n\
+         BEGIN IMMEDIATE;",
+        db.display()
+    ));
+    let _ = holder.wait();
+    assert!(
+        stderr.contains("database is locked"),
+        "the writer did not get SQLITE_BUSY within its busy timeout: stdout {stdout:?} stderr {stderr:?}"
+    );
+}
