@@ -225,68 +225,94 @@ fn restore_with_litestream(url: &str, out: &Path) {
     );
 }
 
-#[test]
-fn rss_fds_and_lag_stay_flat_under_mixed_load_and_network_faults() {
-    let secs = seconds_from_env("LITESTREAM_SOAK_SECONDS", 40).as_secs();
-    let moto = Moto::start();
-    moto.create_bucket(BUCKET);
-    let writer_proxy = FaultProxy::start(moto.port, fault_plan(17));
-    let reader_proxy = FaultProxy::start(moto.port, fault_plan(29));
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| -> PathBuf { dir.path().join(name) };
-    let url_via = |endpoint: &str| {
-        format!("s3://{BUCKET}/db?endpoint={endpoint}&region={REGION}&forcePathStyle=true")
-    };
-    let db = path("app.db");
-    let ledger = path("ledger.txt");
+/// moto, one fault proxy for the writer and one for the reader, a scratch directory.
+struct Rig {
+    moto: Moto,
+    writer_proxy: FaultProxy,
+    reader_proxy: FaultProxy,
+    dir: tempfile::TempDir,
+}
 
+impl Rig {
+    fn start() -> Rig {
+        let moto = Moto::start();
+        moto.create_bucket(BUCKET);
+        Rig {
+            writer_proxy: FaultProxy::start(moto.port, fault_plan(17)),
+            reader_proxy: FaultProxy::start(moto.port, fault_plan(29)),
+            moto,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The replica's URL at `endpoint` (a proxy's, or moto's own).
+    fn url(endpoint: &str) -> String {
+        format!("s3://{BUCKET}/db?endpoint={endpoint}&region={REGION}&forcePathStyle=true")
+    }
+}
+
+/// What the writer and the reader printed, and the writer's usage sampled from outside.
+struct Run {
+    elapsed: Duration,
+    reader_secs: u64,
+    writer: Vec<Value>,
+    reader: Vec<Value>,
+    writer_rss: Series,
+    writer_fds: Series,
+}
+
+/// Runs the writer for `secs` and, from its first upload on, the reader.
+fn run(rig: &Rig, secs: u64) -> Run {
     let started = Instant::now();
     let writer_uri = format!(
         "file:{}?vfs=litestream&replica={}&{LADDER}",
-        db.display(),
-        url_via(&writer_proxy.endpoint)
+        rig.path("app.db").display(),
+        Rig::url(&rig.writer_proxy.endpoint)
     );
+    let ext = extension().display().to_string();
+    let ledger = rig.path("ledger.txt").display().to_string();
     let mut writer = spawn_script(
         "soak_writer.py",
-        &[
-            extension().display().to_string(),
-            writer_uri,
-            secs.to_string(),
-            "11".into(),
-            ledger.display().to_string(),
-        ],
-        &path("writer.stderr"),
+        &[ext.clone(), writer_uri, secs.to_string(), "11".into(), ledger],
+        &rig.path("writer.stderr"),
     );
     let writer_lines = json_lines(&mut writer.0);
+    let writer_log = || {
+        format!(
+            "{}\n{}",
+            rig.writer_proxy.stats().summary(),
+            tail(&rig.path("writer.stderr"), 40)
+        )
+    };
 
-    // The reader starts once the replica has its first snapshot.
     let t = Instant::now();
-    while moto.list_keys(BUCKET, "db/0000/").is_empty() {
+    while rig.moto.list_keys(BUCKET, "db/0000/").is_empty() {
         assert!(
             t.elapsed() < Duration::from_secs(60),
-            "no replica after 60 s: {}\n{}",
-            writer_proxy.stats().summary(),
-            tail(&path("writer.stderr"), 40)
+            "no replica after 60 s: {}",
+            writer_log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     let reader_uri = format!(
         "file:{}?vfs=litestream&role=replica&replica={}&poll_interval=200ms&cache_size=4MB&hydrate={}",
-        path("view.db").display(),
-        url_via(&reader_proxy.endpoint),
-        path("hydrated.db").display()
+        rig.path("view.db").display(),
+        Rig::url(&rig.reader_proxy.endpoint),
+        rig.path("hydrated.db").display()
     );
     let reader_secs = secs.saturating_sub(started.elapsed().as_secs() + 2).max(10);
     let mut reader = spawn_script(
         "soak_reader.py",
-        &[extension().display().to_string(), reader_uri, reader_secs.to_string()],
-        &path("reader.stderr"),
+        &[ext, reader_uri, reader_secs.to_string()],
+        &rig.path("reader.stderr"),
     );
     let reader_lines = json_lines(&mut reader.0);
 
-    // The writer's usage, sampled from outside; the reader reports its own.
-    let mut writer_rss = Series(vec![]);
-    let mut writer_fds = Series(vec![]);
+    let (mut writer_rss, mut writer_fds) = (Series(vec![]), Series(vec![]));
     while writer.0.try_wait().unwrap().is_none() {
         if let Some((rss, fds)) = usage(writer.0.id()) {
             writer_rss.0.push(rss);
@@ -294,37 +320,30 @@ fn rss_fds_and_lag_stay_flat_under_mixed_load_and_network_faults() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    let writer_ok = writer.0.wait().unwrap().success();
+    assert!(writer.0.wait().unwrap().success(), "writer failed: {}", writer_log());
     assert!(
-        writer_ok,
-        "writer failed ({}):\n{}",
-        writer_proxy.stats().summary(),
-        tail(&path("writer.stderr"), 40)
+        reader.0.wait().unwrap().success(),
+        "reader failed:\n{}",
+        tail(&rig.path("reader.stderr"), 40)
     );
-    assert!(reader.0.wait().unwrap().success(), "reader failed:\n{}", tail(&path("reader.stderr"), 40));
-    let elapsed = started.elapsed();
-    let writer_lines = writer_lines.join().unwrap();
-    let reader_lines = reader_lines.join().unwrap();
-    let (writer_stats, reader_stats) = (writer_proxy.stats(), reader_proxy.stats());
+    Run {
+        elapsed: started.elapsed(),
+        reader_secs,
+        writer: writer_lines.join().unwrap(),
+        reader: reader_lines.join().unwrap(),
+        writer_rss,
+        writer_fds,
+    }
+}
 
-    // The writer's figures.
-    let fin = writer_lines
-        .iter()
-        .find(|v| v.get("final").is_some())
-        .unwrap_or_else(|| panic!("the writer printed no final line:\n{}", tail(&path("writer.stderr"), 40)));
-    let final_txid = fin["final"].as_u64().unwrap();
-    let commits = fin["commits"].as_u64().unwrap();
-    let status = &fin["status"];
-    let compaction = &status["compaction"];
-    let syncs: Vec<(i64, u64)> = writer_lines
-        .iter()
-        .filter_map(|v| Some((v.get("ms")?.as_i64()?, v.get("sync")?.as_u64()?)))
-        .collect();
-
-    // Every state the reader saw is the writer's state at that TXID.
-    let ledger = read_ledger(&ledger);
-    let wrong: Vec<&Value> = reader_lines.iter().filter(|v| v.get("wrong").is_some()).collect();
-    let observed: Vec<(u64, [i64; 3])> = reader_lines
+/// The states (TXID, ledger) the reader reported that are not the writer's state at that
+/// TXID, or are past the writer's last TXID; and how many states were checked.
+fn states_the_primary_never_had(
+    reader: &[Value],
+    ledger: &BTreeMap<u64, [i64; 3]>,
+    final_txid: u64,
+) -> (Vec<String>, usize) {
+    let observed: Vec<(u64, [i64; 3])> = reader
         .iter()
         .filter_map(|v| {
             let o = v.get("obs")?.as_array()?;
@@ -332,74 +351,111 @@ fn rss_fds_and_lag_stay_flat_under_mixed_load_and_network_faults() {
             Some((o[0].as_u64().unwrap(), [n(1), n(2), n(3)]))
         })
         .collect();
-    let mismatched: Vec<String> = observed
+    let wrong = observed
         .iter()
         .filter_map(|&(txid, seen)| {
             // A TXID with no line of its own is a snapshot: the state of the one before.
             let want = ledger.range(..=txid).next_back().map(|(_, s)| *s);
-            (want != Some(seen) || txid > final_txid).then(|| format!("TXID {txid}: saw {seen:?}, primary had {want:?}"))
+            (want != Some(seen) || txid > final_txid)
+                .then(|| format!("TXID {txid}: saw {seen:?}, primary had {want:?}"))
         })
         .collect();
+    (wrong, observed.len())
+}
+
+/// Restores the replica straight from moto with Litestream 0.5.17 and with ours; both
+/// must pass integrity_check and dump exactly like the primary.
+fn assert_restores_equal_the_primary(rig: &Rig) {
+    let primary = dump(&rig.path("app.db"));
+    let url = Rig::url(&rig.moto.endpoint);
+    let ours = rig.path("restored-ours.db");
+    let theirs = rig.path("restored-litestream.db");
+    restore_with_ours(&url, &ours);
+    restore_with_litestream(&url, &theirs);
+    for (who, out) in [("ours", ours), ("litestream 0.5.17", theirs)] {
+        assert_eq!(integrity(&out), "ok", "{who}: restored database");
+        assert!(dump(&out) == primary, "{who}: the restore differs from the primary");
+    }
+}
+
+#[test]
+fn rss_fds_and_lag_stay_flat_under_mixed_load_and_network_faults() {
+    let secs = seconds_from_env("LITESTREAM_SOAK_SECONDS", 40).as_secs();
+    let rig = Rig::start();
+    let run = run(&rig, secs);
+    let (writer_stats, reader_stats) = (rig.writer_proxy.stats(), rig.reader_proxy.stats());
+
+    // The writer's figures.
+    let fin = run.writer.iter().find(|v| v.get("final").is_some()).unwrap_or_else(|| {
+        panic!(
+            "the writer printed no final line:\n{}",
+            tail(&rig.path("writer.stderr"), 40)
+        )
+    });
+    let final_txid = fin["final"].as_u64().unwrap();
+    let status = &fin["status"];
+    let compaction = &status["compaction"];
+    let syncs: Vec<(i64, u64)> = run
+        .writer
+        .iter()
+        .filter_map(|v| Some((v.get("ms")?.as_i64()?, v.get("sync")?.as_u64()?)))
+        .collect();
+
+    // Every state the reader saw.
+    let impossible: Vec<&Value> = run.reader.iter().filter(|v| v.get("wrong").is_some()).collect();
+    let ledger = read_ledger(&rig.path("ledger.txt"));
+    let (never_had, states_checked) = states_the_primary_never_had(&run.reader, &ledger, final_txid);
 
     // The reader's figures.
-    let reports: Vec<&Value> = reader_lines.iter().filter(|v| v.get("rss_kb").is_some()).collect();
-    let errors: Vec<&Value> = reader_lines.iter().filter(|v| v.get("error").is_some()).collect();
+    let reports: Vec<&Value> = run.reader.iter().filter(|v| v.get("rss_kb").is_some()).collect();
+    let errors: Vec<&Value> = run.reader.iter().filter(|v| v.get("error").is_some()).collect();
     let last = *reports.last().expect("the reader reported nothing");
     let queries = last["queries"].as_u64().unwrap();
     let mut stale = staleness(&syncs, &reports);
     stale.sort_by(f64::total_cmp);
+    let (p50, p99, pmax) = (
+        percentile(&stale, 0.5),
+        percentile(&stale, 0.99),
+        percentile(&stale, 1.0),
+    );
     let own_lag_max = reports.iter().map(|v| v["lag"].as_i64().unwrap()).max().unwrap();
-    let reader_rss = Series(reports.iter().map(|v| v["rss_kb"].as_u64().unwrap()).collect());
-    let reader_fds = Series(reports.iter().map(|v| v["fds"].as_u64().unwrap()).collect());
     let mut error_kinds: BTreeMap<String, u64> = BTreeMap::new();
     for e in &errors {
-        *error_kinds.entry(e["error"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+        *error_kinds
+            .entry(e["error"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
     }
-    let (wr, wf, rr, rf) = (
-        writer_rss.flatness(),
-        writer_fds.flatness(),
-        reader_rss.flatness(),
-        reader_fds.flatness(),
+    let (wr, wf) = (run.writer_rss.flatness(), run.writer_fds.flatness());
+    let (rr, rf) = (
+        Series(reports.iter().map(|v| v["rss_kb"].as_u64().unwrap()).collect()).flatness(),
+        Series(reports.iter().map(|v| v["fds"].as_u64().unwrap()).collect()).flatness(),
     );
-    let (p50, p99, pmax) = (percentile(&stale, 0.5), percentile(&stale, 0.99), percentile(&stale, 1.0));
 
-    // The end state: the replica restores to exactly the primary's database.
-    let primary_dump = dump(&db);
-    let direct = url_via(&moto.endpoint);
-    for (who, out) in [("litestream 0.5.17", path("restored-ls.db")), ("ours", path("restored-ours.db"))] {
-        if who == "ours" {
-            restore_with_ours(&direct, &out);
-        } else {
-            restore_with_litestream(&direct, &out);
-        }
-        assert_eq!(integrity(&out), "ok", "{who}: restored database");
-        assert!(dump(&out) == primary_dump, "{who}: the restore differs from the primary");
-    }
-
-    let figures = [
-        format!(
-            "duration={:.0}s commits={commits} syncs={} final_txid={final_txid} uploads={} snapshots={} \
+    let figures =
+        [
+            format!(
+                "duration={:.0}s commits={} syncs={} final_txid={final_txid} uploads={} snapshots={} \
              compactions={} retention_deleted={} compaction_errors={}",
-            elapsed.as_secs_f64(),
-            syncs.len(),
-            status["uploads"],
-            status["snapshots"],
-            compaction["compactions"],
-            compaction["deleted_files"],
-            compaction["errors"].as_u64().unwrap_or(0),
-        ),
-        format!("writer proxy: {}", writer_stats.summary()),
-        format!("reader proxy: {}", reader_stats.summary()),
-        format!("writer RSS kB {wr}; fds {wf}"),
-        format!("reader RSS kB {rr}; fds {rf}"),
-        format!(
+                run.elapsed.as_secs_f64(),
+                fin["commits"],
+                syncs.len(),
+                status["uploads"],
+                status["snapshots"],
+                compaction["compactions"],
+                compaction["deleted_files"],
+                compaction["errors"].as_u64().unwrap_or(0),
+            ),
+            format!("writer proxy: {}", writer_stats.summary()),
+            format!("reader proxy: {}", reader_stats.summary()),
+            format!("writer RSS kB {wr}; fds {wf}"),
+            format!("reader RSS kB {rr}; fds {rf}"),
+            format!(
             "lag behind synced TXIDs p50={p50:.2}s p99={p99:.2}s max={pmax:.2}s; litestream_lag() max={own_lag_max}s"
         ),
-        format!(
-            "reader queries={queries} errors={} {error_kinds:?} states_checked={} query_ms mean={:.0} max={:.0} \
-             polls={} poll_errors={} read_errors={} hydrated_pages={}/{}",
+            format!(
+            "reader queries={queries} errors={} {error_kinds:?} states_checked={states_checked} query_ms mean={:.0} \
+             max={:.0} polls={} poll_errors={} read_errors={} hydrated_pages={}/{}",
             errors.len(),
-            observed.len(),
             reports.iter().map(|v| v["query_ms_sum"].as_f64().unwrap()).sum::<f64>() / queries.max(1) as f64,
             reports.iter().map(|v| v["query_ms_max"].as_f64().unwrap()).fold(0.0, f64::max),
             last["status"]["polls"],
@@ -408,27 +464,41 @@ fn rss_fds_and_lag_stay_flat_under_mixed_load_and_network_faults() {
             last["status"]["hydration"]["pages_local"],
             last["status"]["hydration"]["pages"],
         ),
-    ];
+        ];
     for line in &figures {
         record(SUITE, &format!("{secs}s {line}"));
     }
+    println!("last compaction error: {}", compaction["last_error"]);
     for e in errors.iter().take(20) {
         println!("reader error: {e}");
     }
 
-    assert!(wrong.is_empty(), "the reader saw impossible states: {wrong:?}");
-    assert!(mismatched.is_empty(), "the reader saw states the primary never had: {mismatched:?}");
-    assert!(observed.len() >= 10, "the reader saw only {} states", observed.len());
+    assert!(
+        impossible.is_empty(),
+        "the reader saw impossible states: {impossible:?}"
+    );
+    assert!(
+        never_had.is_empty(),
+        "the reader saw states the primary never had: {never_had:?}"
+    );
+    assert!(states_checked >= 10, "the reader saw only {states_checked} states");
     assert!(
         writer_stats.total_injected() > 0 && reader_stats.total_injected() > 0,
         "no faults injected: the soak proved nothing about them"
     );
     // A report comes between two queries, so at most a query's time late.
-    assert!(reports.len() as u64 >= reader_secs / 3, "{} reader reports", reports.len());
+    assert!(
+        reports.len() as u64 >= run.reader_secs / 3,
+        "{} reader reports",
+        reports.len()
+    );
     for e in &errors {
         let name = e["error"].as_str().unwrap_or_default();
         let message = e["message"].as_str().unwrap_or_default();
-        assert!(name.starts_with("SQLITE_IOERR"), "a read failed with {e}, not an I/O error");
+        assert!(
+            name.starts_with("SQLITE_IOERR"),
+            "a read failed with {e}, not an I/O error"
+        );
         assert!(!message.is_empty(), "an error without a message: {e}");
     }
     assert!(
@@ -443,7 +513,14 @@ fn rss_fds_and_lag_stay_flat_under_mixed_load_and_network_faults() {
         "litestream_lag() reached {own_lag_max} s"
     );
     for (who, rss, fds) in [("writer", &wr, &wf), ("reader", &rr, &rf)] {
-        assert!(rss.max_after <= rss.warm + RSS_SLACK_KB, "{who} RSS grew after warm-up: {rss}");
-        assert!(fds.max_after <= fds.warm + FD_SLACK, "{who} fds grew after warm-up: {fds}");
+        assert!(
+            rss.max_after <= rss.warm + RSS_SLACK_KB,
+            "{who} RSS grew after warm-up: {rss}"
+        );
+        assert!(
+            fds.max_after <= fds.warm + FD_SLACK,
+            "{who} fds grew after warm-up: {fds}"
+        );
     }
+    assert_restores_equal_the_primary(&rig);
 }
