@@ -9,8 +9,11 @@ stdout, one JSON line each:
 - {"wrong": "...", ...} for a state that cannot have existed (ledger and table disagree,
   a row fails its check, the TXID went back);
 - {"error": "SQLITE_...", "message": "...", "t": ...} for a query that failed;
+- {"slow": ms, "t", "fetched": {...}} for a query that took over SLOW_MS, with what the
+  replica fetched meanwhile (requests, bytes, read errors; hydration's bytes apart);
 - every second {"t", "rss_kb", "fds", "txid", "lag", "queries", "errors", "query_ms_max",
-  "query_ms_sum", "status"} (query times since the previous report).
+  "query_ms_sum", "slowest", "status"} (query times since the previous report; the
+  slowest one's end, TXID and duration, for its staleness when it answered).
 
 usage: soak_reader.py EXT URI SECONDS
 """
@@ -30,6 +33,18 @@ FROM ledger
 """
 
 SAMPLE = "SELECT id, name, qty, chk FROM items WHERE id >= (SELECT max(id) FROM items) - abs(random() % 20000) LIMIT 5"
+
+
+SLOW_MS = 5000
+FETCH_COUNTERS = ("requests", "bytes_fetched", "pages_fetched", "read_errors")
+
+
+def fetch_counters(conn):
+    status = json.loads(conn.execute("SELECT litestream_status()").fetchone()[0])
+    counters = {k: status.get(k) or 0 for k in FETCH_COUNTERS}
+    # The same fetcher serves hydration in the background: its share, to tell them apart.
+    counters["hydration_bytes"] = (status.get("hydration") or {}).get("bytes_fetched") or 0
+    return counters
 
 
 def rss_kb():
@@ -57,10 +72,12 @@ def main():
     last_obs = None
     last_txid = 0
     query_ms = []  # durations of the queries since the last report
+    slowest = None  # [end time, TXID it showed, ms] of the slowest of them
     while time.time() < end:
         try:
             if conn is None:
                 conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            before = fetch_counters(conn)
             began = time.time()
             row = conn.execute(CHECK).fetchone()
             for r in conn.execute(SAMPLE).fetchall():
@@ -68,6 +85,12 @@ def main():
                     emit({"wrong": "sampled row fails its check", "row": list(r)})
             queries += 1
             query_ms.append((time.time() - began) * 1000)
+            if slowest is None or query_ms[-1] > slowest[2]:
+                slowest = [time.time(), row[0], query_ms[-1]]
+            if query_ms[-1] > SLOW_MS:
+                after = fetch_counters(conn)
+                emit({"slow": round(query_ms[-1]), "t": began,
+                      "fetched": {k: after[k] - before[k] for k in after}})
             ready = True
             txid, n, q, l, cn, cq, cl, bad = row
             if (n, q, l) != (cn, cq, cl) or bad:
@@ -94,11 +117,13 @@ def main():
                     "t": time.time(), "rss_kb": rss_kb(), "fds": len(os.listdir("/proc/self/fd")),
                     "txid": txid, "lag": lag, "queries": queries, "errors": errors,
                     "query_ms_max": max(query_ms, default=0), "query_ms_sum": sum(query_ms),
+                    "slowest": slowest,
                     "status": {k: status.get(k) for k in (
                         "lag", "latest_txid", "requests", "polls", "poll_errors", "read_errors", "last_error",
                         "hydration")},
                 })
                 query_ms = []
+                slowest = None
             except sqlite3.Error as e:
                 emit({"error": getattr(e, "sqlite_errorname", "?"), "message": str(e), "t": time.time(), "report": True})
             next_report = time.time() + 1.0
