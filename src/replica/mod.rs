@@ -98,6 +98,11 @@ pub struct Replica {
     /// Headers and indexes of files seen, so a re-plan fetches only new files.
     known: Mutex<HashMap<FileKey, Arc<PlanFile>>>,
     hydration: Option<Arc<hydrate::Hydration>>,
+    /// A fresh plan standing in for a read transaction's own, once a file of that one
+    /// went missing: (address of the state it stands in for, the fresh state of the same
+    /// TXID). Without it every later page the transaction misses would re-list the store
+    /// and re-plan again (a scan pinned to an old TXID took 100 s and 7,500 requests).
+    stand_in: Mutex<Option<(usize, Arc<State>)>>,
     opened: Instant,
     /// Sequential-read detection: the last page a fetch ended at and the current
     /// read-ahead window in pages (1 = no read-ahead).
@@ -176,6 +181,7 @@ impl Replica {
             wake: Condvar::new(),
             known: Mutex::new(known),
             hydration,
+            stand_in: Mutex::new(None),
             opened: Instant::now(),
         });
         let poller = Arc::clone(&replica);
@@ -334,13 +340,24 @@ impl Replica {
 
     /// One decompressed page, from the cache or one ranged GET; `None` reads as zeros.
     fn page(&self, state: &State, pgno: u32) -> Result<Option<Arc<[u8]>>, ReadError> {
-        self.page_or_replan(state, pgno, true)
+        let identity = state as *const State as usize;
+        let stand_in = match &*self.stand_in.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((of, fresh)) if *of == identity && fresh.txid == state.txid => Some(Arc::clone(fresh)),
+            _ => None,
+        };
+        self.page_or_replan(stand_in.as_deref().unwrap_or(state), pgno, Some(identity))
     }
 
     /// The page from `state`'s plan; when a file of that plan has gone from the store
-    /// (compaction or retention) and `replan` is set, from a fresh plan of the same TXID:
-    /// every plan of one TXID yields the same page, so the read transaction goes on.
-    fn page_or_replan(&self, state: &State, pgno: u32, replan: bool) -> Result<Option<Arc<[u8]>>, ReadError> {
+    /// (compaction or retention) and `replan_for` is set, from a fresh plan of the same
+    /// TXID, which then stands in for the state identified by `replan_for` for the rest of
+    /// its transaction: every plan of one TXID yields the same page.
+    fn page_or_replan(
+        &self,
+        state: &State,
+        pgno: u32,
+        replan_for: Option<usize>,
+    ) -> Result<Option<Arc<[u8]>>, ReadError> {
         let Some(loc) = state.locate(pgno) else {
             return Ok(None);
         };
@@ -433,9 +450,12 @@ impl Replica {
                         // Compaction or retention removed a file of the plan: re-plan.
                         self.lock().replan = true;
                         self.wake.notify_all();
-                        if replan {
+                        if let Some(identity) = replan_for {
                             if let Some(fresh) = self.state_exactly(state.txid) {
-                                return self.page_or_replan(&fresh, pgno, false);
+                                let fresh = Arc::new(fresh);
+                                *self.stand_in.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some((identity, Arc::clone(&fresh)));
+                                return self.page_or_replan(&fresh, pgno, None);
                             }
                         }
                         ReadError::Io(format!(
