@@ -173,6 +173,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The writer's ledger: TXID -> (rows, sum of qty, sum of name lengths) at that TXID.
+/// TXID -> the writer's ledger after it; a TXID logged several times keeps its last line.
 fn read_ledger(path: &Path) -> BTreeMap<u64, [i64; 3]> {
     std::fs::read_to_string(path)
         .unwrap()

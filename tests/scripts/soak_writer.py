@@ -63,8 +63,10 @@ def main():
         txid, n, q, l = conn.execute("SELECT litestream_txid(), n, q, l FROM ledger").fetchone()
         if txid != last_txid:
             commits += 1
-            ledger.write(f"{txid} {n} {q} {l}\n")
             last_txid = txid
+        # Every commit gets a line, the last one per TXID counts: commits made before the
+        # first snapshot all report TXID 1, and the snapshot holds the last of them.
+        ledger.write(f"{txid} {n} {q} {l}\n")
 
     committed()
     next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM items").fetchone()[0]
