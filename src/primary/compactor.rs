@@ -420,9 +420,13 @@ mod tests {
     use crate::storage::open_store;
 
     fn ltx(min: u64, max: u64, pages: &[(u32, u8)], commit: u32, ts: i64) -> Vec<u8> {
+        ltx_sized(512, min, max, pages, commit, ts)
+    }
+
+    fn ltx_sized(page_size: u32, min: u64, max: u64, pages: &[(u32, u8)], commit: u32, ts: i64) -> Vec<u8> {
         let header = Header {
             flags: FLAG_NO_CHECKSUM,
-            page_size: 512,
+            page_size,
             commit,
             min_txid: min,
             max_txid: max,
@@ -436,7 +440,7 @@ mod tests {
         };
         let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
         for (pgno, fill) in pages {
-            enc.write_page(*pgno, &[*fill; 512]).unwrap();
+            enc.write_page(*pgno, &vec![*fill; page_size as usize]).unwrap();
         }
         enc.finish(0).unwrap().0
     }
@@ -499,23 +503,7 @@ mod tests {
         let c = compactor("compact-page-size", dir.path(), CompactionConfig::default());
         put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
         put(&c, 0, 2, 2, ltx(2, 2, &[(2, 2)], 2, 2000));
-        let header = Header {
-            flags: FLAG_NO_CHECKSUM,
-            page_size: 1024,
-            commit: 1,
-            min_txid: 3,
-            max_txid: 3,
-            timestamp_ms: 3000,
-            pre_apply_checksum: 0,
-            wal_offset: 0,
-            wal_size: 0,
-            wal_salt1: 0,
-            wal_salt2: 0,
-            node_id: 0,
-        };
-        let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
-        enc.write_page(1, &[3; 1024]).unwrap();
-        put(&c, 0, 3, 3, enc.finish(0).unwrap().0);
+        put(&c, 0, 3, 3, ltx_sized(1024, 3, 3, &[(1, 3)], 1, 3000));
         let first = c.compact_level(1).unwrap().unwrap();
         assert_eq!((first.min_txid, first.max_txid, first.inputs), (1, 2, 2));
         let second = c.compact_level(1).unwrap().unwrap();
