@@ -143,3 +143,70 @@ fn a_snapshot_killed_before_it_was_staged_is_taken_after_the_restart() {
     assert_eq!(plain_sqlite(&restored, "SELECT y FROM u;").trim(), "outside");
     assert_eq!(dump(&restored), dump(&db));
 }
+
+/// A snapshot that finds the write lock taken (a long transaction, here by another
+/// process) waits and retries quietly: no warning for a normal condition, and the
+/// snapshot is taken once the lock is free.
+#[test]
+fn a_snapshot_waits_quietly_for_a_long_write_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    plain_sqlite(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);",
+    );
+    // Another process holds the write lock for two seconds, committing nothing.
+    let mut holder = std::process::Command::new(python())
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(2)\n\
+             c.execute('ROLLBACK')\n",
+        )
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    // The first open through the VFS owes a snapshot; it cannot start while the lock is held.
+    let mut shell = std::process::Command::new("sqlite3")
+        .arg("-batch")
+        .arg("-bail")
+        .arg("-cmd")
+        .arg(format!(".load {}", extension().display()))
+        .arg(":memory:")
+        .env("LITESTREAM_LOG_LEVEL", "debug")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut shell.stdin.take().unwrap(),
+        format!(
+            ".open file:{}?vfs=litestream&replica={url}\nSELECT litestream_sync(30000);\n",
+            db.display()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    assert!(holder.wait().unwrap().success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("snapshot waits for a write transaction to end"),
+        "the snapshot met the lock: {stderr}"
+    );
+    assert!(!stderr.contains("WARN"), "no warning for waiting: {stderr}");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}

@@ -12,4 +12,4 @@ pub mod staging;
 pub mod state;
 pub mod wal_file;
 
-pub use replicator::{Primary, Snapshotter};
+pub use replicator::{Primary, SnapshotError, Snapshotter};

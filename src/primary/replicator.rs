@@ -31,7 +31,45 @@ pub trait Snapshotter: Send + Sync {
     /// excluded, right before the copy's read transaction starts, so the copy holds
     /// exactly the commits captured up to that call; `released` runs as soon as
     /// writers may proceed again.
-    fn snapshot(&self, db: &Path, dest: &Path, at_lock: &mut dyn FnMut(), released: &dyn Fn()) -> Result<(), String>;
+    fn snapshot(
+        &self,
+        db: &Path,
+        dest: &Path,
+        at_lock: &mut dyn FnMut(),
+        released: &dyn Fn(),
+    ) -> Result<(), SnapshotError>;
+}
+
+/// Why a snapshot did not happen.
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// Another connection held the write lock (a long transaction): nothing is wrong,
+    /// the worker tries again shortly.
+    WriterBusy,
+    Failed(String),
+}
+
+impl From<String> for SnapshotError {
+    fn from(message: String) -> Self {
+        SnapshotError::Failed(message)
+    }
+}
+
+/// How long a snapshot may keep finding the write lock taken before that is worth a
+/// warning: a bulk load holds it for seconds, a stuck writer for ever.
+const SNAPSHOT_BUSY_WARN_AFTER: Duration = Duration::from_secs(30);
+
+/// Why staging did not finish this round.
+enum StageError {
+    /// A pending snapshot waits for the application's write transaction to end.
+    SnapshotWaiting,
+    Failed(String),
+}
+
+impl From<String> for StageError {
+    fn from(message: String) -> Self {
+        StageError::Failed(message)
+    }
 }
 
 /// The consistent copy a snapshot is encoded from, in the staging directory. Only the
@@ -598,6 +636,8 @@ impl Primary {
     fn run(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
         let mut stage_backoff = Duration::ZERO;
+        let mut snapshot_busy_since: Option<Instant> = None;
+        let mut next_busy_warning = SNAPSHOT_BUSY_WARN_AFTER;
         let mut next_upload_attempt = Instant::now();
         loop {
             let closing = {
@@ -616,12 +656,40 @@ impl Primary {
                 shared.closing
             };
             self.catch_up_foreign_commits();
-            match self.stage_pending() {
+            let staged = self.stage_pending();
+            if !matches!(staged, Err(StageError::SnapshotWaiting)) {
+                snapshot_busy_since = None;
+            }
+            match staged {
                 Ok(()) => stage_backoff = Duration::ZERO,
                 Err(e) => {
-                    self.record_error(format!("staging: {e}"));
-                    // A pending snapshot skips the interval wait: pace the retries.
-                    stage_backoff = (stage_backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+                    // A pending snapshot skips the interval wait: pace the retries. One
+                    // that only waits for a write transaction retries within a second of
+                    // its end; failures back off further.
+                    let cap = match e {
+                        StageError::SnapshotWaiting => {
+                            let since = *snapshot_busy_since.get_or_insert_with(|| {
+                                next_busy_warning = SNAPSHOT_BUSY_WARN_AFTER;
+                                Instant::now()
+                            });
+                            let waited = since.elapsed();
+                            if waited >= next_busy_warning {
+                                self.record_error(format!(
+                                    "staging: a snapshot has waited {} s for the write lock; another connection keeps a write transaction open",
+                                    waited.as_secs()
+                                ));
+                                next_busy_warning = waited + SNAPSHOT_BUSY_WARN_AFTER;
+                            } else {
+                                tracing::debug!(db = %self.db_path.display(), "snapshot waits for a write transaction to end");
+                            }
+                            Duration::from_secs(1)
+                        }
+                        StageError::Failed(e) => {
+                            self.record_error(format!("staging: {e}"));
+                            Duration::from_secs(10)
+                        }
+                    };
+                    stage_backoff = (stage_backoff * 2).clamp(Duration::from_millis(100), cap);
                     let shared = self.lock();
                     if !shared.closing {
                         let _ = self.wake.wait_timeout(shared, stage_backoff);
@@ -682,7 +750,7 @@ impl Primary {
     }
 
     /// Takes the pending snapshot if any, then stages the queue as one LTX file.
-    fn stage_pending(&self) -> Result<(), String> {
+    fn stage_pending(&self) -> Result<(), StageError> {
         if self.lock().snapshot_needed.is_some() {
             // A snapshot staged while the store is down and staging is over its
             // limit would be followed by another and another: wait for uploads first.
@@ -710,7 +778,7 @@ impl Primary {
                     self.config.max_staging_bytes
                 );
                 shared.require_snapshot(reason.clone());
-                return Err(reason);
+                return Err(reason.into());
             }
             std::mem::take(&mut shared.queue)
         };
@@ -748,13 +816,13 @@ impl Primary {
                 // Keep the commits in memory and try again next round.
                 let Shared { queue, capture, .. } = &mut *shared;
                 queue.absorb_older(batch, &mut |page| capture.recycle(page));
-                Err(e)
+                Err(e.into())
             }
         }
     }
 
     /// A full image of the database as the next TXID, staged like any batch.
-    fn take_snapshot(&self) -> Result<(), String> {
+    fn take_snapshot(&self) -> Result<(), StageError> {
         let tmp = self.config.staging_dir.join(SNAPSHOT_TMP);
         remove_snapshot_leftovers(&self.config.staging_dir);
         let mut assigned: Option<(u64, Batch)> = None;
@@ -779,11 +847,16 @@ impl Primary {
         let result = self.snapshotter.snapshot(&self.db_path, &tmp, &mut at_lock, &released);
         self.set_snapshot_locking(false);
         let Some((txid, before)) = assigned else {
-            return Err(format!(
-                "snapshot failed before it started: {}",
-                result.err().unwrap_or_default()
-            ));
+            return Err(match result {
+                Err(SnapshotError::WriterBusy) => StageError::SnapshotWaiting,
+                Err(SnapshotError::Failed(e)) => StageError::Failed(format!("snapshot failed before it started: {e}")),
+                Ok(()) => StageError::Failed("snapshot failed before it started".into()),
+            });
         };
+        let result = result.map_err(|e| match e {
+            SnapshotError::WriterBusy => "the write lock was lost during the snapshot".to_string(),
+            SnapshotError::Failed(e) => e,
+        });
         let min_txid = if txid == 1 { 1 } else { txid };
         let encoded = result.and_then(|()| self.encode_copy(&tmp, min_txid, txid));
         remove_snapshot_leftovers(&self.config.staging_dir);
@@ -804,7 +877,7 @@ impl Primary {
                 shared.require_snapshot(format!("previous snapshot attempt failed: {e}"));
                 shared.next_txid = txid; // nothing took this TXID
                 shared.staged_txid = txid - 1;
-                return Err(format!("snapshot: {e}"));
+                return Err(format!("snapshot: {e}").into());
             }
         };
         self.staging

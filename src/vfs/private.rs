@@ -4,7 +4,7 @@
 
 use super::register::root_vfs_name;
 use crate::primary::staging::remove_with_companions;
-use crate::primary::Snapshotter;
+use crate::primary::{SnapshotError, Snapshotter};
 use libsqlite3_sys as ffi;
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -122,7 +122,13 @@ const SNAPSHOT_LOCK_WAIT_MS: i32 = 100;
 pub(crate) struct BackupSnapshotter;
 
 impl Snapshotter for BackupSnapshotter {
-    fn snapshot(&self, db: &Path, dest: &Path, at_lock: &mut dyn FnMut(), released: &dyn Fn()) -> Result<(), String> {
+    fn snapshot(
+        &self,
+        db: &Path,
+        dest: &Path,
+        at_lock: &mut dyn FnMut(),
+        released: &dyn Fn(),
+    ) -> Result<(), SnapshotError> {
         let writer = Conn::open(db, ffi::SQLITE_OPEN_READWRITE)?;
         let reader = Conn::open(db, ffi::SQLITE_OPEN_READONLY)?;
         // From here until `released`, an application writer that gets BUSY waits for us
@@ -133,7 +139,15 @@ impl Snapshotter for BackupSnapshotter {
         // committed, whatever their timeout).
         // SAFETY: valid handle.
         unsafe { ffi::sqlite3_busy_timeout(writer.0, SNAPSHOT_LOCK_WAIT_MS) };
-        writer.query("BEGIN IMMEDIATE")?;
+        if let Err(e) = writer.query("BEGIN IMMEDIATE") {
+            // SAFETY: valid handle.
+            let code = unsafe { ffi::sqlite3_errcode(writer.0) } & 0xff;
+            return Err(if code == ffi::SQLITE_BUSY {
+                SnapshotError::WriterBusy
+            } else {
+                SnapshotError::Failed(e)
+            });
+        }
         at_lock();
         let pinned = reader
             .query("BEGIN")
@@ -149,7 +163,7 @@ impl Snapshotter for BackupSnapshotter {
         let rc = unsafe {
             let backup = ffi::sqlite3_backup_init(target.0, c"main".as_ptr(), reader.0, c"main".as_ptr());
             if backup.is_null() {
-                return Err(format!("backup: {}", target.errmsg()));
+                return Err(format!("backup: {}", target.errmsg()).into());
             }
             let step = ffi::sqlite3_backup_step(backup, -1);
             ffi::sqlite3_backup_finish(backup);
@@ -157,11 +171,7 @@ impl Snapshotter for BackupSnapshotter {
         };
         let _ = reader.query("COMMIT");
         if rc != ffi::SQLITE_DONE {
-            return Err(format!(
-                "backup of {} failed: code {rc}: {}",
-                db.display(),
-                target.errmsg()
-            ));
+            return Err(format!("backup of {} failed: code {rc}: {}", db.display(), target.errmsg()).into());
         }
         Ok(())
     }
