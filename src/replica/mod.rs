@@ -9,6 +9,7 @@
 //! ([`hydrate`]) and point-in-time views per connection ([`time`]).
 
 pub mod cache;
+pub mod carry;
 pub mod fetch;
 pub mod hydrate;
 pub mod pragma;
