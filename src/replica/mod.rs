@@ -49,6 +49,8 @@ pub struct Stats {
     pub pages_fetched: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    /// Cached pages filed under a new plan's file without fetching (see [`carry`]).
+    pub pages_carried: AtomicU64,
     pub polls: AtomicU64,
     pub poll_errors: AtomicU64,
     pub read_errors: AtomicU64,
@@ -454,6 +456,9 @@ impl Replica {
                         if let Some(identity) = replan_for {
                             if let Some(fresh) = self.state_exactly(state.txid) {
                                 let fresh = Arc::new(fresh);
+                                // Same TXID: every page the transaction has cached carries.
+                                // The hydration file follows the newest state, not this one.
+                                self.carry_over(state, &fresh, false);
                                 *self.stand_in.lock().unwrap_or_else(|p| p.into_inner()) =
                                     Some((identity, Arc::clone(&fresh)));
                                 return self.page_or_replan(&fresh, pgno, None);
@@ -478,6 +483,30 @@ impl Replica {
         }
         self.cache.insert(key, Arc::clone(&page));
         Ok(Some(page))
+    }
+
+    /// Files the cached pages (and, with `hydration`, the hydration slots) that `old`
+    /// serves under `new`'s files where [`carry`] proves the bytes are the same, so a new
+    /// plan naming compacted files does not fetch again what it already has.
+    fn carry_over(&self, old: &State, new: &State, hydration: bool) {
+        let Some(carry) = carry::Carry::between(old, new) else {
+            tracing::debug!(replica = %self.name, from = old.txid, to = new.txid, "nothing carries to the new plan");
+            return;
+        };
+        let pages = self.cache.carry(|k| carry.key(k));
+        let slots = match &self.hydration {
+            Some(h) if hydration => h.carry(&carry),
+            _ => 0,
+        };
+        self.stats().pages_carried.fetch_add(pages as u64, Ordering::Relaxed);
+        tracing::debug!(
+            replica = %self.name,
+            from = old.txid,
+            to = new.txid,
+            pages,
+            slots,
+            "carried cached pages to the new plan"
+        );
     }
 
     /// A freshly planned state at exactly `txid`, if the store still holds one.
@@ -620,6 +649,8 @@ impl Replica {
         }
         let files = self.plan_files(plan)?;
         let next = State::build(files).map_err(FetchError::Corrupt)?;
+        // Before publishing: the first read of the new plan already finds what carried.
+        self.carry_over(&cur, &next, true);
         let live: std::collections::HashSet<FileKey> = next.files().iter().map(|f| f.key()).collect();
         self.known_files().retain(|k, _| live.contains(k));
         tracing::debug!(replica = %self.name, txid = next.txid, files = next.files().len(), "re-planned");
@@ -703,6 +734,7 @@ impl Replica {
                 "max_bytes": self.cache.max_bytes(),
             },
             "pages_fetched": get(&s.pages_fetched),
+            "pages_carried": get(&s.pages_carried),
             "bytes_fetched": get(&s.bytes_fetched),
             "requests": get(&s.requests),
             "polls": get(&s.polls),
