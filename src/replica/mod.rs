@@ -113,6 +113,20 @@ pub struct Replica {
     readahead_window: std::sync::atomic::AtomicU32,
 }
 
+/// The longest level-0 chain read to carry pages over a re-plan (see [`Replica::bridge`]):
+/// a few polls' worth; a replica further behind re-fetches instead.
+const MAX_BRIDGE_FILES: usize = 32;
+
+/// The level-0 files that continue TXID `txid`, in order (the longest file at each step).
+fn level0_chain(l0: &[crate::storage::LtxObject], mut txid: u64) -> Vec<crate::storage::LtxObject> {
+    let mut chain = Vec::new();
+    while let Some(next) = l0.iter().filter(|f| f.min_txid == txid + 1).max_by_key(|f| f.max_txid) {
+        txid = next.max_txid;
+        chain.push(next.clone());
+    }
+    chain
+}
+
 /// Largest read-ahead: 1024 pages (4 MiB of 4 KiB pages) per request.
 const MAX_READAHEAD_PAGES: u32 = 1024;
 
@@ -614,12 +628,7 @@ impl Replica {
                     self.caught_up(None, l0_max);
                     return Ok(());
                 }
-                let mut chain = Vec::new();
-                let mut txid = cur.txid;
-                while let Some(next) = l0.iter().filter(|f| f.min_txid == txid + 1).max_by_key(|f| f.max_txid) {
-                    txid = next.max_txid;
-                    chain.push(next.clone());
-                }
+                let chain = level0_chain(&l0, cur.txid);
                 if !chain.is_empty() {
                     let files = self.plan_files(chain)?;
                     let next = cur.extend(files).map_err(FetchError::Corrupt)?;
@@ -650,12 +659,36 @@ impl Replica {
         let files = self.plan_files(plan)?;
         let next = State::build(files).map_err(FetchError::Corrupt)?;
         // Before publishing: the first read of the new plan already finds what carried.
-        self.carry_over(&cur, &next, true);
+        let bridge = self.bridge(&cur, &listing).filter(|b| b.txid <= next.txid);
+        self.carry_over(bridge.as_ref().unwrap_or(&cur), &next, true);
+        drop(bridge);
         let live: std::collections::HashSet<FileKey> = next.files().iter().map(|f| f.key()).collect();
         self.known_files().retain(|k, _| live.contains(k));
         tracing::debug!(replica = %self.name, txid = next.txid, files = next.files().len(), "re-planned");
         self.caught_up(Some(next), listing.max_txid());
         Ok(())
+    }
+
+    /// `cur` extended by the level-0 files of `listing` that follow it, when there are a
+    /// few: the state a carry-over to a new plan starts from. The newest compacted file
+    /// often ends after `cur` (it took in what was written since the last poll), and the
+    /// carry rule trusts only files ending at or before the TXID carried from; the
+    /// level-0 chain reaches that far and tells which pages those TXIDs wrote. `None`
+    /// when there is no such chain (or its indexes cannot be read): carry from `cur`.
+    fn bridge(&self, cur: &State, listing: &restore::Listing) -> Option<State> {
+        let l0: Vec<_> = listing
+            .incremental
+            .iter()
+            .flatten()
+            .filter(|f| f.level == 0)
+            .cloned()
+            .collect();
+        let chain = level0_chain(&l0, cur.txid);
+        if chain.is_empty() || chain.len() > MAX_BRIDGE_FILES {
+            return None;
+        }
+        let files = self.plan_files(chain).ok()?;
+        cur.extend(files).ok()
     }
 
     fn known_files(&self) -> MutexGuard<'_, HashMap<FileKey, Arc<PlanFile>>> {
