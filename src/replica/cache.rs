@@ -64,6 +64,27 @@ impl PageCache {
         }
     }
 
+    /// Files every cached page `to` names under a second key as well: the same bytes,
+    /// not a copy, inserted as the most recent pages in their present order. The old keys
+    /// stay for readers still on the old plan; the LRU ages them out (both keys count
+    /// against the budget, so memory stays under it). Returns how many were added.
+    pub fn carry(&self, to: impl Fn(&PageKey) -> Option<PageKey>) -> usize {
+        let inner = self.lock();
+        // Least recent first, so the carried pages keep their relative recency.
+        let carried: Vec<(PageKey, Arc<[u8]>)> = inner
+            .lru
+            .iter()
+            .rev()
+            .filter_map(|(key, page)| Some((to(key)?, Arc::clone(page))))
+            .collect();
+        drop(inner);
+        let n = carried.len();
+        for (key, page) in carried {
+            self.insert(key, page);
+        }
+        n
+    }
+
     /// Bytes and pages held now.
     pub fn usage(&self) -> (u64, usize) {
         let inner = self.lock();
@@ -102,5 +123,24 @@ mod tests {
         assert!(c.get(&key(2)).is_none(), "oldest evicted");
         assert!(c.get(&key(1)).is_some());
         assert_eq!(c.usage(), (10 * 512, 10));
+    }
+
+    #[test]
+    fn carried_pages_share_their_bytes_under_the_new_key() {
+        let c = PageCache::new(1 << 20);
+        for p in 1..=4 {
+            c.insert(key(p), Arc::from(vec![p as u8; 512]));
+        }
+        let moved = |k: &PageKey| {
+            (k.pgno % 2 == 0).then_some(PageKey {
+                file: FileKey { max_txid: 2, ..k.file },
+                pgno: k.pgno,
+            })
+        };
+        assert_eq!(c.carry(moved), 2);
+        let new = moved(&key(2)).unwrap();
+        assert!(Arc::ptr_eq(&c.get(&new).unwrap(), &c.get(&key(2)).unwrap()));
+        assert!(c.get(&moved(&key(4)).unwrap()).is_some());
+        assert_eq!(c.usage().1, 6, "old keys stay for readers of the old plan");
     }
 }

@@ -10,6 +10,7 @@
 //! is pending, the file is an image of the database at `txid`.
 
 use super::cache::PageKey;
+use super::carry::Carry;
 use super::fetch::{FetchError, Fetcher};
 use super::state::{FileKey, PlanFile, State};
 use crate::ltx::read_page_frame;
@@ -38,6 +39,8 @@ struct Progress {
     /// TXID of the last state fully hydrated (0 = none yet).
     txid: u64,
     pages_written: u64,
+    /// Slots relabelled to a new plan's file without fetching (see [`Hydration::carry`]).
+    pages_carried: u64,
     bytes_fetched: u64,
     local_reads: u64,
     last_error: Option<String>,
@@ -112,6 +115,43 @@ impl Hydration {
         drop(table);
         self.progress().pages_written += 1;
         Ok(())
+    }
+
+    /// Relabels every slot holding the version `carry` proves the new state serves too
+    /// with the new state's file, so hydrating the new state fetches only pages that
+    /// changed. A relabelled slot holds the same bytes as before; a reader of the old
+    /// plan asking for the old label misses and fetches instead (slower, never wrong).
+    /// Returns how many slots were relabelled.
+    pub fn carry(&self, carry: &Carry<'_>) -> usize {
+        // Decide under the read lock; relabel under the write lock only slots that still
+        // hold the version decided on.
+        let moves: Vec<(usize, u32, FileKey)> = {
+            let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+            let last = (carry.max_pgno() as usize).min(table.slots.len());
+            (1..=last as u32)
+                .filter_map(|pgno| {
+                    let (from, to) = carry.page(pgno)?;
+                    let held = *table.ids.get(&from)?;
+                    (from != to && table.slots[pgno as usize - 1] == held).then_some((pgno as usize - 1, held, to))
+                })
+                .collect()
+        };
+        if moves.is_empty() {
+            return 0;
+        }
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for (i, held, to) in moves {
+            if table.slots[i] != held {
+                continue;
+            }
+            let next = table.ids.len() as u32 + 1;
+            table.slots[i] = *table.ids.entry(to).or_insert(next);
+            n += 1;
+        }
+        drop(table);
+        self.progress().pages_carried += n as u64;
+        n
     }
 
     /// TXID of the last state fully hydrated.
@@ -204,6 +244,7 @@ impl Hydration {
             "pages_local": local,
             "pages": current.commit,
             "pages_written": p.pages_written,
+            "pages_carried": p.pages_carried,
             "bytes_fetched": p.bytes_fetched,
             "local_reads": p.local_reads,
             "last_error": p.last_error,

@@ -9,6 +9,7 @@
 //! ([`hydrate`]) and point-in-time views per connection ([`time`]).
 
 pub mod cache;
+pub mod carry;
 pub mod fetch;
 pub mod hydrate;
 pub mod pragma;
@@ -48,6 +49,8 @@ pub struct Stats {
     pub pages_fetched: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    /// Cached pages filed under a new plan's file without fetching (see [`carry`]).
+    pub pages_carried: AtomicU64,
     pub polls: AtomicU64,
     pub poll_errors: AtomicU64,
     pub read_errors: AtomicU64,
@@ -108,6 +111,20 @@ pub struct Replica {
     /// read-ahead window in pages (1 = no read-ahead).
     readahead_end: std::sync::atomic::AtomicU32,
     readahead_window: std::sync::atomic::AtomicU32,
+}
+
+/// The longest level-0 chain read to carry pages over a re-plan (see [`Replica::bridge`]):
+/// a few polls' worth; a replica further behind re-fetches instead.
+const MAX_BRIDGE_FILES: usize = 32;
+
+/// The level-0 files that continue TXID `txid`, in order (the longest file at each step).
+fn level0_chain(l0: &[crate::storage::LtxObject], mut txid: u64) -> Vec<crate::storage::LtxObject> {
+    let mut chain = Vec::new();
+    while let Some(next) = l0.iter().filter(|f| f.min_txid == txid + 1).max_by_key(|f| f.max_txid) {
+        txid = next.max_txid;
+        chain.push(next.clone());
+    }
+    chain
 }
 
 /// Largest read-ahead: 1024 pages (4 MiB of 4 KiB pages) per request.
@@ -453,6 +470,9 @@ impl Replica {
                         if let Some(identity) = replan_for {
                             if let Some(fresh) = self.state_exactly(state.txid) {
                                 let fresh = Arc::new(fresh);
+                                // Same TXID: every page the transaction has cached carries.
+                                // The hydration file follows the newest state, not this one.
+                                self.carry_over(state, &fresh, false);
                                 *self.stand_in.lock().unwrap_or_else(|p| p.into_inner()) =
                                     Some((identity, Arc::clone(&fresh)));
                                 return self.page_or_replan(&fresh, pgno, None);
@@ -477,6 +497,30 @@ impl Replica {
         }
         self.cache.insert(key, Arc::clone(&page));
         Ok(Some(page))
+    }
+
+    /// Files the cached pages (and, with `hydration`, the hydration slots) that `old`
+    /// serves under `new`'s files where [`carry`] proves the bytes are the same, so a new
+    /// plan naming compacted files does not fetch again what it already has.
+    fn carry_over(&self, old: &State, new: &State, hydration: bool) {
+        let Some(carry) = carry::Carry::between(old, new) else {
+            tracing::debug!(replica = %self.name, from = old.txid, to = new.txid, "nothing carries to the new plan");
+            return;
+        };
+        let pages = self.cache.carry(|k| carry.key(k));
+        let slots = match &self.hydration {
+            Some(h) if hydration => h.carry(&carry),
+            _ => 0,
+        };
+        self.stats().pages_carried.fetch_add(pages as u64, Ordering::Relaxed);
+        tracing::debug!(
+            replica = %self.name,
+            from = old.txid,
+            to = new.txid,
+            pages,
+            slots,
+            "carried cached pages to the new plan"
+        );
     }
 
     /// A freshly planned state at exactly `txid`, if the store still holds one.
@@ -584,12 +628,7 @@ impl Replica {
                     self.caught_up(None, l0_max);
                     return Ok(());
                 }
-                let mut chain = Vec::new();
-                let mut txid = cur.txid;
-                while let Some(next) = l0.iter().filter(|f| f.min_txid == txid + 1).max_by_key(|f| f.max_txid) {
-                    txid = next.max_txid;
-                    chain.push(next.clone());
-                }
+                let chain = level0_chain(&l0, cur.txid);
                 if !chain.is_empty() {
                     let files = self.plan_files(chain)?;
                     let next = cur.extend(files).map_err(FetchError::Corrupt)?;
@@ -619,11 +658,37 @@ impl Replica {
         }
         let files = self.plan_files(plan)?;
         let next = State::build(files).map_err(FetchError::Corrupt)?;
+        // Before publishing: the first read of the new plan already finds what carried.
+        let bridge = self.bridge(&cur, &listing).filter(|b| b.txid <= next.txid);
+        self.carry_over(bridge.as_ref().unwrap_or(&cur), &next, true);
+        drop(bridge);
         let live: std::collections::HashSet<FileKey> = next.files().iter().map(|f| f.key()).collect();
         self.known_files().retain(|k, _| live.contains(k));
         tracing::debug!(replica = %self.name, txid = next.txid, files = next.files().len(), "re-planned");
         self.caught_up(Some(next), listing.max_txid());
         Ok(())
+    }
+
+    /// `cur` extended by the level-0 files of `listing` that follow it, when there are a
+    /// few: the state a carry-over to a new plan starts from. The newest compacted file
+    /// often ends after `cur` (it took in what was written since the last poll), and the
+    /// carry rule trusts only files ending at or before the TXID carried from; the
+    /// level-0 chain reaches that far and tells which pages those TXIDs wrote. `None`
+    /// when there is no such chain (or its indexes cannot be read): carry from `cur`.
+    fn bridge(&self, cur: &State, listing: &restore::Listing) -> Option<State> {
+        let l0: Vec<_> = listing
+            .incremental
+            .iter()
+            .flatten()
+            .filter(|f| f.level == 0)
+            .cloned()
+            .collect();
+        let chain = level0_chain(&l0, cur.txid);
+        if chain.is_empty() || chain.len() > MAX_BRIDGE_FILES {
+            return None;
+        }
+        let files = self.plan_files(chain).ok()?;
+        cur.extend(files).ok()
     }
 
     fn known_files(&self) -> MutexGuard<'_, HashMap<FileKey, Arc<PlanFile>>> {
@@ -702,6 +767,7 @@ impl Replica {
                 "max_bytes": self.cache.max_bytes(),
             },
             "pages_fetched": get(&s.pages_fetched),
+            "pages_carried": get(&s.pages_carried),
             "bytes_fetched": get(&s.bytes_fetched),
             "requests": get(&s.requests),
             "polls": get(&s.polls),
