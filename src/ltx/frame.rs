@@ -228,10 +228,7 @@ impl PageDecompressor {
                 reason: e.to_string(),
             })?
         } else {
-            lz4_flex::block::decompress_into(payload, out).map_err(|e| Error::Decompress {
-                pgno,
-                reason: e.to_string(),
-            })?
+            lz4_block_into(payload, out).map_err(|reason| Error::Decompress { pgno, reason })?
         };
         if n != out.len() {
             return Err(Error::DecompressedSize {
@@ -286,6 +283,18 @@ impl PageDecompressor {
         }
         Ok(consumed)
     }
+}
+
+/// Decompresses one LZ4 block into `out` (its capacity), returning the bytes produced.
+///
+/// liblz4's `LZ4_decompress_safe` rather than lz4_flex's decoder (which still encodes):
+/// lz4_flex's fast decoder copies long literal runs slowly, and pages of random-looking
+/// data (blobs, UUIDs, encrypted or compressed values) are nearly all literals —
+/// 2.1 GiB/s against liblz4's 26 GiB/s on such pages, 2.6 against 2.9 on text-like ones.
+/// It was the largest single cost of a restore.
+fn lz4_block_into(payload: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
+    let capacity = i32::try_from(out.len()).map_err(|_| "page too large for LZ4".to_string())?;
+    lz4::block::decompress_to_buffer(payload, Some(capacity), out).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
