@@ -132,7 +132,7 @@ mod tests {
             c.insert(key(p), Arc::from(vec![p as u8; 512]));
         }
         let moved = |k: &PageKey| {
-            (k.pgno % 2 == 0).then_some(PageKey {
+            k.pgno.is_multiple_of(2).then_some(PageKey {
                 file: FileKey { max_txid: 2, ..k.file },
                 pgno: k.pgno,
             })
