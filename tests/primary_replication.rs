@@ -147,3 +147,47 @@ fn bad_parameters_fail_the_open_with_a_clear_message() {
         assert!(err.contains(expected), "{params}: {err}");
     }
 }
+
+/// A `file://` replica counts a TXID as stored only once its file and the directories
+/// leading to it are fsynced (object_store's local store renames without any fsync):
+/// what `litestream_sync()` reports stored survives a power loss.
+#[test]
+fn a_file_replica_fsyncs_what_litestream_sync_reports_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let trace = dir.path().join("strace.log");
+    let sql = format!(
+        ".open file:{}?vfs=litestream&replica=file://{}\nCREATE TABLE t(x);\nINSERT INTO t VALUES (1);\nSELECT litestream_sync(30000);\n",
+        db.display(),
+        replica.display()
+    );
+    let mut child = std::process::Command::new("strace")
+        .args(["-f", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .args(["sqlite3", "-batch", "-bail", "-cmd"])
+        .arg(format!(".load {}", extension().display()))
+        .arg(":memory:")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace runs (tools/setup.sh installs it)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), sql.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let fsynced = |path: &std::path::Path| {
+        log.lines()
+            .any(|l| (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("<{}>", path.display())))
+    };
+    let level0 = replica.join("ltx/0");
+    let files: Vec<_> = std::fs::read_dir(&level0).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!files.is_empty());
+    for f in &files {
+        assert!(fsynced(f), "{} was not fsynced:\n{log}", f.display());
+    }
+    for d in [&level0, &replica.join("ltx"), &replica] {
+        assert!(fsynced(d), "directory {} was not fsynced:\n{log}", d.display());
+    }
+}

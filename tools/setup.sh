@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # example, a C/C++ toolchain for it and for building better-sqlite3; nats-server with
 # JetStream for the nats:// tests (tests/common/nats.rs; Debian 12 ships 2.9), openssl
 # for their TLS fixture.
-packages=(sqlite3 python3 python3-venv ca-certificates libsqlite3-dev gcc g++ make nats-server openssl)
+packages=(sqlite3 python3 python3-venv ca-certificates libsqlite3-dev gcc g++ make nats-server openssl strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

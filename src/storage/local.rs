@@ -4,8 +4,8 @@
 //! is written to a staging file next to the target and then renamed over it (plain put) or
 //! hard-linked to it (conditional create, which fails if the name exists), so a reader never
 //! sees a half-written file under its final name. Staging files have a `#` in their name and
-//! are invisible to listings. There is no fsync: a replica directory survives a crash of this
-//! process, not a power loss.
+//! are invisible to listings. Every put is then fsynced, file and directories (see
+//! `ObjectReplica::make_durable`): a TXID reported stored survives a power loss.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -45,13 +45,10 @@ pub(crate) fn open_file(t: &Target, _opts: &StoreOptions) -> Result<ObjectReplic
     // LocalFileSystem::new() is rooted at "/" so that the replica directory need not exist
     // yet: puts create it, and listing a missing level is an empty level.
     let store = Arc::new(LocalFileSystem::new());
-    Ok(ObjectReplica::new(
-        store,
-        layout,
-        None,
-        t.name.clone(),
-        Redactor::default(),
-    ))
+    Ok(
+        ObjectReplica::new(store, layout, None, t.name.clone(), Redactor::default())
+            .with_fsync(std::path::PathBuf::from("/")),
+    )
 }
 
 /// In-memory stores by name, shared process-wide so that a primary and a replica opened

@@ -29,6 +29,9 @@ pub struct ObjectReplica {
     extra_attributes: Attributes,
     name: String,
     redactor: Redactor,
+    /// Local directory stores only: the filesystem path objects live under, so a put can
+    /// be made durable (see [`ObjectReplica::make_durable`]).
+    fsync_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ObjectReplica {
@@ -79,7 +82,48 @@ impl ObjectReplica {
             extra_attributes: Attributes::new(),
             name,
             redactor,
+            fsync_root: None,
         }
+    }
+
+    /// Objects are files under `root` (object_store's local store rooted there): every
+    /// put is fsynced before it counts as stored.
+    pub(crate) fn with_fsync(mut self, root: std::path::PathBuf) -> Self {
+        self.fsync_root = Some(root);
+        self
+    }
+
+    /// For local directory stores: fsyncs the file `key` names and the directories from
+    /// its own up to the replica's, so a TXID `litestream_sync()` reported stored survives
+    /// a power loss, not only a crash of this process (object_store's local store writes
+    /// a staging file and renames or links it into place, without any fsync). The level
+    /// directories may have been created by this very put, hence every level up.
+    async fn make_durable(&self, key: &Path) -> Result<()> {
+        let Some(root) = &self.fsync_root else {
+            return Ok(());
+        };
+        let file = root.join(key.as_ref());
+        let base = root.join(self.layout.base().as_ref());
+        let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            let mut dir = file.parent();
+            while let Some(d) = dir {
+                std::fs::File::open(d)?.sync_all()?;
+                if d == base || !d.starts_with(&base) {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        synced.map_err(|e| Error::Other {
+            store: self.name.clone(),
+            op: "FSYNC",
+            key: key.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Adds an attribute sent with every put.
@@ -263,7 +307,7 @@ impl ReplicaStore for ObjectReplica {
         let key = self.layout.key(level, min_txid, max_txid);
         let opts = self.put_options(PutMode::Create, timestamp_ms);
         let err = match self.store.put_opts(&key, data.clone().into(), opts).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return self.make_durable(&key).await,
             Err(e) => self.err(e, "PUT", &key),
         };
         if err.is_already_exists() {
@@ -273,7 +317,7 @@ impl ReplicaStore for ObjectReplica {
             if let Ok(existing) = self.get(level, min_txid, max_txid).await {
                 if existing == data {
                     tracing::debug!(store = %self.name, key = %key, "conditional put found its own earlier write");
-                    return Ok(());
+                    return self.make_durable(&key).await;
                 }
             }
         }
@@ -287,7 +331,7 @@ impl ReplicaStore for ObjectReplica {
             .put_opts(&key, data.into(), opts)
             .await
             .map_err(|e| self.err(e, "PUT", &key))?;
-        Ok(())
+        self.make_durable(&key).await
     }
 
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {
