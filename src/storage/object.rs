@@ -319,6 +319,12 @@ impl ReplicaStore for ObjectReplica {
                     tracing::debug!(store = %self.name, key = %key, "conditional put found its own earlier write");
                     return self.make_durable(&key).await;
                 }
+                // A local file is linked into place before it is fsynced: a power cut in
+                // between can leave a torn file under the final name, never acknowledged.
+                if self.fsync_root.is_some() && looks_torn(&existing) {
+                    tracing::warn!(store = %self.name, key = %key, bytes = existing.len(), "replacing a torn file (left by a power loss before its fsync)");
+                    return self.put(level, min_txid, max_txid, data, timestamp_ms).await;
+                }
             }
         }
         Err(err)
@@ -341,4 +347,15 @@ impl ReplicaStore for ObjectReplica {
             Err(e) => Err(self.err(e, "DELETE", &key)),
         }
     }
+}
+
+/// What a file linked into place but never written back looks like after a power cut:
+/// empty, or blocks of zeros where its start or its end should be. No whole LTX file
+/// does: it starts with its magic and ends with two checksums that have bit 63 set.
+/// Anything else at the name is another writer's and is never replaced.
+fn looks_torn(bytes: &[u8]) -> bool {
+    const TRAILER: usize = 16;
+    bytes.is_empty()
+        || bytes[..bytes.len().min(4)].iter().all(|&b| b == 0)
+        || bytes[bytes.len().saturating_sub(TRAILER)..].iter().all(|&b| b == 0)
 }
