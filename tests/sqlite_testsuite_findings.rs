@@ -115,3 +115,49 @@ fn a_busy_timeout_holds_while_a_snapshot_waits_for_another_process() {
         "the writer did not get SQLITE_BUSY within its busy timeout: stdout {stdout:?} stderr {stderr:?}"
     );
 }
+
+/// An unqualified `PRAGMA journal_mode` applies to every attached database, but SQLite
+/// asks only the main database's file, so for an attached primary it cannot be refused:
+/// with MEMORY or OFF the database leaves WAL mode and its commits go straight into the
+/// file, unseen by capture. The VFS sees page 1 rewritten with file format 1 and
+/// replicates each such commit with a snapshot (and says so) until the database is back
+/// in WAL mode, where capture takes over again.
+#[test]
+fn an_attached_primary_that_leaves_wal_mode_is_still_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    // First replicated as a main database, so that the replica's first snapshot is
+    // done: leaving WAL mode needs the only open connection to the database.
+    sqlite(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\n\
+         CREATE TABLE t(x);\n\
+         INSERT INTO t VALUES (1);\n\
+         SELECT litestream_sync(10000);",
+        db.display()
+    ));
+    let (ok, stdout, stderr) = sqlite_output(&format!(
+        ".open {}\n\
+         ATTACH 'file:{}?vfs=litestream&replica={url}&sync_interval=50ms' AS p;\n\
+         PRAGMA journal_mode=MEMORY;\n\
+         PRAGMA p.journal_mode;\n\
+         INSERT INTO p.t VALUES (2), (3);\n\
+         PRAGMA journal_mode=WAL;\n\
+         PRAGMA p.journal_mode;\n\
+         INSERT INTO p.t VALUES (4);\n\
+         SELECT count(*) FROM p.t;",
+        dir.path().join("main.db").display(),
+        db.display()
+    ));
+    assert!(ok, "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["memory", "memory", "wal", "wal", "4"], "{stderr}");
+    assert!(stderr.contains("left WAL mode"), "{stderr}");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(
+        plain_sqlite(&restored, "SELECT group_concat(x) FROM t").trim(),
+        "1,2,3,4"
+    );
+    assert_eq!(dump(&restored), dump(&db));
+}

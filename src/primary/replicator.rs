@@ -171,6 +171,9 @@ pub struct Primary {
     snapshot_unlocked: Condvar,
     /// Mirrors `Shared::fatal.is_some()` for the per-write check.
     refusing: AtomicBool,
+    /// The database file said it left WAL mode (see [`Primary::on_db_write`]): its
+    /// commits bypass the WAL, so each one is replicated by a snapshot.
+    outside_wal: AtomicBool,
     /// Capture holds frames of an uncommitted transaction (set on every WAL write), so
     /// releasing the write lock needs the mutex only after a spilled rollback.
     frames_pending: AtomicBool,
@@ -361,6 +364,7 @@ impl Primary {
             snapshot_locking: Mutex::new(false),
             snapshot_unlocked: Condvar::new(),
             refusing: AtomicBool::new(false),
+            outside_wal: AtomicBool::new(false),
             frames_pending: AtomicBool::new(false),
             level_cache,
             compactor: Mutex::new(None),
@@ -461,6 +465,34 @@ impl Primary {
             self.lock().capture.discard_pending();
         }
         self.after_commit();
+    }
+
+    /// Called before a write to the database file itself (not its WAL). In WAL mode only
+    /// checkpoints write there, copying pages whose commits capture already has. A
+    /// database that leaves WAL mode (an unqualified `PRAGMA journal_mode=MEMORY|OFF` on a
+    /// connection where it is attached: SQLite asks only the main database, so the
+    /// pragma cannot be refused for it) says so by writing page 1 with file format
+    /// version 1 (bytes 18-19); from then on its commits are written straight into the
+    /// file, unseen by capture. Each write then requires a snapshot, so every such commit
+    /// is still replicated, if expensively, until page 1 says WAL (2) again.
+    pub fn on_db_write(&self, offset: u64, data: &[u8]) {
+        if offset == 0 && data.len() > 19 {
+            let leaving = data[18] == 1 && data[19] == 1;
+            let was = self.outside_wal.swap(leaving, Ordering::Relaxed);
+            if leaving && !was {
+                tracing::warn!(
+                    db = %self.db_path.display(),
+                    "the database left WAL mode (journal_mode changed on a connection it is attached to); each commit is now replicated by a full snapshot until PRAGMA journal_mode=WAL"
+                );
+            } else if was && !leaving {
+                tracing::info!(db = %self.db_path.display(), "the database is back in WAL mode");
+            }
+        }
+        if self.outside_wal.load(Ordering::Relaxed) {
+            let mut shared = self.lock();
+            shared.require_snapshot("the database was written outside WAL mode".into());
+            self.wake.notify_all();
+        }
     }
 
     fn after_commit(&self) {

@@ -217,8 +217,17 @@ unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amou
 unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, amount: c_int, offset: i64) -> c_int {
     guard("xWrite", ffi::SQLITE_IOERR_WRITE, || {
         let this = WrappedFile::from_raw(file);
-        let FileRole::PrimaryWal(primary) = &this.role else {
-            return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
+        let primary = match &this.role {
+            FileRole::PrimaryWal(primary) => primary,
+            FileRole::PrimaryDb {
+                leader: Some(primary), ..
+            } if amount > 0 => {
+                // Checkpoints, or a database that left WAL mode (see `on_db_write`).
+                let data = std::slice::from_raw_parts(buf as *const u8, amount as usize);
+                primary.on_db_write(offset as u64, data);
+                return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
+            }
+            _ => return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset),
         };
         if let Err(reason) = primary.check_writable() {
             sqlite_log(ffi::SQLITE_IOERR_WRITE, &format!("litestream: write refused: {reason}"));
