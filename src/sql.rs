@@ -29,6 +29,8 @@ pub struct Ctx {
     pub replica: Option<ReplicaConn>,
     /// Set when another process replicates the connection's main database.
     pub follower: Option<Follower>,
+    /// The schema the function was asked about (`None`: `main`).
+    pub schema: Option<String>,
 }
 
 /// One SQL function: name, number of arguments (-1 = any), and the implementation.
@@ -36,6 +38,9 @@ pub struct SqlFunction {
     pub name: &'static str,
     pub n_args: i32,
     pub deterministic: bool,
+    /// The argument that names the schema (an attached database) the function is about;
+    /// `None`: the connection's main database.
+    pub schema_arg: Option<usize>,
     pub call: fn(&Ctx, &[SqlValue]) -> SqlResult,
 }
 
@@ -45,91 +50,130 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         name: "litestream_version",
         n_args: 0,
         deterministic: true,
+        schema_arg: None,
         call: version,
     },
     SqlFunction {
         name: "litestream_txid",
         n_args: 0,
         deterministic: false,
+        schema_arg: None,
+        call: txid,
+    },
+    SqlFunction {
+        name: "litestream_txid",
+        n_args: 1,
+        deterministic: false,
+        schema_arg: Some(0),
         call: txid,
     },
     SqlFunction {
         name: "litestream_sync",
         n_args: 0,
         deterministic: false,
+        schema_arg: None,
         call: sync,
     },
     SqlFunction {
         name: "litestream_sync",
         n_args: 1,
         deterministic: false,
+        schema_arg: None,
+        call: sync,
+    },
+    SqlFunction {
+        name: "litestream_sync",
+        n_args: 2,
+        deterministic: false,
+        schema_arg: Some(1),
         call: sync,
     },
     SqlFunction {
         name: "litestream_status",
         n_args: 0,
         deterministic: false,
+        schema_arg: None,
+        call: status,
+    },
+    SqlFunction {
+        name: "litestream_status",
+        n_args: 1,
+        deterministic: false,
+        schema_arg: Some(0),
         call: status,
     },
     SqlFunction {
         name: "litestream_lag",
         n_args: 0,
         deterministic: false,
+        schema_arg: None,
         call: lag,
     },
     SqlFunction {
         name: "litestream_wait",
         n_args: 1,
         deterministic: false,
+        schema_arg: None,
         call: wait,
     },
     SqlFunction {
         name: "litestream_wait",
         n_args: 2,
         deterministic: false,
+        schema_arg: None,
         call: wait,
     },
     SqlFunction {
         name: "litestream_time",
         n_args: 0,
         deterministic: false,
+        schema_arg: None,
         call: time,
     },
     SqlFunction {
         name: "litestream_set_time",
         n_args: 1,
         deterministic: false,
+        schema_arg: None,
         call: set_time,
     },
     SqlFunction {
         name: "litestream_restore",
         n_args: 2,
         deterministic: false,
+        schema_arg: None,
         call: restore,
     },
     SqlFunction {
         name: "litestream_restore",
         n_args: 3,
         deterministic: false,
+        schema_arg: None,
         call: restore,
     },
     SqlFunction {
         name: "litestream_restore",
         n_args: 4,
         deterministic: false,
+        schema_arg: None,
         call: restore,
     },
 ];
 
-const NOT_REPLICATED: &str = "the main database of this connection is not replicated by the litestream VFS \
-                              (open it with ?vfs=litestream&replica=<url>)";
+fn not_replicated(ctx: &Ctx) -> String {
+    format!(
+        "the {} database of this connection is not replicated by the litestream VFS \
+         (open it with ?vfs=litestream&replica=<url>)",
+        ctx.schema.as_deref().unwrap_or("main")
+    )
+}
 
 fn version(_: &Ctx, _args: &[SqlValue]) -> SqlResult {
     Ok(SqlValue::Text(crate::VERSION.to_string()))
 }
 
 fn primary(ctx: &Ctx) -> Result<&Arc<Primary>, String> {
-    ctx.primary.as_ref().ok_or_else(|| NOT_REPLICATED.to_string())
+    ctx.primary.as_ref().ok_or_else(|| not_replicated(ctx))
 }
 
 const NOT_A_REPLICA: &str = "the main database of this connection is not a read replica \
@@ -182,8 +226,9 @@ fn whole_number(value: &SqlValue) -> Option<u64> {
     }
 }
 
-/// `litestream_sync([timeout_ms])`: everything committed so far is in object storage
-/// when it returns; the result is the TXID reached.
+/// `litestream_sync([timeout_ms [, schema]])`: everything committed so far is in object
+/// storage when it returns; the result is the TXID reached. `schema` names an attached
+/// database (see `SqlFunction::schema_arg`).
 fn sync(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     let timeout = match args.first() {
         None | Some(SqlValue::Null) => Duration::from_secs(30),
@@ -256,7 +301,7 @@ fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
         }
         (None, Some(p)) => p.status(),
         (None, None) if ctx.follower.is_some() => ctx.follower.as_ref().expect("checked").status(),
-        (None, None) => serde_json::json!({ "role": "none", "error": NOT_REPLICATED }),
+        (None, None) => serde_json::json!({ "role": "none", "error": not_replicated(ctx) }),
     };
     let mut value = value;
     let restores = crate::restore::progress_json();

@@ -142,6 +142,7 @@ fn an_attached_primary_that_leaves_wal_mode_is_still_replicated() {
          PRAGMA journal_mode=MEMORY;\n\
          PRAGMA p.journal_mode;\n\
          INSERT INTO p.t VALUES (2), (3);\n\
+         SELECT litestream_sync(10000, 'p') >= litestream_txid('p');\n\
          PRAGMA journal_mode=WAL;\n\
          PRAGMA p.journal_mode;\n\
          INSERT INTO p.t VALUES (4);\n\
@@ -151,7 +152,7 @@ fn an_attached_primary_that_leaves_wal_mode_is_still_replicated() {
     ));
     assert!(ok, "{stdout}\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines, ["memory", "memory", "wal", "wal", "4"], "{stderr}");
+    assert_eq!(lines, ["memory", "memory", "1", "wal", "wal", "4"], "{stderr}");
     assert!(stderr.contains("left WAL mode"), "{stderr}");
     let restored = dir.path().join("restored.db");
     litestream_restore(&url, &restored, &[]).unwrap();

@@ -48,7 +48,18 @@ unsafe extern "C" fn call_function(ctx: *mut ffi::sqlite3_context, argc: c_int, 
             &[]
         };
         let args: Vec<SqlValue> = raw.iter().map(|v| read_value(*v)).collect();
-        let context = connection_context(ffi::sqlite3_context_db_handle(ctx));
+        let schema = match function.schema_arg.map(|i| &args[i]) {
+            None => None,
+            Some(SqlValue::Text(name)) => Some(name.clone()),
+            Some(other) => {
+                set_error(
+                    ctx,
+                    &format!("{}: the schema must be text, not {other:?}", function.name),
+                );
+                return ffi::SQLITE_OK;
+            }
+        };
+        let context = connection_context(ffi::sqlite3_context_db_handle(ctx), schema);
         match (function.call)(&context, &args) {
             Ok(value) => set_result(ctx, value),
             Err(message) => set_error(ctx, &format!("{}: {message}", function.name)),
@@ -57,22 +68,30 @@ unsafe extern "C" fn call_function(ctx: *mut ffi::sqlite3_context, argc: c_int, 
     });
 }
 
-/// Finds the replication state behind the connection's main database file.
-unsafe fn connection_context(db: *mut ffi::sqlite3) -> Ctx {
+/// Finds the replication state behind the database file of `schema` (`main` if none).
+unsafe fn connection_context(db: *mut ffi::sqlite3, schema: Option<String>) -> Ctx {
+    let unknown = Ctx {
+        schema: schema.clone(),
+        ..Ctx::default()
+    };
+    let Ok(name) = CString::new(schema.as_deref().unwrap_or("main")) else {
+        return unknown;
+    };
     let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
     let rc = ffi::sqlite3_file_control(
         db,
-        c"main".as_ptr(),
+        name.as_ptr(),
         ffi::SQLITE_FCNTL_FILE_POINTER,
         &mut file as *mut _ as *mut c_void,
     );
     if rc != ffi::SQLITE_OK {
-        return Ctx::default();
+        return unknown;
     }
     Ctx {
         primary: WrappedFile::primary_of(file),
         follower: WrappedFile::follower_of(file),
         replica: replica_file::replica_of(file),
+        schema,
     }
 }
 
