@@ -48,11 +48,13 @@ const LADDER: &str = "l1_interval=1s&l2_interval=5s&l3_interval=20s&snapshot_int
 const FAULT_RATE: u32 = 4;
 
 /// The replica may be this far (seconds) behind what the primary has synced, counting the
-/// state a slow query answered from. Most of the time it is a poll interval; the spikes
-/// are queries right after the replica re-lists every level (every 30 polls): the new
-/// plan names compacted files, the page cache and the hydration file hold pages by the
-/// file they came from, so the query fetches again, one GET per page, what compaction
-/// re-filed (hundreds of requests through the proxy on a busy host: up to ~20 s seen).
+/// state a slow query answered from. Most of the time it is a poll interval. The spikes
+/// were long queries fetching pages one GET at a time: after a re-plan onto compacted
+/// files (fixed: cached pages and hydrated slots carry over, src/replica/carry.rs), and
+/// when a query pinned to a TXID fell behind hydration, which overwrote the versions it
+/// read while readers wrote older versions back (fixed: slots only move forward, and a
+/// replaced version goes to the page cache). 150 s runs after both: p99 1.7-8.9 s
+/// (was 17 s); one query of ~25 s a run remains, not yet explained.
 /// Replication falling behind would grow without bound; these stay put.
 const MAX_LAG_S: f64 = 45.0;
 /// ... and 99% of the time within this.

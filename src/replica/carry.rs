@@ -247,7 +247,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let h = Hydration::create(&dir.path().join("h")).unwrap();
         for (f, pgno) in [(&l0[0], 1), (&l0[0], 2), (&l0[2], 3), (&l0[0], 4)] {
-            h.write(&key(f, pgno), &page(pgno as u8)).unwrap();
+            h.write(&key(f, pgno), &page(pgno as u8), &mut |_, _| {}).unwrap();
         }
         // Slot 2 holds TXID 1's version, older than the one the state serves.
         assert_eq!(h.carry(&carry), 2);

@@ -30,6 +30,8 @@ const MAX_SPAN: u64 = 8 << 20;
 #[derive(Default)]
 struct Table {
     ids: HashMap<FileKey, u32>,
+    /// The file of each id (id `n` at index `n - 1`).
+    keys: Vec<FileKey>,
     /// Slot of page `pgno` at index `pgno - 1`: id of the file whose version it holds, 0 = none.
     slots: Vec<u32>,
 }
@@ -100,20 +102,63 @@ impl Hydration {
         Ok(true)
     }
 
-    /// Stores one page version in its slot.
-    pub fn write(&self, key: &PageKey, page: &[u8]) -> std::io::Result<()> {
-        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
-        let next = table.ids.len() as u32 + 1;
-        let id = *table.ids.entry(key.file).or_insert(next);
-        self.file
-            .write_all_at(page, (key.pgno as u64 - 1) * page.len() as u64)?;
+    /// The id of `file` in the slot table, registering it if new.
+    fn id_of(table: &mut Table, file: FileKey) -> u32 {
+        if let Some(&id) = table.ids.get(&file) {
+            return id;
+        }
+        table.keys.push(file);
+        let id = table.keys.len() as u32;
+        table.ids.insert(file, id);
+        id
+    }
+
+    /// Stores one page version in its slot, unless the slot holds a newer one (from a
+    /// file ending at a later TXID): a reader pinned to an old TXID fetches old versions,
+    /// and writing them back would undo what hydration brought forward. The version a
+    /// write replaces is handed to `displaced` (the page cache): a transaction still
+    /// pinned to it would otherwise fetch it again, one GET per page — the soak's slow
+    /// queries, when long reads fell behind a busy writer.
+    pub fn write(
+        &self,
+        key: &PageKey,
+        page: &[u8],
+        displaced: &mut dyn FnMut(PageKey, Vec<u8>),
+    ) -> std::io::Result<()> {
+        let offset = (key.pgno as u64 - 1) * page.len() as u64;
         let i = key.pgno as usize - 1;
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let held = table.slots.get(i).copied().unwrap_or(0);
+        let mut old = None;
+        if held != 0 {
+            let held_file = table.keys[held as usize - 1];
+            if held_file == key.file || held_file.max_txid > key.file.max_txid {
+                return Ok(());
+            }
+            let mut bytes = vec![0u8; page.len()];
+            self.file.read_exact_at(&mut bytes, offset)?;
+            old = Some((
+                PageKey {
+                    file: held_file,
+                    pgno: key.pgno,
+                },
+                bytes,
+            ));
+        }
+        let id = Self::id_of(&mut table, key.file);
         if table.slots.len() <= i {
             table.slots.resize(i + 1, 0);
         }
+        // Unlabelled while being written: a write that fails half-way leaves no label
+        // promising bytes the slot no longer holds.
+        table.slots[i] = 0;
+        self.file.write_all_at(page, offset)?;
         table.slots[i] = id;
         drop(table);
         self.progress().pages_written += 1;
+        if let Some((old_key, bytes)) = old {
+            displaced(old_key, bytes);
+        }
         Ok(())
     }
 
@@ -145,8 +190,7 @@ impl Hydration {
             if table.slots[i] != held {
                 continue;
             }
-            let next = table.ids.len() as u32 + 1;
-            table.slots[i] = *table.ids.entry(to).or_insert(next);
+            table.slots[i] = Self::id_of(&mut table, to);
             n += 1;
         }
         drop(table);
@@ -160,7 +204,13 @@ impl Hydration {
     }
 
     /// Downloads every page of `state` not yet local. `stop` is checked between spans.
-    pub fn hydrate(&self, state: &State, fetcher: &Fetcher, stop: &dyn Fn() -> bool) -> Result<bool, FetchError> {
+    pub fn hydrate(
+        &self,
+        state: &State,
+        fetcher: &Fetcher,
+        stop: &dyn Fn() -> bool,
+        displaced: &mut dyn FnMut(PageKey, Vec<u8>),
+    ) -> Result<bool, FetchError> {
         // Needed frames, grouped by file.
         let mut need: HashMap<FileKey, (&PlanFile, Frames)> = HashMap::new();
         {
@@ -200,19 +250,31 @@ impl Hydration {
                     let at = (offset - start) as usize;
                     read_page_frame(&bytes[at..at + size as usize], pgno, state.page_size, &mut page)
                         .map_err(|e| FetchError::Corrupt(format!("{file_key}: page {pgno}: {e}")))?;
-                    self.write(&PageKey { file: file_key, pgno }, &page)
+                    self.write(&PageKey { file: file_key, pgno }, &page, displaced)
                         .map_err(|e| FetchError::Corrupt(format!("writing {}: {e}", self.path.display())))?;
                 }
                 i = j;
             }
         }
         // Zero-filled pages (lock page, pages grown over) need no slot: they read as zeros.
-        let _ = self.file.set_len(state.db_size());
+        self.fit(state.commit, state.db_size());
         let _ = self.file.sync_data();
         let mut p = self.progress();
         p.txid = state.txid;
         p.last_error = None;
         Ok(true)
+    }
+
+    /// Sizes the file to a database of `pages` pages. Slots past the end lose their
+    /// labels before the file is cut: a reader on a newer, larger state may have stored
+    /// pages there, and once the file grew again they would read as zeros under a label
+    /// that promises a page.
+    fn fit(&self, pages: u32, db_size: u64) {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        for slot in table.slots.iter_mut().skip(pages as usize) {
+            *slot = 0;
+        }
+        let _ = self.file.set_len(db_size);
     }
 
     pub fn record_error(&self, e: &str) {
@@ -249,5 +311,63 @@ impl Hydration {
             "local_reads": p.local_reads,
             "last_error": p.last_error,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(max_txid: u64, pgno: u32) -> PageKey {
+        PageKey {
+            file: FileKey {
+                level: 0,
+                min_txid: max_txid,
+                max_txid,
+                size: 100,
+            },
+            pgno,
+        }
+    }
+
+    fn read(h: &Hydration, k: &PageKey) -> Option<Vec<u8>> {
+        let mut out = vec![0u8; 16];
+        h.read(k, &mut out).unwrap().then_some(out)
+    }
+
+    #[test]
+    fn an_older_version_never_replaces_a_newer_one_and_a_replaced_one_is_handed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Hydration::create(&dir.path().join("h")).unwrap();
+        let mut displaced = Vec::new();
+        h.write(&key(5, 2), &[5; 16], &mut |k, b| displaced.push((k, b)))
+            .unwrap();
+        assert!(displaced.is_empty(), "an empty slot displaces nothing");
+        // A reader pinned at TXID 3 fetched page 2 from an older file: the slot keeps 5.
+        h.write(&key(3, 2), &[3; 16], &mut |k, b| displaced.push((k, b)))
+            .unwrap();
+        assert_eq!(read(&h, &key(5, 2)), Some(vec![5; 16]));
+        assert_eq!(read(&h, &key(3, 2)), None);
+        // Hydration moves on to TXID 9: version 5 goes to whoever still wants it.
+        h.write(&key(9, 2), &[9; 16], &mut |k, b| displaced.push((k, b)))
+            .unwrap();
+        assert_eq!(read(&h, &key(9, 2)), Some(vec![9; 16]));
+        assert_eq!(displaced, vec![(key(5, 2), vec![5; 16])]);
+    }
+
+    #[test]
+    fn slots_past_a_shrunk_file_lose_their_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Hydration::create(&dir.path().join("h")).unwrap();
+        for pgno in 1..=4 {
+            h.write(&key(7, pgno), &[pgno as u8; 16], &mut |_, _| {}).unwrap();
+        }
+        h.fit(2, 32);
+        // The file grows again (a page further out); pages 3 and 4 now read as zeros on
+        // disk and must not be served as version 7.
+        h.write(&key(8, 6), &[6; 16], &mut |_, _| {}).unwrap();
+        assert_eq!(read(&h, &key(7, 2)), Some(vec![2; 16]));
+        assert_eq!(read(&h, &key(7, 3)), None);
+        assert_eq!(read(&h, &key(7, 4)), None);
     }
 }

@@ -448,7 +448,7 @@ impl Replica {
                         pgno: p,
                     };
                     if let Some(h) = &self.hydration {
-                        if let Err(e) = h.write(&ahead, &page) {
+                        if let Err(e) = h.write(&ahead, &page, &mut |k, old| self.cache.insert(k, old.into())) {
                             tracing::warn!(replica = %self.name, error = %e, "writing the hydration file");
                         }
                     }
@@ -491,7 +491,7 @@ impl Replica {
         };
         stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
         if let Some(h) = &self.hydration {
-            if let Err(e) = h.write(&key, &page) {
+            if let Err(e) = h.write(&key, &page, &mut |k, old| self.cache.insert(k, old.into())) {
                 tracing::warn!(replica = %self.name, error = %e, "writing the hydration file");
             }
         }
@@ -544,9 +544,13 @@ impl Replica {
             if h.txid() != state.txid {
                 let stop = || self.lock().stop;
                 let started = Instant::now();
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.hydrate(&state, &self.fetcher, &stop)))
-                        .unwrap_or_else(|_| Err(FetchError::Corrupt("hydration panicked".into())));
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // Versions hydration moves past stay in the cache for readers pinned to them.
+                    h.hydrate(&state, &self.fetcher, &stop, &mut |k, old| {
+                        self.cache.insert(k, old.into())
+                    })
+                }))
+                .unwrap_or_else(|_| Err(FetchError::Corrupt("hydration panicked".into())));
                 match result {
                     Ok(true) => {
                         tracing::info!(
