@@ -88,40 +88,11 @@ impl<'a> Carry<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ltx::{Header, PageIndexEntry};
     use crate::replica::state::PlanFile;
-    use crate::storage::LtxObject;
     use std::sync::Arc;
 
     fn file(level: u8, min: u64, max: u64, commit: u32, pages: &[u32]) -> Arc<PlanFile> {
-        let entries = pages
-            .iter()
-            .enumerate()
-            .map(|(i, &pgno)| PageIndexEntry {
-                pgno,
-                offset: 100 + 20 * i as u64,
-                size: 20,
-            })
-            .collect();
-        Arc::new(PlanFile {
-            object: LtxObject {
-                level,
-                min_txid: min,
-                max_txid: max,
-                size: 1000 + max,
-                last_modified: None,
-            },
-            header: Header {
-                page_size: 4096,
-                commit,
-                min_txid: min,
-                max_txid: max,
-                timestamp_ms: max as i64,
-                pre_apply_checksum: if min > 1 { 0x1000 + min } else { 0 },
-                ..Default::default()
-            },
-            entries,
-        })
+        crate::replica::state::test_file(level, min, max, commit, pages)
     }
 
     fn key(f: &Arc<PlanFile>, pgno: u32) -> PageKey {

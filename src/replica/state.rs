@@ -248,38 +248,46 @@ impl State {
     }
 }
 
+/// A plan file for tests: its pages in consecutive 20-byte frames, and a database
+/// checksum before it derived from its first TXID (files of one history agree).
+#[cfg(test)]
+pub(crate) fn test_file(level: u8, min: u64, max: u64, commit: u32, pages: &[u32]) -> Arc<PlanFile> {
+    let entries = pages
+        .iter()
+        .enumerate()
+        .map(|(i, &pgno)| PageIndexEntry {
+            pgno,
+            offset: 100 + 20 * i as u64,
+            size: 20,
+        })
+        .collect();
+    Arc::new(PlanFile {
+        object: LtxObject {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size: 1000 + max,
+            last_modified: None,
+        },
+        header: Header {
+            page_size: 4096,
+            commit,
+            min_txid: min,
+            max_txid: max,
+            timestamp_ms: max as i64,
+            pre_apply_checksum: if min > 1 { 0x1000 + min } else { 0 },
+            ..Default::default()
+        },
+        entries,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn file(min: u64, max: u64, commit: u32, pages: &[u32]) -> Arc<PlanFile> {
-        let mut offset = 100;
-        let entries = pages
-            .iter()
-            .map(|&pgno| {
-                let e = PageIndexEntry { pgno, offset, size: 20 };
-                offset += 20;
-                e
-            })
-            .collect();
-        Arc::new(PlanFile {
-            object: LtxObject {
-                level: 0,
-                min_txid: min,
-                max_txid: max,
-                size: offset + 50,
-                last_modified: None,
-            },
-            header: Header {
-                page_size: 4096,
-                commit,
-                min_txid: min,
-                max_txid: max,
-                timestamp_ms: max as i64,
-                ..Default::default()
-            },
-            entries,
-        })
+        test_file(0, min, max, commit, pages)
     }
 
     fn owner(s: &State, pgno: u32) -> Option<u64> {
