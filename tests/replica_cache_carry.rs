@@ -133,17 +133,23 @@ struct Figures {
     hydration_carried: u64,
 }
 
+/// A primary shell on `dir/app.db` replicating to `store`, with extra URI `params`.
+fn open_primary(dir: &Path, store: &Store, params: &str) -> Shell {
+    Shell::start(
+        &extension(),
+        &dir.join("primary.stderr"),
+        &store.envs,
+        &format!(
+            ".open file:{}?vfs=litestream&replica={}&{params}",
+            dir.join("app.db").display(),
+            store.url
+        ),
+    )
+}
+
 fn replan_after_compaction(dir: &Path, store: &Store, hydrate: bool) -> Figures {
-    let db = dir.join("app.db");
     let url = &store.url;
-    let open_primary = |params: &str| {
-        Shell::start(
-            &extension(),
-            &dir.join("primary.stderr"),
-            &store.envs,
-            &format!(".open file:{}?vfs=litestream&replica={url}&{params}", db.display()),
-        )
-    };
+    let open_primary = |params: &str| open_primary(dir, store, params);
 
     // The table in a few level-0 files, no compaction yet.
     let mut primary = open_primary("compaction=off&sync_interval=100ms");
@@ -305,16 +311,8 @@ fn a_replica_behind_the_compacted_file_carries_what_the_level0_files_since_leave
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let store = file_store(dir);
-    let db = dir.join("app.db");
     let url = &store.url;
-    let open_primary = |params: &str| {
-        Shell::start(
-            &extension(),
-            &dir.join("primary.stderr"),
-            &[],
-            &format!(".open file:{}?vfs=litestream&replica={url}&{params}", db.display()),
-        )
-    };
+    let open_primary = |params: &str| open_primary(dir, &store, params);
     let mut primary = open_primary("compaction=off&sync_interval=100ms");
     primary.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, b BLOB);");
     primary.run(&format!(
