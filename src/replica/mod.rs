@@ -470,9 +470,11 @@ impl Replica {
                         if let Some(identity) = replan_for {
                             if let Some(fresh) = self.state_exactly(state.txid) {
                                 let fresh = Arc::new(fresh);
-                                // Same TXID: every page the transaction has cached carries.
-                                // The hydration file follows the newest state, not this one.
-                                self.carry_over(state, &fresh, false);
+                                // Same TXID: every page the transaction has cached carries,
+                                // and so do hydrated slots: their old files are gone, and
+                                // without this the rest of the transaction fetched every
+                                // page one GET at a time (the soak's ~25 s queries).
+                                self.carry_over(state, &fresh);
                                 *self.stand_in.lock().unwrap_or_else(|p| p.into_inner()) =
                                     Some((identity, Arc::clone(&fresh)));
                                 return self.page_or_replan(&fresh, pgno, None);
@@ -499,19 +501,16 @@ impl Replica {
         Ok(Some(page))
     }
 
-    /// Files the cached pages (and, with `hydration`, the hydration slots) that `old`
-    /// serves under `new`'s files where [`carry`] proves the bytes are the same, so a new
-    /// plan naming compacted files does not fetch again what it already has.
-    fn carry_over(&self, old: &State, new: &State, hydration: bool) {
+    /// Files the cached pages and the hydration slots that `old` serves under `new`'s
+    /// files where [`carry`] proves the bytes are the same, so a new plan naming
+    /// compacted files does not fetch again what it already has.
+    fn carry_over(&self, old: &State, new: &State) {
         let Some(carry) = carry::Carry::between(old, new) else {
             tracing::debug!(replica = %self.name, from = old.txid, to = new.txid, "nothing carries to the new plan");
             return;
         };
         let pages = self.cache.carry(|k| carry.key(k));
-        let slots = match &self.hydration {
-            Some(h) if hydration => h.carry(&carry),
-            _ => 0,
-        };
+        let slots = self.hydration.as_ref().map_or(0, |h| h.carry(&carry));
         self.stats().pages_carried.fetch_add(pages as u64, Ordering::Relaxed);
         tracing::debug!(
             replica = %self.name,
@@ -664,7 +663,7 @@ impl Replica {
         let next = State::build(files).map_err(FetchError::Corrupt)?;
         // Before publishing: the first read of the new plan already finds what carried.
         let bridge = self.bridge(&cur, &listing).filter(|b| b.txid <= next.txid);
-        self.carry_over(bridge.as_ref().unwrap_or(&cur), &next, true);
+        self.carry_over(bridge.as_ref().unwrap_or(&cur), &next);
         drop(bridge);
         let live: std::collections::HashSet<FileKey> = next.files().iter().map(|f| f.key()).collect();
         self.known_files().retain(|k, _| live.contains(k));
