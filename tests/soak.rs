@@ -53,8 +53,9 @@ const FAULT_RATE: u32 = 4;
 /// files (fixed: cached pages and hydrated slots carry over, src/replica/carry.rs), and
 /// when a query pinned to a TXID fell behind hydration, which overwrote the versions it
 /// read while readers wrote older versions back (fixed: slots only move forward, and a
-/// replaced version goes to the page cache). 150 s runs after both: p99 1.7-8.9 s
-/// (was 17 s); one query of ~25 s a run remains, not yet explained.
+/// replaced version goes to the page cache), and when a transaction's files vanished
+/// mid-query and its stand-in plan found nothing hydrated under the new names (fixed:
+/// slots carry to the stand-in plan too). Last 150 s run: p99 1.9 s, max 2.4 s.
 /// Replication falling behind would grow without bound; these stay put.
 const MAX_LAG_S: f64 = 45.0;
 /// ... and 99% of the time within this.
