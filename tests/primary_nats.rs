@@ -188,13 +188,28 @@ fn a_workload_survives_the_nats_server_restarting_under_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let url = nats.url("restarts/db");
-    let mut child = workload_command(&db, &url, 7, 600, &["sync_interval=100ms"])
+    let mut child = workload_command(&db, &url, 7, 2000, &["sync_interval=100ms"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stored = 0;
     for round in 1..=2 {
-        sleep(Duration::from_millis(1500));
+        // Stop the server once replication has stored something new (not after a fixed
+        // time: a faster build once finished the whole workload before the first stop).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let newest = level0(&url).last().map_or(0, |r| r.1);
+            if newest > stored {
+                stored = newest;
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing new stored in round {round}"
+            );
+            sleep(Duration::from_millis(50));
+        }
         // While the server is down the workload waits in litestream_sync, so it is still
         // running at the second round unless it is fast enough to have finished between.
         assert!(
