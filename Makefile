@@ -42,8 +42,10 @@ figures:
 
 # The reliability suites' long versions (docs/reliability.md): each fault kind for
 # TORTURE_FAULT_SECONDS under fire, a 20 s outage, 600 replica queries.
-# Then 1000 SIGKILL cycles everywhere, 100 kills during compaction, a 30-minute soak.
+# Then 1000 SIGKILL cycles everywhere, 100 kills during compaction, 10 minutes of worker
+# processes coming and going on one database, a 30-minute soak.
 TORTURE_FAULT_SECONDS ?= 60
+TORTURE_CHURN_SECONDS ?= 600
 TORTURE_CRASH_CYCLES ?= 1000
 TORTURE_SOAK_SECONDS ?= 1800
 .PHONY: torture
@@ -53,6 +55,7 @@ torture: setup build
 	  $(CARGO) test --release --no-fail-fast --test network_faults --test bad_input
 	LITESTREAM_CRASH_CYCLES=$(TORTURE_CRASH_CYCLES) $(CARGO) test --release --test crash_everywhere --test primary_crash -- --nocapture
 	LITESTREAM_COMPACTION_CRASH_CYCLES=100 $(CARGO) test --release --test compaction_crash -- --nocapture
+	LITESTREAM_CHURN_SECONDS=$(TORTURE_CHURN_SECONDS) $(CARGO) test --release --test multi_process -- --nocapture
 	LITESTREAM_SOAK_SECONDS=$(TORTURE_SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
 	@$(MAKE) --no-print-directory figures
 

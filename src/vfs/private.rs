@@ -83,13 +83,19 @@ impl Drop for Conn {
 
 /// Puts the database at `path` in WAL mode (creating it if `create`), which
 /// replication needs. A database already in WAL mode is left alone.
+///
+/// The header is read through the root VFS's own file object, never a descriptor of
+/// our own: closing any descriptor of a file drops every POSIX lock the process holds
+/// on it, so another connection of this process would silently lose its shared lock,
+/// and the last process to close would checkpoint and delete `-wal`/`-shm` under it.
+/// SQLite's unix VFS knows this and keeps the descriptor open until the process's
+/// locks on the file are gone (`os_unix.c`, `setPendingFd`).
 pub(crate) fn ensure_wal_mode(path: &Path, create: bool) -> Result<(), String> {
-    let mut header = [0u8; 20];
     let exists = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
     if exists {
-        use std::os::unix::fs::FileExt;
-        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if file.read_exact_at(&mut header, 0).is_ok() && header[18] == 2 && header[19] == 2 {
+        let mut header = [0u8; 20];
+        let read = read_through_root_vfs(path, &mut header).map_err(|e| format!("{}: {e}", path.display()))?;
+        if read && header[18] == 2 && header[19] == 2 {
             return Ok(());
         }
     } else if !create {
@@ -109,6 +115,57 @@ pub(crate) fn ensure_wal_mode(path: &Path, create: bool) -> Result<(), String> {
             "cannot switch {} to WAL mode (journal_mode is {other:?})",
             path.display()
         )),
+    }
+}
+
+/// Reads `buf.len()` bytes from the start of the database at `path` through the root
+/// VFS (read-only, as SQLite opens a main database); false when the file is shorter.
+fn read_through_root_vfs(path: &Path, buf: &mut [u8]) -> Result<bool, String> {
+    // A main database's name is followed by its URI parameters, ended by an empty key:
+    // the root VFS may look for them, so the name ends with two NULs more than usual.
+    let mut name = path.as_os_str().as_bytes().to_vec();
+    if name.contains(&0) {
+        return Err("path contains NUL".into());
+    }
+    name.extend_from_slice(&[0, 0, 0]);
+    // SAFETY: the root VFS outlives the process (SQLite never unregisters it); `file`
+    // is a zeroed block of its szOsFile bytes, aligned for any of its fields, and
+    // outlives the open file, which is closed before it is freed; `name` stays alive
+    // and NUL-terminated for as long as the file is open.
+    unsafe {
+        let vfs = ffi::sqlite3_vfs_find(root_vfs_name().as_ptr());
+        if vfs.is_null() {
+            return Err("the root VFS is gone".into());
+        }
+        let Some(open) = (*vfs).xOpen else {
+            return Err("the root VFS cannot open files".into());
+        };
+        let words = ((*vfs).szOsFile as usize).div_ceil(8);
+        let mut block = vec![0u64; words.max(1)];
+        let file = block.as_mut_ptr() as *mut ffi::sqlite3_file;
+        let flags = ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_MAIN_DB;
+        let mut out_flags = 0;
+        let rc = open(vfs, name.as_ptr() as *const _, file, flags, &mut out_flags);
+        let methods = (*file).pMethods;
+        let result = if rc != ffi::SQLITE_OK {
+            Err(format!("cannot open it to read its header (SQLite error {rc})"))
+        } else {
+            match (*methods).xRead {
+                Some(read) => match read(file, buf.as_mut_ptr() as *mut _, buf.len() as i32, 0) {
+                    ffi::SQLITE_OK => Ok(true),
+                    ffi::SQLITE_IOERR_SHORT_READ => Ok(false),
+                    rc => Err(format!("cannot read its header (SQLite error {rc})")),
+                },
+                None => Err("the root VFS cannot read files".into()),
+            }
+        };
+        // Even a failed open may leave methods that must be closed (sqlite3OsOpen's rule).
+        if !methods.is_null() {
+            if let Some(close) = (*methods).xClose {
+                close(file);
+            }
+        }
+        result
     }
 }
 
