@@ -1,7 +1,7 @@
 //! SQL functions, in safe Rust. `vfs::functions` registers them on every connection,
 //! finds the connection's replication state, and converts values at the boundary.
 
-use crate::primary::follower::Follower;
+use crate::primary::database::Database;
 use crate::primary::Primary;
 use crate::replica::ReplicaConn;
 use std::sync::Arc;
@@ -27,8 +27,9 @@ pub struct Ctx {
     pub primary: Option<Arc<Primary>>,
     /// The replica behind the connection's main database, when it is a read replica.
     pub replica: Option<ReplicaConn>,
-    /// Set when another process replicates the connection's main database.
-    pub follower: Option<Follower>,
+    /// The database behind the connection when it is a primary's, whichever process
+    /// replicates it (`primary` is set when this one does).
+    pub database: Option<Arc<Database>>,
     /// The schema the function was asked about (`None`: `main`).
     pub schema: Option<String>,
 }
@@ -187,6 +188,10 @@ fn txid(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
     if let Some(r) = &ctx.replica {
         return Ok(SqlValue::Integer(r.txid as i64));
     }
+    if let (None, Some(database)) = (&ctx.primary, &ctx.database) {
+        // Another process replicates: the newest TXID it reports stored.
+        return Ok(SqlValue::Integer(database.uploaded_txid().unwrap_or(0) as i64));
+    }
     Ok(SqlValue::Integer(primary(ctx)?.txid() as i64))
 }
 
@@ -236,11 +241,8 @@ fn sync(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
             whole_number(ms).ok_or_else(|| format!("timeout_ms must be a non-negative integer, not {ms:?}"))?,
         ),
     };
-    if let Some(follower) = &ctx.follower {
-        return Ok(SqlValue::Integer(follower.sync(timeout)? as i64));
-    }
-    let txid = primary(ctx)?.sync_all(timeout)?;
-    Ok(SqlValue::Integer(txid as i64))
+    let database = ctx.database.as_ref().ok_or_else(|| not_replicated(ctx))?;
+    Ok(SqlValue::Integer(database.sync(timeout)? as i64))
 }
 
 /// `litestream_time()`: 'latest', or the time of the state a point-in-time view shows.
@@ -300,7 +302,7 @@ fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
             status
         }
         (None, Some(p)) => p.status(),
-        (None, None) if ctx.follower.is_some() => ctx.follower.as_ref().expect("checked").status(),
+        (None, None) if ctx.database.is_some() => ctx.database.as_ref().expect("checked").follower_status(),
         (None, None) => serde_json::json!({ "role": "none", "error": not_replicated(ctx) }),
     };
     let mut value = value;

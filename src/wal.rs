@@ -162,22 +162,23 @@ pub struct ScannedCommit {
     pub pages: Vec<(u32, Vec<u8>)>,
 }
 
-/// Reads committed transactions from a WAL image, starting after frame
-/// `start_frame - 1` whose running checksum is `seed` (the header checksum when
-/// `start_frame` is 0). Stops at the first frame that does not continue the chain;
-/// frames after the last commit frame (an open or rolled-back transaction) are ignored.
-pub fn scan_committed(
+/// Walks the valid frames of a WAL image from frame `start_frame` (running checksum
+/// `seed` before it), one frame in memory at a time: `visit` gets each frame that
+/// continues the chain (its index, header, whole bytes and the running checksum after
+/// it) and returns false to stop. Returns the last commit frame seen, with the running
+/// checksum after it. Memory stays one frame however long the WAL (a multi-GB WAL is
+/// what starved checkpoints leave).
+pub fn walk_frames(
     header: &WalHeader,
     start_frame: u64,
     seed: (u32, u32),
     mut read_frame: impl FnMut(u64, &mut [u8]) -> bool,
-) -> Vec<ScannedCommit> {
-    let frame_size = header.frame_size() as usize;
-    let mut buf = vec![0u8; frame_size];
-    let mut out = Vec::new();
-    let mut pending: Vec<(u32, Vec<u8>)> = Vec::new();
+    mut visit: impl FnMut(u64, &FrameHeader, &[u8], (u32, u32)) -> bool,
+) -> Option<(u64, (u32, u32))> {
+    let mut buf = vec![0u8; header.frame_size() as usize];
     let mut sum = seed;
     let mut index = start_frame;
+    let mut last_commit = None;
     while read_frame(index, &mut buf) {
         let mut fh_bytes = [0u8; FRAME_HEADER_SIZE];
         fh_bytes.copy_from_slice(&buf[..FRAME_HEADER_SIZE]);
@@ -186,7 +187,31 @@ pub fn scan_committed(
             break;
         };
         sum = next;
-        pending.push((fh.pgno, buf[FRAME_HEADER_SIZE..].to_vec()));
+        if fh.is_commit() {
+            last_commit = Some((index, sum));
+        }
+        if !visit(index, &fh, &buf, sum) {
+            break;
+        }
+        index += 1;
+    }
+    last_commit
+}
+
+/// Reads committed transactions from a WAL image, starting after frame
+/// `start_frame - 1` whose running checksum is `seed` (the header checksum when
+/// `start_frame` is 0). Stops at the first frame that does not continue the chain;
+/// frames after the last commit frame (an open or rolled-back transaction) are ignored.
+pub fn scan_committed(
+    header: &WalHeader,
+    start_frame: u64,
+    seed: (u32, u32),
+    read_frame: impl FnMut(u64, &mut [u8]) -> bool,
+) -> Vec<ScannedCommit> {
+    let mut out = Vec::new();
+    let mut pending: Vec<(u32, Vec<u8>)> = Vec::new();
+    walk_frames(header, start_frame, seed, read_frame, |index, fh, frame, sum| {
+        pending.push((fh.pgno, frame[FRAME_HEADER_SIZE..].to_vec()));
         if fh.is_commit() {
             out.push(ScannedCommit {
                 commit_frame: index,
@@ -195,8 +220,8 @@ pub fn scan_committed(
                 pages: std::mem::take(&mut pending),
             });
         }
-        index += 1;
-    }
+        true
+    });
     out
 }
 
@@ -241,6 +266,11 @@ pub(crate) mod testing {
             self.bytes.extend_from_slice(&fh);
             self.bytes.extend_from_slice(&page);
             self
+        }
+
+        /// The running checksum after the last frame added.
+        pub fn running_checksum(&self) -> (u32, u32) {
+            self.sum
         }
 
         pub fn read_frame(&self) -> impl FnMut(u64, &mut [u8]) -> bool + '_ {

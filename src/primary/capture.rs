@@ -8,7 +8,7 @@
 //! not write (another process committed, or we attached late): then the frames are
 //! read back through [`WalSource`] and verified against the checksum chain.
 
-use crate::wal::{scan_committed, FrameHeader, WalHeader, FRAME_HEADER_SIZE, HEADER_SIZE};
+use crate::wal::{scan_committed, walk_frames, FrameHeader, WalHeader, FRAME_HEADER_SIZE, HEADER_SIZE};
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::io;
@@ -31,6 +31,10 @@ pub struct WalPosition {
     pub next_frame: u64,
     /// Running checksum after frame `next_frame - 1` (the header's when 0).
     pub checksum: (u32, u32),
+    /// The generation ended at `next_frame` (restarted, truncated or deleted, every
+    /// commit of it captured): the next one starts from frame 0 once proven to follow
+    /// directly (`src/primary/follow.rs`).
+    pub ended: bool,
 }
 
 /// Pages of one transaction, inline for the usual small commit: capture runs inside
@@ -114,6 +118,9 @@ pub struct Capture {
     header: Option<WalHeader>,
     next_frame: u64,
     chain: (u32, u32),
+    /// `header`'s generation ended with everything in it captured; the next one is
+    /// not known yet (see [`WalPosition::ended`]).
+    ended: bool,
     /// Frames of the open transaction: slot `i` holds frame `next_frame + i`. SQLite
     /// appends frames in order, so this stays dense, and a `Vec` reused from commit to
     /// commit costs no allocation on the commit path (this runs inside every `xWrite`).
@@ -196,24 +203,116 @@ impl Capture {
             page_size: h.page_size,
             next_frame: self.next_frame,
             checksum: self.chain,
+            ended: self.ended,
         })
     }
 
+    /// The salts of the generation capture is in, unless it ended.
+    pub fn generation(&self) -> Option<(u32, u32)> {
+        self.header.filter(|_| !self.ended).map(|h| (h.salt1, h.salt2))
+    }
+
+    /// True when the last generation ended and the next is not known yet.
+    pub fn ended(&self) -> bool {
+        self.ended || self.header.is_none()
+    }
+
+    /// Next frame to capture in the current generation.
+    pub fn next_frame(&self) -> u64 {
+        self.next_frame
+    }
+
     /// Positions capture after the last valid commit in the WAL without returning the
-    /// transactions: used when a snapshot already contains them.
+    /// transactions: used when a snapshot already contains them. With no WAL (or no
+    /// valid header) the generation counts as ended: whatever comes next must be proven
+    /// to start afresh (`follow.rs`). Reads one frame at a time, never the WAL whole.
     pub fn skip_to_end(&mut self, wal: &mut dyn WalSource) -> io::Result<()> {
         self.drop_pending();
-        self.header = read_header(wal)?;
+        let header = read_header(wal)?;
         self.next_frame = 0;
-        if let Some(header) = self.header {
+        self.ended = header.is_none();
+        self.header = header;
+        if let Some(header) = header {
             self.chain = header.checksum;
-            let commits = scan_committed(&header, 0, header.checksum, frame_reader(&header, wal));
-            if let Some(last) = commits.last() {
-                self.next_frame = last.commit_frame + 1;
-                self.chain = last.checksum;
+            let last = walk_frames(&header, 0, header.checksum, frame_reader(&header, wal), |_, _, _, _| {
+                true
+            });
+            if let Some((frame, sum)) = last {
+                self.next_frame = frame + 1;
+                self.chain = sum;
             }
         }
         Ok(())
+    }
+
+    /// Puts capture at a saved position (a restart, a takeover); what follows it is
+    /// read with [`Capture::scan_live`] or from hand-offs.
+    pub fn set_position(&mut self, position: &WalPosition, header: WalHeader) {
+        self.drop_pending();
+        self.header = Some(header);
+        self.next_frame = position.next_frame;
+        self.chain = position.checksum;
+        self.ended = position.ended;
+    }
+
+    /// True when the live WAL still holds our position: frame `next_frame - 1` is in
+    /// our generation and its running checksum is ours. A chain of zeros (a position
+    /// taken between a commit written with deferred checksums and their rewrite) is
+    /// first repaired from the file.
+    pub fn verify_position(&mut self, wal: &mut dyn WalSource) -> io::Result<bool> {
+        let Some(header) = self.header.filter(|_| !self.ended) else {
+            return Ok(false);
+        };
+        if self.next_frame == 0 {
+            return Ok(self.chain == header.checksum);
+        }
+        if self.chain == (0, 0) {
+            let target = self.next_frame - 1;
+            let mut at_target = None;
+            walk_frames(
+                &header,
+                0,
+                header.checksum,
+                frame_reader(&header, wal),
+                |index, fh, _, sum| {
+                    if index == target && fh.is_commit() {
+                        at_target = Some(sum);
+                    }
+                    index < target
+                },
+            );
+            match at_target {
+                Some(sum) => self.chain = sum,
+                None => return Ok(false),
+            }
+        }
+        self.frame_ends_chain(self.next_frame - 1, self.chain, wal)
+    }
+
+    /// A new generation that provably continues the last one: capture starts at its
+    /// frame 0.
+    pub fn begin_generation(&mut self, header: WalHeader) {
+        self.drop_pending();
+        self.header = Some(header);
+        self.next_frame = 0;
+        self.chain = header.checksum;
+        self.ended = false;
+    }
+
+    /// The current generation is gone with every commit of it captured.
+    pub fn end_generation(&mut self) {
+        self.drop_pending();
+        self.ended = true;
+    }
+
+    /// Reads the commits after our position from `wal`, a source holding the current
+    /// generation's frames (the live WAL or a hand-off), verified against the chain.
+    /// Whether the source was read to its end shows in [`Capture::next_frame`].
+    pub fn scan_live(&mut self, wal: &mut dyn WalSource) -> Vec<CapturedTxn> {
+        if self.ended {
+            return Vec::new();
+        }
+        self.scan_from_file(wal)
     }
 
     /// Resumes from a persisted position: returns the transactions committed in the
@@ -228,12 +327,14 @@ impl Capture {
         let Some(header) = header else {
             self.header = None;
             self.next_frame = 0;
+            self.ended = true;
             return Ok(Err(Discontinuity("the WAL is gone or empty".into())));
         };
         if (header.salt1, header.salt2, header.page_size) != (from.salt1, from.salt2, from.page_size) {
             self.header = Some(header);
             self.next_frame = 0;
             self.chain = header.checksum;
+            self.ended = false;
             return Ok(Err(Discontinuity(
                 "the WAL was restarted since the last capture".into(),
             )));
@@ -241,30 +342,13 @@ impl Capture {
         self.header = Some(header);
         self.next_frame = from.next_frame;
         self.chain = from.checksum;
+        self.ended = false;
         if from.next_frame > 0 && !self.frame_ends_chain(from.next_frame - 1, from.checksum, wal)? {
             return Ok(Err(Discontinuity(
                 "the WAL no longer holds the last captured frame".into(),
             )));
         }
         Ok(Ok(self.scan_from_file(wal)))
-    }
-
-    /// Picks up commits another process appended to the WAL since our position.
-    pub fn catch_up(&mut self, wal: &mut dyn WalSource) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
-        let Some(current) = self.header else {
-            self.skip_to_end(wal)?;
-            return Ok(Ok(Vec::new()));
-        };
-        match read_header(wal)? {
-            None => Ok(Ok(Vec::new())),
-            Some(h) if (h.salt1, h.salt2) != (current.salt1, current.salt2) => {
-                // Our own restarts are seen as they are written, so this one was made
-                // by another process: commits of the old generation may be gone.
-                self.skip_to_end(wal)?;
-                Ok(Err(Discontinuity("another process restarted the WAL".into())))
-            }
-            Some(_) => Ok(Ok(self.scan_from_file(wal))),
-        }
     }
 
     /// Records a successful `xWrite` of `data` at `offset` in the WAL. Returns the
@@ -281,9 +365,7 @@ impl Capture {
             Appended::Header => Ok(Ok(Completed::new())),
             Appended::Page { slot } => {
                 let mut found = Completed::new();
-                if let Some(txn) = self.end_of_frame(slot, wal)? {
-                    found.push(txn);
-                }
+                found.extend(self.end_of_frame(slot, wal)?);
                 Ok(Ok(found))
             }
             Appended::No => self.on_other_write(offset, data, wal),
@@ -305,6 +387,13 @@ impl Capture {
             return Ok(Err(Discontinuity(format!("unexpected WAL write at offset {offset}"))));
         }
         let mut found = Completed::new();
+        if self.ended && self.header.is_some() {
+            // Frames of a generation whose beginning nobody recorded (the primary's
+            // write-lock hook follows every recorded one before a transaction writes).
+            return Ok(Err(Discontinuity(
+                "frames written to a WAL generation capture never saw begin".into(),
+            )));
+        }
         if self.header.is_none() {
             // Attached to a WAL whose header we never saw written.
             self.header = read_header(wal)?;
@@ -319,6 +408,14 @@ impl Capture {
         let header = self.header.expect("header known");
         let frame_size = header.frame_size();
         let first = (offset - HEADER_SIZE as u64) / frame_size;
+        let at_frame_start = (offset - HEADER_SIZE as u64).is_multiple_of(frame_size);
+        if at_frame_start && data.len() >= FRAME_HEADER_SIZE && foreign_salts(&header, data) {
+            // A frame of another generation: someone restarted the WAL and this process
+            // missed it (the write-lock hook follows every restart it can see first).
+            return Ok(Err(Discontinuity(
+                "a frame of another WAL generation was written over captured frames".into(),
+            )));
+        }
         if first > self.next_frame && self.pending_frame(self.next_frame).is_none() {
             // Frames between our position and this write were committed by someone
             // else; read them before they can be overwritten.
@@ -337,9 +434,7 @@ impl Capture {
             let within = ((at - HEADER_SIZE as u64) % frame_size) as usize;
             let n = rest.len().min(frame_size as usize - within);
             let (chunk, tail) = rest.split_at(n);
-            if let Some(txn) = self.write_into_frame(&header, index, within, chunk, wal)? {
-                found.push(txn);
-            }
+            found.extend(self.write_into_frame(&header, index, within, chunk, wal)?);
             at += n as u64;
             rest = tail;
         }
@@ -353,7 +448,7 @@ impl Capture {
     /// place, frames in odd pieces, gaps left by another process) returns `No`.
     #[inline]
     fn append(&mut self, offset: u64, data: &[u8]) -> Appended {
-        let Some(header) = self.header else {
+        let Some(header) = self.header.filter(|_| !self.ended) else {
             return Appended::No;
         };
         let Some(relative) = offset.checked_sub(HEADER_SIZE as u64) else {
@@ -368,7 +463,8 @@ impl Capture {
         if slot > 0 && self.pending.first().is_none_or(|f| f.is_none()) {
             return Appended::No;
         }
-        if within == 0 && data.len() == FRAME_HEADER_SIZE && slot == self.pending.len() {
+        if within == 0 && data.len() == FRAME_HEADER_SIZE && slot == self.pending.len() && !foreign_salts(&header, data)
+        {
             let page = self.page_buffer(header.page_size as usize);
             let mut frame = PendingFrame {
                 header: [0u8; FRAME_HEADER_SIZE],
@@ -394,12 +490,12 @@ impl Capture {
 
     /// The frame in `slot` was just completed: if it is a commit frame, its
     /// transaction ends.
-    fn end_of_frame(&mut self, slot: usize, wal: &mut dyn WalSource) -> io::Result<Option<CapturedTxn>> {
+    fn end_of_frame(&mut self, slot: usize, wal: &mut dyn WalSource) -> io::Result<Completed> {
         let header = self.header.expect("a frame was written");
         let frame = self.pending[slot].as_ref().expect("just written");
         let fh = FrameHeader::parse(&frame.header);
         if !fh.is_commit() {
-            return Ok(None);
+            return Ok(Completed::new());
         }
         self.commit_through(&header, self.next_frame + slot as u64, fh, wal)
     }
@@ -415,18 +511,16 @@ impl Capture {
             return Ok(Ok(Completed::new()));
         };
         let mut found = Completed::new();
-        if let Some(old) = self.header {
+        if let Some(old) = self.header.filter(|_| !self.ended) {
             if (old.salt1, old.salt2) != (new_header.salt1, new_header.salt2) {
                 // The WAL restarts. The old generation's frames are still on disk until
                 // overwritten: pick up any commit this process did not write.
-                self.header = Some(old);
                 found.extend(self.scan_frames_with(old, wal));
             }
         }
-        self.header = Some(new_header);
-        self.next_frame = 0;
-        self.chain = new_header.checksum;
-        self.drop_pending();
+        // After an ended generation, this process writing the next header is what
+        // proves the new generation follows it directly.
+        self.begin_generation(new_header);
         Ok(Ok(found))
     }
 
@@ -437,7 +531,7 @@ impl Capture {
         within: usize,
         chunk: &[u8],
         wal: &mut dyn WalSource,
-    ) -> io::Result<Option<CapturedTxn>> {
+    ) -> io::Result<Completed> {
         if index < self.next_frame {
             // SQLite rewrites frame checksums after the commit frame when it
             // overwrote a page in place; keep the chain position in step.
@@ -446,7 +540,7 @@ impl Capture {
                 raw.copy_from_slice(&chunk[..FRAME_HEADER_SIZE]);
                 self.chain = FrameHeader::parse(&raw).checksum;
             }
-            return Ok(None);
+            return Ok(Completed::new());
         }
         // Frame indexes come from offsets in a file, so the slot fits in memory.
         let slot = (index - self.next_frame) as usize;
@@ -465,7 +559,7 @@ impl Capture {
         let frame = self.pending[slot].as_mut().expect("just ensured");
         frame.write(within, chunk);
         if !frame.complete() {
-            return Ok(None);
+            return Ok(Completed::new());
         }
         self.end_of_frame(slot, wal)
     }
@@ -477,7 +571,7 @@ impl Capture {
         commit_index: u64,
         commit_frame: FrameHeader,
         wal: &mut dyn WalSource,
-    ) -> io::Result<Option<CapturedTxn>> {
+    ) -> io::Result<Completed> {
         let count = usize::try_from(commit_index + 1 - self.next_frame).unwrap_or(usize::MAX);
         let complete = count <= self.pending.len()
             && self.pending[..count]
@@ -487,8 +581,9 @@ impl Capture {
             // Some frame was written in pieces we could not follow: read the
             // transaction back from the file, checksums verified.
             self.drop_pending();
-            let txns = self.scan_from_file(wal);
-            return Ok(txns.into_iter().last());
+            // Every transaction found is returned: commits of another process may
+            // come before ours in the file.
+            return Ok(self.scan_from_file(wal).into_iter().collect());
         }
         let start = self.next_frame;
         let mut pages = TxnPages::with_capacity(count);
@@ -502,14 +597,16 @@ impl Capture {
         let pages = self.latest_pages(pages, commit_frame.commit);
         self.next_frame = commit_index + 1;
         self.chain = commit_frame.checksum;
-        Ok(Some(CapturedTxn {
+        let mut done = Completed::new();
+        done.push(CapturedTxn {
             page_size: header.page_size,
             commit: commit_frame.commit,
             pages,
             wal_offset: header.frame_offset(start),
             wal_size: (commit_index + 1 - start) * header.frame_size(),
             position: self.position().expect("header known"),
-        }))
+        });
+        Ok(done)
     }
 
     /// The frames of one transaction in WAL order, reduced to what the transaction
@@ -569,6 +666,7 @@ impl Capture {
                     page_size: header.page_size,
                     next_frame: self.next_frame,
                     checksum: self.chain,
+                    ended: false,
                 },
             });
             first = self.next_frame;
@@ -605,6 +703,14 @@ fn plausible(header: &WalHeader, frame: &[u8]) -> bool {
     let salt2 = u32::from_be_bytes(frame[12..16].try_into().expect("4 bytes"));
     let checksum_deferred = frame[8..24].iter().all(|&b| b == 0);
     pgno != 0 && ((salt1, salt2) == (header.salt1, header.salt2) || checksum_deferred)
+}
+
+/// True when a frame header carries salts, and they are not this generation's: a frame
+/// of another generation. All-zero salts are a frame whose checksums come later.
+fn foreign_salts(header: &WalHeader, frame: &[u8]) -> bool {
+    let salts = &frame[8..16];
+    salts.iter().any(|&b| b != 0)
+        && (salts[..4] != header.salt1.to_be_bytes() || salts[4..] != header.salt2.to_be_bytes())
 }
 
 fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {

@@ -1,116 +1,189 @@
-//! Replication progress shared between processes. Only one process replicates a
-//! database (it holds the staging lock); others that write it through the VFS are
-//! followers, whose commits the leader picks up from the WAL. The leader publishes
-//! the WAL position its uploads have reached in `<staging>/uploaded.json`, so that
-//! `litestream_sync()` in a follower can wait for its own commits.
+//! What the replicating process and the others that write the same database tell each
+//! other, through files in the staging directory (they share nothing else):
+//!
+//! - `leader.json`: the replicating process's pid and node id, written when it takes
+//!   the replication lock (`leader_lock.rs`);
+//! - `uploaded.json`: the highest TXID it has stored, after every upload;
+//! - `sync/<name>.req`: a follower's `litestream_sync()` asking "store everything
+//!   committed so far"; the replicating process answers with `sync/<name>.ans` holding
+//!   the TXID that covers every commit made before the request (it catches up on the WAL
+//!   and the hand-off records after seeing the request), and the follower waits until
+//!   `uploaded.json` reaches it. TXIDs, not WAL positions: generations of the WAL cannot
+//!   be ordered by their salts.
 
-use super::capture::Capture;
-use super::wal_file::WalFile;
+use super::Primary;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Where the leader's uploads stand: TXID and the WAL position right after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leader {
+    pub pid: u32,
+    pub node_id: u64,
+    pub since_ms: i64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Uploaded {
     pub txid: u64,
-    pub salt1: u32,
-    pub salt2: u32,
-    pub next_frame: u64,
+    pub node_id: u64,
 }
 
-fn progress_file(staging_dir: &Path) -> PathBuf {
-    staging_dir.join("uploaded.json")
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Answer {
+    txid: u64,
+    node_id: u64,
 }
 
-/// Leader side: replaces the published position (atomically; no fsync — it is a
-/// hint for live processes, not recovery state).
-pub fn publish(staging_dir: &Path, uploaded: &Uploaded) -> std::io::Result<()> {
-    let path = progress_file(staging_dir);
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec(uploaded).expect("serialises"))?;
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Replaces `name` in `dir` atomically (no fsync: these are messages between live
+/// processes, not recovery state).
+fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, serde_json::to_vec(value).expect("serialises"))?;
     fs::rename(tmp, path)
 }
 
-pub fn read_published(staging_dir: &Path) -> Option<Uploaded> {
-    serde_json::from_slice(&fs::read(progress_file(staging_dir)).ok()?).ok()
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
-/// Salt-1 goes up by one at every WAL restart: `a` is a later generation than `b`.
-fn later_generation(a: u32, b: u32) -> bool {
-    let d = a.wrapping_sub(b);
-    d != 0 && d < (1 << 31)
+/// The process that just took the replication lock says so.
+pub fn announce_leader(staging_dir: &Path, node_id: u64) {
+    let leader = Leader {
+        pid: std::process::id(),
+        node_id,
+        since_ms: now_ms(),
+    };
+    if let Err(e) = write_json(&staging_dir.join("leader.json"), &leader) {
+        tracing::warn!("writing {}: {e}", staging_dir.join("leader.json").display());
+    }
 }
 
-/// A process that writes a database another process replicates.
-#[derive(Clone, Debug)]
-pub struct Follower {
-    pub db_path: PathBuf,
-    pub staging_dir: PathBuf,
+pub fn read_leader(staging_dir: &Path) -> Option<Leader> {
+    read_json(&staging_dir.join("leader.json"))
 }
 
-impl Follower {
-    /// Blocks until the leader has uploaded every commit now in the WAL (which
-    /// includes this process's), or `timeout`. Returns the TXID uploaded.
-    pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
-        let deadline = Instant::now() + timeout;
-        let mut wal = WalFile::open(&self.db_path).map_err(|e| format!("reading the WAL: {e}"))?;
-        let mut capture = Capture::new();
-        capture
-            .skip_to_end(&mut wal)
-            .map_err(|e| format!("reading the WAL: {e}"))?;
-        let target = capture.position();
-        loop {
-            let published = read_published(&self.staging_dir);
-            match (published, target) {
-                // No WAL: everything was checkpointed; what the leader published stands.
-                (Some(up), None) => return Ok(up.txid),
-                (Some(up), Some(t)) => {
-                    let covered = if (up.salt1, up.salt2) == (t.salt1, t.salt2) {
-                        up.next_frame >= t.next_frame
-                    } else {
-                        later_generation(up.salt1, t.salt1)
-                    };
-                    if covered {
-                        return Ok(up.txid);
-                    }
-                }
-                (None, _) => {}
-            }
-            if self.leader_gone() {
-                return Err(format!(
-                    "no process replicates {} any more (its replicating process exited); reopen the database \
-                     to take replication over",
-                    self.db_path.display()
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "timed out after {timeout:?}: another process replicates {} (it holds {}/lock) and has not \
-                     uploaded this process's commits yet; is it still running?",
-                    self.db_path.display(),
-                    self.staging_dir.display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// Leader side: everything up to `txid` is stored.
+pub fn publish_uploaded(staging_dir: &Path, uploaded: Uploaded) {
+    if let Err(e) = write_json(&staging_dir.join("uploaded.json"), &uploaded) {
+        tracing::warn!("publishing upload progress: {e}");
+    }
+}
+
+pub fn read_uploaded(staging_dir: &Path) -> Option<Uploaded> {
+    read_json(&staging_dir.join("uploaded.json"))
+}
+
+fn sync_dir(staging_dir: &Path) -> PathBuf {
+    staging_dir.join("sync")
+}
+
+/// Leader side: the requests waiting, listed *before* catching up on the WAL (a commit
+/// made before a request is then in the WAL or a hand-off record by the time it is read).
+pub fn pending_requests(staging_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(sync_dir(staging_dir)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "req"))
+        .collect()
+}
+
+/// Leader side: every commit made before `request` is in TXIDs up to `txid`.
+pub fn answer(request: &Path, txid: u64, node_id: u64) {
+    let answer = request.with_extension("ans");
+    if let Err(e) = write_json(&answer, &Answer { txid, node_id }) {
+        tracing::warn!("answering {}: {e}", request.display());
+    }
+    let _ = fs::remove_file(request);
+}
+
+/// Follower side of `litestream_sync()`: asks the replicating process for the TXID that
+/// covers this process's commits, then waits until it is stored. If this process takes
+/// replication over meanwhile (`leader` returns its primary), it finishes the sync itself.
+pub fn sync(
+    db_path: &Path,
+    staging_dir: &Path,
+    timeout: Duration,
+    leader: &dyn Fn() -> Option<Arc<Primary>>,
+) -> Result<u64, String> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let deadline = Instant::now() + timeout;
+    let dir = sync_dir(staging_dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let request = dir.join(format!("{name}.req"));
+    let answer_path = dir.join(format!("{name}.ans"));
+    fs::write(&request, b"").map_err(|e| format!("{}: {e}", request.display()))?;
+    let cleanup = || {
+        let _ = fs::remove_file(&request);
+        let _ = fs::remove_file(&answer_path);
+    };
+    let mut answered: Option<Answer> = None;
+    loop {
+        if let Some(primary) = leader() {
+            // This process replicates now: its own capture has every commit.
+            cleanup();
+            return primary.sync_all(deadline.saturating_duration_since(Instant::now()));
         }
+        if answered.is_none() {
+            answered = read_json(&answer_path);
+        }
+        if let Some(answer) = answered {
+            let stored = read_uploaded(staging_dir).filter(|u| u.node_id == answer.node_id);
+            if let Some(stored) = stored.filter(|u| u.txid >= answer.txid) {
+                cleanup();
+                return Ok(stored.txid);
+            }
+        }
+        if Instant::now() >= deadline {
+            cleanup();
+            let why = match (read_leader(staging_dir), answered) {
+                (_, Some(a)) => format!("the replicating process has not stored TXID {} yet", a.txid),
+                (Some(l), None) => format!(
+                    "the replicating process (pid {}) has not answered; it catches up once per sync_interval",
+                    l.pid
+                ),
+                (None, None) => "no process replicates it".to_string(),
+            };
+            return Err(format!(
+                "timed out after {timeout:?} waiting for the commits of this process to {} to be stored: {why}",
+                db_path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
+}
 
-    /// True when no process holds the staging lock any more.
-    fn leader_gone(&self) -> bool {
-        super::registry::lock_is_free(&self.staging_dir)
-    }
-
-    pub fn status(&self) -> serde_json::Value {
-        let published = read_published(&self.staging_dir);
-        serde_json::json!({
-            "role": "follower",
-            "database": self.db_path.display().to_string(),
-            "replicated_by": "another process (it holds the staging lock)",
-            "uploaded_txid": published.map(|u| u.txid),
-        })
-    }
+/// `litestream_status()` in a process that does not replicate the database.
+pub fn status(db_path: &Path, staging_dir: &Path, someone_replicates: bool) -> serde_json::Value {
+    let uploaded = read_uploaded(staging_dir);
+    let leader = read_leader(staging_dir).filter(|_| someone_replicates);
+    serde_json::json!({
+        "role": "follower",
+        "replicating": false,
+        "database": db_path.display().to_string(),
+        "replicated_by": leader.as_ref().map(|l| serde_json::json!({"pid": l.pid, "since_ms": l.since_ms})),
+        "replicated_by_pid": leader.as_ref().map(|l| l.pid),
+        "uploaded_txid": uploaded.map(|u| u.txid),
+        "note": if someone_replicates {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!("no process replicates this database right now: the replicating process exited; \
+                a process that has it open takes over within 2 x sync_interval")
+        },
+    })
 }
 
 #[cfg(test)]
@@ -118,24 +191,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generations_compare_by_salt1_with_wraparound() {
-        assert!(later_generation(5, 4));
-        assert!(!later_generation(4, 5));
-        assert!(!later_generation(4, 4));
-        assert!(later_generation(0, u32::MAX));
+    fn progress_and_leader_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_uploaded(dir.path()), None);
+        let up = Uploaded { txid: 9, node_id: 3 };
+        publish_uploaded(dir.path(), up);
+        assert_eq!(read_uploaded(dir.path()), Some(up));
+        announce_leader(dir.path(), 3);
+        assert_eq!(read_leader(dir.path()).unwrap().pid, std::process::id());
     }
 
     #[test]
-    fn published_progress_round_trips() {
+    fn a_request_is_answered_then_stored() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_published(dir.path()), None);
-        let up = Uploaded {
-            txid: 9,
-            salt1: 1,
-            salt2: 2,
-            next_frame: 30,
+        let staging = dir.path().to_path_buf();
+        let answerer = {
+            let staging = staging.clone();
+            std::thread::spawn(move || loop {
+                let pending = pending_requests(&staging);
+                if let Some(request) = pending.first() {
+                    answer(request, 7, 1);
+                    std::thread::sleep(Duration::from_millis(50));
+                    publish_uploaded(&staging, Uploaded { txid: 8, node_id: 1 });
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            })
         };
-        publish(dir.path(), &up).unwrap();
-        assert_eq!(read_published(dir.path()), Some(up));
+        // A stale progress file of another node does not count.
+        publish_uploaded(&staging, Uploaded { txid: 100, node_id: 2 });
+        let got = sync(Path::new("db"), &staging, Duration::from_secs(10), &|| None).unwrap();
+        answerer.join().unwrap();
+        assert_eq!(got, 8);
+        assert!(
+            fs::read_dir(sync_dir(&staging)).unwrap().next().is_none(),
+            "request and answer removed"
+        );
+    }
+
+    #[test]
+    fn an_unanswered_request_times_out_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = sync(Path::new("db"), dir.path(), Duration::from_millis(50), &|| None).unwrap_err();
+        assert!(err.contains("no process replicates it"), "{err}");
     }
 }

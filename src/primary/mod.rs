@@ -4,7 +4,11 @@
 pub mod batch;
 pub mod capture;
 pub mod compactor;
+pub mod database;
+pub mod follow;
 pub mod follower;
+pub mod handoff;
+mod leader_lock;
 pub mod registry;
 mod replicator;
 mod reseed;
@@ -12,4 +16,4 @@ pub mod staging;
 pub mod state;
 pub mod wal_file;
 
-pub use replicator::{Primary, SnapshotError, Snapshotter};
+pub use replicator::{Primary, ShmWal, SnapshotError, Snapshotter};

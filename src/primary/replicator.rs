@@ -6,7 +6,9 @@
 use super::batch::{encode_full, now_ms, Batch};
 use super::capture::{Capture, CapturedTxn, Discontinuity, WalPosition, WalSource};
 use super::compactor::{CompactionControl, CompactionEvent, Compactor, LevelCache, SNAPSHOT_LEVEL};
+use super::follow::follow;
 use super::follower::{self, Uploaded};
+use super::handoff::{HandoffDir, Record};
 use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
 use super::wal_file::WalFile;
@@ -118,15 +120,14 @@ impl Shared {
 
 struct Shared {
     capture: Capture,
+    /// Hand-off records up to this sequence number are followed (`follow.rs`).
+    handoff_consumed: u64,
     /// TXID the next captured commit gets.
     next_txid: u64,
     /// Captured, not yet staged, merged page by page.
     queue: Batch,
     /// Capture lost track; commits are dropped until a snapshot covers them.
     snapshot_needed: Option<String>,
-    /// WAL position right after each staged file's last TXID (files staged by this
-    /// process), published to followers once the file is uploaded.
-    staged_positions: std::collections::BTreeMap<u64, WalPosition>,
     /// TXID given to the last snapshot: a sync that saw a pending snapshot waits for it.
     last_snapshot_txid: u64,
     /// Counts snapshot requests, so a sync notices one that came and went between
@@ -157,6 +158,8 @@ pub struct Primary {
     store: Arc<dyn ReplicaStore>,
     staging: Staging,
     state_file: StateFile,
+    /// Hand-off records other processes (and this one) leave before WAL frames go away.
+    records: HandoffDir,
     node_id: u64,
     snapshotter: Box<dyn Snapshotter>,
     shared: Mutex<Shared>,
@@ -223,6 +226,8 @@ impl Primary {
         let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
 
         let mut capture = Capture::new();
+        let records = HandoffDir::new(&config.staging_dir);
+        let mut handoff_consumed = 0;
         let mut queue = Batch::default();
         let mut snapshot_needed = None;
         let (state, mut next_txid) = match (saved, replica_max) {
@@ -240,11 +245,14 @@ impl Primary {
                 tracing::info!(db = %db_path.display(), txid = max, "restoring the database from its replica");
                 let pos = crate::restore::restore_latest(&store, db_path)
                     .map_err(|e| format!("restoring {} from {}: {e}", db_path.display(), store.describe()))?;
+                // Records left beside a database that no longer exists belong to it.
+                handoff_consumed = records.last_seq().map_err(|e| e.to_string())?;
                 let state = SavedState {
                     node_id: new_node_id(),
                     txid: pos.txid,
                     wal: None,
                     closed_clean: FileIdentity::of(db_path).ok(),
+                    handoff_seq: handoff_consumed,
                 };
                 state_file
                     .save(&state)
@@ -299,7 +307,10 @@ impl Primary {
                     next = max + 1;
                 } else {
                     let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
-                    match resume_capture(&mut capture, &saved, db_path, &mut wal).map_err(|e| e.to_string())? {
+                    let resumed =
+                        resume_capture(&mut capture, &mut handoff_consumed, &saved, db_path, &mut wal, &records)
+                            .map_err(|e| e.to_string())?;
+                    match resumed {
                         Ok(txns) => {
                             for txn in txns {
                                 queue.push(next, txn, &mut drop);
@@ -316,6 +327,8 @@ impl Primary {
         if snapshot_needed.is_some() {
             let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
             capture.skip_to_end(&mut wal).map_err(|e| e.to_string())?;
+            // The snapshot covers whatever the records held.
+            handoff_consumed = records.last_seq().map_err(|e| e.to_string())?;
         }
         let staged_txid = next_txid - 1 - queue.commits();
         if let Some(reason) = &snapshot_needed {
@@ -332,10 +345,10 @@ impl Primary {
             node_id: state.node_id,
             shared: Mutex::new(Shared {
                 capture,
+                handoff_consumed,
                 next_txid,
                 queue,
                 snapshot_needed,
-                staged_positions: Default::default(),
                 last_snapshot_txid: 0,
                 snapshot_epoch: 0,
                 staged_txid,
@@ -357,6 +370,7 @@ impl Primary {
             store,
             staging,
             state_file,
+            records,
             snapshotter,
             wake: Condvar::new(),
             progress: Condvar::new(),
@@ -377,11 +391,12 @@ impl Primary {
             if shared.queue.is_empty() {
                 primary.save_state(&shared, None)
             } else {
-                primary.state_file.save(&SavedState {
+                primary.persist(&SavedState {
                     node_id: primary.node_id,
                     txid: shared.staged_txid,
                     wal: state.wal.clone(),
                     closed_clean: None,
+                    handoff_seq: state.handoff_seq,
                 })
             }
         }
@@ -651,11 +666,12 @@ impl Primary {
         } else {
             shared.capture.position().map(Into::into)
         };
-        self.state_file.save(&SavedState {
+        self.persist(&SavedState {
             node_id: self.node_id,
             txid: shared.staged_txid,
             wal,
             closed_clean,
+            handoff_seq: shared.handoff_consumed,
         })
     }
 
@@ -687,7 +703,11 @@ impl Primary {
                 shared.sync_requested = false;
                 shared.closing
             };
+            // Requests listed before catching up: commits made before them are then in
+            // the WAL or a hand-off record (`follower.rs`).
+            let requests = follower::pending_requests(&self.config.staging_dir);
             self.catch_up_foreign_commits();
+            self.answer_sync_requests(&requests);
             let staged = self.stage_pending();
             if !matches!(staged, Err(StageError::SnapshotWaiting)) {
                 snapshot_busy_since = None;
@@ -754,25 +774,66 @@ impl Primary {
         }
     }
 
-    /// Commits written by other processes (followers) reach us only through the WAL.
+    /// Commits written by other processes (followers) reach us only through the WAL
+    /// and the hand-off records of the generations they ended.
     fn catch_up_foreign_commits(&self) {
         let Ok(mut wal) = WalFile::open(&self.db_path) else {
             return;
         };
         let mut shared = self.lock();
-        match shared.capture.catch_up(&mut wal) {
+        self.follow_locked(&mut shared, &mut wal);
+    }
+
+    /// Follows the WAL and the records under the shared lock; captured commits are
+    /// queued, a discontinuity asks for a snapshot.
+    fn follow_locked(&self, shared: &mut Shared, wal: &mut dyn WalSource) {
+        if shared.snapshot_needed.is_some() {
+            return; // the coming snapshot covers everything; it repositions capture
+        }
+        let identity = || FileIdentity::of(&self.db_path).ok();
+        let followed = {
+            let Shared {
+                capture,
+                handoff_consumed,
+                ..
+            } = &mut *shared;
+            follow(capture, handoff_consumed, &self.records, wal, None, &identity)
+        };
+        match followed {
             Ok(Ok(txns)) => {
-                if shared.snapshot_needed.is_some() {
-                    return;
+                if !txns.is_empty() {
+                    shared.oldest_pending_ms.get_or_insert_with(now_ms);
+                    shared.enqueue(txns);
                 }
-                shared.enqueue(txns);
             }
             Ok(Err(Discontinuity(reason))) => {
                 tracing::warn!(db = %self.db_path.display(), %reason, "taking a snapshot");
                 shared.require_snapshot(reason);
+                self.wake.notify_all();
             }
             Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
         }
+    }
+
+    /// Answers followers' `litestream_sync()` requests with the TXID that covers every
+    /// commit made before them: the last captured, or the snapshot still to come.
+    fn answer_sync_requests(&self, requests: &[PathBuf]) {
+        if requests.is_empty() {
+            return;
+        }
+        let mut shared = self.lock();
+        if shared.snapshot_needed.is_some() {
+            return; // answered once the snapshot has its TXID
+        }
+        let txid = shared.next_txid - 1;
+        for request in requests {
+            follower::answer(request, txid, self.node_id);
+        }
+        shared.sync_requested = true;
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
     }
 
     fn record_error(&self, message: String) {
@@ -812,8 +873,12 @@ impl Primary {
                 shared.require_snapshot(reason.clone());
                 return Err(reason.into());
             }
-            std::mem::take(&mut shared.queue)
+            // The whole queue goes: capture's position now is right after its last
+            // commit, including generations it ended or began since (`follow.rs`).
+            let at_cut = (shared.capture.position(), shared.handoff_consumed);
+            (std::mem::take(&mut shared.queue), at_cut)
         };
+        let (batch, (position_at_cut, consumed_at_cut)) = batch;
         let staged = batch
             .encode(self.node_id, self.compression())
             .map_err(|e| e.to_string())
@@ -826,21 +891,19 @@ impl Primary {
         match staged {
             Ok(_) => {
                 shared.staged_txid = batch.max_txid();
-                if let Some(position) = batch.position() {
-                    shared.staged_positions.insert(batch.max_txid(), position);
-                }
                 let state = SavedState {
                     node_id: self.node_id,
                     txid: batch.max_txid(),
                     wal: if shared.snapshot_needed.is_some() {
                         None
                     } else {
-                        batch.position().map(Into::into)
+                        position_at_cut.map(Into::into)
                     },
                     closed_clean: None,
+                    handoff_seq: consumed_at_cut,
                 };
                 shared.recycle(batch);
-                self.state_file.save(&state).map_err(|e| format!("saving state: {e}"))?;
+                self.persist(&state).map_err(|e| format!("saving state: {e}"))?;
                 self.progress.notify_all();
                 Ok(())
             }
@@ -859,6 +922,7 @@ impl Primary {
         remove_snapshot_leftovers(&self.config.staging_dir);
         let mut assigned: Option<(u64, Batch)> = None;
         let mut snapshot_position: Option<WalPosition> = None;
+        let mut snapshot_consumed = 0;
         let mut at_lock = || {
             let mut shared = self.lock();
             let before = std::mem::take(&mut shared.queue);
@@ -871,7 +935,10 @@ impl Primary {
                     tracing::warn!("reading the WAL for a snapshot: {e}");
                 }
             }
+            // Every record so far is older than the state the snapshot copies.
+            shared.handoff_consumed = self.records.last_seq().unwrap_or(shared.handoff_consumed);
             snapshot_position = shared.capture.position();
+            snapshot_consumed = shared.handoff_consumed;
             assigned = Some((txid, before));
         };
         self.set_snapshot_locking(true);
@@ -918,10 +985,7 @@ impl Primary {
         let mut shared = self.lock();
         shared.staged_txid = txid;
         shared.snapshots += 1;
-        if let Some(position) = snapshot_position {
-            shared.staged_positions.insert(txid, position);
-        }
-        self.save_staged(&shared, txid, snapshot_position)?;
+        self.save_staged(&shared, txid, snapshot_position, snapshot_consumed)?;
         tracing::info!(db = %self.db_path.display(), txid, bytes = bytes.len(), "snapshot staged");
         Ok(())
     }
@@ -929,7 +993,13 @@ impl Primary {
     /// Records that everything up to `txid` is staged, with the WAL position right after
     /// it. Not the capture's current position: commits captured since (queued, not
     /// staged) would be skipped by a restart that resumed from there.
-    fn save_staged(&self, shared: &Shared, txid: u64, position: Option<WalPosition>) -> Result<(), String> {
+    fn save_staged(
+        &self,
+        shared: &Shared,
+        txid: u64,
+        position: Option<WalPosition>,
+        handoff_seq: u64,
+    ) -> Result<(), String> {
         let state = SavedState {
             node_id: self.node_id,
             txid,
@@ -939,8 +1009,16 @@ impl Primary {
                 position.map(Into::into)
             },
             closed_clean: None,
+            handoff_seq,
         };
-        self.state_file.save(&state).map_err(|e| format!("saving state: {e}"))
+        self.persist(&state).map_err(|e| format!("saving state: {e}"))
+    }
+
+    /// Saves the state durably, then deletes the hand-off records it reflects.
+    fn persist(&self, state: &SavedState) -> io::Result<()> {
+        self.state_file.save(state)?;
+        self.records.remove_through(state.handoff_seq);
+        Ok(())
     }
 
     /// Encodes the snapshot copy at `tmp` as one LTX file holding every page.
@@ -1030,25 +1108,13 @@ impl Primary {
         if let Some(header) = &header {
             shared.replica_page_size = Some(header.page_size);
         }
-        let reached: Vec<u64> = shared
-            .staged_positions
-            .range(..=file.max_txid)
-            .map(|(t, _)| *t)
-            .collect();
-        if let Some(position) = reached.last().and_then(|t| shared.staged_positions.get(t)).copied() {
-            let uploaded = Uploaded {
-                txid: file.max_txid,
-                salt1: position.salt1,
-                salt2: position.salt2,
-                next_frame: position.next_frame,
-            };
-            if let Err(e) = follower::publish(&self.config.staging_dir, &uploaded) {
-                tracing::warn!("publishing upload progress: {e}");
-            }
-        }
-        for txid in reached {
-            shared.staged_positions.remove(&txid);
-        }
+        follower::publish_uploaded(
+            &self.config.staging_dir,
+            Uploaded {
+                txid: shared.uploaded_txid,
+                node_id: self.node_id,
+            },
+        );
         shared.uploads += 1;
         shared.uploaded_bytes += body.len() as u64;
         let now = now_ms();
@@ -1184,31 +1250,93 @@ impl CompactionControl for Primary {
     }
 }
 
-/// Decides how capture continues from saved state at open.
+/// Decides how capture continues from saved state at open (a restart or a takeover):
+/// from the saved position through the hand-off records and the live WAL, or a
+/// [`Discontinuity`] when that cannot be proven to miss nothing.
 fn resume_capture(
     capture: &mut Capture,
+    consumed: &mut u64,
     saved: &SavedState,
     db_path: &Path,
     wal: &mut WalFile,
+    records: &HandoffDir,
 ) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
-    if let Some(position) = &saved.wal {
-        if let Ok(txns) = capture.resume(position.into(), wal)? {
-            return Ok(Ok(txns));
+    *consumed = saved.handoff_seq;
+    let position: WalPosition = match (&saved.wal, &saved.closed_clean) {
+        (Some(position), _) => position.into(),
+        // A clean close: the WAL was checkpointed and deleted with everything staged.
+        (None, Some(_)) => WalPosition {
+            salt1: 0,
+            salt2: 0,
+            page_size: 0,
+            next_frame: 0,
+            checksum: (0, 0),
+            ended: true,
+        },
+        (None, None) => {
+            capture.skip_to_end(wal)?;
+            return Ok(Err(Discontinuity(
+                "no WAL position was saved with the last staged TXID".into(),
+            )));
+        }
+    };
+    let live = read_wal_header(wal)?;
+    let salts = (position.salt1, position.salt2);
+    if position.ended {
+        capture.set_position(&position, placeholder_header(&position));
+    } else {
+        let header = match live.filter(|h| (h.salt1, h.salt2) == salts) {
+            Some(h) => Some(h),
+            None => records.list()?.into_iter().find_map(|r| match r {
+                Record::Tail(t) if t.seq > *consumed && (t.header.salt1, t.header.salt2) == salts => Some(t.header),
+                _ => None,
+            }),
+        };
+        let Some(header) = header else {
+            capture.skip_to_end(wal)?;
+            return Ok(Err(Discontinuity(
+                "the WAL no longer continues the last captured position".into(),
+            )));
+        };
+        capture.set_position(&position, header);
+        if live.is_some_and(|h| (h.salt1, h.salt2) == salts) && !capture.verify_position(wal)? {
+            capture.skip_to_end(wal)?;
+            return Ok(Err(Discontinuity(
+                "the WAL no longer holds the last captured frame".into(),
+            )));
         }
     }
-    // No usable WAL position: continue only if the database is exactly as we left it
-    // at a clean close and the WAL holds no commit.
-    capture.skip_to_end(wal)?;
-    let unchanged = saved.closed_clean.is_some() && saved.closed_clean == FileIdentity::of(db_path).ok();
-    let wal_empty = capture.position().is_none_or(|p| p.next_frame == 0);
-    if unchanged && wal_empty {
-        return Ok(Ok(Vec::new()));
+    let identity = || FileIdentity::of(db_path).ok();
+    let followed = follow(capture, consumed, records, wal, saved.closed_clean.clone(), &identity)?;
+    if let Err(Discontinuity(reason)) = &followed {
+        capture.skip_to_end(wal)?;
+        if saved.closed_clean.is_some() && saved.wal.is_none() {
+            return Ok(Err(Discontinuity(format!(
+                "the database changed while it was not open through the litestream VFS ({reason})"
+            ))));
+        }
     }
-    Ok(Err(Discontinuity(if saved.closed_clean.is_some() {
-        "the database changed while it was not open through the litestream VFS".into()
-    } else {
-        "the WAL no longer continues the last captured position".into()
-    })))
+    Ok(followed)
+}
+
+/// A header standing for a generation that ended: only its salts are ever looked at.
+fn placeholder_header(position: &WalPosition) -> crate::wal::WalHeader {
+    crate::wal::WalHeader {
+        big_endian: false,
+        page_size: position.page_size.max(512),
+        checkpoint_seq: 0,
+        salt1: position.salt1,
+        salt2: position.salt2,
+        checksum: (0, 0),
+    }
+}
+
+fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::WalHeader>> {
+    let mut raw = [0u8; crate::wal::HEADER_SIZE];
+    if !wal.read_exact_at(0, &mut raw)? {
+        return Ok(None);
+    }
+    Ok(crate::wal::WalHeader::parse(&raw).ok())
 }
 
 fn replica_max_txid(store: &dyn ReplicaStore) -> Result<Option<u64>, crate::storage::Error> {
@@ -1237,4 +1365,77 @@ fn new_node_id() -> u64 {
         bytes = (now_ms() as u64 ^ std::process::id() as u64).to_le_bytes();
     }
     u64::from_le_bytes(bytes) | 1
+}
+
+/// The WAL as SQLite's wal-index header (`-shm`) describes it when a writer takes the
+/// write lock: read from shared memory, no system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShmWal {
+    /// Salts of the current generation, as the WAL header stores them.
+    pub salt1: u32,
+    pub salt2: u32,
+    /// Frames in the WAL's last commit (0: none yet in this generation).
+    pub max_frame: u32,
+}
+
+/// Guards: what the replicating process does before WAL frames go away, and when a
+/// writer of this process takes the write lock.
+impl Primary {
+    /// This process is about to restart (`next` is the new header), truncate or delete
+    /// (`closed`: the database after the checkpoint) the WAL: capture every commit still
+    /// in it, and leave a tail record, so that a restart or a takeover after a crash can
+    /// follow the generation too.
+    pub fn before_wal_destroyed(&self, live: &mut dyn WalSource, next: Option<&[u8]>, closed: Option<FileIdentity>) {
+        let mut shared = self.lock();
+        self.follow_locked(&mut shared, live);
+        let staged = match self.state_file.load() {
+            Ok(state) => state.and_then(|s| s.wal),
+            Err(_) => None,
+        };
+        match self.records.write_tail(live, staged.as_ref(), next, closed) {
+            Ok(Some(seq)) => {
+                if shared.handoff_consumed == seq - 1 || shared.snapshot_needed.is_some() {
+                    shared.handoff_consumed = seq; // what it holds is captured already
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(db = %self.db_path.display(), "writing a WAL hand-off record: {e}"),
+        }
+        if next.is_none() && shared.snapshot_needed.is_none() {
+            shared.capture.end_generation();
+        }
+    }
+
+    /// A writer of this process begins a generation on an empty WAL (`header`).
+    pub fn before_fresh_header(&self, live: &mut dyn WalSource, header: &[u8]) {
+        let mut shared = self.lock();
+        self.follow_locked(&mut shared, live);
+        match self.records.write_start(header) {
+            Ok(seq) => {
+                if shared.handoff_consumed == seq - 1 || shared.snapshot_needed.is_some() {
+                    shared.handoff_consumed = seq;
+                }
+            }
+            Err(e) => tracing::warn!(db = %self.db_path.display(), "writing a WAL hand-off record: {e}"),
+        }
+    }
+
+    /// A writer of this process holds the WAL write lock: before it writes, capture
+    /// everything others committed since our position (their frames, the generations
+    /// they ended), so the writer's frames continue what capture has. `shm` is the
+    /// wal-index header when it could be read; it costs nothing to compare.
+    pub fn after_write_lock(&self, shm: Option<ShmWal>) {
+        let mut shared = self.lock();
+        if let Some(shm) = shm {
+            let in_step = shared.capture.generation() == Some((shm.salt1, shm.salt2))
+                && shared.capture.next_frame() == shm.max_frame as u64;
+            if in_step || shared.snapshot_needed.is_some() {
+                return;
+            }
+        }
+        match WalFile::open(&self.db_path) {
+            Ok(mut wal) => self.follow_locked(&mut shared, &mut wal),
+            Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
+        }
+    }
 }

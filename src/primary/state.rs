@@ -15,6 +15,9 @@ pub struct SavedWal {
     pub page_size: u32,
     pub next_frame: u64,
     pub checksum: (u32, u32),
+    /// The generation ended there (see `WalPosition::ended`).
+    #[serde(default)]
+    pub ended: bool,
 }
 
 impl From<WalPosition> for SavedWal {
@@ -25,6 +28,7 @@ impl From<WalPosition> for SavedWal {
             page_size: p.page_size,
             next_frame: p.next_frame,
             checksum: p.checksum,
+            ended: p.ended,
         }
     }
 }
@@ -37,6 +41,7 @@ impl From<&SavedWal> for WalPosition {
             page_size: s.page_size,
             next_frame: s.next_frame,
             checksum: s.checksum,
+            ended: s.ended,
         }
     }
 }
@@ -75,6 +80,10 @@ pub struct SavedState {
     pub wal: Option<SavedWal>,
     /// Set at a clean close, when the WAL was checkpointed away.
     pub closed_clean: Option<FileIdentity>,
+    /// Hand-off records (`handoff.rs`) up to this sequence number are reflected in
+    /// `txid`/`wal`: a restart follows only the later ones, and these may be deleted.
+    #[serde(default)]
+    pub handoff_seq: u64,
 }
 
 pub struct StateFile {
@@ -132,11 +141,25 @@ mod tests {
                 page_size: 4096,
                 next_frame: 9,
                 checksum: (3, 4),
+                ended: true,
             }),
             closed_clean: None,
+            handoff_seq: 5,
         };
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn state_saved_before_hand_offs_existed_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("state.json"),
+            br#"{"node_id":1,"txid":2,"wal":{"salt1":1,"salt2":2,"page_size":4096,"next_frame":3,"checksum":[0,0]},"closed_clean":null}"#,
+        )
+        .unwrap();
+        let state = StateFile::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!((state.handoff_seq, state.wal.unwrap().ended), (0, false));
     }
 
     #[test]

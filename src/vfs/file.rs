@@ -3,14 +3,14 @@
 
 use super::guard::{guard, sqlite_log};
 use crate::primary::capture::WalSource;
-use crate::primary::follower::Follower;
+use crate::primary::database::Database;
 use crate::primary::registry;
-use crate::primary::Primary;
+use crate::primary::ShmWal;
 use libsqlite3_sys as ffi;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
-use std::path::PathBuf;
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 
 /// What SQLite opened, from the `SQLITE_OPEN_*` type flags. Capture keys on this.
@@ -37,15 +37,11 @@ impl FileKind {
 pub(crate) enum FileRole {
     /// Passed through untouched (temp files, journals of other databases, ...).
     Plain,
-    /// Main database of a primary; `leader` is None when another process replicates.
-    PrimaryDb {
-        path: PathBuf,
-        /// Staging directory, where a follower reads the leader's upload progress.
-        staging: PathBuf,
-        leader: Option<Arc<Primary>>,
-    },
-    /// The `-wal` of a database this process replicates: writes are captured.
-    PrimaryWal(Arc<Primary>),
+    /// Main database of a primary, whichever process replicates it.
+    PrimaryDb(Arc<Database>),
+    /// The `-wal` of a primary's database: writes are captured when this process
+    /// replicates it, and every process guards the frames it is about to destroy.
+    PrimaryWal(Arc<Database>),
 }
 
 /// Our file. `base` must be the first field: SQLite hands us `*mut sqlite3_file`
@@ -57,6 +53,9 @@ pub(crate) struct WrappedFile {
     inner: *mut ffi::sqlite3_file,
     pub(crate) kind: FileKind,
     pub(crate) role: FileRole,
+    /// Region 0 of the wal-index (`-shm`) as the root VFS mapped it for this file: its
+    /// header says where the WAL stands (`shm_wal`).
+    shm: AtomicPtr<u8>,
 }
 
 /// Bytes reserved in front of the inner file, rounded so the inner file is aligned.
@@ -82,6 +81,7 @@ impl WrappedFile {
                 inner,
                 kind,
                 role: FileRole::Plain,
+                shm: AtomicPtr::new(ptr::null_mut()),
             },
         );
         (*inner).pMethods = ptr::null();
@@ -91,41 +91,38 @@ impl WrappedFile {
     /// # Safety
     /// `file` must have been passed to [`WrappedFile::prepare`] and its inner file opened.
     pub(crate) unsafe fn activate(file: *mut ffi::sqlite3_file, role: FileRole) {
-        (*(file as *mut WrappedFile)).role = role;
-        (*file).pMethods = &IO_METHODS;
+        let this = &mut *(file as *mut WrappedFile);
+        this.role = role;
+        // Claim only what the file below offers: SQLite falls back to a heap wal-index
+        // (exclusive locking) when xShmMap is missing, and must see it missing.
+        let version = (*(*this.inner).pMethods).iVersion;
+        (*file).pMethods = match version {
+            v if v >= 3 => &IO_METHODS,
+            2 => &IO_METHODS_V2,
+            _ => &IO_METHODS_V1,
+        };
     }
 
-    /// The primary behind the main database file of a connection, if `file` is ours.
+    /// True when `file` is one of ours (any version of the methods).
+    fn is_ours(file: *mut ffi::sqlite3_file) -> bool {
+        // SAFETY: callers pass a valid sqlite3_file.
+        let methods = unsafe { (*file).pMethods };
+        [&IO_METHODS, &IO_METHODS_V2, &IO_METHODS_V1]
+            .iter()
+            .any(|m| ptr::eq(methods, *m))
+    }
+
+    /// The database behind a primary's main database file, whichever process
+    /// replicates it.
     ///
     /// # Safety
     /// `file` must be a valid `sqlite3_file` (any VFS's).
-    pub(crate) unsafe fn primary_of(file: *mut ffi::sqlite3_file) -> Option<Arc<Primary>> {
-        if file.is_null() || !std::ptr::eq((*file).pMethods, &IO_METHODS) {
+    pub(crate) unsafe fn database_of(file: *mut ffi::sqlite3_file) -> Option<Arc<Database>> {
+        if file.is_null() || (*file).pMethods.is_null() || !Self::is_ours(file) {
             return None;
         }
         match &(*(file as *mut WrappedFile)).role {
-            FileRole::PrimaryDb { leader, .. } => leader.clone(),
-            _ => None,
-        }
-    }
-
-    /// The database behind a connection whose writes another process replicates.
-    ///
-    /// # Safety
-    /// `file` must be a valid `sqlite3_file` (any VFS's).
-    pub(crate) unsafe fn follower_of(file: *mut ffi::sqlite3_file) -> Option<Follower> {
-        if file.is_null() || !std::ptr::eq((*file).pMethods, &IO_METHODS) {
-            return None;
-        }
-        match &(*(file as *mut WrappedFile)).role {
-            FileRole::PrimaryDb {
-                path,
-                staging,
-                leader: None,
-            } => Some(Follower {
-                db_path: path.clone(),
-                staging_dir: staging.clone(),
-            }),
+            FileRole::PrimaryDb(database) => Some(Arc::clone(database)),
             _ => None,
         }
     }
@@ -157,6 +154,26 @@ pub(crate) unsafe fn close_failed_inner(inner: *mut ffi::sqlite3_file) {
         (*inner).pMethods = ptr::null();
     }
 }
+
+/// Methods of a file whose root VFS file has version 1 (no shared memory) or 2 (no
+/// memory mapping): the same trampolines, without the ones it lacks.
+static IO_METHODS_V1: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 1,
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: None,
+    xUnfetch: None,
+    ..IO_METHODS
+};
+
+static IO_METHODS_V2: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 2,
+    xFetch: None,
+    xUnfetch: None,
+    ..IO_METHODS
+};
 
 static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 3,
@@ -198,11 +215,8 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         // The last call on this file: exclusive access.
         let this = &mut *(file as *mut WrappedFile);
         (*this.inner).pMethods = ptr::null();
-        if let FileRole::PrimaryDb {
-            path, leader: Some(_), ..
-        } = std::mem::replace(&mut this.role, FileRole::Plain)
-        {
-            registry::detach(&path);
+        if let FileRole::PrimaryDb(database) = std::mem::replace(&mut this.role, FileRole::Plain) {
+            registry::detach(&database.path);
         }
         rc
     })
@@ -217,17 +231,25 @@ unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amou
 unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, amount: c_int, offset: i64) -> c_int {
     guard("xWrite", ffi::SQLITE_IOERR_WRITE, || {
         let this = WrappedFile::from_raw(file);
-        let primary = match &this.role {
-            FileRole::PrimaryWal(primary) => primary,
-            FileRole::PrimaryDb {
-                leader: Some(primary), ..
-            } if amount > 0 => {
+        let database = match &this.role {
+            FileRole::PrimaryWal(database) => database,
+            FileRole::PrimaryDb(database) if amount > 0 => {
                 // Checkpoints, or a database that left WAL mode (see `on_db_write`).
-                let data = std::slice::from_raw_parts(buf as *const u8, amount as usize);
-                primary.on_db_write(offset as u64, data);
+                if let Some(primary) = database.leader() {
+                    let data = std::slice::from_raw_parts(buf as *const u8, amount as usize);
+                    primary.on_db_write(offset as u64, data);
+                }
                 return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
             }
             _ => return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset),
+        };
+        let data = std::slice::from_raw_parts(buf as *const u8, amount.max(0) as usize);
+        if offset == 0 && data.len() >= crate::wal::HEADER_SIZE {
+            // A new WAL header: the generation in the file (if any) goes away.
+            database.before_wal_header(&mut InnerWal(this.inner), data);
+        }
+        let Some(primary) = database.leader() else {
+            return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
         };
         if let Err(reason) = primary.check_writable() {
             sqlite_log(ffi::SQLITE_IOERR_WRITE, &format!("litestream: write refused: {reason}"));
@@ -235,7 +257,6 @@ unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, a
         }
         let rc = forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
         if rc == ffi::SQLITE_OK && amount > 0 {
-            let data = std::slice::from_raw_parts(buf as *const u8, amount as usize);
             let mut source = InnerWal(this.inner);
             primary.on_wal_write(offset as u64, data, &mut source);
         }
@@ -268,16 +289,17 @@ impl WalSource for InnerWal {
     }
 }
 
-fn role_primary(role: &FileRole) -> Option<&Arc<Primary>> {
-    match role {
-        FileRole::PrimaryDb { leader, .. } => leader.as_ref(),
-        FileRole::PrimaryWal(p) => Some(p),
-        FileRole::Plain => None,
-    }
-}
-
 unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
     guard("xTruncate", ffi::SQLITE_IOERR_TRUNCATE, || {
+        let this = WrappedFile::from_raw(file);
+        if let FileRole::PrimaryWal(database) = &this.role {
+            // SQLite truncates the WAL below its header only after a checkpoint that
+            // copied every frame (TRUNCATE, or a persistent WAL closing); other
+            // truncations keep every frame of the current generation.
+            if size < crate::wal::HEADER_SIZE as i64 {
+                database.before_wal_truncate(&mut InnerWal(this.inner));
+            }
+        }
         forward!(file, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
     })
 }
@@ -315,8 +337,8 @@ unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *m
 unsafe extern "C" fn x_file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
     guard("xFileControl", ffi::SQLITE_IOERR, || {
         if op == ffi::SQLITE_FCNTL_PRAGMA {
-            if let FileRole::PrimaryDb { path, .. } = &WrappedFile::from_raw(file).role {
-                if let Some(rc) = refuse_leaving_wal(path, arg as *mut *mut c_char) {
+            if let FileRole::PrimaryDb(database) = &WrappedFile::from_raw(file).role {
+                if let Some(rc) = refuse_pragma(&database.path, arg as *mut *mut c_char) {
                     return rc;
                 }
             }
@@ -329,28 +351,39 @@ unsafe extern "C" fn x_file_control(file: *mut ffi::sqlite3_file, op: c_int, arg
     })
 }
 
-/// `PRAGMA journal_mode=<anything but WAL>` on a primary's database. A change to
-/// DELETE, TRUNCATE or PERSIST would fail later anyway (the `-journal` open is refused),
-/// but MEMORY and OFF need no file: the database would leave WAL mode and its commits
-/// would bypass capture, unreplicated, while `litestream_sync()` kept succeeding (found
-/// by SQLite's wal6.test). So the pragma itself fails, with a message, before SQLite acts
-/// on it. `arg` is SQLite's `char*[3]`: error message out, pragma name, value.
+/// Pragmas that would take a primary's database out of replication fail, with a
+/// message, before SQLite acts on them. `arg` is SQLite's `char*[3]`: error message out,
+/// pragma name, value.
+///
+/// - `journal_mode=<anything but WAL>`: DELETE, TRUNCATE or PERSIST would fail later
+///   anyway (the `-journal` open is refused), but MEMORY and OFF need no file: the
+///   database would leave WAL mode and its commits would bypass capture, unreplicated,
+///   while `litestream_sync()` kept succeeding (found by SQLite's wal6.test).
+/// - `locking_mode=EXCLUSIVE`: SQLite then keeps the WAL's locks to itself, so the write
+///   lock never reaches the VFS (`sync=commit` and the hand-over of each transaction
+///   never happen) and our snapshot connection can never open the database: a database
+///   in exclusive mode before its first snapshot would never be replicated.
 ///
 /// # Safety
 /// `arg` must be the argument of an `SQLITE_FCNTL_PRAGMA` call.
-unsafe fn refuse_leaving_wal(path: &std::path::Path, arg: *mut *mut c_char) -> Option<c_int> {
+unsafe fn refuse_pragma(path: &std::path::Path, arg: *mut *mut c_char) -> Option<c_int> {
     let (name, value) = (*arg.add(1), *arg.add(2));
     if name.is_null() || value.is_null() {
         return None;
     }
     let name = CStr::from_ptr(name).to_bytes();
     let value = CStr::from_ptr(value).to_bytes();
-    if !name.eq_ignore_ascii_case(b"journal_mode") || value.eq_ignore_ascii_case(b"wal") {
+    let why = if name.eq_ignore_ascii_case(b"journal_mode") && !value.eq_ignore_ascii_case(b"wal") {
+        "must stay in WAL mode to be replicated"
+    } else if name.eq_ignore_ascii_case(b"locking_mode") && value.eq_ignore_ascii_case(b"exclusive") {
+        "is replicated with a connection of its own, which exclusive locking would lock out"
+    } else {
         return None;
-    }
+    };
     let message = format!(
-        "litestream: {} must stay in WAL mode to be replicated; refusing PRAGMA journal_mode={}\0",
+        "litestream: {} {why}; refusing PRAGMA {}={}\0",
         path.display(),
+        String::from_utf8_lossy(name),
         String::from_utf8_lossy(value)
     );
     tracing::error!("{}", message.trim_end_matches('\0'));
@@ -402,7 +435,13 @@ unsafe extern "C" fn x_shm_map(
     out: *mut *mut c_void,
 ) -> c_int {
     guard("xShmMap", ffi::SQLITE_IOERR_SHMMAP, || {
-        forward!(file, xShmMap, ffi::SQLITE_IOERR_SHMMAP, region, size, extend, out)
+        let rc = forward!(file, xShmMap, ffi::SQLITE_IOERR_SHMMAP, region, size, extend, out);
+        if region == 0 && (rc == ffi::SQLITE_OK || rc == ffi::SQLITE_READONLY) && !out.is_null() {
+            WrappedFile::from_raw(file)
+                .shm
+                .store(*out as *mut u8, Ordering::Relaxed);
+        }
+        rc
     })
 }
 
@@ -423,20 +462,56 @@ unsafe extern "C" fn x_shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, n: 
 unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int) -> c_int {
     guard("xShmLock", ffi::SQLITE_IOERR_SHMLOCK, || {
         let mut rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
-        let primary = role_primary(&WrappedFile::from_raw(file).role);
-        if let Some(primary) = primary {
-            if flags == (ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
-                // Our snapshot connection holds the lock for a moment: wait for it
-                // rather than hand the application a BUSY it did not cause.
-                while rc == ffi::SQLITE_BUSY && primary.wait_for_snapshot_lock() {
-                    rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
-                }
-            } else if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
-                // Its release ends a write transaction.
-                primary.write_lock_released();
+        let this = WrappedFile::from_raw(file);
+        let FileRole::PrimaryDb(database) = &this.role else {
+            return rc;
+        };
+        let Some(primary) = database.leader() else {
+            return rc;
+        };
+        if flags == (ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
+            // Our snapshot connection holds the lock for a moment: wait for it
+            // rather than hand the application a BUSY it did not cause.
+            while rc == ffi::SQLITE_BUSY && primary.wait_for_snapshot_lock() {
+                rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
             }
+            if rc == ffi::SQLITE_OK {
+                // Before this transaction writes: capture what others committed.
+                primary.after_write_lock(shm_wal(this.shm.load(Ordering::Relaxed)));
+            }
+        } else if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
+            // Its release ends a write transaction.
+            primary.write_lock_released();
         }
         rc
+    })
+}
+
+/// Where the WAL stands according to the wal-index header at the start of `region0`
+/// (SQLite's `WalIndexHdr`, documented in its file format: two copies of 48 bytes;
+/// `mxFrame` a native u32 at 16, the salts at 32 as the WAL header stores them).
+/// None when unmapped or the copies differ (a writer is mid-update: not while we hold
+/// the write lock, but the caller then just reads the WAL itself).
+///
+/// # Safety
+/// `region0` is null or region 0 of a live wal-index mapping of at least 96 bytes.
+unsafe fn shm_wal(region0: *mut u8) -> Option<ShmWal> {
+    if region0.is_null() {
+        return None;
+    }
+    let mut copies = [0u8; 96];
+    for (i, byte) in copies.iter_mut().enumerate() {
+        *byte = ptr::read_volatile(region0.add(i));
+    }
+    if copies[..48] != copies[48..] || copies[12] == 0 {
+        return None; // isInit is 0 until the header was written once
+    }
+    let u32_at = |at: usize| u32::from_ne_bytes(copies[at..at + 4].try_into().expect("4 bytes"));
+    let be32_at = |at: usize| u32::from_be_bytes(copies[at..at + 4].try_into().expect("4 bytes"));
+    Some(ShmWal {
+        max_frame: u32_at(16),
+        salt1: be32_at(32),
+        salt2: be32_at(36),
     })
 }
 
@@ -449,6 +524,9 @@ unsafe extern "C" fn x_shm_barrier(file: *mut ffi::sqlite3_file) {
 
 unsafe extern "C" fn x_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
     guard("xShmUnmap", ffi::SQLITE_IOERR_SHMMAP, || {
+        WrappedFile::from_raw(file)
+            .shm
+            .store(ptr::null_mut(), Ordering::Relaxed);
         forward!(file, xShmUnmap, ffi::SQLITE_OK, delete)
     })
 }

@@ -87,9 +87,10 @@ unsafe fn connection_context(db: *mut ffi::sqlite3, schema: Option<String>) -> C
     if rc != ffi::SQLITE_OK {
         return unknown;
     }
+    let database = WrappedFile::database_of(file);
     Ctx {
-        primary: WrappedFile::primary_of(file),
-        follower: WrappedFile::follower_of(file),
+        primary: database.as_ref().and_then(|d| d.leader()),
+        database,
         replica: replica_file::replica_of(file),
         schema,
     }

@@ -7,7 +7,7 @@ use super::private::{ensure_wal_mode, BackupSnapshotter};
 use super::replica_file;
 use super::VFS_NAME;
 use crate::config::{Config, Role};
-use crate::primary::registry::{self, Attachment};
+use crate::primary::registry;
 use crate::replica::registry as replica_registry;
 use crate::replica::{Replica, ReplicaConfig};
 use libsqlite3_sys as ffi;
@@ -154,11 +154,8 @@ unsafe extern "C" fn x_open(
         let rc = open(root_ptr, name, inner, flags, out_flags);
         if rc != ffi::SQLITE_OK {
             close_failed_inner(inner);
-            if let FileRole::PrimaryDb {
-                path, leader: Some(_), ..
-            } = role
-            {
-                registry::detach(&path);
+            if let FileRole::PrimaryDb(database) = role {
+                registry::detach(&database.path);
             }
             return rc;
         }
@@ -192,16 +189,8 @@ unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result
     let writable = flags & ffi::SQLITE_OPEN_READWRITE != 0;
     let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
     let prepare = |db: &Path| if writable { ensure_wal_mode(db, create) } else { Ok(()) };
-    let staging = config.staging_dir.clone();
-    let leader = match registry::attach(path, config, || Box::new(BackupSnapshotter), &prepare)? {
-        Attachment::Leader(primary) => Some(primary),
-        Attachment::Follower => None,
-    };
-    Ok(MainDb::Primary(FileRole::PrimaryDb {
-        path: path.to_path_buf(),
-        staging,
-        leader,
-    }))
+    let database = registry::attach(path, config, || Box::new(BackupSnapshotter), &prepare)?;
+    Ok(MainDb::Primary(FileRole::PrimaryDb(database)))
 }
 
 /// True for the `-journal` or `-wal` name of a database open as a read replica here
@@ -251,6 +240,15 @@ macro_rules! forward_vfs {
 
 unsafe extern "C" fn x_delete(vfs: *mut ffi::sqlite3_vfs, name: *const c_char, sync_dir: c_int) -> c_int {
     guard("xDelete", ffi::SQLITE_IOERR_DELETE, || {
+        if !name.is_null() {
+            let path = Path::new(OsStr::from_bytes(CStr::from_ptr(name).to_bytes()));
+            if path.as_os_str().as_bytes().ends_with(b"-wal") {
+                if let Some(database) = registry::lookup(&strip_suffix(path, "-wal")) {
+                    // The last connection checkpointed the WAL and deletes it.
+                    database.before_wal_delete();
+                }
+            }
+        }
         forward_vfs!(vfs, xDelete, ffi::SQLITE_IOERR_DELETE, name, sync_dir)
     })
 }

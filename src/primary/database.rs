@@ -1,0 +1,188 @@
+//! A database this process has open as a primary, whether it replicates it (leads) or
+//! another process does (follows). Every process that writes through the VFS guards
+//! the WAL the same way: before frames go away it leaves a hand-off record
+//! (`handoff.rs`), so no commit escapes the replicating process, whoever wrote it.
+
+use super::capture::WalSource;
+use super::follower;
+use super::handoff::HandoffDir;
+use super::leader_lock::LeaderLock;
+use super::replicator::ShmWal;
+use super::state::{FileIdentity, StateFile};
+use super::wal_file::WalFile;
+use super::{Primary, Snapshotter};
+use crate::config::Config;
+use crate::wal::{WalHeader, HEADER_SIZE};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+pub struct Database {
+    pub path: PathBuf,
+    pub config: Config,
+    lock: LeaderLock,
+    records: HandoffDir,
+    state_file: StateFile,
+    /// Set while this process replicates the database.
+    leader: RwLock<Option<Arc<Primary>>>,
+    /// Held while this process becomes or stops being the replicating one. Opening
+    /// replication reads the store: writers keep reading `leader` meanwhile.
+    transition: Mutex<()>,
+}
+
+impl Database {
+    /// Opens the per-process state of `path` (creating its staging directory); nobody
+    /// leads yet.
+    pub fn new(path: &Path, config: Config) -> Result<Database, String> {
+        std::fs::create_dir_all(&config.staging_dir)
+            .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
+        let lock = LeaderLock::open(&config.staging_dir)?;
+        Ok(Database {
+            path: path.to_path_buf(),
+            records: HandoffDir::new(&config.staging_dir),
+            state_file: StateFile::new(&config.staging_dir),
+            config,
+            lock,
+            leader: RwLock::new(None),
+            transition: Mutex::new(()),
+        })
+    }
+
+    /// The primary when this process replicates the database.
+    #[inline]
+    pub fn leader(&self) -> Option<Arc<Primary>> {
+        self.leader.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Becomes the replicating process if no process is: takes the lock and resumes
+    /// replication from the staging state, the hand-off records and the WAL. Returns
+    /// true when this process leads (now or already).
+    pub fn try_lead(
+        &self,
+        snapshotter: impl FnOnce() -> Box<dyn Snapshotter>,
+        prepare_db: &dyn Fn(&Path) -> Result<(), String>,
+    ) -> Result<bool, String> {
+        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        if self.leader().is_some() {
+            return Ok(true);
+        }
+        if !self.lock.try_acquire()? {
+            return Ok(false);
+        }
+        match Primary::open(&self.path, self.config.clone(), snapshotter(), prepare_db) {
+            Ok(primary) => {
+                follower::announce_leader(&self.config.staging_dir, primary.node_id());
+                *self.leader.write().unwrap_or_else(|p| p.into_inner()) = Some(primary);
+                Ok(true)
+            }
+            Err(e) => {
+                self.lock.release();
+                Err(e)
+            }
+        }
+    }
+
+    /// The last handle of this process closed: stop replicating (uploading what is
+    /// left) and let another process lead.
+    pub fn close(&self) {
+        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        let primary = self.leader.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(primary) = primary {
+            primary.close();
+        }
+        self.lock.release();
+    }
+
+    /// Who replicates the database, for a follower's status.
+    pub fn follower_status(&self) -> serde_json::Value {
+        follower::status(&self.path, &self.config.staging_dir, self.lock.held_by_another())
+    }
+
+    /// The newest TXID the replicating process reports stored.
+    pub fn uploaded_txid(&self) -> Option<u64> {
+        follower::read_uploaded(&self.config.staging_dir).map(|u| u.txid)
+    }
+
+    /// `litestream_sync()` on a connection of this process: this process's own primary
+    /// when it leads, else the replicating process through the staging directory.
+    pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
+        match self.leader() {
+            Some(primary) => primary.sync_all(timeout),
+            None => follower::sync(&self.path, &self.config.staging_dir, timeout, &|| self.leader()),
+        }
+    }
+
+    /// A writer of this process is about to write a WAL header (`new`, 32 bytes) over
+    /// `live`: a restart of the generation in it, or the first header of an empty WAL.
+    pub fn before_wal_header(&self, live: &mut dyn WalSource, new: &[u8]) {
+        let Ok(next) = WalHeader::parse(new) else {
+            return; // not a header SQLite would write; the capture path reports it
+        };
+        let current = read_header(live);
+        if current.is_some_and(|h| (h.salt1, h.salt2) == (next.salt1, next.salt2)) {
+            return; // the same generation's header written again
+        }
+        match (self.leader(), current) {
+            (Some(primary), Some(_)) => primary.before_wal_destroyed(live, Some(new), None),
+            (Some(primary), None) => primary.before_fresh_header(live, new),
+            (None, Some(_)) => self.hand_off_tail(live, Some(new), None),
+            (None, None) => {
+                if let Err(e) = self.records.write_start(&new[..HEADER_SIZE]) {
+                    tracing::warn!(db = %self.path.display(), "writing a WAL hand-off record: {e}");
+                }
+            }
+        }
+    }
+
+    /// A checkpoint of this process is about to truncate the WAL below its header.
+    pub fn before_wal_truncate(&self, live: &mut dyn WalSource) {
+        match self.leader() {
+            Some(primary) => primary.before_wal_destroyed(live, None, None),
+            None => self.hand_off_tail(live, None, None),
+        }
+    }
+
+    /// The last connection to the database (in any process) is about to delete the
+    /// WAL after checkpointing it.
+    pub fn before_wal_delete(&self) {
+        let mut live = match WalFile::open(&self.path) {
+            Ok(wal) => wal,
+            Err(e) => {
+                tracing::warn!(db = %self.path.display(), "reading the WAL before its deletion: {e}");
+                return;
+            }
+        };
+        let closed = FileIdentity::of(&self.path).ok();
+        match self.leader() {
+            Some(primary) => primary.before_wal_destroyed(&mut live, None, closed),
+            None => self.hand_off_tail(&mut live, None, closed),
+        }
+    }
+
+    /// A writer of this process holds the WAL write lock.
+    #[inline]
+    pub fn after_write_lock(&self, shm: Option<ShmWal>) {
+        if let Some(primary) = self.leader() {
+            primary.after_write_lock(shm);
+        }
+    }
+
+    /// A follower hands off the generation in `live` from where the replicating process
+    /// last staged.
+    fn hand_off_tail(&self, live: &mut dyn WalSource, next: Option<&[u8]>, closed: Option<FileIdentity>) {
+        let staged = self.state_file.load().ok().flatten().and_then(|s| s.wal);
+        if let Err(e) = self.records.write_tail(live, staged.as_ref(), next, closed) {
+            // The replicating process will find the generation gone without a record
+            // and take a snapshot: nothing is lost, it only costs an upload.
+            tracing::warn!(db = %self.path.display(), "writing a WAL hand-off record: {e}");
+        }
+    }
+}
+
+fn read_header(wal: &mut dyn WalSource) -> Option<WalHeader> {
+    let mut raw = [0u8; HEADER_SIZE];
+    match wal.read_exact_at(0, &mut raw) {
+        Ok(true) => WalHeader::parse(&raw).ok(),
+        _ => None,
+    }
+}

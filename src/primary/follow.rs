@@ -1,0 +1,324 @@
+//! Following the WAL across generations: the replicating process brings capture up to
+//! date with every commit in the WAL, including generations other processes restarted,
+//! truncated or deleted, from the hand-off records they left (`handoff.rs`).
+//!
+//! The rule: capture moves from one generation to the next only when a record proves
+//! the next one directly follows — a tail of the current generation read to its end
+//! (whose `next` header names the following generation when it was a restart), then a
+//! start record for a generation begun on an empty WAL. Anything else (a generation
+//! nobody recorded, a record that does not continue the captured chain) is a
+//! [`Discontinuity`]: the caller takes a snapshot.
+
+use super::capture::{Capture, CapturedTxn, Discontinuity, WalSource};
+use super::handoff::{HandoffDir, Record};
+use super::state::FileIdentity;
+use crate::wal::{WalHeader, HEADER_SIZE};
+use std::io;
+
+/// What one call of [`follow`] found.
+pub type Followed = Result<Vec<CapturedTxn>, Discontinuity>;
+
+/// Brings `capture` up to date: the records after `consumed` (which it advances), then
+/// the live WAL. `closed` is the database file as the checkpoint before a deleted WAL
+/// left it, when capture's generation ended that way (a clean close); `database` gives
+/// the file's identity now: they must match when no WAL followed.
+pub fn follow(
+    capture: &mut Capture,
+    consumed: &mut u64,
+    records: &HandoffDir,
+    live: &mut dyn WalSource,
+    mut closed: Option<FileIdentity>,
+    database: &dyn Fn() -> Option<FileIdentity>,
+) -> io::Result<Followed> {
+    // The live header first: whatever destroyed a generation after this read left its
+    // record before doing so, and the listing below sees it.
+    let live_header = read_header(live)?;
+    let mut found = Vec::new();
+    // The current generation was begun by a start record read now: its header may not
+    // be in the file yet (its writer records the start first).
+    let mut just_started = false;
+    let from = *consumed;
+    for record in records.list()?.into_iter().filter(|r| r.seq() > from) {
+        match &record {
+            Record::Tail(tail) => {
+                if capture.generation() != Some((tail.header.salt1, tail.header.salt2)) {
+                    return Ok(Err(Discontinuity(format!(
+                        "hand-off {} is of another WAL generation than the one captured",
+                        tail.seq
+                    ))));
+                }
+                if tail.start_frame > capture.next_frame() {
+                    return Ok(Err(Discontinuity(format!(
+                        "hand-off {} starts at frame {}, after the captured frame {}",
+                        tail.seq,
+                        tail.start_frame,
+                        capture.next_frame()
+                    ))));
+                }
+                let mut source = records.open_tail(tail)?;
+                found.extend(capture.scan_live(&mut source));
+                if capture.next_frame() < tail.end_frame() {
+                    return Ok(Err(Discontinuity(format!(
+                        "hand-off {}'s frames do not continue the captured chain",
+                        tail.seq
+                    ))));
+                }
+                capture.end_generation();
+                just_started = false;
+                closed = tail.closed.clone();
+                if let Some(next) = tail.next {
+                    capture.begin_generation(next);
+                }
+            }
+            Record::Start { seq, header } => {
+                if !capture.ended() {
+                    return Ok(Err(Discontinuity(format!(
+                        "hand-off {seq} begins a WAL generation while the captured one had not ended"
+                    ))));
+                }
+                capture.begin_generation(*header);
+                just_started = true;
+                closed = None;
+            }
+        }
+        *consumed = record.seq();
+    }
+    match live_header {
+        Some(h) if capture.generation() == Some((h.salt1, h.salt2)) => found.extend(capture.scan_live(live)),
+        Some(_) => {
+            return Ok(Err(Discontinuity(
+                "the WAL is at a generation no hand-off connects to the captured one (a process outside the \
+                 VFS restarted or truncated it)"
+                    .into(),
+            )))
+        }
+        None if just_started => {}
+        None if capture.ended() => {
+            if let Some(closed) = closed {
+                if database() != Some(closed) {
+                    return Ok(Err(Discontinuity(
+                        "the database changed after its WAL was checkpointed and deleted".into(),
+                    )));
+                }
+            }
+        }
+        None => {
+            return Ok(Err(Discontinuity(
+                "the WAL was truncated or deleted without a hand-off (a process outside the VFS?)".into(),
+            )))
+        }
+    }
+    Ok(Ok(found))
+}
+
+fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {
+    let mut raw = [0u8; HEADER_SIZE];
+    if !wal.read_exact_at(0, &mut raw)? {
+        return Ok(None);
+    }
+    Ok(WalHeader::parse(&raw).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primary::capture::WalPosition;
+    use crate::primary::state::SavedWal;
+    use crate::wal::testing::WalBuilder;
+
+    /// A capture positioned after the first `frames` frames of `wal`.
+    fn captured_through(wal: &WalBuilder, frames: u64, sum: (u32, u32)) -> Capture {
+        let mut capture = Capture::new();
+        let position = WalPosition {
+            salt1: wal.header.salt1,
+            salt2: wal.header.salt2,
+            page_size: wal.header.page_size,
+            next_frame: frames,
+            checksum: sum,
+            ended: false,
+        };
+        capture.set_position(&position, wal.header);
+        capture
+    }
+
+    fn saved(p: &WalPosition) -> SavedWal {
+        (*p).into()
+    }
+
+    fn pgnos(txns: &[CapturedTxn]) -> Vec<u32> {
+        txns.iter().flat_map(|t| t.pages.iter().map(|(p, _)| *p)).collect()
+    }
+
+    fn none() -> Option<FileIdentity> {
+        None
+    }
+
+    #[test]
+    fn a_restart_by_another_process_is_followed_through_its_tail_into_the_next_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path());
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1);
+        let mut capture = captured_through(&g1, 1, g1.running_checksum());
+        let staged = capture.position().unwrap();
+        g1.frame(2, 2, 2); // another process commits, then restarts the WAL
+        let mut g2 = WalBuilder::new(512, 11, 77, false);
+        records
+            .write_tail(
+                &mut g1.bytes.clone(),
+                Some(&saved(&staged)),
+                Some(&g2.bytes[..32]),
+                None,
+            )
+            .unwrap();
+        g2.frame(3, 3, 3);
+        let mut consumed = 0;
+        let found = follow(
+            &mut capture,
+            &mut consumed,
+            &records,
+            &mut g2.bytes.clone(),
+            None,
+            &none,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(pgnos(&found), vec![2, 3], "the old tail, then the new generation");
+        assert_eq!(consumed, 1);
+        assert_eq!(capture.generation(), Some((11, 77)));
+        // Nothing more the second time.
+        let again = follow(
+            &mut capture,
+            &mut consumed,
+            &records,
+            &mut g2.bytes.clone(),
+            None,
+            &none,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn a_truncation_then_a_fresh_generation_is_followed_through_the_start_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path());
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1);
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        records.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap();
+        let mut g2 = WalBuilder::new(512, 99, 5, false);
+        records.write_start(&g2.bytes[..32]).unwrap();
+        g2.frame(2, 2, 2);
+        let mut consumed = 0;
+        let found = follow(
+            &mut capture,
+            &mut consumed,
+            &records,
+            &mut g2.bytes.clone(),
+            None,
+            &none,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(pgnos(&found), vec![1, 2]);
+        // Truncated and not begun again yet: nothing lost, nothing to do.
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        let mut consumed = 0;
+        let dir2 = tempfile::tempdir().unwrap();
+        let records2 = HandoffDir::new(dir2.path());
+        records2.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap();
+        let found = follow(&mut capture, &mut consumed, &records2, &mut Vec::new(), None, &none)
+            .unwrap()
+            .unwrap();
+        assert_eq!(pgnos(&found), vec![1]);
+        assert!(capture.ended());
+    }
+
+    #[test]
+    fn generations_nobody_recorded_are_discontinuities() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path());
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1);
+        let mut g2 = WalBuilder::new(512, 11, 2, false);
+        g2.frame(2, 2, 2);
+        // Restarted without a tail.
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        assert!(
+            follow(&mut capture, &mut 0, &records, &mut g2.bytes.clone(), None, &none)
+                .unwrap()
+                .is_err()
+        );
+        // Truncated without a tail.
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        assert!(follow(&mut capture, &mut 0, &records, &mut Vec::new(), None, &none)
+            .unwrap()
+            .is_err());
+        // Ended, then a generation begun with no start record.
+        records.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap();
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        assert!(
+            follow(&mut capture, &mut 0, &records, &mut g2.bytes.clone(), None, &none)
+                .unwrap()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_tail_that_starts_after_the_captured_position_is_a_discontinuity() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path());
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1);
+        let after = g1.running_checksum();
+        g1.frame(2, 2, 2);
+        let staged = WalPosition {
+            salt1: 10,
+            salt2: 1,
+            page_size: 512,
+            next_frame: 1,
+            checksum: after,
+            ended: false,
+        };
+        records
+            .write_tail(&mut g1.bytes.clone(), Some(&saved(&staged)), None, None)
+            .unwrap();
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        let outcome = follow(&mut capture, &mut 0, &records, &mut Vec::new(), None, &none).unwrap();
+        assert!(outcome.unwrap_err().0.contains("starts at frame 1"));
+    }
+
+    #[test]
+    fn a_deleted_wal_continues_only_if_the_database_is_as_its_checkpoint_left_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path());
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1);
+        let identity = FileIdentity {
+            dev: 1,
+            ino: 2,
+            size: 512,
+            mtime_ns: 3,
+        };
+        records
+            .write_tail(&mut g1.bytes.clone(), None, None, Some(identity.clone()))
+            .unwrap();
+        let same = || Some(identity.clone());
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        assert!(follow(&mut capture, &mut 0, &records, &mut Vec::new(), None, &same)
+            .unwrap()
+            .is_ok());
+        let changed = || {
+            Some(FileIdentity {
+                size: 1024,
+                ..identity.clone()
+            })
+        };
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        assert!(follow(&mut capture, &mut 0, &records, &mut Vec::new(), None, &changed)
+            .unwrap()
+            .is_err());
+    }
+}

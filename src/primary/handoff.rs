@@ -1,0 +1,518 @@
+//! Hand-off records: what a process leaves in the staging directory before it makes WAL
+//! frames disappear, so that the replicating process (this one, another, or the next
+//! one to take over) captures every commit of the WAL, whoever wrote it.
+//!
+//! Frames disappear in three ways, each under a lock that keeps writers out: a writer
+//! restarts the WAL (writes a new header over the old one), a checkpoint truncates it,
+//! the last connection deletes it. The VFS of whichever process does it writes, first,
+//! a *tail* record: the generation's header and its committed frames from the position
+//! the replicating process last staged (`state.json`) to the end, plus the header of the
+//! generation that follows when it is known (a restart). A writer that begins a
+//! generation on an empty WAL writes a *start* record with the new header. Records are
+//! numbered in the order they were written (`seq`), so the replicating process can
+//! prove that each generation directly follows the one it captured; where it cannot, it
+//! takes a snapshot (`follow.rs`).
+//!
+//! Layout of a record file `<seq as %016x>.tail` or `.start`: the magic `LSHO`, a u32
+//! version (1), a u32 length and that many bytes of JSON metadata, the 32-byte WAL header
+//! of the generation, then (tails only) the frames `start_frame..start_frame+frames`
+//! exactly as in the WAL. Records are written to a temporary name and renamed.
+
+use super::capture::WalSource;
+use super::state::{FileIdentity, SavedWal};
+use crate::wal::{walk_frames, FrameHeader, WalHeader, FRAME_HEADER_SIZE, HEADER_SIZE};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 4] = b"LSHO";
+const VERSION: u32 = 1;
+
+/// The metadata of a record, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Meta {
+    seq: u64,
+    /// First frame held (tails).
+    #[serde(default)]
+    start_frame: u64,
+    /// Number of frames held (tails); the last one is a commit frame.
+    #[serde(default)]
+    frames: u64,
+    /// Header of the generation that follows (a restart), hex.
+    #[serde(default)]
+    next_header: Option<String>,
+    /// The database file after the checkpoint that preceded a deleted WAL.
+    #[serde(default)]
+    closed: Option<FileIdentity>,
+}
+
+/// The committed tail of a WAL generation, handed off before the generation went away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tail {
+    pub seq: u64,
+    pub path: PathBuf,
+    pub header: WalHeader,
+    pub start_frame: u64,
+    pub frames: u64,
+    /// The generation that follows, when the tail was written by a restart.
+    pub next: Option<WalHeader>,
+    /// Set when the WAL was deleted by the last connection to close: the database file
+    /// as that checkpoint left it.
+    pub closed: Option<FileIdentity>,
+}
+
+impl Tail {
+    /// Index of the frame after the last one held.
+    pub fn end_frame(&self) -> u64 {
+        self.start_frame + self.frames
+    }
+}
+
+/// One record, in `seq` order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Tail(Tail),
+    /// A generation begun on an empty WAL (after a truncation or a deletion).
+    Start {
+        seq: u64,
+        header: WalHeader,
+    },
+}
+
+impl Record {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Record::Tail(t) => t.seq,
+            Record::Start { seq, .. } => *seq,
+        }
+    }
+}
+
+/// `<staging>/handoff`.
+#[derive(Clone, Debug)]
+pub struct HandoffDir {
+    dir: PathBuf,
+}
+
+impl HandoffDir {
+    pub fn new(staging_dir: &Path) -> Self {
+        HandoffDir {
+            dir: staging_dir.join("handoff"),
+        }
+    }
+
+    /// Every record, oldest first. Files being written (temporary names) and files
+    /// that are not records are ignored.
+    pub fn list(&self) -> io::Result<Vec<Record>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let Some(kind) = record_kind(&path) else { continue };
+            match read_record(&path, kind) {
+                Ok(record) => records.push(record),
+                // A record is renamed into place whole; a bad one is not ours to follow.
+                Err(e) => tracing::warn!(file = %path.display(), "ignoring a hand-off record: {e}"),
+            }
+        }
+        records.sort_by_key(Record::seq);
+        Ok(records)
+    }
+
+    /// Hands off the committed frames of the generation in `wal` that `staged` (the
+    /// replicating process's last staged position) does not cover: from there when it
+    /// is in this generation and still matches the chain, else from frame 0. `next` is
+    /// the header about to replace this one (a restart); `closed` the database file
+    /// after the checkpoint that precedes a deletion. Returns the record's `seq`, or
+    /// None when `wal` holds no valid generation (nothing to hand off).
+    pub fn write_tail(
+        &self,
+        wal: &mut dyn WalSource,
+        staged: Option<&SavedWal>,
+        next: Option<&[u8]>,
+        closed: Option<FileIdentity>,
+    ) -> io::Result<Option<u64>> {
+        let mut raw = [0u8; HEADER_SIZE];
+        if !wal.read_exact_at(0, &mut raw)? {
+            return Ok(None);
+        }
+        let Ok(header) = WalHeader::parse(&raw) else {
+            return Ok(None);
+        };
+        let (start, seed) = match staged {
+            Some(s)
+                if !s.ended && (s.salt1, s.salt2) == (header.salt1, header.salt2) && continues(&header, s, wal)? =>
+            {
+                (s.next_frame, s.checksum)
+            }
+            _ => (0, header.checksum),
+        };
+        let next_header = next.map(|h| hex(&h[..HEADER_SIZE]));
+        self.write_record("tail", |seq, file| {
+            // Frames go straight from the WAL to the record, one at a time; the count
+            // is known at the end, so the metadata is written last, at a fixed place.
+            let frame_size = header.frame_size();
+            let body = 12 + META_ROOM as u64;
+            file.write_all_at(&raw, body)?;
+            let mut written = 0u64;
+            let mut failure = None;
+            let last = walk_frames(
+                &header,
+                start,
+                seed,
+                frame_reader(&header, wal),
+                |index, _, frame, _| {
+                    let at = body + HEADER_SIZE as u64 + (index - start) * frame_size;
+                    match file.write_all_at(frame, at) {
+                        Ok(()) => {
+                            written = index + 1 - start;
+                            true
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            false
+                        }
+                    }
+                },
+            );
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            // Frames after the last commit belong to no transaction.
+            let frames = last.map_or(0, |(frame, _)| frame + 1 - start).min(written);
+            file.set_len(body + HEADER_SIZE as u64 + frames * frame_size)?;
+            Ok(Meta {
+                seq,
+                start_frame: start,
+                frames,
+                next_header: next_header.clone(),
+                closed: closed.clone(),
+            })
+        })
+        .map(Some)
+    }
+
+    /// Records that a generation with `header` (32 bytes) begins on an empty WAL.
+    pub fn write_start(&self, header: &[u8]) -> io::Result<u64> {
+        let header = header[..HEADER_SIZE].to_vec();
+        self.write_record("start", |seq, file| {
+            file.write_all_at(&header, 12 + META_ROOM as u64)?;
+            Ok(Meta {
+                seq,
+                start_frame: 0,
+                frames: 0,
+                next_header: None,
+                closed: None,
+            })
+        })
+    }
+
+    /// Sequence number of the newest record (0 when there is none).
+    pub fn last_seq(&self) -> io::Result<u64> {
+        Ok(self.list()?.last().map_or(0, Record::seq))
+    }
+
+    /// Deletes the records up to `seq`: what they held is staged.
+    pub fn remove_through(&self, seq: u64) {
+        let Ok(records) = self.list() else { return };
+        for record in records.iter().filter(|r| r.seq() <= seq) {
+            let _ = fs::remove_file(self.path_of(record));
+        }
+    }
+
+    /// The frames of a tail, readable like the WAL they came from.
+    pub fn open_tail(&self, tail: &Tail) -> io::Result<TailSource> {
+        Ok(TailSource {
+            file: File::open(&tail.path)?,
+            frame_size: tail.header.frame_size(),
+            start_frame: tail.start_frame,
+            frames: tail.frames,
+        })
+    }
+
+    fn path_of(&self, record: &Record) -> PathBuf {
+        match record {
+            Record::Tail(t) => t.path.clone(),
+            Record::Start { seq, .. } => self.dir.join(format!("{seq:016x}.start")),
+        }
+    }
+
+    /// Writes one record: takes the next sequence number, lets `fill` write the body
+    /// into a temporary file and return the metadata, then renames it into place.
+    /// Callers hold SQLite's WAL write lock or an exclusive lock on the database, so
+    /// records are written one at a time.
+    fn write_record(&self, kind: &str, fill: impl FnOnce(u64, &File) -> io::Result<Meta>) -> io::Result<u64> {
+        fs::create_dir_all(&self.dir)?;
+        let seq = self.next_seq()?;
+        let tmp = self.dir.join(format!("{seq:016x}.{kind}.tmp"));
+        let result = (|| {
+            let file = File::create(&tmp)?;
+            let meta = fill(seq, &file)?;
+            let json = serde_json::to_vec(&meta).expect("metadata serialises");
+            if json.len() > META_ROOM {
+                return Err(io::Error::other("hand-off metadata too large"));
+            }
+            let mut head = Vec::with_capacity(12 + META_ROOM);
+            head.extend_from_slice(MAGIC);
+            head.extend_from_slice(&VERSION.to_be_bytes());
+            head.extend_from_slice(&(json.len() as u32).to_be_bytes());
+            head.extend_from_slice(&json);
+            head.resize(12 + META_ROOM, b' ');
+            file.write_all_at(&head, 0)?;
+            file.sync_data()?;
+            fs::rename(&tmp, self.dir.join(format!("{seq:016x}.{kind}")))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map(|()| seq)
+    }
+
+    /// One more than any sequence number used: kept in `seq` (never deleted, so numbers
+    /// are not reused after records are removed) and checked against the records.
+    fn next_seq(&self) -> io::Result<u64> {
+        let counter = self.dir.join("seq");
+        let stored = fs::read_to_string(&counter)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let listed = self.list()?.last().map_or(0, Record::seq);
+        let seq = stored.max(listed) + 1;
+        let tmp = self.dir.join("seq.tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(seq.to_string().as_bytes())?;
+        fs::rename(&tmp, &counter)?;
+        Ok(seq)
+    }
+}
+
+/// Room reserved for the JSON metadata, so frames can be written before it is known.
+const META_ROOM: usize = 500;
+
+/// True when frame `saved.next_frame - 1` of `wal` is where `saved` says it is.
+fn continues(header: &WalHeader, saved: &SavedWal, wal: &mut dyn WalSource) -> io::Result<bool> {
+    if saved.next_frame == 0 {
+        return Ok(saved.checksum == header.checksum);
+    }
+    let mut raw = [0u8; FRAME_HEADER_SIZE];
+    if !wal.read_exact_at(header.frame_offset(saved.next_frame - 1), &mut raw)? {
+        return Ok(false);
+    }
+    let fh = FrameHeader::parse(&raw);
+    Ok((fh.salt1, fh.salt2) == (header.salt1, header.salt2) && fh.checksum == saved.checksum)
+}
+
+fn frame_reader<'a>(header: &WalHeader, wal: &'a mut dyn WalSource) -> impl FnMut(u64, &mut [u8]) -> bool + 'a {
+    let header = *header;
+    move |index, buf| wal.read_exact_at(header.frame_offset(index), buf).unwrap_or(false)
+}
+
+fn record_kind(path: &Path) -> Option<&'static str> {
+    let name = path.file_name()?.to_str()?;
+    let (seq, kind) = name.split_once('.')?;
+    if seq.len() != 16 || u64::from_str_radix(seq, 16).is_err() {
+        return None;
+    }
+    match kind {
+        "tail" => Some("tail"),
+        "start" => Some("start"),
+        _ => None,
+    }
+}
+
+fn read_record(path: &Path, kind: &str) -> io::Result<Record> {
+    let file = File::open(path)?;
+    let mut head = [0u8; 12];
+    file.read_exact_at(&mut head, 0)?;
+    if &head[..4] != MAGIC || u32::from_be_bytes(head[4..8].try_into().expect("4")) != VERSION {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a hand-off record"));
+    }
+    let len = u32::from_be_bytes(head[8..12].try_into().expect("4")) as usize;
+    if len > META_ROOM {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "metadata too long"));
+    }
+    let mut json = vec![0u8; len];
+    file.read_exact_at(&mut json, 12)?;
+    let meta: Meta = serde_json::from_slice(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut raw = [0u8; HEADER_SIZE];
+    file.read_exact_at(&mut raw, 12 + META_ROOM as u64)?;
+    let header = WalHeader::parse(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    if kind == "start" {
+        return Ok(Record::Start { seq: meta.seq, header });
+    }
+    let next = match &meta.next_header {
+        Some(text) => Some(
+            unhex(text)
+                .and_then(|bytes| WalHeader::parse(&bytes).ok())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad next header"))?,
+        ),
+        None => None,
+    };
+    let expected = 12 + META_ROOM as u64 + HEADER_SIZE as u64 + meta.frames * header.frame_size();
+    if file.metadata()?.len() != expected {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frames missing"));
+    }
+    Ok(Record::Tail(Tail {
+        seq: meta.seq,
+        path: path.to_path_buf(),
+        header,
+        start_frame: meta.start_frame,
+        frames: meta.frames,
+        next,
+        closed: meta.closed,
+    }))
+}
+
+/// A tail's frames at the offsets they had in the WAL: reads outside them come back
+/// short, as past the end of a WAL file.
+pub struct TailSource {
+    file: File,
+    frame_size: u64,
+    start_frame: u64,
+    frames: u64,
+}
+
+impl WalSource for TailSource {
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+        let body = 12 + META_ROOM as u64;
+        let at = if offset + buf.len() as u64 <= HEADER_SIZE as u64 {
+            body + offset
+        } else {
+            let Some(rel) = offset.checked_sub(HEADER_SIZE as u64) else {
+                return Ok(false);
+            };
+            let index = rel / self.frame_size;
+            let end = rel + buf.len() as u64;
+            let last = (end - 1) / self.frame_size;
+            if index < self.start_frame || last >= self.start_frame + self.frames {
+                return Ok(false);
+            }
+            body + HEADER_SIZE as u64 + rel - self.start_frame * self.frame_size
+        };
+        match self.file.read_exact_at(buf, at) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::testing::WalBuilder;
+
+    fn staged_at(wal: &WalBuilder, next_frame: u64, checksum: (u32, u32)) -> SavedWal {
+        SavedWal {
+            salt1: wal.header.salt1,
+            salt2: wal.header.salt2,
+            page_size: wal.header.page_size,
+            next_frame,
+            checksum,
+            ended: false,
+        }
+    }
+
+    #[test]
+    fn a_tail_holds_the_committed_frames_after_the_staged_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let handoff = HandoffDir::new(dir.path());
+        let mut wal = WalBuilder::new(512, 7, 9, false);
+        wal.frame(1, 2, 0xa).frame(2, 2, 0xb); // commit at frame 1
+        let after_first = wal.running_checksum();
+        wal.frame(3, 3, 0xc).frame(2, 0, 0xd); // commit at frame 2, then an open frame
+        let mut bytes = wal.bytes.clone();
+        let staged = staged_at(&wal, 2, after_first);
+        let seq = handoff
+            .write_tail(&mut bytes, Some(&staged), None, None)
+            .unwrap()
+            .unwrap();
+        let records = handoff.list().unwrap();
+        let [Record::Tail(tail)] = records.as_slice() else {
+            panic!("one tail: {records:?}")
+        };
+        assert_eq!((tail.seq, tail.start_frame, tail.frames), (seq, 2, 1));
+        // Read back at WAL offsets: frame 2 is there, frames 0-1 and 3 are not.
+        let mut source = handoff.open_tail(tail).unwrap();
+        let fs = wal.header.frame_size() as usize;
+        let mut frame = vec![0u8; fs];
+        assert!(source.read_exact_at(wal.header.frame_offset(2), &mut frame).unwrap());
+        let at = HEADER_SIZE + 2 * fs;
+        assert_eq!(frame, wal.bytes[at..at + fs]);
+        assert!(!source.read_exact_at(wal.header.frame_offset(1), &mut frame).unwrap());
+        assert!(!source.read_exact_at(wal.header.frame_offset(3), &mut frame).unwrap());
+        let mut head = [0u8; HEADER_SIZE];
+        assert!(source.read_exact_at(0, &mut head).unwrap());
+        assert_eq!(head[..], wal.bytes[..HEADER_SIZE]);
+    }
+
+    #[test]
+    fn a_staged_position_that_does_not_match_the_wal_hands_off_the_whole_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let handoff = HandoffDir::new(dir.path());
+        let mut wal = WalBuilder::new(512, 7, 9, false);
+        wal.frame(1, 1, 0xa).frame(1, 1, 0xb);
+        let mut bytes = wal.bytes.clone();
+        let stale = staged_at(&wal, 1, (1, 2));
+        handoff.write_tail(&mut bytes, Some(&stale), None, None).unwrap();
+        let other = SavedWal {
+            salt1: 8,
+            ..staged_at(&wal, 1, (1, 2))
+        };
+        handoff.write_tail(&mut bytes, Some(&other), None, None).unwrap();
+        for record in handoff.list().unwrap() {
+            let Record::Tail(tail) = record else { panic!() };
+            assert_eq!((tail.start_frame, tail.frames), (0, 2));
+        }
+    }
+
+    #[test]
+    fn records_are_numbered_in_order_and_numbers_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let handoff = HandoffDir::new(dir.path());
+        let mut wal = WalBuilder::new(512, 7, 9, false);
+        wal.frame(1, 1, 0xa);
+        let next = WalBuilder::new(512, 8, 3, false);
+        let a = handoff
+            .write_tail(&mut wal.bytes.clone(), None, Some(&next.bytes[..HEADER_SIZE]), None)
+            .unwrap()
+            .unwrap();
+        let b = handoff.write_start(&next.bytes[..HEADER_SIZE]).unwrap();
+        assert_eq!((a, b), (1, 2));
+        let records = handoff.list().unwrap();
+        assert!(matches!(&records[0], Record::Tail(t) if t.next == Some(next.header)));
+        assert!(matches!(&records[1], Record::Start { header, .. } if *header == next.header));
+        handoff.remove_through(2);
+        assert!(handoff.list().unwrap().is_empty());
+        assert_eq!(handoff.write_start(&next.bytes[..HEADER_SIZE]).unwrap(), 3);
+    }
+
+    #[test]
+    fn no_valid_wal_means_nothing_to_hand_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let handoff = HandoffDir::new(dir.path());
+        assert_eq!(handoff.write_tail(&mut Vec::new(), None, None, None).unwrap(), None);
+        assert_eq!(handoff.write_tail(&mut vec![7u8; 64], None, None, None).unwrap(), None);
+        assert!(handoff.list().unwrap().is_empty());
+    }
+}
