@@ -603,6 +603,8 @@ impl Primary {
             .unwrap_or(0.0);
         json!({
             "role": "primary",
+            "replicating": true,
+            "pid": std::process::id(),
             "database": self.db_path.display().to_string(),
             "replica": self.store.describe(),
             "node_id": format!("{:016x}", self.node_id),

@@ -249,6 +249,7 @@ unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, a
             database.before_wal_header(&mut InnerWal(this.inner), data);
         }
         let Some(primary) = database.leader() else {
+            database.follower_wrote();
             return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
         };
         if let Err(reason) = primary.check_writable() {

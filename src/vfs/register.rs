@@ -7,6 +7,7 @@ use super::private::{ensure_wal_mode, BackupSnapshotter};
 use super::replica_file;
 use super::VFS_NAME;
 use crate::config::{Config, Role};
+use crate::primary::database::Tools;
 use crate::primary::registry;
 use crate::replica::registry as replica_registry;
 use crate::replica::{Replica, ReplicaConfig};
@@ -189,7 +190,11 @@ unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result
     let writable = flags & ffi::SQLITE_OPEN_READWRITE != 0;
     let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
     let prepare = |db: &Path| if writable { ensure_wal_mode(db, create) } else { Ok(()) };
-    let database = registry::attach(path, config, || Box::new(BackupSnapshotter), &prepare)?;
+    let tools = Tools {
+        snapshotter: || Box::new(BackupSnapshotter),
+        prepare_db: |db| ensure_wal_mode(db, false),
+    };
+    let database = registry::attach(path, config, tools, &prepare)?;
     Ok(MainDb::Primary(FileRole::PrimaryDb(database)))
 }
 
