@@ -150,6 +150,9 @@ struct Shared {
     compaction: serde_json::Value,
     /// Page size of the replica's newest file, once known (see `reseed.rs`).
     replica_page_size: Option<u32>,
+    /// `sync=commit`: commits that returned before their TXID was stored.
+    sync_commit_timeouts: u64,
+    sync_commit_error: Option<String>,
 }
 
 pub struct Primary {
@@ -365,6 +368,8 @@ impl Primary {
                 last_lag_ms: None,
                 compaction: json!({}),
                 replica_page_size: None,
+                sync_commit_timeouts: 0,
+                sync_commit_error: None,
             }),
             config,
             store,
@@ -464,7 +469,9 @@ impl Primary {
                 }
             }
             Err(Discontinuity(reason)) => {
-                tracing::warn!(db = %self.db_path.display(), %reason, "capture lost track of the WAL; taking a snapshot");
+                if shared.snapshot_needed.is_none() {
+                    tracing::warn!(db = %self.db_path.display(), %reason, "capture lost track of the WAL; taking a snapshot");
+                }
                 shared.require_snapshot(reason);
                 self.wake.notify_all();
             }
@@ -516,7 +523,12 @@ impl Primary {
         }
         let target = self.lock().next_txid - 1;
         if let Err(e) = self.sync(target, self.config.sync_timeout) {
+            // The commit is durable locally and returns: SQLite has no way to fail a
+            // transaction after its commit. The miss shows in the status and the log.
             tracing::error!(db = %self.db_path.display(), "sync=commit: {e}");
+            let mut shared = self.lock();
+            shared.sync_commit_timeouts += 1;
+            shared.sync_commit_error = Some(e);
         }
     }
 
@@ -623,6 +635,8 @@ impl Primary {
             "last_upload_ms": s.last_upload_ms,
             "sync_interval_ms": self.config.sync_interval.as_millis() as u64,
             "sync_mode": match self.config.sync_mode { SyncMode::Async => "async", SyncMode::Commit => "commit" },
+            "sync_commit_timeouts": s.sync_commit_timeouts,
+            "sync_commit_error": s.sync_commit_error,
             "error": s.fatal.clone().or_else(|| s.last_error.clone()),
             "refusing_writes": s.fatal.is_some(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
