@@ -82,6 +82,6 @@ fn positioning_at_the_end_of_a_huge_wal_keeps_one_frame_in_memory() {
     assert!(
         grew_mib < 16,
         "skip_to_end over {} MiB of WAL raised peak memory by {grew_mib} MiB",
-        FRAMES * PAGE as u64 >> 20
+        (FRAMES * PAGE as u64) >> 20
     );
 }
