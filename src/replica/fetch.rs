@@ -42,8 +42,15 @@ impl From<crate::storage::Error> for FetchError {
 const PARALLEL_FILES: usize = 32;
 
 /// Largest single ranged GET when fetching a large range: bigger ranges are split into
-/// GETs of this size made together (a store serves each connection at a limited rate).
-pub const MAX_RANGE: u64 = 1 << 20;
+/// GETs of this size made together (a store serves each connection at a limited rate,
+/// ~100 MB/s on S3). Not much smaller: each GET beyond the connections already open
+/// pays a handshake's round trips first (TCP, then TLS).
+pub const MAX_RANGE: u64 = 4 << 20;
+
+/// Files up to this size are read whole when their first pages are wanted too (see
+/// [`Fetcher::plan_file`]): one request instead of two, and every page of a recent
+/// level-0 file (the pages that changed last) is then at hand.
+const WHOLE_FILE_MAX: u64 = 512 * 1024;
 
 /// How much of a file's end to read for its page index, from its size alone: 1/128 of it
 /// (at least 32 KiB). An index entry is three varints, about 7-11 bytes for a page whose
@@ -151,8 +158,9 @@ impl Fetcher {
     }
 
     /// The header and page index of one file, and its first `head_len` bytes, in one round
-    /// of requests made together: the whole file when it is small, else its head and a
-    /// tail sized by [`tail_guess`] to hold the whole index. A second round only when the
+    /// of requests made together: the whole file when it is small (with a head of more
+    /// than the header: up to [`WHOLE_FILE_MAX`]), else its head and a tail sized by
+    /// [`tail_guess`] to hold the whole index. A second round only when the
     /// index is larger than the guess.
     ///
     /// The head serves two purposes: its first [`HEADER_SIZE`] bytes are the header, and
@@ -172,8 +180,10 @@ impl Fetcher {
         let head_len = head_len.max(HEADER_SIZE as u64);
         let guess = tail_guess(obj.size);
         let mut tail_start = obj.size - guess.min(obj.size);
-        let (head, mut tail) = if tail_start <= head_len {
-            // Head and tail meet: one request for all of it.
+        // Head and tail meet, or the file is small enough that one request for all of it
+        // is cheaper than two (a second request may need a connection of its own).
+        let whole = tail_start <= head_len || (head_len > HEADER_SIZE as u64 && obj.size <= WHOLE_FILE_MAX);
+        let (head, mut tail) = if whole {
             let all = self.get_range_split(obj, 0..obj.size).await?;
             tail_start = 0;
             (all.clone(), all)

@@ -1,9 +1,13 @@
 //! The read-replica role: a database served straight from object storage.
 //!
-//! Opening costs one LIST per level and the page index of each file of the restore plan
-//! (one ranged GET of its tail, plus its header). Each page SQLite reads is one ranged GET
-//! of one compressed frame, decompressed into an LRU cache shared by every connection of
-//! the replica in the process. A poller thread follows the store and prepares the next
+//! Opening costs two rounds of requests, each made all at once: one LIST per level, then
+//! for every file of the restore plan its page index (a tail sized from the file's size)
+//! and its first 64 KiB, whose frames are the file's lowest pages: page 1, the schema and
+//! the roots of early tables arrive with the indexes (see [`Fetcher::plan_file`]). A cold
+//! point query on a 3-level b-tree then needs two more requests (interior page, leaf).
+//! Each page SQLite reads that is not cached is one ranged GET of its compressed frame
+//! (or a growing run of frames for a scan), decompressed into an LRU cache shared by
+//! every connection of the replica in the process. A poller thread follows the store and prepares the next
 //! [`State`]; a connection switches to it only when it starts a read transaction, so a
 //! transaction never mixes two TXIDs. Optional: hydration into a local file
 //! ([`hydrate`]) and point-in-time views per connection ([`time`]).
