@@ -31,7 +31,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::fault_proxy::{longest_chain, Exchange, FaultPlan, FaultProxy};
+use common::fault_proxy::{describe_log, longest_chain, FaultPlan, FaultProxy};
 use common::server::{free_port, Server};
 use common::tools::{in_repo, litestream_path, litestream_vfs_extension_path};
 use serde_json::{json, Value};
@@ -310,23 +310,13 @@ fn replicate_with_ours(db: &Path, port: u16, ext: &Path) {
     for i in 0..3 {
         script.push_str(&format!("{}\nSELECT litestream_sync(60000);\n", later_commit(i)));
     }
-    let mut child = creds(&mut Command::new("sqlite3"))
-        .arg("-bail")
-        .arg("-cmd")
-        .arg(format!(".load {}", ext.display()))
-        .arg(":memory:")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sqlite3 runs");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "our primary: {}",
-        String::from_utf8_lossy(&out.stderr)
+    common::shell::run_script(
+        ext,
+        &[
+            ("LITESTREAM_ACCESS_KEY_ID", KEY_ID),
+            ("LITESTREAM_SECRET_ACCESS_KEY", SECRET),
+        ],
+        &script,
     );
 }
 
@@ -388,7 +378,7 @@ fn cold_query(
     let v: Value = serde_json::from_str(out.trim().lines().last().unwrap_or("")).expect("worker JSON");
     let chain = longest_chain(&log);
     if verbose {
-        eprintln!("{}", describe(&log, &chain));
+        eprintln!("{}", describe_log(&log));
     }
     Sample {
         ms: v["ms"].as_f64().unwrap(),
@@ -406,38 +396,6 @@ fn nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-/// The log, one exchange a line, chain members starred.
-fn describe(log: &[Exchange], chain: &[&Exchange]) -> String {
-    let Some(t0) = log.iter().map(|e| e.arrived).min() else {
-        return "  (no requests)".into();
-    };
-    let ms = |t: Instant| t.duration_since(t0).as_secs_f64() * 1e3;
-    let mut sorted: Vec<&Exchange> = log.iter().collect();
-    sorted.sort_by_key(|e| e.arrived);
-    sorted
-        .iter()
-        .take(60)
-        .map(|e| {
-            let star = if chain.iter().any(|c| std::ptr::eq(*c, *e)) {
-                "*"
-            } else {
-                " "
-            };
-            format!(
-                "  {star} {:8.1}-{:8.1} ms {} {} {} -> {} {} B",
-                ms(e.arrived),
-                ms(e.done),
-                e.method,
-                e.target.chars().take(70).collect::<String>(),
-                e.range,
-                e.status,
-                e.body_bytes
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

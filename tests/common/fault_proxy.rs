@@ -195,6 +195,40 @@ pub fn longest_chain(log: &[Exchange]) -> Vec<&Exchange> {
     chain
 }
 
+/// The log, one exchange a line in order of arrival (times in ms from the first
+/// arrival), the members of [`longest_chain`] starred: what a failing count prints.
+pub fn describe_log(log: &[Exchange]) -> String {
+    let Some(t0) = log.iter().map(|e| e.arrived).min() else {
+        return "  (no requests)".into();
+    };
+    let chain = longest_chain(log);
+    let ms = |t: Instant| t.duration_since(t0).as_secs_f64() * 1e3;
+    let mut sorted: Vec<&Exchange> = log.iter().collect();
+    sorted.sort_by_key(|e| e.arrived);
+    let lines: Vec<String> = sorted
+        .iter()
+        .map(|e| {
+            format!(
+                "  {} {:8.1}-{:8.1} ms {} {} {} -> {} {} B{}",
+                if chain.iter().any(|c| std::ptr::eq(*c, *e)) {
+                    "*"
+                } else {
+                    " "
+                },
+                ms(e.arrived),
+                ms(e.done),
+                e.method,
+                e.target,
+                e.range,
+                e.status,
+                e.body_bytes,
+                if e.new_connection { " (new connection)" } else { "" }
+            )
+        })
+        .collect();
+    lines.join("\n")
+}
+
 /// Most exchanges [`FaultProxy::record`] keeps, so a long run cannot grow it without bound.
 const MAX_RECORDED: usize = 100_000;
 
