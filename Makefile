@@ -71,6 +71,7 @@ bench: setup
 	@$(MAKE) --no-print-directory bench-primary
 	@$(MAKE) --no-print-directory bench-replica
 	@$(MAKE) --no-print-directory bench-restore
+	@$(MAKE) --no-print-directory bench-cold
 	/usr/bin/python3 bench/chart.py
 
 # Commit throughput/latency and replication lag: plain SQLite vs our VFS vs real
@@ -92,6 +93,14 @@ bench-replica: setup build
 .PHONY: bench-restore
 bench-restore: setup build
 	/usr/bin/python3 bench/bench_restore.py $(RESTORE_BENCH_ARGS)
+
+# Cold read replicas with 0, 20 and 50 ms added to every request (a latency proxy in front
+# of SeaweedFS, else moto): ours vs litestream-vfs 0.5.17, point query, 1,000-row range and
+# count(*): wall time, requests and the longest chain of sequential requests
+# (bench/README.md). Writes bench/results-cold.json. About 10 minutes.
+.PHONY: bench-cold
+bench-cold: setup build
+	$(CARGO) bench --bench cold_replica -- $(COLD_BENCH_ARGS)
 
 # Page reads on a NATS JetStream object store (no native ranges): latency and bytes per
 # read against the frame size, read-and-cut, tail and hydration reads (~30 s).
