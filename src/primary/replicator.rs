@@ -15,7 +15,7 @@ use super::wal_file::WalFile;
 use crate::config::{Config, SyncMode};
 use crate::ltx::Compression;
 use crate::runtime::block_on;
-use crate::storage::{open_store, ReplicaStore};
+use crate::storage::{check_fencing, open_store, Fencing, ReplicaStore};
 use serde_json::json;
 use std::fs;
 use std::io;
@@ -159,6 +159,8 @@ pub struct Primary {
     pub db_path: PathBuf,
     config: Config,
     store: Arc<dyn ReplicaStore>,
+    /// Whether the store stops a second primary (`storage::check_fencing`).
+    fencing: Fencing,
     staging: Staging,
     state_file: StateFile,
     /// Hand-off records other processes (and this one) leave before WAL frames go away.
@@ -226,6 +228,11 @@ impl Primary {
             }
             Err(e) => return Err(format!("listing replica {}: {e}", store.describe())),
         };
+        let fencing = block_on(check_fencing(
+            store.as_ref(),
+            &config.replica_location(),
+            config.allow_unfenced,
+        ))?;
         let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
 
         let mut capture = Capture::new();
@@ -373,6 +380,7 @@ impl Primary {
             }),
             config,
             store,
+            fencing,
             staging,
             state_file,
             records,
@@ -639,6 +647,7 @@ impl Primary {
             "sync_commit_error": s.sync_commit_error,
             "error": s.fatal.clone().or_else(|| s.last_error.clone()),
             "refusing_writes": s.fatal.is_some(),
+            "fencing": self.fencing.as_str(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
         })
     }
