@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::error::{Error, Result};
+use super::retry::{retry, RetryPolicy};
 use super::store::ReplicaStore;
 
 /// Simultaneous conditional creates in the race half of the probe.
@@ -89,8 +90,14 @@ pub async fn probe_conditional_creates(store: &dyn ReplicaStore) -> Result<Condi
         format!(".litestream-fencing-probe-{id:016x}-race"),
     );
     let found = probe_markers(store, &first, &second).await;
+    // Retried: a marker left behind by a flaky network is litter in the user's bucket.
+    let policy = RetryPolicy {
+        max_attempts: Some(6),
+        deadline: Some(Duration::from_secs(10)),
+        ..RetryPolicy::default()
+    };
     for name in [&first, &second] {
-        if let Err(e) = store.delete_marker(name).await {
+        if let Err(e) = retry(|| store.delete_marker(name), &policy).await {
             tracing::warn!(store = %store.describe(), marker = %name, "could not remove the fencing probe's marker: {e}");
         }
     }
