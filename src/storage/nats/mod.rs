@@ -617,7 +617,7 @@ impl ReplicaStore for NatsReplica {
     }
 
     async fn delete_marker(&self, name: &str) -> Result<()> {
-        self.delete_name(&self.settings.layout.marker(name).to_string()).await
+        self.delete_name(self.settings.layout.marker(name).as_ref()).await
     }
 }
 
