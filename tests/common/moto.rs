@@ -39,6 +39,7 @@ impl Moto {
 
     fn launch(guarded: bool) -> Moto {
         let bin = require("moto_server", "MOTO_SERVER", moto_server_path());
+        let started = std::time::Instant::now();
         let args = |cmd: &mut std::process::Command, port: u16, _: &std::path::Path| {
             cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env_remove("AWS_CA_BUNDLE");
@@ -52,6 +53,7 @@ impl Moto {
         } else {
             Server::start("moto_server", &bin, args, ready)
         };
+        eprintln!("moto ready in {:.1} s", started.elapsed().as_secs_f64());
         Moto {
             port: server.port,
             endpoint: format!("http://127.0.0.1:{}", server.port),

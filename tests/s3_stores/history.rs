@@ -2,7 +2,6 @@
 //! deleting what it no longer needs (the server's own listing agrees with ours).
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use litestream_vfs::restore::{self, Listing, RestoreOptions, Target};
@@ -10,7 +9,7 @@ use litestream_vfs::runtime::block_on;
 use litestream_vfs::storage::format_rfc3339_nano;
 
 use crate::common::s3::S3Server;
-use crate::harness::{extension, python, repo_root};
+use crate::harness::history::{self, record_command, table_hash, Point};
 use crate::{litestream_restore, with_creds, Ctx};
 
 /// Compaction every 250 ms / 1 s / 2 s, a snapshot every 4 s, 8 s of retention: a history
@@ -21,51 +20,19 @@ const LADDER: &str = "l1_interval=250ms&l2_interval=1s&l3_interval=2s&snapshot_i
 const SECONDS: u32 = 16;
 const RESTORES: usize = 12;
 
-struct Point {
-    txid: u64,
-    ms: i64,
-    hash: String,
-}
-
-/// `tests/scripts/history.py record`: writes for `SECONDS`, syncing at random moments, one
-/// line per sync with the TXID, the time and a hash of the table.
+/// `history.py record` for `SECONDS`, with the test credentials.
 fn record(ctx: &Ctx, db: &Path, url: &str) -> Vec<Point> {
     let uri = format!("file:{}?vfs=litestream&replica={url}&{LADDER}", db.display());
-    let out = with_creds(&mut Command::new(python()))
-        .arg(repo_root().join("tests/scripts/history.py"))
-        .args(["record".as_ref(), extension().as_os_str(), uri.as_ref()])
-        .args([SECONDS.to_string(), "7".into()])
-        .output()
-        .unwrap();
+    let mut cmd = record_command(&uri, &SECONDS.to_string(), 7);
+    let points = history::record(with_creds(&mut cmd));
     assert!(
-        out.status.success(),
-        "{}: history.py: {}\n{}",
+        points.len() > 40,
+        "{}: {} sync points\n{}",
         ctx.s3.name(),
-        String::from_utf8_lossy(&out.stderr),
+        points.len(),
         ctx.log()
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            Point {
-                txid: v["txid"].as_u64().unwrap(),
-                ms: v["ms"].as_i64().unwrap(),
-                hash: v["hash"].as_str().unwrap().to_string(),
-            }
-        })
-        .collect()
-}
-
-fn table_hash(db: &Path) -> String {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/scripts/history.py"))
-        .arg("hash")
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "hash: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    points
 }
 
 /// Restores to random synced points (by TXID and by time, ours and `litestream restore`
@@ -76,7 +43,6 @@ pub fn point_in_time_restores_and_retention(s3: &dyn S3Server) {
     let db = ctx.path("app.db");
     let url = ctx.url("app");
     let history = record(&ctx, &db, &url);
-    assert!(history.len() > 40, "{}: {} sync points", s3.name(), history.len());
 
     let store = ctx.store("app");
     let listing = block_on(Listing::fetch(store.as_ref())).unwrap();

@@ -108,36 +108,14 @@ pub fn with_creds(cmd: &mut Command) -> &mut Command {
     cmd.envs(CREDS)
 }
 
-/// `litestream restore -o out [extra] url` with the real 0.5.17.
+/// `litestream restore -o out [extra] url` with the real 0.5.17 and the test credentials.
 pub fn litestream_restore(url: &str, out: &Path, extra: &[&str]) {
-    let restore = with_creds(&mut Command::new(harness::litestream_bin()))
-        .args(["restore", "-o"])
-        .arg(out)
-        .args(extra)
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        restore.status.success(),
-        "litestream restore {extra:?}: {}",
-        String::from_utf8_lossy(&restore.stderr)
-    );
+    harness::litestream_restore_env(url, out, extra, &CREDS).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
 }
 
 /// Our restore (`litestream_restore()` in the sqlite3 shell) of the latest state.
 pub fn our_restore(url: &str, out: &Path) {
-    let restore = with_creds(&mut Command::new("sqlite3"))
-        .args(["-batch", "-bail", "-cmd"])
-        .arg(format!(".load {}", harness::extension().display()))
-        .arg(":memory:")
-        .arg(format!("SELECT litestream_restore('{url}', '{}')", out.display()))
-        .output()
-        .unwrap();
-    assert!(
-        restore.status.success(),
-        "litestream_restore: {}",
-        String::from_utf8_lossy(&restore.stderr)
-    );
+    harness::sql_restore(url, out, &CREDS);
 }
 
 /// The one moto of this binary, started on first use; it dies with the binary.
