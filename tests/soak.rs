@@ -22,7 +22,7 @@ mod harness;
 use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use common::figures::{record, seconds_from_env};
 use common::moto::Moto;
-use common::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
+use common::s3::{S3Server, CREDS, REGION};
 use common::seaweedfs::SeaweedCluster;
 use common::usage::{percentile, usage, Series};
 use harness::*;
@@ -35,10 +35,6 @@ use std::time::{Duration, Instant};
 
 const SUITE: &str = "soak";
 const BUCKET: &str = "soak";
-const CREDS: [(&str, &str); 2] = [
-    ("LITESTREAM_ACCESS_KEY_ID", ACCESS_KEY_ID),
-    ("LITESTREAM_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
-];
 
 /// Compaction every second, retention of two minutes: a soak of minutes goes through
 /// every level, snapshot and retention pass many times over. Level-0 files stay 30 s
@@ -161,39 +157,6 @@ fn staleness(syncs: &[(i64, u64)], reports: &[&Value]) -> Vec<(i64, f64)> {
             (at_ms, lag)
         })
         .collect()
-}
-
-/// Our own restore (`litestream_restore()`), straight from the store.
-fn restore_with_ours(url: &str, out: &Path) {
-    let restore = Command::new("sqlite3")
-        .envs(CREDS)
-        .args(["-batch", "-bail", "-cmd"])
-        .arg(format!(".load {}", extension().display()))
-        .arg(":memory:")
-        .arg(format!("SELECT litestream_restore('{url}', '{}')", out.display()))
-        .output()
-        .unwrap();
-    assert!(
-        restore.status.success(),
-        "litestream_restore: {}",
-        String::from_utf8_lossy(&restore.stderr)
-    );
-}
-
-fn restore_with_litestream(url: &str, out: &Path) {
-    let restore = Command::new(litestream_bin())
-        .env_remove("AWS_CA_BUNDLE")
-        .envs(CREDS)
-        .args(["restore", "-o"])
-        .arg(out)
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        restore.status.success(),
-        "litestream restore: {}",
-        String::from_utf8_lossy(&restore.stderr)
-    );
 }
 
 /// The store, the fault proxies the writer and the reader talk to it through (none: they
@@ -386,8 +349,8 @@ fn assert_restores_equal_the_primary<S: S3Server>(rig: &Rig<S>) {
     let url = Rig::<S>::url(&rig.store.endpoint());
     let ours = rig.path("restored-ours.db");
     let theirs = rig.path("restored-litestream.db");
-    restore_with_ours(&url, &ours);
-    restore_with_litestream(&url, &theirs);
+    sql_restore(&url, &ours, &CREDS);
+    litestream_restore_env(&url, &theirs, &[], &CREDS).unwrap();
     for (who, out) in [("ours", ours), ("litestream 0.5.17", theirs)] {
         assert_eq!(integrity(&out), "ok", "{who}: restored database");
         assert!(dump(&out) == primary, "{who}: the restore differs from the primary");
@@ -436,22 +399,17 @@ fn a_seaweedfs_cluster_losing_a_volume_server_loses_nothing() {
     let (Some(from_ms), Some(back_ms)) = (killed, restarted) else {
         panic!("the run ended before the volume server was killed and restarted: make it longer");
     };
-    check(
-        &rig,
-        &run,
-        secs,
-        Some(Outage {
-            from_ms,
-            to_ms: back_ms + 45_000,
-        }),
-    );
+    check(&rig, &run, secs, Some(Outage { from_ms, back_ms }));
 }
 
-/// When the store was degraded (wall-clock ms): lag measured then is the store's, not ours.
+/// When the store lost a server and got it back (wall-clock ms). From the loss until
+/// [`SETTLE_MS`] after the return, lag and sync time are the store's, not ours.
 struct Outage {
     from_ms: i64,
-    to_ms: i64,
+    back_ms: i64,
 }
+
+const SETTLE_MS: i64 = 45_000;
 
 /// Everything the soak asserts and records, for a run on `rig` (during `outage`, if any).
 fn check<S: S3Server>(rig: &Rig<S>, run: &Run, secs: u64, outage: Option<Outage>) {
@@ -492,12 +450,30 @@ fn check<S: S3Server>(rig: &Rig<S>, run: &Run, secs: u64, outage: Option<Outage>
     // During an outage the store decides the lag: the limits hold outside it, and the
     // outage's own samples only have to come back (the maximum allows for its length).
     let samples = staleness(&syncs, &reports);
-    let during = |at: i64| outage.as_ref().is_some_and(|o| at >= o.from_ms && at <= o.to_ms);
+    let during = |at: i64| {
+        outage
+            .as_ref()
+            .is_some_and(|o| at >= o.from_ms && at <= o.back_ms + SETTLE_MS)
+    };
     let mut stale: Vec<f64> = samples.iter().filter(|(at, _)| !during(*at)).map(|s| s.1).collect();
     stale.sort_by(f64::total_cmp);
     let mut in_outage: Vec<f64> = samples.iter().filter(|(at, _)| during(*at)).map(|s| s.1).collect();
     in_outage.sort_by(f64::total_cmp);
-    let outage_s = outage.as_ref().map_or(0.0, |o| (o.to_ms - o.from_ms) as f64 / 1000.0);
+    let outage_s = outage
+        .as_ref()
+        .map_or(0.0, |o| (o.back_ms + SETTLE_MS - o.from_ms) as f64 / 1000.0);
+    // Syncs that gave up after 60 s (allowed during an outage only), and how long after
+    // the server came back the first sync returned.
+    let sync_timeouts: Vec<i64> = run
+        .writer
+        .iter()
+        .filter(|v| v.get("sync_timeout").is_some())
+        .filter_map(|v| v["ms"].as_i64())
+        .collect();
+    let caught_up_s = outage.as_ref().and_then(|o| {
+        let first = syncs.iter().find(|(ms, _)| *ms > o.back_ms)?;
+        Some((first.0 - o.back_ms) as f64 / 1000.0)
+    });
     let (p50, p99, pmax) = (
         percentile(&stale, 0.5),
         percentile(&stale, 0.99),
@@ -541,9 +517,11 @@ fn check<S: S3Server>(rig: &Rig<S>, run: &Run, secs: u64, outage: Option<Outage>
             format!("reader RSS kB {rr}; fds {rf}"),
             format!(
             "lag behind synced TXIDs p50={p50:.2}s p99={p99:.2}s max={pmax:.2}s; litestream_lag() max={own_lag_max}s; \
-             outage window {outage_s:.0}s: {} samples, max lag {:.2}s; longest gap between two syncs {longest_sync_gap:.1}s",
+             outage window {outage_s:.0}s: {} samples, max lag {:.2}s; longest gap between two syncs {longest_sync_gap:.1}s; \
+             sync timeouts {}; first sync after the server came back {caught_up_s:?}s",
             in_outage.len(),
             percentile(&in_outage, 1.0).max(0.0),
+            sync_timeouts.len(),
         ),
             format!(
             "reader queries={queries} errors={} {error_kinds:?} states_checked={states_checked} query_ms mean={:.0} \
@@ -613,6 +591,11 @@ fn check<S: S3Server>(rig: &Rig<S>, run: &Run, secs: u64, outage: Option<Outage>
         errors.len() as u64 * 100 <= queries * MAX_ERROR_PERCENT,
         "{} of {queries} reads failed",
         errors.len()
+    );
+    assert!(
+        sync_timeouts.iter().all(|&ms| during(ms)),
+        "litestream_sync() gave up outside an outage ({} times)",
+        sync_timeouts.len()
     );
     assert!(pmax <= MAX_LAG_S, "the replica fell {pmax:.1} s behind");
     assert!(p99 <= P99_LAG_S, "the replica's p99 lag was {p99:.1} s");
