@@ -43,13 +43,18 @@ figures:
 # The reliability suites' long versions (docs/reliability.md): each fault kind for
 # TORTURE_FAULT_SECONDS under fire, a 20 s outage, 600 replica queries.
 # Then 1000 SIGKILL cycles everywhere, 100 kills during compaction, 10 minutes of worker
-# processes coming and going on one database, a 30-minute soak.
+# processes coming and going on one database, a 30-minute soak; the S3 scenarios on
+# Ceph RGW, and a 10-minute soak on a SeaweedFS cluster that loses a volume server for
+# TORTURE_CLUSTER_OUTAGE_SECONDS.
 TORTURE_FAULT_SECONDS ?= 60
 TORTURE_CHURN_SECONDS ?= 600
 TORTURE_CRASH_CYCLES ?= 1000
 TORTURE_SOAK_SECONDS ?= 1800
+TORTURE_CLUSTER_SOAK_SECONDS ?= 600
+TORTURE_CLUSTER_OUTAGE_SECONDS ?= 60
 .PHONY: torture
 torture: setup build
+	@tools/setup.sh --ceph
 	@rm -rf target/figures
 	FAULT_SECONDS=$(TORTURE_FAULT_SECONDS) FAULT_OUTAGE_SECONDS=20 FAULT_READ_QUERIES=600 \
 	  $(CARGO) test --release --no-fail-fast --test network_faults --test bad_input
@@ -57,6 +62,10 @@ torture: setup build
 	LITESTREAM_COMPACTION_CRASH_CYCLES=100 $(CARGO) test --release --test compaction_crash -- --nocapture
 	LITESTREAM_CHURN_SECONDS=$(TORTURE_CHURN_SECONDS) $(CARGO) test --release --test multi_process -- --nocapture
 	LITESTREAM_SOAK_SECONDS=$(TORTURE_SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
+	$(CARGO) test --release --test s3_stores -- --ignored --nocapture ceph_rgw::
+	LITESTREAM_CLUSTER_SOAK_SECONDS=$(TORTURE_CLUSTER_SOAK_SECONDS) \
+	  LITESTREAM_CLUSTER_OUTAGE_SECONDS=$(TORTURE_CLUSTER_OUTAGE_SECONDS) \
+	  $(CARGO) test --release --test soak -- --ignored --nocapture a_seaweedfs_cluster
 	@$(MAKE) --no-print-directory figures
 
 # SQLite's own WAL, locking and transaction tests through our VFS (tools/testfixture.sh).

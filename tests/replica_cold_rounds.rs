@@ -18,7 +18,8 @@ mod common;
 mod harness;
 
 use common::fault_proxy::{describe_log, longest_chain, Exchange, FaultPlan, FaultProxy};
-use common::moto::{Moto, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use common::moto::Moto;
+use common::s3::{S3Server, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use harness::*;
 use std::path::Path;
 use std::time::Duration;

@@ -5,7 +5,8 @@
 mod common;
 mod harness;
 
-use common::moto::{Moto, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use common::moto::Moto;
+use common::s3::{S3Server, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use harness::*;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

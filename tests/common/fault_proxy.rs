@@ -1,7 +1,9 @@
 //! A fault-injecting HTTP proxy on loopback, to put in front of a real object store (moto):
 //! the code under test talks to the proxy's port as if it were the store, and the proxy
 //! decides, request by request, whether to pass it through or to fail it in one of the ways
-//! networks and stores fail.
+//! networks and stores fail. It can also make the store look like one that mishandles
+//! conditional creates ([`Conditional`]); that edits requests, so it needs a store that
+//! checks no signatures (moto).
 //!
 //! Std only: one thread per client connection, one request per connection (the proxy answers
 //! with `Connection: close`, so the client never reuses a connection the proxy may have
@@ -64,6 +66,20 @@ impl Fault {
     }
 }
 
+/// What the store behind the proxy seems to do with a conditional create (a PUT with
+/// `If-None-Match: *`), to stand for S3 implementations that get it wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conditional {
+    /// Whatever the real store does (the request passes untouched).
+    Honoured,
+    /// The header is dropped: a second create overwrites (Garage 2.5).
+    Ignored,
+    /// The proxy checks whether the key exists (a HEAD) and answers 412 if so; otherwise
+    /// it waits this long and writes without the header: one create after another is
+    /// refused, simultaneous ones all win (OpenStack Swift's s3api, s3s-fs).
+    CheckThenWrite(Duration),
+}
+
 /// Which requests fail, and how.
 #[derive(Clone, Debug)]
 pub struct FaultPlan {
@@ -88,6 +104,8 @@ pub struct FaultPlan {
     /// not modelled). A fault still closes its connection; a reset of a request after the
     /// first on a connection is a close after the request was read.
     pub keep_alive: bool,
+    /// What conditional creates do (in any case, faults or not).
+    pub conditional: Conditional,
 }
 
 impl FaultPlan {
@@ -103,6 +121,7 @@ impl FaultPlan {
             seed: 1,
             latency: Duration::ZERO,
             keep_alive: false,
+            conditional: Conditional::Honoured,
         }
     }
 
@@ -329,6 +348,7 @@ impl Drop for FaultProxy {
 }
 
 /// A request as read from the client: its head (verbatim) and body (verbatim, chunked or not).
+#[derive(Clone)]
 struct Request {
     method: String,
     signature: String,
@@ -436,6 +456,14 @@ fn respond(
         status: status_of(head),
         body_bytes,
     };
+    let conditional = shared.lock().unwrap().plan.conditional;
+    let Some(edited) = apply_conditional(request.clone(), conditional, upstream_port, client)? else {
+        return Ok(Some(Answer {
+            status: 412,
+            body_bytes: 0,
+        })); // answered 412 itself
+    };
+    let request = &edited;
     Ok(match fault {
         Some(Fault::Reset) => unreachable!("a reset answers nothing"),
         Some(Fault::Stall) => {
@@ -538,6 +566,52 @@ fn record(shared: &Mutex<Shared>, head: &[u8], arrived: Instant, new_connection:
 fn status_of(head: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(head);
     text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Carries out `mode` on a conditional create; `None` when the proxy answered it itself.
+fn apply_conditional(
+    request: Request,
+    mode: Conditional,
+    upstream_port: u16,
+    client: &mut TcpStream,
+) -> std::io::Result<Option<Request>> {
+    let text = String::from_utf8_lossy(&request.head).into_owned();
+    if mode == Conditional::Honoured || request.method != "PUT" || header_value(&text, "if-none-match").is_none() {
+        return Ok(Some(request));
+    }
+    if let Conditional::CheckThenWrite(gap) = mode {
+        let target = text.split(' ').nth(1).unwrap_or("/");
+        let auth = header_value(&text, "authorization").unwrap_or_default();
+        let head =
+            format!("HEAD {target} HTTP/1.1\r\nHost: 127.0.0.1:{upstream_port}\r\nAuthorization: {auth}\r\n\r\n");
+        let check = Request {
+            method: "HEAD".into(),
+            signature: String::new(),
+            head: head.into_bytes(),
+            body: Vec::new(),
+        };
+        let (answer, _) = forward(&check, upstream_port)?;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PreconditionFailed</Code>\
+                        <Message>At least one of the pre-conditions you specified did not hold</Message></Error>";
+            let response = format!(
+                "HTTP/1.1 412 Precondition Failed\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            client.write_all(response.as_bytes())?;
+            return Ok(None);
+        }
+        std::thread::sleep(gap);
+    }
+    let head: String = text
+        .split_inclusive("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("if-none-match:"))
+        .collect();
+    Ok(Some(Request {
+        head: head.into_bytes(),
+        ..request
+    }))
 }
 
 /// Peeks until the request head is complete; `None` when the client closes first.

@@ -22,7 +22,7 @@ use super::wal_file::WalFile;
 use crate::config::{Config, SyncMode};
 use crate::ltx::Compression;
 use crate::runtime::block_on;
-use crate::storage::{open_store, ReplicaStore};
+use crate::storage::{check_fencing, open_store, Fencing, ReplicaStore};
 use crate::wal::WalHeader;
 use serde_json::json;
 use std::fs;
@@ -170,6 +170,8 @@ pub struct Primary {
     pub db_path: PathBuf,
     config: Config,
     store: Arc<dyn ReplicaStore>,
+    /// Whether the store stops a second primary (`storage::check_fencing`).
+    fencing: Fencing,
     staging: Staging,
     state_file: StateFile,
     /// Hand-off records other processes (and this one) leave before WAL frames go away.
@@ -257,6 +259,7 @@ impl Primary {
             "sync_commit_error": s.sync_commit_error,
             "error": s.fatal.clone().or_else(|| s.last_error.clone()),
             "refusing_writes": s.fatal.is_some(),
+            "fencing": self.fencing.as_str(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
         })
     }

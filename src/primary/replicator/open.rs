@@ -29,7 +29,17 @@ impl Primary {
         let saved = state_file
             .load()
             .map_err(|e| format!("reading replication state: {e}"))?;
-        let replica_max = match replica_max_txid(store.as_ref()) {
+        let listed = replica_max_txid(store.as_ref());
+        // A store that does not answer is not probed now: the next open checks it.
+        let fencing = match &listed {
+            Ok(_) => block_on(check_fencing(
+                store.as_ref(),
+                &config.replica_location(),
+                config.allow_unfenced,
+            ))?,
+            Err(_) => Fencing::Unchecked,
+        };
+        let replica_max = match listed {
             Ok(max) => max,
             // A restart during a store outage must not lock the application out of its
             // own database: continue from local state, upload once the store is back
@@ -188,6 +198,7 @@ impl Primary {
             }),
             config,
             store,
+            fencing,
             staging,
             state_file,
             records,
