@@ -67,12 +67,23 @@ impl Primary {
             let _ = handle.join();
         }
         // Everything captured is staged: save where capture stands, so the next process
-        // to replicate resumes from here. A clean close is claimed only when this
-        // process deleted the WAL itself (its last connection checkpointed it): the WAL
-        // being gone proves nothing, another process may have truncated it.
+        // to replicate resumes from here. A clean close is claimed when this process
+        // deleted the WAL itself (its last connection checkpointed it): the WAL being
+        // gone proves nothing, another process may have truncated it. It is also
+        // claimed when no WAL generation began since a snapshot that found the WAL
+        // empty (a connection that never wrote leaves an empty WAL behind, as plain
+        // SQLite does when the WAL was never opened by the last connection): then the
+        // database file alone holds everything staged, and its identity is the
+        // position a restart checks. A generation begun by another process since is a
+        // start record this process has not consumed, which a restart follows.
         let shared = self.lock();
         if shared.queue.is_empty() && shared.snapshot_needed.is_none() {
-            let closed_clean = shared.own_wal_deletion.clone();
+            let closed_clean = shared.own_wal_deletion.clone().or_else(|| {
+                if shared.capture.position().is_some() {
+                    return None;
+                }
+                FileIdentity::of(&self.db_path).ok()
+            });
             if let Err(e) = self.save_state(&shared, closed_clean) {
                 tracing::error!("saving replication state at close: {e}");
             }
