@@ -123,6 +123,14 @@ bench-cold: setup build
 bench-handover: setup build
 	/usr/bin/python3 bench/bench_handover.py $(HANDOVER_BENCH_ARGS)
 
+# Many databases replicated from one process: N primaries on file:// (default 1,000;
+# `make bench-scale SCALE_ARGS="10000 --idle 10"`), open, commit, sync, idle 60 s, close;
+# threads, descriptors, RSS per database, idle requests; beside `litestream replicate`
+# 0.5.17 replicating as many (bench/README.md). Writes bench/results-scale.json.
+.PHONY: bench-scale
+bench-scale: setup build
+	/usr/bin/python3 bench/bench_scale.py $(SCALE_ARGS)
+
 # Page reads on a NATS JetStream object store (no native ranges): latency and bytes per
 # read against the frame size, read-and-cut, tail and hydration reads (~30 s).
 .PHONY: bench-nats

@@ -1,0 +1,308 @@
+#!/usr/bin/python3
+"""Scale benchmark: many databases replicated from one process.
+
+N primaries on file:// in this one process (default 1,000): open all, one commit each,
+litestream_sync() all, idle (60 s unless --idle says otherwise), close all. Prints peak
+threads, peak descriptors, RSS per database, seconds per phase, and what the idle phase
+cost: store writes (files created or changed in the replicas), system calls and CPU.
+
+Side by side (unless --no-litestream): `litestream replicate` 0.5.17 replicating the same
+number of databases (a config with one `dbs:` entry each) while plain SQLite commits to
+them: its threads, descriptors, RSS, CPU, and whether every database reached its replica.
+
+Must run under Debian's /usr/bin/python3 (its sqlite3 module can load extensions).
+Writes bench/results-scale.json. See bench/README.md.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+EXT = os.environ.get("BENCH_EXTENSION") or os.path.join(ROOT, "target", "release", "liblitestream_vfs.so")
+LITESTREAM = os.path.join(ROOT, ".venv", "bin", "litestream")
+RESULTS = os.path.join(HERE, "results-scale.json")
+
+
+def proc_counts(pid="self"):
+    """(threads, descriptors, RSS KiB) of a process, from /proc."""
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return threads, fds, rss
+
+
+def proc_io(pid="self"):
+    """System calls made by a process so far: (reads, writes)."""
+    out = {}
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            k, v = line.split(":")
+            out[k] = int(v)
+    return out["syscr"], out["syscw"]
+
+
+def proc_cpu(pid):
+    """User+system CPU seconds of a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Peak:
+    """Samples a process's threads/descriptors/RSS every 20 ms in the background."""
+
+    def __init__(self, pid="self"):
+        self.pid, self.threads, self.fds, self.rss = pid, 0, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        try:
+            t, f, r = proc_counts(self.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        self.threads, self.fds, self.rss = max(self.threads, t), max(self.fds, f), max(self.rss, r)
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.sample()
+            time.sleep(0.02)
+
+    def done(self):
+        self.stop.set()
+        self.thread.join()
+        self.sample()
+
+
+def tree_state(root):
+    """{path: (size, mtime_ns)} of every file under root: what the replicas hold."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for name in files:
+            p = os.path.join(d, name)
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
+                continue
+            out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def changed(before, after):
+    return sum(1 for p, v in after.items() if before.get(p) != v) + sum(1 for p in before if p not in after)
+
+
+def run_ours(n, idle, work, sync_interval):
+    dbs = os.path.join(work, "ours", "db")
+    reps = os.path.join(work, "ours", "replicas")
+    os.makedirs(dbs)
+    os.makedirs(reps)
+    base_threads, base_fds, base_rss = proc_counts()
+    peak = Peak()
+    loader = sqlite3.connect(":memory:")
+    loader.enable_load_extension(True)
+    loader.load_extension(EXT)
+    loader.close()
+    phases = {}
+    t0 = time.monotonic()
+    conns = []
+    for i in range(n):
+        uri = (f"file:{dbs}/{i}.db?vfs=litestream&replica=file://{reps}/{i}"
+               f"&sync_interval={sync_interval}")
+        c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
+        c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+        conns.append(c)
+    phases["open"] = time.monotonic() - t0
+    after_open = proc_counts()
+    t0 = time.monotonic()
+    for c in conns:
+        c.execute("INSERT INTO t(v) VALUES (randomblob(100))")
+    phases["commit"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    for c in conns:
+        c.execute("SELECT litestream_sync(120000)").fetchone()
+    phases["sync"] = time.monotonic() - t0
+    after_sync = proc_counts()
+    # Idle: nothing commits. What does replication still do?
+    time.sleep(min(2.0, idle))  # let the last interval's bookkeeping settle
+    io0, cpu0, tree0, local0 = proc_io(), proc_cpu(os.getpid()), tree_state(reps), tree_state(dbs)
+    uploads0 = sum(json.loads(c.execute("SELECT litestream_status()").fetchone()[0]).get("uploads", 0) for c in conns)
+    t0 = time.monotonic()
+    time.sleep(idle)
+    phases["idle"] = time.monotonic() - t0
+    io1, cpu1, tree1, local1 = proc_io(), proc_cpu(os.getpid()), tree_state(reps), tree_state(dbs)
+    uploads1 = sum(json.loads(c.execute("SELECT litestream_status()").fetchone()[0]).get("uploads", 0) for c in conns)
+    idle_threads, idle_fds, idle_rss = proc_counts()
+    t0 = time.monotonic()
+    for c in conns:
+        c.close()
+    phases["close"] = time.monotonic() - t0
+    peak.done()
+    after_close = proc_counts()
+    return {
+        "databases": n,
+        "sync_interval": sync_interval,
+        "app_threads": base_threads + 1,  # + the sampler
+        "peak_threads": peak.threads,
+        "peak_fds": peak.fds,
+        "threads_after_open": after_open[0],
+        "fds_after_open": after_open[1],
+        "threads_idle": idle_threads,
+        "fds_idle": idle_fds,
+        "rss_kib_base": base_rss,
+        "rss_kib_after_sync": after_sync[2],
+        "rss_kib_idle": idle_rss,
+        "rss_kib_per_db": round((idle_rss - base_rss) / n, 1),
+        "threads_after_close": after_close[0],
+        "fds_after_close": after_close[1],
+        "phases_s": {k: round(v, 2) for k, v in phases.items()},
+        "idle_uploads": uploads1 - uploads0,
+        "idle_replica_files_changed": changed(tree0, tree1),
+        "idle_local_files_changed": changed(local0, local1),
+        "idle_syscalls_read": io1[0] - io0[0],
+        "idle_syscalls_write": io1[1] - io0[1],
+        "idle_cpu_s": round(cpu1 - cpu0, 2),
+        "base_fds": base_fds,
+    }
+
+
+def level0_count(replica):
+    try:
+        return len([x for x in os.listdir(os.path.join(replica, "ltx", "0")) if x.endswith(".ltx")])
+    except FileNotFoundError:
+        return 0
+
+
+def wait_all(reps, n, minimum, limit):
+    """Seconds until every replica holds at least `minimum` level-0 files, None past limit."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if all(level0_count(os.path.join(reps, str(i))) >= minimum for i in range(n)):
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    return None
+
+
+def run_litestream(n, idle, work):
+    dbs = os.path.join(work, "ls", "db")
+    reps = os.path.join(work, "ls", "replicas")
+    os.makedirs(dbs)
+    os.makedirs(reps)
+    for i in range(n):
+        c = sqlite3.connect(f"{dbs}/{i}.db", isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        c.close()
+    cfg = os.path.join(work, "ls", "litestream.yml")
+    with open(cfg, "w") as f:
+        f.write("dbs:\n")
+        for i in range(n):
+            f.write(f"  - path: {dbs}/{i}.db\n    replica:\n      url: file://{reps}/{i}\n")
+    log = open(os.path.join(work, "ls", "litestream.log"), "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([LITESTREAM, "replicate", "-config", cfg], stdout=log, stderr=subprocess.STDOUT)
+    peak = Peak(proc.pid)
+    phases = {}
+    try:
+        started = wait_all(reps, n, 1, 300)
+        phases["start"] = time.monotonic() - t0
+        conns = [sqlite3.connect(f"{dbs}/{i}.db", isolation_level=None, timeout=30) for i in range(n)]
+        t0 = time.monotonic()
+        for c in conns:
+            c.execute("INSERT INTO t(v) VALUES (randomblob(100))")
+        phases["commit"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        synced = wait_all(reps, n, 2, 120)
+        phases["replicated"] = time.monotonic() - t0
+        time.sleep(min(2.0, idle))
+        cpu0, io0, tree0 = proc_cpu(proc.pid), proc_io(proc.pid), tree_state(reps)
+        t0 = time.monotonic()
+        time.sleep(idle)
+        phases["idle"] = time.monotonic() - t0
+        cpu1, io1, tree1 = proc_cpu(proc.pid), proc_io(proc.pid), tree_state(reps)
+        threads, fds, rss = proc_counts(proc.pid)
+        total_cpu = proc_cpu(proc.pid)
+        for c in conns:
+            c.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        peak.done()
+    return {
+        "databases": n,
+        "copes": started is not None and synced is not None,
+        "peak_threads": peak.threads,
+        "peak_fds": peak.fds,
+        "threads_idle": threads,
+        "fds_idle": fds,
+        "rss_kib_idle": rss,
+        "rss_kib_per_db": round(rss / n, 1),
+        "cpu_s_total": round(total_cpu, 2),
+        "idle_cpu_s": round(cpu1 - cpu0, 2),
+        "idle_replica_files_changed": changed(tree0, tree1),
+        "idle_syscalls_read": io1[0] - io0[0],
+        "idle_syscalls_write": io1[1] - io0[1],
+        "phases_s": {k: round(v, 2) for k, v in phases.items()},
+    }
+
+
+def show(name, r):
+    print(f"\n== {name}: {r['databases']} databases ==")
+    for k, v in r.items():
+        print(f"  {k:22} {v}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("databases", nargs="?", type=int, default=1000)
+    ap.add_argument("--idle", type=float, default=60.0, help="idle seconds (default 60)")
+    ap.add_argument("--sync-interval", default="1s")
+    ap.add_argument("--no-litestream", action="store_true", help="skip litestream replicate")
+    ap.add_argument("--only-litestream", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temp directory")
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    results = {"uptime_load": load, "nofile": hard}
+    work = tempfile.mkdtemp(prefix="bench-scale-")
+    try:
+        if not args.only_litestream:
+            results["ours"] = run_ours(args.databases, args.idle, work, args.sync_interval)
+            show("litestream-vfs (this process)", results["ours"])
+        if not args.no_litestream:
+            results["litestream"] = run_litestream(args.databases, args.idle, work)
+            show("litestream replicate 0.5.17 (sidecar)", results["litestream"])
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}", file=sys.stderr)
+    print(f"\nload average at start: {' '.join(load)}")
+    with open(RESULTS, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
