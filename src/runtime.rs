@@ -1,6 +1,9 @@
 //! One tokio runtime per process for all storage I/O, started on first use. Two
-//! worker threads: uploads and page fetches are I/O-bound and SQLite threads only
-//! block on them.
+//! worker threads (`LITESTREAM_IO_THREADS`): uploads and page fetches are I/O-bound
+//! and SQLite threads only block on them. The blocking pool, where the local store does
+//! its file I/O, is bounded too (`LITESTREAM_BLOCKING_THREADS`, default 2): unbounded,
+//! it grew to hundreds of threads with a thousand databases. Nothing that runs there
+//! may wait for other blocking work (that would deadlock a bounded pool).
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -11,7 +14,8 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 pub fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(crate::engine::env_count("LITESTREAM_IO_THREADS", 2))
+            .max_blocking_threads(crate::engine::env_count("LITESTREAM_BLOCKING_THREADS", 2))
             .thread_name("litestream-io")
             .enable_all()
             .build()

@@ -306,6 +306,8 @@ fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
         (None, None) => serde_json::json!({ "role": "none", "error": not_replicated(ctx) }),
     };
     let mut value = value;
+    // The process's replication engine: the same for every connection of the process.
+    value["engine"] = crate::engine::engine().status();
     let restores = crate::restore::progress_json();
     if restores.as_array().is_some_and(|r| !r.is_empty()) {
         value["restores"] = restores;

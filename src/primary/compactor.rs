@@ -350,69 +350,6 @@ impl Compactor {
     }
 }
 
-/// What the compaction thread needs from the primary it works for.
-pub trait CompactionControl {
-    /// Sleeps until `deadline_ms` (wall clock) or until the primary closes; true when closing.
-    fn sleep_until(&self, deadline_ms: i64) -> bool;
-    /// Reports the outcome of one step, for `litestream_status()` and the log.
-    fn report(&self, event: CompactionEvent);
-}
-
-/// One step of the compaction thread.
-#[derive(Debug)]
-pub enum CompactionEvent {
-    Compacted(Compacted),
-    Retention(Deleted),
-    Failed(String),
-}
-
-impl Compactor {
-    /// The compaction thread: at every wall-clock boundary of a level, compact it (lower
-    /// levels first, so a level-2 run sees the level-1 file of the same instant), ask
-    /// for a snapshot at every snapshot boundary, then enforce retention.
-    pub fn run(&self, control: &dyn CompactionControl) {
-        let intervals = self.config.levels;
-        let mut due: Vec<i64> = intervals.iter().map(|i| next_boundary(now_ms(), *i)).collect();
-        let mut snapshot_due = next_boundary(now_ms(), self.config.snapshot_interval);
-        loop {
-            let next = due.iter().copied().chain([snapshot_due]).min().unwrap_or(i64::MAX);
-            if control.sleep_until(next) {
-                return;
-            }
-            let now = now_ms();
-            let mut ran = false;
-            for (i, level) in [1u8, 2, 3].into_iter().enumerate() {
-                if now < due[i] {
-                    continue;
-                }
-                due[i] = next_boundary(now, intervals[i]);
-                ran = true;
-                match self.compact_level(level) {
-                    Ok(Some(done)) => control.report(CompactionEvent::Compacted(done)),
-                    Ok(None) => {}
-                    Err(e) => control.report(CompactionEvent::Failed(format!("level {level}: {e}"))),
-                }
-            }
-            if now >= snapshot_due {
-                snapshot_due = next_boundary(now, self.config.snapshot_interval);
-                ran = true;
-                match self.snapshot() {
-                    Ok(Some(done)) => control.report(CompactionEvent::Compacted(done)),
-                    Ok(None) => {}
-                    Err(e) => control.report(CompactionEvent::Failed(format!("snapshot: {e}"))),
-                }
-            }
-            if ran {
-                match self.enforce_retention(now) {
-                    Ok(d) if d != Deleted::default() => control.report(CompactionEvent::Retention(d)),
-                    Ok(_) => {}
-                    Err(e) => control.report(CompactionEvent::Failed(format!("retention: {e}"))),
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

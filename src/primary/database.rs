@@ -14,9 +14,9 @@ use super::{Primary, Snapshotter};
 use crate::config::Config;
 use crate::wal::{WalHeader, HEADER_SIZE};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 /// How a process that becomes the replicating one prepares: the VFS layer's snapshot
 /// implementation and its WAL-mode check (function pointers: they outlive every open).
@@ -143,34 +143,16 @@ impl Database {
     }
 
     /// Watches for the replicating process to go away, and takes over: every half
-    /// `sync_interval`, on the shared runtime, until this process leads or closes the
-    /// database. The lock is the kernel's, so a dead holder releases it at once.
+    /// `sync_interval`, as a job of the process's engine, until this process leads or
+    /// closes the database. The lock is the kernel's, so a dead holder releases it at once.
     pub fn watch_leadership(self: &Arc<Self>) {
-        let database = Arc::downgrade(self);
         let period = (self.config.sync_interval / 2).max(Duration::from_millis(10));
-        crate::runtime::runtime().spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                tokio::time::sleep(period * (1 + failures.min(20))).await;
-                let Some(db) = database.upgrade() else { return };
-                if db.closed.load(Ordering::Relaxed) || db.leader().is_some() {
-                    return;
-                }
-                if db.lock.held_by_another() {
-                    continue;
-                }
-                let attempt = tokio::task::spawn_blocking(move || db.try_lead()).await;
-                match attempt {
-                    Ok(Ok(true)) => return,
-                    Ok(Ok(false)) => failures = 0,
-                    Ok(Err(e)) => {
-                        failures += 1;
-                        tracing::warn!("taking replication over failed (retrying): {e}");
-                    }
-                    Err(e) => tracing::error!("taking replication over panicked: {e}"),
-                }
-            }
-        });
+        let job = LeadershipJob {
+            database: Arc::downgrade(self),
+            period,
+            failures: AtomicU32::new(0),
+        };
+        crate::engine::engine().add(Arc::new(job), Instant::now() + period);
     }
 
     /// The newest TXID the replicating process reports stored.
@@ -251,6 +233,37 @@ impl Database {
             // and take a snapshot: nothing is lost, it only costs an upload.
             tracing::warn!(db = %self.path.display(), "writing a WAL hand-off record: {e}");
         }
+    }
+}
+
+/// A follower's takeover check (`Database::watch_leadership`). It holds the database
+/// weakly: a closed database ends the job at its next turn.
+struct LeadershipJob {
+    database: Weak<Database>,
+    period: Duration,
+    /// Consecutive failed takeovers: each one spaces the next attempt further.
+    failures: AtomicU32,
+}
+
+impl crate::engine::Job for LeadershipJob {
+    fn run(&self) -> Option<Instant> {
+        let db = self.database.upgrade()?;
+        if db.closed.load(Ordering::Relaxed) || db.leader().is_some() {
+            return None;
+        }
+        let failures = self.failures.load(Ordering::Relaxed);
+        if !db.lock.held_by_another() {
+            match db.try_lead() {
+                Ok(true) => return None,
+                Ok(false) => self.failures.store(0, Ordering::Relaxed),
+                Err(e) => {
+                    self.failures.store(failures + 1, Ordering::Relaxed);
+                    tracing::warn!("taking replication over failed (retrying): {e}");
+                }
+            }
+        }
+        let failures = self.failures.load(Ordering::Relaxed);
+        Some(Instant::now() + self.period * (1 + failures.min(20)))
     }
 }
 

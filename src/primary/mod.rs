@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod capture;
+pub mod compaction_turn;
 pub mod compactor;
 pub mod database;
 pub mod follow;

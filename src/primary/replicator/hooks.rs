@@ -24,7 +24,7 @@ impl Primary {
                 shared.oldest_pending_ms.get_or_insert_with(now_ms);
                 shared.enqueue(txns);
                 if shared.queue.bytes() as u64 > self.config.max_queue_bytes {
-                    self.wake.notify_all();
+                    self.wake_worker();
                 }
             }
             Err(Discontinuity(reason)) => {
@@ -32,7 +32,7 @@ impl Primary {
                     tracing::warn!(db = %self.db_path.display(), %reason, "capture lost track of the WAL; taking a snapshot");
                 }
                 shared.require_snapshot(reason);
-                self.wake.notify_all();
+                self.wake_worker();
             }
         }
     }
@@ -72,7 +72,7 @@ impl Primary {
         if self.outside_wal.load(Ordering::Relaxed) {
             let mut shared = self.lock();
             shared.require_snapshot("the database was written outside WAL mode".into());
-            self.wake.notify_all();
+            self.wake_worker();
         }
     }
 
@@ -148,7 +148,7 @@ impl Primary {
             Ok(Err(Discontinuity(reason))) => {
                 tracing::warn!(db = %self.db_path.display(), %reason, "taking a snapshot");
                 shared.require_snapshot(reason);
-                self.wake.notify_all();
+                self.wake_worker();
             }
             Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
         }

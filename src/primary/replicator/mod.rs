@@ -1,7 +1,7 @@
 //! One [`Primary`] per database file per process, shared by every connection that
 //! opened it through the VFS. Commit capture runs inline on the writer's thread
-//! (memory copies only); a worker thread stages batches as LTX files every
-//! `sync_interval` and uploads them with conditional creates.
+//! (memory copies only); a job of the process's engine stages batches as LTX files
+//! every `sync_interval` and uploads them with conditional creates (`worker.rs`).
 
 mod hooks;
 mod open;
@@ -12,7 +12,8 @@ mod worker;
 
 use super::batch::{encode_full, now_ms, Batch};
 use super::capture::{Capture, CapturedTxn, Discontinuity, WalPosition, WalSource};
-use super::compactor::{CompactionControl, CompactionEvent, Compactor, LevelCache, SNAPSHOT_LEVEL};
+use super::compaction_turn::{CompactionControl, CompactionEvent};
+use super::compactor::{Compactor, LevelCache, SNAPSHOT_LEVEL};
 use super::follow::follow;
 use super::follower::{self, Uploaded};
 use super::handoff::{HandoffDir, Record};
@@ -20,6 +21,7 @@ use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
 use super::wal_file::WalFile;
 use crate::config::{Config, SyncMode};
+use crate::engine::JobId;
 use crate::ltx::Compression;
 use crate::runtime::block_on;
 use crate::storage::{check_fencing, open_store, Fencing, ReplicaStore};
@@ -30,8 +32,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Takes a consistent copy of a live database: implemented over SQLite itself in the
@@ -179,11 +180,10 @@ pub struct Primary {
     node_id: u64,
     snapshotter: Box<dyn Snapshotter>,
     shared: Mutex<Shared>,
-    /// Wakes the worker early (sync requested, queue large, closing).
-    wake: Condvar,
     /// Signals staging/upload progress to waiters.
     progress: Condvar,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    /// The worker's job in the process's engine (`worker.rs`).
+    worker_job: OnceLock<JobId>,
     /// True while our snapshot connection holds the WAL write lock: the application's
     /// writers wait for it instead of seeing SQLITE_BUSY.
     snapshot_locking: Mutex<bool>,
@@ -198,9 +198,8 @@ pub struct Primary {
     frames_pending: AtomicBool,
     /// Uploaded level-0 files kept for compaction (when compaction is on).
     level_cache: Option<LevelCache>,
-    compactor: Mutex<Option<JoinHandle<()>>>,
-    /// Wakes the compaction thread when closing.
-    compaction_wake: Condvar,
+    /// The compaction ladder's job in the engine, when compaction is on.
+    compaction_job: OnceLock<JobId>,
 }
 
 impl Primary {

@@ -2,7 +2,9 @@
 //! (restoring a missing database), and resume capture from the saved position through
 //! the hand-off records and the WAL (`follow.rs`), or plan a snapshot.
 
+use super::super::compaction_turn::CompactionClock;
 use super::*;
+use crate::engine::engine;
 
 impl Primary {
     /// Opens replication for `db_path`: reconciles local state with the replica
@@ -203,17 +205,15 @@ impl Primary {
             state_file,
             records,
             snapshotter,
-            wake: Condvar::new(),
             progress: Condvar::new(),
-            worker: Mutex::new(None),
+            worker_job: OnceLock::new(),
             snapshot_locking: Mutex::new(false),
             snapshot_unlocked: Condvar::new(),
             refusing: AtomicBool::new(false),
             outside_wal: AtomicBool::new(false),
             frames_pending: AtomicBool::new(false),
             level_cache,
-            compactor: Mutex::new(None),
-            compaction_wake: Condvar::new(),
+            compaction_job: OnceLock::new(),
         });
         // The state file names our node id from the first open on. Commits resumed from
         // the WAL are queued, not staged: the saved position stays where they start.
@@ -232,13 +232,17 @@ impl Primary {
             }
         }
         .map_err(|e| format!("saving replication state: {e}"))?;
-        let worker = Arc::clone(&primary);
-        let handle = std::thread::Builder::new()
-            .name("litestream-primary".into())
-            .spawn(move || worker.run())
-            .map_err(|e| format!("cannot start the replication thread: {e}"))?;
-        *primary.worker.lock().expect("worker lock") = Some(handle);
+        // No thread of its own: the work is the engine's jobs. The first worker turn
+        // runs at once (a sync is requested at open).
+        let worker = worker::WorkerJob {
+            primary: Arc::clone(&primary),
+            pace: Mutex::new(worker::Pace::default()),
+        };
+        let id = engine().add(Arc::new(worker), Instant::now());
+        let _ = primary.worker_job.set(id);
         if let Some(ladder) = primary.config.compaction.clone() {
+            let clock = CompactionClock::new(&ladder, now_ms());
+            let first = Instant::now() + Duration::from_millis((clock.next() - now_ms()).max(0) as u64);
             let compactor = Compactor {
                 store: Arc::clone(&primary.store),
                 cache: LevelCache::open(&primary.config.staging_dir)
@@ -246,12 +250,13 @@ impl Primary {
                 config: ladder,
                 compression: primary.compression(),
             };
-            let control = Arc::clone(&primary);
-            let handle = std::thread::Builder::new()
-                .name("litestream-compact".into())
-                .spawn(move || compactor.run(control.as_ref()))
-                .map_err(|e| format!("cannot start the compaction thread: {e}"))?;
-            *primary.compactor.lock().expect("compactor lock") = Some(handle);
+            let job = worker::CompactionJob {
+                primary: Arc::clone(&primary),
+                compactor,
+                clock: Mutex::new(clock),
+            };
+            let id = engine().add(Arc::new(job), first);
+            let _ = primary.compaction_job.set(id);
         }
         Ok(primary)
     }

@@ -35,7 +35,7 @@ impl Primary {
                 ));
             }
             shared.sync_requested = true;
-            self.wake.notify_all();
+            self.wake_worker();
             shared = self
                 .progress
                 .wait_timeout(shared, deadline - now)
@@ -50,22 +50,23 @@ impl Primary {
         self.sync(target, timeout)
     }
 
-    /// Last connection closed: stage what is left, try to upload it, record a clean
-    /// close if SQLite checkpointed the WAL away, stop the worker.
+    /// Last connection closed: stop the engine's jobs (a turn in progress ends
+    /// first), then stage what is left and try to upload it on this thread, record a
+    /// clean close if SQLite checkpointed the WAL away.
     pub fn close(&self) {
+        if let Some(id) = self.compaction_job.get() {
+            crate::engine::engine().remove(*id);
+        }
+        if let Some(id) = self.worker_job.get() {
+            crate::engine::engine().remove(*id);
+        }
         {
             let mut shared = self.lock();
             shared.closing = true;
             shared.sync_requested = true;
-            self.wake.notify_all();
         }
-        self.compaction_wake.notify_all();
-        if let Some(handle) = self.compactor.lock().expect("compactor lock").take() {
-            let _ = handle.join();
-        }
-        if let Some(handle) = self.worker.lock().expect("worker lock").take() {
-            let _ = handle.join();
-        }
+        // The closing turn: its upload is tried whatever the backoff.
+        self.turn(&mut worker::Pace::default());
         // Everything captured is staged: save where capture stands, so the next process
         // to replicate resumes from here. A clean close is claimed when this process
         // deleted the WAL itself (its last connection checkpointed it): the WAL being

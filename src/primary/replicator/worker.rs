@@ -1,124 +1,171 @@
-//! The background loop of one primary: every `sync_interval` (or sooner when asked)
-//! catch up on other processes' commits, stage, upload; and the compaction control.
+//! The periodic work of one primary, as jobs of the process's engine (`crate::engine`):
+//! every `sync_interval` (or sooner when asked) catch up on other processes' commits,
+//! stage, upload; and the compaction ladder at its windows.
 
+use super::super::compaction_turn::CompactionClock;
 use super::*;
+use crate::engine::{engine, Job};
 
-impl Primary {
-    /// The worker: every `sync_interval` (or sooner when asked) take a snapshot if
-    /// needed, stage the queue, upload staged files.
-    pub(super) fn run(self: Arc<Self>) {
-        let mut backoff = Duration::from_millis(100);
-        let mut stage_backoff = Duration::ZERO;
-        let mut snapshot_busy_since: Option<Instant> = None;
-        let mut next_busy_warning = SNAPSHOT_BUSY_WARN_AFTER;
-        let mut next_upload_attempt = Instant::now();
-        loop {
-            let closing = {
-                let mut shared = self.lock();
-                if !shared.sync_requested && !shared.closing && shared.snapshot_needed.is_none() {
-                    let limit = self.config.max_queue_bytes as usize;
-                    let (guard, _) = self
-                        .wake
-                        .wait_timeout_while(shared, self.config.sync_interval, |s| {
-                            !s.sync_requested && !s.closing && s.queue.bytes() <= limit
-                        })
-                        .unwrap_or_else(|p| p.into_inner());
-                    shared = guard;
-                }
-                shared.sync_requested = false;
-                shared.closing
-            };
-            // Requests listed before catching up: commits made before them are then in
-            // the WAL or a hand-off record (`follower.rs`).
-            let requests = follower::pending_requests(&self.config.staging_dir);
-            self.catch_up_foreign_commits();
-            self.answer_sync_requests(&requests);
-            let staged = self.stage_pending();
-            if !matches!(staged, Err(StageError::SnapshotWaiting)) {
-                snapshot_busy_since = None;
-            }
-            match staged {
-                Ok(()) => stage_backoff = Duration::ZERO,
-                Err(e) => {
-                    // A pending snapshot skips the interval wait: pace the retries. One
-                    // that only waits for a write transaction retries within a second of
-                    // its end; failures back off further.
-                    let cap = match e {
-                        StageError::SnapshotWaiting => {
-                            let since = *snapshot_busy_since.get_or_insert_with(|| {
-                                next_busy_warning = SNAPSHOT_BUSY_WARN_AFTER;
-                                Instant::now()
-                            });
-                            let waited = since.elapsed();
-                            if waited >= next_busy_warning {
-                                self.record_error(format!(
-                                    "staging: a snapshot has waited {} s for the write lock; another connection keeps a write transaction open",
-                                    waited.as_secs()
-                                ));
-                                next_busy_warning = waited + SNAPSHOT_BUSY_WARN_AFTER;
-                            } else {
-                                tracing::debug!(db = %self.db_path.display(), "snapshot waits for a write transaction to end");
-                            }
-                            Duration::from_secs(1)
-                        }
-                        StageError::Failed(e) => {
-                            self.record_error(format!("staging: {e}"));
-                            Duration::from_secs(10)
-                        }
-                    };
-                    stage_backoff = (stage_backoff * 2).clamp(Duration::from_millis(100), cap);
-                    let shared = self.lock();
-                    if !shared.closing {
-                        let _ = self.wake.wait_timeout(shared, stage_backoff);
-                    }
-                }
-            }
-            if Instant::now() >= next_upload_attempt || closing {
-                let uploaded_before = self.lock().uploaded_txid;
-                match self.upload_staged() {
-                    Ok(()) => backoff = Duration::from_millis(100),
-                    Err(e) => {
-                        self.record_error(e);
-                        // Some files went up: the store answers, this failure is one of a
-                        // flaky network's, not an outage's. Backing off further would make
-                        // a 30% failure rate look like a long outage (catch-up in tens of s).
-                        if self.lock().uploaded_txid > uploaded_before {
-                            backoff = Duration::from_millis(100);
-                        }
-                        next_upload_attempt = Instant::now() + backoff;
-                        // The cap is how late the end of an outage is noticed: with 30 s,
-                        // catch-up after a 20 s outage took 20 s (make torture); one failed
-                        // PUT every 5 s costs nothing.
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-            if closing {
-                break;
-            }
+/// What the worker remembers between its turns: retry pacing.
+pub(super) struct Pace {
+    backoff: Duration,
+    stage_backoff: Duration,
+    snapshot_busy_since: Option<Instant>,
+    next_busy_warning: Duration,
+    next_upload_attempt: Instant,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            backoff: Duration::from_millis(100),
+            stage_backoff: Duration::ZERO,
+            snapshot_busy_since: None,
+            next_busy_warning: SNAPSHOT_BUSY_WARN_AFTER,
+            next_upload_attempt: Instant::now(),
         }
     }
 }
 
-impl CompactionControl for Primary {
-    fn sleep_until(&self, deadline_ms: i64) -> bool {
-        let mut shared = self.lock();
-        loop {
-            if shared.closing {
-                return true;
-            }
-            let left = deadline_ms - now_ms();
-            if left <= 0 {
-                return false;
-            }
-            shared = self
-                .compaction_wake
-                .wait_timeout(shared, Duration::from_millis(left as u64))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+/// The worker of one primary as an engine job: each turn catches up on other
+/// processes' commits, stages, uploads; it is due every `sync_interval`, sooner when
+/// woken (a sync requested, the queue large, a snapshot needed, closing).
+pub(super) struct WorkerJob {
+    pub(super) primary: Arc<Primary>,
+    pub(super) pace: Mutex<Pace>,
+}
+
+impl Job for WorkerJob {
+    fn run(&self) -> Option<Instant> {
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        self.primary.turn(&mut pace)
+    }
+}
+
+impl Primary {
+    /// One turn of the worker: take a snapshot if needed, stage the queue, upload
+    /// staged files. Returns when the next turn is due (`None` once closing: the
+    /// closing turn is the last).
+    pub(super) fn turn(&self, pace: &mut Pace) -> Option<Instant> {
+        let closing = {
+            let mut shared = self.lock();
+            shared.sync_requested = false;
+            shared.closing
+        };
+        // Requests listed before catching up: commits made before them are then in
+        // the WAL or a hand-off record (`follower.rs`).
+        let requests = follower::pending_requests(&self.config.staging_dir);
+        self.catch_up_foreign_commits();
+        self.answer_sync_requests(&requests);
+        let staged = self.stage_pending();
+        if !matches!(staged, Err(StageError::SnapshotWaiting)) {
+            pace.snapshot_busy_since = None;
         }
+        // A failed stage retries after its own backoff, not the interval.
+        let mut retry_stage = None;
+        match staged {
+            Ok(()) => pace.stage_backoff = Duration::ZERO,
+            Err(e) => {
+                // A pending snapshot skips the interval wait: pace the retries. One
+                // that only waits for a write transaction retries within a second of
+                // its end; failures back off further.
+                let cap = match e {
+                    StageError::SnapshotWaiting => {
+                        let since = *pace.snapshot_busy_since.get_or_insert_with(|| {
+                            pace.next_busy_warning = SNAPSHOT_BUSY_WARN_AFTER;
+                            Instant::now()
+                        });
+                        let waited = since.elapsed();
+                        if waited >= pace.next_busy_warning {
+                            self.record_error(format!(
+                                "staging: a snapshot has waited {} s for the write lock; another connection keeps a write transaction open",
+                                waited.as_secs()
+                            ));
+                            pace.next_busy_warning = waited + SNAPSHOT_BUSY_WARN_AFTER;
+                        } else {
+                            tracing::debug!(db = %self.db_path.display(), "snapshot waits for a write transaction to end");
+                        }
+                        Duration::from_secs(1)
+                    }
+                    StageError::Failed(e) => {
+                        self.record_error(format!("staging: {e}"));
+                        Duration::from_secs(10)
+                    }
+                };
+                pace.stage_backoff = (pace.stage_backoff * 2).clamp(Duration::from_millis(100), cap);
+                retry_stage = Some(Instant::now() + pace.stage_backoff);
+            }
+        }
+        if Instant::now() >= pace.next_upload_attempt || closing {
+            let uploaded_before = self.lock().uploaded_txid;
+            match self.upload_staged() {
+                Ok(()) => pace.backoff = Duration::from_millis(100),
+                Err(e) => {
+                    self.record_error(e);
+                    // Some files went up: the store answers, this failure is one of a
+                    // flaky network's, not an outage's. Backing off further would make
+                    // a 30% failure rate look like a long outage (catch-up in tens of s).
+                    if self.lock().uploaded_txid > uploaded_before {
+                        pace.backoff = Duration::from_millis(100);
+                    }
+                    pace.next_upload_attempt = Instant::now() + pace.backoff;
+                    // The cap is how late the end of an outage is noticed: with 30 s,
+                    // catch-up after a 20 s outage took 20 s (make torture); one failed
+                    // PUT every 5 s costs nothing.
+                    pace.backoff = (pace.backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if closing {
+            return None;
+        }
+        if let Some(at) = retry_stage {
+            return Some(at);
+        }
+        // What used to end the worker's wait early ends it now: whatever arrived during
+        // this turn is served by the next one at once.
+        let shared = self.lock();
+        let urgent = shared.sync_requested
+            || shared.closing
+            || shared.snapshot_needed.is_some()
+            || shared.queue.bytes() > self.config.max_queue_bytes as usize;
+        Some(if urgent {
+            Instant::now()
+        } else {
+            Instant::now() + self.config.sync_interval
+        })
     }
 
+    /// Runs the worker's next turn now.
+    pub(super) fn wake_worker(&self) {
+        if let Some(id) = self.worker_job.get() {
+            engine().wake(*id);
+        }
+    }
+}
+
+/// The compaction ladder of one primary as an engine job: a turn at each wall-clock
+/// window boundary.
+pub(super) struct CompactionJob {
+    pub(super) primary: Arc<Primary>,
+    pub(super) compactor: Compactor,
+    pub(super) clock: Mutex<CompactionClock>,
+}
+
+impl Job for CompactionJob {
+    fn run(&self) -> Option<Instant> {
+        if self.primary.lock().closing {
+            return None;
+        }
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        clock.saw_uploads(self.primary.lock().uploads);
+        let next_ms = self.compactor.turn(&mut clock, now_ms(), self.primary.as_ref());
+        let wait = Duration::from_millis((next_ms - now_ms()).max(0) as u64);
+        Some(Instant::now() + wait)
+    }
+}
+
+impl CompactionControl for Primary {
     fn report(&self, event: CompactionEvent) {
         let mut shared = self.lock();
         let status = &mut shared.compaction;

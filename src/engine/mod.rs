@@ -1,0 +1,79 @@
+//! One replication engine per process: a small fixed set of threads that runs every
+//! database's periodic work as jobs (a primary's staging and upload each
+//! `sync_interval`, its compaction windows, a follower's takeover checks), however
+//! many databases the process has open. Created on first use, never per database.
+//!
+//! Threads of ours in a process: the engine's (`LITESTREAM_ENGINE_THREADS`, default
+//! 4), the async runtime's workers (`LITESTREAM_IO_THREADS`, default 2) and its
+//! blocking pool (`LITESTREAM_BLOCKING_THREADS`, default 2): 8 in all by default.
+//! Read replicas still have threads of their own (a poller, a hydrator).
+
+mod scheduler;
+
+pub use scheduler::{Job, JobId};
+
+use scheduler::Scheduler;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// Engine threads when `LITESTREAM_ENGINE_THREADS` is not set: jobs block their thread
+/// on store round trips, so a few stalled stores must leave threads for the others.
+const DEFAULT_THREADS: usize = 4;
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+pub struct Engine {
+    scheduler: Arc<Scheduler>,
+}
+
+/// The process's engine, started on first use (its threads start as jobs arrive).
+pub fn engine() -> &'static Engine {
+    ENGINE.get_or_init(|| Engine {
+        scheduler: Scheduler::new(env_count("LITESTREAM_ENGINE_THREADS", DEFAULT_THREADS)),
+    })
+}
+
+/// A positive count from the environment, else `default` (an unusable value is
+/// reported once and ignored).
+pub(crate) fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                tracing::warn!("{name}={v:?} is not a positive count; using {default}");
+                default
+            }
+        },
+        Err(_) => default,
+    }
+}
+
+impl Engine {
+    /// Registers `job`; its first turn runs at `first`.
+    pub fn add(&self, job: Arc<dyn Job>, first: Instant) -> JobId {
+        self.scheduler.add(job, first)
+    }
+
+    /// Runs the job's next turn now (or right after the one in progress).
+    pub fn wake(&self, id: JobId) {
+        self.scheduler.wake(id)
+    }
+
+    /// Takes the job out, waiting for a turn in progress to end.
+    pub fn remove(&self, id: JobId) {
+        self.scheduler.remove(id)
+    }
+
+    /// The process-level part of `litestream_status()`.
+    pub fn status(&self) -> serde_json::Value {
+        let (jobs, ready, running, threads) = self.scheduler.counts();
+        serde_json::json!({
+            "threads": threads,
+            "jobs": jobs,
+            "queued_jobs": ready,
+            "running_jobs": running,
+            "turns": self.scheduler.turns.load(Ordering::Relaxed),
+        })
+    }
+}
