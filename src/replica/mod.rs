@@ -7,7 +7,8 @@
 //! point query on a 3-level b-tree then needs two more requests (interior page, leaf).
 //! Each page SQLite reads that is not cached is one ranged GET of its compressed frame
 //! (or a growing run of frames for a scan), decompressed into an LRU cache shared by
-//! every connection of the replica in the process. A poller thread follows the store and prepares the next
+//! every connection of the replica in the process. A poller (a job of the process's engine,
+//! `jobs.rs`) follows the store and prepares the next
 //! [`State`]; a connection switches to it only when it starts a read transaction, so a
 //! transaction never mixes two TXIDs. Optional: hydration into a local file
 //! ([`hydrate`]) and point-in-time views per connection ([`time`]).
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod carry;
 pub mod fetch;
 pub mod hydrate;
+mod jobs;
 pub mod pragma;
 pub mod registry;
 pub mod state;
@@ -104,8 +106,9 @@ pub struct Replica {
     shared: Mutex<Shared>,
     /// Signalled when `current` changes.
     changed: Condvar,
-    /// Wakes the poller early (waiters, stop).
-    wake: Condvar,
+    /// The poller's and hydration's jobs in the process's engine (`jobs.rs`).
+    poll_job: std::sync::OnceLock<crate::engine::JobId>,
+    hydrate_job: std::sync::OnceLock<crate::engine::JobId>,
     /// Headers and indexes of files seen, so a re-plan fetches only new files.
     known: Mutex<HashMap<FileKey, Arc<PlanFile>>>,
     hydration: Option<Arc<hydrate::Hydration>>,
@@ -213,28 +216,15 @@ impl Replica {
                 last_error: None,
             }),
             changed: Condvar::new(),
-            wake: Condvar::new(),
+            poll_job: Default::default(),
+            hydrate_job: Default::default(),
             known: Mutex::new(known),
             hydration,
             stand_in: Mutex::new(None),
             opened: Instant::now(),
         });
         replica.keep_first_pages(&replica.current(), &heads);
-        let poller = Arc::clone(&replica);
-        std::thread::Builder::new()
-            .name("litestream-replica".into())
-            .spawn(move || poller.run_poller())
-            .map_err(|e| format!("cannot start the replica poller: {e}"))?;
-        if let Some(h) = &replica.hydration {
-            let (r, h) = (Arc::clone(&replica), Arc::clone(h));
-            let spawned = std::thread::Builder::new()
-                .name("litestream-hydrate".into())
-                .spawn(move || r.run_hydrator(h));
-            if let Err(e) = spawned {
-                replica.stop();
-                return Err(format!("cannot start hydration: {e}"));
-            }
-        }
+        replica.start_jobs();
         Ok(replica)
     }
 
@@ -264,7 +254,8 @@ impl Replica {
     /// Stops the poller (the last connection closed).
     pub fn stop(&self) {
         self.lock().stop = true;
-        self.wake.notify_all();
+        self.wake_poller();
+        self.wake_hydrator();
         self.changed.notify_all();
     }
 
@@ -291,7 +282,7 @@ impl Replica {
                 ));
             }
             g.wake = true;
-            self.wake.notify_all();
+            self.wake_poller();
             g = self
                 .changed
                 .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
@@ -470,7 +461,7 @@ impl Replica {
                     FetchError::Storage(e) if e.is_not_found() => {
                         // Compaction or retention removed a file of the plan: re-plan.
                         self.lock().replan = true;
-                        self.wake.notify_all();
+                        self.wake_poller();
                         if let Some(identity) = replan_for {
                             if let Some(fresh) = self.state_exactly(state.txid) {
                                 let fresh = Arc::new(fresh);
@@ -573,85 +564,6 @@ impl Replica {
         let plan = restore::plan(&listing, Some(txid)).ok()?;
         let files = self.plan_files(plan).ok()?;
         State::build(files).ok()
-    }
-
-    /// Keeps the hydration file at the newest state.
-    fn run_hydrator(self: Arc<Self>, h: Arc<hydrate::Hydration>) {
-        loop {
-            let state = {
-                let g = self.lock();
-                if g.stop {
-                    return;
-                }
-                Arc::clone(&g.current)
-            };
-            if h.txid() != state.txid {
-                let stop = || self.lock().stop;
-                let started = Instant::now();
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    // Versions hydration moves past stay in the cache for readers pinned to them.
-                    h.hydrate(&state, &self.fetcher, &stop, &mut |k, old| {
-                        self.cache.insert(k, old.into())
-                    })
-                }))
-                .unwrap_or_else(|_| Err(FetchError::Corrupt("hydration panicked".into())));
-                match result {
-                    Ok(true) => {
-                        tracing::info!(
-                            replica = %self.name,
-                            txid = state.txid,
-                            ms = started.elapsed().as_millis() as u64,
-                            "hydrated"
-                        );
-                        continue;
-                    }
-                    Ok(false) => return,
-                    Err(e) => {
-                        tracing::warn!(replica = %self.name, error = %e, "hydration failed; retrying");
-                        h.record_error(&e.to_string());
-                    }
-                }
-            }
-            let g = self.lock();
-            if g.stop {
-                return;
-            }
-            if g.current.txid == h.txid() || h.txid() != state.txid {
-                let _ = self.changed.wait_timeout(g, self.poll_interval);
-            }
-        }
-    }
-
-    fn run_poller(self: Arc<Self>) {
-        loop {
-            {
-                let deadline = Instant::now() + self.poll_interval;
-                let mut g = self.lock();
-                while !g.stop && !g.wake {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    g = self
-                        .wake
-                        .wait_timeout(g, deadline - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-                if g.stop {
-                    tracing::debug!(replica = %self.name, "replica poller stopped");
-                    return;
-                }
-                g.wake = false;
-            }
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll_once()))
-                .unwrap_or_else(|_| Err(FetchError::Corrupt("the poller panicked".into())));
-            if let Err(e) = result {
-                self.stats().poll_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(replica = %self.name, error = %e, "replica poll failed");
-                self.lock().last_error = Some(e.to_string());
-            }
-        }
     }
 
     /// Looks for new TXIDs: level 0 alone when it continues the current state, every
@@ -777,6 +689,7 @@ impl Replica {
             tracing::debug!(replica = %self.name, from = g.current.txid, to = next.txid, "new TXID ready");
             g.current = Arc::new(next);
             self.changed.notify_all();
+            self.wake_hydrator();
         }
         if g.current.txid >= store_max {
             g.last_caught_up = Some(Instant::now());

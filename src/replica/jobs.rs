@@ -1,0 +1,113 @@
+//! A replica's background work as jobs of the process's engine (`crate::engine`): the
+//! poller that follows the store every `poll_interval` (sooner when a reader waits or a
+//! file of the plan went missing), and hydration into a local file. No thread of its
+//! own: a thousand replicas in one process share the engine's few threads.
+
+use super::fetch::FetchError;
+use super::{hydrate, Replica};
+use crate::engine::{engine, Job};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+struct PollJob(Arc<Replica>);
+
+impl Job for PollJob {
+    fn run(&self) -> Option<Instant> {
+        let replica = &self.0;
+        {
+            let mut g = replica.lock();
+            if g.stop {
+                tracing::debug!(replica = %replica.name, "replica poller stopped");
+                return None;
+            }
+            g.wake = false;
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replica.poll_once()))
+            .unwrap_or_else(|_| Err(FetchError::Corrupt("the poller panicked".into())));
+        if let Err(e) = result {
+            replica.stats().poll_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(replica = %replica.name, error = %e, "replica poll failed");
+            replica.lock().last_error = Some(e.to_string());
+        }
+        let g = replica.lock();
+        // Asked for during this turn (a waiter, a re-plan, stop): the next one is now.
+        Some(if g.wake || g.stop {
+            Instant::now()
+        } else {
+            Instant::now() + replica.poll_interval
+        })
+    }
+}
+
+struct HydrateJob(Arc<Replica>, Arc<hydrate::Hydration>);
+
+impl Job for HydrateJob {
+    /// Hydrates up to the newest state; then waits for the next (the poller wakes it).
+    fn run(&self) -> Option<Instant> {
+        let (replica, h) = (&self.0, &self.1);
+        let state = {
+            let g = replica.lock();
+            if g.stop {
+                return None;
+            }
+            Arc::clone(&g.current)
+        };
+        if h.txid() == state.txid {
+            return Some(Instant::now() + replica.poll_interval);
+        }
+        let stop = || replica.lock().stop;
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Versions hydration moves past stay in the cache for readers pinned to them.
+            h.hydrate(&state, &replica.fetcher, &stop, &mut |k, old| {
+                replica.cache.insert(k, old.into())
+            })
+        }))
+        .unwrap_or_else(|_| Err(FetchError::Corrupt("hydration panicked".into())));
+        match result {
+            Ok(true) => {
+                tracing::info!(
+                    replica = %replica.name,
+                    txid = state.txid,
+                    ms = started.elapsed().as_millis() as u64,
+                    "hydrated"
+                );
+                Some(Instant::now()) // a newer state may have come meanwhile
+            }
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(replica = %replica.name, error = %e, "hydration failed; retrying");
+                h.record_error(&e.to_string());
+                Some(Instant::now() + replica.poll_interval)
+            }
+        }
+    }
+}
+
+impl Replica {
+    /// Registers the poller (its first turn one `poll_interval` from now: opening just
+    /// listed the store) and hydration (at once).
+    pub(super) fn start_jobs(self: &Arc<Self>) {
+        let id = engine().add(Arc::new(PollJob(Arc::clone(self))), Instant::now() + self.poll_interval);
+        let _ = self.poll_job.set(id);
+        if let Some(h) = &self.hydration {
+            let id = engine().add(Arc::new(HydrateJob(Arc::clone(self), Arc::clone(h))), Instant::now());
+            let _ = self.hydrate_job.set(id);
+        }
+    }
+
+    /// Runs the poller's next turn now.
+    pub(super) fn wake_poller(&self) {
+        if let Some(id) = self.poll_job.get() {
+            engine().wake(*id);
+        }
+    }
+
+    /// A new state is ready: hydration follows it now.
+    pub(super) fn wake_hydrator(&self) {
+        if let Some(id) = self.hydrate_job.get() {
+            engine().wake(*id);
+        }
+    }
+}
