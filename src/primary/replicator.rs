@@ -11,6 +11,7 @@ use super::follower::{self, Uploaded};
 use super::handoff::{HandoffDir, Record};
 use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
+use super::sync_stats::SyncStats;
 use super::wal_file::WalFile;
 use crate::config::{Config, SyncMode};
 use crate::ltx::Compression;
@@ -188,6 +189,8 @@ pub struct Primary {
     compactor: Mutex<Option<JoinHandle<()>>>,
     /// Wakes the compaction thread when closing.
     compaction_wake: Condvar,
+    /// Rounds of the worker, their time and failures (`litestream_sync_*` metrics).
+    sync_stats: SyncStats,
 }
 
 impl Primary {
@@ -388,6 +391,7 @@ impl Primary {
             level_cache,
             compactor: Mutex::new(None),
             compaction_wake: Condvar::new(),
+            sync_stats: SyncStats::default(),
         });
         // The state file names our node id from the first open on. Commits resumed from
         // the WAL are queued, not staged: the saved position stays where they start.
@@ -640,6 +644,7 @@ impl Primary {
             "error": s.fatal.clone().or_else(|| s.last_error.clone()),
             "refusing_writes": s.fatal.is_some(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
+            "sync": self.sync_stats.json(),
         })
     }
 
@@ -722,6 +727,8 @@ impl Primary {
             // Requests listed before catching up: commits made before them are then in
             // the WAL or a hand-off record (`follower.rs`).
             let requests = follower::pending_requests(&self.config.staging_dir);
+            let round = Instant::now();
+            let before = self.progress_mark();
             self.catch_up_foreign_commits();
             self.answer_sync_requests(&requests);
             let staged = self.stage_pending();
@@ -784,10 +791,19 @@ impl Primary {
                     }
                 }
             }
+            if self.progress_mark() != before {
+                self.sync_stats.synced(round.elapsed());
+            }
             if closing {
                 break;
             }
         }
+    }
+
+    /// What a round of the worker can move: staged and uploaded TXIDs, snapshots taken.
+    fn progress_mark(&self) -> (u64, u64, u64) {
+        let s = self.lock();
+        (s.staged_txid, s.uploaded_txid, s.snapshots)
     }
 
     /// Commits written by other processes (followers) reach us only through the WAL
@@ -854,6 +870,7 @@ impl Primary {
 
     fn record_error(&self, message: String) {
         tracing::warn!(db = %self.db_path.display(), "{message}");
+        self.sync_stats.failed();
         self.lock().last_error = Some(message);
         self.progress.notify_all();
     }
