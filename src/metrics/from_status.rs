@@ -26,127 +26,115 @@ fn file_size(path: &Path) -> f64 {
     std::fs::metadata(path).map_or(0.0, |m| m.len() as f64)
 }
 
+/// Samples of one database, each labelled with its path.
+struct Db<'a> {
+    f: &'a mut Families,
+    db: &'a str,
+}
+
+impl Db<'_> {
+    fn gauge(&mut self, name: &str, help: &str, value: Option<f64>) {
+        if let Some(v) = value {
+            self.f.gauge(name, help, &[("db", self.db)], v);
+        }
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: Option<f64>) {
+        if let Some(v) = value {
+            self.f.counter(name, help, &[("db", self.db)], v);
+        }
+    }
+}
+
 /// One database this process replicates, from its `Primary::status()`.
 pub fn primary(f: &mut Families, status: &Value) {
     let Some(db) = status.get("database").and_then(Value::as_str) else {
         return;
     };
-    let labels = [("db", db)];
-    let gauge = |f: &mut Families, name: &str, help: &str, value: Option<f64>| {
-        if let Some(v) = value {
-            f.gauge(name, help, &labels, v);
-        }
-    };
-    gauge(
-        f,
+    let mut d = Db { f, db };
+    d.gauge(
         "litestream_db_size",
         "The current size of the real DB",
         Some(file_size(Path::new(db))),
     );
-    gauge(
-        f,
+    d.gauge(
         "litestream_wal_size",
         "The current size of the real WAL",
         Some(file_size(Path::new(&format!("{db}-wal")))),
     );
-    gauge(
-        f,
-        "litestream_txid",
-        "The current transaction ID",
-        number(status, "/txid"),
-    );
-    gauge(
-        f,
+    d.gauge("litestream_txid", "The current transaction ID", number(status, "/txid"));
+    d.gauge(
         "litestream_staged_txid",
         "The newest TXID written to a local LTX file",
         number(status, "/staged_txid"),
     );
-    gauge(
-        f,
+    d.gauge(
         "litestream_uploaded_txid",
         "The newest TXID stored in the replica",
         number(status, "/uploaded_txid"),
     );
-    gauge(
-        f,
+    d.gauge(
         "litestream_recovery_point_seconds",
         "Age of the oldest commit not yet stored in the replica (0 when everything is stored)",
         number(status, "/lag_seconds"),
     );
-    gauge(
-        f,
+    d.gauge(
         "litestream_staged_bytes",
         "Bytes of LTX files staged locally and not yet stored",
         number(status, "/staged_bytes"),
     );
-    gauge(
-        f,
+    d.gauge(
         "litestream_pending_bytes",
         "Bytes of captured commits in memory, not yet staged",
         number(status, "/pending_bytes"),
     );
-    gauge(
-        f,
+    d.gauge(
         "litestream_replication_error",
         "1 while the last staging or upload attempt failed",
         Some(flag(status, "/error")),
     );
-    gauge(
-        f,
+    d.gauge(
         "litestream_refusing_writes",
         "1 when another primary took the replica and writes are refused",
         Some(flag(status, "/refusing_writes")),
     );
-    gauge(
-        f,
+    d.gauge(
         "litestream_snapshot_pending",
         "1 while a full snapshot is due",
         Some(flag(status, "/snapshot_pending")),
     );
-    let counter = |f: &mut Families, name: &str, help: &str, value: Option<f64>| {
-        if let Some(v) = value {
-            f.counter(name, help, &labels, v);
-        }
-    };
-    counter(
-        f,
+    d.counter(
         "litestream_sync_count",
         "Number of sync operations performed",
         number(status, "/sync/count"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_sync_error_count",
         "Number of sync errors that have occurred",
         number(status, "/sync/errors"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_sync_seconds",
         "Time spent syncing, in seconds",
         number(status, "/sync/seconds"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_uploaded_bytes_total",
         "Bytes of level-0 LTX files stored",
         number(status, "/uploaded_bytes"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_snapshots_total",
         "Full snapshots taken",
         number(status, "/snapshots"),
     );
     if status.get("compaction").is_some_and(Value::is_object) {
-        counter(
-            f,
+        d.counter(
             "litestream_compactions_total",
             "Compactions written",
             Some(number(status, "/compaction/compactions").unwrap_or(0.0)),
         );
-        counter(
-            f,
+        d.counter(
             "litestream_compaction_errors_total",
             "Compaction and retention failures",
             Some(number(status, "/compaction/errors").unwrap_or(0.0)),
@@ -159,14 +147,8 @@ pub fn replica(f: &mut Families, status: &Value) {
     let Some(db) = status.get("database").and_then(Value::as_str) else {
         return;
     };
-    let labels = [("db", db)];
-    let gauge = |f: &mut Families, name: &str, help: &str, value: Option<f64>| {
-        if let Some(v) = value {
-            f.gauge(name, help, &labels, v);
-        }
-    };
-    gauge(
-        f,
+    let mut d = Db { f, db };
+    d.gauge(
         "litestream_read_replica_txid",
         "The newest TXID the read replica has found",
         number(status, "/latest_txid"),
@@ -181,78 +163,62 @@ pub fn replica(f: &mut Families, status: &Value) {
             l
         }
     });
-    gauge(
-        f,
+    d.gauge(
         "litestream_read_replica_lag_seconds",
         "Seconds since the read replica last caught up with the store (never: since it opened)",
         lag,
     );
-    gauge(
-        f,
+    d.gauge(
         "litestream_read_replica_cache_bytes",
         "Bytes of pages in the read replica's cache",
         number(status, "/cache/bytes"),
     );
     if status.get("hydration").is_some_and(Value::is_object) {
-        gauge(
-            f,
+        d.gauge(
             "litestream_read_replica_hydrated_pages",
             "Pages of the local copy that are filled in",
             number(status, "/hydration/pages_local"),
         );
-        gauge(
-            f,
+        d.gauge(
             "litestream_read_replica_pages",
             "Pages of the database at the newest TXID",
             number(status, "/pages"),
         );
     }
-    let counter = |f: &mut Families, name: &str, help: &str, pointer: &str| {
-        if let Some(v) = number(status, pointer) {
-            f.counter(name, help, &labels, v);
-        }
-    };
-    counter(
-        f,
+    d.counter(
         "litestream_read_replica_cache_hits_total",
         "Page reads served from the cache",
-        "/cache/hits",
+        number(status, "/cache/hits"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_read_replica_cache_misses_total",
         "Page reads that had to be fetched",
-        "/cache/misses",
+        number(status, "/cache/misses"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_read_replica_fetched_bytes_total",
         "Bytes fetched from the store for page reads",
-        "/bytes_fetched",
+        number(status, "/bytes_fetched"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_read_replica_fetched_pages_total",
         "Pages fetched from the store",
-        "/pages_fetched",
+        number(status, "/pages_fetched"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_read_replica_requests_total",
         "Requests made to the store for page reads",
-        "/requests",
+        number(status, "/requests"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_read_replica_read_errors_total",
         "Page reads that failed",
-        "/read_errors",
+        number(status, "/read_errors"),
     );
-    counter(
-        f,
+    d.counter(
         "litestream_read_replica_poll_errors_total",
         "Polls for new TXIDs that failed",
-        "/poll_errors",
+        number(status, "/poll_errors"),
     );
 }
 
