@@ -65,17 +65,11 @@ pub fn all() -> Vec<Arc<Database>> {
         .unwrap_or_default()
 }
 
-/// `litestream_status()` of every database this process replicates, for the metrics.
+/// `litestream_status()` of every database this process replicates (leads), for the
+/// metrics.
 pub fn statuses() -> Vec<serde_json::Value> {
-    let primaries: Vec<Arc<Primary>> = {
-        let guard = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .map(|map| map.values().map(|e| Arc::clone(&e.primary)).collect())
-            .unwrap_or_default()
-    };
-    // Outside the registry lock: a status waits for the primary's own mutex.
-    primaries.iter().map(|p| p.status()).collect()
+    // `all()` releases the registry first: a status waits for the primary's own mutex.
+    all().iter().filter_map(|d| d.leader()).map(|p| p.status()).collect()
 }
 
 /// Detaches one main-database handle; the last one closes replication cleanly.
