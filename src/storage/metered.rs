@@ -265,6 +265,18 @@ impl ReplicaStore for Metered {
         self.time(Op::Delete, 0, self.inner.delete(level, min_txid, max_txid), none)
             .await
     }
+
+    // The fencing probe's markers are requests to the store like any other: counted as
+    // the PUT and DELETE they are, so the operation totals match the store's own logs.
+    async fn create_marker(&self, name: &str, data: Bytes) -> Result<()> {
+        let sent = data.len() as u64;
+        self.time(Op::Put, sent, self.inner.create_marker(name, data), none)
+            .await
+    }
+
+    async fn delete_marker(&self, name: &str) -> Result<()> {
+        self.time(Op::Delete, 0, self.inner.delete_marker(name), none).await
+    }
 }
 
 #[cfg(test)]
