@@ -9,7 +9,8 @@ mod harness;
 
 use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use common::http::request;
-use common::moto::{Moto, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
+use common::moto::Moto;
+use common::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use common::server::free_port;
 use common::shell::Shell;
 use harness::{extension, repo_root};
