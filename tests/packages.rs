@@ -16,7 +16,7 @@ use harness::repo_root;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The goal was 8 MB for the extension, stripped, with every store; it is 10.12 MB
+/// The goal was 8 MB for the extension, stripped, with every store; it is 10.32 MB
 /// (README "Sizes": what reaching 8 MB would take). This ceiling keeps it from growing
 /// unnoticed.
 const SIZE_CEILING: u64 = 10_500_000;
