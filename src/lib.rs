@@ -8,6 +8,7 @@
 pub mod config;
 pub mod logging;
 pub mod ltx;
+pub mod metrics;
 pub mod primary;
 pub mod replica;
 pub mod restore;

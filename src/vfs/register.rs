@@ -177,6 +177,9 @@ enum MainDb {
 unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result<MainDb, String> {
     let params = uri_params(name);
     let config = Config::from_params(path, &params, &|key| std::env::var(key).ok())?;
+    if let Some(addr) = &config.metrics_addr {
+        crate::metrics::serve(addr)?;
+    }
     if config.role == Role::Replica {
         let replica_config = ReplicaConfig {
             url: config.replica_url.clone(),
