@@ -106,7 +106,8 @@ FUZZ_SECONDS ?= 60
 LTX_SEEDS := ../tests/data/litestream-0.5.17/ltx/0 ../tests/data/litestream-0.5.17/ltx/1 ../tests/data/litestream-0.5.17/ltx/9
 fuzz:
 	cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
-	  case $$t in wal_parse) seeds=seeds/wal_parse; extra=-max_len=40000;; *) seeds="$(LTX_SEEDS)"; extra=;; esac; \
+	  case $$t in wal_parse) seeds=seeds/wal_parse; extra=-max_len=40000;; \
+	    ltx_v4_decode) seeds=../tests/data/ltx-v4; extra=;; *) seeds="$(LTX_SEEDS)"; extra=;; esac; \
 	  mkdir -p corpus/$$t; \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t $$seeds -- \
 	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$extra || exit 1; done

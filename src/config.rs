@@ -2,8 +2,10 @@
 //! variables, then defaults. Anything unknown or malformed is an error at open: a
 //! typo must never leave a database silently unreplicated.
 
+use crate::ltx::crypto::Encryption;
 use crate::storage::StoreOptions;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which side of replication a connection is.
@@ -52,6 +54,9 @@ pub struct Config {
     pub hydrate: Option<PathBuf>,
     /// Primary: the compaction ladder, snapshots and retention; `None` = off.
     pub compaction: Option<CompactionConfig>,
+    /// Encryption at rest (LTX v4): the key reads the replica; a primary writes every new
+    /// file encrypted to its recipients. `None` = plaintext.
+    pub encryption: Option<Arc<Encryption>>,
 }
 
 /// When the primary compacts, snapshots and deletes (Litestream's defaults). Windows are
@@ -116,6 +121,9 @@ const OUR_PARAMS: &[&str] = &[
     "snapshot_interval",
     "retention",
     "l0_retention",
+    "encryption_key",
+    "encryption_key_file",
+    "encrypt_to",
 ];
 
 impl Config {
@@ -254,7 +262,13 @@ impl Config {
             Some("0") | Some("off") => None,
             Some(other) => return Err(format!("compaction must be on or off, not '{other}'")),
         };
+        let encryption = crate::keys::encryption_from(
+            get("encryption_key", "LITESTREAM_ENCRYPTION_KEY").as_deref(),
+            get("encryption_key_file", "LITESTREAM_ENCRYPTION_KEY_FILE").as_deref(),
+            get("encrypt_to", "LITESTREAM_ENCRYPT_TO").as_deref(),
+        )?;
         Ok(Config {
+            encryption,
             compaction,
             role,
             replica_url,

@@ -13,7 +13,8 @@ use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
 use super::wal_file::WalFile;
 use crate::config::{Config, SyncMode};
-use crate::ltx::Compression;
+use crate::ltx::crypto::PrivateKey;
+use crate::ltx::{Compression, Encoding};
 use crate::runtime::block_on;
 use crate::storage::{open_store, ReplicaStore};
 use serde_json::json;
@@ -188,6 +189,8 @@ pub struct Primary {
     compactor: Mutex<Option<JoinHandle<()>>>,
     /// Wakes the compaction thread when closing.
     compaction_wake: Condvar,
+    /// Encryption at rest, when keyed: `litestream_status()`'s `encryption`.
+    encryption_status: Option<Arc<super::encryption::EncryptionStatus>>,
 }
 
 impl Primary {
@@ -246,7 +249,8 @@ impl Primary {
             }
             (None, Some(max)) if !db_exists => {
                 tracing::info!(db = %db_path.display(), txid = max, "restoring the database from its replica");
-                let pos = crate::restore::restore_latest(&store, db_path)
+                let key = config.encryption.as_ref().map(|e| e.key());
+                let pos = crate::restore::restore_latest_with_key(&store, db_path, key)
                     .map_err(|e| format!("restoring {} from {}: {e}", db_path.display(), store.describe()))?;
                 // Records left beside a database that no longer exists belong to it.
                 handoff_consumed = records.last_seq().map_err(|e| e.to_string())?;
@@ -326,6 +330,18 @@ impl Primary {
                 (saved, next)
             }
         };
+        let encryption_status = config
+            .encryption
+            .as_ref()
+            .map(|e| Arc::new(super::encryption::EncryptionStatus::new(e.recipients().len())));
+        if let Some(max) = replica_max {
+            use super::encryption::{check_replica, Continuation};
+            if check_replica(store.as_ref(), max, config.encryption.as_deref())? == Continuation::SnapshotOverPlaintext
+            {
+                snapshot_needed.get_or_insert_with(|| "encryption turned on over a plaintext replica".to_string());
+                encryption_status.iter().for_each(|s| s.mark_plaintext_history());
+            }
+        }
         prepare_db(db_path)?;
         if snapshot_needed.is_some() {
             let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
@@ -388,6 +404,7 @@ impl Primary {
             level_cache,
             compactor: Mutex::new(None),
             compaction_wake: Condvar::new(),
+            encryption_status,
         });
         // The state file names our node id from the first open on. Commits resumed from
         // the WAL are queued, not staged: the saved position stays where they start.
@@ -418,7 +435,9 @@ impl Primary {
                 cache: LevelCache::open(&primary.config.staging_dir)
                     .map_err(|e| format!("staging directory {}: {e}", primary.config.staging_dir.display()))?,
                 config: ladder,
-                compression: primary.compression(),
+                encoding: primary.encoding(),
+                encryption: primary.config.encryption.clone(),
+                encryption_status: primary.encryption_status.clone(),
             };
             let control = Arc::clone(&primary);
             let handle = std::thread::Builder::new()
@@ -640,6 +659,7 @@ impl Primary {
             "error": s.fatal.clone().or_else(|| s.last_error.clone()),
             "refusing_writes": s.fatal.is_some(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
+            "encryption": self.encryption_status.as_ref().map_or(json!({"encrypted": false}), |e| e.json()),
         })
     }
 
@@ -693,6 +713,20 @@ impl Primary {
 
     fn compression(&self) -> Compression {
         self.config.zstd_level.map_or(Compression::Lz4, Compression::Zstd)
+    }
+
+    /// How new files are written: compressed, and encrypted when keyed.
+    fn encoding(&self) -> Encoding {
+        Encoding::new(self.compression(), self.config.encryption.as_deref())
+    }
+
+    fn key(&self) -> Option<&PrivateKey> {
+        self.config.encryption.as_ref().map(|e| e.key())
+    }
+
+    /// The database's encryption key, for `litestream_restore()` on its connections.
+    pub fn encryption_key(&self) -> Option<PrivateKey> {
+        self.key().cloned()
     }
 
     /// The worker: every `sync_interval` (or sooner when asked) take a snapshot if
@@ -896,7 +930,7 @@ impl Primary {
         };
         let (batch, (position_at_cut, consumed_at_cut)) = batch;
         let staged = batch
-            .encode(self.node_id, self.compression())
+            .encode(self.node_id, &self.encoding())
             .map_err(|e| e.to_string())
             .and_then(|bytes| {
                 self.staging
@@ -978,7 +1012,7 @@ impl Primary {
         // Commits captured before the snapshot point are staged first, in order.
         if !before.is_empty() {
             let bytes = before
-                .encode(self.node_id, self.compression())
+                .encode(self.node_id, &self.encoding())
                 .map_err(|e| e.to_string())?;
             self.staging
                 .stage(before.min_txid(), before.max_txid(), &bytes)
@@ -1058,7 +1092,7 @@ impl Primary {
             min_txid,
             max_txid,
             self.node_id,
-            self.compression(),
+            &self.encoding(),
             |pgno, buf| file.read_exact_at(buf, (pgno as u64 - 1) * page_size as u64),
         )
     }
@@ -1171,7 +1205,7 @@ impl Primary {
         let Some(previous) = previous.filter(|p| *p != header.page_size) else {
             return Ok(());
         };
-        let Some(snapshot) = super::reseed::as_snapshot(bytes, self.compression())? else {
+        let Some(snapshot) = super::reseed::as_snapshot(bytes, &self.encoding(), self.key())? else {
             tracing::error!(
                 db = %self.db_path.display(),
                 "TXID {}-{} has page size {} after files of {previous} and is not a full image; \

@@ -3,7 +3,8 @@
 
 use super::state::PlanFile;
 use super::Stats;
-use crate::ltx::{parse_tail, Header, TailRead, DEFAULT_TAIL_GUESS, HEADER_SIZE, MIN_FILE_SIZE};
+use crate::ltx::crypto::PrivateKey;
+use crate::ltx::{Header, TailRead, DEFAULT_TAIL_GUESS, HEADER_SIZE, MIN_FILE_SIZE};
 use crate::restore::Listing;
 use crate::storage::{retry, LtxObject, ReplicaStore, RetryPolicy};
 use bytes::{Bytes, BytesMut};
@@ -20,6 +21,8 @@ pub enum FetchError {
     Storage(crate::storage::Error),
     /// The bytes are not what an LTX file must hold.
     Corrupt(String),
+    /// The replica is encrypted and the key is missing or not one of its recipients.
+    Key(String),
 }
 
 impl std::fmt::Display for FetchError {
@@ -27,6 +30,7 @@ impl std::fmt::Display for FetchError {
         match self {
             FetchError::Storage(e) => write!(f, "{e}"),
             FetchError::Corrupt(m) => write!(f, "corrupt replica: {m}"),
+            FetchError::Key(m) => f.write_str(m),
         }
     }
 }
@@ -52,6 +56,8 @@ pub fn read_policy() -> RetryPolicy {
 pub struct Fetcher {
     pub store: Arc<dyn ReplicaStore>,
     pub stats: Arc<Stats>,
+    /// Opens encrypted (LTX v4) files.
+    pub key: Option<Arc<PrivateKey>>,
 }
 
 impl Fetcher {
@@ -146,10 +152,16 @@ impl Fetcher {
                 header.min_txid, header.max_txid
             )));
         }
-        let file_tail = loop {
-            match parse_tail(obj.size, &tail).map_err(|e| corrupt(e.to_string()))? {
-                TailRead::Complete(t) => break t,
-                TailRead::NeedFrom(from) if from < tail_start => {
+        let (file_tail, keys) = loop {
+            let read = super::sealed::parse_tail(self.key.as_deref(), &head, &header, obj.size, &tail).map_err(
+                |e| match e {
+                    FetchError::Corrupt(m) => corrupt(m),
+                    other => other,
+                },
+            )?;
+            match read {
+                (TailRead::Complete(t), k) => break (t, k),
+                (TailRead::NeedFrom(from), _) if from < tail_start => {
                     let more = self.get_range(obj, from..tail_start).await?;
                     let mut joined = BytesMut::with_capacity(more.len() + tail.len());
                     joined.extend_from_slice(&more);
@@ -157,7 +169,7 @@ impl Fetcher {
                     tail = joined.freeze();
                     tail_start = from;
                 }
-                TailRead::NeedFrom(from) => {
+                (TailRead::NeedFrom(from), _) => {
                     return Err(corrupt(format!(
                         "index wants bytes from {from}, already had {tail_start}"
                     )))
@@ -172,6 +184,7 @@ impl Fetcher {
             object: obj.clone(),
             header,
             entries: file_tail.index.into_entries(),
+            keys,
         })
     }
 

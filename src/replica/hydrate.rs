@@ -13,7 +13,6 @@ use super::cache::PageKey;
 use super::carry::Carry;
 use super::fetch::{FetchError, Fetcher};
 use super::state::{FileKey, PlanFile, State};
-use crate::ltx::read_page_frame;
 use serde_json::json;
 use std::collections::HashMap;
 use std::fs::File;
@@ -248,7 +247,7 @@ impl Hydration {
                 self.progress().bytes_fetched += bytes.len() as u64;
                 for &(pgno, offset, size) in &frames[i..j] {
                     let at = (offset - start) as usize;
-                    read_page_frame(&bytes[at..at + size as usize], pgno, state.page_size, &mut page)
+                    file.decode_page(&bytes[at..at + size as usize], pgno, &mut page)
                         .map_err(|e| FetchError::Corrupt(format!("{file_key}: page {pgno}: {e}")))?;
                     self.write(&PageKey { file: file_key, pgno }, &page, displaced)
                         .map_err(|e| FetchError::Corrupt(format!("writing {}: {e}", self.path.display())))?;

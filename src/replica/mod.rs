@@ -14,10 +14,10 @@ pub mod fetch;
 pub mod hydrate;
 pub mod pragma;
 pub mod registry;
+pub mod sealed;
 pub mod state;
 pub mod time;
 
-use crate::ltx::read_page_frame;
 use crate::restore;
 use crate::runtime::block_on;
 use crate::storage::{open_store, StoreOptions};
@@ -39,6 +39,8 @@ pub struct ReplicaConfig {
     pub cache_bytes: u64,
     /// Download every page into this local file in the background and read from it.
     pub hydrate: Option<std::path::PathBuf>,
+    /// Opens an encrypted (LTX v4) replica.
+    pub key: Option<Arc<crate::ltx::crypto::PrivateKey>>,
 }
 
 /// Request and cache counters, for `litestream_status()`.
@@ -155,6 +157,7 @@ impl Replica {
         let fetcher = Fetcher {
             store,
             stats: Arc::new(Stats::default()),
+            key: config.key.clone(),
         };
         let started = Instant::now();
         let listing = block_on(fetcher.list_all()).map_err(|e| format!("listing replica {name}: {e}"))?;
@@ -429,7 +432,8 @@ impl Replica {
                     .get(at..at + *size as usize)
                     .ok_or_else(|| FetchError::Corrupt(format!("{}: short read of page {p}", key.file)))?;
                 let mut page = vec![0u8; state.page_size as usize];
-                read_page_frame(frame, *p, state.page_size, &mut page)
+                loc.file
+                    .decode_page(frame, *p, &mut page)
                     .map_err(|e| FetchError::Corrupt(format!("{}: page {p}: {e}", key.file)))?;
                 pages.push((*p, page));
             }
@@ -488,6 +492,7 @@ impl Replica {
                     }
                     FetchError::Storage(e) => ReadError::Io(format!("replica {}: reading page {pgno}: {e}", self.name)),
                     FetchError::Corrupt(m) => ReadError::Corrupt(format!("replica {}: {m}", self.name)),
+                    FetchError::Key(m) => ReadError::Io(format!("replica {}: {m}", self.name)),
                 });
             }
         };
@@ -780,6 +785,12 @@ impl Replica {
             "uptime_s": self.opened.elapsed().as_secs_f64(),
             "last_error": last_error,
             "hydration": self.hydration.as_ref().map(|h| h.status(&current)),
+            "encrypted_files_in_plan": current.files().iter().filter(|f| f.header.is_encrypted()).count(),
         })
+    }
+
+    /// The key this replica was opened with, for `litestream_restore()` on its connections.
+    pub fn encryption_key(&self) -> Option<crate::ltx::crypto::PrivateKey> {
+        self.fetcher.key.as_deref().cloned()
     }
 }
