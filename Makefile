@@ -68,10 +68,19 @@ demo: setup build
 
 bench: setup
 	$(CARGO) bench --bench ltx
+	@$(MAKE) --no-print-directory bench-encryption
 	@$(MAKE) --no-print-directory bench-primary
 	@$(MAKE) --no-print-directory bench-replica
 	@$(MAKE) --no-print-directory bench-restore
 	/usr/bin/python3 bench/chart.py
+
+# Encryption at rest (LTX v4, docs/encryption.md): sealing per core and the codec with and
+# without it (criterion), then a cold replica point query and a 1 GiB restore, plaintext
+# and encrypted side by side (bench/bench_encryption.py, bench/results-encryption.json).
+.PHONY: bench-encryption
+bench-encryption: setup build
+	$(CARGO) bench --bench encryption
+	/usr/bin/python3 bench/bench_encryption.py $(ENCRYPTION_BENCH_ARGS)
 
 # Commit throughput/latency and replication lag: plain SQLite vs our VFS vs real
 # Litestream, side by side (bench/README.md). Writes bench/results-primary.json.
