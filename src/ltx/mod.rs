@@ -1,6 +1,7 @@
-//! LTX v3: the file format Litestream (≥ 0.5.2) stores replicas in. Pure codec: no
-//! SQLite, no network, no filesystem; everything is generic over `Read`/`Write` or works
-//! on byte slices.
+//! LTX v3: the file format Litestream (≥ 0.5.2) stores replicas in, and LTX v4, the same
+//! with every page sealed (superfly/ltx's proposed encryption, [`crypto`],
+//! `docs/encryption.md`). Pure codec: no SQLite, no network, no filesystem; everything is
+//! generic over `Read`/`Write` or works on byte slices, keys come in as values.
 //!
 //! File = header (100 bytes) | page frames | end marker | page index | index size |
 //! trailer. See `shared/ltx-format.md` for the byte layout; each module documents its part:
@@ -12,6 +13,8 @@
 //! - [`index`]: page index, reading a file from its tail and single frames (lazy replica);
 //! - [`name`]: file names and key layouts;
 //! - [`compact`](mod@compact): merging contiguous files;
+//! - [`crypto`]: keys, the content key's HPKE wrapping, page and index sealing (v4);
+//! - [`rekey`](mod@rekey): giving an encrypted file to new recipients;
 //! - [`apply`]: applying files to a database image.
 
 pub mod apply;

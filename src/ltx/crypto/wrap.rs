@@ -132,7 +132,7 @@ pub fn wrap_content_key(cek: &ContentKey, recipients: &[PublicKey], entropy: &mu
 /// [`Error::NotARecipient`] when none does.
 pub fn unwrap_content_key(block: &[u8], key: &PrivateKey) -> Result<ContentKey> {
     let count = block.len() / RECIPIENT_ENTRY_SIZE;
-    if block.len() % RECIPIENT_ENTRY_SIZE != 0 || count == 0 {
+    if !block.len().is_multiple_of(RECIPIENT_ENTRY_SIZE) || count == 0 {
         return Err(Error::Truncated("recipient block"));
     }
     let sk = key
