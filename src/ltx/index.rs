@@ -336,14 +336,9 @@ pub fn read_page_frame(frame: &[u8], expected_pgno: u32, page_size: u32, out: &m
     read_page_frame_with(&mut PageDecompressor::new(), frame, expected_pgno, page_size, out)
 }
 
-/// [`read_page_frame`] reusing a decompressor's buffers across calls.
-pub fn read_page_frame_with(
-    dec: &mut PageDecompressor,
-    frame: &[u8],
-    expected_pgno: u32,
-    page_size: u32,
-    out: &mut [u8],
-) -> Result<()> {
+/// Checks what every lone frame must satisfy before its payload is read: `out` is one
+/// page, the frame holds a valid header and it is page `expected_pgno`'s.
+fn frame_header_of(frame: &[u8], expected_pgno: u32, page_size: u32, out: &[u8]) -> Result<[u8; FRAME_HEADER_SIZE]> {
     if out.len() != page_size as usize {
         return Err(Error::PageSizeMismatch {
             expected: page_size,
@@ -363,6 +358,18 @@ pub fn read_page_frame_with(
             hdr.pgno
         )));
     }
+    Ok(h)
+}
+
+/// [`read_page_frame`] reusing a decompressor's buffers across calls.
+pub fn read_page_frame_with(
+    dec: &mut PageDecompressor,
+    frame: &[u8],
+    expected_pgno: u32,
+    page_size: u32,
+    out: &mut [u8],
+) -> Result<()> {
+    let hdr = FrameHeader::parse(&frame_header_of(frame, expected_pgno, page_size, out)?);
     let mut rest = &frame[FRAME_HEADER_SIZE..];
     // A lone frame has no file checksum to feed.
     dec.read_payload(&mut rest, hdr, out, None)?;
@@ -387,31 +394,17 @@ pub fn open_page_frame(
     page_size: u32,
     out: &mut [u8],
 ) -> Result<()> {
-    if out.len() != page_size as usize {
-        return Err(Error::PageSizeMismatch {
-            expected: page_size,
-            actual: out.len(),
-        });
-    }
-    let head = FRAME_HEADER_SIZE + FRAME_SIZE_FIELD;
-    if frame.len() < head {
-        return Err(Error::Truncated("page frame header"));
-    }
-    let mut h = [0u8; FRAME_HEADER_SIZE];
-    h.copy_from_slice(&frame[..FRAME_HEADER_SIZE]);
+    let h = frame_header_of(frame, expected_pgno, page_size, out)?;
     let hdr = FrameHeader::parse(&h);
-    hdr.validate()?;
     if hdr.flags & FRAME_FLAG_SIZE == 0 {
         return Err(Error::UnknownFrameFlags {
             pgno: hdr.pgno,
             flags: hdr.flags,
         });
     }
-    if hdr.pgno != expected_pgno {
-        return Err(Error::index(format!(
-            "frame holds page {}, index says {expected_pgno}",
-            hdr.pgno
-        )));
+    let head = FRAME_HEADER_SIZE + FRAME_SIZE_FIELD;
+    if frame.len() < head {
+        return Err(Error::Truncated("page frame size"));
     }
     let len = u32::from_be_bytes([frame[6], frame[7], frame[8], frame[9]]) as usize;
     let max = max_compressed_len(page_size, hdr.flags) + SEAL_OVERHEAD;

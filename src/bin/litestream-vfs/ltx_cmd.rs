@@ -49,21 +49,13 @@ const FLAGS: &[Flag] = &[
         names: &["json"],
         value: false,
     },
-    Flag {
-        names: &["key"],
-        value: true,
-    },
-    Flag {
-        names: &["key-file"],
-        value: true,
-    },
 ];
 
 /// Replica levels Litestream 0.5 may write: 0 to 9 (9 = snapshots).
 const ALL_LEVELS: std::ops::RangeInclusive<u8> = 0..=9;
 
 pub fn run(argv: &[String]) -> CmdResult {
-    let p = parse(argv, FLAGS).map_err(Failure::Usage)?;
+    let p = parse(argv, &[FLAGS, &crate::keys::KEY_FLAGS].concat()).map_err(Failure::Usage)?;
     if p.positional.is_empty() {
         return Err(Failure::Usage("ltx needs at least one .ltx file or replica URL".into()));
     }

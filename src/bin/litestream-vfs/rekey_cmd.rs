@@ -37,7 +37,7 @@ Options:
   -dry-run             say what would change, change nothing";
 
 pub fn run(argv: &[String]) -> CmdResult {
-    let mut flags: Vec<Flag> = KEY_FLAGS.into();
+    let mut flags: Vec<Flag> = KEY_FLAGS.to_vec();
     flags.extend([
         Flag {
             names: &["encrypt-to"],

@@ -86,18 +86,10 @@ const FLAGS: &[Flag] = &[
         names: &["prefetch-mib"],
         value: true,
     },
-    Flag {
-        names: &["key"],
-        value: true,
-    },
-    Flag {
-        names: &["key-file"],
-        value: true,
-    },
 ];
 
 pub fn run(argv: &[String]) -> CmdResult {
-    let p = parse(argv, FLAGS).map_err(Failure::Usage)?;
+    let p = parse(argv, &[FLAGS, &crate::keys::KEY_FLAGS].concat()).map_err(Failure::Usage)?;
     let url = match p.positional.as_slice() {
         [url] => url.as_str(),
         [] => return Err(Failure::Usage("restore needs the replica URL".into())),
