@@ -3,7 +3,7 @@
 //!
 //! | test | proves |
 //! |---|---|
-//! | `a_keyed_primary_stores_no_plaintext_and_restores_exactly` | every object on `file://` and on S3 (moto) is LTX4, holds no row text, no `SQLite format 3`, no piece of any page; `litestream_restore()` and `restore -key-file` give the primary's database; no key / a wrong key fail saying so |
+//! | `a_keyed_primary_stores_no_plaintext_and_restores_exactly` | every object on `file://` and on S3 (moto) is LTX4, holds no row text, no `SQLite format 3`, no piece of any page; `litestream_restore()` and `restore -key-file` give the primary's database; no key / a wrong key fail saying so; `litestream restore` 0.5.17 refuses it and writes nothing |
 //! | `an_encrypted_replica_reads_hydrates_and_time_travels` | a read replica with the key serves the primary's state, a cold point query fetches as many pages as on a plaintext replica, hydration and a point-in-time view give exact states; without the key / with another key the replica refuses to open, saying why |
 //! | `bad_bytes_and_bad_keys_are_clear_errors` | a flipped byte in a page is `SQLITE_CORRUPT` for that page (never wrong bytes), a changed index and a recipient block from another file refuse the open, a key of the wrong length / not hex / in a world-readable file is refused at open without echoing it |
 //! | `turning_encryption_on_starts_with_an_encrypted_snapshot` | the next file over a plaintext replica is a full encrypted image, status says plaintext history remains, a restore reads the mix; a primary without the key refuses the encrypted replica |
@@ -167,6 +167,10 @@ fn a_keyed_primary_stores_no_plaintext_and_restores_exactly() {
     assert!(!ok && stderr.contains("not one of"), "{stderr}");
     assert!(!stderr.contains(OTHER_KEY), "the key is never echoed: {stderr}");
     assert!(!dir.path().join("x.db").exists() && !dir.path().join("y.db").exists());
+    // Litestream 0.5.17 knows only LTX1: it refuses the replica and writes nothing.
+    let theirs = dir.path().join("litestream.db");
+    let err = litestream_restore(&url, &theirs, &[]).unwrap_err();
+    assert!(err.contains("invalid LTX file") && !theirs.exists(), "{err}");
 
     // The same on S3.
     let moto = Moto::start();

@@ -116,7 +116,8 @@ impl EncryptionStatus {
     /// Lists every level and reads the magic of each file not seen before (one 4-byte
     /// ranged GET each): how many plaintext files remain. Run after retention.
     pub fn census(&self, store: &dyn ReplicaStore) -> Result<u64, String> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // A copy: `litestream_status()` must not wait for the requests below.
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut live = HashMap::new();
         for level in ALL_LEVELS {
             for f in block_on(store.list(level)).map_err(|e| e.to_string())? {
@@ -129,7 +130,7 @@ impl EncryptionStatus {
             }
         }
         let count = live.values().filter(|p| **p).count() as u64;
-        *seen = live;
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = live;
         self.plaintext_files.store(count, Ordering::Relaxed);
         self.plaintext_history
             .store(if count > 0 { YES } else { NO }, Ordering::Relaxed);
