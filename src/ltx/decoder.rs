@@ -69,8 +69,9 @@ pub struct Decoder<R: Read> {
     poisoned: bool,
     /// Encrypted file: its recipient block (as read after the header).
     recipient_block: Vec<u8>,
-    /// Encrypted file opened with a key that is one of its recipients.
-    keys: Option<FileKeys>,
+    /// Encrypted file opened with a key that is one of its recipients (boxed: the
+    /// expanded cipher keys are large, and decoders are held in collections).
+    keys: Option<Box<FileKeys>>,
     /// Encrypted file read without a key, by `finish`: frames are hashed, not opened.
     skip_sealed: bool,
     /// Reused buffer for one sealed payload.
@@ -108,7 +109,7 @@ impl<R: Read> Decoder<R> {
         let keys = match key {
             Some(key) if header.is_encrypted() => {
                 let cek = unwrap_content_key(&recipient_block, key)?;
-                Some(FileKeys::new(&cek, &b))
+                Some(Box::new(FileKeys::new(&cek, &b)))
             }
             _ => None,
         };
