@@ -3,7 +3,7 @@
 //!
 //! | test | proves |
 //! |---|---|
-//! | `a_keyed_primary_stores_no_plaintext_and_restores_exactly` | every object on `file://` and on S3 (moto) is LTX4, holds no row text, no `SQLite format 3`, no piece of any page; `litestream_restore()` and `restore -key-file` give the primary's database; no key / a wrong key fail saying so; `litestream restore` 0.5.17 refuses it and writes nothing |
+//! | `a_keyed_primary_stores_no_plaintext_and_restores_exactly` | every object on `file://` and on S3 (moto and SeaweedFS) is LTX4, holds no row text, no `SQLite format 3`, no piece of any page; `litestream_restore()` and `restore -key-file` give the primary's database; no key / a wrong key fail saying so; `litestream restore` 0.5.17 refuses it and writes nothing |
 //! | `an_encrypted_replica_reads_hydrates_and_time_travels` | a read replica with the key serves the primary's state, a cold point query fetches as many pages as on a plaintext replica, hydration and a point-in-time view give exact states; without the key / with another key the replica refuses to open, saying why |
 //! | `bad_bytes_and_bad_keys_are_clear_errors` | a flipped byte in a page is `SQLITE_CORRUPT` for that page (never wrong bytes), a changed index and a recipient block from another file refuse the open, a key of the wrong length / not hex / in a world-readable file is refused at open without echoing it |
 //! | `turning_encryption_on_starts_with_an_encrypted_snapshot` | the next file over a plaintext replica is a full encrypted image, status says plaintext history remains, a restore reads the mix; a primary without the key refuses the encrypted replica |
@@ -12,7 +12,9 @@
 mod common;
 mod harness;
 
-use common::moto::{Moto, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use common::moto::Moto;
+use common::s3::{S3Server, CREDS};
+use common::seaweedfs::SeaweedFs;
 use harness::*;
 use litestream_vfs::ltx::crypto::PrivateKey;
 use litestream_vfs::ltx::{parse_tail_of, Header, TailRead};
@@ -172,35 +174,40 @@ fn a_keyed_primary_stores_no_plaintext_and_restores_exactly() {
     let err = litestream_restore(&url, &theirs, &[]).unwrap_err();
     assert!(err.contains("invalid LTX file") && !theirs.exists(), "{err}");
 
-    // The same on S3.
+    // The same on S3: moto, and SeaweedFS (a real store, which checks signatures).
     let moto = Moto::start();
-    moto.create_bucket("enc");
-    let s3_url = moto.url("enc", "app");
-    let s3_db = dir.path().join("s3.db");
-    let creds = [
-        ("LITESTREAM_ACCESS_KEY_ID", ACCESS_KEY_ID),
-        ("LITESTREAM_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
-    ];
-    let mut cmd = workload_command(&s3_db, &s3_url, 18, 100, &["sync_interval=100ms", &keyed]);
-    cmd.envs(creds);
-    let run = cmd.output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let keys = moto.list_keys("enc", "app/");
-    let objects: Vec<(String, Vec<u8>)> = keys
-        .iter()
-        .map(|k| {
-            let r = moto.raw("GET", &format!("/enc/{k}"), &[], b"");
-            assert_eq!(r.status, 200, "{k}");
-            (k.clone(), r.body)
-        })
-        .collect();
-    assert_no_plaintext(&objects, &secrets(&s3_db));
-    let out = dir.path().join("s3-restored.db");
-    let mut envs = creds.to_vec();
-    envs.push(("LITESTREAM_ENCRYPTION_KEY", KEY));
-    let (ok, _, stderr) = cli(&["restore", "-o", out.to_str().unwrap(), &s3_url], &envs);
-    assert!(ok, "{stderr}");
-    assert_eq!(dump(&out), settled_dump(&s3_db));
+    let stores: [&dyn S3Server; 2] = [&moto, SeaweedFs::shared()];
+    for s3 in stores {
+        s3.create_bucket("enc");
+        let s3_url = s3.url("enc", "app");
+        let s3_db = dir.path().join(format!("{}.db", s3.name()));
+        let mut cmd = workload_command(&s3_db, &s3_url, 18, 100, &["sync_interval=100ms", &keyed]);
+        cmd.envs(CREDS);
+        let run = cmd.output().unwrap();
+        assert!(
+            run.status.success(),
+            "{}: {}",
+            s3.name(),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let keys = s3.list_keys("enc", "app/");
+        assert!(!keys.is_empty(), "{}: nothing stored", s3.name());
+        let objects: Vec<(String, Vec<u8>)> = keys
+            .iter()
+            .map(|k| {
+                let r = s3.raw("GET", &format!("/enc/{k}"), &[], b"");
+                assert_eq!(r.status, 200, "{}: {k}", s3.name());
+                (format!("{}: {k}", s3.name()), r.body)
+            })
+            .collect();
+        assert_no_plaintext(&objects, &secrets(&s3_db));
+        let out = dir.path().join(format!("{}-restored.db", s3.name()));
+        let mut envs = CREDS.to_vec();
+        envs.push(("LITESTREAM_ENCRYPTION_KEY", KEY));
+        let (ok, _, stderr) = cli(&["restore", "-o", out.to_str().unwrap(), &s3_url], &envs);
+        assert!(ok, "{}: {stderr}", s3.name());
+        assert_eq!(dump(&out), settled_dump(&s3_db), "{}", s3.name());
+    }
 }
 
 /// Requests and pages of one cold point query on a fresh replica connection.

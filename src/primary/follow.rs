@@ -39,6 +39,21 @@ pub fn follow(
     let mut just_started = false;
     let from = *consumed;
     for record in unconsumed(records, from)? {
+        tracing::debug!(
+            seq = record.seq(),
+            capture = ?capture.position(),
+            "following {}",
+            match &record {
+                Record::Tail(t) => format!(
+                    "tail of {:08x}{:08x} frames {}..{}",
+                    t.header.salt1,
+                    t.header.salt2,
+                    t.start_frame,
+                    t.end_frame()
+                ),
+                Record::Start { header, .. } => format!("start of {:08x}{:08x}", header.salt1, header.salt2),
+            }
+        );
         match &record {
             Record::Tail(tail) => {
                 if capture.generation() != Some((tail.header.salt1, tail.header.salt2)) {

@@ -11,7 +11,7 @@
 
 use super::cache::PageKey;
 use super::carry::Carry;
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::{decode_frame, FetchError, Fetcher, Frame};
 use super::state::{FileKey, PlanFile, State};
 use serde_json::json;
 use std::collections::HashMap;
@@ -20,8 +20,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-/// Frames of one file still to fetch: (pgno, offset, size).
-type Frames = Vec<(u32, u64, u32)>;
+/// Frames of one file still to fetch.
+type Frames = Vec<Frame>;
 
 /// Largest span of frames fetched with one GET.
 const MAX_SPAN: u64 = 8 << 20;
@@ -245,10 +245,9 @@ impl Hydration {
                 let end = frames[j - 1].1 + frames[j - 1].2 as u64;
                 let bytes = crate::runtime::block_on(fetcher.get_range(&file.object, start..end))?;
                 self.progress().bytes_fetched += bytes.len() as u64;
-                for &(pgno, offset, size) in &frames[i..j] {
-                    let at = (offset - start) as usize;
-                    file.decode_page(&bytes[at..at + size as usize], pgno, &mut page)
-                        .map_err(|e| FetchError::Corrupt(format!("{file_key}: page {pgno}: {e}")))?;
+                for &frame in &frames[i..j] {
+                    let pgno = frame.0;
+                    decode_frame(file, state.page_size, &bytes, start, frame, &mut page)?;
                     self.write(&PageKey { file: file_key, pgno }, &page, displaced)
                         .map_err(|e| FetchError::Corrupt(format!("writing {}: {e}", self.path.display())))?;
                 }

@@ -48,19 +48,12 @@ pub fn parse_tail(
 }
 
 impl PlanFile {
-    /// Decodes the page `pgno` from its frame bytes (as listed in this file's index),
-    /// opening it first when the file is encrypted.
-    pub fn decode_page(&self, frame: &[u8], pgno: u32, out: &mut [u8]) -> crate::ltx::Result<()> {
+    /// Decodes the page `pgno` (of `page_size` bytes) from its frame bytes (as listed in
+    /// this file's index), opening it first when the file is encrypted.
+    pub fn decode_page(&self, frame: &[u8], pgno: u32, page_size: u32, out: &mut [u8]) -> crate::ltx::Result<()> {
         match &self.keys {
-            None => read_page_frame(frame, pgno, self.header.page_size, out),
-            Some(keys) => open_page_frame(
-                &mut PageDecompressor::new(),
-                keys,
-                frame,
-                pgno,
-                self.header.page_size,
-                out,
-            ),
+            None => read_page_frame(frame, pgno, page_size, out),
+            Some(keys) => open_page_frame(&mut PageDecompressor::new(), keys, frame, pgno, page_size, out),
         }
     }
 }
