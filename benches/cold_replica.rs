@@ -32,6 +32,7 @@
 mod common;
 
 use common::fault_proxy::{describe_log, longest_chain, FaultPlan, FaultProxy};
+use common::s3::S3Server;
 use common::server::{free_port, Server};
 use common::tools::{in_repo, litestream_path, litestream_vfs_extension_path};
 use serde_json::{json, Value};
