@@ -8,9 +8,14 @@
 //! | `bad_bytes_and_bad_keys_are_clear_errors` | a flipped byte in a page is `SQLITE_CORRUPT` for that page (never wrong bytes), a changed index and a recipient block from another file refuse the open, a key of the wrong length / not hex / in a world-readable file is refused at open without echoing it |
 //! | `turning_encryption_on_starts_with_an_encrypted_snapshot` | the next file over a plaintext replica is a full encrypted image, status says plaintext history remains, a restore reads the mix; a primary without the key refuses the encrypted replica |
 //! | `keygen_ltx_and_rekey_from_the_command_line` | `keygen` prints a usable pair, `ltx` shows encryption, `rekey` moves a replica to a new key that restores it while the old one no longer does |
+//! | `recipients::nats_with_a_second_recipient` (`recipients.rs`) | a primary keyed with `encrypt_to=` another public key replicates to NATS: every object is LTX4 with no plaintext, nor is any in the server's own stream files; `ltx` and `info` say 2 recipients; the second key alone restores it and reads it as a replica |
 
+#[path = "../common/mod.rs"]
 mod common;
+#[path = "../harness/mod.rs"]
 mod harness;
+
+mod recipients;
 
 use common::moto::Moto;
 use common::s3::{S3Server, CREDS};
