@@ -21,19 +21,16 @@ pub enum Continuation {
     SnapshotOverPlaintext,
 }
 
-/// Checks the newest stored file (the one ending at `max_txid`) against this primary's
+/// Checks the newest stored file (`newest`, from the listing at open) against this primary's
 /// encryption: a keyed primary must be able to open it if it is encrypted, and a primary
 /// without a key must not continue an encrypted replica (its files would mix, and
 /// compaction could not read them).
 pub fn check_replica(
     store: &dyn ReplicaStore,
-    max_txid: u64,
+    file: &LtxObject,
     encryption: Option<&Encryption>,
 ) -> Result<Continuation, String> {
-    let Some(file) = newest_file(store, max_txid)? else {
-        return Ok(Continuation::Continue);
-    };
-    let head = get(store, &file, 0..HEADER_SIZE as u64)?;
+    let head = get(store, file, 0..HEADER_SIZE as u64)?;
     let header = Header::decode(&head).map_err(|e| format!("the newest replica file: {e}"))?;
     match (header.is_encrypted(), encryption) {
         (false, None) => Ok(Continuation::Continue),
@@ -47,7 +44,7 @@ pub fn check_replica(
         (true, Some(e)) => {
             let block = get(
                 store,
-                &file,
+                file,
                 header.frames_offset() - header.recipient_block_size() as u64..header.frames_offset(),
             )?;
             match unwrap_content_key(&block, e.key()) {
@@ -62,16 +59,6 @@ pub fn check_replica(
             }
         }
     }
-}
-
-fn newest_file(store: &dyn ReplicaStore, max_txid: u64) -> Result<Option<LtxObject>, String> {
-    for level in ALL_LEVELS {
-        let files = block_on(store.list(level)).map_err(|e| e.to_string())?;
-        if let Some(f) = files.into_iter().find(|f| f.max_txid == max_txid) {
-            return Ok(Some(f));
-        }
-    }
-    Ok(None)
 }
 
 fn get(store: &dyn ReplicaStore, f: &LtxObject, range: std::ops::Range<u64>) -> Result<Vec<u8>, String> {

@@ -23,7 +23,7 @@ use crate::config::{Config, SyncMode};
 use crate::ltx::crypto::PrivateKey;
 use crate::ltx::{Compression, Encoding};
 use crate::runtime::block_on;
-use crate::storage::{check_fencing, open_store, Fencing, ReplicaStore};
+use crate::storage::{check_fencing, open_store, Fencing, LtxObject, ReplicaStore};
 use crate::wal::WalHeader;
 use serde_json::json;
 use std::fs;

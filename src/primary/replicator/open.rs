@@ -29,7 +29,7 @@ impl Primary {
         let saved = state_file
             .load()
             .map_err(|e| format!("reading replication state: {e}"))?;
-        let listed = replica_max_txid(store.as_ref());
+        let listed = replica_newest(store.as_ref());
         // A store that does not answer is not probed now: the next open checks it.
         let fencing = match &listed {
             Ok(_) => block_on(check_fencing(
@@ -39,8 +39,8 @@ impl Primary {
             ))?,
             Err(_) => Fencing::Unchecked,
         };
-        let replica_max = match listed {
-            Ok(max) => max,
+        let replica_newest = match listed {
+            Ok(newest) => newest,
             // A restart during a store outage must not lock the application out of its
             // own database: continue from local state, upload once the store is back
             // (conditional creates still stop a second primary).
@@ -50,6 +50,7 @@ impl Primary {
             }
             Err(e) => return Err(format!("listing replica {}: {e}", store.describe())),
         };
+        let replica_max = replica_newest.as_ref().map(|f| f.max_txid);
         let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
 
         let mut capture = Capture::new();
@@ -155,9 +156,10 @@ impl Primary {
             .encryption
             .as_ref()
             .map(|e| Arc::new(crate::primary::encryption::EncryptionStatus::new(e.recipients().len())));
-        if let Some(max) = replica_max {
+        if let Some(newest) = &replica_newest {
             use crate::primary::encryption::{check_replica, Continuation};
-            if check_replica(store.as_ref(), max, config.encryption.as_deref())? == Continuation::SnapshotOverPlaintext
+            if check_replica(store.as_ref(), newest, config.encryption.as_deref())?
+                == Continuation::SnapshotOverPlaintext
             {
                 snapshot_needed.get_or_insert_with(|| "encryption turned on over a plaintext replica".to_string());
                 encryption_status.iter().for_each(|s| s.mark_plaintext_history());
@@ -362,13 +364,18 @@ fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::Wal
     Ok(crate::wal::WalHeader::parse(&raw).ok())
 }
 
-fn replica_max_txid(store: &dyn ReplicaStore) -> Result<Option<u64>, crate::storage::Error> {
-    let mut max = None;
+/// The replica's newest file: the highest TXID, from the highest level that reaches it
+/// (one LIST per level). The encryption check at open reads its header.
+fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::storage::Error> {
+    let mut newest: Option<LtxObject> = None;
     for level in ALL_LEVELS {
-        let files = block_on(store.list(level))?;
-        max = max.max(files.iter().map(|f| f.max_txid).max());
+        for f in block_on(store.list(level))? {
+            if newest.as_ref().is_none_or(|n| f.max_txid >= n.max_txid) {
+                newest = Some(f);
+            }
+        }
     }
-    Ok(max)
+    Ok(newest)
 }
 
 /// Node id in the header of the level-0 file ending at `max`.
