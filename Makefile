@@ -95,12 +95,21 @@ demo: setup build
 bench: setup
 	@$(MAKE) --no-print-directory dist   # prints the shipped sizes against the 8 MB goal
 	$(CARGO) bench --bench ltx
+	@$(MAKE) --no-print-directory bench-encryption
 	@$(MAKE) --no-print-directory bench-primary
 	@$(MAKE) --no-print-directory bench-replica
 	@$(MAKE) --no-print-directory bench-restore
 	@$(MAKE) --no-print-directory bench-cold
 	@$(MAKE) --no-print-directory bench-handover
 	/usr/bin/python3 bench/chart.py
+
+# Encryption at rest (LTX v4, docs/encryption.md): sealing per core and the codec with and
+# without it (criterion), then a cold replica point query and a 1 GiB restore, plaintext
+# and encrypted side by side (bench/bench_encryption.py, bench/results-encryption.json).
+.PHONY: bench-encryption
+bench-encryption: setup build
+	$(CARGO) bench --bench encryption
+	/usr/bin/python3 bench/bench_encryption.py $(ENCRYPTION_BENCH_ARGS)
 
 # Commit throughput/latency and replication lag: plain SQLite vs our VFS vs real
 # Litestream, side by side (bench/README.md). Writes bench/results-primary.json.
@@ -150,7 +159,8 @@ FUZZ_SECONDS ?= 60
 LTX_SEEDS := ../tests/data/litestream-0.5.17/ltx/0 ../tests/data/litestream-0.5.17/ltx/1 ../tests/data/litestream-0.5.17/ltx/9
 fuzz:
 	cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
-	  case $$t in wal_parse) seeds=seeds/wal_parse; extra=-max_len=40000;; *) seeds="$(LTX_SEEDS)"; extra=;; esac; \
+	  case $$t in wal_parse) seeds=seeds/wal_parse; extra=-max_len=40000;; \
+	    ltx_v4_decode) seeds=../tests/data/ltx-v4; extra=;; *) seeds="$(LTX_SEEDS)"; extra=;; esac; \
 	  mkdir -p corpus/$$t; \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t $$seeds -- \
 	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$extra || exit 1; done

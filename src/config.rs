@@ -2,8 +2,10 @@
 //! variables, then defaults. Anything unknown or malformed is an error at open: a
 //! typo must never leave a database silently unreplicated.
 
+use crate::ltx::crypto::Encryption;
 use crate::storage::StoreOptions;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which side of replication a connection is.
@@ -55,6 +57,9 @@ pub struct Config {
     /// Where the process serves Prometheus metrics (`/metrics`); `None` = nowhere. One
     /// listener per process: the first database opened with an address starts it.
     pub metrics_addr: Option<String>,
+    /// Encryption at rest (LTX v4): the key reads the replica; a primary writes every new
+    /// file encrypted to its recipients. `None` = plaintext.
+    pub encryption: Option<Arc<Encryption>>,
     /// Primary: replicate even to a store found not to honour conditional creates
     /// (`fencing=off`), where a second primary on the replica would go unnoticed.
     pub allow_unfenced: bool,
@@ -124,6 +129,9 @@ const OUR_PARAMS: &[&str] = &[
     "retention",
     "l0_retention",
     "metrics_addr",
+    "encryption_key",
+    "encryption_key_file",
+    "encrypt_to",
 ];
 
 impl Config {
@@ -271,8 +279,14 @@ impl Config {
         if let Some(addr) = &metrics_addr {
             crate::metrics::parse_addr(addr)?;
         }
+        let encryption = crate::keys::encryption_from(
+            get("encryption_key", "LITESTREAM_ENCRYPTION_KEY").as_deref(),
+            get("encryption_key_file", "LITESTREAM_ENCRYPTION_KEY_FILE").as_deref(),
+            get("encrypt_to", "LITESTREAM_ENCRYPT_TO").as_deref(),
+        )?;
         Ok(Config {
             metrics_addr,
+            encryption,
             compaction,
             role,
             replica_url,

@@ -13,7 +13,8 @@
 //! a level-1 file covers them, so old points are restorable at level-1 granularity.
 
 use crate::config::CompactionConfig;
-use crate::ltx::{compact, format_name, parse_name, Compression};
+use crate::ltx::crypto::{Encryption, PrivateKey};
+use crate::ltx::{compact_with, format_name, parse_name, Encoding};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
 use std::fs;
@@ -121,7 +122,13 @@ pub struct Compactor {
     pub store: Arc<dyn ReplicaStore>,
     pub cache: LevelCache,
     pub config: CompactionConfig,
-    pub compression: Compression,
+    /// How outputs are written: every output encrypted under a content key of its own
+    /// when keyed (inputs are opened and their pages sealed again, never copied sealed).
+    pub encoding: Encoding,
+    /// Opens encrypted inputs.
+    pub encryption: Option<Arc<Encryption>>,
+    /// Counts the plaintext files left after each retention pass, when keyed.
+    pub encryption_status: Option<Arc<super::encryption::EncryptionStatus>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -138,6 +145,10 @@ pub fn next_boundary(now_ms: i64, interval: Duration) -> i64 {
 }
 
 impl Compactor {
+    fn key(&self) -> Option<&PrivateKey> {
+        self.encryption.as_ref().map(|e| e.key())
+    }
+
     /// Merges the files of `level - 1` that follow the last file of `level` into one
     /// file at `level`. `None` when there is nothing new.
     pub fn compact_level(&self, level: u8) -> Result<Option<Compacted>, String> {
@@ -227,7 +238,10 @@ impl Compactor {
                 ))),
             }
         }
-        Ok((compact(readers, Vec::new(), self.compression)?, local_inputs))
+        Ok((
+            compact_with(readers, Vec::new(), &self.encoding, self.key())?,
+            local_inputs,
+        ))
     }
 
     /// How many files at the start of `chain` share the first one's page size.
@@ -281,7 +295,8 @@ impl Compactor {
                 ))),
             }
         }
-        let out = compact(readers, Vec::new(), self.compression).map_err(|e| format!("merging the plan: {e}"))?;
+        let out = compact_with(readers, Vec::new(), &self.encoding, self.key())
+            .map_err(|e| format!("merging the plan: {e}"))?;
         if out.header.min_txid != 1 {
             return Err(format!(
                 "the plan starts at TXID {}, not at a snapshot",
@@ -408,6 +423,11 @@ impl Compactor {
                     Ok(_) => {}
                     Err(e) => control.report(CompactionEvent::Failed(format!("retention: {e}"))),
                 }
+                if let Some(status) = &self.encryption_status {
+                    if let Err(e) = status.census(self.store.as_ref()) {
+                        control.report(CompactionEvent::Failed(format!("counting plaintext files: {e}")));
+                    }
+                }
             }
         }
     }
@@ -416,7 +436,7 @@ impl Compactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ltx::{Encoder, Header, FLAG_NO_CHECKSUM};
+    use crate::ltx::{Compression, Encoder, Header, FLAG_NO_CHECKSUM};
     use crate::storage::open_store;
 
     fn ltx(min: u64, max: u64, pages: &[(u32, u8)], commit: u32, ts: i64) -> Vec<u8> {
@@ -437,6 +457,7 @@ mod tests {
             wal_salt1: 0,
             wal_salt2: 0,
             node_id: 0,
+            recipients: 0,
         };
         let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
         for (pgno, fill) in pages {
@@ -450,7 +471,9 @@ mod tests {
             store: open_store(&format!("memory://{name}"), &Default::default()).unwrap(),
             cache: LevelCache::open(dir).unwrap(),
             config,
-            compression: Compression::Lz4,
+            encoding: Compression::Lz4.into(),
+            encryption: None,
+            encryption_status: None,
         }
     }
 

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod capture;
 pub mod compactor;
 pub mod database;
+pub mod encryption;
 pub mod follow;
 pub mod follower;
 pub mod handoff;

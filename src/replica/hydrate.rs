@@ -247,7 +247,7 @@ impl Hydration {
                 self.progress().bytes_fetched += bytes.len() as u64;
                 for &frame in &frames[i..j] {
                     let pgno = frame.0;
-                    decode_frame(&file_key, state.page_size, &bytes, start, frame, &mut page)?;
+                    decode_frame(file, state.page_size, &bytes, start, frame, &mut page)?;
                     self.write(&PageKey { file: file_key, pgno }, &page, displaced)
                         .map_err(|e| FetchError::Corrupt(format!("writing {}: {e}", self.path.display())))?;
                 }

@@ -6,6 +6,7 @@ use super::download::RemoteReader;
 use super::plan::{plan, plan_up_to, resolve_timestamp, Listing};
 use super::progress::{register, RestoreProgress};
 use super::write::PageWriter;
+use crate::ltx::crypto::PrivateKey;
 use crate::ltx::{DbChecksum, DecodedPages, Merge, Position};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
@@ -67,6 +68,9 @@ pub struct RestoreOptions {
     /// Bytes of chunks fetched ahead of the merge, all files together; each file may
     /// also always hold one chunk (see `download`).
     pub prefetch_bytes: u64,
+    /// Opens encrypted (LTX v4) files; without it a restore of an encrypted replica
+    /// fails with a message saying so.
+    pub key: Option<Arc<PrivateKey>>,
 }
 
 impl Default for RestoreOptions {
@@ -76,6 +80,7 @@ impl Default for RestoreOptions {
             chunk_bytes: 8 << 20,
             chunks_ahead: 4,
             prefetch_bytes: 64 << 20,
+            key: None,
         }
     }
 }
@@ -201,7 +206,20 @@ pub fn restore(
 
 /// Restores the latest state of `store` into `dest` (which must not exist).
 pub fn restore_latest(store: &Arc<dyn ReplicaStore>, dest: &Path) -> Result<Position, String> {
-    restore(Arc::clone(store), dest, Target::Latest, &RestoreOptions::default()).map(|r| r.position)
+    restore_latest_with_key(store, dest, None)
+}
+
+/// [`restore_latest`] of a replica that may be encrypted, opened with `key`.
+pub fn restore_latest_with_key(
+    store: &Arc<dyn ReplicaStore>,
+    dest: &Path,
+    key: Option<&PrivateKey>,
+) -> Result<Position, String> {
+    let options = RestoreOptions {
+        key: key.cloned().map(Arc::new),
+        ..RestoreOptions::default()
+    };
+    restore(Arc::clone(store), dest, Target::Latest, &options).map(|r| r.position)
 }
 
 fn companions(dest: &Path) -> Vec<PathBuf> {
@@ -251,14 +269,15 @@ fn write_merged(
     let mut by_size: Vec<usize> = (0..files.len()).collect();
     by_size.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
     let threaded = &by_size[..by_size.len().min(MAX_THREADS)];
+    let key = options.key.as_deref();
     let sources = readers
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
             if threaded.contains(&i) {
-                ThreadedPages::spawn(r, format!("restore-decode-{i}")).map(FilePages::Threaded)
+                ThreadedPages::spawn(r, format!("restore-decode-{i}"), key).map(FilePages::Threaded)
             } else {
-                DecodedPages::new(r).map(FilePages::InLine)
+                DecodedPages::with_key(r, key).map(FilePages::InLine)
             }
         })
         .collect::<crate::ltx::Result<Vec<_>>>()

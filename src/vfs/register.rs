@@ -187,6 +187,7 @@ unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result
             poll_interval: config.poll_interval,
             cache_bytes: config.cache_size,
             hydrate: config.hydrate.clone(),
+            key: config.encryption.as_ref().map(|e| Arc::new(e.key().clone())),
         };
         return replica_registry::attach(path, &replica_config).map(MainDb::Replica);
     }
