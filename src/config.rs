@@ -2,6 +2,7 @@
 //! variables, then defaults. Anything unknown or malformed is an error at open: a
 //! typo must never leave a database silently unreplicated.
 
+use crate::file_modes::FileModes;
 use crate::storage::StoreOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +53,10 @@ pub struct Config {
     pub hydrate: Option<PathBuf>,
     /// Primary: the compaction ladder, snapshots and retention; `None` = off.
     pub compaction: Option<CompactionConfig>,
+    /// Primary: permissions of the files and directories created for the database
+    /// (staging, snapshots, `file://` replica files): the database file's own, set by
+    /// [`Config::set_file_modes`] once the database is known.
+    pub file_modes: FileModes,
 }
 
 /// When the primary compacts, snapshots and deletes (Litestream's defaults). Windows are
@@ -270,7 +275,15 @@ impl Config {
             poll_interval,
             cache_size,
             hydrate: get("hydrate", "LITESTREAM_HYDRATE").map(PathBuf::from),
+            file_modes: FileModes::default(),
         })
+    }
+
+    /// Gives everything created for the database these permissions: staging and state
+    /// files, and the files of a `file://` replica.
+    pub fn set_file_modes(&mut self, modes: FileModes) {
+        self.file_modes = modes;
+        self.store_options.file_modes = Some(modes);
     }
 }
 

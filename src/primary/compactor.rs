@@ -13,6 +13,7 @@
 //! a level-1 file covers them, so old points are restorable at level-1 granularity.
 
 use crate::config::CompactionConfig;
+use crate::file_modes::FileModes;
 use crate::ltx::{compact, format_name, parse_name, Compression};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
@@ -29,14 +30,18 @@ pub const SNAPSHOT_LEVEL: u8 = 9;
 /// them: `<staging>/levels/<level>/<name>`.
 pub struct LevelCache {
     dir: PathBuf,
+    /// The database's permissions: cached files hold its pages.
+    modes: FileModes,
 }
 
 impl LevelCache {
-    pub fn open(staging_dir: &Path) -> io::Result<LevelCache> {
+    pub fn open(staging_dir: &Path, modes: FileModes) -> io::Result<LevelCache> {
         let dir = staging_dir.join("levels");
+        modes.create_dir_all(staging_dir)?;
+        modes.own_dir(&dir)?;
         for level in 0..3u8 {
             let d = dir.join(level.to_string());
-            fs::create_dir_all(&d)?;
+            modes.own_dir(&d)?;
             for entry in fs::read_dir(&d)? {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == "tmp") {
@@ -44,7 +49,7 @@ impl LevelCache {
                 }
             }
         }
-        Ok(LevelCache { dir })
+        Ok(LevelCache { dir, modes })
     }
 
     fn path(&self, level: u8, min_txid: u64, max_txid: u64) -> PathBuf {
@@ -62,7 +67,7 @@ impl LevelCache {
     pub fn write(&self, level: u8, min_txid: u64, max_txid: u64, bytes: &[u8]) -> io::Result<()> {
         let path = self.path(level, min_txid, max_txid);
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes)?;
+        self.modes.write_file(&tmp, bytes)?;
         fs::rename(&tmp, &path)
     }
 
@@ -448,7 +453,7 @@ mod tests {
     fn compactor(name: &str, dir: &Path, config: CompactionConfig) -> Compactor {
         Compactor {
             store: open_store(&format!("memory://{name}"), &Default::default()).unwrap(),
-            cache: LevelCache::open(dir).unwrap(),
+            cache: LevelCache::open(dir, FileModes::NewDatabase).unwrap(),
             config,
             compression: Compression::Lz4,
         }
@@ -464,6 +469,22 @@ mod tests {
             .iter()
             .map(|f| (f.min_txid, f.max_txid))
             .collect()
+    }
+
+    #[test]
+    fn cached_files_and_level_directories_are_no_more_open_than_the_database() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let modes = FileModes::Exact {
+            bits: 0o600,
+            owner: None,
+        };
+        let cache = LevelCache::open(dir.path(), modes).unwrap();
+        cache.write(1, 1, 4, b"ltx").unwrap();
+        let mode = |p: PathBuf| fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(dir.path().join("levels")), 0o700);
+        assert_eq!(mode(dir.path().join("levels/1")), 0o700);
+        assert_eq!(mode(cache.path(1, 1, 4)), 0o600);
     }
 
     #[test]

@@ -198,12 +198,12 @@ impl Primary {
         prepare_db: &dyn Fn(&Path) -> Result<(), String>,
     ) -> Result<Arc<Primary>, String> {
         let store = open_store(&config.replica_url, &config.store_options).map_err(|e| e.to_string())?;
-        let staging = Staging::open(&config.staging_dir)
+        let staging = Staging::open(&config.staging_dir, config.file_modes)
             .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
-        let state_file = StateFile::new(&config.staging_dir);
+        let state_file = StateFile::new(&config.staging_dir, config.file_modes);
         let level_cache = match &config.compaction {
             Some(_) => Some(
-                LevelCache::open(&config.staging_dir)
+                LevelCache::open(&config.staging_dir, config.file_modes)
                     .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?,
             ),
             None => None,
@@ -226,7 +226,7 @@ impl Primary {
         let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
 
         let mut capture = Capture::new();
-        let records = HandoffDir::new(&config.staging_dir);
+        let records = HandoffDir::new(&config.staging_dir, config.file_modes);
         let mut handoff_consumed = 0;
         let mut queue = Batch::default();
         let mut snapshot_needed = None;
@@ -410,7 +410,7 @@ impl Primary {
         if let Some(ladder) = primary.config.compaction.clone() {
             let compactor = Compactor {
                 store: Arc::clone(&primary.store),
-                cache: LevelCache::open(&primary.config.staging_dir)
+                cache: LevelCache::open(&primary.config.staging_dir, primary.config.file_modes)
                     .map_err(|e| format!("staging directory {}: {e}", primary.config.staging_dir.display()))?,
                 config: ladder,
                 compression: primary.compression(),
@@ -827,7 +827,7 @@ impl Primary {
         }
         let txid = shared.next_txid - 1;
         for request in requests {
-            follower::answer(request, txid, self.node_id);
+            follower::answer(request, self.config.file_modes, txid, self.node_id);
         }
         shared.sync_requested = true;
     }
@@ -1110,6 +1110,7 @@ impl Primary {
         }
         follower::publish_uploaded(
             &self.config.staging_dir,
+            self.config.file_modes,
             Uploaded {
                 txid: shared.uploaded_txid,
                 node_id: self.node_id,

@@ -7,6 +7,7 @@ use super::private::{ensure_wal_mode, BackupSnapshotter};
 use super::replica_file;
 use super::VFS_NAME;
 use crate::config::{Config, Role};
+use crate::file_modes::FileModes;
 use crate::primary::registry;
 use crate::replica::registry as replica_registry;
 use crate::replica::{Replica, ReplicaConfig};
@@ -175,7 +176,7 @@ enum MainDb {
 /// in WAL mode and attaches it to the process's primary for that path.
 unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result<MainDb, String> {
     let params = uri_params(name);
-    let config = Config::from_params(path, &params, &|key| std::env::var(key).ok())?;
+    let mut config = Config::from_params(path, &params, &|key| std::env::var(key).ok())?;
     if config.role == Role::Replica {
         let replica_config = ReplicaConfig {
             url: config.replica_url.clone(),
@@ -189,6 +190,7 @@ unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result
     let writable = flags & ffi::SQLITE_OPEN_READWRITE != 0;
     let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
     let prepare = |db: &Path| if writable { ensure_wal_mode(db, create) } else { Ok(()) };
+    config.set_file_modes(FileModes::of_database(path));
     let database = registry::attach(path, config, || Box::new(BackupSnapshotter), &prepare)?;
     Ok(MainDb::Primary(FileRole::PrimaryDb(database)))
 }
