@@ -243,6 +243,37 @@ fn restoring_over_a_private_database_keeps_it_private() {
 }
 
 #[test]
+fn a_hydration_file_is_readable_by_its_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    private_database(&db, ROWS);
+    let mut app = LiveShell::start_with(
+        dir.path(),
+        "app",
+        &[],
+        None,
+        &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
+    );
+    run_ok(&mut app, "SELECT litestream_sync();");
+    let hydrated = dir.path().join("hydrated.db");
+    let mut view = LiveShell::start_with(
+        dir.path(),
+        "view",
+        &[],
+        Some("022"),
+        &format!(
+            ".open file:{}?vfs=litestream&role=replica&replica={url}&hydrate={}",
+            dir.path().join("view.db").display(),
+            hydrated.display()
+        ),
+    );
+    assert_eq!(run_ok(&mut view, "SELECT count(*) FROM t;").trim(), "500");
+    assert_eq!(mode(&hydrated), 0o600);
+    drop((app, view));
+}
+
+#[test]
 fn as_root_everything_created_for_a_database_belongs_to_its_owner() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
