@@ -1,5 +1,9 @@
 //! Boundaries between databases of one process, and between users of one machine.
 //!
+//! - `ATTACH` and `VACUUM INTO` on a primary configured by `LITESTREAM_REPLICA_URL`:
+//!   SQLite opens both like a main database, through the connection's VFS. A replica
+//!   location belongs to one database; a database opened without its own `replica=`
+//!   while another is open through the VFS is left alone.
 //! - A private database (0600) stays private: every file and directory we create for it
 //!   gets its permission bits (directories with the matching execute bits), whatever
 //!   the umask, and as root its owner.
@@ -14,6 +18,18 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// A primary on `db` configured by the environment alone, as an application that
+/// cannot change its connection strings would run it.
+fn primary_from_environment(dir: &Path, db: &Path, url: &str) -> LiveShell {
+    LiveShell::start_with(
+        dir,
+        "app",
+        &[("LITESTREAM_REPLICA_URL", url), ("LITESTREAM_SYNC_INTERVAL", "100ms")],
+        None,
+        &format!(".open file:{}?vfs=litestream", db.display()),
+    )
+}
+
 /// Runs `sql`, failing the test on any error the shell reports ("Runtime error near
 /// line N", "Parse error", "Error: ..." in older shells).
 fn run_ok(shell: &mut LiveShell, sql: &str) -> String {
@@ -26,9 +42,143 @@ fn run_ok(shell: &mut LiveShell, sql: &str) -> String {
     out
 }
 
+/// The replica holds exactly the primary's history: TXIDs 1, 2, 3, ... from one writer,
+/// and it restores (with the real Litestream) to the primary's contents.
+fn assert_replica_is_the_primarys(dir: &Path, db: &Path, replica: &Path, url: &str) {
+    assert_contiguous(&level0_ranges(replica));
+    let restored = dir.join("restored.db");
+    let _ = fs::remove_file(&restored);
+    litestream_restore(url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(db), "the replica restores to the primary");
+}
+
+/// Directories beside the databases that look like staging directories.
+fn staging_dirs(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with("-litestream"))
+        .collect();
+    names.sort();
+    names
+}
+
 const ROWS: &str = "CREATE TABLE t(x); \
     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) \
     INSERT INTO t SELECT i FROM n;";
+
+#[test]
+fn attach_under_the_environment_leaves_the_scratch_database_and_the_replica_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    let url = format!("file://{}", replica.display());
+    let mut app = primary_from_environment(dir.path(), &db, &url);
+    run_ok(&mut app, &format!("{ROWS} SELECT litestream_sync();"));
+
+    let scratch = dir.path().join("scratch.db");
+    let tables = run_ok(
+        &mut app,
+        &format!(
+            "ATTACH '{}' AS s; CREATE TABLE s.notes(y); INSERT INTO s.notes VALUES ('scratch'); \
+             SELECT group_concat(name) FROM s.sqlite_master; DETACH s;",
+            scratch.display()
+        ),
+    );
+    assert_eq!(
+        tables.trim(),
+        "notes",
+        "the scratch database starts empty, not as a copy of the main one"
+    );
+    run_ok(&mut app, "INSERT INTO t VALUES (501); SELECT litestream_sync();");
+    drop(app);
+
+    assert_eq!(
+        staging_dirs(dir.path()),
+        ["app.db-litestream"],
+        "only the main database is replicated"
+    );
+    assert_eq!(plain_sqlite(&scratch, "SELECT y FROM notes").trim(), "scratch");
+    assert_eq!(
+        plain_sqlite(&scratch, "PRAGMA journal_mode").trim(),
+        "delete",
+        "left as plain SQLite made it"
+    );
+    assert_replica_is_the_primarys(dir.path(), &db, &replica, &url);
+}
+
+#[test]
+fn vacuum_into_under_the_environment_writes_a_plain_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    let url = format!("file://{}", replica.display());
+    let mut app = primary_from_environment(dir.path(), &db, &url);
+    run_ok(&mut app, &format!("{ROWS} SELECT litestream_sync();"));
+
+    let copy = dir.path().join("copy.db");
+    run_ok(&mut app, &format!("VACUUM INTO '{}';", copy.display()));
+    // Temporary files (a temp table on disk, the temp database of a plain VACUUM) carry
+    // no main-database flag: they pass through as well.
+    run_ok(
+        &mut app,
+        "PRAGMA temp_store=FILE; CREATE TEMP TABLE tt AS SELECT * FROM t; VACUUM; \
+         INSERT INTO t SELECT x + 500 FROM tt; SELECT litestream_sync();",
+    );
+    let main_sum = run_ok(&mut app, "SELECT count(*), sum(x) FROM t;");
+    drop(app);
+
+    assert_eq!(
+        plain_sqlite(&copy, "SELECT count(*), sum(x) FROM t").trim(),
+        "500|125250"
+    );
+    assert_eq!(main_sum.trim(), "1000|500500");
+    assert_eq!(integrity(&copy), "ok");
+    assert_eq!(
+        plain_sqlite(&copy, "PRAGMA journal_mode").trim(),
+        "delete",
+        "a plain copy"
+    );
+    assert_eq!(staging_dirs(dir.path()), ["app.db-litestream"]);
+    assert_replica_is_the_primarys(dir.path(), &db, &replica, &url);
+}
+
+#[test]
+fn an_attached_database_with_its_own_replica_is_a_primary_and_a_taken_location_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    let url = format!("file://{}", replica.display());
+    let mut app = primary_from_environment(dir.path(), &db, &url);
+    run_ok(&mut app, &format!("{ROWS} SELECT litestream_sync();"));
+
+    let other = dir.path().join("other.db");
+    let other_replica = dir.path().join("other-replica");
+    run_ok(
+        &mut app,
+        &format!(
+            "ATTACH 'file:{}?replica=file://{}&sync_interval=100ms' AS o; CREATE TABLE o.u(z); \
+             INSERT INTO o.u VALUES (1), (2); SELECT litestream_sync(30000, 'o');",
+            other.display(),
+            other_replica.display()
+        ),
+    );
+    let taken = app.run(&format!(
+        "ATTACH 'file:{}?replica={url}' AS bad;",
+        dir.path().join("third.db").display()
+    ));
+    assert!(taken.is_empty());
+    assert!(
+        app.stderr().contains("unable to open database"),
+        "a second database on the main database's location is refused: {}",
+        app.stderr()
+    );
+    drop(app);
+    // The attached primary's commits reached its own replica.
+    assert_contiguous(&level0_ranges(&other_replica));
+    let restored = dir.path().join("other-restored.db");
+    litestream_restore(&format!("file://{}", other_replica.display()), &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&other));
+    assert!(!dir.path().join("third.db-litestream").exists());
+    assert_replica_is_the_primarys(dir.path(), &db, &replica, &url);
+}
 
 // ---- private databases ----------------------------------------------------------------
 
