@@ -42,13 +42,15 @@ impl FileModes {
         }
     }
 
+    /// Exactly `bits`, and the process's own user.
+    pub fn bits(bits: u32) -> FileModes {
+        FileModes::Exact { bits, owner: None }
+    }
+
     /// Readable and writable by this process's user alone (files that belong to one
     /// process, such as a replica's hydration file).
     pub fn owner_only() -> FileModes {
-        FileModes::Exact {
-            bits: 0o600,
-            owner: None,
-        }
+        FileModes::bits(0o600)
     }
 
     /// Permission bits of a new file (for `NewDatabase`, before the umask).
@@ -72,13 +74,7 @@ impl FileModes {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(self.file_bits())
-            .open(path)?;
-        self.settle_file(&file)?;
-        Ok(file)
+        self.open_settled(OpenOptions::new().write(true).create_new(true), path)
     }
 
     /// Writes `bytes` to a new file at `path` (see [`FileModes::create_file`]).
@@ -92,29 +88,37 @@ impl FileModes {
     /// Opens `path` read-write, creating it if missing, without truncating it, and gives
     /// it our permissions either way (a lock file, a hydration file).
     pub fn open_or_create(&self, path: &Path) -> io::Result<File> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(self.file_bits())
-            .open(path)?;
+        self.open_settled(
+            OpenOptions::new().read(true).write(true).create(true).truncate(false),
+            path,
+        )
+    }
+
+    /// Opens with `options`, creating with our bits, and settles the file.
+    fn open_settled(&self, options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+        let file = options.mode(self.file_bits()).open(path)?;
         self.settle_file(&file)?;
         Ok(file)
     }
 
     /// Creates `dir` and any missing parent with our directory permissions. Directories
     /// that exist are left as they are: they may be shared (`/tmp`) or the user's choice.
+    /// Errors are std's `create_dir_all`'s (a file where a parent should be says "Not a
+    /// directory").
     pub fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        if dir.as_os_str().is_empty() || dir.is_dir() {
+        if dir.as_os_str().is_empty() {
             return Ok(());
-        }
-        if let Some(parent) = dir.parent() {
-            self.create_dir_all(parent)?;
         }
         match fs::DirBuilder::new().mode(self.dir_bits()).create(dir) {
             Ok(()) => self.settle_path(dir, self.dir_bits()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+            Err(_) if dir.is_dir() => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
+                Some(parent) => {
+                    self.create_dir_all(parent)?;
+                    self.create_dir_all(dir)
+                }
+                None => Err(e),
+            },
             Err(e) => Err(e),
         }
     }
@@ -161,6 +165,11 @@ impl FileModes {
     }
 }
 
+/// The permission bits of the file or directory at `path` (for tests and diagnostics).
+pub fn permission_bits(path: &Path) -> io::Result<u32> {
+    Ok(fs::metadata(path)?.mode() & 0o777)
+}
+
 /// A chmod refused because another user owns the file (a follower opening the lock
 /// file of a leader running as another member of the database's group) is not an error.
 fn tolerate_refusal(result: io::Result<()>) -> io::Result<()> {
@@ -193,16 +202,15 @@ mod tests {
     use super::*;
 
     fn mode(path: &Path) -> u32 {
-        fs::metadata(path).unwrap().mode() & 0o777
+        permission_bits(path).unwrap()
     }
 
     #[test]
     fn directories_get_execute_bits_where_files_get_read_bits() {
-        let modes = |bits| FileModes::Exact { bits, owner: None };
-        assert_eq!(modes(0o600).dir_bits(), 0o700);
-        assert_eq!(modes(0o640).dir_bits(), 0o750);
-        assert_eq!(modes(0o660).dir_bits(), 0o770);
-        assert_eq!(modes(0o644).dir_bits(), 0o755);
+        assert_eq!(FileModes::bits(0o600).dir_bits(), 0o700);
+        assert_eq!(FileModes::bits(0o640).dir_bits(), 0o750);
+        assert_eq!(FileModes::bits(0o660).dir_bits(), 0o770);
+        assert_eq!(FileModes::bits(0o644).dir_bits(), 0o755);
         assert_eq!(FileModes::NewDatabase.dir_bits(), 0o755);
     }
 
@@ -225,8 +233,8 @@ mod tests {
         for d in ["a", "a/b", "a/b/c"] {
             assert_eq!(mode(&dir.path().join(d)), 0o770, "{d}");
         }
-        let lock = modes.open_or_create(&dir.path().join("lock")).unwrap();
-        assert_eq!(lock.metadata().unwrap().mode() & 0o777, 0o660);
+        modes.open_or_create(&dir.path().join("lock")).unwrap();
+        assert_eq!(mode(&dir.path().join("lock")), 0o660);
     }
 
     #[test]
@@ -267,6 +275,17 @@ mod tests {
         fs::set_permissions(shared.join("ltx"), fs::Permissions::from_mode(0o755)).unwrap();
         modes.own_dir(&shared.join("ltx")).unwrap();
         assert_eq!(mode(&shared.join("ltx")), 0o700, "our own directory is tightened");
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_directory_is_reported_as_std_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("blocker"), b"").unwrap();
+        let err = FileModes::owner_only()
+            .create_dir_all(&dir.path().join("blocker/staging"))
+            .unwrap_err();
+        let std_err = fs::create_dir_all(dir.path().join("blocker/staging")).unwrap_err();
+        assert_eq!(err.kind(), std_err.kind(), "{err} / {std_err}");
     }
 
     #[test]

@@ -117,25 +117,41 @@ impl ObjectReplica {
         };
         let file = root.join(key.as_ref());
         let base = root.join(self.layout.base().as_ref());
-        let prepared = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            modes.create_dir_all(&base)?;
-            let below: Vec<_> = file
+        self.local_io("MKDIR", key, move || {
+            // The object's own directory first, as object_store would (a replica path
+            // that is not a directory says "Not a directory"); then those below the
+            // replica's that already existed get our permissions.
+            if let Some(dir) = file.parent() {
+                modes.create_dir_all(dir)?;
+            }
+            for dir in file
                 .ancestors()
                 .skip(1)
                 .take_while(|d| d.starts_with(&base) && *d != base)
-                .collect();
-            for dir in below.into_iter().rev() {
+            {
                 modes.own_dir(dir)?;
             }
             Ok(())
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        prepared.map_err(|e| Error::Other {
+    }
+
+    /// Runs blocking filesystem work of a local store off the async runtime; its error is
+    /// the store's, for `op` on `key`.
+    async fn local_io(
+        &self,
+        op: &'static str,
+        key: &Path,
+        work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let done = tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        done.map_err(|e| Error::Other {
             store: self.name.clone(),
-            op: "PUT",
+            op,
             key: key.to_string(),
-            message: format!("creating directories: {e}"),
+            message: e.to_string(),
         })
     }
 
@@ -151,7 +167,7 @@ impl ObjectReplica {
         let file = root.join(key.as_ref());
         let base = root.join(self.layout.base().as_ref());
         let modes = self.file_modes;
-        let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        self.local_io("FSYNC", key, move || {
             let opened = std::fs::File::open(&file)?;
             if let Some(modes) = modes {
                 modes.settle_file(&opened)?;
@@ -168,13 +184,6 @@ impl ObjectReplica {
             Ok(())
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        synced.map_err(|e| Error::Other {
-            store: self.name.clone(),
-            op: "FSYNC",
-            key: key.to_string(),
-            message: e.to_string(),
-        })
     }
 
     /// Adds an attribute sent with every put.
