@@ -18,16 +18,21 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A primary on `db` configured by the environment alone, as an application that
-/// cannot change its connection strings would run it.
-fn primary_from_environment(dir: &Path, db: &Path, url: &str) -> LiveShell {
-    LiveShell::start_with(
+/// A primary configured by the environment alone, as an application that cannot change
+/// its connection strings would run it, holding `ROWS` (synced): the database, its
+/// replica directory and URL, and the shell.
+fn env_primary_with_rows(dir: &Path) -> (PathBuf, PathBuf, String, LiveShell) {
+    let (db, replica) = (dir.join("app.db"), dir.join("replica"));
+    let url = format!("file://{}", replica.display());
+    let mut shell = LiveShell::start_with(
         dir,
         "app",
-        &[("LITESTREAM_REPLICA_URL", url), ("LITESTREAM_SYNC_INTERVAL", "100ms")],
+        &[("LITESTREAM_REPLICA_URL", &url), ("LITESTREAM_SYNC_INTERVAL", "100ms")],
         None,
         &format!(".open file:{}?vfs=litestream", db.display()),
-    )
+    );
+    run_ok(&mut shell, &format!("{ROWS} SELECT litestream_sync();"));
+    (db, replica, url, shell)
 }
 
 /// Runs `sql`, failing the test on any error the shell reports ("Runtime error near
@@ -70,10 +75,7 @@ const ROWS: &str = "CREATE TABLE t(x); \
 #[test]
 fn attach_under_the_environment_leaves_the_scratch_database_and_the_replica_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
-    let url = format!("file://{}", replica.display());
-    let mut app = primary_from_environment(dir.path(), &db, &url);
-    run_ok(&mut app, &format!("{ROWS} SELECT litestream_sync();"));
+    let (db, replica, url, mut app) = env_primary_with_rows(dir.path());
 
     let scratch = dir.path().join("scratch.db");
     let tables = run_ok(
@@ -109,10 +111,7 @@ fn attach_under_the_environment_leaves_the_scratch_database_and_the_replica_alon
 #[test]
 fn vacuum_into_under_the_environment_writes_a_plain_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
-    let url = format!("file://{}", replica.display());
-    let mut app = primary_from_environment(dir.path(), &db, &url);
-    run_ok(&mut app, &format!("{ROWS} SELECT litestream_sync();"));
+    let (db, replica, url, mut app) = env_primary_with_rows(dir.path());
 
     let copy = dir.path().join("copy.db");
     run_ok(&mut app, &format!("VACUUM INTO '{}';", copy.display()));
@@ -144,10 +143,7 @@ fn vacuum_into_under_the_environment_writes_a_plain_copy() {
 #[test]
 fn an_attached_database_with_its_own_replica_is_a_primary_and_a_taken_location_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
-    let url = format!("file://{}", replica.display());
-    let mut app = primary_from_environment(dir.path(), &db, &url);
-    run_ok(&mut app, &format!("{ROWS} SELECT litestream_sync();"));
+    let (db, replica, url, mut app) = env_primary_with_rows(dir.path());
 
     let other = dir.path().join("other.db");
     let other_replica = dir.path().join("other-replica");
@@ -193,6 +189,23 @@ fn mode(path: &Path) -> u32 {
 fn private_database(path: &Path, sql: &str) {
     plain_sqlite(path, sql);
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A private database (`ROWS`) replicated to `file://<dir>/replica` by a shell running
+/// under umask 022, synced: the database, the replica URL and the shell.
+fn private_primary_synced(dir: &Path) -> (PathBuf, String, LiveShell) {
+    let db = dir.join("app.db");
+    let url = format!("file://{}", dir.join("replica").display());
+    private_database(&db, ROWS);
+    let mut shell = LiveShell::start_with(
+        dir,
+        "app",
+        &[],
+        Some("022"),
+        &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
+    );
+    run_ok(&mut shell, "SELECT litestream_sync();");
+    (db, url, shell)
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -360,17 +373,7 @@ fn a_private_databases_snapshot_copy_is_private() {
 #[test]
 fn restoring_over_a_private_database_keeps_it_private() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
-    private_database(&db, ROWS);
-    let mut app = LiveShell::start_with(
-        dir.path(),
-        "app",
-        &[],
-        Some("022"),
-        &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
-    );
-    run_ok(&mut app, "SELECT litestream_sync();");
+    let (db, url, mut app) = private_primary_synced(dir.path());
     let target = dir.path().join("copy.db");
     private_database(&target, "CREATE TABLE old(o)");
     run_ok(
@@ -395,17 +398,7 @@ fn restoring_over_a_private_database_keeps_it_private() {
 #[test]
 fn a_hydration_file_is_readable_by_its_owner_only() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
-    private_database(&db, ROWS);
-    let mut app = LiveShell::start_with(
-        dir.path(),
-        "app",
-        &[],
-        None,
-        &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
-    );
-    run_ok(&mut app, "SELECT litestream_sync();");
+    let (_, url, app) = private_primary_synced(dir.path());
     let hydrated = dir.path().join("hydrated.db");
     let mut view = LiveShell::start_with(
         dir.path(),

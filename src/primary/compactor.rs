@@ -473,15 +473,10 @@ mod tests {
 
     #[test]
     fn cached_files_and_level_directories_are_no_more_open_than_the_database() {
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let modes = FileModes::Exact {
-            bits: 0o600,
-            owner: None,
-        };
-        let cache = LevelCache::open(dir.path(), modes).unwrap();
+        let cache = LevelCache::open(dir.path(), FileModes::bits(0o600)).unwrap();
         cache.write(1, 1, 4, b"ltx").unwrap();
-        let mode = |p: PathBuf| fs::metadata(p).unwrap().mode() & 0o777;
+        let mode = |p: PathBuf| crate::file_modes::permission_bits(&p).unwrap();
         assert_eq!(mode(dir.path().join("levels")), 0o700);
         assert_eq!(mode(dir.path().join("levels/1")), 0o700);
         assert_eq!(mode(cache.path(1, 1, 4)), 0o600);

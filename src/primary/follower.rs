@@ -244,14 +244,10 @@ mod tests {
 
     #[test]
     fn messages_between_processes_are_no_more_open_than_the_database() {
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let staging = dir.path().to_path_buf();
-        let modes = FileModes::Exact {
-            bits: 0o640,
-            owner: None,
-        };
-        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o777;
+        let modes = FileModes::bits(0o640);
+        let mode = |p: &Path| crate::file_modes::permission_bits(p).unwrap();
         let answerer = {
             let staging = staging.clone();
             std::thread::spawn(move || loop {

@@ -512,20 +512,15 @@ mod tests {
 
     #[test]
     fn records_are_no_more_open_than_the_database() {
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let modes = FileModes::Exact {
-            bits: 0o600,
-            owner: None,
-        };
-        let handoff = HandoffDir::new(dir.path(), modes);
+        let handoff = HandoffDir::new(dir.path(), FileModes::bits(0o600));
         let mut wal = WalBuilder::new(512, 7, 9, false);
         wal.frame(1, 1, 0xa);
         handoff
             .write_tail(&mut wal.bytes.clone(), None, None, None)
             .unwrap()
             .unwrap();
-        let mode = |p: PathBuf| fs::metadata(p).unwrap().mode() & 0o777;
+        let mode = |p: PathBuf| crate::file_modes::permission_bits(&p).unwrap();
         assert_eq!(mode(dir.path().join("handoff")), 0o700);
         assert_eq!(mode(dir.path().join("handoff/seq")), 0o600);
         for record in handoff.list().unwrap() {

@@ -123,7 +123,8 @@ mod tests {
 
     #[test]
     fn staged_files_and_their_directory_are_no_more_open_than_the_database() {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use crate::file_modes::permission_bits;
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.db");
         fs::write(&db, b"").unwrap();
@@ -131,9 +132,8 @@ mod tests {
         let staging_dir = dir.path().join("app.db-litestream");
         let staging = Staging::open(&staging_dir, FileModes::of_database(&db)).unwrap();
         let staged = staging.stage(1, 1, b"snapshot").unwrap();
-        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o777;
-        assert_eq!(mode(&staged.path), 0o600);
-        assert_eq!(mode(&staging_dir), 0o700);
-        assert_eq!(mode(&staging_dir.join("ltx")), 0o700);
+        assert_eq!(permission_bits(&staged.path).unwrap(), 0o600);
+        assert_eq!(permission_bits(&staging_dir).unwrap(), 0o700);
+        assert_eq!(permission_bits(&staging_dir.join("ltx")).unwrap(), 0o700);
     }
 }

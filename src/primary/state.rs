@@ -179,14 +179,11 @@ mod tests {
 
     #[test]
     fn the_state_file_is_no_more_open_than_the_database() {
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let modes = FileModes::Exact {
-            bits: 0o600,
-            owner: None,
-        };
-        StateFile::new(dir.path(), modes).save(&SavedState::default()).unwrap();
-        let meta = fs::metadata(dir.path().join("state.json")).unwrap();
-        assert_eq!(meta.mode() & 0o777, 0o600);
+        StateFile::new(dir.path(), FileModes::bits(0o600))
+            .save(&SavedState::default())
+            .unwrap();
+        let bits = crate::file_modes::permission_bits(&dir.path().join("state.json")).unwrap();
+        assert_eq!(bits, 0o600);
     }
 }

@@ -429,13 +429,13 @@ mod tests {
 
     #[test]
     fn the_hydration_file_is_readable_by_its_owner_only() {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h");
         std::fs::write(&path, b"left by an older version").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let h = Hydration::create(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(crate::file_modes::permission_bits(&path).unwrap(), 0o600);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "emptied once taken");
         drop(h);
     }
