@@ -57,6 +57,9 @@ pub struct Config {
     /// (staging, snapshots, `file://` replica files): the database file's own, set by
     /// [`Config::set_file_modes`] once the database is known.
     pub file_modes: FileModes,
+    /// Primary: replicate even to a store found not to honour conditional creates
+    /// (`fencing=off`), where a second primary on the replica would go unnoticed.
+    pub allow_unfenced: bool,
 }
 
 /// When the primary compacts, snapshots and deletes (Litestream's defaults). Windows are
@@ -111,6 +114,7 @@ const OUR_PARAMS: &[&str] = &[
     "max_queue",
     "compression",
     "takeover",
+    "fencing",
     "poll_interval",
     "cache_size",
     "hydrate",
@@ -224,6 +228,11 @@ impl Config {
             Some("1") | Some("true") => true,
             Some(other) => return Err(format!("takeover must be 1 or 0, not '{other}'")),
         };
+        let allow_unfenced = match get("fencing", "LITESTREAM_FENCING").as_deref() {
+            None | Some("on") => false,
+            Some("off") => true,
+            Some(other) => return Err(format!("fencing must be on or off, not '{other}'")),
+        };
         let compaction = match get("compaction", "LITESTREAM_COMPACTION").as_deref() {
             None | Some("1") | Some("on") => {
                 let mut c = CompactionConfig::default();
@@ -272,6 +281,7 @@ impl Config {
             max_queue_bytes,
             zstd_level,
             takeover,
+            allow_unfenced,
             poll_interval,
             cache_size,
             hydrate: get("hydrate", "LITESTREAM_HYDRATE").map(PathBuf::from),
@@ -284,6 +294,12 @@ impl Config {
     pub fn set_file_modes(&mut self, modes: FileModes) {
         self.file_modes = modes;
         self.store_options.file_modes = Some(modes);
+    }
+
+    /// What names the replica location for the once-per-process fencing check: the URL
+    /// and the endpoint, which URI parameters can set apart from it.
+    pub fn replica_location(&self) -> String {
+        format!("{} {:?}", self.replica_url, self.store_options.endpoint)
     }
 }
 
@@ -354,6 +370,7 @@ mod tests {
         assert_eq!(c.zstd_level, None);
         assert_eq!(c.poll_interval, Duration::from_secs(1));
         assert_eq!(c.cache_size, 64 << 20);
+        assert!(!c.allow_unfenced, "fencing is required unless fencing=off");
         let ladder = c.compaction.unwrap();
         assert_eq!(ladder.levels[0], Duration::from_secs(30));
         assert_eq!(ladder.snapshot_interval, Duration::from_secs(86400));
@@ -423,6 +440,10 @@ mod tests {
             (
                 &[("replica", "memory://x"), ("compaction", "maybe")],
                 "compaction must be",
+            ),
+            (
+                &[("replica", "memory://x"), ("fencing", "no")],
+                "fencing must be on or off",
             ),
             (
                 &[("replica", "memory://x"), ("l1_interval", "10m")],

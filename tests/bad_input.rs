@@ -27,7 +27,8 @@
 mod common;
 mod harness;
 
-use common::moto::{Moto, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
+use common::moto::Moto;
+use common::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use common::shell::Shell;
 use harness::*;
 use litestream_vfs::ltx::{

@@ -6,45 +6,21 @@
 
 mod harness;
 
+use harness::history::{self, table_hash, Point};
 use harness::*;
 use litestream_vfs::restore::{self, Listing, RestoreOptions, Target};
 use litestream_vfs::storage::open_store;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LADDER: &str = "l1_interval=100ms&l2_interval=300ms&l3_interval=900ms&snapshot_interval=2s&retention=4s\
                       &l0_retention=1h&sync_interval=1h";
 
-#[derive(Debug, Clone)]
-struct Point {
-    txid: u64,
-    ms: i64,
-    hash: String,
-}
-
-fn table_hash(db: &Path) -> String {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/scripts/history.py"))
-        .arg("hash")
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Runs history.py until `kill_after`, then SIGKILL; returns the points it acknowledged.
 fn run_and_kill(uri: &str, seed: u64, kill_after: Duration) -> Vec<Point> {
-    let mut child = Command::new(python())
-        .arg(repo_root().join("tests/scripts/history.py"))
-        .arg("record")
-        .arg(extension())
-        .arg(uri)
-        .arg("3600")
-        .arg(seed.to_string())
+    let mut child = history::record_command(uri, "3600", seed)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -54,14 +30,7 @@ fn run_and_kill(uri: &str, seed: u64, kill_after: Duration) -> Vec<Point> {
         BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .filter_map(|line| {
-                let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-                Some(Point {
-                    txid: v["txid"].as_u64()?,
-                    ms: v["ms"].as_i64()?,
-                    hash: v["hash"].as_str()?.to_string(),
-                })
-            })
+            .filter_map(|line| history::parse_point(&line))
             .collect::<Vec<_>>()
     });
     std::thread::sleep(kill_after);
@@ -94,16 +63,7 @@ fn kill_9_during_compaction_and_retention_loses_no_retained_point() {
         points.extend(acked);
     }
     // A final run that ends cleanly: closing uploads everything.
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/scripts/history.py"))
-        .arg("record")
-        .arg(extension())
-        .arg(&uri)
-        .arg("2.5")
-        .arg("999")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    history::record(&mut history::record_command(&uri, "2.5", 999));
 
     // No half-written file under a final name: every .ltx file decodes and verifies.
     let mut ltx_files = 0;

@@ -34,6 +34,10 @@ impl Rng {
     }
 }
 
+/// Level-0 files are kept for the whole run (the 10-minute version outlives the default
+/// 5 minutes), so that their TXIDs can be checked from 1.
+const PARAMS: &str = "sync_interval=100ms&l0_retention=1h";
+
 /// One run of `tests/scripts/churn_worker.py`; its stderr goes to `log`.
 fn spawn_worker(db: &Path, url: &str, tag: &str, seed: u64, lifetime_ms: u64, log: &Path) -> Child {
     Command::new(python())
@@ -50,6 +54,8 @@ fn spawn_worker(db: &Path, url: &str, tag: &str, seed: u64, lifetime_ms: u64, lo
         .arg(seed.to_string())
         .arg("--lifetime")
         .arg(format!("{:.3}", lifetime_ms as f64 / 1000.0))
+        .arg("--params")
+        .arg(PARAMS)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -115,7 +121,7 @@ fn final_sync(db: &Path, url: &str) -> u64 {
          print(c.execute('SELECT litestream_sync(60000)').fetchone()[0])\n\
          c.close()\n",
         ext = extension().display().to_string(),
-        uri = format!("file:{}?vfs=litestream&replica={url}", db.display()),
+        uri = format!("file:{}?vfs=litestream&replica={url}&{PARAMS}", db.display()),
     );
     let out = Command::new(python()).arg("-c").arg(script).output().unwrap();
     assert!(

@@ -18,7 +18,8 @@ mod harness;
 
 use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use common::figures::{record, seconds_from_env};
-use common::moto::{Moto, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
+use common::moto::Moto;
+use common::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use common::shell::Shell;
 use harness::*;
 use std::collections::BTreeMap;

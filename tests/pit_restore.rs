@@ -6,62 +6,20 @@
 
 mod harness;
 
+use harness::history::{self, table_hash, Point};
 use harness::*;
 use litestream_vfs::restore::{self, Listing, RestoreOptions, Target};
 use litestream_vfs::storage::open_store;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 const LADDER: &str = "l1_interval=250ms&l2_interval=1s&l3_interval=4s&snapshot_interval=16s&retention=32s\
                       &l0_retention=1h&sync_interval=1h";
 const SECONDS: u32 = 50;
 
-#[derive(Debug, Clone)]
-struct Point {
-    txid: u64,
-    ms: i64,
-    hash: String,
-}
-
 fn record_history(db: &Path, replica: &str, seconds: u32) -> Vec<Point> {
     let uri = format!("file:{}?vfs=litestream&replica={replica}&{LADDER}", db.display());
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/scripts/history.py"))
-        .arg("record")
-        .arg(extension())
-        .arg(&uri)
-        .arg(seconds.to_string())
-        .arg("7")
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "history.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json line");
-            Point {
-                txid: v["txid"].as_u64().unwrap(),
-                ms: v["ms"].as_i64().unwrap(),
-                hash: v["hash"].as_str().unwrap().to_string(),
-            }
-        })
-        .collect()
-}
-
-fn table_hash(db: &Path) -> String {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/scripts/history.py"))
-        .arg("hash")
-        .arg(db)
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "hash: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    history::record(&mut history::record_command(&uri, &seconds.to_string(), 7))
 }
 
 /// A small deterministic generator, so a failure can be replayed.

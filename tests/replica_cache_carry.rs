@@ -11,7 +11,8 @@
 mod common;
 mod harness;
 
-use common::moto::{Moto, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use common::moto::Moto;
+use common::s3::{S3Server, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use common::shell::Shell;
 use harness::*;
 use serde_json::Value;

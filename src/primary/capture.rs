@@ -948,6 +948,38 @@ mod tests {
     }
 
     #[test]
+    fn a_position_saved_before_its_checksums_were_rewritten_is_repaired_from_the_wal() {
+        let mut wal = WalBuilder::new(512, 4, 5, false);
+        wal.frame(1, 0, 1).frame(2, 2, 2).frame(3, 3, 3);
+        let after_commit = {
+            let mut probe = WalBuilder::new(512, 4, 5, false);
+            probe.frame(1, 0, 1).frame(2, 2, 2);
+            probe.running_checksum()
+        };
+        // Saved between a commit written with deferred checksums and their rewrite.
+        let saved = WalPosition {
+            salt1: 4,
+            salt2: 5,
+            page_size: 512,
+            next_frame: 2,
+            checksum: (0, 0),
+            ended: false,
+        };
+        let mut c = Capture::new();
+        c.set_position(&saved, wal.header);
+        assert!(c.verify_position(&mut wal.bytes.clone()).unwrap());
+        assert_eq!(c.position().unwrap().checksum, after_commit);
+        // And the commit after it is found.
+        let found = c.scan_live(&mut wal.bytes.clone());
+        assert_eq!(found.iter().map(pgnos).collect::<Vec<_>>(), vec![vec![3]]);
+        // A position the WAL does not hold is not "repaired".
+        let beyond = WalPosition { next_frame: 9, ..saved };
+        let mut c = Capture::new();
+        c.set_position(&beyond, wal.header);
+        assert!(!c.verify_position(&mut wal.bytes.clone()).unwrap());
+    }
+
+    #[test]
     fn skip_to_end_positions_after_the_last_commit() {
         let mut h = Harness::new(512);
         h.log(1, &[(1, 1, 1), (2, 2, 2), (3, 0, 3)], 0, false);

@@ -14,12 +14,25 @@ use super::{Primary, Snapshotter};
 use crate::config::Config;
 use crate::wal::{WalHeader, HEADER_SIZE};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+/// How a process that becomes the replicating one prepares: the VFS layer's snapshot
+/// implementation and its WAL-mode check (function pointers: they outlive every open).
+#[derive(Clone, Copy)]
+pub struct Tools {
+    pub snapshotter: fn() -> Box<dyn Snapshotter>,
+    pub prepare_db: fn(&Path) -> Result<(), String>,
+}
 
 pub struct Database {
     pub path: PathBuf,
     pub config: Config,
+    tools: Tools,
+    /// When a writer of this process last wrote the WAL while another process
+    /// replicated (ms since the epoch), for the recovery point a follower reports.
+    last_follower_write_ms: AtomicI64,
     lock: LeaderLock,
     records: HandoffDir,
     state_file: StateFile,
@@ -28,12 +41,14 @@ pub struct Database {
     /// Held while this process becomes or stops being the replicating one. Opening
     /// replication reads the store: writers keep reading `leader` meanwhile.
     transition: Mutex<()>,
+    /// The last handle closed: no more taking over.
+    closed: AtomicBool,
 }
 
 impl Database {
     /// Opens the per-process state of `path` (creating its staging directory); nobody
     /// leads yet.
-    pub fn new(path: &Path, config: Config) -> Result<Database, String> {
+    pub fn new(path: &Path, config: Config, tools: Tools) -> Result<Database, String> {
         config
             .file_modes
             .create_dir_all(&config.staging_dir)
@@ -41,12 +56,15 @@ impl Database {
         let lock = LeaderLock::open(&config.staging_dir, config.file_modes)?;
         Ok(Database {
             path: path.to_path_buf(),
+            tools,
+            last_follower_write_ms: AtomicI64::new(0),
             records: HandoffDir::new(&config.staging_dir, config.file_modes),
             state_file: StateFile::new(&config.staging_dir, config.file_modes),
             config,
             lock,
             leader: RwLock::new(None),
             transition: Mutex::new(()),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -59,21 +77,33 @@ impl Database {
     /// Becomes the replicating process if no process is: takes the lock and resumes
     /// replication from the staging state, the hand-off records and the WAL. Returns
     /// true when this process leads (now or already).
-    pub fn try_lead(
-        &self,
-        snapshotter: impl FnOnce() -> Box<dyn Snapshotter>,
-        prepare_db: &dyn Fn(&Path) -> Result<(), String>,
-    ) -> Result<bool, String> {
+    pub fn try_lead(&self) -> Result<bool, String> {
+        self.try_lead_with(&self.tools.prepare_db)
+    }
+
+    /// [`Database::try_lead`] with the open's own preparation of the database (it knows
+    /// whether the open may create the file or write it).
+    pub fn try_lead_with(&self, prepare_db: &dyn Fn(&Path) -> Result<(), String>) -> Result<bool, String> {
         let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         if self.leader().is_some() {
             return Ok(true);
         }
+        if self.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         if !self.lock.try_acquire()? {
             return Ok(false);
         }
-        match Primary::open(&self.path, self.config.clone(), snapshotter(), prepare_db) {
+        let started = std::time::Instant::now();
+        match Primary::open(&self.path, self.config.clone(), (self.tools.snapshotter)(), prepare_db) {
             Ok(primary) => {
                 follower::announce_leader(&self.config.staging_dir, self.config.file_modes, primary.node_id());
+                tracing::info!(
+                    db = %self.path.display(),
+                    pid = std::process::id(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "this process replicates the database now"
+                );
                 *self.leader.write().unwrap_or_else(|p| p.into_inner()) = Some(primary);
                 Ok(true)
             }
@@ -87,6 +117,7 @@ impl Database {
     /// The last handle of this process closed: stop replicating (uploading what is
     /// left) and let another process lead.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
         let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         let primary = self.leader.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(primary) = primary {
@@ -97,7 +128,51 @@ impl Database {
 
     /// Who replicates the database, for a follower's status.
     pub fn follower_status(&self) -> serde_json::Value {
-        follower::status(&self.path, &self.config.staging_dir, self.lock.held_by_another())
+        let last_write = self.last_follower_write_ms.load(Ordering::Relaxed);
+        follower::status(
+            &self.path,
+            &self.config.staging_dir,
+            self.lock.held_by_another(),
+            (last_write > 0).then_some(last_write),
+        )
+    }
+
+    /// A writer of this process wrote the WAL while another process replicates.
+    #[inline]
+    pub fn follower_wrote(&self) {
+        self.last_follower_write_ms
+            .store(crate::primary::batch::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Watches for the replicating process to go away, and takes over: every half
+    /// `sync_interval`, on the shared runtime, until this process leads or closes the
+    /// database. The lock is the kernel's, so a dead holder releases it at once.
+    pub fn watch_leadership(self: &Arc<Self>) {
+        let database = Arc::downgrade(self);
+        let period = (self.config.sync_interval / 2).max(Duration::from_millis(10));
+        crate::runtime::runtime().spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                tokio::time::sleep(period * (1 + failures.min(20))).await;
+                let Some(db) = database.upgrade() else { return };
+                if db.closed.load(Ordering::Relaxed) || db.leader().is_some() {
+                    return;
+                }
+                if db.lock.held_by_another() {
+                    continue;
+                }
+                let attempt = tokio::task::spawn_blocking(move || db.try_lead()).await;
+                match attempt {
+                    Ok(Ok(true)) => return,
+                    Ok(Ok(false)) => failures = 0,
+                    Ok(Err(e)) => {
+                        failures += 1;
+                        tracing::warn!("taking replication over failed (retrying): {e}");
+                    }
+                    Err(e) => tracing::error!("taking replication over panicked: {e}"),
+                }
+            }
+        });
     }
 
     /// The newest TXID the replicating process reports stored.

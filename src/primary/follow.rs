@@ -38,7 +38,22 @@ pub fn follow(
     // be in the file yet (its writer records the start first).
     let mut just_started = false;
     let from = *consumed;
-    for record in records.list()?.into_iter().filter(|r| r.seq() > from) {
+    for record in unconsumed(records, from)? {
+        tracing::debug!(
+            seq = record.seq(),
+            capture = ?capture.position(),
+            "following {}",
+            match &record {
+                Record::Tail(t) => format!(
+                    "tail of {:08x}{:08x} frames {}..{}",
+                    t.header.salt1,
+                    t.header.salt2,
+                    t.start_frame,
+                    t.end_frame()
+                ),
+                Record::Start { header, .. } => format!("start of {:08x}{:08x}", header.salt1, header.salt2),
+            }
+        );
         match &record {
             Record::Tail(tail) => {
                 if capture.generation() != Some((tail.header.salt1, tail.header.salt2)) {
@@ -109,6 +124,21 @@ pub fn follow(
         }
     }
     Ok(Ok(found))
+}
+
+/// The records after `from`, in order. A directory listing made while records are
+/// added may show a record and miss the one before it (entries come in hash order, not
+/// creation order), so a listing with a hole is made again: the missing record was in
+/// place before the later one was even begun, so a listing begun after the first ended
+/// sees it. A hole that remains is a number a process took and died before using; the
+/// WAL it would have described was never touched.
+fn unconsumed(records: &HandoffDir, from: u64) -> io::Result<Vec<Record>> {
+    let complete = |list: &[Record]| list.iter().enumerate().all(|(i, r)| r.seq() == from + 1 + i as u64);
+    let mut list: Vec<Record> = records.list()?.into_iter().filter(|r| r.seq() > from).collect();
+    if !complete(&list) {
+        list = records.list()?.into_iter().filter(|r| r.seq() > from).collect();
+    }
+    Ok(list)
 }
 
 fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {

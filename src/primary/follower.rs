@@ -91,14 +91,29 @@ fn sync_dir(staging_dir: &Path) -> PathBuf {
 
 /// Leader side: the requests waiting, listed *before* catching up on the WAL (a commit
 /// made before a request is then in the WAL or a hand-off record by the time it is read).
+/// Answers nobody collected for a minute (their process died) are removed.
 pub fn pending_requests(staging_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(sync_dir(staging_dir)) else {
         return Vec::new();
     };
-    entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "req"))
-        .collect()
+    let mut requests = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        match path.extension().and_then(|x| x.to_str()) {
+            Some("req") => requests.push(path),
+            Some("ans") | Some("tmp") => {
+                let stale = fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(60));
+                if stale {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+            _ => {}
+        }
+    }
+    requests
 }
 
 /// Leader side: every commit made before `request` is in TXIDs up to `txid`.
@@ -173,8 +188,26 @@ pub fn sync(
 }
 
 /// `litestream_status()` in a process that does not replicate the database.
-pub fn status(db_path: &Path, staging_dir: &Path, someone_replicates: bool) -> serde_json::Value {
+/// `last_write_ms`: when this process last wrote the WAL; commits it made after the
+/// replicating process's last upload are not stored yet, and `unstored_seconds` says
+/// for how long (a replicating process that is stuck shows here).
+pub fn status(
+    db_path: &Path,
+    staging_dir: &Path,
+    someone_replicates: bool,
+    last_write_ms: Option<i64>,
+) -> serde_json::Value {
     let uploaded = read_uploaded(staging_dir);
+    let uploaded_at_ms = fs::metadata(staging_dir.join("uploaded.json"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64);
+    let unstored_seconds = match (last_write_ms, uploaded_at_ms) {
+        (Some(w), Some(u)) if w > u => (now_ms() - w) as f64 / 1000.0,
+        (Some(w), None) => (now_ms() - w) as f64 / 1000.0,
+        _ => 0.0,
+    };
     let leader = read_leader(staging_dir).filter(|_| someone_replicates);
     serde_json::json!({
         "role": "follower",
@@ -183,6 +216,7 @@ pub fn status(db_path: &Path, staging_dir: &Path, someone_replicates: bool) -> s
         "replicated_by": leader.as_ref().map(|l| serde_json::json!({"pid": l.pid, "since_ms": l.since_ms})),
         "replicated_by_pid": leader.as_ref().map(|l| l.pid),
         "uploaded_txid": uploaded.map(|u| u.txid),
+        "unstored_seconds": unstored_seconds,
         "note": if someone_replicates {
             serde_json::Value::Null
         } else {

@@ -191,6 +191,14 @@ impl HandoffDir {
             // Frames after the last commit belong to no transaction.
             let frames = last.map_or(0, |(frame, _)| frame + 1 - start).min(written);
             file.set_len(body + HEADER_SIZE as u64 + frames * frame_size)?;
+            tracing::debug!(
+                seq,
+                generation = format!("{:08x}{:08x}", header.salt1, header.salt2),
+                start,
+                frames,
+                next = next_header.as_deref().map(|h| &h[32..48]),
+                "hand-off: tail"
+            );
             Ok(Meta {
                 seq,
                 start_frame: start,
@@ -206,6 +214,7 @@ impl HandoffDir {
     pub fn write_start(&self, header: &[u8]) -> io::Result<u64> {
         let header = header[..HEADER_SIZE].to_vec();
         self.write_record("start", |seq, file| {
+            tracing::debug!(seq, generation = hex(&header[16..24]), "hand-off: start");
             file.write_all_at(&header, 12 + META_ROOM as u64)?;
             Ok(Meta {
                 seq,

@@ -2,8 +2,7 @@
 //! process to one file shares one capture stream and one place in the replication
 //! lock's queue.
 
-use super::database::Database;
-use super::Snapshotter;
+use super::database::{Database, Tools};
 use crate::config::Config;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +24,7 @@ fn registry() -> std::sync::MutexGuard<'static, Option<HashMap<PathBuf, Entry>>>
 pub fn attach(
     db_path: &Path,
     config: Config,
-    snapshotter: impl FnOnce() -> Box<dyn Snapshotter>,
+    tools: Tools,
     prepare_db: &dyn Fn(&Path) -> Result<(), String>,
 ) -> Result<Arc<Database>, String> {
     let mut guard = registry();
@@ -34,10 +33,11 @@ pub fn attach(
         entry.handles += 1;
         return Ok(Arc::clone(&entry.database));
     }
-    let database = Arc::new(Database::new(db_path, config)?);
-    if !database.try_lead(snapshotter, prepare_db)? {
+    let database = Arc::new(Database::new(db_path, config, tools)?);
+    if !database.try_lead_with(prepare_db)? {
         prepare_db(db_path)?;
         tracing::info!(db = %db_path.display(), "another process replicates this database; its commits from here are picked up from the WAL");
+        database.watch_leadership();
     }
     map.insert(
         db_path.to_path_buf(),

@@ -1,9 +1,9 @@
 //! Everything the replica asks of storage, counted: LISTs, the tail (page index) and
 //! header of each file, and single page frames.
 
-use super::state::PlanFile;
+use super::state::{FileKey, PlanFile};
 use super::Stats;
-use crate::ltx::{parse_tail, Header, TailRead, DEFAULT_TAIL_GUESS, HEADER_SIZE, MIN_FILE_SIZE};
+use crate::ltx::{parse_tail, read_page_frame, Header, TailRead, DEFAULT_TAIL_GUESS, HEADER_SIZE, MIN_FILE_SIZE};
 use crate::restore::Listing;
 use crate::storage::{retry, LtxObject, ReplicaStore, RetryPolicy};
 use bytes::{Bytes, BytesMut};
@@ -35,6 +35,31 @@ impl From<crate::storage::Error> for FetchError {
     fn from(e: crate::storage::Error) -> Self {
         FetchError::Storage(e)
     }
+}
+
+/// Files whose index (and head) are read at once: a plan rarely has more than a dozen, and
+/// each round trip saved is one a cold query does not wait for.
+const PARALLEL_FILES: usize = 32;
+
+/// Largest single ranged GET when fetching a large range: bigger ranges are split into
+/// GETs of this size made together (a store serves each connection at a limited rate,
+/// ~100 MB/s on S3). Not much smaller: each GET beyond the connections already open
+/// pays a handshake's round trips first (TCP, then TLS).
+pub const MAX_RANGE: u64 = 4 << 20;
+
+/// Files up to this size are read whole when their first pages are wanted too (see
+/// [`Fetcher::plan_file`]): one request instead of two, and every page of a recent
+/// level-0 file (the pages that changed last) is then at hand.
+const WHOLE_FILE_MAX: u64 = 512 * 1024;
+
+/// How much of a file's end to read for its page index, from its size alone: 1/128 of it
+/// (at least 32 KiB). An index entry is three varints, about 7-11 bytes for a page whose
+/// frame is 1-4 KiB, so this holds the index of any file whose pages compress to 1.4 KiB
+/// or more (with 4 KiB pages: any LZ4 ratio below ~2.9). A file of smaller frames (very
+/// compressible pages) costs one more round trip for the rest; a larger guess would cost
+/// every file more bytes.
+pub fn tail_guess(size: u64) -> u64 {
+    (size / 128).max(DEFAULT_TAIL_GUESS)
 }
 
 /// Storage retries on the read path: brief, since a reader is waiting.
@@ -114,10 +139,35 @@ impl Fetcher {
         Ok(bytes)
     }
 
-    /// The header and page index of one file: one ranged GET of its last 32 KiB (the
-    /// whole file when smaller, header included), plus one for the header of a larger
-    /// file, in parallel; more of the tail only when the index is larger than the guess.
-    pub async fn plan_file(&self, obj: &LtxObject) -> Result<PlanFile, FetchError> {
+    /// Bytes `range` of a file as ranged GETs of at most [`MAX_RANGE`] bytes each, made
+    /// together: a large range arrives in about one round trip instead of at one
+    /// connection's bandwidth.
+    pub async fn get_range_split(&self, obj: &LtxObject, range: Range<u64>) -> Result<Bytes, FetchError> {
+        if range.end - range.start <= MAX_RANGE {
+            return self.get_range(obj, range).await;
+        }
+        let pieces = (range.start..range.end)
+            .step_by(MAX_RANGE as usize)
+            .map(|from| self.get_range(obj, from..(from + MAX_RANGE).min(range.end)));
+        let pieces = futures::future::try_join_all(pieces).await?;
+        let mut joined = BytesMut::with_capacity((range.end - range.start) as usize);
+        for piece in pieces {
+            joined.extend_from_slice(&piece);
+        }
+        Ok(joined.freeze())
+    }
+
+    /// The header and page index of one file, and its first `head_len` bytes, in one round
+    /// of requests made together: the whole file when it is small (with a head of more
+    /// than the header: up to [`WHOLE_FILE_MAX`]), else its head and a tail sized by
+    /// [`tail_guess`] to hold the whole index. A second round only when the
+    /// index is larger than the guess.
+    ///
+    /// The head serves two purposes: its first [`HEADER_SIZE`] bytes are the header, and
+    /// the frames after it are the file's lowest pages (frames are in page order), which a
+    /// cold replica is about to read (page 1, the schema, the roots of the b-trees). Pass
+    /// [`HEADER_SIZE`] for the header alone.
+    pub async fn plan_file(&self, obj: &LtxObject, head_len: u64) -> Result<(PlanFile, Bytes), FetchError> {
         let name = format!(
             "level {} file {}",
             obj.level,
@@ -127,19 +177,24 @@ impl Fetcher {
         if obj.size < MIN_FILE_SIZE {
             return Err(corrupt(format!("{} bytes is too short for an LTX file", obj.size)));
         }
-        let guess = DEFAULT_TAIL_GUESS.min(obj.size);
-        let mut tail_start = obj.size - guess;
-        let (head, mut tail) = if tail_start == 0 {
-            let all = self.get_range(obj, 0..obj.size).await?;
-            (all.slice(..HEADER_SIZE), all)
+        let head_len = head_len.max(HEADER_SIZE as u64);
+        let guess = tail_guess(obj.size);
+        let mut tail_start = obj.size - guess.min(obj.size);
+        // Head and tail meet, or the file is small enough that one request for all of it
+        // is cheaper than two (a second request may need a connection of its own).
+        let whole = tail_start <= head_len || (head_len > HEADER_SIZE as u64 && obj.size <= WHOLE_FILE_MAX);
+        let (head, mut tail) = if whole {
+            let all = self.get_range_split(obj, 0..obj.size).await?;
+            tail_start = 0;
+            (all.clone(), all)
         } else {
             let (head, tail) = tokio::join!(
-                self.get_range(obj, 0..HEADER_SIZE as u64),
-                self.get_range(obj, tail_start..obj.size)
+                self.get_range(obj, 0..head_len),
+                self.get_range_split(obj, tail_start..obj.size)
             );
             (head?, tail?)
         };
-        let header = Header::decode(&head).map_err(|e| corrupt(e.to_string()))?;
+        let header = Header::decode(&head[..HEADER_SIZE]).map_err(|e| corrupt(e.to_string()))?;
         if (header.min_txid, header.max_txid) != (obj.min_txid, obj.max_txid) {
             return Err(corrupt(format!(
                 "header says TXIDs {}..={}",
@@ -150,7 +205,8 @@ impl Fetcher {
             match parse_tail(obj.size, &tail).map_err(|e| corrupt(e.to_string()))? {
                 TailRead::Complete(t) => break t,
                 TailRead::NeedFrom(from) if from < tail_start => {
-                    let more = self.get_range(obj, from..tail_start).await?;
+                    tracing::debug!(file = %name, guessed = obj.size - tail_start, needed = obj.size - from, "page index larger than guessed");
+                    let more = self.get_range_split(obj, from..tail_start).await?;
                     let mut joined = BytesMut::with_capacity(more.len() + tail.len());
                     joined.extend_from_slice(&more);
                     joined.extend_from_slice(&tail);
@@ -168,27 +224,28 @@ impl Fetcher {
             .index
             .check_header(&header)
             .map_err(|e| corrupt(e.to_string()))?;
-        Ok(PlanFile {
+        let planned = PlanFile {
             object: obj.clone(),
             header,
             entries: file_tail.index.into_entries(),
-        })
+        };
+        Ok((planned, head))
     }
 
-    /// [`Fetcher::plan_file`] for many files, a few at a time, in the given order.
-    pub async fn plan_files(&self, objs: Vec<LtxObject>) -> Result<Vec<PlanFile>, FetchError> {
-        const PARALLEL: usize = 8;
-        let semaphore = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    /// [`Fetcher::plan_file`] for many files, all at once (up to [`PARALLEL_FILES`]), in
+    /// the given order.
+    pub async fn plan_files(&self, objs: Vec<LtxObject>, head_len: u64) -> Result<Vec<(PlanFile, Bytes)>, FetchError> {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(PARALLEL_FILES));
         let mut set = JoinSet::new();
         for (i, obj) in objs.into_iter().enumerate() {
             let fetcher = self.clone();
             let semaphore = Arc::clone(&semaphore);
             set.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                (i, fetcher.plan_file(&obj).await)
+                (i, fetcher.plan_file(&obj, head_len).await)
             });
         }
-        let mut out: Vec<Option<PlanFile>> = Vec::new();
+        let mut out: Vec<Option<(PlanFile, Bytes)>> = Vec::new();
         while let Some(joined) = set.join_next().await {
             let (i, result) = joined.map_err(|e| FetchError::Corrupt(format!("index fetch task failed: {e}")))?;
             if out.len() <= i {
@@ -198,4 +255,43 @@ impl Fetcher {
         }
         Ok(out.into_iter().flatten().collect())
     }
+}
+
+/// One page frame of a file: page number, offset in the file, frame size (from its index).
+pub type Frame = (u32, u64, u32);
+
+/// Decodes the frame `(pgno, offset, size)` of `file` out of `bytes`, which hold the file
+/// from offset `base`, into `out` (one page). The one place a replica turns stored frames
+/// into pages: every read, read-ahead, speculative read and hydration goes through it.
+pub fn decode_frame(
+    file: &FileKey,
+    page_size: u32,
+    bytes: &[u8],
+    base: u64,
+    (pgno, offset, size): Frame,
+    out: &mut [u8],
+) -> Result<(), FetchError> {
+    let frame = offset
+        .checked_sub(base)
+        .and_then(|at| bytes.get(at as usize..at as usize + size as usize))
+        .ok_or_else(|| FetchError::Corrupt(format!("{file}: short read of page {pgno}")))?;
+    read_page_frame(frame, pgno, page_size, out).map_err(|e| FetchError::Corrupt(format!("{file}: page {pgno}: {e}")))
+}
+
+/// [`decode_frame`] for each of `frames`: the pages, in the same order.
+pub fn decode_frames(
+    file: &FileKey,
+    page_size: u32,
+    bytes: &[u8],
+    base: u64,
+    frames: &[Frame],
+) -> Result<Vec<(u32, Vec<u8>)>, FetchError> {
+    frames
+        .iter()
+        .map(|&frame| {
+            let mut page = vec![0u8; page_size as usize];
+            decode_frame(file, page_size, bytes, base, frame, &mut page)?;
+            Ok((frame.0, page))
+        })
+        .collect()
 }

@@ -20,10 +20,9 @@
 
 use super::cache::PageKey;
 use super::carry::Carry;
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::{decode_frame, FetchError, Fetcher, Frame};
 use super::state::{FileKey, PlanFile, State};
 use crate::file_modes::FileModes;
-use crate::ltx::read_page_frame;
 use serde_json::json;
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
@@ -32,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
-/// Frames of one file still to fetch: (pgno, offset, size).
-type Frames = Vec<(u32, u64, u32)>;
+/// Frames of one file still to fetch.
+type Frames = Vec<Frame>;
 
 /// Largest span of frames fetched with one GET.
 const MAX_SPAN: u64 = 8 << 20;
@@ -293,10 +292,9 @@ impl Hydration {
                 let end = frames[j - 1].1 + frames[j - 1].2 as u64;
                 let bytes = crate::runtime::block_on(fetcher.get_range(&file.object, start..end))?;
                 self.progress().bytes_fetched += bytes.len() as u64;
-                for &(pgno, offset, size) in &frames[i..j] {
-                    let at = (offset - start) as usize;
-                    read_page_frame(&bytes[at..at + size as usize], pgno, state.page_size, &mut page)
-                        .map_err(|e| FetchError::Corrupt(format!("{file_key}: page {pgno}: {e}")))?;
+                for &frame in &frames[i..j] {
+                    let pgno = frame.0;
+                    decode_frame(&file_key, state.page_size, &bytes, start, frame, &mut page)?;
                     self.write(&PageKey { file: file_key, pgno }, &page, displaced)
                         .map_err(|e| FetchError::Corrupt(format!("writing {}: {e}", self.path.display())))?;
                 }

@@ -1,9 +1,13 @@
 //! The read-replica role: a database served straight from object storage.
 //!
-//! Opening costs one LIST per level and the page index of each file of the restore plan
-//! (one ranged GET of its tail, plus its header). Each page SQLite reads is one ranged GET
-//! of one compressed frame, decompressed into an LRU cache shared by every connection of
-//! the replica in the process. A poller thread follows the store and prepares the next
+//! Opening costs two rounds of requests, each made all at once: one LIST per level, then
+//! for every file of the restore plan its page index (a tail sized from the file's size)
+//! and its first 64 KiB, whose frames are the file's lowest pages: page 1, the schema and
+//! the roots of early tables arrive with the indexes (see [`Fetcher::plan_file`]). A cold
+//! point query on a 3-level b-tree then needs two more requests (interior page, leaf).
+//! Each page SQLite reads that is not cached is one ranged GET of its compressed frame
+//! (or a growing run of frames for a scan), decompressed into an LRU cache shared by
+//! every connection of the replica in the process. A poller thread follows the store and prepares the next
 //! [`State`]; a connection switches to it only when it starts a read transaction, so a
 //! transaction never mixes two TXIDs. Optional: hydration into a local file
 //! ([`hydrate`]) and point-in-time views per connection ([`time`]).
@@ -17,12 +21,13 @@ pub mod registry;
 pub mod state;
 pub mod time;
 
-use crate::ltx::read_page_frame;
+use crate::ltx::HEADER_SIZE;
 use crate::restore;
 use crate::runtime::block_on;
 use crate::storage::{open_store, StoreOptions};
+use bytes::Bytes;
 use cache::{PageCache, PageKey};
-use fetch::{FetchError, Fetcher};
+use fetch::{decode_frames, FetchError, Fetcher, Frame};
 use serde_json::json;
 use state::{FileKey, PlanFile, State};
 use std::collections::HashMap;
@@ -51,6 +56,9 @@ pub struct Stats {
     pub cache_misses: AtomicU64,
     /// Cached pages filed under a new plan's file without fetching (see [`carry`]).
     pub pages_carried: AtomicU64,
+    /// Pages that came with the page indexes when the replica opened (each file's first
+    /// bytes), without a request of their own; also counted in `pages_fetched`.
+    pub pages_read_at_open: AtomicU64,
     pub polls: AtomicU64,
     pub poll_errors: AtomicU64,
     pub read_errors: AtomicU64,
@@ -127,8 +135,16 @@ fn level0_chain(l0: &[crate::storage::LtxObject], mut txid: u64) -> Vec<crate::s
     chain
 }
 
-/// Largest read-ahead: 1024 pages (4 MiB of 4 KiB pages) per request.
+/// Bytes read from the start of each planned file when a replica opens, with its index
+/// (see [`Fetcher::plan_file`]): a snapshot's first 64 KiB hold page 1 and the next ~15
+/// pages of 4 KiB, where the schema and the roots of tables created early live.
+const OPEN_HEAD_BYTES: u64 = 64 * 1024;
+
+/// Largest read-ahead: 1024 pages (4 MiB of 4 KiB pages) per round trip, in ranged GETs
+/// of at most [`fetch::MAX_RANGE`] made together.
 const MAX_READAHEAD_PAGES: u32 = 1024;
+/// How much longer each read-ahead run of a scan is than the one before.
+const READAHEAD_GROWTH: u32 = 4;
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,8 +177,10 @@ impl Replica {
         let plan = restore::plan(&listing, None).map_err(|e| {
             format!("replica {name} {e}: nothing to read (has a primary replicated to this location yet?)")
         })?;
-        let files = block_on(fetcher.plan_files(plan)).map_err(|e| format!("replica {name}: {e}"))?;
-        let files: Vec<Arc<PlanFile>> = files.into_iter().map(Arc::new).collect();
+        // Each file's first pages come with its index: SQLite's first reads (page 1, the
+        // schema, the b-tree roots) are low page numbers, and this saves their round trips.
+        let files = block_on(fetcher.plan_files(plan, OPEN_HEAD_BYTES)).map_err(|e| format!("replica {name}: {e}"))?;
+        let (files, heads): (Vec<Arc<PlanFile>>, Vec<Bytes>) = files.into_iter().map(|(f, h)| (Arc::new(f), h)).unzip();
         let known = files.iter().map(|f| (f.key(), Arc::clone(f))).collect();
         let state = State::build(files).map_err(|e| format!("replica {name}: corrupt replica: {e}"))?;
         let caught_up = (state.txid >= listing.max_txid()).then(Instant::now);
@@ -201,6 +219,7 @@ impl Replica {
             stand_in: Mutex::new(None),
             opened: Instant::now(),
         });
+        replica.keep_first_pages(&replica.current(), &heads);
         let poller = Arc::clone(&replica);
         std::thread::Builder::new()
             .name("litestream-replica".into())
@@ -397,10 +416,12 @@ impl Replica {
             }
         }
         // A miss right after the previous fetch's last page is a sequential read
-        // (a scan): fetch a growing run of following pages in the same request.
+        // (a scan): fetch a run of following pages four times longer than the last in
+        // the same round trip (1, 4, 16, ... pages: a 1,000-row range of 4 KiB rows in
+        // 5 round trips, where doubling took 8).
         let sequential = self.readahead_end.load(Ordering::Relaxed).wrapping_add(1) == pgno;
         let window = if sequential {
-            (self.readahead_window.load(Ordering::Relaxed) * 2).min(MAX_READAHEAD_PAGES)
+            (self.readahead_window.load(Ordering::Relaxed) * READAHEAD_GROWTH).min(MAX_READAHEAD_PAGES)
         } else {
             1
         };
@@ -421,20 +442,8 @@ impl Replica {
         self.readahead_end
             .store(run.last().expect("non-empty").0, Ordering::Relaxed);
         let range = loc.offset..end;
-        let result = block_on(self.fetcher.get_range(&loc.file.object, range)).and_then(|bytes| {
-            let mut pages = Vec::with_capacity(run.len());
-            for (p, offset, size) in &run {
-                let at = (offset - loc.offset) as usize;
-                let frame = bytes
-                    .get(at..at + *size as usize)
-                    .ok_or_else(|| FetchError::Corrupt(format!("{}: short read of page {p}", key.file)))?;
-                let mut page = vec![0u8; state.page_size as usize];
-                read_page_frame(frame, *p, state.page_size, &mut page)
-                    .map_err(|e| FetchError::Corrupt(format!("{}: page {p}: {e}", key.file)))?;
-                pages.push((*p, page));
-            }
-            Ok(pages)
-        });
+        let result = block_on(self.fetcher.get_range_split(&loc.file.object, range))
+            .and_then(|bytes| decode_frames(&key.file, state.page_size, &bytes, loc.offset, &run));
         // Pages read ahead go to the cache; the one asked for is returned below.
         let result = result.map(|pages| {
             let mut wanted = None;
@@ -442,18 +451,13 @@ impl Replica {
                 if p == pgno {
                     wanted = Some(page);
                 } else {
-                    let page: Arc<[u8]> = page.into();
-                    let ahead = PageKey {
-                        file: loc.file.key(),
-                        pgno: p,
-                    };
-                    if let Some(h) = &self.hydration {
-                        if let Err(e) = h.write(&ahead, &page, &mut |k, old| self.cache.insert(k, old.into())) {
-                            tracing::warn!(replica = %self.name, error = %e, "writing the hydration file");
-                        }
-                    }
-                    stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
-                    self.cache.insert(ahead, page);
+                    self.keep(
+                        PageKey {
+                            file: key.file,
+                            pgno: p,
+                        },
+                        page.into(),
+                    );
                 }
             }
             wanted.expect("the run starts with the page asked for")
@@ -491,14 +495,55 @@ impl Replica {
                 });
             }
         };
-        stats.pages_fetched.fetch_add(1, Ordering::Relaxed);
+        self.keep(key, Arc::clone(&page));
+        Ok(Some(page))
+    }
+
+    /// A page just fetched: counted, written to the hydration file (when there is one) and
+    /// kept in the cache.
+    fn keep(&self, key: PageKey, page: Arc<[u8]>) {
+        self.stats().pages_fetched.fetch_add(1, Ordering::Relaxed);
         if let Some(h) = &self.hydration {
             if let Err(e) = h.write(&key, &page, &mut |k, old| self.cache.insert(k, old.into())) {
                 tracing::warn!(replica = %self.name, error = %e, "writing the hydration file");
             }
         }
-        self.cache.insert(key, Arc::clone(&page));
-        Ok(Some(page))
+        self.cache.insert(key, page);
+    }
+
+    /// Keeps the pages of `state` whose frames arrived whole in `heads` (the first bytes
+    /// of each of its files, in plan order) without another request. Only the version the
+    /// state serves: a frame a later file replaces is skipped.
+    fn keep_first_pages(&self, state: &State, heads: &[Bytes]) {
+        let mut kept = 0;
+        for (file, head) in state.files().iter().zip(heads) {
+            let current = |e: &&crate::ltx::PageIndexEntry| {
+                state
+                    .locate(e.pgno)
+                    .is_some_and(|l| std::ptr::eq(l.file, &**file) && l.offset == e.offset)
+            };
+            let frames: Vec<Frame> = file
+                .entries
+                .iter()
+                .take_while(|e| e.offset + e.size as u64 <= head.len() as u64)
+                .filter(current)
+                .map(|e| (e.pgno, e.offset, e.size))
+                .collect();
+            match decode_frames(&file.key(), state.page_size, head, 0, &frames) {
+                Ok(pages) => {
+                    kept += pages.len();
+                    for (pgno, page) in pages {
+                        self.keep(PageKey { file: file.key(), pgno }, page.into());
+                    }
+                }
+                // Not fatal: the page is fetched on its own when asked for, and fails there.
+                Err(e) => tracing::warn!(replica = %self.name, error = %e, "decoding the first pages of a file"),
+            }
+        }
+        self.stats()
+            .pages_read_at_open
+            .fetch_add(kept as u64, Ordering::Relaxed);
+        tracing::debug!(replica = %self.name, pages = kept, "kept the pages read with the indexes");
     }
 
     /// Files the cached pages and the hydration slots that `old` serves under `new`'s
@@ -711,9 +756,9 @@ impl Replica {
             let known = self.known_files();
             objs.iter().filter(|o| !known.contains_key(&key(o))).cloned().collect()
         };
-        let fetched = block_on(self.fetcher.plan_files(missing))?;
+        let fetched = block_on(self.fetcher.plan_files(missing, HEADER_SIZE as u64))?;
         let mut known = self.known_files();
-        for f in fetched {
+        for (f, _header) in fetched {
             known.insert(f.key(), Arc::new(f));
         }
         objs.iter()
@@ -772,6 +817,7 @@ impl Replica {
             },
             "pages_fetched": get(&s.pages_fetched),
             "pages_carried": get(&s.pages_carried),
+            "pages_read_at_open": get(&s.pages_read_at_open),
             "bytes_fetched": get(&s.bytes_fetched),
             "requests": get(&s.requests),
             "polls": get(&s.polls),

@@ -71,6 +71,13 @@ impl Layout {
     pub fn key(&self, level: u8, min_txid: u64, max_txid: u64) -> Path {
         self.level_dir(level).child(format_name(min_txid, max_txid))
     }
+
+    /// The key of an object that is not an LTX file, directly under the base path (the
+    /// fencing probe's markers): outside every level directory, so no listing of ours or
+    /// Litestream's ever sees it.
+    pub fn marker(&self, name: &str) -> Path {
+        self.base.child(name)
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +93,7 @@ mod tests {
             "db/0009/0000000000000001-00000000000003e8.ltx"
         );
         assert_eq!(l.level_dir(10).as_ref(), "db/000a");
+        assert_eq!(l.marker(".probe").as_ref(), "db/.probe");
     }
 
     #[test]
@@ -102,6 +110,7 @@ mod tests {
     fn empty_path_is_the_bucket_root() {
         let l = Layout::from_user_path("", LevelStyle::S3Hex).unwrap();
         assert_eq!(l.level_dir(0).as_ref(), "0000");
+        assert_eq!(l.marker(".probe").as_ref(), ".probe");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod azure;
 mod error;
+mod fencing;
 mod gcs;
 mod http;
 mod layout;
@@ -27,6 +28,7 @@ mod timestamp;
 
 pub use azure::AZURE_TIMESTAMP_METADATA;
 pub use error::{redact_url, Error, Result};
+pub use fencing::{check_fencing, probe_conditional_creates, ConditionalCreates, Fencing};
 pub use gcs::GCS_TIMESTAMP_METADATA;
 pub use layout::{Layout, LevelStyle};
 pub use name::{format_name, parse_name};

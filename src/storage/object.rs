@@ -403,10 +403,32 @@ impl ReplicaStore for ObjectReplica {
     }
 
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {
-        let key = self.layout.key(level, min_txid, max_txid);
-        match self.store.delete(&key).await {
+        self.delete_key(&self.layout.key(level, min_txid, max_txid)).await
+    }
+
+    async fn create_marker(&self, name: &str, data: Bytes) -> Result<()> {
+        let key = self.layout.marker(name);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&key, data.into(), opts)
+            .await
+            .map(drop)
+            .map_err(|e| self.err(e, "PUT", &key))
+    }
+
+    async fn delete_marker(&self, name: &str) -> Result<()> {
+        self.delete_key(&self.layout.marker(name)).await
+    }
+}
+
+impl ObjectReplica {
+    async fn delete_key(&self, key: &Path) -> Result<()> {
+        match self.store.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.err(e, "DELETE", &key)),
+            Err(e) => Err(self.err(e, "DELETE", key)),
         }
     }
 }

@@ -68,4 +68,13 @@ pub trait ReplicaStore: Send + Sync + Debug {
 
     /// Deletes the file. Deleting a file that does not exist succeeds.
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()>;
+
+    /// Creates the object `name` directly under the replica's path (not an LTX file: the
+    /// fencing probe's marker, see `fencing.rs`) only if nothing is there, and reports the
+    /// store's answer: an object already there with other bytes is
+    /// [`Error::AlreadyExists`](super::Error::AlreadyExists). Nothing is made durable.
+    async fn create_marker(&self, name: &str, data: Bytes) -> Result<()>;
+
+    /// Deletes the object `name` directly under the replica's path; a missing one is fine.
+    async fn delete_marker(&self, name: &str) -> Result<()>;
 }

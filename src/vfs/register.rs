@@ -9,6 +9,7 @@ use super::replica_file;
 use super::VFS_NAME;
 use crate::config::{Config, Role};
 use crate::file_modes::FileModes;
+use crate::primary::database::Tools;
 use crate::primary::registry;
 use crate::replica::registry as replica_registry;
 use crate::replica::{Replica, ReplicaConfig};
@@ -207,7 +208,11 @@ unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result
     let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
     let prepare = |db: &Path| if writable { ensure_wal_mode(db, create) } else { Ok(()) };
     config.set_file_modes(FileModes::of_database(path));
-    let database = match registry::attach(path, config, || Box::new(BackupSnapshotter), &prepare) {
+    let tools = Tools {
+        snapshotter: || Box::new(BackupSnapshotter),
+        prepare_db: |db| ensure_wal_mode(db, false),
+    };
+    let database = match registry::attach(path, config, tools, &prepare) {
         Ok(database) => database,
         Err(e) => {
             claims::release(path);

@@ -1,12 +1,20 @@
 //! A fault-injecting HTTP proxy on loopback, to put in front of a real object store (moto):
 //! the code under test talks to the proxy's port as if it were the store, and the proxy
 //! decides, request by request, whether to pass it through or to fail it in one of the ways
-//! networks and stores fail.
+//! networks and stores fail. It can also make the store look like one that mishandles
+//! conditional creates ([`Conditional`]); that edits requests, so it needs a store that
+//! checks no signatures (moto).
 //!
 //! Std only: one thread per client connection, one request per connection (the proxy answers
 //! with `Connection: close`, so the client never reuses a connection the proxy may have
 //! wrecked). Each request is read whole before the decision, so a fault can be told apart
 //! from a request that never arrived, and a retried request can be recognised.
+//!
+//! It can also stand for a distant store: [`FaultPlan::latency`] holds every request for a
+//! round trip, [`FaultPlan::keep_alive`] keeps connections open as a real store does (a new
+//! connection then pays one more round trip, its TCP handshake), and [`FaultProxy::record`]
+//! logs when each request arrived and was answered, from which [`longest_chain`] tells how
+//! many requests a client made one after another.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,7 +22,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One way a request can go wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +66,20 @@ impl Fault {
     }
 }
 
+/// What the store behind the proxy seems to do with a conditional create (a PUT with
+/// `If-None-Match: *`), to stand for S3 implementations that get it wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conditional {
+    /// Whatever the real store does (the request passes untouched).
+    Honoured,
+    /// The header is dropped: a second create overwrites (Garage 2.5).
+    Ignored,
+    /// The proxy checks whether the key exists (a HEAD) and answers 412 if so; otherwise
+    /// it waits this long and writes without the header: one create after another is
+    /// refused, simultaneous ones all win (OpenStack Swift's s3api, s3s-fs).
+    CheckThenWrite(Duration),
+}
+
 /// Which requests fail, and how.
 #[derive(Clone, Debug)]
 pub struct FaultPlan {
@@ -74,6 +96,16 @@ pub struct FaultPlan {
     pub slow_pause: Duration,
     /// Seed of the generator that picks which requests fail.
     pub seed: u64,
+    /// Every request is held this long before it is forwarded: one round trip to a store
+    /// that far away.
+    pub latency: Duration,
+    /// Serve many requests per client connection (HTTP/1.1 keep-alive). A connection's
+    /// first request is then held one more `latency` (the TCP handshake's round trip; TLS is
+    /// not modelled). A fault still closes its connection; a reset of a request after the
+    /// first on a connection is a close after the request was read.
+    pub keep_alive: bool,
+    /// What conditional creates do (in any case, faults or not).
+    pub conditional: Conditional,
 }
 
 impl FaultPlan {
@@ -87,6 +119,19 @@ impl FaultPlan {
             slow_chunk: 256,
             slow_pause: Duration::from_millis(2),
             seed: 1,
+            latency: Duration::ZERO,
+            keep_alive: false,
+            conditional: Conditional::Honoured,
+        }
+    }
+
+    /// No faults; every request held for `latency`, connections kept open: a store that
+    /// far away.
+    pub fn distant(latency: Duration) -> FaultPlan {
+        FaultPlan {
+            latency,
+            keep_alive: true,
+            ..FaultPlan::none()
         }
     }
 
@@ -134,8 +179,82 @@ impl FaultStats {
     }
 }
 
+/// One request as the proxy saw it (see [`FaultProxy::record`]).
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    /// When its head had arrived.
+    pub arrived: Instant,
+    /// When the proxy had sent the whole answer (or failed it).
+    pub done: Instant,
+    pub method: String,
+    /// Request target (path and query).
+    pub target: String,
+    /// The Range header, if any.
+    pub range: String,
+    /// Response status; 0 when the proxy answered nothing (a fault).
+    pub status: u16,
+    /// Response body bytes sent.
+    pub body_bytes: usize,
+    /// The first request of its connection.
+    pub new_connection: bool,
+}
+
+/// The longest run of requests each of which arrived after the one before it was answered:
+/// how many round trips the client spent one after another, whatever it did in parallel.
+/// (Greedy by earliest answer, which finds a longest such run.)
+pub fn longest_chain(log: &[Exchange]) -> Vec<&Exchange> {
+    let mut by_done: Vec<&Exchange> = log.iter().collect();
+    by_done.sort_by_key(|e| e.done);
+    let mut chain: Vec<&Exchange> = Vec::new();
+    for e in by_done {
+        if chain.last().is_none_or(|last| e.arrived >= last.done) {
+            chain.push(e);
+        }
+    }
+    chain
+}
+
+/// The log, one exchange a line in order of arrival (times in ms from the first
+/// arrival), the members of [`longest_chain`] starred: what a failing count prints.
+pub fn describe_log(log: &[Exchange]) -> String {
+    let Some(t0) = log.iter().map(|e| e.arrived).min() else {
+        return "  (no requests)".into();
+    };
+    let chain = longest_chain(log);
+    let ms = |t: Instant| t.duration_since(t0).as_secs_f64() * 1e3;
+    let mut sorted: Vec<&Exchange> = log.iter().collect();
+    sorted.sort_by_key(|e| e.arrived);
+    let lines: Vec<String> = sorted
+        .iter()
+        .map(|e| {
+            format!(
+                "  {} {:8.1}-{:8.1} ms {} {} {} -> {} {} B{}",
+                if chain.iter().any(|c| std::ptr::eq(*c, *e)) {
+                    "*"
+                } else {
+                    " "
+                },
+                ms(e.arrived),
+                ms(e.done),
+                e.method,
+                e.target,
+                e.range,
+                e.status,
+                e.body_bytes,
+                if e.new_connection { " (new connection)" } else { "" }
+            )
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// Most exchanges [`FaultProxy::record`] keeps, so a long run cannot grow it without bound.
+const MAX_RECORDED: usize = 100_000;
+
 struct Shared {
     plan: FaultPlan,
+    /// Exchanges recorded since [`FaultProxy::record`]; `None` when not recording.
+    log: Option<Vec<Exchange>>,
     rng: u64,
     stats: FaultStats,
     /// Signatures of faulted requests not yet seen again.
@@ -165,6 +284,7 @@ impl FaultProxy {
             stats: FaultStats::default(),
             faulted: HashSet::new(),
             next_503: false,
+            log: None,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let acceptor = {
@@ -204,6 +324,17 @@ impl FaultProxy {
     pub fn stats(&self) -> FaultStats {
         self.shared.lock().unwrap().stats.clone()
     }
+
+    /// Starts recording every exchange (forgetting any recorded before).
+    pub fn record(&self) {
+        self.shared.lock().unwrap().log = Some(Vec::new());
+    }
+
+    /// The exchanges recorded since [`FaultProxy::record`], in the order they ended;
+    /// recording goes on.
+    pub fn recorded(&self) -> Vec<Exchange> {
+        self.shared.lock().unwrap().log.clone().unwrap_or_default()
+    }
 }
 
 impl Drop for FaultProxy {
@@ -217,6 +348,7 @@ impl Drop for FaultProxy {
 }
 
 /// A request as read from the client: its head (verbatim) and body (verbatim, chunked or not).
+#[derive(Clone)]
 struct Request {
     method: String,
     signature: String,
@@ -226,29 +358,119 @@ struct Request {
 
 fn handle(client: TcpStream, upstream_port: u16, shared: &Mutex<Shared>) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let (keep_alive, latency) = {
+        let s = shared.lock().unwrap();
+        (s.plan.keep_alive, s.plan.latency)
+    };
+    if keep_alive {
+        return serve_keep_alive(client, upstream_port, shared, latency);
+    }
     // Look at the head without consuming it: a reset must leave the request unread, which
     // is what makes the kernel answer with RST instead of FIN.
     let Some(peeked) = peek_head(&client)? else {
         return Ok(());
     };
+    let arrived = Instant::now();
     let (method, signature) = describe(&peeked);
     let fault = decide(shared, &method, &signature);
     if std::env::var_os("FAULT_PROXY_LOG").is_some() {
         eprintln!("fault proxy: {signature} -> {fault:?}");
     }
+    std::thread::sleep(latency);
     if fault == Some(Fault::Reset) {
         drop(client);
+        record(shared, &peeked, arrived, true, None);
         return Ok(());
     }
     let mut reader = BufReader::new(client.try_clone()?);
     let request = read_request(&mut reader, method, signature)?;
     let mut client = client;
-    match fault {
-        Some(Fault::Reset) => unreachable!("handled above"),
+    let answer = respond(&mut client, fault, &request, upstream_port, shared);
+    record(
+        shared,
+        &request.head,
+        arrived,
+        true,
+        answer.as_ref().ok().and_then(|a| a.as_ref()),
+    );
+    answer?;
+    let _ = client.shutdown(Shutdown::Write);
+    // Let the client read the close before the socket goes away.
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    Ok(())
+}
+
+/// Many requests on one connection, each held for `latency` (the first one twice: the
+/// connection's handshake), until the client closes or a fault closes it.
+fn serve_keep_alive(
+    client: TcpStream,
+    upstream_port: u16,
+    shared: &Mutex<Shared>,
+    latency: Duration,
+) -> std::io::Result<()> {
+    // A head and a body written apart would otherwise wait out the client's delayed ACK
+    // (40 ms) on a connection that stays open.
+    client.set_nodelay(true)?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    let mut first = true;
+    loop {
+        if reader.fill_buf()?.is_empty() {
+            return Ok(()); // the client closed its connection
+        }
+        let arrived = Instant::now();
+        let mut request = read_request(&mut reader, String::new(), String::new())?;
+        (request.method, request.signature) = describe(&request.head);
+        let fault = decide(shared, &request.method, &request.signature);
+        std::thread::sleep(if first { latency * 2 } else { latency });
+        let answer = match fault {
+            Some(Fault::Reset) => Ok(None),
+            _ => respond(&mut client, fault, &request, upstream_port, shared),
+        };
+        let sent = answer.as_ref().ok().and_then(|a| a.as_ref());
+        record(shared, &request.head, arrived, first, sent);
+        first = false;
+        if fault.is_some() || answer.is_err() {
+            let _ = client.shutdown(Shutdown::Both);
+            return answer.map(|_| ());
+        }
+    }
+}
+
+/// What the proxy sent back: status and body bytes.
+struct Answer {
+    status: u16,
+    body_bytes: usize,
+}
+
+/// Answers one request read whole, with `fault` or by forwarding it. The answer keeps the
+/// connection open only with keep-alive and no fault.
+fn respond(
+    client: &mut TcpStream,
+    fault: Option<Fault>,
+    request: &Request,
+    upstream_port: u16,
+    shared: &Mutex<Shared>,
+) -> std::io::Result<Option<Answer>> {
+    let answered = |head: &[u8], body_bytes: usize| Answer {
+        status: status_of(head),
+        body_bytes,
+    };
+    let conditional = shared.lock().unwrap().plan.conditional;
+    let Some(edited) = apply_conditional(request.clone(), conditional, upstream_port, client)? else {
+        return Ok(Some(Answer {
+            status: 412,
+            body_bytes: 0,
+        })); // answered 412 itself
+    };
+    let request = &edited;
+    Ok(match fault {
+        Some(Fault::Reset) => unreachable!("a reset answers nothing"),
         Some(Fault::Stall) => {
             let stall = shared.lock().unwrap().plan.stall;
             std::thread::sleep(stall);
             client.shutdown(Shutdown::Both)?;
+            None
         }
         Some(Fault::ServerError) => {
             let code = {
@@ -274,40 +496,122 @@ fn handle(client: TcpStream, upstream_port: u16, shared: &Mutex<Shared>) -> std:
                 body.len()
             );
             client.write_all(response.as_bytes())?;
+            Some(Answer {
+                status: code,
+                body_bytes: body.len(),
+            })
         }
         Some(Fault::LostResponse) => {
-            forward(&request, upstream_port)?;
+            forward(request, upstream_port)?;
             client.shutdown(Shutdown::Both)?;
+            None
         }
         Some(Fault::Truncate) => {
-            let (head, body) = forward(&request, upstream_port)?;
-            client.write_all(&head)?;
+            let (head, body) = forward(request, upstream_port)?;
+            client.write_all(&with_connection_close(&head))?;
             client.write_all(&body[..body.len() / 2])?;
             client.shutdown(Shutdown::Both)?;
+            Some(answered(&head, body.len() / 2))
         }
         Some(Fault::SlowBytes) => {
-            let (head, body) = forward(&request, upstream_port)?;
+            let (head, body) = forward(request, upstream_port)?;
             let (chunk, pause) = {
                 let s = shared.lock().unwrap();
                 (s.plan.slow_chunk.max(1), s.plan.slow_pause)
             };
-            let all = [head, body].concat();
+            let all = [with_connection_close(&head), body.clone()].concat();
             for piece in all.chunks(chunk) {
                 client.write_all(piece)?;
                 client.flush()?;
                 std::thread::sleep(pause);
             }
+            Some(answered(&head, body.len()))
         }
         None => {
-            let (head, body) = forward(&request, upstream_port)?;
-            client.write_all(&head)?;
+            let (head, body) = forward(request, upstream_port)?;
+            let keep_alive = shared.lock().unwrap().plan.keep_alive;
+            let sent = if keep_alive {
+                with_keep_alive(&head, body.len())
+            } else {
+                with_connection_close(&head)
+            };
+            client.write_all(&sent)?;
             client.write_all(&body)?;
+            Some(answered(&head, body.len()))
         }
+    })
+}
+
+/// Adds one exchange to the log, if recording.
+fn record(shared: &Mutex<Shared>, head: &[u8], arrived: Instant, new_connection: bool, answer: Option<&Answer>) {
+    let mut s = shared.lock().unwrap();
+    let Some(log) = s.log.as_mut().filter(|l| l.len() < MAX_RECORDED) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(head);
+    let mut request_line = text.split("\r\n").next().unwrap_or("").split(' ');
+    log.push(Exchange {
+        arrived,
+        done: Instant::now(),
+        method: request_line.next().unwrap_or("").to_string(),
+        target: request_line.next().unwrap_or("").to_string(),
+        range: header_value(&text, "range").unwrap_or_default(),
+        status: answer.map_or(0, |a| a.status),
+        body_bytes: answer.map_or(0, |a| a.body_bytes),
+        new_connection,
+    });
+}
+
+/// The status code of a response head (0 if it has none).
+fn status_of(head: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(head);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Carries out `mode` on a conditional create; `None` when the proxy answered it itself.
+fn apply_conditional(
+    request: Request,
+    mode: Conditional,
+    upstream_port: u16,
+    client: &mut TcpStream,
+) -> std::io::Result<Option<Request>> {
+    let text = String::from_utf8_lossy(&request.head).into_owned();
+    if mode == Conditional::Honoured || request.method != "PUT" || header_value(&text, "if-none-match").is_none() {
+        return Ok(Some(request));
     }
-    let _ = client.shutdown(Shutdown::Write);
-    // Let the client read the close before the socket goes away.
-    let _ = std::io::copy(&mut reader, &mut std::io::sink());
-    Ok(())
+    if let Conditional::CheckThenWrite(gap) = mode {
+        let target = text.split(' ').nth(1).unwrap_or("/");
+        let auth = header_value(&text, "authorization").unwrap_or_default();
+        let head =
+            format!("HEAD {target} HTTP/1.1\r\nHost: 127.0.0.1:{upstream_port}\r\nAuthorization: {auth}\r\n\r\n");
+        let check = Request {
+            method: "HEAD".into(),
+            signature: String::new(),
+            head: head.into_bytes(),
+            body: Vec::new(),
+        };
+        let (answer, _) = forward(&check, upstream_port)?;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PreconditionFailed</Code>\
+                        <Message>At least one of the pre-conditions you specified did not hold</Message></Error>";
+            let response = format!(
+                "HTTP/1.1 412 Precondition Failed\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            client.write_all(response.as_bytes())?;
+            return Ok(None);
+        }
+        std::thread::sleep(gap);
+    }
+    let head: String = text
+        .split_inclusive("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("if-none-match:"))
+        .collect();
+    Ok(Some(Request {
+        head: head.into_bytes(),
+        ..request
+    }))
 }
 
 /// Peeks until the request head is complete; `None` when the client closes first.
@@ -435,7 +739,7 @@ fn read_chunked(reader: &mut BufReader<TcpStream>, out: &mut Vec<u8>) -> std::io
 }
 
 /// Sends the request to the store on a fresh connection and reads the whole response:
-/// (head rewritten to `Connection: close`, body verbatim).
+/// (head, body), both verbatim.
 fn forward(request: &Request, upstream_port: u16) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
     upstream.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -445,15 +749,34 @@ fn forward(request: &Request, upstream_port: u16) -> std::io::Result<(Vec<u8>, V
     upstream.read_to_end(&mut raw)?;
     let end = find(&raw, b"\r\n\r\n")
         .ok_or_else(|| std::io::Error::other(format!("store sent no response head to {}", request.method)))?;
-    let head = with_connection_close(&raw[..end + 4]);
-    Ok((head, raw[end + 4..].to_vec()))
+    Ok((raw[..end + 4].to_vec(), raw[end + 4..].to_vec()))
+}
+
+/// `head` for a connection that stays open: no Connection/Keep-Alive header, and a
+/// Content-Length when the store delimited the body by closing (we asked it to).
+fn with_keep_alive(head: &[u8], body_len: usize) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let delimited =
+        header_value(&text, "content-length").is_some() || header_value(&text, "transfer-encoding").is_some();
+    let mut out = without_connection_headers(&text);
+    if !delimited {
+        out.push_str(&format!("Content-Length: {body_len}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
 }
 
 /// `head` with any Connection/Keep-Alive header replaced by `Connection: close`.
 fn with_connection_close(head: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(head);
-    let mut out = String::with_capacity(text.len() + 20);
-    for line in text.trim_end_matches("\r\n").split("\r\n") {
+    let mut out = without_connection_headers(&String::from_utf8_lossy(head));
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+/// The lines of a head but its Connection and Keep-Alive headers and its blank end line.
+fn without_connection_headers(head: &str) -> String {
+    let mut out = String::with_capacity(head.len() + 24);
+    for line in head.trim_end_matches("\r\n").split("\r\n") {
         let name = line.split(':').next().unwrap_or("").trim();
         if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive") {
             continue;
@@ -461,8 +784,7 @@ fn with_connection_close(head: &[u8]) -> Vec<u8> {
         out.push_str(line);
         out.push_str("\r\n");
     }
-    out.push_str("Connection: close\r\n\r\n");
-    out.into_bytes()
+    out
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

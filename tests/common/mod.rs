@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod ceph;
 pub mod fault_proxy;
 pub mod figures;
 pub mod gcs;
@@ -12,6 +13,10 @@ pub mod http;
 pub mod litestream;
 pub mod moto;
 pub mod nats;
+pub mod s3;
+pub mod seaweedfs;
 pub mod server;
 pub mod shell;
+pub mod sigv4;
 pub mod tools;
+pub mod usage;

@@ -7,15 +7,10 @@
 use std::net::TcpStream;
 use std::path::PathBuf;
 
-use super::http::{request, Response};
-use super::server::Server;
+use super::http::request;
+use super::s3::S3Server;
+use super::server::{free_port, Server};
 use super::tools::{env_or, in_repo, require};
-
-/// Credentials moto accepts (it checks none); used explicitly so the tests never depend on
-/// the AWS_* variables of the machine they run on.
-pub const ACCESS_KEY_ID: &str = "testing";
-pub const SECRET_ACCESS_KEY: &str = "testing-secret";
-pub const REGION: &str = "us-east-1";
 
 /// A running moto server, killed when dropped.
 pub struct Moto {
@@ -33,72 +28,50 @@ pub fn moto_server_path() -> PathBuf {
 impl Moto {
     /// Starts moto_server and waits until it answers HTTP.
     pub fn start() -> Moto {
+        Moto::launch(false)
+    }
+
+    /// Like [`Moto::start`], for a server shared by a whole test binary (kept in a
+    /// `static`): it dies with the binary ([`Server::start_guarded`]).
+    pub fn start_guarded() -> Moto {
+        Moto::launch(true)
+    }
+
+    fn launch(guarded: bool) -> Moto {
         let bin = require("moto_server", "MOTO_SERVER", moto_server_path());
-        let server = Server::start(
-            "moto_server",
-            &bin,
-            |cmd, port, _| {
-                cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                    .env_remove("AWS_CA_BUNDLE");
-            },
-            |port| {
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && request(port, "GET", "/", &[], b"").is_ok_and(|r| r.status < 500)
-            },
-        );
+        let started = std::time::Instant::now();
+        let args = |cmd: &mut std::process::Command, port: u16, _: &std::path::Path| {
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env_remove("AWS_CA_BUNDLE");
+        };
+        let ready = |port| {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && request(port, "GET", "/", &[], b"").is_ok_and(|r| r.status < 500)
+        };
+        let server = if guarded {
+            Server::start_guarded("moto_server", &bin, free_port(), args, ready)
+        } else {
+            Server::start("moto_server", &bin, args, ready)
+        };
+        eprintln!("moto ready in {:.1} s", started.elapsed().as_secs_f64());
         Moto {
             port: server.port,
             endpoint: format!("http://127.0.0.1:{}", server.port),
             server,
         }
     }
+}
 
-    /// The end of the server's log, for failure messages.
-    pub fn log_tail(&self) -> String {
+impl S3Server for Moto {
+    fn name(&self) -> &str {
+        "moto"
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn log_tail(&self) -> String {
         self.server.log_tail()
-    }
-
-    /// Creates a bucket with a plain `PUT /bucket`.
-    pub fn create_bucket(&self, bucket: &str) {
-        let r = self.raw("PUT", &format!("/{bucket}"), &[], b"");
-        assert!(r.status == 200, "create bucket {bucket}: {} {}", r.status, r.text());
-    }
-
-    /// One raw request to the server (path-style: `/bucket/key?query`). It carries an
-    /// Authorization header because moto answers anonymous object reads with 403; moto
-    /// checks no signatures, so a well-formed dummy is enough.
-    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20240101/{REGION}/s3/aws4_request, \
-             SignedHeaders=host, Signature=0"
-        );
-        let mut all = vec![("Authorization", auth.as_str())];
-        all.extend_from_slice(headers);
-        request(self.port, method, path, &all, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-
-    /// All keys in `bucket` under `prefix` (ListObjectsV2; enough for test-sized buckets).
-    pub fn list_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let r = self.raw(
-            "GET",
-            &format!("/{bucket}?list-type=2&max-keys=1000&prefix={prefix}"),
-            &[],
-            b"",
-        );
-        assert_eq!(r.status, 200, "list {bucket}: {}", r.text());
-        let text = r.text();
-        text.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// An `s3://` URL for `bucket/path` on this server, with Litestream's parameter names.
-    pub fn url(&self, bucket: &str, path: &str) -> String {
-        format!(
-            "s3://{bucket}/{path}?endpoint={}&region={REGION}&forcePathStyle=true",
-            self.endpoint
-        )
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a server gets to start answering.
@@ -54,8 +54,24 @@ pub struct Server {
     child: Child,
     pub port: u16,
     log: PathBuf,
+    /// Guarded servers (see [`Server::start_guarded`]): closing this pipe kills the server.
+    guard: Option<ChildStdin>,
     _dir: tempfile::TempDir,
 }
+
+/// Runs a server as `sh`'s child with a watchdog on `sh`'s stdin, a pipe from the test
+/// process: when the test closes it, or exits in any way (a panic, SIGKILL), the watchdog
+/// SIGKILLs the server and then removes the server's directory (a `static` is never
+/// dropped, nor is its `TempDir`). `sh` exits with the server, so an early exit is still
+/// seen, its log still there. Arguments: the directory, then the server's command line.
+const GUARD_SCRIPT: &str = r#"dir=$1; shift
+exec 3<&0
+"$@" </dev/null 3<&- &
+server=$!
+( read -r _ <&3; kill -KILL "$server" 2>/dev/null
+  while kill -0 "$server" 2>/dev/null; do sleep 0.1; done
+  rm -rf "$dir" ) &
+wait "$server""#;
 
 impl Server {
     /// Starts `bin` (called `name` in messages) on a free port, with stdin closed and
@@ -68,20 +84,61 @@ impl Server {
         args: impl FnOnce(&mut Command, u16, &Path),
         ready: impl FnMut(u16) -> bool,
     ) -> Server {
+        Server::launch(name, bin, free_port(), false, args, ready)
+    }
+
+    /// Like [`Server::start`], on `port`, and killed (SIGKILL) even when the test process
+    /// never drops it: a server shared by a whole test binary lives in a `static`, which is
+    /// never dropped, and must not outlive the binary (see `GUARD_SCRIPT`).
+    pub fn start_guarded(
+        name: &str,
+        bin: &Path,
+        port: u16,
+        args: impl FnOnce(&mut Command, u16, &Path),
+        ready: impl FnMut(u16) -> bool,
+    ) -> Server {
+        Server::launch(name, bin, port, true, args, ready)
+    }
+
+    fn launch(
+        name: &str,
+        bin: &Path,
+        port: u16,
+        guarded: bool,
+        args: impl FnOnce(&mut Command, u16, &Path),
+        ready: impl FnMut(u16) -> bool,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create {name} log: {e}"));
-        let port = free_port();
         let mut cmd = Command::new(bin);
         args(&mut cmd, port, dir.path());
-        let child = cmd
-            .stdin(Stdio::null())
+        if guarded {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", GUARD_SCRIPT, "sh"])
+                .arg(dir.path())
+                .arg(cmd.get_program())
+                .args(cmd.get_args());
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => sh.env(k, v),
+                    None => sh.env_remove(k),
+                };
+            }
+            if let Some(cwd) = cmd.get_current_dir() {
+                sh.current_dir(cwd);
+            }
+            cmd = sh;
+        }
+        let mut child = cmd
+            .stdin(if guarded { Stdio::piped() } else { Stdio::null() })
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e} (run make setup)", bin.display()));
         let mut server = Server {
             name: name.to_string(),
+            guard: child.stdin.take(),
             child,
             port,
             log,
@@ -89,6 +146,17 @@ impl Server {
         };
         server.wait_ready(ready);
         server
+    }
+
+    /// Kills the server now (SIGKILL) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        match self.guard.take() {
+            Some(pipe) => drop(pipe), // the watchdog kills it
+            None => {
+                let _ = self.child.kill();
+            }
+        }
+        let _ = self.child.wait();
     }
 
     fn wait_ready(&mut self, mut ready: impl FnMut(u16) -> bool) {
@@ -122,7 +190,6 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

@@ -71,3 +71,33 @@ impl Drop for Shell {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `script` (SQL and dot-commands) in a fresh `sqlite3` process with `extension`
+/// loaded and `envs` set (and no `AWS_CA_BUNDLE`, which breaks plain-http S3 servers);
+/// returns stdout, panics with stderr if the shell fails.
+pub fn run_script(extension: &Path, envs: &[(&str, &str)], script: &str) -> String {
+    let mut child = Command::new("sqlite3")
+        .args(["-batch", "-bail", "-cmd"])
+        .arg(format!(".load {}", extension.display()))
+        .arg(":memory:")
+        .envs(envs.iter().copied())
+        .env_remove("AWS_CA_BUNDLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sqlite3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write to sqlite3");
+    let out = child.wait_with_output().expect("sqlite3 ends");
+    assert!(
+        out.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

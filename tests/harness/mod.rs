@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 #[allow(clippy::duplicate_mod)]
 mod tools;
 
+pub mod history;
 pub mod shell;
 
 /// The extension built next to this test binary (`target/<profile>/liblitestream_vfs.so`).
@@ -134,8 +135,14 @@ pub fn integrity(db: &Path) -> String {
 
 /// `litestream restore -o out url` with the real binary; extra args before the URL.
 pub fn litestream_restore(url: &str, out: &Path, extra: &[&str]) -> Result<String, String> {
+    litestream_restore_env(url, out, extra, &[])
+}
+
+/// [`litestream_restore`] with `envs` set (an S3 replica's credentials).
+pub fn litestream_restore_env(url: &str, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Result<String, String> {
     let output = Command::new(litestream_bin())
         .env_remove("AWS_CA_BUNDLE")
+        .envs(envs.iter().copied())
         .arg("restore")
         .arg("-o")
         .arg(out)
@@ -152,6 +159,25 @@ pub fn litestream_restore(url: &str, out: &Path, extra: &[&str]) -> Result<Strin
             String::from_utf8_lossy(&output.stderr)
         ))
     }
+}
+
+/// Our restore of the latest state of `url` into `out`, through SQL
+/// (`litestream_restore()` in the `sqlite3` shell), with `envs` set; panics on failure.
+pub fn sql_restore(url: &str, out: &Path, envs: &[(&str, &str)]) {
+    let restore = Command::new("sqlite3")
+        .env_remove("AWS_CA_BUNDLE")
+        .envs(envs.iter().copied())
+        .args(["-batch", "-bail", "-cmd"])
+        .arg(format!(".load {}", extension().display()))
+        .arg(":memory:")
+        .arg(format!("SELECT litestream_restore('{url}', '{}')", out.display()))
+        .output()
+        .expect("sqlite3 runs");
+    assert!(
+        restore.status.success(),
+        "litestream_restore: {}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
 }
 
 /// Runs `tests/scripts/workload.py` to completion; returns its final TXID.

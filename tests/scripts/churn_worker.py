@@ -6,7 +6,11 @@ after --lifetime seconds. The multi-process churn tests (tests/multi_process.rs)
 several of these over and over.
 
 Every error SQLite reports is written to stderr as one line "error: <message>"; the
-process still exits 0 unless --strict, so that the test sees every error of a run.
+process still exits 0, so that the test sees every error of a run.
+
+With --ack-file, every --sync-every operations it calls litestream_sync() and appends
+"<txid> <highest id this worker inserted>" once it returns: what the replica then must
+hold, for the crash loops (tests/multi_process_crash.rs) that SIGKILL workers at random.
 """
 import argparse
 import random
@@ -24,6 +28,9 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--lifetime", type=float, default=1.0)
     p.add_argument("--plain", action="store_true", help="open without the VFS (the control run)")
+    p.add_argument("--ack-file")
+    p.add_argument("--sync-every", type=int, default=10)
+    p.add_argument("--params", default="sync_interval=100ms")
     args = p.parse_args()
 
     rng = random.Random(args.seed)
@@ -33,7 +40,7 @@ def main():
     if args.plain:
         uri = f"file:{args.db}"
     else:
-        uri = f"file:{args.db}?vfs=litestream&replica={args.replica}&sync_interval=100ms"
+        uri = f"file:{args.db}?vfs=litestream&replica={args.replica}&{args.params}"
 
     def connect():
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
@@ -58,15 +65,28 @@ def main():
         return 0
     attempt("create", lambda: conn.execute(
         "CREATE TABLE IF NOT EXISTS churn(id INTEGER PRIMARY KEY, writer TEXT, n INTEGER, pad BLOB)"))
-    deadline = time.monotonic() + args.lifetime
+    # lifetime 0: until killed
+    deadline = time.monotonic() + args.lifetime if args.lifetime > 0 else float("inf")
     n = 0
+    highest = 0
+    ack = open(args.ack_file, "a") if args.ack_file else None
     while time.monotonic() < deadline:
         n += 1
         kind = rng.random()
+        if ack and n % args.sync_every == 0:
+            txid = attempt("sync", lambda: conn.execute("SELECT litestream_sync(60000)").fetchone()[0])
+            if txid is not None and highest:
+                ack.write(f"{txid} {highest}\n")
+                ack.flush()
         if kind < 0.80:
             rows = [(args.tag, n, rng.randbytes(rng.randrange(10, 300))) for _ in range(rng.randrange(1, 8))]
-            attempt("insert", lambda: conn.executemany(
-                "INSERT INTO churn(writer, n, pad) VALUES (?, ?, ?)", rows))
+
+            def insert():
+                nonlocal highest
+                for row in rows:
+                    highest = max(highest, conn.execute(
+                        "INSERT INTO churn(writer, n, pad) VALUES (?, ?, ?)", row).lastrowid)
+            attempt("insert", insert)
         elif kind < 0.90:
             mode = rng.choice(["PASSIVE", "RESTART", "TRUNCATE"])
             attempt(f"checkpoint {mode}", lambda: conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall())

@@ -606,11 +606,28 @@ impl ReplicaStore for NatsReplica {
     }
 
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {
-        let key = self.key(level, min_txid, max_txid);
-        let ctx = self.ctx("DELETE", &key);
+        self.delete_name(&self.key(level, min_txid, max_txid)).await
+    }
+
+    async fn create_marker(&self, name: &str, data: Bytes) -> Result<()> {
+        let key = self.settings.layout.marker(name).to_string();
+        let ctx = self.ctx("PUT", &key);
+        let size = data.len() as u64;
+        self.timed(ctx, size, self.write(&key, data, now_ms(), true)).await
+    }
+
+    async fn delete_marker(&self, name: &str) -> Result<()> {
+        self.delete_name(self.settings.layout.marker(name).as_ref()).await
+    }
+}
+
+impl NatsReplica {
+    /// Deletes one object: a deletion marker as the NATS clients write it, then its chunks.
+    async fn delete_name(&self, key: &str) -> Result<()> {
+        let ctx = self.ctx("DELETE", key);
         self.timed(ctx, 0, async {
             let s = self.session(ctx).await?;
-            let Some((_, meta)) = self.meta(s, &key, ctx).await? else {
+            let Some((_, meta)) = self.meta(s, key, ctx).await? else {
                 return Ok(());
             };
             if meta.deleted {
@@ -625,7 +642,7 @@ impl ReplicaStore for NatsReplica {
                 ..meta.clone()
             };
             self.publish_meta(s, &marker, None, ctx).await?;
-            self.maps.forget(&key);
+            self.maps.forget(key);
             s.purge(&self.subjects.chunks(&meta.nuid), ctx).await
         })
         .await

@@ -1,0 +1,244 @@
+//! What the VFS calls on the application's threads: WAL writes to capture, the write
+//! lock taken and released, database-file writes, and the guards that run before WAL
+//! frames go away. Memory copies and a short mutex on the commit path; reads of the WAL
+//! only when another process wrote it.
+
+use super::*;
+
+impl Primary {
+    /// Called after every successful write to the WAL (on the writer's thread).
+    pub fn on_wal_write(&self, offset: u64, data: &[u8], wal: &mut dyn WalSource) {
+        let mut shared = self.lock();
+        let found = shared.capture.on_write(offset, data, wal).unwrap_or_else(|e| {
+            // The write itself succeeded; only our read-back failed.
+            Err(Discontinuity(format!("reading the WAL back: {e}")))
+        });
+        self.frames_pending
+            .store(shared.capture.has_pending(), Ordering::Relaxed);
+        match found {
+            Ok(txns) if txns.is_empty() => {}
+            Ok(txns) => {
+                if shared.snapshot_needed.is_some() {
+                    return; // the coming snapshot includes them
+                }
+                shared.oldest_pending_ms.get_or_insert_with(now_ms);
+                shared.enqueue(txns);
+                if shared.queue.bytes() as u64 > self.config.max_queue_bytes {
+                    self.wake.notify_all();
+                }
+            }
+            Err(Discontinuity(reason)) => {
+                if shared.snapshot_needed.is_none() {
+                    tracing::warn!(db = %self.db_path.display(), %reason, "capture lost track of the WAL; taking a snapshot");
+                }
+                shared.require_snapshot(reason);
+                self.wake.notify_all();
+            }
+        }
+    }
+
+    /// Called when SQLite releases the WAL write lock: the write transaction is over.
+    /// Frames still pending belong to one that rolled back after spilling; they are
+    /// dropped (another process may reuse their offsets). With `sync=commit`, the
+    /// commit returns only once its TXID is in object storage.
+    pub fn write_lock_released(&self) {
+        if self.frames_pending.swap(false, Ordering::Relaxed) {
+            self.lock().capture.discard_pending();
+        }
+        self.after_commit();
+    }
+
+    /// Called before a write to the database file itself (not its WAL). In WAL mode only
+    /// checkpoints write there, copying pages whose commits capture already has. A
+    /// database that leaves WAL mode (an unqualified `PRAGMA journal_mode=MEMORY|OFF` on a
+    /// connection where it is attached: SQLite asks only the main database, so the
+    /// pragma cannot be refused for it) says so by writing page 1 with file format
+    /// version 1 (bytes 18-19); from then on its commits are written straight into the
+    /// file, unseen by capture. Each write then requires a snapshot, so every such commit
+    /// is still replicated, if expensively, until page 1 says WAL (2) again.
+    pub fn on_db_write(&self, offset: u64, data: &[u8]) {
+        if offset == 0 && data.len() > 19 {
+            let leaving = data[18] == 1 && data[19] == 1;
+            let was = self.outside_wal.swap(leaving, Ordering::Relaxed);
+            if leaving && !was {
+                tracing::warn!(
+                    db = %self.db_path.display(),
+                    "the database left WAL mode (journal_mode changed on a connection it is attached to); each commit is now replicated by a full snapshot until PRAGMA journal_mode=WAL"
+                );
+            } else if was && !leaving {
+                tracing::info!(db = %self.db_path.display(), "the database is back in WAL mode");
+            }
+        }
+        if self.outside_wal.load(Ordering::Relaxed) {
+            let mut shared = self.lock();
+            shared.require_snapshot("the database was written outside WAL mode".into());
+            self.wake.notify_all();
+        }
+    }
+
+    pub(super) fn after_commit(&self) {
+        if self.config.sync_mode != SyncMode::Commit {
+            return;
+        }
+        let target = self.lock().next_txid - 1;
+        if let Err(e) = self.sync(target, self.config.sync_timeout) {
+            // The commit is durable locally and returns: SQLite has no way to fail a
+            // transaction after its commit. The miss shows in the status and the log.
+            tracing::error!(db = %self.db_path.display(), "sync=commit: {e}");
+            let mut shared = self.lock();
+            shared.sync_commit_timeouts += 1;
+            shared.sync_commit_error = Some(e);
+        }
+    }
+
+    /// When the application's attempt at the WAL write lock failed with BUSY: if our
+    /// own snapshot holds the lock, waits (bounded) for its release and returns true
+    /// so the caller retries.
+    pub fn wait_for_snapshot_lock(&self) -> bool {
+        let locking = self.snapshot_locking.lock().unwrap_or_else(|p| p.into_inner());
+        if !*locking {
+            return false;
+        }
+        let (locking, _) = self
+            .snapshot_unlocked
+            .wait_timeout_while(locking, Duration::from_secs(10), |held| *held)
+            .unwrap_or_else(|p| p.into_inner());
+        !*locking
+    }
+
+    pub(super) fn set_snapshot_locking(&self, held: bool) {
+        *self.snapshot_locking.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        if !held {
+            self.snapshot_unlocked.notify_all();
+        }
+    }
+
+    /// Commits written by other processes (followers) reach us only through the WAL
+    /// and the hand-off records of the generations they ended.
+    pub(super) fn catch_up_foreign_commits(&self) {
+        let Ok(mut wal) = WalFile::open(&self.db_path) else {
+            return;
+        };
+        let mut shared = self.lock();
+        self.follow_locked(&mut shared, &mut wal);
+    }
+
+    /// Follows the WAL and the records under the shared lock; captured commits are
+    /// queued, a discontinuity asks for a snapshot.
+    pub(super) fn follow_locked(&self, shared: &mut Shared, wal: &mut dyn WalSource) {
+        if shared.snapshot_needed.is_some() {
+            return; // the coming snapshot covers everything; it repositions capture
+        }
+        let identity = || FileIdentity::of(&self.db_path).ok();
+        let followed = {
+            let Shared {
+                capture,
+                handoff_consumed,
+                ..
+            } = &mut *shared;
+            follow(capture, handoff_consumed, &self.records, wal, None, &identity)
+        };
+        match followed {
+            Ok(Ok(txns)) => {
+                if !txns.is_empty() {
+                    shared.oldest_pending_ms.get_or_insert_with(now_ms);
+                    shared.enqueue(txns);
+                }
+            }
+            Ok(Err(Discontinuity(reason))) => {
+                tracing::warn!(db = %self.db_path.display(), %reason, "taking a snapshot");
+                shared.require_snapshot(reason);
+                self.wake.notify_all();
+            }
+            Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
+        }
+    }
+
+    /// Answers followers' `litestream_sync()` requests with the TXID that covers every
+    /// commit made before them: the last captured, or the snapshot still to come.
+    pub(super) fn answer_sync_requests(&self, requests: &[PathBuf]) {
+        if requests.is_empty() {
+            return;
+        }
+        let mut shared = self.lock();
+        if shared.snapshot_needed.is_some() {
+            return; // answered once the snapshot has its TXID
+        }
+        let txid = shared.next_txid - 1;
+        for request in requests {
+            follower::answer(request, self.config.file_modes, txid, self.node_id);
+        }
+        shared.sync_requested = true;
+    }
+
+    /// This process is about to restart (`next` is the new header), truncate or delete
+    /// (`closed`: the database after the checkpoint) the WAL: capture every commit still
+    /// in it, and leave a tail record, so that a restart or a takeover after a crash can
+    /// follow the generation too.
+    pub fn before_wal_destroyed(&self, live: &mut dyn WalSource, next: Option<&[u8]>, closed: Option<FileIdentity>) {
+        let mut shared = self.lock();
+        self.follow_locked(&mut shared, live);
+        let staged = match self.state_file.load() {
+            Ok(state) => state.and_then(|s| s.wal),
+            Err(_) => None,
+        };
+        let written = self.records.write_tail(live, staged.as_ref(), next, closed.clone());
+        // Capture moves with the record, under the same lock: a batch cut in between
+        // would save a position and a record count that disagree.
+        self.consume_own_record(&mut shared, written);
+        if shared.snapshot_needed.is_none() {
+            shared.capture.end_generation();
+            if let Some(next) = next.and_then(|h| WalHeader::parse(h).ok()) {
+                shared.capture.begin_generation(next);
+            }
+        }
+        shared.own_wal_deletion = closed;
+    }
+
+    /// A writer of this process begins a generation on an empty WAL (`header`).
+    pub fn before_fresh_header(&self, live: &mut dyn WalSource, header: &[u8]) {
+        let mut shared = self.lock();
+        self.follow_locked(&mut shared, live);
+        shared.own_wal_deletion = None;
+        let written = self.records.write_start(header).map(Some);
+        self.consume_own_record(&mut shared, written);
+        if shared.snapshot_needed.is_none() && shared.capture.ended() {
+            if let Ok(header) = WalHeader::parse(header) {
+                shared.capture.begin_generation(header);
+            }
+        }
+    }
+
+    /// A record this process just wrote holds nothing capture lacks: it counts as
+    /// followed when every record before it was.
+    pub(super) fn consume_own_record(&self, shared: &mut Shared, written: io::Result<Option<u64>>) {
+        match written {
+            Ok(Some(seq)) => {
+                if shared.handoff_consumed == seq - 1 || shared.snapshot_needed.is_some() {
+                    shared.handoff_consumed = seq;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(db = %self.db_path.display(), "writing a WAL hand-off record: {e}"),
+        }
+    }
+
+    /// A writer of this process holds the WAL write lock: before it writes, capture
+    /// everything others committed since our position (their frames, the generations
+    /// they ended), so the writer's frames continue what capture has. `shm` is the
+    /// wal-index header when it could be read; it costs nothing to compare.
+    pub fn after_write_lock(&self, shm: Option<ShmWal>) {
+        let mut shared = self.lock();
+        if let Some(shm) = shm {
+            let in_step = shared.capture.generation() == Some((shm.salt1, shm.salt2))
+                && shared.capture.next_frame() == shm.max_frame as u64;
+            if in_step || shared.snapshot_needed.is_some() {
+                return;
+            }
+        }
+        match WalFile::open(&self.db_path) {
+            Ok(mut wal) => self.follow_locked(&mut shared, &mut wal),
+            Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
+        }
+    }
+}

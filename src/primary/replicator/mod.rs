@@ -1,0 +1,318 @@
+//! One [`Primary`] per database file per process, shared by every connection that
+//! opened it through the VFS. Commit capture runs inline on the writer's thread
+//! (memory copies only); a worker thread stages batches as LTX files every
+//! `sync_interval` and uploads them with conditional creates.
+
+mod hooks;
+mod open;
+mod stage;
+mod sync;
+mod upload;
+mod worker;
+
+use super::batch::{encode_full, now_ms, Batch};
+use super::capture::{Capture, CapturedTxn, Discontinuity, WalPosition, WalSource};
+use super::compactor::{CompactionControl, CompactionEvent, Compactor, LevelCache, SNAPSHOT_LEVEL};
+use super::follow::follow;
+use super::follower::{self, Uploaded};
+use super::handoff::{HandoffDir, Record};
+use super::staging::{remove_with_companions, StagedFile, Staging};
+use super::state::{FileIdentity, SavedState, StateFile};
+use super::wal_file::WalFile;
+use crate::config::{Config, SyncMode};
+use crate::ltx::Compression;
+use crate::runtime::block_on;
+use crate::storage::{check_fencing, open_store, Fencing, ReplicaStore};
+use crate::wal::WalHeader;
+use serde_json::json;
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Takes a consistent copy of a live database: implemented over SQLite itself in the
+/// VFS layer (private connections and the backup API).
+pub trait Snapshotter: Send + Sync {
+    /// Copies the database at `db` into `dest`. `at_lock` runs while writers are
+    /// excluded, right before the copy's read transaction starts, so the copy holds
+    /// exactly the commits captured up to that call; `released` runs as soon as
+    /// writers may proceed again.
+    fn snapshot(
+        &self,
+        db: &Path,
+        dest: &Path,
+        at_lock: &mut dyn FnMut(),
+        released: &dyn Fn(),
+    ) -> Result<(), SnapshotError>;
+}
+
+/// Why a snapshot did not happen.
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// Another connection held the write lock (a long transaction): nothing is wrong,
+    /// the worker tries again shortly.
+    WriterBusy,
+    Failed(String),
+}
+
+impl From<String> for SnapshotError {
+    fn from(message: String) -> Self {
+        SnapshotError::Failed(message)
+    }
+}
+
+/// How long a snapshot may keep finding the write lock taken before that is worth a
+/// warning: a bulk load holds it for seconds, a stuck writer for ever.
+const SNAPSHOT_BUSY_WARN_AFTER: Duration = Duration::from_secs(30);
+
+/// Why staging did not finish this round.
+enum StageError {
+    /// A pending snapshot waits for the application's write transaction to end.
+    SnapshotWaiting,
+    Failed(String),
+}
+
+impl From<String> for StageError {
+    fn from(message: String) -> Self {
+        StageError::Failed(message)
+    }
+}
+
+/// The consistent copy a snapshot is encoded from, in the staging directory. Only the
+/// process holding the staging lock snapshots, so one name is enough.
+const SNAPSHOT_TMP: &str = "snapshot.db.tmp";
+
+/// Removes the snapshot copy and whatever SQLite left beside it (a process that died
+/// mid-copy leaves a `-journal`).
+fn remove_snapshot_leftovers(staging_dir: &Path) {
+    remove_with_companions(&staging_dir.join(SNAPSHOT_TMP));
+}
+
+/// Levels a replica can hold files in.
+const ALL_LEVELS: [u8; 5] = [0, 1, 2, 3, 9];
+
+impl Shared {
+    /// Gives the next TXIDs to captured commits and merges them into the queue.
+    fn enqueue(&mut self, txns: impl IntoIterator<Item = CapturedTxn>) {
+        let Shared {
+            queue,
+            capture,
+            next_txid,
+            ..
+        } = self;
+        for txn in txns {
+            queue.push(*next_txid, txn, &mut |page| capture.recycle(page));
+            *next_txid += 1;
+        }
+    }
+
+    /// Empties the queue, returning its page buffers to capture.
+    fn recycle(&mut self, batch: Batch) {
+        let capture = &mut self.capture;
+        batch.recycle_into(&mut |page| capture.recycle(page));
+    }
+
+    /// Capture can no longer prove continuity: commits are dropped until a snapshot
+    /// at the next TXID covers them.
+    fn require_snapshot(&mut self, reason: String) {
+        if self.snapshot_needed.is_none() {
+            self.snapshot_needed = Some(reason);
+            self.snapshot_epoch += 1;
+        }
+    }
+}
+
+struct Shared {
+    capture: Capture,
+    /// Hand-off records up to this sequence number are followed (`follow.rs`).
+    handoff_consumed: u64,
+    /// TXID the next captured commit gets.
+    next_txid: u64,
+    /// Captured, not yet staged, merged page by page.
+    queue: Batch,
+    /// Capture lost track; commits are dropped until a snapshot covers them.
+    snapshot_needed: Option<String>,
+    /// TXID given to the last snapshot: a sync that saw a pending snapshot waits for it.
+    last_snapshot_txid: u64,
+    /// Counts snapshot requests, so a sync notices one that came and went between
+    /// two of its wake-ups.
+    snapshot_epoch: u64,
+    staged_txid: u64,
+    uploaded_txid: u64,
+    /// The replica belongs to another writer: commits are refused.
+    fatal: Option<String>,
+    last_error: Option<String>,
+    sync_requested: bool,
+    closing: bool,
+    snapshots: u64,
+    uploads: u64,
+    uploaded_bytes: u64,
+    last_upload_ms: Option<i64>,
+    /// Capture time of the oldest commit not yet uploaded, for the lag figure.
+    oldest_pending_ms: Option<i64>,
+    last_lag_ms: Option<i64>,
+    compaction: serde_json::Value,
+    /// Page size of the replica's newest file, once known (see `reseed.rs`).
+    replica_page_size: Option<u32>,
+    /// The database file right after this process's last connection checkpointed and
+    /// deleted the WAL: what a clean close records.
+    own_wal_deletion: Option<FileIdentity>,
+    /// `sync=commit`: commits that returned before their TXID was stored.
+    sync_commit_timeouts: u64,
+    sync_commit_error: Option<String>,
+}
+
+pub struct Primary {
+    pub db_path: PathBuf,
+    config: Config,
+    store: Arc<dyn ReplicaStore>,
+    /// Whether the store stops a second primary (`storage::check_fencing`).
+    fencing: Fencing,
+    staging: Staging,
+    state_file: StateFile,
+    /// Hand-off records other processes (and this one) leave before WAL frames go away.
+    records: HandoffDir,
+    node_id: u64,
+    snapshotter: Box<dyn Snapshotter>,
+    shared: Mutex<Shared>,
+    /// Wakes the worker early (sync requested, queue large, closing).
+    wake: Condvar,
+    /// Signals staging/upload progress to waiters.
+    progress: Condvar,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    /// True while our snapshot connection holds the WAL write lock: the application's
+    /// writers wait for it instead of seeing SQLITE_BUSY.
+    snapshot_locking: Mutex<bool>,
+    snapshot_unlocked: Condvar,
+    /// Mirrors `Shared::fatal.is_some()` for the per-write check.
+    refusing: AtomicBool,
+    /// The database file said it left WAL mode (see [`Primary::on_db_write`]): its
+    /// commits bypass the WAL, so each one is replicated by a snapshot.
+    outside_wal: AtomicBool,
+    /// Capture holds frames of an uncommitted transaction (set on every WAL write), so
+    /// releasing the write lock needs the mutex only after a spilled rollback.
+    frames_pending: AtomicBool,
+    /// Uploaded level-0 files kept for compaction (when compaction is on).
+    level_cache: Option<LevelCache>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the compaction thread when closing.
+    compaction_wake: Condvar,
+}
+
+impl Primary {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checked before a write reaches the WAL: a primary that lost its replica to
+    /// another writer refuses new commits. Lock-free on the normal path.
+    #[inline]
+    pub fn check_writable(&self) -> Result<(), String> {
+        if !self.refusing.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match &self.lock().fatal {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// TXID of the last commit captured.
+    pub fn txid(&self) -> u64 {
+        self.lock().next_txid - 1
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let s = self.lock();
+        let staged_bytes = self.staging.total_bytes().unwrap_or(0);
+        let lag_s = s
+            .oldest_pending_ms
+            .map(|t| (now_ms() - t) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        json!({
+            "role": "primary",
+            "replicating": true,
+            "pid": std::process::id(),
+            "database": self.db_path.display().to_string(),
+            "replica": self.store.describe(),
+            "node_id": format!("{:016x}", self.node_id),
+            "txid": s.next_txid - 1,
+            "staged_txid": s.staged_txid,
+            "uploaded_txid": s.uploaded_txid,
+            "pending_commits": s.queue.commits(),
+            "pending_bytes": s.queue.bytes(),
+            "staged_bytes": staged_bytes,
+            "lag_seconds": lag_s,
+            "last_replication_lag_ms": s.last_lag_ms,
+            "snapshot_pending": s.snapshot_needed,
+            "snapshots": s.snapshots,
+            "uploads": s.uploads,
+            "uploaded_bytes": s.uploaded_bytes,
+            "last_upload_ms": s.last_upload_ms,
+            "sync_interval_ms": self.config.sync_interval.as_millis() as u64,
+            "sync_mode": match self.config.sync_mode { SyncMode::Async => "async", SyncMode::Commit => "commit" },
+            "sync_commit_timeouts": s.sync_commit_timeouts,
+            "sync_commit_error": s.sync_commit_error,
+            "error": s.fatal.clone().or_else(|| s.last_error.clone()),
+            "refusing_writes": s.fatal.is_some(),
+            "fencing": self.fencing.as_str(),
+            "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
+        })
+    }
+
+    fn save_state(&self, shared: &Shared, closed_clean: Option<FileIdentity>) -> io::Result<()> {
+        // While a snapshot is pending, capture sits at the end of the WAL only because the
+        // snapshot will cover what it skipped. Saving that position would let a restart
+        // (after a kill before the snapshot was staged) resume from it and never replicate
+        // the skipped commits: a silent gap (found by crash_everywhere).
+        let wal = if closed_clean.is_some() || shared.snapshot_needed.is_some() {
+            None
+        } else {
+            shared.capture.position().map(Into::into)
+        };
+        self.persist(&SavedState {
+            node_id: self.node_id,
+            txid: shared.staged_txid,
+            wal,
+            closed_clean,
+            handoff_seq: shared.handoff_consumed,
+        })
+    }
+
+    fn compression(&self) -> Compression {
+        self.config.zstd_level.map_or(Compression::Lz4, Compression::Zstd)
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    fn record_error(&self, message: String) {
+        tracing::warn!(db = %self.db_path.display(), "{message}");
+        self.lock().last_error = Some(message);
+        self.progress.notify_all();
+    }
+
+    /// Saves the state durably, then deletes the hand-off records it reflects.
+    fn persist(&self, state: &SavedState) -> io::Result<()> {
+        tracing::debug!(txid = state.txid, handoff_seq = state.handoff_seq, wal = ?state.wal, clean = state.closed_clean.is_some(), "state saved");
+        self.state_file.save(state)?;
+        self.records.remove_through(state.handoff_seq);
+        Ok(())
+    }
+}
+
+/// The WAL as SQLite's wal-index header (`-shm`) describes it when a writer takes the
+/// write lock: read from shared memory, no system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShmWal {
+    /// Salts of the current generation, as the WAL header stores them.
+    pub salt1: u32,
+    pub salt2: u32,
+    /// Frames in the WAL's last commit (0: none yet in this generation).
+    pub max_frame: u32,
+}

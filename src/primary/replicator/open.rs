@@ -1,0 +1,375 @@
+//! Opening replication for a database: reconcile the staging state with the replica
+//! (restoring a missing database), and resume capture from the saved position through
+//! the hand-off records and the WAL (`follow.rs`), or plan a snapshot.
+
+use super::*;
+
+impl Primary {
+    /// Opens replication for `db_path`: reconciles local state with the replica
+    /// (restoring the database first if it is missing), runs `prepare_db` (which puts
+    /// the database in WAL mode), and starts the worker.
+    pub fn open(
+        db_path: &Path,
+        config: Config,
+        snapshotter: Box<dyn Snapshotter>,
+        prepare_db: &dyn Fn(&Path) -> Result<(), String>,
+    ) -> Result<Arc<Primary>, String> {
+        let store = open_store(&config.replica_url, &config.store_options).map_err(|e| e.to_string())?;
+        let staging = Staging::open(&config.staging_dir, config.file_modes)
+            .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
+        let state_file = StateFile::new(&config.staging_dir, config.file_modes);
+        let level_cache = match &config.compaction {
+            Some(_) => Some(
+                LevelCache::open(&config.staging_dir, config.file_modes)
+                    .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?,
+            ),
+            None => None,
+        };
+        remove_snapshot_leftovers(&config.staging_dir);
+        let saved = state_file
+            .load()
+            .map_err(|e| format!("reading replication state: {e}"))?;
+        let listed = replica_max_txid(store.as_ref());
+        // A store that does not answer is not probed now: the next open checks it.
+        let fencing = match &listed {
+            Ok(_) => block_on(check_fencing(
+                store.as_ref(),
+                &config.replica_location(),
+                config.allow_unfenced,
+            ))?,
+            Err(_) => Fencing::Unchecked,
+        };
+        let replica_max = match listed {
+            Ok(max) => max,
+            // A restart during a store outage must not lock the application out of its
+            // own database: continue from local state, upload once the store is back
+            // (conditional creates still stop a second primary).
+            Err(e) if e.is_transient() && saved.is_some() => {
+                tracing::warn!(db = %db_path.display(), "replica unreachable at open, continuing from local state: {e}");
+                None
+            }
+            Err(e) => return Err(format!("listing replica {}: {e}", store.describe())),
+        };
+        let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
+
+        let mut capture = Capture::new();
+        let records = HandoffDir::new(&config.staging_dir, config.file_modes);
+        let mut handoff_consumed = 0;
+        let mut queue = Batch::default();
+        let mut snapshot_needed = None;
+        let (state, mut next_txid) = match (saved, replica_max) {
+            (None, None) => {
+                snapshot_needed = Some("first replication of this database".to_string());
+                (
+                    SavedState {
+                        node_id: new_node_id(),
+                        ..Default::default()
+                    },
+                    1,
+                )
+            }
+            (None, Some(max)) if !db_exists => {
+                tracing::info!(db = %db_path.display(), txid = max, "restoring the database from its replica");
+                let pos = crate::restore::restore_latest(&store, db_path)
+                    .map_err(|e| format!("restoring {} from {}: {e}", db_path.display(), store.describe()))?;
+                // Records left beside a database that no longer exists belong to it.
+                handoff_consumed = records.last_seq().map_err(|e| e.to_string())?;
+                let state = SavedState {
+                    node_id: new_node_id(),
+                    txid: pos.txid,
+                    wal: None,
+                    closed_clean: FileIdentity::of(db_path).ok(),
+                    handoff_seq: handoff_consumed,
+                };
+                state_file
+                    .save(&state)
+                    .map_err(|e| format!("saving replication state: {e}"))?;
+                (state, pos.txid + 1)
+            }
+            (None, Some(max)) if config.takeover => {
+                tracing::warn!(db = %db_path.display(), txid = max, "takeover: continuing a replica another writer made");
+                snapshot_needed = Some(format!("takeover of a replica at TXID {max}"));
+                (
+                    SavedState {
+                        node_id: new_node_id(),
+                        txid: max,
+                        ..Default::default()
+                    },
+                    max + 1,
+                )
+            }
+            (None, Some(max)) => {
+                return Err(format!(
+                    "replica {} already holds TXIDs up to {max} written by another database; use another \
+                     replica path, remove the local database to restore it from this replica, or open with \
+                     takeover=1 to continue the replica from this database (a full snapshot at TXID {})",
+                    store.describe(),
+                    max + 1
+                ))
+            }
+            (Some(saved), replica_max) => {
+                if let Some(max) = replica_max.filter(|max| *max > saved.txid) {
+                    let writer = latest_node_id(store.as_ref(), max);
+                    if writer != Some(saved.node_id) && !config.takeover {
+                        return Err(format!(
+                            "replica {} is at TXID {max}, ahead of this database's TXID {}, and was written by \
+                             another primary; refusing to write to it (two primaries on one replica; if that \
+                             primary is gone for good, open with takeover=1)",
+                            store.describe(),
+                            saved.txid
+                        ));
+                    }
+                }
+                for file in staging.list().map_err(|e| e.to_string())? {
+                    if file.max_txid > saved.txid {
+                        staging.remove(&file).map_err(|e| e.to_string())?;
+                    }
+                }
+                let mut next = saved.txid + 1;
+                if let Some(max) = replica_max.filter(|max| *max > saved.txid) {
+                    snapshot_needed = Some(format!(
+                        "local state (TXID {}) is older than the replica ({max})",
+                        saved.txid
+                    ));
+                    next = max + 1;
+                } else {
+                    let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
+                    let resumed =
+                        resume_capture(&mut capture, &mut handoff_consumed, &saved, db_path, &mut wal, &records)
+                            .map_err(|e| e.to_string())?;
+                    match resumed {
+                        Ok(txns) => {
+                            for txn in txns {
+                                queue.push(next, txn, &mut drop);
+                                next += 1;
+                            }
+                        }
+                        Err(Discontinuity(reason)) => snapshot_needed = Some(reason),
+                    }
+                }
+                (saved, next)
+            }
+        };
+        prepare_db(db_path)?;
+        if snapshot_needed.is_some() {
+            let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
+            capture.skip_to_end(&mut wal).map_err(|e| e.to_string())?;
+            // The snapshot covers whatever the records held.
+            handoff_consumed = records.last_seq().map_err(|e| e.to_string())?;
+        }
+        let staged_txid = next_txid - 1 - queue.commits();
+        if let Some(reason) = &snapshot_needed {
+            tracing::info!(db = %db_path.display(), %reason, txid = next_txid, "a snapshot will be taken");
+        }
+        next_txid = next_txid.max(1);
+        // A staged file is removed only once it is stored, so every staged TXID below the
+        // oldest file still staged is in the replica, even when listing it failed just now
+        // (a sync must not wait for uploads that already happened).
+        let oldest_staged = staging.list().map_err(|e| e.to_string())?.first().map(|f| f.min_txid);
+        let uploaded_before_open = oldest_staged.map_or(staged_txid, |min| min - 1).min(staged_txid);
+        let primary = Arc::new(Primary {
+            db_path: db_path.to_path_buf(),
+            node_id: state.node_id,
+            shared: Mutex::new(Shared {
+                capture,
+                handoff_consumed,
+                next_txid,
+                queue,
+                snapshot_needed,
+                last_snapshot_txid: 0,
+                snapshot_epoch: 0,
+                staged_txid,
+                uploaded_txid: replica_max.unwrap_or(0).max(uploaded_before_open).min(staged_txid),
+                fatal: None,
+                last_error: None,
+                sync_requested: true,
+                closing: false,
+                snapshots: 0,
+                uploads: 0,
+                uploaded_bytes: 0,
+                last_upload_ms: None,
+                oldest_pending_ms: None,
+                last_lag_ms: None,
+                compaction: json!({}),
+                replica_page_size: None,
+                own_wal_deletion: None,
+                sync_commit_timeouts: 0,
+                sync_commit_error: None,
+            }),
+            config,
+            store,
+            fencing,
+            staging,
+            state_file,
+            records,
+            snapshotter,
+            wake: Condvar::new(),
+            progress: Condvar::new(),
+            worker: Mutex::new(None),
+            snapshot_locking: Mutex::new(false),
+            snapshot_unlocked: Condvar::new(),
+            refusing: AtomicBool::new(false),
+            outside_wal: AtomicBool::new(false),
+            frames_pending: AtomicBool::new(false),
+            level_cache,
+            compactor: Mutex::new(None),
+            compaction_wake: Condvar::new(),
+        });
+        // The state file names our node id from the first open on. Commits resumed from
+        // the WAL are queued, not staged: the saved position stays where they start.
+        {
+            let shared = primary.lock();
+            if shared.queue.is_empty() {
+                primary.save_state(&shared, None)
+            } else {
+                primary.persist(&SavedState {
+                    node_id: primary.node_id,
+                    txid: shared.staged_txid,
+                    wal: state.wal.clone(),
+                    closed_clean: None,
+                    handoff_seq: state.handoff_seq,
+                })
+            }
+        }
+        .map_err(|e| format!("saving replication state: {e}"))?;
+        let worker = Arc::clone(&primary);
+        let handle = std::thread::Builder::new()
+            .name("litestream-primary".into())
+            .spawn(move || worker.run())
+            .map_err(|e| format!("cannot start the replication thread: {e}"))?;
+        *primary.worker.lock().expect("worker lock") = Some(handle);
+        if let Some(ladder) = primary.config.compaction.clone() {
+            let compactor = Compactor {
+                store: Arc::clone(&primary.store),
+                cache: LevelCache::open(&primary.config.staging_dir, primary.config.file_modes)
+                    .map_err(|e| format!("staging directory {}: {e}", primary.config.staging_dir.display()))?,
+                config: ladder,
+                compression: primary.compression(),
+            };
+            let control = Arc::clone(&primary);
+            let handle = std::thread::Builder::new()
+                .name("litestream-compact".into())
+                .spawn(move || compactor.run(control.as_ref()))
+                .map_err(|e| format!("cannot start the compaction thread: {e}"))?;
+            *primary.compactor.lock().expect("compactor lock") = Some(handle);
+        }
+        Ok(primary)
+    }
+}
+
+/// Decides how capture continues from saved state at open (a restart or a takeover):
+/// from the saved position through the hand-off records and the live WAL, or a
+/// [`Discontinuity`] when that cannot be proven to miss nothing.
+fn resume_capture(
+    capture: &mut Capture,
+    consumed: &mut u64,
+    saved: &SavedState,
+    db_path: &Path,
+    wal: &mut WalFile,
+    records: &HandoffDir,
+) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
+    *consumed = saved.handoff_seq;
+    let position: WalPosition = match (&saved.wal, &saved.closed_clean) {
+        (Some(position), _) => position.into(),
+        // A clean close: the WAL was checkpointed and deleted with everything staged.
+        (None, Some(_)) => WalPosition {
+            salt1: 0,
+            salt2: 0,
+            page_size: 0,
+            next_frame: 0,
+            checksum: (0, 0),
+            ended: true,
+        },
+        (None, None) => {
+            capture.skip_to_end(wal)?;
+            return Ok(Err(Discontinuity(
+                "no WAL position was saved with the last staged TXID".into(),
+            )));
+        }
+    };
+    let live = read_wal_header(wal)?;
+    let salts = (position.salt1, position.salt2);
+    if position.ended {
+        capture.set_position(&position, placeholder_header(&position));
+    } else {
+        let header = match live.filter(|h| (h.salt1, h.salt2) == salts) {
+            Some(h) => Some(h),
+            None => records.list()?.into_iter().find_map(|r| match r {
+                Record::Tail(t) if t.seq > *consumed && (t.header.salt1, t.header.salt2) == salts => Some(t.header),
+                _ => None,
+            }),
+        };
+        let Some(header) = header else {
+            capture.skip_to_end(wal)?;
+            return Ok(Err(Discontinuity(
+                "the WAL no longer continues the last captured position".into(),
+            )));
+        };
+        capture.set_position(&position, header);
+        if live.is_some_and(|h| (h.salt1, h.salt2) == salts) && !capture.verify_position(wal)? {
+            capture.skip_to_end(wal)?;
+            return Ok(Err(Discontinuity(
+                "the WAL no longer holds the last captured frame".into(),
+            )));
+        }
+    }
+    let identity = || FileIdentity::of(db_path).ok();
+    let followed = follow(capture, consumed, records, wal, saved.closed_clean.clone(), &identity)?;
+    if let Err(Discontinuity(reason)) = &followed {
+        capture.skip_to_end(wal)?;
+        if saved.closed_clean.is_some() && saved.wal.is_none() {
+            return Ok(Err(Discontinuity(format!(
+                "the database changed while it was not open through the litestream VFS ({reason})"
+            ))));
+        }
+    }
+    Ok(followed)
+}
+
+/// A header standing for a generation that ended: only its salts are ever looked at.
+fn placeholder_header(position: &WalPosition) -> crate::wal::WalHeader {
+    crate::wal::WalHeader {
+        big_endian: false,
+        page_size: position.page_size.max(512),
+        checkpoint_seq: 0,
+        salt1: position.salt1,
+        salt2: position.salt2,
+        checksum: (0, 0),
+    }
+}
+
+fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::WalHeader>> {
+    let mut raw = [0u8; crate::wal::HEADER_SIZE];
+    if !wal.read_exact_at(0, &mut raw)? {
+        return Ok(None);
+    }
+    Ok(crate::wal::WalHeader::parse(&raw).ok())
+}
+
+fn replica_max_txid(store: &dyn ReplicaStore) -> Result<Option<u64>, crate::storage::Error> {
+    let mut max = None;
+    for level in ALL_LEVELS {
+        let files = block_on(store.list(level))?;
+        max = max.max(files.iter().map(|f| f.max_txid).max());
+    }
+    Ok(max)
+}
+
+/// Node id in the header of the level-0 file ending at `max`.
+fn latest_node_id(store: &dyn ReplicaStore, max: u64) -> Option<u64> {
+    let files = block_on(store.list(0)).ok()?;
+    let file = files.iter().find(|f| f.max_txid == max)?;
+    let head = block_on(store.get_range(0, file.min_txid, file.max_txid, 0..100)).ok()?;
+    crate::ltx::Header::decode(&head).ok().map(|h| h.node_id)
+}
+
+fn new_node_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        bytes = (now_ms() as u64 ^ std::process::id() as u64).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes) | 1
+}

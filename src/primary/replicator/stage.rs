@@ -1,0 +1,204 @@
+//! Staging: the queue of captured commits, or a snapshot, as one LTX file in the
+//! staging directory, fsynced, with the state a restart resumes from.
+
+use super::*;
+
+impl Primary {
+    /// Takes the pending snapshot if any, then stages the queue as one LTX file.
+    pub(super) fn stage_pending(&self) -> Result<(), StageError> {
+        if self.lock().snapshot_needed.is_some() {
+            // A snapshot staged while the store is down and staging is over its
+            // limit would be followed by another and another: wait for uploads first.
+            let staged = self.staging.total_bytes().map_err(|e| e.to_string())?;
+            if staged > self.config.max_staging_bytes {
+                return Ok(());
+            }
+            self.take_snapshot()?;
+        }
+        let batch = {
+            let mut shared = self.lock();
+            if shared.queue.is_empty() {
+                return Ok(());
+            }
+            let staged = self.staging.total_bytes().map_err(|e| e.to_string())?;
+            if staged > self.config.max_staging_bytes {
+                // The store has been unreachable for long: stop keeping history, and
+                // re-seed the replica with a snapshot once it is back.
+                let dropped = std::mem::take(&mut shared.queue);
+                let count = dropped.commits();
+                shared.recycle(dropped);
+                shared.next_txid = shared.staged_txid + 1;
+                let reason = format!(
+                    "staging is full ({staged} bytes, limit {}); {count} commits will be covered by a snapshot",
+                    self.config.max_staging_bytes
+                );
+                shared.require_snapshot(reason.clone());
+                return Err(reason.into());
+            }
+            // The whole queue goes: capture's position now is right after its last
+            // commit, including generations it ended or began since (`follow.rs`).
+            let at_cut = (shared.capture.position(), shared.handoff_consumed);
+            (std::mem::take(&mut shared.queue), at_cut)
+        };
+        let (batch, (position_at_cut, consumed_at_cut)) = batch;
+        let staged = batch
+            .encode(self.node_id, self.compression())
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                self.staging
+                    .stage(batch.min_txid(), batch.max_txid(), &bytes)
+                    .map_err(|e| format!("writing {}: {e}", self.config.staging_dir.display()))
+            });
+        let mut shared = self.lock();
+        match staged {
+            Ok(_) => {
+                shared.staged_txid = batch.max_txid();
+                let state = SavedState {
+                    node_id: self.node_id,
+                    txid: batch.max_txid(),
+                    wal: if shared.snapshot_needed.is_some() {
+                        None
+                    } else {
+                        position_at_cut.map(Into::into)
+                    },
+                    closed_clean: None,
+                    handoff_seq: consumed_at_cut,
+                };
+                shared.recycle(batch);
+                self.persist(&state).map_err(|e| format!("saving state: {e}"))?;
+                self.progress.notify_all();
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the commits in memory and try again next round.
+                let Shared { queue, capture, .. } = &mut *shared;
+                queue.absorb_older(batch, &mut |page| capture.recycle(page));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A full image of the database as the next TXID, staged like any batch.
+    pub(super) fn take_snapshot(&self) -> Result<(), StageError> {
+        let tmp = self.config.staging_dir.join(SNAPSHOT_TMP);
+        remove_snapshot_leftovers(&self.config.staging_dir);
+        let mut assigned: Option<(u64, Batch)> = None;
+        let mut snapshot_position: Option<WalPosition> = None;
+        let mut snapshot_consumed = 0;
+        let mut at_lock = || {
+            let mut shared = self.lock();
+            let before = std::mem::take(&mut shared.queue);
+            let txid = shared.next_txid;
+            shared.next_txid += 1;
+            shared.snapshot_needed = None;
+            shared.last_snapshot_txid = txid;
+            if let Ok(mut wal) = WalFile::open(&self.db_path) {
+                if let Err(e) = shared.capture.skip_to_end(&mut wal) {
+                    tracing::warn!("reading the WAL for a snapshot: {e}");
+                }
+            }
+            // Every record so far is older than the state the snapshot copies.
+            shared.handoff_consumed = self.records.last_seq().unwrap_or(shared.handoff_consumed);
+            snapshot_position = shared.capture.position();
+            snapshot_consumed = shared.handoff_consumed;
+            assigned = Some((txid, before));
+        };
+        self.set_snapshot_locking(true);
+        let released = || self.set_snapshot_locking(false);
+        let result = self.snapshotter.snapshot(&self.db_path, &tmp, &mut at_lock, &released);
+        self.set_snapshot_locking(false);
+        let Some((txid, before)) = assigned else {
+            return Err(match result {
+                Err(SnapshotError::WriterBusy) => StageError::SnapshotWaiting,
+                Err(SnapshotError::Failed(e)) => StageError::Failed(format!("snapshot failed before it started: {e}")),
+                Ok(()) => StageError::Failed("snapshot failed before it started".into()),
+            });
+        };
+        let result = result.map_err(|e| match e {
+            SnapshotError::WriterBusy => "the write lock was lost during the snapshot".to_string(),
+            SnapshotError::Failed(e) => e,
+        });
+        let min_txid = if txid == 1 { 1 } else { txid };
+        let encoded = result.and_then(|()| self.encode_copy(&tmp, min_txid, txid));
+        remove_snapshot_leftovers(&self.config.staging_dir);
+        // Commits captured before the snapshot point are staged first, in order.
+        if !before.is_empty() {
+            let bytes = before
+                .encode(self.node_id, self.compression())
+                .map_err(|e| e.to_string())?;
+            self.staging
+                .stage(before.min_txid(), before.max_txid(), &bytes)
+                .map_err(|e| e.to_string())?;
+            self.lock().recycle(before);
+        }
+        let bytes = match encoded {
+            Ok(b) => b,
+            Err(e) => {
+                let mut shared = self.lock();
+                shared.require_snapshot(format!("previous snapshot attempt failed: {e}"));
+                shared.next_txid = txid; // nothing took this TXID
+                shared.staged_txid = txid - 1;
+                return Err(format!("snapshot: {e}").into());
+            }
+        };
+        self.staging
+            .stage(if txid == 1 { 1 } else { txid }, txid, &bytes)
+            .map_err(|e| format!("staging snapshot: {e}"))?;
+        let mut shared = self.lock();
+        shared.staged_txid = txid;
+        shared.snapshots += 1;
+        self.save_staged(&shared, txid, snapshot_position, snapshot_consumed)?;
+        tracing::info!(db = %self.db_path.display(), txid, bytes = bytes.len(), "snapshot staged");
+        Ok(())
+    }
+
+    /// Records that everything up to `txid` is staged, with the WAL position right after
+    /// it. Not the capture's current position: commits captured since (queued, not
+    /// staged) would be skipped by a restart that resumed from there.
+    pub(super) fn save_staged(
+        &self,
+        shared: &Shared,
+        txid: u64,
+        position: Option<WalPosition>,
+        handoff_seq: u64,
+    ) -> Result<(), String> {
+        let state = SavedState {
+            node_id: self.node_id,
+            txid,
+            wal: if shared.snapshot_needed.is_some() {
+                None
+            } else {
+                position.map(Into::into)
+            },
+            closed_clean: None,
+            handoff_seq,
+        };
+        self.persist(&state).map_err(|e| format!("saving state: {e}"))
+    }
+
+    /// Encodes the snapshot copy at `tmp` as one LTX file holding every page.
+    pub(super) fn encode_copy(&self, tmp: &Path, min_txid: u64, max_txid: u64) -> Result<Vec<u8>, String> {
+        let file = fs::File::open(tmp).map_err(|e| e.to_string())?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let mut header = [0u8; 100];
+        let page_size = if len >= 100 {
+            file.read_exact_at(&mut header, 0).map_err(|e| e.to_string())?;
+            match u16::from_be_bytes([header[16], header[17]]) {
+                1 => 65536,
+                n => n as u32,
+            }
+        } else {
+            4096
+        };
+        let commit = (len / page_size as u64) as u32;
+        encode_full(
+            page_size,
+            commit,
+            min_txid,
+            max_txid,
+            self.node_id,
+            self.compression(),
+            |pgno, buf| file.read_exact_at(buf, (pgno as u64 - 1) * page_size as u64),
+        )
+    }
+}

@@ -1,0 +1,92 @@
+//! Waiting for uploads (`litestream_sync()`, `sync=commit`) and closing.
+
+use super::*;
+
+impl Primary {
+    /// Blocks until every commit up to `txid` is in object storage, or `timeout`.
+    pub fn sync(&self, txid: u64, timeout: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + timeout;
+        let mut target = txid;
+        let mut shared = self.lock();
+        // Commits dropped while a snapshot is pending are only stored once that
+        // snapshot is: its TXID becomes part of the target.
+        let start_epoch = shared.snapshot_epoch;
+        let pending_at_start = shared.snapshot_needed.is_some();
+        loop {
+            if let Some(fatal) = &shared.fatal {
+                return Err(fatal.clone());
+            }
+            let snapshot_involved = pending_at_start || shared.snapshot_epoch != start_epoch;
+            if snapshot_involved && shared.snapshot_needed.is_none() {
+                target = target.max(shared.last_snapshot_txid);
+            }
+            if shared.uploaded_txid >= target && !(snapshot_involved && shared.snapshot_needed.is_some()) {
+                return Ok(shared.uploaded_txid);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = shared
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "upload still in progress".into());
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for TXID {target} (uploaded: {}): {why}",
+                    shared.uploaded_txid
+                ));
+            }
+            shared.sync_requested = true;
+            self.wake.notify_all();
+            shared = self
+                .progress
+                .wait_timeout(shared, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Everything captured so far, then waits for it to be uploaded.
+    pub fn sync_all(&self, timeout: Duration) -> Result<u64, String> {
+        let target = self.txid();
+        self.sync(target, timeout)
+    }
+
+    /// Last connection closed: stage what is left, try to upload it, record a clean
+    /// close if SQLite checkpointed the WAL away, stop the worker.
+    pub fn close(&self) {
+        {
+            let mut shared = self.lock();
+            shared.closing = true;
+            shared.sync_requested = true;
+            self.wake.notify_all();
+        }
+        self.compaction_wake.notify_all();
+        if let Some(handle) = self.compactor.lock().expect("compactor lock").take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.worker.lock().expect("worker lock").take() {
+            let _ = handle.join();
+        }
+        // Everything captured is staged: save where capture stands, so the next process
+        // to replicate resumes from here. A clean close is claimed when this process
+        // deleted the WAL itself (its last connection checkpointed it): the WAL being
+        // gone proves nothing, another process may have truncated it. It is also
+        // claimed when no WAL generation began since a snapshot that found the WAL
+        // empty (a connection that never wrote leaves an empty WAL behind, as plain
+        // SQLite does when the WAL was never opened by the last connection): then the
+        // database file alone holds everything staged, and its identity is the
+        // position a restart checks. A generation begun by another process since is a
+        // start record this process has not consumed, which a restart follows.
+        let shared = self.lock();
+        if shared.queue.is_empty() && shared.snapshot_needed.is_none() {
+            let closed_clean = shared.own_wal_deletion.clone().or_else(|| {
+                if shared.capture.position().is_some() {
+                    return None;
+                }
+                FileIdentity::of(&self.db_path).ok()
+            });
+            if let Err(e) = self.save_state(&shared, closed_clean) {
+                tracing::error!("saving replication state at close: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Other processes and connections at the edges of replication (issue 14): commits of
+//! a process that does not replicate must reach the replica however the WAL they were
+//! in goes away, and what SQLite lets an application do to a replicated database must
+//! either work or fail with a message.
+
+mod harness;
+
+use harness::shell::LiveShell;
+use harness::*;
+use serde_json::Value;
+use std::path::Path;
+
+/// Long enough that the replicating process never catches up on its own between the
+/// steps of a test: only the hand-off records can bring it the followers' commits.
+const SLOW: &str = "sync_interval=5s";
+
+fn open_cmd(db: &Path, url: &str, params: &str) -> String {
+    format!(".open file:{}?vfs=litestream&replica={url}&{params}", db.display())
+}
+
+fn status(shell: &mut LiveShell) -> Value {
+    let text = shell.run("SELECT litestream_status();");
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("status {text:?}: {e}"))
+}
+
+fn restore_equals_primary(dir: &Path, url: &str, db: &Path) {
+    let restored = dir.join("restored.db");
+    let _ = std::fs::remove_file(&restored);
+    litestream_restore(url, &restored, &[]).unwrap();
+    assert_eq!(integrity(&restored), "ok");
+    assert_eq!(dump(&restored), dump(db), "the replica lacks commits the primary has");
+}
+
+#[test]
+fn a_followers_commits_reach_the_replica_when_it_truncates_the_wal_before_they_were_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, SLOW));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, SLOW));
+    assert_eq!(status(&mut b)["role"], "follower");
+    b.run("INSERT INTO t(v) VALUES ('b1'); INSERT INTO t(v) VALUES ('b2'); PRAGMA wal_checkpoint(TRUNCATE);");
+    assert_eq!(std::fs::metadata(dir.path().join("app.db-wal")).unwrap().len(), 0);
+    a.run("INSERT INTO t(v) VALUES ('a1'); SELECT litestream_sync();");
+    let s = status(&mut a);
+    assert_eq!(s["snapshots"], 1, "continued without a snapshot: {s}");
+    drop(b);
+    drop(a);
+    restore_equals_primary(dir.path(), &url, &db);
+}
+
+#[test]
+fn a_followers_commits_reach_the_replica_when_the_replicating_process_closes_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, SLOW));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, SLOW));
+    b.run("INSERT INTO t(v) VALUES ('b1'); INSERT INTO t(v) VALUES ('b2');");
+    drop(b);
+    // A closes last at once: SQLite checkpoints and deletes the WAL before A's next
+    // catch-up could have read B's commits.
+    drop(a);
+    assert!(
+        !dir.path().join("app.db-wal").exists(),
+        "the last close deleted the WAL"
+    );
+    let mut c = LiveShell::start(dir.path(), "c", &open_cmd(&db, &url, SLOW));
+    c.run("SELECT litestream_sync();");
+    assert_eq!(status(&mut c)["snapshots"], 0, "continued without a snapshot");
+    drop(c);
+    restore_equals_primary(dir.path(), &url, &db);
+}
+
+#[test]
+fn the_replicating_process_captures_its_own_commit_after_another_process_restarted_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, SLOW));
+    let base: u64 = a
+        .run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();")
+        .trim()
+        .parse()
+        .unwrap();
+    for i in 0..30 {
+        a.run(&format!("INSERT INTO t(v) VALUES ('a{i}');"));
+    }
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, SLOW));
+    // B checkpoints everything and restarts the WAL with one commit: A's next frame
+    // lands at an offset A's capture had already passed in the old generation.
+    b.run("PRAGMA wal_checkpoint(RESTART); INSERT INTO t(v) VALUES ('b');");
+    a.run("INSERT INTO t(v) VALUES ('after the restart');");
+    let synced: u64 = a.run("SELECT litestream_sync();").trim().parse().unwrap();
+    assert_eq!(synced, base + 32, "every commit has a TXID of its own");
+    assert_eq!(status(&mut a)["snapshots"], 1, "continued without a snapshot");
+    drop(b);
+    drop(a);
+    restore_equals_primary(dir.path(), &url, &db);
+}
+
+#[test]
+fn a_followers_sync_covers_its_commits_across_wal_restarts_with_random_salts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, "sync_interval=200ms"));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    for round in 0..6 {
+        // A fresh connection of B begins the WAL again with random salts (SQLite does
+        // that for a connection that has not checkpointed yet).
+        let mut b = LiveShell::start(
+            dir.path(),
+            &format!("b{round}"),
+            &open_cmd(&db, &url, "sync_interval=200ms"),
+        );
+        b.run(&format!(
+            "INSERT INTO t(v) VALUES ('b{round}'); PRAGMA wal_checkpoint(TRUNCATE); INSERT INTO t(v) VALUES ('b{round}+');"
+        ));
+        let synced: u64 = b.run("SELECT litestream_sync(20000);").trim().parse().unwrap();
+        let at = dir.path().join(format!("at{round}.db"));
+        litestream_restore(&url, &at, &["-txid", &format!("{synced:016x}")]).unwrap();
+        let rows = plain_sqlite(&at, &format!("SELECT count(*) FROM t WHERE v = 'b{round}+'"));
+        assert_eq!(
+            rows.trim(),
+            "1",
+            "round {round}: TXID {synced} returned by B's sync lacks B's commit"
+        );
+    }
+}
+
+#[test]
+fn exclusive_locking_mode_is_refused_on_a_replicated_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, out, stderr) = sqlite_output(&format!(
+        "{}\nCREATE TABLE t(x);\nPRAGMA locking_mode=EXCLUSIVE;\nPRAGMA locking_mode=NORMAL;\nINSERT INTO t VALUES (1);\nSELECT litestream_sync() > 0;\n",
+        open_cmd(&dir.path().join("app.db"), &format!("file://{}/replica", dir.path().display()), "")
+    ));
+    assert!(
+        stderr.contains("refusing PRAGMA locking_mode=EXCLUSIVE"),
+        "the pragma fails with a message: {stderr}"
+    );
+    assert!(out.lines().any(|l| l == "1"), "replication goes on: {out}{stderr}");
+}
+
+#[test]
+fn a_sync_commit_that_times_out_shows_in_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::create_dir(dir.path().join("replica.real")).unwrap();
+    std::fs::write(dir.path().join("blocker"), b"not a directory").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("replica.real"), dir.path().join("replica")).unwrap();
+    let (_, out, stderr) = sqlite_output(&format!(
+        "\
+.open file:{d}/app.db?vfs=litestream&replica=file://{d}/replica&sync=commit&sync_timeout=300ms&sync_interval=50ms
+CREATE TABLE t(x);
+SELECT 'before', litestream_status() ->> '$.sync_commit_timeouts';
+.shell ln -s {d}/blocker {d}/swap && mv -T {d}/swap {d}/replica
+INSERT INTO t VALUES (1);
+SELECT 'after', litestream_status() ->> '$.sync_commit_timeouts', litestream_status() ->> '$.sync_commit_error' IS NOT NULL;"
+    ));
+    assert!(out.contains("before|0"), "{out}{stderr}");
+    assert!(
+        out.contains("after|1|1"),
+        "the missed sync is in the status: {out}{stderr}"
+    );
+}

@@ -1,0 +1,103 @@
+//! History on each store: point-in-time restores over a compacted history, and retention
+//! deleting what it no longer needs (the server's own listing agrees with ours).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use litestream_vfs::restore::{self, Listing, RestoreOptions, Target};
+use litestream_vfs::runtime::block_on;
+use litestream_vfs::storage::format_rfc3339_nano;
+
+use crate::common::s3::S3Server;
+use crate::harness::history::{self, record_command, table_hash, Point};
+use crate::{litestream_restore, with_creds, Ctx};
+
+/// Compaction every 250 ms / 1 s / 2 s, a snapshot every 4 s, 8 s of retention: a history
+/// of seconds goes through every level, several snapshots and retention passes. Level-0
+/// files stay (an hour), so that every synced TXID is a point a restore can reach exactly.
+const LADDER: &str = "l1_interval=250ms&l2_interval=1s&l3_interval=2s&snapshot_interval=4s&retention=8s\
+                      &l0_retention=1h&sync_interval=1h";
+const SECONDS: u32 = 16;
+const RESTORES: usize = 12;
+
+/// `history.py record` for `SECONDS`, with the test credentials.
+fn record(ctx: &Ctx, db: &Path, url: &str) -> Vec<Point> {
+    let uri = format!("file:{}?vfs=litestream&replica={url}&{LADDER}", db.display());
+    let mut cmd = record_command(&uri, &SECONDS.to_string(), 7);
+    let points = history::record(with_creds(&mut cmd));
+    assert!(
+        points.len() > 40,
+        "{}: {} sync points\n{}",
+        ctx.s3.name(),
+        points.len(),
+        ctx.log()
+    );
+    points
+}
+
+/// Restores to random synced points (by TXID and by time, ours and `litestream restore`
+/// 0.5.17's) match the primary at that point; retention deleted the oldest files, and
+/// the server lists exactly the files our listing has.
+pub fn point_in_time_restores_and_retention(s3: &dyn S3Server) {
+    let ctx = Ctx::new(s3, "history");
+    let db = ctx.path("app.db");
+    let url = ctx.url("app");
+    let history = record(&ctx, &db, &url);
+
+    let store = ctx.store("app");
+    let listing = block_on(Listing::fetch(store.as_ref())).unwrap();
+    let ours: usize = listing.snapshots.len() + listing.incremental.iter().map(Vec::len).sum::<usize>();
+    let server = ctx.keys("app/").len();
+    assert_eq!(ours, server, "{}: our listing and the server's disagree", s3.name());
+    assert!(listing.snapshots.len() >= 2, "{}: {listing:?}", s3.name());
+    let oldest_kept = listing.snapshots.iter().map(|s| s.max_txid).min().unwrap();
+    assert!(oldest_kept > 1, "{}: retention deleted the first snapshot", s3.name());
+    let first_l1 = listing.incremental[2].first().map_or(0, |f| f.min_txid);
+    assert!(
+        first_l1 > 1,
+        "{}: retention deleted the oldest level-1 files",
+        s3.name()
+    );
+
+    let retained: Vec<&Point> = history.iter().filter(|p| p.txid >= oldest_kept).collect();
+    assert!(
+        retained.len() >= RESTORES,
+        "{}: {} retained points",
+        s3.name(),
+        retained.len()
+    );
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..RESTORES {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let point = retained[(seed % retained.len() as u64) as usize];
+        let by_time = i % 2 == 1;
+        let target = if by_time {
+            Target::Timestamp(point.ms)
+        } else {
+            Target::Txid(point.txid)
+        };
+        let out = ctx.path(&format!("restore-{i}.db"));
+        let restored = restore::restore(Arc::clone(&store), &out, target, &RestoreOptions::default())
+            .unwrap_or_else(|e| panic!("{}: restore to {target:?}: {e}", s3.name()));
+        assert_eq!(restored.position.txid, point.txid, "{}: {target:?}", s3.name());
+        assert_eq!(table_hash(&out), point.hash, "{}: restore to {target:?}", s3.name());
+        if i % 3 == 0 {
+            // Litestream keeps files created strictly before the time, at a finer resolution
+            // than milliseconds: one more millisecond is still before the next write.
+            let flag = match by_time {
+                true => ["-timestamp".to_string(), format_rfc3339_nano(point.ms + 1)],
+                false => ["-txid".to_string(), format!("{:016x}", point.txid)],
+            };
+            let theirs = ctx.path(&format!("litestream-{i}.db"));
+            litestream_restore(&url, &theirs, &[&flag[0], &flag[1]]);
+            assert_eq!(
+                table_hash(&theirs),
+                point.hash,
+                "{}: litestream restore {flag:?}",
+                s3.name()
+            );
+        }
+    }
+}

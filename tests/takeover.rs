@@ -1,0 +1,166 @@
+//! Replication belongs to the database, not to a process: when the replicating process
+//! dies or closes, a process that still has the database open takes over, and nothing
+//! it had captured, nor anything committed after, is lost (issue 16).
+
+mod harness;
+
+use harness::shell::LiveShell;
+use harness::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const INTERVAL_MS: u64 = 1000;
+
+fn open_cmd(db: &Path, url: &str) -> String {
+    format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval={INTERVAL_MS}ms",
+        db.display()
+    )
+}
+
+fn status(shell: &mut LiveShell) -> Value {
+    let text = shell.run("SELECT litestream_status();");
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("status {text:?}: {e}"))
+}
+
+/// Newest TXID in the `file://` replica's level 0.
+fn replica_txid(replica: &Path) -> u64 {
+    level0_ranges(replica).last().map_or(0, |r| r.1)
+}
+
+/// Waits until the replica holds `txid`; returns how long that took.
+fn wait_for_txid(replica: &Path, txid: u64, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while replica_txid(replica) < txid {
+        assert!(
+            start.elapsed() < limit,
+            "the replica stayed at TXID {} (waiting for {txid}) for {limit:?}",
+            replica_txid(replica)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+fn count(db: &Path) -> String {
+    plain_sqlite(db, "SELECT count(*) FROM t").trim().to_string()
+}
+
+#[test]
+fn a_follower_takes_over_when_the_replicating_process_is_killed_and_uploads_what_it_captured() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
+    assert_eq!(status(&mut b)["role"], "follower");
+    assert_eq!(status(&mut b)["replicated_by_pid"], a.pid());
+    // A captures commits nobody writes after, and dies before uploading them.
+    let captured: u64 = a
+        .run("INSERT INTO t(v) VALUES ('a1'); INSERT INTO t(v) VALUES ('a2'); SELECT litestream_txid();")
+        .trim()
+        .parse()
+        .unwrap();
+    a.kill();
+    let took = wait_for_txid(&replica, captured, Duration::from_millis(2 * INTERVAL_MS + 1000));
+    let s = status(&mut b);
+    assert_eq!(s["role"], "primary", "{s}");
+    assert_eq!(s["pid"], b.pid());
+    // The survivor's own commits are replicated from then on.
+    let synced: u64 = b
+        .run("INSERT INTO t(v) VALUES ('b1'); SELECT litestream_sync();")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(synced > captured);
+    drop(b);
+    assert_contiguous(&level0_ranges(&replica));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(count(&restored), "3");
+    assert_eq!(dump(&restored), dump(&db));
+    println!(
+        "takeover: {} ms from the kill to the dead process's commits stored",
+        took.as_millis()
+    );
+}
+
+#[test]
+fn a_clean_close_hands_replication_over_within_one_sync_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
+    assert_eq!(status(&mut b)["role"], "follower");
+    let closed = Instant::now();
+    drop(a); // .quit: the last connection of A closes
+    let mut handed_over = None;
+    while closed.elapsed() < Duration::from_millis(3 * INTERVAL_MS) {
+        if status(&mut b)["role"] == "primary" {
+            handed_over = Some(closed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let handed_over = handed_over.expect("B became the replicating process");
+    assert!(
+        handed_over <= Duration::from_millis(INTERVAL_MS),
+        "hand-over took {handed_over:?}"
+    );
+    let synced: u64 = b
+        .run("INSERT INTO t(v) VALUES ('b'); SELECT litestream_sync();")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(synced >= 2);
+    println!("hand-over after a clean close: {} ms", handed_over.as_millis());
+}
+
+#[test]
+fn a_stopped_replicator_keeps_its_role_and_followers_see_their_commits_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
+    let mut c = LiveShell::start(dir.path(), "c", &open_cmd(&db, &url));
+    a.signal(libc::SIGSTOP);
+    for i in 0..20 {
+        b.run(&format!("INSERT INTO t(v) VALUES ('b{i}');"));
+        c.run(&format!("INSERT INTO t(v) VALUES ('c{i}');"));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // Three sync intervals later nobody took over: A still holds the lock.
+    for shell in [&mut b, &mut c] {
+        let s = status(shell);
+        assert_eq!(s["role"], "follower", "{s}");
+        assert_eq!(s["replicated_by_pid"], a.pid(), "{s}");
+        assert!(
+            s["unstored_seconds"].as_f64().unwrap() > 0.0,
+            "the wait shows in the status: {s}"
+        );
+    }
+    let before = replica_txid(&replica);
+    a.signal(libc::SIGCONT);
+    let synced: u64 = b.run("SELECT litestream_sync(20000);").trim().parse().unwrap();
+    assert!(
+        synced >= before + 40,
+        "everything committed meanwhile is stored: {synced} vs {before}"
+    );
+    drop(c);
+    drop(b);
+    drop(a);
+    assert_contiguous(&level0_ranges(&replica));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(count(&restored), "40");
+    assert_eq!(dump(&restored), dump(&db));
+}
