@@ -412,6 +412,9 @@ impl ReplicaStore for ObjectReplica {
             mode: PutMode::Create,
             ..Default::default()
         };
+        // The fencing probe's markers are often a new replica's first objects: the
+        // directory object_store would create for them must get the database's bits.
+        self.prepare_dirs(&key).await?;
         self.store
             .put_opts(&key, data.into(), opts)
             .await
