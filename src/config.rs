@@ -57,6 +57,9 @@ pub struct Config {
     /// (staging, snapshots, `file://` replica files): the database file's own, set by
     /// [`Config::set_file_modes`] once the database is known.
     pub file_modes: FileModes,
+    /// Where the process serves Prometheus metrics (`/metrics`); `None` = nowhere. One
+    /// listener per process: the first database opened with an address starts it.
+    pub metrics_addr: Option<String>,
     /// Primary: replicate even to a store found not to honour conditional creates
     /// (`fencing=off`), where a second primary on the replica would go unnoticed.
     pub allow_unfenced: bool,
@@ -125,6 +128,7 @@ const OUR_PARAMS: &[&str] = &[
     "snapshot_interval",
     "retention",
     "l0_retention",
+    "metrics_addr",
 ];
 
 impl Config {
@@ -268,7 +272,12 @@ impl Config {
             Some("0") | Some("off") => None,
             Some(other) => return Err(format!("compaction must be on or off, not '{other}'")),
         };
+        let metrics_addr = get("metrics_addr", "LITESTREAM_METRICS_ADDR");
+        if let Some(addr) = &metrics_addr {
+            crate::metrics::parse_addr(addr)?;
+        }
         Ok(Config {
+            metrics_addr,
             compaction,
             role,
             replica_url,
@@ -448,6 +457,10 @@ mod tests {
             (
                 &[("replica", "memory://x"), ("l1_interval", "10m")],
                 "intervals must grow",
+            ),
+            (
+                &[("replica", "memory://x"), ("metrics_addr", "localhost")],
+                "metrics_addr 'localhost'",
             ),
         ];
         for (given, expected) in cases {

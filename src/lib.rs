@@ -9,6 +9,7 @@ pub mod config;
 pub mod file_modes;
 pub mod logging;
 pub mod ltx;
+pub mod metrics;
 pub mod primary;
 pub mod replica;
 pub mod restore;

@@ -104,6 +104,13 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         call: status,
     },
     SqlFunction {
+        name: "litestream_metrics",
+        n_args: 0,
+        deterministic: false,
+        schema_arg: None,
+        call: metrics,
+    },
+    SqlFunction {
         name: "litestream_lag",
         n_args: 0,
         deterministic: false,
@@ -292,6 +299,12 @@ fn restore(_ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     };
     let restored = crate::restore::restore(store, std::path::Path::new(&path), target, &options)?;
     Ok(SqlValue::Integer(restored.position.txid as i64))
+}
+
+/// `litestream_metrics()`: Prometheus text for every database the process has open
+/// (primaries and read replicas) and its store operations, whatever the connection.
+fn metrics(_: &Ctx, _args: &[SqlValue]) -> SqlResult {
+    Ok(SqlValue::Text(crate::metrics::render()))
 }
 
 fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {

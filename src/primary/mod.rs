@@ -14,6 +14,7 @@ mod replicator;
 mod reseed;
 pub mod staging;
 pub mod state;
+mod sync_stats;
 pub mod wal_file;
 
 pub use replicator::{Primary, ShmWal, SnapshotError, Snapshotter};

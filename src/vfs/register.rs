@@ -190,6 +190,9 @@ unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result
         return Ok(pass_through(path, &other));
     }
     let mut config = Config::from_params(path, &params, &|key| std::env::var(key).ok())?;
+    if let Some(addr) = &config.metrics_addr {
+        crate::metrics::serve(addr)?;
+    }
     if config.role == Role::Replica {
         let replica_config = ReplicaConfig {
             url: config.replica_url.clone(),

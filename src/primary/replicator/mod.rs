@@ -18,6 +18,7 @@ use super::follower::{self, Uploaded};
 use super::handoff::{HandoffDir, Record};
 use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
+use super::sync_stats::SyncStats;
 use super::wal_file::WalFile;
 use crate::config::{Config, SyncMode};
 use crate::ltx::Compression;
@@ -201,6 +202,8 @@ pub struct Primary {
     compactor: Mutex<Option<JoinHandle<()>>>,
     /// Wakes the compaction thread when closing.
     compaction_wake: Condvar,
+    /// Rounds of the worker, their time and failures (`litestream_sync_*` metrics).
+    sync_stats: SyncStats,
 }
 
 impl Primary {
@@ -261,6 +264,7 @@ impl Primary {
             "refusing_writes": s.fatal.is_some(),
             "fencing": self.fencing.as_str(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
+            "sync": self.sync_stats.json(),
         })
     }
 
@@ -293,6 +297,7 @@ impl Primary {
 
     fn record_error(&self, message: String) {
         tracing::warn!(db = %self.db_path.display(), "{message}");
+        self.sync_stats.failed();
         self.lock().last_error = Some(message);
         self.progress.notify_all();
     }

@@ -214,6 +214,7 @@ impl Primary {
             level_cache,
             compactor: Mutex::new(None),
             compaction_wake: Condvar::new(),
+            sync_stats: SyncStats::default(),
         });
         // The state file names our node id from the first open on. Commits resumed from
         // the WAL are queued, not staged: the saved position stays where they start.
