@@ -2,6 +2,7 @@
 //! variables, then defaults. Anything unknown or malformed is an error at open: a
 //! typo must never leave a database silently unreplicated.
 
+use crate::file_modes::FileModes;
 use crate::ltx::crypto::Encryption;
 use crate::storage::StoreOptions;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,10 @@ pub struct Config {
     pub hydrate: Option<PathBuf>,
     /// Primary: the compaction ladder, snapshots and retention; `None` = off.
     pub compaction: Option<CompactionConfig>,
+    /// Primary: permissions of the files and directories created for the database
+    /// (staging, snapshots, `file://` replica files): the database file's own, set by
+    /// [`Config::set_file_modes`] once the database is known.
+    pub file_modes: FileModes,
     /// Where the process serves Prometheus metrics (`/metrics`); `None` = nowhere. One
     /// listener per process: the first database opened with an address starts it.
     pub metrics_addr: Option<String>,
@@ -303,7 +308,15 @@ impl Config {
             poll_interval,
             cache_size,
             hydrate: get("hydrate", "LITESTREAM_HYDRATE").map(PathBuf::from),
+            file_modes: FileModes::default(),
         })
+    }
+
+    /// Gives everything created for the database these permissions: staging and state
+    /// files, and the files of a `file://` replica.
+    pub fn set_file_modes(&mut self, modes: FileModes) {
+        self.file_modes = modes;
+        self.store_options.file_modes = Some(modes);
     }
 
     /// What names the replica location for the once-per-process fencing check: the URL

@@ -6,6 +6,7 @@
 //! point is [`sqlite3_litestreamvfs_init`].
 
 pub mod config;
+pub mod file_modes;
 pub mod keys;
 pub mod logging;
 pub mod ltx;

@@ -13,6 +13,7 @@
 //! a level-1 file covers them, so old points are restorable at level-1 granularity.
 
 use crate::config::CompactionConfig;
+use crate::file_modes::FileModes;
 use crate::ltx::crypto::{Encryption, PrivateKey};
 use crate::ltx::{compact_with, format_name, parse_name, Encoding};
 use crate::runtime::block_on;
@@ -30,14 +31,18 @@ pub const SNAPSHOT_LEVEL: u8 = 9;
 /// them: `<staging>/levels/<level>/<name>`.
 pub struct LevelCache {
     dir: PathBuf,
+    /// The database's permissions: cached files hold its pages.
+    modes: FileModes,
 }
 
 impl LevelCache {
-    pub fn open(staging_dir: &Path) -> io::Result<LevelCache> {
+    pub fn open(staging_dir: &Path, modes: FileModes) -> io::Result<LevelCache> {
         let dir = staging_dir.join("levels");
+        modes.create_dir_all(staging_dir)?;
+        modes.own_dir(&dir)?;
         for level in 0..3u8 {
             let d = dir.join(level.to_string());
-            fs::create_dir_all(&d)?;
+            modes.own_dir(&d)?;
             for entry in fs::read_dir(&d)? {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == "tmp") {
@@ -45,7 +50,7 @@ impl LevelCache {
                 }
             }
         }
-        Ok(LevelCache { dir })
+        Ok(LevelCache { dir, modes })
     }
 
     fn path(&self, level: u8, min_txid: u64, max_txid: u64) -> PathBuf {
@@ -63,7 +68,7 @@ impl LevelCache {
     pub fn write(&self, level: u8, min_txid: u64, max_txid: u64, bytes: &[u8]) -> io::Result<()> {
         let path = self.path(level, min_txid, max_txid);
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes)?;
+        self.modes.write_file(&tmp, bytes)?;
         fs::rename(&tmp, &path)
     }
 
@@ -469,7 +474,7 @@ mod tests {
     fn compactor(name: &str, dir: &Path, config: CompactionConfig) -> Compactor {
         Compactor {
             store: open_store(&format!("memory://{name}"), &Default::default()).unwrap(),
-            cache: LevelCache::open(dir).unwrap(),
+            cache: LevelCache::open(dir, FileModes::NewDatabase).unwrap(),
             config,
             encoding: Compression::Lz4.into(),
             encryption: None,
@@ -487,6 +492,17 @@ mod tests {
             .iter()
             .map(|f| (f.min_txid, f.max_txid))
             .collect()
+    }
+
+    #[test]
+    fn cached_files_and_level_directories_are_no_more_open_than_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LevelCache::open(dir.path(), FileModes::bits(0o600)).unwrap();
+        cache.write(1, 1, 4, b"ltx").unwrap();
+        let mode = |p: PathBuf| crate::file_modes::permission_bits(&p).unwrap();
+        assert_eq!(mode(dir.path().join("levels")), 0o700);
+        assert_eq!(mode(dir.path().join("levels/1")), 0o700);
+        assert_eq!(mode(cache.path(1, 1, 4)), 0o600);
     }
 
     #[test]

@@ -590,7 +590,8 @@ impl Replica {
                 }
                 Arc::clone(&g.current)
             };
-            if h.txid() != state.txid {
+            // `take`: the file may be another process's; hydrate once it is ours.
+            if h.txid() != state.txid && h.take() {
                 let stop = || self.lock().stop;
                 let started = Instant::now();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -115,3 +115,10 @@ pub fn statuses() -> Vec<serde_json::Value> {
 pub fn is_replica_path(path: &Path) -> bool {
     lock(&PATHS).as_ref().is_some_and(|paths| paths.contains_key(path))
 }
+
+/// A database other than `path` open as a replica in this process, if any.
+pub fn other_path(path: &Path) -> Option<PathBuf> {
+    lock(&PATHS)
+        .as_ref()
+        .and_then(|paths| paths.keys().find(|p| p.as_path() != path).cloned())
+}

@@ -6,6 +6,7 @@ use super::download::RemoteReader;
 use super::plan::{plan, plan_up_to, resolve_timestamp, Listing};
 use super::progress::{register, RestoreProgress};
 use super::write::PageWriter;
+use crate::file_modes::FileModes;
 use crate::ltx::crypto::PrivateKey;
 use crate::ltx::{DbChecksum, DecodedPages, Merge, Position};
 use crate::runtime::block_on;
@@ -155,7 +156,10 @@ pub fn restore(
         "restoring"
     );
     let tmp = temp_path(dest);
-    let result = write_merged(&store, &files, &tmp, options, &progress.downloaded);
+    // The temp file becomes the database: a database replaced keeps its permissions and
+    // owner, a new one gets what SQLite gives a new database.
+    let modes = FileModes::of_database(dest);
+    let result = write_merged(&store, &files, &tmp, modes, options, &progress.downloaded);
     let position = match result {
         Ok(p) => p,
         Err(e) => {
@@ -245,10 +249,11 @@ fn write_merged(
     store: &Arc<dyn ReplicaStore>,
     files: &[LtxObject],
     tmp: &Path,
+    modes: FileModes,
     options: &RestoreOptions,
     downloaded: &Arc<AtomicU64>,
 ) -> Result<Position, String> {
-    let out = Arc::new(fs::File::create(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?);
+    let out = Arc::new(modes.create_file(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?);
     let budget = Arc::new(Semaphore::new(
         (options.prefetch_bytes / options.chunk_bytes.max(1)).max(1) as usize,
     ));

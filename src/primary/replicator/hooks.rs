@@ -166,7 +166,7 @@ impl Primary {
         }
         let txid = shared.next_txid - 1;
         for request in requests {
-            follower::answer(request, txid, self.node_id);
+            follower::answer(request, self.config.file_modes, txid, self.node_id);
         }
         shared.sync_requested = true;
     }

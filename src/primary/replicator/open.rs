@@ -15,12 +15,12 @@ impl Primary {
         prepare_db: &dyn Fn(&Path) -> Result<(), String>,
     ) -> Result<Arc<Primary>, String> {
         let store = open_store(&config.replica_url, &config.store_options).map_err(|e| e.to_string())?;
-        let staging = Staging::open(&config.staging_dir)
+        let staging = Staging::open(&config.staging_dir, config.file_modes)
             .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
-        let state_file = StateFile::new(&config.staging_dir);
+        let state_file = StateFile::new(&config.staging_dir, config.file_modes);
         let level_cache = match &config.compaction {
             Some(_) => Some(
-                LevelCache::open(&config.staging_dir)
+                LevelCache::open(&config.staging_dir, config.file_modes)
                     .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?,
             ),
             None => None,
@@ -54,7 +54,7 @@ impl Primary {
         let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
 
         let mut capture = Capture::new();
-        let records = HandoffDir::new(&config.staging_dir);
+        let records = HandoffDir::new(&config.staging_dir, config.file_modes);
         let mut handoff_consumed = 0;
         let mut queue = Batch::default();
         let mut snapshot_needed = None;
@@ -258,7 +258,7 @@ impl Primary {
         if let Some(ladder) = primary.config.compaction.clone() {
             let compactor = Compactor {
                 store: Arc::clone(&primary.store),
-                cache: LevelCache::open(&primary.config.staging_dir)
+                cache: LevelCache::open(&primary.config.staging_dir, primary.config.file_modes)
                     .map_err(|e| format!("staging directory {}: {e}", primary.config.staging_dir.display()))?,
                 config: ladder,
                 encoding: primary.encoding(),

@@ -66,6 +66,7 @@ impl Primary {
         }
         follower::publish_uploaded(
             &self.config.staging_dir,
+            self.config.file_modes,
             Uploaded {
                 txid: shared.uploaded_txid,
                 node_id: self.node_id,
