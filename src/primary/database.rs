@@ -202,8 +202,15 @@ impl Database {
             return; // not a header SQLite would write; the capture path reports it
         };
         let current = read_header(live);
-        if current.is_some_and(|h| (h.salt1, h.salt2) == (next.salt1, next.salt2)) {
-            return; // the same generation's header written again
+        // The same header written again changes nothing. The same salts with another
+        // checkpoint sequence (so another checksum seed) do: SQLite takes the salts from
+        // shared memory but the sequence from the writing connection, so a writer
+        // rewriting the header of a WAL whose frames were never committed (its last
+        // writer died mid-transaction) can keep the salts and change the chain. Treated
+        // as the same generation, every later frame failed capture's checksum check and a
+        // whole generation went uncaptured (multi_process_crash under load).
+        if current.is_some_and(|h| h == next) {
+            return;
         }
         match (self.leader(), current) {
             (Some(primary), Some(_)) => primary.before_wal_destroyed(live, Some(new), None),
