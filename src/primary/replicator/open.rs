@@ -357,7 +357,7 @@ fn placeholder_header(position: &WalPosition) -> crate::wal::WalHeader {
     }
 }
 
-fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::WalHeader>> {
+pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::WalHeader>> {
     let mut raw = [0u8; crate::wal::HEADER_SIZE];
     if !wal.read_exact_at(0, &mut raw)? {
         return Ok(None);

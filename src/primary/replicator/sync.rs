@@ -94,10 +94,8 @@ impl Primary {
             return None;
         }
         let mut wal = WalFile::open(&self.db_path).ok()?;
-        let mut header = [0u8; crate::wal::HEADER_SIZE];
-        match wal.read_exact_at(0, &mut header) {
-            Ok(false) => FileIdentity::of(&self.db_path).ok(),
-            Ok(true) if crate::wal::WalHeader::parse(&header).is_err() => FileIdentity::of(&self.db_path).ok(),
+        match super::open::read_wal_header(&mut wal) {
+            Ok(None) => FileIdentity::of(&self.db_path).ok(),
             _ => None,
         }
     }
