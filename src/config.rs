@@ -2,8 +2,11 @@
 //! variables, then defaults. Anything unknown or malformed is an error at open: a
 //! typo must never leave a database silently unreplicated.
 
+use crate::file_modes::FileModes;
+use crate::ltx::crypto::Encryption;
 use crate::storage::StoreOptions;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which side of replication a connection is.
@@ -52,6 +55,16 @@ pub struct Config {
     pub hydrate: Option<PathBuf>,
     /// Primary: the compaction ladder, snapshots and retention; `None` = off.
     pub compaction: Option<CompactionConfig>,
+    /// Primary: permissions of the files and directories created for the database
+    /// (staging, snapshots, `file://` replica files): the database file's own, set by
+    /// [`Config::set_file_modes`] once the database is known.
+    pub file_modes: FileModes,
+    /// Where the process serves Prometheus metrics (`/metrics`); `None` = nowhere. One
+    /// listener per process: the first database opened with an address starts it.
+    pub metrics_addr: Option<String>,
+    /// Encryption at rest (LTX v4): the key reads the replica; a primary writes every new
+    /// file encrypted to its recipients. `None` = plaintext.
+    pub encryption: Option<Arc<Encryption>>,
     /// Primary: replicate even to a store found not to honour conditional creates
     /// (`fencing=off`), where a second primary on the replica would go unnoticed.
     pub allow_unfenced: bool,
@@ -120,6 +133,10 @@ const OUR_PARAMS: &[&str] = &[
     "snapshot_interval",
     "retention",
     "l0_retention",
+    "metrics_addr",
+    "encryption_key",
+    "encryption_key_file",
+    "encrypt_to",
 ];
 
 impl Config {
@@ -263,7 +280,18 @@ impl Config {
             Some("0") | Some("off") => None,
             Some(other) => return Err(format!("compaction must be on or off, not '{other}'")),
         };
+        let metrics_addr = get("metrics_addr", "LITESTREAM_METRICS_ADDR");
+        if let Some(addr) = &metrics_addr {
+            crate::metrics::parse_addr(addr)?;
+        }
+        let encryption = crate::keys::encryption_from(
+            get("encryption_key", "LITESTREAM_ENCRYPTION_KEY").as_deref(),
+            get("encryption_key_file", "LITESTREAM_ENCRYPTION_KEY_FILE").as_deref(),
+            get("encrypt_to", "LITESTREAM_ENCRYPT_TO").as_deref(),
+        )?;
         Ok(Config {
+            metrics_addr,
+            encryption,
             compaction,
             role,
             replica_url,
@@ -280,7 +308,15 @@ impl Config {
             poll_interval,
             cache_size,
             hydrate: get("hydrate", "LITESTREAM_HYDRATE").map(PathBuf::from),
+            file_modes: FileModes::default(),
         })
+    }
+
+    /// Gives everything created for the database these permissions: staging and state
+    /// files, and the files of a `file://` replica.
+    pub fn set_file_modes(&mut self, modes: FileModes) {
+        self.file_modes = modes;
+        self.store_options.file_modes = Some(modes);
     }
 
     /// What names the replica location for the once-per-process fencing check: the URL
@@ -435,6 +471,10 @@ mod tests {
             (
                 &[("replica", "memory://x"), ("l1_interval", "10m")],
                 "intervals must grow",
+            ),
+            (
+                &[("replica", "memory://x"), ("metrics_addr", "localhost")],
+                "metrics_addr 'localhost'",
             ),
         ];
         for (given, expected) in cases {

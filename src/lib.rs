@@ -7,8 +7,11 @@
 
 pub mod config;
 pub mod engine;
+pub mod file_modes;
+pub mod keys;
 pub mod logging;
 pub mod ltx;
+pub mod metrics;
 pub mod primary;
 pub mod replica;
 pub mod restore;

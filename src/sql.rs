@@ -104,6 +104,13 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         call: status,
     },
     SqlFunction {
+        name: "litestream_metrics",
+        n_args: 0,
+        deterministic: false,
+        schema_arg: None,
+        call: metrics,
+    },
+    SqlFunction {
         name: "litestream_lag",
         n_args: 0,
         deterministic: false,
@@ -265,7 +272,7 @@ fn set_time(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
 /// `url` into the new file `path`; `target` is 'latest' (or NULL), a TXID (integer, or 16
 /// hex digits as Litestream prints them), an RFC 3339 time or a relative one ('1 hour
 /// ago'). Returns the TXID restored. Works on any connection, replicated or not.
-fn restore(_ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
+fn restore(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     let text = |i: usize, what: &str| match args.get(i) {
         Some(SqlValue::Text(t)) => Ok(t.clone()),
         other => Err(format!("{what} must be text, not {other:?}")),
@@ -286,12 +293,29 @@ fn restore(_ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
         Some(other) => return Err(format!("the fourth argument can only be 'overwrite', not {other:?}")),
     };
     let store = crate::storage::open_store(&url, &Default::default()).map_err(|e| e.to_string())?;
+    // An encrypted replica opens with the connection's own key, else the environment's.
+    let own_key = ctx
+        .primary
+        .as_ref()
+        .and_then(|p| p.encryption_key())
+        .or_else(|| ctx.replica.as_ref().and_then(|r| r.replica.encryption_key()));
+    let key = match own_key {
+        Some(k) => Some(k),
+        None => crate::keys::key_from_env(&|k| std::env::var(k).ok())?,
+    };
     let options = crate::restore::RestoreOptions {
         overwrite,
+        key: key.map(Arc::new),
         ..Default::default()
     };
     let restored = crate::restore::restore(store, std::path::Path::new(&path), target, &options)?;
     Ok(SqlValue::Integer(restored.position.txid as i64))
+}
+
+/// `litestream_metrics()`: Prometheus text for every database the process has open
+/// (primaries and read replicas) and its store operations, whatever the connection.
+fn metrics(_: &Ctx, _args: &[SqlValue]) -> SqlResult {
+    Ok(SqlValue::Text(crate::metrics::render()))
 }
 
 fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {

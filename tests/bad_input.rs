@@ -426,9 +426,28 @@ fn page_sizes_differ_inside_the_replica() {
 /// (Before: the replica became unreadable while `litestream_sync()` reported success.)
 #[test]
 fn page_size_changed_outside_the_vfs() {
+    page_size_changed_after(&[]);
+}
+
+/// Sessions that never touch the database leave SQLite's empty `-wal` behind (only a
+/// connection that opened the WAL deletes it): each must still record the database
+/// file's identity at close, or a change made outside the VFS afterwards goes unseen.
+#[test]
+fn page_size_changed_outside_the_vfs_after_sessions_that_never_read() {
+    page_size_changed_after(&["SELECT 1;", "SELECT litestream_txid() > 0;"]);
+}
+
+fn page_size_changed_after(sessions: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_db(dir.path());
     let url = replicated(dir.path(), &db);
+    for sql in sessions {
+        let (stdout, stderr) = shell(
+            &format!(".open file:{}?vfs=litestream&replica={url}\n{sql}", db.display()),
+            &[],
+        );
+        assert_eq!(stdout.trim(), "1", "{stderr}");
+    }
     let out = Command::new("sqlite3")
         .arg(&db)
         .arg("PRAGMA journal_mode=delete; PRAGMA page_size=1024; VACUUM; PRAGMA page_size;")

@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 const LADDER: &str = "l1_interval=100ms&l2_interval=300ms&l3_interval=900ms&snapshot_interval=2s&retention=4s\
                       &l0_retention=1h&sync_interval=1h";
 
-/// Runs history.py until `kill_after`, then SIGKILL; returns the points it acknowledged.
+/// Runs history.py until `kill_after` past its first acknowledged point, then SIGKILL;
+/// returns the points it acknowledged. The clock starts at the first point, not at the
+/// spawn: on a loaded machine (CI with builds beside it) starting Python and resuming
+/// the primary took longer than the shortest kill delay, and a run killed before it
+/// acknowledged anything proves nothing.
 fn run_and_kill(uri: &str, seed: u64, kill_after: Duration) -> Vec<Point> {
     let mut child = history::record_command(uri, "3600", seed)
         .stdout(Stdio::piped())
@@ -26,13 +30,22 @@ fn run_and_kill(uri: &str, seed: u64, kill_after: Duration) -> Vec<Point> {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
+        let mut points = Vec::new();
+        for point in BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
             .filter_map(|line| history::parse_point(&line))
-            .collect::<Vec<_>>()
+        {
+            if points.is_empty() {
+                let _ = first_tx.send(());
+            }
+            points.push(point);
+        }
+        points
     });
+    let _ = first_rx.recv_timeout(Duration::from_secs(60));
     std::thread::sleep(kill_after);
     child.kill().unwrap();
     child.wait().unwrap();

@@ -23,7 +23,12 @@ struct Shell {
 
 impl Shell {
     fn start(dir: &Path, open: &str) -> Shell {
-        let stderr = dir.join("shell.stderr");
+        Shell::start_labelled(dir, "shell", open)
+    }
+
+    /// A shell whose stderr goes to `<label>.stderr`, beside others in `dir`.
+    fn start_labelled(dir: &Path, label: &str, open: &str) -> Shell {
+        let stderr = dir.join(format!("{label}.stderr"));
         let mut child = Command::new("stdbuf")
             .args(["-o0", "sqlite3", "-batch", "-cmd"])
             .arg(format!(".load {}", extension().display()))
@@ -142,4 +147,78 @@ fn a_hydrated_replica_reads_locally_and_keeps_following() {
     assert_eq!(status["txid"], t2, "{status}");
     std::fs::rename(&replica, &away).unwrap();
     assert_eq!(r.run(".dump"), dump(&db), "{}", r.stderr());
+}
+
+#[test]
+fn two_processes_never_share_one_hydration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let local = dir.path().join("hydrated.db");
+    let mut primary = Shell::start_labelled(
+        dir.path(),
+        "primary",
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms",
+            db.display()
+        ),
+    );
+    // Rows over many pages, every one of which the update below changes.
+    primary.run(
+        "CREATE TABLE t(k INTEGER PRIMARY KEY, v, pad); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO t SELECT i, 0, randomblob(200) FROM n;",
+    );
+    let t1: u64 = primary.run("SELECT litestream_sync();").trim().parse().unwrap();
+    let view = |name: &str, poll: &str| {
+        format!(
+            ".open file:{}?vfs=litestream&role=replica&replica={url}&poll_interval={poll}&cache_size=4k&hydrate={}",
+            dir.path().join(name).display(),
+            local.display()
+        )
+    };
+    // Process A hydrates at t1 and stays there (it polls once an hour).
+    let mut a = Shell::start_labelled(dir.path(), "a", &view("a.db", "1h"));
+    assert_eq!(a.wait_hydrated()["txid"], t1);
+
+    primary.run("UPDATE t SET v = 1;");
+    let t2: u64 = primary.run("SELECT litestream_sync();").trim().parse().unwrap();
+    // Process B names the same file while A uses it.
+    let mut b = Shell::start_labelled(dir.path(), "b", &view("b.db", "50ms"));
+    let started = Instant::now();
+    let status = loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&b.run("SELECT litestream_status() ->> '$.hydration';")).unwrap();
+        if status["complete"] == true || status["waiting_for_file"] == true {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{status}\n{}", b.stderr());
+        sleep(Duration::from_millis(50));
+    };
+    // A, still at t1, reads its pages from the file: they must be t1's, not B's.
+    assert_eq!(
+        a.run("SELECT litestream_txid(), count(*), sum(v) FROM t;").trim(),
+        format!("{t1}|2000|0"),
+        "{}",
+        a.stderr()
+    );
+    assert_eq!(status["waiting_for_file"], true, "B must not take A's file: {status}");
+    assert!(b.stderr().contains("in use by another process"), "{}", b.stderr());
+    // B answers from the store meanwhile.
+    assert_eq!(
+        b.run(&format!("SELECT litestream_wait({t2}, 30000), sum(v) FROM t;"))
+            .trim(),
+        format!("{t2}|2000"),
+        "{}",
+        b.stderr()
+    );
+    // Once A is gone, B takes the file over.
+    drop(a);
+    let status = b.wait_hydrated();
+    assert_eq!(
+        (status["txid"].as_u64(), status["waiting_for_file"].as_bool()),
+        (Some(t2), Some(false))
+    );
+    assert_eq!(status["pages_local"], status["pages"], "{status}");
+    assert_eq!(b.run("SELECT sum(v) FROM t;").trim(), "2000");
 }

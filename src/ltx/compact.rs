@@ -6,8 +6,10 @@
 
 use std::io::{Read, Write};
 
+use super::crypto::PrivateKey;
 use super::decoder::Decoder;
 use super::encoder::Encoder;
+use super::encoding::Encoding;
 use super::error::{Error, Result};
 use super::frame::Compression;
 use super::header::{Header, Trailer, FLAG_NO_CHECKSUM};
@@ -41,7 +43,12 @@ pub struct DecodedPages<R: Read> {
 impl<R: Read> DecodedPages<R> {
     /// Reads the header of the file `r` holds.
     pub fn new(r: R) -> Result<Self> {
-        let dec = Decoder::new(r)?;
+        Self::with_key(r, None)
+    }
+
+    /// Reads the header of the file `r` holds, opening it with `key` if it is encrypted.
+    pub fn with_key(r: R, key: Option<&PrivateKey>) -> Result<Self> {
+        let dec = Decoder::with_key(r, key)?;
         let page = vec![0u8; dec.header().page_size as usize];
         Ok(DecodedPages { dec, page })
     }
@@ -120,6 +127,7 @@ pub fn compacted_header(headers: &[Header]) -> Result<Header> {
         wal_salt1: 0,
         wal_salt2: 0,
         node_id: 0,
+        recipients: 0,
     })
 }
 
@@ -128,9 +136,20 @@ pub fn compacted_header(headers: &[Header]) -> Result<Header> {
 /// dropped. Every input is fully verified (checksums included) before the output is
 /// finished. Compacting a snapshot with later files yields a snapshot.
 pub fn compact<R: Read, W: Write>(inputs: Vec<R>, w: W, compression: Compression) -> Result<Compacted<W>> {
-    let merge = Merge::new(inputs)?;
-    let header = merge.header;
-    let mut enc = Encoder::new(w, header, compression)?;
+    compact_with(inputs, w, &Encoding::plain(compression), None)
+}
+
+/// [`compact`] with encryption: encrypted inputs are opened with `key`, and the output is
+/// written with `encoding` (when sealed: under a content key of its own, never an input's).
+pub fn compact_with<R: Read, W: Write>(
+    inputs: Vec<R>,
+    w: W,
+    encoding: &Encoding,
+    key: Option<&PrivateKey>,
+) -> Result<Compacted<W>> {
+    let merge = Merge::with_key(inputs, key)?;
+    let mut enc = Encoder::with_encoding(w, merge.header, encoding)?;
+    let header = *enc.header();
     let post_apply = merge.run(|pgno, page| enc.write_page(pgno, page))?;
     let (writer, trailer) = enc.finish(post_apply)?;
     Ok(Compacted {
@@ -151,7 +170,15 @@ pub struct Merge<S> {
 impl<R: Read> Merge<DecodedPages<R>> {
     /// Reads every input's header and checks they can be merged.
     pub fn new(inputs: Vec<R>) -> Result<Self> {
-        let sources = inputs.into_iter().map(DecodedPages::new).collect::<Result<Vec<_>>>()?;
+        Self::with_key(inputs, None)
+    }
+
+    /// [`Merge::new`], opening encrypted inputs with `key`.
+    pub fn with_key(inputs: Vec<R>, key: Option<&PrivateKey>) -> Result<Self> {
+        let sources = inputs
+            .into_iter()
+            .map(|r| DecodedPages::with_key(r, key))
+            .collect::<Result<Vec<_>>>()?;
         Merge::from_sources(sources)
     }
 }

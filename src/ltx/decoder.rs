@@ -8,12 +8,20 @@
 //! unverified; callers that apply them must be ready to throw the result away.
 //!
 //! Reads are small (6 + 4 + payload bytes per page): wrap files in a `BufReader`.
+//!
+//! An encrypted (v4) file needs the private key of one of its recipients
+//! ([`Decoder::with_key`]). Without it the header can be read and [`Decoder::finish`]
+//! still checks structure and file checksum (which covers the ciphertext), but pages are
+//! refused with [`Error::KeyRequired`].
 
 use std::io::Read;
 
 use super::checksum::{Crc64, DbChecksum, CHECKSUM_FLAG};
+use super::crypto::{unwrap_content_key, FileKeys, PrivateKey, SEAL_OVERHEAD, TAG_SIZE};
 use super::error::{read_full, Error, Result};
-use super::frame::{FrameHeader, PageDecompressor, FRAME_HEADER_SIZE};
+use super::frame::{
+    max_compressed_len, FrameHeader, PageDecompressor, FRAME_FLAG_SIZE, FRAME_HEADER_SIZE, FRAME_SIZE_FIELD,
+};
 use super::header::{Header, Trailer, HEADER_SIZE, TRAILER_SIZE};
 use super::index::{parse_index_bytes, PageIndex, PageIndexEntry};
 use super::varint::{self, MAX_LEN as VARINT_MAX};
@@ -59,6 +67,15 @@ pub struct Decoder<R: Read> {
     end_offset: Option<u64>,
     /// Set after an error: the stream position is unknown, so refuse to go on.
     poisoned: bool,
+    /// Encrypted file: its recipient block (as read after the header).
+    recipient_block: Vec<u8>,
+    /// Encrypted file opened with a key that is one of its recipients (boxed: the
+    /// expanded cipher keys are large, and decoders are held in collections).
+    keys: Option<Box<FileKeys>>,
+    /// Encrypted file read without a key, by `finish`: frames are hashed, not opened.
+    skip_sealed: bool,
+    /// Reused buffer for one sealed payload.
+    sealed: Vec<u8>,
 }
 
 impl<R: Read> std::fmt::Debug for Decoder<R> {
@@ -72,18 +89,35 @@ impl<R: Read> std::fmt::Debug for Decoder<R> {
 }
 
 impl<R: Read> Decoder<R> {
-    /// Reads and validates the header.
-    pub fn new(mut r: R) -> Result<Self> {
+    /// Reads and validates the header. For an encrypted file see [`Decoder::with_key`].
+    pub fn new(r: R) -> Result<Self> {
+        Self::with_key(r, None)
+    }
+
+    /// Reads and validates the header and, for an encrypted file, its recipient block;
+    /// `key` must then open one of its entries ([`Error::NotARecipient`] otherwise).
+    /// `key` is ignored for a plaintext file.
+    pub fn with_key(mut r: R, key: Option<&PrivateKey>) -> Result<Self> {
         let mut b = [0u8; HEADER_SIZE];
         read_full(&mut r, &mut b, "header")?;
         let header = Header::decode(&b)?;
         let mut hasher = Crc64::new();
         hasher.update(&b);
+        let mut recipient_block = vec![0u8; header.recipient_block_size()];
+        read_full(&mut r, &mut recipient_block, "recipient block")?;
+        hasher.update(&recipient_block);
+        let keys = match key {
+            Some(key) if header.is_encrypted() => {
+                let cek = unwrap_content_key(&recipient_block, key)?;
+                Some(Box::new(FileKeys::new(&cek, &b)))
+            }
+            _ => None,
+        };
         Ok(Decoder {
             r,
             header,
             hasher,
-            offset: HEADER_SIZE as u64,
+            offset: header.frames_offset(),
             prev_pgno: 0,
             lock_pgno: header.lock_pgno(),
             frames: Vec::new(),
@@ -91,7 +125,16 @@ impl<R: Read> Decoder<R> {
             dec: PageDecompressor::new(),
             end_offset: None,
             poisoned: false,
+            recipient_block,
+            keys,
+            skip_sealed: false,
+            sealed: Vec::new(),
         })
+    }
+
+    /// True if the file is encrypted and this decoder holds no key for it.
+    pub fn is_locked(&self) -> bool {
+        self.header.is_encrypted() && self.keys.is_none()
     }
 
     /// The file's header.
@@ -148,6 +191,12 @@ impl<R: Read> Decoder<R> {
             return Ok(None);
         }
         fh.validate()?;
+        if h.is_encrypted() && fh.flags & FRAME_FLAG_SIZE == 0 {
+            return Err(Error::UnknownFrameFlags {
+                pgno: fh.pgno,
+                flags: fh.flags,
+            });
+        }
         let pgno = fh.pgno;
         if pgno <= self.prev_pgno {
             return Err(Error::PageOutOfOrder {
@@ -170,7 +219,11 @@ impl<R: Read> Decoder<R> {
                 });
             }
         }
-        let body = self.dec.read_payload(&mut self.r, fh, out, Some(&mut self.hasher))?;
+        let body = if h.is_encrypted() {
+            self.read_sealed(hb, fh, out)?
+        } else {
+            self.dec.read_payload(&mut self.r, fh, out, Some(&mut self.hasher))?
+        };
         let size = u32::try_from(FRAME_HEADER_SIZE as u64 + body).map_err(|_| Error::Decompress {
             pgno,
             reason: "frame longer than 4 GiB".into(),
@@ -182,10 +235,42 @@ impl<R: Read> Decoder<R> {
         });
         self.offset += size as u64;
         self.prev_pgno = pgno;
-        if let Some(c) = &mut self.db_checksum {
+        if let Some(c) = self.db_checksum.as_mut().filter(|_| !self.skip_sealed) {
             c.toggle_page(pgno, out);
         }
         Ok(Some(pgno))
+    }
+
+    /// Reads the size field and sealed payload of an encrypted frame, hashes them as
+    /// written, opens the payload and decompresses it into `out` (unless skipping a
+    /// locked file). Returns the bytes read after the frame header.
+    fn read_sealed(&mut self, hb: [u8; FRAME_HEADER_SIZE], fh: FrameHeader, out: &mut [u8]) -> Result<u64> {
+        if self.keys.is_none() && !self.skip_sealed {
+            return Err(Error::KeyRequired {
+                recipients: self.header.recipients,
+            });
+        }
+        let mut size = [0u8; FRAME_SIZE_FIELD];
+        read_full(&mut self.r, &mut size, "page frame size")?;
+        self.hasher.update(&size);
+        let len = u32::from_be_bytes(size) as usize;
+        let max = max_compressed_len(self.header.page_size, fh.flags) + SEAL_OVERHEAD;
+        if !(SEAL_OVERHEAD..=max).contains(&len) {
+            return Err(Error::FrameTooLarge {
+                pgno: fh.pgno,
+                len: len as u64,
+                max: max as u64,
+            });
+        }
+        self.sealed.clear();
+        self.sealed.resize(len, 0);
+        read_full(&mut self.r, &mut self.sealed, "page frame payload")?;
+        self.hasher.update(&self.sealed);
+        if let Some(keys) = &self.keys {
+            let compressed = keys.open_page(&hb, &mut self.sealed)?;
+            self.dec.decompress_sized(fh.pgno, fh.flags, compressed, out)?;
+        }
+        Ok((FRAME_SIZE_FIELD + len) as u64)
     }
 
     /// Skips (but still verifies) any pages not read yet, then reads and checks the page
@@ -195,15 +280,21 @@ impl<R: Read> Decoder<R> {
             return Err(Error::Usage("decoder used after an error"));
         }
         if self.end_offset.is_none() {
+            self.skip_sealed = self.is_locked();
             let mut page = vec![0u8; self.header.page_size as usize];
             while self.next_page(&mut page)?.is_some() {}
         }
+        let seal_tail = if self.header.is_encrypted() {
+            TAG_SIZE + self.recipient_block.len()
+        } else {
+            0
+        };
         let frames_end = self.end_offset.ok_or(Error::Usage("no end marker"))?;
 
         // The rest of a valid file is at most this long; reading one byte more tells
         // "trailing garbage" without ever buffering an unbounded stream.
         let max_entry = 5 + VARINT_MAX + 5;
-        let bound = (self.frames.len() * max_entry + 1 + 8 + TRAILER_SIZE) as u64;
+        let bound = (self.frames.len() * max_entry + 1 + 8 + seal_tail + TRAILER_SIZE) as u64;
         let mut rest = Vec::new();
         self.r.by_ref().take(bound + 1).read_to_end(&mut rest)?;
 
@@ -222,10 +313,10 @@ impl<R: Read> Decoder<R> {
             }
         }
         let index_end = pos;
-        if rest.len() < index_end + 8 + TRAILER_SIZE {
+        if rest.len() < index_end + 8 + seal_tail + TRAILER_SIZE {
             return Err(Error::Truncated("page index size / trailer"));
         }
-        if rest.len() > index_end + 8 + TRAILER_SIZE {
+        if rest.len() > index_end + 8 + seal_tail + TRAILER_SIZE {
             return Err(Error::TrailingData);
         }
         let mut n = [0u8; 8];
@@ -236,7 +327,16 @@ impl<R: Read> Decoder<R> {
                 "index size field says {index_len}, index is {index_end} bytes"
             )));
         }
-        let trailer = Trailer::decode(&rest[index_end + 8..])?;
+        if self.header.is_encrypted() {
+            let tag_at = index_end + 8;
+            if let Some(keys) = &self.keys {
+                keys.check_index_tag(&rest[..tag_at], &rest[tag_at..tag_at + TAG_SIZE])?;
+            }
+            if rest[tag_at + TAG_SIZE..tag_at + seal_tail] != self.recipient_block[..] {
+                return Err(Error::RecipientBlocksDiffer);
+            }
+        }
+        let trailer = Trailer::decode(&rest[index_end + 8 + seal_tail..])?;
         self.hasher.update(&rest[..rest.len() - 8]);
         let actual = CHECKSUM_FLAG | self.hasher.finish();
         if actual != trailer.file_checksum {
@@ -245,12 +345,12 @@ impl<R: Read> Decoder<R> {
                 actual,
             });
         }
-        let index = parse_index_bytes(&rest[..index_end], frames_end)?;
+        let index = parse_index_bytes(&rest[..index_end], self.header.frames_offset(), frames_end)?;
         if index.entries() != self.frames.as_slice() {
             return Err(Error::index("index disagrees with the page frames"));
         }
         trailer.validate(&self.header)?;
-        if let Some(c) = self.db_checksum {
+        if let Some(c) = self.db_checksum.filter(|_| !self.skip_sealed) {
             if c.value() != trailer.post_apply_checksum {
                 return Err(Error::PostApplyChecksumMismatch {
                     expected: trailer.post_apply_checksum,
@@ -266,9 +366,15 @@ impl<R: Read> Decoder<R> {
     }
 }
 
-/// Decodes and fully verifies a file held in memory.
+/// Decodes and fully verifies a file held in memory (plaintext only; see
+/// [`decode_file_with`]).
 pub fn decode_file(bytes: &[u8]) -> Result<DecodedFile> {
-    let mut dec = Decoder::new(bytes)?;
+    decode_file_with(bytes, None)
+}
+
+/// Decodes and fully verifies a file held in memory, opening it with `key` if encrypted.
+pub fn decode_file_with(bytes: &[u8], key: Option<&PrivateKey>) -> Result<DecodedFile> {
+    let mut dec = Decoder::with_key(bytes, key)?;
     let page_size = dec.header().page_size as usize;
     let mut pages = Vec::new();
     let mut buf = vec![0u8; page_size];
@@ -284,7 +390,14 @@ pub fn decode_file(bytes: &[u8]) -> Result<DecodedFile> {
     })
 }
 
-/// Decodes and verifies a file, discarding the pages.
+/// Decodes and verifies a file, discarding the pages. An encrypted file is checked
+/// without opening it: structure and file checksum only (see [`verify_with`]).
 pub fn verify<R: Read>(r: R) -> Result<DecodeSummary> {
     Decoder::new(r)?.finish()
+}
+
+/// [`verify`], opening an encrypted file with `key`: every page and the index are
+/// authenticated too.
+pub fn verify_with<R: Read>(r: R, key: Option<&PrivateKey>) -> Result<DecodeSummary> {
+    Decoder::with_key(r, key)?.finish()
 }

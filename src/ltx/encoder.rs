@@ -3,14 +3,27 @@
 //! Pages go out as they are given (one `write_all` per frame, so an unbuffered `File`
 //! costs one syscall per page), while the page index is accumulated in its encoded form
 //! (a few bytes per page) and written by [`Encoder::finish`].
+//!
+//! With recipients ([`Encoding::sealed`]) the file is LTX v4: a recipient block after the
+//! header, every compressed page sealed, a tag and a second recipient block after the
+//! index, and the file checksum over the bytes as written (ciphertext, not pages).
 
 use std::io::Write;
 
 use super::checksum::{Crc64, DbChecksum, CHECKSUM_FLAG};
+use super::crypto::{wrap_content_key, ContentKey, Entropy, FileKeys, OsEntropy, MAX_RECIPIENTS};
+use super::encoding::Encoding;
 use super::error::{Error, Result};
 use super::frame::{Compression, FrameHeader, PageCompressor, END_MARKER, FRAME_HEADER_SIZE, FRAME_SIZE_FIELD};
-use super::header::{Header, Trailer, HEADER_SIZE};
+use super::header::{Header, Trailer, FLAG_ENCRYPTED};
 use super::index::{put_entry, PageIndexEntry};
+
+/// What sealing one file takes: its keys, its recipient block and a randomness source.
+struct Sealer {
+    keys: FileKeys,
+    block: Vec<u8>,
+    entropy: Box<dyn Entropy>,
+}
 
 /// Writes one LTX file to `W`.
 ///
@@ -34,6 +47,7 @@ pub struct Encoder<W: Write> {
     /// Database checksum of a checksummed snapshot, to check the caller's post-apply value.
     db_checksum: Option<DbChecksum>,
     pages: u64,
+    seal: Option<Sealer>,
 }
 
 impl<W: Write> std::fmt::Debug for Encoder<W> {
@@ -50,18 +64,52 @@ impl<W: Write> std::fmt::Debug for Encoder<W> {
 impl<W: Write> Encoder<W> {
     /// Validates `header` and writes it. Pages will be compressed with `compression`
     /// (use [`Compression::Lz4`] for anything Litestream must read).
-    pub fn new(mut w: W, header: Header, compression: Compression) -> Result<Self> {
+    pub fn new(w: W, header: Header, compression: Compression) -> Result<Self> {
+        Self::with_encoding(w, header, &Encoding::plain(compression))
+    }
+
+    /// Like [`Encoder::new`], encrypting when `encoding` has recipients (the header's own
+    /// encryption fields are ignored: `encoding` decides). Randomness from the OS.
+    pub fn with_encoding(w: W, header: Header, encoding: &Encoding) -> Result<Self> {
+        Self::with_entropy(w, header, encoding, Box::new(OsEntropy::default()))
+    }
+
+    /// Like [`Encoder::with_encoding`], drawing content keys, HPKE ephemeral keys and page
+    /// nonces from `entropy` (a [`FixedEntropy`](super::crypto::FixedEntropy) makes
+    /// encrypted files reproducible, for known-answer tests).
+    pub fn with_entropy(mut w: W, header: Header, encoding: &Encoding, mut entropy: Box<dyn Entropy>) -> Result<Self> {
+        let mut header = header.plaintext();
+        if encoding.is_encrypted() {
+            let n = encoding.recipients().len();
+            if n > MAX_RECIPIENTS {
+                return Err(Error::Crypto(format!("{n} recipients, at most {MAX_RECIPIENTS}")));
+            }
+            header.flags |= FLAG_ENCRYPTED;
+            header.recipients = n as u16;
+        }
         header.validate()?;
-        let compressor = PageCompressor::new(compression, header.page_size)?;
+        let compressor = PageCompressor::new(encoding.compression, header.page_size)?;
         let bytes = header.encode();
-        w.write_all(&bytes)?;
+        let seal = if encoding.is_encrypted() {
+            let cek = ContentKey::generate(entropy.as_mut())?;
+            let block = wrap_content_key(&cek, encoding.recipients(), entropy.as_mut())?;
+            let keys = FileKeys::new(&cek, &bytes);
+            Some(Sealer { keys, block, entropy })
+        } else {
+            None
+        };
         let mut hasher = Crc64::new();
+        w.write_all(&bytes)?;
         hasher.update(&bytes);
+        if let Some(s) = &seal {
+            w.write_all(&s.block)?;
+            hasher.update(&s.block);
+        }
         Ok(Encoder {
             w,
             header,
             hasher,
-            offset: HEADER_SIZE as u64,
+            offset: header.frames_offset(),
             prev_pgno: 0,
             lock_pgno: header.lock_pgno(),
             compressor,
@@ -69,6 +117,7 @@ impl<W: Write> Encoder<W> {
             frame: Vec::new(),
             db_checksum: (header.is_snapshot() && !header.no_checksum()).then(DbChecksum::new),
             pages: 0,
+            seal,
         })
     }
 
@@ -135,13 +184,25 @@ impl<W: Write> Encoder<W> {
         let fh = FrameHeader { pgno, flags }.encode();
         self.frame.clear();
         self.frame.extend_from_slice(&fh);
-        self.frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        self.frame.extend_from_slice(payload);
+        match &mut self.seal {
+            None => {
+                self.frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+                self.frame.extend_from_slice(payload);
+                // The file checksum sees frame header, size field and the *uncompressed* page.
+                self.hasher.update(&self.frame[..FRAME_HEADER_SIZE + FRAME_SIZE_FIELD]);
+                self.hasher.update(data);
+            }
+            Some(s) => {
+                self.frame.extend_from_slice(&[0; FRAME_SIZE_FIELD]);
+                s.keys.seal_page(&fh, payload, s.entropy.as_mut(), &mut self.frame)?;
+                let sealed_len = (self.frame.len() - FRAME_HEADER_SIZE - FRAME_SIZE_FIELD) as u32;
+                self.frame[FRAME_HEADER_SIZE..FRAME_HEADER_SIZE + FRAME_SIZE_FIELD]
+                    .copy_from_slice(&sealed_len.to_be_bytes());
+                // Encrypted: the checksum sees the frame exactly as written.
+                self.hasher.update(&self.frame);
+            }
+        }
         self.w.write_all(&self.frame)?;
-
-        // The file checksum sees the frame header, size field and the *uncompressed* page.
-        self.hasher.update(&self.frame[..FRAME_HEADER_SIZE + FRAME_SIZE_FIELD]);
-        self.hasher.update(data);
         if let Some(c) = &mut self.db_checksum {
             c.toggle_page(pgno, data);
         }
@@ -193,6 +254,13 @@ impl<W: Write> Encoder<W> {
         tail.push(0); // index terminator
         let index_len = (self.index.len() + 1) as u64;
         tail.extend_from_slice(&index_len.to_be_bytes());
+        if let Some(s) = &self.seal {
+            // Tag over the index bytes (entries, terminator, size), then the second copy
+            // of the recipient block, which lets a reader of the tail alone find the key.
+            let tag = s.keys.index_tag(&tail[FRAME_HEADER_SIZE..])?;
+            tail.extend_from_slice(&tag);
+            tail.extend_from_slice(&s.block);
+        }
         tail.extend_from_slice(&post_apply_checksum.to_be_bytes());
         self.hasher.update(&tail);
         let trailer = Trailer {

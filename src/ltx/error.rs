@@ -17,8 +17,8 @@ pub enum Error {
     #[error("ltx: truncated input while reading {0}")]
     Truncated(&'static str),
 
-    /// The first four bytes are not `LTX1`.
-    #[error("ltx: bad magic {0:02x?}, expected \"LTX1\"")]
+    /// The first four bytes are neither `LTX1` (v3) nor `LTX4` (v4, encrypted).
+    #[error("ltx: bad magic {0:02x?}, expected \"LTX1\" or \"LTX4\"")]
     BadMagic([u8; 4]),
 
     /// The header sets a flag bit this implementation does not know.
@@ -181,6 +181,41 @@ pub enum Error {
         /// The page size of the new file.
         actual: u32,
     },
+
+    /// The file is encrypted (LTX v4) and no private key was given to read it.
+    #[error("ltx: the file is encrypted (LTX v4, {recipients} recipient(s)) and no encryption key was given")]
+    KeyRequired {
+        /// Number of recipients the file's content key is wrapped to.
+        recipients: u16,
+    },
+
+    /// The private key given opens none of the file's recipient entries.
+    #[error("ltx: the encryption key given is not one of this file's {recipients} recipient(s) (wrong key)")]
+    NotARecipient {
+        /// Number of recipients the file's content key is wrapped to.
+        recipients: u16,
+    },
+
+    /// A sealed page failed authentication: changed bytes, or a frame from another file
+    /// or another page number.
+    #[error("ltx: page {pgno} failed authentication (tampered, or not from this file)")]
+    PageAuth {
+        /// Page number in the frame header.
+        pgno: u32,
+    },
+
+    /// The page index of an encrypted file does not match its authentication tag.
+    #[error("ltx: page index authentication failed (tampered index, or a recipient block from another file)")]
+    IndexAuth,
+
+    /// The two copies of an encrypted file's recipient block differ.
+    #[error("ltx: the recipient blocks at the start and the end of the file differ")]
+    RecipientBlocksDiffer,
+
+    /// A cryptographic operation failed for a reason other than bad input (randomness,
+    /// a recipient public key the key exchange refuses).
+    #[error("ltx: encryption: {0}")]
+    Crypto(String),
 
     /// The API was used in a way the format cannot express (documented on each call).
     #[error("ltx: {0}")]

@@ -1,10 +1,17 @@
 //! The 100-byte LTX header and the 16-byte trailer.
+//!
+//! Two magics: `LTX1` (v3, plaintext: what Litestream 0.5 writes) and `LTX4` (v4, which
+//! adds per-page encryption in bytes 80..88; see `docs/encryption.md`). We write `LTX4`
+//! only for encrypted files, as the proposal's encoder does.
 
 use super::checksum::{lock_pgno, CHECKSUM_FLAG};
+use super::crypto::{AEAD_CHACHA20_POLY1305, KDF_HKDF_SHA256, KEM_X25519_HKDF_SHA256, RECIPIENT_ENTRY_SIZE};
 use super::error::{Error, Result};
 
-/// First four bytes of every LTX file.
+/// First four bytes of a plaintext (v3) file.
 pub const MAGIC: [u8; 4] = *b"LTX1";
+/// First four bytes of a v4 file (in practice: an encrypted one).
+pub const MAGIC_V4: [u8; 4] = *b"LTX4";
 /// Size of the encoded header.
 pub const HEADER_SIZE: usize = 100;
 /// Size of the encoded trailer.
@@ -12,8 +19,10 @@ pub const TRAILER_SIZE: usize = 16;
 /// Header flag: the file does not track database checksums (pre/post-apply are 0).
 /// Litestream sets it on every file it writes.
 pub const FLAG_NO_CHECKSUM: u32 = 0x0000_0002;
+/// Header flag (v4 only): pages are sealed, a recipient block follows the header.
+pub const FLAG_ENCRYPTED: u32 = 0x0000_0004;
 /// Every header flag this implementation understands.
-pub const HEADER_FLAGS_MASK: u32 = FLAG_NO_CHECKSUM;
+pub const HEADER_FLAGS_MASK: u32 = FLAG_NO_CHECKSUM | FLAG_ENCRYPTED;
 /// Smallest SQLite page size.
 pub const MIN_PAGE_SIZE: u32 = 512;
 /// Largest SQLite page size.
@@ -27,7 +36,7 @@ pub const fn is_valid_page_size(page_size: u32) -> bool {
 /// Decoded LTX header. All integers are big-endian on disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Header {
-    /// Header flags; only [`FLAG_NO_CHECKSUM`] is defined.
+    /// Header flags: [`FLAG_NO_CHECKSUM`], [`FLAG_ENCRYPTED`].
     pub flags: u32,
     /// Database page size in bytes.
     pub page_size: u32,
@@ -51,6 +60,13 @@ pub struct Header {
     pub wal_salt2: u32,
     /// Id of the node that wrote the file (0 = unset).
     pub node_id: u64,
+    /// Number of recipients the content key is wrapped to: nonzero exactly when
+    /// [`FLAG_ENCRYPTED`] is set (v4 bytes 80..82).
+    pub recipients: u16,
+}
+
+fn be_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 fn be_u32(b: &[u8], at: usize) -> u32 {
@@ -76,15 +92,42 @@ impl Header {
         self.flags & FLAG_NO_CHECKSUM != 0
     }
 
+    /// True if the pages are sealed (an LTX v4 encrypted file).
+    pub fn is_encrypted(&self) -> bool {
+        self.flags & FLAG_ENCRYPTED != 0
+    }
+
+    /// Size of each of the two recipient blocks (0 for a plaintext file).
+    pub fn recipient_block_size(&self) -> usize {
+        if self.is_encrypted() {
+            self.recipients as usize * RECIPIENT_ENTRY_SIZE
+        } else {
+            0
+        }
+    }
+
+    /// Offset of the first page frame: after the header and the recipient block.
+    pub fn frames_offset(&self) -> u64 {
+        (HEADER_SIZE + self.recipient_block_size()) as u64
+    }
+
+    /// The header of the same file written in plaintext (v3): encryption cleared.
+    pub fn plaintext(mut self) -> Header {
+        self.flags &= !FLAG_ENCRYPTED;
+        self.recipients = 0;
+        self
+    }
+
     /// Lock page number for this file's page size.
     pub fn lock_pgno(&self) -> u32 {
         lock_pgno(self.page_size)
     }
 
-    /// Encodes the header; the 20 reserved bytes are zero.
+    /// Encodes the header: `LTX1` with 20 zero reserved bytes, or for an encrypted file
+    /// `LTX4` with the recipient count and the HPKE suite ids in bytes 80..88.
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
-        b[0..4].copy_from_slice(&MAGIC);
+        b[0..4].copy_from_slice(if self.is_encrypted() { &MAGIC_V4 } else { &MAGIC });
         b[4..8].copy_from_slice(&self.flags.to_be_bytes());
         b[8..12].copy_from_slice(&self.page_size.to_be_bytes());
         b[12..16].copy_from_slice(&self.commit.to_be_bytes());
@@ -97,17 +140,44 @@ impl Header {
         b[64..68].copy_from_slice(&self.wal_salt1.to_be_bytes());
         b[68..72].copy_from_slice(&self.wal_salt2.to_be_bytes());
         b[72..80].copy_from_slice(&self.node_id.to_be_bytes());
+        if self.is_encrypted() {
+            b[80..82].copy_from_slice(&self.recipients.to_be_bytes());
+            b[82..84].copy_from_slice(&KEM_X25519_HKDF_SHA256.to_be_bytes());
+            b[84..86].copy_from_slice(&KDF_HKDF_SHA256.to_be_bytes());
+            b[86..88].copy_from_slice(&AEAD_CHACHA20_POLY1305.to_be_bytes());
+        }
         b
     }
 
     /// Decodes and validates a header from the first 100 bytes of `b` (extra bytes are
-    /// ignored). The reserved bytes are not checked, as the format says.
+    /// ignored). The reserved bytes are not checked, as the format says; in a v4 file the
+    /// encryption fields are, and only when the file says it is encrypted.
     pub fn decode(b: &[u8]) -> Result<Header> {
         if b.len() < HEADER_SIZE {
             return Err(Error::Truncated("header"));
         }
-        if b[0..4] != MAGIC {
-            return Err(Error::BadMagic([b[0], b[1], b[2], b[3]]));
+        let v4 = match [b[0], b[1], b[2], b[3]] {
+            MAGIC => false,
+            MAGIC_V4 => true,
+            other => return Err(Error::BadMagic(other)),
+        };
+        let flags = be_u32(b, 4);
+        if !v4 && flags & FLAG_ENCRYPTED != 0 {
+            return Err(Error::header("flags", "the encrypted flag needs an LTX4 (v4) file"));
+        }
+        let encrypted = v4 && flags & FLAG_ENCRYPTED != 0;
+        if encrypted {
+            let suite = [be_u16(b, 82), be_u16(b, 84), be_u16(b, 86)];
+            let want = [KEM_X25519_HKDF_SHA256, KDF_HKDF_SHA256, AEAD_CHACHA20_POLY1305];
+            if suite != want {
+                return Err(Error::header(
+                    "encryption",
+                    format!(
+                        "unsupported HPKE suite KEM {:#06x} KDF {:#06x} AEAD {:#06x} (only X25519 / HKDF-SHA256 / ChaCha20-Poly1305)",
+                        suite[0], suite[1], suite[2]
+                    ),
+                ));
+            }
         }
         let h = Header {
             flags: be_u32(b, 4),
@@ -122,6 +192,7 @@ impl Header {
             wal_salt1: be_u32(b, 64),
             wal_salt2: be_u32(b, 68),
             node_id: be_u64(b, 72),
+            recipients: if encrypted { be_u16(b, 80) } else { 0 },
         };
         h.validate()?;
         Ok(h)
@@ -131,6 +202,16 @@ impl Header {
     pub fn validate(&self) -> Result<()> {
         if self.flags & !HEADER_FLAGS_MASK != 0 {
             return Err(Error::UnknownHeaderFlags(self.flags));
+        }
+        if self.is_encrypted() != (self.recipients != 0) {
+            return Err(Error::header(
+                "recipients",
+                format!(
+                    "{} recipient(s) with the encrypted flag {}",
+                    self.recipients,
+                    if self.is_encrypted() { "set" } else { "clear" }
+                ),
+            ));
         }
         if !is_valid_page_size(self.page_size) {
             return Err(Error::header(
@@ -258,6 +339,7 @@ mod tests {
             wal_salt1: 0xdead_beef,
             wal_salt2: 0x0102_0304,
             node_id: 42,
+            recipients: 0,
         }
     }
 

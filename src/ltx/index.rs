@@ -6,10 +6,16 @@
 //! as strictly as the streaming decoder does, because storage may hand us anything.
 //!
 //! Tail layout: `… frames | end marker (6 zero bytes) | index entries | varint 0 |
-//! u64 index length | u64 post-apply checksum | u64 file checksum`.
+//! u64 index length | u64 post-apply checksum | u64 file checksum`. An encrypted (v4)
+//! file has `index tag (16) | recipient block (80 × recipients)` between the index
+//! length and the trailer: the tail alone holds everything needed to open the file.
 
+use super::crypto::{unwrap_content_key, FileKeys, PrivateKey, SEAL_OVERHEAD, TAG_SIZE};
 use super::error::{Error, Result};
-use super::frame::{max_frame_len, FrameHeader, PageDecompressor, FRAME_HEADER_SIZE};
+use super::frame::{
+    max_compressed_len, max_frame_len, FrameHeader, PageDecompressor, FRAME_FLAG_SIZE, FRAME_HEADER_SIZE,
+    FRAME_SIZE_FIELD,
+};
 use super::header::{Header, Trailer, HEADER_SIZE, TRAILER_SIZE};
 use super::varint::{self, VarintError};
 
@@ -72,7 +78,7 @@ impl PageIndex {
     /// to, and a snapshot lists every page.
     pub fn check_header(&self, header: &Header) -> Result<()> {
         let lock = header.lock_pgno();
-        let max_frame = max_frame_len(header.page_size);
+        let max_frame = max_frame_len(header.page_size) + if header.is_encrypted() { SEAL_OVERHEAD } else { 0 };
         for e in &self.entries {
             if e.size as usize > max_frame {
                 return Err(Error::index(format!(
@@ -121,12 +127,13 @@ fn read_varint(b: &[u8], pos: &mut usize, what: &str) -> Result<u64> {
 }
 
 /// Parses the index bytes (entries and terminator, exactly) of a file whose page frames
-/// occupy `[HEADER_SIZE, frames_end)`. Frames are laid end to end, so the entries must tile
-/// that range exactly: first at 100, each starting where the previous ended.
-pub(crate) fn parse_index_bytes(b: &[u8], frames_end: u64) -> Result<PageIndex> {
+/// occupy `[frames_start, frames_end)` (`frames_start` is 100, or after the recipient
+/// block of an encrypted file). Frames are laid end to end, so the entries must tile that
+/// range exactly: the first at `frames_start`, each starting where the previous ended.
+pub(crate) fn parse_index_bytes(b: &[u8], frames_start: u64, frames_end: u64) -> Result<PageIndex> {
     let mut entries = Vec::new();
     let mut pos = 0usize;
-    let mut next_offset = HEADER_SIZE as u64;
+    let mut next_offset = frames_start;
     let mut prev_pgno = 0u32;
     loop {
         let pgno = read_varint(b, &mut pos, "page number")?;
@@ -181,6 +188,27 @@ pub struct FileTail {
     pub trailer: Trailer,
     /// Offset of the first index byte (just after the end marker).
     pub index_offset: u64,
+    /// An encrypted file's tail: what opens and authenticates it.
+    pub sealed: Option<SealedTail>,
+}
+
+/// The part of an encrypted file's tail that belongs to its encryption.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedTail {
+    /// The index bytes the tag covers: entries, terminator and the u64 index length.
+    pub index_bytes: Vec<u8>,
+    /// The index tag.
+    pub tag: [u8; TAG_SIZE],
+    /// The trailing copy of the recipient block.
+    pub recipient_block: Vec<u8>,
+}
+
+impl SealedTail {
+    /// Checks the index tag with the file's keys ([`Error::IndexAuth`] if it does not
+    /// match: a changed index, or a recipient block that is not this file's).
+    pub fn authenticate(&self, keys: &FileKeys) -> Result<()> {
+        keys.check_index_tag(&self.index_bytes, &self.tag)
+    }
 }
 
 /// Result of [`parse_tail`].
@@ -192,31 +220,67 @@ pub enum TailRead {
     NeedFrom(u64),
 }
 
-/// Parses the page index from the last `tail.len()` bytes of a `file_len`-byte file, or
-/// says which offset the tail must start at. A second call with at least that much never
-/// asks again.
+/// Parses the page index from the last `tail.len()` bytes of a `file_len`-byte plaintext
+/// file, or says which offset the tail must start at. A second call with at least that
+/// much never asks again.
 pub fn parse_tail(file_len: u64, tail: &[u8]) -> Result<TailRead> {
+    parse_tail_of(&Header::default(), file_len, tail)
+}
+
+/// [`parse_tail`] for the file whose header is `header` (read separately): an encrypted
+/// file's tail also holds the index tag and the recipient block ([`FileTail::sealed`]).
+pub fn parse_tail_of(header: &Header, file_len: u64, tail: &[u8]) -> Result<TailRead> {
+    parse_tail_inner(header, file_len, tail, None).map(|(read, _)| read)
+}
+
+/// [`parse_tail_of`] for an encrypted file, opened with `key`: the content key comes from
+/// the trailing recipient block, and the index tag is checked *before* the index is
+/// parsed, so a changed index is [`Error::IndexAuth`] whatever it was changed to. Returns
+/// the file's keys with a complete tail. `head` is the file's first 100 bytes as stored.
+pub fn open_tail(
+    header: &Header,
+    head: &[u8; HEADER_SIZE],
+    file_len: u64,
+    tail: &[u8],
+    key: &PrivateKey,
+) -> Result<(TailRead, Option<FileKeys>)> {
+    parse_tail_inner(header, file_len, tail, Some((head, key)))
+}
+
+fn parse_tail_inner(
+    header: &Header,
+    file_len: u64,
+    tail: &[u8],
+    opener: Option<(&[u8; HEADER_SIZE], &PrivateKey)>,
+) -> Result<(TailRead, Option<FileKeys>)> {
+    let seal_tail = if header.is_encrypted() {
+        (TAG_SIZE + header.recipient_block_size()) as u64
+    } else {
+        0
+    };
+    let frames_start = header.frames_offset();
     if tail.len() as u64 > file_len {
         return Err(Error::Usage("tail longer than the file"));
     }
-    if file_len < MIN_FILE_SIZE {
+    if file_len < MIN_FILE_SIZE + header.recipient_block_size() as u64 + seal_tail {
         return Err(Error::Truncated("file shorter than the smallest LTX file"));
     }
     let tail_start = file_len - tail.len() as u64;
-    let footer_start = file_len - INDEX_FOOTER_SIZE as u64;
+    let footer_len = INDEX_FOOTER_SIZE as u64 + seal_tail;
+    let footer_start = file_len - footer_len;
     if tail_start > footer_start {
-        return Ok(TailRead::NeedFrom(footer_start));
+        return Ok((TailRead::NeedFrom(footer_start), None));
     }
-    let footer = &tail[tail.len() - INDEX_FOOTER_SIZE..];
+    let footer = &tail[tail.len() - footer_len as usize..];
     let mut n = [0u8; 8];
     n.copy_from_slice(&footer[..8]);
     let index_len = u64::from_be_bytes(n);
-    let trailer = Trailer::decode(&footer[8..])?;
+    let trailer = Trailer::decode(&footer[footer.len() - TRAILER_SIZE..])?;
     trailer.validate_file_checksum()?;
 
     // The index sits between the end marker and the footer; the end marker after the
-    // header at the earliest.
-    let min_index_offset = (HEADER_SIZE + FRAME_HEADER_SIZE) as u64;
+    // header (and recipient block) at the earliest.
+    let min_index_offset = frames_start + FRAME_HEADER_SIZE as u64;
     let index_offset = footer_start
         .checked_sub(index_len)
         .filter(|&o| index_len >= 1 && o >= min_index_offset)
@@ -224,20 +288,45 @@ pub fn parse_tail(file_len: u64, tail: &[u8]) -> Result<TailRead> {
     // Fetch the end marker too: it pins down where the frames stop.
     let marker_offset = index_offset - FRAME_HEADER_SIZE as u64;
     if tail_start > marker_offset {
-        return Ok(TailRead::NeedFrom(marker_offset));
+        return Ok((TailRead::NeedFrom(marker_offset), None));
     }
     let rel = (marker_offset - tail_start) as usize;
     let marker = &tail[rel..rel + FRAME_HEADER_SIZE];
     if marker.iter().any(|&b| b != 0) {
         return Err(Error::index("no end marker before the index"));
     }
-    let index_bytes = &tail[rel + FRAME_HEADER_SIZE..tail.len() - INDEX_FOOTER_SIZE];
-    let index = parse_index_bytes(index_bytes, marker_offset)?;
-    Ok(TailRead::Complete(FileTail {
-        index,
-        trailer,
-        index_offset,
-    }))
+    let index_end = tail.len() - footer_len as usize;
+    let index_bytes = &tail[rel + FRAME_HEADER_SIZE..index_end];
+    let keys = match opener.filter(|_| header.is_encrypted()) {
+        Some((head, key)) => {
+            let tag_at = index_end + 8;
+            let block = &tail[tag_at + TAG_SIZE..tail.len() - TRAILER_SIZE];
+            let keys = FileKeys::new(&unwrap_content_key(block, key)?, head);
+            keys.check_index_tag(&tail[rel + FRAME_HEADER_SIZE..tag_at], &tail[tag_at..tag_at + TAG_SIZE])?;
+            Some(keys)
+        }
+        None => None,
+    };
+    let index = parse_index_bytes(index_bytes, frames_start, marker_offset)?;
+    let sealed = header.is_encrypted().then(|| {
+        let tag_at = index_end + 8;
+        let mut tag = [0u8; TAG_SIZE];
+        tag.copy_from_slice(&tail[tag_at..tag_at + TAG_SIZE]);
+        SealedTail {
+            index_bytes: tail[rel + FRAME_HEADER_SIZE..tag_at].to_vec(),
+            tag,
+            recipient_block: tail[tag_at + TAG_SIZE..tail.len() - TRAILER_SIZE].to_vec(),
+        }
+    });
+    Ok((
+        TailRead::Complete(FileTail {
+            index,
+            trailer,
+            index_offset,
+            sealed,
+        }),
+        keys,
+    ))
 }
 
 /// Decodes one page from the bytes `[offset, offset+size)` of a file, as listed in its
@@ -247,14 +336,9 @@ pub fn read_page_frame(frame: &[u8], expected_pgno: u32, page_size: u32, out: &m
     read_page_frame_with(&mut PageDecompressor::new(), frame, expected_pgno, page_size, out)
 }
 
-/// [`read_page_frame`] reusing a decompressor's buffers across calls.
-pub fn read_page_frame_with(
-    dec: &mut PageDecompressor,
-    frame: &[u8],
-    expected_pgno: u32,
-    page_size: u32,
-    out: &mut [u8],
-) -> Result<()> {
+/// Checks what every lone frame must satisfy before its payload is read: `out` is one
+/// page, the frame holds a valid header and it is page `expected_pgno`'s.
+fn frame_header_of(frame: &[u8], expected_pgno: u32, page_size: u32, out: &[u8]) -> Result<[u8; FRAME_HEADER_SIZE]> {
     if out.len() != page_size as usize {
         return Err(Error::PageSizeMismatch {
             expected: page_size,
@@ -274,6 +358,18 @@ pub fn read_page_frame_with(
             hdr.pgno
         )));
     }
+    Ok(h)
+}
+
+/// [`read_page_frame`] reusing a decompressor's buffers across calls.
+pub fn read_page_frame_with(
+    dec: &mut PageDecompressor,
+    frame: &[u8],
+    expected_pgno: u32,
+    page_size: u32,
+    out: &mut [u8],
+) -> Result<()> {
+    let hdr = FrameHeader::parse(&frame_header_of(frame, expected_pgno, page_size, out)?);
     let mut rest = &frame[FRAME_HEADER_SIZE..];
     // A lone frame has no file checksum to feed.
     dec.read_payload(&mut rest, hdr, out, None)?;
@@ -285,6 +381,43 @@ pub fn read_page_frame_with(
         )));
     }
     Ok(())
+}
+
+/// [`read_page_frame_with`] for a frame of an encrypted file, opened with its `keys`: any
+/// changed byte of the frame (or a frame of another file or page) is
+/// [`Error::PageAuth`], never a wrong page.
+pub fn open_page_frame(
+    dec: &mut PageDecompressor,
+    keys: &FileKeys,
+    frame: &[u8],
+    expected_pgno: u32,
+    page_size: u32,
+    out: &mut [u8],
+) -> Result<()> {
+    let h = frame_header_of(frame, expected_pgno, page_size, out)?;
+    let hdr = FrameHeader::parse(&h);
+    if hdr.flags & FRAME_FLAG_SIZE == 0 {
+        return Err(Error::UnknownFrameFlags {
+            pgno: hdr.pgno,
+            flags: hdr.flags,
+        });
+    }
+    let head = FRAME_HEADER_SIZE + FRAME_SIZE_FIELD;
+    if frame.len() < head {
+        return Err(Error::Truncated("page frame size"));
+    }
+    let len = u32::from_be_bytes([frame[6], frame[7], frame[8], frame[9]]) as usize;
+    let max = max_compressed_len(page_size, hdr.flags) + SEAL_OVERHEAD;
+    if len > max || frame.len() != head + len {
+        return Err(Error::index(format!(
+            "frame of page {} says {len} sealed bytes in a {}-byte frame",
+            hdr.pgno,
+            frame.len()
+        )));
+    }
+    let mut sealed = frame[head..].to_vec();
+    let compressed = keys.open_page(&h, &mut sealed)?;
+    dec.decompress_sized(hdr.pgno, hdr.flags, compressed, out)
 }
 
 #[cfg(test)]
@@ -305,11 +438,11 @@ mod tests {
     #[test]
     fn parse_valid_and_lookup() {
         let b = index_bytes(&[(1, 100, 36), (5, 136, 40)]);
-        let idx = parse_index_bytes(&b, 176).unwrap();
+        let idx = parse_index_bytes(&b, 100, 176).unwrap();
         assert_eq!(idx.len(), 2);
         assert_eq!(idx.get(5).unwrap().offset, 136);
         assert!(idx.get(2).is_none());
-        let empty = parse_index_bytes(&[0], 100).unwrap();
+        let empty = parse_index_bytes(&[0], 100, 100).unwrap();
         assert!(empty.is_empty());
     }
 
@@ -325,12 +458,12 @@ mod tests {
             ..Default::default()
         };
         let max = max_frame_len(4096) as u64;
-        let bomb = parse_index_bytes(&index_bytes(&[(1, 100, 8 << 20)]), 100 + (8 << 20)).unwrap();
+        let bomb = parse_index_bytes(&index_bytes(&[(1, 100, 8 << 20)]), 100, 100 + (8 << 20)).unwrap();
         let err = bomb.check_header(&header).unwrap_err().to_string();
         assert!(err.contains("more than any 4096-byte page takes"), "{err}");
-        let just_over = parse_index_bytes(&index_bytes(&[(1, 100, max + 1)]), 100 + max + 1).unwrap();
+        let just_over = parse_index_bytes(&index_bytes(&[(1, 100, max + 1)]), 100, 100 + max + 1).unwrap();
         assert!(just_over.check_header(&header).is_err());
-        let largest = parse_index_bytes(&index_bytes(&[(1, 100, max)]), 100 + max).unwrap();
+        let largest = parse_index_bytes(&index_bytes(&[(1, 100, max)]), 100, 100 + max).unwrap();
         largest.check_header(&header).unwrap();
         // The bound covers what the compressors really produce for incompressible pages.
         let noise: Vec<u8> = (0..65536u32)
@@ -362,7 +495,7 @@ mod tests {
         ];
         for (i, (b, end)) in cases.iter().enumerate() {
             assert!(
-                matches!(parse_index_bytes(b, *end), Err(Error::BadIndex(_))),
+                matches!(parse_index_bytes(b, 100, *end), Err(Error::BadIndex(_))),
                 "case {i}"
             );
         }

@@ -2,7 +2,7 @@
 //! Litestream writes: NoChecksum flag, database checksums 0.
 
 use super::capture::{CapturedTxn, WalPosition};
-use crate::ltx::{lock_pgno, Compression, Encoder, Header, FLAG_NO_CHECKSUM};
+use crate::ltx::{lock_pgno, Encoder, Encoding, Header, FLAG_NO_CHECKSUM};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -157,7 +157,7 @@ impl Batch {
     }
 
     /// Encodes the batch as one LTX file in the form Litestream writes.
-    pub fn encode(&self, node_id: u64, compression: Compression) -> crate::ltx::Result<Vec<u8>> {
+    pub fn encode(&self, node_id: u64, encoding: &Encoding) -> crate::ltx::Result<Vec<u8>> {
         let position = self.position.expect("a batch has at least one commit");
         let header = Header {
             flags: FLAG_NO_CHECKSUM,
@@ -172,10 +172,11 @@ impl Batch {
             wal_salt1: position.salt1,
             wal_salt2: position.salt2,
             node_id,
+            recipients: 0,
         };
         let mut pgnos: Vec<u32> = self.pages.keys().copied().filter(|p| *p <= self.commit).collect();
         pgnos.sort_unstable();
-        let mut encoder = Encoder::new(Vec::with_capacity(self.bytes() / 2 + 4096), header, compression)?;
+        let mut encoder = Encoder::with_encoding(Vec::with_capacity(self.bytes() / 2 + 4096), header, encoding)?;
         for pgno in pgnos {
             encoder.write_page(pgno, &self.pages[&pgno])?;
         }
@@ -191,7 +192,7 @@ pub fn encode_full(
     min_txid: u64,
     max_txid: u64,
     node_id: u64,
-    compression: Compression,
+    encoding: &Encoding,
     mut read_page: impl FnMut(u32, &mut [u8]) -> std::io::Result<()>,
 ) -> Result<Vec<u8>, String> {
     let header = Header {
@@ -207,8 +208,9 @@ pub fn encode_full(
         wal_salt1: 0,
         wal_salt2: 0,
         node_id,
+        recipients: 0,
     };
-    let mut encoder = Encoder::new(Vec::new(), header, compression).map_err(|e| e.to_string())?;
+    let mut encoder = Encoder::with_encoding(Vec::new(), header, encoding).map_err(|e| e.to_string())?;
     let mut page = vec![0u8; page_size as usize];
     let lock = lock_pgno(page_size);
     for pgno in 1..=commit {

@@ -119,6 +119,11 @@ impl Compactor {
                 }
                 Err(e) => control.report(CompactionEvent::Failed(format!("retention: {e}"))),
             }
+            if let Some(status) = &self.encryption_status {
+                if let Err(e) = status.census(self.store.as_ref()) {
+                    control.report(CompactionEvent::Failed(format!("counting plaintext files: {e}")));
+                }
+            }
         }
         clock.next()
     }
@@ -127,6 +132,7 @@ impl Compactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::file_modes::FileModes;
     use crate::ltx::{Compression, Encoder, Header, FLAG_NO_CHECKSUM};
     use crate::primary::compactor::LevelCache;
     use crate::runtime::block_on;
@@ -202,6 +208,7 @@ mod tests {
             wal_salt1: 0,
             wal_salt2: 0,
             node_id: 0,
+            recipients: 0,
         };
         let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
         enc.write_page(1, &[txid as u8; 512]).unwrap();
@@ -225,9 +232,11 @@ mod tests {
         ));
         let c = Compactor {
             store: Arc::clone(&store) as Arc<dyn ReplicaStore>,
-            cache: LevelCache::open(dir.path()).unwrap(),
+            cache: LevelCache::open(dir.path(), FileModes::NewDatabase).unwrap(),
             config: CompactionConfig::default(),
-            compression: Compression::Lz4,
+            encoding: Compression::Lz4.into(),
+            encryption: None,
+            encryption_status: None,
         };
         let events = Events::default();
         let hour = 3_600_000;

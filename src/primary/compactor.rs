@@ -13,7 +13,9 @@
 //! a level-1 file covers them, so old points are restorable at level-1 granularity.
 
 use crate::config::CompactionConfig;
-use crate::ltx::{compact, format_name, parse_name, Compression};
+use crate::file_modes::FileModes;
+use crate::ltx::crypto::{Encryption, PrivateKey};
+use crate::ltx::{compact_with, format_name, parse_name, Encoding};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
 use std::fs;
@@ -29,14 +31,18 @@ pub const SNAPSHOT_LEVEL: u8 = 9;
 /// them: `<staging>/levels/<level>/<name>`.
 pub struct LevelCache {
     dir: PathBuf,
+    /// The database's permissions: cached files hold its pages.
+    modes: FileModes,
 }
 
 impl LevelCache {
-    pub fn open(staging_dir: &Path) -> io::Result<LevelCache> {
+    pub fn open(staging_dir: &Path, modes: FileModes) -> io::Result<LevelCache> {
         let dir = staging_dir.join("levels");
+        modes.create_dir_all(staging_dir)?;
+        modes.own_dir(&dir)?;
         for level in 0..3u8 {
             let d = dir.join(level.to_string());
-            fs::create_dir_all(&d)?;
+            modes.own_dir(&d)?;
             for entry in fs::read_dir(&d)? {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == "tmp") {
@@ -44,7 +50,7 @@ impl LevelCache {
                 }
             }
         }
-        Ok(LevelCache { dir })
+        Ok(LevelCache { dir, modes })
     }
 
     fn path(&self, level: u8, min_txid: u64, max_txid: u64) -> PathBuf {
@@ -62,7 +68,7 @@ impl LevelCache {
     pub fn write(&self, level: u8, min_txid: u64, max_txid: u64, bytes: &[u8]) -> io::Result<()> {
         let path = self.path(level, min_txid, max_txid);
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes)?;
+        self.modes.write_file(&tmp, bytes)?;
         fs::rename(&tmp, &path)
     }
 
@@ -121,7 +127,13 @@ pub struct Compactor {
     pub store: Arc<dyn ReplicaStore>,
     pub cache: LevelCache,
     pub config: CompactionConfig,
-    pub compression: Compression,
+    /// How outputs are written: every output encrypted under a content key of its own
+    /// when keyed (inputs are opened and their pages sealed again, never copied sealed).
+    pub encoding: Encoding,
+    /// Opens encrypted inputs.
+    pub encryption: Option<Arc<Encryption>>,
+    /// Counts the plaintext files left after each retention pass, when keyed.
+    pub encryption_status: Option<Arc<super::encryption::EncryptionStatus>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -138,6 +150,10 @@ pub fn next_boundary(now_ms: i64, interval: Duration) -> i64 {
 }
 
 impl Compactor {
+    fn key(&self) -> Option<&PrivateKey> {
+        self.encryption.as_ref().map(|e| e.key())
+    }
+
     /// Merges the files of `level - 1` that follow the last file of `level` into one
     /// file at `level`. `None` when there is nothing new.
     pub fn compact_level(&self, level: u8) -> Result<Option<Compacted>, String> {
@@ -227,7 +243,10 @@ impl Compactor {
                 ))),
             }
         }
-        Ok((compact(readers, Vec::new(), self.compression)?, local_inputs))
+        Ok((
+            compact_with(readers, Vec::new(), &self.encoding, self.key())?,
+            local_inputs,
+        ))
     }
 
     /// How many files at the start of `chain` share the first one's page size.
@@ -281,7 +300,8 @@ impl Compactor {
                 ))),
             }
         }
-        let out = compact(readers, Vec::new(), self.compression).map_err(|e| format!("merging the plan: {e}"))?;
+        let out = compact_with(readers, Vec::new(), &self.encoding, self.key())
+            .map_err(|e| format!("merging the plan: {e}"))?;
         if out.header.min_txid != 1 {
             return Err(format!(
                 "the plan starts at TXID {}, not at a snapshot",
@@ -353,7 +373,7 @@ impl Compactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ltx::{Encoder, Header, FLAG_NO_CHECKSUM};
+    use crate::ltx::{Compression, Encoder, Header, FLAG_NO_CHECKSUM};
     use crate::storage::open_store;
 
     fn ltx(min: u64, max: u64, pages: &[(u32, u8)], commit: u32, ts: i64) -> Vec<u8> {
@@ -374,6 +394,7 @@ mod tests {
             wal_salt1: 0,
             wal_salt2: 0,
             node_id: 0,
+            recipients: 0,
         };
         let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
         for (pgno, fill) in pages {
@@ -385,9 +406,11 @@ mod tests {
     fn compactor(name: &str, dir: &Path, config: CompactionConfig) -> Compactor {
         Compactor {
             store: open_store(&format!("memory://{name}"), &Default::default()).unwrap(),
-            cache: LevelCache::open(dir).unwrap(),
+            cache: LevelCache::open(dir, FileModes::NewDatabase).unwrap(),
             config,
-            compression: Compression::Lz4,
+            encoding: Compression::Lz4.into(),
+            encryption: None,
+            encryption_status: None,
         }
     }
 
@@ -401,6 +424,17 @@ mod tests {
             .iter()
             .map(|f| (f.min_txid, f.max_txid))
             .collect()
+    }
+
+    #[test]
+    fn cached_files_and_level_directories_are_no_more_open_than_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LevelCache::open(dir.path(), FileModes::bits(0o600)).unwrap();
+        cache.write(1, 1, 4, b"ltx").unwrap();
+        let mode = |p: PathBuf| crate::file_modes::permission_bits(&p).unwrap();
+        assert_eq!(mode(dir.path().join("levels")), 0o700);
+        assert_eq!(mode(dir.path().join("levels/1")), 0o700);
+        assert_eq!(mode(cache.path(1, 1, 4)), 0o600);
     }
 
     #[test]

@@ -49,15 +49,17 @@ impl Database {
     /// Opens the per-process state of `path` (creating its staging directory); nobody
     /// leads yet.
     pub fn new(path: &Path, config: Config, tools: Tools) -> Result<Database, String> {
-        std::fs::create_dir_all(&config.staging_dir)
+        config
+            .file_modes
+            .create_dir_all(&config.staging_dir)
             .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
-        let lock = LeaderLock::open(&config.staging_dir)?;
+        let lock = LeaderLock::open(&config.staging_dir, config.file_modes)?;
         Ok(Database {
             path: path.to_path_buf(),
             tools,
             last_follower_write_ms: AtomicI64::new(0),
-            records: HandoffDir::new(&config.staging_dir),
-            state_file: StateFile::new(&config.staging_dir),
+            records: HandoffDir::new(&config.staging_dir, config.file_modes),
+            state_file: StateFile::new(&config.staging_dir, config.file_modes),
             config,
             lock,
             leader: RwLock::new(None),
@@ -95,7 +97,7 @@ impl Database {
         let started = std::time::Instant::now();
         match Primary::open(&self.path, self.config.clone(), (self.tools.snapshotter)(), prepare_db) {
             Ok(primary) => {
-                follower::announce_leader(&self.config.staging_dir, primary.node_id());
+                follower::announce_leader(&self.config.staging_dir, self.config.file_modes, primary.node_id());
                 tracing::info!(
                     db = %self.path.display(),
                     pid = std::process::id(),
@@ -165,7 +167,13 @@ impl Database {
     pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
         match self.leader() {
             Some(primary) => primary.sync_all(timeout),
-            None => follower::sync(&self.path, &self.config.staging_dir, timeout, &|| self.leader()),
+            None => follower::sync(
+                &self.path,
+                &self.config.staging_dir,
+                self.config.file_modes,
+                timeout,
+                &|| self.leader(),
+            ),
         }
     }
 
@@ -176,8 +184,15 @@ impl Database {
             return; // not a header SQLite would write; the capture path reports it
         };
         let current = read_header(live);
-        if current.is_some_and(|h| (h.salt1, h.salt2) == (next.salt1, next.salt2)) {
-            return; // the same generation's header written again
+        // The same header written again changes nothing. The same salts with another
+        // checkpoint sequence (so another checksum seed) do: SQLite takes the salts from
+        // shared memory but the sequence from the writing connection, so a writer
+        // rewriting the header of a WAL whose frames were never committed (its last
+        // writer died mid-transaction) can keep the salts and change the chain. Treated
+        // as the same generation, every later frame failed capture's checksum check and a
+        // whole generation went uncaptured (multi_process_crash under load).
+        if current.is_some_and(|h| h == next) {
+            return;
         }
         match (self.leader(), current) {
             (Some(primary), Some(_)) => primary.before_wal_destroyed(live, Some(new), None),

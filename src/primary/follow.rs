@@ -152,6 +152,7 @@ fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::file_modes::FileModes;
     use crate::primary::capture::WalPosition;
     use crate::primary::state::SavedWal;
     use crate::wal::testing::WalBuilder;
@@ -186,7 +187,7 @@ mod tests {
     #[test]
     fn a_restart_by_another_process_is_followed_through_its_tail_into_the_next_generation() {
         let dir = tempfile::tempdir().unwrap();
-        let records = HandoffDir::new(dir.path());
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         let mut g1 = WalBuilder::new(512, 10, 1, false);
         g1.frame(1, 1, 1);
         let mut capture = captured_through(&g1, 1, g1.running_checksum());
@@ -233,7 +234,7 @@ mod tests {
     #[test]
     fn a_truncation_then_a_fresh_generation_is_followed_through_the_start_record() {
         let dir = tempfile::tempdir().unwrap();
-        let records = HandoffDir::new(dir.path());
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         let mut g1 = WalBuilder::new(512, 10, 1, false);
         g1.frame(1, 1, 1);
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
@@ -257,7 +258,7 @@ mod tests {
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
         let mut consumed = 0;
         let dir2 = tempfile::tempdir().unwrap();
-        let records2 = HandoffDir::new(dir2.path());
+        let records2 = HandoffDir::new(dir2.path(), FileModes::NewDatabase);
         records2.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap();
         let found = follow(&mut capture, &mut consumed, &records2, &mut Vec::new(), None, &none)
             .unwrap()
@@ -269,7 +270,7 @@ mod tests {
     #[test]
     fn generations_nobody_recorded_are_discontinuities() {
         let dir = tempfile::tempdir().unwrap();
-        let records = HandoffDir::new(dir.path());
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         let mut g1 = WalBuilder::new(512, 10, 1, false);
         g1.frame(1, 1, 1);
         let mut g2 = WalBuilder::new(512, 11, 2, false);
@@ -299,7 +300,7 @@ mod tests {
     #[test]
     fn a_tail_that_starts_after_the_captured_position_is_a_discontinuity() {
         let dir = tempfile::tempdir().unwrap();
-        let records = HandoffDir::new(dir.path());
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         let mut g1 = WalBuilder::new(512, 10, 1, false);
         g1.frame(1, 1, 1);
         let after = g1.running_checksum();
@@ -323,7 +324,7 @@ mod tests {
     #[test]
     fn a_deleted_wal_continues_only_if_the_database_is_as_its_checkpoint_left_it() {
         let dir = tempfile::tempdir().unwrap();
-        let records = HandoffDir::new(dir.path());
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         let mut g1 = WalBuilder::new(512, 10, 1, false);
         g1.frame(1, 1, 1);
         let identity = FileIdentity {

@@ -12,6 +12,7 @@
 //!   be ordered by their salts.
 
 use super::Primary;
+use crate::file_modes::FileModes;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,10 +47,10 @@ fn now_ms() -> i64 {
 }
 
 /// Replaces `name` in `dir` atomically (no fsync: these are messages between live
-/// processes, not recovery state).
-fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+/// processes, not recovery state), with the database's permissions.
+fn write_json(path: &Path, modes: FileModes, value: &impl Serialize) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, serde_json::to_vec(value).expect("serialises"))?;
+    modes.write_file(&tmp, &serde_json::to_vec(value).expect("serialises"))?;
     fs::rename(tmp, path)
 }
 
@@ -58,13 +59,13 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 }
 
 /// The process that just took the replication lock says so.
-pub fn announce_leader(staging_dir: &Path, node_id: u64) {
+pub fn announce_leader(staging_dir: &Path, modes: FileModes, node_id: u64) {
     let leader = Leader {
         pid: std::process::id(),
         node_id,
         since_ms: now_ms(),
     };
-    if let Err(e) = write_json(&staging_dir.join("leader.json"), &leader) {
+    if let Err(e) = write_json(&staging_dir.join("leader.json"), modes, &leader) {
         tracing::warn!("writing {}: {e}", staging_dir.join("leader.json").display());
     }
 }
@@ -74,8 +75,8 @@ pub fn read_leader(staging_dir: &Path) -> Option<Leader> {
 }
 
 /// Leader side: everything up to `txid` is stored.
-pub fn publish_uploaded(staging_dir: &Path, uploaded: Uploaded) {
-    if let Err(e) = write_json(&staging_dir.join("uploaded.json"), &uploaded) {
+pub fn publish_uploaded(staging_dir: &Path, modes: FileModes, uploaded: Uploaded) {
+    if let Err(e) = write_json(&staging_dir.join("uploaded.json"), modes, &uploaded) {
         tracing::warn!("publishing upload progress: {e}");
     }
 }
@@ -116,9 +117,9 @@ pub fn pending_requests(staging_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Leader side: every commit made before `request` is in TXIDs up to `txid`.
-pub fn answer(request: &Path, txid: u64, node_id: u64) {
+pub fn answer(request: &Path, modes: FileModes, txid: u64, node_id: u64) {
     let answer = request.with_extension("ans");
-    if let Err(e) = write_json(&answer, &Answer { txid, node_id }) {
+    if let Err(e) = write_json(&answer, modes, &Answer { txid, node_id }) {
         tracing::warn!("answering {}: {e}", request.display());
     }
     let _ = fs::remove_file(request);
@@ -130,17 +131,22 @@ pub fn answer(request: &Path, txid: u64, node_id: u64) {
 pub fn sync(
     db_path: &Path,
     staging_dir: &Path,
+    modes: FileModes,
     timeout: Duration,
     leader: &dyn Fn() -> Option<Arc<Primary>>,
 ) -> Result<u64, String> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let deadline = Instant::now() + timeout;
     let dir = sync_dir(staging_dir);
-    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    modes
+        .create_dir_all(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let name = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     let request = dir.join(format!("{name}.req"));
     let answer_path = dir.join(format!("{name}.ans"));
-    fs::write(&request, b"").map_err(|e| format!("{}: {e}", request.display()))?;
+    modes
+        .write_file(&request, b"")
+        .map_err(|e| format!("{}: {e}", request.display()))?;
     let cleanup = || {
         let _ = fs::remove_file(&request);
         let _ = fs::remove_file(&answer_path);
@@ -229,9 +235,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_uploaded(dir.path()), None);
         let up = Uploaded { txid: 9, node_id: 3 };
-        publish_uploaded(dir.path(), up);
+        publish_uploaded(dir.path(), FileModes::NewDatabase, up);
         assert_eq!(read_uploaded(dir.path()), Some(up));
-        announce_leader(dir.path(), 3);
+        announce_leader(dir.path(), FileModes::NewDatabase, 3);
         assert_eq!(read_leader(dir.path()).unwrap().pid, std::process::id());
     }
 
@@ -244,17 +250,24 @@ mod tests {
             std::thread::spawn(move || loop {
                 let pending = pending_requests(&staging);
                 if let Some(request) = pending.first() {
-                    answer(request, 7, 1);
+                    answer(request, FileModes::NewDatabase, 7, 1);
                     std::thread::sleep(Duration::from_millis(50));
-                    publish_uploaded(&staging, Uploaded { txid: 8, node_id: 1 });
+                    publish_uploaded(&staging, FileModes::NewDatabase, Uploaded { txid: 8, node_id: 1 });
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(5));
             })
         };
         // A stale progress file of another node does not count.
-        publish_uploaded(&staging, Uploaded { txid: 100, node_id: 2 });
-        let got = sync(Path::new("db"), &staging, Duration::from_secs(10), &|| None).unwrap();
+        publish_uploaded(&staging, FileModes::NewDatabase, Uploaded { txid: 100, node_id: 2 });
+        let got = sync(
+            Path::new("db"),
+            &staging,
+            FileModes::NewDatabase,
+            Duration::from_secs(10),
+            &|| None,
+        )
+        .unwrap();
         answerer.join().unwrap();
         assert_eq!(got, 8);
         assert!(
@@ -264,9 +277,46 @@ mod tests {
     }
 
     #[test]
+    fn messages_between_processes_are_no_more_open_than_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().to_path_buf();
+        let modes = FileModes::bits(0o640);
+        let mode = |p: &Path| crate::file_modes::permission_bits(p).unwrap();
+        let answerer = {
+            let staging = staging.clone();
+            std::thread::spawn(move || loop {
+                if let Some(request) = pending_requests(&staging).first() {
+                    let seen = (mode(&sync_dir(&staging)), mode(request));
+                    answer(request, modes, 1, 1);
+                    publish_uploaded(&staging, modes, Uploaded { txid: 1, node_id: 1 });
+                    return seen;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            })
+        };
+        sync(Path::new("db"), &staging, modes, Duration::from_secs(10), &|| None).unwrap();
+        assert_eq!(
+            answerer.join().unwrap(),
+            (0o750, 0o640),
+            "the sync directory and a request"
+        );
+        announce_leader(&staging, modes, 1);
+        for name in ["uploaded.json", "leader.json"] {
+            assert_eq!(mode(&staging.join(name)), 0o640, "{name}");
+        }
+    }
+
+    #[test]
     fn an_unanswered_request_times_out_saying_why() {
         let dir = tempfile::tempdir().unwrap();
-        let err = sync(Path::new("db"), dir.path(), Duration::from_millis(50), &|| None).unwrap_err();
+        let err = sync(
+            Path::new("db"),
+            dir.path(),
+            FileModes::NewDatabase,
+            Duration::from_millis(50),
+            &|| None,
+        )
+        .unwrap_err();
         assert!(err.contains("no process replicates it"), "{err}");
     }
 }

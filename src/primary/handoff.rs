@@ -20,10 +20,11 @@
 
 use super::capture::WalSource;
 use super::state::{FileIdentity, SavedWal};
+use crate::file_modes::FileModes;
 use crate::wal::{walk_frames, FrameHeader, WalHeader, FRAME_HEADER_SIZE, HEADER_SIZE};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -94,12 +95,15 @@ impl Record {
 #[derive(Clone, Debug)]
 pub struct HandoffDir {
     dir: PathBuf,
+    /// The database's permissions: records hold its pages.
+    modes: FileModes,
 }
 
 impl HandoffDir {
-    pub fn new(staging_dir: &Path) -> Self {
+    pub fn new(staging_dir: &Path, modes: FileModes) -> Self {
         HandoffDir {
             dir: staging_dir.join("handoff"),
+            modes,
         }
     }
 
@@ -257,11 +261,11 @@ impl HandoffDir {
     /// Callers hold SQLite's WAL write lock or an exclusive lock on the database, so
     /// records are written one at a time.
     fn write_record(&self, kind: &str, fill: impl FnOnce(u64, &File) -> io::Result<Meta>) -> io::Result<u64> {
-        fs::create_dir_all(&self.dir)?;
+        self.modes.create_dir_all(&self.dir)?;
         let seq = self.next_seq()?;
         let tmp = self.dir.join(format!("{seq:016x}.{kind}.tmp"));
         let result = (|| {
-            let file = File::create(&tmp)?;
+            let file = self.modes.create_file(&tmp)?;
             let meta = fill(seq, &file)?;
             let json = serde_json::to_vec(&meta).expect("metadata serialises");
             if json.len() > META_ROOM {
@@ -294,8 +298,7 @@ impl HandoffDir {
         let listed = self.list()?.last().map_or(0, Record::seq);
         let seq = stored.max(listed) + 1;
         let tmp = self.dir.join("seq.tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(seq.to_string().as_bytes())?;
+        self.modes.write_file(&tmp, seq.to_string().as_bytes())?;
         fs::rename(&tmp, &counter)?;
         Ok(seq)
     }
@@ -445,7 +448,7 @@ mod tests {
     #[test]
     fn a_tail_holds_the_committed_frames_after_the_staged_position() {
         let dir = tempfile::tempdir().unwrap();
-        let handoff = HandoffDir::new(dir.path());
+        let handoff = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         let mut wal = WalBuilder::new(512, 7, 9, false);
         wal.frame(1, 2, 0xa).frame(2, 2, 0xb); // commit at frame 1
         let after_first = wal.running_checksum();
@@ -478,7 +481,7 @@ mod tests {
     #[test]
     fn a_staged_position_that_does_not_match_the_wal_hands_off_the_whole_generation() {
         let dir = tempfile::tempdir().unwrap();
-        let handoff = HandoffDir::new(dir.path());
+        let handoff = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         let mut wal = WalBuilder::new(512, 7, 9, false);
         wal.frame(1, 1, 0xa).frame(1, 1, 0xb);
         let mut bytes = wal.bytes.clone();
@@ -498,7 +501,7 @@ mod tests {
     #[test]
     fn records_are_numbered_in_order_and_numbers_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let handoff = HandoffDir::new(dir.path());
+        let handoff = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         let mut wal = WalBuilder::new(512, 7, 9, false);
         wal.frame(1, 1, 0xa);
         let next = WalBuilder::new(512, 8, 3, false);
@@ -517,9 +520,27 @@ mod tests {
     }
 
     #[test]
+    fn records_are_no_more_open_than_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let handoff = HandoffDir::new(dir.path(), FileModes::bits(0o600));
+        let mut wal = WalBuilder::new(512, 7, 9, false);
+        wal.frame(1, 1, 0xa);
+        handoff
+            .write_tail(&mut wal.bytes.clone(), None, None, None)
+            .unwrap()
+            .unwrap();
+        let mode = |p: PathBuf| crate::file_modes::permission_bits(&p).unwrap();
+        assert_eq!(mode(dir.path().join("handoff")), 0o700);
+        assert_eq!(mode(dir.path().join("handoff/seq")), 0o600);
+        for record in handoff.list().unwrap() {
+            assert_eq!(mode(handoff.path_of(&record)), 0o600, "a record holds pages");
+        }
+    }
+
+    #[test]
     fn no_valid_wal_means_nothing_to_hand_off() {
         let dir = tempfile::tempdir().unwrap();
-        let handoff = HandoffDir::new(dir.path());
+        let handoff = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         assert_eq!(handoff.write_tail(&mut Vec::new(), None, None, None).unwrap(), None);
         assert_eq!(handoff.write_tail(&mut vec![7u8; 64], None, None, None).unwrap(), None);
         assert!(handoff.list().unwrap().is_empty());

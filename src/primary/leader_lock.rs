@@ -8,6 +8,7 @@
 //! The file stays open for the life of the database in the process: that is the one
 //! descriptor replication adds to SQLite's own.
 
+use crate::file_modes::FileModes;
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -17,14 +18,11 @@ pub struct LeaderLock {
 }
 
 impl LeaderLock {
-    pub fn open(staging_dir: &Path) -> Result<LeaderLock, String> {
+    /// Opens (creating, with the database's permissions `modes`) the lock file.
+    pub fn open(staging_dir: &Path, modes: FileModes) -> Result<LeaderLock, String> {
         let path = staging_dir.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = modes
+            .open_or_create(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(LeaderLock { file })
     }
@@ -82,8 +80,8 @@ mod tests {
     #[test]
     fn one_holder_at_a_time_and_others_can_see_it() {
         let dir = tempfile::tempdir().unwrap();
-        let a = LeaderLock::open(dir.path()).unwrap();
-        let b = LeaderLock::open(dir.path()).unwrap();
+        let a = LeaderLock::open(dir.path(), FileModes::NewDatabase).unwrap();
+        let b = LeaderLock::open(dir.path(), FileModes::NewDatabase).unwrap();
         assert!(!b.held_by_another());
         assert!(a.try_acquire().unwrap());
         assert!(b.held_by_another());

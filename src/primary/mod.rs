@@ -6,6 +6,7 @@ pub mod capture;
 pub mod compaction_turn;
 pub mod compactor;
 pub mod database;
+pub mod encryption;
 pub mod follow;
 pub mod follower;
 pub mod handoff;
@@ -15,6 +16,7 @@ mod replicator;
 mod reseed;
 pub mod staging;
 pub mod state;
+mod sync_stats;
 pub mod wal_file;
 
 pub use replicator::{Primary, ShmWal, SnapshotError, Snapshotter};

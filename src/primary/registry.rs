@@ -65,6 +65,13 @@ pub fn all() -> Vec<Arc<Database>> {
         .unwrap_or_default()
 }
 
+/// `litestream_status()` of every database this process replicates (leads), for the
+/// metrics.
+pub fn statuses() -> Vec<serde_json::Value> {
+    // `all()` releases the registry first: a status waits for the primary's own mutex.
+    all().iter().filter_map(|d| d.leader()).map(|p| p.status()).collect()
+}
+
 /// Detaches one main-database handle; the last one closes replication cleanly.
 pub fn detach(db_path: &Path) {
     let mut guard = registry();

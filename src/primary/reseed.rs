@@ -8,12 +8,14 @@
 //! leaving a replica nobody can read. So the full image is also stored as a level-9
 //! snapshot covering TXIDs 1..=N: every plan for a point at or after N starts there.
 
-use crate::ltx::{decode_file, lock_pgno, Compression, Encoder, Header};
+use crate::ltx::crypto::PrivateKey;
+use crate::ltx::{decode_file_with, lock_pgno, Encoder, Encoding, Header};
 
-/// `bytes` (a staged LTX file) re-encoded as a snapshot from TXID 1, if it holds every page
-/// of the database; `None` when it is an ordinary batch.
-pub fn as_snapshot(bytes: &[u8], compression: Compression) -> Result<Option<Vec<u8>>, String> {
-    let file = decode_file(bytes).map_err(|e| format!("reading the staged reseed: {e}"))?;
+/// `bytes` (a staged LTX file, opened with `key` if encrypted) re-encoded as a snapshot
+/// from TXID 1, if it holds every page of the database; `None` when it is an ordinary
+/// batch.
+pub fn as_snapshot(bytes: &[u8], encoding: &Encoding, key: Option<&PrivateKey>) -> Result<Option<Vec<u8>>, String> {
+    let file = decode_file_with(bytes, key).map_err(|e| format!("reading the staged reseed: {e}"))?;
     let commit = file.header.commit;
     let lock = lock_pgno(file.header.page_size);
     let expected = commit as usize - usize::from(lock <= commit);
@@ -25,7 +27,8 @@ pub fn as_snapshot(bytes: &[u8], compression: Compression) -> Result<Option<Vec<
         pre_apply_checksum: 0,
         ..file.header
     };
-    let mut encoder = Encoder::new(Vec::with_capacity(bytes.len()), header, compression).map_err(|e| e.to_string())?;
+    let mut encoder =
+        Encoder::with_encoding(Vec::with_capacity(bytes.len()), header, encoding).map_err(|e| e.to_string())?;
     for (pgno, page) in &file.pages {
         encoder.write_page(*pgno, page).map_err(|e| e.to_string())?;
     }
@@ -38,7 +41,7 @@ pub fn as_snapshot(bytes: &[u8], compression: Compression) -> Result<Option<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ltx::FLAG_NO_CHECKSUM;
+    use crate::ltx::{decode_file, Compression, FLAG_NO_CHECKSUM};
 
     fn file(min: u64, max: u64, commit: u32, pages: &[u32]) -> Vec<u8> {
         let header = Header {
@@ -54,6 +57,7 @@ mod tests {
             wal_salt1: 0,
             wal_salt2: 0,
             node_id: 7,
+            recipients: 0,
         };
         let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
         for p in pages {
@@ -64,7 +68,7 @@ mod tests {
 
     #[test]
     fn a_full_image_becomes_a_snapshot_from_txid_1_with_the_same_pages() {
-        let out = as_snapshot(&file(9, 9, 3, &[1, 2, 3]), Compression::Lz4)
+        let out = as_snapshot(&file(9, 9, 3, &[1, 2, 3]), &Compression::Lz4.into(), None)
             .unwrap()
             .expect("a full image");
         let snap = decode_file(&out).unwrap();
@@ -78,6 +82,8 @@ mod tests {
 
     #[test]
     fn an_ordinary_batch_is_not_a_snapshot() {
-        assert!(as_snapshot(&file(9, 10, 3, &[2]), Compression::Lz4).unwrap().is_none());
+        assert!(as_snapshot(&file(9, 10, 3, &[2]), &Compression::Lz4.into(), None)
+            .unwrap()
+            .is_none());
     }
 }

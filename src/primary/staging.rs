@@ -2,9 +2,10 @@
 //! never wait on the network and a crash loses nothing that was staged.
 
 use super::state::sync_dir;
+use crate::file_modes::FileModes;
 use crate::ltx::{format_name, parse_name};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,28 +30,30 @@ pub fn remove_with_companions(path: &Path) {
 
 pub struct Staging {
     dir: PathBuf,
+    /// The database's permissions: a staged file holds its pages.
+    modes: FileModes,
 }
 
 impl Staging {
     /// Opens (creating) `<dir>/ltx`, and removes temp files a crash left behind.
-    pub fn open(dir: &Path) -> io::Result<Staging> {
+    pub fn open(dir: &Path, modes: FileModes) -> io::Result<Staging> {
         let ltx = dir.join("ltx");
-        fs::create_dir_all(&ltx)?;
+        modes.create_dir_all(dir)?;
+        modes.own_dir(&ltx)?;
         for entry in fs::read_dir(&ltx)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "tmp") {
                 fs::remove_file(&path)?;
             }
         }
-        Ok(Staging { dir: ltx })
+        Ok(Staging { dir: ltx, modes })
     }
 
     /// Writes one LTX file durably under its final name.
     pub fn stage(&self, min_txid: u64, max_txid: u64, bytes: &[u8]) -> io::Result<StagedFile> {
         let path = self.dir.join(format_name(min_txid, max_txid));
         let tmp = path.with_extension("tmp");
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
+        let file = self.modes.write_file(&tmp, bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, &path)?;
         sync_dir(&self.dir)?;
@@ -101,12 +104,12 @@ mod tests {
     #[test]
     fn staged_files_list_in_txid_order_and_temp_files_are_swept() {
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::open(dir.path()).unwrap();
+        let staging = Staging::open(dir.path(), FileModes::NewDatabase).unwrap();
         staging.stage(3, 4, b"b").unwrap();
         staging.stage(1, 2, b"aa").unwrap();
         fs::write(dir.path().join("ltx/junk.txt"), b"x").unwrap();
         fs::write(dir.path().join("ltx/0000000000000005-0000000000000005.tmp"), b"half").unwrap();
-        let staging = Staging::open(dir.path()).unwrap();
+        let staging = Staging::open(dir.path(), FileModes::NewDatabase).unwrap();
         let listed: Vec<_> = staging
             .list()
             .unwrap()
@@ -116,5 +119,21 @@ mod tests {
         assert_eq!(listed, vec![(1, 2, 2), (3, 4, 1)]);
         assert!(!dir.path().join("ltx/0000000000000005-0000000000000005.tmp").exists());
         assert_eq!(staging.total_bytes().unwrap(), 3);
+    }
+
+    #[test]
+    fn staged_files_and_their_directory_are_no_more_open_than_the_database() {
+        use crate::file_modes::permission_bits;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        fs::write(&db, b"").unwrap();
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o600)).unwrap();
+        let staging_dir = dir.path().join("app.db-litestream");
+        let staging = Staging::open(&staging_dir, FileModes::of_database(&db)).unwrap();
+        let staged = staging.stage(1, 1, b"snapshot").unwrap();
+        assert_eq!(permission_bits(&staged.path).unwrap(), 0o600);
+        assert_eq!(permission_bits(&staging_dir).unwrap(), 0o700);
+        assert_eq!(permission_bits(&staging_dir.join("ltx")).unwrap(), 0o700);
     }
 }

@@ -3,9 +3,10 @@
 //! resuming from the WAL and taking a snapshot.
 
 use super::capture::WalPosition;
+use crate::file_modes::FileModes;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,12 +89,15 @@ pub struct SavedState {
 
 pub struct StateFile {
     path: PathBuf,
+    /// The database's permissions.
+    modes: FileModes,
 }
 
 impl StateFile {
-    pub fn new(staging_dir: &Path) -> Self {
+    pub fn new(staging_dir: &Path, modes: FileModes) -> Self {
         StateFile {
             path: staging_dir.join("state.json"),
+            modes,
         }
     }
 
@@ -110,8 +114,9 @@ impl StateFile {
     /// Replaces the state atomically and durably (temp file, fsync, rename).
     pub fn save(&self, state: &SavedState) -> io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(state).expect("state serialises"))?;
+        let file = self
+            .modes
+            .write_file(&tmp, &serde_json::to_vec_pretty(state).expect("state serialises"))?;
         file.sync_all()?;
         fs::rename(&tmp, &self.path)?;
         sync_dir(self.path.parent().expect("state file has a directory"))
@@ -130,7 +135,7 @@ mod tests {
     #[test]
     fn state_round_trips_and_missing_file_is_none() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path());
+        let file = StateFile::new(dir.path(), FileModes::NewDatabase);
         assert_eq!(file.load().unwrap(), None);
         let state = SavedState {
             node_id: 7,
@@ -158,7 +163,10 @@ mod tests {
             br#"{"node_id":1,"txid":2,"wal":{"salt1":1,"salt2":2,"page_size":4096,"next_frame":3,"checksum":[0,0]},"closed_clean":null}"#,
         )
         .unwrap();
-        let state = StateFile::new(dir.path()).load().unwrap().unwrap();
+        let state = StateFile::new(dir.path(), FileModes::NewDatabase)
+            .load()
+            .unwrap()
+            .unwrap();
         assert_eq!((state.handoff_seq, state.wal.unwrap().ended), (0, false));
     }
 
@@ -166,6 +174,16 @@ mod tests {
     fn a_corrupt_state_file_is_an_error_not_a_fresh_start() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("state.json"), b"{not json").unwrap();
-        assert!(StateFile::new(dir.path()).load().is_err());
+        assert!(StateFile::new(dir.path(), FileModes::NewDatabase).load().is_err());
+    }
+
+    #[test]
+    fn the_state_file_is_no_more_open_than_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        StateFile::new(dir.path(), FileModes::bits(0o600))
+            .save(&SavedState::default())
+            .unwrap();
+        let bits = crate::file_modes::permission_bits(&dir.path().join("state.json")).unwrap();
+        assert_eq!(bits, 0o600);
     }
 }

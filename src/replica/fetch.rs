@@ -1,9 +1,10 @@
 //! Everything the replica asks of storage, counted: LISTs, the tail (page index) and
 //! header of each file, and single page frames.
 
-use super::state::{FileKey, PlanFile};
+use super::state::PlanFile;
 use super::Stats;
-use crate::ltx::{parse_tail, read_page_frame, Header, TailRead, DEFAULT_TAIL_GUESS, HEADER_SIZE, MIN_FILE_SIZE};
+use crate::ltx::crypto::PrivateKey;
+use crate::ltx::{Header, TailRead, DEFAULT_TAIL_GUESS, HEADER_SIZE, MIN_FILE_SIZE};
 use crate::restore::Listing;
 use crate::storage::{retry, LtxObject, ReplicaStore, RetryPolicy};
 use bytes::{Bytes, BytesMut};
@@ -20,6 +21,8 @@ pub enum FetchError {
     Storage(crate::storage::Error),
     /// The bytes are not what an LTX file must hold.
     Corrupt(String),
+    /// The replica is encrypted and the key is missing or not one of its recipients.
+    Key(String),
 }
 
 impl std::fmt::Display for FetchError {
@@ -27,6 +30,7 @@ impl std::fmt::Display for FetchError {
         match self {
             FetchError::Storage(e) => write!(f, "{e}"),
             FetchError::Corrupt(m) => write!(f, "corrupt replica: {m}"),
+            FetchError::Key(m) => f.write_str(m),
         }
     }
 }
@@ -77,6 +81,8 @@ pub fn read_policy() -> RetryPolicy {
 pub struct Fetcher {
     pub store: Arc<dyn ReplicaStore>,
     pub stats: Arc<Stats>,
+    /// Opens encrypted (LTX v4) files.
+    pub key: Option<Arc<PrivateKey>>,
 }
 
 impl Fetcher {
@@ -201,10 +207,16 @@ impl Fetcher {
                 header.min_txid, header.max_txid
             )));
         }
-        let file_tail = loop {
-            match parse_tail(obj.size, &tail).map_err(|e| corrupt(e.to_string()))? {
-                TailRead::Complete(t) => break t,
-                TailRead::NeedFrom(from) if from < tail_start => {
+        let (file_tail, keys) = loop {
+            let read = super::sealed::parse_tail(self.key.as_deref(), &head, &header, obj.size, &tail).map_err(
+                |e| match e {
+                    FetchError::Corrupt(m) => corrupt(m),
+                    other => other,
+                },
+            )?;
+            match read {
+                (TailRead::Complete(t), k) => break (t, k),
+                (TailRead::NeedFrom(from), _) if from < tail_start => {
                     tracing::debug!(file = %name, guessed = obj.size - tail_start, needed = obj.size - from, "page index larger than guessed");
                     let more = self.get_range_split(obj, from..tail_start).await?;
                     let mut joined = BytesMut::with_capacity(more.len() + tail.len());
@@ -213,7 +225,7 @@ impl Fetcher {
                     tail = joined.freeze();
                     tail_start = from;
                 }
-                TailRead::NeedFrom(from) => {
+                (TailRead::NeedFrom(from), _) => {
                     return Err(corrupt(format!(
                         "index wants bytes from {from}, already had {tail_start}"
                     )))
@@ -228,6 +240,7 @@ impl Fetcher {
             object: obj.clone(),
             header,
             entries: file_tail.index.into_entries(),
+            keys,
         };
         Ok((planned, head))
     }
@@ -264,7 +277,7 @@ pub type Frame = (u32, u64, u32);
 /// from offset `base`, into `out` (one page). The one place a replica turns stored frames
 /// into pages: every read, read-ahead, speculative read and hydration goes through it.
 pub fn decode_frame(
-    file: &FileKey,
+    file: &PlanFile,
     page_size: u32,
     bytes: &[u8],
     base: u64,
@@ -274,13 +287,14 @@ pub fn decode_frame(
     let frame = offset
         .checked_sub(base)
         .and_then(|at| bytes.get(at as usize..at as usize + size as usize))
-        .ok_or_else(|| FetchError::Corrupt(format!("{file}: short read of page {pgno}")))?;
-    read_page_frame(frame, pgno, page_size, out).map_err(|e| FetchError::Corrupt(format!("{file}: page {pgno}: {e}")))
+        .ok_or_else(|| FetchError::Corrupt(format!("{}: short read of page {pgno}", file.key())))?;
+    file.decode_page(frame, pgno, page_size, out)
+        .map_err(|e| FetchError::Corrupt(format!("{}: page {pgno}: {e}", file.key())))
 }
 
 /// [`decode_frame`] for each of `frames`: the pages, in the same order.
 pub fn decode_frames(
-    file: &FileKey,
+    file: &PlanFile,
     page_size: u32,
     bytes: &[u8],
     base: u64,

@@ -8,16 +8,27 @@
 //! to an older TXID never sees a newer page. Slot writes and the check-then-read of a
 //! reader are serialised by a read-write lock. When hydration is complete and no new TXID
 //! is pending, the file is an image of the database at `txid`.
+//!
+//! The slot table lives in this process's memory, so a file can serve one replica only:
+//! another process hydrating into it would overwrite pages this one's table vouches for,
+//! and a read pinned to one TXID would get another TXID's page. The replica holds a lock
+//! on the file (`flock`, released by the kernel if the process dies) for as long as it
+//! uses it. A second user keeps working without the file, reading from the store and
+//! its cache, with a warning, and takes the file over once the first lets go: a new
+//! process started before the old one exits (a rolling restart) must not fail to open.
+//! The file is readable by its owner only: it holds the whole database.
 
 use super::cache::PageKey;
 use super::carry::Carry;
 use super::fetch::{decode_frame, FetchError, Fetcher, Frame};
 use super::state::{FileKey, PlanFile, State};
+use crate::file_modes::FileModes;
 use serde_json::json;
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
 /// Frames of one file still to fetch.
@@ -50,6 +61,9 @@ struct Progress {
 pub struct Hydration {
     path: PathBuf,
     file: File,
+    /// True once this replica holds the file's lock: until then nothing is written to
+    /// the file or read from it.
+    held: AtomicBool,
     table: RwLock<Table>,
     progress: Mutex<Progress>,
 }
@@ -61,21 +75,51 @@ impl std::fmt::Debug for Hydration {
 }
 
 impl Hydration {
-    /// Creates (or empties) the local file.
+    /// Opens (creating) the local file and takes it if no other replica holds it (see
+    /// [`Hydration::take`]); otherwise warns and waits for it.
     pub fn create(path: &Path) -> Result<Hydration, String> {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
+        let file = FileModes::owner_only()
+            .open_or_create(path)
             .map_err(|e| format!("hydration file {}: {e}", path.display()))?;
-        Ok(Hydration {
+        let hydration = Hydration {
             path: path.to_path_buf(),
             file,
+            held: AtomicBool::new(false),
             table: RwLock::new(Table::default()),
             progress: Mutex::new(Progress::default()),
-        })
+        };
+        if !hydration.take() {
+            tracing::warn!(
+                path = %path.display(),
+                "the hydration file is in use by another process (or another replica of this one); \
+                 reading from the store until it is free (give each process its own hydrate= path)"
+            );
+        }
+        Ok(hydration)
+    }
+
+    /// Takes the file for this replica if it does not hold it yet: locks it, then empties
+    /// it (whatever a previous user left is unlabelled here). False while another process
+    /// or replica holds it. Called by the hydrator before each round.
+    pub fn take(&self) -> bool {
+        if self.held.load(Ordering::Acquire) {
+            return true;
+        }
+        match self.file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return false,
+            Err(TryLockError::Error(e)) => {
+                self.record_error(&format!("locking the hydration file: {e}"));
+                return false;
+            }
+        }
+        if let Err(e) = self.file.set_len(0) {
+            self.record_error(&format!("emptying the hydration file: {e}"));
+            let _ = self.file.unlock();
+            return false;
+        }
+        self.held.store(true, Ordering::Release);
+        true
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -124,6 +168,9 @@ impl Hydration {
         page: &[u8],
         displaced: &mut dyn FnMut(PageKey, Vec<u8>),
     ) -> std::io::Result<()> {
+        if !self.held.load(Ordering::Acquire) {
+            return Ok(()); // another process's file
+        }
         let offset = (key.pgno as u64 - 1) * page.len() as u64;
         let i = key.pgno as usize - 1;
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
@@ -247,7 +294,7 @@ impl Hydration {
                 self.progress().bytes_fetched += bytes.len() as u64;
                 for &frame in &frames[i..j] {
                     let pgno = frame.0;
-                    decode_frame(&file_key, state.page_size, &bytes, start, frame, &mut page)?;
+                    decode_frame(file, state.page_size, &bytes, start, frame, &mut page)?;
                     self.write(&PageKey { file: file_key, pgno }, &page, displaced)
                         .map_err(|e| FetchError::Corrupt(format!("writing {}: {e}", self.path.display())))?;
                 }
@@ -299,6 +346,8 @@ impl Hydration {
         let p = self.progress();
         json!({
             "path": self.path.display().to_string(),
+            // True while another process (or replica) holds the file: nothing is local.
+            "waiting_for_file": !self.held.load(Ordering::Acquire),
             "txid": p.txid,
             "complete": p.txid == current.txid,
             "pages_local": local,
@@ -351,6 +400,42 @@ mod tests {
             .unwrap();
         assert_eq!(read(&h, &key(9, 2)), Some(vec![9; 16]));
         assert_eq!(displaced, vec![(key(5, 2), vec![5; 16])]);
+    }
+
+    #[test]
+    fn a_second_user_of_one_file_waits_for_it_and_never_writes_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        let first = Hydration::create(&path).unwrap();
+        first.write(&key(5, 1), &[5; 16], &mut |_, _| {}).unwrap();
+        // A second replica (here in-process: flock locks are per open file, so another
+        // process is refused the same way).
+        let second = Hydration::create(&path).unwrap();
+        assert!(!second.take(), "the file is held");
+        second.write(&key(9, 1), &[9; 16], &mut |_, _| {}).unwrap();
+        assert_eq!(read(&second, &key(9, 1)), None, "the second user keeps no slots");
+        assert_eq!(
+            read(&first, &key(5, 1)),
+            Some(vec![5; 16]),
+            "nor overwrites the first's"
+        );
+        drop(first);
+        assert!(second.take(), "free once the first lets go");
+        second.write(&key(9, 1), &[9; 16], &mut |_, _| {}).unwrap();
+        assert_eq!(read(&second, &key(9, 1)), Some(vec![9; 16]));
+    }
+
+    #[test]
+    fn the_hydration_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        std::fs::write(&path, b"left by an older version").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let h = Hydration::create(&path).unwrap();
+        assert_eq!(crate::file_modes::permission_bits(&path).unwrap(), 0o600);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "emptied once taken");
+        drop(h);
     }
 
     #[test]

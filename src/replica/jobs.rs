@@ -53,7 +53,9 @@ impl Job for HydrateJob {
             }
             Arc::clone(&g.current)
         };
-        if h.txid() == state.txid {
+        // `take`: the file may be another process's; hydrate once it is ours (until
+        // then, try again every poll_interval).
+        if h.txid() == state.txid || !h.take() {
             return Some(Instant::now() + replica.poll_interval);
         }
         let stop = || replica.lock().stop;

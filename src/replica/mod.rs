@@ -20,6 +20,7 @@ pub mod hydrate;
 mod jobs;
 pub mod pragma;
 pub mod registry;
+pub mod sealed;
 pub mod state;
 pub mod time;
 
@@ -46,6 +47,8 @@ pub struct ReplicaConfig {
     pub cache_bytes: u64,
     /// Download every page into this local file in the background and read from it.
     pub hydrate: Option<std::path::PathBuf>,
+    /// Opens an encrypted (LTX v4) replica.
+    pub key: Option<Arc<crate::ltx::crypto::PrivateKey>>,
 }
 
 /// Request and cache counters, for `litestream_status()`.
@@ -174,6 +177,7 @@ impl Replica {
         let fetcher = Fetcher {
             store,
             stats: Arc::new(Stats::default()),
+            key: config.key.clone(),
         };
         let started = Instant::now();
         let listing = block_on(fetcher.list_all()).map_err(|e| format!("listing replica {name}: {e}"))?;
@@ -434,7 +438,7 @@ impl Replica {
             .store(run.last().expect("non-empty").0, Ordering::Relaxed);
         let range = loc.offset..end;
         let result = block_on(self.fetcher.get_range_split(&loc.file.object, range))
-            .and_then(|bytes| decode_frames(&key.file, state.page_size, &bytes, loc.offset, &run));
+            .and_then(|bytes| decode_frames(loc.file, state.page_size, &bytes, loc.offset, &run));
         // Pages read ahead go to the cache; the one asked for is returned below.
         let result = result.map(|pages| {
             let mut wanted = None;
@@ -483,6 +487,7 @@ impl Replica {
                     }
                     FetchError::Storage(e) => ReadError::Io(format!("replica {}: reading page {pgno}: {e}", self.name)),
                     FetchError::Corrupt(m) => ReadError::Corrupt(format!("replica {}: {m}", self.name)),
+                    FetchError::Key(m) => ReadError::Io(format!("replica {}: {m}", self.name)),
                 });
             }
         };
@@ -520,7 +525,7 @@ impl Replica {
                 .filter(current)
                 .map(|e| (e.pgno, e.offset, e.size))
                 .collect();
-            match decode_frames(&file.key(), state.page_size, head, 0, &frames) {
+            match decode_frames(file, state.page_size, head, 0, &frames) {
                 Ok(pages) => {
                     kept += pages.len();
                     for (pgno, page) in pages {
@@ -739,6 +744,12 @@ impl Replica {
             "uptime_s": self.opened.elapsed().as_secs_f64(),
             "last_error": last_error,
             "hydration": self.hydration.as_ref().map(|h| h.status(&current)),
+            "encrypted_files_in_plan": current.files().iter().filter(|f| f.header.is_encrypted()).count(),
         })
+    }
+
+    /// The key this replica was opened with, for `litestream_restore()` on its connections.
+    pub fn encryption_key(&self) -> Option<crate::ltx::crypto::PrivateKey> {
+        self.fetcher.key.as_deref().cloned()
     }
 }

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 struct Entry {
     replica: Arc<Replica>,
     handles: usize,
+    /// The database names it is open under, with their handles (for the metrics' `db`).
+    paths: HashMap<PathBuf, usize>,
 }
 
 static BY_URL: Mutex<Option<HashMap<String, Entry>>> = Mutex::new(None);
@@ -29,23 +31,19 @@ pub fn attach(path: &Path, config: &ReplicaConfig) -> Result<Arc<Replica>, Strin
     let replica = {
         let mut guard = lock(&BY_URL);
         let map = guard.get_or_insert_with(HashMap::new);
-        match map.get_mut(&config.url) {
-            Some(entry) => {
-                entry.handles += 1;
-                Arc::clone(&entry.replica)
-            }
-            None => {
-                let replica = Replica::open(config)?;
-                map.insert(
-                    config.url.clone(),
-                    Entry {
-                        replica: Arc::clone(&replica),
-                        handles: 1,
-                    },
-                );
-                replica
-            }
+        if !map.contains_key(&config.url) {
+            let replica = Replica::open(config)?;
+            let entry = Entry {
+                replica,
+                handles: 0,
+                paths: HashMap::new(),
+            };
+            map.insert(config.url.clone(), entry);
         }
+        let entry = map.get_mut(&config.url).expect("inserted above");
+        entry.handles += 1;
+        *entry.paths.entry(path.to_path_buf()).or_insert(0) += 1;
+        Arc::clone(&entry.replica)
     };
     let mut paths = lock(&PATHS);
     *paths
@@ -77,6 +75,12 @@ pub fn detach(path: &Path, replica: &Arc<Replica>) {
     if let Some(url) = url {
         let entry = map.get_mut(&url).expect("found above");
         entry.handles -= 1;
+        if let Some(n) = entry.paths.get_mut(path) {
+            *n -= 1;
+            if *n == 0 {
+                entry.paths.remove(path);
+            }
+        }
         if entry.handles == 0 {
             map.remove(&url);
             replica.stop();
@@ -84,7 +88,37 @@ pub fn detach(path: &Path, replica: &Arc<Replica>) {
     }
 }
 
+/// The status of every replica open in this process, once per database name it is open
+/// under (`database`), at its newest TXID: for the metrics.
+pub fn statuses() -> Vec<serde_json::Value> {
+    let open: Vec<(Vec<PathBuf>, Arc<Replica>)> = lock(&BY_URL)
+        .as_ref()
+        .map(|map| {
+            map.values()
+                .map(|e| (e.paths.keys().cloned().collect(), Arc::clone(&e.replica)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (paths, replica) in open {
+        let status = replica.status(replica.current().txid);
+        for path in paths {
+            let mut status = status.clone();
+            status["database"] = serde_json::Value::String(path.display().to_string());
+            out.push(status);
+        }
+    }
+    out
+}
+
 /// True when `path` is the name of a database open as a replica in this process.
 pub fn is_replica_path(path: &Path) -> bool {
     lock(&PATHS).as_ref().is_some_and(|paths| paths.contains_key(path))
+}
+
+/// A database other than `path` open as a replica in this process, if any.
+pub fn other_path(path: &Path) -> Option<PathBuf> {
+    lock(&PATHS)
+        .as_ref()
+        .and_then(|paths| paths.keys().find(|p| p.as_path() != path).cloned())
 }

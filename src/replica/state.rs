@@ -33,6 +33,8 @@ pub struct PlanFile {
     pub object: LtxObject,
     pub header: Header,
     pub entries: Vec<PageIndexEntry>,
+    /// An encrypted file's keys (see `sealed`); `None` for plaintext.
+    pub keys: Option<Arc<crate::ltx::crypto::FileKeys>>,
 }
 
 impl PlanFile {
@@ -279,6 +281,7 @@ pub(crate) fn test_file(level: u8, min: u64, max: u64, commit: u32, pages: &[u32
             ..Default::default()
         },
         entries,
+        keys: None,
     })
 }
 

@@ -5,6 +5,7 @@
 //! The thread sends pages in batches over a bounded channel (a few batches per file)
 //! and gets the batches back to refill, so memory stays small whatever the file size.
 
+use crate::ltx::crypto::PrivateKey;
 use crate::ltx::{DecodedPages, Decoder, Error, Header, PageSource, Result, Trailer};
 use std::io::Read;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
@@ -41,8 +42,9 @@ pub struct ThreadedPages {
 
 impl ThreadedPages {
     /// Reads the header of `r` here, then decodes the rest on a new thread named `name`.
-    pub fn spawn<R: Read + Send + 'static>(r: R, name: String) -> Result<ThreadedPages> {
-        let mut dec = Decoder::new(r)?;
+    /// `key` opens an encrypted file.
+    pub fn spawn<R: Read + Send + 'static>(r: R, name: String, key: Option<&PrivateKey>) -> Result<ThreadedPages> {
+        let mut dec = Decoder::with_key(r, key)?;
         let header = *dec.header();
         let page_size = header.page_size as usize;
         let (tx, rx) = sync_channel::<Result<Msg>>(BATCHES_AHEAD);
@@ -221,7 +223,7 @@ mod tests {
         let threaded = merged(
             files
                 .iter()
-                .map(|f| ThreadedPages::spawn(std::io::Cursor::new(f.clone()), "test".into()).unwrap())
+                .map(|f| ThreadedPages::spawn(std::io::Cursor::new(f.clone()), "test".into(), None).unwrap())
                 .collect(),
         )
         .unwrap();
@@ -239,7 +241,7 @@ mod tests {
         let mut bad = file(1, 1, 200, &(1..=200).collect::<Vec<_>>(), 3);
         let n = bad.len();
         bad[n - 1] ^= 1; // the file checksum
-        let src = ThreadedPages::spawn(std::io::Cursor::new(bad), "test".into()).unwrap();
+        let src = ThreadedPages::spawn(std::io::Cursor::new(bad), "test".into(), None).unwrap();
         let err = merged(vec![src]).unwrap_err();
         assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
     }

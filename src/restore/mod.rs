@@ -19,4 +19,4 @@ mod write;
 
 pub use plan::{plan, plan_latest, plan_up_to, resolve_timestamp, Listing, LEVELS, SNAPSHOT_LEVEL};
 pub use progress::{progress_json, RestoreProgress};
-pub use run::{restore, restore_latest, RestoreOptions, Restored, Target};
+pub use run::{restore, restore_latest, restore_latest_with_key, RestoreOptions, Restored, Target};

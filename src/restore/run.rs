@@ -6,6 +6,8 @@ use super::download::RemoteReader;
 use super::plan::{plan, plan_up_to, resolve_timestamp, Listing};
 use super::progress::{register, RestoreProgress};
 use super::write::PageWriter;
+use crate::file_modes::FileModes;
+use crate::ltx::crypto::PrivateKey;
 use crate::ltx::{DbChecksum, DecodedPages, Merge, Position};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
@@ -67,6 +69,9 @@ pub struct RestoreOptions {
     /// Bytes of chunks fetched ahead of the merge, all files together; each file may
     /// also always hold one chunk (see `download`).
     pub prefetch_bytes: u64,
+    /// Opens encrypted (LTX v4) files; without it a restore of an encrypted replica
+    /// fails with a message saying so.
+    pub key: Option<Arc<PrivateKey>>,
 }
 
 impl Default for RestoreOptions {
@@ -76,6 +81,7 @@ impl Default for RestoreOptions {
             chunk_bytes: 8 << 20,
             chunks_ahead: 4,
             prefetch_bytes: 64 << 20,
+            key: None,
         }
     }
 }
@@ -150,7 +156,10 @@ pub fn restore(
         "restoring"
     );
     let tmp = temp_path(dest);
-    let result = write_merged(&store, &files, &tmp, options, &progress.downloaded);
+    // The temp file becomes the database: a database replaced keeps its permissions and
+    // owner, a new one gets what SQLite gives a new database.
+    let modes = FileModes::of_database(dest);
+    let result = write_merged(&store, &files, &tmp, modes, options, &progress.downloaded);
     let position = match result {
         Ok(p) => p,
         Err(e) => {
@@ -201,7 +210,20 @@ pub fn restore(
 
 /// Restores the latest state of `store` into `dest` (which must not exist).
 pub fn restore_latest(store: &Arc<dyn ReplicaStore>, dest: &Path) -> Result<Position, String> {
-    restore(Arc::clone(store), dest, Target::Latest, &RestoreOptions::default()).map(|r| r.position)
+    restore_latest_with_key(store, dest, None)
+}
+
+/// [`restore_latest`] of a replica that may be encrypted, opened with `key`.
+pub fn restore_latest_with_key(
+    store: &Arc<dyn ReplicaStore>,
+    dest: &Path,
+    key: Option<&PrivateKey>,
+) -> Result<Position, String> {
+    let options = RestoreOptions {
+        key: key.cloned().map(Arc::new),
+        ..RestoreOptions::default()
+    };
+    restore(Arc::clone(store), dest, Target::Latest, &options).map(|r| r.position)
 }
 
 fn companions(dest: &Path) -> Vec<PathBuf> {
@@ -227,10 +249,11 @@ fn write_merged(
     store: &Arc<dyn ReplicaStore>,
     files: &[LtxObject],
     tmp: &Path,
+    modes: FileModes,
     options: &RestoreOptions,
     downloaded: &Arc<AtomicU64>,
 ) -> Result<Position, String> {
-    let out = Arc::new(fs::File::create(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?);
+    let out = Arc::new(modes.create_file(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?);
     let budget = Arc::new(Semaphore::new(
         (options.prefetch_bytes / options.chunk_bytes.max(1)).max(1) as usize,
     ));
@@ -251,14 +274,15 @@ fn write_merged(
     let mut by_size: Vec<usize> = (0..files.len()).collect();
     by_size.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
     let threaded = &by_size[..by_size.len().min(MAX_THREADS)];
+    let key = options.key.as_deref();
     let sources = readers
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
             if threaded.contains(&i) {
-                ThreadedPages::spawn(r, format!("restore-decode-{i}")).map(FilePages::Threaded)
+                ThreadedPages::spawn(r, format!("restore-decode-{i}"), key).map(FilePages::Threaded)
             } else {
-                DecodedPages::new(r).map(FilePages::InLine)
+                DecodedPages::with_key(r, key).map(FilePages::InLine)
             }
         })
         .collect::<crate::ltx::Result<Vec<_>>>()

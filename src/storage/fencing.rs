@@ -235,6 +235,23 @@ mod tests {
         assert!(FOUND.lock().unwrap().as_ref().unwrap().get("loc-b").is_none());
     }
 
+    #[tokio::test]
+    async fn the_probe_creates_a_private_databases_file_replica_directory_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = dir.path().join("replica");
+        let options = StoreOptions {
+            file_modes: Some(crate::file_modes::FileModes::bits(0o600)),
+            ..StoreOptions::default()
+        };
+        let store = open_store(&format!("file://{}", replica.display()), &options).unwrap();
+        assert_eq!(
+            probe_conditional_creates(store.as_ref()).await.unwrap(),
+            ConditionalCreates::Honoured
+        );
+        assert_eq!(crate::file_modes::permission_bits(&replica).unwrap(), 0o700);
+        assert_eq!(std::fs::read_dir(&replica).unwrap().count(), 0, "markers removed");
+    }
+
     #[test]
     fn every_finding_names_what_the_store_did() {
         assert!(ConditionalCreates::Ignored

@@ -21,7 +21,7 @@ use super::options::StoreOptions;
 use super::s3::S3_TIMESTAMP_METADATA;
 use super::target::Target;
 
-pub(crate) fn open_file(t: &Target, _opts: &StoreOptions) -> Result<ObjectReplica> {
+pub(crate) fn open_file(t: &Target, opts: &StoreOptions) -> Result<ObjectReplica> {
     t.params.check_known("file", &[], &t.name)?;
     if !t.host.is_empty() && t.host != "localhost" {
         return Err(Error::config(format!(
@@ -47,7 +47,8 @@ pub(crate) fn open_file(t: &Target, _opts: &StoreOptions) -> Result<ObjectReplic
     let store = Arc::new(LocalFileSystem::new());
     Ok(
         ObjectReplica::new(store, layout, None, t.name.clone(), Redactor::default())
-            .with_fsync(std::path::PathBuf::from("/")),
+            .with_fsync(std::path::PathBuf::from("/"))
+            .with_file_modes(opts.file_modes),
     )
 }
 

@@ -13,6 +13,7 @@ use super::layout::Layout;
 use super::name::parse_name;
 use super::store::{LtxObject, ReplicaStore};
 use super::timestamp::{format_rfc3339_nano, parse_rfc3339_ms};
+use crate::file_modes::FileModes;
 
 /// LTX header bytes needed to read the timestamp: magic at 0..4, timestamp (i64 BE) at 32..40.
 const HEADER_PREFIX: u64 = 40;
@@ -32,6 +33,9 @@ pub struct ObjectReplica {
     /// Local directory stores only: the filesystem path objects live under, so a put can
     /// be made durable (see [`ObjectReplica::make_durable`]).
     fsync_root: Option<std::path::PathBuf>,
+    /// Local directory stores only: the permissions of the database replicated here,
+    /// given to every file and directory a put creates (see [`ObjectReplica::prepare_dirs`]).
+    file_modes: Option<FileModes>,
 }
 
 impl std::fmt::Debug for ObjectReplica {
@@ -83,6 +87,7 @@ impl ObjectReplica {
             name,
             redactor,
             fsync_root: None,
+            file_modes: None,
         }
     }
 
@@ -91,6 +96,63 @@ impl ObjectReplica {
     pub(crate) fn with_fsync(mut self, root: std::path::PathBuf) -> Self {
         self.fsync_root = Some(root);
         self
+    }
+
+    /// Local directory stores: files and directories puts create get `modes` (`None`:
+    /// the process's defaults, for stores that are only read).
+    pub(crate) fn with_file_modes(mut self, modes: Option<FileModes>) -> Self {
+        self.file_modes = modes;
+        self
+    }
+
+    /// For local directory stores with permissions to keep: creates the directories from
+    /// the replica's own down to `key`'s with them before the put, so the file
+    /// object_store writes (with the process's default permissions, and only then
+    /// given ours in [`ObjectReplica::make_durable`]) is never reachable by users the
+    /// database keeps out. The replica directory itself is left as it is if it exists
+    /// (it may be the user's choice); those below it are ours by name.
+    async fn prepare_dirs(&self, key: &Path) -> Result<()> {
+        let (Some(root), Some(modes)) = (&self.fsync_root, self.file_modes) else {
+            return Ok(());
+        };
+        let file = root.join(key.as_ref());
+        let base = root.join(self.layout.base().as_ref());
+        self.local_io("MKDIR", key, move || {
+            // The object's own directory first, as object_store would (a replica path
+            // that is not a directory says "Not a directory"); then those below the
+            // replica's that already existed get our permissions.
+            if let Some(dir) = file.parent() {
+                modes.create_dir_all(dir)?;
+            }
+            for dir in file
+                .ancestors()
+                .skip(1)
+                .take_while(|d| d.starts_with(&base) && *d != base)
+            {
+                modes.own_dir(dir)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs blocking filesystem work of a local store off the async runtime; its error is
+    /// the store's, for `op` on `key`.
+    async fn local_io(
+        &self,
+        op: &'static str,
+        key: &Path,
+        work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let done = tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        done.map_err(|e| Error::Other {
+            store: self.name.clone(),
+            op,
+            key: key.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// For local directory stores: fsyncs the file `key` names and the directories from
@@ -104,8 +166,13 @@ impl ObjectReplica {
         };
         let file = root.join(key.as_ref());
         let base = root.join(self.layout.base().as_ref());
-        let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::File::open(&file)?.sync_all()?;
+        let modes = self.file_modes;
+        self.local_io("FSYNC", key, move || {
+            let opened = std::fs::File::open(&file)?;
+            if let Some(modes) = modes {
+                modes.settle_file(&opened)?;
+            }
+            opened.sync_all()?;
             let mut dir = file.parent();
             while let Some(d) = dir {
                 std::fs::File::open(d)?.sync_all()?;
@@ -117,13 +184,6 @@ impl ObjectReplica {
             Ok(())
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        synced.map_err(|e| Error::Other {
-            store: self.name.clone(),
-            op: "FSYNC",
-            key: key.to_string(),
-            message: e.to_string(),
-        })
     }
 
     /// Adds an attribute sent with every put.
@@ -306,6 +366,7 @@ impl ReplicaStore for ObjectReplica {
     async fn put_new(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
         let key = self.layout.key(level, min_txid, max_txid);
         let opts = self.put_options(PutMode::Create, timestamp_ms);
+        self.prepare_dirs(&key).await?;
         let err = match self.store.put_opts(&key, data.clone().into(), opts).await {
             Ok(_) => return self.make_durable(&key).await,
             Err(e) => self.err(e, "PUT", &key),
@@ -333,6 +394,7 @@ impl ReplicaStore for ObjectReplica {
     async fn put(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
         let key = self.layout.key(level, min_txid, max_txid);
         let opts = self.put_options(PutMode::Overwrite, timestamp_ms);
+        self.prepare_dirs(&key).await?;
         self.store
             .put_opts(&key, data.into(), opts)
             .await
@@ -350,6 +412,9 @@ impl ReplicaStore for ObjectReplica {
             mode: PutMode::Create,
             ..Default::default()
         };
+        // The fencing probe's markers are often a new replica's first objects: the
+        // directory object_store would create for them must get the database's bits.
+        self.prepare_dirs(&key).await?;
         self.store
             .put_opts(&key, data.into(), opts)
             .await

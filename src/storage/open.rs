@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::error::{Error, Result};
+use super::metered::Metered;
 use super::options::StoreOptions;
 use super::store::ReplicaStore;
 use super::target::{EnvFn, Target};
@@ -15,7 +16,8 @@ use super::{azure, gcs, local, nats, s3};
 /// `nats://[user:pass@|token@]host:port/bucket[/path]` (NATS JetStream object store).
 /// `options` override the URL's parameters, which override the environment. Opening makes no
 /// request; a bad URL, an unknown parameter or a missing credential fails here, with a message
-/// that names what to set and contains no secret.
+/// that names what to set and contains no secret. Every operation of the store is counted
+/// for the metrics (`metered.rs`).
 pub fn open_store(url: &str, options: &StoreOptions) -> Result<Arc<dyn ReplicaStore>> {
     open_store_with_env(url, options, &|k| std::env::var(k).ok())
 }
@@ -32,7 +34,7 @@ pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) ->
         "nats" => {
             let replica = nats::open(&t, options, env)?;
             tracing::debug!(store = %replica.describe(), layout = ?replica.layout(), "opened replica store");
-            return Ok(Arc::new(replica));
+            return Ok(Metered::wrap(&t.scheme, Arc::new(replica)));
         }
         other => {
             return Err(Error::config(format!(
@@ -42,5 +44,5 @@ pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) ->
         }
     };
     tracing::debug!(store = %t.name, layout = ?replica.layout(), "opened replica store");
-    Ok(Arc::new(replica))
+    Ok(Metered::wrap(&t.scheme, Arc::new(replica)))
 }

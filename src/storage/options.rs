@@ -33,6 +33,10 @@ pub struct StoreOptions {
     pub instance_credentials: bool,
     /// NATS settings (`nats://` replicas only).
     pub nats: NatsOptions,
+    /// `file://` replicas only: permissions of the files and directories puts create,
+    /// those of the database replicated there (never a URI parameter: the primary sets
+    /// it). `None`: the process's defaults.
+    pub file_modes: Option<crate::file_modes::FileModes>,
 }
 
 /// Settings of a `nats://` replica that do not fit in its URL. Each falls back to the URL's
@@ -136,6 +140,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("sas_token", &hide(&self.sas_token))
             .field("instance_credentials", &self.instance_credentials)
             .field("nats", &self.nats)
+            .field("file_modes", &self.file_modes)
             .finish()
     }
 }

@@ -217,6 +217,7 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         (*this.inner).pMethods = ptr::null();
         if let FileRole::PrimaryDb(database) = std::mem::replace(&mut this.role, FileRole::Plain) {
             registry::detach(&database.path);
+            super::claims::release(&database.path);
         }
         rc
     })

@@ -6,6 +6,7 @@
 //! trampoline runs inside [`guard::guard`], so a Rust panic becomes an SQLite error
 //! code with a message in `sqlite3_log`, never an unwind across C frames.
 
+mod claims;
 mod entry;
 mod file;
 mod functions;

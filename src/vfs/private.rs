@@ -3,6 +3,7 @@
 //! snapshots of a live database with SQLite's backup API.
 
 use super::register::root_vfs_name;
+use crate::file_modes::FileModes;
 use crate::primary::staging::remove_with_companions;
 use crate::primary::{SnapshotError, Snapshotter};
 use libsqlite3_sys as ffi;
@@ -215,6 +216,12 @@ impl Snapshotter for BackupSnapshotter {
         rolled_back?;
         drop(writer);
         remove_with_companions(dest);
+        // The copy is the whole database: created here with the database's permissions
+        // (SQLite would give a new file 0644 less the umask), and SQLite gives its journal
+        // the same.
+        FileModes::of_database(db)
+            .create_file(dest)
+            .map_err(|e| format!("{}: {e}", dest.display()))?;
         let target = Conn::open(dest, ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE)?;
         // SAFETY: valid handles; the backup object is finished before either closes.
         let rc = unsafe {

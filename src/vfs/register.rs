@@ -1,12 +1,14 @@
 //! The `sqlite3_vfs` object: opens go through [`WrappedFile`]; everything that is not
 //! about files (paths, randomness, time, dlopen) is the root VFS's business.
 
+use super::claims::{self, Claim};
 use super::file::{close_failed_inner, wrapper_size, FileKind, FileRole, WrappedFile};
 use super::guard::{guard, sqlite_log};
 use super::private::{ensure_wal_mode, BackupSnapshotter};
 use super::replica_file;
 use super::VFS_NAME;
 use crate::config::{Config, Role};
+use crate::file_modes::FileModes;
 use crate::primary::database::Tools;
 use crate::primary::registry;
 use crate::replica::registry as replica_registry;
@@ -118,6 +120,7 @@ unsafe extern "C" fn x_open(
             (Some(path), FileKind::MainDb) => match main_db_role(path, name, flags) {
                 Ok(MainDb::Replica(replica)) => return replica_file::open(file, path, replica, flags, out_flags),
                 Ok(MainDb::Primary(role)) => role,
+                Ok(MainDb::PassThrough) => FileRole::Plain,
                 Err(message) => {
                     let message = format!("litestream: cannot open {}: {message}", path.display());
                     tracing::error!("{message}");
@@ -157,6 +160,7 @@ unsafe extern "C" fn x_open(
             close_failed_inner(inner);
             if let FileRole::PrimaryDb(database) = role {
                 registry::detach(&database.path);
+                claims::release(&database.path);
             }
             return rc;
         }
@@ -165,18 +169,30 @@ unsafe extern "C" fn x_open(
     })
 }
 
-/// A main database opened through us: a primary's file, or a read replica.
+/// A main database opened through us: a primary's file, a read replica, or a database
+/// we leave alone.
 enum MainDb {
     Primary(FileRole),
     Replica(Arc<Replica>),
+    /// Plain SQLite: opened without its own `replica=` while another database is open
+    /// through the VFS (an `ATTACH`ed scratch database, a `VACUUM INTO` target).
+    PassThrough,
 }
 
 /// Decides what a main database opened through us is: reads its URI parameters, then
-/// either attaches it to the process's replica for its URL (`role=replica`), or puts it
-/// in WAL mode and attaches it to the process's primary for that path.
+/// either leaves it alone (see [`claims`]), attaches it to the process's replica for its
+/// URL (`role=replica`), or puts it in WAL mode and attaches it to the process's primary
+/// for that path.
 unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result<MainDb, String> {
     let params = uri_params(name);
-    let config = Config::from_params(path, &params, &|key| std::env::var(key).ok())?;
+    let own_replica = params.iter().any(|(key, value)| key == "replica" && !value.is_empty());
+    if let Some(other) = claims::pass_through(path, own_replica, replica_registry::other_path(path)) {
+        return Ok(pass_through(path, &other));
+    }
+    let mut config = Config::from_params(path, &params, &|key| std::env::var(key).ok())?;
+    if let Some(addr) = &config.metrics_addr {
+        crate::metrics::serve(addr)?;
+    }
     if config.role == Role::Replica {
         let replica_config = ReplicaConfig {
             url: config.replica_url.clone(),
@@ -184,18 +200,48 @@ unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result
             poll_interval: config.poll_interval,
             cache_bytes: config.cache_size,
             hydrate: config.hydrate.clone(),
+            key: config.encryption.as_ref().map(|e| Arc::new(e.key().clone())),
         };
         return replica_registry::attach(path, &replica_config).map(MainDb::Replica);
+    }
+    match claims::claim(path, &config.replica_url, own_replica)? {
+        Claim::Granted => {}
+        Claim::PassThrough { other } => return Ok(pass_through(path, &other)),
     }
     let writable = flags & ffi::SQLITE_OPEN_READWRITE != 0;
     let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
     let prepare = |db: &Path| if writable { ensure_wal_mode(db, create) } else { Ok(()) };
+    config.set_file_modes(FileModes::of_database(path));
     let tools = Tools {
         snapshotter: || Box::new(BackupSnapshotter),
         prepare_db: |db| ensure_wal_mode(db, false),
     };
-    let database = registry::attach(path, config, tools, &prepare)?;
+    let database = match registry::attach(path, config, tools, &prepare) {
+        Ok(database) => database,
+        Err(e) => {
+            claims::release(path);
+            return Err(e);
+        }
+    };
     Ok(MainDb::Primary(FileRole::PrimaryDb(database)))
+}
+
+/// Leaves `path` alone, and says so: a warning when it holds data (a database the user
+/// may have expected replicated by the environment), a note for a new or empty file
+/// (what `ATTACH` of a scratch database and `VACUUM INTO` open).
+fn pass_through(path: &Path, other: &Path) -> MainDb {
+    let has_data = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+    if has_data {
+        tracing::warn!(
+            db = %path.display(),
+            open = %other.display(),
+            "not replicated: opened without replica= while another database is open through the VFS \
+             (the environment's replica location belongs to that one); give it its own replica= to replicate it"
+        );
+    } else {
+        tracing::info!(db = %path.display(), open = %other.display(), "a new database opened without replica= while another is open: left alone (ATTACH, VACUUM INTO)");
+    }
+    MainDb::PassThrough
 }
 
 /// True for the `-journal` or `-wal` name of a database open as a read replica here

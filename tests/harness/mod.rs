@@ -61,7 +61,7 @@ pub fn sqlite(sql: &str) -> String {
 
 /// Like [`sqlite`], but returns stderr as the error instead of panicking.
 pub fn sqlite_result(sql: &str) -> Result<String, String> {
-    let (ok, stdout, stderr) = run_shell(sql, true);
+    let (ok, stdout, stderr) = run_shell(sql, true, &[]);
     if ok && !stderr.contains("Error") {
         Ok(stdout)
     } else {
@@ -72,11 +72,24 @@ pub fn sqlite_result(sql: &str) -> Result<String, String> {
 /// Runs SQL through the shell with the extension loaded, going on after errors:
 /// (exit ok, stdout, stderr).
 pub fn sqlite_output(sql: &str) -> (bool, String, String) {
-    run_shell(sql, false)
+    run_shell(sql, false, &[])
 }
 
-fn run_shell(sql: &str, bail: bool) -> (bool, String, String) {
-    let out = Command::new("sqlite3")
+/// [`sqlite_output`] with extra environment variables (and none of the caller's
+/// `LITESTREAM_*`, so a test sees only what it sets).
+pub fn sqlite_output_env(sql: &str, envs: &[(&str, &str)]) -> (bool, String, String) {
+    run_shell(sql, false, envs)
+}
+
+fn run_shell(sql: &str, bail: bool, envs: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new("sqlite3");
+    if !envs.is_empty() {
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("LITESTREAM_")) {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .envs(envs.iter().copied())
         .arg("-batch")
         .args(bail.then_some("-bail"))
         .arg("-cmd")

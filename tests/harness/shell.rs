@@ -20,13 +20,28 @@ pub struct LiveShell {
 impl LiveShell {
     /// Starts the shell (stderr to a file in `dir`) and runs `first` in it.
     pub fn start(dir: &Path, label: &str, first: &str) -> LiveShell {
+        Self::start_with(dir, label, &[], None, first)
+    }
+
+    /// Like [`LiveShell::start`], with environment variables and, if given, the umask
+    /// (an octal string such as `"022"`) the shell runs under.
+    pub fn start_with(dir: &Path, label: &str, envs: &[(&str, &str)], umask: Option<&str>, first: &str) -> LiveShell {
         let stderr_path = dir.join(format!("{label}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         // stdbuf: stdout is a pipe, which C stdio would otherwise buffer until exit.
-        let mut child = Command::new("stdbuf")
+        let mut command = match umask {
+            Some(mask) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("umask {mask} && exec \"$@\""), "sh", "stdbuf"]);
+                c
+            }
+            None => Command::new("stdbuf"),
+        };
+        let mut child = command
             .args(["-o0", "sqlite3", "-batch", "-cmd"])
             .arg(format!(".load {}", extension().display()))
             .arg(":memory:")
+            .envs(envs.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)

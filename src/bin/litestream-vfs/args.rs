@@ -8,6 +8,7 @@
 
 /// One flag a command accepts: its spellings (the first is the name the command asks
 /// for) and whether it takes a value.
+#[derive(Clone, Copy)]
 pub struct Flag {
     pub names: &'static [&'static str],
     pub value: bool,

@@ -92,6 +92,7 @@ fn summarize(store: &dyn ReplicaStore) -> Result<serde_json::Value, String> {
         .max_by_key(|f| (f.max_txid, std::cmp::Reverse(f.level)))
         .expect("not empty");
     let min_txid = all.iter().map(|f| f.min_txid).min().unwrap_or(0);
+    let encryption = encryption_summary(store, &listing)?;
     let restore_plan = match plan(&listing, None) {
         Ok(files) => json!({
             "txid": format::txid(files.last().map_or(0, |f| f.max_txid)),
@@ -118,6 +119,31 @@ fn summarize(store: &dyn ReplicaStore) -> Result<serde_json::Value, String> {
         "levels": per_level,
         "snapshots": snapshots,
         "restore_plan": restore_plan,
+        "encryption": encryption,
+    }))
+}
+
+/// Which files of the latest restore plan are encrypted, and to how many recipients
+/// (one 100-byte ranged GET per file of the plan).
+fn encryption_summary(store: &dyn ReplicaStore, listing: &Listing) -> Result<serde_json::Value, String> {
+    let Ok(files) = plan(listing, None) else {
+        return Ok(serde_json::Value::Null);
+    };
+    let mut encrypted = 0usize;
+    let mut recipients = std::collections::BTreeSet::new();
+    for f in &files {
+        let head = block_on(store.get_range(f.level, f.min_txid, f.max_txid, 0..100))
+            .map_err(|e| format!("reading the header of a level {} file: {e}", f.level))?;
+        let h = litestream_vfs::ltx::Header::decode(&head).map_err(|e| e.to_string())?;
+        if h.is_encrypted() {
+            encrypted += 1;
+            recipients.insert(h.recipients);
+        }
+    }
+    Ok(json!({
+        "plan_files": files.len(),
+        "encrypted_plan_files": encrypted,
+        "recipients": recipients.into_iter().collect::<Vec<_>>(),
     }))
 }
 
@@ -154,6 +180,25 @@ fn print_text(d: &serde_json::Value) {
             s(&snap["max_txid"]),
             s(&snap["timestamp"]),
             format::bytes(n(&snap["size"]))
+        );
+    }
+    let e = &d["encryption"];
+    if !e.is_null() {
+        let counts: Vec<String> = e["recipients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r.to_string())
+            .collect();
+        println!(
+            "  encryption:   {} of {} files of the restore plan encrypted (LTX v4){}",
+            n(&e["encrypted_plan_files"]),
+            n(&e["plan_files"]),
+            if counts.is_empty() {
+                String::new()
+            } else {
+                format!(", to {} recipient(s)", counts.join(" or "))
+            }
         );
     }
     let p = &d["restore_plan"];

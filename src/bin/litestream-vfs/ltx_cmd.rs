@@ -6,8 +6,9 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
+use litestream_vfs::ltx::crypto::{PrivateKey, TAG_SIZE};
 use litestream_vfs::ltx::{
-    Decoder, FrameHeader, Header, FRAME_FLAG_SIZE, FRAME_FLAG_ZSTD, FRAME_HEADER_SIZE, INDEX_FOOTER_SIZE,
+    Decoder, FrameHeader, Header, FRAME_FLAG_SIZE, FRAME_FLAG_ZSTD, FRAME_HEADER_SIZE, HEADER_SIZE, INDEX_FOOTER_SIZE,
 };
 use litestream_vfs::runtime::block_on;
 use litestream_vfs::storage::{LtxObject, ReplicaStore};
@@ -24,12 +25,20 @@ a restore does (every frame decompresses to one page, the index matches the fram
 file checksum and, for a checksummed snapshot, the database checksum). Exit status 1 if
 any file fails verification.
 
+An encrypted file (LTX v4) is opened with -key / -key-file (else
+LITESTREAM_ENCRYPTION_KEY / LITESTREAM_ENCRYPTION_KEY_FILE): every page and the index are
+then authenticated too. Without a key its structure and file checksum (which covers the
+ciphertext) are still verified, its contents are not.
+
 For a replica URL (or a local replica directory): lists its files per level, like
-`litestream ltx`: level, min and max TXID, size, and the time in the file's header.
+`litestream ltx`: level, min and max TXID, size, the time in the file's header, and
+whether the file is encrypted and to how many recipients.
 
 Options:
-  -level N|all   only this level of a replica (default: all)
-  -json          JSON instead of text";
+  -level N|all    only this level of a replica (default: all)
+  -json           JSON instead of text
+  -key HEX        private key to open encrypted files with
+  -key-file PATH  a file holding it";
 
 const FLAGS: &[Flag] = &[
     Flag {
@@ -46,7 +55,7 @@ const FLAGS: &[Flag] = &[
 const ALL_LEVELS: std::ops::RangeInclusive<u8> = 0..=9;
 
 pub fn run(argv: &[String]) -> CmdResult {
-    let p = parse(argv, FLAGS).map_err(Failure::Usage)?;
+    let p = parse(argv, &[FLAGS, &crate::keys::KEY_FLAGS].concat()).map_err(Failure::Usage)?;
     if p.positional.is_empty() {
         return Err(Failure::Usage("ltx needs at least one .ltx file or replica URL".into()));
     }
@@ -58,6 +67,7 @@ pub fn run(argv: &[String]) -> CmdResult {
         },
     };
     let json = p.has("json");
+    let key = crate::keys::key(&p)?;
     let mut failures = Vec::new();
     let mut docs = Vec::new();
     for arg in &p.positional {
@@ -65,7 +75,7 @@ pub fn run(argv: &[String]) -> CmdResult {
         let result = if arg.contains("://") || path.is_dir() {
             list_replica(arg, &levels, json)
         } else {
-            inspect_file(path, json)
+            inspect_file(path, json, key.as_ref())
         };
         match result {
             Ok(doc) => docs.push(doc),
@@ -96,33 +106,36 @@ fn list_replica(url: &str, levels: &[u8], json: bool) -> Result<serde_json::Valu
     let store = store::open(url).map_err(|e| match e {
         Failure::Failed(m) | Failure::Usage(m) => m,
     })?;
-    let files = block_on(list_with_times(store.as_ref(), levels)).map_err(|e| e.to_string())?;
+    let files = block_on(list_with_headers(store.as_ref(), levels))?;
     let rows: Vec<serde_json::Value> = files
         .iter()
-        .map(|(f, ts)| {
+        .map(|(f, h)| {
             json!({
                 "level": f.level,
                 "min_txid": format::txid(f.min_txid),
                 "max_txid": format::txid(f.max_txid),
                 "size": f.size,
-                "timestamp": format::time(*ts),
+                "timestamp": format::time(h.timestamp_ms),
+                "encrypted": h.is_encrypted(),
+                "recipients": h.recipients,
             })
         })
         .collect();
     if !json {
         println!("{}", store.describe());
         println!(
-            "{:<6} {:<16}  {:<16}  {:>12}  created",
-            "level", "min_txid", "max_txid", "size"
+            "{:<6} {:<16}  {:<16}  {:>12}  {:<24}  encrypted",
+            "level", "min_txid", "max_txid", "size", "created"
         );
-        for (f, ts) in &files {
+        for (f, h) in &files {
             println!(
-                "{:<6} {}  {}  {:>12}  {}",
+                "{:<6} {}  {}  {:>12}  {:<24}  {}",
                 f.level,
                 format::txid(f.min_txid),
                 format::txid(f.max_txid),
                 f.size,
-                format::time(*ts)
+                format::time(h.timestamp_ms),
+                encryption(h)
             );
         }
         if files.is_empty() {
@@ -132,22 +145,39 @@ fn list_replica(url: &str, levels: &[u8], json: bool) -> Result<serde_json::Valu
     Ok(json!({ "replica": store.describe(), "files": rows }))
 }
 
-/// Every file at `levels` (LISTed concurrently), in level then TXID order, each with the
-/// timestamp in its header (one small request per file, 16 at a time).
-pub async fn list_with_times(
-    store: &dyn ReplicaStore,
-    levels: &[u8],
-) -> litestream_vfs::storage::Result<Vec<(LtxObject, i64)>> {
-    let lists = futures::future::try_join_all(levels.iter().map(|&l| store.list(l))).await?;
+/// Every file at `levels` (LISTed concurrently), in level then TXID order, each with its
+/// header (one 100-byte ranged GET per file, 16 at a time).
+pub async fn list_with_headers(store: &dyn ReplicaStore, levels: &[u8]) -> Result<Vec<(LtxObject, Header)>, String> {
+    let lists = futures::future::try_join_all(levels.iter().map(|&l| store.list(l)))
+        .await
+        .map_err(|e| e.to_string())?;
     let files: Vec<LtxObject> = lists.into_iter().flatten().collect();
     futures::stream::iter(files)
         .map(|f| async move {
-            let ts = store.timestamp(f.level, f.min_txid, f.max_txid).await?;
-            Ok((f, ts))
+            let head = store
+                .get_range(f.level, f.min_txid, f.max_txid, 0..HEADER_SIZE as u64)
+                .await
+                .map_err(|e| e.to_string())?;
+            let name = format!("level {} file {:016x}-{:016x}", f.level, f.min_txid, f.max_txid);
+            let h = Header::decode(&head).map_err(|e| format!("{name}: {e}"))?;
+            Ok((f, h))
         })
         .buffered(16)
         .try_collect()
         .await
+}
+
+/// "no", or "yes (N recipients)".
+pub fn encryption(h: &Header) -> String {
+    if h.is_encrypted() {
+        format!(
+            "yes ({} recipient{})",
+            h.recipients,
+            if h.recipients == 1 { "" } else { "s" }
+        )
+    } else {
+        "no".into()
+    }
 }
 
 // ------------------------------------------------------------------ local file
@@ -161,11 +191,12 @@ struct FrameKinds {
 }
 
 /// Decodes and verifies a local LTX file; prints what it found (text) or returns it (JSON).
-fn inspect_file(path: &Path, json: bool) -> Result<serde_json::Value, String> {
+fn inspect_file(path: &Path, json: bool, key: Option<&PrivateKey>) -> Result<serde_json::Value, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut dec = Decoder::new(BufReader::with_capacity(1 << 20, file)).map_err(|e| e.to_string())?;
+    let mut dec = Decoder::with_key(BufReader::with_capacity(1 << 20, file), key).map_err(|e| e.to_string())?;
     let header = *dec.header();
+    let locked = dec.is_locked();
     if !json {
         println!("{}", path.display());
         print_header(&header);
@@ -173,6 +204,9 @@ fn inspect_file(path: &Path, json: bool) -> Result<serde_json::Value, String> {
     let mut page = vec![0u8; header.page_size as usize];
     let mut pages = 0u64;
     let verified = loop {
+        if locked {
+            break dec.finish();
+        }
         match dec.next_page(&mut page) {
             Ok(Some(_)) => pages += 1,
             Ok(None) => break dec.finish(),
@@ -186,9 +220,19 @@ fn inspect_file(path: &Path, json: bool) -> Result<serde_json::Value, String> {
         }
     };
     let entries = summary.index.entries();
-    let frames_end = entries.last().map_or(100, |e| e.offset + e.size as u64);
-    let frame_bytes = frames_end - 100;
-    let index_bytes = file_len.saturating_sub(frames_end + FRAME_HEADER_SIZE as u64 + INDEX_FOOTER_SIZE as u64);
+    if locked {
+        pages = entries.len() as u64;
+    }
+    let frames_start = header.frames_offset();
+    let frames_end = entries.last().map_or(frames_start, |e| e.offset + e.size as u64);
+    let frame_bytes = frames_end - frames_start;
+    let seal_tail = if header.is_encrypted() {
+        (TAG_SIZE + header.recipient_block_size()) as u64
+    } else {
+        0
+    };
+    let index_bytes =
+        file_len.saturating_sub(frames_end + FRAME_HEADER_SIZE as u64 + INDEX_FOOTER_SIZE as u64 + seal_tail);
     let kinds = frame_kinds(path, entries.iter().map(|e| e.offset)).map_err(|e| e.to_string())?;
     let raw = pages * header.page_size as u64;
     let (first, last) = (
@@ -208,14 +252,23 @@ fn inspect_file(path: &Path, json: bool) -> Result<serde_json::Value, String> {
         println!("  page index:          {} entries, {index_bytes} bytes", entries.len());
         println!("  post-apply checksum: {:016x}", t.post_apply_checksum);
         println!("  file checksum:       {:016x}", t.file_checksum);
-        println!(
-            "  verified:            ok (frames, index, file checksum{})",
-            if header.is_snapshot() && !header.no_checksum() {
-                ", database checksum"
-            } else {
-                ""
-            }
-        );
+        if locked {
+            println!("  verified:            ok (structure and file checksum; contents not verified: no key)");
+        } else {
+            println!(
+                "  verified:            ok (frames, index, file checksum{}{})",
+                if header.is_encrypted() {
+                    ", every page and the index authenticated"
+                } else {
+                    ""
+                },
+                if header.is_snapshot() && !header.no_checksum() {
+                    ", database checksum"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     Ok(json!({
         "path": path.display().to_string(),
@@ -231,6 +284,7 @@ fn inspect_file(path: &Path, json: bool) -> Result<serde_json::Value, String> {
         "post_apply_checksum": format!("{:016x}", t.post_apply_checksum),
         "file_checksum": format!("{:016x}", t.file_checksum),
         "verified": true,
+        "contents_verified": !locked,
     }))
 }
 
@@ -260,6 +314,14 @@ fn print_header(h: &Header) {
         h.wal_offset, h.wal_size, h.wal_salt1, h.wal_salt2
     );
     println!("  node id:             {}", h.node_id);
+    println!(
+        "  encrypted:           {}",
+        if h.is_encrypted() {
+            format!("{} (LTX v4: X25519 / HKDF-SHA256 / ChaCha20-Poly1305)", encryption(h))
+        } else {
+            "no (LTX v3)".into()
+        }
+    );
 }
 
 fn header_json(h: &Header) -> serde_json::Value {
@@ -277,6 +339,8 @@ fn header_json(h: &Header) -> serde_json::Value {
         "wal_salt1": h.wal_salt1,
         "wal_salt2": h.wal_salt2,
         "node_id": h.node_id,
+        "encrypted": h.is_encrypted(),
+        "recipients": h.recipients,
     })
 }
 

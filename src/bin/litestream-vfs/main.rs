@@ -7,8 +7,11 @@
 mod args;
 mod format;
 mod info_cmd;
+mod keygen_cmd;
+mod keys;
 mod ltx_cmd;
 mod progress;
+mod rekey_cmd;
 mod restore_cmd;
 mod store;
 
@@ -26,12 +29,14 @@ pub enum Failure {
 pub type CmdResult = Result<(), Failure>;
 
 const USAGE: &str = "\
-litestream-vfs: restore and inspect Litestream (LTX v3) replicas.
+litestream-vfs: restore and inspect Litestream (LTX v3, and encrypted LTX v4) replicas.
 
 Usage:
-  litestream-vfs restore -o PATH [--txid TXID | --timestamp TIME | --time WHEN] [--overwrite] URL
-  litestream-vfs ltx [--level N|all] [--json] FILE_OR_URL...
+  litestream-vfs restore -o PATH [--txid TXID | --timestamp TIME | --time WHEN] [--overwrite] [--key HEX] URL
+  litestream-vfs ltx [--level N|all] [--json] [--key HEX] FILE_OR_URL...
   litestream-vfs info [--json] URL
+  litestream-vfs keygen
+  litestream-vfs rekey -encrypt-to PUB[,PUB...] [--key HEX] [-o OUT] URL_OR_FILE
   litestream-vfs help [COMMAND]
   litestream-vfs --version
 
@@ -73,12 +78,14 @@ fn run(argv: &[String]) -> CmdResult {
             println!("litestream-vfs {}", litestream_vfs::VERSION);
             Ok(())
         }
-        c @ ("restore" | "ltx" | "info") if wants_help => help(Some(c)),
+        c @ ("restore" | "ltx" | "info" | "keygen" | "rekey") if wants_help => help(Some(c)),
         "restore" => restore_cmd::run(rest),
         "ltx" => ltx_cmd::run(rest),
         "info" => info_cmd::run(rest),
+        "keygen" => keygen_cmd::run(rest),
+        "rekey" => rekey_cmd::run(rest),
         other => Err(Failure::Usage(format!(
-            "unknown command {other:?}; the commands are restore, ltx and info"
+            "unknown command {other:?}; the commands are restore, ltx, info, keygen and rekey"
         ))),
     }
 }
@@ -89,6 +96,8 @@ fn help(command: Option<&str>) -> CmdResult {
         Some("restore") => restore_cmd::HELP,
         Some("ltx") => ltx_cmd::HELP,
         Some("info") => info_cmd::HELP,
+        Some("keygen") => keygen_cmd::HELP,
+        Some("rekey") => rekey_cmd::HELP,
         Some(other) => return Err(Failure::Usage(format!("no help for unknown command {other:?}"))),
     };
     println!("{text}");

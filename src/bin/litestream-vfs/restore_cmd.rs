@@ -34,6 +34,9 @@ Options:
   -parallelism N       ranged GETs in flight per file (default 4)
   -prefetch-mib N      MiB fetched ahead of the merge, all files together, besides the
                        one chunk each file holds (default 64)
+  -key HEX             private key of an encrypted (LTX v4) replica (else
+                       LITESTREAM_ENCRYPTION_KEY)
+  -key-file PATH       a file holding it (else LITESTREAM_ENCRYPTION_KEY_FILE)
 
 Flags take one dash or two. Progress goes to stderr (a bar on a terminal), the summary
 to stdout. Exit status: 0 restored (or skipped by an -if-* flag), 1 failed, 2 usage.";
@@ -86,7 +89,7 @@ const FLAGS: &[Flag] = &[
 ];
 
 pub fn run(argv: &[String]) -> CmdResult {
-    let p = parse(argv, FLAGS).map_err(Failure::Usage)?;
+    let p = parse(argv, &[FLAGS, &crate::keys::KEY_FLAGS].concat()).map_err(Failure::Usage)?;
     let url = match p.positional.as_slice() {
         [url] => url.as_str(),
         [] => return Err(Failure::Usage("restore needs the replica URL".into())),
@@ -98,6 +101,7 @@ pub fn run(argv: &[String]) -> CmdResult {
     let target = target(p.value("txid"), p.value("timestamp"), p.value("time")).map_err(Failure::Usage)?;
     let mut options = RestoreOptions {
         overwrite: p.has("overwrite"),
+        key: crate::keys::key(&p)?.map(std::sync::Arc::new),
         ..Default::default()
     };
     if let Some(mib) = p.number::<u64>("chunk-mib").map_err(Failure::Usage)? {

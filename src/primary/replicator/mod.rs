@@ -19,12 +19,14 @@ use super::follower::{self, Uploaded};
 use super::handoff::{HandoffDir, Record};
 use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
+use super::sync_stats::SyncStats;
 use super::wal_file::WalFile;
 use crate::config::{Config, SyncMode};
 use crate::engine::JobId;
-use crate::ltx::Compression;
+use crate::ltx::crypto::PrivateKey;
+use crate::ltx::{Compression, Encoding};
 use crate::runtime::block_on;
-use crate::storage::{check_fencing, open_store, Fencing, ReplicaStore};
+use crate::storage::{check_fencing, open_store, Fencing, LtxObject, ReplicaStore};
 use crate::wal::WalHeader;
 use serde_json::json;
 use std::fs;
@@ -200,6 +202,10 @@ pub struct Primary {
     level_cache: Option<LevelCache>,
     /// The compaction ladder's job in the engine, when compaction is on.
     compaction_job: OnceLock<JobId>,
+    /// Rounds of the worker, their time and failures (`litestream_sync_*` metrics).
+    sync_stats: SyncStats,
+    /// Encryption at rest, when keyed: `litestream_status()`'s `encryption`.
+    encryption_status: Option<Arc<super::encryption::EncryptionStatus>>,
 }
 
 impl Primary {
@@ -260,6 +266,8 @@ impl Primary {
             "refusing_writes": s.fatal.is_some(),
             "fencing": self.fencing.as_str(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
+            "sync": self.sync_stats.json(),
+            "encryption": self.encryption_status.as_ref().map_or(json!({"encrypted": false}), |e| e.json()),
         })
     }
 
@@ -286,12 +294,27 @@ impl Primary {
         self.config.zstd_level.map_or(Compression::Lz4, Compression::Zstd)
     }
 
+    /// How new files are written: compressed, and encrypted when keyed.
+    fn encoding(&self) -> Encoding {
+        Encoding::new(self.compression(), self.config.encryption.as_deref())
+    }
+
+    fn key(&self) -> Option<&PrivateKey> {
+        self.config.encryption.as_ref().map(|e| e.key())
+    }
+
+    /// The database's encryption key, for `litestream_restore()` on its connections.
+    pub fn encryption_key(&self) -> Option<PrivateKey> {
+        self.key().cloned()
+    }
+
     pub fn node_id(&self) -> u64 {
         self.node_id
     }
 
     fn record_error(&self, message: String) {
         tracing::warn!(db = %self.db_path.display(), "{message}");
+        self.sync_stats.failed();
         self.lock().last_error = Some(message);
         self.progress.notify_all();
     }

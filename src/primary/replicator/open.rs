@@ -17,12 +17,12 @@ impl Primary {
         prepare_db: &dyn Fn(&Path) -> Result<(), String>,
     ) -> Result<Arc<Primary>, String> {
         let store = open_store(&config.replica_url, &config.store_options).map_err(|e| e.to_string())?;
-        let staging = Staging::open(&config.staging_dir)
+        let staging = Staging::open(&config.staging_dir, config.file_modes)
             .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
-        let state_file = StateFile::new(&config.staging_dir);
+        let state_file = StateFile::new(&config.staging_dir, config.file_modes);
         let level_cache = match &config.compaction {
             Some(_) => Some(
-                LevelCache::open(&config.staging_dir)
+                LevelCache::open(&config.staging_dir, config.file_modes)
                     .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?,
             ),
             None => None,
@@ -31,7 +31,7 @@ impl Primary {
         let saved = state_file
             .load()
             .map_err(|e| format!("reading replication state: {e}"))?;
-        let listed = replica_max_txid(store.as_ref());
+        let listed = replica_newest(store.as_ref());
         // A store that does not answer is not probed now: the next open checks it.
         let fencing = match &listed {
             Ok(_) => block_on(check_fencing(
@@ -41,8 +41,8 @@ impl Primary {
             ))?,
             Err(_) => Fencing::Unchecked,
         };
-        let replica_max = match listed {
-            Ok(max) => max,
+        let replica_newest = match listed {
+            Ok(newest) => newest,
             // A restart during a store outage must not lock the application out of its
             // own database: continue from local state, upload once the store is back
             // (conditional creates still stop a second primary).
@@ -52,10 +52,11 @@ impl Primary {
             }
             Err(e) => return Err(format!("listing replica {}: {e}", store.describe())),
         };
+        let replica_max = replica_newest.as_ref().map(|f| f.max_txid);
         let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
 
         let mut capture = Capture::new();
-        let records = HandoffDir::new(&config.staging_dir);
+        let records = HandoffDir::new(&config.staging_dir, config.file_modes);
         let mut handoff_consumed = 0;
         let mut queue = Batch::default();
         let mut snapshot_needed = None;
@@ -72,7 +73,8 @@ impl Primary {
             }
             (None, Some(max)) if !db_exists => {
                 tracing::info!(db = %db_path.display(), txid = max, "restoring the database from its replica");
-                let pos = crate::restore::restore_latest(&store, db_path)
+                let key = config.encryption.as_ref().map(|e| e.key());
+                let pos = crate::restore::restore_latest_with_key(&store, db_path, key)
                     .map_err(|e| format!("restoring {} from {}: {e}", db_path.display(), store.describe()))?;
                 // Records left beside a database that no longer exists belong to it.
                 handoff_consumed = records.last_seq().map_err(|e| e.to_string())?;
@@ -152,6 +154,19 @@ impl Primary {
                 (saved, next)
             }
         };
+        let encryption_status = config
+            .encryption
+            .as_ref()
+            .map(|e| Arc::new(crate::primary::encryption::EncryptionStatus::new(e.recipients().len())));
+        if let Some(newest) = &replica_newest {
+            use crate::primary::encryption::{check_replica, Continuation};
+            if check_replica(store.as_ref(), newest, config.encryption.as_deref())?
+                == Continuation::SnapshotOverPlaintext
+            {
+                snapshot_needed.get_or_insert_with(|| "encryption turned on over a plaintext replica".to_string());
+                encryption_status.iter().for_each(|s| s.mark_plaintext_history());
+            }
+        }
         prepare_db(db_path)?;
         if snapshot_needed.is_some() {
             let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
@@ -214,6 +229,8 @@ impl Primary {
             frames_pending: AtomicBool::new(false),
             level_cache,
             compaction_job: OnceLock::new(),
+            sync_stats: SyncStats::default(),
+            encryption_status,
         });
         // The state file names our node id from the first open on. Commits resumed from
         // the WAL are queued, not staged: the saved position stays where they start.
@@ -245,10 +262,12 @@ impl Primary {
             let first = Instant::now() + Duration::from_millis((clock.next() - now_ms()).max(0) as u64);
             let compactor = Compactor {
                 store: Arc::clone(&primary.store),
-                cache: LevelCache::open(&primary.config.staging_dir)
+                cache: LevelCache::open(&primary.config.staging_dir, primary.config.file_modes)
                     .map_err(|e| format!("staging directory {}: {e}", primary.config.staging_dir.display()))?,
                 config: ladder,
-                compression: primary.compression(),
+                encoding: primary.encoding(),
+                encryption: primary.config.encryption.clone(),
+                encryption_status: primary.encryption_status.clone(),
             };
             let job = worker::CompactionJob {
                 primary: Arc::clone(&primary),
@@ -343,7 +362,7 @@ fn placeholder_header(position: &WalPosition) -> crate::wal::WalHeader {
     }
 }
 
-fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::WalHeader>> {
+pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::WalHeader>> {
     let mut raw = [0u8; crate::wal::HEADER_SIZE];
     if !wal.read_exact_at(0, &mut raw)? {
         return Ok(None);
@@ -351,13 +370,18 @@ fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::Wal
     Ok(crate::wal::WalHeader::parse(&raw).ok())
 }
 
-fn replica_max_txid(store: &dyn ReplicaStore) -> Result<Option<u64>, crate::storage::Error> {
-    let mut max = None;
+/// The replica's newest file: the highest TXID, from the highest level that reaches it
+/// (one LIST per level). The encryption check at open reads its header.
+fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::storage::Error> {
+    let mut newest: Option<LtxObject> = None;
     for level in ALL_LEVELS {
-        let files = block_on(store.list(level))?;
-        max = max.max(files.iter().map(|f| f.max_txid).max());
+        for f in block_on(store.list(level))? {
+            if newest.as_ref().is_none_or(|n| f.max_txid >= n.max_txid) {
+                newest = Some(f);
+            }
+        }
     }
-    Ok(max)
+    Ok(newest)
 }
 
 /// Node id in the header of the level-0 file ending at `max`.

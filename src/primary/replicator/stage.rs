@@ -42,7 +42,7 @@ impl Primary {
         };
         let (batch, (position_at_cut, consumed_at_cut)) = batch;
         let staged = batch
-            .encode(self.node_id, self.compression())
+            .encode(self.node_id, &self.encoding())
             .map_err(|e| e.to_string())
             .and_then(|bytes| {
                 self.staging
@@ -124,7 +124,7 @@ impl Primary {
         // Commits captured before the snapshot point are staged first, in order.
         if !before.is_empty() {
             let bytes = before
-                .encode(self.node_id, self.compression())
+                .encode(self.node_id, &self.encoding())
                 .map_err(|e| e.to_string())?;
             self.staging
                 .stage(before.min_txid(), before.max_txid(), &bytes)
@@ -197,7 +197,7 @@ impl Primary {
             min_txid,
             max_txid,
             self.node_id,
-            self.compression(),
+            &self.encoding(),
             |pgno, buf| file.read_exact_at(buf, (pgno as u64 - 1) * page_size as u64),
         )
     }

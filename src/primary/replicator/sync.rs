@@ -70,24 +70,34 @@ impl Primary {
         // Everything captured is staged: save where capture stands, so the next process
         // to replicate resumes from here. A clean close is claimed when this process
         // deleted the WAL itself (its last connection checkpointed it): the WAL being
-        // gone proves nothing, another process may have truncated it. It is also
-        // claimed when no WAL generation began since a snapshot that found the WAL
-        // empty (a connection that never wrote leaves an empty WAL behind, as plain
-        // SQLite does when the WAL was never opened by the last connection): then the
-        // database file alone holds everything staged, and its identity is the
-        // position a restart checks. A generation begun by another process since is a
-        // start record this process has not consumed, which a restart follows.
+        // gone proves nothing by itself, another process may have truncated it.
         let shared = self.lock();
         if shared.queue.is_empty() && shared.snapshot_needed.is_none() {
-            let closed_clean = shared.own_wal_deletion.clone().or_else(|| {
-                if shared.capture.position().is_some() {
-                    return None;
-                }
-                FileIdentity::of(&self.db_path).ok()
-            });
+            let closed_clean = shared
+                .own_wal_deletion
+                .clone()
+                .or_else(|| self.left_without_wal(&shared));
             if let Err(e) = self.save_state(&shared, closed_clean) {
                 tracing::error!("saving replication state at close: {e}");
             }
+        }
+    }
+
+    /// A close that leaves no WAL generation behind, though this process did not delete
+    /// the WAL: a session that never wrote leaves an empty `-wal` (SQLite deletes it only
+    /// through a connection that opened it), or a follower truncated it. Capture has
+    /// followed the last generation to its end and the WAL holds no header, so the
+    /// database file alone holds everything staged: its identity is the position a
+    /// restart checks. A generation begun since by another process is a start record
+    /// this process has not consumed, which a restart follows.
+    fn left_without_wal(&self, shared: &Shared) -> Option<FileIdentity> {
+        if !shared.capture.ended() {
+            return None;
+        }
+        let mut wal = WalFile::open(&self.db_path).ok()?;
+        match super::open::read_wal_header(&mut wal) {
+            Ok(None) => FileIdentity::of(&self.db_path).ok(),
+            _ => None,
         }
     }
 }

@@ -66,6 +66,7 @@ impl Primary {
         }
         follower::publish_uploaded(
             &self.config.staging_dir,
+            self.config.file_modes,
             Uploaded {
                 txid: shared.uploaded_txid,
                 node_id: self.node_id,
@@ -109,7 +110,7 @@ impl Primary {
         let Some(previous) = previous.filter(|p| *p != header.page_size) else {
             return Ok(());
         };
-        let Some(snapshot) = crate::primary::reseed::as_snapshot(bytes, self.compression())? else {
+        let Some(snapshot) = crate::primary::reseed::as_snapshot(bytes, &self.encoding(), self.key())? else {
             tracing::error!(
                 db = %self.db_path.display(),
                 "TXID {}-{} has page size {} after files of {previous} and is not a full image; \

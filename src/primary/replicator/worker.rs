@@ -55,6 +55,8 @@ impl Primary {
         // Requests listed before catching up: commits made before them are then in
         // the WAL or a hand-off record (`follower.rs`).
         let requests = follower::pending_requests(&self.config.staging_dir);
+        let round = Instant::now();
+        let before = self.progress_mark();
         self.catch_up_foreign_commits();
         self.answer_sync_requests(&requests);
         let staged = self.stage_pending();
@@ -116,6 +118,9 @@ impl Primary {
                 }
             }
         }
+        if self.progress_mark() != before {
+            self.sync_stats.synced(round.elapsed());
+        }
         if closing {
             return None;
         }
@@ -141,6 +146,12 @@ impl Primary {
         if let Some(id) = self.worker_job.get() {
             engine().wake(*id);
         }
+    }
+
+    /// What a turn of the worker can move: staged and uploaded TXIDs, snapshots taken.
+    fn progress_mark(&self) -> (u64, u64, u64) {
+        let s = self.lock();
+        (s.staged_txid, s.uploaded_txid, s.snapshots)
     }
 }
 

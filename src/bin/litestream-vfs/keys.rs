@@ -1,0 +1,33 @@
+//! Encryption keys on the command line: `-key HEX`, `-key-file PATH`, else
+//! `LITESTREAM_ENCRYPTION_KEY` / `LITESTREAM_ENCRYPTION_KEY_FILE`.
+
+use litestream_vfs::ltx::crypto::PrivateKey;
+
+use crate::args::{Flag, Parsed};
+use crate::Failure;
+
+/// The flags every command that reads encrypted files takes.
+pub const KEY_FLAGS: [Flag; 2] = [
+    Flag {
+        names: &["key"],
+        value: true,
+    },
+    Flag {
+        names: &["key-file"],
+        value: true,
+    },
+];
+
+/// The private key given on the command line or in the environment, if any.
+pub fn key(p: &Parsed) -> Result<Option<PrivateKey>, Failure> {
+    match (p.value("key"), p.value("key-file")) {
+        (Some(_), Some(_)) => Err(Failure::Usage("give -key or -key-file, not both".into())),
+        (Some(hex), None) => PrivateKey::from_hex(hex)
+            .map(Some)
+            .map_err(|e| Failure::Usage(format!("-key: {e}"))),
+        (None, Some(path)) => litestream_vfs::keys::read_key_file(std::path::Path::new(path))
+            .map(Some)
+            .map_err(Failure::Failed),
+        (None, None) => litestream_vfs::keys::key_from_env(&|k| std::env::var(k).ok()).map_err(Failure::Usage),
+    }
+}

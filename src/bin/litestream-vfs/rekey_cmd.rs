@@ -1,0 +1,123 @@
+//! `litestream-vfs rekey`: give an encrypted replica's files (or one local .ltx file) to
+//! a new set of recipients.
+
+use std::path::Path;
+
+use litestream_vfs::ltx::crypto::{OsEntropy, PublicKey};
+use litestream_vfs::ltx::{rekey, Header, Rekeyed};
+use litestream_vfs::runtime::block_on;
+
+use crate::args::{parse, Flag};
+use crate::keys::{key, KEY_FLAGS};
+use crate::{store, CmdResult, Failure};
+
+pub const HELP: &str = "\
+Usage: litestream-vfs rekey -encrypt-to PUB[,PUB...] [-key HEX | -key-file PATH] [-o OUT] URL_OR_FILE
+
+Gives every encrypted file of the replica at URL (or the local .ltx FILE, written to OUT)
+to the recipients -encrypt-to lists, opening each with the private key (-key, -key-file,
+else LITESTREAM_ENCRYPTION_KEY / LITESTREAM_ENCRYPTION_KEY_FILE).
+
+With as many recipients as the file already has, only its content key is wrapped again:
+pages, index and tag stay as they are (one download and one upload per file). With
+another number of recipients the header changes, which every page is bound to: the file
+is decoded and encrypted again under a new content key. Plaintext files are left alone
+(they age out by retention). Each file is verified before it is rewritten.
+
+Old keys still open any copy of an old file that someone kept: rekeying decides who can
+read the replica from now on. Run it while no primary writes to the replica (compaction
+and retention replace and delete files). Keep one of the new private keys: without it
+nobody can restore the replica.
+
+Options:
+  -encrypt-to PUB,...  the new recipients' public keys, hex (required)
+  -key HEX             a private key the files are encrypted to
+  -key-file PATH       a file holding it (not readable by every user)
+  -o, -output OUT      for a local FILE: where to write the rekeyed file (required)
+  -dry-run             say what would change, change nothing";
+
+pub fn run(argv: &[String]) -> CmdResult {
+    let mut flags: Vec<Flag> = KEY_FLAGS.to_vec();
+    flags.extend([
+        Flag {
+            names: &["encrypt-to"],
+            value: true,
+        },
+        Flag {
+            names: &["o", "output"],
+            value: true,
+        },
+        Flag {
+            names: &["dry-run"],
+            value: false,
+        },
+    ]);
+    let p = parse(argv, &flags).map_err(Failure::Usage)?;
+    let target = match p.positional.as_slice() {
+        [t] => t.as_str(),
+        _ => return Err(Failure::Usage("rekey takes one replica URL or .ltx file".into())),
+    };
+    let recipients = PublicKey::parse_list(
+        p.value("encrypt-to")
+            .ok_or_else(|| Failure::Usage("rekey needs -encrypt-to PUB[,PUB...]".into()))?,
+    )
+    .map_err(|e| Failure::Usage(format!("-encrypt-to: {e}")))?;
+    if recipients.is_empty() {
+        return Err(Failure::Usage("-encrypt-to lists no public key".into()));
+    }
+    let key = key(&p)?.ok_or_else(|| {
+        Failure::Usage("rekey needs the private key the files are encrypted to: -key or -key-file".into())
+    })?;
+    let path = Path::new(target);
+    if !target.contains("://") && path.is_file() {
+        let out = p
+            .value("o")
+            .ok_or_else(|| Failure::Usage("rekey of a local file needs -o OUT".into()))?;
+        let bytes = std::fs::read(path).map_err(|e| Failure::Failed(format!("{target}: {e}")))?;
+        let (new, how) = rekey(&bytes, &key, &recipients, &mut OsEntropy::default())
+            .map_err(|e| Failure::Failed(format!("{target}: {e}")))?;
+        if !p.has("dry-run") {
+            std::fs::write(out, new).map_err(|e| Failure::Failed(format!("{out}: {e}")))?;
+        }
+        println!("{target}: {}", describe(how));
+        return Ok(());
+    }
+    let store = store::open(target)?;
+    let mut counts = [0usize; 3]; // rewrapped, resealed, plaintext
+    for level in 0..=9u8 {
+        let files = block_on(store.list(level)).map_err(|e| Failure::Failed(e.to_string()))?;
+        for f in files {
+            let name = format!("level {level} file {:016x}-{:016x}", f.min_txid, f.max_txid);
+            let bytes = block_on(store.get(level, f.min_txid, f.max_txid))
+                .map_err(|e| Failure::Failed(format!("{name}: {e}")))?;
+            let header = Header::decode(&bytes).map_err(|e| Failure::Failed(format!("{name}: {e}")))?;
+            if !header.is_encrypted() {
+                counts[2] += 1;
+                continue;
+            }
+            let (new, how) = rekey(&bytes, &key, &recipients, &mut OsEntropy::default())
+                .map_err(|e| Failure::Failed(format!("{name}: {e}")))?;
+            counts[usize::from(how == Rekeyed::Resealed)] += 1;
+            if !p.has("dry-run") {
+                block_on(store.put(level, f.min_txid, f.max_txid, new.into(), header.timestamp_ms))
+                    .map_err(|e| Failure::Failed(format!("{name}: {e}")))?;
+            }
+            eprintln!("{name}: {}", describe(how));
+        }
+    }
+    println!(
+        "{}{} files rewrapped, {} re-encrypted, {} plaintext left as they are",
+        if p.has("dry-run") { "dry run: " } else { "" },
+        counts[0],
+        counts[1],
+        counts[2]
+    );
+    Ok(())
+}
+
+fn describe(how: Rekeyed) -> &'static str {
+    match how {
+        Rekeyed::Rewrapped => "content key wrapped to the new recipients (pages unchanged)",
+        Rekeyed::Resealed => "re-encrypted under a new content key (recipient count changed)",
+    }
+}

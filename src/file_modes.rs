@@ -1,0 +1,299 @@
+//! Who may open the files we write beside a database: never more users than may open the
+//! database itself.
+//!
+//! Staged LTX files (the first is a full copy of the database), the level cache, the
+//! state files, snapshot copies, restore temp files and `file://` replica files all hold
+//! the database's data or describe it. SQLite gives the `-wal` and `-shm` it creates the
+//! database file's permission bits, whatever the umask, and when it runs as root their
+//! owner too (`os_unix.c`: `findCreateFileMode`, `robust_open`, `robustFchown`); we do
+//! the same for ours. Directories get the matching execute bits (`0600` -> `0700`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// The permissions of files and directories created for one database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileModes {
+    /// The database does not exist yet: what SQLite gives a new database (`0644`, less
+    /// the process's umask), and the process's own user.
+    #[default]
+    NewDatabase,
+    /// Exactly these permission bits for files (directories add the matching execute
+    /// bits), and this owner where the process may set it.
+    Exact { bits: u32, owner: Option<(u32, u32)> },
+}
+
+/// What SQLite creates a database with before the umask (`SQLITE_DEFAULT_FILE_PERMISSIONS`).
+const SQLITE_NEW_FILE: u32 = 0o644;
+
+impl FileModes {
+    /// The database's own: its permission bits and owner, or [`FileModes::NewDatabase`]
+    /// when it does not exist (yet). A database we cannot even look at gets owner-only.
+    pub fn of_database(db: &Path) -> FileModes {
+        match fs::metadata(db) {
+            Ok(meta) => FileModes::Exact {
+                bits: meta.mode() & 0o666,
+                owner: Some((meta.uid(), meta.gid())),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => FileModes::NewDatabase,
+            Err(_) => FileModes::owner_only(),
+        }
+    }
+
+    /// Exactly `bits`, and the process's own user.
+    pub fn bits(bits: u32) -> FileModes {
+        FileModes::Exact { bits, owner: None }
+    }
+
+    /// Readable and writable by this process's user alone (files that belong to one
+    /// process, such as a replica's hydration file).
+    pub fn owner_only() -> FileModes {
+        FileModes::bits(0o600)
+    }
+
+    /// Permission bits of a new file (for `NewDatabase`, before the umask).
+    pub fn file_bits(&self) -> u32 {
+        match self {
+            FileModes::NewDatabase => SQLITE_NEW_FILE,
+            FileModes::Exact { bits, .. } => *bits,
+        }
+    }
+
+    /// Permission bits of a new directory: the file bits plus execute wherever read is.
+    pub fn dir_bits(&self) -> u32 {
+        let file = self.file_bits();
+        file | ((file & 0o444) >> 2)
+    }
+
+    /// Creates a new file at `path` for writing, replacing whatever was there (our own
+    /// temp files: a stale one could have been created with other permissions).
+    pub fn create_file(&self, path: &Path) -> io::Result<File> {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.open_settled(OpenOptions::new().write(true).create_new(true), path)
+    }
+
+    /// Writes `bytes` to a new file at `path` (see [`FileModes::create_file`]).
+    pub fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<File> {
+        use std::io::Write;
+        let mut file = self.create_file(path)?;
+        file.write_all(bytes)?;
+        Ok(file)
+    }
+
+    /// Opens `path` read-write, creating it if missing, without truncating it, and gives
+    /// it our permissions either way (a lock file, a hydration file).
+    pub fn open_or_create(&self, path: &Path) -> io::Result<File> {
+        self.open_settled(
+            OpenOptions::new().read(true).write(true).create(true).truncate(false),
+            path,
+        )
+    }
+
+    /// Opens with `options`, creating with our bits, and settles the file.
+    fn open_settled(&self, options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+        let file = options.mode(self.file_bits()).open(path)?;
+        self.settle_file(&file)?;
+        Ok(file)
+    }
+
+    /// Creates `dir` and any missing parent with our directory permissions. Directories
+    /// that exist are left as they are: they may be shared (`/tmp`) or the user's choice.
+    /// Errors are std's `create_dir_all`'s (a file where a parent should be says "Not a
+    /// directory").
+    pub fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        if dir.as_os_str().is_empty() {
+            return Ok(());
+        }
+        match fs::DirBuilder::new().mode(self.dir_bits()).create(dir) {
+            Ok(()) => self.settle_path(dir, self.dir_bits()),
+            Err(_) if dir.is_dir() => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
+                Some(parent) => {
+                    self.create_dir_all(parent)?;
+                    self.create_dir_all(dir)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates `dir` like [`FileModes::create_dir_all`], or, if it exists, gives it our
+    /// permissions: for directories that are ours by name (`ltx/`, `levels/0`, ...), which
+    /// an older version may have created more open.
+    pub fn own_dir(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return self.settle_path(dir, self.dir_bits());
+        }
+        self.create_dir_all(dir)
+    }
+
+    /// Gives an open file our permission bits and owner.
+    pub fn settle_file(&self, file: &File) -> io::Result<()> {
+        let FileModes::Exact { bits, owner } = *self else {
+            return Ok(()); // the umask already applied, as it does for SQLite
+        };
+        let meta = file.metadata()?;
+        if meta.mode() & 0o777 != bits {
+            // Only the owner may: a lock file another user created is theirs to keep.
+            tolerate_refusal(file.set_permissions(fs::Permissions::from_mode(bits)))?;
+        }
+        if let Some((uid, gid)) = owner {
+            give_to(&meta, uid, gid, |u, g| std::os::unix::fs::fchown(file, u, g));
+        }
+        Ok(())
+    }
+
+    /// Gives the file or directory at `path` these permission bits and our owner.
+    fn settle_path(&self, path: &Path, bits: u32) -> io::Result<()> {
+        let FileModes::Exact { owner, .. } = *self else {
+            return Ok(());
+        };
+        let meta = fs::metadata(path)?;
+        if meta.mode() & 0o777 != bits {
+            tolerate_refusal(fs::set_permissions(path, fs::Permissions::from_mode(bits)))?;
+        }
+        if let Some((uid, gid)) = owner {
+            give_to(&meta, uid, gid, |u, g| std::os::unix::fs::chown(path, u, g));
+        }
+        Ok(())
+    }
+}
+
+/// The permission bits of the file or directory at `path` (for tests and diagnostics).
+pub fn permission_bits(path: &Path) -> io::Result<u32> {
+    Ok(fs::metadata(path)?.mode() & 0o777)
+}
+
+/// A chmod refused because another user owns the file (a follower opening the lock
+/// file of a leader running as another member of the database's group) is not an error.
+fn tolerate_refusal(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::debug!(error = %e, "cannot change the permissions of another user's file");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Changes the owner to `uid:gid` where it differs and the process may: root may give a
+/// file to anyone; another user only to one of its own groups (then the group alone
+/// changes). Refusals are expected and not errors: the bits already keep others out.
+fn give_to(meta: &fs::Metadata, uid: u32, gid: u32, chown: impl Fn(Option<u32>, Option<u32>) -> io::Result<()>) {
+    if meta.uid() == uid && meta.gid() == gid {
+        return;
+    }
+    if chown(Some(uid), Some(gid)).is_ok() || meta.gid() == gid {
+        return;
+    }
+    if let Err(e) = chown(None, Some(gid)) {
+        tracing::debug!(uid, gid, error = %e, "cannot give a file the database's owner");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        permission_bits(path).unwrap()
+    }
+
+    #[test]
+    fn directories_get_execute_bits_where_files_get_read_bits() {
+        assert_eq!(FileModes::bits(0o600).dir_bits(), 0o700);
+        assert_eq!(FileModes::bits(0o640).dir_bits(), 0o750);
+        assert_eq!(FileModes::bits(0o660).dir_bits(), 0o770);
+        assert_eq!(FileModes::bits(0o644).dir_bits(), 0o755);
+        assert_eq!(FileModes::NewDatabase.dir_bits(), 0o755);
+    }
+
+    #[test]
+    fn files_and_directories_get_the_databases_bits_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        fs::write(&db, b"x").unwrap();
+        // Group write: a umask of 022 (the usual one) would take it away.
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o660)).unwrap();
+        let modes = FileModes::of_database(&db);
+        let stale = dir.path().join("stale.tmp");
+        fs::write(&stale, b"old").unwrap();
+        fs::set_permissions(&stale, fs::Permissions::from_mode(0o666)).unwrap();
+        modes.write_file(&stale, b"new").unwrap();
+        assert_eq!(mode(&stale), 0o660);
+        assert_eq!(fs::read(&stale).unwrap(), b"new");
+        let nested = dir.path().join("a/b/c");
+        modes.create_dir_all(&nested).unwrap();
+        for d in ["a", "a/b", "a/b/c"] {
+            assert_eq!(mode(&dir.path().join(d)), 0o770, "{d}");
+        }
+        modes.open_or_create(&dir.path().join("lock")).unwrap();
+        assert_eq!(mode(&dir.path().join("lock")), 0o660);
+    }
+
+    #[test]
+    fn as_root_files_and_directories_go_to_the_databases_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        fs::write(&db, b"x").unwrap();
+        if fs::metadata(&db).unwrap().uid() != 0 {
+            eprintln!("not root: only root may give files away; skipped");
+            return;
+        }
+        std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
+        let modes = FileModes::of_database(&db);
+        let file = dir.path().join("staging/ltx/1.ltx");
+        modes.create_dir_all(file.parent().unwrap()).unwrap();
+        modes.write_file(&file, b"page").unwrap();
+        for path in [dir.path().join("staging"), dir.path().join("staging/ltx"), file] {
+            let meta = fs::metadata(&path).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn existing_directories_are_left_alone_unless_they_are_ours_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let modes = FileModes::owner_only();
+        modes.create_dir_all(&shared).unwrap();
+        assert_eq!(
+            mode(&shared),
+            0o777,
+            "a directory someone else made is not ours to change"
+        );
+        modes.own_dir(&shared.join("ltx")).unwrap();
+        assert_eq!(mode(&shared.join("ltx")), 0o700);
+        fs::set_permissions(shared.join("ltx"), fs::Permissions::from_mode(0o755)).unwrap();
+        modes.own_dir(&shared.join("ltx")).unwrap();
+        assert_eq!(mode(&shared.join("ltx")), 0o700, "our own directory is tightened");
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_directory_is_reported_as_std_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("blocker"), b"").unwrap();
+        let err = FileModes::owner_only()
+            .create_dir_all(&dir.path().join("blocker/staging"))
+            .unwrap_err();
+        let std_err = fs::create_dir_all(dir.path().join("blocker/staging")).unwrap_err();
+        assert_eq!(err.kind(), std_err.kind(), "{err} / {std_err}");
+    }
+
+    #[test]
+    fn a_missing_database_is_created_as_sqlite_would() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            FileModes::of_database(&dir.path().join("missing.db")),
+            FileModes::NewDatabase
+        );
+    }
+}

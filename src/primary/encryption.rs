@@ -1,0 +1,142 @@
+//! A keyed primary and the replica it writes to: refuse a replica it could not read,
+//! start encrypted history with a full snapshot, and keep count of the plaintext files
+//! that remain until retention deletes them (`litestream_status()`).
+
+use crate::ltx::crypto::{unwrap_content_key, Encryption};
+use crate::ltx::{Error, Header, HEADER_SIZE};
+use crate::runtime::block_on;
+use crate::storage::{LtxObject, ReplicaStore};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+/// What the newest stored file says about how this primary may continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Continuation {
+    /// Same encryption as the stored files: go on.
+    Continue,
+    /// The replica holds plaintext and this primary is keyed: the next file must be a
+    /// full snapshot, encrypted; the plaintext ages out by retention.
+    SnapshotOverPlaintext,
+}
+
+/// Checks the newest stored file (`newest`, from the listing at open) against this primary's
+/// encryption: a keyed primary must be able to open it if it is encrypted, and a primary
+/// without a key must not continue an encrypted replica (its files would mix, and
+/// compaction could not read them).
+pub fn check_replica(
+    store: &dyn ReplicaStore,
+    file: &LtxObject,
+    encryption: Option<&Encryption>,
+) -> Result<Continuation, String> {
+    let head = get(store, file, 0..HEADER_SIZE as u64)?;
+    let header = Header::decode(&head).map_err(|e| format!("the newest replica file: {e}"))?;
+    match (header.is_encrypted(), encryption) {
+        (false, None) => Ok(Continuation::Continue),
+        (false, Some(_)) => Ok(Continuation::SnapshotOverPlaintext),
+        (true, None) => Err(format!(
+            "replica {} is encrypted (LTX v4, {} recipient(s)) and this database has no encryption key: \
+             open it with encryption_key=, encryption_key_file= or LITESTREAM_ENCRYPTION_KEY",
+            store.describe(),
+            header.recipients
+        )),
+        (true, Some(e)) => {
+            let block = get(
+                store,
+                file,
+                header.frames_offset() - header.recipient_block_size() as u64..header.frames_offset(),
+            )?;
+            match unwrap_content_key(&block, e.key()) {
+                Ok(_) => Ok(Continuation::Continue),
+                Err(Error::NotARecipient { recipients }) => Err(format!(
+                    "replica {} is encrypted to {recipients} other key(s), not to this database's key \
+                     (public key {}): refusing to write files it could not compact or restore",
+                    store.describe(),
+                    e.key().public_key()
+                )),
+                Err(err) => Err(format!("the newest replica file: {err}")),
+            }
+        }
+    }
+}
+
+fn get(store: &dyn ReplicaStore, f: &LtxObject, range: std::ops::Range<u64>) -> Result<Vec<u8>, String> {
+    block_on(store.get_range(f.level, f.min_txid, f.max_txid, range))
+        .map(|b| b.to_vec())
+        .map_err(|e| e.to_string())
+}
+
+/// Every level a replica holds, snapshots first.
+const ALL_LEVELS: [u8; 5] = [9, 3, 2, 1, 0];
+
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+
+/// The encryption part of `litestream_status()`, and the census behind it: which stored
+/// files are plaintext, learnt once per file from its first four bytes.
+#[derive(Debug, Default)]
+pub struct EncryptionStatus {
+    recipients: usize,
+    plaintext_history: AtomicU8,
+    plaintext_files: AtomicU64,
+    /// (level, min, max) → plaintext?
+    seen: Mutex<HashMap<(u8, u64, u64), bool>>,
+}
+
+impl EncryptionStatus {
+    /// Status of a primary encrypting to `recipients` keys.
+    pub fn new(recipients: usize) -> Self {
+        EncryptionStatus {
+            recipients,
+            ..Default::default()
+        }
+    }
+
+    /// Records that plaintext files are known to remain (the replica was plaintext when
+    /// encryption was turned on).
+    pub fn mark_plaintext_history(&self) {
+        self.plaintext_history.store(YES, Ordering::Relaxed);
+    }
+
+    /// Lists every level and reads the magic of each file not seen before (one 4-byte
+    /// ranged GET each): how many plaintext files remain. Run after retention.
+    pub fn census(&self, store: &dyn ReplicaStore) -> Result<u64, String> {
+        // A copy: `litestream_status()` must not wait for the requests below.
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut live = HashMap::new();
+        for level in ALL_LEVELS {
+            for f in block_on(store.list(level)).map_err(|e| e.to_string())? {
+                let key = (f.level, f.min_txid, f.max_txid);
+                let plain = match seen.get(&key) {
+                    Some(&p) => p,
+                    None => get(store, &f, 0..4)? == crate::ltx::MAGIC,
+                };
+                live.insert(key, plain);
+            }
+        }
+        let count = live.values().filter(|p| **p).count() as u64;
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = live;
+        self.plaintext_files.store(count, Ordering::Relaxed);
+        self.plaintext_history
+            .store(if count > 0 { YES } else { NO }, Ordering::Relaxed);
+        Ok(count)
+    }
+
+    /// `{"recipients": n, "plaintext_history": true|false|null, "plaintext_files": n|null}`:
+    /// null until a census ran (and no plaintext was seen at open).
+    pub fn json(&self) -> serde_json::Value {
+        let history = self.plaintext_history.load(Ordering::Relaxed);
+        json!({
+            "encrypted": true,
+            "recipients": self.recipients,
+            "plaintext_history": match history { YES => json!(true), NO => json!(false), _ => json!(null) },
+            "plaintext_files": if history == UNKNOWN || self.seen.lock().map(|s| s.is_empty()).unwrap_or(true) {
+                json!(null)
+            } else {
+                json!(self.plaintext_files.load(Ordering::Relaxed))
+            },
+        })
+    }
+}
