@@ -1,6 +1,7 @@
-//! Hydration (`hydrate=path`): a background thread downloads every page of the current
-//! state into a local file, one ranged GET per span of frames (whole files, in practice),
-//! and keeps it up to date as new TXIDs arrive; reads then come from that file.
+//! Hydration (`hydrate=path`): a job of the process's engine (`jobs.rs`) downloads every
+//! page of the current state into a local file, one ranged GET per span of frames (whole
+//! files, in practice), and keeps it up to date as new TXIDs arrive; reads then come from
+//! that file.
 //!
 //! The file is a page store, not a database: slot `pgno` holds the version of page `pgno`
 //! from one particular stored file, and a table records which. A read is served locally
