@@ -286,3 +286,36 @@ fn the_replicating_process_keeps_its_locks_on_the_database_however_many_connecti
     let lines = locks_while_connecting(&db, &uri, 10);
     assert_locks_kept("replicating process", &lines);
 }
+
+/// A worker that wrote a new database before any process had switched it to WAL mode
+/// left it in rollback mode; the next process to open it through the VFS switches it, and
+/// must wait for another connection's write transaction rather than fail. SQLite's
+/// `PRAGMA journal_mode=WAL` fails such a switch at once, whatever the busy timeout (the
+/// churn above saw "PRAGMA journal_mode=WAL: database is locked" in about one run of two).
+#[test]
+fn opening_waits_for_another_connections_write_before_switching_to_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    // Plain SQLite (the shell's default VFS), rollback mode, a write transaction open.
+    let mut holder = LiveShell::start(dir.path(), "holder", &format!(".open {}", db.display()));
+    holder.run(".timeout 30000\nCREATE TABLE t(v TEXT);\nBEGIN IMMEDIATE;\nINSERT INTO t VALUES ('held');");
+    let opener = {
+        let sql = format!(
+            ".open file:{}?vfs=litestream&replica={url}\n.timeout 30000\nINSERT INTO t VALUES ('vfs');\nPRAGMA journal_mode;\n",
+            db.display()
+        );
+        std::thread::spawn(move || sqlite_result(&sql))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!opener.is_finished(), "the open did not wait for the write transaction");
+    holder.run("COMMIT;");
+    let out = opener
+        .join()
+        .unwrap()
+        .expect("the open waits for the write, then succeeds");
+    assert_eq!(out.trim(), "wal");
+    drop(holder);
+    assert_eq!(plain_sqlite(&db, "SELECT group_concat(v) FROM t").trim(), "held,vfs");
+    assert_eq!(integrity(&db), "ok");
+}

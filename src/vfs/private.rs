@@ -11,6 +11,14 @@ use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr;
+use std::time::{Duration, Instant};
+
+/// How long our private connections wait for another connection's lock.
+const BUSY_TIMEOUT_MS: i32 = 60_000;
+
+/// How long opening waits for other connections' write transactions before switching a
+/// database to WAL mode: as long as any other wait of our private connections.
+const WAL_SWITCH_WAIT: Duration = Duration::from_millis(BUSY_TIMEOUT_MS as u64);
 
 struct Conn(*mut ffi::sqlite3);
 
@@ -31,8 +39,14 @@ impl Conn {
             return Err(format!("opening {}: {}", path.display(), conn.errmsg()));
         }
         // SAFETY: valid handle.
-        unsafe { ffi::sqlite3_busy_timeout(conn.0, 60_000) };
+        unsafe { ffi::sqlite3_busy_timeout(conn.0, BUSY_TIMEOUT_MS) };
         Ok(conn)
+    }
+
+    /// Whether the last call failed because another connection holds a lock.
+    fn busy(&self) -> bool {
+        // SAFETY: valid handle (a failed open never reaches here).
+        !self.0.is_null() && unsafe { ffi::sqlite3_errcode(self.0) } & 0xff == ffi::SQLITE_BUSY
     }
 
     fn errmsg(&self) -> String {
@@ -92,30 +106,51 @@ impl Drop for Conn {
 /// SQLite's unix VFS knows this and keeps the descriptor open until the process's
 /// locks on the file are gone (`os_unix.c`, `setPendingFd`).
 pub(crate) fn ensure_wal_mode(path: &Path, create: bool) -> Result<(), String> {
-    let exists = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
-    if exists {
-        let mut header = [0u8; 20];
-        let read = read_through_root_vfs(path, &mut header).map_err(|e| format!("{}: {e}", path.display()))?;
-        if read && header[18] == 2 && header[19] == 2 {
-            return Ok(());
+    let deadline = Instant::now() + WAL_SWITCH_WAIT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let exists = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
+        if exists {
+            let mut header = [0u8; 20];
+            let read = read_through_root_vfs(path, &mut header).map_err(|e| format!("{}: {e}", path.display()))?;
+            if read && header[18] == 2 && header[19] == 2 {
+                return Ok(());
+            }
+        } else if !create {
+            return Ok(()); // SQLite itself will report the missing file
         }
-    } else if !create {
-        return Ok(()); // SQLite itself will report the missing file
-    }
-    let mut flags = ffi::SQLITE_OPEN_READWRITE;
-    if create {
-        flags |= ffi::SQLITE_OPEN_CREATE;
-    }
-    let conn = Conn::open(path, flags)?;
-    match conn.query("PRAGMA journal_mode=WAL")?.as_deref() {
-        Some("wal") => {
-            tracing::info!(db = %path.display(), "switched the database to WAL mode for replication");
-            Ok(())
+        let mut flags = ffi::SQLITE_OPEN_READWRITE;
+        if create {
+            flags |= ffi::SQLITE_OPEN_CREATE;
         }
-        other => Err(format!(
-            "cannot switch {} to WAL mode (journal_mode is {other:?})",
-            path.display()
-        )),
+        let conn = Conn::open(path, flags)?;
+        match conn.query("PRAGMA journal_mode=WAL") {
+            Ok(Some(mode)) if mode == "wal" => {
+                tracing::info!(db = %path.display(), "switched the database to WAL mode for replication");
+                return Ok(());
+            }
+            Ok(other) => {
+                return Err(format!(
+                    "cannot switch {} to WAL mode (journal_mode is {other:?})",
+                    path.display()
+                ))
+            }
+            // The switch reads the header under a shared lock, then upgrades to write it;
+            // SQLite does not call the busy handler for that upgrade (two readers upgrading
+            // would deadlock), so another connection's write transaction fails it at once
+            // instead of making it wait: "database is locked" at open (multi_process's
+            // churn saw it; likely worker processes starting together on a new database, one
+            // writing it in rollback mode before any had switched it). The shared lock is
+            // gone once the statement ended: wait, look at the header again (the writer
+            // may have switched it), and retry.
+            Err(e) if conn.busy() && Instant::now() < deadline => {
+                tracing::debug!(db = %path.display(), "switching to WAL mode waits for another connection's write: {e}");
+                drop(conn);
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -198,9 +233,7 @@ impl Snapshotter for BackupSnapshotter {
         // SAFETY: valid handle.
         unsafe { ffi::sqlite3_busy_timeout(writer.0, SNAPSHOT_LOCK_WAIT_MS) };
         if let Err(e) = writer.query("BEGIN IMMEDIATE") {
-            // SAFETY: valid handle.
-            let code = unsafe { ffi::sqlite3_errcode(writer.0) } & 0xff;
-            return Err(if code == ffi::SQLITE_BUSY {
+            return Err(if writer.busy() {
                 SnapshotError::WriterBusy
             } else {
                 SnapshotError::Failed(e)
