@@ -3,22 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use litestream_vfs::ltx::{compact, Applier, Compression, Decoder};
+use litestream_vfs::ltx::{compact, Applier, Compression};
+
+mod common;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(mut dec) = Decoder::new(data) {
-        let mut page = vec![0u8; dec.header().page_size as usize];
-        loop {
-            match dec.next_page(&mut page) {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    let _ = dec.finish();
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-    }
+    let _ = common::decode_in_line(data, None);
     // The same bytes through the merge and apply paths (each decodes and verifies).
     let _ = compact(vec![data], Vec::new(), Compression::Lz4);
     let _ = Applier::new(Vec::new()).apply(data);

@@ -1,6 +1,7 @@
 //! Encrypted (LTX v4) files from arbitrary bytes, opened with a fixed key (the one the
 //! seeds in tests/data/ltx-v4 are encrypted to): the streaming decoder with and without
-//! the key, the lazy reader (tail, index tag, single sealed frames) and rekey. Any input
+//! the key, the same file read sealed and opened apart (as a restore does; both ways must
+//! agree), the lazy reader (tail, index tag, single sealed frames) and rekey. Any input
 //! must give a typed error or a verified file, never a panic or unbounded memory.
 #![no_main]
 
@@ -10,6 +11,8 @@ use litestream_vfs::ltx::{
     open_page_frame, parse_tail_of, rekey, verify, Decoder, Header, PageDecompressor, TailRead, HEADER_SIZE,
 };
 
+mod common;
+
 /// RFC 9180 A.2's recipient key: the seeds are encrypted to its public key.
 const KEY: [u8; 32] = [
     0x80, 0x57, 0x99, 0x1e, 0xef, 0x8f, 0x1f, 0x1a, 0xf1, 0x8f, 0x4a, 0x94, 0x91, 0xd1, 0x6a, 0x1c, 0xe3, 0x33, 0xf6,
@@ -18,18 +21,12 @@ const KEY: [u8; 32] = [
 
 fuzz_target!(|data: &[u8]| {
     let key = PrivateKey::from_bytes(KEY);
-    if let Ok(mut dec) = Decoder::with_key(data, Some(&key)) {
-        let mut page = vec![0u8; dec.header().page_size as usize];
-        loop {
-            match dec.next_page(&mut page) {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    let _ = dec.finish();
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+    // In line and sealed (a restore's way) must agree: the same pages, or both refuse.
+    let in_line = common::decode_in_line(data, Some(&key));
+    let sealed = common::decode_sealed(data, &key);
+    let encrypted = Decoder::new(data).is_ok_and(|d| d.header().is_encrypted());
+    if encrypted {
+        assert_eq!(in_line, sealed, "in line and sealed reads disagree");
     }
     // Keyless: structure and file checksum only.
     let _ = verify(data);

@@ -121,6 +121,13 @@ impl DbChecksum {
         self.acc ^= page_checksum;
     }
 
+    /// Adds every page `other` holds: pages checksummed on several threads add up to
+    /// the checksum of them all, whatever the order.
+    #[inline]
+    pub fn combine(&mut self, other: DbChecksum) {
+        self.acc ^= other.acc;
+    }
+
     /// The checksum value as stored in LTX files (bit 63 always set).
     pub const fn value(&self) -> u64 {
         CHECKSUM_FLAG | self.acc

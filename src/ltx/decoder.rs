@@ -15,6 +15,7 @@
 //! refused with [`Error::KeyRequired`].
 
 use std::io::Read;
+use std::sync::Arc;
 
 use super::checksum::{Crc64, DbChecksum, CHECKSUM_FLAG};
 use super::crypto::{unwrap_content_key, FileKeys, PrivateKey, SEAL_OVERHEAD, TAG_SIZE};
@@ -50,6 +51,75 @@ pub struct DecodedFile {
     pub pages: Vec<(u32, Vec<u8>)>,
 }
 
+/// Where [`Decoder::next_sealed`] put one sealed page in the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedFrame {
+    /// The 6-byte frame header as stored (bound into the page's associated data).
+    pub header: [u8; FRAME_HEADER_SIZE],
+    /// Offset of the sealed payload in the buffer, and its length.
+    pub at: usize,
+    pub len: usize,
+}
+
+impl SealedFrame {
+    /// The page number.
+    pub fn pgno(&self) -> u32 {
+        FrameHeader::parse(&self.header).pgno
+    }
+}
+
+/// Opens the sealed pages of one encrypted file ([`Decoder::next_sealed`]) on any thread.
+#[derive(Clone, Debug)]
+pub struct PageOpener {
+    keys: Arc<FileKeys>,
+    page_size: u32,
+}
+
+impl PageOpener {
+    /// Opens `frame`'s payload in `buf` (in place) and decompresses the page into `out`
+    /// (one page); returns its page number. [`Error::PageAuth`] if any byte of it changed.
+    pub fn open(&self, dec: &mut PageDecompressor, frame: &SealedFrame, buf: &mut [u8], out: &mut [u8]) -> Result<u32> {
+        if out.len() != self.page_size as usize {
+            return Err(Error::PageSizeMismatch {
+                expected: self.page_size,
+                actual: out.len(),
+            });
+        }
+        let fh = FrameHeader::parse(&frame.header);
+        let sealed = frame
+            .at
+            .checked_add(frame.len)
+            .and_then(|end| buf.get_mut(frame.at..end))
+            .ok_or(Error::Usage("sealed frame outside its buffer"))?;
+        let compressed = self.keys.open_page(&frame.header, sealed)?;
+        dec.decompress_sized(fh.pgno, fh.flags, compressed, out)?;
+        Ok(fh.pgno)
+    }
+}
+
+/// What [`Decoder::finish_sealed`] verified, and the one check it leaves to the caller.
+#[must_use = "a snapshot's pages are only verified by check()"]
+#[derive(Clone, Debug)]
+pub struct SealedSummary {
+    summary: DecodeSummary,
+    /// A checksummed snapshot's post-apply checksum, which its pages must add up to.
+    post_apply: Option<u64>,
+}
+
+impl SealedSummary {
+    /// Checks that the pages opened from the file (each toggled into `opened`) add up to
+    /// the snapshot's post-apply checksum, if the file is a checksummed snapshot.
+    pub fn check(self, opened: DbChecksum) -> Result<DecodeSummary> {
+        match self.post_apply {
+            Some(expected) if opened.value() != expected => Err(Error::PostApplyChecksumMismatch {
+                expected,
+                actual: opened.value(),
+            }),
+            _ => Ok(self.summary),
+        }
+    }
+}
+
 /// Reads one LTX file from `R`. See the module docs for what is verified when.
 pub struct Decoder<R: Read> {
     r: R,
@@ -69,11 +139,14 @@ pub struct Decoder<R: Read> {
     poisoned: bool,
     /// Encrypted file: its recipient block (as read after the header).
     recipient_block: Vec<u8>,
-    /// Encrypted file opened with a key that is one of its recipients (boxed: the
-    /// expanded cipher keys are large, and decoders are held in collections).
-    keys: Option<Box<FileKeys>>,
+    /// Encrypted file opened with a key that is one of its recipients (shared, not
+    /// copied: the expanded cipher keys are large, decoders are held in collections, and
+    /// a [`PageOpener`] opens pages with them on other threads).
+    keys: Option<Arc<FileKeys>>,
     /// Encrypted file read without a key, by `finish`: frames are hashed, not opened.
     skip_sealed: bool,
+    /// Pages are read sealed ([`Decoder::next_sealed`]) and opened by the caller.
+    deferred: bool,
     /// Reused buffer for one sealed payload.
     sealed: Vec<u8>,
 }
@@ -109,7 +182,7 @@ impl<R: Read> Decoder<R> {
         let keys = match key {
             Some(key) if header.is_encrypted() => {
                 let cek = unwrap_content_key(&recipient_block, key)?;
-                Some(Box::new(FileKeys::new(&cek, &b)))
+                Some(Arc::new(FileKeys::new(&cek, &b)))
             }
             _ => None,
         };
@@ -128,6 +201,7 @@ impl<R: Read> Decoder<R> {
             recipient_block,
             keys,
             skip_sealed: false,
+            deferred: false,
             sealed: Vec::new(),
         })
     }
@@ -165,8 +239,8 @@ impl<R: Read> Decoder<R> {
     }
 
     fn next_page_inner(&mut self, out: &mut [u8]) -> Result<Option<u32>> {
-        if self.end_offset.is_some() {
-            return Ok(None);
+        if self.deferred {
+            return Err(Error::Usage("this file's pages are read sealed"));
         }
         let h = self.header;
         if out.len() != h.page_size as usize {
@@ -175,6 +249,39 @@ impl<R: Read> Decoder<R> {
                 actual: out.len(),
             });
         }
+        let Some((hb, fh)) = self.next_frame_header()? else {
+            return Ok(None);
+        };
+        let body = if h.is_encrypted() {
+            let mut sealed = std::mem::take(&mut self.sealed);
+            sealed.clear();
+            let res = self.read_sealed(fh, &mut sealed).and_then(|len| match &self.keys {
+                Some(keys) => {
+                    let compressed = keys.open_page(&hb, &mut sealed)?;
+                    self.dec.decompress_sized(fh.pgno, fh.flags, compressed, out)?;
+                    Ok(len)
+                }
+                None => Ok(len),
+            });
+            self.sealed = sealed;
+            res?
+        } else {
+            self.dec.read_payload(&mut self.r, fh, out, Some(&mut self.hasher))?
+        };
+        self.record_frame(fh.pgno, body)?;
+        if let Some(c) = self.db_checksum.as_mut().filter(|_| !self.skip_sealed) {
+            c.toggle_page(fh.pgno, out);
+        }
+        Ok(Some(fh.pgno))
+    }
+
+    /// Reads, hashes and checks the next frame header: `None` (and the end recorded)
+    /// at the end marker.
+    fn next_frame_header(&mut self) -> Result<Option<([u8; FRAME_HEADER_SIZE], FrameHeader)>> {
+        if self.end_offset.is_some() {
+            return Ok(None);
+        }
+        let h = self.header;
         let mut hb = [0u8; FRAME_HEADER_SIZE];
         read_full(&mut self.r, &mut hb, "page frame header")?;
         self.hasher.update(&hb);
@@ -219,11 +326,11 @@ impl<R: Read> Decoder<R> {
                 });
             }
         }
-        let body = if h.is_encrypted() {
-            self.read_sealed(hb, fh, out)?
-        } else {
-            self.dec.read_payload(&mut self.r, fh, out, Some(&mut self.hasher))?
-        };
+        Ok(Some((hb, fh)))
+    }
+
+    /// Records a frame of `body` bytes after its header in the list the index must match.
+    fn record_frame(&mut self, pgno: u32, body: u64) -> Result<()> {
         let size = u32::try_from(FRAME_HEADER_SIZE as u64 + body).map_err(|_| Error::Decompress {
             pgno,
             reason: "frame longer than 4 GiB".into(),
@@ -235,16 +342,13 @@ impl<R: Read> Decoder<R> {
         });
         self.offset += size as u64;
         self.prev_pgno = pgno;
-        if let Some(c) = self.db_checksum.as_mut().filter(|_| !self.skip_sealed) {
-            c.toggle_page(pgno, out);
-        }
-        Ok(Some(pgno))
+        Ok(())
     }
 
-    /// Reads the size field and sealed payload of an encrypted frame, hashes them as
-    /// written, opens the payload and decompresses it into `out` (unless skipping a
-    /// locked file). Returns the bytes read after the frame header.
-    fn read_sealed(&mut self, hb: [u8; FRAME_HEADER_SIZE], fh: FrameHeader, out: &mut [u8]) -> Result<u64> {
+    /// Reads the size field and sealed payload of an encrypted frame, appends the payload
+    /// to `buf` and hashes both as written. Refuses a keyed read without a key (unless
+    /// skipping a locked file). Returns the bytes read after the frame header.
+    fn read_sealed(&mut self, fh: FrameHeader, buf: &mut Vec<u8>) -> Result<u64> {
         if self.keys.is_none() && !self.skip_sealed {
             return Err(Error::KeyRequired {
                 recipients: self.header.recipients,
@@ -262,14 +366,10 @@ impl<R: Read> Decoder<R> {
                 max: max as u64,
             });
         }
-        self.sealed.clear();
-        self.sealed.resize(len, 0);
-        read_full(&mut self.r, &mut self.sealed, "page frame payload")?;
-        self.hasher.update(&self.sealed);
-        if let Some(keys) = &self.keys {
-            let compressed = keys.open_page(&hb, &mut self.sealed)?;
-            self.dec.decompress_sized(fh.pgno, fh.flags, compressed, out)?;
-        }
+        let at = buf.len();
+        buf.resize(at + len, 0);
+        read_full(&mut self.r, &mut buf[at..], "page frame payload")?;
+        self.hasher.update(&buf[at..]);
         Ok((FRAME_SIZE_FIELD + len) as u64)
     }
 
@@ -279,11 +379,92 @@ impl<R: Read> Decoder<R> {
         if self.poisoned {
             return Err(Error::Usage("decoder used after an error"));
         }
+        if self.deferred {
+            return Err(Error::Usage("a file read sealed is finished with finish_sealed"));
+        }
         if self.end_offset.is_none() {
             self.skip_sealed = self.is_locked();
             let mut page = vec![0u8; self.header.page_size as usize];
             while self.next_page(&mut page)?.is_some() {}
         }
+        let summary = self.read_tail()?;
+        if let Some(c) = self.db_checksum.filter(|_| !self.skip_sealed) {
+            if c.value() != summary.trailer.post_apply_checksum {
+                return Err(Error::PostApplyChecksumMismatch {
+                    expected: summary.trailer.post_apply_checksum,
+                    actual: c.value(),
+                });
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Reads the next frame of an encrypted file without opening it: appends its sealed
+    /// payload (nonce ‖ ciphertext ‖ tag) to `buf` and says where it is, or `None` after
+    /// the last page. Everything else [`Decoder::next_page`] checks is checked here (page
+    /// order, size bounds, the file checksum, which covers the sealed bytes), so that
+    /// opening and decompressing, most of the cost, can run on other threads with
+    /// [`Decoder::page_opener`]. Such a file ends with [`Decoder::finish_sealed`], and
+    /// its pages cannot also be read with `next_page`.
+    pub fn next_sealed(&mut self, buf: &mut Vec<u8>) -> Result<Option<SealedFrame>> {
+        if self.poisoned {
+            return Err(Error::Usage("decoder used after an error"));
+        }
+        let res = self.next_sealed_inner(buf);
+        if res.is_err() {
+            self.poisoned = true;
+        }
+        res
+    }
+
+    fn next_sealed_inner(&mut self, buf: &mut Vec<u8>) -> Result<Option<SealedFrame>> {
+        if !self.header.is_encrypted() {
+            return Err(Error::Usage("only an encrypted file's pages are read sealed"));
+        }
+        if !self.deferred && !self.frames.is_empty() {
+            return Err(Error::Usage("pages already read opened"));
+        }
+        self.deferred = true;
+        let Some((header, fh)) = self.next_frame_header()? else {
+            return Ok(None);
+        };
+        let at = buf.len();
+        let body = self.read_sealed(fh, buf)?;
+        self.record_frame(fh.pgno, body)?;
+        Ok(Some(SealedFrame {
+            header,
+            at,
+            len: buf.len() - at,
+        }))
+    }
+
+    /// What opens this file's pages on any thread: `None` for a plaintext file, or an
+    /// encrypted one read without its key.
+    pub fn page_opener(&self) -> Option<PageOpener> {
+        self.keys.as_ref().map(|keys| PageOpener {
+            keys: Arc::clone(keys),
+            page_size: self.header.page_size,
+        })
+    }
+
+    /// [`Decoder::finish`] for a file whose pages were read with [`Decoder::next_sealed`]
+    /// (all of them): checks the index, its tag, the trailer and the file checksum. A
+    /// checksummed snapshot's pages must still add up to its post-apply checksum, which
+    /// only the caller that opened them can check: [`SealedSummary::check`].
+    pub fn finish_sealed(mut self) -> Result<SealedSummary> {
+        if self.poisoned {
+            return Err(Error::Usage("decoder used after an error"));
+        }
+        if self.end_offset.is_none() {
+            return Err(Error::Usage("finish_sealed before the last page was read"));
+        }
+        let summary = self.read_tail()?;
+        let post_apply = self.db_checksum.map(|_| summary.trailer.post_apply_checksum);
+        Ok(SealedSummary { summary, post_apply })
+    }
+
+    /// Reads and checks the page index and the trailer, and that the input ends there.
+    fn read_tail(&mut self) -> Result<DecodeSummary> {
         let seal_tail = if self.header.is_encrypted() {
             TAG_SIZE + self.recipient_block.len()
         } else {
@@ -350,14 +531,6 @@ impl<R: Read> Decoder<R> {
             return Err(Error::index("index disagrees with the page frames"));
         }
         trailer.validate(&self.header)?;
-        if let Some(c) = self.db_checksum.filter(|_| !self.skip_sealed) {
-            if c.value() != trailer.post_apply_checksum {
-                return Err(Error::PostApplyChecksumMismatch {
-                    expected: trailer.post_apply_checksum,
-                    actual: c.value(),
-                });
-            }
-        }
         Ok(DecodeSummary {
             header: self.header,
             trailer,

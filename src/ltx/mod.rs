@@ -42,7 +42,10 @@ mod v4_tests;
 pub use apply::{Applier, PageSink, Position};
 pub use checksum::{crc64, lock_pgno, page_checksum, Crc64, DbChecksum, CHECKSUM_FLAG, EMPTY_DB_CHECKSUM};
 pub use compact::{compact, compact_with, compacted_header, is_contiguous, Compacted, DecodedPages, Merge, PageSource};
-pub use decoder::{decode_file, decode_file_with, verify, verify_with, DecodeSummary, DecodedFile, Decoder};
+pub use decoder::{
+    decode_file, decode_file_with, verify, verify_with, DecodeSummary, DecodedFile, Decoder, PageOpener, SealedFrame,
+    SealedSummary,
+};
 pub use encoder::Encoder;
 pub use encoding::Encoding;
 pub use error::{Error, Result};

@@ -413,3 +413,100 @@ fn v4_header_rules() {
     bad[3] = b'5';
     assert!(Header::decode(&bad).unwrap_err().to_string().contains("LTX4"));
 }
+
+/// Reads `f`'s pages sealed and opens them afterwards, as a restore's reader and its
+/// pool of opening threads do, then checks the snapshot checksum of what was opened.
+type Pages = Vec<(u32, Vec<u8>)>;
+
+fn decode_sealed(f: &[u8], k: &PrivateKey) -> Result<(Pages, DecodeSummary)> {
+    let mut dec = Decoder::with_key(f, Some(k))?;
+    let opener = dec.page_opener().expect("a keyed encrypted file has an opener");
+    let mut buf = Vec::new();
+    let mut frames = Vec::new();
+    while let Some(frame) = dec.next_sealed(&mut buf)? {
+        frames.push(frame);
+    }
+    let mut pd = PageDecompressor::new();
+    let mut opened = DbChecksum::new();
+    let mut pages = Vec::new();
+    for frame in &frames {
+        let mut page = vec![0u8; 512];
+        let pgno = opener.open(&mut pd, frame, &mut buf, &mut page)?;
+        assert_eq!(pgno, frame.pgno());
+        opened.toggle_page(pgno, &page);
+        pages.push((pgno, page));
+    }
+    Ok((pages, dec.finish_sealed()?.check(opened)?))
+}
+
+fn checksummed_snapshot(commit: u32, to: &[PublicKey]) -> Vec<u8> {
+    let h = Header {
+        flags: 0,
+        ..header(1, 1, commit)
+    };
+    let ps = pages(commit, 4);
+    let mut sum = DbChecksum::new();
+    for (p, d) in &ps {
+        sum.toggle_page(*p, d);
+    }
+    let mut enc = Encoder::with_encoding(Vec::new(), h, &Encoding::sealed(Compression::Lz4, to)).unwrap();
+    for (p, d) in &ps {
+        enc.write_page(*p, d).unwrap();
+    }
+    enc.finish(sum.value()).unwrap().0
+}
+
+#[test]
+fn pages_read_sealed_and_opened_apart_are_the_pages_decoded_in_line() {
+    let k = random_key();
+    let snapshot = checksummed_snapshot(300, &[k.public_key()]);
+    let later: Vec<_> = pages(300, 5).into_iter().filter(|(p, _)| p % 3 == 0).collect();
+    let delta = encode(header(2, 2, 300), &later, &[k.public_key()]);
+    for f in [&snapshot, &delta] {
+        let in_line = decode_file_with(f, Some(&k)).unwrap();
+        let (pages, summary) = decode_sealed(f, &k).unwrap();
+        assert_eq!(pages, in_line.pages);
+        assert_eq!(summary.trailer, in_line.trailer);
+        assert_eq!(summary.index, in_line.index);
+    }
+}
+
+#[test]
+fn a_sealed_read_still_refuses_a_flipped_page_a_wrong_checksum_and_mixed_use() {
+    let k = random_key();
+    let f = checksummed_snapshot(3, &[k.public_key()]);
+    let e2 = *verify(&f[..]).unwrap().index.get(2).unwrap();
+    let mut t = f.clone();
+    t[e2.offset as usize + 20] ^= 1;
+    assert!(matches!(decode_sealed(&t, &k), Err(Error::PageAuth { pgno: 2 })));
+    let mut t = f.clone();
+    let n = t.len();
+    t[n - 1] ^= 1; // the file checksum
+    assert!(matches!(decode_sealed(&t, &k), Err(Error::ChecksumMismatch { .. })));
+
+    // The snapshot's pages must add up to its checksum: one missing fails.
+    let mut dec = Decoder::with_key(&f[..], Some(&k)).unwrap();
+    let mut buf = Vec::new();
+    while dec.next_sealed(&mut buf).unwrap().is_some() {}
+    let e = dec.finish_sealed().unwrap().check(DbChecksum::new()).unwrap_err();
+    assert!(matches!(e, Error::PostApplyChecksumMismatch { .. }), "{e}");
+
+    // A file read sealed is not also read opened, nor finished as if it had been.
+    let mut dec = Decoder::with_key(&f[..], Some(&k)).unwrap();
+    dec.next_sealed(&mut buf).unwrap().unwrap();
+    assert!(matches!(dec.next_page(&mut [0u8; 512]), Err(Error::Usage(_))));
+    let mut dec = Decoder::with_key(&f[..], Some(&k)).unwrap();
+    while dec.next_sealed(&mut buf).unwrap().is_some() {}
+    assert!(matches!(dec.finish(), Err(Error::Usage(_))));
+    let mut dec = Decoder::with_key(&f[..], Some(&k)).unwrap();
+    dec.next_page(&mut [0u8; 512]).unwrap().unwrap();
+    assert!(matches!(dec.next_sealed(&mut buf), Err(Error::Usage(_))));
+    // Nor a plaintext file, nor one read without its key.
+    let plain = encode(header(1, 1, 2), &pages(2, 1), &[]);
+    assert!(Decoder::new(&plain[..]).unwrap().page_opener().is_none());
+    assert!(Decoder::new(&f[..]).unwrap().page_opener().is_none());
+    let mut dec = Decoder::new(&plain[..]).unwrap();
+    assert!(matches!(dec.next_sealed(&mut buf), Err(Error::Usage(_))));
+    let mut dec = Decoder::new(&f[..]).unwrap();
+    assert!(matches!(dec.next_sealed(&mut buf), Err(Error::KeyRequired { .. })));
+}

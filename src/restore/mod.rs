@@ -4,7 +4,8 @@
 //! One plan serves restores and the replica VFS ([`plan`]): the newest snapshot at or
 //! before the target, then the fewest contiguous files that reach it, highest level
 //! first. A restore downloads every file of the plan at once with ranged GETs
-//! ([`download`]), decodes the largest on threads of their own ([`decode`]), merges them
+//! ([`download`]), decodes the largest on threads of their own ([`decode`]; encrypted
+//! pages are opened on a thread per core: [`open`]), merges them
 //! page by page straight into a temporary file (each page is written once, newest wins,
 //! by a writing thread: [`write`]), verifies every file checksum and, when the files carry
 //! one, the database checksum, then fsyncs and renames the file into place.
@@ -12,6 +13,7 @@
 mod decode;
 mod download;
 pub use download::RemoteReader;
+mod open;
 pub mod plan;
 mod progress;
 mod run;

@@ -3,6 +3,7 @@
 
 use super::decode::{FilePages, ThreadedPages, MAX_THREADS};
 use super::download::RemoteReader;
+use super::open::OpenPool;
 use super::plan::{plan, plan_up_to, resolve_timestamp, Listing};
 use super::progress::{register, RestoreProgress};
 use super::write::PageWriter;
@@ -275,12 +276,17 @@ fn write_merged(
     by_size.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
     let threaded = &by_size[..by_size.len().min(MAX_THREADS)];
     let key = options.key.as_deref();
+    // Encrypted files' pages are opened on a thread per core (see `open`).
+    let pool = key
+        .map(|_| OpenPool::per_core())
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let sources = readers
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
             if threaded.contains(&i) {
-                ThreadedPages::spawn(r, format!("restore-decode-{i}"), key).map(FilePages::Threaded)
+                ThreadedPages::spawn(r, format!("restore-decode-{i}"), key, pool.as_ref()).map(FilePages::Threaded)
             } else {
                 DecodedPages::with_key(r, key).map(FilePages::InLine)
             }
