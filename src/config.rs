@@ -74,8 +74,8 @@ pub struct Config {
 /// aligned to wall-clock time: level 1 runs at :00 and :30 of every minute, and so on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompactionConfig {
-    /// Intervals of levels 1, 2 and 3.
-    pub levels: [Duration; 3],
+    /// Intervals of levels 1, 2, … (at most [`MAX_LEVELS`], each at least the one below).
+    pub levels: Vec<Duration>,
     /// A full snapshot (level 9) every this long.
     pub snapshot_interval: Duration,
     /// How far back point-in-time restores reach.
@@ -88,10 +88,15 @@ pub struct CompactionConfig {
 impl Default for CompactionConfig {
     fn default() -> Self {
         CompactionConfig {
-            levels: [
+            // Five levels, each 4 to 6 times the one below, so that a restore to any
+            // point of the day chains about 11 files (Litestream's three levels of
+            // 30 s, 5 min and 1 h need about 22); README "Point-in-time restore".
+            levels: vec![
                 Duration::from_secs(30),
-                Duration::from_secs(5 * 60),
+                Duration::from_secs(3 * 60),
+                Duration::from_secs(15 * 60),
                 Duration::from_secs(3600),
+                Duration::from_secs(6 * 3600),
             ],
             snapshot_interval: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(24 * 3600),
@@ -127,9 +132,12 @@ const OUR_PARAMS: &[&str] = &[
     "cache_size",
     "hydrate",
     "compaction",
+    "levels",
     "l1_interval",
     "l2_interval",
     "l3_interval",
+    "l4_interval",
+    "l5_interval",
     "snapshot_interval",
     "retention",
     "l0_retention",
@@ -257,10 +265,21 @@ impl Config {
                     }
                     Ok(())
                 };
-                let [l1, l2, l3] = &mut c.levels;
-                duration("l1_interval", "LITESTREAM_L1_INTERVAL", l1)?;
-                duration("l2_interval", "LITESTREAM_L2_INTERVAL", l2)?;
-                duration("l3_interval", "LITESTREAM_L3_INTERVAL", l3)?;
+                if let Some(list) = get("levels", "LITESTREAM_LEVELS") {
+                    c.levels = parse_levels(&list)?;
+                }
+                for (i, key) in LEVEL_KEYS.iter().enumerate() {
+                    let env_key = format!("LITESTREAM_{}", key.to_uppercase());
+                    if get(key, &env_key).is_some() && i >= c.levels.len() {
+                        return Err(format!(
+                            "{key}: the ladder has {} levels; list them all with levels=",
+                            c.levels.len()
+                        ));
+                    }
+                    if let Some(slot) = c.levels.get_mut(i) {
+                        duration(key, &env_key, slot)?;
+                    }
+                }
                 duration(
                     "snapshot_interval",
                     "LITESTREAM_SNAPSHOT_INTERVAL",
@@ -268,11 +287,11 @@ impl Config {
                 )?;
                 duration("retention", "LITESTREAM_RETENTION", &mut c.retention)?;
                 duration("l0_retention", "LITESTREAM_L0_RETENTION", &mut c.l0_retention)?;
-                if !(c.levels[0] <= c.levels[1] && c.levels[1] <= c.levels[2]) {
+                if c.levels.windows(2).any(|w| w[0] > w[1]) {
+                    let ladder: Vec<String> = c.levels.iter().map(|d| format!("{d:?}")).collect();
                     return Err(format!(
-                        "compaction intervals must grow with the level: l1_interval {:?}, l2_interval {:?}, \
-                         l3_interval {:?}",
-                        c.levels[0], c.levels[1], c.levels[2]
+                        "compaction intervals must grow with the level: {}",
+                        ladder.join(", ")
                     ));
                 }
                 Some(c)
@@ -324,6 +343,37 @@ impl Config {
     pub fn replica_location(&self) -> String {
         format!("{} {:?}", self.replica_url, self.store_options.endpoint)
     }
+}
+
+/// Most incremental levels a ladder may have: level 9 holds snapshots, and Litestream's
+/// restore looks for files in levels 0 to 8.
+pub const MAX_LEVELS: usize = 8;
+
+/// URI parameters that set one level's interval (the first levels of the default ladder).
+const LEVEL_KEYS: [&str; 5] = [
+    "l1_interval",
+    "l2_interval",
+    "l3_interval",
+    "l4_interval",
+    "l5_interval",
+];
+
+/// `levels=30s,5m,1h`: the whole ladder, level 1 first.
+fn parse_levels(list: &str) -> Result<Vec<Duration>, String> {
+    let levels = list
+        .split(',')
+        .map(|d| parse_duration(d.trim()).map_err(|e| format!("levels: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if levels.is_empty() || levels.len() > MAX_LEVELS {
+        return Err(format!(
+            "levels: between 1 and {MAX_LEVELS} intervals, not {}",
+            levels.len()
+        ));
+    }
+    if levels.iter().any(Duration::is_zero) {
+        return Err("levels: every interval must be greater than zero".into());
+    }
+    Ok(levels)
 }
 
 /// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
@@ -395,7 +445,8 @@ mod tests {
         assert_eq!(c.cache_size, 64 << 20);
         assert!(!c.allow_unfenced, "fencing is required unless fencing=off");
         let ladder = c.compaction.unwrap();
-        assert_eq!(ladder.levels[0], Duration::from_secs(30));
+        let minutes: Vec<u64> = ladder.levels.iter().map(|d| d.as_secs()).collect();
+        assert_eq!(minutes, [30, 180, 900, 3600, 6 * 3600]);
         assert_eq!(ladder.snapshot_interval, Duration::from_secs(86400));
         assert_eq!(ladder.retention, Duration::from_secs(86400));
     }
@@ -413,6 +464,21 @@ mod tests {
         assert_eq!(c.levels[0], Duration::from_secs(1));
         assert_eq!(c.snapshot_interval, Duration::from_secs(90));
         assert_eq!(c.retention, Duration::from_secs(2 * 86400));
+        // Litestream's own ladder, then one of its levels changed.
+        let litestream = Config::from_params(
+            Path::new("a.db"),
+            &params(&[
+                ("replica", "memory://x"),
+                ("levels", "30s, 5m,1h"),
+                ("l2_interval", "10m"),
+            ]),
+            &no_env,
+        )
+        .unwrap()
+        .compaction
+        .unwrap();
+        let secs: Vec<u64> = litestream.levels.iter().map(|d| d.as_secs()).collect();
+        assert_eq!(secs, [30, 600, 3600]);
         let off = Config::from_params(
             Path::new("a.db"),
             &params(&[("replica", "memory://x"), ("compaction", "off")]),
@@ -471,6 +537,15 @@ mod tests {
             (
                 &[("replica", "memory://x"), ("l1_interval", "10m")],
                 "intervals must grow",
+            ),
+            (
+                &[("replica", "memory://x"), ("levels", "1s,2s,3s,4s,5s,6s,7s,8s,9s")],
+                "between 1 and 8 intervals",
+            ),
+            (&[("replica", "memory://x"), ("levels", "1s,0s")], "greater than zero"),
+            (
+                &[("replica", "memory://x"), ("levels", "1s,1m"), ("l3_interval", "1h")],
+                "the ladder has 2 levels",
             ),
             (
                 &[("replica", "memory://x"), ("metrics_addr", "localhost")],

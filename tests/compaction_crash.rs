@@ -98,7 +98,7 @@ fn kill_9_during_compaction_and_retention_loses_no_retained_point() {
     let store = open_store(&url, &Default::default()).unwrap();
     let listing = litestream_vfs::runtime::block_on(Listing::fetch(store.as_ref())).unwrap();
     let oldest_snapshot = listing.snapshots.iter().map(|s| s.max_txid).min().unwrap_or(1);
-    let first_l0 = listing.incremental[3].first().map_or(1, |f| f.min_txid);
+    let first_l0 = listing.level(0).first().map_or(1, |f| f.min_txid);
     assert!(
         oldest_snapshot > 1 && first_l0 > 1,
         "retention ran and deleted old files: {listing:?}"

@@ -74,7 +74,7 @@ fn our_restore_of_a_litestream_compacted_replica_matches_litestream_restore() {
 
     let store = open_store(&url, &Default::default()).unwrap();
     let listing = litestream_vfs::runtime::block_on(Listing::fetch(store.as_ref())).unwrap();
-    let [l3, l2, l1, l0] = [0, 1, 2, 3].map(|i| listing.incremental[i].len());
+    let [l3, l2, l1, l0] = [3, 2, 1, 0].map(|level| listing.level(level).len());
     println!(
         "litestream built: {} snapshots, L3 {l3}, L2 {l2}, L1 {l1}, L0 {l0}",
         listing.snapshots.len()

@@ -27,7 +27,7 @@ pub struct CompactionClock {
     snapshot_due: i64,
     /// Level `i + 1` may have input: level `i` gained files since it last found nothing
     /// new. All set at open (a previous process may have left work).
-    pending: [bool; 3],
+    pending: Vec<bool>,
     /// The level-0 upload count this clock last saw.
     seen_uploads: Option<u64>,
     /// Retention must run again by then even if nothing else does: level-0 files become
@@ -40,7 +40,7 @@ impl CompactionClock {
         CompactionClock {
             due: config.levels.iter().map(|i| next_boundary(now_ms, *i)).collect(),
             snapshot_due: next_boundary(now_ms, config.snapshot_interval),
-            pending: [true; 3],
+            pending: vec![true; config.levels.len()],
             seen_uploads: None,
             retention_due: Some(now_ms),
         }
@@ -72,9 +72,9 @@ impl Compactor {
     /// boundary, then enforce retention. A level whose input has not changed since it
     /// last found nothing to do is skipped without a request. Returns the next boundary.
     pub fn turn(&self, clock: &mut CompactionClock, now: i64, control: &dyn CompactionControl) -> i64 {
-        let intervals = self.config.levels;
+        let intervals = &self.config.levels;
         let mut ran = false;
-        for (i, level) in [1u8, 2, 3].into_iter().enumerate() {
+        for (i, level) in (1..=intervals.len() as u8).enumerate() {
             if now < clock.due[i] {
                 continue;
             }
@@ -88,8 +88,8 @@ impl Compactor {
                     control.report(CompactionEvent::Compacted(done));
                     // It stays pending: a chain may have stopped at a gap or a page-size
                     // change, and the next window finds out (two LISTs) and settles.
-                    if i < 2 {
-                        clock.pending[i + 1] = true;
+                    if let Some(next) = clock.pending.get_mut(i + 1) {
+                        *next = true;
                     }
                     clock.retention_due = Some(now + self.config.l0_retention.as_millis() as i64);
                 }
@@ -232,7 +232,7 @@ mod tests {
         ));
         let c = Compactor {
             store: Arc::clone(&store) as Arc<dyn ReplicaStore>,
-            cache: LevelCache::open(dir.path(), FileModes::NewDatabase).unwrap(),
+            cache: LevelCache::open(dir.path(), FileModes::NewDatabase, 5).unwrap(),
             config: CompactionConfig::default(),
             encoding: Compression::Lz4.into(),
             encryption: None,
@@ -252,7 +252,7 @@ mod tests {
         );
         let settled = store.1.load(Ordering::SeqCst);
         assert!(settled > 0);
-        // Two idle hours: 240 level-1 windows, 24 level-2, 2 level-3, no request.
+        // Two idle hours: 240 level-1 windows, 40 level-2, 8 level-3, 2 level-4, no request.
         clock.saw_uploads(1);
         run_until(&c, &mut clock, &events, 4 * hour);
         assert_eq!(

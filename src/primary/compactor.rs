@@ -28,7 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const SNAPSHOT_LEVEL: u8 = 9;
 
 /// Local copies of files this process wrote, kept until the next level has consumed
-/// them: `<staging>/levels/<level>/<name>`.
+/// them: `<staging>/levels/<level>/<name>`, for level 0 and every level below the top of
+/// the ladder.
 pub struct LevelCache {
     dir: PathBuf,
     /// The database's permissions: cached files hold its pages.
@@ -36,11 +37,12 @@ pub struct LevelCache {
 }
 
 impl LevelCache {
-    pub fn open(staging_dir: &Path, modes: FileModes) -> io::Result<LevelCache> {
+    /// Opens the cache for a ladder of `levels` levels (level 0 to `levels - 1` cached).
+    pub fn open(staging_dir: &Path, modes: FileModes, levels: usize) -> io::Result<LevelCache> {
         let dir = staging_dir.join("levels");
         modes.create_dir_all(staging_dir)?;
         modes.own_dir(&dir)?;
-        for level in 0..3u8 {
+        for level in 0..levels.max(1) as u8 {
             let d = dir.join(level.to_string());
             modes.own_dir(&d)?;
             for entry in fs::read_dir(&d)? {
@@ -157,7 +159,10 @@ impl Compactor {
     /// Merges the files of `level - 1` that follow the last file of `level` into one
     /// file at `level`. `None` when there is nothing new.
     pub fn compact_level(&self, level: u8) -> Result<Option<Compacted>, String> {
-        assert!((1..=3).contains(&level), "levels 1 to 3 are compacted");
+        assert!(
+            (1..=self.config.levels.len()).contains(&(level as usize)),
+            "level {level} is not in the ladder"
+        );
         let store = self.store.as_ref();
         let err = |e: crate::storage::Error| e.to_string();
         let last = block_on(store.list(level))
@@ -201,7 +206,8 @@ impl Compactor {
         .map_err(|e| format!("compacting level {} into level {level}: {e}", level - 1))?;
         let (min_txid, max_txid) = (out.header.min_txid, out.header.max_txid);
         let bytes = out.writer;
-        if level < 3 {
+        // Kept for the next level's merge; the top level has none.
+        if (level as usize) < self.config.levels.len() {
             self.cache
                 .write(level, min_txid, max_txid, &bytes)
                 .map_err(|e| format!("caching a level-{level} file: {e}"))?;
@@ -346,7 +352,8 @@ impl Compactor {
                 block_on(store.delete(SNAPSHOT_LEVEL, s.min_txid, s.max_txid)).map_err(err)?;
                 deleted.snapshots += 1;
             }
-            for level in [0u8, 1, 2, 3] {
+            // Every incremental level, also those a longer ladder configured before.
+            for level in crate::restore::LEVELS {
                 for f in block_on(store.list(level)).map_err(err)? {
                     if f.max_txid <= keep.max_txid {
                         block_on(store.delete(level, f.min_txid, f.max_txid)).map_err(err)?;
@@ -406,7 +413,7 @@ mod tests {
     fn compactor(name: &str, dir: &Path, config: CompactionConfig) -> Compactor {
         Compactor {
             store: open_store(&format!("memory://{name}"), &Default::default()).unwrap(),
-            cache: LevelCache::open(dir, FileModes::NewDatabase).unwrap(),
+            cache: LevelCache::open(dir, FileModes::NewDatabase, config.levels.len()).unwrap(),
             config,
             encoding: Compression::Lz4.into(),
             encryption: None,
@@ -429,7 +436,7 @@ mod tests {
     #[test]
     fn cached_files_and_level_directories_are_no_more_open_than_the_database() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = LevelCache::open(dir.path(), FileModes::bits(0o600)).unwrap();
+        let cache = LevelCache::open(dir.path(), FileModes::bits(0o600), 3).unwrap();
         cache.write(1, 1, 4, b"ltx").unwrap();
         let mode = |p: PathBuf| crate::file_modes::permission_bits(&p).unwrap();
         assert_eq!(mode(dir.path().join("levels")), 0o700);

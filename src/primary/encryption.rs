@@ -67,9 +67,6 @@ fn get(store: &dyn ReplicaStore, f: &LtxObject, range: std::ops::Range<u64>) -> 
         .map_err(|e| e.to_string())
 }
 
-/// Every level a replica holds, snapshots first.
-const ALL_LEVELS: [u8; 5] = [9, 3, 2, 1, 0];
-
 const UNKNOWN: u8 = 0;
 const YES: u8 = 1;
 const NO: u8 = 2;
@@ -106,7 +103,7 @@ impl EncryptionStatus {
         // A copy: `litestream_status()` must not wait for the requests below.
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut live = HashMap::new();
-        for level in ALL_LEVELS {
+        for level in crate::restore::EVERY_LEVEL {
             for f in block_on(store.list(level)).map_err(|e| e.to_string())? {
                 let key = (f.level, f.min_txid, f.max_txid);
                 let plain = match seen.get(&key) {

@@ -19,6 +19,6 @@ mod progress;
 mod run;
 mod write;
 
-pub use plan::{plan, plan_latest, plan_up_to, resolve_timestamp, Listing, LEVELS, SNAPSHOT_LEVEL};
+pub use plan::{plan, plan_latest, plan_up_to, resolve_timestamp, Listing, EVERY_LEVEL, LEVELS, SNAPSHOT_LEVEL};
 pub use progress::{progress_json, RestoreProgress};
 pub use run::{restore, restore_latest, restore_latest_with_key, RestoreOptions, Restored, Target};

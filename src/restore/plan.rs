@@ -4,34 +4,44 @@
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
 
-/// Snapshot level and the incremental levels, highest first.
+/// Snapshot level and the incremental levels, highest first: every level a ladder may
+/// use (`config::MAX_LEVELS`), as Litestream's restore looks in levels 0 to 8 too, so a
+/// replica written with any ladder (or another one before) restores.
 pub const SNAPSHOT_LEVEL: u8 = 9;
-pub const LEVELS: [u8; 4] = [3, 2, 1, 0];
+pub const LEVELS: [u8; 9] = [8, 7, 6, 5, 4, 3, 2, 1, 0];
+/// Every level a replica can hold files in, level 0 (the most files, the newest) first.
+pub const EVERY_LEVEL: [u8; 10] = [0, 1, 2, 3, 4, 5, 6, 7, 8, SNAPSHOT_LEVEL];
 
 /// Every LTX file of a replica, per level: what one LIST of each level returned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
     /// The snapshot level's files.
     pub snapshots: Vec<LtxObject>,
-    /// Files of levels 3, 2, 1 and 0 (in [`LEVELS`] order), each sorted by TXID.
+    /// Files of levels 8 to 0 (in [`LEVELS`] order), each sorted by TXID.
     pub incremental: Vec<Vec<LtxObject>>,
 }
 
 impl Listing {
-    /// LISTs the snapshot level and every incremental level once, concurrently.
+    /// LISTs the snapshot level and every incremental level once, concurrently: one
+    /// round trip.
     pub async fn fetch(store: &dyn ReplicaStore) -> crate::storage::Result<Listing> {
-        let [l3, l2, l1, l0] = LEVELS;
-        let (snapshots, l3, l2, l1, l0) = tokio::join!(
+        let (snapshots, incremental) = tokio::join!(
             store.list(SNAPSHOT_LEVEL),
-            store.list(l3),
-            store.list(l2),
-            store.list(l1),
-            store.list(l0)
+            futures::future::join_all(LEVELS.map(|level| store.list(level)))
         );
         Ok(Listing {
             snapshots: snapshots?,
-            incremental: vec![l3?, l2?, l1?, l0?],
+            incremental: incremental.into_iter().collect::<Result<_, _>>()?,
         })
+    }
+
+    /// The files of one incremental level (empty for a level out of range).
+    pub fn level(&self, level: u8) -> &[LtxObject] {
+        LEVELS
+            .iter()
+            .position(|l| *l == level)
+            .and_then(|i| self.incremental.get(i))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The highest TXID any file reaches.

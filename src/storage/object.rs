@@ -160,7 +160,13 @@ impl ObjectReplica {
     /// a power loss, not only a crash of this process (object_store's local store writes
     /// a staging file and renames or links it into place, without any fsync). The level
     /// directories may have been created by this very put, hence every level up.
-    async fn make_durable(&self, key: &Path) -> Result<()> {
+    ///
+    /// The file's modification time becomes `timestamp_ms`, the time its last TXID was
+    /// committed: what S3's `litestream-timestamp` metadata says, and what Litestream's
+    /// `restore -timestamp` reads from a local replica. Left at the upload time, a
+    /// compacted file written after a target time would be passed over by Litestream
+    /// (its level-0 files gone) and it would restore an older state than ours.
+    async fn make_durable(&self, key: &Path, timestamp_ms: i64) -> Result<()> {
         let Some(root) = &self.fsync_root else {
             return Ok(());
         };
@@ -171,6 +177,9 @@ impl ObjectReplica {
             let opened = std::fs::File::open(&file)?;
             if let Some(modes) = modes {
                 modes.settle_file(&opened)?;
+            }
+            if timestamp_ms > 0 {
+                opened.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_millis(timestamp_ms as u64))?;
             }
             opened.sync_all()?;
             let mut dir = file.parent();
@@ -368,7 +377,7 @@ impl ReplicaStore for ObjectReplica {
         let opts = self.put_options(PutMode::Create, timestamp_ms);
         self.prepare_dirs(&key).await?;
         let err = match self.store.put_opts(&key, data.clone().into(), opts).await {
-            Ok(_) => return self.make_durable(&key).await,
+            Ok(_) => return self.make_durable(&key, timestamp_ms).await,
             Err(e) => self.err(e, "PUT", &key),
         };
         if err.is_already_exists() {
@@ -378,7 +387,7 @@ impl ReplicaStore for ObjectReplica {
             if let Ok(existing) = self.get(level, min_txid, max_txid).await {
                 if existing == data {
                     tracing::debug!(store = %self.name, key = %key, "conditional put found its own earlier write");
-                    return self.make_durable(&key).await;
+                    return self.make_durable(&key, timestamp_ms).await;
                 }
                 // A local file is linked into place before it is fsynced: a power cut in
                 // between can leave a torn file under the final name, never acknowledged.
@@ -399,7 +408,7 @@ impl ReplicaStore for ObjectReplica {
             .put_opts(&key, data.into(), opts)
             .await
             .map_err(|e| self.err(e, "PUT", &key))?;
-        self.make_durable(&key).await
+        self.make_durable(&key, timestamp_ms).await
     }
 
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {

@@ -65,7 +65,7 @@ pub fn point_in_time_restores_and_retention(s3: &dyn S3Server) {
         .next()
         .unwrap_or(i64::MAX);
     assert!(oldest_kept > 1, "{}: retention deleted the first snapshot", s3.name());
-    let first_l1 = listing.incremental[2].first().map_or(0, |f| f.min_txid);
+    let first_l1 = listing.level(1).first().map_or(0, |f| f.min_txid);
     assert!(
         first_l1 > 1,
         "{}: retention deleted the oldest level-1 files",

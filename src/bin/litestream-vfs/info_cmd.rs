@@ -63,7 +63,7 @@ fn summarize(store: &dyn ReplicaStore) -> Result<serde_json::Value, String> {
             })
         })
         .collect();
-    // The same listing a restore plans from: the snapshot level and levels 3..0.
+    // The same listing a restore plans from: the snapshot level and levels 8..0.
     let listing = Listing {
         snapshots: lists[SNAPSHOT_LEVEL as usize].clone(),
         incremental: LEVELS.iter().map(|&l| lists[l as usize].clone()).collect(),

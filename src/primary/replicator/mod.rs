@@ -95,9 +95,6 @@ fn remove_snapshot_leftovers(staging_dir: &Path) {
     remove_with_companions(&staging_dir.join(SNAPSHOT_TMP));
 }
 
-/// Levels a replica can hold files in.
-const ALL_LEVELS: [u8; 5] = [0, 1, 2, 3, 9];
-
 impl Shared {
     /// Gives the next TXIDs to captured commits and merges them into the queue.
     fn enqueue(&mut self, txns: impl IntoIterator<Item = CapturedTxn>) {

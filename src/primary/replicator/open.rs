@@ -21,8 +21,8 @@ impl Primary {
             .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
         let state_file = StateFile::new(&config.staging_dir, config.file_modes);
         let level_cache = match &config.compaction {
-            Some(_) => Some(
-                LevelCache::open(&config.staging_dir, config.file_modes)
+            Some(ladder) => Some(
+                LevelCache::open(&config.staging_dir, config.file_modes, ladder.levels.len())
                     .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?,
             ),
             None => None,
@@ -262,8 +262,12 @@ impl Primary {
             let first = Instant::now() + Duration::from_millis((clock.next() - now_ms()).max(0) as u64);
             let compactor = Compactor {
                 store: Arc::clone(&primary.store),
-                cache: LevelCache::open(&primary.config.staging_dir, primary.config.file_modes)
-                    .map_err(|e| format!("staging directory {}: {e}", primary.config.staging_dir.display()))?,
+                cache: LevelCache::open(
+                    &primary.config.staging_dir,
+                    primary.config.file_modes,
+                    ladder.levels.len(),
+                )
+                .map_err(|e| format!("staging directory {}: {e}", primary.config.staging_dir.display()))?,
                 config: ladder,
                 encoding: primary.encoding(),
                 encryption: primary.config.encryption.clone(),
@@ -374,7 +378,7 @@ pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crat
 /// (one LIST per level). The encryption check at open reads its header.
 fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::storage::Error> {
     let mut newest: Option<LtxObject> = None;
-    for level in ALL_LEVELS {
+    for level in crate::restore::EVERY_LEVEL {
         for f in block_on(store.list(level))? {
             if newest.as_ref().is_none_or(|n| f.max_txid >= n.max_txid) {
                 newest = Some(f);

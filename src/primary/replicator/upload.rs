@@ -139,7 +139,7 @@ impl Primary {
     /// always there), `None` if no file holds it.
     pub(super) fn page_size_before(&self, txid: u64) -> Result<Option<u32>, String> {
         let want = txid - 1;
-        for level in ALL_LEVELS {
+        for level in crate::restore::EVERY_LEVEL {
             let files = block_on(self.store.list(level)).map_err(|e| e.to_string())?;
             let Some(f) = files.iter().find(|f| f.min_txid <= want && want <= f.max_txid) else {
                 continue;
