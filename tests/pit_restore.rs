@@ -77,6 +77,8 @@ struct Measured {
     restore_ms: Vec<f64>,
     bytes_stored: u64,
     litestream_checked: usize,
+    /// Restores that reached a TXID no sync acknowledged, so with no state to compare.
+    unverified: usize,
 }
 
 impl Measured {
@@ -97,9 +99,10 @@ impl Measured {
             .map(|l| format!("L{l} {}", self.listing.level(*l).len()))
             .collect();
         format!(
-            "{} restores: files mean {:.1}, p95 {p95}, max {}; restore median {:.1} ms; stored {} files, {:.1} KiB \
+            "{} restores ({} not at a synced TXID): files mean {:.1}, p95 {p95}, max {}; restore median {:.1} ms; stored {} files, {:.1} KiB \
              ({} snapshots, {})",
             self.files.len(),
+            self.unverified,
             self.mean_files(),
             files.last().unwrap_or(&0),
             ms[ms.len() / 2],
@@ -162,7 +165,9 @@ fn measure(ladder: &Ladder, pattern: &str, scale: f64, restores: usize, litestre
         restore_ms: Vec::new(),
         bytes_stored,
         litestream_checked: 0,
+        unverified: 0,
     };
+    let strict = litestream_every > 0;
     for i in 0..restores {
         let at = end_ms - window_ms as i64 + rng.below(window_ms) as i64;
         let out = dir.path().join(format!("restore-{i}.db"));
@@ -174,9 +179,16 @@ fn measure(ladder: &Ladder, pattern: &str, scale: f64, restores: usize, litestre
         )
         .unwrap_or_else(|e| panic!("{pattern}: restore {i} to {} ({at}): {e}", rfc3339(at)));
         let txid = restored.position.txid;
-        let point = by_txid
-            .get(&txid)
-            .unwrap_or_else(|| panic!("{pattern}: restore {i} reached TXID {txid}, which no sync acknowledged"));
+        let Some(point) = by_txid.get(&txid) else {
+            // A file can end where no sync did (a snapshot the primary took on its own, or
+            // the uploads of the writer's close): the benchmark counts it, the test fails.
+            assert!(strict, "{pattern}: restore {i} reached TXID {txid}, which no sync acknowledged");
+            measured.unverified += 1;
+            measured.files.push(restored.plan.len());
+            measured.restore_ms.push(restored.elapsed.as_secs_f64() * 1000.0);
+            std::fs::remove_file(&out).unwrap();
+            continue;
+        };
         let ours = table_hash(&out);
         assert_eq!(
             ours, point.hash,
