@@ -182,7 +182,10 @@ fn measure(ladder: &Ladder, pattern: &str, scale: f64, restores: usize, litestre
         let Some(point) = by_txid.get(&txid) else {
             // A file can end where no sync did (a snapshot the primary took on its own, or
             // the uploads of the writer's close): the benchmark counts it, the test fails.
-            assert!(strict, "{pattern}: restore {i} reached TXID {txid}, which no sync acknowledged");
+            assert!(
+                strict,
+                "{pattern}: restore {i} reached TXID {txid}, which no sync acknowledged"
+            );
             measured.unverified += 1;
             measured.files.push(restored.plan.len());
             measured.restore_ms.push(restored.elapsed.as_secs_f64() * 1000.0);
