@@ -116,10 +116,11 @@ bench-encryption: setup build
 # default 1200: a day in 72 s): the default ladder beside Litestream's three levels, on a
 # hot set and on uniform churn; files per restore (mean, p95, max), bytes stored, restore
 # times (tests/pit_restore.rs). About 6 minutes.
+PITR_SCALE ?= 1200
 .PHONY: bench-pitr
 bench-pitr: setup build
 	@uptime
-	$(CARGO) test --release --test pit_restore -- --ignored --nocapture pitr_ladders_side_by_side
+	PITR_SCALE=$(PITR_SCALE) $(CARGO) test --release --test pit_restore -- --ignored --nocapture pitr_ladders_side_by_side
 
 # Commit throughput/latency and replication lag: plain SQLite vs our VFS vs real
 # Litestream, side by side (bench/README.md). Writes bench/results-primary.json.

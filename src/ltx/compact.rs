@@ -1,4 +1,4 @@
-//! Merging contiguous LTX files into one (what the L1/L2/L3 and snapshot levels hold).
+//! Merging contiguous LTX files into one (what the compaction levels and snapshots hold).
 //!
 //! A streaming k-way merge: every input is decoded in parallel, one page buffered per
 //! input, and the smallest page number is written from the newest input that has it.
