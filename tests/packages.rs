@@ -16,10 +16,11 @@ use harness::repo_root;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The goal was 8 MB for the extension, stripped, with every store; it is 10.32 MB
-/// (README "Sizes": what reaching 8 MB would take). This ceiling keeps it from growing
-/// unnoticed.
-const SIZE_CEILING: u64 = 10_500_000;
+/// The goal was 8 MB for the extension, stripped, with every store; it is 10.55 MB
+/// (README "Sizes": what reaching 8 MB would take): 10.32 MB before the replication
+/// engine and the parallel decryption of restores added 0.23 MB. This ceiling keeps it
+/// from growing unnoticed.
+const SIZE_CEILING: u64 = 10_800_000;
 
 fn packages() -> PathBuf {
     repo_root().join("target/packages")
@@ -76,7 +77,7 @@ fn the_dist_extension_is_stripped_and_within_the_size_ceiling() {
     record(
         "packages",
         &format!(
-            "make dist: liblitestream_vfs.so {size} bytes ({:.2} MB; goal 8 MB, ceiling 10.5 MB), litestream-vfs CLI {cli} bytes",
+            "make dist: liblitestream_vfs.so {size} bytes ({:.2} MB; goal 8 MB, ceiling 10.8 MB), litestream-vfs CLI {cli} bytes",
             size as f64 / 1e6
         ),
     );

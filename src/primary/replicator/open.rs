@@ -375,14 +375,23 @@ pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crat
 }
 
 /// The replica's newest file: the highest TXID, from the highest level that reaches it
-/// (one LIST per level). The encryption check at open reads its header.
+/// (one LIST per level, all at once). The encryption check at open reads its header.
+/// Each LIST is retried briefly: a dropped connection must not fail the application's
+/// open of a database that has never been replicated from here (with saved state, a
+/// store that stays down is tolerated by the caller).
 fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::storage::Error> {
+    let policy = crate::storage::RetryPolicy {
+        initial: Duration::from_millis(50),
+        max_delay: Duration::from_secs(1),
+        max_attempts: Some(5),
+        deadline: Some(Duration::from_secs(5)),
+    };
+    let levels = crate::restore::EVERY_LEVEL.map(|level| crate::storage::retry(move || store.list(level), &policy));
+    let lists = block_on(futures::future::try_join_all(levels))?;
     let mut newest: Option<LtxObject> = None;
-    for level in crate::restore::EVERY_LEVEL {
-        for f in block_on(store.list(level))? {
-            if newest.as_ref().is_none_or(|n| f.max_txid >= n.max_txid) {
-                newest = Some(f);
-            }
+    for f in lists.into_iter().flatten() {
+        if newest.as_ref().is_none_or(|n| f.max_txid >= n.max_txid) {
+            newest = Some(f);
         }
     }
     Ok(newest)
