@@ -6,6 +6,7 @@
 //! point is [`sqlite3_litestreamvfs_init`].
 
 pub mod config;
+pub mod durable;
 pub mod engine;
 pub mod file_modes;
 pub mod keys;
@@ -18,6 +19,7 @@ pub mod restore;
 pub mod runtime;
 pub mod sql;
 pub mod storage;
+pub mod time_target;
 pub mod vfs;
 pub mod wal;
 

@@ -1,7 +1,7 @@
 //! The staging directory: LTX files written locally before upload, so that commits
 //! never wait on the network and a crash loses nothing that was staged.
 
-use super::state::sync_dir;
+use crate::durable::sync_dir;
 use crate::file_modes::FileModes;
 use crate::ltx::{format_name, parse_name};
 use std::fs;

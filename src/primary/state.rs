@@ -3,6 +3,7 @@
 //! resuming from the WAL and taking a snapshot.
 
 use super::capture::WalPosition;
+use crate::durable::sync_dir;
 use crate::file_modes::FileModes;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -121,11 +122,6 @@ impl StateFile {
         fs::rename(&tmp, &self.path)?;
         sync_dir(self.path.parent().expect("state file has a directory"))
     }
-}
-
-/// Makes a rename durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -284,7 +284,8 @@ mod tests {
     use crate::ltx::crypto::{OsEntropy, PublicKey};
     use crate::ltx::{Compression, DecodedPages, Encoder, Encoding, Merge};
 
-    fn file(min: u64, max: u64, commit: u32, pages: &[u32], fill: u8) -> Vec<u8> {
+    /// A 512-byte-page LTX file with `pages`, each filled with `fill + pgno`, in `encoding`.
+    fn encoded(min: u64, max: u64, commit: u32, pages: &[u32], fill: u8, encoding: &Encoding) -> Vec<u8> {
         let header = Header {
             flags: crate::ltx::FLAG_NO_CHECKSUM,
             page_size: 512,
@@ -294,11 +295,15 @@ mod tests {
             timestamp_ms: 1,
             ..Default::default()
         };
-        let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
+        let mut enc = Encoder::with_encoding(Vec::new(), header, encoding).unwrap();
         for &p in pages {
             enc.write_page(p, &[fill.wrapping_add(p as u8); 512]).unwrap();
         }
         enc.finish(0).unwrap().0
+    }
+
+    fn file(min: u64, max: u64, commit: u32, pages: &[u32], fill: u8) -> Vec<u8> {
+        encoded(min, max, commit, pages, fill, &Encoding::plain(Compression::Lz4))
     }
 
     fn merged<S: PageSource>(sources: Vec<S>) -> Result<Vec<(u32, Vec<u8>)>> {
@@ -334,21 +339,8 @@ mod tests {
     }
 
     fn sealed_file(min: u64, max: u64, commit: u32, pages: &[u32], fill: u8, to: &PublicKey) -> Vec<u8> {
-        let header = Header {
-            flags: crate::ltx::FLAG_NO_CHECKSUM,
-            page_size: 512,
-            commit,
-            min_txid: min,
-            max_txid: max,
-            timestamp_ms: 1,
-            ..Default::default()
-        };
         let encoding = Encoding::sealed(Compression::Lz4, std::slice::from_ref(to));
-        let mut enc = Encoder::with_encoding(Vec::new(), header, &encoding).unwrap();
-        for &p in pages {
-            enc.write_page(p, &[fill.wrapping_add(p as u8); 512]).unwrap();
-        }
-        enc.finish(0).unwrap().0
+        encoded(min, max, commit, pages, fill, &encoding)
     }
 
     fn threaded(files: &[Vec<u8>], key: &PrivateKey, pool: &OpenPool) -> Result<Vec<(u32, Vec<u8>)>> {

@@ -12,6 +12,7 @@ use crate::ltx::crypto::PrivateKey;
 use crate::ltx::{DbChecksum, DecodedPages, Merge, Position};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
+use crate::time_target::TimeTarget;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -47,9 +48,9 @@ impl Target {
                 .map(Target::Txid)
                 .map_err(|_| format!("'{text}' is not a TXID"));
         }
-        match crate::replica::time::parse_time(t) {
-            Ok(crate::replica::time::TimeTarget::Latest) => Ok(Target::Latest),
-            Ok(crate::replica::time::TimeTarget::At(ms)) => Ok(Target::Timestamp(ms)),
+        match crate::time_target::parse_time(t) {
+            Ok(TimeTarget::Latest) => Ok(Target::Latest),
+            Ok(TimeTarget::At(ms)) => Ok(Target::Timestamp(ms)),
             Err(e) => Err(format!(
                 "{e}, or a TXID (16 hex digits as Litestream prints them, or txid:<decimal>)"
             )),
@@ -192,7 +193,7 @@ pub fn restore(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    crate::primary::state::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::durable::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let restored = Restored {
         position,
         plan: files,
