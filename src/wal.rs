@@ -230,6 +230,7 @@ pub(crate) mod testing {
     use super::*;
 
     /// Builds a WAL image the way SQLite lays it out, for tests.
+    #[derive(Clone)]
     pub(crate) struct WalBuilder {
         pub bytes: Vec<u8>,
         pub header: WalHeader,

@@ -126,6 +126,8 @@ pub struct Capture {
     /// commit costs no allocation on the commit path (this runs inside every `xWrite`).
     pending: Vec<Option<PendingFrame>>,
     spare: Vec<Box<[u8]>>,
+    /// The generation [`Capture::end_generation`] ended last and the frame it ended at.
+    last_ended: Option<((u32, u32), u64)>,
 }
 
 impl Capture {
@@ -302,7 +304,17 @@ impl Capture {
     /// The current generation is gone with every commit of it captured.
     pub fn end_generation(&mut self) {
         self.drop_pending();
+        if let Some(h) = self.header.filter(|_| !self.ended) {
+            self.last_ended = Some(((h.salt1, h.salt2), self.next_frame));
+        }
         self.ended = true;
+    }
+
+    /// The generation ended last and the frame capture ended it at. Whoever ends a
+    /// generation records it (and capture follows) before rewriting or truncating the
+    /// WAL, so for a moment the file still shows it.
+    pub fn last_ended(&self) -> Option<((u32, u32), u64)> {
+        self.last_ended
     }
 
     /// Reads the commits after our position from `wal`, a source holding the current

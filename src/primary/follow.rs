@@ -30,13 +30,102 @@ pub fn follow(
     mut closed: Option<FileIdentity>,
     database: &dyn Fn() -> Option<FileIdentity>,
 ) -> io::Result<Followed> {
-    // The live header first: whatever destroyed a generation after this read left its
-    // record before doing so, and the listing below sees it.
-    let live_header = read_header(live)?;
     let mut found = Vec::new();
     // The current generation was begun by a start record read now: its header may not
     // be in the file yet (its writer records the start first).
     let mut just_started = false;
+    for round in 1..=ROUNDS {
+        // The live header first: whatever destroyed a generation after this read left its
+        // record before doing so, and the listing below sees it.
+        let live_header = read_header(live)?;
+        let from = *consumed;
+        if let Some(broken) = follow_records(capture, consumed, records, &mut closed, &mut just_started, &mut found)? {
+            return Ok(Err(broken));
+        }
+        // A generation ended between the header read and the listing: its record moved
+        // capture past the header read first. Read the header again and go on from there;
+        // without records to move it, capture and the WAL are apart for good.
+        let moved = *consumed != from;
+        match live_header {
+            Some(h) if capture.generation() == Some((h.salt1, h.salt2)) => {
+                found.extend(capture.scan_live(live));
+                return Ok(Ok(found));
+            }
+            Some(h) if still_shows_the_ended_generation(capture, &h, live)? => return Ok(Ok(found)),
+            Some(_) | None if moved && round < ROUNDS && !settled(capture, live_header.as_ref(), just_started) => {
+                continue
+            }
+            Some(_) => {
+                return Ok(Err(Discontinuity(
+                    "the WAL is at a generation no hand-off connects to the captured one (a process outside the \
+                     VFS restarted or truncated it)"
+                        .into(),
+                )))
+            }
+            None if just_started => return Ok(Ok(found)),
+            None if capture.ended() => {
+                if let Some(closed) = &closed {
+                    if database().as_ref() != Some(closed) {
+                        return Ok(Err(Discontinuity(
+                            "the database changed after its WAL was checkpointed and deleted".into(),
+                        )));
+                    }
+                }
+                return Ok(Ok(found));
+            }
+            None => {
+                return Ok(Err(Discontinuity(
+                    "the WAL was truncated or deleted without a hand-off (a process outside the VFS?)".into(),
+                )))
+            }
+        }
+    }
+    unreachable!("the last round returns")
+}
+
+/// Rounds of header read + listing before a WAL that stays apart from capture is a
+/// discontinuity: each round after the first needs a record that moved capture, so
+/// only a WAL restarting faster than a listing can be read exhausts them.
+const ROUNDS: usize = 8;
+
+/// Whether the WAL still shows the generation capture ended last, with no commit after
+/// where it ended: its restart or truncation has not reached the file yet. (Seen with
+/// two threads writing two databases: this process's writer records the end of a
+/// generation, capture follows, and the worker reads the WAL before the writer rewrites
+/// its header.) Reads the frame headers only in that moment.
+fn still_shows_the_ended_generation(
+    capture: &Capture,
+    live_header: &WalHeader,
+    live: &mut dyn WalSource,
+) -> io::Result<bool> {
+    let Some((generation, end)) = capture.last_ended() else {
+        return Ok(false);
+    };
+    if generation != (live_header.salt1, live_header.salt2) {
+        return Ok(false);
+    }
+    let mut probe = Capture::new();
+    probe.skip_to_end(live)?;
+    Ok(probe
+        .position()
+        .is_some_and(|p| (p.salt1, p.salt2) == generation && p.next_frame <= end))
+}
+
+/// Whether capture and the header read agree without another round: an empty WAL after
+/// a generation that ended or just began.
+fn settled(capture: &Capture, live_header: Option<&WalHeader>, just_started: bool) -> bool {
+    live_header.is_none() && (just_started || capture.ended())
+}
+
+/// Follows the records after `consumed`; `Some` when one does not continue the chain.
+fn follow_records(
+    capture: &mut Capture,
+    consumed: &mut u64,
+    records: &HandoffDir,
+    closed: &mut Option<FileIdentity>,
+    just_started: &mut bool,
+    found: &mut Vec<CapturedTxn>,
+) -> io::Result<Option<Discontinuity>> {
     let from = *consumed;
     for record in unconsumed(records, from)? {
         tracing::debug!(
@@ -57,13 +146,13 @@ pub fn follow(
         match &record {
             Record::Tail(tail) => {
                 if capture.generation() != Some((tail.header.salt1, tail.header.salt2)) {
-                    return Ok(Err(Discontinuity(format!(
+                    return Ok(Some(Discontinuity(format!(
                         "hand-off {} is of another WAL generation than the one captured",
                         tail.seq
                     ))));
                 }
                 if tail.start_frame > capture.next_frame() {
-                    return Ok(Err(Discontinuity(format!(
+                    return Ok(Some(Discontinuity(format!(
                         "hand-off {} starts at frame {}, after the captured frame {}",
                         tail.seq,
                         tail.start_frame,
@@ -73,57 +162,32 @@ pub fn follow(
                 let mut source = records.open_tail(tail)?;
                 found.extend(capture.scan_live(&mut source));
                 if capture.next_frame() < tail.end_frame() {
-                    return Ok(Err(Discontinuity(format!(
+                    return Ok(Some(Discontinuity(format!(
                         "hand-off {}'s frames do not continue the captured chain",
                         tail.seq
                     ))));
                 }
                 capture.end_generation();
-                just_started = false;
-                closed = tail.closed.clone();
+                *just_started = false;
+                *closed = tail.closed.clone();
                 if let Some(next) = tail.next {
                     capture.begin_generation(next);
                 }
             }
             Record::Start { seq, header } => {
                 if !capture.ended() {
-                    return Ok(Err(Discontinuity(format!(
+                    return Ok(Some(Discontinuity(format!(
                         "hand-off {seq} begins a WAL generation while the captured one had not ended"
                     ))));
                 }
                 capture.begin_generation(*header);
-                just_started = true;
-                closed = None;
+                *just_started = true;
+                *closed = None;
             }
         }
         *consumed = record.seq();
     }
-    match live_header {
-        Some(h) if capture.generation() == Some((h.salt1, h.salt2)) => found.extend(capture.scan_live(live)),
-        Some(_) => {
-            return Ok(Err(Discontinuity(
-                "the WAL is at a generation no hand-off connects to the captured one (a process outside the \
-                 VFS restarted or truncated it)"
-                    .into(),
-            )))
-        }
-        None if just_started => {}
-        None if capture.ended() => {
-            if let Some(closed) = closed {
-                if database() != Some(closed) {
-                    return Ok(Err(Discontinuity(
-                        "the database changed after its WAL was checkpointed and deleted".into(),
-                    )));
-                }
-            }
-        }
-        None => {
-            return Ok(Err(Discontinuity(
-                "the WAL was truncated or deleted without a hand-off (a process outside the VFS?)".into(),
-            )))
-        }
-    }
-    Ok(Ok(found))
+    Ok(None)
 }
 
 /// The records after `from`, in order. A directory listing made while records are
@@ -229,6 +293,86 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(again.is_empty());
+    }
+
+    /// A WAL whose first header read shows `before`; every read after it sees `after`.
+    struct RestartedAfterTheHeaderRead {
+        before: Vec<u8>,
+        after: Vec<u8>,
+        header_read: bool,
+    }
+
+    impl WalSource for RestartedAfterTheHeaderRead {
+        fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+            if std::mem::replace(&mut self.header_read, true) {
+                self.after.read_exact_at(offset, buf)
+            } else {
+                self.before.read_exact_at(offset, buf)
+            }
+        }
+    }
+
+    #[test]
+    fn a_restart_between_the_header_read_and_the_listing_is_followed_not_snapshotted() {
+        // Seen with two threads writing two databases: the WAL restarted (and its tail was
+        // recorded) after capture read the live header and before it listed the records,
+        // so the records carried capture one generation past the header it had read.
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1);
+        let mut capture = captured_through(&g1, 1, g1.running_checksum());
+        let staged = capture.position().unwrap();
+        g1.frame(2, 2, 2);
+        let mut g2 = WalBuilder::new(512, 11, 77, false);
+        records
+            .write_tail(
+                &mut g1.bytes.clone(),
+                Some(&saved(&staged)),
+                Some(&g2.bytes[..32]),
+                None,
+            )
+            .unwrap();
+        g2.frame(3, 3, 3);
+        let mut live = RestartedAfterTheHeaderRead {
+            before: g1.bytes.clone(),
+            after: g2.bytes.clone(),
+            header_read: false,
+        };
+        let mut consumed = 0;
+        let found = follow(&mut capture, &mut consumed, &records, &mut live, None, &none)
+            .unwrap()
+            .expect("the record connects the generations: no discontinuity");
+        assert_eq!(pgnos(&found), vec![2, 3]);
+        assert_eq!(capture.generation(), Some((11, 77)));
+    }
+
+    #[test]
+    fn a_wal_that_still_shows_the_generation_just_ended_is_no_discontinuity_unless_it_grew() {
+        // This process's writer ended g1 (its record written, capture moved to g2) and has
+        // not rewritten the header yet when the worker follows the WAL.
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1);
+        g1.frame(2, 2, 2);
+        let g2 = WalBuilder::new(512, 11, 77, false);
+        let ended_at_two = || {
+            let mut capture = captured_through(&g1, 2, g1.running_checksum());
+            capture.end_generation();
+            capture.begin_generation(g2.header);
+            capture
+        };
+        let mut capture = ended_at_two();
+        let found = follow(&mut capture, &mut 0, &records, &mut g1.bytes.clone(), None, &none).unwrap();
+        assert!(found.expect("nothing lost: g1 ended where capture ended it").is_empty());
+        // The same header with a commit after the end (a writer outside the VFS): snapshot.
+        let mut grown = g1.clone();
+        grown.frame(3, 3, 3);
+        let mut capture = ended_at_two();
+        assert!(follow(&mut capture, &mut 0, &records, &mut grown.bytes, None, &none)
+            .unwrap()
+            .is_err());
     }
 
     #[test]
