@@ -291,6 +291,30 @@ impl Capture {
         self.frame_ends_chain(self.next_frame - 1, self.chain, wal)
     }
 
+    /// Whether the live WAL holds a commit after capture's position: `None` when the
+    /// position cannot answer (another generation in the file, its last frame gone, a
+    /// chain not known yet) and the caller must walk the WAL from its start. Reads from
+    /// the position on: usually one frame, where walking from the start reads them all.
+    pub fn commits_after(&self, live: &mut dyn WalSource) -> io::Result<Option<bool>> {
+        let Some(header) = self.header.filter(|_| !self.ended && self.chain != (0, 0)) else {
+            return Ok(None);
+        };
+        if read_header(live)? != Some(header) {
+            return Ok(None);
+        }
+        if self.next_frame > 0 && !self.frame_ends_chain(self.next_frame - 1, self.chain, live)? {
+            return Ok(None);
+        }
+        let last = walk_frames(
+            &header,
+            self.next_frame,
+            self.chain,
+            frame_reader(&header, live),
+            |_, _, _, _| true,
+        );
+        Ok(Some(last.is_some()))
+    }
+
     /// A new generation that provably continues the last one: capture starts at its
     /// frame 0.
     pub fn begin_generation(&mut self, header: WalHeader) {
@@ -998,6 +1022,24 @@ mod tests {
         let mut c = Capture::new();
         c.skip_to_end(&mut h.file.clone()).unwrap();
         assert_eq!(c.position().unwrap().next_frame, 2);
+    }
+
+    #[test]
+    fn commits_after_the_position_are_found_from_the_position() {
+        let mut wal = WalBuilder::new(512, 1, 99, false);
+        wal.frame(1, 1, 1);
+        let mut capture = Capture::new();
+        capture.begin_generation(wal.header);
+        assert_eq!(capture.scan_live(&mut wal.bytes.clone()).len(), 1);
+        assert_eq!(capture.commits_after(&mut wal.bytes.clone()).unwrap(), Some(false));
+        let mut later = wal.clone();
+        later.frame(2, 0, 2); // an open transaction: no commit yet
+        assert_eq!(capture.commits_after(&mut later.bytes.clone()).unwrap(), Some(false));
+        later.frame(3, 3, 3);
+        assert_eq!(capture.commits_after(&mut later.bytes.clone()).unwrap(), Some(true));
+        // Another generation in the file: the position cannot say.
+        let other = WalBuilder::new(512, 2, 99, false);
+        assert_eq!(capture.commits_after(&mut other.bytes.clone()).unwrap(), None);
     }
 
     #[test]

@@ -262,6 +262,11 @@ impl Primary {
 /// committed frame at all. Reads the frame headers once (one frame in memory). The error
 /// says where capture and the WAL stood, for the log.
 fn captured_to_end(capture: &crate::primary::capture::Capture, live: &mut dyn WalSource) -> Result<(), String> {
+    // From capture's position first: at every WAL restart this process makes, walking
+    // the whole generation again cost a tenth of a small commit's CPU.
+    if let Ok(Some(false)) = capture.commits_after(live) {
+        return Ok(());
+    }
     let mut probe = crate::primary::capture::Capture::new();
     probe.skip_to_end(live).map_err(|e| format!("reading the WAL: {e}"))?;
     let Some(end) = probe.position() else {
