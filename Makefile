@@ -103,6 +103,7 @@ bench: setup
 	$(CARGO) bench --bench ltx
 	@$(MAKE) --no-print-directory bench-encryption
 	@$(MAKE) --no-print-directory bench-primary
+	@$(MAKE) --no-print-directory bench-threads
 	@$(MAKE) --no-print-directory bench-replica
 	@$(MAKE) --no-print-directory bench-restore
 	@$(MAKE) --no-print-directory bench-cold
@@ -133,6 +134,13 @@ bench-pitr: setup build
 .PHONY: bench-primary
 bench-primary: setup build
 	/usr/bin/python3 bench/bench_primary.py $(BENCH_ARGS)
+
+# Several application threads committing at once (C, no GIL): plain SQLite vs our VFS,
+# 1 thread, 4 threads on 4 databases, 4 threads on one database; throughput ratios and
+# CPU per commit (bench/bench_threads.py, bench/results-threads.json).
+.PHONY: bench-threads
+bench-threads: setup build
+	/usr/bin/python3 bench/bench_threads.py $(THREADS_BENCH_ARGS)
 
 # Read replica of a 1.1 GiB database on moto S3: ours vs litestream-vfs 0.5.17 vs plain
 # SQLite; cold/warm point queries and a full scan (bench/README.md). Writes
