@@ -757,7 +757,12 @@ fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {
     Ok(WalHeader::parse(&raw).ok())
 }
 
-fn frame_reader<'a>(header: &WalHeader, wal: &'a mut dyn WalSource) -> impl FnMut(u64, &mut [u8]) -> bool + 'a {
+/// Reads frame `index` of `header`'s generation from `wal`; false past its end or on an
+/// error (the walk stops there, as at any frame that does not continue the chain).
+pub(super) fn frame_reader<'a>(
+    header: &WalHeader,
+    wal: &'a mut dyn WalSource,
+) -> impl FnMut(u64, &mut [u8]) -> bool + 'a {
     let header = *header;
     move |index, buf| wal.read_exact_at(header.frame_offset(index), buf).unwrap_or(false)
 }

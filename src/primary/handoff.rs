@@ -18,7 +18,7 @@
 //! of the generation, then (tails only) the frames `start_frame..start_frame+frames`
 //! exactly as in the WAL. Records are written to a temporary name and renamed.
 
-use super::capture::WalSource;
+use super::capture::{frame_reader, WalSource};
 use super::state::{FileIdentity, SavedWal};
 use crate::file_modes::FileModes;
 use crate::wal::{walk_frames, FrameHeader, WalHeader, FRAME_HEADER_SIZE, HEADER_SIZE};
@@ -322,11 +322,6 @@ fn continues(header: &WalHeader, saved: &SavedWal, wal: &mut dyn WalSource) -> i
     }
     let fh = FrameHeader::parse(&raw);
     Ok((fh.salt1, fh.salt2) == (header.salt1, header.salt2) && fh.checksum == saved.checksum)
-}
-
-fn frame_reader<'a>(header: &WalHeader, wal: &'a mut dyn WalSource) -> impl FnMut(u64, &mut [u8]) -> bool + 'a {
-    let header = *header;
-    move |index, buf| wal.read_exact_at(header.frame_offset(index), buf).unwrap_or(false)
 }
 
 fn record_kind(path: &Path) -> Option<&'static str> {
