@@ -1,0 +1,147 @@
+//! Store round trips of engine jobs, handed off when they take long: a job's turn waits
+//! a little for its request, and past that the request carries on in the async runtime
+//! while the engine thread goes on to other databases. A stalled store would otherwise
+//! hold one of the engine's few threads per database that uses it, and four such
+//! databases would stop every other database of the process.
+//!
+//! One request in flight per job: until it ends, the job's further round trips are
+//! [`Deferred`] at once (its uploads keep their order), and its end wakes the job. The
+//! job's next turn asks again with the same key and takes the result, so a request is
+//! never made twice because it was slow.
+
+use super::scheduler;
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a turn waits for its round trip before handing it off: a local disk or a
+/// nearby store answers within it, so their work stays on the turn.
+pub const PATIENCE: Duration = Duration::from_millis(20);
+
+/// The round trip is still in flight (or another of the job's is): the job is woken
+/// when it ends, and asks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred;
+
+struct Op {
+    key: String,
+    result: Option<Box<dyn Any + Send>>,
+    /// The turn stopped waiting: whoever finishes the request wakes the job.
+    handed_off: bool,
+}
+
+#[derive(Default)]
+struct InFlight {
+    op: Mutex<Option<Op>>,
+    done: Condvar,
+}
+
+impl InFlight {
+    fn lock(&self) -> MutexGuard<'_, Option<Op>> {
+        self.op.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Each job's request in flight, by job id.
+static SLOTS: OnceLock<Mutex<HashMap<u64, Arc<InFlight>>>> = OnceLock::new();
+/// Requests handed off so far (status).
+pub(super) static HANDED_OFF: AtomicU64 = AtomicU64::new(0);
+
+fn slots() -> MutexGuard<'static, HashMap<u64, Arc<InFlight>>> {
+    SLOTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Requests in flight past their turn's patience (status).
+pub(super) fn in_flight() -> usize {
+    slots()
+        .values()
+        .filter(|s| s.lock().as_ref().is_some_and(|op| op.result.is_none()))
+        .count()
+}
+
+/// Forgets a removed job's slot (a request still in flight ends on its own).
+pub(super) fn forget(job: u64) {
+    slots().remove(&job);
+}
+
+/// Runs `request` for the engine job whose turn this is, waiting at most `patience`;
+/// `key` names the request, so that the turn after a hand-off takes its result. Off
+/// an engine thread (a closing connection's last turn, a test) it simply waits.
+pub fn round_trip<T, F>(key: &str, patience: Duration, request: F) -> Result<T, Deferred>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let Some(job) = scheduler::current() else {
+        return Ok(crate::runtime::block_on(request));
+    };
+    let slot = Arc::clone(slots().entry(job).or_default());
+    let mut op = slot.lock();
+    match op.as_mut() {
+        Some(o) if o.key == key => match o.result.take() {
+            Some(result) => {
+                *op = None;
+                if let Ok(value) = result.downcast::<T>() {
+                    return Ok(*value);
+                }
+                // Another type under the same key: a caller's mistake; ask anew.
+            }
+            None => return Err(Deferred),
+        },
+        // One request at a time per job: the other one is awaited first.
+        Some(o) if o.result.is_none() => return Err(Deferred),
+        // A result nobody came back for (the caller moved on): dropped.
+        _ => *op = None,
+    }
+    *op = Some(Op {
+        key: key.to_string(),
+        result: None,
+        handed_off: false,
+    });
+    drop(op);
+    let finished = Arc::clone(&slot);
+    crate::runtime::runtime().spawn(async move {
+        let value = request.await;
+        let wake = {
+            let mut op = finished.lock();
+            match op.as_mut() {
+                Some(o) => {
+                    o.result = Some(Box::new(value));
+                    o.handed_off
+                }
+                None => false,
+            }
+        };
+        finished.done.notify_all();
+        if wake {
+            super::engine().wake(super::JobId(job));
+        }
+    });
+    let deadline = Instant::now() + patience;
+    let mut op = slot.lock();
+    loop {
+        if op.as_ref().is_some_and(|o| o.result.is_some()) {
+            let result = op.take().and_then(|o| o.result).expect("checked above");
+            return Ok(*result.downcast::<T>().expect("the type this call stored"));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            if let Some(o) = op.as_mut() {
+                o.handed_off = true;
+            }
+            HANDED_OFF.fetch_add(1, Ordering::Relaxed);
+            return Err(Deferred);
+        }
+        op = slot
+            .done
+            .wait_timeout(op, deadline - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
