@@ -18,6 +18,7 @@ use common::moto::Moto;
 use common::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use harness::*;
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
@@ -63,44 +64,57 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// `steady` databases on `file://` and `faulty` on S3 through `proxy`, in one process.
+    fn start(dir: &Path, proxy: &FaultProxy, steady: usize, faulty: usize, params: &str) -> Driver {
+        let url = format!(
+            "s3://{BUCKET}/one{{i}}?endpoint={}&region={REGION}&forcePathStyle=true",
+            proxy.endpoint
+        );
+        let stderr = dir.join("isolation.stderr");
+        let mut child = Command::new(python())
+            .arg(repo_root().join("tests/scripts/isolation.py"))
+            .arg(extension())
+            .arg(dir)
+            .arg(steady.to_string())
+            .arg(COMMIT_PERIOD_MS.to_string())
+            .arg(params)
+            .arg(faulty.to_string())
+            .arg(&url)
+            .envs(CREDS)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut driver = Driver {
+            stdin: child.stdin.take().unwrap(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+            stderr,
+        };
+        assert_eq!(driver.read("start")["ready"], true);
+        driver
+    }
+}
+
+/// A scratch directory on a tmpfs when there is one.
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap()
+}
+
 #[test]
 fn a_stalled_then_down_store_delays_no_other_database_and_catches_up() {
     let moto = Moto::start();
     moto.create_bucket(BUCKET);
     let proxy = FaultProxy::start(moto.port, FaultPlan::none());
-    let dir = tempfile::tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::tempdir())
-        .unwrap();
-    let url = format!(
-        "s3://{BUCKET}/one{{i}}?endpoint={}&region={REGION}&forcePathStyle=true",
-        proxy.endpoint
-    );
+    let dir = scratch();
     // A level-1 window every 2 s: every database compacts at the same boundaries
     // (they are wall-clock aligned), several times a phase.
     let params = format!("sync_interval={SYNC_INTERVAL_MS}ms&l1_interval=2s");
-    let stderr = dir.path().join("isolation.stderr");
-    let mut child = Command::new(python())
-        .arg(repo_root().join("tests/scripts/isolation.py"))
-        .arg(extension())
-        .arg(dir.path())
-        .arg(STEADY.to_string())
-        .arg(COMMIT_PERIOD_MS.to_string())
-        .arg(&params)
-        .arg(FAULTY.to_string())
-        .arg(&url)
-        .envs(CREDS)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let mut driver = Driver {
-        stdin: child.stdin.take().unwrap(),
-        stdout: BufReader::new(child.stdout.take().unwrap()),
-        child,
-        stderr,
-    };
-    assert_eq!(driver.read("start")["ready"], true);
+    let mut driver = Driver::start(dir.path(), &proxy, STEADY, FAULTY, &params);
     let run = format!("run {PHASE_SECONDS}");
 
     driver.ask(&run);
@@ -229,5 +243,59 @@ fn check_engine_status(in_outage: &serde_json::Value, after: &serde_json::Value,
     assert!(
         after["round_trips_handed_off"].as_u64().unwrap() > 0,
         "the stalled store's PUTs were never handed off: {after}"
+    );
+}
+
+/// Pacing (issue 15): after an outage, four databases with a hundred staged files
+/// between them catch up within the endpoint's budget of 20 requests a second. Judged by
+/// counting: the process's S3 operations (its metrics) between any two samples are at
+/// most the budget's burst plus its rate times the time between them, plus the requests
+/// already out at the first sample (one per database). Without the budget the files go
+/// up in well under a second.
+#[test]
+fn catching_up_after_an_outage_keeps_to_the_request_budget() {
+    const RATE: f64 = 20.0;
+    const DATABASES: usize = 4;
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let proxy = FaultProxy::start(moto.port, FaultPlan::none());
+    let dir = scratch();
+    let params = format!("sync_interval=100ms&compaction=off&requests_per_second={RATE}");
+    let mut driver = Driver::start(dir.path(), &proxy, 0, DATABASES, &params);
+    proxy.set_plan(FaultPlan::of(&[Fault::ServerError], 100));
+    driver.ask("run 3");
+    proxy.set_plan(FaultPlan::none());
+    let samples: Vec<(f64, f64)> = driver.ask("watch 6")["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap()))
+        .collect();
+    let synced = driver.ask("sync 120000");
+    assert_eq!(synced["synced"], synced["txid"], "no catch-up: {synced}");
+    drop(driver.stdin);
+    assert!(driver.child.wait().unwrap().success());
+
+    let burst = (RATE / 10.0).max(1.0);
+    for (i, (t0, n0)) in samples.iter().enumerate() {
+        for (t1, n1) in &samples[i + 1..] {
+            let allowed = burst + RATE * (t1 - t0) + DATABASES as f64;
+            assert!(
+                n1 - n0 <= allowed,
+                "{} requests in {:.2} s, over the budget of {RATE}/s (allowed {allowed:.0}): {samples:?}",
+                n1 - n0,
+                t1 - t0
+            );
+        }
+    }
+    let (first, last) = (samples[0], samples[samples.len() - 1]);
+    assert!(
+        last.1 - first.1 >= RATE * 2.0,
+        "the catch-up made too few requests to show the budget at work: {samples:?}"
+    );
+    eprintln!(
+        "catch-up: {} requests in {:.1} s at a budget of {RATE}/s",
+        last.1 - first.1,
+        last.0 - first.0
     );
 }

@@ -145,3 +145,66 @@ where
             .0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{engine, Job};
+    use std::sync::atomic::AtomicUsize;
+
+    /// A job whose one request takes 300 ms, and what its turns saw.
+    struct Slow {
+        requests: Arc<AtomicUsize>,
+        turns: Mutex<Vec<(Duration, Result<u32, Deferred>)>>,
+    }
+
+    impl Job for Slow {
+        fn run(&self) -> Option<Instant> {
+            let started = Instant::now();
+            let requests = Arc::clone(&self.requests);
+            let got = round_trip("slow", PATIENCE, async move {
+                requests.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                7u32
+            });
+            let done = got.is_ok();
+            self.turns.lock().unwrap().push((started.elapsed(), got));
+            // Without a wake, the next turn would be an hour away.
+            (!done).then(|| Instant::now() + Duration::from_secs(3600))
+        }
+    }
+
+    #[test]
+    fn a_slow_request_is_handed_off_made_once_and_its_end_wakes_the_job() {
+        let job = Arc::new(Slow {
+            requests: Arc::new(AtomicUsize::new(0)),
+            turns: Mutex::new(Vec::new()),
+        });
+        engine().add(Arc::clone(&job) as Arc<dyn Job>, Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while job.turns.lock().unwrap().last().is_none_or(|t| t.1.is_err()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let turns = job.turns.lock().unwrap().clone();
+        assert_eq!(turns.first().map(|t| t.1), Some(Err(Deferred)), "{turns:?}");
+        assert!(
+            turns[0].0 < Duration::from_millis(250),
+            "the first turn waited for the request: {turns:?}"
+        );
+        assert_eq!(
+            turns.last().map(|t| t.1),
+            Some(Ok(7)),
+            "the end of the request woke the job: {turns:?}"
+        );
+        assert_eq!(job.requests.load(Ordering::SeqCst), 1, "the request was made twice");
+    }
+
+    #[test]
+    fn off_the_engine_a_round_trip_simply_waits() {
+        let got = round_trip("plain", Duration::ZERO, async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            5
+        });
+        assert_eq!(got, Ok(5));
+    }
+}

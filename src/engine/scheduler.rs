@@ -372,6 +372,57 @@ mod tests {
         }
     }
 
+    /// Compaction-like work: long turns, counted while they run.
+    struct Long {
+        running: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+    }
+
+    impl Job for Long {
+        fn run(&self) -> Option<Instant> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            Some(Instant::now())
+        }
+
+        fn background(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn long_background_jobs_hold_half_the_threads_and_level0_work_goes_first() {
+        let s = Scheduler::new(4);
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        for _ in 0..10 {
+            let long = Long {
+                running: Arc::clone(&running),
+                most: Arc::clone(&most),
+            };
+            s.add(Arc::new(long), Instant::now());
+        }
+        let quick: Vec<_> = (0..50)
+            .map(|_| counter(Duration::from_millis(20), Duration::from_millis(1)))
+            .collect();
+        for j in &quick {
+            s.add(Arc::clone(j) as Arc<dyn Job>, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
+            "background jobs held more than half the threads"
+        );
+        assert!(most.load(Ordering::SeqCst) >= 1, "background jobs never ran");
+        for j in &quick {
+            assert!(
+                j.turns.load(Ordering::SeqCst) >= 5,
+                "a quick job waited behind long background ones"
+            );
+        }
+    }
+
     #[test]
     fn a_woken_job_runs_at_once_and_a_removed_one_never_again() {
         let s = Scheduler::new(1);

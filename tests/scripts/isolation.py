@@ -7,6 +7,8 @@ stdin, one JSON line answered on stdout:
                 answers the commits made
   sync MS       litestream_sync(MS) on each of the K, answers their TXIDs or the error
   status        the process-level `engine` part of litestream_status()
+  watch SECONDS no commits: every 100 ms the process's count of requests to S3 stores
+                (litestream_metrics()), answers [[seconds, count], ...]
   lags          closes every connection, then for every commit of the N the time from
                 its commit to the ctime of the level-0 file that holds its TXID in the
                 replica directory: answers the worst per database and per run, and
@@ -87,6 +89,16 @@ def main():
                 answer = {"synced": [r[0] for r in rows], "txid": [r[1] for r in rows]}
             except sqlite3.Error as e:
                 answer = {"error": str(e)}
+        elif words[0] == "watch":
+            start, samples = time.time(), []
+            while time.time() - start < float(words[1]):
+                metrics = faulty[0].execute("SELECT litestream_metrics()").fetchone()[0]
+                count = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                            if line.startswith("litestream_replica_operation_total{")
+                            and 'replica_type="s3"' in line)
+                samples.append([time.time() - start, count])
+                time.sleep(0.1)
+            answer = {"samples": samples}
         elif words[0] == "status":
             answer = json.loads(faulty[0].execute("SELECT litestream_status()").fetchone()[0])["engine"]
         elif words[0] == "lags":
