@@ -65,6 +65,17 @@ pub(super) fn in_flight() -> usize {
         .count()
 }
 
+/// Whether the job whose turn this is has a request in flight: its round trips are
+/// [`Deferred`] until that ends, so a caller need not prepare another (read a large
+/// staged file again every turn while its PUT crawls).
+pub fn request_in_flight() -> bool {
+    let Some(job) = scheduler::current() else {
+        return false;
+    };
+    let slot = slots().get(&job).cloned();
+    slot.is_some_and(|s| s.lock().as_ref().is_some_and(|op| op.result.is_none()))
+}
+
 /// Forgets a removed job's slot (a request still in flight ends on its own).
 pub(super) fn forget(job: u64) {
     slots().remove(&job);

@@ -18,6 +18,9 @@ impl Primary {
     /// Uploads staged files in TXID order, removing each once stored.
     pub(super) fn upload_staged(&self) -> Result<Uploads, String> {
         let started = Instant::now();
+        if crate::engine::request_in_flight() {
+            return Ok(Uploads::Deferred);
+        }
         for file in self.staging.list().map_err(|e| e.to_string())? {
             if self.lock().fatal.is_some() {
                 return Ok(Uploads::Done);
