@@ -3,8 +3,9 @@
 replaced by 0..K-1 (one store the caller stalls and takes down), all in this one process. Driven one command a line on
 stdin, one JSON line answered on stdout:
 
-  run SECONDS   every database commits once per PERIOD_MS for SECONDS (round robin);
-                answers the commits made
+  run SECONDS   every database commits once per PERIOD_MS for SECONDS (round robin),
+                while one more database on file:// commits 64 KiB every 5 ms (a busy
+                one among quiet ones); answers the commits made
   sync MS       litestream_sync(MS) on each of the K, answers their TXIDs or the error
   status        the process-level `engine` part of litestream_status()
   watch SECONDS no commits: every 100 ms the process's count of requests to S3 stores
@@ -21,6 +22,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 import time
 
 
@@ -59,6 +61,7 @@ def main():
               for j in range(int(k))]
     for c in faulty:
         c.execute("SELECT litestream_sync(60000)").fetchone()
+    busy = connect(f"file:{root}/db/busy.db?vfs=litestream&replica=file://{root}/replicas/busy&{params}")
     # (TXID, commit time) of every commit of the steady ones.
     commits = [[] for _ in range(n)]
     phase = -1
@@ -71,6 +74,17 @@ def main():
             phase += 1
             end = time.time() + float(words[1])
             made = 0
+            busy_commits = [0]
+
+            def hammer():
+                while time.time() < end:
+                    busy.execute("INSERT INTO t(v) VALUES (randomblob(65536))")
+                    busy_commits[0] += 1
+                    # 12.8 MB/s: a thousand times a quiet one's bytes, without taking
+                    # a whole core of a small machine for itself.
+                    time.sleep(0.005)
+            hammering = threading.Thread(target=hammer)
+            hammering.start()
             tick = time.time()
             while time.time() < end:
                 for i, c in enumerate(steady):
@@ -81,7 +95,8 @@ def main():
                 made += n + len(faulty)
                 tick += period
                 time.sleep(max(0.0, tick - time.time()))
-            answer = {"commits": made}
+            hammering.join()
+            answer = {"commits": made, "busy_commits": busy_commits[0]}
         elif words[0] == "sync":
             try:
                 rows = [c.execute(f"SELECT litestream_sync({int(words[1])}), litestream_txid()").fetchone()
@@ -123,6 +138,7 @@ def main():
         print(json.dumps(answer), flush=True)
     for c in faulty:
         c.close()
+    busy.close()
 
 
 if __name__ == "__main__":
