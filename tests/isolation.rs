@@ -262,7 +262,7 @@ fn check_engine_status(in_outage: &serde_json::Value, after: &serde_json::Value,
 /// counting: the process's S3 operations (its metrics) between any two samples are at
 /// most the budget's burst plus its rate times the time between them, plus the requests
 /// already out at the first sample (one per database). Without the budget the files go
-/// up in well under a second.
+/// up in well under a second. Once caught up, the idle databases make no request.
 #[test]
 fn catching_up_after_an_outage_keeps_to_the_request_budget() {
     const RATE: f64 = 20.0;
@@ -284,6 +284,18 @@ fn catching_up_after_an_outage_keeps_to_the_request_budget() {
         .collect();
     let synced = driver.ask("sync 120000");
     assert_eq!(synced["synced"], synced["txid"], "no catch-up: {synced}");
+    // Caught up and idle: not one request more.
+    let idle = driver.ask("watch 2")["samples"].clone();
+    let counts: Vec<f64> = idle
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[1].as_f64().unwrap())
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] == w[1]),
+        "idle databases made requests: {idle}"
+    );
     drop(driver.stdin);
     assert!(driver.child.wait().unwrap().success());
 

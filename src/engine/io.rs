@@ -11,6 +11,7 @@
 
 use super::scheduler;
 use std::any::Any;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,9 +77,35 @@ pub fn request_in_flight() -> bool {
     slot.is_some_and(|s| s.lock().as_ref().is_some_and(|op| op.result.is_none()))
 }
 
-/// Forgets a removed job's slot (a request still in flight ends on its own).
+/// Forgets a removed job's slot, unless a request of it is still in flight: that one
+/// is for the job's [`last_turn`] to take.
 pub(super) fn forget(job: u64) {
-    slots().remove(&job);
+    let mut all = slots();
+    if all
+        .get(&job)
+        .is_some_and(|s| s.lock().as_ref().is_some_and(|op| op.result.is_none()))
+    {
+        return;
+    }
+    all.remove(&job);
+}
+
+thread_local! {
+    /// The removed job whose last turn runs on this thread (`last_turn`).
+    static LAST_TURN: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Runs `turn` on this thread as the last turn of the removed job `id` (a closing
+/// database's): its round trips first wait for the job's request still in flight and
+/// take its result rather than make it again (a duplicate PUT racing the process's exit
+/// would leave a file stored that the next open finds staged), then wait as long as
+/// they take.
+pub fn last_turn<T>(id: super::JobId, turn: impl FnOnce() -> T) -> T {
+    LAST_TURN.with(|c| c.set(Some(id.0)));
+    let out = turn();
+    LAST_TURN.with(|c| c.set(None));
+    slots().remove(&id.0);
+    out
 }
 
 /// Runs `request` for the engine job whose turn this is, waiting at most `patience`;
@@ -89,11 +116,18 @@ where
     T: Send + 'static,
     F: Future<Output = T> + Send + 'static,
 {
-    let Some(job) = scheduler::current() else {
-        return Ok(crate::runtime::block_on(request));
+    let (job, patience) = match (scheduler::current(), LAST_TURN.with(|c| c.get())) {
+        (Some(job), _) => (job, Some(patience)),
+        (None, Some(job)) => (job, None),
+        (None, None) => return Ok(crate::runtime::block_on(request)),
     };
     let slot = Arc::clone(slots().entry(job).or_default());
     let mut op = slot.lock();
+    if patience.is_none() {
+        while op.as_ref().is_some_and(|o| o.result.is_none()) {
+            op = slot.done.wait(op).unwrap_or_else(|p| p.into_inner());
+        }
+    }
     match op.as_mut() {
         Some(o) if o.key == key => match o.result.take() {
             Some(result) => {
@@ -134,13 +168,17 @@ where
             super::engine().wake(super::JobId(job));
         }
     });
-    let deadline = Instant::now() + patience;
+    let deadline = patience.map(|p| Instant::now() + p);
     let mut op = slot.lock();
     loop {
         if op.as_ref().is_some_and(|o| o.result.is_some()) {
             let result = op.take().and_then(|o| o.result).expect("checked above");
             return Ok(*result.downcast::<T>().expect("the type this call stored"));
         }
+        let Some(deadline) = deadline else {
+            op = slot.done.wait(op).unwrap_or_else(|p| p.into_inner());
+            continue;
+        };
         let now = Instant::now();
         if now >= deadline {
             if let Some(o) = op.as_mut() {
@@ -208,6 +246,29 @@ mod tests {
             "the end of the request woke the job: {turns:?}"
         );
         assert_eq!(job.requests.load(Ordering::SeqCst), 1, "the request was made twice");
+    }
+
+    #[test]
+    fn a_removed_jobs_last_turn_takes_the_request_in_flight_instead_of_making_it_again() {
+        let job = Arc::new(Slow {
+            requests: Arc::new(AtomicUsize::new(0)),
+            turns: Mutex::new(Vec::new()),
+        });
+        let id = engine().add(Arc::clone(&job) as Arc<dyn Job>, Instant::now());
+        while job.turns.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        engine().remove(id);
+        assert_eq!(job.turns.lock().unwrap()[0].1, Err(Deferred));
+        let requests = Arc::clone(&job.requests);
+        let got = last_turn(id, || {
+            round_trip("slow", PATIENCE, async move {
+                requests.fetch_add(1, Ordering::SeqCst);
+                9u32
+            })
+        });
+        assert_eq!(got, Ok(7), "the last turn made the request again");
+        assert_eq!(job.requests.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod io;
 mod scheduler;
 mod status;
 
-pub use io::{request_in_flight, round_trip, Deferred, PATIENCE};
+pub use io::{last_turn, request_in_flight, round_trip, Deferred, PATIENCE};
 pub use scheduler::{Job, JobId};
 
 use scheduler::Scheduler;
