@@ -331,7 +331,7 @@ fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
     };
     let mut value = value;
     // The process's replication engine: the same for every connection of the process.
-    value["engine"] = crate::engine::engine().status();
+    value["engine"] = crate::engine::engine().status(&crate::primary::registry::backlogs());
     let restores = crate::restore::progress_json();
     if restores.as_array().is_some_and(|r| !r.is_empty()) {
         value["restores"] = restores;

@@ -6,16 +6,32 @@
 //! Threads of ours in a process: the engine's (`LITESTREAM_ENGINE_THREADS`, default
 //! 4), the async runtime's workers (`LITESTREAM_IO_THREADS`, default 2) and its
 //! blocking pool (`LITESTREAM_BLOCKING_THREADS`, default 2): 8 in all by default.
-//! Read replicas still have threads of their own (a poller, a hydrator).
+//! Read replicas' polling and hydration are engine jobs too.
+//!
+//! A job's store round trip that takes longer than [`PATIENCE`] is handed off to the
+//! async runtime ([`round_trip`]): a stalled store holds no engine thread. Compaction
+//! is background work, served after the rest on at most half the threads.
 
+mod io;
 mod scheduler;
+mod status;
 
+pub use io::{last_turn, request_in_flight, round_trip, Deferred, PATIENCE};
 pub use scheduler::{Job, JobId};
 
 use scheduler::Scheduler;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long one turn of a job may work before it yields to the others: a database
+/// catching up on a hundred staged files uploads them over several turns, between
+/// other databases' (and a job's patience for a slow round trip is far below it).
+pub const TURN_SHARE: Duration = Duration::from_millis(50);
+
+/// Whether this thread is running an engine job's turn.
+pub fn in_turn() -> bool {
+    scheduler::current().is_some()
+}
 
 /// Engine threads when `LITESTREAM_ENGINE_THREADS` is not set: jobs block their thread
 /// on store round trips, so a few stalled stores must leave threads for the others.
@@ -65,15 +81,9 @@ impl Engine {
         self.scheduler.remove(id)
     }
 
-    /// The process-level part of `litestream_status()`.
-    pub fn status(&self) -> serde_json::Value {
-        let (jobs, ready, running, threads) = self.scheduler.counts();
-        serde_json::json!({
-            "threads": threads,
-            "jobs": jobs,
-            "queued_jobs": ready,
-            "running_jobs": running,
-            "turns": self.scheduler.turns.load(Ordering::Relaxed),
-        })
+    /// The process-level part of `litestream_status()`; `backlog` is every replicating
+    /// database's (store endpoint, TXIDs not yet stored, bytes of them in memory).
+    pub fn status(&self, backlog: &[(String, u64, u64)]) -> serde_json::Value {
+        status::json(&self.scheduler, backlog)
     }
 }

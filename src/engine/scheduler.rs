@@ -3,6 +3,10 @@
 //! A job is never run by two threads at once. Ready jobs are served first come, first
 //! served, so one busy database cannot starve a thousand quiet ones: each turn of a job
 //! is one bounded round of its work, after which it goes to the back of the queue.
+//!
+//! Background jobs (compaction) go after the others and hold at most half the threads:
+//! the compaction windows of every database open at the same wall-clock instant, and a
+//! long compaction must not delay another database's level-0 upload.
 
 use std::cell::Cell;
 use std::cmp::Reverse;
@@ -16,11 +20,17 @@ pub trait Job: Send + Sync {
     /// One turn: does what is due and says when it wants the next turn (`None`: the
     /// job is finished and leaves the engine).
     fn run(&self) -> Option<Instant>;
+
+    /// Work that may wait behind the others' (compaction): served after them, on at
+    /// most half of the threads.
+    fn background(&self) -> bool {
+        false
+    }
 }
 
 /// Names a job registered with the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct JobId(u64);
+pub struct JobId(pub(super) u64);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
@@ -33,6 +43,7 @@ enum State {
 
 struct Slot {
     job: Arc<dyn Job>,
+    background: bool,
     state: State,
     /// Invalidates timer entries of earlier schedulings (the heap is never searched).
     generation: u64,
@@ -47,8 +58,34 @@ struct Queue {
     jobs: HashMap<u64, Slot>,
     timers: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     ready: VecDeque<u64>,
+    /// Ready background jobs, served when `ready` is empty.
+    ready_background: VecDeque<u64>,
     threads: usize,
     running: usize,
+    running_background: usize,
+}
+
+impl Queue {
+    /// Puts a job that became ready at the back of its class's queue.
+    fn push_ready(&mut self, id: u64) {
+        if self.jobs.get(&id).is_some_and(|s| s.background) {
+            self.ready_background.push_back(id);
+        } else {
+            self.ready.push_back(id);
+        }
+    }
+
+    /// The next job to run: the oldest ready one, background ones only while they hold
+    /// fewer than `background_threads`.
+    fn pop_ready(&mut self, background_threads: usize) -> Option<u64> {
+        self.ready.pop_front().or_else(|| {
+            if self.running_background < background_threads {
+                self.ready_background.pop_front()
+            } else {
+                None
+            }
+        })
+    }
 }
 
 pub(super) struct Scheduler {
@@ -59,7 +96,14 @@ pub(super) struct Scheduler {
     finished: Condvar,
     next_id: AtomicU64,
     max_threads: usize,
+    /// Threads background jobs may hold at once.
+    background_threads: usize,
     pub(super) turns: AtomicU64,
+}
+
+/// The engine job whose turn runs on this thread, if any.
+pub(super) fn current() -> Option<u64> {
+    CURRENT.with(|c| c.get())
 }
 
 thread_local! {
@@ -80,6 +124,7 @@ impl Scheduler {
             finished: Condvar::new(),
             next_id: AtomicU64::new(1),
             max_threads: max_threads.max(1),
+            background_threads: (max_threads / 2).max(1),
             turns: AtomicU64::new(0),
         })
     }
@@ -92,11 +137,13 @@ impl Scheduler {
     /// to the maximum, and stay (idle ones wait on a condition variable).
     pub(super) fn add(self: &Arc<Self>, job: Arc<dyn Job>, first: Instant) -> JobId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let background = job.background();
         let mut q = self.lock();
         q.jobs.insert(
             id,
             Slot {
                 job,
+                background,
                 state: State::Waiting,
                 generation: 0,
                 again: false,
@@ -133,7 +180,7 @@ impl Scheduler {
             State::Waiting => {
                 slot.state = State::Ready;
                 slot.generation += 1;
-                q.ready.push_back(id.0);
+                q.push_ready(id.0);
                 drop(q);
                 self.work.notify_one();
             }
@@ -156,12 +203,25 @@ impl Scheduler {
         }
         q.jobs.remove(&id.0);
         q.ready.retain(|r| *r != id.0);
+        q.ready_background.retain(|r| *r != id.0);
+        drop(q);
+        super::io::forget(id.0);
+    }
+
+    /// Threads background jobs may hold at once.
+    pub(super) fn background_threads(&self) -> usize {
+        self.background_threads
     }
 
     /// (jobs, ready, running, threads) for the status.
     pub(super) fn counts(&self) -> (usize, usize, usize, usize) {
         let q = self.lock();
-        (q.jobs.len(), q.ready.len(), q.running, q.threads)
+        (
+            q.jobs.len(),
+            q.ready.len() + q.ready_background.len(),
+            q.running,
+            q.threads,
+        )
     }
 
     /// An engine thread: takes the next ready job, or sleeps until the earliest timer.
@@ -177,11 +237,11 @@ impl Scheduler {
                 if let Some(slot) = q.jobs.get_mut(&id) {
                     if slot.generation == generation && slot.state == State::Waiting {
                         slot.state = State::Ready;
-                        q.ready.push_back(id);
+                        q.push_ready(id);
                     }
                 }
             }
-            let Some(id) = q.ready.pop_front() else {
+            let Some(id) = q.pop_ready(self.background_threads) else {
                 let wait = q
                     .timers
                     .peek()
@@ -199,9 +259,11 @@ impl Scheduler {
             slot.state = State::Running;
             slot.again = false;
             let job = Arc::clone(&slot.job);
+            let background = slot.background;
             q.running += 1;
+            q.running_background += usize::from(background);
             // More ready jobs than this thread: let another one start on them.
-            if !q.ready.is_empty() {
+            if !q.ready.is_empty() || !q.ready_background.is_empty() {
                 self.work.notify_one();
             }
             drop(q);
@@ -215,17 +277,24 @@ impl Scheduler {
             drop(job);
             q = self.lock();
             q.running -= 1;
+            q.running_background -= usize::from(background);
+            if background && !q.ready_background.is_empty() {
+                // A background job waiting for this one's thread share may start.
+                self.work.notify_one();
+            }
             let Some(slot) = q.jobs.get_mut(&id) else { continue };
             match next {
                 _ if slot.removing => {
                     q.jobs.remove(&id);
+                    super::io::forget(id);
                 }
                 None => {
                     q.jobs.remove(&id);
+                    super::io::forget(id);
                 }
                 Some(_) if slot.again => {
                     slot.state = State::Ready;
-                    q.ready.push_back(id);
+                    q.push_ready(id);
                 }
                 Some(at) => {
                     slot.state = State::Waiting;
@@ -299,6 +368,57 @@ mod tests {
             assert!(
                 j.turns.load(Ordering::SeqCst) >= 5,
                 "a quick job was starved by a slow one"
+            );
+        }
+    }
+
+    /// Compaction-like work: long turns, counted while they run.
+    struct Long {
+        running: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+    }
+
+    impl Job for Long {
+        fn run(&self) -> Option<Instant> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            Some(Instant::now())
+        }
+
+        fn background(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn long_background_jobs_hold_half_the_threads_and_level0_work_goes_first() {
+        let s = Scheduler::new(4);
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        for _ in 0..10 {
+            let long = Long {
+                running: Arc::clone(&running),
+                most: Arc::clone(&most),
+            };
+            s.add(Arc::new(long), Instant::now());
+        }
+        let quick: Vec<_> = (0..50)
+            .map(|_| counter(Duration::from_millis(20), Duration::from_millis(1)))
+            .collect();
+        for j in &quick {
+            s.add(Arc::clone(j) as Arc<dyn Job>, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
+            "background jobs held more than half the threads"
+        );
+        assert!(most.load(Ordering::SeqCst) >= 1, "background jobs never ran");
+        for j in &quick {
+            assert!(
+                j.turns.load(Ordering::SeqCst) >= 5,
+                "a quick job waited behind long background ones"
             );
         }
     }

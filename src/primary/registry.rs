@@ -72,6 +72,12 @@ pub fn statuses() -> Vec<serde_json::Value> {
     all().iter().filter_map(|d| d.leader()).map(|p| p.status()).collect()
 }
 
+/// [`Primary::backlog`](super::Primary::backlog) of every database this process
+/// replicates, for the engine's status.
+pub fn backlogs() -> Vec<(String, u64, u64)> {
+    all().iter().filter_map(|d| d.leader()).map(|p| p.backlog()).collect()
+}
+
 /// Detaches one main-database handle; the last one closes replication cleanly.
 pub fn detach(db_path: &Path) {
     let mut guard = registry();

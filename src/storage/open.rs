@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::error::{Error, Result};
 use super::metered::Metered;
 use super::options::StoreOptions;
+use super::pacing::{self, Paced};
 use super::store::ReplicaStore;
 use super::target::{EnvFn, Target};
 use super::{azure, gcs, local, nats, s3};
@@ -17,7 +18,7 @@ use super::{azure, gcs, local, nats, s3};
 /// `options` override the URL's parameters, which override the environment. Opening makes no
 /// request; a bad URL, an unknown parameter or a missing credential fails here, with a message
 /// that names what to set and contains no secret. Every operation of the store is counted
-/// for the metrics (`metered.rs`).
+/// for the metrics (`metered.rs`) and waits for its endpoint's budget (`pacing.rs`).
 pub fn open_store(url: &str, options: &StoreOptions) -> Result<Arc<dyn ReplicaStore>> {
     open_store_with_env(url, options, &|k| std::env::var(k).ok())
 }
@@ -25,6 +26,13 @@ pub fn open_store(url: &str, options: &StoreOptions) -> Result<Arc<dyn ReplicaSt
 /// [`open_store`] with the environment supplied by the caller (tests, embedders).
 pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) -> Result<Arc<dyn ReplicaStore>> {
     let t = Target::parse(url)?;
+    let rate = pacing::rate_for(
+        &t.scheme,
+        options.requests_per_second,
+        env("LITESTREAM_REQUESTS_PER_SECOND").as_deref(),
+    )
+    .map_err(Error::config)?;
+    let budget = pacing::budget(&endpoint(&t, options), rate);
     let replica = match t.scheme.as_str() {
         "file" => local::open_file(&t, options)?,
         "memory" => local::open_memory(&t, options)?,
@@ -34,7 +42,7 @@ pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) ->
         "nats" => {
             let replica = nats::open(&t, options, env)?;
             tracing::debug!(store = %replica.describe(), layout = ?replica.layout(), "opened replica store");
-            return Ok(Metered::wrap(&t.scheme, Arc::new(replica)));
+            return Ok(Paced::wrap(Metered::wrap(&t.scheme, Arc::new(replica)), budget));
         }
         other => {
             return Err(Error::config(format!(
@@ -44,5 +52,26 @@ pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) ->
         }
     };
     tracing::debug!(store = %t.name, layout = ?replica.layout(), "opened replica store");
-    Ok(Metered::wrap(&t.scheme, Arc::new(replica)))
+    // Metered inside: its durations are the store's, not the wait for the budget.
+    Ok(Paced::wrap(Metered::wrap(&t.scheme, Arc::new(replica)), budget))
+}
+
+/// What one request budget covers: a bucket (container, NATS server) at its endpoint;
+/// the local disk as a whole.
+fn endpoint(t: &Target, options: &StoreOptions) -> String {
+    match t.scheme.as_str() {
+        "file" => "file://".into(),
+        "nats" => format!(
+            "nats://{}:{}",
+            t.url.host_str().unwrap_or_default(),
+            t.url.port().unwrap_or(4222)
+        ),
+        scheme => {
+            let at = options.endpoint.as_deref().or_else(|| t.params.get(&["endpoint"]));
+            match at {
+                Some(at) => format!("{scheme}://{} at {at}", t.host),
+                None => format!("{scheme}://{}", t.host),
+            }
+        }
+    }
 }

@@ -37,6 +37,9 @@ pub struct StoreOptions {
     /// those of the database replicated there (never a URI parameter: the primary sets
     /// it). `None`: the process's defaults.
     pub file_modes: Option<crate::file_modes::FileModes>,
+    /// Budget of requests per second to the store's endpoint, shared by the process
+    /// (`requests_per_second`; 0: none; `pacing.rs`).
+    pub requests_per_second: Option<u32>,
 }
 
 /// Settings of a `nats://` replica that do not fit in its URL. Each falls back to the URL's
@@ -141,6 +144,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("instance_credentials", &self.instance_credentials)
             .field("nats", &self.nats)
             .field("file_modes", &self.file_modes)
+            .field("requests_per_second", &self.requests_per_second)
             .finish()
     }
 }
@@ -153,6 +157,10 @@ impl StoreOptions {
         let text = |v: &str| Some(v.to_string());
         match key {
             "endpoint" => self.endpoint = text(value),
+            "requests_per_second" | "requests-per-second" | "requestsPerSecond" => {
+                self.requests_per_second =
+                    Some(super::pacing::parse_rate(value).map_err(|e| Error::config(format!("{key}: {e}")))?)
+            }
             "region" => self.region = text(value),
             "force-path-style" | "forcePathStyle" => self.force_path_style = Some(parse_bool(key, value)?),
             "skip-verify" | "skipVerify" => self.skip_verify = Some(parse_bool(key, value)?),

@@ -35,6 +35,12 @@ pub trait ReplicaStore: Send + Sync + Debug {
     /// The replica URL with secrets removed, for messages and `litestream_status()`.
     fn describe(&self) -> &str;
 
+    /// What the store's request budget covers (`pacing.rs`), for the engine's
+    /// per-store figures; stores opened through [`open_store`](super::open_store) say.
+    fn endpoint(&self) -> Option<&str> {
+        None
+    }
+
     /// The LTX files at `level`, sorted by min TXID (then max TXID). Objects whose names are
     /// not exactly `%016x-%016x.ltx` are skipped with a warning. A level that does not exist
     /// yet is empty, not an error.

@@ -228,6 +228,15 @@ impl Primary {
         self.lock().next_txid - 1
     }
 
+    /// What is captured and not yet stored, for the engine's per-store backlog:
+    /// (store endpoint, TXIDs, bytes still in memory). Cheap: no file system call.
+    pub fn backlog(&self) -> (String, u64, u64) {
+        let s = self.lock();
+        let endpoint = self.store.endpoint().unwrap_or(self.store.describe());
+        let txids = (s.next_txid - 1).saturating_sub(s.uploaded_txid);
+        (endpoint.to_string(), txids, s.queue.bytes() as u64)
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let s = self.lock();
         let staged_bytes = self.staging.total_bytes().unwrap_or(0);

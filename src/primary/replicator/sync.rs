@@ -65,8 +65,13 @@ impl Primary {
             shared.closing = true;
             shared.sync_requested = true;
         }
-        // The closing turn: its upload is tried whatever the backoff.
-        self.turn(&mut worker::Pace::default());
+        // The closing turn: its upload is tried whatever the backoff, taking over the
+        // worker's PUT still in flight, if any (`crate::engine::last_turn`).
+        let turn = || self.turn(&mut worker::Pace::default());
+        match self.worker_job.get() {
+            Some(id) => crate::engine::last_turn(*id, turn),
+            None => turn(),
+        };
         // Everything captured is staged: save where capture stands, so the next process
         // to replicate resumes from here. A clean close is claimed when this process
         // deleted the WAL itself (its last connection checkpointed it): the WAL being

@@ -2,19 +2,41 @@
 
 use super::*;
 
+/// How far a round of uploads got.
+pub(super) enum Uploads {
+    /// Every staged file is stored.
+    Done,
+    /// A PUT outlasted the engine's patience and goes on without this thread
+    /// (`crate::engine::round_trip`); its end wakes the worker, whose next turn goes on.
+    Deferred,
+    /// The turn had its share of the engine's time (`crate::engine::TURN_SHARE`) and
+    /// files are left: the next turn, after other databases', goes on.
+    More,
+}
+
 impl Primary {
     /// Uploads staged files in TXID order, removing each once stored.
-    pub(super) fn upload_staged(&self) -> Result<(), String> {
+    pub(super) fn upload_staged(&self) -> Result<Uploads, String> {
+        let started = Instant::now();
+        if crate::engine::request_in_flight() {
+            return Ok(Uploads::Deferred);
+        }
         for file in self.staging.list().map_err(|e| e.to_string())? {
             if self.lock().fatal.is_some() {
-                return Ok(());
+                return Ok(Uploads::Done);
             }
-            self.upload_one(&file)?;
+            // The closing turn runs on the closing connection's thread: it uploads all.
+            if crate::engine::in_turn() && started.elapsed() >= crate::engine::TURN_SHARE {
+                return Ok(Uploads::More);
+            }
+            if let Uploads::Deferred = self.upload_one(&file)? {
+                return Ok(Uploads::Deferred);
+            }
         }
-        Ok(())
+        Ok(Uploads::Done)
     }
 
-    pub(super) fn upload_one(&self, file: &StagedFile) -> Result<(), String> {
+    pub(super) fn upload_one(&self, file: &StagedFile) -> Result<Uploads, String> {
         let bytes = fs::read(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?;
         let header = crate::ltx::Header::decode(&bytes[..bytes.len().min(100)]).ok();
         let timestamp = header.map_or(0, |h| h.timestamp_ms);
@@ -22,10 +44,14 @@ impl Primary {
             self.snapshot_if_page_size_changed(file, header, &bytes)?;
         }
         let body = bytes::Bytes::from(bytes);
-        let put = block_on(
-            self.store
-                .put_new(0, file.min_txid, file.max_txid, body.clone(), timestamp),
-        );
+        let (store, data, min, max) = (Arc::clone(&self.store), body.clone(), file.min_txid, file.max_txid);
+        let key = format!("put 0 {min} {max}");
+        let put = crate::engine::round_trip(&key, crate::engine::PATIENCE, async move {
+            store.put_new(0, min, max, data, timestamp).await
+        });
+        let Ok(put) = put else {
+            return Ok(Uploads::Deferred);
+        };
         match put {
             Ok(()) => {}
             Err(e) if e.is_already_exists() => {
@@ -86,7 +112,7 @@ impl Primary {
         }
         shared.last_error = None;
         self.progress.notify_all();
-        Ok(())
+        Ok(Uploads::Done)
     }
 
     /// Before the first file of a new page size goes up, stores it as a level-9 snapshot

@@ -98,10 +98,17 @@ impl Primary {
                 retry_stage = Some(Instant::now() + pace.stage_backoff);
             }
         }
+        let mut more = false;
         if Instant::now() >= pace.next_upload_attempt || closing {
             let uploaded_before = self.lock().uploaded_txid;
             match self.upload_staged() {
-                Ok(()) => pace.backoff = Duration::from_millis(100),
+                Ok(upload::Uploads::Done) => pace.backoff = Duration::from_millis(100),
+                Ok(upload::Uploads::More) => {
+                    pace.backoff = Duration::from_millis(100);
+                    more = true;
+                }
+                // Not a failure: the PUT's end wakes this job.
+                Ok(upload::Uploads::Deferred) => {}
                 Err(e) => {
                     self.record_error(e);
                     // Some files went up: the store answers, this failure is one of a
@@ -130,7 +137,8 @@ impl Primary {
         // What used to end the worker's wait early ends it now: whatever arrived during
         // this turn is served by the next one at once.
         let shared = self.lock();
-        let urgent = shared.sync_requested
+        let urgent = more
+            || shared.sync_requested
             || shared.closing
             || shared.snapshot_needed.is_some()
             || shared.queue.bytes() > self.config.max_queue_bytes as usize;
@@ -164,6 +172,10 @@ pub(super) struct CompactionJob {
 }
 
 impl Job for CompactionJob {
+    fn background(&self) -> bool {
+        true
+    }
+
     fn run(&self) -> Option<Instant> {
         if self.primary.lock().closing {
             return None;

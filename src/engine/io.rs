@@ -1,0 +1,282 @@
+//! Store round trips of engine jobs, handed off when they take long: a job's turn waits
+//! a little for its request, and past that the request carries on in the async runtime
+//! while the engine thread goes on to other databases. A stalled store would otherwise
+//! hold one of the engine's few threads per database that uses it, and four such
+//! databases would stop every other database of the process.
+//!
+//! One request in flight per job: until it ends, the job's further round trips are
+//! [`Deferred`] at once (its uploads keep their order), and its end wakes the job. The
+//! job's next turn asks again with the same key and takes the result, so a request is
+//! never made twice because it was slow.
+
+use super::scheduler;
+use std::any::Any;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a turn waits for its round trip before handing it off: a local disk or a
+/// nearby store answers within it, so their work stays on the turn.
+pub const PATIENCE: Duration = Duration::from_millis(20);
+
+/// The round trip is still in flight (or another of the job's is): the job is woken
+/// when it ends, and asks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred;
+
+struct Op {
+    key: String,
+    result: Option<Box<dyn Any + Send>>,
+    /// The turn stopped waiting: whoever finishes the request wakes the job.
+    handed_off: bool,
+}
+
+#[derive(Default)]
+struct InFlight {
+    op: Mutex<Option<Op>>,
+    done: Condvar,
+}
+
+impl InFlight {
+    fn lock(&self) -> MutexGuard<'_, Option<Op>> {
+        self.op.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Each job's request in flight, by job id.
+static SLOTS: OnceLock<Mutex<HashMap<u64, Arc<InFlight>>>> = OnceLock::new();
+/// Requests handed off so far (status).
+pub(super) static HANDED_OFF: AtomicU64 = AtomicU64::new(0);
+
+fn slots() -> MutexGuard<'static, HashMap<u64, Arc<InFlight>>> {
+    SLOTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Requests in flight past their turn's patience (status).
+pub(super) fn in_flight() -> usize {
+    slots()
+        .values()
+        .filter(|s| s.lock().as_ref().is_some_and(|op| op.result.is_none()))
+        .count()
+}
+
+/// Whether the job whose turn this is has a request in flight: its round trips are
+/// [`Deferred`] until that ends, so a caller need not prepare another (read a large
+/// staged file again every turn while its PUT crawls).
+pub fn request_in_flight() -> bool {
+    let Some(job) = scheduler::current() else {
+        return false;
+    };
+    let slot = slots().get(&job).cloned();
+    slot.is_some_and(|s| s.lock().as_ref().is_some_and(|op| op.result.is_none()))
+}
+
+/// Forgets a removed job's slot, unless a request of it is still in flight: that one
+/// is for the job's [`last_turn`] to take.
+pub(super) fn forget(job: u64) {
+    let mut all = slots();
+    if all
+        .get(&job)
+        .is_some_and(|s| s.lock().as_ref().is_some_and(|op| op.result.is_none()))
+    {
+        return;
+    }
+    all.remove(&job);
+}
+
+thread_local! {
+    /// The removed job whose last turn runs on this thread (`last_turn`).
+    static LAST_TURN: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Runs `turn` on this thread as the last turn of the removed job `id` (a closing
+/// database's): its round trips first wait for the job's request still in flight and
+/// take its result rather than make it again (a duplicate PUT racing the process's exit
+/// would leave a file stored that the next open finds staged), then wait as long as
+/// they take.
+pub fn last_turn<T>(id: super::JobId, turn: impl FnOnce() -> T) -> T {
+    LAST_TURN.with(|c| c.set(Some(id.0)));
+    let out = turn();
+    LAST_TURN.with(|c| c.set(None));
+    slots().remove(&id.0);
+    out
+}
+
+/// Runs `request` for the engine job whose turn this is, waiting at most `patience`;
+/// `key` names the request, so that the turn after a hand-off takes its result. Off
+/// an engine thread (a closing connection's last turn, a test) it simply waits.
+pub fn round_trip<T, F>(key: &str, patience: Duration, request: F) -> Result<T, Deferred>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let (job, patience) = match (scheduler::current(), LAST_TURN.with(|c| c.get())) {
+        (Some(job), _) => (job, Some(patience)),
+        (None, Some(job)) => (job, None),
+        (None, None) => return Ok(crate::runtime::block_on(request)),
+    };
+    let slot = Arc::clone(slots().entry(job).or_default());
+    let mut op = slot.lock();
+    if patience.is_none() {
+        while op.as_ref().is_some_and(|o| o.result.is_none()) {
+            op = slot.done.wait(op).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+    match op.as_mut() {
+        Some(o) if o.key == key => match o.result.take() {
+            Some(result) => {
+                *op = None;
+                if let Ok(value) = result.downcast::<T>() {
+                    return Ok(*value);
+                }
+                // Another type under the same key: a caller's mistake; ask anew.
+            }
+            None => return Err(Deferred),
+        },
+        // One request at a time per job: the other one is awaited first.
+        Some(o) if o.result.is_none() => return Err(Deferred),
+        // A result nobody came back for (the caller moved on): dropped.
+        _ => *op = None,
+    }
+    *op = Some(Op {
+        key: key.to_string(),
+        result: None,
+        handed_off: false,
+    });
+    drop(op);
+    let finished = Arc::clone(&slot);
+    crate::runtime::runtime().spawn(async move {
+        let value = request.await;
+        let wake = {
+            let mut op = finished.lock();
+            match op.as_mut() {
+                Some(o) => {
+                    o.result = Some(Box::new(value));
+                    o.handed_off
+                }
+                None => false,
+            }
+        };
+        finished.done.notify_all();
+        if wake {
+            super::engine().wake(super::JobId(job));
+        }
+    });
+    let deadline = patience.map(|p| Instant::now() + p);
+    let mut op = slot.lock();
+    loop {
+        if op.as_ref().is_some_and(|o| o.result.is_some()) {
+            let result = op.take().and_then(|o| o.result).expect("checked above");
+            return Ok(*result.downcast::<T>().expect("the type this call stored"));
+        }
+        let Some(deadline) = deadline else {
+            op = slot.done.wait(op).unwrap_or_else(|p| p.into_inner());
+            continue;
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            if let Some(o) = op.as_mut() {
+                o.handed_off = true;
+            }
+            HANDED_OFF.fetch_add(1, Ordering::Relaxed);
+            return Err(Deferred);
+        }
+        op = slot
+            .done
+            .wait_timeout(op, deadline - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{engine, Job};
+    use std::sync::atomic::AtomicUsize;
+
+    /// A job whose one request takes 300 ms, and what its turns saw.
+    struct Slow {
+        requests: Arc<AtomicUsize>,
+        turns: Mutex<Vec<(Duration, Result<u32, Deferred>)>>,
+    }
+
+    impl Job for Slow {
+        fn run(&self) -> Option<Instant> {
+            let started = Instant::now();
+            let requests = Arc::clone(&self.requests);
+            let got = round_trip("slow", PATIENCE, async move {
+                requests.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                7u32
+            });
+            let done = got.is_ok();
+            self.turns.lock().unwrap().push((started.elapsed(), got));
+            // Without a wake, the next turn would be an hour away.
+            (!done).then(|| Instant::now() + Duration::from_secs(3600))
+        }
+    }
+
+    #[test]
+    fn a_slow_request_is_handed_off_made_once_and_its_end_wakes_the_job() {
+        let job = Arc::new(Slow {
+            requests: Arc::new(AtomicUsize::new(0)),
+            turns: Mutex::new(Vec::new()),
+        });
+        engine().add(Arc::clone(&job) as Arc<dyn Job>, Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while job.turns.lock().unwrap().last().is_none_or(|t| t.1.is_err()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let turns = job.turns.lock().unwrap().clone();
+        assert_eq!(turns.first().map(|t| t.1), Some(Err(Deferred)), "{turns:?}");
+        assert!(
+            turns[0].0 < Duration::from_millis(250),
+            "the first turn waited for the request: {turns:?}"
+        );
+        assert_eq!(
+            turns.last().map(|t| t.1),
+            Some(Ok(7)),
+            "the end of the request woke the job: {turns:?}"
+        );
+        assert_eq!(job.requests.load(Ordering::SeqCst), 1, "the request was made twice");
+    }
+
+    #[test]
+    fn a_removed_jobs_last_turn_takes_the_request_in_flight_instead_of_making_it_again() {
+        let job = Arc::new(Slow {
+            requests: Arc::new(AtomicUsize::new(0)),
+            turns: Mutex::new(Vec::new()),
+        });
+        let id = engine().add(Arc::clone(&job) as Arc<dyn Job>, Instant::now());
+        while job.turns.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        engine().remove(id);
+        assert_eq!(job.turns.lock().unwrap()[0].1, Err(Deferred));
+        let requests = Arc::clone(&job.requests);
+        let got = last_turn(id, || {
+            round_trip("slow", PATIENCE, async move {
+                requests.fetch_add(1, Ordering::SeqCst);
+                9u32
+            })
+        });
+        assert_eq!(got, Ok(7), "the last turn made the request again");
+        assert_eq!(job.requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn off_the_engine_a_round_trip_simply_waits() {
+        let got = round_trip("plain", Duration::ZERO, async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            5
+        });
+        assert_eq!(got, Ok(5));
+    }
+}
