@@ -114,12 +114,22 @@ fn sql_and_scraped_metrics_parse_and_name_every_open_database() {
          SELECT count(*) FROM view.t;"
     ));
 
-    let from_sql = parse(&sql_metrics(&mut shell));
+    // litestream_sync returns once the upload is acknowledged; the worker's round that
+    // made it counts itself as a sync when it ends, a moment later (an upload handed
+    // off to the I/O runtime ends in the round after it).
+    let app = format!("{d}/app.db");
+    let mut from_sql = parse(&sql_metrics(&mut shell));
+    for _ in 0..100 {
+        if value(&from_sql, "litestream_sync_count", &[("db", app.as_str())]).unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        from_sql = parse(&sql_metrics(&mut shell));
+    }
     let (content_type, text) = scrape(port);
     assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
     let scraped = parse(&text);
 
-    let app = format!("{d}/app.db");
     let view = format!("{d}/view.db");
     for samples in [&from_sql, &scraped] {
         let db = |name| value(samples, name, &[("db", app.as_str())]);
