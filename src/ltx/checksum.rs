@@ -4,12 +4,12 @@
 //! (0x1B, reflected 0xD800000000000000), initial value all ones, reflected input and
 //! output, final XOR all ones. Every byte of every LTX file goes through this CRC (the file
 //! checksum covers the decompressed pages too, and a restore checksums every page again
-//! for the database checksum), so it decides how fast a restore can go. The `crc-fast`
-//! crate folds with the CPU's carry-less multiply (PCLMULQDQ / PMULL, chosen at run time,
-//! with a table fallback): about 22 GiB/s here against 2.2 GiB/s for the slicing-by-8
-//! tables this module used before. The tests below hold it to a bit-at-a-time reference.
+//! for the database checksum), so it decides how fast a restore can go. [`kernel`] folds
+//! with the CPU's carry-less multiply (PCLMULQDQ, chosen at run time) and falls back to
+//! slicing-by-8 tables (about 2.2 GiB/s). The tests below hold it to a bit-at-a-time
+//! reference.
 
-use crc_fast::{CrcAlgorithm, Digest};
+mod kernel;
 
 /// Bit 63, set on every stored checksum so that a valid checksum is never zero.
 pub const CHECKSUM_FLAG: u64 = 1 << 63;
@@ -26,9 +26,8 @@ const PENDING_BYTE: u64 = 0x4000_0000;
 /// concatenation.
 #[derive(Clone, Copy, Debug)]
 pub struct Crc64 {
-    /// The register as `crc-fast` keeps it. Only the register is kept, not its
-    /// `Digest` (which carries ~200 bytes of folding constants): hashers live inside
-    /// every decoder and frame reader.
+    /// The reflected register before the final XOR: hashers live inside every decoder
+    /// and frame reader, so they are one word.
     state: u64,
 }
 
@@ -41,29 +40,25 @@ impl Default for Crc64 {
 impl Crc64 {
     /// A hasher that has seen no bytes.
     pub fn new() -> Self {
-        Crc64 {
-            state: Digest::new(CrcAlgorithm::Crc64GoIso).get_state(),
-        }
+        Crc64 { state: !0 }
     }
 
     /// Feeds `data` to the hasher.
     #[inline]
     pub fn update(&mut self, data: &[u8]) {
-        let mut digest = Digest::new_with_init_state(CrcAlgorithm::Crc64GoIso, self.state);
-        digest.update(data);
-        self.state = digest.get_state();
+        self.state = kernel::update(self.state, data);
     }
 
     /// CRC of everything fed so far (the hasher stays usable).
     #[inline]
     pub fn finish(&self) -> u64 {
-        Digest::new_with_init_state(CrcAlgorithm::Crc64GoIso, self.state).finalize()
+        !self.state
     }
 }
 
 /// CRC-64/GO-ISO of `data` in one call.
 pub fn crc64(data: &[u8]) -> u64 {
-    crc_fast::checksum(CrcAlgorithm::Crc64GoIso, data)
+    !kernel::update(!0, data)
 }
 
 /// Checksum of one database page: `1<<63 | crc(be32(pgno) ‖ data)`.
@@ -164,8 +159,8 @@ mod tests {
 
     #[test]
     fn fast_matches_bitwise_in_any_split() {
-        // Long enough for every folding width the fast CRC picks (SIMD paths start at a
-        // few hundred bytes), odd lengths for its tails.
+        // Long enough for every folding width the kernel picks (16-byte lanes from 128
+        // bytes, 64-byte ones from 512), odd lengths for its tails.
         let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 + i / 13 + i / 4099) as u8).collect();
         for len in [
             0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 255, 256, 257, 511, 512, 513, 999,
