@@ -43,6 +43,28 @@ impl Conn {
         Ok(conn)
     }
 
+    /// Opens a private connection to a live database (see [`PRIVATE_OPEN`]) that leaves
+    /// the WAL in place when it closes last. SQLite's last connection checkpoints and
+    /// deletes the WAL; capture has read its generation, and a WAL gone without the
+    /// hand-off our VFS writes when an application connection deletes it is a
+    /// discontinuity (a needless second snapshot). A private connection is the last one
+    /// whenever it works before the application's connection opens the file (the first
+    /// snapshot of a small database, `replicator/open.rs`).
+    fn open_live(path: &Path, flags: i32) -> Result<Conn, String> {
+        let conn = Conn::open(path, flags)?;
+        let mut persist: std::ffi::c_int = 1;
+        // SAFETY: valid handle; PERSIST_WAL reads and writes one int.
+        unsafe {
+            ffi::sqlite3_file_control(
+                conn.0,
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_PERSIST_WAL,
+                &mut persist as *mut _ as *mut std::ffi::c_void,
+            )
+        };
+        Ok(conn)
+    }
+
     /// Whether the last call failed because another connection holds a lock.
     fn busy(&self) -> bool {
         // SAFETY: valid handle (a failed open never reaches here).
@@ -123,7 +145,7 @@ pub(crate) fn ensure_wal_mode(path: &Path, create: bool) -> Result<(), String> {
         if create {
             flags |= ffi::SQLITE_OPEN_CREATE;
         }
-        let conn = Conn::open(path, flags)?;
+        let conn = Conn::open_live(path, flags)?;
         match conn.query("PRAGMA journal_mode=WAL") {
             Ok(Some(mode)) if mode == "wal" => {
                 tracing::info!(db = %path.display(), "switched the database to WAL mode for replication");
@@ -295,7 +317,7 @@ impl Snapshotter for BackupSnapshotter {
         at_lock: &mut dyn FnMut(),
         released: &dyn Fn(),
     ) -> Result<(), SnapshotError> {
-        let reader = Conn::open(db, PRIVATE_OPEN)?;
+        let reader = Conn::open_live(db, PRIVATE_OPEN)?;
         // A first read opens the WAL and maps the wal-index the lock is taken through.
         reader.query("SELECT count(*) FROM sqlite_master")?;
         // From here until `released`, an application writer that gets BUSY waits for us

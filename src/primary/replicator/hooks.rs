@@ -9,6 +9,9 @@ impl Primary {
     /// Called after every successful write to the WAL (on the writer's thread).
     pub fn on_wal_write(&self, offset: u64, data: &[u8], wal: &mut dyn WalSource) {
         let mut shared = self.lock();
+        if offset == 0 {
+            shared.fresh_header = None;
+        }
         let found = shared.capture.on_write(offset, data, wal).unwrap_or_else(|e| {
             // The write itself succeeded; only our read-back failed.
             Err(Discontinuity(format!("reading the WAL back: {e}")))
@@ -129,6 +132,16 @@ impl Primary {
         if shared.snapshot_needed.is_some() {
             return; // the coming snapshot covers everything; it repositions capture
         }
+        // Our writer, holding the write lock, began this generation and is about to write
+        // its header: until then the WAL has none, and nobody else can have written it
+        // (an engine turn that read the WAL in that moment took it for a truncation and
+        // asked for a needless snapshot).
+        if shared.fresh_header.is_some()
+            && shared.fresh_header == shared.capture.generation()
+            && matches!(crate::primary::follow::read_header(wal), Ok(None))
+        {
+            return;
+        }
         let identity = || FileIdentity::of(&self.db_path).ok();
         let followed = {
             let Shared {
@@ -219,6 +232,7 @@ impl Primary {
         if shared.snapshot_needed.is_none() && shared.capture.ended() {
             if let Ok(header) = WalHeader::parse(header) {
                 shared.capture.begin_generation(header);
+                shared.fresh_header = shared.capture.generation();
             }
         }
     }

@@ -210,6 +210,7 @@ impl Primary {
                 compaction: json!({}),
                 replica_page_size: None,
                 own_wal_deletion: None,
+                fresh_header: None,
                 sync_commit_timeouts: 0,
                 sync_commit_error: None,
             }),
