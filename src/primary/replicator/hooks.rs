@@ -133,14 +133,15 @@ impl Primary {
             return; // the coming snapshot covers everything; it repositions capture
         }
         // Our writer, holding the write lock, began this generation and is about to write
-        // its header: until then the WAL has none, and nobody else can have written it
-        // (an engine turn that read the WAL in that moment took it for a truncation and
-        // asked for a needless snapshot).
-        if shared.fresh_header.is_some()
-            && shared.fresh_header == shared.capture.generation()
-            && matches!(crate::primary::follow::read_header(wal), Ok(None))
-        {
-            return;
+        // its header: until then the WAL has none or the previous generation's, and
+        // nobody else can write it (an engine turn that read the WAL in that moment took
+        // it for a truncation, or a generation no record connects, and asked for a
+        // needless snapshot).
+        if let Some(fresh) = shared.fresh_header.filter(|g| Some(*g) == shared.capture.generation()) {
+            let live = crate::primary::follow::read_header(wal);
+            if matches!(live, Ok(h) if h.map(|h| (h.salt1, h.salt2)) != Some(fresh)) {
+                return;
+            }
         }
         let identity = || FileIdentity::of(&self.db_path).ok();
         let followed = {
@@ -217,6 +218,7 @@ impl Primary {
             shared.capture.end_generation();
             if let Some(next) = next.and_then(|h| WalHeader::parse(h).ok()) {
                 shared.capture.begin_generation(next);
+                shared.fresh_header = shared.capture.generation();
             }
         }
         shared.own_wal_deletion = closed;
@@ -257,6 +259,8 @@ impl Primary {
     /// wal-index header when it could be read; it costs nothing to compare.
     pub fn after_write_lock(&self, shm: Option<ShmWal>) {
         let mut shared = self.lock();
+        // A new write transaction: the last one's header write landed or failed.
+        shared.fresh_header = None;
         if let Some(shm) = shm {
             let in_step = shared.capture.generation() == Some((shm.salt1, shm.salt2))
                 && shared.capture.next_frame() == shm.max_frame as u64;

@@ -162,8 +162,8 @@ struct Shared {
     /// deleted the WAL: what a clean close records.
     own_wal_deletion: Option<FileIdentity>,
     /// The generation a writer of this process began and is writing the header of
-    /// (`before_fresh_header`), until that write lands: the WAL has no header meanwhile,
-    /// and that is no truncation by someone else.
+    /// (`before_fresh_header`, or a restart), until that write lands: meanwhile the WAL
+    /// has no header or the previous generation's, and nobody else changed it.
     fresh_header: Option<(u32, u32)>,
     /// `sync=commit`: commits that returned before their TXID was stored.
     sync_commit_timeouts: u64,
