@@ -142,6 +142,16 @@ impl Capture {
         }
     }
 
+    /// Frees the buffers kept for reuse (spare pages, the pending-frame slots) when no
+    /// transaction is open: a database idle for a whole sync interval should cost
+    /// nothing of ours but its bookkeeping. The next burst allocates them again.
+    pub fn release_idle_buffers(&mut self) {
+        self.spare = Vec::new();
+        if !self.has_pending() {
+            self.pending = Vec::new();
+        }
+    }
+
     /// A page buffer of `size` bytes. Its contents are irrelevant: a page counts as
     /// written only once one write covered all of it.
     fn page_buffer(&mut self, size: usize) -> Box<[u8]> {

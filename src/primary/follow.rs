@@ -205,7 +205,7 @@ fn unconsumed(records: &HandoffDir, from: u64) -> io::Result<Vec<Record>> {
     Ok(list)
 }
 
-fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {
+pub(crate) fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {
     let mut raw = [0u8; HEADER_SIZE];
     if !wal.read_exact_at(0, &mut raw)? {
         return Ok(None);

@@ -6,17 +6,56 @@ use super::database::{Database, Tools};
 use crate::config::Config;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 struct Entry {
     database: Arc<Database>,
     handles: usize,
 }
 
-static REGISTRY: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
+/// One path's place in the map. Its own lock is held while the path's first handle
+/// opens replication (store round trips) and while its last one closes it (the final
+/// upload): another open of the same path waits for that, an open of any other path
+/// does not (the map's lock is held only to find or add a slot).
+#[derive(Default)]
+struct Slot(Mutex<Option<Entry>>);
 
-fn registry() -> std::sync::MutexGuard<'static, Option<HashMap<PathBuf, Entry>>> {
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Option<Entry>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+static REGISTRY: Mutex<Option<HashMap<PathBuf, Arc<Slot>>>> = Mutex::new(None);
+
+fn registry() -> MutexGuard<'static, Option<HashMap<PathBuf, Arc<Slot>>>> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The slot of `db_path`, added if `add` and missing.
+fn slot(db_path: &Path, add: bool) -> Option<Arc<Slot>> {
+    let mut guard = registry();
+    let map = guard.get_or_insert_with(HashMap::new);
+    if add {
+        Some(Arc::clone(map.entry(db_path.to_path_buf()).or_default()))
+    } else {
+        map.get(db_path).cloned()
+    }
+}
+
+/// Removes `slot` from the map if it is empty and nobody else holds it (an open of the
+/// same path waiting for its lock keeps it).
+fn remove_if_unused(db_path: &Path, slot: &Arc<Slot>) {
+    let mut guard = registry();
+    let Some(map) = guard.as_mut() else { return };
+    // Only the map and the caller hold it, and nobody can take it from the map while
+    // the map's lock is held.
+    let unused = map.get(db_path).is_some_and(|s| Arc::ptr_eq(s, slot))
+        && Arc::strong_count(slot) == 2
+        && slot.0.try_lock().is_ok_and(|entry| entry.is_none());
+    if unused {
+        map.remove(db_path);
+    }
 }
 
 /// Attaches one more main-database handle to `db_path`: the first one of the process
@@ -27,42 +66,60 @@ pub fn attach(
     tools: Tools,
     prepare_db: &dyn Fn(&Path) -> Result<(), String>,
 ) -> Result<Arc<Database>, String> {
-    let mut guard = registry();
-    let map = guard.get_or_insert_with(HashMap::new);
-    if let Some(entry) = map.get_mut(db_path) {
+    let slot = slot(db_path, true).expect("added");
+    let mut entry = slot.lock();
+    if let Some(entry) = entry.as_mut() {
         entry.handles += 1;
         return Ok(Arc::clone(&entry.database));
     }
-    let database = Arc::new(Database::new(db_path, config, tools)?);
-    if !database.try_lead_with(prepare_db)? {
-        prepare_db(db_path)?;
-        tracing::info!(db = %db_path.display(), "another process replicates this database; its commits from here are picked up from the WAL");
-        database.watch_leadership();
+    let opened = Database::new(db_path, config, tools).and_then(|database| {
+        let database = Arc::new(database);
+        if !database.try_lead_with(prepare_db)? {
+            prepare_db(db_path)?;
+            tracing::info!(db = %db_path.display(), "another process replicates this database; its commits from here are picked up from the WAL");
+            database.watch_leadership();
+        }
+        Ok(database)
+    });
+    match opened {
+        Ok(database) => {
+            *entry = Some(Entry {
+                database: Arc::clone(&database),
+                handles: 1,
+            });
+            Ok(database)
+        }
+        Err(e) => {
+            drop(entry);
+            remove_if_unused(db_path, &slot);
+            Err(e)
+        }
     }
-    map.insert(
-        db_path.to_path_buf(),
-        Entry {
-            database: Arc::clone(&database),
-            handles: 1,
-        },
-    );
-    Ok(database)
 }
 
 /// The database at `db_path` if this process has it open as a primary (for the
 /// `-wal` file's open and deletion).
 pub fn lookup(db_path: &Path) -> Option<Arc<Database>> {
-    let guard = registry();
-    guard.as_ref()?.get(db_path).map(|e| Arc::clone(&e.database))
+    let slot = slot(db_path, false)?;
+    let entry = slot.lock();
+    entry.as_ref().map(|e| Arc::clone(&e.database))
 }
 
-/// Every database this process has open as a primary.
+/// Every database this process has open as a primary, leaving out one being opened or
+/// closed at this moment (its slot is busy with store round trips: nobody waits for them).
 pub fn all() -> Vec<Arc<Database>> {
-    let guard = registry();
-    guard
+    let slots: Vec<Arc<Slot>> = registry()
         .as_ref()
-        .map(|map| map.values().map(|e| Arc::clone(&e.database)).collect())
-        .unwrap_or_default()
+        .map(|map| map.values().cloned().collect())
+        .unwrap_or_default();
+    slots
+        .iter()
+        .filter_map(|slot| match slot.0.try_lock() {
+            Ok(entry) => entry.as_ref().map(|e| Arc::clone(&e.database)),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().as_ref().map(|e| Arc::clone(&e.database)),
+            Err(TryLockError::WouldBlock) => None,
+        })
+        .collect()
 }
 
 /// `litestream_status()` of every database this process replicates (leads), for the
@@ -80,13 +137,15 @@ pub fn backlogs() -> Vec<(String, u64, u64)> {
 
 /// Detaches one main-database handle; the last one closes replication cleanly.
 pub fn detach(db_path: &Path) {
-    let mut guard = registry();
-    let Some(map) = guard.as_mut() else { return };
-    let Some(entry) = map.get_mut(db_path) else { return };
-    entry.handles -= 1;
-    if entry.handles == 0 {
-        let entry = map.remove(db_path).expect("present");
-        // Closing holds the registry so a reopen cannot race the final upload.
-        entry.database.close();
+    let Some(slot) = slot(db_path, false) else { return };
+    let mut entry = slot.lock();
+    let Some(open) = entry.as_mut() else { return };
+    open.handles -= 1;
+    if open.handles == 0 {
+        let open = entry.take().expect("present");
+        // Closing holds the slot so a reopen of this path cannot race the final upload.
+        open.database.close();
+        drop(entry);
+        remove_if_unused(db_path, &slot);
     }
 }

@@ -2,8 +2,9 @@
 //! replica location shares one page cache and one poller; and the set of local names
 //! replicas are opened under, so their `-journal`/`-wal` are never looked for.
 //!
-//! Two locks: opening a replica (network round trips) holds only the URL map, so a slow
-//! store never stalls `xAccess` of unrelated databases, which reads the name set.
+//! Opening a replica (network round trips) holds only its URL's gate, never a map: a
+//! slow store stalls neither `xAccess` of unrelated databases (the name set) nor their
+//! opens (the URL map).
 
 use super::{Replica, ReplicaConfig};
 use std::collections::HashMap;
@@ -25,32 +26,62 @@ fn lock<K, V>(m: &'static Mutex<Option<HashMap<K, V>>>) -> MutexGuard<'static, O
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One gate per URL being opened: a second open of the same replica waits for the
+/// first (and then shares it); opens of other URLs do not wait for either.
+static OPENING: Mutex<Option<HashMap<String, Arc<Mutex<()>>>>> = Mutex::new(None);
+
 /// One more handle on the replica at `config.url`, opened as the database `path`.
-/// The first handle opens the replica (LIST and page indexes: errors surface here).
+/// The first handle opens the replica (LIST and page indexes: errors surface here)
+/// holding only its URL's gate, so a slow store delays no other database's open.
 pub fn attach(path: &Path, config: &ReplicaConfig) -> Result<Arc<Replica>, String> {
-    let replica = {
-        let mut guard = lock(&BY_URL);
-        let map = guard.get_or_insert_with(HashMap::new);
-        if !map.contains_key(&config.url) {
-            let replica = Replica::open(config)?;
-            let entry = Entry {
-                replica,
-                handles: 0,
-                paths: HashMap::new(),
-            };
-            map.insert(config.url.clone(), entry);
+    let gate = Arc::clone(
+        lock(&OPENING)
+            .get_or_insert_with(HashMap::new)
+            .entry(config.url.clone())
+            .or_default(),
+    );
+    let opened = {
+        let _one_open_per_url = gate.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = join(&config.url, path);
+        match shared {
+            Some(replica) => Ok(replica),
+            None => Replica::open(config).map(|replica| {
+                let mut guard = lock(&BY_URL);
+                let entry = guard.get_or_insert_with(HashMap::new).entry(config.url.clone());
+                let entry = entry.or_insert(Entry {
+                    replica,
+                    handles: 0,
+                    paths: HashMap::new(),
+                });
+                entry.handles += 1;
+                *entry.paths.entry(path.to_path_buf()).or_insert(0) += 1;
+                Arc::clone(&entry.replica)
+            }),
         }
-        let entry = map.get_mut(&config.url).expect("inserted above");
-        entry.handles += 1;
-        *entry.paths.entry(path.to_path_buf()).or_insert(0) += 1;
-        Arc::clone(&entry.replica)
     };
+    {
+        let mut gates = lock(&OPENING);
+        // The map's and ours: nobody else waits at this gate.
+        if Arc::strong_count(&gate) == 2 {
+            gates.as_mut().map(|g| g.remove(&config.url));
+        }
+    }
+    let replica = opened?;
     let mut paths = lock(&PATHS);
     *paths
         .get_or_insert_with(HashMap::new)
         .entry(path.to_path_buf())
         .or_insert(0) += 1;
     Ok(replica)
+}
+
+/// One more handle on the replica already open at `url`, if it is.
+fn join(url: &str, path: &Path) -> Option<Arc<Replica>> {
+    let mut guard = lock(&BY_URL);
+    let entry = guard.as_mut()?.get_mut(url)?;
+    entry.handles += 1;
+    *entry.paths.entry(path.to_path_buf()).or_insert(0) += 1;
+    Some(Arc::clone(&entry.replica))
 }
 
 /// Releases a handle from [`attach`]; the last one of a replica stops its poller.

@@ -43,6 +43,28 @@ impl Conn {
         Ok(conn)
     }
 
+    /// Opens a private connection to a live database (see [`PRIVATE_OPEN`]) that leaves
+    /// the WAL in place when it closes last. SQLite's last connection checkpoints and
+    /// deletes the WAL; capture has read its generation, and a WAL gone without the
+    /// hand-off our VFS writes when an application connection deletes it is a
+    /// discontinuity (a needless second snapshot). A private connection is the last one
+    /// whenever it works before the application's connection opens the file (the first
+    /// snapshot of a small database, `replicator/open.rs`).
+    fn open_live(path: &Path, flags: i32) -> Result<Conn, String> {
+        let conn = Conn::open(path, flags)?;
+        let mut persist: std::ffi::c_int = 1;
+        // SAFETY: valid handle; PERSIST_WAL reads and writes one int.
+        unsafe {
+            ffi::sqlite3_file_control(
+                conn.0,
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_PERSIST_WAL,
+                &mut persist as *mut _ as *mut std::ffi::c_void,
+            )
+        };
+        Ok(conn)
+    }
+
     /// Whether the last call failed because another connection holds a lock.
     fn busy(&self) -> bool {
         // SAFETY: valid handle (a failed open never reaches here).
@@ -119,11 +141,11 @@ pub(crate) fn ensure_wal_mode(path: &Path, create: bool) -> Result<(), String> {
         } else if !create {
             return Ok(()); // SQLite itself will report the missing file
         }
-        let mut flags = ffi::SQLITE_OPEN_READWRITE;
+        let mut flags = PRIVATE_OPEN;
         if create {
             flags |= ffi::SQLITE_OPEN_CREATE;
         }
-        let conn = Conn::open(path, flags)?;
+        let conn = Conn::open_live(path, flags)?;
         match conn.query("PRAGMA journal_mode=WAL") {
             Ok(Some(mode)) if mode == "wal" => {
                 tracing::info!(db = %path.display(), "switched the database to WAL mode for replication");
@@ -155,7 +177,7 @@ pub(crate) fn ensure_wal_mode(path: &Path, create: bool) -> Result<(), String> {
 }
 
 /// Reads `buf.len()` bytes from the start of the database at `path` through the root
-/// VFS (read-only, as SQLite opens a main database); false when the file is shorter.
+/// VFS; false when the file is shorter.
 fn read_through_root_vfs(path: &Path, buf: &mut [u8]) -> Result<bool, String> {
     // A main database's name is followed by its URI parameters, ended by an empty key:
     // the root VFS may look for them, so the name ends with two NULs more than usual.
@@ -179,7 +201,9 @@ fn read_through_root_vfs(path: &Path, buf: &mut [u8]) -> Result<bool, String> {
         let words = ((*vfs).szOsFile as usize).div_ceil(8);
         let mut block = vec![0u64; words.max(1)];
         let file = block.as_mut_ptr() as *mut ffi::sqlite3_file;
-        let flags = ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_MAIN_DB;
+        // Read-write, as every private open (SQLite falls back to read-only for a file
+        // it may not write): a parked descriptor of ours is then reused, never added.
+        let flags = PRIVATE_OPEN | ffi::SQLITE_OPEN_MAIN_DB;
         let mut out_flags = 0;
         let rc = open(vfs, name.as_ptr() as *const _, file, flags, &mut out_flags);
         let methods = (*file).pMethods;
@@ -206,12 +230,83 @@ fn read_through_root_vfs(path: &Path, buf: &mut [u8]) -> Result<bool, String> {
 }
 
 /// How long a snapshot waits for the WAL write lock before giving up for this round.
-const SNAPSHOT_LOCK_WAIT_MS: i32 = 100;
+const SNAPSHOT_LOCK_WAIT: Duration = Duration::from_millis(100);
 
-/// Snapshots through SQLite: connection A takes the write lock so no commit can
-/// land, `at_lock` assigns the snapshot its TXID, connection B starts a read
-/// transaction pinned at exactly that state, A lets writers go, and the backup API
-/// copies B's view while commits continue.
+/// The open flags of every private connection to a live database. SQLite's unix VFS
+/// cannot close a database descriptor while the process holds locks on the file (that
+/// would drop them): it parks the descriptor and reuses it only for an open with the
+/// same read/write flags (`os_unix.c`, `setPendingFd`, `findReusableFd`). One kind of
+/// open, one private connection at a time: at most one parked descriptor per database.
+const PRIVATE_OPEN: i32 = ffi::SQLITE_OPEN_READWRITE;
+
+/// The WAL write lock (wal-index lock slot 0) taken through a private connection's own
+/// wal-index, as SQLite's writers take it: no commit of any connection of any process
+/// lands while it is held. Released on drop.
+struct WriteLock(*mut ffi::sqlite3_file);
+
+impl WriteLock {
+    /// Takes the lock through `conn`'s main database file, waiting at most `wait` for a
+    /// writer that holds it. `conn` has read the database in WAL mode (its wal-index is
+    /// mapped) and has no transaction open.
+    fn take(conn: &Conn, wait: Duration) -> Result<WriteLock, SnapshotError> {
+        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+        // SAFETY: valid handle; FILE_POINTER writes the main database's file object,
+        // which lives as long as the connection (longer than this lock, see `snapshot`).
+        let rc = unsafe {
+            ffi::sqlite3_file_control(
+                conn.0,
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_FILE_POINTER,
+                &mut file as *mut _ as *mut std::ffi::c_void,
+            )
+        };
+        if rc != ffi::SQLITE_OK || file.is_null() {
+            return Err(format!("no file object for the snapshot connection (SQLite error {rc})").into());
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            // SAFETY: a live file object of the root VFS; xShmLock returns an error, not
+            // UB, when the wal-index is not mapped.
+            let rc = unsafe { shm_lock(file, ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE) };
+            match rc {
+                ffi::SQLITE_OK => return Ok(WriteLock(file)),
+                ffi::SQLITE_BUSY if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                ffi::SQLITE_BUSY => return Err(SnapshotError::WriterBusy),
+                rc => return Err(format!("taking the WAL write lock: SQLite error {rc}").into()),
+            }
+        }
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        // SAFETY: the connection that owns the file object outlives this lock.
+        unsafe { shm_lock(self.0, ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) };
+    }
+}
+
+/// `xShmLock` of slot 0 on `file`.
+///
+/// # Safety
+/// `file` is a live, open file object.
+unsafe fn shm_lock(file: *mut ffi::sqlite3_file, flags: i32) -> i32 {
+    let methods = (*file).pMethods;
+    if methods.is_null() || (*methods).iVersion < 2 {
+        return ffi::SQLITE_IOERR_SHMLOCK;
+    }
+    match (*methods).xShmLock {
+        Some(lock) => lock(file, 0, 1, flags),
+        None => ffi::SQLITE_IOERR_SHMLOCK,
+    }
+}
+
+/// Snapshots through SQLite with one private connection: it takes the WAL write lock
+/// through its own wal-index so no commit can land, `at_lock` assigns the snapshot its
+/// TXID, the connection starts a read transaction (pinned at exactly that state: every
+/// commit so far is in the wal-index header, and none can follow), lets writers go,
+/// and the backup API copies its view while commits continue. One connection, not a
+/// writer beside a reader: each private connection leaves SQLite a parked descriptor
+/// for as long as the application has the database open (see [`PRIVATE_OPEN`]).
 pub(crate) struct BackupSnapshotter;
 
 impl Snapshotter for BackupSnapshotter {
@@ -222,32 +317,23 @@ impl Snapshotter for BackupSnapshotter {
         at_lock: &mut dyn FnMut(),
         released: &dyn Fn(),
     ) -> Result<(), SnapshotError> {
-        let writer = Conn::open(db, ffi::SQLITE_OPEN_READWRITE)?;
-        let reader = Conn::open(db, ffi::SQLITE_OPEN_READONLY)?;
+        let reader = Conn::open_live(db, PRIVATE_OPEN)?;
+        // A first read opens the WAL and maps the wal-index the lock is taken through.
+        reader.query("SELECT count(*) FROM sqlite_master")?;
         // From here until `released`, an application writer that gets BUSY waits for us
         // (that is what keeps our lock from surfacing as BUSY): so do not sit in a long
-        // busy wait for a lock someone else holds. A failed attempt is retried by the
-        // worker later; a writer waited at most this long beyond its own busy timeout
-        // (found by SQLite's walsetlk.test: writers blocked until the other process
-        // committed, whatever their timeout).
-        // SAFETY: valid handle.
-        unsafe { ffi::sqlite3_busy_timeout(writer.0, SNAPSHOT_LOCK_WAIT_MS) };
-        if let Err(e) = writer.query("BEGIN IMMEDIATE") {
-            return Err(if writer.busy() {
-                SnapshotError::WriterBusy
-            } else {
-                SnapshotError::Failed(e)
-            });
-        }
+        // wait for a lock someone else holds. A failed attempt is retried by the worker
+        // later; a writer waited at most this long beyond its own busy timeout (found by
+        // SQLite's walsetlk.test: writers blocked until the other process committed,
+        // whatever their timeout).
+        let lock = WriteLock::take(&reader, SNAPSHOT_LOCK_WAIT)?;
         at_lock();
         let pinned = reader
             .query("BEGIN")
             .and_then(|_| reader.query("SELECT count(*) FROM sqlite_master"));
-        let rolled_back = writer.query("ROLLBACK");
+        drop(lock);
         released();
         pinned?;
-        rolled_back?;
-        drop(writer);
         remove_with_companions(dest);
         // The copy is the whole database: created here with the database's permissions
         // (SQLite would give a new file 0644 less the umask), and SQLite gives its journal

@@ -9,6 +9,9 @@ impl Primary {
     /// Called after every successful write to the WAL (on the writer's thread).
     pub fn on_wal_write(&self, offset: u64, data: &[u8], wal: &mut dyn WalSource) {
         let mut shared = self.lock();
+        if offset == 0 {
+            shared.fresh_header = None;
+        }
         let found = shared.capture.on_write(offset, data, wal).unwrap_or_else(|e| {
             // The write itself succeeded; only our read-back failed.
             Err(Discontinuity(format!("reading the WAL back: {e}")))
@@ -129,6 +132,17 @@ impl Primary {
         if shared.snapshot_needed.is_some() {
             return; // the coming snapshot covers everything; it repositions capture
         }
+        // Our writer, holding the write lock, began this generation and is about to write
+        // its header: until then the WAL has none or the previous generation's, and
+        // nobody else can write it (an engine turn that read the WAL in that moment took
+        // it for a truncation, or a generation no record connects, and asked for a
+        // needless snapshot).
+        if let Some(fresh) = shared.fresh_header.filter(|g| Some(*g) == shared.capture.generation()) {
+            let live = crate::primary::follow::read_header(wal);
+            if matches!(live, Ok(h) if h.map(|h| (h.salt1, h.salt2)) != Some(fresh)) {
+                return;
+            }
+        }
         let identity = || FileIdentity::of(&self.db_path).ok();
         let followed = {
             let Shared {
@@ -204,6 +218,7 @@ impl Primary {
             shared.capture.end_generation();
             if let Some(next) = next.and_then(|h| WalHeader::parse(h).ok()) {
                 shared.capture.begin_generation(next);
+                shared.fresh_header = shared.capture.generation();
             }
         }
         shared.own_wal_deletion = closed;
@@ -219,6 +234,7 @@ impl Primary {
         if shared.snapshot_needed.is_none() && shared.capture.ended() {
             if let Ok(header) = WalHeader::parse(header) {
                 shared.capture.begin_generation(header);
+                shared.fresh_header = shared.capture.generation();
             }
         }
     }
@@ -243,6 +259,8 @@ impl Primary {
     /// wal-index header when it could be read; it costs nothing to compare.
     pub fn after_write_lock(&self, shm: Option<ShmWal>) {
         let mut shared = self.lock();
+        // A new write transaction: the last one's header write landed or failed.
+        shared.fresh_header = None;
         if let Some(shm) = shm {
             let in_step = shared.capture.generation() == Some((shm.salt1, shm.salt2))
                 && shared.capture.next_frame() == shm.max_frame as u64;

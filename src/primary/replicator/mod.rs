@@ -161,6 +161,10 @@ struct Shared {
     /// The database file right after this process's last connection checkpointed and
     /// deleted the WAL: what a clean close records.
     own_wal_deletion: Option<FileIdentity>,
+    /// The generation a writer of this process began and is writing the header of
+    /// (`before_fresh_header`, or a restart), until that write lands: meanwhile the WAL
+    /// has no header or the previous generation's, and nobody else changed it.
+    fresh_header: Option<(u32, u32)>,
     /// `sync=commit`: commits that returned before their TXID was stored.
     sync_commit_timeouts: u64,
     sync_commit_error: Option<String>,

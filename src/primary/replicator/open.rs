@@ -210,6 +210,7 @@ impl Primary {
                 compaction: json!({}),
                 replica_page_size: None,
                 own_wal_deletion: None,
+                fresh_header: None,
                 sync_commit_timeouts: 0,
                 sync_commit_error: None,
             }),
@@ -249,6 +250,7 @@ impl Primary {
             }
         }
         .map_err(|e| format!("saving replication state: {e}"))?;
+        primary.snapshot_while_opening();
         // No thread of its own: the work is the engine's jobs. The first worker turn
         // runs at once (a sync is requested at open).
         let worker = worker::WorkerJob {
@@ -282,6 +284,39 @@ impl Primary {
             let _ = primary.compaction_job.set(id);
         }
         Ok(primary)
+    }
+}
+
+/// The largest database (file and WAL) whose first snapshot is taken during open rather
+/// than on the engine: a copy of this much takes well under a second.
+const OPEN_SNAPSHOT_MAX_BYTES: u64 = 16 << 20;
+
+impl Primary {
+    /// Takes a needed snapshot of a small database now, before the application's
+    /// connection has the file open: SQLite closes the private connection's descriptor
+    /// outright then. Taken later, while the application holds its locks, SQLite must
+    /// park that descriptor until the application closes (closing it would drop their
+    /// locks): one descriptor more for the life of the open (`vfs/private.rs`). A larger
+    /// database, or a failed attempt, is left to the worker, as before.
+    fn snapshot_while_opening(&self) {
+        if self.lock().snapshot_needed.is_none() {
+            return;
+        }
+        let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.db_path.as_os_str().to_owned();
+        wal.push("-wal");
+        if size(&self.db_path) + size(Path::new(&wal)) > OPEN_SNAPSHOT_MAX_BYTES {
+            return;
+        }
+        match self.take_snapshot() {
+            Ok(()) => {}
+            Err(StageError::SnapshotWaiting) => {
+                tracing::debug!(db = %self.db_path.display(), "snapshot at open waits for a writer: left to the worker")
+            }
+            Err(StageError::Failed(e)) => {
+                tracing::debug!(db = %self.db_path.display(), "snapshot at open left to the worker: {e}")
+            }
+        }
     }
 }
 

@@ -18,6 +18,8 @@ impl Primary {
         let batch = {
             let mut shared = self.lock();
             if shared.queue.is_empty() {
+                // Nothing committed for a whole turn: idle, so keep no buffers.
+                shared.capture.release_idle_buffers();
                 return Ok(());
             }
             let staged = self.staging.total_bytes().map_err(|e| e.to_string())?;
