@@ -8,7 +8,7 @@
 //! the frames are opened and decompressed on a pool of threads ([`super::open`]), and
 //! the channel carries each batch's place in the file while it is opened.
 
-use super::open::{Batch, OpenPool, BATCH_PAGES};
+use super::open::{batch_pages, Batch, OpenPool};
 use crate::ltx::crypto::PrivateKey;
 use crate::ltx::{
     DbChecksum, DecodedPages, Decoder, Error, Header, PageOpener, PageSource, Result, SealedSummary, Trailer,
@@ -61,7 +61,7 @@ impl ThreadedPages {
         let sealed = pool.zip(dec.page_opener());
         // Sealed batches in the channel wait for the pool, which has a thread per core:
         // queue enough to keep them all busy on one file (a snapshot is most of a
-        // restore), within a bound (a batch is about 2 × 64 pages).
+        // restore), within a bound (a batch holds about 1 MiB of pages, and as much sealed).
         let ahead = sealed
             .as_ref()
             .map_or(BATCHES_AHEAD, |_| (2 * cores()).clamp(BATCHES_AHEAD, 16));
@@ -134,7 +134,7 @@ fn read_sealed<R: Read>(
     loop {
         let mut batch = recycled.try_recv().unwrap_or_default();
         batch.clear();
-        let more = match fill_sealed(&mut dec, &mut batch) {
+        let more = match fill_sealed(&mut dec, &mut batch, page_size) {
             Ok(more) => more,
             Err(e) => {
                 let _ = tx.send(Err(e));
@@ -160,10 +160,11 @@ fn read_sealed<R: Read>(
     }
 }
 
-/// Decodes up to [`BATCH_PAGES`] pages into `batch`; false once the file has no more.
+/// Decodes up to [`batch_pages`] pages into `batch`; false once the file has no more.
 fn fill<R: Read>(dec: &mut Decoder<R>, batch: &mut Batch, page_size: usize) -> Result<bool> {
-    batch.pages.resize(BATCH_PAGES * page_size, 0);
-    while batch.pgnos.len() < BATCH_PAGES {
+    let pages = batch_pages(page_size);
+    batch.pages.resize(pages * page_size, 0);
+    while batch.pgnos.len() < pages {
         let at = batch.pgnos.len() * page_size;
         match dec.next_page(&mut batch.pages[at..at + page_size])? {
             Some(pgno) => batch.pgnos.push(pgno),
@@ -173,9 +174,9 @@ fn fill<R: Read>(dec: &mut Decoder<R>, batch: &mut Batch, page_size: usize) -> R
     Ok(true)
 }
 
-/// Reads up to [`BATCH_PAGES`] sealed frames into `batch`; false once the file has no more.
-fn fill_sealed<R: Read>(dec: &mut Decoder<R>, batch: &mut Batch) -> Result<bool> {
-    while batch.frames.len() < BATCH_PAGES {
+/// Reads up to [`batch_pages`] sealed frames into `batch`; false once the file has no more.
+fn fill_sealed<R: Read>(dec: &mut Decoder<R>, batch: &mut Batch, page_size: usize) -> Result<bool> {
+    while batch.frames.len() < batch_pages(page_size) {
         match dec.next_sealed(&mut batch.sealed)? {
             Some(frame) => batch.frames.push(frame),
             None => return Ok(false),
