@@ -285,6 +285,43 @@ impl Drop for WriteLock {
     }
 }
 
+/// What keeps writers out while a snapshot pins its read: the WAL write lock through the
+/// reader's own wal-index, or, for a database that left WAL mode (an attached primary
+/// after an unqualified `PRAGMA journal_mode=MEMORY`, replicated by a snapshot per
+/// commit), a second connection in `BEGIN IMMEDIATE` as SQLite's rollback-mode writers
+/// take it. That second connection costs a parked descriptor, only in that mode.
+enum WritersKept {
+    Wal(WriteLock),
+    Rollback(Conn),
+}
+
+impl WritersKept {
+    fn out(db: &Path, reader: &Conn) -> Result<WritersKept, SnapshotError> {
+        if reader.query("PRAGMA journal_mode")?.as_deref() == Some("wal") {
+            return Ok(WritersKept::Wal(WriteLock::take(reader, SNAPSHOT_LOCK_WAIT)?));
+        }
+        let writer = Conn::open(db, PRIVATE_OPEN)?;
+        // SAFETY: valid handle.
+        unsafe { ffi::sqlite3_busy_timeout(writer.0, SNAPSHOT_LOCK_WAIT.as_millis() as i32) };
+        match writer.query("BEGIN IMMEDIATE") {
+            Ok(_) => Ok(WritersKept::Rollback(writer)),
+            Err(_) if writer.busy() => Err(SnapshotError::WriterBusy),
+            Err(e) => Err(SnapshotError::Failed(e)),
+        }
+    }
+
+    /// Lets writers go again.
+    fn let_go(self) -> Result<(), String> {
+        match self {
+            WritersKept::Wal(lock) => {
+                drop(lock);
+                Ok(())
+            }
+            WritersKept::Rollback(writer) => writer.query("ROLLBACK").map(|_| ()),
+        }
+    }
+}
+
 /// `xShmLock` of slot 0 on `file`.
 ///
 /// # Safety
@@ -326,14 +363,15 @@ impl Snapshotter for BackupSnapshotter {
         // later; a writer waited at most this long beyond its own busy timeout (found by
         // SQLite's walsetlk.test: writers blocked until the other process committed,
         // whatever their timeout).
-        let lock = WriteLock::take(&reader, SNAPSHOT_LOCK_WAIT)?;
+        let lock = WritersKept::out(db, &reader)?;
         at_lock();
         let pinned = reader
             .query("BEGIN")
             .and_then(|_| reader.query("SELECT count(*) FROM sqlite_master"));
-        drop(lock);
+        let let_go = lock.let_go();
         released();
         pinned?;
+        let_go?;
         remove_with_companions(dest);
         // The copy is the whole database: created here with the database's permissions
         // (SQLite would give a new file 0644 less the umask), and SQLite gives its journal
