@@ -1,10 +1,12 @@
 #!/usr/bin/python3
 """Scale benchmark: many databases replicated from one process.
 
-N primaries on file:// in this one process (default 1,000): open all, one commit each,
-litestream_sync() all, idle (60 s unless --idle says otherwise), close all. Prints peak
-threads, peak descriptors, RSS per database, seconds per phase, and what the idle phase
-cost: store writes (files created or changed in the replicas), system calls and CPU.
+N primaries in this one process (default 1,000) on file:// (or, with --s3, on a loopback
+moto S3 server): open all, one commit each, litestream_sync() all, idle (60 s unless --idle
+says otherwise), close all. Prints peak threads, peak descriptors, RSS per database,
+seconds per phase, store requests (total, while idle, peak per second, from the engine's
+own counters) and what the idle phase cost: store writes (files created or changed in the
+replicas), system calls and CPU.
 
 Side by side (unless --no-litestream): `litestream replicate` 0.5.17 replicating the same
 number of databases (a config with one `dbs:` entry each) while plain SQLite commits to
@@ -30,7 +32,70 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXT = os.environ.get("BENCH_EXTENSION") or os.path.join(ROOT, "target", "release", "liblitestream_vfs.so")
 LITESTREAM = os.path.join(ROOT, ".venv", "bin", "litestream")
+MOTO = os.path.join(ROOT, ".venv", "bin", "moto_server")
 RESULTS = os.path.join(HERE, "results-scale.json")
+S3_BUCKET = "scale"
+
+
+def start_moto(work):
+    """A stock moto_server on a free loopback port with one bucket: (process, endpoint)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ)
+    env.pop("AWS_CA_BUNDLE", None)
+    log = open(os.path.join(work, "moto.log"), "w")
+    proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("moto_server exited early")
+        try:
+            urllib.request.urlopen(endpoint + "/", timeout=2).read()
+            break
+        except Exception:
+            if time.time() > deadline:
+                raise RuntimeError("moto_server did not answer within 60 s")
+            time.sleep(0.1)
+    req = urllib.request.Request(f"{endpoint}/{S3_BUCKET}", method="PUT", data=b"")
+    urllib.request.urlopen(req, timeout=10).read()
+    return proc, endpoint
+
+
+class Requests:
+    """Samples the engine's store request counters (litestream_status()'s engine.stores)
+    every 250 ms on a connection of its own: total so far and the peak over any 1 s."""
+
+    def __init__(self):
+        self.conn = sqlite3.connect(":memory:", check_same_thread=False)
+        self.samples = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def total(self):
+        engine = json.loads(self.conn.execute("SELECT litestream_status()").fetchone()[0]).get("engine", {})
+        return sum(s.get("requests", 0) for s in engine.get("stores", []))
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.samples.append((time.monotonic(), self.total()))
+            time.sleep(0.25)
+
+    def done(self):
+        self.stop.set()
+        self.thread.join()
+        peak = 0
+        for i, (t0, n0) in enumerate(self.samples):
+            for t1, n1 in self.samples[i + 1:]:
+                if t1 - t0 >= 1.0:
+                    peak = max(peak, (n1 - n0) / (t1 - t0))
+                    break
+        return round(peak, 1)
 
 
 def proc_counts(pid="self"):
@@ -107,7 +172,7 @@ def changed(before, after):
     return sum(1 for p, v in after.items() if before.get(p) != v) + sum(1 for p in before if p not in after)
 
 
-def run_ours(n, idle, work, sync_interval):
+def run_ours(n, idle, work, sync_interval, s3=None):
     dbs = os.path.join(work, "ours", "db")
     reps = os.path.join(work, "ours", "replicas")
     os.makedirs(dbs)
@@ -118,12 +183,16 @@ def run_ours(n, idle, work, sync_interval):
     loader.enable_load_extension(True)
     loader.load_extension(EXT)
     loader.close()
+    requests = Requests()
     phases = {}
     t0 = time.monotonic()
     conns = []
     for i in range(n):
-        uri = (f"file:{dbs}/{i}.db?vfs=litestream&replica=file://{reps}/{i}"
-               f"&sync_interval={sync_interval}")
+        if s3:
+            replica = f"s3://{S3_BUCKET}/{i}&endpoint={s3}&region=us-east-1&force-path-style=true"
+        else:
+            replica = f"file://{reps}/{i}"
+        uri = f"file:{dbs}/{i}.db?vfs=litestream&replica={replica}&sync_interval={sync_interval}"
         c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
         c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
         conns.append(c)
@@ -142,20 +211,25 @@ def run_ours(n, idle, work, sync_interval):
     time.sleep(min(2.0, idle))  # let the last interval's bookkeeping settle
     io0, cpu0, tree0, local0 = proc_io(), proc_cpu(os.getpid()), tree_state(reps), tree_state(dbs)
     uploads0 = sum(json.loads(c.execute("SELECT litestream_status()").fetchone()[0]).get("uploads", 0) for c in conns)
+    requests0 = requests.total()
     t0 = time.monotonic()
     time.sleep(idle)
     phases["idle"] = time.monotonic() - t0
     io1, cpu1, tree1, local1 = proc_io(), proc_cpu(os.getpid()), tree_state(reps), tree_state(dbs)
     uploads1 = sum(json.loads(c.execute("SELECT litestream_status()").fetchone()[0]).get("uploads", 0) for c in conns)
+    requests1 = requests.total()
     idle_threads, idle_fds, idle_rss = proc_counts()
     t0 = time.monotonic()
     for c in conns:
         c.close()
     phases["close"] = time.monotonic() - t0
     peak.done()
+    requests_total = requests.total()
+    peak_requests = requests.done()
     after_close = proc_counts()
     return {
         "databases": n,
+        "store": "s3 (moto, loopback)" if s3 else "file://",
         "sync_interval": sync_interval,
         "app_threads": base_threads + 1,  # + the sampler
         "peak_threads": peak.threads,
@@ -172,6 +246,9 @@ def run_ours(n, idle, work, sync_interval):
         "fds_after_close": after_close[1],
         "phases_s": {k: round(v, 2) for k, v in phases.items()},
         "idle_uploads": uploads1 - uploads0,
+        "requests_total": requests_total,
+        "requests_idle": requests1 - requests0,
+        "requests_peak_per_s": peak_requests,
         "idle_replica_files_changed": changed(tree0, tree1),
         "idle_local_files_changed": changed(local0, local1),
         "idle_syscalls_read": io1[0] - io0[0],
@@ -279,29 +356,48 @@ def main():
     ap.add_argument("--no-litestream", action="store_true", help="skip litestream replicate")
     ap.add_argument("--only-litestream", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
+    ap.add_argument("--s3", action="store_true", help="replicate to a loopback moto S3 server")
+    ap.add_argument("--results", default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # Plain SQLite needs 3 descriptors per WAL database, we 4: 10,000 databases need more
+    # than most default hard limits; root may raise it.
+    want = max(hard, 5 * args.databases + 1024)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        hard = want
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     results = {"uptime_load": load, "nofile": hard}
     work = tempfile.mkdtemp(prefix="bench-scale-")
+    moto = None
     try:
+        s3 = None
+        if args.s3:
+            moto, s3 = start_moto(work)
+            os.environ.pop("AWS_CA_BUNDLE", None)
+            os.environ["LITESTREAM_ACCESS_KEY_ID"] = "test"
+            os.environ["LITESTREAM_SECRET_ACCESS_KEY"] = "test"
         if not args.only_litestream:
-            results["ours"] = run_ours(args.databases, args.idle, work, args.sync_interval)
+            results["ours"] = run_ours(args.databases, args.idle, work, args.sync_interval, s3)
             show("litestream-vfs (this process)", results["ours"])
         if not args.no_litestream:
             results["litestream"] = run_litestream(args.databases, args.idle, work)
             show("litestream replicate 0.5.17 (sidecar)", results["litestream"])
     finally:
+        if moto:
+            moto.terminate()
+            moto.wait()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept {work}", file=sys.stderr)
     print(f"\nload average at start: {' '.join(load)}")
-    with open(RESULTS, "w") as f:
+    with open(args.results, "w") as f:
         json.dump(results, f, indent=2)
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":
