@@ -35,6 +35,9 @@ LITESTREAM = os.path.join(ROOT, ".venv", "bin", "litestream")
 MOTO = os.path.join(ROOT, ".venv", "bin", "moto_server")
 RESULTS = os.path.join(HERE, "results-scale.json")
 S3_BUCKET = "scale"
+# Every connection this run opened: closed before the scratch directory is removed, even
+# when a run fails half way (removing live databases under them makes a storm of errors).
+OPEN = []
 
 
 def start_moto(work):
@@ -194,6 +197,7 @@ def run_ours(n, idle, work, sync_interval, s3=None):
             replica = f"file://{reps}/{i}"
         uri = f"file:{dbs}/{i}.db?vfs=litestream&replica={replica}&sync_interval={sync_interval}"
         c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
+        OPEN.append(c)
         c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
         conns.append(c)
     phases["open"] = time.monotonic() - t0
@@ -387,6 +391,8 @@ def main():
             results["litestream"] = run_litestream(args.databases, args.idle, work)
             show("litestream replicate 0.5.17 (sidecar)", results["litestream"])
     finally:
+        for c in OPEN:
+            c.close()
         if moto:
             moto.terminate()
             moto.wait()

@@ -338,10 +338,20 @@ impl Config {
         self.store_options.file_modes = Some(modes);
     }
 
-    /// What names the replica location for the once-per-process fencing check: the URL
-    /// and the endpoint, which URI parameters can set apart from it.
+    /// What names the replica's store for the once-per-process fencing check. Whether
+    /// conditional creates are honoured is a property of the service and its bucket (or
+    /// container), not of a path in it: a thousand tenants' databases in one bucket are
+    /// probed once, not a thousand times (six requests each). A `file://` replica keeps
+    /// its whole path (another directory may be another file system), and so does any
+    /// URL without a host. The endpoint is part of it: URI parameters set it apart.
     pub fn replica_location(&self) -> String {
-        format!("{} {:?}", self.replica_url, self.store_options.endpoint)
+        let store = match url::Url::parse(&self.replica_url) {
+            Ok(u) if u.scheme() != "file" && u.host_str().is_some_and(|h| !h.is_empty()) => {
+                format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default())
+            }
+            _ => self.replica_url.clone(),
+        };
+        format!("{store} {:?}", self.store_options.endpoint)
     }
 }
 
@@ -449,6 +459,25 @@ mod tests {
         assert_eq!(minutes, [30, 180, 900, 3600, 6 * 3600]);
         assert_eq!(ladder.snapshot_interval, Duration::from_secs(86400));
         assert_eq!(ladder.retention, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn the_fencing_probe_is_once_per_bucket_and_endpoint_but_per_directory_on_file() {
+        let location = |replica: &str, endpoint: Option<&str>| {
+            let mut p = vec![("replica", replica)];
+            if let Some(e) = endpoint {
+                p.push(("endpoint", e));
+            }
+            Config::from_params(Path::new("a.db"), &params(&p), &no_env)
+                .unwrap()
+                .replica_location()
+        };
+        let tenant = |i: u32| location(&format!("s3://bucket/tenants/{i}"), Some("http://127.0.0.1:9000"));
+        assert_eq!(tenant(1), tenant(2));
+        assert_ne!(tenant(1), location("s3://other/tenants/1", Some("http://127.0.0.1:9000")));
+        assert_ne!(tenant(1), location("s3://bucket/tenants/1", Some("http://127.0.0.1:9001")));
+        assert_ne!(tenant(1), location("gs://bucket/tenants/1", None));
+        assert_ne!(location("file:///mnt/a/1", None), location("file:///mnt/b/1", None));
     }
 
     #[test]

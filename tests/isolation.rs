@@ -1,7 +1,8 @@
 //! Isolation (issue 15): one database whose store stalls and then goes down must not
 //! delay the uploads of the other databases of its process, nor must a busy one. Fifty
 //! primaries on `file://` replicas commit steadily beside one that commits 64 KiB every
-//! 5 ms and six whose S3 store (moto) sits behind the fault proxy;
+//! 5 ms, six whose S3 store (moto) sits behind the fault proxy, and six read replicas
+//! of those six polling the same store;
 //! each of the fifty keeps its replication lag within two sync intervals through a
 //! stall (requests that hang) and an outage (requests refused), with compaction windows
 //! passing on all of them at once; the stalled one catches up after and restores equal.
@@ -67,7 +68,8 @@ impl Driver {
 
 impl Driver {
     /// `steady` databases on `file://` and `faulty` on S3 through `proxy`, in one process.
-    fn start(dir: &Path, proxy: &FaultProxy, steady: usize, faulty: usize, params: &str) -> Driver {
+    /// With `replicas` read replicas of the `faulty` ones open beside them.
+    fn start(dir: &Path, proxy: &FaultProxy, steady: usize, faulty: usize, replicas: usize, params: &str) -> Driver {
         let url = format!(
             "s3://{BUCKET}/one{{i}}?endpoint={}&region={REGION}&forcePathStyle=true",
             proxy.endpoint
@@ -82,6 +84,7 @@ impl Driver {
             .arg(params)
             .arg(faulty.to_string())
             .arg(&url)
+            .arg(replicas.to_string())
             .envs(CREDS)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -115,7 +118,9 @@ fn a_stalled_then_down_store_delays_no_other_database_and_catches_up() {
     // A level-1 window every 2 s: every database compacts at the same boundaries
     // (they are wall-clock aligned), several times a phase.
     let params = format!("sync_interval={SYNC_INTERVAL_MS}ms&l1_interval=2s");
-    let mut driver = Driver::start(dir.path(), &proxy, STEADY, FAULTY, &params);
+    // Read replicas of the faulty store poll it too (every 200 ms): more of them than the
+    // engine has threads.
+    let mut driver = Driver::start(dir.path(), &proxy, STEADY, FAULTY, FAULTY, &params);
     let run = format!("run {PHASE_SECONDS}");
     let mut busy = Vec::new();
     let mut run = |driver: &mut Driver| busy.push(driver.ask(&run)["busy_commits"].as_u64().unwrap());
@@ -272,7 +277,7 @@ fn catching_up_after_an_outage_keeps_to_the_request_budget() {
     let proxy = FaultProxy::start(moto.port, FaultPlan::none());
     let dir = scratch();
     let params = format!("sync_interval=100ms&compaction=off&requests_per_second={RATE}");
-    let mut driver = Driver::start(dir.path(), &proxy, 0, DATABASES, &params);
+    let mut driver = Driver::start(dir.path(), &proxy, 0, DATABASES, 0, &params);
     proxy.set_plan(FaultPlan::of(&[Fault::ServerError], 100));
     driver.ask("run 3");
     proxy.set_plan(FaultPlan::none());

@@ -5,7 +5,8 @@
 
 use super::fetch::FetchError;
 use super::{hydrate, Replica};
-use crate::engine::{engine, Job};
+use crate::engine::{engine, round_trip, Deferred, Job, PATIENCE};
+use futures::FutureExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,8 +24,20 @@ impl Job for PollJob {
             }
             g.wake = false;
         }
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replica.poll_once()))
-            .unwrap_or_else(|_| Err(FetchError::Corrupt("the poller panicked".into())));
+        // The poll's store requests run in the async runtime; a slow one (a stalled or
+        // failing store, retried inside object_store) is left there after the engine's
+        // patience, and its end wakes this job, whose next turn takes the result.
+        let polling = Arc::clone(replica);
+        let poll = async move {
+            std::panic::AssertUnwindSafe(polling.poll_once())
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(FetchError::Corrupt("the poller panicked".into())))
+        };
+        let result = match round_trip("poll", PATIENCE, poll) {
+            Ok(result) => result,
+            Err(Deferred) => return Some(Instant::now() + replica.poll_interval),
+        };
         if let Err(e) = result {
             replica.stats().poll_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(replica = %replica.name, error = %e, "replica poll failed");
@@ -43,6 +56,12 @@ impl Job for PollJob {
 struct HydrateJob(Arc<Replica>, Arc<hydrate::Hydration>);
 
 impl Job for HydrateJob {
+    /// Hydration's ranged GETs block its turn: on a stalled store they must not take
+    /// the threads that other databases' uploads need.
+    fn background(&self) -> bool {
+        true
+    }
+
     /// Hydrates up to the newest state; then waits for the next (the poller wakes it).
     fn run(&self) -> Option<Instant> {
         let (replica, h) = (&self.0, &self.1);

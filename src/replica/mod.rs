@@ -573,7 +573,11 @@ impl Replica {
 
     /// Looks for new TXIDs: level 0 alone when it continues the current state, every
     /// level when it does not (or a planned file vanished, or it is time to).
-    fn poll_once(&self) -> Result<(), FetchError> {
+    ///
+    /// Async, so that the poller's turn can hand the whole poll to the async runtime
+    /// when the store is slow (`jobs.rs`): a replica of a stalled store then holds none
+    /// of the engine's few threads.
+    pub(super) async fn poll_once(&self) -> Result<(), FetchError> {
         self.stats().polls.fetch_add(1, Ordering::Relaxed);
         let (cur, full) = {
             let mut g = self.lock();
@@ -582,7 +586,7 @@ impl Replica {
             (Arc::clone(&g.current), full)
         };
         if !full {
-            let l0 = block_on(self.fetcher.list(0))?;
+            let l0 = self.fetcher.list(0).await?;
             let l0_max = l0.iter().map(|f| f.max_txid).max().unwrap_or(0);
             let vanished = cur.files().iter().filter(|f| f.object.level == 0).any(|f| {
                 !l0.iter()
@@ -595,14 +599,14 @@ impl Replica {
                 }
                 let chain = level0_chain(&l0, cur.txid);
                 if !chain.is_empty() {
-                    let files = self.plan_files(chain)?;
+                    let files = self.plan_files_async(chain).await?;
                     let next = cur.extend(files).map_err(FetchError::Corrupt)?;
                     self.caught_up(Some(next), l0_max);
                     return Ok(());
                 }
             }
         }
-        let listing = block_on(self.fetcher.list_all())?;
+        let listing = self.fetcher.list_all().await?;
         {
             let mut g = self.lock();
             g.replan = false;
@@ -621,10 +625,10 @@ impl Replica {
             self.caught_up(None, listing.max_txid());
             return Ok(());
         }
-        let files = self.plan_files(plan)?;
+        let files = self.plan_files_async(plan).await?;
         let next = State::build(files).map_err(FetchError::Corrupt)?;
         // Before publishing: the first read of the new plan already finds what carried.
-        let bridge = self.bridge(&cur, &listing).filter(|b| b.txid <= next.txid);
+        let bridge = self.bridge(&cur, &listing).await.filter(|b| b.txid <= next.txid);
         self.carry_over(bridge.as_ref().unwrap_or(&cur), &next);
         drop(bridge);
         let live: std::collections::HashSet<FileKey> = next.files().iter().map(|f| f.key()).collect();
@@ -640,7 +644,7 @@ impl Replica {
     /// carry rule trusts only files ending at or before the TXID carried from; the
     /// level-0 chain reaches that far and tells which pages those TXIDs wrote. `None`
     /// when there is no such chain (or its indexes cannot be read): carry from `cur`.
-    fn bridge(&self, cur: &State, listing: &restore::Listing) -> Option<State> {
+    async fn bridge(&self, cur: &State, listing: &restore::Listing) -> Option<State> {
         let l0: Vec<_> = listing
             .incremental
             .iter()
@@ -652,7 +656,7 @@ impl Replica {
         if chain.is_empty() || chain.len() > MAX_BRIDGE_FILES {
             return None;
         }
-        let files = self.plan_files(chain).ok()?;
+        let files = self.plan_files_async(chain).await.ok()?;
         cur.extend(files).ok()
     }
 
@@ -662,6 +666,11 @@ impl Replica {
 
     /// Headers and indexes of `objs`, fetching only those not seen before.
     fn plan_files(&self, objs: Vec<crate::storage::LtxObject>) -> Result<Vec<Arc<PlanFile>>, FetchError> {
+        block_on(self.plan_files_async(objs))
+    }
+
+    /// [`Self::plan_files`] for the async poll.
+    async fn plan_files_async(&self, objs: Vec<crate::storage::LtxObject>) -> Result<Vec<Arc<PlanFile>>, FetchError> {
         let key = |o: &crate::storage::LtxObject| FileKey {
             level: o.level,
             min_txid: o.min_txid,
@@ -672,7 +681,7 @@ impl Replica {
             let known = self.known_files();
             objs.iter().filter(|o| !known.contains_key(&key(o))).cloned().collect()
         };
-        let fetched = block_on(self.fetcher.plan_files(missing, HEADER_SIZE as u64))?;
+        let fetched = self.fetcher.plan_files(missing, HEADER_SIZE as u64).await?;
         let mut known = self.known_files();
         for (f, _header) in fetched {
             known.insert(f.key(), Arc::new(f));

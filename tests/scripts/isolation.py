@@ -15,7 +15,11 @@ stdin, one JSON line answered on stdout:
                 replica directory: answers the worst per database and per run, and
                 commits missing
 
-usage: isolation.py EXT DIR N PERIOD_MS PARAMS K URL
+With R (optional, default 0), R read replicas of the K databases (replica j follows
+database j % K, polling every 200 ms) stay open in the process too: their polls go to
+the store that stalls.
+
+usage: isolation.py EXT DIR N PERIOD_MS PARAMS K URL [R]
 """
 
 import json
@@ -49,6 +53,7 @@ def level0(replica_dir):
 
 def main():
     ext, root, n, period_ms, params, k, url = sys.argv[1:8]
+    r = int(sys.argv[8]) if len(sys.argv) > 8 else 0
     n, period = int(n), int(period_ms) / 1000.0
     loader = sqlite3.connect(":memory:")
     loader.enable_load_extension(True)
@@ -61,6 +66,14 @@ def main():
               for j in range(int(k))]
     for c in faulty:
         c.execute("SELECT litestream_sync(60000)").fetchone()
+    # Read replicas of the faulty store, each read once so that it is open and polling.
+    replicas = []
+    for j in range(r):
+        c = sqlite3.connect(f"file:{root}/replica{j}.db?vfs=litestream&role=replica"
+                            f"&replica={url.replace('{i}', str(j % int(k)))}&poll_interval=200ms",
+                            uri=True, isolation_level=None, check_same_thread=False)
+        c.execute("SELECT count(*) FROM t").fetchone()
+        replicas.append(c)
     busy = connect(f"file:{root}/db/busy.db?vfs=litestream&replica=file://{root}/replicas/busy&{params}")
     # (TXID, commit time) of every commit of the steady ones.
     commits = [[] for _ in range(n)]
@@ -136,7 +149,7 @@ def main():
         else:
             answer = {"error": f"unknown command {words[0]}"}
         print(json.dumps(answer), flush=True)
-    for c in faulty:
+    for c in faulty + replicas:
         c.close()
     busy.close()
 
