@@ -474,8 +474,14 @@ mod tests {
         };
         let tenant = |i: u32| location(&format!("s3://bucket/tenants/{i}"), Some("http://127.0.0.1:9000"));
         assert_eq!(tenant(1), tenant(2));
-        assert_ne!(tenant(1), location("s3://other/tenants/1", Some("http://127.0.0.1:9000")));
-        assert_ne!(tenant(1), location("s3://bucket/tenants/1", Some("http://127.0.0.1:9001")));
+        assert_ne!(
+            tenant(1),
+            location("s3://other/tenants/1", Some("http://127.0.0.1:9000"))
+        );
+        assert_ne!(
+            tenant(1),
+            location("s3://bucket/tenants/1", Some("http://127.0.0.1:9001"))
+        );
         assert_ne!(tenant(1), location("gs://bucket/tenants/1", None));
         assert_ne!(location("file:///mnt/a/1", None), location("file:///mnt/b/1", None));
     }

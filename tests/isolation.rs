@@ -135,6 +135,11 @@ fn a_stalled_then_down_store_delays_no_other_database_and_catches_up() {
     // Outage: every request is refused at once (resets and 5xx).
     proxy.set_plan(FaultPlan::of(&[Fault::Reset, Fault::ServerError], 100));
     run(&mut driver);
+    // Staged and not uploaded, on disk: during the outage it only grows, so the status
+    // asked after this listing counts at least as much.
+    let staged: u64 = (0..FAULTY)
+        .map(|j| staged_bytes(&dir.path().join(format!("db/one{j}.db-litestream"))))
+        .sum();
     let in_outage = driver.ask("status");
     proxy.set_plan(FaultPlan::none());
     run(&mut driver);
@@ -149,7 +154,7 @@ fn a_stalled_then_down_store_delays_no_other_database_and_catches_up() {
         "the stalled databases did not catch up: {synced}"
     );
     let engine = driver.ask("status");
-    check_engine_status(&in_outage, &engine, &proxy.endpoint);
+    check_engine_status(&in_outage, &engine, &proxy.endpoint, staged);
     let lags = driver.ask("lags");
     drop(driver.stdin);
     let status = driver.child.wait().unwrap();
@@ -223,10 +228,23 @@ fn a_stalled_then_down_store_delays_no_other_database_and_catches_up() {
     );
 }
 
+/// Bytes of the LTX files staged for upload under a database's staging directory.
+fn staged_bytes(staging: &Path) -> u64 {
+    std::fs::read_dir(staging.join("ltx"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "ltx"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// The engine's part of `litestream_status()`: its few threads, the round trips the
 /// stall made it hand off, and per store endpoint the budget, the requests and the
 /// backlog: the down store's databases all waiting during the outage, none after.
-fn check_engine_status(in_outage: &serde_json::Value, after: &serde_json::Value, endpoint: &str) {
+fn check_engine_status(in_outage: &serde_json::Value, after: &serde_json::Value, endpoint: &str, staged: u64) {
     let store = |status: &serde_json::Value, name: &str| -> serde_json::Value {
         status["stores"]
             .as_array()
@@ -238,6 +256,11 @@ fn check_engine_status(in_outage: &serde_json::Value, after: &serde_json::Value,
     assert_eq!(down["databases"], FAULTY, "{down}");
     assert_eq!(down["databases_waiting"], FAULTY, "{down}");
     assert!(down["txids_pending"].as_u64().unwrap() >= FAULTY as u64, "{down}");
+    assert!(staged > 0, "nothing was staged during the outage");
+    assert!(
+        down["bytes_pending"].as_u64().unwrap() >= staged,
+        "bytes_pending leaves out the {staged} bytes staged on disk: {down}"
+    );
     let local = store(in_outage, "file://");
     assert_eq!(
         local["databases"],
@@ -325,5 +348,46 @@ fn catching_up_after_an_outage_keeps_to_the_request_budget() {
         "catch-up: {} requests in {:.1} s at a budget of {RATE}/s",
         last.1 - first.1,
         last.0 - first.0
+    );
+}
+
+/// Databases on one store share the process's HTTP connections (issue 15): twenty
+/// primaries in one bucket, opened and synced one after another (about ten requests
+/// each), reuse a few kept-alive connections. With a client (and connection pool) per
+/// database, each would open at least its own.
+#[test]
+fn databases_on_one_store_share_its_connections() {
+    const DATABASES: usize = 20;
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    // Connections kept open, as a real store keeps them.
+    let proxy = FaultProxy::start(moto.port, FaultPlan::distant(Duration::ZERO));
+    let dir = scratch();
+    // Opens each database and syncs it, one after another.
+    let driver = Driver::start(dir.path(), &proxy, 0, DATABASES, 0, "");
+    let stats = proxy.stats();
+    drop(driver.stdin);
+    let mut child = driver.child;
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "isolation.py failed:\n{}",
+        std::fs::read_to_string(&driver.stderr).unwrap_or_default()
+    );
+    assert!(
+        stats.requests >= 3 * DATABASES as u64,
+        "too few requests to judge: {}",
+        stats.summary()
+    );
+    assert!(
+        stats.connections < DATABASES as u64,
+        "{} connections for {DATABASES} databases opened one after another on one store: \
+         they do not share a client; {}",
+        stats.connections,
+        stats.summary()
+    );
+    eprintln!(
+        "{DATABASES} databases on one store: {} connections for {} requests",
+        stats.connections, stats.requests
     );
 }

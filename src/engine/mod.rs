@@ -82,7 +82,7 @@ impl Engine {
     }
 
     /// The process-level part of `litestream_status()`; `backlog` is every replicating
-    /// database's (store endpoint, TXIDs not yet stored, bytes of them in memory).
+    /// database's (store endpoint, TXIDs not yet stored, bytes of them in memory or staged).
     pub fn status(&self, backlog: &[(String, u64, u64)]) -> serde_json::Value {
         status::json(&self.scheduler, backlog)
     }

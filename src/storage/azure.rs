@@ -66,7 +66,8 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
         .with_container_name(&t.host)
         .with_allow_http(allow_http)
         .with_client_options(client_options(allow_http, skip_verify))
-        .with_retry(retry_config());
+        .with_retry(retry_config())
+        .with_http_connector(super::http::SharedConnector);
     if let Some(e) = endpoint {
         b = b.with_endpoint(e);
     }

@@ -41,7 +41,8 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
     let mut b = GoogleCloudStorageBuilder::new()
         .with_bucket_name(&t.host)
         .with_client_options(client_options(allow_http, opts.skip_verify.unwrap_or(false)))
-        .with_retry(retry_config());
+        .with_retry(retry_config())
+        .with_http_connector(super::http::SharedConnector);
     let mut redactor = Redactor::default();
     if let Some(base_url) = emulator {
         // object_store takes a custom base URL only from a service-account key, where

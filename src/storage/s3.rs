@@ -117,7 +117,8 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
             endpoint.as_deref().is_some_and(|e| e.starts_with("http://")),
             skip_verify,
         ))
-        .with_retry(retry_config());
+        .with_retry(retry_config())
+        .with_http_connector(super::http::SharedConnector);
     if let Some(e) = &endpoint {
         b = b.with_endpoint(e.clone());
     }

@@ -148,6 +148,8 @@ impl FaultPlan {
 /// What the proxy saw and did.
 #[derive(Clone, Debug, Default)]
 pub struct FaultStats {
+    /// Client connections accepted.
+    pub connections: u64,
     /// Requests received (whole heads read).
     pub requests: u64,
     /// Requests passed to the store untouched.
@@ -296,6 +298,7 @@ impl FaultProxy {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
+                    shared.lock().unwrap().stats.connections += 1;
                     let shared = Arc::clone(&shared);
                     std::thread::spawn(move || {
                         // An I/O error here is the client or the store hanging up: nothing

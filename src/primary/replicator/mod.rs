@@ -235,10 +235,22 @@ impl Primary {
     /// What is captured and not yet stored, for the engine's per-store backlog:
     /// (store endpoint, TXIDs, bytes still in memory). Cheap: no file system call.
     pub fn backlog(&self) -> (String, u64, u64) {
-        let s = self.lock();
+        let (txids, queued) = {
+            let s = self.lock();
+            (
+                (s.next_txid - 1).saturating_sub(s.uploaded_txid),
+                s.queue.bytes() as u64,
+            )
+        };
         let endpoint = self.store.endpoint().unwrap_or(self.store.describe());
-        let txids = (s.next_txid - 1).saturating_sub(s.uploaded_txid);
-        (endpoint.to_string(), txids, s.queue.bytes() as u64)
+        // Staged files wait for their upload only while TXIDs do: an idle database
+        // costs no directory listing.
+        let staged = if txids > 0 {
+            self.staging.total_bytes().unwrap_or(0)
+        } else {
+            0
+        };
+        (endpoint.to_string(), txids, queued + staged)
     }
 
     pub fn status(&self) -> serde_json::Value {
