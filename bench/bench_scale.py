@@ -389,6 +389,9 @@ def main():
         hard = want
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if 4 * args.databases + 100 > hard:
+        sys.exit(f"{args.databases} databases need about {4 * args.databases + 100} descriptors (4 each: "
+                 f"SQLite's 3 in WAL mode and our lock file); this process may have {hard} and cannot raise it")
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     results = {"uptime_load": load, "nofile": hard}
