@@ -118,7 +118,7 @@ fn a_stalled_then_down_store_delays_no_other_database_and_catches_up() {
     // A level-1 window every 2 s: every database compacts at the same boundaries
     // (they are wall-clock aligned), several times a phase.
     let params = format!("sync_interval={SYNC_INTERVAL_MS}ms&l1_interval=2s");
-    // Read replicas of the faulty store poll it too (every 200 ms): more of them than the
+    // Read replicas of the faulty store poll it too (every 500 ms): more of them than the
     // engine has threads.
     let mut driver = Driver::start(dir.path(), &proxy, STEADY, FAULTY, FAULTY, &params);
     let run = format!("run {PHASE_SECONDS}");

@@ -16,7 +16,7 @@ stdin, one JSON line answered on stdout:
                 commits missing
 
 With R (optional, default 0), R read replicas of the K databases (replica j follows
-database j % K, polling every 200 ms) stay open in the process too: their polls go to
+database j % K, polling every 500 ms) stay open in the process too: their polls go to
 the store that stalls.
 
 usage: isolation.py EXT DIR N PERIOD_MS PARAMS K URL [R]
@@ -70,7 +70,7 @@ def main():
     replicas = []
     for j in range(r):
         c = sqlite3.connect(f"file:{root}/replica{j}.db?vfs=litestream&role=replica"
-                            f"&replica={url.replace('{i}', str(j % int(k)))}&poll_interval=200ms",
+                            f"&replica={url.replace('{i}', str(j % int(k)))}&poll_interval=500ms",
                             uri=True, isolation_level=None, check_same_thread=False)
         c.execute("SELECT count(*) FROM t").fetchone()
         replicas.append(c)
