@@ -17,6 +17,10 @@
 //! version (1), a u32 length and that many bytes of JSON metadata, the 32-byte WAL header
 //! of the generation, then (tails only) the frames `start_frame..start_frame+frames`
 //! exactly as in the WAL. Records are written to a temporary name and renamed.
+//!
+//! The replicating process itself, restarting the WAL with every commit of the
+//! generation already captured, writes a *batch* record instead of a tail
+//! (`handoff/batch_record.rs`): the pages those commits changed, merged, not the frames.
 
 use super::capture::{frame_reader, WalSource};
 use super::state::{FileIdentity, SavedWal};
@@ -27,6 +31,9 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+mod batch_record;
+pub use batch_record::BatchRecord;
 
 const MAGIC: &[u8; 4] = b"LSHO";
 const VERSION: u32 = 1;
@@ -45,8 +52,11 @@ struct Meta {
     #[serde(default)]
     next_header: Option<String>,
     /// The database file after the checkpoint that preceded a deleted WAL.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     closed: Option<FileIdentity>,
+    /// What a batch record holds (`batch_record.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch: Option<batch_record::BatchMeta>,
 }
 
 /// The committed tail of a WAL generation, handed off before the generation went away.
@@ -80,6 +90,8 @@ pub enum Record {
         seq: u64,
         header: WalHeader,
     },
+    /// The replicating process's own commits of a generation it restarted, merged.
+    Batch(BatchRecord),
 }
 
 impl Record {
@@ -87,6 +99,7 @@ impl Record {
         match self {
             Record::Tail(t) => t.seq,
             Record::Start { seq, .. } => *seq,
+            Record::Batch(b) => b.seq,
         }
     }
 }
@@ -205,6 +218,7 @@ impl HandoffDir {
                 frames,
                 next_header: next_header.clone(),
                 closed: closed.clone(),
+                batch: None,
             })
         })
         .map(Some)
@@ -222,6 +236,7 @@ impl HandoffDir {
                 frames: 0,
                 next_header: None,
                 closed: None,
+                batch: None,
             })
         })
     }
@@ -239,6 +254,13 @@ impl HandoffDir {
         }
     }
 
+    /// Deletes record `seq`, whatever its kind.
+    pub fn remove(&self, seq: u64) {
+        for kind in ["tail", "start", "batch"] {
+            let _ = fs::remove_file(self.dir.join(format!("{seq:016x}.{kind}")));
+        }
+    }
+
     /// The frames of a tail, readable like the WAL they came from.
     pub fn open_tail(&self, tail: &Tail) -> io::Result<TailSource> {
         Ok(TailSource {
@@ -253,6 +275,7 @@ impl HandoffDir {
         match record {
             Record::Tail(t) => t.path.clone(),
             Record::Start { seq, .. } => self.dir.join(format!("{seq:016x}.start")),
+            Record::Batch(b) => b.path.clone(),
         }
     }
 
@@ -333,6 +356,7 @@ fn record_kind(path: &Path) -> Option<&'static str> {
     match kind {
         "tail" => Some("tail"),
         "start" => Some("start"),
+        "batch" => Some("batch"),
         _ => None,
     }
 }
@@ -356,6 +380,9 @@ fn read_record(path: &Path, kind: &str) -> io::Result<Record> {
     let header = WalHeader::parse(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     if kind == "start" {
         return Ok(Record::Start { seq: meta.seq, header });
+    }
+    if kind == "batch" {
+        return batch_record::from_meta(path, &file, meta, header).map(Record::Batch);
     }
     let next = match &meta.next_header {
         Some(text) => Some(
