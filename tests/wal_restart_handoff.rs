@@ -94,3 +94,83 @@ fn restarts_hand_off_merged_pages_and_a_kill_after_them_loses_no_commit() {
     assert_eq!(dump(&restored), dump(&db), "the replica lacks commits the primary has");
     assert_eq!(plain_sqlite(&restored, "SELECT count(*) FROM t;").trim(), "400");
 }
+
+/// Cycles of the kill loop below (LITESTREAM_CRASH_CYCLES raises it, as in primary_crash).
+fn cycles() -> u64 {
+    std::env::var("LITESTREAM_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25)
+}
+
+#[test]
+fn sigkills_among_restarts_every_few_commits_lose_nothing() {
+    // A WAL restart every ~8 frames and a stage every 100 ms: kills land before, during
+    // and after batch records, between them and the stage that deletes them, and in
+    // stages that restarts raced.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for cycle in 0..cycles() {
+        let mut script = format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms\n\
+             PRAGMA wal_autocheckpoint=8;\n\
+             CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT);\n",
+            db.display()
+        );
+        for i in 0..4000 {
+            script.push_str(&format!(
+                "INSERT INTO t(v) VALUES ('{cycle} {i} {}');\n",
+                "y".repeat(i % 300)
+            ));
+            if i % 500 == 499 {
+                script.push_str("SELECT litestream_sync();\n");
+            }
+        }
+        let path = dir.path().join("cycle.sql");
+        std::fs::write(&path, script).unwrap();
+        let mut child = std::process::Command::new("sqlite3")
+            .args(["-batch", "-cmd"])
+            .arg(format!(".load {}", extension().display()))
+            .arg(":memory:")
+            .stdin(std::fs::File::open(&path).unwrap())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100 + next() % 600));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let mut last = LiveShell::start(dir.path(), "last", &open_cmd(&db, &url));
+    let synced = number(&mut last, "SELECT litestream_sync();");
+    let local = number(&mut last, "SELECT litestream_txid();");
+    assert_eq!(synced, local);
+    drop(last);
+    assert_eq!(integrity(&db), "ok");
+    let ranges = level0_ranges(&dir.path().join("replica"));
+    assert_contiguous(&ranges);
+    assert_eq!(ranges.last().unwrap().1, synced, "the replica reaches the final TXID");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(integrity(&restored), "ok");
+    assert_eq!(
+        dump(&restored),
+        dump(&db),
+        "restore differs from the primary after {} kills",
+        cycles()
+    );
+    eprintln!(
+        "restart kill loop: {} SIGKILLs, {} rows, final TXID {synced}, {} level-0 files",
+        cycles(),
+        plain_sqlite(&db, "SELECT count(*) FROM t;").trim(),
+        ranges.len()
+    );
+}
