@@ -222,9 +222,16 @@ fn follow_records(
 /// WAL it would have described was never touched.
 fn unconsumed(records: &HandoffDir, from: u64) -> io::Result<Vec<Record>> {
     let complete = |list: &[Record]| list.iter().enumerate().all(|(i, r)| r.seq() == from + 1 + i as u64);
-    let mut list: Vec<Record> = records.list()?.into_iter().filter(|r| r.seq() > from).collect();
+    let after = || -> io::Result<Vec<Record>> {
+        Ok(records
+            .list_after(from)?
+            .into_iter()
+            .filter(|r| r.seq() > from)
+            .collect())
+    };
+    let mut list = after()?;
     if !complete(&list) {
-        list = records.list()?.into_iter().filter(|r| r.seq() > from).collect();
+        list = after()?;
     }
     Ok(list)
 }
