@@ -132,6 +132,9 @@ impl Batch {
     /// Puts back an older batch whose staging failed, under this newer one: its
     /// pages count only where this batch has none.
     pub fn absorb_older(&mut self, older: Batch, spare: &mut dyn FnMut(Box<[u8]>)) {
+        if older.is_empty() {
+            return;
+        }
         if self.is_empty() {
             *self = older;
             return;
@@ -147,6 +150,27 @@ impl Batch {
         self.min_txid = older.min_txid;
         self.commits += older.commits;
         self.first_capture_ms = older.first_capture_ms;
+    }
+
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// Database size in pages after the last commit.
+    pub fn commit(&self) -> u32 {
+        self.commit
+    }
+
+    /// The pages, ascending.
+    pub fn sorted_pages(&self) -> Vec<(u32, &[u8])> {
+        let mut pages: Vec<(u32, &[u8])> = self
+            .pages
+            .iter()
+            .filter(|(p, _)| **p <= self.commit)
+            .map(|(p, page)| (*p, &page[..]))
+            .collect();
+        pages.sort_unstable_by_key(|(p, _)| *p);
+        pages
     }
 
     /// Hands every page buffer to `spare`.

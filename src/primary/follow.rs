@@ -141,6 +141,10 @@ fn follow_records(
                     t.end_frame()
                 ),
                 Record::Start { header, .. } => format!("start of {:08x}{:08x}", header.salt1, header.salt2),
+                Record::Batch(b) => format!(
+                    "batch of {:08x}{:08x} frames {}..{}, {} commits",
+                    b.header.salt1, b.header.salt2, b.from.next_frame, b.to.next_frame, b.commits
+                ),
             }
         );
         match &record {
@@ -174,6 +178,26 @@ fn follow_records(
                     capture.begin_generation(next);
                 }
             }
+            Record::Batch(batch) => {
+                // Merged pages carry no chain to verify frame by frame: the batch must
+                // begin exactly where capture stands (same generation, frame and running
+                // checksum, so the same history), and it ends where it says.
+                let here = capture.position().filter(|p| !p.ended);
+                if here != Some(batch.from) {
+                    return Ok(Some(Discontinuity(format!(
+                        "hand-off {} (a batch) begins at frame {} of {:08x}{:08x}, not where capture stands ({:?})",
+                        batch.seq, batch.from.next_frame, batch.header.salt1, batch.header.salt2, here
+                    ))));
+                }
+                found.extend(records.batch_txns(batch)?);
+                capture.set_position(&batch.to, batch.header);
+                capture.end_generation();
+                *just_started = false;
+                *closed = None;
+                if let Some(next) = batch.next {
+                    capture.begin_generation(next);
+                }
+            }
             Record::Start { seq, header } => {
                 if !capture.ended() {
                     return Ok(Some(Discontinuity(format!(
@@ -198,9 +222,16 @@ fn follow_records(
 /// WAL it would have described was never touched.
 fn unconsumed(records: &HandoffDir, from: u64) -> io::Result<Vec<Record>> {
     let complete = |list: &[Record]| list.iter().enumerate().all(|(i, r)| r.seq() == from + 1 + i as u64);
-    let mut list: Vec<Record> = records.list()?.into_iter().filter(|r| r.seq() > from).collect();
+    let after = || -> io::Result<Vec<Record>> {
+        Ok(records
+            .list_after(from)?
+            .into_iter()
+            .filter(|r| r.seq() > from)
+            .collect())
+    };
+    let mut list = after()?;
     if !complete(&list) {
-        list = records.list()?.into_iter().filter(|r| r.seq() > from).collect();
+        list = after()?;
     }
     Ok(list)
 }

@@ -26,7 +26,7 @@ impl Primary {
                 }
                 shared.oldest_pending_ms.get_or_insert_with(now_ms);
                 shared.enqueue(txns);
-                if shared.queue.bytes() as u64 > self.config.max_queue_bytes {
+                if shared.pending_bytes() as u64 > self.config.max_queue_bytes {
                     self.wake_worker();
                 }
             }
@@ -144,6 +144,7 @@ impl Primary {
             }
         }
         let identity = || FileIdentity::of(&self.db_path).ok();
+        let consumed_before = shared.handoff_consumed;
         let followed = {
             let Shared {
                 capture,
@@ -152,6 +153,10 @@ impl Primary {
             } = &mut *shared;
             follow(capture, handoff_consumed, &self.records, wal, None, &identity)
         };
+        if shared.handoff_consumed != consumed_before {
+            // The queue now holds commits another process's record holds too.
+            shared.origin = None;
+        }
         match followed {
             Ok(Ok(txns)) => {
                 if !txns.is_empty() {
@@ -206,11 +211,21 @@ impl Primary {
             shared.require_snapshot(reason);
             self.wake_worker();
         }
+        if let Some(next) = next {
+            if self.hand_off_batch(&mut shared, live, next) {
+                shared.own_wal_deletion = None;
+                return;
+            }
+        }
+        // A tail holds frames of commits the queue holds too: no batch record can follow
+        // it until they are staged.
+        shared.origin = None;
         let staged = match self.state_file.load() {
             Ok(state) => state.and_then(|s| s.wal),
             Err(_) => None,
         };
         let written = self.records.write_tail(live, staged.as_ref(), next, closed.clone());
+        let own = written.as_ref().ok().copied().flatten();
         // Capture moves with the record, under the same lock: a batch cut in between
         // would save a position and a record count that disagree.
         self.consume_own_record(&mut shared, written);
@@ -222,6 +237,71 @@ impl Primary {
             }
         }
         shared.own_wal_deletion = closed;
+        records_hold_the_queue(&mut shared, own);
+    }
+
+    /// This process restarts the WAL (`next` is the new header) with every commit of it
+    /// captured: hands off the commits queued since `origin` as a batch record (their
+    /// pages, merged) instead of a tail (every frame since the saved position: the whole
+    /// generation, usually, a third of a small commit's CPU). The queue is then held
+    /// until the next stage, and capture continues in the new generation. False when
+    /// this cannot be done (a stage in progress, a snapshot due, no origin, a failed
+    /// write): the caller writes a tail.
+    fn hand_off_batch(&self, shared: &mut Shared, live: &mut dyn WalSource, next: &[u8]) -> bool {
+        if shared.snapshot_needed.is_some() {
+            return false;
+        }
+        let Some(from) = shared.origin else {
+            return false;
+        };
+        // A stage between its cut and its saved state: what the state will say is
+        // not settled yet. Never waited for: the stage may wait for the write lock we hold.
+        let Ok(_staging) = self.stage_lock.try_lock() else {
+            return false;
+        };
+        let Some(to) = shared.capture.position().filter(|p| !p.ended) else {
+            return false;
+        };
+        // A running checksum of zeros (not known yet, see `Capture::verify_position`)
+        // does not pin the history a restart compares the batch's ends with.
+        if from.checksum == (0, 0) || to.checksum == (0, 0) {
+            return false;
+        }
+        // Commits and frames go together: frames after `origin` without a queued commit
+        // would be ones capture skipped.
+        if shared.queue.is_empty() != (from == to) {
+            return false;
+        }
+        let Ok(next_header) = WalHeader::parse(next) else {
+            return false;
+        };
+        let mut raw = [0u8; crate::wal::HEADER_SIZE];
+        if !matches!(live.read_exact_at(0, &mut raw), Ok(true)) {
+            return false;
+        }
+        match WalHeader::parse(&raw) {
+            Ok(h) if Some((h.salt1, h.salt2)) == shared.capture.generation() => {}
+            _ => return false,
+        }
+        let seq = match self.records.write_batch(&raw, from, to, next, &shared.queue) {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(db = %self.db_path.display(), "writing a WAL hand-off batch: {e}; writing a tail");
+                return false;
+            }
+        };
+        if shared.handoff_consumed != seq - 1 {
+            // A record before ours was not followed (a number taken by a process that
+            // died): a tail, followed like any other, is the known path there.
+            self.records.remove(seq);
+            return false;
+        }
+        shared.handoff_consumed = seq;
+        shared.capture.end_generation();
+        shared.capture.begin_generation(next_header);
+        shared.fresh_header = shared.capture.generation();
+        records_hold_the_queue(shared, Some(seq));
+        true
     }
 
     /// A writer of this process begins a generation on an empty WAL (`header`).
@@ -230,13 +310,17 @@ impl Primary {
         self.follow_locked(&mut shared, live);
         shared.own_wal_deletion = None;
         let written = self.records.write_start(header).map(Some);
+        let own = written.as_ref().ok().copied().flatten();
         self.consume_own_record(&mut shared, written);
+        let mut begun = false;
         if shared.snapshot_needed.is_none() && shared.capture.ended() {
             if let Ok(header) = WalHeader::parse(header) {
                 shared.capture.begin_generation(header);
                 shared.fresh_header = shared.capture.generation();
+                begun = true;
             }
         }
+        records_hold_the_queue(&mut shared, own.filter(|_| begun));
     }
 
     /// A record this process just wrote holds nothing capture lacks: it counts as
@@ -273,6 +357,25 @@ impl Primary {
             Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
         }
     }
+}
+
+/// After this process wrote record `own` and capture moved past it: when every record
+/// up to it is followed (so each commit queued is in a record or staged, and capture
+/// stands at the start of the next generation), the queue is held and batch records
+/// may continue from here. Otherwise they wait for the next stage.
+fn records_hold_the_queue(shared: &mut Shared, own: Option<u64>) {
+    shared.origin = None;
+    if shared.snapshot_needed.is_some() || own.is_none_or(|seq| shared.handoff_consumed != seq) {
+        return;
+    }
+    let Some(start) = shared.capture.position().filter(|p| !p.ended) else {
+        return;
+    };
+    let queue = std::mem::take(&mut shared.queue);
+    let older = std::mem::replace(&mut shared.held, queue);
+    let Shared { held, capture, .. } = shared;
+    held.absorb_older(older, &mut |page| capture.recycle(page));
+    shared.origin = Some(start);
 }
 
 /// Whether `capture` holds every commit the live WAL holds: its generation is the live

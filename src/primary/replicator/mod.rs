@@ -110,6 +110,26 @@ impl Shared {
         }
     }
 
+    /// Everything captured and not staged (the held batch and the queue after it),
+    /// leaving both empty.
+    fn take_pending(&mut self) -> Batch {
+        let mut pending = std::mem::take(&mut self.queue);
+        let held = std::mem::take(&mut self.held);
+        let capture = &mut self.capture;
+        pending.absorb_older(held, &mut |page| capture.recycle(page));
+        pending
+    }
+
+    /// Commits captured and not staged.
+    fn pending_commits(&self) -> u64 {
+        self.held.commits() + self.queue.commits()
+    }
+
+    /// Memory held by commits captured and not staged.
+    fn pending_bytes(&self) -> usize {
+        self.held.bytes() + self.queue.bytes()
+    }
+
     /// Empties the queue, returning its page buffers to capture.
     fn recycle(&mut self, batch: Batch) {
         let capture = &mut self.capture;
@@ -132,8 +152,17 @@ struct Shared {
     handoff_consumed: u64,
     /// TXID the next captured commit gets.
     next_txid: u64,
-    /// Captured, not yet staged, merged page by page.
+    /// Captured, not yet staged, merged page by page, since `origin`.
     queue: Batch,
+    /// Captured, not yet staged, older than `queue`, and handed off in batch records
+    /// (`hooks.rs`); staged with the queue, as one file.
+    held: Batch,
+    /// Where the queue begins when that is the end of everything staged or handed off
+    /// (the saved state's position, or the end of this process's last batch record):
+    /// a restart may then hand the queue off as a batch record from there. None when a
+    /// tail or another process's record holds commits the queue also has, or a stage
+    /// failed: restarts write tails until the next stage.
+    origin: Option<WalPosition>,
     /// Capture lost track; commits are dropped until a snapshot covers them.
     snapshot_needed: Option<String>,
     /// TXID given to the last snapshot: a sync that saw a pending snapshot waits for it.
@@ -183,6 +212,9 @@ pub struct Primary {
     node_id: u64,
     snapshotter: Box<dyn Snapshotter>,
     shared: Mutex<Shared>,
+    /// Held by a stage from its cut of the queue to its saved state: a restart in that
+    /// window cannot tell what the state will say, and writes a tail (`hooks.rs`).
+    stage_lock: Mutex<()>,
     /// Signals staging/upload progress to waiters.
     progress: Condvar,
     /// The worker's job in the process's engine (`worker.rs`).
@@ -233,13 +265,13 @@ impl Primary {
     }
 
     /// What is captured and not yet stored, for the engine's per-store backlog:
-    /// (store endpoint, TXIDs, bytes still in memory). Cheap: no file system call.
+    /// (store endpoint, TXIDs, bytes in memory or staged).
     pub fn backlog(&self) -> (String, u64, u64) {
         let (txids, queued) = {
             let s = self.lock();
             (
                 (s.next_txid - 1).saturating_sub(s.uploaded_txid),
-                s.queue.bytes() as u64,
+                s.pending_bytes() as u64,
             )
         };
         let endpoint = self.store.endpoint().unwrap_or(self.store.describe());
@@ -270,8 +302,8 @@ impl Primary {
             "txid": s.next_txid - 1,
             "staged_txid": s.staged_txid,
             "uploaded_txid": s.uploaded_txid,
-            "pending_commits": s.queue.commits(),
-            "pending_bytes": s.queue.bytes(),
+            "pending_commits": s.pending_commits(),
+            "pending_bytes": s.pending_bytes(),
             "staged_bytes": staged_bytes,
             "lag_seconds": lag_s,
             "last_replication_lag_ms": s.last_lag_ms,

@@ -192,6 +192,8 @@ impl Primary {
                 handoff_consumed,
                 next_txid,
                 queue,
+                held: Batch::default(),
+                origin: None,
                 snapshot_needed,
                 last_snapshot_txid: 0,
                 snapshot_epoch: 0,
@@ -221,6 +223,7 @@ impl Primary {
             state_file,
             records,
             snapshotter,
+            stage_lock: Mutex::new(()),
             progress: Condvar::new(),
             worker_job: OnceLock::new(),
             snapshot_locking: Mutex::new(false),
@@ -236,9 +239,14 @@ impl Primary {
         // The state file names our node id from the first open on. Commits resumed from
         // the WAL are queued, not staged: the saved position stays where they start.
         {
-            let shared = primary.lock();
+            let mut shared = primary.lock();
             if shared.queue.is_empty() {
-                primary.save_state(&shared, None)
+                let saved = primary.save_state(&shared, None);
+                // The state now says where capture stands: restarts may hand off batches.
+                if saved.is_ok() && shared.snapshot_needed.is_none() {
+                    shared.origin = shared.capture.position().filter(|p| !p.ended);
+                }
+                saved
             } else {
                 primary.persist(&SavedState {
                     node_id: primary.node_id,
@@ -308,7 +316,12 @@ impl Primary {
         if size(&self.db_path) + size(Path::new(&wal)) > OPEN_SNAPSHOT_MAX_BYTES {
             return;
         }
-        match self.take_snapshot() {
+        let _staging = self.stage_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = self.take_snapshot();
+        if taken.is_err() {
+            self.lock().origin = None;
+        }
+        match taken {
             Ok(()) => {}
             Err(StageError::SnapshotWaiting) => {
                 tracing::debug!(db = %self.db_path.display(), "snapshot at open waits for a writer: left to the worker")
@@ -359,6 +372,7 @@ fn resume_capture(
             Some(h) => Some(h),
             None => records.list()?.into_iter().find_map(|r| match r {
                 Record::Tail(t) if t.seq > *consumed && (t.header.salt1, t.header.salt2) == salts => Some(t.header),
+                Record::Batch(b) if b.seq > *consumed && (b.header.salt1, b.header.salt2) == salts => Some(b.header),
                 _ => None,
             }),
         };

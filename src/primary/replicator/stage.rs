@@ -4,8 +4,20 @@
 use super::*;
 
 impl Primary {
-    /// Takes the pending snapshot if any, then stages the queue as one LTX file.
+    /// Takes the pending snapshot if any, then stages the held batch and the queue as
+    /// one LTX file.
     pub(super) fn stage_pending(&self) -> Result<(), StageError> {
+        let _staging = self.stage_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let staged = self.stage_locked();
+        if staged.is_err() {
+            // The queue may hold commits the saved state does not cover and no record
+            // holds: restarts write tails until a stage succeeds.
+            self.lock().origin = None;
+        }
+        staged
+    }
+
+    fn stage_locked(&self) -> Result<(), StageError> {
         if self.lock().snapshot_needed.is_some() {
             // A snapshot staged while the store is down and staging is over its
             // limit would be followed by another and another: wait for uploads first.
@@ -17,7 +29,7 @@ impl Primary {
         }
         let batch = {
             let mut shared = self.lock();
-            if shared.queue.is_empty() {
+            if shared.pending_commits() == 0 {
                 // Nothing committed for a whole turn: idle, so keep no buffers.
                 shared.capture.release_idle_buffers();
                 return Ok(());
@@ -26,7 +38,7 @@ impl Primary {
             if staged > self.config.max_staging_bytes {
                 // The store has been unreachable for long: stop keeping history, and
                 // re-seed the replica with a snapshot once it is back.
-                let dropped = std::mem::take(&mut shared.queue);
+                let dropped = shared.take_pending();
                 let count = dropped.commits();
                 shared.recycle(dropped);
                 shared.next_txid = shared.staged_txid + 1;
@@ -40,7 +52,10 @@ impl Primary {
             // The whole queue goes: capture's position now is right after its last
             // commit, including generations it ended or began since (`follow.rs`).
             let at_cut = (shared.capture.position(), shared.handoff_consumed);
-            (std::mem::take(&mut shared.queue), at_cut)
+            // What is captured from here on is queued from the position the state
+            // will say (a restart before it is saved cannot take `stage_lock`).
+            shared.origin = at_cut.0.filter(|p| !p.ended);
+            (shared.take_pending(), at_cut)
         };
         let (batch, (position_at_cut, consumed_at_cut)) = batch;
         let staged = batch
@@ -72,9 +87,15 @@ impl Primary {
                 Ok(())
             }
             Err(e) => {
-                // Keep the commits in memory and try again next round.
-                let Shared { queue, capture, .. } = &mut *shared;
-                queue.absorb_older(batch, &mut |page| capture.recycle(page));
+                // Keep the commits in memory and try again next round. A restart may
+                // have moved the queue to `held` meanwhile: both are newer than `batch`.
+                let Shared {
+                    queue, held, capture, ..
+                } = &mut *shared;
+                let mut all = std::mem::take(queue);
+                all.absorb_older(std::mem::take(held), &mut |page| capture.recycle(page));
+                all.absorb_older(batch, &mut |page| capture.recycle(page));
+                *queue = all;
                 Err(e.into())
             }
         }
@@ -89,7 +110,7 @@ impl Primary {
         let mut snapshot_consumed = 0;
         let mut at_lock = || {
             let mut shared = self.lock();
-            let before = std::mem::take(&mut shared.queue);
+            let before = shared.take_pending();
             let txid = shared.next_txid;
             shared.next_txid += 1;
             shared.snapshot_needed = None;
@@ -103,6 +124,7 @@ impl Primary {
             shared.handoff_consumed = self.records.last_seq().unwrap_or(shared.handoff_consumed);
             snapshot_position = shared.capture.position();
             snapshot_consumed = shared.handoff_consumed;
+            shared.origin = snapshot_position.filter(|p| !p.ended);
             assigned = Some((txid, before));
         };
         self.set_snapshot_locking(true);

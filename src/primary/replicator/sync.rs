@@ -77,7 +77,7 @@ impl Primary {
         // deleted the WAL itself (its last connection checkpointed it): the WAL being
         // gone proves nothing by itself, another process may have truncated it.
         let shared = self.lock();
-        if shared.queue.is_empty() && shared.snapshot_needed.is_none() {
+        if shared.pending_commits() == 0 && shared.snapshot_needed.is_none() {
             let closed_clean = shared
                 .own_wal_deletion
                 .clone()

@@ -141,7 +141,7 @@ impl Primary {
             || shared.sync_requested
             || shared.closing
             || shared.snapshot_needed.is_some()
-            || shared.queue.bytes() > self.config.max_queue_bytes as usize;
+            || shared.pending_bytes() > self.config.max_queue_bytes as usize;
         Some(if urgent {
             Instant::now()
         } else {
