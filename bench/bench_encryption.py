@@ -13,6 +13,13 @@ modes interleaved, a fresh process per run:
                open time, query time, pages fetched and store requests (median of
                --query-runs random ids)
 
+Then the same restores from a loopback moto S3 server (bench_replica.py's, ranged GETs
+served from the object's buffer), both replicas copied there: the realistic case, where
+the server is most of the time (--s3-reps, 0 to skip; moto's CPU is reported too).
+
+Everything lives in --dir, by default /dev/shm (tmpfs) when it exists, so that the disk
+does not decide the figure; the headline figure in README is that one.
+
 Prints `uptime` before and after (the machine is shared: compare the two columns of one
 run, not runs of different days) and writes bench/results-encryption.json.
 Must run under Debian's /usr/bin/python3 (its sqlite3 module loads extensions).
@@ -30,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXT = os.path.join(ROOT, "target", "release", "liblitestream_vfs.so")
@@ -81,10 +89,11 @@ def remove_db(path):
             os.remove(p)
 
 
-def restore(url, out, key):
+def restore(url, out, key, extra_env=None):
     remove_db(out)
     args = [CLI, "restore", "-o", out, url] + (["-key", key] if key else [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("LITESTREAM_")}
+    env.update(extra_env or {})
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.monotonic()
     r = subprocess.run(args, capture_output=True, text=True, env=env)
@@ -125,15 +134,75 @@ def point_query(url, key, row, tmp):
     return json.loads(out)
 
 
+def s3_restores(tmp, replica_dirs, modes, out, reps):
+    """Copies each file:// replica into a loopback moto and restores it from there,
+    modes interleaved: {mode: {"restore_wall_s": [...], "restore_cpu_s": [...],
+    "moto_cpu_s": [...]}}."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_replica as br
+    from bench_primary import proc_cpu_seconds
+
+    bench = br.Bench(argparse.Namespace(dir=tmp, keep=False, stock_moto=False), prefix="moto-")
+    try:
+        bench.start_moto()
+        urls = {}
+        for mode in modes:
+            t = time.monotonic()
+            ltx = os.path.join(replica_dirs[mode], "ltx")
+            for level in sorted(os.listdir(ltx), key=int):
+                for name in sorted(os.listdir(os.path.join(ltx, level))):
+                    path = os.path.join(ltx, level, name)
+                    with open(path, "rb") as f:
+                        req = urllib.request.Request(
+                            f"http://127.0.0.1:{bench.port}/{br.BUCKET}/{mode}/{int(level):04x}/{name}",
+                            data=f,
+                            method="PUT",
+                            headers={"Content-Length": str(os.path.getsize(path)), "Content-Type": "application/octet-stream"},
+                        )
+                        urllib.request.urlopen(req, timeout=600).read()
+            urls[mode] = f"s3://{br.BUCKET}/{mode}?endpoint=http://127.0.0.1:{bench.port}&region=us-east-1&forcePathStyle=true"
+            print(f"copied the {mode} replica to moto in {time.monotonic() - t:.1f} s", flush=True)
+        results = {m: {"restore_wall_s": [], "restore_cpu_s": [], "moto_cpu_s": []} for m in modes}
+        for rep in range(reps):
+            for mode in list(modes) if rep % 2 == 0 else list(reversed(list(modes))):
+                moto0 = proc_cpu_seconds(bench.moto.pid)
+                wall, cpu = restore(urls[mode], out, modes[mode], br.CREDS)
+                moto1 = proc_cpu_seconds(bench.moto.pid)
+                results[mode]["moto_cpu_s"].append(moto1 - moto0 if None not in (moto0, moto1) else float("nan"))
+                results[mode]["restore_wall_s"].append(wall)
+                results[mode]["restore_cpu_s"].append(cpu)
+                if rep == 0:
+                    conn = sqlite3.connect(out)
+                    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok", mode
+                    conn.close()
+                remove_db(out)
+        return results
+    finally:
+        bench.cleanup()
+
+
+def default_dir():
+    """tmpfs when there is one with room for the database, its copies and replicas."""
+    try:
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize > 8 * 2**30 and os.access("/dev/shm", os.W_OK):
+            return "/dev/shm"
+    except OSError:
+        pass
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=float, default=1024)
     ap.add_argument("--reps", type=int, default=3, help="restores of each mode (median)")
     ap.add_argument("--query-runs", type=int, default=15, help="cold point queries of each mode (median)")
-    ap.add_argument("--dir", default=None)
+    ap.add_argument("--s3-reps", type=int, default=3, help="restores of each mode from moto (median; 0: none)")
+    ap.add_argument("--dir", default=default_dir(), help="where the temp directory goes (default /dev/shm if there is room)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results-encryption.json"))
     args = ap.parse_args()
-    print("before:", uptime(), flush=True)
+    before = uptime()
+    print("before:", before, flush=True)
     tmp = tempfile.mkdtemp(prefix="bench-encryption-", dir=args.dir)
     try:
         src = os.path.join(tmp, "src.db")
@@ -166,6 +235,12 @@ def main():
                     conn.close()
                     assert check[0] == rows, (mode, check)
                 remove_db(out)
+        after_restores = uptime()
+        print("after the file:// restores:", after_restores, flush=True)
+        if args.s3_reps > 0:
+            dirs = {m: u[len("file://"):] for m, u in urls.items()}
+            for mode, r in s3_restores(tmp, dirs, modes, out, args.s3_reps).items():
+                results[mode].update({"s3_" + k: v for k, v in r.items()})
         rng = random.Random(7)
         for run in range(args.query_runs):
             row = rng.randrange(1, rows + 1)
@@ -193,7 +268,12 @@ def main():
             ("query_cpu_s", "cold point query CPU (s)"),
             ("pages", "pages fetched"),
             ("requests", "requests"),
+            ("s3_restore_wall_s", "S3 (moto) restore wall (s)"),
+            ("s3_restore_cpu_s", "S3 restore CPU (s)"),
+            ("s3_moto_cpu_s", "S3 moto's CPU (s)"),
         ]:
+            if k not in summary["plaintext"]:
+                continue
             p, e = summary["plaintext"][k], summary["encrypted"][k]
             ratio = f"{e / p:7.2f}" if p else ""
             print(f"{label:26} {p:10.4f} {minimum['plaintext'][k]:10.4f} {e:10.4f} {minimum['encrypted'][k]:10.4f} {ratio}")
@@ -202,6 +282,8 @@ def main():
         doc = {
             "database_bytes": size,
             "rows": rows,
+            "uptime_before": before,
+            "uptime_after_restores": after_restores,
             "uptime_after": after,
             "median": summary,
             "min": minimum,

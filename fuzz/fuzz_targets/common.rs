@@ -29,17 +29,17 @@ pub fn decode_sealed(data: &[u8], key: &PrivateKey) -> Option<Pages> {
     let mut dec = Decoder::with_key(data, Some(key)).ok()?;
     let opener = dec.page_opener()?;
     let page_size = dec.header().page_size as usize;
-    let mut buf = Vec::new();
     let mut frames = Vec::new();
-    while let Some(frame) = dec.next_sealed(&mut buf).ok()? {
+    while let Some(frame) = dec.next_sealed().ok()? {
         frames.push(frame);
     }
     let mut pd = PageDecompressor::new();
     let mut opened = DbChecksum::new();
     let mut pages = Vec::new();
+    let mut scratch = Vec::new();
     for frame in &frames {
         let mut page = vec![0u8; page_size];
-        let pgno = opener.open(&mut pd, frame, &mut buf, &mut page).ok()?;
+        let pgno = opener.open(&mut pd, frame, &mut scratch, &mut page).ok()?;
         assert_eq!(pgno, frame.pgno(), "the opener names the frame's page");
         opened.toggle_page(pgno, &page);
         pages.push((pgno, page));

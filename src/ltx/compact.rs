@@ -72,6 +72,13 @@ impl<R: Read> PageSource for DecodedPages<R> {
     }
 }
 
+impl<R: Read> DecodedPages<R> {
+    /// The current page's checksum, if the decoder computed it (a checksummed snapshot).
+    pub fn page_checksum(&self) -> Option<u64> {
+        self.dec.last_page_checksum()
+    }
+}
+
 struct Input<S> {
     source: S,
     /// Page number of the source's current page, `None` once it is exhausted.
@@ -196,7 +203,14 @@ impl<S: PageSource> Merge<S> {
     /// verifies every input to its end. Returns the post-apply checksum of the result
     /// (0 when any input has none). Pages are handed out before the inputs' trailers are
     /// checked: write them somewhere that is discarded on error.
-    pub fn run(mut self, mut page: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<u64> {
+    pub fn run(self, mut page: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<u64> {
+        self.run_sources(|pgno, source| page(pgno, source.page()))
+    }
+
+    /// [`Merge::run`], handing out the source that holds each page rather than its bytes:
+    /// a restore writes pages from the buffers its sources decoded them into, and takes
+    /// their checksums from there.
+    pub fn run_sources(mut self, mut page: impl FnMut(u32, &S) -> Result<()>) -> Result<u64> {
         let commit = self.header.commit;
         for i in &mut self.inputs {
             i.pgno = i.source.advance()?;
@@ -205,7 +219,7 @@ impl<S: PageSource> Merge<S> {
             // Newest input holding this page wins.
             if pgno <= commit {
                 if let Some(win) = self.inputs.iter().rev().find(|i| i.pgno == Some(pgno)) {
-                    page(pgno, win.source.page())?;
+                    page(pgno, &win.source)?;
                 }
             }
             for i in &mut self.inputs {

@@ -14,10 +14,10 @@
 //! still checks structure and file checksum (which covers the ciphertext), but pages are
 //! refused with [`Error::KeyRequired`].
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::sync::Arc;
 
-use super::checksum::{Crc64, DbChecksum, CHECKSUM_FLAG};
+use super::checksum::{page_checksum, Crc64, DbChecksum, CHECKSUM_FLAG};
 use super::crypto::{unwrap_content_key, FileKeys, PrivateKey, SEAL_OVERHEAD, TAG_SIZE};
 use super::error::{read_full, Error, Result};
 use super::frame::{
@@ -25,6 +25,7 @@ use super::frame::{
 };
 use super::header::{Header, Trailer, HEADER_SIZE, TRAILER_SIZE};
 use super::index::{parse_index_bytes, PageIndex, PageIndexEntry};
+use super::sealed::{PageOpener, SealedFrame, SharedRead};
 use super::varint::{self, MAX_LEN as VARINT_MAX};
 
 /// What [`Decoder::finish`] learned from the end of the file.
@@ -49,52 +50,6 @@ pub struct DecodedFile {
     pub index: PageIndex,
     /// `(pgno, page bytes)` in file order.
     pub pages: Vec<(u32, Vec<u8>)>,
-}
-
-/// Where [`Decoder::next_sealed`] put one sealed page in the caller's buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SealedFrame {
-    /// The 6-byte frame header as stored (bound into the page's associated data).
-    pub header: [u8; FRAME_HEADER_SIZE],
-    /// Offset of the sealed payload in the buffer, and its length.
-    pub at: usize,
-    pub len: usize,
-}
-
-impl SealedFrame {
-    /// The page number.
-    pub fn pgno(&self) -> u32 {
-        FrameHeader::parse(&self.header).pgno
-    }
-}
-
-/// Opens the sealed pages of one encrypted file ([`Decoder::next_sealed`]) on any thread.
-#[derive(Clone, Debug)]
-pub struct PageOpener {
-    keys: Arc<FileKeys>,
-    page_size: u32,
-}
-
-impl PageOpener {
-    /// Opens `frame`'s payload in `buf` (in place) and decompresses the page into `out`
-    /// (one page); returns its page number. [`Error::PageAuth`] if any byte of it changed.
-    pub fn open(&self, dec: &mut PageDecompressor, frame: &SealedFrame, buf: &mut [u8], out: &mut [u8]) -> Result<u32> {
-        if out.len() != self.page_size as usize {
-            return Err(Error::PageSizeMismatch {
-                expected: self.page_size,
-                actual: out.len(),
-            });
-        }
-        let fh = FrameHeader::parse(&frame.header);
-        let sealed = frame
-            .at
-            .checked_add(frame.len)
-            .and_then(|end| buf.get_mut(frame.at..end))
-            .ok_or(Error::Usage("sealed frame outside its buffer"))?;
-        let compressed = self.keys.open_page(&frame.header, sealed)?;
-        dec.decompress_sized(fh.pgno, fh.flags, compressed, out)?;
-        Ok(fh.pgno)
-    }
 }
 
 /// What [`Decoder::finish_sealed`] verified, and the one check it leaves to the caller.
@@ -149,6 +104,8 @@ pub struct Decoder<R: Read> {
     deferred: bool,
     /// Reused buffer for one sealed payload.
     sealed: Vec<u8>,
+    /// Page checksum of the page `next_page` returned last, when it computed one.
+    last_checksum: Option<u64>,
 }
 
 impl<R: Read> std::fmt::Debug for Decoder<R> {
@@ -203,6 +160,7 @@ impl<R: Read> Decoder<R> {
             skip_sealed: false,
             deferred: false,
             sealed: Vec::new(),
+            last_checksum: None,
         })
     }
 
@@ -254,25 +212,35 @@ impl<R: Read> Decoder<R> {
         };
         let body = if h.is_encrypted() {
             let mut sealed = std::mem::take(&mut self.sealed);
-            sealed.clear();
-            let res = self.read_sealed(fh, &mut sealed).and_then(|len| match &self.keys {
+            let res = self.read_sealed_into(fh, &mut sealed).and_then(|len| match &self.keys {
                 Some(keys) => {
-                    let compressed = keys.open_page(&hb, &mut sealed)?;
+                    let compressed = keys.open_page(&hb, &mut sealed[..len])?;
                     self.dec.decompress_sized(fh.pgno, fh.flags, compressed, out)?;
                     Ok(len)
                 }
                 None => Ok(len),
             });
             self.sealed = sealed;
-            res?
+            (FRAME_SIZE_FIELD + res?) as u64
         } else {
             self.dec.read_payload(&mut self.r, fh, out, Some(&mut self.hasher))?
         };
         self.record_frame(fh.pgno, body)?;
+        self.last_checksum = None;
         if let Some(c) = self.db_checksum.as_mut().filter(|_| !self.skip_sealed) {
-            c.toggle_page(fh.pgno, out);
+            let sum = page_checksum(fh.pgno, out);
+            c.toggle_checksum(sum);
+            self.last_checksum = Some(sum);
         }
         Ok(Some(fh.pgno))
+    }
+
+    /// The page checksum ([`page_checksum`]) of the page [`Decoder::next_page`] returned
+    /// last, if the decoder computed it: a checksummed snapshot's pages, which it adds up.
+    /// A restore adds the same checksums up for the database it writes, and takes them
+    /// from here rather than computing each twice.
+    pub fn last_page_checksum(&self) -> Option<u64> {
+        self.last_checksum
     }
 
     /// Reads, hashes and checks the next frame header: `None` (and the end recorded)
@@ -345,10 +313,10 @@ impl<R: Read> Decoder<R> {
         Ok(())
     }
 
-    /// Reads the size field and sealed payload of an encrypted frame, appends the payload
-    /// to `buf` and hashes both as written. Refuses a keyed read without a key (unless
-    /// skipping a locked file). Returns the bytes read after the frame header.
-    fn read_sealed(&mut self, fh: FrameHeader, buf: &mut Vec<u8>) -> Result<u64> {
+    /// Reads and hashes the size field of an encrypted frame and checks it; returns the
+    /// sealed payload's length. Refuses a keyed read without a key (unless skipping a
+    /// locked file).
+    fn read_sealed_len(&mut self, fh: FrameHeader) -> Result<usize> {
         if self.keys.is_none() && !self.skip_sealed {
             return Err(Error::KeyRequired {
                 recipients: self.header.recipients,
@@ -366,11 +334,20 @@ impl<R: Read> Decoder<R> {
                 max: max as u64,
             });
         }
-        let at = buf.len();
-        buf.resize(at + len, 0);
-        read_full(&mut self.r, &mut buf[at..], "page frame payload")?;
-        self.hasher.update(&buf[at..]);
-        Ok((FRAME_SIZE_FIELD + len) as u64)
+        Ok(len)
+    }
+
+    /// Reads an encrypted frame's size field and sealed payload into the start of `buf`
+    /// (grown if need be, never zeroed again: a page's worth of memset per frame showed in
+    /// a restore's profile), hashing both; returns the payload's length.
+    fn read_sealed_into(&mut self, fh: FrameHeader, buf: &mut Vec<u8>) -> Result<usize> {
+        let len = self.read_sealed_len(fh)?;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        read_full(&mut self.r, &mut buf[..len], "page frame payload")?;
+        self.hasher.update(&buf[..len]);
+        Ok(len)
     }
 
     /// Skips (but still verifies) any pages not read yet, then reads and checks the page
@@ -399,52 +376,12 @@ impl<R: Read> Decoder<R> {
         Ok(summary)
     }
 
-    /// Reads the next frame of an encrypted file without opening it: appends its sealed
-    /// payload (nonce ‖ ciphertext ‖ tag) to `buf` and says where it is, or `None` after
-    /// the last page. Everything else [`Decoder::next_page`] checks is checked here (page
-    /// order, size bounds, the file checksum, which covers the sealed bytes), so that
-    /// opening and decompressing, most of the cost, can run on other threads with
-    /// [`Decoder::page_opener`]. Such a file ends with [`Decoder::finish_sealed`], and
-    /// its pages cannot also be read with `next_page`.
-    pub fn next_sealed(&mut self, buf: &mut Vec<u8>) -> Result<Option<SealedFrame>> {
-        if self.poisoned {
-            return Err(Error::Usage("decoder used after an error"));
-        }
-        let res = self.next_sealed_inner(buf);
-        if res.is_err() {
-            self.poisoned = true;
-        }
-        res
-    }
-
-    fn next_sealed_inner(&mut self, buf: &mut Vec<u8>) -> Result<Option<SealedFrame>> {
-        if !self.header.is_encrypted() {
-            return Err(Error::Usage("only an encrypted file's pages are read sealed"));
-        }
-        if !self.deferred && !self.frames.is_empty() {
-            return Err(Error::Usage("pages already read opened"));
-        }
-        self.deferred = true;
-        let Some((header, fh)) = self.next_frame_header()? else {
-            return Ok(None);
-        };
-        let at = buf.len();
-        let body = self.read_sealed(fh, buf)?;
-        self.record_frame(fh.pgno, body)?;
-        Ok(Some(SealedFrame {
-            header,
-            at,
-            len: buf.len() - at,
-        }))
-    }
-
     /// What opens this file's pages on any thread: `None` for a plaintext file, or an
     /// encrypted one read without its key.
     pub fn page_opener(&self) -> Option<PageOpener> {
-        self.keys.as_ref().map(|keys| PageOpener {
-            keys: Arc::clone(keys),
-            page_size: self.header.page_size,
-        })
+        self.keys
+            .as_ref()
+            .map(|keys| PageOpener::new(Arc::clone(keys), self.header.page_size))
     }
 
     /// [`Decoder::finish`] for a file whose pages were read with [`Decoder::next_sealed`]
@@ -536,6 +473,49 @@ impl<R: Read> Decoder<R> {
             trailer,
             index,
         })
+    }
+}
+
+impl<R: SharedRead> Decoder<R> {
+    /// Reads the next frame of an encrypted file without opening it, or `None` after the
+    /// last page. Everything else [`Decoder::next_page`] checks is checked here (page
+    /// order, size bounds, the file checksum, which covers the sealed bytes), so that
+    /// opening and decompressing, most of the cost, can run on other threads with
+    /// [`Decoder::page_opener`]. Such a file ends with [`Decoder::finish_sealed`], and
+    /// its pages cannot also be read with `next_page`.
+    pub fn next_sealed(&mut self) -> Result<Option<SealedFrame>> {
+        if self.poisoned {
+            return Err(Error::Usage("decoder used after an error"));
+        }
+        let res = self.next_sealed_inner();
+        if res.is_err() {
+            self.poisoned = true;
+        }
+        res
+    }
+
+    fn next_sealed_inner(&mut self) -> Result<Option<SealedFrame>> {
+        if !self.header.is_encrypted() {
+            return Err(Error::Usage("only an encrypted file's pages are read sealed"));
+        }
+        if !self.deferred && !self.frames.is_empty() {
+            return Err(Error::Usage("pages already read opened"));
+        }
+        self.deferred = true;
+        let Some((header, fh)) = self.next_frame_header()? else {
+            return Ok(None);
+        };
+        let len = self.read_sealed_len(fh)?;
+        let payload = self.r.read_shared(len).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => Error::Truncated("page frame payload"),
+            _ => Error::Io(e),
+        })?;
+        if payload.len() != len {
+            return Err(Error::Truncated("page frame payload"));
+        }
+        self.hasher.update(&payload);
+        self.record_frame(fh.pgno, (FRAME_SIZE_FIELD + len) as u64)?;
+        Ok(Some(SealedFrame { header, payload }))
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`header`]: header and trailer;
 //! - [`frame`]: page frames and their compression (LZ4 block, legacy LZ4 frame, zstd);
 //! - [`encoder`] / [`decoder`]: streaming writer and reader;
+//! - [`sealed`]: an encrypted file's pages read sealed and opened on other threads;
 //! - [`index`]: page index, reading a file from its tail and single frames (lazy replica);
 //! - [`name`]: file names and key layouts;
 //! - [`compact`](mod@compact): merging contiguous files;
@@ -31,6 +32,7 @@ pub mod index;
 mod lz4frame;
 pub mod name;
 pub mod rekey;
+pub mod sealed;
 mod varint;
 mod xxh32;
 
@@ -43,8 +45,7 @@ pub use apply::{Applier, PageSink, Position};
 pub use checksum::{crc64, lock_pgno, page_checksum, Crc64, DbChecksum, CHECKSUM_FLAG, EMPTY_DB_CHECKSUM};
 pub use compact::{compact, compact_with, compacted_header, is_contiguous, Compacted, DecodedPages, Merge, PageSource};
 pub use decoder::{
-    decode_file, decode_file_with, verify, verify_with, DecodeSummary, DecodedFile, Decoder, PageOpener, SealedFrame,
-    SealedSummary,
+    decode_file, decode_file_with, verify, verify_with, DecodeSummary, DecodedFile, Decoder, SealedSummary,
 };
 pub use encoder::Encoder;
 pub use encoding::Encoding;
@@ -63,3 +64,4 @@ pub use index::{
 };
 pub use name::{format_name, parse_key, parse_name, KeyLayout, Level};
 pub use rekey::{rekey, Rekeyed};
+pub use sealed::{PageOpener, SealedFrame, SharedRead};

@@ -421,17 +421,17 @@ type Pages = Vec<(u32, Vec<u8>)>;
 fn decode_sealed(f: &[u8], k: &PrivateKey) -> Result<(Pages, DecodeSummary)> {
     let mut dec = Decoder::with_key(f, Some(k))?;
     let opener = dec.page_opener().expect("a keyed encrypted file has an opener");
-    let mut buf = Vec::new();
     let mut frames = Vec::new();
-    while let Some(frame) = dec.next_sealed(&mut buf)? {
+    while let Some(frame) = dec.next_sealed()? {
         frames.push(frame);
     }
     let mut pd = PageDecompressor::new();
     let mut opened = DbChecksum::new();
     let mut pages = Vec::new();
+    let mut scratch = Vec::new();
     for frame in &frames {
         let mut page = vec![0u8; 512];
-        let pgno = opener.open(&mut pd, frame, &mut buf, &mut page)?;
+        let pgno = opener.open(&mut pd, frame, &mut scratch, &mut page)?;
         assert_eq!(pgno, frame.pgno());
         opened.toggle_page(pgno, &page);
         pages.push((pgno, page));
@@ -486,27 +486,26 @@ fn a_sealed_read_still_refuses_a_flipped_page_a_wrong_checksum_and_mixed_use() {
 
     // The snapshot's pages must add up to its checksum: one missing fails.
     let mut dec = Decoder::with_key(&f[..], Some(&k)).unwrap();
-    let mut buf = Vec::new();
-    while dec.next_sealed(&mut buf).unwrap().is_some() {}
+    while dec.next_sealed().unwrap().is_some() {}
     let e = dec.finish_sealed().unwrap().check(DbChecksum::new()).unwrap_err();
     assert!(matches!(e, Error::PostApplyChecksumMismatch { .. }), "{e}");
 
     // A file read sealed is not also read opened, nor finished as if it had been.
     let mut dec = Decoder::with_key(&f[..], Some(&k)).unwrap();
-    dec.next_sealed(&mut buf).unwrap().unwrap();
+    dec.next_sealed().unwrap().unwrap();
     assert!(matches!(dec.next_page(&mut [0u8; 512]), Err(Error::Usage(_))));
     let mut dec = Decoder::with_key(&f[..], Some(&k)).unwrap();
-    while dec.next_sealed(&mut buf).unwrap().is_some() {}
+    while dec.next_sealed().unwrap().is_some() {}
     assert!(matches!(dec.finish(), Err(Error::Usage(_))));
     let mut dec = Decoder::with_key(&f[..], Some(&k)).unwrap();
     dec.next_page(&mut [0u8; 512]).unwrap().unwrap();
-    assert!(matches!(dec.next_sealed(&mut buf), Err(Error::Usage(_))));
+    assert!(matches!(dec.next_sealed(), Err(Error::Usage(_))));
     // Nor a plaintext file, nor one read without its key.
     let plain = encode(header(1, 1, 2), &pages(2, 1), &[]);
     assert!(Decoder::new(&plain[..]).unwrap().page_opener().is_none());
     assert!(Decoder::new(&f[..]).unwrap().page_opener().is_none());
     let mut dec = Decoder::new(&plain[..]).unwrap();
-    assert!(matches!(dec.next_sealed(&mut buf), Err(Error::Usage(_))));
+    assert!(matches!(dec.next_sealed(), Err(Error::Usage(_))));
     let mut dec = Decoder::new(&f[..]).unwrap();
-    assert!(matches!(dec.next_sealed(&mut buf), Err(Error::KeyRequired { .. })));
+    assert!(matches!(dec.next_sealed(), Err(Error::KeyRequired { .. })));
 }

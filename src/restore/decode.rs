@@ -8,13 +8,16 @@
 //! the frames are opened and decompressed on a pool of threads ([`super::open`]), and
 //! the channel carries each batch's place in the file while it is opened.
 
+use super::buffers::{BufferPool, SharedPages};
 use super::open::{batch_pages, Batch, OpenPool};
 use crate::ltx::crypto::PrivateKey;
 use crate::ltx::{
-    DbChecksum, DecodedPages, Decoder, Error, Header, PageOpener, PageSource, Result, SealedSummary, Trailer,
+    page_checksum, DbChecksum, DecodedPages, Decoder, Error, Header, PageOpener, PageSource, Result, SealedSummary,
+    SharedRead, Trailer,
 };
 use std::io::Read;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::Arc;
 
 /// Batches decoded ahead of the merge, per file.
 const BATCHES_AHEAD: usize = 2;
@@ -46,14 +49,15 @@ pub struct ThreadedPages {
 }
 
 impl ThreadedPages {
-    /// Reads the header of `r` here, then decodes the rest on a new thread named `name`.
-    /// `key` opens an encrypted file; with a `pool`, its pages are opened there, the
-    /// thread only reading them in order.
-    pub fn spawn<R: Read + Send + 'static>(
+    /// Reads the header of `r` here, then decodes the rest on a new thread named `name`,
+    /// into buffers of `buffers`. `key` opens an encrypted file; with a `pool`, its pages
+    /// are opened there, the thread only reading them in order.
+    pub fn spawn<R: SharedRead + Send + 'static>(
         r: R,
         name: String,
         key: Option<&PrivateKey>,
         pool: Option<&OpenPool>,
+        buffers: &BufferPool,
     ) -> Result<ThreadedPages> {
         let dec = Decoder::with_key(r, key)?;
         let header = *dec.header();
@@ -67,6 +71,7 @@ impl ThreadedPages {
             .map_or(BATCHES_AHEAD, |_| (2 * cores()).clamp(BATCHES_AHEAD, 16));
         let (tx, rx) = sync_channel::<Result<Msg>>(ahead);
         let (recycle, recycled) = channel::<Batch>();
+        let buffers = buffers.clone();
         let spawned = match sealed {
             Some((pool, opener)) => {
                 let pool = pool.clone();
@@ -76,7 +81,7 @@ impl ThreadedPages {
             }
             None => std::thread::Builder::new()
                 .name(name)
-                .spawn(move || decode(dec, page_size, &tx, &recycled)),
+                .spawn(move || decode(dec, &buffers, &tx, &recycled)),
         };
         spawned.map_err(Error::Io)?;
         Ok(ThreadedPages {
@@ -99,11 +104,16 @@ fn cores() -> usize {
 
 /// Decodes the whole file here, batch by batch. A send fails only when the merge has
 /// gone (an error elsewhere): stop then.
-fn decode<R: Read>(mut dec: Decoder<R>, page_size: usize, tx: &SyncSender<Result<Msg>>, recycled: &Receiver<Batch>) {
+fn decode<R: Read>(
+    mut dec: Decoder<R>,
+    buffers: &BufferPool,
+    tx: &SyncSender<Result<Msg>>,
+    recycled: &Receiver<Batch>,
+) {
     loop {
         let mut batch = recycled.try_recv().unwrap_or_default();
         batch.clear();
-        match fill(&mut dec, &mut batch, page_size) {
+        match fill(&mut dec, &mut batch, buffers) {
             Ok(more) => {
                 if !batch.pgnos.is_empty() && tx.send(Ok(Msg::Pages(batch))).is_err() {
                     return;
@@ -122,7 +132,7 @@ fn decode<R: Read>(mut dec: Decoder<R>, page_size: usize, tx: &SyncSender<Result
 }
 
 /// Reads the file's sealed pages here, in order, and hands each batch to the pool.
-fn read_sealed<R: Read>(
+fn read_sealed<R: SharedRead>(
     mut dec: Decoder<R>,
     pool: &OpenPool,
     opener: &PageOpener,
@@ -130,7 +140,7 @@ fn read_sealed<R: Read>(
     recycled: &Receiver<Batch>,
 ) {
     let page_size = dec.header().page_size as usize;
-    let checksum = dec.header().is_snapshot() && !dec.header().no_checksum();
+    let checksum = !dec.header().no_checksum();
     loop {
         let mut batch = recycled.try_recv().unwrap_or_default();
         batch.clear();
@@ -160,29 +170,53 @@ fn read_sealed<R: Read>(
     }
 }
 
-/// Decodes up to [`batch_pages`] pages into `batch`; false once the file has no more.
-fn fill<R: Read>(dec: &mut Decoder<R>, batch: &mut Batch, page_size: usize) -> Result<bool> {
-    let pages = batch_pages(page_size);
-    batch.pages.resize(pages * page_size, 0);
-    while batch.pgnos.len() < pages {
+/// Decodes up to [`batch_pages`] pages into `batch`, and their checksums if the file
+/// carries them; false once the file has no more.
+fn fill<R: Read>(dec: &mut Decoder<R>, batch: &mut Batch, buffers: &BufferPool) -> Result<bool> {
+    let page_size = dec.header().page_size as usize;
+    let sums = !dec.header().no_checksum();
+    let n = batch_pages(page_size);
+    let mut pages = buffers.take(n * page_size);
+    let mut more = true;
+    while batch.pgnos.len() < n {
         let at = batch.pgnos.len() * page_size;
-        match dec.next_page(&mut batch.pages[at..at + page_size])? {
-            Some(pgno) => batch.pgnos.push(pgno),
+        let page = &mut pages[at..at + page_size];
+        let Some(pgno) = dec.next_page(page)? else {
+            more = false;
+            break;
+        };
+        batch.pgnos.push(pgno);
+        if sums {
+            // A snapshot's decoder computed it already, to check the snapshot.
+            let sum = dec.last_page_checksum().unwrap_or_else(|| page_checksum(pgno, page));
+            batch.sums.push(sum);
+        }
+    }
+    batch.pages = Arc::new(pages);
+    Ok(more)
+}
+
+/// Reads up to [`batch_pages`] sealed frames into `batch`; false once the file has no more.
+fn fill_sealed<R: SharedRead>(dec: &mut Decoder<R>, batch: &mut Batch, page_size: usize) -> Result<bool> {
+    while batch.frames.len() < batch_pages(page_size) {
+        match dec.next_sealed()? {
+            Some(frame) => batch.frames.push(frame),
             None => return Ok(false),
         }
     }
     Ok(true)
 }
 
-/// Reads up to [`batch_pages`] sealed frames into `batch`; false once the file has no more.
-fn fill_sealed<R: Read>(dec: &mut Decoder<R>, batch: &mut Batch, page_size: usize) -> Result<bool> {
-    while batch.frames.len() < batch_pages(page_size) {
-        match dec.next_sealed(&mut batch.sealed)? {
-            Some(frame) => batch.frames.push(frame),
-            None => return Ok(false),
-        }
+impl ThreadedPages {
+    /// The current page's checksum, if its file carries checksums.
+    pub fn page_checksum(&self) -> Option<u64> {
+        self.batch.sums.get(self.current).copied()
     }
-    Ok(true)
+
+    /// The buffer holding the current page, and the page's offset in it.
+    pub fn shared_page(&self) -> (&SharedPages, usize) {
+        (&self.batch.pages, self.current * self.page_size)
+    }
 }
 
 impl PageSource for ThreadedPages {
@@ -228,8 +262,7 @@ impl PageSource for ThreadedPages {
     }
 
     fn page(&self) -> &[u8] {
-        let at = self.current * self.page_size;
-        &self.batch.pages[at..at + self.page_size]
+        self.batch.page(self.current, self.page_size)
     }
 
     fn finish(mut self) -> Result<Trailer> {
@@ -247,6 +280,25 @@ pub const MAX_THREADS: usize = 16;
 pub enum FilePages<R: Read> {
     Threaded(ThreadedPages),
     InLine(DecodedPages<R>),
+}
+
+impl<R: Read> FilePages<R> {
+    /// The current page's checksum, when it was computed already (while decoding).
+    pub fn page_checksum(&self) -> Option<u64> {
+        match self {
+            FilePages::Threaded(p) => p.page_checksum(),
+            FilePages::InLine(p) => p.page_checksum(),
+        }
+    }
+
+    /// The buffer holding the current page and its offset there, for a file decoded on
+    /// its own thread (which the writer may then hold on to).
+    pub fn shared_page(&self) -> Option<(&SharedPages, usize)> {
+        match self {
+            FilePages::Threaded(p) => Some(p.shared_page()),
+            FilePages::InLine(_) => None,
+        }
+    }
 }
 
 impl<R: Read> PageSource for FilePages<R> {
@@ -326,7 +378,16 @@ mod tests {
         let threaded = merged(
             files
                 .iter()
-                .map(|f| ThreadedPages::spawn(std::io::Cursor::new(f.clone()), "test".into(), None, None).unwrap())
+                .map(|f| {
+                    ThreadedPages::spawn(
+                        std::io::Cursor::new(f.clone()),
+                        "test".into(),
+                        None,
+                        None,
+                        &BufferPool::new(),
+                    )
+                    .unwrap()
+                })
                 .collect(),
         )
         .unwrap();
@@ -347,7 +408,10 @@ mod tests {
     fn threaded(files: &[Vec<u8>], key: &PrivateKey, pool: &OpenPool) -> Result<Vec<(u32, Vec<u8>)>> {
         let sources = files
             .iter()
-            .map(|f| ThreadedPages::spawn(std::io::Cursor::new(f.clone()), "test".into(), Some(key), Some(pool)))
+            .map(|f| {
+                let r = std::io::Cursor::new(f.clone());
+                ThreadedPages::spawn(r, "test".into(), Some(key), Some(pool), &BufferPool::new())
+            })
             .collect::<Result<Vec<_>>>()?;
         merged(sources)
     }
@@ -373,7 +437,7 @@ mod tests {
         )
         .unwrap();
         for threads in [1, 3] {
-            let pool = OpenPool::new(threads).unwrap();
+            let pool = OpenPool::new(threads, &BufferPool::new()).unwrap();
             let got = threaded(&files, &key, &pool).unwrap();
             assert_eq!(got.len(), 2000);
             assert!(got == inline, "{threads} threads");
@@ -393,7 +457,7 @@ mod tests {
         let e = *crate::ltx::verify(&f[..]).unwrap().index.get(700).unwrap();
         let mut bad = f.clone();
         bad[e.offset as usize + 30] ^= 1;
-        let pool = OpenPool::new(2).unwrap();
+        let pool = OpenPool::new(2, &BufferPool::new()).unwrap();
         let err = threaded(&[bad], &key, &pool).unwrap_err();
         assert!(matches!(err, Error::PageAuth { pgno: 700 }), "{err}");
         // The same with a wrong key: refused at the header, before any page.
@@ -421,7 +485,7 @@ mod tests {
             sum.toggle_page(p, &page);
         }
         let good = enc.finish(sum.value()).unwrap().0;
-        let pool = OpenPool::new(2).unwrap();
+        let pool = OpenPool::new(2, &BufferPool::new()).unwrap();
         assert_eq!(threaded(std::slice::from_ref(&good), &key, &pool).unwrap().len(), 500);
         // Another post-apply checksum, with the file checksum made to match it: only
         // the pages' checksum, summed over the pool's batches, can tell.
@@ -439,7 +503,8 @@ mod tests {
         let mut bad = file(1, 1, 200, &(1..=200).collect::<Vec<_>>(), 3);
         let n = bad.len();
         bad[n - 1] ^= 1; // the file checksum
-        let src = ThreadedPages::spawn(std::io::Cursor::new(bad), "test".into(), None, None).unwrap();
+        let src =
+            ThreadedPages::spawn(std::io::Cursor::new(bad), "test".into(), None, None, &BufferPool::new()).unwrap();
         let err = merged(vec![src]).unwrap_err();
         assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
     }

@@ -10,6 +10,7 @@
 //! chunk a file may always hold keeps the merge from waiting on a budget that files it
 //! is not reading have taken.
 
+use crate::ltx::SharedRead;
 use crate::runtime::runtime;
 use crate::storage::{LtxObject, ReplicaStore};
 use bytes::{Buf, Bytes};
@@ -158,8 +159,10 @@ async fn take_slot(own: &Arc<Semaphore>, budget: &Arc<Semaphore>) -> Option<Owne
     }
 }
 
-impl Read for RemoteReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl RemoteReader {
+    /// Makes sure the current chunk has bytes left, waiting for the next one if need
+    /// be; false at the end of the file.
+    fn fill(&mut self) -> io::Result<bool> {
         while !self.current.has_remaining() {
             // The chunk is read: its slot may fetch the chunk this read waits for.
             self.permit = None;
@@ -170,17 +173,52 @@ impl Read for RemoteReader {
                     self.told_half = false;
                 }
                 Some((Err(e), _)) => return Err(io::Error::other(e)),
-                None => return Ok(0),
+                None => return Ok(false),
             }
         }
-        let n = buf.len().min(self.current.len());
-        self.current.copy_to_slice(&mut buf[..n]);
+        Ok(true)
+    }
+
+    /// Tells the downloads once the reader is past the middle of the current chunk.
+    fn consumed(&mut self) {
         if !self.told_half && self.current.remaining() <= self.chunk_len / 2 {
             self.told_half = true;
             self.demand.chunks.fetch_add(1, Ordering::Release);
             self.demand.changed.notify_one();
         }
+    }
+}
+
+impl Read for RemoteReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.fill()? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.current.len());
+        self.current.copy_to_slice(&mut buf[..n]);
+        self.consumed();
         Ok(n)
+    }
+}
+
+/// Bytes within one downloaded chunk are handed out as slices of it, not copied: an
+/// encrypted file's sealed pages, until they are opened. (The chunk's memory stays until
+/// its last slice is dropped, the budget permit goes once it is read, as before: the
+/// slices are bounded by the batches queued ahead.)
+impl SharedRead for RemoteReader {
+    fn read_shared(&mut self, n: usize) -> io::Result<Bytes> {
+        if !self.fill()? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if self.current.len() < n {
+            // Across two chunks: copied.
+            let mut buf = vec![0u8; n];
+            self.read_exact(&mut buf)?;
+            return Ok(Bytes::from(buf));
+        }
+        let bytes = self.current.split_to(n);
+        self.consumed();
+        Ok(bytes)
     }
 }
 

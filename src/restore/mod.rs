@@ -10,6 +10,7 @@
 //! by a writing thread: [`write`]), verifies every file checksum and, when the files carry
 //! one, the database checksum, then fsyncs and renames the file into place.
 
+mod buffers;
 mod decode;
 mod download;
 pub use download::RemoteReader;
@@ -22,3 +23,6 @@ mod write;
 pub use plan::{plan, plan_latest, plan_up_to, resolve_timestamp, Listing, EVERY_LEVEL, LEVELS, SNAPSHOT_LEVEL};
 pub use progress::{progress_json, RestoreProgress};
 pub use run::{restore, restore_latest, restore_latest_with_key, RestoreOptions, Restored, Target};
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,8 @@
 //! file order for the merge: pages reach the merge in the order they were read, and
 //! memory stays bounded by the batches each file queues ahead (see `decode`).
 
-use crate::ltx::{DbChecksum, Error, PageDecompressor, PageOpener, Result, SealedFrame};
+use super::buffers::{BufferPool, SharedPages};
+use crate::ltx::{page_checksum, DbChecksum, Error, PageDecompressor, PageOpener, Result, SealedFrame};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -26,27 +27,40 @@ pub fn batch_pages(page_size: usize) -> usize {
 #[derive(Default)]
 pub struct Batch {
     pub pgnos: Vec<u32>,
-    pub pages: Vec<u8>,
-    /// Sealed payloads and where each frame's is.
-    pub sealed: Vec<u8>,
+    /// The pages in order, `pgnos.len()` of them (the buffer may be longer), shared
+    /// with the writing thread once merged.
+    pub pages: SharedPages,
+    /// Each page's checksum, when its file carries checksums: computed once, here,
+    /// while the page is in the CPU's cache, for both the file's own snapshot checksum
+    /// and the checksum of the database the restore writes.
+    pub sums: Vec<u64>,
+    /// Sealed frames, their payloads slices of the downloaded chunks.
     pub frames: Vec<SealedFrame>,
-    /// Checksums of the opened pages, for a snapshot's post-apply checksum.
+    /// The checksums of the batch's pages added up, for a snapshot's post-apply checksum.
     pub checksum: DbChecksum,
 }
 
 impl Batch {
+    /// Empties the batch for reuse; its page buffer goes back to the pool (once the
+    /// writer, too, is done with it).
     pub fn clear(&mut self) {
+        self.pages = SharedPages::default();
         self.pgnos.clear();
-        self.sealed.clear();
+        self.sums.clear();
         self.frames.clear();
         self.checksum = DbChecksum::new();
+    }
+
+    /// Page `i` of the batch.
+    pub fn page(&self, i: usize, page_size: usize) -> &[u8] {
+        &self.pages[i * page_size..(i + 1) * page_size]
     }
 }
 
 struct Job {
     opener: PageOpener,
     page_size: usize,
-    /// Whether to checksum the opened pages.
+    /// Whether to checksum the opened pages (the file carries checksums).
     checksum: bool,
     batch: Batch,
     done: SyncSender<Result<Batch>>,
@@ -59,24 +73,37 @@ pub struct OpenPool {
     jobs: Sender<Job>,
 }
 
+/// What each thread of the pool keeps from one batch to the next.
+struct Worker {
+    dec: PageDecompressor,
+    /// One sealed payload at a time (see [`PageOpener::open`]).
+    scratch: Vec<u8>,
+    buffers: BufferPool,
+}
+
 impl OpenPool {
-    /// A pool of `threads` threads (at least one).
-    pub fn new(threads: usize) -> Result<OpenPool> {
+    /// A pool of `threads` threads (at least one), opening pages into `buffers`.
+    pub fn new(threads: usize, buffers: &BufferPool) -> Result<OpenPool> {
         let (jobs, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = Arc::clone(&rx);
+            let worker = Worker {
+                dec: PageDecompressor::new(),
+                scratch: Vec::new(),
+                buffers: buffers.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("restore-open-{i}"))
-                .spawn(move || worker(&rx))
+                .spawn(move || worker.run(&rx))
                 .map_err(Error::Io)?;
         }
         Ok(OpenPool { jobs })
     }
 
     /// A pool with a thread per core.
-    pub fn per_core() -> Result<OpenPool> {
-        OpenPool::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    pub fn per_core(buffers: &BufferPool) -> Result<OpenPool> {
+        OpenPool::new(std::thread::available_parallelism().map_or(2, |n| n.get()), buffers)
     }
 
     /// Opens `batch`'s frames with `opener` on the pool; the opened batch (or the
@@ -103,33 +130,40 @@ impl OpenPool {
     }
 }
 
-fn worker(jobs: &Mutex<Receiver<Job>>) {
-    let mut dec = PageDecompressor::new();
-    loop {
-        // The lock is held only while waiting for a job, not while opening it.
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(mut job) = job else { return };
-        let result = open_batch(&mut dec, &mut job).map(|()| job.batch);
-        // The file's reader or the merge has gone (an error elsewhere): nothing to do.
-        let _ = job.done.send(result);
-    }
-}
-
-fn open_batch(dec: &mut PageDecompressor, job: &mut Job) -> Result<()> {
-    let ps = job.page_size;
-    let b = &mut job.batch;
-    b.pgnos.clear();
-    b.pages.resize(b.frames.len() * ps, 0);
-    for (i, frame) in b.frames.iter().enumerate() {
-        let page = &mut b.pages[i * ps..(i + 1) * ps];
-        let pgno = job.opener.open(dec, frame, &mut b.sealed, page)?;
-        if job.checksum {
-            b.checksum.toggle_page(pgno, page);
+impl Worker {
+    fn run(mut self, jobs: &Mutex<Receiver<Job>>) {
+        loop {
+            // The lock is held only while waiting for a job, not while opening it.
+            let job = match jobs.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return,
+            };
+            let Ok(mut job) = job else { return };
+            let result = self.open_batch(&mut job).map(|()| job.batch);
+            // The file's reader or the merge has gone (an error elsewhere): nothing to do.
+            let _ = job.done.send(result);
         }
-        b.pgnos.push(pgno);
     }
-    Ok(())
+
+    fn open_batch(&mut self, job: &mut Job) -> Result<()> {
+        let ps = job.page_size;
+        let b = &mut job.batch;
+        b.pgnos.clear();
+        b.sums.clear();
+        let mut pages = self.buffers.take(b.frames.len() * ps);
+        for (i, frame) in b.frames.iter().enumerate() {
+            let page = &mut pages[i * ps..(i + 1) * ps];
+            let pgno = job.opener.open(&mut self.dec, frame, &mut self.scratch, page)?;
+            if job.checksum {
+                let sum = page_checksum(pgno, page);
+                b.sums.push(sum);
+                b.checksum.toggle_checksum(sum);
+            }
+            b.pgnos.push(pgno);
+        }
+        // The sealed payloads are done with: let their downloaded chunks go.
+        b.frames.clear();
+        b.pages = Arc::new(pages);
+        Ok(())
+    }
 }

@@ -1,6 +1,7 @@
 //! One restore, start to finish: resolve the target, plan, stream and merge the files
 //! into a temporary file beside the destination, verify, fsync, rename.
 
+use super::buffers::BufferPool;
 use super::decode::{FilePages, ThreadedPages, MAX_THREADS};
 use super::download::RemoteReader;
 use super::open::OpenPool;
@@ -9,7 +10,7 @@ use super::progress::{register, RestoreProgress};
 use super::write::PageWriter;
 use crate::file_modes::FileModes;
 use crate::ltx::crypto::PrivateKey;
-use crate::ltx::{DbChecksum, DecodedPages, Merge, Position};
+use crate::ltx::{page_checksum, DbChecksum, DecodedPages, Merge, PageSource, Position};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
 use crate::time_target::TimeTarget;
@@ -277,9 +278,10 @@ fn write_merged(
     by_size.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
     let threaded = &by_size[..by_size.len().min(MAX_THREADS)];
     let key = options.key.as_deref();
+    let buffers = BufferPool::new();
     // Encrypted files' pages are opened on a thread per core (see `open`).
     let pool = key
-        .map(|_| OpenPool::per_core())
+        .map(|_| OpenPool::per_core(&buffers))
         .transpose()
         .map_err(|e| e.to_string())?;
     let sources = readers
@@ -287,7 +289,8 @@ fn write_merged(
         .enumerate()
         .map(|(i, r)| {
             if threaded.contains(&i) {
-                ThreadedPages::spawn(r, format!("restore-decode-{i}"), key, pool.as_ref()).map(FilePages::Threaded)
+                ThreadedPages::spawn(r, format!("restore-decode-{i}"), key, pool.as_ref(), &buffers)
+                    .map(FilePages::Threaded)
             } else {
                 DecodedPages::with_key(r, key).map(FilePages::InLine)
             }
@@ -306,11 +309,16 @@ fn write_merged(
     let mut checksum = DbChecksum::new();
     let verify = !header.no_checksum();
     let post_apply = merge
-        .run(|pgno, page| {
+        .run_sources(|pgno, source| {
             if verify {
-                checksum.toggle_page(pgno, page);
+                let sum = source.page_checksum();
+                checksum.toggle_checksum(sum.unwrap_or_else(|| page_checksum(pgno, source.page())));
             }
-            writer.write_page(pgno, page).map_err(crate::ltx::Error::Io)
+            match source.shared_page() {
+                Some((pages, at)) => writer.write_shared(pgno, pages, at),
+                None => writer.write_page(pgno, source.page()),
+            }
+            .map_err(crate::ltx::Error::Io)
         })
         .map_err(|e| e.to_string())?;
     writer.finish().map_err(|e| e.to_string())?;
