@@ -120,7 +120,9 @@ impl Client {
     /// Connects to the first server that answers, then keeps the connection up in a task on
     /// the current runtime. A failure of this first connection is returned as it is.
     pub async fn connect(options: ConnectOptions) -> Result<Client, connect::ConnectError> {
-        let (io, leftover) = connect::dial_any(&options).await?;
+        let (io, leftover, advertised) = connect::dial_any(&options).await?;
+        let mut options = options;
+        options.learn(&advertised);
         let shared = Arc::new(Shared {
             inbox: format!("_INBOX.{}", nuid()),
             next_sid: AtomicU64::new(INBOX_SID + 1),
@@ -251,7 +253,10 @@ impl Task {
                     }
                 }
                 match connect::dial_any(&self.options).await {
-                    Ok(c) => break c,
+                    Ok((io, leftover, advertised)) => {
+                        self.options.learn(&advertised);
+                        break (io, leftover);
+                    }
                     Err(e) => tracing::debug!(error = %e, "NATS reconnect attempt failed"),
                 }
                 pause = (pause * 2).min(RECONNECT_MAX);
@@ -334,11 +339,15 @@ impl Task {
         }
     }
 
-    fn dispatch(&self, op: ServerOp) -> Option<Reply> {
+    fn dispatch(&mut self, op: ServerOp) -> Option<Reply> {
         match op {
             ServerOp::Ping => Some(Reply::Pong),
             ServerOp::Pong => Some(Reply::GotPong),
-            ServerOp::Ok | ServerOp::Info(_) => None,
+            ServerOp::Ok => None,
+            ServerOp::Info(json) => {
+                self.options.learn(&connect::advertised(&json));
+                None
+            }
             ServerOp::Err(text) => {
                 // Permission errors concern one subject; the server keeps the connection.
                 if text.to_ascii_lowercase().contains("permissions violation") {

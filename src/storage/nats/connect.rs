@@ -159,6 +159,27 @@ impl ConnectOptions {
         }
     }
 
+    /// Adds servers a cluster advertised (`host:port`) to those reconnects try; the TLS
+    /// choice of the configured servers carries over.
+    pub fn learn(&mut self, urls: &[String]) {
+        let tls = self.servers[0].tls;
+        for u in urls {
+            let Ok(url) = url::Url::parse(&format!("nats://{u}")) else {
+                continue;
+            };
+            let host = match url.host() {
+                Some(url::Host::Ipv6(a)) => a.to_string(),
+                Some(h) => h.to_string(),
+                None => continue,
+            };
+            let port = url.port().unwrap_or(4222);
+            if !self.servers.iter().any(|s| s.host == host && s.port == port) {
+                tracing::debug!(server = %u, "NATS cluster advertised a server");
+                self.servers.push(Server { host, port, tls });
+            }
+        }
+    }
+
     /// The first server, for messages.
     pub fn describe(&self) -> String {
         let s = &self.servers[0];
@@ -199,7 +220,11 @@ impl ConnectOptions {
 }
 
 /// Dials each server in turn; the last failure if none answers.
-pub(crate) async fn dial_any(o: &ConnectOptions) -> Result<(Box<dyn Io>, BytesMut), ConnectError> {
+/// A connection ready for traffic: the stream, bytes read past the handshake, and the
+/// servers the cluster advertised.
+pub(crate) type Dialed = (Box<dyn Io>, BytesMut, Vec<String>);
+
+pub(crate) async fn dial_any(o: &ConnectOptions) -> Result<Dialed, ConnectError> {
     let mut last = None;
     for server in &o.servers {
         match tokio::time::timeout(DIAL_TIMEOUT, dial(o, server)).await {
@@ -224,6 +249,16 @@ struct ServerInfo {
     tls_available: bool,
     #[serde(default)]
     nonce: Option<String>,
+    /// Other servers of the cluster, `host:port`: where to reconnect if this one goes.
+    #[serde(default)]
+    connect_urls: Vec<String>,
+}
+
+/// The servers a cluster advertises in an INFO (at connect and when its members change).
+pub(crate) fn advertised(info_json: &str) -> Vec<String> {
+    serde_json::from_str::<ServerInfo>(info_json)
+        .map(|i| i.connect_urls)
+        .unwrap_or_default()
 }
 
 /// Reads until one whole operation is buffered.
@@ -252,7 +287,7 @@ fn io_error(e: std::io::Error) -> ConnectError {
     )
 }
 
-async fn dial(o: &ConnectOptions, server: &Server) -> Result<(Box<dyn Io>, BytesMut), ConnectError> {
+async fn dial(o: &ConnectOptions, server: &Server) -> Result<Dialed, ConnectError> {
     let tcp = TcpStream::connect((server.host.as_str(), server.port))
         .await
         .map_err(io_error)?;
@@ -293,7 +328,7 @@ async fn dial(o: &ConnectOptions, server: &Server) -> Result<(Box<dyn Io>, Bytes
     io.flush().await.map_err(io_error)?;
     loop {
         match next_op(&mut io, &mut buf).await? {
-            ServerOp::Pong => return Ok((io, buf)),
+            ServerOp::Pong => return Ok((io, buf, info.connect_urls)),
             ServerOp::Err(text) => {
                 let lower = text.to_ascii_lowercase();
                 let kind = if lower.contains("authorization") || lower.contains("authentication") {
@@ -340,4 +375,29 @@ fn connect_json(credentials: &Credentials, tls: bool, nonce: Option<&str>) -> St
         }
     }
     c.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_a_cluster_advertises_are_added_once_for_reconnects() {
+        let mut o = ConnectOptions::plain("127.0.0.1", 4222);
+        let urls =
+            advertised(r#"{"server_id":"a","connect_urls":["10.0.0.2:4222","[fd00::3]:4223","127.0.0.1:4222"]}"#);
+        assert_eq!(urls.len(), 3);
+        o.learn(&urls);
+        o.learn(&urls);
+        let found: Vec<(String, u16)> = o.servers.iter().map(|s| (s.host.clone(), s.port)).collect();
+        assert_eq!(
+            found,
+            [
+                ("127.0.0.1".into(), 4222),
+                ("10.0.0.2".into(), 4222),
+                ("fd00::3".into(), 4223)
+            ]
+        );
+        assert!(advertised("{}").is_empty() && advertised("not json").is_empty());
+    }
 }
