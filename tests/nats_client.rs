@@ -134,3 +134,22 @@ async fn a_server_restart_during_a_read_fails_it_fast_and_the_store_reads_again_
     store.put_new(0, 2, 2, patterned(1000, 6), 2).await.unwrap();
     assert_eq!(store.list(0).await.unwrap().len(), 2);
 }
+
+/// A whole-object read moves the object once: the consumer's deliveries go to a subject of
+/// their own (under the request inbox's wildcard they came twice, 2x the bytes), and flow
+/// control paces a large object instead of the server dropping us as a slow consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_object_read_moves_its_bytes_once() {
+    let nats = Nats::start();
+    let store = open(&nats.url("once/db"));
+    let data = patterned(40 << 20, 9);
+    store.put_new(0, 1, 1, data.clone(), 1).await.unwrap();
+    let before = nats.bytes_sent_to("litestream-vfs");
+    assert!(store.get(0, 1, 1).await.unwrap() == data);
+    let moved = nats.bytes_sent_to("litestream-vfs") - before;
+    assert!(
+        (data.len() as u64..data.len() as u64 * 21 / 20).contains(&moved),
+        "a {}-byte object moved {moved} bytes",
+        data.len()
+    );
+}

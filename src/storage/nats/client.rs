@@ -150,8 +150,10 @@ impl Client {
         self.shared.connected.subscribe()
     }
 
+    /// A fresh subject for a subscription's deliveries. Not under the request inbox: its
+    /// wildcard subscription would match, and the server would send every message twice.
     pub fn new_inbox(&self) -> String {
-        format!("{}.s{}", self.shared.inbox, nuid())
+        format!("_INBOX.{}", nuid())
     }
 
     fn send(&self, frame: BytesMut) -> Result<(), NatsError> {
@@ -175,6 +177,13 @@ impl Client {
             shared: Arc::clone(&self.shared),
             out: self.out.clone(),
         })
+    }
+
+    /// Publishes `payload` to `subject`, waiting for nothing.
+    pub fn publish(&self, subject: &str, payload: &[u8]) -> Result<(), NatsError> {
+        let mut frame = BytesMut::with_capacity(payload.len() + 64);
+        proto::publish(&mut frame, subject, None, None, payload);
+        self.send(frame)
     }
 
     /// Publishes `payload` to `subject` and waits up to `limit` for the one reply.
@@ -303,6 +312,9 @@ impl Task {
                     Err(e) => return Ended::Lost(e.to_string()),
                 }
             }
+            // Room for a whole chunk message per read: `read_buf` on a full buffer would
+            // grow it 64 bytes at a time.
+            buf.reserve(256 * 1024);
             tokio::select! {
                 read = io.read_buf(&mut buf) => match read {
                     Ok(0) => return Ended::Lost("the server closed the connection".into()),

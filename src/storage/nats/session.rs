@@ -332,6 +332,10 @@ impl Session {
                 "replay_policy": "instant",
                 "headers_only": headers_only,
                 "mem_storage": true,
+                // Flow control paces the server to what we take in: without it a large
+                // object is pushed at once and the server may drop us as a slow consumer.
+                "flow_control": true,
+                "idle_heartbeat": 5_000_000_000u64,
             },
         });
         let info: ConsumerInfo = self
@@ -348,7 +352,11 @@ impl Session {
                 .map_err(|_| ctx.timed_out(IDLE_LIMIT))?
                 .ok_or_else(|| ctx.transient("the connection was lost while reading"))?;
             if m.status.is_some() {
-                continue; // heartbeats and flow control, which we do not ask for
+                // A heartbeat, or a flow control request, which wants an empty reply.
+                if let Some(reply) = &m.reply {
+                    self.client.publish(reply, b"").map_err(|e| ctx.error(&e))?;
+                }
+                continue;
             }
             let Some((sequence, consumer_sequence, pending)) = m.reply.as_deref().and_then(ack_info) else {
                 return Err(ctx.classify("a consumer delivery without its $JS.ACK reply subject"));
