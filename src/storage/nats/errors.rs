@@ -1,10 +1,10 @@
-//! async-nats errors → our typed, redacted [`Error`].
+//! NATS client and JetStream errors → our typed, redacted [`Error`].
 //!
-//! async-nats reports most failures as `Error<Kind>` with a `Display` that names the kind and
-//! its source; the kinds that matter to one call site (not found, wrong last sequence) are
-//! matched there. Everything else is classified here from the error text, because the same
-//! condition (the server went away) surfaces under many kinds: request timeouts, publish-ack
-//! timeouts, "no responders" while JetStream restarts, broken pipes, missed heartbeats.
+//! The conditions that matter to one call site (not found, wrong last sequence) are matched
+//! there by JetStream error code. Everything else is classified here from the error text,
+//! because the same condition (the server went away) surfaces in many ways: request
+//! timeouts, publish-ack timeouts, "no responders" while JetStream restarts, broken pipes,
+//! and JetStream API errors whose descriptions are the server's.
 
 use std::error::Error as StdError;
 
@@ -20,7 +20,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Converts any error from async-nats.
+    /// Converts any error of the client (or one with sources).
     pub fn error(&self, err: &(dyn StdError + 'static)) -> Error {
         self.classify(&chain_text(err))
     }
@@ -106,7 +106,7 @@ const TRANSIENT: &[&str] = &[
     "timed out",
     "timeout",
     "no responders",
-    "does not exist", // async-nats' text for "no responders" on a JetStream API request
+    "does not exist",
     "broken pipe",
     "connection",
     "disconnected",

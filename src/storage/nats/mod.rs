@@ -4,7 +4,7 @@
 //! the bucket root, which is where Litestream 0.5.17 puts them), and each object carries the
 //! LTX header timestamp in its `Litestream-Timestamp` header, so either tool reads the other's
 //! replica. We speak the object store layout (NATS ADR-20, see `meta.rs`) ourselves rather
-//! than through async-nats' object store module, for three things it does not offer:
+//! than through a client library's object store module, for three things those lack:
 //! - a conditional create: the metadata message of a new object is published with
 //!   `Nats-Expected-Last-Subject-Sequence`, which the server checks atomically (`put_new`);
 //! - ranged reads: only the chunk messages covering a range are fetched (`chunks.rs`);
@@ -14,8 +14,12 @@
 //! bucket is created then if it does not exist (Litestream itself requires it to exist).
 
 mod chunks;
+mod client;
+mod connect;
 mod errors;
 mod meta;
+mod nkey;
+mod proto;
 mod session;
 mod settings;
 
@@ -24,8 +28,6 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::HeaderMap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -42,7 +44,8 @@ use chunks::{ChunkMap, MapCache};
 use errors::Ctx;
 pub use meta::TIMESTAMP_HEADER as NATS_TIMESTAMP_HEADER;
 use meta::{digest, MetaOptions, ObjectMeta, Subjects};
-use session::{Session, Which};
+use proto::Headers;
+use session::{Session, Which, WRONG_LAST_SEQUENCE};
 use settings::Settings;
 
 /// How long any one request may take before it counts as a transient failure, on top of
@@ -117,7 +120,7 @@ impl NatsReplica {
             .await?;
         // While the client is reconnecting a request would only wait for its timeout; say
         // at once what is wrong, and let the caller's retries wait for the connection.
-        if s.client.connection_state() != async_nats::connection::State::Connected {
+        if !s.client.is_connected() {
             return Err(ctx.transient("not connected to the NATS server (reconnecting)"));
         }
         Ok(s)
@@ -212,12 +215,7 @@ impl NatsReplica {
             let mut found = Vec::with_capacity(meta.chunks as usize);
             let mut bad = None;
             s.consume(subject, false, true, ctx, |seq, m| {
-                match m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Msg-Size"))
-                    .map(|v| v.as_str().parse::<u64>())
-                {
+                match m.headers.get("Nats-Msg-Size").map(|v| v.parse::<u64>()) {
                     Some(Ok(size)) => found.push((seq, size)),
                     _ => bad = Some(seq),
                 }
@@ -291,13 +289,7 @@ impl NatsReplica {
         let ctx = self.ctx("PUT", name);
         let s = self.session(ctx).await?;
         let previous = if create { None } else { self.meta(s, name, ctx).await? };
-        let nuid = s
-            .client
-            .new_inbox()
-            .rsplit('.')
-            .next()
-            .expect("an inbox has a last token")
-            .to_string();
+        let nuid = client::nuid();
         let chunk_subject = self.subjects.chunks(&nuid);
         if let Err(e) = self.publish_chunks(s, &chunk_subject, &data, ctx).await {
             let _ = s.purge(&chunk_subject, ctx).await;
@@ -395,7 +387,7 @@ impl NatsReplica {
         expected_last: Option<u64>,
         ctx: Ctx<'_>,
     ) -> std::result::Result<u64, PublishFailure> {
-        let mut headers = HeaderMap::new();
+        let mut headers = Headers::new();
         headers.insert("Nats-Rollup", "sub");
         if let Some(seq) = expected_last {
             headers.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
@@ -403,8 +395,10 @@ impl NatsReplica {
         let payload = serde_json::to_vec(meta).expect("metadata serializes");
         s.publish(self.subjects.meta(&meta.name), Some(headers), payload.into())
             .await
-            .map_err(|e| match e.kind() {
-                PublishErrorKind::WrongLastSequence => PublishFailure::WrongLastSequence,
+            .map_err(|e| match e {
+                client::NatsError::Api { err_code, .. } if err_code == WRONG_LAST_SEQUENCE => {
+                    PublishFailure::WrongLastSequence
+                }
                 _ => PublishFailure::Failed(ctx.error(&e)),
             })
     }

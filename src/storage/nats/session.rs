@@ -1,23 +1,38 @@
-//! The connection to NATS and the object store bucket's stream: connecting, creating the
-//! bucket when it is missing, and the three ways we read messages (one by sequence, the
-//! last or first on a subject, and every message on a subject through an ordered consumer).
+//! The bucket's JetStream stream, spoken as JSON requests over our client (`client.rs`):
+//! connecting, creating the bucket when it is missing, publishing with a PubAck, purging,
+//! and the two ways we read messages: one at a time (a direct get, or the leader's
+//! `STREAM.MSG.GET` when the stream does not allow direct gets) and every message on a
+//! subject, in order, through an ephemeral push consumer.
+//!
+//! Why a consumer rather than a loop of `next_by_subj` direct gets: it streams (one round
+//! trip for the whole object instead of one per chunk), and can send headers only
+//! (`Nats-Msg-Size`) and the last message per subject, which the chunk maps and listings
+//! need; nats-server 2.9 has no batched direct get.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::push::OrderedConfig, consumer::DeliverPolicy, stream};
-use async_nats::{Client, ConnectOptions, HeaderMap};
+use base64::Engine;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
 
 use super::super::error::{Error, Result};
+use super::client::{Client, NatsError};
+use super::connect::{ConnectKind, ConnectOptions};
 use super::errors::Ctx;
 use super::meta::Subjects;
-use super::settings::{Auth, Settings};
+use super::proto::{Headers, Msg};
+use super::settings::Settings;
 
 /// How long a JetStream API request or a publish ack may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an ordered consumer may go without delivering the next message.
+/// How long a consumer may go without delivering the next message.
 const IDLE_LIMIT: Duration = Duration::from_secs(15);
+/// JetStream's error codes we act on.
+const STREAM_NOT_FOUND: u32 = 10059;
+const NO_MESSAGE_FOUND: u32 = 10037;
+pub(crate) const WRONG_LAST_SEQUENCE: u32 = 10071;
 
 /// One message read back from the bucket's stream.
 pub(crate) struct Stored {
@@ -36,14 +51,72 @@ pub(crate) enum Which<'a> {
 /// A live connection plus the bucket's stream.
 pub(crate) struct Session {
     pub client: Client,
-    pub js: jetstream::Context,
-    stream: stream::Stream,
+    stream: String,
     /// The stream allows direct gets (`allow_direct`): single-message reads go to
     /// `$JS.API.DIRECT.GET` and return the raw payload, instead of the leader-only
     /// `STREAM.MSG.GET`, whose JSON answer carries the payload in base64.
     direct: bool,
-    /// Whether the client is connected, as its connection events say.
+    /// Whether the client is connected.
     connected: tokio::sync::watch::Receiver<bool>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    err_code: u32,
+    #[serde(default)]
+    description: String,
+}
+
+/// A JetStream API answer: `T`, or `{"error": {...}}`.
+fn parse_api<T: DeserializeOwned>(payload: &[u8]) -> std::result::Result<T, NatsError> {
+    let bad = |e: serde_json::Error| NatsError::Other(format!("bad JetStream answer: {e}"));
+    let v: serde_json::Value = serde_json::from_slice(payload).map_err(bad)?;
+    if let Some(e) = v.get("error") {
+        let e: ApiError = serde_json::from_value(e.clone()).map_err(bad)?;
+        return Err(NatsError::Api {
+            code: e.code,
+            err_code: e.err_code,
+            description: e.description,
+        });
+    }
+    serde_json::from_value(v).map_err(bad)
+}
+
+fn is_api(e: &NatsError, code: u32) -> bool {
+    matches!(e, NatsError::Api { err_code, .. } if *err_code == code)
+}
+
+#[derive(Deserialize)]
+struct StreamInfo {
+    config: StreamConfig,
+}
+
+#[derive(Deserialize)]
+struct StreamConfig {
+    #[serde(default)]
+    allow_rollup_hdrs: bool,
+    #[serde(default)]
+    allow_direct: bool,
+}
+
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`,
+/// or the newer form with a domain and account hash after `ACK` and a token at the end:
+/// (stream sequence, consumer sequence, pending).
+fn ack_info(reply: &str) -> Option<(u64, u64, u64)> {
+    let t: Vec<&str> = reply.split('.').collect();
+    let at = match t.len() {
+        9 => 5,
+        n if n >= 11 && t[0] == "$JS" && t[1] == "ACK" => 7,
+        _ => return None,
+    };
+    if t[0] != "$JS" || t[1] != "ACK" {
+        return None;
+    }
+    let n = |i: usize| t[i].parse::<u64>().ok();
+    Some((n(at)?, n(at + 1)?, n(at + 3)?))
 }
 
 impl Session {
@@ -69,55 +142,98 @@ impl Session {
     }
 
     async fn open_here(settings: &Settings, subjects: &Subjects, ctx: Ctx<'_>) -> Result<Session> {
-        let (connected_tx, connected) = tokio::sync::watch::channel(true);
-        let client = connect_options(settings, connected_tx, ctx)
-            .await?
-            .connect(settings.servers.as_str())
+        let options = ConnectOptions::from_settings(settings)
+            .map_err(|e| Error::config(format!("{}: {}", ctx.store, ctx.redactor.clean(&e))))?;
+        let client = Client::connect(options).await.map_err(|e| {
+            let message = ctx.redactor.clean(&e.message);
+            match e.kind {
+                // An untrusted certificate or a bad TLS setup will not get better by retrying.
+                ConnectKind::Tls => Error::config(format!("{}: {message}", ctx.store)),
+                ConnectKind::Auth => Error::Denied {
+                    store: ctx.store.to_string(),
+                    op: ctx.op,
+                    key: ctx.key.to_string(),
+                    message,
+                },
+                ConnectKind::Io | ConnectKind::Protocol => ctx.classify(&message),
+            }
+        })?;
+        let mut session = Session {
+            connected: client.watch_connected(),
+            client,
+            stream: subjects.stream(),
+            direct: false,
+        };
+        let config = match session
+            .api::<StreamInfo>(&format!("STREAM.INFO.{}", session.stream), None)
             .await
-            .map_err(|e| {
-                use async_nats::ConnectErrorKind as K;
-                // An untrusted certificate (reported as an I/O error) or a bad TLS setup will
-                // not get better by retrying.
-                let certificate = e.kind() == K::Io && e.to_string().contains("certificate");
-                match e.kind() {
-                    K::Tls | K::ServerParse => {
-                        Error::config(format!("{}: {}", ctx.store, ctx.redactor.clean(&e.to_string())))
-                    }
-                    _ if certificate => Error::config(format!("{}: {}", ctx.store, ctx.redactor.clean(&e.to_string()))),
-                    K::Authentication | K::AuthorizationViolation => Error::Denied {
-                        store: ctx.store.to_string(),
-                        op: ctx.op,
-                        key: ctx.key.to_string(),
-                        message: ctx.redactor.clean(&e.to_string()),
-                    },
-                    _ => ctx.error(&e),
-                }
-            })?;
-        let js = jetstream::ContextBuilder::new()
-            .timeout(REQUEST_TIMEOUT)
-            .build(client.clone());
-        let stream = match js.get_stream(subjects.stream()).await {
-            Ok(s) => s,
-            Err(e) if is_stream_not_found(&e) => create_bucket(&js, settings, subjects, ctx).await?,
+        {
+            Ok(info) => info.config,
+            Err(e) if is_api(&e, STREAM_NOT_FOUND) => session.create_bucket(settings, subjects, ctx).await?,
             Err(e) => return Err(ctx.error(&e)),
         };
-        let config = &stream.cached_info().config;
-        if !config.allow_rollup {
+        if !config.allow_rollup_hdrs {
             return Err(Error::config(format!(
                 "{}: stream {} exists but is not an object store bucket (rollups are not allowed)",
-                ctx.store,
-                subjects.stream()
+                ctx.store, session.stream
             )));
         }
-        let direct = config.allow_direct;
-        tracing::debug!(store = %ctx.store, direct, "connected to NATS");
-        Ok(Session {
-            client,
-            js,
-            stream,
-            direct,
-            connected,
-        })
+        session.direct = config.allow_direct;
+        tracing::debug!(store = %ctx.store, direct = session.direct, "connected to NATS");
+        Ok(session)
+    }
+
+    /// One JetStream API request (`$JS.API.<what>`) and its JSON answer.
+    async fn api<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        body: Option<serde_json::Value>,
+    ) -> std::result::Result<T, NatsError> {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let m = self
+            .client
+            .request(&format!("$JS.API.{what}"), None, body.as_bytes(), REQUEST_TIMEOUT)
+            .await?;
+        parse_api(&m.payload)
+    }
+
+    /// Creates the bucket as the NATS clients create object stores (file storage, one
+    /// replica, rollups and direct gets allowed). Losing a creation race is fine.
+    async fn create_bucket(&self, settings: &Settings, subjects: &Subjects, ctx: Ctx<'_>) -> Result<StreamConfig> {
+        let config = json!({
+            "name": self.stream,
+            "description": format!("object store bucket {} (created by litestream-vfs)", settings.bucket),
+            "subjects": [subjects.all_chunks(), subjects.all_meta()],
+            "retention": "limits",
+            "max_consumers": -1,
+            "max_msgs": -1,
+            "max_bytes": -1,
+            "max_age": 0,
+            "max_msgs_per_subject": -1,
+            "max_msg_size": -1,
+            "storage": "file",
+            "discard": "new",
+            "num_replicas": 1,
+            "duplicate_window": 120_000_000_000u64,
+            "allow_rollup_hdrs": true,
+            "allow_direct": true,
+        });
+        match self
+            .api::<StreamInfo>(&format!("STREAM.CREATE.{}", self.stream), Some(config))
+            .await
+        {
+            Ok(info) => {
+                tracing::info!(store = %ctx.store, bucket = %settings.bucket, "created the NATS object store bucket");
+                Ok(info.config)
+            }
+            Err(e) => match self
+                .api::<StreamInfo>(&format!("STREAM.INFO.{}", self.stream), None)
+                .await
+            {
+                Ok(info) => Ok(info.config),
+                Err(_) => Err(ctx.error(&e)),
+            },
+        }
     }
 
     /// Resolves when the connection is (or already was) lost. Requests in flight then only
@@ -129,40 +245,68 @@ impl Session {
 
     /// One message, or `None` when there is none there.
     pub async fn get(&self, which: Which<'_>, ctx: Ctx<'_>) -> Result<Option<Stored>> {
-        let m = if self.direct {
-            let b = self.stream.direct_get_builder();
-            let b = match which {
-                Which::Sequence(s) => b.sequence(s),
-                Which::LastOn(subject) => b.last_by_subject(subject),
-                Which::FirstOn(subject) => b.next_by_subject(subject),
-            };
-            match b.send().await {
-                Ok(m) => m,
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(ctx.error(&e)),
-            }
-        } else {
-            let b = self.stream.raw_message_builder();
-            let b = match which {
-                Which::Sequence(s) => b.sequence(s),
-                Which::LastOn(subject) => b.last_by_subject(subject),
-                Which::FirstOn(subject) => b.next_by_subject(subject),
-            };
-            match b.send().await {
-                Ok(m) => m,
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-                Err(e) => return Err(ctx.error(&e)),
-            }
+        let body = match which {
+            Which::Sequence(s) => json!({ "seq": s }),
+            Which::LastOn(subject) => json!({ "last_by_subj": subject }),
+            Which::FirstOn(subject) => json!({ "next_by_subj": subject }),
+        };
+        if !self.direct {
+            return self.get_from_leader(body, ctx).await;
+        }
+        let subject = format!("$JS.API.DIRECT.GET.{}", self.stream);
+        let m = self
+            .client
+            .request(&subject, None, body.to_string().as_bytes(), REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| ctx.error(&e))?;
+        match m.status {
+            None => {}
+            Some(404) => return Ok(None),
+            Some(code) => return Err(ctx.classify(&format!("direct get failed with status {code}"))),
+        }
+        let sequence = m.headers.get("Nats-Sequence").and_then(|s| s.parse::<u64>().ok());
+        let (Some(sequence), Some(subject)) = (sequence, m.headers.get("Nats-Subject")) else {
+            return Err(ctx.classify("a direct get answer without Nats-Sequence and Nats-Subject"));
         };
         Ok(Some(Stored {
-            subject: m.subject.to_string(),
-            sequence: m.sequence,
+            subject: subject.to_string(),
+            sequence,
             payload: m.payload,
         }))
     }
 
+    async fn get_from_leader(&self, body: serde_json::Value, ctx: Ctx<'_>) -> Result<Option<Stored>> {
+        #[derive(Deserialize)]
+        struct Answer {
+            message: Stored64,
+        }
+        #[derive(Deserialize)]
+        struct Stored64 {
+            subject: String,
+            seq: u64,
+            #[serde(default)]
+            data: String,
+        }
+        let a = match self
+            .api::<Answer>(&format!("STREAM.MSG.GET.{}", self.stream), Some(body))
+            .await
+        {
+            Ok(a) => a.message,
+            Err(e) if is_api(&e, NO_MESSAGE_FOUND) => return Ok(None),
+            Err(e) => return Err(ctx.error(&e)),
+        };
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(a.data)
+            .map_err(|e| ctx.classify(&format!("bad base64 in a stored message: {e}")))?;
+        Ok(Some(Stored {
+            subject: a.subject,
+            sequence: a.seq,
+            payload: payload.into(),
+        }))
+    }
+
     /// Every message on `filter` (the last per subject if `last_per_subject`), in stream
-    /// order, through an ordered push consumer: `each(sequence, message)` for each one.
+    /// order, through an ephemeral push consumer: `each(sequence, message)` for each one.
     /// `headers_only` asks the server to leave payloads out (it adds `Nats-Msg-Size`).
     pub async fn consume(
         &self,
@@ -170,41 +314,61 @@ impl Session {
         last_per_subject: bool,
         headers_only: bool,
         ctx: Ctx<'_>,
-        mut each: impl FnMut(u64, async_nats::Message) -> Result<()>,
+        mut each: impl FnMut(u64, Msg) -> Result<()>,
     ) -> Result<()> {
-        let consumer = self
-            .stream
-            .create_consumer(OrderedConfig {
-                deliver_subject: self.client.new_inbox(),
-                filter_subject: filter,
-                deliver_policy: if last_per_subject {
-                    DeliverPolicy::LastPerSubject
-                } else {
-                    DeliverPolicy::All
-                },
-                headers_only,
-                ..Default::default()
-            })
+        #[derive(Deserialize)]
+        struct ConsumerInfo {
+            num_pending: u64,
+        }
+        let inbox = self.client.new_inbox();
+        let mut sub = self.client.subscribe(&inbox).map_err(|e| ctx.error(&e))?;
+        let request = json!({
+            "stream_name": self.stream,
+            "config": {
+                "deliver_subject": inbox,
+                "filter_subject": filter,
+                "deliver_policy": if last_per_subject { "last_per_subject" } else { "all" },
+                "ack_policy": "none",
+                "replay_policy": "instant",
+                "headers_only": headers_only,
+                "mem_storage": true,
+                // Flow control paces the server to what we take in: without it a large
+                // object is pushed at once and the server may drop us as a slow consumer.
+                "flow_control": true,
+                "idle_heartbeat": 5_000_000_000u64,
+            },
+        });
+        let info: ConsumerInfo = self
+            .api(&format!("CONSUMER.CREATE.{}", self.stream), Some(request))
             .await
             .map_err(|e| ctx.error(&e))?;
-        if consumer.cached_info().num_pending == 0 {
+        if info.num_pending == 0 {
             return Ok(());
         }
-        let mut messages = consumer.messages().await.map_err(|e| ctx.error(&e))?;
+        let mut expected = 1;
         loop {
-            let next = tokio::time::timeout(IDLE_LIMIT, messages.next())
+            let m = tokio::time::timeout(IDLE_LIMIT, sub.next())
                 .await
-                .map_err(|_| ctx.timed_out(IDLE_LIMIT))?;
-            let m = match next {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => return Err(ctx.error(&e)),
-                None => return Err(ctx.transient("the consumer ended before the last message")),
+                .map_err(|_| ctx.timed_out(IDLE_LIMIT))?
+                .ok_or_else(|| ctx.transient("the connection was lost while reading"))?;
+            if m.status.is_some() {
+                // A heartbeat, or a flow control request, which wants an empty reply.
+                if let Some(reply) = &m.reply {
+                    self.client.publish(reply, b"").map_err(|e| ctx.error(&e))?;
+                }
+                continue;
+            }
+            let Some((sequence, consumer_sequence, pending)) = m.reply.as_deref().and_then(ack_info) else {
+                return Err(ctx.classify("a consumer delivery without its $JS.ACK reply subject"));
             };
-            let (sequence, pending) = {
-                let info = m.info().map_err(|e| ctx.classify(&format!("bad delivery: {e}")))?;
-                (info.stream_sequence, info.pending)
-            };
-            each(sequence, m.message)?;
+            if consumer_sequence != expected {
+                return Err(ctx.transient(&format!(
+                    "the consumer skipped from delivery {} to {consumer_sequence}; read again",
+                    expected - 1
+                )));
+            }
+            expected += 1;
+            each(sequence, m)?;
             if pending == 0 {
                 return Ok(());
             }
@@ -212,119 +376,68 @@ impl Session {
     }
 
     /// Publishes one message and waits for the stream to store it; the stream sequence.
-    pub async fn publish(&self, subject: String, headers: Option<HeaderMap>, payload: Bytes) -> PublishResult {
-        let sent = match headers {
-            Some(h) => self.js.publish_with_headers(subject, h, payload).await,
-            None => self.js.publish(subject, payload).await,
-        };
-        match sent {
-            Ok(ack) => ack.await.map(|a| a.sequence),
-            Err(e) => Err(e),
+    pub async fn publish(
+        &self,
+        subject: String,
+        headers: Option<Headers>,
+        payload: Bytes,
+    ) -> std::result::Result<u64, NatsError> {
+        #[derive(Deserialize)]
+        struct PubAck {
+            seq: u64,
         }
+        let m = self
+            .client
+            .request(&subject, headers.as_ref(), &payload, REQUEST_TIMEOUT)
+            .await?;
+        parse_api::<PubAck>(&m.payload).map(|a| a.seq)
     }
 
     /// Removes every message on `subject` (the chunks of one object version).
     pub async fn purge(&self, subject: &str, ctx: Ctx<'_>) -> Result<()> {
-        self.stream
-            .purge()
-            .filter(subject)
-            .await
-            .map(|_| ())
-            .map_err(|e| ctx.error(&e))
-    }
-}
-
-pub(crate) type PublishResult = std::result::Result<u64, jetstream::context::PublishError>;
-
-fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
-    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
-        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
-}
-
-/// Creates the bucket as the NATS clients create object stores (file storage, one replica,
-/// rollups and direct gets allowed). Losing a creation race to another client is fine.
-async fn create_bucket(
-    js: &jetstream::Context,
-    settings: &Settings,
-    subjects: &Subjects,
-    ctx: Ctx<'_>,
-) -> Result<stream::Stream> {
-    let config = stream::Config {
-        name: subjects.stream(),
-        description: Some(format!(
-            "object store bucket {} (created by litestream-vfs)",
-            settings.bucket
-        )),
-        subjects: vec![subjects.all_chunks(), subjects.all_meta()],
-        storage: stream::StorageType::File,
-        num_replicas: 1,
-        discard: stream::DiscardPolicy::New,
-        allow_rollup: true,
-        allow_direct: true,
-        ..Default::default()
-    };
-    match js.create_stream(config).await {
-        Ok(s) => {
-            tracing::info!(store = %ctx.store, bucket = %settings.bucket, "created the NATS object store bucket");
-            Ok(s)
+        #[derive(Deserialize)]
+        struct Purged {
+            #[allow(dead_code)]
+            success: bool,
         }
-        Err(e) => match js.get_stream(subjects.stream()).await {
-            Ok(s) => Ok(s),
-            Err(_) => Err(ctx.error(&e)),
-        },
+        self.api::<Purged>(
+            &format!("STREAM.PURGE.{}", self.stream),
+            Some(json!({ "filter": subject })),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| ctx.error(&e))
     }
 }
 
-/// Client options from the settings: authentication, TLS, and reconnecting forever (the
-/// uploader retries; the connection must come back whenever the server does).
-async fn connect_options(
-    settings: &Settings,
-    connected: tokio::sync::watch::Sender<bool>,
-    ctx: Ctx<'_>,
-) -> Result<ConnectOptions> {
-    let file_error = |what: &str, e: std::io::Error| Error::config(format!("{}: {what}: {e}", ctx.store));
-    let mut o = match &settings.auth {
-        Auth::None => ConnectOptions::new(),
-        Auth::CredsFile(p) => ConnectOptions::with_credentials_file(p.clone())
-            .await
-            .map_err(|e| file_error("reading the NATS credentials file", e))?,
-        Auth::NkeyFile(p) => {
-            let seed = std::fs::read_to_string(p).map_err(|e| file_error("reading the nkey seed file", e))?;
-            ConnectOptions::with_nkey(seed.trim().to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_subjects_of_both_formats_give_sequences_and_pending() {
+        assert_eq!(ack_info("$JS.ACK.OBJ_b.c1.1.42.3.1700000000.7"), Some((42, 3, 7)));
+        assert_eq!(
+            ack_info("$JS.ACK.dom.acchash.OBJ_b.c1.1.42.3.1700000000.7.rnd"),
+            Some((42, 3, 7))
+        );
+        assert_eq!(ack_info("_INBOX.x.1"), None);
+        assert_eq!(ack_info("$JS.ACK.OBJ_b.c1.1.x.3.1700000000.7"), None);
+    }
+
+    #[test]
+    fn api_errors_carry_their_codes_and_answers_their_fields() {
+        let e = parse_api::<serde_json::Value>(
+            br#"{"type":"x","error":{"code":400,"err_code":10071,"description":"wrong last sequence: 5"}}"#,
+        )
+        .unwrap_err();
+        assert!(is_api(&e, WRONG_LAST_SEQUENCE), "{e}");
+        assert!(e.to_string().contains("wrong last sequence"), "{e}");
+        #[derive(Deserialize)]
+        struct PubAck {
+            seq: u64,
         }
-        Auth::UserPassword(u, p) => ConnectOptions::with_user_and_password(u.clone(), p.clone()),
-        Auth::Token(t) => ConnectOptions::with_token(t.clone()),
-    };
-    if settings.tls.required {
-        o = o.require_tls(true);
+        assert_eq!(parse_api::<PubAck>(br#"{"stream":"OBJ_b","seq":9}"#).unwrap().seq, 9);
+        assert!(parse_api::<PubAck>(b"not json").is_err());
     }
-    if let Some(ca) = &settings.tls.ca {
-        o = o.add_root_certificates(ca.clone());
-    }
-    if let Some((cert, key)) = &settings.tls.client_cert {
-        o = o.add_client_certificate(cert.clone(), key.clone());
-    }
-    let store = ctx.store.to_string();
-    let connected = std::sync::Arc::new(connected);
-    Ok(o.name("litestream-vfs")
-        .connection_timeout(Duration::from_secs(5))
-        .request_timeout(Some(REQUEST_TIMEOUT))
-        .max_reconnects(None)
-        .event_callback(move |event| {
-            let store = store.clone();
-            let connected = std::sync::Arc::clone(&connected);
-            async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        connected.send_replace(true);
-                        tracing::info!(store = %store, "NATS connected")
-                    }
-                    async_nats::Event::Disconnected => {
-                        connected.send_replace(false);
-                        tracing::warn!(store = %store, "NATS disconnected")
-                    }
-                    other => tracing::debug!(store = %store, event = %other, "NATS event"),
-                }
-            }
-        }))
 }

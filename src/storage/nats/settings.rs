@@ -51,7 +51,7 @@ pub(crate) struct Tls {
 /// Everything needed to reach one replica in a NATS object store bucket.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// Server address(es) as async-nats takes them: `nats://host:port` (or `NATS_URL`'s list).
+    /// Server address(es): `nats://host:port` (or `NATS_URL`'s comma-separated list).
     pub servers: String,
     /// Object store bucket (the JetStream stream is `OBJ_<bucket>`).
     pub bucket: String,
