@@ -28,10 +28,7 @@ const PARAMS: [&str; 7] = [
 ];
 
 fn cycles() -> u64 {
-    std::env::var("LITESTREAM_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60)
+    crash_cycles(60)
 }
 
 struct Rng(u64);

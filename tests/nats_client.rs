@@ -10,20 +10,12 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::nats::Nats;
+use common::nats::{patterned, Nats};
 use litestream_vfs::storage::{open_store_with_env, Error, ReplicaStore, StoreOptions};
 
 fn open(url: &str) -> Arc<dyn ReplicaStore> {
     let env: HashMap<String, String> = HashMap::new();
     open_store_with_env(url, &StoreOptions::default(), &|k| env.get(k).cloned()).unwrap()
-}
-
-fn patterned(len: usize, seed: u32) -> Bytes {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect::<Vec<u8>>()
-        .into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,10 +10,7 @@ use std::time::Duration;
 
 /// Cycles in `make test`; LITESTREAM_CRASH_CYCLES raises it (`make torture`).
 fn cycles() -> u64 {
-    std::env::var("LITESTREAM_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50)
+    crash_cycles(50)
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::object_store::{ObjectMetadata, ObjectStore};
 use bytes::Bytes;
-use common::nats::Nats;
+use common::nats::{patterned, Nats};
 use litestream_vfs::storage::{
     format_rfc3339_nano, open_store_with_env, Error, ReplicaStore, StoreOptions, NATS_TIMESTAMP_HEADER,
 };
@@ -52,14 +52,6 @@ fn ltx_blob(timestamp_ms: i64, fill: u8, len: usize) -> Bytes {
     b[..4].copy_from_slice(b"LTX1");
     b[32..40].copy_from_slice(&timestamp_ms.to_be_bytes());
     Bytes::from(b)
-}
-
-/// Bytes that differ at every offset, so a misplaced range shows.
-fn patterned(len: usize, seed: u32) -> Bytes {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect::<Vec<u8>>()
-        .into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,10 +97,7 @@ fn restarts_hand_off_merged_pages_and_a_kill_after_them_loses_no_commit() {
 
 /// Cycles of the kill loop below (LITESTREAM_CRASH_CYCLES raises it, as in primary_crash).
 fn cycles() -> u64 {
-    std::env::var("LITESTREAM_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25)
+    crash_cycles(25)
 }
 
 #[test]

@@ -245,7 +245,7 @@ pub(crate) fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeade
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::file_modes::FileModes;
     use crate::primary::capture::WalPosition;
@@ -253,7 +253,7 @@ mod tests {
     use crate::wal::testing::WalBuilder;
 
     /// A capture positioned after the first `frames` frames of `wal`.
-    fn captured_through(wal: &WalBuilder, frames: u64, sum: (u32, u32)) -> Capture {
+    pub(crate) fn captured_through(wal: &WalBuilder, frames: u64, sum: (u32, u32)) -> Capture {
         let mut capture = Capture::new();
         let position = WalPosition {
             salt1: wal.header.salt1,

@@ -156,3 +156,11 @@ impl Drop for Nats {
         self.stop();
     }
 }
+
+/// Bytes that differ at every offset, so a misplaced range shows.
+pub fn patterned(len: usize, seed: u32) -> bytes::Bytes {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}

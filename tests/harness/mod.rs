@@ -14,6 +14,15 @@ mod tools;
 pub mod history;
 pub mod shell;
 
+/// Kill cycles of a crash-loop test: `default` in `make test`, `LITESTREAM_CRASH_CYCLES`
+/// when set (`make torture` raises it).
+pub fn crash_cycles(default: u64) -> u64 {
+    std::env::var("LITESTREAM_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The extension built next to this test binary (`target/<profile>/liblitestream_vfs.so`).
 pub fn extension() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

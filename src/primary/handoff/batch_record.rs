@@ -205,19 +205,7 @@ mod tests {
     use crate::wal::testing::WalBuilder;
 
     /// A capture positioned after the first `frames` frames of `wal`.
-    fn at(wal: &WalBuilder, frames: u64, sum: (u32, u32)) -> Capture {
-        let mut capture = Capture::new();
-        let position = WalPosition {
-            salt1: wal.header.salt1,
-            salt2: wal.header.salt2,
-            page_size: wal.header.page_size,
-            next_frame: frames,
-            checksum: sum,
-            ended: false,
-        };
-        capture.set_position(&position, wal.header);
-        capture
-    }
+    use crate::primary::follow::tests::captured_through as at;
 
     fn none() -> Option<FileIdentity> {
         None
