@@ -473,6 +473,17 @@ impl Capture {
                 }
             }
         }
+        if writes_a_captured_page(&header, self.next_frame, offset, data.len()) {
+            // SQLite rewrites only the headers of committed frames (deferred checksums).
+            // New page bytes there mean a writer is putting its commit where capture read
+            // one SQLite never counted: a writer killed between writing its commit frame
+            // and the wal-index update leaves such a frame, and the next writer reuses the
+            // slot (multi_process_crash: the replica kept that row, the database another).
+            return Ok(Err(Discontinuity(format!(
+                "a commit was written over frame {first}, which capture had taken for committed (its writer \
+                 died before SQLite counted it)"
+            ))));
+        }
         let mut at = offset;
         let mut rest = data;
         while !rest.is_empty() {
@@ -751,6 +762,23 @@ fn plausible(header: &WalHeader, frame: &[u8]) -> bool {
     pgno != 0 && ((salt1, salt2) == (header.salt1, header.salt2) || checksum_deferred)
 }
 
+/// Whether a write of `len` bytes at `offset` puts page bytes (not only a frame header)
+/// into a frame before `next_frame`, one capture already counted as committed.
+fn writes_a_captured_page(header: &WalHeader, next_frame: u64, offset: u64, len: usize) -> bool {
+    let frame_size = header.frame_size();
+    let end = (offset + len as u64).min(header.frame_offset(next_frame));
+    let mut at = offset;
+    while at < end {
+        let within = (at - HEADER_SIZE as u64) % frame_size;
+        let frame_end = at - within + frame_size;
+        if within + (end.min(frame_end) - at) > FRAME_HEADER_SIZE as u64 {
+            return true;
+        }
+        at = frame_end;
+    }
+    false
+}
+
 /// True when a frame header carries salts, and they are not this generation's: a frame
 /// of another generation. All-zero salts are a frame whose checksums come later.
 fn foreign_salts(header: &WalHeader, frame: &[u8]) -> bool {
@@ -938,6 +966,36 @@ mod tests {
         assert_eq!(after.next_frame, before.next_frame);
         assert_eq!(after.checksum, (0x0909_0909, 0x0909_0909));
         assert_eq!(h.captured.len(), 1, "a late header rewrite is not a new transaction");
+    }
+
+    #[test]
+    fn a_captured_commit_written_over_by_the_next_writer_is_a_discontinuity() {
+        // multi_process_crash: a writer killed after writing its commit frame but before
+        // SQLite's wal-index counted it left a valid frame past the WAL's last commit;
+        // capture read it back as a commit, then the next writer wrote its own commit
+        // into the same slot. Taken for a checksum rewrite, that commit was lost and
+        // the replica kept a row the database never had.
+        let mut h = Harness::new(512);
+        h.log(1, &[(1, 1, 1)], 0, true);
+        h.log(1, &[(1, 1, 1), (2, 2, 0xaa)], 1, false); // the killed writer's frame
+        let mut file = std::mem::take(&mut h.file);
+        let orphan = h.capture.scan_live(&mut file);
+        h.file = file;
+        assert_eq!(orphan.len(), 1, "the orphan frame reads back as a commit");
+        let mut next = WalBuilder::new(512, 1, 99, false);
+        next.frame(1, 1, 1).frame(2, 2, 0xbb);
+        let at = HEADER_SIZE + (24 + 512);
+        let mut outcome = Vec::new();
+        for (offset, data) in [(at, &next.bytes[at..at + 24]), (at + 24, &next.bytes[at + 24..])] {
+            h.raw_write(offset as u64, data);
+            let mut file = std::mem::take(&mut h.file);
+            outcome.push(h.capture.on_write(offset as u64, data, &mut file).unwrap());
+            h.file = file;
+        }
+        assert!(
+            outcome.iter().any(|o| o.is_err()),
+            "the new commit in a captured frame's place must not pass unseen: {outcome:?}"
+        );
     }
 
     #[test]

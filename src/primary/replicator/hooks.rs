@@ -356,6 +356,35 @@ impl Primary {
             Ok(mut wal) => self.follow_locked(&mut shared, &mut wal),
             Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
         }
+        let apart = shm.and_then(|shm| apart_from_wal_index(&shared.capture, shm));
+        if let Some(reason) = apart.filter(|_| shared.snapshot_needed.is_none()) {
+            tracing::warn!(db = %self.db_path.display(), %reason, "taking a snapshot");
+            shared.require_snapshot(reason);
+            self.wake_worker();
+        }
+    }
+}
+
+/// Where capture, just brought up to date under the write lock, and SQLite's wal-index
+/// disagree on the end of the generation both are in; None when they agree. With the
+/// lock held no commit is in flight, so they must agree: capture past the wal-index
+/// read a commit frame whose writer died before SQLite counted it (the next writer
+/// reuses its slot); capture short of it could not read commits SQLite has (a chain
+/// that an overwritten frame broke). Either way only a snapshot is sure to match.
+fn apart_from_wal_index(capture: &crate::primary::capture::Capture, shm: ShmWal) -> Option<String> {
+    if capture.generation() != Some((shm.salt1, shm.salt2)) {
+        return None; // another generation: following it is `follow.rs`'s business
+    }
+    let (at, counted) = (capture.next_frame(), u64::from(shm.max_frame));
+    match at.cmp(&counted) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Greater => Some(format!(
+            "capture read commits up to frame {at} of the WAL, SQLite counts {counted}: a writer died before its \
+             commit was counted"
+        )),
+        std::cmp::Ordering::Less => Some(format!(
+            "capture could read the WAL only to frame {at}, SQLite counts {counted} committed"
+        )),
     }
 }
 
@@ -416,4 +445,37 @@ fn captured_to_end(capture: &crate::primary::capture::Capture, live: &mut dyn Wa
         describe(at),
         describe(Some(end))
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primary::capture::Capture;
+    use crate::wal::testing::WalBuilder;
+
+    #[test]
+    fn capture_and_the_wal_index_must_agree_on_the_last_commit_under_the_write_lock() {
+        let mut wal = WalBuilder::new(512, 7, 99, false);
+        wal.frame(1, 1, 1).frame(2, 2, 2);
+        let mut capture = Capture::new();
+        capture.skip_to_end(&mut wal.bytes.clone()).unwrap();
+        assert_eq!(capture.next_frame(), 2);
+        let shm = |max_frame, salt1| ShmWal {
+            salt1,
+            salt2: 99,
+            max_frame,
+        };
+        assert_eq!(apart_from_wal_index(&capture, shm(2, 7)), None);
+        // The second commit frame is valid in the file, but its writer died before
+        // SQLite counted it: the next writer will put its own commit there.
+        let past = apart_from_wal_index(&capture, shm(1, 7)).expect("capture is past the wal-index");
+        assert!(past.contains("died"), "{past}");
+        let short = apart_from_wal_index(&capture, shm(3, 7)).expect("capture is short of the wal-index");
+        assert!(short.contains("only to frame 2"), "{short}");
+        assert_eq!(
+            apart_from_wal_index(&capture, shm(1, 8)),
+            None,
+            "another generation is follow's"
+        );
+    }
 }
