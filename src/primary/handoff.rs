@@ -422,14 +422,7 @@ fn read_record(path: &Path, kind: &str) -> io::Result<Record> {
     if kind == "batch" {
         return batch_record::from_meta(path, &file, meta, header).map(Record::Batch);
     }
-    let next = match &meta.next_header {
-        Some(text) => Some(
-            unhex(text)
-                .and_then(|bytes| WalHeader::parse(&bytes).ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad next header"))?,
-        ),
-        None => None,
-    };
+    let next = next_header(&meta)?;
     let expected = 12 + META_ROOM as u64 + HEADER_SIZE as u64 + meta.frames * header.frame_size();
     if file.metadata()?.len() != expected {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "frames missing"));
@@ -443,6 +436,17 @@ fn read_record(path: &Path, kind: &str) -> io::Result<Record> {
         next,
         closed: meta.closed,
     }))
+}
+
+/// The header of the generation that follows a record (a restart's), when it names one.
+fn next_header(meta: &Meta) -> io::Result<Option<WalHeader>> {
+    match &meta.next_header {
+        Some(text) => unhex(text)
+            .and_then(|bytes| WalHeader::parse(&bytes).ok())
+            .map(Some)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad next header")),
+        None => Ok(None),
+    }
 }
 
 /// A tail's frames at the offsets they had in the WAL: reads outside them come back

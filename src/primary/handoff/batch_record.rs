@@ -14,7 +14,7 @@
 //! Layout after the common head and the generation's 32-byte header: `pages` entries of
 //! a big-endian u32 page number followed by the page, ascending.
 
-use super::{unhex, HandoffDir, Meta, HEADER_SIZE, META_ROOM};
+use super::{HandoffDir, Meta, HEADER_SIZE, META_ROOM};
 use crate::primary::batch::Batch;
 use crate::primary::capture::{CapturedTxn, TxnPages, WalPosition};
 use crate::wal::WalHeader;
@@ -154,17 +154,10 @@ impl HandoffDir {
 /// A batch record read back: its metadata checked against its length.
 pub(super) fn from_meta(path: &Path, file: &File, meta: Meta, header: WalHeader) -> io::Result<BatchRecord> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let next = super::next_header(&meta)?;
     let batch = meta
         .batch
         .ok_or_else(|| invalid("a batch record without its metadata"))?;
-    let next = match &meta.next_header {
-        Some(text) => Some(
-            unhex(text)
-                .and_then(|bytes| WalHeader::parse(&bytes).ok())
-                .ok_or_else(|| invalid("bad next header"))?,
-        ),
-        None => None,
-    };
     let expected = (12 + META_ROOM + HEADER_SIZE) as u64 + batch.pages * (4 + header.page_size as u64);
     if file.metadata()?.len() != expected {
         return Err(invalid("batch record pages missing"));
