@@ -7,9 +7,9 @@ use super::capture::WalSource;
 use super::follower;
 use super::handoff::HandoffDir;
 use super::leader_lock::LeaderLock;
-use super::replicator::ShmWal;
 use super::state::{FileIdentity, StateFile};
 use super::wal_file::WalFile;
+use super::wal_index::{CountedWal, ShmWal, WalIndexView};
 use super::{Primary, Snapshotter};
 use crate::config::Config;
 use crate::wal::{WalHeader, HEADER_SIZE};
@@ -43,6 +43,8 @@ pub struct Database {
     transition: Mutex<()>,
     /// The last handle closed: no more taking over.
     closed: AtomicBool,
+    /// This process's mappings of the wal-index: what SQLite counts committed.
+    pub wal_index: Arc<WalIndexView>,
 }
 
 impl Database {
@@ -65,6 +67,7 @@ impl Database {
             leader: RwLock::new(None),
             transition: Mutex::new(()),
             closed: AtomicBool::new(false),
+            wal_index: Arc::default(),
         })
     }
 
@@ -78,7 +81,11 @@ impl Database {
     /// replication from the staging state, the hand-off records and the WAL. Returns
     /// true when this process leads (now or already).
     pub fn try_lead(&self) -> Result<bool, String> {
-        self.try_lead_with(&self.tools.prepare_db)
+        let led = self.try_lead_with(&self.tools.prepare_db)?;
+        if let Some(primary) = self.leader().filter(|_| led) {
+            primary.taken_over();
+        }
+        Ok(led)
     }
 
     /// [`Database::try_lead`] with the open's own preparation of the database (it knows
@@ -95,7 +102,13 @@ impl Database {
             return Ok(false);
         }
         let started = std::time::Instant::now();
-        match Primary::open(&self.path, self.config.clone(), (self.tools.snapshotter)(), prepare_db) {
+        match Primary::open(
+            &self.path,
+            self.config.clone(),
+            (self.tools.snapshotter)(),
+            prepare_db,
+            Arc::clone(&self.wal_index),
+        ) {
             Ok(primary) => {
                 follower::announce_leader(&self.config.staging_dir, self.config.file_modes, primary.node_id());
                 tracing::info!(
@@ -194,6 +207,8 @@ impl Database {
         if current.is_some_and(|h| h == next) {
             return;
         }
+        let counted = self.wal_index.before_generation_ends();
+        let live = &mut CountedWal::cut_or_whole(live, counted);
         match (self.leader(), current) {
             (Some(primary), Some(_)) => primary.before_wal_destroyed(live, Some(new), None),
             (Some(primary), None) => primary.before_fresh_header(live, new),
@@ -208,6 +223,8 @@ impl Database {
 
     /// A checkpoint of this process is about to truncate the WAL below its header.
     pub fn before_wal_truncate(&self, live: &mut dyn WalSource) {
+        let counted = self.wal_index.before_generation_ends();
+        let live = &mut CountedWal::cut_or_whole(live, counted);
         match self.leader() {
             Some(primary) => primary.before_wal_destroyed(live, None, None),
             None => self.hand_off_tail(live, None, None),
@@ -225,17 +242,30 @@ impl Database {
             }
         };
         let closed = FileIdentity::of(&self.path).ok();
+        let counted = self.wal_index.before_generation_ends();
+        let mut live = CountedWal::cut_or_whole(&mut live, counted);
         match self.leader() {
             Some(primary) => primary.before_wal_destroyed(&mut live, None, closed),
             None => self.hand_off_tail(&mut live, None, closed),
         }
     }
 
-    /// A writer of this process holds the WAL write lock.
+    /// A writer of this process holds the WAL write lock; `shm` is the wal-index header
+    /// then, when it could be read.
     #[inline]
     pub fn after_write_lock(&self, shm: Option<ShmWal>) {
+        self.wal_index.write_locked(shm);
         if let Some(primary) = self.leader() {
             primary.after_write_lock(shm);
+        }
+    }
+
+    /// A writer of this process released the WAL write lock.
+    #[inline]
+    pub fn write_lock_released(&self) {
+        self.wal_index.write_unlocked();
+        if let Some(primary) = self.leader() {
+            primary.write_lock_released();
         }
     }
 

@@ -18,5 +18,7 @@ pub mod staging;
 pub mod state;
 mod sync_stats;
 pub mod wal_file;
+pub mod wal_index;
 
-pub use replicator::{Primary, ShmWal, SnapshotError, Snapshotter};
+pub use replicator::{Primary, SnapshotError, Snapshotter};
+pub use wal_index::ShmWal;

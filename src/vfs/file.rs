@@ -216,6 +216,8 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         let this = &mut *(file as *mut WrappedFile);
         (*this.inner).pMethods = ptr::null();
         if let FileRole::PrimaryDb(database) = std::mem::replace(&mut this.role, FileRole::Plain) {
+            // SQLite unmaps before it closes; should it not, the view forgets us now.
+            database.wal_index.unmap(file as usize);
             registry::detach(&database.path);
             super::claims::release(&database.path);
         }
@@ -438,10 +440,19 @@ unsafe extern "C" fn x_shm_map(
 ) -> c_int {
     guard("xShmMap", ffi::SQLITE_IOERR_SHMMAP, || {
         let rc = forward!(file, xShmMap, ffi::SQLITE_IOERR_SHMMAP, region, size, extend, out);
-        if region == 0 && (rc == ffi::SQLITE_OK || rc == ffi::SQLITE_READONLY) && !out.is_null() {
-            WrappedFile::from_raw(file)
-                .shm
-                .store(*out as *mut u8, Ordering::Relaxed);
+        if region == 0 && (rc == ffi::SQLITE_OK || rc == ffi::SQLITE_READONLY) && !out.is_null() && !(*out).is_null() {
+            let this = WrappedFile::from_raw(file);
+            let region0 = *out as *mut u8;
+            this.shm.store(region0, Ordering::Relaxed);
+            if let FileRole::PrimaryDb(database) = &this.role {
+                // Engine turns read SQLite's count of committed frames through this
+                // mapping (`primary/wal_index.rs`) until `x_shm_unmap` or `x_close`
+                // takes it back, under the view's mutex, before the memory goes.
+                let region0 = Region0(region0);
+                database
+                    .wal_index
+                    .map(file as usize, Box::new(move || region0.header()));
+            }
         }
         rc
     })
@@ -468,22 +479,20 @@ unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int)
         let FileRole::PrimaryDb(database) = &this.role else {
             return rc;
         };
-        let Some(primary) = database.leader() else {
-            return rc;
-        };
         if flags == (ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
             // Our snapshot connection holds the lock for a moment: wait for it
             // rather than hand the application a BUSY it did not cause.
-            while rc == ffi::SQLITE_BUSY && primary.wait_for_snapshot_lock() {
+            while rc == ffi::SQLITE_BUSY && database.leader().is_some_and(|p| p.wait_for_snapshot_lock()) {
                 rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
             }
             if rc == ffi::SQLITE_OK {
-                // Before this transaction writes: capture what others committed.
-                primary.after_write_lock(shm_wal(this.shm.load(Ordering::Relaxed)));
+                // Before this transaction writes: capture what others committed, and
+                // remember where the wal-index counted the generation's end.
+                database.after_write_lock(shm_wal(this.shm.load(Ordering::Relaxed)));
             }
         } else if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
             // Its release ends a write transaction.
-            primary.write_lock_released();
+            database.write_lock_released();
         }
         rc
     })
@@ -497,13 +506,20 @@ unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int)
 ///
 /// # Safety
 /// `region0` is null or region 0 of a live wal-index mapping of at least 96 bytes.
-unsafe fn shm_wal(region0: *mut u8) -> Option<ShmWal> {
+pub(super) unsafe fn shm_wal(region0: *mut u8) -> Option<ShmWal> {
     if region0.is_null() {
         return None;
     }
+    // SQLite writes the second copy first and the first last; reading them in the
+    // other order (with a fence between, as `walIndexTryHdr` does) sees a header being
+    // written as two copies that differ.
     let mut copies = [0u8; 96];
-    for (i, byte) in copies.iter_mut().enumerate() {
+    for (i, byte) in copies[..48].iter_mut().enumerate() {
         *byte = ptr::read_volatile(region0.add(i));
+    }
+    std::sync::atomic::fence(Ordering::SeqCst);
+    for (i, byte) in copies[48..].iter_mut().enumerate() {
+        *byte = ptr::read_volatile(region0.add(48 + i));
     }
     if copies[..48] != copies[48..] || copies[12] == 0 {
         return None; // isInit is 0 until the header was written once
@@ -526,11 +542,29 @@ unsafe extern "C" fn x_shm_barrier(file: *mut ffi::sqlite3_file) {
 
 unsafe extern "C" fn x_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
     guard("xShmUnmap", ffi::SQLITE_IOERR_SHMMAP, || {
-        WrappedFile::from_raw(file)
-            .shm
-            .store(ptr::null_mut(), Ordering::Relaxed);
+        let this = WrappedFile::from_raw(file);
+        this.shm.store(ptr::null_mut(), Ordering::Relaxed);
+        if let FileRole::PrimaryDb(database) = &this.role {
+            database.wal_index.unmap(file as usize);
+        }
         forward!(file, xShmUnmap, ffi::SQLITE_OK, delete)
     })
+}
+
+/// Region 0 of a wal-index mapping, read by engine threads. The view that holds it
+/// drops it before the mapping goes (`x_shm_unmap`, `x_close`), and reads it under the
+/// same mutex.
+struct Region0(*mut u8);
+
+// SAFETY: the pointer is only dereferenced by `header`, while the mapping is live (see
+// above); the memory is shared with other processes anyway, and read with volatile loads.
+unsafe impl Send for Region0 {}
+
+impl Region0 {
+    fn header(&self) -> Option<ShmWal> {
+        // SAFETY: live for as long as this value is registered (see the type).
+        unsafe { shm_wal(self.0) }
+    }
 }
 
 unsafe extern "C" fn x_fetch(file: *mut ffi::sqlite3_file, offset: i64, amount: c_int, out: *mut *mut c_void) -> c_int {

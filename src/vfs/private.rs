@@ -5,7 +5,7 @@
 use super::register::root_vfs_name;
 use crate::file_modes::FileModes;
 use crate::primary::staging::remove_with_companions;
-use crate::primary::{SnapshotError, Snapshotter};
+use crate::primary::{ShmWal, SnapshotError, Snapshotter};
 use libsqlite3_sys as ffi;
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -310,6 +310,14 @@ impl WritersKept {
         }
     }
 
+    /// The file object the WAL write lock is held through.
+    fn file(&self) -> Option<*mut ffi::sqlite3_file> {
+        match self {
+            WritersKept::Wal(lock) => Some(lock.0),
+            WritersKept::Rollback(_) => None,
+        }
+    }
+
     /// Lets writers go again.
     fn let_go(self) -> Result<(), String> {
         match self {
@@ -321,6 +329,30 @@ impl WritersKept {
         }
     }
 }
+
+/// The wal-index header through `file`'s own mapping of region 0 (mapped by a read in
+/// WAL mode; never extended or created here).
+///
+/// # Safety
+/// `file` is a live, open file object of the root VFS.
+unsafe fn wal_index_of(file: *mut ffi::sqlite3_file) -> Option<ShmWal> {
+    let methods = (*file).pMethods;
+    if methods.is_null() || (*methods).iVersion < 2 {
+        return None;
+    }
+    let map = (*methods).xShmMap?;
+    let mut region: *mut std::ffi::c_void = ptr::null_mut();
+    if map(file, 0, WAL_INDEX_REGION, 0, &mut region) != ffi::SQLITE_OK {
+        return None;
+    }
+    super::file::shm_wal(region as *mut u8)
+}
+
+/// `SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE` (SQLite 3.16; not in the bindings we build with).
+const SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE: std::ffi::c_int = 1006;
+
+/// SQLite maps the wal-index in regions of 32 KiB (`WALINDEX_PGSZ`).
+const WAL_INDEX_REGION: i32 = 32 * 1024;
 
 /// `xShmLock` of slot 0 on `file`.
 ///
@@ -351,7 +383,7 @@ impl Snapshotter for BackupSnapshotter {
         &self,
         db: &Path,
         dest: &Path,
-        at_lock: &mut dyn FnMut(),
+        at_lock: &mut dyn FnMut(Option<ShmWal>),
         released: &dyn Fn(),
     ) -> Result<(), SnapshotError> {
         let reader = Conn::open_live(db, PRIVATE_OPEN)?;
@@ -364,7 +396,8 @@ impl Snapshotter for BackupSnapshotter {
         // SQLite's walsetlk.test: writers blocked until the other process committed,
         // whatever their timeout).
         let lock = WritersKept::out(db, &reader)?;
-        at_lock();
+        // SAFETY: the lock's file object belongs to `reader`, open until the end.
+        at_lock(lock.file().and_then(|file| unsafe { wal_index_of(file) }));
         let pinned = reader
             .query("BEGIN")
             .and_then(|_| reader.query("SELECT count(*) FROM sqlite_master"));
@@ -395,5 +428,41 @@ impl Snapshotter for BackupSnapshotter {
             return Err(format!("backup of {} failed: code {rc}: {}", db.display(), target.errmsg()).into());
         }
         Ok(())
+    }
+
+    fn wal_index(&self, db: &Path) -> Option<ShmWal> {
+        let reader = Conn::open_live(db, PRIVATE_OPEN).ok()?;
+        // Closing last must not checkpoint (that takes the database's exclusive lock, and
+        // the application's connections would see SQLITE_BUSY): it only looked.
+        // SAFETY: valid handle; the option takes an int and a nullable out pointer.
+        unsafe {
+            ffi::sqlite3_db_config(
+                reader.0,
+                SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                1 as std::ffi::c_int,
+                ptr::null_mut::<std::ffi::c_int>(),
+            )
+        };
+        // Only a database in WAL mode has a wal-index; a read maps it.
+        if reader.query("PRAGMA journal_mode").ok()?.as_deref() != Some("wal") {
+            return None;
+        }
+        reader.query("SELECT count(*) FROM sqlite_master").ok()?;
+        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+        // SAFETY: valid handle; FILE_POINTER writes the main database's file object,
+        // which lives as long as `reader` (to the end of this function).
+        let rc = unsafe {
+            ffi::sqlite3_file_control(
+                reader.0,
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_FILE_POINTER,
+                &mut file as *mut _ as *mut std::ffi::c_void,
+            )
+        };
+        if rc != ffi::SQLITE_OK || file.is_null() {
+            return None;
+        }
+        // SAFETY: a live file object of `reader`, which has read the database in WAL mode.
+        unsafe { wal_index_of(file) }
     }
 }

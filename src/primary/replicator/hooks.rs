@@ -117,13 +117,36 @@ impl Primary {
     }
 
     /// Commits written by other processes (followers) reach us only through the WAL
-    /// and the hand-off records of the generations they ended.
-    pub(super) fn catch_up_foreign_commits(&self) {
-        let Ok(mut wal) = WalFile::open(&self.db_path) else {
-            return;
+    /// and the hand-off records of the generations they ended. The WAL is read only as
+    /// far as SQLite's wal-index counts it committed (`wal_index.rs`). True when capture
+    /// stands at the count read just now: every commit made before this call is queued.
+    /// `asked`: a follower waits for an answer (`answer_sync_requests`).
+    pub(super) fn catch_up_foreign_commits(&self, asked: bool) -> bool {
+        let (mut counted, mut fresh) = self.wal_index.counted();
+        // A process whose application has not read the database yet maps no wal-index: a
+        // dead process's last commits (after a takeover) or a follower's `litestream_sync()`
+        // would wait for its first read. Read the count through a connection of our own
+        // then (only then: with no process holding the wal-index it must be recovered,
+        // which makes the application's connections wait; and never while closing, when
+        // ours would bring a deleted WAL back).
+        let probe = self.took_over.load(Ordering::Relaxed) || asked;
+        if counted.is_none() && probe && !self.lock().closing {
+            counted = self.snapshotter.wal_index(&self.db_path);
+            fresh = counted.is_some();
+        }
+        let Ok(mut file) = WalFile::open(&self.db_path) else {
+            return false;
         };
+        let mut wal = CountedWal::cut(&mut file, counted);
         let mut shared = self.lock();
         self.follow_locked(&mut shared, &mut wal);
+        fresh && counted.is_some_and(|counted| shared.snapshot_needed.is_some() || reached(&shared.capture, counted))
+    }
+
+    /// This primary was opened by a takeover, not by the application's open.
+    pub fn taken_over(&self) {
+        self.took_over.store(true, Ordering::Relaxed);
+        self.wake_worker();
     }
 
     /// Follows the WAL and the records under the shared lock; captured commits are
@@ -174,9 +197,11 @@ impl Primary {
     }
 
     /// Answers followers' `litestream_sync()` requests with the TXID that covers every
-    /// commit made before them: the last captured, or the snapshot still to come.
-    pub(super) fn answer_sync_requests(&self, requests: &[PathBuf]) {
-        if requests.is_empty() {
+    /// commit made before them: the last captured, or the snapshot still to come. Only
+    /// once capture has `caught_up` with the wal-index as read after the requests were
+    /// listed; else they wait for a later turn.
+    pub(super) fn answer_sync_requests(&self, requests: &[PathBuf], caught_up: bool) {
+        if requests.is_empty() || !caught_up {
             return;
         }
         let mut shared = self.lock();
@@ -352,8 +377,17 @@ impl Primary {
                 return;
             }
         }
+        // Frames past the count are a commit in flight or one whose writer died before
+        // SQLite counted it: this writer is about to put its own frames there. Without a
+        // count (a header being recovered) the file as it is, and the checks below.
         match WalFile::open(&self.db_path) {
-            Ok(mut wal) => self.follow_locked(&mut shared, &mut wal),
+            Ok(mut file) => {
+                let mut wal = match shm {
+                    Some(shm) => CountedWal::cut(&mut file, Some(shm)),
+                    None => CountedWal::cut_or_whole(&mut file, None),
+                };
+                self.follow_locked(&mut shared, &mut wal)
+            }
             Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
         }
         let apart = shm.and_then(|shm| apart_from_wal_index(&shared.capture, shm));
@@ -363,6 +397,16 @@ impl Primary {
             self.wake_worker();
         }
     }
+}
+
+/// Whether capture stands where the wal-index count puts the end of committed frames:
+/// in its generation at its last counted frame, or past a generation ended by its record
+/// when the counted one holds nothing yet.
+fn reached(capture: &crate::primary::capture::Capture, counted: ShmWal) -> bool {
+    if capture.ended() {
+        return counted.max_frame == 0;
+    }
+    capture.generation() == Some((counted.salt1, counted.salt2)) && capture.next_frame() >= u64::from(counted.max_frame)
 }
 
 /// Where capture, just brought up to date under the write lock, and SQLite's wal-index

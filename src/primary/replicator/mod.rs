@@ -21,6 +21,7 @@ use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
 use super::sync_stats::SyncStats;
 use super::wal_file::WalFile;
+use super::wal_index::{CountedWal, ShmWal, WalIndexView};
 use crate::config::{Config, SyncMode};
 use crate::engine::JobId;
 use crate::ltx::crypto::PrivateKey;
@@ -42,15 +43,23 @@ use std::time::{Duration, Instant};
 pub trait Snapshotter: Send + Sync {
     /// Copies the database at `db` into `dest`. `at_lock` runs while writers are
     /// excluded, right before the copy's read transaction starts, so the copy holds
-    /// exactly the commits captured up to that call; `released` runs as soon as
-    /// writers may proceed again.
+    /// exactly the commits captured up to that call; it is given the wal-index header
+    /// then (the copy holds exactly the frames it counts), when it could be read.
+    /// `released` runs as soon as writers may proceed again.
     fn snapshot(
         &self,
         db: &Path,
         dest: &Path,
-        at_lock: &mut dyn FnMut(),
+        at_lock: &mut dyn FnMut(Option<ShmWal>),
         released: &dyn Fn(),
     ) -> Result<(), SnapshotError>;
+
+    /// The wal-index header of `db` read through a connection of our own, for when no
+    /// connection of the application maps it (a takeover by a process that has not
+    /// read the database yet). None when it cannot be read.
+    fn wal_index(&self, _db: &Path) -> Option<ShmWal> {
+        None
+    }
 }
 
 /// Why a snapshot did not happen.
@@ -239,6 +248,12 @@ pub struct Primary {
     sync_stats: SyncStats,
     /// Encryption at rest, when keyed: `litestream_status()`'s `encryption`.
     encryption_status: Option<Arc<super::encryption::EncryptionStatus>>,
+    /// SQLite's count of committed frames, through this process's mappings of the
+    /// wal-index (shared with the database's other roles): capture never reads past it.
+    wal_index: Arc<WalIndexView>,
+    /// Opened by a takeover (not by the application's open): see
+    /// `catch_up_foreign_commits`.
+    took_over: AtomicBool,
 }
 
 impl Primary {
@@ -380,15 +395,4 @@ impl Primary {
         self.records.remove_through(state.handoff_seq);
         Ok(())
     }
-}
-
-/// The WAL as SQLite's wal-index header (`-shm`) describes it when a writer takes the
-/// write lock: read from shared memory, no system call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShmWal {
-    /// Salts of the current generation, as the WAL header stores them.
-    pub salt1: u32,
-    pub salt2: u32,
-    /// Frames in the WAL's last commit (0: none yet in this generation).
-    pub max_frame: u32,
 }

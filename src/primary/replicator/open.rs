@@ -15,6 +15,7 @@ impl Primary {
         config: Config,
         snapshotter: Box<dyn Snapshotter>,
         prepare_db: &dyn Fn(&Path) -> Result<(), String>,
+        wal_index: Arc<WalIndexView>,
     ) -> Result<Arc<Primary>, String> {
         let store = open_store(&config.replica_url, &config.store_options).map_err(|e| e.to_string())?;
         let staging = Staging::open(&config.staging_dir, config.file_modes)
@@ -137,7 +138,9 @@ impl Primary {
                     ));
                     next = max + 1;
                 } else {
-                    let mut wal = WalFile::open(db_path).map_err(|e| e.to_string())?;
+                    let mut file = WalFile::open(db_path).map_err(|e| e.to_string())?;
+                    let counted = counted_at_open(&wal_index, snapshotter.as_ref(), db_path, &saved);
+                    let mut wal = CountedWal::cut(&mut file, counted);
                     let resumed =
                         resume_capture(&mut capture, &mut handoff_consumed, &saved, db_path, &mut wal, &records)
                             .map_err(|e| e.to_string())?;
@@ -235,6 +238,8 @@ impl Primary {
             compaction_job: OnceLock::new(),
             sync_stats: SyncStats::default(),
             encryption_status,
+            wal_index,
+            took_over: AtomicBool::new(false),
         });
         // The state file names our node id from the first open on. Commits resumed from
         // the WAL are queued, not staged: the saved position stays where they start.
@@ -341,7 +346,7 @@ fn resume_capture(
     consumed: &mut u64,
     saved: &SavedState,
     db_path: &Path,
-    wal: &mut WalFile,
+    wal: &mut CountedWal,
     records: &HandoffDir,
 ) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
     *consumed = saved.handoff_seq;
@@ -401,6 +406,30 @@ fn resume_capture(
         }
     }
     Ok(followed)
+}
+
+/// What capture may take for committed in the live WAL at open: what SQLite's wal-index
+/// counts, read through a connection of this process that maps it (a takeover), else
+/// through one of our own (the application's connection is still in its open: nothing of
+/// ours competes with it), else only up to the saved position. Frames past the count can be
+/// a commit whose writer died before SQLite counted it (the next writer reuses the slot).
+fn counted_at_open(
+    wal_index: &WalIndexView,
+    snapshotter: &dyn Snapshotter,
+    db_path: &Path,
+    saved: &SavedState,
+) -> Option<ShmWal> {
+    if let Some(counted) = wal_index.counted().0.or_else(|| snapshotter.wal_index(db_path)) {
+        return Some(counted);
+    }
+    saved.wal.as_ref().map(|p| {
+        let p: WalPosition = p.into();
+        ShmWal {
+            salt1: p.salt1,
+            salt2: p.salt2,
+            max_frame: u32::try_from(p.next_frame).unwrap_or(u32::MAX),
+        }
+    })
 }
 
 /// A header standing for a generation that ended: only its salts are ever looked at.

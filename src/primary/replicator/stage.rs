@@ -108,14 +108,17 @@ impl Primary {
         let mut assigned: Option<(u64, Batch)> = None;
         let mut snapshot_position: Option<WalPosition> = None;
         let mut snapshot_consumed = 0;
-        let mut at_lock = || {
+        let mut at_lock = |counted: Option<ShmWal>| {
             let mut shared = self.lock();
             let before = shared.take_pending();
             let txid = shared.next_txid;
             shared.next_txid += 1;
             shared.snapshot_needed = None;
             shared.last_snapshot_txid = txid;
-            if let Ok(mut wal) = WalFile::open(&self.db_path) {
+            // Our snapshot connection holds the write lock: the count is exact, and the
+            // snapshot holds what it counts, not a commit frame whose writer died first.
+            if let Ok(mut file) = WalFile::open(&self.db_path) {
+                let mut wal = CountedWal::cut_or_whole(&mut file, counted.or_else(|| self.wal_index.read()));
                 if let Err(e) = shared.capture.skip_to_end(&mut wal) {
                     tracing::warn!("reading the WAL for a snapshot: {e}");
                 }

@@ -57,8 +57,8 @@ impl Primary {
         let requests = follower::pending_requests(&self.config.staging_dir);
         let round = Instant::now();
         let before = self.progress_mark();
-        self.catch_up_foreign_commits();
-        self.answer_sync_requests(&requests);
+        let caught_up = self.catch_up_foreign_commits(!requests.is_empty());
+        self.answer_sync_requests(&requests, caught_up);
         let staged = self.stage_pending();
         if !matches!(staged, Err(StageError::SnapshotWaiting)) {
             pace.snapshot_busy_since = None;
