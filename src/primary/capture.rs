@@ -8,6 +8,7 @@
 //! not write (another process committed, or we attached late): then the frames are
 //! read back through [`WalSource`] and verified against the checksum chain.
 
+use super::page_pool::PageBuf;
 use crate::wal::{scan_committed, walk_frames, FrameHeader, WalHeader, FRAME_HEADER_SIZE, HEADER_SIZE};
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
@@ -39,8 +40,9 @@ pub struct WalPosition {
 
 /// Pages of one transaction, inline for the usual small commit: capture runs inside
 /// the application's `xWrite`, and a heap allocation there is a measurable share of
-/// a one-row commit (bench/callgrind_primary.sh).
-pub type TxnPages = SmallVec<[(u32, Box<[u8]>); 2]>;
+/// a one-row commit (bench/callgrind_primary.sh). The buffers themselves come from
+/// [`PageBuf`]'s own mappings, which go back to the system once a database is idle.
+pub type TxnPages = SmallVec<[(u32, PageBuf); 2]>;
 
 /// The transactions one write completed: usually none or one.
 pub type Completed = SmallVec<[CapturedTxn; 1]>;
@@ -68,7 +70,7 @@ pub struct Discontinuity(pub String);
 /// A frame of the open transaction as written so far.
 struct PendingFrame {
     header: [u8; FRAME_HEADER_SIZE],
-    page: Box<[u8]>,
+    page: PageBuf,
     header_written: bool,
     page_written: bool,
 }
@@ -125,7 +127,7 @@ pub struct Capture {
     /// appends frames in order, so this stays dense, and a `Vec` reused from commit to
     /// commit costs no allocation on the commit path (this runs inside every `xWrite`).
     pending: Vec<Option<PendingFrame>>,
-    spare: Vec<Box<[u8]>>,
+    spare: Vec<PageBuf>,
     /// The generation [`Capture::end_generation`] ended last and the frame it ended at.
     last_ended: Option<((u32, u32), u64)>,
 }
@@ -136,7 +138,7 @@ impl Capture {
     }
 
     /// Returns a page buffer for reuse by later frames.
-    pub fn recycle(&mut self, page: Box<[u8]>) {
+    pub fn recycle(&mut self, page: PageBuf) {
         if self.spare.len() < MAX_SPARE_PAGES {
             self.spare.push(page);
         }
@@ -154,13 +156,13 @@ impl Capture {
 
     /// A page buffer of `size` bytes. Its contents are irrelevant: a page counts as
     /// written only once one write covered all of it.
-    fn page_buffer(&mut self, size: usize) -> Box<[u8]> {
+    fn page_buffer(&mut self, size: usize) -> PageBuf {
         while let Some(page) = self.spare.pop() {
             if page.len() == size {
                 return page;
             }
         }
-        vec![0u8; size].into_boxed_slice()
+        PageBuf::new(size)
     }
 
     /// The pending frame `index`, if any part of it was written.
@@ -713,7 +715,7 @@ impl Capture {
                 pages: latest
                     .into_iter()
                     .filter(|(pgno, _)| *pgno <= commit.commit)
-                    .map(|(pgno, page)| (pgno, page.into_boxed_slice()))
+                    .map(|(pgno, page)| (pgno, PageBuf::copy_of(&page)))
                     .collect(),
                 wal_offset: header.frame_offset(first),
                 wal_size: (commit.commit_frame + 1 - first) * header.frame_size(),
@@ -1155,6 +1157,43 @@ mod tests {
         assert_eq!(pgnos(&h.captured[0]), vec![1, 2, 3]);
         assert_eq!(h.captured[0].pages[0].1[0], 9, "the rewrite replaced the first content");
         assert_eq!(h.capture.position().unwrap().next_frame, 3);
+    }
+
+    #[test]
+    fn steady_commits_map_no_page_memory_and_an_idle_capture_gives_it_back() {
+        // 16 KiB pages: no other test uses them, and the page pool is process-wide.
+        let page_size = 16384;
+        let mut h = Harness::new(page_size);
+        let txn = |round: u8| (1..=20u32).map(move |p| (p, if p == 20 { 20 } else { 0 }, round));
+        let mut frames: Vec<(u32, u32, u8)> = txn(1).collect();
+        h.log(1, &frames, 0, true);
+        let recycle = |h: &mut Harness| {
+            for txn in std::mem::take(&mut h.captured) {
+                txn.pages.into_iter().for_each(|(_, page)| h.capture.recycle(page));
+            }
+        };
+        recycle(&mut h);
+        let mapped = crate::primary::page_pool::mapped_bytes(page_size as usize);
+        assert!(mapped >= 20 * page_size as usize);
+        for round in 2..5 {
+            let start = frames.len() as u64;
+            frames.extend(txn(round));
+            h.log(1, &frames, start, true);
+            assert_eq!(h.captured[0].pages.len(), 20);
+            assert!(h.captured[0].pages.iter().all(|(_, page)| page[0] == round));
+            recycle(&mut h);
+            assert_eq!(
+                crate::primary::page_pool::mapped_bytes(page_size as usize),
+                mapped,
+                "a commit mapped page memory"
+            );
+        }
+        h.capture.release_idle_buffers();
+        assert_eq!(
+            crate::primary::page_pool::mapped_bytes(page_size as usize),
+            0,
+            "an idle capture keeps page memory mapped"
+        );
     }
 
     /// A WAL source that counts the reads capture makes.
