@@ -92,8 +92,16 @@ impl Capture {
     /// Reads the commits after our position from `wal`, a source holding the current
     /// generation's frames (the live WAL or a hand-off), verified against the chain.
     /// Whether the source was read to its end shows in [`Capture::next_frame`].
+    ///
+    /// Reads nothing while a transaction of this process is writing frames from our
+    /// position on: its writer holds the write lock, so nobody else can have committed
+    /// after us, and capture gets those frames from the writes themselves. An engine turn
+    /// that read the file between the write of a commit frame and its `on_write` took the
+    /// transaction from the file, and the write that followed looked like a commit written
+    /// over a captured frame: a needless snapshot (seen in bench-threads and
+    /// bench_idle_memory.py, a few per run).
     pub fn scan_live(&mut self, wal: &mut dyn WalSource) -> Vec<CapturedTxn> {
-        if self.ended {
+        if self.ended || self.pending_frame(self.next_frame).is_some() {
             return Vec::new();
         }
         self.scan_from_file(wal)

@@ -193,6 +193,39 @@ fn a_captured_commit_written_over_by_the_next_writer_is_a_discontinuity() {
 }
 
 #[test]
+fn a_scan_between_our_commit_frame_and_its_write_notice_leaves_the_transaction_to_the_write() {
+    // The engine's turn reads the live WAL under the shared lock, not the write lock: it
+    // may run after our writer wrote a commit frame's page to the file and before that
+    // write reached capture.
+    let mut h = Harness::new(512);
+    h.log(1, &[(1, 1, 1)], 0, true);
+    let mut wal = WalBuilder::new(512, 1, 99, false);
+    wal.frame(1, 1, 1).frame(2, 0, 2).frame(3, 3, 3);
+    let fs = 24 + 512;
+    let at = |i: usize| HEADER_SIZE + i * fs;
+    h.write(at(1) as u64, &wal.bytes[at(1)..at(1) + 24]);
+    h.write((at(1) + 24) as u64, &wal.bytes[at(1) + 24..at(2)]);
+    h.write(at(2) as u64, &wal.bytes[at(2)..at(2) + 24]);
+    let page = wal.bytes[at(2) + 24..at(3)].to_vec();
+    h.raw_write((at(2) + 24) as u64, &page); // in the file, not yet seen by capture
+    let mut file = h.file.clone();
+    assert!(
+        h.capture.scan_live(&mut file).is_empty(),
+        "the scan took our own transaction"
+    );
+    h.write((at(2) + 24) as u64, &page); // panics on a discontinuity
+    assert_eq!(h.captured.len(), 2);
+    assert_eq!(pgnos(&h.captured[1]), vec![2, 3]);
+    // With nothing of ours pending, the scan reads what others committed.
+    h.log(1, &[(1, 1, 1), (2, 0, 2), (3, 3, 3), (4, 4, 4)], 3, false);
+    let mut file = h.file.clone();
+    assert_eq!(
+        h.capture.scan_live(&mut file).iter().map(pgnos).collect::<Vec<_>>(),
+        vec![vec![4]]
+    );
+}
+
+#[test]
 fn commits_by_another_process_are_read_back_before_ours() {
     let mut h = Harness::new(512);
     h.log(1, &[(1, 1, 1)], 0, true);
