@@ -2,6 +2,7 @@
 //! Litestream writes: NoChecksum flag, database checksums 0.
 
 use super::capture::{CapturedTxn, WalPosition};
+use super::page_pool::PageBuf;
 use crate::ltx::{lock_pgno, Encoder, Encoding, Header, FLAG_NO_CHECKSUM};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -41,7 +42,7 @@ impl Hasher for PageNumberHasher {
 
 const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 
-type PageMap = HashMap<u32, Box<[u8]>, BuildHasherDefault<PageNumberHasher>>;
+type PageMap = HashMap<u32, PageBuf, BuildHasherDefault<PageNumberHasher>>;
 
 /// Captured commits waiting to be staged, merged page by page as they arrive, so
 /// memory grows with the pages a batch touches, not with its commits. Becomes one
@@ -90,7 +91,7 @@ impl Batch {
 
     /// Adds the commit `txid` (the next after this batch's last). Page buffers it
     /// replaces go to `spare`.
-    pub fn push(&mut self, txid: u64, txn: CapturedTxn, spare: &mut dyn FnMut(Box<[u8]>)) {
+    pub fn push(&mut self, txid: u64, txn: CapturedTxn, spare: &mut dyn FnMut(PageBuf)) {
         if self.commits == 0 {
             self.min_txid = txid;
             self.first_capture_ms = now_ms();
@@ -131,7 +132,7 @@ impl Batch {
 
     /// Puts back an older batch whose staging failed, under this newer one: its
     /// pages count only where this batch has none.
-    pub fn absorb_older(&mut self, older: Batch, spare: &mut dyn FnMut(Box<[u8]>)) {
+    pub fn absorb_older(&mut self, older: Batch, spare: &mut dyn FnMut(PageBuf)) {
         if older.is_empty() {
             return;
         }
@@ -174,7 +175,7 @@ impl Batch {
     }
 
     /// Hands every page buffer to `spare`.
-    pub fn recycle_into(self, spare: &mut dyn FnMut(Box<[u8]>)) {
+    pub fn recycle_into(self, spare: &mut dyn FnMut(PageBuf)) {
         for (_, page) in self.pages {
             spare(page);
         }

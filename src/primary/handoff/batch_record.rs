@@ -17,6 +17,7 @@
 use super::{HandoffDir, Meta, HEADER_SIZE, META_ROOM};
 use crate::primary::batch::Batch;
 use crate::primary::capture::{CapturedTxn, TxnPages, WalPosition};
+use crate::primary::page_pool::PageBuf;
 use crate::wal::WalHeader;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -128,7 +129,7 @@ impl HandoffDir {
         let mut pages = TxnPages::new();
         for raw in bytes[start..].chunks_exact(entry) {
             let pgno = u32::from_be_bytes(raw[..4].try_into().expect("4"));
-            pages.push((pgno, raw[4..].to_vec().into_boxed_slice()));
+            pages.push((pgno, PageBuf::copy_of(&raw[4..])));
         }
         let frame_size = record.header.frame_size();
         let txn = |pages: TxnPages, last: bool| CapturedTxn {

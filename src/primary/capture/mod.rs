@@ -1,0 +1,182 @@
+//! Turns the bytes SQLite writes to the WAL into committed transactions.
+//!
+//! The VFS calls [`Capture::on_write`] after each successful `xWrite` to the `-wal`
+//! file. Frames are copied as they are written (SQLite may rewrite a frame of the
+//! open transaction in place, or abandon them on rollback); the write that completes
+//! a commit frame (nonzero commit size) ends a transaction, which is returned with its
+//! pages. Nothing here blocks on I/O except when the WAL holds frames this process did
+//! not write (another process committed, or we attached late): then the frames are
+//! read back through [`WalSource`] and verified against the checksum chain.
+//!
+//! Here: the types and where capture stands. `pending.rs`: the frames of the open
+//! transaction, their page buffers and the append fast path; `write.rs`: every other
+//! write (headers, rewrites, pieces, the commit frame); `scan.rs`: reading frames back
+//! from the file; `tests.rs`.
+
+use super::page_pool::PageBuf;
+use crate::wal::{WalHeader, HEADER_SIZE};
+use pending::PendingFrame;
+use smallvec::SmallVec;
+use std::io;
+
+mod pending;
+mod scan;
+#[cfg(test)]
+mod tests;
+mod write;
+
+/// Positional reads of the live WAL file.
+pub trait WalSource {
+    /// Fills `buf` from `offset`; `Ok(false)` if the file ends before `buf` is full.
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool>;
+}
+
+/// Where capture stands in the WAL: everything up to frame `next_frame - 1` of the
+/// generation named by the salts has been captured. Persisted so that a restart can
+/// resume from the WAL instead of taking a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalPosition {
+    pub salt1: u32,
+    pub salt2: u32,
+    pub page_size: u32,
+    pub next_frame: u64,
+    /// Running checksum after frame `next_frame - 1` (the header's when 0).
+    pub checksum: (u32, u32),
+    /// The generation ended at `next_frame` (restarted, truncated or deleted, every
+    /// commit of it captured): the next one starts from frame 0 once proven to follow
+    /// directly (`src/primary/follow.rs`).
+    pub ended: bool,
+}
+
+/// Pages of one transaction, inline for the usual small commit: capture runs inside
+/// the application's `xWrite`, and a heap allocation there is a measurable share of
+/// a one-row commit (bench/callgrind_primary.sh). The buffers themselves come from
+/// [`PageBuf`]'s own mappings, which go back to the system once a database is idle.
+pub type TxnPages = SmallVec<[(u32, PageBuf); 2]>;
+
+/// The transactions one write completed: usually none or one.
+pub type Completed = SmallVec<[CapturedTxn; 1]>;
+
+/// One committed SQLite transaction.
+#[derive(Debug)]
+pub struct CapturedTxn {
+    pub page_size: u32,
+    /// Database size in pages after the commit.
+    pub commit: u32,
+    /// Changed pages, ascending and unique, none above `commit`.
+    pub pages: TxnPages,
+    /// WAL offset of the first frame of the transaction and the bytes it spans.
+    pub wal_offset: u64,
+    pub wal_size: u64,
+    /// Position right after this commit.
+    pub position: WalPosition,
+}
+
+/// Capture lost track of the WAL: frames may have been committed that it never saw.
+/// The only safe continuation is a full snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discontinuity(pub String);
+
+#[derive(Default)]
+pub struct Capture {
+    header: Option<WalHeader>,
+    next_frame: u64,
+    chain: (u32, u32),
+    /// `header`'s generation ended with everything in it captured; the next one is
+    /// not known yet (see [`WalPosition::ended`]).
+    ended: bool,
+    /// Frames of the open transaction: slot `i` holds frame `next_frame + i`. SQLite
+    /// appends frames in order, so this stays dense, and a `Vec` reused from commit to
+    /// commit costs no allocation on the commit path (this runs inside every `xWrite`).
+    pending: Vec<Option<PendingFrame>>,
+    spare: Vec<PageBuf>,
+    /// The generation [`Capture::end_generation`] ended last and the frame it ended at.
+    last_ended: Option<((u32, u32), u64)>,
+}
+
+impl Capture {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The position after the last captured commit, if a WAL header is known.
+    pub fn position(&self) -> Option<WalPosition> {
+        self.header.map(|h| WalPosition {
+            salt1: h.salt1,
+            salt2: h.salt2,
+            page_size: h.page_size,
+            next_frame: self.next_frame,
+            checksum: self.chain,
+            ended: self.ended,
+        })
+    }
+
+    /// The salts of the generation capture is in, unless it ended.
+    pub fn generation(&self) -> Option<(u32, u32)> {
+        self.header.filter(|_| !self.ended).map(|h| (h.salt1, h.salt2))
+    }
+
+    /// True when the last generation ended and the next is not known yet.
+    pub fn ended(&self) -> bool {
+        self.ended || self.header.is_none()
+    }
+
+    /// Next frame to capture in the current generation.
+    pub fn next_frame(&self) -> u64 {
+        self.next_frame
+    }
+
+    /// Puts capture at a saved position (a restart, a takeover); what follows it is
+    /// read with [`Capture::scan_live`] or from hand-offs.
+    pub fn set_position(&mut self, position: &WalPosition, header: WalHeader) {
+        self.drop_pending();
+        self.header = Some(header);
+        self.next_frame = position.next_frame;
+        self.chain = position.checksum;
+        self.ended = position.ended;
+    }
+
+    /// A new generation that provably continues the last one: capture starts at its
+    /// frame 0.
+    pub fn begin_generation(&mut self, header: WalHeader) {
+        self.drop_pending();
+        self.header = Some(header);
+        self.next_frame = 0;
+        self.chain = header.checksum;
+        self.ended = false;
+    }
+
+    /// The current generation is gone with every commit of it captured.
+    pub fn end_generation(&mut self) {
+        self.drop_pending();
+        if let Some(h) = self.header.filter(|_| !self.ended) {
+            self.last_ended = Some(((h.salt1, h.salt2), self.next_frame));
+        }
+        self.ended = true;
+    }
+
+    /// The generation ended last and the frame capture ended it at. Whoever ends a
+    /// generation records it (and capture follows) before rewriting or truncating the
+    /// WAL, so for a moment the file still shows it.
+    pub fn last_ended(&self) -> Option<((u32, u32), u64)> {
+        self.last_ended
+    }
+}
+
+fn read_header(wal: &mut dyn WalSource) -> io::Result<Option<WalHeader>> {
+    let mut raw = [0u8; HEADER_SIZE];
+    if !wal.read_exact_at(0, &mut raw)? {
+        return Ok(None);
+    }
+    Ok(WalHeader::parse(&raw).ok())
+}
+
+/// Reads frame `index` of `header`'s generation from `wal`; false past its end or on an
+/// error (the walk stops there, as at any frame that does not continue the chain).
+pub(super) fn frame_reader<'a>(
+    header: &WalHeader,
+    wal: &'a mut dyn WalSource,
+) -> impl FnMut(u64, &mut [u8]) -> bool + 'a {
+    let header = *header;
+    move |index, buf| wal.read_exact_at(header.frame_offset(index), buf).unwrap_or(false)
+}

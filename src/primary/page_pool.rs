@@ -1,0 +1,279 @@
+//! Page buffers for captured frames, in memory mapped for them alone.
+//!
+//! Capture copies each frame SQLite writes to the WAL into a page buffer on the
+//! application's thread; the buffers travel through the queue and come back, or are
+//! freed, on the engine's. From malloc they lay in the application's heap between
+//! SQLite's own page-cache allocations, and once freed glibc could give little of them
+//! back: after a 1 MiB burst an idle primary kept hundreds of KiB of RSS above plain
+//! SQLite (issue 15). Here they are slots in chunks mapped with `mmap`, and a chunk
+//! is unmapped as soon as none of its slots is in use: when a database goes idle
+//! (capture frees its spare buffers after a turn with nothing to stage), its page
+//! memory goes back to the operating system.
+//!
+//! Allocating and freeing take one process-wide lock: capture keeps freed buffers for
+//! reuse, so a steady stream of commits does neither.
+//!
+//! Why not a crate: allocator crates are global allocators (mimalloc's heaps are
+//! per thread and give memory back when their own thread next allocates, but our
+//! buffers are freed on another thread than the one that allocated them), and a map
+//! per buffer (memmap2) would cost a system call per page and a kernel mapping per
+//! buffer in flight. The `unsafe` is the `mmap`/`munmap` calls and the slices of a
+//! slot, each with its reason beside it.
+
+use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+/// Bytes mapped at once: 64 slots of 4 KiB pages, 4 of 64 KiB. Big enough that a burst
+/// maps rarely, small enough that a few buffers kept alive pin little.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// One page of a captured frame: `len` bytes, contents unspecified when new.
+pub struct PageBuf(Storage);
+
+enum Storage {
+    /// A slot of a mapped chunk, owned by this buffer alone.
+    Slot { ptr: NonNull<u8>, len: usize },
+    /// From the heap, when mapping failed (or a size no chunk holds).
+    Heap(Box<[u8]>),
+}
+
+// SAFETY: a slot is memory no other value refers to (the pool hands each slot to one
+// buffer at a time and takes it back only when that buffer drops), like a `Box<[u8]>`.
+unsafe impl Send for PageBuf {}
+// SAFETY: `&PageBuf` gives only `&[u8]` of that memory.
+unsafe impl Sync for PageBuf {}
+
+impl PageBuf {
+    /// A buffer of `len` bytes.
+    pub fn new(len: usize) -> Self {
+        match POOL.lock().unwrap_or_else(|p| p.into_inner()).take(len) {
+            Some(ptr) => PageBuf(Storage::Slot { ptr, len }),
+            None => PageBuf(Storage::Heap(vec![0u8; len].into_boxed_slice())),
+        }
+    }
+
+    /// A buffer holding a copy of `bytes`.
+    pub fn copy_of(bytes: &[u8]) -> Self {
+        let mut page = Self::new(bytes.len());
+        page.copy_from_slice(bytes);
+        page
+    }
+}
+
+impl Deref for PageBuf {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            // SAFETY: `len` bytes at `ptr` are a slot of a live mapping that only this
+            // buffer uses (module comment); the mapping outlives the buffer.
+            Storage::Slot { ptr, len } => unsafe { std::slice::from_raw_parts(ptr.as_ptr(), *len) },
+            Storage::Heap(b) => b,
+        }
+    }
+}
+
+impl DerefMut for PageBuf {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
+            Storage::Slot { ptr, len } => unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), *len) },
+            Storage::Heap(b) => b,
+        }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        if let Storage::Slot { ptr, len } = self.0 {
+            let unmap = POOL.lock().unwrap_or_else(|p| p.into_inner()).give_back(ptr, len);
+            if let Some(chunk) = unmap {
+                chunk.unmap();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PageBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PageBuf({} bytes)", self.len())
+    }
+}
+
+/// Bytes of chunks mapped now for pages of `len` bytes (for tests and figures).
+pub fn mapped_bytes(len: usize) -> usize {
+    let pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    pool.chunks.values().filter(|c| c.slot == len).map(|c| c.mapped).sum()
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    chunks: BTreeMap::new(),
+    with_room: Vec::new(),
+});
+
+struct Pool {
+    /// Every mapped chunk by its address.
+    chunks: BTreeMap<usize, Chunk>,
+    /// Addresses of the chunks with a free slot.
+    with_room: Vec<usize>,
+}
+
+struct Chunk {
+    base: NonNull<u8>,
+    mapped: usize,
+    slot: usize,
+    slots: usize,
+    /// Free slot indexes.
+    free: Vec<u32>,
+}
+
+// SAFETY: the pool owns the mapping; slots handed out are reached only through their
+// `PageBuf`, and the pool's own bookkeeping is behind its lock.
+unsafe impl Send for Chunk {}
+
+impl Pool {
+    /// A free slot of `len` bytes, mapping a chunk when none has room; `None` when the
+    /// size is not a page size or mapping failed.
+    fn take(&mut self, len: usize) -> Option<NonNull<u8>> {
+        if !(512..=65536).contains(&len) {
+            return None;
+        }
+        let base = match self.with_room.iter().rposition(|b| self.chunks[b].slot == len) {
+            Some(i) => self.with_room[i],
+            None => {
+                let chunk = Chunk::map(len)?;
+                let base = chunk.base.as_ptr() as usize;
+                self.chunks.insert(base, chunk);
+                self.with_room.push(base);
+                base
+            }
+        };
+        let chunk = self.chunks.get_mut(&base).expect("listed with room");
+        let slot = chunk.free.pop().expect("a chunk with room has a free slot") as usize;
+        if chunk.free.is_empty() {
+            self.with_room.retain(|b| *b != base);
+        }
+        // SAFETY: `slot < slots` and `slots * len <= mapped`, so the slot lies inside the
+        // mapping.
+        Some(unsafe { NonNull::new_unchecked(chunk.base.as_ptr().add(slot * len)) })
+    }
+
+    /// Takes back the slot at `ptr`; returns its chunk, out of the pool, when no slot of
+    /// it is in use any more (to be unmapped outside the lock).
+    fn give_back(&mut self, ptr: NonNull<u8>, len: usize) -> Option<Chunk> {
+        let at = ptr.as_ptr() as usize;
+        let (&base, chunk) = self
+            .chunks
+            .range_mut(..=at)
+            .next_back()
+            .expect("a slot of a mapped chunk");
+        debug_assert!(at < base + chunk.mapped && chunk.slot == len);
+        let was_full = chunk.free.is_empty();
+        chunk.free.push(((at - base) / len) as u32);
+        if chunk.free.len() == chunk.slots {
+            if !was_full {
+                self.with_room.retain(|b| *b != base);
+            }
+            return self.chunks.remove(&base);
+        }
+        if was_full {
+            self.with_room.push(base);
+        }
+        None
+    }
+}
+
+impl Chunk {
+    fn map(slot: usize) -> Option<Chunk> {
+        let slots = (CHUNK_BYTES / slot).max(1);
+        let mapped = slots * slot;
+        // SAFETY: a new private anonymous mapping; it aliases nothing. Its pages read as
+        // zeros until written.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            tracing::debug!(
+                "mapping {mapped} bytes for page buffers failed: {}",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        Some(Chunk {
+            base: NonNull::new(raw.cast())?,
+            mapped,
+            slot,
+            slots,
+            // Handed out from the end: slot 0 first.
+            free: (0..slots as u32).rev().collect(),
+        })
+    }
+
+    fn unmap(self) {
+        // SAFETY: every slot is back (no `PageBuf` points into it) and the chunk left the
+        // pool, so nothing refers to the mapping any more.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.mapped);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Each test uses a page size no other test does: the pool is process-wide and tests
+    // run in parallel.
+
+    #[test]
+    fn buffers_do_not_overlap_and_their_chunks_are_unmapped_when_all_are_freed() {
+        let len = 1536;
+        let mut pages: Vec<PageBuf> = (0..400).map(|_| PageBuf::new(len)).collect();
+        for (i, page) in pages.iter_mut().enumerate() {
+            page.fill(i as u8);
+        }
+        for (i, page) in pages.iter().enumerate() {
+            assert!(page.iter().all(|&b| b == i as u8), "buffer {i} was written by another");
+        }
+        let chunks = 400usize.div_ceil(CHUNK_BYTES / len);
+        assert_eq!(mapped_bytes(len), chunks * (CHUNK_BYTES / len) * len);
+        // Free all but one: only that one's chunk stays mapped.
+        let kept = pages.pop().expect("400");
+        drop(pages);
+        assert_eq!(mapped_bytes(len), (CHUNK_BYTES / len) * len);
+        drop(kept);
+        assert_eq!(mapped_bytes(len), 0, "no buffer in use, nothing mapped");
+    }
+
+    #[test]
+    fn a_freed_slot_is_reused_before_a_new_chunk_is_mapped() {
+        let len = 2560;
+        let per_chunk = CHUNK_BYTES / len;
+        let mut pages: Vec<PageBuf> = (0..per_chunk).map(|_| PageBuf::new(len)).collect();
+        assert_eq!(mapped_bytes(len), per_chunk * len);
+        pages.swap_remove(3);
+        pages.push(PageBuf::new(len));
+        assert_eq!(mapped_bytes(len), per_chunk * len, "the chunk had room again");
+        let copy = PageBuf::copy_of(&[7u8; 2560]);
+        assert_eq!(mapped_bytes(len), 2 * per_chunk * len);
+        assert!(copy.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn sizes_that_are_not_page_sizes_come_from_the_heap() {
+        let page = PageBuf::copy_of(&[1, 2, 3]);
+        assert_eq!(&page[..], &[1, 2, 3]);
+        assert_eq!(mapped_bytes(3), 0);
+    }
+}
