@@ -36,10 +36,9 @@ pub fn decode_sealed(data: &[u8], key: &PrivateKey) -> Option<Pages> {
     let mut pd = PageDecompressor::new();
     let mut opened = DbChecksum::new();
     let mut pages = Vec::new();
-    let mut scratch = Vec::new();
-    for frame in &frames {
+    for frame in &mut frames {
         let mut page = vec![0u8; page_size];
-        let pgno = opener.open(&mut pd, frame, &mut scratch, &mut page).ok()?;
+        let pgno = opener.open(&mut pd, frame, &mut page).ok()?;
         assert_eq!(pgno, frame.pgno(), "the opener names the frame's page");
         opened.toggle_page(pgno, &page);
         pages.push((pgno, page));

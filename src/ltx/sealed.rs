@@ -5,7 +5,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 
 use super::crypto::FileKeys;
 use super::error::{Error, Result};
@@ -17,8 +17,9 @@ pub struct SealedFrame {
     /// The 6-byte frame header as stored (bound into the page's associated data).
     pub header: [u8; FRAME_HEADER_SIZE],
     /// The sealed payload (nonce ‖ ciphertext ‖ tag): a slice of the reader's own
-    /// buffer when it has one ([`SharedRead`]), so reading a frame copies nothing.
-    pub payload: Bytes,
+    /// buffer when it has one ([`SharedRead`]), so reading a frame copies nothing; the
+    /// frame's alone, so it is opened in place.
+    pub payload: BytesMut,
 }
 
 impl SealedFrame {
@@ -32,11 +33,12 @@ impl SealedFrame {
 /// in memory already (a restore's download, in chunks of several MiB). The default
 /// copies them into a new buffer.
 pub trait SharedRead: Read {
-    /// The next `n` bytes; [`io::ErrorKind::UnexpectedEof`] if the input ends first.
-    fn read_shared(&mut self, n: usize) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; n];
+    /// The next `n` bytes, owned (disjoint from any other bytes handed out);
+    /// [`io::ErrorKind::UnexpectedEof`] if the input ends first.
+    fn read_shared(&mut self, n: usize) -> io::Result<BytesMut> {
+        let mut buf = BytesMut::zeroed(n);
         self.read_exact(&mut buf)?;
-        Ok(Bytes::from(buf))
+        Ok(buf)
     }
 }
 
@@ -55,17 +57,14 @@ impl PageOpener {
         PageOpener { keys, page_size }
     }
 
-    /// Opens `frame`'s payload (in `scratch`, a buffer kept for the next page: its copy
-    /// of the 4 KiB stays in the CPU's cache for the decryption, where a batch of them
-    /// would not) and decompresses the page into `out` (one page); returns its page
-    /// number. [`Error::PageAuth`] if any byte of it changed.
-    pub fn open(
-        &self,
-        dec: &mut PageDecompressor,
-        frame: &SealedFrame,
-        scratch: &mut Vec<u8>,
-        out: &mut [u8],
-    ) -> Result<u32> {
+    /// Opens `frame`'s payload in place (it is the plaintext afterwards, or garbage if
+    /// authentication failed) and decompresses the page into `out` (one page); returns
+    /// its page number. [`Error::PageAuth`] if any byte of it changed.
+    ///
+    /// In place rather than in a copy: the copy of each page into a scratch buffer was
+    /// about 3 % of an encrypted restore's CPU (perf, 1 GiB restore), and the decryption
+    /// reads the sealed bytes into the CPU's cache either way.
+    pub fn open(&self, dec: &mut PageDecompressor, frame: &mut SealedFrame, out: &mut [u8]) -> Result<u32> {
         if out.len() != self.page_size as usize {
             return Err(Error::PageSizeMismatch {
                 expected: self.page_size,
@@ -73,9 +72,7 @@ impl PageOpener {
             });
         }
         let fh = FrameHeader::parse(&frame.header);
-        scratch.clear();
-        scratch.extend_from_slice(&frame.payload);
-        let compressed = self.keys.open_page(&frame.header, scratch)?;
+        let compressed = self.keys.open_page(&frame.header, &mut frame.payload)?;
         dec.decompress_sized(fh.pgno, fh.flags, compressed, out)?;
         Ok(fh.pgno)
     }

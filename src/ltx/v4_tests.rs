@@ -428,10 +428,9 @@ fn decode_sealed(f: &[u8], k: &PrivateKey) -> Result<(Pages, DecodeSummary)> {
     let mut pd = PageDecompressor::new();
     let mut opened = DbChecksum::new();
     let mut pages = Vec::new();
-    let mut scratch = Vec::new();
-    for frame in &frames {
+    for frame in &mut frames {
         let mut page = vec![0u8; 512];
-        let pgno = opener.open(&mut pd, frame, &mut scratch, &mut page)?;
+        let pgno = opener.open(&mut pd, frame, &mut page)?;
         assert_eq!(pgno, frame.pgno());
         opened.toggle_page(pgno, &page);
         pages.push((pgno, page));

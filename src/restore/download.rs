@@ -13,7 +13,7 @@
 use crate::ltx::SharedRead;
 use crate::runtime::runtime;
 use crate::storage::{LtxObject, ReplicaStore};
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use std::io::{self, Read};
@@ -35,6 +35,11 @@ struct Demand {
 pub struct RemoteReader {
     rx: mpsc::UnboundedReceiver<Chunk>,
     current: Bytes,
+    /// Or, once the file is read sealed ([`SharedRead`]), the rest of the current chunk
+    /// as owned bytes: each sealed page split off it is then the page's alone, and is
+    /// opened in place.
+    owned: BytesMut,
+    sealed: bool,
     /// The current chunk's share of the prefetch budget, returned once it is read.
     permit: Option<OwnedSemaphorePermit>,
     chunk_len: usize,
@@ -90,6 +95,8 @@ impl RemoteReader {
         RemoteReader {
             rx,
             current: Bytes::new(),
+            owned: BytesMut::new(),
+            sealed: false,
             permit: None,
             chunk_len: chunk as usize,
             told_half: true,
@@ -163,12 +170,16 @@ impl RemoteReader {
     /// Makes sure the current chunk has bytes left, waiting for the next one if need
     /// be; false at the end of the file.
     fn fill(&mut self) -> io::Result<bool> {
-        while !self.current.has_remaining() {
+        while self.remaining() == 0 {
             // The chunk is read: its slot may fetch the chunk this read waits for.
             self.permit = None;
             match self.rx.blocking_recv() {
                 Some((Ok(bytes), permit)) => {
-                    self.current = bytes;
+                    if self.sealed {
+                        self.owned = owned(bytes);
+                    } else {
+                        self.current = bytes;
+                    }
                     self.permit = Some(permit);
                     self.told_half = false;
                 }
@@ -179,9 +190,14 @@ impl RemoteReader {
         Ok(true)
     }
 
+    /// Bytes left in the current chunk.
+    fn remaining(&self) -> usize {
+        self.current.len() + self.owned.len()
+    }
+
     /// Tells the downloads once the reader is past the middle of the current chunk.
     fn consumed(&mut self) {
-        if !self.told_half && self.current.remaining() <= self.chunk_len / 2 {
+        if !self.told_half && self.remaining() <= self.chunk_len / 2 {
             self.told_half = true;
             self.demand.chunks.fetch_add(1, Ordering::Release);
             self.demand.changed.notify_one();
@@ -194,32 +210,47 @@ impl Read for RemoteReader {
         if !self.fill()? {
             return Ok(0);
         }
-        let n = buf.len().min(self.current.len());
-        self.current.copy_to_slice(&mut buf[..n]);
+        let n = buf.len().min(self.remaining());
+        if self.current.is_empty() {
+            self.owned.copy_to_slice(&mut buf[..n]);
+        } else {
+            self.current.copy_to_slice(&mut buf[..n]);
+        }
         self.consumed();
         Ok(n)
     }
 }
 
-/// Bytes within one downloaded chunk are handed out as slices of it, not copied: an
-/// encrypted file's sealed pages, until they are opened. (The chunk's memory stays until
-/// its last slice is dropped, the budget permit goes once it is read, as before: the
-/// slices are bounded by the batches queued ahead.)
+/// Bytes within one downloaded chunk are handed out as disjoint owned slices of it, not
+/// copied: an encrypted file's sealed pages, opened in place. (The chunk's memory stays
+/// until its last slice is dropped, the budget permit goes once it is read, as before:
+/// the slices are bounded by the batches queued ahead.)
 impl SharedRead for RemoteReader {
-    fn read_shared(&mut self, n: usize) -> io::Result<Bytes> {
+    fn read_shared(&mut self, n: usize) -> io::Result<BytesMut> {
+        self.sealed = true;
+        if !self.current.is_empty() {
+            self.owned = owned(std::mem::take(&mut self.current));
+        }
         if !self.fill()? {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if self.current.len() < n {
+        if self.owned.len() < n {
             // Across two chunks: copied.
-            let mut buf = vec![0u8; n];
+            let mut buf = BytesMut::zeroed(n);
             self.read_exact(&mut buf)?;
-            return Ok(Bytes::from(buf));
+            return Ok(buf);
         }
-        let bytes = self.current.split_to(n);
+        let bytes = self.owned.split_to(n);
         self.consumed();
         Ok(bytes)
     }
+}
+
+/// A downloaded chunk as owned bytes: without a copy when nothing else holds it (a
+/// `file://` store reads each range into a buffer of its own); else copied once, which
+/// costs what copying each sealed page out of it before opening it did.
+fn owned(bytes: Bytes) -> BytesMut {
+    bytes.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]))
 }
 
 impl Drop for RemoteReader {
@@ -265,6 +296,54 @@ mod tests {
         reader.read_to_end(&mut got).unwrap();
         assert_eq!(got, data);
         assert_eq!(budget.available_permits(), 100, "every permit returned");
+    }
+
+    /// Reads `data` as a file of `store` the way a restore reads an encrypted file: its
+    /// header with `read`, then pieces of `piece` bytes with `read_shared`.
+    fn read_sealed(store: Arc<dyn ReplicaStore>, data: &[u8], piece: usize) -> Vec<BytesMut> {
+        crate::runtime::block_on(store.put(0, 1, 1, Bytes::from(data.to_vec()), 0)).unwrap();
+        let file = crate::runtime::block_on(store.list(0)).unwrap().remove(0);
+        let mut reader = RemoteReader::spawn(store, file, 64 * 1024, 2, Arc::default());
+        let mut header = [0u8; 100];
+        reader.read_exact(&mut header).unwrap();
+        assert_eq!(header[..], data[..100]);
+        let mut pieces = Vec::new();
+        while pieces.len() * piece + 100 < data.len() {
+            let n = piece.min(data.len() - 100 - pieces.len() * piece);
+            pieces.push(reader.read_shared(n).unwrap());
+        }
+        assert_eq!(reader.read(&mut [0u8; 1]).unwrap(), 0, "all read");
+        pieces
+    }
+
+    #[test]
+    fn sealed_pieces_come_back_whole_from_a_file_store_and_a_memory_store() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 249) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file_store = open_store(&format!("file://{}", dir.path().display()), &Default::default()).unwrap();
+        let memory = open_store("memory://download-sealed", &Default::default()).unwrap();
+        for store in [file_store, memory] {
+            let pieces = read_sealed(store, &data, 3000);
+            let joined: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(joined, data[100..], "every byte once, in order");
+        }
+    }
+
+    #[test]
+    fn a_chunk_nothing_else_holds_becomes_owned_without_a_copy_and_a_shared_one_is_copied() {
+        let unique = Bytes::from(vec![7u8; 4096]);
+        let at = unique.as_ptr();
+        let owned_chunk = owned(unique);
+        assert_eq!(owned_chunk.as_ptr(), at, "the same buffer");
+        let shared = Bytes::from(vec![9u8; 4096]);
+        let other = shared.clone();
+        let copied = owned(shared);
+        assert_ne!(
+            copied.as_ptr(),
+            other.as_ptr(),
+            "a copy: the store still holds the chunk"
+        );
+        assert_eq!(copied[..], other[..]);
     }
 
     #[test]

@@ -76,8 +76,6 @@ pub struct OpenPool {
 /// What each thread of the pool keeps from one batch to the next.
 struct Worker {
     dec: PageDecompressor,
-    /// One sealed payload at a time (see [`PageOpener::open`]).
-    scratch: Vec<u8>,
     buffers: BufferPool,
 }
 
@@ -90,7 +88,6 @@ impl OpenPool {
             let rx = Arc::clone(&rx);
             let worker = Worker {
                 dec: PageDecompressor::new(),
-                scratch: Vec::new(),
                 buffers: buffers.clone(),
             };
             std::thread::Builder::new()
@@ -151,9 +148,9 @@ impl Worker {
         b.pgnos.clear();
         b.sums.clear();
         let mut pages = self.buffers.take(b.frames.len() * ps);
-        for (i, frame) in b.frames.iter().enumerate() {
+        for (i, frame) in b.frames.iter_mut().enumerate() {
             let page = &mut pages[i * ps..(i + 1) * ps];
-            let pgno = job.opener.open(&mut self.dec, frame, &mut self.scratch, page)?;
+            let pgno = job.opener.open(&mut self.dec, frame, page)?;
             if job.checksum {
                 let sum = page_checksum(pgno, page);
                 b.sums.push(sum);
