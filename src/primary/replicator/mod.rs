@@ -5,6 +5,7 @@
 
 mod hooks;
 mod open;
+mod pressure;
 mod stage;
 mod sync;
 mod upload;

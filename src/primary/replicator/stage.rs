@@ -58,6 +58,8 @@ impl Primary {
             shared.origin = at_cut.0.filter(|p| !p.ended);
             (shared.take_pending(), at_cut)
         };
+        // A writer held back by a full queue (`pressure.rs`) goes on from here.
+        self.progress.notify_all();
         let (batch, (position_at_cut, consumed_at_cut)) = batch;
         let staged = batch
             .encode(self.node_id, &self.encoding())
