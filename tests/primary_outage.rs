@@ -135,3 +135,69 @@ SELECT 'caught up', litestream_sync(30000) = litestream_txid();"
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db));
 }
+
+/// With staging over `max_staging` and a snapshot pending, there is nothing to do but
+/// wait for the store: the worker used to take that for success and ask for its next
+/// turn at once, spinning a core for as long as the outage lasted.
+#[test]
+fn a_full_staging_waits_for_uploads_without_spinning_and_then_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{d}/replica");
+    let (outage_on, outage_off) = outage_fixture(dir.path());
+    let status = "litestream_status()";
+    let (_, out, stderr) = sqlite_output(&format!(
+        "\
+.open file:{d}/app.db?vfs=litestream&replica={url}&sync_interval=50ms&max_staging=64k
+CREATE TABLE t(x);
+SELECT 'synced', litestream_sync(10000) > 0;
+{outage_on}
+INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 200);
+SELECT litestream_sync(300);
+INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 200);
+SELECT litestream_sync(300);
+.shell sleep 1
+SELECT 'full', {status} ->> '$.snapshot_pending' IS NOT NULL, {status} ->> '$.staging_full';
+SELECT 'turns', {status} ->> '$.engine.turns', {status} ->> '$.snapshots';
+.shell sleep 2
+SELECT 'turns', {status} ->> '$.engine.turns';
+{outage_off}
+SELECT 'caught up', litestream_sync(30000) = litestream_txid(), {status} ->> '$.staging_full' IS NULL, {status} ->> '$.snapshots';"
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "synced|1", "{out}{stderr}");
+    let full: Vec<&str> = lines[1].split('|').collect();
+    assert_eq!(full[..2], ["full", "1"], "{out}{stderr}");
+    assert!(
+        full[2].starts_with("staging is full (")
+            && full[2].ends_with("limit 65536): waiting for uploads; a snapshot follows"),
+        "the status says why nothing is staged: {out}"
+    );
+    let turns = |line: &str| -> u64 { line.split('|').nth(1).unwrap().parse().unwrap() };
+    let (before, after) = (turns(lines[2]), turns(lines[3]));
+    // The worker retries at most once a second here (an idle one would turn every
+    // 50 ms, 40 times in 2 s); the spinning one made thousands of turns.
+    assert!(
+        after - before <= 20,
+        "{} engine turns in 2 s of a full staging: the worker spins",
+        after - before
+    );
+    assert_eq!(
+        stderr.matches("waiting for uploads").count(),
+        1,
+        "one warning for the whole episode: {stderr}"
+    );
+    let snapshots_before: u64 = lines[2].split('|').nth(2).unwrap().parse().unwrap();
+    let caught_up: Vec<&str> = lines[4].split('|').collect();
+    assert_eq!(caught_up[..3], ["caught up", "1", "1"], "{out}{stderr}");
+    assert_eq!(
+        caught_up[3].parse::<u64>().unwrap(),
+        snapshots_before + 1,
+        "uploads drained staging, then the snapshot was taken: {out}"
+    );
+    assert_contiguous(&level0_ranges(&dir.path().join("replica")));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}

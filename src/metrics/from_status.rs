@@ -99,6 +99,11 @@ pub fn primary(f: &mut Families, status: &Value) {
         Some(flag(status, "/refusing_writes")),
     );
     d.gauge(
+        "litestream_staging_full",
+        "1 while staging is over max_staging: history is dropped until uploads resume",
+        Some(flag(status, "/staging_full")),
+    );
+    d.gauge(
         "litestream_snapshot_pending",
         "1 while a full snapshot is due",
         Some(flag(status, "/snapshot_pending")),
@@ -289,6 +294,7 @@ mod tests {
                 "lag_seconds": 2.5, "staged_bytes": 4096, "pending_bytes": 100,
                 "error": "uploading TXID 10-11: connection refused", "refusing_writes": false,
                 "snapshot_pending": null, "uploaded_bytes": 777, "snapshots": 1,
+                "staging_full": "staging is full (4096 bytes, limit 1024): waiting for uploads; a snapshot follows",
                 "compaction": {"compactions": 3, "errors": 2},
                 "sync": {"count": 5, "errors": 4, "seconds": 0.5},
             }),
@@ -303,6 +309,8 @@ mod tests {
         has(&format!("litestream_staged_bytes{{db=\"{db}\"}} 4096"));
         has(&format!("litestream_replication_error{{db=\"{db}\"}} 1"));
         has(&format!("litestream_refusing_writes{{db=\"{db}\"}} 0"));
+        has(&format!("litestream_staging_full{{db=\"{db}\"}} 1"));
+        has(&format!("litestream_snapshot_pending{{db=\"{db}\"}} 0"));
         has(&format!("litestream_sync_count{{db=\"{db}\"}} 5"));
         has(&format!("litestream_sync_error_count{{db=\"{db}\"}} 4"));
         has(&format!("litestream_sync_seconds{{db=\"{db}\"}} 0.5"));

@@ -28,6 +28,9 @@ impl Primary {
                 shared.enqueue(txns);
                 if shared.pending_bytes() as u64 > self.config.max_queue_bytes {
                     self.wake_worker();
+                    // The writer waits for the worker when it releases the write lock
+                    // (`pressure.rs`).
+                    self.press();
                 }
             }
             Err(Discontinuity(reason)) => {
@@ -48,6 +51,7 @@ impl Primary {
         if self.frames_pending.swap(false, Ordering::Relaxed) {
             self.lock().capture.discard_pending();
         }
+        self.hold_back_writer();
         self.after_commit();
     }
 

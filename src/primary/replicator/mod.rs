@@ -5,6 +5,7 @@
 
 mod hooks;
 mod open;
+mod pressure;
 mod stage;
 mod sync;
 mod upload;
@@ -86,6 +87,22 @@ enum StageError {
     /// A pending snapshot waits for the application's write transaction to end.
     SnapshotWaiting,
     Failed(String),
+}
+
+/// What a round of staging did.
+#[derive(Debug, PartialEq, Eq)]
+enum Staged {
+    /// Staged whatever there was (perhaps nothing).
+    Done,
+    /// Staging holds more than `max_staging_bytes` (the store has been unreachable for
+    /// long): nothing is staged until uploads bring it under, then a snapshot is.
+    Full { staged: u64, limit: u64 },
+}
+
+/// What `litestream_status()` and the one warning of an episode say while staging is
+/// over its limit.
+fn staging_full_message(staged: u64, limit: u64) -> String {
+    format!("staging is full ({staged} bytes, limit {limit}): waiting for uploads; a snapshot follows")
 }
 
 impl From<String> for StageError {
@@ -320,6 +337,8 @@ impl Primary {
             "pending_commits": s.pending_commits(),
             "pending_bytes": s.pending_bytes(),
             "staged_bytes": staged_bytes,
+            "staging_full": (staged_bytes > self.config.max_staging_bytes)
+                .then(|| staging_full_message(staged_bytes, self.config.max_staging_bytes)),
             "lag_seconds": lag_s,
             "last_replication_lag_ms": s.last_lag_ms,
             "snapshot_pending": s.snapshot_needed,

@@ -6,7 +6,7 @@ use super::*;
 impl Primary {
     /// Takes the pending snapshot if any, then stages the held batch and the queue as
     /// one LTX file.
-    pub(super) fn stage_pending(&self) -> Result<(), StageError> {
+    pub(super) fn stage_pending(&self) -> Result<Staged, StageError> {
         let _staging = self.stage_lock.lock().unwrap_or_else(|p| p.into_inner());
         let staged = self.stage_locked();
         if staged.is_err() {
@@ -17,13 +17,14 @@ impl Primary {
         staged
     }
 
-    fn stage_locked(&self) -> Result<(), StageError> {
+    fn stage_locked(&self) -> Result<Staged, StageError> {
         if self.lock().snapshot_needed.is_some() {
             // A snapshot staged while the store is down and staging is over its
             // limit would be followed by another and another: wait for uploads first.
             let staged = self.staging.total_bytes().map_err(|e| e.to_string())?;
-            if staged > self.config.max_staging_bytes {
-                return Ok(());
+            let limit = self.config.max_staging_bytes;
+            if staged > limit {
+                return Ok(Staged::Full { staged, limit });
             }
             self.take_snapshot()?;
         }
@@ -32,22 +33,22 @@ impl Primary {
             if shared.pending_commits() == 0 {
                 // Nothing committed for a whole turn: idle, so keep no buffers.
                 shared.capture.release_idle_buffers();
-                return Ok(());
+                return Ok(Staged::Done);
             }
             let staged = self.staging.total_bytes().map_err(|e| e.to_string())?;
-            if staged > self.config.max_staging_bytes {
+            let limit = self.config.max_staging_bytes;
+            if staged > limit {
                 // The store has been unreachable for long: stop keeping history, and
                 // re-seed the replica with a snapshot once it is back.
                 let dropped = shared.take_pending();
                 let count = dropped.commits();
                 shared.recycle(dropped);
                 shared.next_txid = shared.staged_txid + 1;
-                let reason = format!(
-                    "staging is full ({staged} bytes, limit {}); {count} commits will be covered by a snapshot",
-                    self.config.max_staging_bytes
-                );
-                shared.require_snapshot(reason.clone());
-                return Err(reason.into());
+                shared.origin = None;
+                shared.require_snapshot(format!(
+                    "staging is full ({staged} bytes, limit {limit}); {count} commits will be covered by a snapshot"
+                ));
+                return Ok(Staged::Full { staged, limit });
             }
             // The whole queue goes: capture's position now is right after its last
             // commit, including generations it ended or began since (`follow.rs`).
@@ -57,6 +58,8 @@ impl Primary {
             shared.origin = at_cut.0.filter(|p| !p.ended);
             (shared.take_pending(), at_cut)
         };
+        // A writer held back by a full queue (`pressure.rs`) goes on from here.
+        self.progress.notify_all();
         let (batch, (position_at_cut, consumed_at_cut)) = batch;
         let staged = batch
             .encode(self.node_id, &self.encoding())
@@ -84,7 +87,7 @@ impl Primary {
                 shared.recycle(batch);
                 self.persist(&state).map_err(|e| format!("saving state: {e}"))?;
                 self.progress.notify_all();
-                Ok(())
+                Ok(Staged::Done)
             }
             Err(e) => {
                 // Keep the commits in memory and try again next round. A restart may

@@ -13,6 +13,8 @@ pub(super) struct Pace {
     snapshot_busy_since: Option<Instant>,
     next_busy_warning: Duration,
     next_upload_attempt: Instant,
+    /// Staging is over its limit: warned once, quiet until it is under again.
+    staging_full: bool,
 }
 
 impl Default for Pace {
@@ -23,6 +25,7 @@ impl Default for Pace {
             snapshot_busy_since: None,
             next_busy_warning: SNAPSHOT_BUSY_WARN_AFTER,
             next_upload_attempt: Instant::now(),
+            staging_full: false,
         }
     }
 }
@@ -63,10 +66,26 @@ impl Primary {
         if !matches!(staged, Err(StageError::SnapshotWaiting)) {
             pace.snapshot_busy_since = None;
         }
+        let full = matches!(staged, Ok(Staged::Full { .. }));
+        if !full {
+            pace.staging_full = false;
+        }
         // A failed stage retries after its own backoff, not the interval.
         let mut retry_stage = None;
         match staged {
-            Ok(()) => pace.stage_backoff = Duration::ZERO,
+            Ok(Staged::Done) => pace.stage_backoff = Duration::ZERO,
+            // Only uploads can help, and they have their own backoff: this turn used to
+            // report success and the next came at once (a core spun for the outage).
+            Ok(Staged::Full { staged, limit }) => {
+                if !pace.staging_full {
+                    pace.staging_full = true;
+                    self.record_error(staging_full_message(staged, limit));
+                } else {
+                    tracing::debug!(db = %self.db_path.display(), staged, limit, "staging is still full");
+                }
+                pace.stage_backoff = (pace.stage_backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+                retry_stage = Some(Instant::now() + pace.stage_backoff);
+            }
             Err(e) => {
                 // A pending snapshot skips the interval wait: pace the retries. One
                 // that only waits for a write transaction retries within a second of
@@ -99,8 +118,8 @@ impl Primary {
             }
         }
         let mut more = false;
+        let uploaded_before = self.lock().uploaded_txid;
         if Instant::now() >= pace.next_upload_attempt || closing {
-            let uploaded_before = self.lock().uploaded_txid;
             match self.upload_staged() {
                 Ok(upload::Uploads::Done) => pace.backoff = Duration::from_millis(100),
                 Ok(upload::Uploads::More) => {
@@ -130,6 +149,11 @@ impl Primary {
         }
         if closing {
             return None;
+        }
+        // Uploads went through: staging may be under its limit now, and the snapshot
+        // that follows should not wait for the backoff.
+        if full && self.lock().uploaded_txid > uploaded_before {
+            retry_stage = None;
         }
         if let Some(at) = retry_stage {
             return Some(at);
