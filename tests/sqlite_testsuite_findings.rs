@@ -136,8 +136,13 @@ fn an_attached_primary_that_leaves_wal_mode_is_still_replicated() {
          SELECT litestream_sync(10000);",
         db.display()
     ));
+    // Outside WAL mode a snapshot's read holds a shared lock while it copies, as any
+    // rollback-journal reader: a writer needs a busy timeout (README, Limits). Without one
+    // the INSERT below failed with "database is locked" whenever the snapshot of the
+    // journal_mode change overlapped it (3 of 16 runs under load).
     let (ok, stdout, stderr) = sqlite_output(&format!(
         ".open {}\n\
+         .timeout 10000\n\
          ATTACH 'file:{}?vfs=litestream&replica={url}&sync_interval=50ms' AS p;\n\
          PRAGMA journal_mode=MEMORY;\n\
          PRAGMA p.journal_mode;\n\
