@@ -83,6 +83,9 @@ pub struct CompactionConfig {
     /// How long level-0 files stay once compacted into level 1 (restores finer than a
     /// level-1 window reach this far back).
     pub l0_retention: Duration,
+    /// The most input bytes one compaction merges into one file: a merge holds its output
+    /// whole in memory, so a busy window is written as several files under this.
+    pub max_input_bytes: u64,
 }
 
 impl Default for CompactionConfig {
@@ -101,6 +104,7 @@ impl Default for CompactionConfig {
             snapshot_interval: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(24 * 3600),
             l0_retention: Duration::from_secs(5 * 60),
+            max_input_bytes: 64 << 20,
         }
     }
 }
@@ -141,6 +145,7 @@ const OUR_PARAMS: &[&str] = &[
     "snapshot_interval",
     "retention",
     "l0_retention",
+    "max_compaction_input",
     "metrics_addr",
     "encryption_key",
     "encryption_key_file",
@@ -287,6 +292,12 @@ impl Config {
                 )?;
                 duration("retention", "LITESTREAM_RETENTION", &mut c.retention)?;
                 duration("l0_retention", "LITESTREAM_L0_RETENTION", &mut c.l0_retention)?;
+                if let Some(v) = get("max_compaction_input", "LITESTREAM_MAX_COMPACTION_INPUT") {
+                    c.max_input_bytes = parse_size(&v).map_err(|e| format!("max_compaction_input: {e}"))?;
+                    if c.max_input_bytes == 0 {
+                        return Err("max_compaction_input must be greater than zero".into());
+                    }
+                }
                 if c.levels.windows(2).any(|w| w[0] > w[1]) {
                     let ladder: Vec<String> = c.levels.iter().map(|d| format!("{d:?}")).collect();
                     return Err(format!(
@@ -459,6 +470,7 @@ mod tests {
         assert_eq!(minutes, [30, 180, 900, 3600, 6 * 3600]);
         assert_eq!(ladder.snapshot_interval, Duration::from_secs(86400));
         assert_eq!(ladder.retention, Duration::from_secs(86400));
+        assert_eq!(ladder.max_input_bytes, 64 << 20);
     }
 
     #[test]
@@ -490,12 +502,18 @@ mod tests {
     fn the_compaction_ladder_is_configurable_or_off() {
         let c = Config::from_params(
             Path::new("a.db"),
-            &params(&[("replica", "memory://x"), ("l1_interval", "1s"), ("retention", "2d")]),
+            &params(&[
+                ("replica", "memory://x"),
+                ("l1_interval", "1s"),
+                ("retention", "2d"),
+                ("max_compaction_input", "16MiB"),
+            ]),
             &|k| (k == "LITESTREAM_SNAPSHOT_INTERVAL").then(|| "90s".to_string()),
         )
         .unwrap()
         .compaction
         .unwrap();
+        assert_eq!(c.max_input_bytes, 16 << 20);
         assert_eq!(c.levels[0], Duration::from_secs(1));
         assert_eq!(c.snapshot_interval, Duration::from_secs(90));
         assert_eq!(c.retention, Duration::from_secs(2 * 86400));

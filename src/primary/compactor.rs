@@ -12,99 +12,18 @@
 //! that boundary and everything after it. Level-0 files go earlier, `l0_retention` after
 //! a level-1 file covers them, so old points are restorable at level-1 granularity.
 
+pub use super::level_cache::LevelCache;
 use crate::config::CompactionConfig;
-use crate::file_modes::FileModes;
 use crate::ltx::crypto::{Encryption, PrivateKey};
-use crate::ltx::{compact_with, format_name, parse_name, Encoding};
+use crate::ltx::{compact_with, Encoding};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
-use std::fs;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The snapshot level.
 pub const SNAPSHOT_LEVEL: u8 = 9;
-
-/// Local copies of files this process wrote, kept until the next level has consumed
-/// them: `<staging>/levels/<level>/<name>`, for level 0 and every level below the top of
-/// the ladder.
-pub struct LevelCache {
-    dir: PathBuf,
-    /// The database's permissions: cached files hold its pages.
-    modes: FileModes,
-}
-
-impl LevelCache {
-    /// Opens the cache for a ladder of `levels` levels (level 0 to `levels - 1` cached).
-    pub fn open(staging_dir: &Path, modes: FileModes, levels: usize) -> io::Result<LevelCache> {
-        let dir = staging_dir.join("levels");
-        modes.create_dir_all(staging_dir)?;
-        modes.own_dir(&dir)?;
-        for level in 0..levels.max(1) as u8 {
-            let d = dir.join(level.to_string());
-            modes.own_dir(&d)?;
-            for entry in fs::read_dir(&d)? {
-                let path = entry?.path();
-                if path.extension().is_some_and(|e| e == "tmp") {
-                    fs::remove_file(&path)?;
-                }
-            }
-        }
-        Ok(LevelCache { dir, modes })
-    }
-
-    fn path(&self, level: u8, min_txid: u64, max_txid: u64) -> PathBuf {
-        self.dir.join(level.to_string()).join(format_name(min_txid, max_txid))
-    }
-
-    /// Moves a file that was just uploaded at `level` into the cache (a rename: the
-    /// staged file is on the same filesystem).
-    pub fn adopt(&self, level: u8, min_txid: u64, max_txid: u64, file: &Path) -> io::Result<()> {
-        fs::rename(file, self.path(level, min_txid, max_txid))
-    }
-
-    /// Writes a copy durably enough for a cache: temp file, then rename. A crash leaves
-    /// either the whole file or none (and the store has it anyway).
-    pub fn write(&self, level: u8, min_txid: u64, max_txid: u64, bytes: &[u8]) -> io::Result<()> {
-        let path = self.path(level, min_txid, max_txid);
-        let tmp = path.with_extension("tmp");
-        self.modes.write_file(&tmp, bytes)?;
-        fs::rename(&tmp, &path)
-    }
-
-    pub fn read(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<Vec<u8>> {
-        fs::read(self.path(level, min_txid, max_txid)).ok()
-    }
-
-    /// The first 100 bytes (the header) of a cached file.
-    pub fn read_head(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<Vec<u8>> {
-        let mut head = vec![0u8; 100];
-        self.open_file(level, min_txid, max_txid)?.read_exact(&mut head).ok()?;
-        Some(head)
-    }
-
-    pub fn open_file(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<fs::File> {
-        fs::File::open(self.path(level, min_txid, max_txid)).ok()
-    }
-
-    /// Removes cached files of `level` that end at or before `txid`.
-    pub fn prune(&self, level: u8, txid: u64) -> io::Result<usize> {
-        let mut removed = 0;
-        for entry in fs::read_dir(self.dir.join(level.to_string()))? {
-            let entry = entry?;
-            let Some((_, max)) = entry.file_name().to_str().and_then(|n| parse_name(n).ok()) else {
-                continue;
-            };
-            if max <= txid {
-                fs::remove_file(entry.path())?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-}
 
 /// What one compaction wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,13 +70,33 @@ pub fn next_boundary(now_ms: i64, interval: Duration) -> i64 {
     (now_ms.div_euclid(step) + 1) * step
 }
 
+/// How many files at the start of `chain` one merge takes: as many as fit in `cap`
+/// bytes, at least one. A merge's output is at most about its inputs' size (pages only
+/// drop out), so this bounds the output a merge holds in memory.
+fn capped_run(chain: &[&LtxObject], cap: u64) -> usize {
+    let mut total = 0u64;
+    let fit = chain
+        .iter()
+        .take_while(|f| {
+            total = total.saturating_add(f.size);
+            total <= cap
+        })
+        .count();
+    fit.max(1)
+}
+
 impl Compactor {
     fn key(&self) -> Option<&PrivateKey> {
         self.encryption.as_ref().map(|e| e.key())
     }
 
-    /// Merges the files of `level - 1` that follow the last file of `level` into one
-    /// file at `level`. `None` when there is nothing new.
+    /// Merges the files of `level - 1` that follow the last file of `level` into files at
+    /// `level`: one file, unless their sizes add up to more than `max_input_bytes`, when
+    /// each file merges a run of inputs under that (and an input over it is merged
+    /// alone). A merge holds its encoded output whole (a PUT takes the whole body), so
+    /// the cap bounds compaction's memory whatever the window's write volume: a busy
+    /// writer's 30 s window held 1.1 GB. Returns what was written, summed; `None` when
+    /// there is nothing new.
     pub fn compact_level(&self, level: u8) -> Result<Option<Compacted>, String> {
         assert!(
             (1..=self.config.levels.len()).contains(&(level as usize)),
@@ -189,17 +128,45 @@ impl Compactor {
             }
             chain.push(f);
         }
-        if chain.is_empty() {
-            return Ok(None);
+        let mut done: Option<Compacted> = None;
+        let mut rest = &chain[..];
+        while !rest.is_empty() {
+            let take = capped_run(rest, self.config.max_input_bytes);
+            let (piece, complete) = self.compact_run(level, &rest[..take])?;
+            rest = &rest[piece.inputs..];
+            done = Some(match done {
+                None => piece,
+                Some(d) => Compacted {
+                    max_txid: piece.max_txid,
+                    inputs: d.inputs + piece.inputs,
+                    bytes: d.bytes + piece.bytes,
+                    local_inputs: d.local_inputs + piece.local_inputs,
+                    ..d
+                },
+            });
+            // A page-size change ended the run early: the next window starts the file
+            // of the new size.
+            if !complete {
+                break;
+            }
         }
-        let (out, local_inputs) = match self.merge(level - 1, &chain) {
+        Ok(done)
+    }
+
+    /// Merges one run of `level - 1` files into a file at `level`, stores it, caches it
+    /// for the next level and prunes its inputs from the cache. Also returns whether the
+    /// whole run was merged (false: it stopped at a page-size change).
+    fn compact_run(&self, level: u8, run: &[&LtxObject]) -> Result<(Compacted, bool), String> {
+        let mut run = run.to_vec();
+        let whole = run.len();
+        let (out, local_inputs) = match self.merge(level - 1, &run) {
             // The database was rebuilt with another page size (a reseed, see
             // primary/reseed.rs): a file never mixes page sizes, so this one stops before
-            // it and the next window starts a file of the new size.
+            // it.
             Err(crate::ltx::Error::PageSizeChanged { .. }) => {
-                let keep = self.same_page_size_prefix(level - 1, &chain)?;
-                chain.truncate(keep.max(1));
-                self.merge(level - 1, &chain)
+                let keep = self.same_page_size_prefix(level - 1, &run)?;
+                run.truncate(keep.max(1));
+                self.merge(level - 1, &run)
             }
             other => other,
         }
@@ -213,19 +180,24 @@ impl Compactor {
                 .map_err(|e| format!("caching a level-{level} file: {e}"))?;
         }
         let size = bytes.len() as u64;
-        block_on(store.put(level, min_txid, max_txid, bytes.into(), out.header.timestamp_ms)).map_err(err)?;
+        block_on(
+            self.store
+                .put(level, min_txid, max_txid, bytes.into(), out.header.timestamp_ms),
+        )
+        .map_err(|e| e.to_string())?;
         // The inputs are now covered by this level: the cache no longer needs them.
         if let Err(e) = self.cache.prune(level - 1, max_txid) {
             tracing::warn!("pruning the level-{} cache: {e}", level - 1);
         }
-        Ok(Some(Compacted {
+        let done = Compacted {
             level,
             min_txid,
             max_txid,
-            inputs: chain.len(),
+            inputs: run.len(),
             bytes: size,
             local_inputs,
-        }))
+        };
+        Ok((done, run.len() == whole))
     }
 
     /// Merges `inputs` of `level` into one file: local copies are read from disk, the rest
@@ -380,8 +352,10 @@ impl Compactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::file_modes::FileModes;
     use crate::ltx::{Compression, Encoder, Header, FLAG_NO_CHECKSUM};
     use crate::storage::open_store;
+    use std::path::Path;
 
     fn ltx(min: u64, max: u64, pages: &[(u32, u8)], commit: u32, ts: i64) -> Vec<u8> {
         ltx_sized(512, min, max, pages, commit, ts)
@@ -434,17 +408,6 @@ mod tests {
     }
 
     #[test]
-    fn cached_files_and_level_directories_are_no_more_open_than_the_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = LevelCache::open(dir.path(), FileModes::bits(0o600), 3).unwrap();
-        cache.write(1, 1, 4, b"ltx").unwrap();
-        let mode = |p: PathBuf| crate::file_modes::permission_bits(&p).unwrap();
-        assert_eq!(mode(dir.path().join("levels")), 0o700);
-        assert_eq!(mode(dir.path().join("levels/1")), 0o700);
-        assert_eq!(mode(cache.path(1, 1, 4)), 0o600);
-    }
-
-    #[test]
     fn a_level_merges_what_follows_its_last_file_and_the_result_restores_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let c = compactor("compact-level", dir.path(), CompactionConfig::default());
@@ -488,6 +451,48 @@ mod tests {
         assert_eq!((second.min_txid, second.max_txid, second.inputs), (3, 3, 1));
         let merged = crate::ltx::decode_file(&block_on(c.store.get(1, 3, 3)).unwrap()).unwrap();
         assert_eq!(merged.header.page_size, 1024);
+    }
+
+    /// A busy writer's window can hold more than memory should (1.1 GB at 64 KiB rows
+    /// flat out): each file merges at most `max_input_bytes` of inputs, and the whole
+    /// window still goes in one turn, each file the newest of its run.
+    #[test]
+    fn a_window_over_the_input_cap_is_merged_in_runs_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every file a full image of 7 pages, page p of TXID i filled with 10 i + p.
+        let image = |i: u64| -> Vec<(u32, u8)> { (1..=7).map(|p| (p, (10 * i) as u8 + p as u8)).collect() };
+        let file = |i: u64| ltx(i, i, &image(i), 7, i as i64 * 1000);
+        let cap = file(1).len() as u64 * 5 / 2;
+        let config = CompactionConfig {
+            max_input_bytes: cap,
+            ..Default::default()
+        };
+        let c = compactor("compact-cap", dir.path(), config);
+        for i in 1..=6 {
+            put(&c, 0, i, i, file(i));
+        }
+        let out = c.compact_level(1).unwrap().unwrap();
+        assert_eq!((out.min_txid, out.max_txid, out.inputs), (1, 6, 6));
+        assert_eq!(names(&c, 1), [(1, 2), (3, 4), (5, 6)]);
+        for f in block_on(c.store.list(1)).unwrap() {
+            assert!(f.size <= cap, "a level-1 file of {} bytes, cap {cap}", f.size);
+            let bytes = block_on(c.store.get(1, f.min_txid, f.max_txid)).unwrap();
+            let pages: Vec<(u32, u8)> = crate::ltx::decode_file(&bytes)
+                .unwrap()
+                .pages
+                .iter()
+                .map(|(p, d)| (*p, d[0]))
+                .collect();
+            assert_eq!(pages, image(f.max_txid));
+        }
+        // One input over the cap is merged alone rather than not at all.
+        let big: Vec<(u32, u8)> = (1..=40).map(|p| (p, p as u8)).collect();
+        let big = ltx(7, 7, &big, 40, 7000);
+        assert!(big.len() as u64 > cap);
+        put(&c, 0, 7, 7, big);
+        put(&c, 0, 8, 8, file(8));
+        assert_eq!(c.compact_level(1).unwrap().unwrap().inputs, 2);
+        assert_eq!(&names(&c, 1)[3..], [(7, 7), (8, 8)]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod follow;
 pub mod follower;
 pub mod handoff;
 mod leader_lock;
+pub mod level_cache;
 pub mod page_pool;
 pub mod registry;
 mod replicator;
