@@ -65,6 +65,24 @@ impl Conn {
         Ok(conn)
     }
 
+    /// The main database's file object of the root VFS, owned by this connection.
+    fn main_file(&self) -> Result<*mut ffi::sqlite3_file, String> {
+        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+        // SAFETY: valid handle; FILE_POINTER writes the main database's file object.
+        let rc = unsafe {
+            ffi::sqlite3_file_control(
+                self.0,
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_FILE_POINTER,
+                &mut file as *mut _ as *mut std::ffi::c_void,
+            )
+        };
+        if rc != ffi::SQLITE_OK || file.is_null() {
+            return Err(format!("no file object for a private connection (SQLite error {rc})"));
+        }
+        Ok(file)
+    }
+
     /// Whether the last call failed because another connection holds a lock.
     fn busy(&self) -> bool {
         // SAFETY: valid handle (a failed open never reaches here).
@@ -249,20 +267,9 @@ impl WriteLock {
     /// writer that holds it. `conn` has read the database in WAL mode (its wal-index is
     /// mapped) and has no transaction open.
     fn take(conn: &Conn, wait: Duration) -> Result<WriteLock, SnapshotError> {
-        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
-        // SAFETY: valid handle; FILE_POINTER writes the main database's file object,
-        // which lives as long as the connection (longer than this lock, see `snapshot`).
-        let rc = unsafe {
-            ffi::sqlite3_file_control(
-                conn.0,
-                c"main".as_ptr(),
-                ffi::SQLITE_FCNTL_FILE_POINTER,
-                &mut file as *mut _ as *mut std::ffi::c_void,
-            )
-        };
-        if rc != ffi::SQLITE_OK || file.is_null() {
-            return Err(format!("no file object for the snapshot connection (SQLite error {rc})").into());
-        }
+        // The file object lives as long as the connection (longer than this lock, see
+        // `snapshot`).
+        let file = conn.main_file()?;
         let deadline = Instant::now() + wait;
         loop {
             // SAFETY: a live file object of the root VFS; xShmLock returns an error, not
@@ -448,20 +455,8 @@ impl Snapshotter for BackupSnapshotter {
             return None;
         }
         reader.query("SELECT count(*) FROM sqlite_master").ok()?;
-        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
-        // SAFETY: valid handle; FILE_POINTER writes the main database's file object,
-        // which lives as long as `reader` (to the end of this function).
-        let rc = unsafe {
-            ffi::sqlite3_file_control(
-                reader.0,
-                c"main".as_ptr(),
-                ffi::SQLITE_FCNTL_FILE_POINTER,
-                &mut file as *mut _ as *mut std::ffi::c_void,
-            )
-        };
-        if rc != ffi::SQLITE_OK || file.is_null() {
-            return None;
-        }
+        // Lives as long as `reader` (to the end of this function).
+        let file = reader.main_file().ok()?;
         // SAFETY: a live file object of `reader`, which has read the database in WAL mode.
         unsafe { wal_index_of(file) }
     }
