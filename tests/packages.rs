@@ -18,14 +18,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The stripped extension's ceiling for the profile it was built with. `dist` is what we
-/// ship: the goal is 8 MB with every store; it is 7.23 MB since the NATS store has its own
-/// client (README "Sizes"), and `make dist` itself fails above tools/dist.sh's ceiling,
+/// ship: the goal is 8 MB with every store; it is 7.36 MB (7.23 when the NATS store got its
+/// own client; +0.13 MB for the wal-index count, page pool, back-pressure and compaction
+/// runs: README "Sizes"), and `make dist` itself fails above tools/dist.sh's ceiling,
 /// the same number as here. `release` (no LTO) is what `make test` packages: 10.8 MB with
 /// our NATS client (13.9 with async-nats); its ceiling catches a dependency or a debug
 /// section slipping in.
 fn size_ceiling(profile: &str) -> u64 {
     match profile {
-        "dist" => 7_330_000,
+        "dist" => 7_450_000,
         "release" => 11_300_000,
         other => panic!("target/packages/PROFILE says {other:?}: expected dist or release"),
     }
