@@ -207,12 +207,9 @@ impl Database {
         if current.is_some_and(|h| h == next) {
             return;
         }
-        let counted = self.wal_index.before_generation_ends();
-        let live = &mut CountedWal::cut_or_whole(live, counted);
         match (self.leader(), current) {
-            (Some(primary), Some(_)) => primary.before_wal_destroyed(live, Some(new), None),
+            (_, Some(_)) => self.generation_ends(live, Some(new), None),
             (Some(primary), None) => primary.before_fresh_header(live, new),
-            (None, Some(_)) => self.hand_off_tail(live, Some(new), None),
             (None, None) => {
                 if let Err(e) = self.records.write_start(&new[..HEADER_SIZE]) {
                     tracing::warn!(db = %self.path.display(), "writing a WAL hand-off record: {e}");
@@ -223,12 +220,7 @@ impl Database {
 
     /// A checkpoint of this process is about to truncate the WAL below its header.
     pub fn before_wal_truncate(&self, live: &mut dyn WalSource) {
-        let counted = self.wal_index.before_generation_ends();
-        let live = &mut CountedWal::cut_or_whole(live, counted);
-        match self.leader() {
-            Some(primary) => primary.before_wal_destroyed(live, None, None),
-            None => self.hand_off_tail(live, None, None),
-        }
+        self.generation_ends(live, None, None);
     }
 
     /// The last connection to the database (in any process) is about to delete the
@@ -242,11 +234,17 @@ impl Database {
             }
         };
         let closed = FileIdentity::of(&self.path).ok();
-        let counted = self.wal_index.before_generation_ends();
-        let mut live = CountedWal::cut_or_whole(&mut live, counted);
+        self.generation_ends(&mut live, None, closed);
+    }
+
+    /// The generation in `live` goes away (restarted with the header `next`, truncated,
+    /// or deleted leaving the database `closed`): the replicating process captures it,
+    /// a follower hands it off, each as far as SQLite counts it committed.
+    fn generation_ends(&self, live: &mut dyn WalSource, next: Option<&[u8]>, closed: Option<FileIdentity>) {
+        let live = &mut CountedWal::cut_or_whole(live, self.wal_index.before_generation_ends());
         match self.leader() {
-            Some(primary) => primary.before_wal_destroyed(&mut live, None, closed),
-            None => self.hand_off_tail(&mut live, None, closed),
+            Some(primary) => primary.before_wal_destroyed(live, next, closed),
+            None => self.hand_off_tail(live, next, closed),
         }
     }
 
