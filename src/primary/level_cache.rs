@@ -1,12 +1,83 @@
 //! The level cache: local copies of the LTX files this process wrote (level-0 uploads,
 //! compaction outputs), so that the next level's merge reads them from disk instead of
-//! downloading them.
+//! downloading them. Also where a merge writes its output before the PUT, and how a
+//! large file goes to the store without a heap copy ([`file_bytes`]).
 
 use crate::file_modes::FileModes;
 use crate::ltx::{format_name, parse_name};
+use bytes::Bytes;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Files at least this big are mapped by [`file_bytes`] rather than read: a level-0 batch
+/// is usually far smaller, and reading it is one system call where a mapping is two and
+/// a page fault per page.
+const MAP_AT_LEAST: u64 = 1 << 20;
+
+/// The bytes of a file this process wrote and no one changes any more (a staged file, a
+/// merge's output), for a PUT, which takes its whole body. Large files are mapped: the
+/// body is then page cache the kernel can drop and read again, not anonymous memory the
+/// size of the file (a snapshot is the size of the database).
+pub fn file_bytes(path: &Path) -> io::Result<Bytes> {
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len < MAP_AT_LEAST {
+        let mut buf = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut buf)?;
+        return Ok(Bytes::from(buf));
+    }
+    // SAFETY: a mapped file that is truncated (SIGBUS) or written (bytes changing under a
+    // `&[u8]`) while mapped is undefined behaviour. The files mapped here are immutable
+    // once named: staged files and merge outputs are written under a temp name and
+    // renamed, and nothing opens them for writing again: `Staging::stage`,
+    // `LevelCache::write` and `FileModes::create_file` remove any old file and create a
+    // new inode, `adopt` renames, removal and `prune` unlink, all of which leave a
+    // mapping whole. Only the process that holds the database's leader lock writes them.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Bytes::from_owner(map))
+}
+
+/// A merge's output being written: a file of its own under `levels/`, removed when
+/// dropped (errors and panics too) unless [`MergeOutput::keep`] moved it into the cache.
+/// Its name is unique in the process (pid and a counter), so a merge never replaces a
+/// file an earlier PUT may still map; one a crash left is swept by the next
+/// [`LevelCache::open`].
+pub struct MergeOutput {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl MergeOutput {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its bytes for the PUT ([`file_bytes`]).
+    pub fn bytes(&self) -> io::Result<Bytes> {
+        file_bytes(&self.path)
+    }
+
+    /// Moves it into the cache as the file of `level` for this range.
+    pub fn keep(mut self, cache: &LevelCache, level: u8, min_txid: u64, max_txid: u64) -> io::Result<()> {
+        fs::rename(&self.path, cache.path(level, min_txid, max_txid))?;
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for MergeOutput {
+    fn drop(&mut self) {
+        if !self.kept {
+            if let Err(e) = fs::remove_file(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("removing {}: {e}", self.path.display());
+                }
+            }
+        }
+    }
+}
 
 /// Local copies of files this process wrote, kept until the next level has consumed
 /// them: `<staging>/levels/<level>/<name>`, for level 0 and every level below the top of
@@ -23,12 +94,24 @@ impl LevelCache {
         let dir = staging_dir.join("levels");
         modes.create_dir_all(staging_dir)?;
         modes.own_dir(&dir)?;
+        // Merge outputs a crash left (`MergeOutput`), then each level's cache writes.
+        let mut dirs = vec![dir.clone()];
         for level in 0..levels.max(1) as u8 {
             let d = dir.join(level.to_string());
             modes.own_dir(&d)?;
+            dirs.push(d);
+        }
+        // A merge of this process's is alive (a database closed and opened again while
+        // its last turn ends): only files of processes that are gone are leftovers.
+        let ours = format!("merge-{}-", std::process::id());
+        for d in dirs {
             for entry in fs::read_dir(&d)? {
                 let path = entry?.path();
-                if path.extension().is_some_and(|e| e == "tmp") {
+                let live = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&ours));
+                if path.extension().is_some_and(|e| e == "tmp") && !live {
                     fs::remove_file(&path)?;
                 }
             }
@@ -53,6 +136,16 @@ impl LevelCache {
         let tmp = path.with_extension("tmp");
         self.modes.write_file(&tmp, bytes)?;
         fs::rename(&tmp, &path)
+    }
+
+    /// A new file for a merge's output, with the database's permissions (it holds its
+    /// pages).
+    pub fn merge_output(&self) -> io::Result<(MergeOutput, fs::File)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("merge-{}-{n}.tmp", std::process::id()));
+        let file = self.modes.create_file(&path)?;
+        Ok((MergeOutput { path, kept: false }, file))
     }
 
     pub fn read(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<Vec<u8>> {
@@ -100,5 +193,45 @@ mod tests {
         assert_eq!(mode(dir.path().join("levels")), 0o700);
         assert_eq!(mode(dir.path().join("levels/1")), 0o700);
         assert_eq!(mode(cache.path(1, 1, 4)), 0o600);
+        let (output, _) = cache.merge_output().unwrap();
+        assert_eq!(mode(output.path().to_path_buf()), 0o600);
+    }
+
+    /// A PUT may still hold the bytes of a file that was renamed into the cache and
+    /// pruned since: a mapping outlives both, with the bytes it had.
+    #[test]
+    fn a_large_file_is_mapped_and_its_bytes_outlive_its_rename_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LevelCache::open(dir.path(), FileModes::NewDatabase, 3).unwrap();
+        let content: Vec<u8> = (0..(MAP_AT_LEAST as usize + 12_345)).map(|i| (i % 251) as u8).collect();
+        let (output, mut file) = cache.merge_output().unwrap();
+        io::Write::write_all(&mut file, &content).unwrap();
+        drop(file);
+        let bytes = output.bytes().unwrap();
+        output.keep(&cache, 1, 1, 4).unwrap();
+        assert!(cache.path(1, 1, 4).exists());
+        assert_eq!(cache.prune(1, 4).unwrap(), 1);
+        assert!(bytes[..] == content[..]);
+        // Small files are read (the common level-0 batch).
+        fs::write(dir.path().join("small"), b"ltx").unwrap();
+        assert_eq!(file_bytes(&dir.path().join("small")).unwrap(), &b"ltx"[..]);
+    }
+
+    #[test]
+    fn a_merge_output_goes_when_dropped_and_a_dead_process_leftover_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LevelCache::open(dir.path(), FileModes::NewDatabase, 3).unwrap();
+        let (output, _) = cache.merge_output().unwrap();
+        let path = output.path().to_path_buf();
+        assert!(path.exists());
+        drop(output);
+        assert!(!path.exists(), "an output not kept is removed");
+        // One a crash left (another pid) is swept at open; a live one of ours is not.
+        let (live, _) = cache.merge_output().unwrap();
+        let dead = dir.path().join("levels/merge-4194305-0.tmp");
+        fs::write(&dead, b"half").unwrap();
+        LevelCache::open(dir.path(), FileModes::NewDatabase, 3).unwrap();
+        assert!(!dead.exists());
+        assert!(live.path().exists());
     }
 }

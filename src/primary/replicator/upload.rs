@@ -1,6 +1,7 @@
 //! Uploading staged files with conditional creates, in TXID order.
 
 use super::*;
+use crate::primary::level_cache::file_bytes;
 
 /// How far a round of uploads got.
 pub(super) enum Uploads {
@@ -37,13 +38,16 @@ impl Primary {
     }
 
     pub(super) fn upload_one(&self, file: &StagedFile) -> Result<Uploads, String> {
-        let bytes = fs::read(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?;
-        let header = crate::ltx::Header::decode(&bytes[..bytes.len().min(100)]).ok();
+        // Mapped when large (a snapshot staged at open is the size of the database), so
+        // the body is page cache, not a heap copy. Staged files are immutable once
+        // named (`Staging::stage` writes a temp file and renames it; nothing opens them
+        // for writing again), which a mapping needs: see `file_bytes`.
+        let body = file_bytes(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?;
+        let header = crate::ltx::Header::decode(&body[..body.len().min(100)]).ok();
         let timestamp = header.map_or(0, |h| h.timestamp_ms);
         if let Some(header) = &header {
-            self.snapshot_if_page_size_changed(file, header, &bytes)?;
+            self.snapshot_if_page_size_changed(file, header, &body)?;
         }
-        let body = bytes::Bytes::from(bytes);
         let (store, data, min, max) = (Arc::clone(&self.store), body.clone(), file.min_txid, file.max_txid);
         let key = format!("put 0 {min} {max}");
         let put = crate::engine::round_trip(&key, crate::engine::PATIENCE, async move {
