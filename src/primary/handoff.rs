@@ -628,7 +628,11 @@ mod tests {
         assert_eq!(handoff.write_start(&header).unwrap(), 8);
         assert_eq!(handoff.write_start(&header).unwrap(), 9);
         let text = fs::read_to_string(dir.path().join("handoff/seq")).unwrap();
-        assert_eq!(text.trim().parse::<u64>().unwrap(), 9, "an older version reads it back: {text:?}");
+        assert_eq!(
+            text.trim().parse::<u64>().unwrap(),
+            9,
+            "an older version reads it back: {text:?}"
+        );
         // A counter that went back (lost in a power cut, so seen by a process that
         // starts after it) is overtaken by the names; so is one that cannot be read.
         fs::write(dir.path().join("handoff/seq"), "2").unwrap();
