@@ -6,10 +6,15 @@ plain SQLite, loads the extension and opens it through the VFS with a file:// re
 measures three phases, each with its own high-water mark (VmHWM reset through
 /proc/self/clear_refs) and a thread sampling RssAnon and RssFile every 5 ms:
 
-  open     the connect: the snapshot taken at open, encoded and staged (TXID 1)
-  upload   `litestream_sync()`: the staged snapshot uploaded as a level-0 file
+  open     the connect (a database over 16 MiB is snapshotted by the worker, not here)
+  upload   `litestream_sync()`: the snapshot (TXID 1) encoded into its staging file and
+           uploaded as a level-0 file
   level9   the compaction job's level-9 snapshot (snapshot_interval=10s), merged from the
            level cache and stored at level 9
+  reseed   after the connection closed and the database was rebuilt with 1024-byte pages
+           outside the VFS (`VACUUM`, not measured): the reopen, one insert and
+           `litestream_sync()`: the reseed snapshot staged and uploaded, and stored again
+           as a level-9 snapshot from TXID 1 (`src/primary/reseed.rs`)
 
 RssAnon is heap and other anonymous memory; RssFile is pages of mapped files (page cache the
 kernel can drop and read again). Prints one JSON line.
@@ -91,10 +96,29 @@ def end(sampler, phase, results, t0):
     results[phase]["peak"] = sampler.peaks.get(phase)
 
 
+def reseed(sampler, results, db, uri, replica):
+    plain = sqlite3.connect(db, isolation_level=None)
+    plain.execute("PRAGMA journal_mode=DELETE")
+    plain.execute("PRAGMA page_size=1024")
+    plain.execute("VACUUM")
+    plain.close()
+    before = set(glob.glob(os.path.join(replica, "ltx", "9", "*.ltx")))
+    t0 = time.monotonic()
+    start(sampler, "reseed", results)
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
+    conn.execute("INSERT INTO t(v) VALUES (x'00')")
+    conn.execute("SELECT litestream_sync(600000)").fetchone()
+    end(sampler, "reseed", results, t0)
+    conn.close()
+    added = set(glob.glob(os.path.join(replica, "ltx", "9", "*.ltx"))) - before
+    results["reseed_level9_mib"] = [round(os.path.getsize(p) / 2**20) for p in sorted(added)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=512)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--no-reseed", action="store_true", help="skip the page-size-change phase")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench-snapmem-", dir=os.environ.get("BENCH_DIR"))
     db = os.path.join(work, "app.db")
@@ -140,6 +164,8 @@ def main():
         end(sampler, "level9", results, t0)
         results["level9_mib"] = round(os.path.getsize(glob.glob(os.path.join(replica, "ltx", "9", "*.ltx"))[0]) / 2**20)
         conn.close()
+        if not args.no_reseed:
+            reseed(sampler, results, db, uri, replica)
         results["tmp_files_left"] = [os.path.relpath(p, work)
                                      for p in glob.glob(os.path.join(work, "**", "*.tmp"), recursive=True)]
         sampler.stop = True

@@ -1,8 +1,13 @@
-//! A level-9 snapshot of a large database is not held in memory: the merge writes its
-//! output to a file and the PUT maps it (issue 15). Before, the whole encoded database was
-//! a heap buffer at every snapshot (1-2 GB of RSS for a 2 GiB database).
+//! Snapshots of a large database are not held in memory (issue 15). The level-9 merge
+//! writes its output to a file and the PUT maps it; the primary's snapshot (at first
+//! replication, after a gap or a reseed) is encoded straight into its staging file. Before,
+//! the whole encoded database was a heap buffer at every snapshot (1-2 GB of RSS for a
+//! 2 GiB database).
 //!
-//! Alone in its own test binary, so that the process's memory is this test's.
+//! Alone in its own test binary, so that the process's memory is the level-9 test's (the
+//! primary's runs in a `sqlite3` child, whose memory is read from /proc).
+
+mod harness;
 
 use litestream_vfs::config::CompactionConfig;
 use litestream_vfs::file_modes::FileModes;
@@ -19,7 +24,12 @@ const PAGES: u32 = 24 * 1024; // 96 MiB
 
 /// Anonymous memory resident now (heap, thread stacks), in KiB: not mapped file pages.
 fn rss_anon_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    rss_anon_kib_of("self")
+}
+
+/// [`rss_anon_kib`] of process `pid` ("self" for this one).
+fn rss_anon_kib_of(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
@@ -124,6 +134,71 @@ fn a_level9_snapshot_of_a_large_database_is_not_a_heap_buffer_of_its_size() {
         .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
         .collect();
     assert!(left.is_empty(), "temp files left: {left:?}");
+}
+
+/// Peak of `sample` (taken every 2 ms on another thread) while `f` runs.
+fn peak_during(sample: impl Fn() -> u64 + Send + 'static, f: impl FnOnce()) -> u64 {
+    let peak = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (Arc::clone(&peak), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(sample(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    f();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    peak.load(Ordering::Relaxed)
+}
+
+#[test]
+fn the_primarys_snapshot_of_a_large_database_is_not_a_heap_buffer_of_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    // 90,000 random 1,000-byte rows (~95 MiB, incompressible), written without the VFS:
+    // its first replication is a snapshot, taken by the worker (too large for the open).
+    harness::plain_sqlite(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 90000)
+         INSERT INTO t(v) SELECT randomblob(1000) FROM r;
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    );
+    let size_kib = std::fs::metadata(&db).unwrap().len() / 1024;
+    let replica = dir.path().join("replica");
+    let mut shell = harness::shell::LiveShell::start(dir.path(), "primary", "SELECT 1;");
+    let pid = shell.pid().to_string();
+    let baseline = rss_anon_kib_of(&pid);
+    let synced = std::cell::RefCell::new(String::new());
+    let peak = peak_during(
+        move || rss_anon_kib_of(&pid),
+        || {
+            *synced.borrow_mut() = shell.run(&format!(
+                ".open file:{}?vfs=litestream&replica=file://{}\nSELECT litestream_sync(60000);",
+                db.display(),
+                replica.display()
+            ))
+        },
+    );
+    let grew_kib = peak.saturating_sub(baseline);
+    eprintln!("primary's snapshot of {size_kib} KiB: RssAnon grew by at most {grew_kib} KiB");
+    assert_eq!(synced.into_inner().trim(), "1", "the snapshot is stored as TXID 1");
+    let stored = std::fs::metadata(replica.join("ltx/0/0000000000000001-0000000000000001.ltx")).unwrap();
+    assert!(stored.len() / 1024 > size_kib / 2, "the snapshot holds the database");
+    assert!(
+        grew_kib < size_kib / 4,
+        "a snapshot of {size_kib} KiB grew the primary's anonymous memory by {grew_kib} KiB"
+    );
+    let left: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+    shell.kill();
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -6,6 +6,7 @@ use super::page_pool::PageBuf;
 use crate::ltx::{lock_pgno, Encoder, Encoding, Header, FLAG_NO_CHECKSUM};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now_ms() -> i64 {
@@ -209,18 +210,11 @@ impl Batch {
     }
 }
 
-/// A full-database file at TXID `txid`. With `min_txid` 1 it is a snapshot proper;
-/// a later `min_txid` gives a full image that continues an existing TXID sequence.
-pub fn encode_full(
-    page_size: u32,
-    commit: u32,
-    min_txid: u64,
-    max_txid: u64,
-    node_id: u64,
-    encoding: &Encoding,
-    mut read_page: impl FnMut(u32, &mut [u8]) -> std::io::Result<()>,
-) -> Result<Vec<u8>, String> {
-    let header = Header {
+/// The header of a full-database file at TXID `max_txid`. With `min_txid` 1 it is a
+/// snapshot proper; a later `min_txid` gives a full image that continues an existing TXID
+/// sequence.
+pub fn full_header(page_size: u32, commit: u32, min_txid: u64, max_txid: u64, node_id: u64) -> Header {
+    Header {
         flags: FLAG_NO_CHECKSUM,
         page_size,
         commit,
@@ -234,11 +228,21 @@ pub fn encode_full(
         wal_salt2: 0,
         node_id,
         recipients: 0,
-    };
-    let mut encoder = Encoder::with_encoding(Vec::new(), header, encoding).map_err(|e| e.to_string())?;
-    let mut page = vec![0u8; page_size as usize];
-    let lock = lock_pgno(page_size);
-    for pgno in 1..=commit {
+    }
+}
+
+/// Writes every page of a full image (`read_page` fills page `pgno`; the lock page is
+/// skipped) through `encoder`, which wrote a [`full_header`], and finishes the file.
+/// One page is in memory at a time: given a file, the image goes straight to it (a
+/// snapshot is the size of the database, issue 15).
+pub fn write_full<W: Write>(
+    mut encoder: Encoder<W>,
+    mut read_page: impl FnMut(u32, &mut [u8]) -> std::io::Result<()>,
+) -> Result<W, String> {
+    let header = *encoder.header();
+    let mut page = vec![0u8; header.page_size as usize];
+    let lock = lock_pgno(header.page_size);
+    for pgno in 1..=header.commit {
         if pgno == lock {
             continue;
         }

@@ -31,7 +31,8 @@ pub fn file_bytes(path: &Path) -> io::Result<Bytes> {
     // SAFETY: a mapped file that is truncated (SIGBUS) or written (bytes changing under a
     // `&[u8]`) while mapped is undefined behaviour. The files mapped here are immutable
     // once named: staged files and merge outputs are written under a temp name and
-    // renamed, and nothing opens them for writing again: `Staging::stage`,
+    // renamed, a staging `Scratch` is written and closed before it is mapped, and nothing
+    // opens them for writing again: `Staging::stage`,
     // `LevelCache::write` and `FileModes::create_file` remove any old file and create a
     // new inode, `adopt` renames, removal and `prune` unlink, all of which leave a
     // mapping whole. Only the process that holds the database's leader lock writes them.

@@ -9,31 +9,50 @@
 //! snapshot covering TXIDs 1..=N: every plan for a point at or after N starts there.
 
 use crate::ltx::crypto::PrivateKey;
-use crate::ltx::{decode_file_with, lock_pgno, Encoder, Encoding, Header};
+use crate::ltx::{lock_pgno, Decoder, Encoder, Encoding, Header};
+use std::io::Write;
 
-/// `bytes` (a staged LTX file, opened with `key` if encrypted) re-encoded as a snapshot
-/// from TXID 1, if it holds every page of the database; `None` when it is an ordinary
-/// batch.
-pub fn as_snapshot(bytes: &[u8], encoding: &Encoding, key: Option<&PrivateKey>) -> Result<Option<Vec<u8>>, String> {
-    let file = decode_file_with(bytes, key).map_err(|e| format!("reading the staged reseed: {e}"))?;
-    let commit = file.header.commit;
-    let lock = lock_pgno(file.header.page_size);
-    let expected = commit as usize - usize::from(lock <= commit);
-    if file.pages.len() != expected {
-        return Ok(None);
-    }
+/// `bytes` (a staged LTX file, opened with `key` if encrypted) re-encoded into `out` as a
+/// snapshot from TXID 1, if it holds every page of the database; `None` when it is an
+/// ordinary batch (then `out` holds the start of an unfinished file, to be discarded).
+/// One page is in memory at a time: the image is the size of the database.
+pub fn as_snapshot<W: Write>(
+    bytes: &[u8],
+    encoding: &Encoding,
+    key: Option<&PrivateKey>,
+    out: W,
+) -> Result<Option<W>, String> {
+    let reading = |e: crate::ltx::Error| format!("reading the staged reseed: {e}");
+    let mut decoder = Decoder::with_key(bytes, key).map_err(reading)?;
+    let source = *decoder.header();
     let header = Header {
         min_txid: 1,
         pre_apply_checksum: 0,
-        ..file.header
+        ..source
     };
-    let mut encoder =
-        Encoder::with_encoding(Vec::with_capacity(bytes.len()), header, encoding).map_err(|e| e.to_string())?;
-    for (pgno, page) in &file.pages {
-        encoder.write_page(*pgno, page).map_err(|e| e.to_string())?;
+    let mut encoder = Encoder::with_encoding(out, header, encoding).map_err(|e| e.to_string())?;
+    let lock = lock_pgno(source.page_size);
+    let mut page = vec![0u8; source.page_size as usize];
+    // The page a full image holds next.
+    let mut want = 1u32;
+    while let Some(pgno) = decoder.next_page(&mut page).map_err(reading)? {
+        if pgno != want {
+            // A batch: still read to its end, so that a damaged file says so.
+            decoder.finish().map_err(reading)?;
+            return Ok(None);
+        }
+        encoder.write_page(pgno, &page).map_err(|e| e.to_string())?;
+        want = pgno + 1;
+        if want == lock {
+            want += 1;
+        }
+    }
+    let summary = decoder.finish().map_err(reading)?;
+    if want <= source.commit {
+        return Ok(None);
     }
     let (out, _) = encoder
-        .finish(file.trailer.post_apply_checksum)
+        .finish(summary.trailer.post_apply_checksum)
         .map_err(|e| e.to_string())?;
     Ok(Some(out))
 }
@@ -68,7 +87,7 @@ mod tests {
 
     #[test]
     fn a_full_image_becomes_a_snapshot_from_txid_1_with_the_same_pages() {
-        let out = as_snapshot(&file(9, 9, 3, &[1, 2, 3]), &Compression::Lz4.into(), None)
+        let out = as_snapshot(&file(9, 9, 3, &[1, 2, 3]), &Compression::Lz4.into(), None, Vec::new())
             .unwrap()
             .expect("a full image");
         let snap = decode_file(&out).unwrap();
@@ -82,8 +101,47 @@ mod tests {
 
     #[test]
     fn an_ordinary_batch_is_not_a_snapshot() {
-        assert!(as_snapshot(&file(9, 10, 3, &[2]), &Compression::Lz4.into(), None)
+        for pages in [&[2][..], &[1, 3], &[1, 2]] {
+            assert!(
+                as_snapshot(&file(9, 10, 3, pages), &Compression::Lz4.into(), None, Vec::new())
+                    .unwrap()
+                    .is_none(),
+                "pages {pages:?} of 3"
+            );
+        }
+    }
+
+    #[test]
+    fn an_encrypted_full_image_becomes_an_encrypted_snapshot_the_key_opens() {
+        use crate::ltx::crypto::{OsEntropy, PrivateKey};
+        use crate::ltx::{decode_file_with, Encoding};
+        let key = PrivateKey::generate(&mut OsEntropy::default()).unwrap();
+        let sealed = Encoding::sealed(Compression::Lz4, &[key.public_key()]);
+        let header = Header {
+            min_txid: 9,
+            max_txid: 9,
+            ..decode_file(&file(9, 9, 3, &[1, 2, 3])).unwrap().header
+        };
+        let mut enc = Encoder::with_encoding(Vec::new(), header, &sealed).unwrap();
+        for p in 1..=3u32 {
+            enc.write_page(p, &[p as u8; 1024]).unwrap();
+        }
+        let staged = enc.finish(0).unwrap().0;
+        let out = as_snapshot(&staged, &sealed, Some(&key), Vec::new())
             .unwrap()
-            .is_none());
+            .expect("a full image");
+        let snap = decode_file_with(&out, Some(&key)).unwrap();
+        assert_eq!((snap.header.min_txid, snap.header.max_txid), (1, 9));
+        assert_eq!(snap.pages[1].1, vec![2u8; 1024]);
+        assert!(decode_file(&out).is_err(), "sealed, not readable without the key");
+    }
+
+    #[test]
+    fn a_damaged_batch_is_an_error_not_a_batch() {
+        let mut bytes = file(9, 10, 3, &[2]);
+        let n = bytes.len();
+        bytes[n - 1] ^= 1; // the file checksum
+        let got = as_snapshot(&bytes, &Compression::Lz4.into(), None, Vec::new());
+        assert!(got.is_err(), "{:?}", got.map(|o| o.map(|v| v.len())));
     }
 }

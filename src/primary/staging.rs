@@ -5,8 +5,9 @@ use crate::durable::sync_dir;
 use crate::file_modes::FileModes;
 use crate::ltx::{format_name, parse_name};
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StagedFile {
@@ -25,6 +26,30 @@ pub fn remove_with_companions(path: &Path) {
         let mut companion = path.as_os_str().to_owned();
         companion.push(suffix);
         let _ = fs::remove_file(companion);
+    }
+}
+
+/// A file of the staging directory that is not staged: an output on its way to the store
+/// (a reseed's level-9 snapshot), written once, then mapped for the PUT. Removed when
+/// dropped; one a crash left ends in `.tmp` and is swept by the next [`Staging::open`].
+/// Its name is unique in the process, so it never replaces a file a PUT may still map.
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!("removing {}: {e}", self.path.display());
+            }
+        }
     }
 }
 
@@ -51,18 +76,49 @@ impl Staging {
 
     /// Writes one LTX file durably under its final name.
     pub fn stage(&self, min_txid: u64, max_txid: u64, bytes: &[u8]) -> io::Result<StagedFile> {
+        self.stage_with(min_txid, max_txid, |file| file.write_all(bytes))
+    }
+
+    /// Like [`Staging::stage`], with the file's bytes written by `write` to the temp
+    /// file (a snapshot, encoded straight into it instead of into a buffer the size of
+    /// the database). Only a file `write` finished is fsynced and named; after an error
+    /// the temp file is removed, so no half file is left to upload or to sweep.
+    pub fn stage_with<E: From<io::Error>>(
+        &self,
+        min_txid: u64,
+        max_txid: u64,
+        write: impl FnOnce(&mut fs::File) -> Result<(), E>,
+    ) -> Result<StagedFile, E> {
         let path = self.dir.join(format_name(min_txid, max_txid));
         let tmp = path.with_extension("tmp");
-        let file = self.modes.write_file(&tmp, bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
+        let written = self.modes.create_file(&tmp).map_err(E::from).and_then(|mut file| {
+            write(&mut file)?;
+            file.sync_all()?;
+            Ok(file.metadata()?.len())
+        });
+        let size = match written.and_then(|size| Ok(fs::rename(&tmp, &path).map(|()| size)?)) {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         sync_dir(&self.dir)?;
         Ok(StagedFile {
             min_txid,
             max_txid,
-            size: bytes.len() as u64,
+            size,
             path,
         })
+    }
+
+    /// A new [`Scratch`] file, with the database's permissions (it holds its pages).
+    pub fn scratch(&self, label: &str) -> io::Result<(Scratch, fs::File)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{label}-{}-{n}.tmp", std::process::id()));
+        let file = self.modes.create_file(&path)?;
+        Ok((Scratch { path }, file))
     }
 
     /// Staged files in TXID order. Names we did not write are ignored.
@@ -135,5 +191,71 @@ mod tests {
         assert_eq!(permission_bits(&staged.path).unwrap(), 0o600);
         assert_eq!(permission_bits(&staging_dir).unwrap(), 0o700);
         assert_eq!(permission_bits(&staging_dir.join("ltx")).unwrap(), 0o700);
+    }
+
+    /// A full image of 40 pages of 512 bytes at TXID 5, with a fixed timestamp.
+    fn image_header() -> crate::ltx::Header {
+        crate::ltx::Header {
+            timestamp_ms: 1_700_000_000_000,
+            ..crate::primary::batch::full_header(512, 40, 5, 5, 7)
+        }
+    }
+
+    fn read_page(pgno: u32, buf: &mut [u8]) -> io::Result<()> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (pgno as usize * 31 + i / 7) as u8;
+        }
+        Ok(())
+    }
+
+    /// The encoder with every random byte fixed, so that two runs write the same bytes.
+    fn encoder<W: Write>(w: W, encoding: &crate::ltx::Encoding) -> crate::ltx::Encoder<W> {
+        use crate::ltx::crypto::FixedEntropy;
+        crate::ltx::Encoder::with_entropy(w, image_header(), encoding, Box::new(FixedEntropy::new(&[]))).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_encoded_into_its_staging_file_is_the_bytes_encoded_in_memory() {
+        use crate::ltx::crypto::{OsEntropy, PrivateKey};
+        use crate::ltx::{decode_file_with, Compression, Encoding};
+        use crate::primary::batch::write_full;
+        let key = PrivateKey::generate(&mut OsEntropy::default()).unwrap();
+        let plain = Encoding::plain(Compression::Lz4);
+        let sealed = Encoding::sealed(Compression::Lz4, &[key.public_key()]);
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(dir.path(), FileModes::NewDatabase).unwrap();
+        for (txid, encoding) in [(5, &plain), (6, &sealed)] {
+            let in_memory = write_full(encoder(Vec::new(), encoding), read_page).unwrap();
+            let staged = staging
+                .stage_with(txid, txid, |file| {
+                    let writer = io::BufWriter::with_capacity(1000, file);
+                    write_full(encoder(writer, encoding), read_page).map_err(io::Error::other)?;
+                    Ok::<_, io::Error>(())
+                })
+                .unwrap();
+            let on_disk = fs::read(&staged.path).unwrap();
+            assert!(on_disk == in_memory, "txid {txid}: staged bytes differ");
+            assert_eq!(staged.size, in_memory.len() as u64);
+            let decoded = decode_file_with(&on_disk, Some(&key)).unwrap();
+            assert_eq!(decoded.pages.len(), 40);
+            let mut page = vec![0; 512];
+            read_page(40, &mut page).unwrap();
+            assert_eq!(decoded.pages[39].1, page);
+        }
+        assert_eq!(staging.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_neither_the_temp_file_nor_a_staged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(dir.path(), FileModes::NewDatabase).unwrap();
+        let failed = staging.stage_with(3, 3, |file| {
+            file.write_all(b"half a snapshot")?;
+            Err(io::Error::other("page 9: disk on fire"))
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "page 9: disk on fire");
+        let left: Vec<_> = fs::read_dir(dir.path().join("ltx")).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(staging.list().unwrap().is_empty());
     }
 }

@@ -11,7 +11,7 @@ mod sync;
 mod upload;
 mod worker;
 
-use super::batch::{encode_full, now_ms, Batch};
+use super::batch::{now_ms, Batch};
 use super::capture::{Capture, CapturedTxn, Discontinuity, WalPosition, WalSource};
 use super::compaction_turn::{CompactionControl, CompactionEvent};
 use super::compactor::{Compactor, LevelCache, SNAPSHOT_LEVEL};

@@ -2,6 +2,8 @@
 //! staging directory, fsynced, with the state a restart resumes from.
 
 use super::*;
+use crate::ltx::Encoder;
+use crate::primary::batch::{full_header, write_full};
 
 impl Primary {
     /// Takes the pending snapshot if any, then stages the held batch and the queue as
@@ -149,21 +151,37 @@ impl Primary {
             SnapshotError::Failed(e) => e,
         });
         let min_txid = if txid == 1 { 1 } else { txid };
-        let encoded = result.and_then(|()| self.encode_copy(&tmp, min_txid, txid));
-        remove_snapshot_leftovers(&self.config.staging_dir);
-        // Commits captured before the snapshot point are staged first, in order.
+        // Commits captured before the snapshot point are staged first, in order: a
+        // crash between the two must not leave the snapshot staged over a gap.
         if !before.is_empty() {
-            let bytes = before
+            let staged = before
                 .encode(self.node_id, &self.encoding())
-                .map_err(|e| e.to_string())?;
-            self.staging
-                .stage(before.min_txid(), before.max_txid(), &bytes)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    self.staging
+                        .stage(before.min_txid(), before.max_txid(), &bytes)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = staged {
+                remove_snapshot_leftovers(&self.config.staging_dir);
+                return Err(e.into());
+            }
             self.lock().recycle(before);
         }
-        let bytes = match encoded {
-            Ok(b) => b,
+        // Encoded straight into the staging file: the image is the size of the database.
+        let staged = result.and_then(|()| {
+            self.staging
+                .stage_with(min_txid, txid, |file| {
+                    self.encode_copy(&tmp, min_txid, txid, file).map_err(io::Error::other)
+                })
+                .map_err(|e| e.to_string())
+        });
+        remove_snapshot_leftovers(&self.config.staging_dir);
+        let staged = match staged {
+            Ok(staged) => staged,
             Err(e) => {
+                // Reading the copy, encoding or writing failed: `stage_with` removed its
+                // temp file, so nothing took this TXID.
                 let mut shared = self.lock();
                 shared.require_snapshot(format!("previous snapshot attempt failed: {e}"));
                 shared.next_txid = txid; // nothing took this TXID
@@ -171,14 +189,11 @@ impl Primary {
                 return Err(format!("snapshot: {e}").into());
             }
         };
-        self.staging
-            .stage(if txid == 1 { 1 } else { txid }, txid, &bytes)
-            .map_err(|e| format!("staging snapshot: {e}"))?;
         let mut shared = self.lock();
         shared.staged_txid = txid;
         shared.snapshots += 1;
         self.save_staged(&shared, txid, snapshot_position, snapshot_consumed)?;
-        tracing::info!(db = %self.db_path.display(), txid, bytes = bytes.len(), "snapshot staged");
+        tracing::info!(db = %self.db_path.display(), txid, bytes = staged.size, "snapshot staged");
         Ok(())
     }
 
@@ -206,8 +221,15 @@ impl Primary {
         self.persist(&state).map_err(|e| format!("saving state: {e}"))
     }
 
-    /// Encodes the snapshot copy at `tmp` as one LTX file holding every page.
-    pub(super) fn encode_copy(&self, tmp: &Path, min_txid: u64, max_txid: u64) -> Result<Vec<u8>, String> {
+    /// Encodes the snapshot copy at `tmp` as one LTX file holding every page, into `out`
+    /// (the staging temp file): one page in memory at a time, not the image.
+    pub(super) fn encode_copy(
+        &self,
+        tmp: &Path,
+        min_txid: u64,
+        max_txid: u64,
+        out: &mut fs::File,
+    ) -> Result<(), String> {
         let file = fs::File::open(tmp).map_err(|e| e.to_string())?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         let mut header = [0u8; 100];
@@ -221,14 +243,16 @@ impl Primary {
             4096
         };
         let commit = (len / page_size as u64) as u32;
-        encode_full(
-            page_size,
-            commit,
-            min_txid,
-            max_txid,
-            self.node_id,
-            &self.encoding(),
-            |pgno, buf| file.read_exact_at(buf, (pgno as u64 - 1) * page_size as u64),
-        )
+        let header = full_header(page_size, commit, min_txid, max_txid, self.node_id);
+        // Buffered: the encoder writes one frame at a time, a syscall each unbuffered.
+        let writer = io::BufWriter::with_capacity(STAGE_BUFFER, out);
+        let encoder = Encoder::with_encoding(writer, header, &self.encoding()).map_err(|e| e.to_string())?;
+        write_full(encoder, |pgno, buf| {
+            file.read_exact_at(buf, (pgno as u64 - 1) * page_size as u64)
+        })?;
+        Ok(())
     }
 }
+
+/// Write buffer between the snapshot encoder and its staging file.
+const STAGE_BUFFER: usize = 256 << 10;

@@ -140,7 +140,13 @@ impl Primary {
         let Some(previous) = previous.filter(|p| *p != header.page_size) else {
             return Ok(());
         };
-        let Some(snapshot) = crate::primary::reseed::as_snapshot(bytes, &self.encoding(), self.key())? else {
+        // Written to a file and mapped for the PUT: the image is the size of the database.
+        let (scratch, out) = self
+            .staging
+            .scratch("reseed")
+            .map_err(|e| format!("staging directory {}: {e}", self.config.staging_dir.display()))?;
+        let out = io::BufWriter::with_capacity(256 << 10, out);
+        let Some(out) = crate::primary::reseed::as_snapshot(bytes, &self.encoding(), self.key(), out)? else {
             tracing::error!(
                 db = %self.db_path.display(),
                 "TXID {}-{} has page size {} after files of {previous} and is not a full image; \
@@ -158,9 +164,12 @@ impl Primary {
              level-9 snapshot so that restores start from it",
             header.page_size
         );
+        // Written and closed before it is mapped (`file_bytes`); removed once stored.
+        drop(out.into_inner().map_err(|e| e.into_error().to_string())?);
+        let snapshot = file_bytes(scratch.path()).map_err(|e| format!("{}: {e}", scratch.path().display()))?;
         block_on(
             self.store
-                .put(SNAPSHOT_LEVEL, 1, file.max_txid, snapshot.into(), header.timestamp_ms),
+                .put(SNAPSHOT_LEVEL, 1, file.max_txid, snapshot, header.timestamp_ms),
         )
         .map_err(|e| format!("uploading the snapshot at TXID {}: {e}", file.max_txid))
     }
