@@ -164,7 +164,10 @@ impl Primary {
                 });
             if let Err(e) = staged {
                 remove_snapshot_leftovers(&self.config.staging_dir);
-                return Err(e.into());
+                let first = before.min_txid();
+                self.lock().recycle(before);
+                self.snapshot_failed(first, &e);
+                return Err(format!("staging the commits before a snapshot: {e}").into());
             }
             self.lock().recycle(before);
         }
@@ -182,10 +185,7 @@ impl Primary {
             Err(e) => {
                 // Reading the copy, encoding or writing failed: `stage_with` removed its
                 // temp file, so nothing took this TXID.
-                let mut shared = self.lock();
-                shared.require_snapshot(format!("previous snapshot attempt failed: {e}"));
-                shared.next_txid = txid; // nothing took this TXID
-                shared.staged_txid = txid - 1;
+                self.snapshot_failed(txid, &e);
                 return Err(format!("snapshot: {e}").into());
             }
         };
@@ -195,6 +195,21 @@ impl Primary {
         self.save_staged(&shared, txid, snapshot_position, snapshot_consumed)?;
         tracing::info!(db = %self.db_path.display(), txid, bytes = staged.size, "snapshot staged");
         Ok(())
+    }
+
+    /// A snapshot that took its TXID at the lock was not staged (a full disk, a failed
+    /// read of the copy), and no TXID from `first` on was: the next snapshot covers it
+    /// all. Commits queued since the lock carry TXIDs after the failed one, so they go
+    /// too (the new snapshot copies the database later than every one of them): kept,
+    /// they would be staged under TXIDs the next snapshot's numbering repeats.
+    fn snapshot_failed(&self, first: u64, error: &str) {
+        let mut shared = self.lock();
+        let dropped = shared.take_pending();
+        shared.recycle(dropped);
+        shared.next_txid = first;
+        shared.staged_txid = first - 1;
+        shared.origin = None;
+        shared.require_snapshot(format!("previous snapshot attempt failed: {error}"));
     }
 
     /// Records that everything up to `txid` is staged, with the WAL position right after
