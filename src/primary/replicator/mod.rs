@@ -213,6 +213,9 @@ struct Shared {
     compaction: serde_json::Value,
     /// Page size of the replica's newest file, once known (see `reseed.rs`).
     replica_page_size: Option<u32>,
+    /// The staged file (its last TXID) whose page-size-change snapshot is stored: its
+    /// level-0 upload may take several turns (`upload.rs`).
+    reseed_stored: Option<u64>,
     /// The database file right after this process's last connection checkpointed and
     /// deleted the WAL: what a clean close records.
     own_wal_deletion: Option<FileIdentity>,

@@ -214,6 +214,7 @@ impl Primary {
                 last_lag_ms: None,
                 compaction: json!({}),
                 replica_page_size: None,
+                reseed_stored: None,
                 own_wal_deletion: None,
                 fresh_header: None,
                 sync_commit_timeouts: 0,

@@ -132,6 +132,11 @@ impl Primary {
         if file.min_txid <= 1 {
             return Ok(());
         }
+        // The level-0 PUT that follows may outlast the turn (`round_trip`): the next turn
+        // comes back here with the same file, whose snapshot is stored already.
+        if self.lock().reseed_stored == Some(file.max_txid) {
+            return Ok(());
+        }
         let known = self.lock().replica_page_size;
         let previous = match known {
             Some(p) => Some(p),
@@ -171,7 +176,9 @@ impl Primary {
             self.store
                 .put(SNAPSHOT_LEVEL, 1, file.max_txid, snapshot, header.timestamp_ms),
         )
-        .map_err(|e| format!("uploading the snapshot at TXID {}: {e}", file.max_txid))
+        .map_err(|e| format!("uploading the snapshot at TXID {}: {e}", file.max_txid))?;
+        self.lock().reseed_stored = Some(file.max_txid);
+        Ok(())
     }
 
     /// Page size of the stored file holding TXID `txid - 1` (level 0 first: it is almost
