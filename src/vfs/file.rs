@@ -474,11 +474,16 @@ unsafe extern "C" fn x_shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, n: 
 #[inline(never)]
 unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int) -> c_int {
     guard("xShmLock", ffi::SQLITE_IOERR_SHMLOCK, || {
-        let mut rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
         let this = WrappedFile::from_raw(file);
         let FileRole::PrimaryDb(database) = &this.role else {
-            return rc;
+            return forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
         };
+        if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
+            // Its release ends a write transaction; what was its own is settled while the
+            // lock is still held (`Database::release_write_lock`).
+            return database.release_write_lock(|| forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags));
+        }
+        let mut rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
         if flags == (ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
             // Our snapshot connection holds the lock for a moment: wait for it
             // rather than hand the application a BUSY it did not cause.
@@ -490,9 +495,6 @@ unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int)
                 // remember where the wal-index counted the generation's end.
                 database.after_write_lock(shm_wal(this.shm.load(Ordering::Relaxed)));
             }
-        } else if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
-            // Its release ends a write transaction.
-            database.write_lock_released();
         }
         rc
     })
