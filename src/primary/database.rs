@@ -258,13 +258,22 @@ impl Database {
         }
     }
 
-    /// A writer of this process released the WAL write lock.
+    /// A writer of this process releases the WAL write lock (`release` does it). What
+    /// belonged to its transaction (the count at the lock, frames pending) is forgotten
+    /// first, while no other connection of this process can be writing: after the
+    /// release it would be the next writer's.
     #[inline]
-    pub fn write_lock_released(&self) {
+    pub fn release_write_lock<R>(&self, release: impl FnOnce() -> R) -> R {
         self.wal_index.write_unlocked();
-        if let Some(primary) = self.leader() {
+        let leader = self.leader();
+        if let Some(primary) = &leader {
+            primary.write_transaction_over();
+        }
+        let released = release();
+        if let Some(primary) = &leader {
             primary.write_lock_released();
         }
+        released
     }
 
     /// A follower hands off the generation in `live` from where the replicating process

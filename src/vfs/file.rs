@@ -474,11 +474,16 @@ unsafe extern "C" fn x_shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, n: 
 #[inline(never)]
 unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int) -> c_int {
     guard("xShmLock", ffi::SQLITE_IOERR_SHMLOCK, || {
-        let mut rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
         let this = WrappedFile::from_raw(file);
         let FileRole::PrimaryDb(database) = &this.role else {
-            return rc;
+            return forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
         };
+        if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
+            // Its release ends a write transaction; what was its own is settled while the
+            // lock is still held (`Database::release_write_lock`).
+            return database.release_write_lock(|| forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags));
+        }
+        let mut rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, 0, n, flags);
         if flags == (ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
             // Our snapshot connection holds the lock for a moment: wait for it
             // rather than hand the application a BUSY it did not cause.
@@ -490,9 +495,6 @@ unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int)
                 // remember where the wal-index counted the generation's end.
                 database.after_write_lock(shm_wal(this.shm.load(Ordering::Relaxed)));
             }
-        } else if flags == (ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE) {
-            // Its release ends a write transaction.
-            database.write_lock_released();
         }
         rc
     })
@@ -581,41 +583,4 @@ unsafe extern "C" fn x_unfetch(file: *mut ffi::sqlite3_file, offset: i64, page: 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    unsafe extern "C" fn close_nothing(_: *mut ffi::sqlite3_file) -> c_int {
-        ffi::SQLITE_OK
-    }
-
-    /// A root VFS file of `version` with no methods but xClose.
-    fn methods(version: c_int) -> ffi::sqlite3_io_methods {
-        // SAFETY: the struct is plain data: integers and nullable function pointers.
-        let mut m: ffi::sqlite3_io_methods = unsafe { std::mem::zeroed() };
-        m.iVersion = version;
-        m.xClose = Some(close_nothing);
-        m
-    }
-
-    #[test]
-    fn a_wrapped_file_claims_only_the_methods_the_file_below_has() {
-        for (version, shm, fetch) in [(1, false, false), (2, true, false), (3, true, true)] {
-            let below = Box::leak(Box::new(methods(version)));
-            let mut block = vec![0u64; (wrapper_size() + 256) / 8];
-            let file = block.as_mut_ptr() as *mut ffi::sqlite3_file;
-            // SAFETY: `block` holds the wrapper and room for the inner file.
-            unsafe {
-                let inner = WrappedFile::prepare(file, FileKind::Other);
-                (*inner).pMethods = below;
-                WrappedFile::activate(file, FileRole::Plain);
-                let ours = &*(*file).pMethods;
-                assert_eq!(ours.iVersion, version);
-                assert_eq!(ours.xShmMap.is_some(), shm, "version {version}");
-                assert_eq!(ours.xShmLock.is_some(), shm, "version {version}");
-                assert_eq!(ours.xFetch.is_some(), fetch, "version {version}");
-                assert!(WrappedFile::is_ours(file));
-                std::ptr::drop_in_place(file as *mut WrappedFile);
-            }
-        }
-    }
-}
+mod tests;

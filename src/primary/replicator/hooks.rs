@@ -43,14 +43,24 @@ impl Primary {
         }
     }
 
-    /// Called when SQLite releases the WAL write lock: the write transaction is over.
-    /// Frames still pending belong to one that rolled back after spilling; they are
-    /// dropped (another process may reuse their offsets). With `sync=commit`, the
-    /// commit returns only once its TXID is in object storage.
-    pub fn write_lock_released(&self) {
+    /// Called when SQLite is about to release the WAL write lock: the write transaction
+    /// is over. Frames still pending belong to one that rolled back after spilling; they
+    /// are dropped (another process may reuse their offsets). Before the release, not
+    /// after: once it is released another connection of this process may take the lock
+    /// and write, and its frames were the ones dropped (four threads on one database: a
+    /// commit half dropped, read back from the file, taken for one written over a
+    /// captured frame, or left unread under the next write lock; a needless snapshot
+    /// each time).
+    pub fn write_transaction_over(&self) {
         if self.frames_pending.swap(false, Ordering::Relaxed) {
             self.lock().capture.discard_pending();
         }
+    }
+
+    /// Called once SQLite released the WAL write lock (waits here block no other
+    /// writer). With `sync=commit`, the commit returns only once its TXID is in object
+    /// storage.
+    pub fn write_lock_released(&self) {
         self.hold_back_writer();
         self.after_commit();
     }

@@ -128,8 +128,12 @@ impl Primary {
                     tracing::warn!("reading the WAL for a snapshot: {e}");
                 }
             }
-            // Every record so far is older than the state the snapshot copies.
-            shared.handoff_consumed = self.records.last_seq().unwrap_or(shared.handoff_consumed);
+            // Every record so far is older than the state the snapshot copies. Those
+            // already staged are deleted: finding none (0) says nothing about the
+            // numbers taken, and going back to it made the next restart's record look
+            // like one after a missing record (a second, needless snapshot).
+            let last = self.records.last_seq().unwrap_or(0);
+            shared.handoff_consumed = shared.handoff_consumed.max(last);
             snapshot_position = shared.capture.position();
             snapshot_consumed = shared.handoff_consumed;
             shared.origin = snapshot_position.filter(|p| !p.ended);
