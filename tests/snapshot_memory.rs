@@ -44,13 +44,7 @@ fn snapshot_file() -> Vec<u8> {
         min_txid: 1,
         max_txid: 1,
         timestamp_ms: 1_000,
-        pre_apply_checksum: 0,
-        wal_offset: 0,
-        wal_size: 0,
-        wal_salt1: 0,
-        wal_salt2: 0,
-        node_id: 0,
-        recipients: 0,
+        ..Header::default()
     };
     let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;

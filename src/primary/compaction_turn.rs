@@ -202,13 +202,7 @@ mod tests {
             min_txid: txid,
             max_txid: txid,
             timestamp_ms: txid as i64 * 1000,
-            pre_apply_checksum: 0,
-            wal_offset: 0,
-            wal_size: 0,
-            wal_salt1: 0,
-            wal_salt2: 0,
-            node_id: 0,
-            recipients: 0,
+            ..Header::default()
         };
         let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
         enc.write_page(1, &[txid as u8; 512]).unwrap();

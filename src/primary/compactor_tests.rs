@@ -19,13 +19,7 @@ fn ltx_sized(page_size: u32, min: u64, max: u64, pages: &[(u32, u8)], commit: u3
         min_txid: min,
         max_txid: max,
         timestamp_ms: ts,
-        pre_apply_checksum: 0,
-        wal_offset: 0,
-        wal_size: 0,
-        wal_salt1: 0,
-        wal_salt2: 0,
-        node_id: 0,
-        recipients: 0,
+        ..Header::default()
     };
     let mut enc = Encoder::new(Vec::new(), header, Compression::Lz4).unwrap();
     for (pgno, fill) in pages {
