@@ -113,6 +113,11 @@ pub fn litestream_restore(url: &str, out: &Path, extra: &[&str]) {
     harness::litestream_restore_env(url, out, extra, &CREDS).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
 }
 
+/// `litestream restore` with the test credentials, its error returned.
+pub fn litestream_restore_result(url: &str, out: &Path, extra: &[&str]) -> Result<String, String> {
+    harness::litestream_restore_env(url, out, extra, &CREDS)
+}
+
 /// Our restore (`litestream_restore()` in the sqlite3 shell) of the latest state.
 pub fn our_restore(url: &str, out: &Path) {
     harness::sql_restore(url, out, &CREDS);
