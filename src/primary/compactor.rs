@@ -16,7 +16,7 @@
 //! a level-1 file covers them, so old points are restorable at level-1 granularity.
 
 pub use super::level_cache::LevelCache;
-use super::level_cache::MergeOutput;
+use super::level_cache::TempOutput;
 use crate::config::CompactionConfig;
 use crate::ltx::crypto::{Encryption, PrivateKey};
 use crate::ltx::{compact_with, Encoding, Header};
@@ -183,8 +183,8 @@ impl Compactor {
         // Kept for the next level's merge (a rename: the mapping stays valid); the top
         // level has none, and its file goes when `output` drops, after the PUT.
         if (level as usize) < self.config.levels.len() {
-            output
-                .keep(&self.cache, level, min_txid, max_txid)
+            self.cache
+                .keep(output, level, min_txid, max_txid)
                 .map_err(|e| format!("caching a level-{level} file: {e}"))?;
         }
         let size = bytes.len() as u64;
@@ -208,7 +208,7 @@ impl Compactor {
     /// streamed with ranged GETs, the output written to a file (`merge_to_file`), so
     /// memory holds a page per input and buffers, not the inputs or the output. Also
     /// returns how many inputs were local.
-    fn merge(&self, level: u8, inputs: &[&LtxObject]) -> crate::ltx::Result<((MergeOutput, Header), usize)> {
+    fn merge(&self, level: u8, inputs: &[&LtxObject]) -> crate::ltx::Result<((TempOutput, Header), usize)> {
         let mut local_inputs = 0;
         let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(inputs.len());
         for f in inputs {
@@ -231,7 +231,7 @@ impl Compactor {
 
     /// Merges `readers` into a new file of the cache, removed on every error (and when
     /// the returned output drops, unless kept): a PUT of it maps the file.
-    fn merge_to_file(&self, readers: Vec<Box<dyn Read + Send>>) -> crate::ltx::Result<(MergeOutput, Header)> {
+    fn merge_to_file(&self, readers: Vec<Box<dyn Read + Send>>) -> crate::ltx::Result<(TempOutput, Header)> {
         let (output, file) = self.cache.merge_output()?;
         let out = compact_with(
             readers,

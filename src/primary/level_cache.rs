@@ -31,7 +31,7 @@ pub fn file_bytes(path: &Path) -> io::Result<Bytes> {
     // SAFETY: a mapped file that is truncated (SIGBUS) or written (bytes changing under a
     // `&[u8]`) while mapped is undefined behaviour. The files mapped here are immutable
     // once named: staged files and merge outputs are written under a temp name and
-    // renamed, a staging `Scratch` is written and closed before it is mapped, and nothing
+    // renamed, a reseed's `TempOutput` is written and closed before it is mapped, and nothing
     // opens them for writing again: `Staging::stage`,
     // `LevelCache::write` and `FileModes::create_file` remove any old file and create a
     // new inode, `adopt` renames, removal and `prune` unlink, all of which leave a
@@ -40,17 +40,27 @@ pub fn file_bytes(path: &Path) -> io::Result<Bytes> {
     Ok(Bytes::from_owner(map))
 }
 
-/// A merge's output being written: a file of its own under `levels/`, removed when
-/// dropped (errors and panics too) unless [`MergeOutput::keep`] moved it into the cache.
-/// Its name is unique in the process (pid and a counter), so a merge never replaces a
-/// file an earlier PUT may still map; one a crash left is swept by the next
-/// [`LevelCache::open`].
-pub struct MergeOutput {
+/// A file this process writes once and then hands to a PUT (a merge's output, a
+/// reseed's snapshot): removed when dropped (errors and panics too) unless
+/// [`TempOutput::rename_to`] moved it where it is kept. Its name,
+/// `<label>-<pid>-<n>.tmp`, is unique in the process, so a new one never replaces a file
+/// an earlier PUT may still map; one a crash left is swept by the `open` of its
+/// directory ([`LevelCache::open`], `Staging::open`).
+pub struct TempOutput {
     path: PathBuf,
     kept: bool,
 }
 
-impl MergeOutput {
+impl TempOutput {
+    /// A new one in `dir`, with `modes`' permissions (it holds the database's pages).
+    pub fn create(dir: &Path, label: &str, modes: &FileModes) -> io::Result<(TempOutput, fs::File)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{label}-{}-{n}.tmp", std::process::id()));
+        let file = modes.create_file(&path)?;
+        Ok((TempOutput { path, kept: false }, file))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -60,15 +70,15 @@ impl MergeOutput {
         file_bytes(&self.path)
     }
 
-    /// Moves it into the cache as the file of `level` for this range.
-    pub fn keep(mut self, cache: &LevelCache, level: u8, min_txid: u64, max_txid: u64) -> io::Result<()> {
-        fs::rename(&self.path, cache.path(level, min_txid, max_txid))?;
+    /// Moves it to `dest`, where it is kept (a rename: a mapping of it stays valid).
+    pub fn rename_to(mut self, dest: &Path) -> io::Result<()> {
+        fs::rename(&self.path, dest)?;
         self.kept = true;
         Ok(())
     }
 }
 
-impl Drop for MergeOutput {
+impl Drop for TempOutput {
     fn drop(&mut self) {
         if !self.kept {
             if let Err(e) = fs::remove_file(&self.path) {
@@ -95,7 +105,7 @@ impl LevelCache {
         let dir = staging_dir.join("levels");
         modes.create_dir_all(staging_dir)?;
         modes.own_dir(&dir)?;
-        // Merge outputs a crash left (`MergeOutput`), then each level's cache writes.
+        // Merge outputs a crash left (`TempOutput`), then each level's cache writes.
         let mut dirs = vec![dir.clone()];
         for level in 0..levels.max(1) as u8 {
             let d = dir.join(level.to_string());
@@ -139,14 +149,14 @@ impl LevelCache {
         fs::rename(&tmp, &path)
     }
 
-    /// A new file for a merge's output, with the database's permissions (it holds its
-    /// pages).
-    pub fn merge_output(&self) -> io::Result<(MergeOutput, fs::File)> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("merge-{}-{n}.tmp", std::process::id()));
-        let file = self.modes.create_file(&path)?;
-        Ok((MergeOutput { path, kept: false }, file))
+    /// A new file for a merge's output ([`TempOutput`]).
+    pub fn merge_output(&self) -> io::Result<(TempOutput, fs::File)> {
+        TempOutput::create(&self.dir, "merge", &self.modes)
+    }
+
+    /// Moves a merge's output into the cache as the file of `level` for this range.
+    pub fn keep(&self, output: TempOutput, level: u8, min_txid: u64, max_txid: u64) -> io::Result<()> {
+        output.rename_to(&self.path(level, min_txid, max_txid))
     }
 
     pub fn read(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<Vec<u8>> {
@@ -209,7 +219,7 @@ mod tests {
         io::Write::write_all(&mut file, &content).unwrap();
         drop(file);
         let bytes = output.bytes().unwrap();
-        output.keep(&cache, 1, 1, 4).unwrap();
+        cache.keep(output, 1, 1, 4).unwrap();
         assert!(cache.path(1, 1, 4).exists());
         assert_eq!(cache.prune(1, 4).unwrap(), 1);
         assert!(bytes[..] == content[..]);

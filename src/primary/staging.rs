@@ -4,10 +4,10 @@
 use crate::durable::sync_dir;
 use crate::file_modes::FileModes;
 use crate::ltx::{format_name, parse_name};
+use crate::primary::level_cache::TempOutput;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StagedFile {
@@ -26,30 +26,6 @@ pub fn remove_with_companions(path: &Path) {
         let mut companion = path.as_os_str().to_owned();
         companion.push(suffix);
         let _ = fs::remove_file(companion);
-    }
-}
-
-/// A file of the staging directory that is not staged: an output on its way to the store
-/// (a reseed's level-9 snapshot), written once, then mapped for the PUT. Removed when
-/// dropped; one a crash left ends in `.tmp` and is swept by the next [`Staging::open`].
-/// Its name is unique in the process, so it never replaces a file a PUT may still map.
-pub struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Err(e) = fs::remove_file(&self.path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!("removing {}: {e}", self.path.display());
-            }
-        }
     }
 }
 
@@ -112,13 +88,11 @@ impl Staging {
         })
     }
 
-    /// A new [`Scratch`] file, with the database's permissions (it holds its pages).
-    pub fn scratch(&self, label: &str) -> io::Result<(Scratch, fs::File)> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("{label}-{}-{n}.tmp", std::process::id()));
-        let file = self.modes.create_file(&path)?;
-        Ok((Scratch { path }, file))
+    /// A file of the staging directory that is not staged: an output on its way to the
+    /// store (a reseed's level-9 snapshot), removed once dropped ([`TempOutput`]); one a
+    /// crash left ends in `.tmp` and is swept by the next [`Staging::open`].
+    pub fn scratch(&self, label: &str) -> io::Result<(TempOutput, fs::File)> {
+        TempOutput::create(&self.dir, label, &self.modes)
     }
 
     /// Staged files in TXID order. Names we did not write are ignored.

@@ -171,7 +171,9 @@ impl Primary {
         );
         // Written and closed before it is mapped (`file_bytes`); removed once stored.
         drop(out.into_inner().map_err(|e| e.into_error().to_string())?);
-        let snapshot = file_bytes(scratch.path()).map_err(|e| format!("{}: {e}", scratch.path().display()))?;
+        let snapshot = scratch
+            .bytes()
+            .map_err(|e| format!("{}: {e}", scratch.path().display()))?;
         block_on(
             self.store
                 .put(SNAPSHOT_LEVEL, 1, file.max_txid, snapshot, header.timestamp_ms),
