@@ -83,8 +83,8 @@ pub struct CompactionConfig {
     /// How long level-0 files stay once compacted into level 1 (restores finer than a
     /// level-1 window reach this far back).
     pub l0_retention: Duration,
-    /// The most input bytes one compaction merges into one file: a merge holds its output
-    /// whole in memory, so a busy window is written as several files under this.
+    /// The most input bytes one compaction merges into one file: a busy window is written
+    /// as several files under this, each a size a restore's plan and one PUT handle well.
     pub max_input_bytes: u64,
 }
 
