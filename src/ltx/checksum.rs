@@ -9,7 +9,7 @@
 //! slicing-by-8 tables (about 2.2 GiB/s). The tests below hold it to a bit-at-a-time
 //! reference.
 
-mod kernel;
+pub(crate) mod kernel;
 
 /// Bit 63, set on every stored checksum so that a valid checksum is never zero.
 pub const CHECKSUM_FLAG: u64 = 1 << 63;

@@ -1,6 +1,6 @@
 //! The cross-process lock that says which process replicates a database:
-//! `<staging>/lock`, held with an open-file-description lock (`F_OFD_SETLK`) on its
-//! first byte. The kernel releases it when the holder dies, so a process that still has
+//! `<staging>/lock`, held with an open-file-description lock (`F_OFD_SETLK`, through
+//! `crate::vfs::sys::ofd_lock`) on its first byte. The kernel releases it when the holder dies, so a process that still has
 //! the database open can take replication over; unlike a POSIX lock, no other
 //! descriptor of the file closing anywhere in the process drops it, and unlike `flock`,
 //! another process can ask whether it is held without taking it (`F_OFD_GETLK`).
@@ -9,13 +9,17 @@
 //! descriptor replication adds to SQLite's own.
 
 use crate::file_modes::FileModes;
+use crate::vfs::sys::ofd_lock;
 use std::fs::File;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 pub struct LeaderLock {
     file: File,
 }
+
+/// The range locked: the file's first byte.
+const START: i64 = 0;
+const LEN: i64 = 1;
 
 impl LeaderLock {
     /// Opens (creating, with the database's permissions `modes`) the lock file.
@@ -29,48 +33,21 @@ impl LeaderLock {
 
     /// Takes the lock if no process holds it; true if this process holds it now.
     pub fn try_acquire(&self) -> Result<bool, String> {
-        match self.set(libc::F_WRLCK as libc::c_short) {
-            Ok(()) => Ok(true),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
-            Err(e) => Err(format!("taking the replication lock: {e}")),
-        }
+        ofd_lock::try_write_lock(&self.file, START, LEN).map_err(|e| format!("taking the replication lock: {e}"))
     }
 
     /// Lets another process take the lock.
     pub fn release(&self) {
-        if let Err(e) = self.set(libc::F_UNLCK as libc::c_short) {
+        if let Err(e) = ofd_lock::unlock(&self.file, START, LEN) {
             tracing::warn!("releasing the replication lock: {e}");
         }
     }
 
-    /// True when another process (or another open of the lock file) holds it.
+    /// True when another process (or another open of the lock file) holds it; false
+    /// too when the kernel cannot say.
     pub fn held_by_another(&self) -> bool {
-        let mut lock = whole_first_byte(libc::F_WRLCK as libc::c_short);
-        // SAFETY: fcntl on a descriptor we own with a properly initialised flock struct.
-        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
-        rc == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
+        ofd_lock::write_lock_conflicts(&self.file, START, LEN).unwrap_or(false)
     }
-
-    fn set(&self, kind: libc::c_short) -> std::io::Result<()> {
-        let lock = whole_first_byte(kind);
-        // SAFETY: fcntl on a descriptor we own with a properly initialised flock struct.
-        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
-}
-
-fn whole_first_byte(kind: libc::c_short) -> libc::flock {
-    // SAFETY: flock is plain data; zero is a valid value for every field.
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = kind;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = 0;
-    lock.l_len = 1;
-    lock
 }
 
 #[cfg(test)]

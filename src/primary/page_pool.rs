@@ -13,16 +13,17 @@
 //! Allocating and freeing take one process-wide lock: capture keeps freed buffers for
 //! reuse, so a steady stream of commits does neither.
 //!
-//! Why not a crate: allocator crates are global allocators (mimalloc's heaps are
-//! per thread and give memory back when their own thread next allocates, but our
-//! buffers are freed on another thread than the one that allocated them), and a map
-//! per buffer (memmap2) would cost a system call per page and a kernel mapping per
-//! buffer in flight. The `unsafe` is the `mmap`/`munmap` calls and the slices of a
-//! slot, each with its reason beside it.
+//! Why not an allocator crate: those are global allocators (mimalloc's heaps are per
+//! thread and give memory back when their own thread next allocates, but our buffers
+//! are freed on another thread than the one that allocated them), and a map per buffer
+//! would cost a system call per page and a kernel mapping per buffer in flight. The
+//! mappings and their slots are `crate::vfs::sys::pages` (which holds the `unsafe`:
+//! each slot handed to one buffer at a time); this module decides which chunk a buffer
+//! comes from and when a chunk goes.
 
+use crate::vfs::sys::pages::{Chunk, Slot};
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 use std::sync::Mutex;
 
 /// Bytes mapped at once: 64 slots of 4 KiB pages, 4 of 64 KiB. Big enough that a burst
@@ -34,22 +35,16 @@ pub struct PageBuf(Storage);
 
 enum Storage {
     /// A slot of a mapped chunk, owned by this buffer alone.
-    Slot { ptr: NonNull<u8>, len: usize },
+    Slot(Slot),
     /// From the heap, when mapping failed (or a size no chunk holds).
     Heap(Box<[u8]>),
 }
-
-// SAFETY: a slot is memory no other value refers to (the pool hands each slot to one
-// buffer at a time and takes it back only when that buffer drops), like a `Box<[u8]>`.
-unsafe impl Send for PageBuf {}
-// SAFETY: `&PageBuf` gives only `&[u8]` of that memory.
-unsafe impl Sync for PageBuf {}
 
 impl PageBuf {
     /// A buffer of `len` bytes.
     pub fn new(len: usize) -> Self {
         match POOL.lock().unwrap_or_else(|p| p.into_inner()).take(len) {
-            Some(ptr) => PageBuf(Storage::Slot { ptr, len }),
+            Some(slot) => PageBuf(Storage::Slot(slot)),
             None => PageBuf(Storage::Heap(vec![0u8; len].into_boxed_slice())),
         }
     }
@@ -68,9 +63,7 @@ impl Deref for PageBuf {
     #[inline]
     fn deref(&self) -> &[u8] {
         match &self.0 {
-            // SAFETY: `len` bytes at `ptr` are a slot of a live mapping that only this
-            // buffer uses (module comment); the mapping outlives the buffer.
-            Storage::Slot { ptr, len } => unsafe { std::slice::from_raw_parts(ptr.as_ptr(), *len) },
+            Storage::Slot(s) => s,
             Storage::Heap(b) => b,
         }
     }
@@ -80,8 +73,7 @@ impl DerefMut for PageBuf {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.0 {
-            // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
-            Storage::Slot { ptr, len } => unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), *len) },
+            Storage::Slot(s) => s,
             Storage::Heap(b) => b,
         }
     }
@@ -89,11 +81,11 @@ impl DerefMut for PageBuf {
 
 impl Drop for PageBuf {
     fn drop(&mut self) {
-        if let Storage::Slot { ptr, len } = self.0 {
-            let unmap = POOL.lock().unwrap_or_else(|p| p.into_inner()).give_back(ptr, len);
-            if let Some(chunk) = unmap {
-                chunk.unmap();
-            }
+        // An empty boxed slice in its place allocates nothing.
+        if let Storage::Slot(slot) = std::mem::replace(&mut self.0, Storage::Heap(Box::default())) {
+            let unmap = POOL.lock().unwrap_or_else(|p| p.into_inner()).give_back(slot);
+            // Unmapped here, outside the lock.
+            drop(unmap);
         }
     }
 }
@@ -107,7 +99,11 @@ impl std::fmt::Debug for PageBuf {
 /// Bytes of chunks mapped now for pages of `len` bytes (for tests and figures).
 pub fn mapped_bytes(len: usize) -> usize {
     let pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-    pool.chunks.values().filter(|c| c.slot == len).map(|c| c.mapped).sum()
+    pool.chunks
+        .values()
+        .filter(|c| c.slot_len() == len)
+        .map(Chunk::mapped)
+        .sum()
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
@@ -122,59 +118,49 @@ struct Pool {
     with_room: Vec<usize>,
 }
 
-struct Chunk {
-    base: NonNull<u8>,
-    mapped: usize,
-    slot: usize,
-    slots: usize,
-    /// Free slot indexes.
-    free: Vec<u32>,
-}
-
-// SAFETY: the pool owns the mapping; slots handed out are reached only through their
-// `PageBuf`, and the pool's own bookkeeping is behind its lock.
-unsafe impl Send for Chunk {}
-
 impl Pool {
     /// A free slot of `len` bytes, mapping a chunk when none has room; `None` when the
     /// size is not a page size or mapping failed.
-    fn take(&mut self, len: usize) -> Option<NonNull<u8>> {
+    fn take(&mut self, len: usize) -> Option<Slot> {
         if !(512..=65536).contains(&len) {
             return None;
         }
-        let base = match self.with_room.iter().rposition(|b| self.chunks[b].slot == len) {
+        let base = match self.with_room.iter().rposition(|b| self.chunks[b].slot_len() == len) {
             Some(i) => self.with_room[i],
             None => {
-                let chunk = Chunk::map(len)?;
-                let base = chunk.base.as_ptr() as usize;
+                let slots = (CHUNK_BYTES / len).max(1);
+                let chunk = match Chunk::map(len, slots) {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        tracing::debug!("mapping {} bytes for page buffers failed: {e}", slots * len);
+                        return None;
+                    }
+                };
+                let base = chunk.addr();
                 self.chunks.insert(base, chunk);
                 self.with_room.push(base);
                 base
             }
         };
         let chunk = self.chunks.get_mut(&base).expect("listed with room");
-        let slot = chunk.free.pop().expect("a chunk with room has a free slot") as usize;
-        if chunk.free.is_empty() {
+        let slot = chunk.take().expect("a chunk with room has a free slot");
+        if !chunk.has_room() {
             self.with_room.retain(|b| *b != base);
         }
-        // SAFETY: `slot < slots` and `slots * len <= mapped`, so the slot lies inside the
-        // mapping.
-        Some(unsafe { NonNull::new_unchecked(chunk.base.as_ptr().add(slot * len)) })
+        Some(slot)
     }
 
-    /// Takes back the slot at `ptr`; returns its chunk, out of the pool, when no slot of
-    /// it is in use any more (to be unmapped outside the lock).
-    fn give_back(&mut self, ptr: NonNull<u8>, len: usize) -> Option<Chunk> {
-        let at = ptr.as_ptr() as usize;
+    /// Takes back `slot`; returns its chunk, out of the pool, when no slot of it is in
+    /// use any more (to be unmapped, by dropping it, outside the lock).
+    fn give_back(&mut self, slot: Slot) -> Option<Chunk> {
         let (&base, chunk) = self
             .chunks
-            .range_mut(..=at)
+            .range_mut(..=slot.addr())
             .next_back()
             .expect("a slot of a mapped chunk");
-        debug_assert!(at < base + chunk.mapped && chunk.slot == len);
-        let was_full = chunk.free.is_empty();
-        chunk.free.push(((at - base) / len) as u32);
-        if chunk.free.len() == chunk.slots {
+        let was_full = !chunk.has_room();
+        chunk.give_back(slot);
+        if chunk.all_free() {
             if !was_full {
                 self.with_room.retain(|b| *b != base);
             }
@@ -184,48 +170,6 @@ impl Pool {
             self.with_room.push(base);
         }
         None
-    }
-}
-
-impl Chunk {
-    fn map(slot: usize) -> Option<Chunk> {
-        let slots = (CHUNK_BYTES / slot).max(1);
-        let mapped = slots * slot;
-        // SAFETY: a new private anonymous mapping; it aliases nothing. Its pages read as
-        // zeros until written.
-        let raw = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                mapped,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
-            tracing::debug!(
-                "mapping {mapped} bytes for page buffers failed: {}",
-                std::io::Error::last_os_error()
-            );
-            return None;
-        }
-        Some(Chunk {
-            base: NonNull::new(raw.cast())?,
-            mapped,
-            slot,
-            slots,
-            // Handed out from the end: slot 0 first.
-            free: (0..slots as u32).rev().collect(),
-        })
-    }
-
-    fn unmap(self) {
-        // SAFETY: every slot is back (no `PageBuf` points into it) and the chunk left the
-        // pool, so nothing refers to the mapping any more.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.mapped);
-        }
     }
 }
 

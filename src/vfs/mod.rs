@@ -1,4 +1,6 @@
-//! The FFI boundary: every `unsafe` block of the crate lives under this module.
+//! The FFI boundary: every `unsafe` block of the crate lives under this module (lib.rs
+//! denies `unsafe_code` elsewhere): SQLite's trampolines here, the operating system's
+//! and the CPU's pieces (mappings, OFD locks, the CRC kernel's dispatch) in `sys`.
 //!
 //! Layering follows SQLite's own shims (`test_demovfs.c`, `vfsstat.c`): our
 //! `sqlite3_vfs` wraps the default ("root") VFS, our files wrap the root VFS's files,
@@ -15,6 +17,7 @@ mod pin;
 mod private;
 mod register;
 mod replica_file;
+pub(crate) mod sys;
 
 pub use entry::sqlite3_litestreamvfs_init;
 

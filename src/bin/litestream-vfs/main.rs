@@ -4,6 +4,9 @@
 //! Exit status: 0 on success, 1 when the work failed (storage, checksums, an existing
 //! file), 2 when the command line is wrong.
 
+// The house rule: `unsafe` only under the library's `src/vfs/`.
+#![deny(unsafe_code)]
+
 mod args;
 mod format;
 mod info_cmd;

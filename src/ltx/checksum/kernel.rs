@@ -85,29 +85,32 @@ pub(super) fn update_table(mut crc: u64, data: &[u8]) -> u64 {
 }
 
 /// The register after `data`: folded with carry-less multiplies where the CPU has them
-/// and there is enough to fold, by table otherwise.
+/// and there is enough to fold, by table otherwise. The CPU check and the call of a
+/// kernel compiled for its features are `crate::vfs::sys::clmul`'s (that call is
+/// `unsafe`, and the house rule keeps every `unsafe` under `src/vfs/`).
 #[inline]
 pub(super) fn update(crc: u64, data: &[u8]) -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::is_x86_feature_detected as has;
-        if data.len() >= clmul::MIN_LEN_WIDE && has!("avx512f") && has!("vpclmulqdq") {
-            // SAFETY: the CPU has the features the function is compiled for (checked
-            // just above). It reads `data` only through safe slices.
-            let (crc, rest) = unsafe { clmul::fold_wide(crc, data) };
-            return update_table(crc, rest);
+        use crate::vfs::sys::clmul as checked;
+        if data.len() >= clmul::MIN_LEN_WIDE {
+            if let Some((crc, rest)) = checked::fold_wide(crc, data) {
+                return update_table(crc, rest);
+            }
         }
-        if data.len() >= clmul::MIN_LEN && has!("pclmulqdq") {
-            // SAFETY: as above, for PCLMULQDQ.
-            let (crc, rest) = unsafe { clmul::fold(crc, data) };
-            return update_table(crc, rest);
+        if data.len() >= clmul::MIN_LEN {
+            if let Some((crc, rest)) = checked::fold(crc, data) {
+                return update_table(crc, rest);
+            }
         }
     }
     update_table(crc, data)
 }
 
+/// The kernels, safe code compiled for CPU features: called only through
+/// `crate::vfs::sys::clmul`, which checks the CPU has them.
 #[cfg(target_arch = "x86_64")]
-mod clmul {
+pub(crate) mod clmul {
     use std::arch::x86_64::{
         __m128i, __m512i, _mm512_clmulepi64_epi128, _mm512_extracti32x4_epi32, _mm512_set_epi64,
         _mm512_ternarylogic_epi64, _mm512_xor_si512, _mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set_epi64x,
@@ -117,10 +120,10 @@ mod clmul {
     use super::{table_word, x_pow_mod};
 
     /// Below one block of eight lanes the tables are as fast.
-    pub(super) const MIN_LEN: usize = 128;
+    pub(crate) const MIN_LEN: usize = 128;
 
     /// Below two blocks of four 64-byte lanes the 16-byte lanes are as fast.
-    pub(super) const MIN_LEN_WIDE: usize = 512;
+    pub(crate) const MIN_LEN_WIDE: usize = 512;
 
     /// Fold-by-N-bytes constants, low lane's then high lane's: N = 256, 64 (AVX-512),
     /// 128 and 16.
@@ -158,7 +161,7 @@ mod clmul {
     /// Folds every whole 16 bytes of `data` (at least [`MIN_LEN`]) into the register;
     /// returns it and the bytes left over (fewer than 16).
     #[target_feature(enable = "pclmulqdq")]
-    pub(super) fn fold(crc: u64, data: &[u8]) -> (u64, &[u8]) {
+    pub(crate) fn fold(crc: u64, data: &[u8]) -> (u64, &[u8]) {
         let k128 = pair(K_1087, K_1023);
         let k16 = pair(K_191, K_127);
         let mut blocks = data.chunks_exact(128);
@@ -214,7 +217,7 @@ mod clmul {
     /// on CPUs with VPCLMULQDQ and AVX-512 it goes about four times as fast. `data` holds
     /// at least [`MIN_LEN_WIDE`] bytes.
     #[target_feature(enable = "avx512f,vpclmulqdq")]
-    pub(super) fn fold_wide(crc: u64, data: &[u8]) -> (u64, &[u8]) {
+    pub(crate) fn fold_wide(crc: u64, data: &[u8]) -> (u64, &[u8]) {
         let k256 = pair4(K_2111, K_2047);
         let k64 = pair4(K_575, K_511);
         let mut blocks = data.chunks_exact(256);

@@ -1,0 +1,14 @@
+//! The operating system and CPU below the crate: the pieces whose Rust needs `unsafe`
+//! but which are not SQLite's FFI, each behind a small safe API the rest of the crate
+//! calls. House rule: every `unsafe` lives under `src/vfs/` (lib.rs denies `unsafe_code`
+//! everywhere else); each block here says why it holds.
+//!
+//! - [`pages`]: anonymous mappings cut into slots, for capture's page buffers.
+//! - [`file_map`]: read-only mappings of finished files, for PUT bodies.
+//! - [`ofd_lock`]: open-file-description locks, for the leader lock.
+//! - [`clmul`]: calling the CRC-64 kernels compiled for CPU features, once detected.
+
+pub mod clmul;
+pub mod file_map;
+pub mod ofd_lock;
+pub mod pages;
