@@ -171,7 +171,7 @@ impl Config {
                     return Err(format!(
                         "unknown URI parameter '{key}' (ours: {}; store options: endpoint, region, \
                          force-path-style, skip-verify, access-key-id, secret-access-key, account-name, \
-                         account-key, sas-token, requests_per_second, nats_creds, nats_token, nats_user, nats_password, nats_tls_*, nats_chunk_size)",
+                         account-key, sas-token, requests_per_second, multipart_threshold, multipart_part_size, nats_creds, nats_token, nats_user, nats_password, nats_tls_*, nats_chunk_size)",
                         OUR_PARAMS.join(", ")
                     ))
                 }

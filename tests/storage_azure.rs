@@ -289,3 +289,45 @@ pub fn litestream_config(dir: &Path, db: &Path, az: &Azurite, container: &str, p
     .unwrap();
     config
 }
+
+/// With a 5 MiB threshold, a 12 MiB file goes up as three committed blocks (Azurite's
+/// block list says so) with its timestamp metadata, reads back equal, and a second
+/// conditional create of the name with other bytes is refused while the same bytes
+/// (our own earlier attempt) succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_go_up_as_blocks() {
+    let az = Azurite::start();
+    az.create_container("blocks");
+    let env: HashMap<&str, String> = HashMap::from([
+        ("LITESTREAM_AZURE_ACCOUNT_KEY", ACCOUNT_KEY.to_string()),
+        ("LITESTREAM_MULTIPART_THRESHOLD", "5MiB".to_string()),
+        ("LITESTREAM_MULTIPART_PART_SIZE", "5MiB".to_string()),
+    ]);
+    let store = open_store_with_env(&az.url("blocks", "app"), &StoreOptions::default(), &|k| {
+        env.get(k).cloned()
+    })
+    .unwrap();
+    let ts = 1_700_000_000_250;
+    let ours = ltx_blob(ts, b'x', 12 << 20);
+    store.put_new(0, 1, 9, ours.clone(), ts).await.unwrap();
+    assert_eq!(store.get(0, 1, 9).await.unwrap(), ours);
+    assert_eq!(store.timestamp(0, 1, 9).await.unwrap(), ts, "metadata kept");
+
+    let blob = format!("/{ACCOUNT}/blocks/app/ltx/0/0000000000000001-0000000000000009.ltx");
+    let list = az.raw(
+        "GET",
+        &format!("{blob}?comp=blocklist&blocklisttype=committed"),
+        &[],
+        b"",
+    );
+    assert_eq!(list.status, 200, "{}", list.text());
+    assert_eq!(list.text().matches("<Block>").count(), 3, "{}", list.text());
+
+    store.put_new(0, 1, 9, ours.clone(), ts).await.unwrap();
+    let err = store
+        .put_new(0, 1, 9, ltx_blob(ts, b'y', 12 << 20), ts)
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "{err:?}");
+    assert_eq!(store.get(0, 1, 9).await.unwrap(), ours);
+}

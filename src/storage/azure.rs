@@ -13,6 +13,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use super::error::{Error, Redactor, Result};
 use super::http::{client_options, retry_config};
 use super::layout::LevelStyle;
+use super::multipart::Multipart;
 use super::object::ObjectReplica;
 use super::options::{parse_bool, StoreOptions};
 use super::target::{first_env, EnvFn, Target};
@@ -119,5 +120,11 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
         )));
     }
 
-    ObjectReplica::from_builder(b.build(), t, LevelStyle::LtxDecimal, AZURE_TIMESTAMP_METADATA, redactor)
+    // Put Blob takes at most 5,000 MiB; larger files go up as blocks.
+    let multipart = Multipart::from_options(opts.multipart_threshold, opts.multipart_part_size, env)
+        .map_err(|e| Error::config(format!("{}: {e}", t.name)))?;
+    Ok(
+        ObjectReplica::from_builder(b.build(), t, LevelStyle::LtxDecimal, AZURE_TIMESTAMP_METADATA, redactor)?
+            .with_multipart(multipart),
+    )
 }

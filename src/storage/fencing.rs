@@ -210,9 +210,12 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("s3://bucket/db?endpoint=http://127.0.0.1:{port}&region=us-east-1");
-        // Credentials of any name; the request budget is left to its default.
-        let env =
-            |k: &str| (k.starts_with("LITESTREAM_") && k != "LITESTREAM_REQUESTS_PER_SECOND").then(|| "x".to_string());
+        // Credentials of any name; the request budget and the multipart sizes are left
+        // to their defaults.
+        let env = |k: &str| {
+            (k.starts_with("LITESTREAM_") && k != "LITESTREAM_REQUESTS_PER_SECOND" && !k.contains("MULTIPART"))
+                .then(|| "x".to_string())
+        };
         open_store_with_env(&url, &StoreOptions::default(), &env).unwrap()
     }
 

@@ -261,6 +261,10 @@ impl ReplicaStore for Metered {
         self.time(Op::Put, sent, f, none).await
     }
 
+    fn put_requests(&self, bytes: u64, create: bool) -> u32 {
+        self.inner.put_requests(bytes, create)
+    }
+
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {
         self.time(Op::Delete, 0, self.inner.delete(level, min_txid, max_txid), none)
             .await

@@ -9,6 +9,7 @@
 //! `<path>/<level %04x>/<name>`; names are `%016x-%016x.ltx`.
 
 mod azure;
+mod compare;
 mod error;
 mod fencing;
 mod gcs;
@@ -16,9 +17,12 @@ mod http;
 mod layout;
 mod local;
 mod metered;
+mod multipart;
 mod name;
 mod nats;
 mod object;
+#[cfg(test)]
+mod object_parts_tests;
 mod open;
 mod options;
 mod pacing;
@@ -29,11 +33,13 @@ mod target;
 mod timestamp;
 
 pub use azure::AZURE_TIMESTAMP_METADATA;
+pub use compare::{compare, stored_equals, Found};
 pub use error::{redact_url, Error, Result};
 pub use fencing::{check_fencing, probe_conditional_creates, ConditionalCreates, Fencing};
 pub use gcs::GCS_TIMESTAMP_METADATA;
 pub use layout::{Layout, LevelStyle};
 pub use metered::{operation_stats, OperationStats, DURATION_BUCKETS};
+pub use multipart::{Multipart, DEFAULT_PART_SIZE, DEFAULT_THRESHOLD};
 pub use name::{format_name, parse_name};
 pub use nats::{NatsReplica, NATS_TIMESTAMP_HEADER};
 pub use object::ObjectReplica;

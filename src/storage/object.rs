@@ -6,10 +6,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectMeta, ObjectStore, PutMode, PutOptions};
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetOptions, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions,
+    PutOptions,
+};
 
+use super::compare::{compare, Found};
 use super::error::{from_object_store, Error, Redactor, Result};
 use super::layout::Layout;
+use super::multipart::{Multipart, Upload};
 use super::name::parse_name;
 use super::store::{LtxObject, ReplicaStore};
 use super::timestamp::{format_rfc3339_nano, parse_rfc3339_ms};
@@ -36,6 +41,8 @@ pub struct ObjectReplica {
     /// Local directory stores only: the permissions of the database replicated here,
     /// given to every file and directory a put creates (see [`ObjectReplica::prepare_dirs`]).
     file_modes: Option<FileModes>,
+    /// S3 and Azure: large files go up in parts (`multipart.rs`); `None`: one PUT always.
+    multipart: Option<Multipart>,
 }
 
 impl std::fmt::Debug for ObjectReplica {
@@ -88,7 +95,15 @@ impl ObjectReplica {
             redactor,
             fsync_root: None,
             file_modes: None,
+            multipart: None,
         }
+    }
+
+    /// Files above `multipart`'s threshold go up in parts (stores whose single PUT is
+    /// limited: S3, Azure).
+    pub(crate) fn with_multipart(mut self, multipart: Multipart) -> Self {
+        self.multipart = Some(multipart);
+        self
     }
 
     /// Objects are files under `root` (object_store's local store rooted there): every
@@ -374,27 +389,38 @@ impl ReplicaStore for ObjectReplica {
 
     async fn put_new(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
         let key = self.layout.key(level, min_txid, max_txid);
-        let opts = self.put_options(PutMode::Create, timestamp_ms);
         self.prepare_dirs(&key).await?;
-        let err = match self.store.put_opts(&key, data.clone().into(), opts).await {
-            Ok(_) => return self.make_durable(&key, timestamp_ms).await,
-            Err(e) => self.err(e, "PUT", &key),
+        let put = match self.in_parts(data.len()) {
+            Some(multipart) => {
+                let file = (level, min_txid, max_txid);
+                self.create_in_parts(&key, file, &data, timestamp_ms, multipart).await
+            }
+            None => {
+                let opts = self.put_options(PutMode::Create, timestamp_ms);
+                let put = self.store.put_opts(&key, data.clone().into(), opts).await;
+                put.map(drop).map_err(|e| self.err(e, "PUT", &key))
+            }
+        };
+        let err = match put {
+            Ok(()) => return self.make_durable(&key, timestamp_ms).await,
+            Err(e) => e,
         };
         if err.is_already_exists() {
             // A lost response to our own earlier attempt (an HTTP-level retry inside
             // object_store, or a caller's retry) leaves our bytes there: that is success.
             // Anything else there belongs to another writer.
-            if let Ok(existing) = self.get(level, min_txid, max_txid).await {
-                if existing == data {
+            match compare(self, level, min_txid, max_txid, &data).await {
+                Ok(Found::Same) => {
                     tracing::debug!(store = %self.name, key = %key, "conditional put found its own earlier write");
                     return self.make_durable(&key, timestamp_ms).await;
                 }
                 // A local file is linked into place before it is fsynced: a power cut in
                 // between can leave a torn file under the final name, never acknowledged.
-                if self.fsync_root.is_some() && looks_torn(&existing) {
-                    tracing::warn!(store = %self.name, key = %key, bytes = existing.len(), "replacing a torn file (left by a power loss before its fsync)");
+                Ok(Found::Torn) if self.fsync_root.is_some() => {
+                    tracing::warn!(store = %self.name, key = %key, "replacing a torn file (left by a power loss before its fsync)");
                     return self.put(level, min_txid, max_txid, data, timestamp_ms).await;
                 }
+                _ => {}
             }
         }
         Err(err)
@@ -402,13 +428,22 @@ impl ReplicaStore for ObjectReplica {
 
     async fn put(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
         let key = self.layout.key(level, min_txid, max_txid);
-        let opts = self.put_options(PutMode::Overwrite, timestamp_ms);
         self.prepare_dirs(&key).await?;
+        if let Some(multipart) = self.in_parts(data.len()) {
+            let upload = self.send_in_parts(&key, &data, timestamp_ms, multipart).await?;
+            self.complete(upload, &key, (level, min_txid, max_txid), &data).await?;
+            return self.make_durable(&key, timestamp_ms).await;
+        }
+        let opts = self.put_options(PutMode::Overwrite, timestamp_ms);
         self.store
             .put_opts(&key, data.into(), opts)
             .await
             .map_err(|e| self.err(e, "PUT", &key))?;
         self.make_durable(&key, timestamp_ms).await
+    }
+
+    fn put_requests(&self, bytes: u64, create: bool) -> u32 {
+        self.multipart.map_or(1, |m| m.requests(bytes, create))
     }
 
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {
@@ -443,15 +478,119 @@ impl ObjectReplica {
             Err(e) => Err(self.err(e, "DELETE", key)),
         }
     }
-}
 
-/// What a file linked into place but never written back looks like after a power cut:
-/// empty, or blocks of zeros where its start or its end should be. No whole LTX file
-/// does: it starts with its magic and ends with two checksums that have bit 63 set.
-/// Anything else at the name is another writer's and is never replaced.
-fn looks_torn(bytes: &[u8]) -> bool {
-    const TRAILER: usize = 16;
-    bytes.is_empty()
-        || bytes[..bytes.len().min(4)].iter().all(|&b| b == 0)
-        || bytes[bytes.len().saturating_sub(TRAILER)..].iter().all(|&b| b == 0)
+    /// How a file of `len` bytes goes up in parts, if it does.
+    fn in_parts(&self, len: usize) -> Option<Multipart> {
+        self.multipart.filter(|m| m.applies(len as u64))
+    }
+
+    /// Starts an upload in parts of `data` to `key`, with the attributes a PUT would set
+    /// (the timestamp metadata Litestream reads, the storage class), and sends its parts;
+    /// a failure aborts it. What is left is to complete it.
+    async fn send_in_parts(&self, key: &Path, data: &Bytes, timestamp_ms: i64, multipart: Multipart) -> Result<Upload> {
+        let opts = PutMultipartOptions {
+            attributes: self.put_options(PutMode::Overwrite, timestamp_ms).attributes,
+            ..Default::default()
+        };
+        let (len, part_size) = (data.len() as u64, multipart.part_size_for(data.len() as u64));
+        tracing::debug!(store = %self.name, key = %key, bytes = len, parts = multipart.parts(len), part_size, "uploading in parts");
+        let mut upload = Upload::start(&*self.store, key, opts, &self.name)
+            .await
+            .map_err(|e| self.err(e, "PUT", key))?;
+        if let Err(e) = upload.send(data, part_size).await {
+            upload.abort().await;
+            return Err(self.err(e, "PUT", key));
+        }
+        Ok(upload)
+    }
+
+    /// A conditional create in parts. object_store 0.12 cannot make the completion
+    /// conditional (S3 takes `If-None-Match: *` on it, Azure on Put Block List; neither
+    /// is exposed), so HEADs stand in for it: one before the upload starts (a file there
+    /// already, most often our own earlier attempt, is not uploaded again), one after the
+    /// last part just before the completion, and one after it, which finds a file another
+    /// writer completed over ours (its ETag is not the one our completion got). Each
+    /// finding is `AlreadyExists`, and `put_new` compares what is there with ours.
+    ///
+    /// What is left unguarded is about one request long: two writers whose HEADs before
+    /// completing both find nothing, the first of which completes and checks again before
+    /// the second completes; the second's file replaces the first's and neither learns of
+    /// it here. Only files above the threshold take this path (snapshots, huge
+    /// transactions): the fencing probe still refuses a store that ignores conditional
+    /// creates, and every smaller file, most of a primary's, is still created
+    /// conditionally, so two primaries still meet at their next small file
+    /// (docs/reliability.md).
+    async fn create_in_parts(
+        &self,
+        key: &Path,
+        file: (u8, u64, u64),
+        data: &Bytes,
+        timestamp_ms: i64,
+        multipart: Multipart,
+    ) -> Result<()> {
+        if self.exists(key).await? {
+            return Err(self.taken(key));
+        }
+        let upload = self.send_in_parts(key, data, timestamp_ms, multipart).await?;
+        match self.exists(key).await {
+            Ok(false) => {}
+            found => {
+                upload.abort().await;
+                return Err(found.err().unwrap_or_else(|| self.taken(key)));
+            }
+        }
+        let done = self.complete(upload, key, file, data).await?;
+        // A store whose completion answers without an ETag, or with one spelled unlike
+        // its HEAD's, only costs the comparison `put_new` then makes.
+        let Some(ours) = done else {
+            return Ok(());
+        };
+        let now = self.store.head(key).await.map_err(|e| self.err(e, "HEAD", key))?;
+        let unquoted = |t: &str| t.trim_matches('"').to_string();
+        if now.e_tag.as_deref().map(unquoted) != Some(unquoted(&ours)) {
+            tracing::warn!(store = %self.name, key = %key, "another writer completed a file over the one just uploaded in parts");
+            return Err(self.taken(key));
+        }
+        Ok(())
+    }
+
+    /// Completes an upload in parts of `data` as `file`. A completion whose answer was
+    /// lost is sent again by object_store, and S3 may answer the second with 404 (the
+    /// upload is gone: it completed); a failed completion that left our bytes there is
+    /// success (`None`: no ETag to check it by).
+    async fn complete(
+        &self,
+        upload: Upload,
+        key: &Path,
+        (level, min_txid, max_txid): (u8, u64, u64),
+        data: &Bytes,
+    ) -> Result<Option<String>> {
+        let e = match upload.complete().await {
+            Ok(done) => return Ok(done.e_tag),
+            Err(e) => self.err(e, "PUT", key),
+        };
+        match compare(self, level, min_txid, max_txid, data).await {
+            Ok(Found::Same) => {
+                tracing::debug!(store = %self.name, key = %key, "a failed completion had completed the upload ({e})");
+                Ok(None)
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// Whether an object is at `key` (one HEAD).
+    async fn exists(&self, key: &Path) -> Result<bool> {
+        match self.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(e, "HEAD", key)),
+        }
+    }
+
+    fn taken(&self, key: &Path) -> Error {
+        Error::AlreadyExists {
+            store: self.name.clone(),
+            key: key.to_string(),
+        }
+    }
 }

@@ -40,6 +40,14 @@ pub struct StoreOptions {
     /// Budget of requests per second to the store's endpoint, shared by the process
     /// (`requests_per_second`; 0: none; `pacing.rs`).
     pub requests_per_second: Option<u32>,
+    /// S3 and Azure: files larger than this many bytes go up in parts
+    /// (`multipart_threshold`; else `LITESTREAM_MULTIPART_THRESHOLD`, else 100 MiB;
+    /// `multipart.rs`).
+    pub multipart_threshold: Option<u64>,
+    /// S3 and Azure: the size of those parts (`multipart_part_size`; else
+    /// `LITESTREAM_MULTIPART_PART_SIZE`, else 16 MiB), grown for files that would need
+    /// more than 10,000.
+    pub multipart_part_size: Option<u64>,
 }
 
 /// Settings of a `nats://` replica that do not fit in its URL. Each falls back to the URL's
@@ -145,6 +153,8 @@ impl std::fmt::Debug for StoreOptions {
             .field("nats", &self.nats)
             .field("file_modes", &self.file_modes)
             .field("requests_per_second", &self.requests_per_second)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("multipart_part_size", &self.multipart_part_size)
             .finish()
     }
 }
@@ -161,6 +171,8 @@ impl StoreOptions {
                 self.requests_per_second =
                     Some(super::pacing::parse_rate(value).map_err(|e| Error::config(format!("{key}: {e}")))?)
             }
+            "multipart_threshold" | "multipart-threshold" => self.multipart_threshold = Some(parse_size(key, value)?),
+            "multipart_part_size" | "multipart-part-size" => self.multipart_part_size = Some(parse_size(key, value)?),
             "region" => self.region = text(value),
             "force-path-style" | "forcePathStyle" => self.force_path_style = Some(parse_bool(key, value)?),
             "skip-verify" | "skipVerify" => self.skip_verify = Some(parse_bool(key, value)?),
@@ -192,6 +204,11 @@ fn parse_chunk_size(key: &str, value: &str) -> Result<usize> {
     }
 }
 
+/// A size parameter: bytes, or with a unit (`8MiB`, `1g`).
+fn parse_size(key: &str, value: &str) -> Result<u64> {
+    crate::config::parse_size(value).map_err(|e| Error::config(format!("parameter {key}: {e}")))
+}
+
 /// A boolean parameter, with the spellings Go's `litestream.BoolQueryValue` accepts.
 /// Unlike Litestream (which reads anything else as false), other values are an error.
 pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
@@ -217,6 +234,13 @@ mod tests {
         assert_eq!(o.force_path_style, Some(true));
         assert_eq!(o.skip_verify, Some(true));
         assert!(o.set("force-path-style", "maybe").is_err());
+        assert!(o.set("multipart_threshold", "8MiB").unwrap());
+        assert!(o.set("multipart-part-size", "6m").unwrap());
+        assert_eq!(
+            (o.multipart_threshold, o.multipart_part_size),
+            (Some(8 << 20), Some(6 << 20))
+        );
+        assert!(o.set("multipart_threshold", "big").is_err());
     }
 
     #[test]

@@ -74,34 +74,42 @@ impl Budget {
         (rate / 10).max(1)
     }
 
-    /// Reserves the next slot: when this request may go out.
-    fn reserve(&self, now: Instant) -> Instant {
+    /// Reserves the next `n` slots: when the first of these requests may go out.
+    fn reserve(&self, now: Instant, n: u32) -> Instant {
         let mut cell = self.lock();
         let second = epoch_second(now);
         let i = (second % cell.window.len() as u64) as usize;
         if cell.window[i].0 != second {
             cell.window[i] = (second, 0);
         }
-        cell.window[i].1 += 1;
+        cell.window[i].1 += u64::from(n);
         if cell.rate == 0 {
             return now;
         }
         let interval = Duration::from_secs(1) / cell.rate;
         let tolerance = interval * (Self::burst(cell.rate) - 1);
         let free_at = cell.free_at.max(now);
-        cell.free_at = free_at + interval;
+        cell.free_at = free_at + interval * n;
         free_at.checked_sub(tolerance).map_or(now, |t| t.max(now))
     }
 
     /// Waits for a slot, then runs `request` counted as in flight.
     async fn pace<T>(&self, request: impl std::future::Future<Output = T>) -> T {
-        let at = self.reserve(Instant::now());
+        self.pace_n(1, request).await
+    }
+
+    /// Like [`Budget::pace`] for a call that makes `n` requests (an upload in parts):
+    /// it waits for the first slot only and takes all `n`, so the requests after it
+    /// wait for the rest. Its parts go out as fast as they upload; at 5 MiB or more
+    /// each, they cannot storm anything.
+    async fn pace_n<T>(&self, n: u32, request: impl std::future::Future<Output = T>) -> T {
+        let at = self.reserve(Instant::now(), n.max(1));
         if at > Instant::now() {
             self.waiting.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep_until(at.into()).await;
             self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(u64::from(n.max(1)), Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let out = request.await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -248,15 +256,21 @@ impl ReplicaStore for Paced {
     }
 
     async fn put_new(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
+        let n = self.inner.put_requests(data.len() as u64, true);
         self.budget
-            .pace(self.inner.put_new(level, min_txid, max_txid, data, timestamp_ms))
+            .pace_n(n, self.inner.put_new(level, min_txid, max_txid, data, timestamp_ms))
             .await
     }
 
     async fn put(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
+        let n = self.inner.put_requests(data.len() as u64, false);
         self.budget
-            .pace(self.inner.put(level, min_txid, max_txid, data, timestamp_ms))
+            .pace_n(n, self.inner.put(level, min_txid, max_txid, data, timestamp_ms))
             .await
+    }
+
+    fn put_requests(&self, bytes: u64, create: bool) -> u32 {
+        self.inner.put_requests(bytes, create)
     }
 
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {
@@ -309,6 +323,10 @@ mod tests {
         }
         async fn put(&self, _: u8, _: u64, _: u64, _: Bytes, _: i64) -> Result<()> {
             Err(Error::config("unused"))
+        }
+        /// As an upload in 7 parts would.
+        fn put_requests(&self, _: u64, _: bool) -> u32 {
+            7
         }
         async fn delete(&self, _: u8, _: u64, _: u64) -> Result<()> {
             Err(Error::config("unused"))
@@ -372,12 +390,32 @@ mod tests {
         assert!(rate_for("s3", None, Some("fast")).is_err());
     }
 
+    /// A put that makes 7 requests (an upload in parts) takes 7 slots: at 10 a second,
+    /// the request after it waits 0.7 s less its burst of one.
+    #[test]
+    fn an_upload_in_parts_takes_a_slot_per_request() {
+        let counting = Arc::new(Counting::default());
+        let budget = budget("test://in-parts", 10);
+        let store = Paced::wrap(Arc::clone(&counting) as Arc<dyn ReplicaStore>, Arc::clone(&budget));
+        let started = Instant::now();
+        crate::runtime::block_on(async {
+            let _ = store.put(0, 1, 1, Bytes::new(), 0).await;
+            store.list(0).await.unwrap();
+        });
+        let waited = counting.arrivals.lock().unwrap()[0].duration_since(started);
+        assert!(
+            waited >= Duration::from_millis(600),
+            "the next request waited only {waited:?}"
+        );
+        assert_eq!(budget.json()["requests"], 8);
+    }
+
     #[test]
     fn an_unpaced_budget_never_waits() {
         let b = budget("test://unpaced", 0);
         let now = Instant::now();
         for _ in 0..1000 {
-            assert_eq!(b.reserve(now), now);
+            assert_eq!(b.reserve(now, 1), now);
         }
     }
 }

@@ -10,6 +10,7 @@ use object_store::Attribute;
 use super::error::{Error, Redactor, Result};
 use super::http::{client_options, retry_config};
 use super::layout::LevelStyle;
+use super::multipart::Multipart;
 use super::object::ObjectReplica;
 use super::options::{parse_bool, StoreOptions};
 use super::target::{first_env, EnvFn, Target};
@@ -140,9 +141,13 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
         b = b.with_ssec_encryption(key);
     }
     // concurrency, part-size and require-content-md5 tune Litestream's multipart uploader and
-    // DeleteObjects; we upload each file with one PUT, so they are accepted and have no effect.
+    // DeleteObjects; they are accepted and have no effect: our uploads in parts take
+    // multipart_threshold and multipart_part_size (multipart.rs).
+    let multipart = Multipart::from_options(opts.multipart_threshold, opts.multipart_part_size, env)
+        .map_err(|e| Error::config(format!("{}: {e}", t.name)))?;
 
-    let mut replica = ObjectReplica::from_builder(b.build(), t, LevelStyle::S3Hex, S3_TIMESTAMP_METADATA, redactor)?;
+    let mut replica = ObjectReplica::from_builder(b.build(), t, LevelStyle::S3Hex, S3_TIMESTAMP_METADATA, redactor)?
+        .with_multipart(multipart);
     if let Some(class) = q(&["storageClass", "storage-class"]) {
         replica = replica.with_attribute(Attribute::StorageClass, class);
     }

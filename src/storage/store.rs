@@ -72,6 +72,14 @@ pub trait ReplicaStore: Send + Sync + Debug {
     /// deterministic for a given input range).
     async fn put(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()>;
 
+    /// How many requests a [`put`](Self::put) (or, `create`, a [`put_new`](Self::put_new))
+    /// of `bytes` makes: one, unless the store uploads large files in parts
+    /// (`multipart.rs`). The request budget (`pacing.rs`) charges that many.
+    fn put_requests(&self, bytes: u64, create: bool) -> u32 {
+        let _ = (bytes, create);
+        1
+    }
+
     /// Deletes the file. Deleting a file that does not exist succeeds.
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()>;
 

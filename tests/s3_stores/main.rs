@@ -16,6 +16,10 @@
 //!   primaries leave exactly one winner, a replica reads cold and follows.
 //! - `history.rs`: point-in-time restores over a compacted history, retention deleting
 //!   files (the server's own listing agrees).
+//! - `multipart.rs`: files above the multipart threshold go up in parts at every level
+//!   (the server's ETags say so), both restores equal the primary, no upload is left
+//!   incomplete; through the fault proxy (moto only), a failing upload is retried until
+//!   whole and its failed attempts leave no parts.
 //! - `unfenced.rs` (moto behind the fault proxy only): a store that ignores
 //!   `If-None-Match`, or lets racing creates all win, is found, and refused unless
 //!   `fencing=off`.
@@ -26,6 +30,7 @@ mod common;
 mod harness;
 
 mod history;
+mod multipart;
 mod primary;
 mod storage;
 mod unfenced;
@@ -156,6 +161,7 @@ on_each_store!(
     primary::racing_primaries_leave_one_winner,
     primary::a_replica_reads_cold_and_follows,
     history::point_in_time_restores_and_retention,
+    multipart::large_files_go_up_in_parts,
 );
 
 /// The signer of the tests' raw requests reproduces the GET Object example of AWS's

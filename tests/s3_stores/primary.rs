@@ -49,7 +49,7 @@ fn status(shell: &mut Shell) -> serde_json::Value {
 }
 
 /// Both restores, `litestream restore` 0.5.17's and ours, equal `db`.
-fn assert_restores_equal(ctx: &Ctx, url: &str, db: &std::path::Path) {
+pub fn assert_restores_equal(ctx: &Ctx, url: &str, db: &std::path::Path) {
     let primary = dump(db);
     for (who, out) in [
         ("litestream 0.5.17", ctx.path("restored-litestream.db")),

@@ -62,9 +62,17 @@ impl Primary {
                 // The store already accepts identical bytes as our own earlier write;
                 // this also reports a conflict it could not confirm (its read-back
                 // failed). Only bytes seen to differ mean another primary: a failed read
-                // here is retried, not fatal.
-                let existing = block_on(self.store.get(0, file.min_txid, file.max_txid)).map_err(|e| e.to_string())?;
-                if existing != body {
+                // here is retried, not fatal. A large file is compared by its size and
+                // ends, not read whole (`storage::compare`).
+                let same = block_on(crate::storage::stored_equals(
+                    &*self.store,
+                    0,
+                    file.min_txid,
+                    file.max_txid,
+                    &body,
+                ))
+                .map_err(|e| e.to_string())?;
+                if !same {
                     let reason = format!(
                         "another primary wrote TXID {}-{} to {} first; this database stops replicating and \
                          refuses writes (two primaries on one replica)",
