@@ -109,6 +109,7 @@ bench: setup
 	@$(MAKE) --no-print-directory bench-cold
 	@$(MAKE) --no-print-directory bench-handover
 	@$(MAKE) --no-print-directory bench-pitr
+	@$(MAKE) --no-print-directory bench-open-close
 	/usr/bin/python3 bench/chart.py
 
 # Encryption at rest (LTX v4, docs/encryption.md): sealing per core and the codec with and
@@ -163,6 +164,13 @@ bench-restore: setup build
 .PHONY: bench-cold
 bench-cold: setup build
 	$(CARGO) bench --bench cold_replica -- $(COLD_BENCH_ARGS)
+
+# A connection per request (PHP-FPM, CGI, cron): open -> one commit -> close, plain SQLite
+# vs our VFS on file://, ms per phase, syscalls per cycle (strace -c) and uptime
+# (bench/bench_open_close.py, bench/README.md). Under a minute.
+.PHONY: bench-open-close
+bench-open-close: setup build
+	/usr/bin/python3 bench/bench_open_close.py $(OPEN_CLOSE_BENCH_ARGS)
 
 # Hand-over: three writer processes, the replicating one SIGKILLed 100 times and closed
 # cleanly 20 times; time from its death to its successor's role and first upload, p50/p99

@@ -74,6 +74,12 @@ impl FileModes {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
+        self.create_new(path)
+    }
+
+    /// Creates an empty file at `path` for writing; fails with `AlreadyExists` when one
+    /// is there (which is then left alone).
+    pub fn create_new(&self, path: &Path) -> io::Result<File> {
         self.open_settled(OpenOptions::new().write(true).create_new(true), path)
     }
 
@@ -127,10 +133,13 @@ impl FileModes {
     /// permissions: for directories that are ours by name (`ltx/`, `levels/0`, ...), which
     /// an older version may have created more open.
     pub fn own_dir(&self, dir: &Path) -> io::Result<()> {
-        if dir.is_dir() {
-            return self.settle_path(dir, self.dir_bits());
+        // One stat serves both the check and the settling: every open owns the staging
+        // directory's subdirectories (seven with the default ladder), and a connection per
+        // request pays it each time.
+        match fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => self.settle_with(dir, &meta, self.dir_bits()),
+            _ => self.create_dir_all(dir),
         }
-        self.create_dir_all(dir)
     }
 
     /// Gives an open file our permission bits and owner.
@@ -151,15 +160,22 @@ impl FileModes {
 
     /// Gives the file or directory at `path` these permission bits and our owner.
     fn settle_path(&self, path: &Path, bits: u32) -> io::Result<()> {
+        if *self == FileModes::NewDatabase {
+            return Ok(()); // nothing to settle: no need to look at it
+        }
+        self.settle_with(path, &fs::metadata(path)?, bits)
+    }
+
+    /// [`FileModes::settle_path`] with the metadata of `path` already read.
+    fn settle_with(&self, path: &Path, meta: &fs::Metadata, bits: u32) -> io::Result<()> {
         let FileModes::Exact { owner, .. } = *self else {
             return Ok(());
         };
-        let meta = fs::metadata(path)?;
         if meta.mode() & 0o777 != bits {
             tolerate_refusal(fs::set_permissions(path, fs::Permissions::from_mode(bits)))?;
         }
         if let Some((uid, gid)) = owner {
-            give_to(&meta, uid, gid, |u, g| std::os::unix::fs::chown(path, u, g));
+            give_to(meta, uid, gid, |u, g| std::os::unix::fs::chown(path, u, g));
         }
         Ok(())
     }

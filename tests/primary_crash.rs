@@ -74,3 +74,54 @@ fn sigkill_at_random_points_loses_no_acknowledged_transaction() {
         ranges.len()
     );
 }
+
+/// What a crash leaves in the staging directory (half-written staged files, merge
+/// outputs of the level cache) is swept by the next open, whatever that open saves on
+/// the way (it opens the level cache once, the compactor sharing it).
+#[test]
+fn an_open_after_a_crash_sweeps_its_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    python_workload(&db, &url, 1, 3, &[]);
+    let staging = dir.path().join("app.db-litestream");
+    // Names a dead process (pid 4194305 is above Linux's pid_max) would have left.
+    let leftovers = [
+        staging.join("ltx/0000000000000009-0000000000000009.tmp"),
+        staging.join("levels/merge-4194305-0.tmp"),
+        staging.join("levels/0/0000000000000009-0000000000000009.tmp"),
+        staging.join("levels/1/0000000000000009-0000000000000009.tmp"),
+    ];
+    for path in &leftovers {
+        std::fs::write(path, b"half").unwrap();
+    }
+    python_workload(&db, &url, 2, 1, &[]);
+    for path in &leftovers {
+        assert!(!path.exists(), "{} is swept at open", path.display());
+    }
+    assert_eq!(integrity(&db), "ok");
+}
+
+/// A connection per request: each clean close leaves a state a reopen resumes from, so
+/// no open after the first takes a snapshot, and the replica has every TXID once.
+#[test]
+fn open_commit_close_cycles_resume_without_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let mut last = 0;
+    for seed in 1..=4 {
+        last = python_workload(&db, &url, seed, 2, &[]);
+        let state = std::fs::read_to_string(dir.path().join("app.db-litestream/state.json")).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        assert!(!state["closed_clean"].is_null(), "a clean close is saved: {state}");
+        assert_eq!(state["txid"], last, "the close saved its last TXID: {state}");
+    }
+    let ranges = level0_ranges(&replica);
+    assert_contiguous(&ranges);
+    assert_eq!(ranges.last().unwrap().1, last);
+    let snapshots = ranges.iter().filter(|(min, _)| *min == 1).count();
+    assert_eq!(snapshots, 1, "only the first open snapshots: {ranges:?}");
+    assert_eq!(integrity(&db), "ok");
+}

@@ -5,6 +5,7 @@
 
 use crate::file_modes::FileModes;
 use crate::ltx::{format_name, parse_name};
+use crate::vfs::sys::file_map::map_unchanging;
 use bytes::Bytes;
 use std::fs;
 use std::io::{self, Read};
@@ -28,15 +29,9 @@ pub fn file_bytes(path: &Path) -> io::Result<Bytes> {
         file.read_to_end(&mut buf)?;
         return Ok(Bytes::from(buf));
     }
-    // SAFETY: a mapped file that is truncated (SIGBUS) or written (bytes changing under a
-    // `&[u8]`) while mapped is undefined behaviour. The files mapped here are immutable
-    // once named: staged files and merge outputs are written under a temp name and
-    // renamed, a reseed's `TempOutput` is written and closed before it is mapped, and nothing
-    // opens them for writing again: `Staging::stage`,
-    // `LevelCache::write` and `FileModes::create_file` remove any old file and create a
-    // new inode, `adopt` renames, removal and `prune` unlink, all of which leave a
-    // mapping whole. Only the process that holds the database's leader lock writes them.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
+    // Mapping is sound only while no one writes or truncates the file: these are
+    // immutable once named (the reasons are at `map_unchanging`, with its `unsafe`).
+    let map = map_unchanging(&file)?;
     Ok(Bytes::from_owner(map))
 }
 
@@ -63,6 +58,21 @@ impl TempOutput {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether `path` is a temporary file a crash left: any `.tmp` but a [`TempOutput`]
+    /// of this process, which may be alive (a database closed and opened again while its
+    /// last turn still writes or uploads one). What `open`s of its directories sweep.
+    pub fn is_leftover(path: &Path) -> bool {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let Some(stem) = name.strip_suffix(".tmp") else {
+            return false;
+        };
+        let mut parts = stem.rsplitn(3, '-');
+        let (_n, pid, label) = (parts.next(), parts.next(), parts.next());
+        !(label.is_some() && pid == Some(std::process::id().to_string().as_str()))
     }
 
     /// Its bytes for the PUT ([`file_bytes`]).
@@ -92,7 +102,8 @@ impl Drop for TempOutput {
 
 /// Local copies of files this process wrote, kept until the next level has consumed
 /// them: `<staging>/levels/<level>/<name>`, for level 0 and every level below the top of
-/// the ladder.
+/// the ladder. A clone is another handle on the same directories (no sweep).
+#[derive(Clone)]
 pub struct LevelCache {
     dir: PathBuf,
     /// The database's permissions: cached files hold its pages.
@@ -112,17 +123,10 @@ impl LevelCache {
             modes.own_dir(&d)?;
             dirs.push(d);
         }
-        // A merge of this process's is alive (a database closed and opened again while
-        // its last turn ends): only files of processes that are gone are leftovers.
-        let ours = format!("merge-{}-", std::process::id());
         for d in dirs {
             for entry in fs::read_dir(&d)? {
                 let path = entry?.path();
-                let live = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&ours));
-                if path.extension().is_some_and(|e| e == "tmp") && !live {
+                if TempOutput::is_leftover(&path) {
                     fs::remove_file(&path)?;
                 }
             }

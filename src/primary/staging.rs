@@ -43,7 +43,7 @@ impl Staging {
         modes.own_dir(&ltx)?;
         for entry in fs::read_dir(&ltx)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
+            if TempOutput::is_leftover(&path) {
                 fs::remove_file(&path)?;
             }
         }
@@ -149,6 +149,21 @@ mod tests {
         assert_eq!(listed, vec![(1, 2, 2), (3, 4, 1)]);
         assert!(!dir.path().join("ltx/0000000000000005-0000000000000005.tmp").exists());
         assert_eq!(staging.total_bytes().unwrap(), 3);
+    }
+
+    #[test]
+    fn opening_again_keeps_this_process_s_live_outputs_and_sweeps_a_dead_one_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(dir.path(), FileModes::NewDatabase).unwrap();
+        // A reseed's output still being written or uploaded when the database is
+        // closed and opened again in the same process.
+        let (live, mut file) = staging.scratch("reseed").unwrap();
+        file.write_all(b"pages").unwrap();
+        let dead = dir.path().join("ltx/reseed-4194305-0.tmp");
+        fs::write(&dead, b"left by a crash").unwrap();
+        Staging::open(dir.path(), FileModes::NewDatabase).unwrap();
+        assert_eq!(fs::read(live.path()).unwrap(), b"pages");
+        assert!(!dead.exists(), "another process's output is a leftover");
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl Primary {
                     next = max + 1;
                 } else {
                     let mut file = WalFile::open(db_path).map_err(|e| e.to_string())?;
-                    let counted = counted_at_open(&wal_index, snapshotter.as_ref(), db_path, &saved);
+                    let counted = counted_at_open(&wal_index, snapshotter.as_ref(), db_path, &saved, &mut file);
                     let mut wal = CountedWal::cut(&mut file, counted);
                     let resumed =
                         resume_capture(&mut capture, &mut handoff_consumed, &saved, db_path, &mut wal, &records)
@@ -241,6 +241,7 @@ impl Primary {
             encryption_status,
             wal_index,
             took_over: AtomicBool::new(false),
+            persisted: Mutex::new(None),
         });
         // The state file names our node id from the first open on. Commits resumed from
         // the WAL are queued, not staged: the saved position stays where they start.
@@ -273,17 +274,15 @@ impl Primary {
         };
         let id = engine().add(Arc::new(worker), Instant::now());
         let _ = primary.worker_job.set(id);
-        if let Some(ladder) = primary.config.compaction.clone() {
+        // The compactor shares the cache opened above rather than opening it again: an
+        // open creates, settles and sweeps every level's directory (`LevelCache::open`), and
+        // once per open is what a crash's leftovers need.
+        if let (Some(ladder), Some(cache)) = (primary.config.compaction.clone(), primary.level_cache.clone()) {
             let clock = CompactionClock::new(&ladder, now_ms());
             let first = Instant::now() + Duration::from_millis((clock.next() - now_ms()).max(0) as u64);
             let compactor = Compactor {
                 store: Arc::clone(&primary.store),
-                cache: LevelCache::open(
-                    &primary.config.staging_dir,
-                    primary.config.file_modes,
-                    ladder.levels.len(),
-                )
-                .map_err(|e| format!("staging directory {}: {e}", primary.config.staging_dir.display()))?,
+                cache,
                 config: ladder,
                 encoding: primary.encoding(),
                 encryption: primary.config.encryption.clone(),
@@ -414,13 +413,27 @@ fn resume_capture(
 /// through one of our own (the application's connection is still in its open: nothing of
 /// ours competes with it), else only up to the saved position. Frames past the count can be
 /// a commit whose writer died before SQLite counted it (the next writer reuses the slot).
+///
+/// A WAL without a header (none, or empty: what a clean close leaves) has nothing to count,
+/// and our own connection is not opened for it: that connection is a third of what an open
+/// after a clean close costs (a connection per request opens so every time). A header
+/// written after this look is a generation neither count names, so `CountedWal::cut`
+/// reads none of it either way; the next engine turn reads it with SQLite's count.
 fn counted_at_open(
     wal_index: &WalIndexView,
     snapshotter: &dyn Snapshotter,
     db_path: &Path,
     saved: &SavedState,
+    live: &mut dyn WalSource,
 ) -> Option<ShmWal> {
-    if let Some(counted) = wal_index.counted().0.or_else(|| snapshotter.wal_index(db_path)) {
+    let counted = wal_index.counted().0.or_else(|| {
+        // A failed read is not proof of an empty WAL: ask SQLite as before.
+        let has_header = live
+            .read_exact_at(0, &mut [0u8; crate::wal::HEADER_SIZE])
+            .unwrap_or(true);
+        has_header.then(|| snapshotter.wal_index(db_path)).flatten()
+    });
+    if let Some(counted) = counted {
         return Some(counted);
     }
     saved.wal.as_ref().map(|p| {

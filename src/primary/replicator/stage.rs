@@ -75,15 +75,25 @@ impl Primary {
         match staged {
             Ok(_) => {
                 shared.staged_txid = batch.max_txid();
+                // The closing stage of a process that deleted the WAL itself, with nothing
+                // captured since the cut, saves what `Primary::close` would save next (the
+                // clean close): one durable save instead of two, the second being the
+                // same state (`persist`). Nothing in between can change it: the close
+                // saves it whether or not the upload that follows succeeds.
+                let closed_clean = shared
+                    .own_wal_deletion
+                    .clone()
+                    .filter(|_| shared.closing && shared.pending_commits() == 0)
+                    .filter(|_| shared.snapshot_needed.is_none() && shared.handoff_consumed == consumed_at_cut);
                 let state = SavedState {
                     node_id: self.node_id,
                     txid: batch.max_txid(),
-                    wal: if shared.snapshot_needed.is_some() {
+                    wal: if shared.snapshot_needed.is_some() || closed_clean.is_some() {
                         None
                     } else {
                         position_at_cut.map(Into::into)
                     },
-                    closed_clean: None,
+                    closed_clean,
                     handoff_seq: consumed_at_cut,
                 };
                 shared.recycle(batch);
