@@ -16,6 +16,7 @@ mod gcs;
 mod http;
 mod layout;
 mod local;
+mod local_durable;
 mod metered;
 mod multipart;
 mod name;

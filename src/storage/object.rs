@@ -170,11 +170,9 @@ impl ObjectReplica {
         })
     }
 
-    /// For local directory stores: fsyncs the file `key` names and the directories from
-    /// its own up to the replica's, so a TXID `litestream_sync()` reported stored survives
-    /// a power loss, not only a crash of this process (object_store's local store writes
-    /// a staging file and renames or links it into place, without any fsync). The level
-    /// directories may have been created by this very put, hence every level up.
+    /// For local directory stores: makes the put of `key` survive a power loss, not only
+    /// a crash of this process (`local_durable.rs`: the file, its directory, and the
+    /// directories above the first time).
     ///
     /// The file's modification time becomes `timestamp_ms`, the time its last TXID was
     /// committed: what S3's `litestream-timestamp` metadata says, and what Litestream's
@@ -189,23 +187,7 @@ impl ObjectReplica {
         let base = root.join(self.layout.base().as_ref());
         let modes = self.file_modes;
         self.local_io("FSYNC", key, move || {
-            let opened = std::fs::File::open(&file)?;
-            if let Some(modes) = modes {
-                modes.settle_file(&opened)?;
-            }
-            if timestamp_ms > 0 {
-                opened.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_millis(timestamp_ms as u64))?;
-            }
-            opened.sync_all()?;
-            let mut dir = file.parent();
-            while let Some(d) = dir {
-                std::fs::File::open(d)?.sync_all()?;
-                if d == base || !d.starts_with(&base) {
-                    break;
-                }
-                dir = d.parent();
-            }
-            Ok(())
+            super::local_durable::make_put_durable(&file, &base, modes, timestamp_ms)
         })
         .await
     }
