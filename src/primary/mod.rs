@@ -14,6 +14,7 @@ mod leader_lock;
 pub mod level_cache;
 pub mod page_pool;
 pub mod registry;
+mod replica_check;
 mod replicator;
 mod reseed;
 pub mod staging;

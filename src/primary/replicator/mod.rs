@@ -277,6 +277,9 @@ pub struct Primary {
     /// The state this process last saved (durably: `persist`). Only the process holding the
     /// replication lock writes the state file, so while it does the file says exactly this.
     persisted: Mutex<Option<SavedState>>,
+    /// Names this database's check of the replica at open (`replica_check.rs`), which
+    /// learns here the TXIDs this process saves.
+    replica_check: crate::primary::replica_check::CheckKey,
 }
 
 impl Primary {
@@ -426,6 +429,7 @@ impl Primary {
         *persisted = None; // a failed save leaves the file unknown
         self.state_file.save(state)?;
         self.records.remove_through(state.handoff_seq);
+        crate::primary::replica_check::saved(&self.replica_check, state.txid);
         *persisted = Some(state.clone());
         Ok(())
     }

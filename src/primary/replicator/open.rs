@@ -5,6 +5,7 @@
 use super::super::compaction_turn::CompactionClock;
 use super::*;
 use crate::engine::engine;
+use crate::primary::replica_check::{self, CheckKey};
 
 impl Primary {
     /// Opens replication for `db_path`: reconciles local state with the replica
@@ -32,7 +33,16 @@ impl Primary {
         let saved = state_file
             .load()
             .map_err(|e| format!("reading replication state: {e}"))?;
-        let listed = replica_newest(store.as_ref());
+        // A check this process made of the replica within a minute stands (`replica_check.rs`).
+        let check_key = CheckKey::new(db_path, &config);
+        let saved_at = saved.as_ref().map(|s| (s.node_id, s.txid));
+        let recent = saved_at.and_then(|(node, txid)| replica_check::recent(&check_key, node, txid, Instant::now()));
+        let checked_now = recent.is_none();
+        let listed = match recent {
+            Some(newest) => Ok(newest),
+            None => replica_newest(store.as_ref()),
+        };
+        let listed_ok = listed.is_ok();
         // A store that does not answer is not probed now: the next open checks it.
         let fencing = match &listed {
             Ok(_) => block_on(check_fencing(
@@ -161,7 +171,7 @@ impl Primary {
             .encryption
             .as_ref()
             .map(|e| Arc::new(crate::primary::encryption::EncryptionStatus::new(e.recipients().len())));
-        if let Some(newest) = &replica_newest {
+        if let Some(newest) = replica_newest.as_ref().filter(|_| checked_now) {
             use crate::primary::encryption::{check_replica, Continuation};
             if check_replica(store.as_ref(), newest, config.encryption.as_deref())?
                 == Continuation::SnapshotOverPlaintext
@@ -169,6 +179,16 @@ impl Primary {
                 snapshot_needed.get_or_insert_with(|| "encryption turned on over a plaintext replica".to_string());
                 encryption_status.iter().for_each(|s| s.mark_plaintext_history());
             }
+        }
+        // What the check found, when there is nothing to act on: a replica not ahead
+        // (that snapshots or fails) and encrypted as expected, or an empty one this
+        // database now starts. What a snapshot is owed for is checked again.
+        let passed = match saved_at {
+            Some(at) => snapshot_needed.is_none().then_some(at),
+            None => replica_max.is_none().then_some((state.node_id, 0)),
+        };
+        if let Some((node, txid)) = passed.filter(|_| checked_now && listed_ok) {
+            replica_check::passed(check_key.clone(), node, txid, replica_newest.clone(), Instant::now());
         }
         prepare_db(db_path)?;
         if snapshot_needed.is_some() {
@@ -213,7 +233,7 @@ impl Primary {
                 oldest_pending_ms: None,
                 last_lag_ms: None,
                 compaction: json!({}),
-                replica_page_size: None,
+                replica_page_size: replica_check::page_size_through(&check_key, uploaded_before_open),
                 reseed_stored: None,
                 own_wal_deletion: None,
                 fresh_header: None,
@@ -242,6 +262,7 @@ impl Primary {
             wal_index,
             took_over: AtomicBool::new(false),
             persisted: Mutex::new(None),
+            replica_check: check_key,
         });
         // The state file names our node id from the first open on. Commits resumed from
         // the WAL are queued, not staged: the saved position stays where they start.

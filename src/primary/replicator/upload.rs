@@ -101,6 +101,7 @@ impl Primary {
         shared.uploaded_txid = shared.uploaded_txid.max(file.max_txid);
         if let Some(header) = &header {
             shared.replica_page_size = Some(header.page_size);
+            crate::primary::replica_check::uploaded(&self.replica_check, file.max_txid, header.page_size);
         }
         follower::publish_uploaded(
             &self.config.staging_dir,

@@ -1,0 +1,174 @@
+//! What an open learns from the replica, remembered for the next open in this process.
+//!
+//! An open with saved state lists every level of the replica (ten LISTs) and reads the
+//! newest file's header, to find a replica ahead of the local state (another primary,
+//! a database put back from a disk backup) and one encrypted differently. A
+//! connection per request (PHP-FPM, CGI) opens for every request: on S3 that was eleven
+//! requests and a round trip before each request's first statement. A long-lived
+//! connection makes the same checks once, at its open, and never again; so here an open
+//! in a process that made them for this database less than [`RECHECK_AFTER`] ago, whose
+//! saved state has not gone back since, uses what they found instead: no request.
+//! Between two listings a foreign writer is still stopped by the conditional create of
+//! the next upload, as during an outage at open.
+//!
+//! "Not gone back": the saved state names the same node and a TXID no lower than any
+//! this process saw saved for the database. A state put back from a disk backup is
+//! older and is checked again; other processes of the machine committing to the
+//! database only move it forward.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::storage::LtxObject;
+
+/// How long a check of the replica at open stands for the next opens of this process.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(60);
+
+/// Past this many databases remembered, stale entries are dropped (a process with
+/// thousands of databases keeps one small entry for each one opened within a minute).
+const PRUNE_AT: usize = 4096;
+
+/// The database, its replica and the key it is checked with (an open with another key
+/// checks the replica's encryption again).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CheckKey(String);
+
+impl CheckKey {
+    pub fn new(db_path: &std::path::Path, config: &crate::config::Config) -> CheckKey {
+        let key = config
+            .encryption
+            .as_ref()
+            .map(|e| e.key().public_key().to_string())
+            .unwrap_or_default();
+        CheckKey(format!(
+            "{}\0{}\0{:?}\0{key}",
+            db_path.display(),
+            config.replica_url,
+            config.store_options.endpoint
+        ))
+    }
+}
+
+#[derive(Debug)]
+struct Checked {
+    at: Instant,
+    node_id: u64,
+    /// The highest TXID this process saw in the saved state since the check.
+    txid: u64,
+    newest: Option<LtxObject>,
+    /// The newest level-0 file this process uploaded since: its last TXID and page
+    /// size, which the first upload of the next open needs (`upload.rs`: a changed page
+    /// size is snapshotted first) and would otherwise list and read from the store.
+    uploaded: Option<(u64, u32)>,
+}
+
+fn checks() -> &'static Mutex<HashMap<CheckKey, Checked>> {
+    static CHECKS: OnceLock<Mutex<HashMap<CheckKey, Checked>>> = OnceLock::new();
+    CHECKS.get_or_init(Default::default)
+}
+
+/// The replica's newest file as a check within [`RECHECK_AFTER`] found it, if one
+/// stands for a saved state of `node_id` at `txid`; `None`: check the replica.
+pub fn recent(key: &CheckKey, node_id: u64, txid: u64, now: Instant) -> Option<Option<LtxObject>> {
+    let checks = checks().lock().unwrap_or_else(|p| p.into_inner());
+    let c = checks.get(key)?;
+    let fresh = now.saturating_duration_since(c.at) < RECHECK_AFTER;
+    (fresh && c.node_id == node_id && txid >= c.txid).then(|| c.newest.clone())
+}
+
+/// Records a check that found nothing to act on: the replica not ahead of the saved
+/// state of `node_id` at `txid`, its encryption what this key expects.
+pub fn passed(key: CheckKey, node_id: u64, txid: u64, newest: Option<LtxObject>, now: Instant) {
+    let mut checks = checks().lock().unwrap_or_else(|p| p.into_inner());
+    if checks.len() >= PRUNE_AT {
+        checks.retain(|_, c| now.saturating_duration_since(c.at) < RECHECK_AFTER);
+    }
+    checks.insert(
+        key,
+        Checked {
+            at: now,
+            node_id,
+            txid,
+            newest,
+            uploaded: None,
+        },
+    );
+}
+
+/// This process saved state at `txid`: a saved state below it is one put back.
+pub fn saved(key: &CheckKey, txid: u64) {
+    let mut checks = checks().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = checks.get_mut(key) {
+        c.txid = c.txid.max(txid);
+    }
+}
+
+/// This process stored the level-0 file ending at `txid`, of pages of `page_size`.
+pub fn uploaded(key: &CheckKey, txid: u64, page_size: u32) {
+    let mut checks = checks().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = checks.get_mut(key) {
+        if c.uploaded.is_none_or(|(t, _)| txid >= t) {
+            c.uploaded = Some((txid, page_size));
+        }
+    }
+}
+
+/// The page size of the replica's file ending at `txid`, if this process uploaded it
+/// last (another process's later upload makes this `None`: it may have changed it).
+pub fn page_size_through(key: &CheckKey, txid: u64) -> Option<u32> {
+    let checks = checks().lock().unwrap_or_else(|p| p.into_inner());
+    let (t, page_size) = checks.get(key)?.uploaded?;
+    (t == txid).then_some(page_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> CheckKey {
+        CheckKey(name.to_string())
+    }
+
+    #[test]
+    fn a_check_stands_for_a_minute_for_the_same_node_and_a_state_that_did_not_go_back() {
+        let t0 = Instant::now();
+        let newest = LtxObject {
+            level: 0,
+            min_txid: 5,
+            max_txid: 7,
+            size: 100,
+            last_modified: None,
+        };
+        passed(key("a"), 1, 7, Some(newest.clone()), t0);
+        assert_eq!(recent(&key("a"), 1, 7, t0), Some(Some(newest.clone())));
+        assert_eq!(
+            recent(&key("a"), 1, 9, t0 + Duration::from_secs(59)),
+            Some(Some(newest))
+        );
+        assert_eq!(recent(&key("a"), 1, 7, t0 + RECHECK_AFTER), None, "stale");
+        assert_eq!(recent(&key("a"), 2, 7, t0), None, "another node's state");
+        assert_eq!(recent(&key("a"), 1, 6, t0), None, "a state put back");
+        assert_eq!(recent(&key("b"), 1, 7, t0), None, "another database");
+        saved(&key("a"), 12);
+        assert_eq!(
+            recent(&key("a"), 1, 11, t0),
+            None,
+            "older than a state this process saved"
+        );
+        assert!(recent(&key("a"), 1, 12, t0).is_some());
+    }
+
+    #[test]
+    fn the_page_size_uploaded_last_is_known_only_for_that_txid() {
+        let t0 = Instant::now();
+        uploaded(&key("p"), 3, 4096);
+        assert_eq!(page_size_through(&key("p"), 3), None, "nothing recorded before a check");
+        passed(key("p"), 1, 3, None, t0);
+        uploaded(&key("p"), 4, 4096);
+        uploaded(&key("p"), 5, 1024);
+        assert_eq!(page_size_through(&key("p"), 5), Some(1024));
+        assert_eq!(page_size_through(&key("p"), 4), None, "an older file");
+        assert_eq!(page_size_through(&key("p"), 6), None, "uploaded by another process");
+    }
+}

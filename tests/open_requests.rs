@@ -1,0 +1,111 @@
+//! A connection per request (PHP-FPM, CGI): what each open asks of the store. The first
+//! open of a process checks the replica (a LIST per level, the newest file's header);
+//! the next opens of that process within a minute rely on it, unless the saved state
+//! went back (a database put back from a disk backup), which is checked again and
+//! snapshotted after the replica as before (`src/primary/replica_check.rs`).
+
+mod common;
+mod harness;
+
+use common::shell::Shell;
+use harness::{assert_contiguous, dump, extension, level0_ranges, litestream_restore};
+use std::path::Path;
+
+/// LISTs this process made of `file://` replicas, from `litestream_metrics()`.
+fn lists(sh: &mut Shell) -> u64 {
+    let metrics = sh.run("SELECT litestream_metrics();");
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("litestream_replica_operation_total{")
+                && l.contains("replica_type=\"file\"")
+                && l.contains("operation=\"LIST\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+fn open(db: &Path, url: &str) -> String {
+    format!(".open file:{}?vfs=litestream&replica={url}", db.display())
+}
+
+/// One request: open, one commit, wait for it to be stored, close.
+fn request(sh: &mut Shell, db: &Path, url: &str, value: u32) {
+    sh.run(&open(db, url));
+    sh.run(&format!(
+        "CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES ({value});"
+    ));
+    assert_eq!(
+        sh.run("SELECT litestream_sync(10000) > 0;").trim(),
+        "1",
+        "{}",
+        sh.stderr()
+    );
+    sh.run(".open :memory:");
+}
+
+#[test]
+fn opens_after_the_first_in_a_process_do_not_list_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let mut sh = Shell::start(&extension(), &dir.path().join("a.stderr"), &[], ".open :memory:");
+    request(&mut sh, &db, &url, 0);
+    let first = lists(&mut sh);
+    assert!(first >= 10, "the first open lists every level: {first} LISTs");
+    for value in 1..=5 {
+        request(&mut sh, &db, &url, value);
+    }
+    let after = lists(&mut sh);
+    assert_eq!(after, first, "five more opens made {} LISTs", after - first);
+
+    // Another process checks for itself.
+    let mut other = Shell::start(&extension(), &dir.path().join("b.stderr"), &[], ".open :memory:");
+    request(&mut other, &db, &url, 6);
+    assert!(lists(&mut other) >= 10, "a new process lists at its first open");
+    assert_contiguous(&level0_ranges(&replica));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}
+
+#[test]
+fn a_state_put_back_within_the_minute_is_checked_and_snapshotted_after_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let staging = dir.path().join("app.db-litestream");
+    let old = dir.path().join("old");
+    let mut sh = Shell::start(&extension(), &dir.path().join("a.stderr"), &[], ".open :memory:");
+    request(&mut sh, &db, &url, 1);
+    // A disk backup of the database and its state, taken between two requests...
+    std::fs::create_dir(&old).unwrap();
+    std::fs::copy(&db, old.join("app.db")).unwrap();
+    harness::copy_dir(&staging, &old.join("app.db-litestream"));
+    request(&mut sh, &db, &url, 2);
+    request(&mut sh, &db, &url, 3);
+    let ahead = level0_ranges(&replica).last().unwrap().1;
+    // ...put back while the process runs, and the next request.
+    std::fs::remove_file(&db).unwrap();
+    std::fs::remove_dir_all(&staging).unwrap();
+    std::fs::rename(old.join("app.db"), &db).unwrap();
+    std::fs::rename(old.join("app.db-litestream"), &staging).unwrap();
+    let before = lists(&mut sh);
+    request(&mut sh, &db, &url, 4);
+    assert!(
+        lists(&mut sh) >= before + 10,
+        "the older state is checked against the replica"
+    );
+    let ranges = level0_ranges(&replica);
+    assert!(
+        ranges.last().unwrap().1 > ahead,
+        "TXIDs continue after the replica's ({ahead}): {ranges:?}"
+    );
+    assert_contiguous(&ranges);
+    assert!(!sh.stderr().contains("refuses writes"), "{}", sh.stderr());
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db), "the replica follows the database put back");
+}
