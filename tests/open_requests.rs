@@ -109,3 +109,30 @@ fn a_state_put_back_within_the_minute_is_checked_and_snapshotted_after_the_repli
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db), "the replica follows the database put back");
 }
+
+/// A request that only reads saves no state: the open resumes the clean close the last
+/// request saved, and its close leaves the database as that close did (the state file
+/// is replaced by a rename at every save, so its inode tells).
+#[test]
+fn a_request_that_only_reads_saves_no_state() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let state = dir.path().join("app.db-litestream/state.json");
+    let mut sh = Shell::start(&extension(), &dir.path().join("a.stderr"), &[], ".open :memory:");
+    request(&mut sh, &db, &url, 1);
+    let saved = std::fs::metadata(&state).unwrap().ino();
+    for _ in 0..3 {
+        sh.run(&open(&db, &url));
+        assert_eq!(sh.run("SELECT count(*) FROM t;").trim(), "1", "{}", sh.stderr());
+        sh.run(".open :memory:");
+    }
+    assert_eq!(std::fs::metadata(&state).unwrap().ino(), saved, "a read-only request saved the state");
+    // The next write resumes from it as before.
+    request(&mut sh, &db, &url, 2);
+    assert_ne!(std::fs::metadata(&state).unwrap().ino(), saved);
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}

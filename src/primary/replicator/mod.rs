@@ -274,8 +274,9 @@ pub struct Primary {
     /// Opened by a takeover (not by the application's open): see
     /// `catch_up_foreign_commits`.
     took_over: AtomicBool,
-    /// The state this process last saved (durably: `persist`). Only the process holding the
-    /// replication lock writes the state file, so while it does the file says exactly this.
+    /// The state this process last saved (durably: `persist`), or found saved at open.
+    /// Only the process holding the replication lock writes the state file, so while it
+    /// does the file says exactly this.
     persisted: Mutex<Option<SavedState>>,
     /// Names this database's check of the replica at open (`replica_check.rs`), which
     /// learns here the TXIDs this process saves.
@@ -414,6 +415,12 @@ impl Primary {
         self.sync_stats.failed();
         self.lock().last_error = Some(message);
         self.progress.notify_all();
+    }
+
+    /// Takes `state`, read from the state file, as what this process last saved: the
+    /// next save of the same state is skipped, and any other is written (`persist`).
+    fn adopt_persisted(&self, state: SavedState) {
+        *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
     }
 
     /// Saves the state durably, then deletes the hand-off records it reflects.

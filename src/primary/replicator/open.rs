@@ -39,7 +39,10 @@ impl Primary {
         let recent = saved_at.and_then(|(node, txid)| replica_check::recent(&check_key, node, txid, Instant::now()));
         let checked_now = recent.is_none();
         let listed = match recent {
-            Some(newest) => Ok(newest),
+            Some(newest) => {
+                tracing::debug!(db = %db_path.display(), "replica not listed at open: this process checked it within {:?}", replica_check::RECHECK_AFTER);
+                Ok(newest)
+            }
             None => replica_newest(store.as_ref()),
         };
         let listed_ok = listed.is_ok();
@@ -268,7 +271,15 @@ impl Primary {
         // the WAL are queued, not staged: the saved position stays where they start.
         {
             let mut shared = primary.lock();
-            if shared.queue.is_empty() {
+            if resumed_a_clean_close_unchanged(&state, &shared) {
+                // The file already says where capture stands, durably: the clean close
+                // (the database as its checkpoint left it, no WAL since). Saving the
+                // "ended, nothing after" position instead is two fsyncs at every open of
+                // a connection per request, and says less: it drops the database file's
+                // identity, which a restart before anything is written checks.
+                primary.adopt_persisted(state.clone());
+                Ok(())
+            } else if shared.queue.is_empty() {
                 let saved = primary.save_state(&shared, None);
                 // The state now says where capture stands: restarts may hand off batches.
                 if saved.is_ok() && shared.snapshot_needed.is_none() {
@@ -427,6 +438,18 @@ fn resume_capture(
         }
     }
     Ok(followed)
+}
+
+/// Whether this open resumed a saved clean close and found nothing after it: no WAL
+/// generation followed, no hand-off consumed, no snapshot owed, nothing queued.
+fn resumed_a_clean_close_unchanged(saved: &SavedState, shared: &Shared) -> bool {
+    saved.closed_clean.is_some()
+        && saved.wal.is_none()
+        && shared.queue.is_empty()
+        && shared.snapshot_needed.is_none()
+        && shared.capture.ended()
+        && shared.staged_txid == saved.txid
+        && shared.handoff_consumed == saved.handoff_seq
 }
 
 /// What capture may take for committed in the live WAL at open: what SQLite's wal-index
