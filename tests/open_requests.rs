@@ -128,7 +128,11 @@ fn a_request_that_only_reads_saves_no_state() {
         assert_eq!(sh.run("SELECT count(*) FROM t;").trim(), "1", "{}", sh.stderr());
         sh.run(".open :memory:");
     }
-    assert_eq!(std::fs::metadata(&state).unwrap().ino(), saved, "a read-only request saved the state");
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().ino(),
+        saved,
+        "a read-only request saved the state"
+    );
     // The next write resumes from it as before.
     request(&mut sh, &db, &url, 2);
     assert_ne!(std::fs::metadata(&state).unwrap().ino(), saved);
