@@ -13,8 +13,12 @@ side by side for plain SQLite (default VFS) and our VFS with a file:// replica. 
 per-cycle means in ms and move with the machine's load (`uptime` is printed with them);
 then the same cycles under `strace -f -c` give syscall counts per cycle, which do not.
 
+--s3 runs our VFS against a loopback moto server instead (an s3:// replica), beside the
+file:// runs, and counts the store requests per cycle from litestream_metrics(): what a
+connection per request costs in requests and round trips on S3.
+
 Must run under Debian's /usr/bin/python3 (its sqlite3 module can load extensions).
-Usage: bench_open_close.py [CYCLES] (default 50). BENCH_EXTENSION: another build of the
+Usage: bench_open_close.py [CYCLES] [--s3] (default 50). BENCH_EXTENSION: another build of the
 extension, e.g. to compare before/after a change (named liblitestream_vfs.so: SQLite
 derives the entry point from the file name). See bench/README.md.
 """
@@ -31,6 +35,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXT = os.environ.get("BENCH_EXTENSION") or os.path.join(ROOT, "target", "release", "liblitestream_vfs.so")
 PHASES = ("open", "write", "close")
+MOTO = os.path.join(ROOT, ".venv", "bin", "moto_server")
+
+
+def store_requests(conn):
+    """Store requests this process made so far, from litestream_metrics()."""
+    total = 0
+    for line in conn.execute("SELECT litestream_metrics()").fetchone()[0].splitlines():
+        if line.startswith("litestream_replica_operation_total{"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
 
 
 def worker(mode, directory, cycles):
@@ -38,14 +52,28 @@ def worker(mode, directory, cycles):
     import sqlite3
 
     db = os.path.join(directory, "bench.db")
+    meter = None
+    if mode != "plain":
+        meter = sqlite3.connect(":memory:")
+        meter.enable_load_extension(True)
+        meter.load_extension(EXT)
     if mode == "vfs":
-        c = sqlite3.connect(":memory:")
-        c.enable_load_extension(True)
-        c.load_extension(EXT)
-        c.close()
         uri = "file:%s?vfs=litestream&replica=file://%s" % (db, os.path.join(directory, "replica"))
+    elif mode.startswith("s3:"):
+        # A cycle first, outside the figures: the process's first open probes the store's
+        # fencing and checks the replica, which later opens do not repeat.
+        endpoint = "http://127.0.0.1:%s" % mode.split(":", 1)[1]
+        uri = "file:%s?vfs=litestream&replica=s3://bench/%s?endpoint=%s%%26region=us-east-1" % (
+            db,
+            os.path.basename(directory),
+            endpoint,
+        )
+        c = sqlite3.connect(uri, uri=True)
+        c.execute("CREATE TABLE IF NOT EXISTS t(x)")
+        c.close()
     else:
         uri = "file:%s" % db
+    requests_before = store_requests(meter) if meter else 0
     totals = dict.fromkeys(PHASES, 0.0)
     for _ in range(cycles):
         t0 = time.perf_counter()
@@ -61,7 +89,10 @@ def worker(mode, directory, cycles):
         totals["open"] += t1 - t0
         totals["write"] += t2 - t1
         totals["close"] += t3 - t2
-    print(json.dumps({k: v / cycles * 1000 for k, v in totals.items()}))
+    out = {k: v / cycles * 1000 for k, v in totals.items()}
+    if meter:
+        out["requests"] = (store_requests(meter) - requests_before) / cycles
+    print(json.dumps(out))
 
 
 def run(mode, cycles, strace=None):
@@ -71,7 +102,9 @@ def run(mode, cycles, strace=None):
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, directory, str(cycles)]
         if strace:
             cmd = ["strace", "-f", "-c", "-o", strace] + cmd
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
+        env.pop("AWS_CA_BUNDLE", None)  # the loopback server is plain http
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             sys.exit("%s worker failed:\n%s" % (mode, done.stderr))
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -108,30 +141,68 @@ def syscalls_per_cycle(mode, cycles):
     return per
 
 
+def start_moto():
+    """A loopback moto server with bucket `bench`: (process, port)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ)
+    env.pop("AWS_CA_BUNDLE", None)
+    proc = subprocess.Popen(
+        [MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=2).read()
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                sys.exit("moto_server did not start (make setup installs it in .venv)")
+            time.sleep(0.1)
+    bucket = urllib.request.Request("http://127.0.0.1:%d/bench" % port, method="PUT", data=b"")
+    urllib.request.urlopen(bucket, timeout=10).read()
+    return proc, port
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return
-    cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    args = [a for a in sys.argv[1:] if a != "--s3"]
+    cycles = int(args[0]) if args else 50
     if not os.path.exists(EXT):
         sys.exit("build the extension first: cargo build --release (%s)" % EXT)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
-    # Interleaved, five rounds each, median per phase: load moves between runs.
+    moto = None
     times = {"plain": [], "vfs": []}
-    for _ in range(5):
-        for mode in times:
-            times[mode].append(run(mode, cycles))
+    if "--s3" in sys.argv[1:]:
+        moto, port = start_moto()
+        times["s3:%d" % port] = []
+    # Interleaved, five rounds each, median per phase: load moves between runs.
+    try:
+        for _ in range(5):
+            for mode in times:
+                times[mode].append(run(mode, cycles))
+    finally:
+        if moto:
+            moto.kill()
     print("\nopen -> one commit -> close, %d cycles, mean ms per cycle (median of 5 runs)" % cycles)
-    print("%-8s %8s %8s %8s %8s" % ("mode", "open", "write", "close", "cycle"))
+    print("%-8s %8s %8s %8s %8s %9s" % ("mode", "open", "write", "close", "cycle", "requests"))
     medians = {}
     for mode, runs in times.items():
         med = {p: sorted(r[p] for r in runs)[len(runs) // 2] for p in PHASES}
         medians[mode] = med
-        print("%-8s %8.2f %8.2f %8.2f %8.2f" % ((mode,) + tuple(med[p] for p in PHASES) + (sum(med.values()),)))
+        requests = "%9.1f" % sorted(r["requests"] for r in runs)[len(runs) // 2] if "requests" in runs[0] else ""
+        name = "vfs-s3" if mode.startswith("s3:") else mode
+        print("%-8s %8.2f %8.2f %8.2f %8.2f %s" % ((name,) + tuple(med[p] for p in PHASES) + (sum(med.values()), requests)))
     if shutil.which("strace") is None:
         print("\nstrace not installed: no syscall counts")
         return
-    counts = {mode: syscalls_per_cycle(mode, min(cycles, 20)) for mode in times}
+    counts = {mode: syscalls_per_cycle(mode, min(cycles, 20)) for mode in ("plain", "vfs")}
     names = sorted(set(counts["plain"]) | set(counts["vfs"]), key=lambda n: -counts["vfs"].get(n, (0, 0))[0])
     print("\nsyscalls per cycle (strace -f -c; failed calls in brackets)")
     print("%-18s %10s %10s" % ("syscall", "plain", "vfs"))
