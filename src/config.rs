@@ -34,7 +34,8 @@ pub struct Config {
     pub store_options: StoreOptions,
     pub sync_interval: Duration,
     pub sync_mode: SyncMode,
-    /// How long `sync=commit` waits before the commit returns with a logged error.
+    /// How long `sync=commit` waits before the commit returns with a logged error, and
+    /// the longest a close waits for its last upload (the rest stays staged).
     pub sync_timeout: Duration,
     pub staging_dir: PathBuf,
     /// Staged bytes not yet uploaded beyond which capture stops and a snapshot is

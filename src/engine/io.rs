@@ -91,17 +91,20 @@ pub(super) fn forget(job: u64) {
 }
 
 thread_local! {
-    /// The removed job whose last turn runs on this thread (`last_turn`).
-    static LAST_TURN: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The removed job whose last turn runs on this thread, and until when its round
+    /// trips may wait (`last_turn`).
+    static LAST_TURN: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
 }
 
 /// Runs `turn` on this thread as the last turn of the removed job `id` (a closing
 /// database's): its round trips first wait for the job's request still in flight and
 /// take its result rather than make it again (a duplicate PUT racing the process's exit
 /// would leave a file stored that the next open finds staged), then wait as long as
-/// they take.
-pub fn last_turn<T>(id: super::JobId, turn: impl FnOnce() -> T) -> T {
-    LAST_TURN.with(|c| c.set(Some(id.0)));
+/// they take, until `deadline`: past it they are [`Deferred`] (a store that accepts
+/// connections and never answers would otherwise hold the application's close for
+/// object_store's whole-request timeout, 10 minutes).
+pub fn last_turn<T>(id: super::JobId, deadline: Instant, turn: impl FnOnce() -> T) -> T {
+    LAST_TURN.with(|c| c.set(Some((id.0, deadline))));
     let out = turn();
     LAST_TURN.with(|c| c.set(None));
     slots().remove(&id.0);
@@ -116,16 +119,24 @@ where
     T: Send + 'static,
     F: Future<Output = T> + Send + 'static,
 {
-    let (job, patience) = match (scheduler::current(), LAST_TURN.with(|c| c.get())) {
-        (Some(job), _) => (job, Some(patience)),
-        (None, Some(job)) => (job, None),
+    let (job, deadline, last) = match (scheduler::current(), LAST_TURN.with(|c| c.get())) {
+        (Some(job), _) => (job, Instant::now() + patience, false),
+        (None, Some((job, deadline))) => (job, deadline, true),
         (None, None) => return Ok(crate::runtime::block_on(request)),
     };
     let slot = Arc::clone(slots().entry(job).or_default());
     let mut op = slot.lock();
-    if patience.is_none() {
+    if last {
         while op.as_ref().is_some_and(|o| o.result.is_none()) {
-            op = slot.done.wait(op).unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Deferred);
+            }
+            op = slot
+                .done
+                .wait_timeout(op, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
     match op.as_mut() {
@@ -168,17 +179,12 @@ where
             super::engine().wake(super::JobId(job));
         }
     });
-    let deadline = patience.map(|p| Instant::now() + p);
     let mut op = slot.lock();
     loop {
         if op.as_ref().is_some_and(|o| o.result.is_some()) {
             let result = op.take().and_then(|o| o.result).expect("checked above");
             return Ok(*result.downcast::<T>().expect("the type this call stored"));
         }
-        let Some(deadline) = deadline else {
-            op = slot.done.wait(op).unwrap_or_else(|p| p.into_inner());
-            continue;
-        };
         let now = Instant::now();
         if now >= deadline {
             if let Some(o) = op.as_mut() {
@@ -261,7 +267,7 @@ mod tests {
         engine().remove(id);
         assert_eq!(job.turns.lock().unwrap()[0].1, Err(Deferred));
         let requests = Arc::clone(&job.requests);
-        let got = last_turn(id, || {
+        let got = last_turn(id, Instant::now() + Duration::from_secs(60), || {
             round_trip("slow", PATIENCE, async move {
                 requests.fetch_add(1, Ordering::SeqCst);
                 9u32
@@ -269,6 +275,28 @@ mod tests {
         });
         assert_eq!(got, Ok(7), "the last turn made the request again");
         assert_eq!(job.requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_last_turn_waits_no_longer_than_its_deadline() {
+        let job = Arc::new(Slow {
+            requests: Arc::new(AtomicUsize::new(0)),
+            turns: Mutex::new(Vec::new()),
+        });
+        let id = engine().add(
+            Arc::clone(&job) as Arc<dyn Job>,
+            Instant::now() + Duration::from_secs(3600),
+        );
+        engine().remove(id);
+        let started = Instant::now();
+        let got = last_turn(id, Instant::now() + Duration::from_millis(50), || {
+            round_trip("stalled", PATIENCE, async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                1u32
+            })
+        });
+        assert_eq!(got, Err(Deferred));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// What the newest stored file says about how this primary may continue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +63,16 @@ pub fn check_replica(
 }
 
 fn get(store: &dyn ReplicaStore, f: &LtxObject, range: std::ops::Range<u64>) -> Result<Vec<u8>, String> {
-    block_on(store.get_range(f.level, f.min_txid, f.max_txid, range))
-        .map(|b| b.to_vec())
-        .map_err(|e| e.to_string())
+    // At open, where the application waits: bounded as the open's listing is.
+    let read = store.get_range(f.level, f.min_txid, f.max_txid, range);
+    block_on(crate::storage::within(
+        Duration::from_secs(10),
+        store.describe(),
+        "GET",
+        read,
+    ))
+    .map(|b| b.to_vec())
+    .map_err(|e| e.to_string())
 }
 
 const UNKNOWN: u8 = 0;

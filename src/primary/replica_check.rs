@@ -63,6 +63,30 @@ struct Checked {
     uploaded: Option<(u64, u32)>,
 }
 
+/// When the store last failed to answer an open's check, per database.
+fn unanswered_at() -> &'static Mutex<HashMap<CheckKey, Instant>> {
+    static AT: OnceLock<Mutex<HashMap<CheckKey, Instant>>> = OnceLock::new();
+    AT.get_or_init(Default::default)
+}
+
+/// The store did not answer this database's check at open (down, or stalled past the
+/// open's wait): the opens of the next [`RECHECK_AFTER`] go on from local state without
+/// asking, as that one did, instead of each waiting for it.
+pub fn unanswered(key: CheckKey, now: Instant) {
+    let mut at = unanswered_at().lock().unwrap_or_else(|p| p.into_inner());
+    if at.len() >= PRUNE_AT {
+        at.retain(|_, t| now.saturating_duration_since(*t) < RECHECK_AFTER);
+    }
+    at.insert(key, now);
+}
+
+/// Whether the store failed to answer this database's check within [`RECHECK_AFTER`].
+pub fn recently_unanswered(key: &CheckKey, now: Instant) -> bool {
+    let at = unanswered_at().lock().unwrap_or_else(|p| p.into_inner());
+    at.get(key)
+        .is_some_and(|t| now.saturating_duration_since(*t) < RECHECK_AFTER)
+}
+
 fn checks() -> &'static Mutex<HashMap<CheckKey, Checked>> {
     static CHECKS: OnceLock<Mutex<HashMap<CheckKey, Checked>>> = OnceLock::new();
     CHECKS.get_or_init(Default::default)
@@ -157,6 +181,16 @@ mod tests {
             "older than a state this process saved"
         );
         assert!(recent(&key("a"), 1, 12, t0).is_some());
+    }
+
+    #[test]
+    fn an_unanswered_check_is_not_asked_again_for_a_minute() {
+        let t0 = Instant::now();
+        assert!(!recently_unanswered(&key("u"), t0));
+        unanswered(key("u"), t0);
+        assert!(recently_unanswered(&key("u"), t0 + Duration::from_secs(59)));
+        assert!(!recently_unanswered(&key("u"), t0 + RECHECK_AFTER));
+        assert!(!recently_unanswered(&key("v"), t0));
     }
 
     #[test]

@@ -79,6 +79,28 @@ where
     }
 }
 
+/// `op` on `store`, given up as a transient error when it has not answered within
+/// `limit`. object_store bounds a request only by its whole-request timeout (minutes, for
+/// uploads the size of a database), so a store that accepts connections and never
+/// answers would hold its caller that long: where an application waits (its open), this
+/// bounds the wait.
+pub async fn within<T>(
+    limit: Duration,
+    store: &str,
+    op: &'static str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Transient {
+            store: store.to_string(),
+            op,
+            key: String::new(),
+            message: format!("no answer within {limit:?}"),
+        }),
+    }
+}
+
 /// A uniform value in [0, 1). Jitter needs no real randomness; std's per-instance hasher keys
 /// are random enough and save a dependency.
 fn random_unit() -> f64 {
@@ -111,6 +133,19 @@ mod tests {
             max_attempts,
             deadline,
         }
+    }
+
+    #[test]
+    fn within_gives_up_on_an_operation_that_does_not_answer() {
+        let started = Instant::now();
+        let got: Result<()> = crate::runtime::block_on(within(Duration::from_millis(50), "s", "LIST", async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        }));
+        assert!(got.as_ref().is_err_and(|e| e.is_transient()), "{got:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let fast: Result<u8> = crate::runtime::block_on(within(Duration::from_secs(5), "s", "GET", async { Ok(3) }));
+        assert_eq!(fast.unwrap(), 3);
     }
 
     #[test]

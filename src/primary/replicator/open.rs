@@ -38,7 +38,20 @@ impl Primary {
         let saved_at = saved.as_ref().map(|s| (s.node_id, s.txid));
         let recent = saved_at.and_then(|(node, txid)| replica_check::recent(&check_key, node, txid, Instant::now()));
         let checked_now = recent.is_none();
+        // A store that did not answer an open of this process within the minute is not
+        // asked again at each open (a connection per request would wait for it each time).
+        let unanswered =
+            saved_at.is_some() && checked_now && replica_check::recently_unanswered(&check_key, Instant::now());
         let listed = match recent {
+            _ if unanswered => Err(crate::storage::Error::Transient {
+                store: store.describe().to_string(),
+                op: "LIST",
+                key: String::new(),
+                message: format!(
+                    "not asked: it did not answer an open of this process within {:?}",
+                    replica_check::RECHECK_AFTER
+                ),
+            }),
             Some(newest) => {
                 tracing::debug!(db = %db_path.display(), "replica not listed at open: this process checked it within {:?}", replica_check::RECHECK_AFTER);
                 Ok(newest)
@@ -61,6 +74,9 @@ impl Primary {
             // own database: continue from local state, upload once the store is back
             // (conditional creates still stop a second primary).
             Err(e) if e.is_transient() && saved.is_some() => {
+                if !unanswered {
+                    replica_check::unanswered(check_key.clone(), Instant::now());
+                }
                 tracing::warn!(db = %db_path.display(), "replica unreachable at open, continuing from local state: {e}");
                 None
             }
@@ -510,6 +526,11 @@ pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crat
     Ok(crate::wal::WalHeader::parse(&raw).ok())
 }
 
+/// The longest an open waits for the store: a store that accepts connections and never
+/// answers held it for object_store's whole-request timeout (10 minutes, measured). With
+/// saved state the open then goes on from it, as when the store refuses connections.
+const STORE_WAIT_AT_OPEN: Duration = Duration::from_secs(10);
+
 /// The replica's newest file: the highest TXID, from the highest level that reaches it
 /// (one LIST per level, all at once). The encryption check at open reads its header.
 /// Each LIST is retried briefly: a dropped connection must not fail the application's
@@ -523,7 +544,13 @@ fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::
         deadline: Some(Duration::from_secs(5)),
     };
     let levels = crate::restore::EVERY_LEVEL.map(|level| crate::storage::retry(move || store.list(level), &policy));
-    let lists = block_on(futures::future::try_join_all(levels))?;
+    let all = futures::future::try_join_all(levels);
+    let lists = block_on(crate::storage::within(
+        STORE_WAIT_AT_OPEN,
+        store.describe(),
+        "LIST",
+        all,
+    ))?;
     let mut newest: Option<LtxObject> = None;
     for f in lists.into_iter().flatten() {
         if newest.as_ref().is_none_or(|n| f.max_txid >= n.max_txid) {

@@ -66,12 +66,26 @@ impl Primary {
             shared.sync_requested = true;
         }
         // The closing turn: its upload is tried whatever the backoff, taking over the
-        // worker's PUT still in flight, if any (`crate::engine::last_turn`).
+        // worker's PUT still in flight, if any (`crate::engine::last_turn`), for at most
+        // `sync_timeout`: what it could not store stays staged for the next open.
         let turn = || self.turn(&mut worker::Pace::default());
         match self.worker_job.get() {
-            Some(id) => crate::engine::last_turn(*id, turn),
+            Some(id) => crate::engine::last_turn(*id, Instant::now() + self.config.sync_timeout, turn),
             None => turn(),
         };
+        {
+            let shared = self.lock();
+            if shared.uploaded_txid < shared.staged_txid {
+                tracing::warn!(
+                    db = %self.db_path.display(),
+                    "closing with TXIDs {}-{} staged but not stored (the store did not take them within sync_timeout {:?}); \
+                     they go up at the next open of this database",
+                    shared.uploaded_txid + 1,
+                    shared.staged_txid,
+                    self.config.sync_timeout
+                );
+            }
+        }
         // Everything captured is staged: save where capture stands, so the next process
         // to replicate resumes from here. A clean close is claimed when this process
         // deleted the WAL itself (its last connection checkpointed it): the WAL being

@@ -15,6 +15,9 @@ pub(super) enum Uploads {
     More,
 }
 
+/// The longest one request of the page-size check waits for the store.
+const STORE_WAIT: Duration = Duration::from_secs(10);
+
 impl Primary {
     /// Uploads staged files in TXID order, removing each once stored.
     pub(super) fn upload_staged(&self) -> Result<Uploads, String> {
@@ -196,13 +199,25 @@ impl Primary {
     /// always there), `None` if no file holds it.
     pub(super) fn page_size_before(&self, txid: u64) -> Result<Option<u32>, String> {
         let want = txid - 1;
+        // A closing connection may be the one waiting: each request is bounded, as at open.
         for level in crate::restore::EVERY_LEVEL {
-            let files = block_on(self.store.list(level)).map_err(|e| e.to_string())?;
+            let files = block_on(crate::storage::within(
+                STORE_WAIT,
+                self.store.describe(),
+                "LIST",
+                self.store.list(level),
+            ))
+            .map_err(|e| e.to_string())?;
             let Some(f) = files.iter().find(|f| f.min_txid <= want && want <= f.max_txid) else {
                 continue;
             };
-            let head =
-                block_on(self.store.get_range(level, f.min_txid, f.max_txid, 0..100)).map_err(|e| e.to_string())?;
+            let head = block_on(crate::storage::within(
+                STORE_WAIT,
+                self.store.describe(),
+                "GET",
+                self.store.get_range(level, f.min_txid, f.max_txid, 0..100),
+            ))
+            .map_err(|e| e.to_string())?;
             let header = crate::ltx::Header::decode(&head).map_err(|e| e.to_string())?;
             return Ok(Some(header.page_size));
         }
