@@ -33,31 +33,11 @@ impl Primary {
         let saved = state_file
             .load()
             .map_err(|e| format!("reading replication state: {e}"))?;
-        // A check this process made of the replica within a minute stands (`replica_check.rs`).
         let check_key = CheckKey::new(db_path, &config);
         let saved_at = saved.as_ref().map(|s| (s.node_id, s.txid));
-        let recent = saved_at.and_then(|(node, txid)| replica_check::recent(&check_key, node, txid, Instant::now()));
-        let checked_now = recent.is_none();
-        // A store that did not answer an open of this process within the minute is not
-        // asked again at each open (a connection per request would wait for it each time).
-        let unanswered =
-            saved_at.is_some() && checked_now && replica_check::recently_unanswered(&check_key, Instant::now());
-        let listed = match recent {
-            _ if unanswered => Err(crate::storage::Error::Transient {
-                store: store.describe().to_string(),
-                op: "LIST",
-                key: String::new(),
-                message: format!(
-                    "not asked: it did not answer an open of this process within {:?}",
-                    replica_check::RECHECK_AFTER
-                ),
-            }),
-            Some(newest) => {
-                tracing::debug!(db = %db_path.display(), "replica not listed at open: this process checked it within {:?}", replica_check::RECHECK_AFTER);
-                Ok(newest)
-            }
-            None => replica_newest(store.as_ref()),
-        };
+        let (listed, asked) = newest_for_open(store.as_ref(), &check_key, saved_at, db_path);
+        let checked_now = asked == Asked::Now;
+        let unanswered = asked == Asked::NotWhileUnanswered;
         let listed_ok = listed.is_ok();
         // A store that does not answer is not probed now: the next open checks it.
         let fencing = match &listed {
@@ -74,10 +54,12 @@ impl Primary {
             // own database: continue from local state, upload once the store is back
             // (conditional creates still stop a second primary).
             Err(e) if e.is_transient() && saved.is_some() => {
-                if !unanswered {
+                if unanswered {
+                    tracing::debug!(db = %db_path.display(), "continuing from local state: {e}");
+                } else {
                     replica_check::unanswered(check_key.clone(), Instant::now());
+                    tracing::warn!(db = %db_path.display(), "replica unreachable at open, continuing from local state: {e}");
                 }
-                tracing::warn!(db = %db_path.display(), "replica unreachable at open, continuing from local state: {e}");
                 None
             }
             Err(e) => return Err(format!("listing replica {}: {e}", store.describe())),
@@ -524,6 +506,48 @@ pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crat
         return Ok(None);
     }
     Ok(crate::wal::WalHeader::parse(&raw).ok())
+}
+
+/// Whether an open asked the store for the replica's newest file.
+#[derive(Debug, PartialEq, Eq)]
+enum Asked {
+    Now,
+    /// This process checked it within the minute (`replica_check.rs`).
+    Recently,
+    /// It did not answer an open of this process within the minute: not asked again at
+    /// each open (a connection per request would wait for it each time).
+    NotWhileUnanswered,
+}
+
+/// The replica's newest file for an open with saved state `saved_at` (node, TXID): what
+/// this process's recent check found, or a listing now.
+fn newest_for_open(
+    store: &dyn ReplicaStore,
+    key: &CheckKey,
+    saved_at: Option<(u64, u64)>,
+    db_path: &Path,
+) -> (Result<Option<LtxObject>, crate::storage::Error>, Asked) {
+    let now = Instant::now();
+    let Some((node, txid)) = saved_at else {
+        return (replica_newest(store), Asked::Now);
+    };
+    if let Some(newest) = replica_check::recent(key, node, txid, now) {
+        tracing::debug!(db = %db_path.display(), "replica not listed at open: this process checked it within {:?}", replica_check::RECHECK_AFTER);
+        return (Ok(newest), Asked::Recently);
+    }
+    if replica_check::recently_unanswered(key, now) {
+        let not_asked = crate::storage::Error::Transient {
+            store: store.describe().to_string(),
+            op: "LIST",
+            key: String::new(),
+            message: format!(
+                "not asked: it did not answer an open of this process within {:?}",
+                replica_check::RECHECK_AFTER
+            ),
+        };
+        return (Err(not_asked), Asked::NotWhileUnanswered);
+    }
+    (replica_newest(store), Asked::Now)
 }
 
 /// The longest an open waits for the store: a store that accepts connections and never
