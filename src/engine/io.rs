@@ -44,6 +44,27 @@ impl InFlight {
     fn lock(&self) -> MutexGuard<'_, Option<Op>> {
         self.op.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Waits, at most until `deadline`, while the request in `op` has no result yet;
+    /// `Err` (with the guard) when the deadline came first.
+    fn wait_until<'a>(
+        &'a self,
+        mut op: MutexGuard<'a, Option<Op>>,
+        deadline: Instant,
+    ) -> Result<MutexGuard<'a, Option<Op>>, MutexGuard<'a, Option<Op>>> {
+        while op.as_ref().is_some_and(|o| o.result.is_none()) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(op);
+            }
+            op = self
+                .done
+                .wait_timeout(op, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(op)
+    }
 }
 
 /// Each job's request in flight, by job id.
@@ -127,17 +148,7 @@ where
     let slot = Arc::clone(slots().entry(job).or_default());
     let mut op = slot.lock();
     if last {
-        while op.as_ref().is_some_and(|o| o.result.is_none()) {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Deferred);
-            }
-            op = slot
-                .done
-                .wait_timeout(op, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        op = slot.wait_until(op, deadline).map_err(|_| Deferred)?;
     }
     match op.as_mut() {
         Some(o) if o.key == key => match o.result.take() {
@@ -179,25 +190,22 @@ where
             super::engine().wake(super::JobId(job));
         }
     });
-    let mut op = slot.lock();
-    loop {
-        if op.as_ref().is_some_and(|o| o.result.is_some()) {
-            let result = op.take().and_then(|o| o.result).expect("checked above");
-            return Ok(*result.downcast::<T>().expect("the type this call stored"));
+    let waited = slot.wait_until(slot.lock(), deadline);
+    match waited {
+        Ok(mut op) => {
+            let result = op
+                .take()
+                .and_then(|o| o.result)
+                .expect("the request this call made ended");
+            Ok(*result.downcast::<T>().expect("the type this call stored"))
         }
-        let now = Instant::now();
-        if now >= deadline {
+        Err(mut op) => {
             if let Some(o) = op.as_mut() {
                 o.handed_off = true;
             }
             HANDED_OFF.fetch_add(1, Ordering::Relaxed);
-            return Err(Deferred);
+            Err(Deferred)
         }
-        op = slot
-            .done
-            .wait_timeout(op, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
     }
 }
 
