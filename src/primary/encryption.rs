@@ -10,7 +10,6 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// What the newest stored file says about how this primary may continue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +65,7 @@ fn get(store: &dyn ReplicaStore, f: &LtxObject, range: std::ops::Range<u64>) -> 
     // At open, where the application waits: bounded as the open's listing is.
     let read = store.get_range(f.level, f.min_txid, f.max_txid, range);
     block_on(crate::storage::within(
-        Duration::from_secs(10),
+        crate::storage::APPLICATION_WAIT,
         store.describe(),
         "GET",
         read,

@@ -79,6 +79,13 @@ where
     }
 }
 
+/// The longest the application waits for one answer of the store, where it waits at all
+/// (an open's check of the replica, a close's page-size check): a store that accepts
+/// connections and never answers held an open for object_store's whole-request timeout
+/// (10 minutes, measured). With saved state the open then goes on from it, as when the
+/// store refuses connections.
+pub const APPLICATION_WAIT: Duration = Duration::from_secs(10);
+
 /// `op` on `store`, given up as a transient error when it has not answered within
 /// `limit`. object_store bounds a request only by its whole-request timeout (minutes, for
 /// uploads the size of a database), so a store that accepts connections and never

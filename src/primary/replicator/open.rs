@@ -550,11 +550,6 @@ fn newest_for_open(
     (replica_newest(store), Asked::Now)
 }
 
-/// The longest an open waits for the store: a store that accepts connections and never
-/// answers held it for object_store's whole-request timeout (10 minutes, measured). With
-/// saved state the open then goes on from it, as when the store refuses connections.
-const STORE_WAIT_AT_OPEN: Duration = Duration::from_secs(10);
-
 /// The replica's newest file: the highest TXID, from the highest level that reaches it
 /// (one LIST per level, all at once). The encryption check at open reads its header.
 /// Each LIST is retried briefly: a dropped connection must not fail the application's
@@ -570,7 +565,7 @@ fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::
     let levels = crate::restore::EVERY_LEVEL.map(|level| crate::storage::retry(move || store.list(level), &policy));
     let all = futures::future::try_join_all(levels);
     let lists = block_on(crate::storage::within(
-        STORE_WAIT_AT_OPEN,
+        crate::storage::APPLICATION_WAIT,
         store.describe(),
         "LIST",
         all,

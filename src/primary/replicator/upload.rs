@@ -15,9 +15,6 @@ pub(super) enum Uploads {
     More,
 }
 
-/// The longest one request of the page-size check waits for the store.
-const STORE_WAIT: Duration = Duration::from_secs(10);
-
 impl Primary {
     /// Uploads staged files in TXID order, removing each once stored.
     pub(super) fn upload_staged(&self) -> Result<Uploads, String> {
@@ -202,7 +199,7 @@ impl Primary {
         // A closing connection may be the one waiting: each request is bounded, as at open.
         for level in crate::restore::EVERY_LEVEL {
             let files = block_on(crate::storage::within(
-                STORE_WAIT,
+                crate::storage::APPLICATION_WAIT,
                 self.store.describe(),
                 "LIST",
                 self.store.list(level),
@@ -212,7 +209,7 @@ impl Primary {
                 continue;
             };
             let head = block_on(crate::storage::within(
-                STORE_WAIT,
+                crate::storage::APPLICATION_WAIT,
                 self.store.describe(),
                 "GET",
                 self.store.get_range(level, f.min_txid, f.max_txid, 0..100),
