@@ -86,3 +86,85 @@ fn opens_and_closes_do_not_wait_for_a_store_that_never_answers() {
     sql_restore(&url, &restored, &creds);
     assert_eq!(dump(&restored), dump(&db));
 }
+
+/// A request the store accepted and then stopped answering is abandoned after the silence
+/// limit (`LITESTREAM_STORE_SILENCE_LIMIT`, 3 s here, 30 s by default) and made again:
+/// the primary's background upload and a read replica's page read each go through within
+/// seconds of the store answering again. Before, a held request was awaited for
+/// object_store's whole-request timeout (10 minutes; here the proxy's 60 s stall): the
+/// database's uploads stopped that long after the store was back, and so did the
+/// replica's query.
+#[test]
+fn requests_the_store_stopped_answering_are_abandoned_and_made_again() {
+    const BUCKET: &str = "silent";
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let proxy = FaultProxy::start(moto.port, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!(
+        "s3://{BUCKET}/app?endpoint={}&region={REGION}&forcePathStyle=true",
+        proxy.endpoint
+    );
+    let env = [
+        ("LITESTREAM_ACCESS_KEY_ID", ACCESS_KEY_ID),
+        ("LITESTREAM_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+        ("LITESTREAM_STORE_SILENCE_LIMIT", "3s"),
+    ];
+    let open = format!(".open file:{}?vfs=litestream&replica={url}", db.display());
+    let mut primary = Shell::start(&extension(), &dir.path().join("primary.stderr"), &env, &open);
+    let synced = primary.run(
+        "CREATE TABLE t(x); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO t SELECT randomblob(1000) FROM n;\n\
+         SELECT litestream_sync(30000) > 0;",
+    );
+    assert_eq!(synced.trim(), "1", "{}", primary.stderr());
+    let view = dir.path().join("view.db");
+    let mut replica = Shell::start(
+        &extension(),
+        &dir.path().join("replica.stderr"),
+        &env,
+        &format!(
+            ".open file:{}?vfs=litestream&role=replica&replica={url}&cache_size=64k",
+            view.display()
+        ),
+    );
+    assert_eq!(replica.run("SELECT count(*) FROM sqlite_master;").trim(), "1");
+
+    // Every request is now held 60 s. The primary's next upload and the replica's page
+    // reads go out into the silence; the store answers again 1.5 s later.
+    proxy.set_plan(FaultPlan {
+        stall: Duration::from_secs(60),
+        ..FaultPlan::of(&[Fault::Stall], 100)
+    });
+    primary.run("INSERT INTO t VALUES (randomblob(1000));");
+    let (scan, scan_took) = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1500));
+            proxy.set_plan(FaultPlan::none());
+        });
+        let started = Instant::now();
+        let scan = replica.run("SELECT count(*), sum(length(x)) FROM t;");
+        (scan, started.elapsed())
+    });
+    assert_eq!(scan.trim(), "2000|2000000", "{}", replica.stderr());
+    assert!(
+        scan_took < Duration::from_secs(20),
+        "the replica's query waited {scan_took:?} for requests the store held"
+    );
+    let started = Instant::now();
+    let caught_up = primary.run("SELECT litestream_sync(20000) = litestream_txid();");
+    assert_eq!(
+        caught_up.trim(),
+        "1",
+        "the held upload was not abandoned and made again within 20 s of the store answering \
+         ({:?}): {}",
+        started.elapsed(),
+        primary.stderr()
+    );
+    primary.run(".open :memory:");
+    let restored = dir.path().join("restored.db");
+    sql_restore(&url, &restored, &env[..2]);
+    assert_eq!(dump(&restored), dump(&db));
+}

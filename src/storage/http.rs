@@ -6,11 +6,13 @@ use std::time::Duration;
 use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
+use super::silence::{silence_limit, Watchful};
+
 /// Connection setup longer than this means the endpoint is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whole-request limit. object_store's default (30 s) is too short to move a multi-GB
-/// snapshot; a stalled request still ends eventually and is retried by the caller.
+/// snapshot; a store that goes silent ends a request much sooner (`silence.rs`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// HTTP client options: `allow_http` for `http://` endpoints (local test servers, MinIO),
@@ -57,7 +59,10 @@ impl HttpConnector for SharedConnector {
         if let Some((_, client)) = clients.iter().find(|(k, _)| *k == key) {
             return Ok(client.clone());
         }
-        let client = ReqwestConnector::default().connect(options)?;
+        let client = HttpClient::new(Watchful {
+            inner: ReqwestConnector::default().connect(options)?,
+            limit: silence_limit(),
+        });
         clients.push((key, client.clone()));
         Ok(client)
     }

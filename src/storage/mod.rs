@@ -29,6 +29,7 @@ mod options;
 mod pacing;
 mod retry;
 mod s3;
+mod silence;
 mod store;
 mod target;
 mod timestamp;
