@@ -63,40 +63,64 @@ struct Checked {
     uploaded: Option<(u64, u32)>,
 }
 
-/// When the store last failed to answer an open's check, per database.
-fn unanswered_at() -> &'static Mutex<HashMap<CheckKey, Instant>> {
-    static AT: OnceLock<Mutex<HashMap<CheckKey, Instant>>> = OnceLock::new();
-    AT.get_or_init(Default::default)
+/// What this process last learned of a database's replica at an open.
+#[derive(Debug)]
+enum Entry {
+    Passed(Checked),
+    /// The store did not answer the check (down, or stalled past the open's wait).
+    Unanswered(Instant),
 }
 
-/// The store did not answer this database's check at open (down, or stalled past the
-/// open's wait): the opens of the next [`RECHECK_AFTER`] go on from local state without
-/// asking, as that one did, instead of each waiting for it.
-pub fn unanswered(key: CheckKey, now: Instant) {
-    let mut at = unanswered_at().lock().unwrap_or_else(|p| p.into_inner());
-    if at.len() >= PRUNE_AT {
-        at.retain(|_, t| now.saturating_duration_since(*t) < RECHECK_AFTER);
+impl Entry {
+    fn at(&self) -> Instant {
+        match self {
+            Entry::Passed(c) => c.at,
+            Entry::Unanswered(at) => *at,
+        }
     }
-    at.insert(key, now);
+}
+
+fn entries() -> std::sync::MutexGuard<'static, HashMap<CheckKey, Entry>> {
+    static ENTRIES: OnceLock<Mutex<HashMap<CheckKey, Entry>>> = OnceLock::new();
+    ENTRIES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn record(key: CheckKey, entry: Entry, now: Instant) {
+    let mut entries = entries();
+    if entries.len() >= PRUNE_AT {
+        entries.retain(|_, e| now.saturating_duration_since(e.at()) < RECHECK_AFTER);
+    }
+    entries.insert(key, entry);
+}
+
+/// The check this process passed for `key`, if it is the last thing learned.
+fn passed_check<'a>(entries: &'a mut HashMap<CheckKey, Entry>, key: &CheckKey) -> Option<&'a mut Checked> {
+    match entries.get_mut(key)? {
+        Entry::Passed(c) => Some(c),
+        Entry::Unanswered(_) => None,
+    }
+}
+
+/// The store did not answer this database's check at open: the opens of the next
+/// [`RECHECK_AFTER`] go on from local state without asking, as that one did, instead
+/// of each waiting for it.
+pub fn unanswered(key: CheckKey, now: Instant) {
+    record(key, Entry::Unanswered(now), now);
 }
 
 /// Whether the store failed to answer this database's check within [`RECHECK_AFTER`].
 pub fn recently_unanswered(key: &CheckKey, now: Instant) -> bool {
-    let at = unanswered_at().lock().unwrap_or_else(|p| p.into_inner());
-    at.get(key)
-        .is_some_and(|t| now.saturating_duration_since(*t) < RECHECK_AFTER)
-}
-
-fn checks() -> &'static Mutex<HashMap<CheckKey, Checked>> {
-    static CHECKS: OnceLock<Mutex<HashMap<CheckKey, Checked>>> = OnceLock::new();
-    CHECKS.get_or_init(Default::default)
+    matches!(entries().get(key), Some(Entry::Unanswered(at)) if now.saturating_duration_since(*at) < RECHECK_AFTER)
 }
 
 /// The replica's newest file as a check within [`RECHECK_AFTER`] found it, if one
 /// stands for a saved state of `node_id` at `txid`; `None`: check the replica.
 pub fn recent(key: &CheckKey, node_id: u64, txid: u64, now: Instant) -> Option<Option<LtxObject>> {
-    let checks = checks().lock().unwrap_or_else(|p| p.into_inner());
-    let c = checks.get(key)?;
+    let mut entries = entries();
+    let c = passed_check(&mut entries, key)?;
     let fresh = now.saturating_duration_since(c.at) < RECHECK_AFTER;
     (fresh && c.node_id == node_id && txid >= c.txid).then(|| c.newest.clone())
 }
@@ -104,34 +128,26 @@ pub fn recent(key: &CheckKey, node_id: u64, txid: u64, now: Instant) -> Option<O
 /// Records a check that found nothing to act on: the replica not ahead of the saved
 /// state of `node_id` at `txid`, its encryption what this key expects.
 pub fn passed(key: CheckKey, node_id: u64, txid: u64, newest: Option<LtxObject>, now: Instant) {
-    let mut checks = checks().lock().unwrap_or_else(|p| p.into_inner());
-    if checks.len() >= PRUNE_AT {
-        checks.retain(|_, c| now.saturating_duration_since(c.at) < RECHECK_AFTER);
-    }
-    checks.insert(
-        key,
-        Checked {
-            at: now,
-            node_id,
-            txid,
-            newest,
-            uploaded: None,
-        },
-    );
+    let check = Checked {
+        at: now,
+        node_id,
+        txid,
+        newest,
+        uploaded: None,
+    };
+    record(key, Entry::Passed(check), now);
 }
 
 /// This process saved state at `txid`: a saved state below it is one put back.
 pub fn saved(key: &CheckKey, txid: u64) {
-    let mut checks = checks().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = checks.get_mut(key) {
+    if let Some(c) = passed_check(&mut entries(), key) {
         c.txid = c.txid.max(txid);
     }
 }
 
 /// This process stored the level-0 file ending at `txid`, of pages of `page_size`.
 pub fn uploaded(key: &CheckKey, txid: u64, page_size: u32) {
-    let mut checks = checks().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = checks.get_mut(key) {
+    if let Some(c) = passed_check(&mut entries(), key) {
         if c.uploaded.is_none_or(|(t, _)| txid >= t) {
             c.uploaded = Some((txid, page_size));
         }
@@ -141,8 +157,7 @@ pub fn uploaded(key: &CheckKey, txid: u64, page_size: u32) {
 /// The page size of the replica's file ending at `txid`, if this process uploaded it
 /// last (another process's later upload makes this `None`: it may have changed it).
 pub fn page_size_through(key: &CheckKey, txid: u64) -> Option<u32> {
-    let checks = checks().lock().unwrap_or_else(|p| p.into_inner());
-    let (t, page_size) = checks.get(key)?.uploaded?;
+    let (t, page_size) = passed_check(&mut entries(), key)?.uploaded?;
     (t == txid).then_some(page_size)
 }
 
@@ -191,6 +206,15 @@ mod tests {
         assert!(recently_unanswered(&key("u"), t0 + Duration::from_secs(59)));
         assert!(!recently_unanswered(&key("u"), t0 + RECHECK_AFTER));
         assert!(!recently_unanswered(&key("v"), t0));
+
+        // What was learned last holds: a silent store after a passed check, and back.
+        passed(key("w"), 1, 7, None, t0);
+        unanswered(key("w"), t0);
+        assert_eq!(recent(&key("w"), 1, 7, t0), None);
+        assert!(recently_unanswered(&key("w"), t0));
+        passed(key("w"), 1, 7, None, t0);
+        assert!(!recently_unanswered(&key("w"), t0));
+        assert_eq!(recent(&key("w"), 1, 7, t0), Some(None));
     }
 
     #[test]
