@@ -35,7 +35,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXT = os.environ.get("BENCH_EXTENSION") or os.path.join(ROOT, "target", "release", "liblitestream_vfs.so")
 PHASES = ("open", "write", "close")
-MOTO = os.path.join(ROOT, ".venv", "bin", "moto_server")
 
 
 def store_requests(conn):
@@ -141,33 +140,6 @@ def syscalls_per_cycle(mode, cycles):
     return per
 
 
-def start_moto():
-    """A loopback moto server with bucket `bench`: (process, port)."""
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ)
-    env.pop("AWS_CA_BUNDLE", None)
-    proc = subprocess.Popen(
-        [MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=2).read()
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                sys.exit("moto_server did not start (make setup installs it in .venv)")
-            time.sleep(0.1)
-    bucket = urllib.request.Request("http://127.0.0.1:%d/bench" % port, method="PUT", data=b"")
-    urllib.request.urlopen(bucket, timeout=10).read()
-    return proc, port
-
-
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
@@ -180,8 +152,10 @@ def main():
     moto = None
     times = {"plain": [], "vfs": []}
     if "--s3" in sys.argv[1:]:
-        moto, port = start_moto()
-        times["s3:%d" % port] = []
+        import stock_moto
+
+        moto, endpoint = stock_moto.start("bench")
+        times["s3:" + endpoint.rsplit(":", 1)[1]] = []
     # Interleaved, five rounds each, median per phase: load moves between runs.
     try:
         for _ in range(5):

@@ -26,21 +26,21 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+import stock_moto
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # BENCH_EXTENSION: another build of the extension, e.g. to compare before/after a change.
 EXT = os.environ.get("BENCH_EXTENSION") or os.path.join(ROOT, "target", "release", "liblitestream_vfs.so")
 LITESTREAM = os.path.join(ROOT, ".venv", "bin", "litestream")
-MOTO = os.path.join(ROOT, ".venv", "bin", "moto_server")
+MOTO = stock_moto.MOTO
 RESULTS = os.path.join(HERE, "results-primary.json")
 S3_BUCKET = "bench"
 S3_ENV = {"LITESTREAM_ACCESS_KEY_ID": "test", "LITESTREAM_SECRET_ACCESS_KEY": "test"}
@@ -254,28 +254,9 @@ class Bench:
 
     # --- moto
     def start_moto(self):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = dict(os.environ)
-        env.pop("AWS_CA_BUNDLE", None)
-        proc = self.start(
-            "moto_server", [MOTO, "-H", "127.0.0.1", "-p", str(port)], os.path.join(self.tmp, "moto.log"), env
-        )
-        deadline = time.time() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("moto_server exited early: " + open(os.path.join(self.tmp, "moto.log")).read()[-2000:])
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
-                break
-            except Exception:
-                if time.time() > deadline:
-                    raise RuntimeError("moto_server did not answer within 60 s")
-                time.sleep(0.1)
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/{S3_BUCKET}", method="PUT", data=b"")
-        urllib.request.urlopen(req, timeout=10).read()
-        self.moto_port = port
+        proc, endpoint = stock_moto.start(S3_BUCKET, os.path.join(self.tmp, "moto.log"))
+        self.procs.append((proc, "moto_server"))
+        self.moto_port = int(endpoint.rsplit(":", 1)[1])
 
     def s3_spec(self, db, prefix):
         return {

@@ -28,45 +28,17 @@ import tempfile
 import threading
 import time
 
+import stock_moto
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXT = os.environ.get("BENCH_EXTENSION") or os.path.join(ROOT, "target", "release", "liblitestream_vfs.so")
 LITESTREAM = os.path.join(ROOT, ".venv", "bin", "litestream")
-MOTO = os.path.join(ROOT, ".venv", "bin", "moto_server")
 RESULTS = os.path.join(HERE, "results-scale.json")
 S3_BUCKET = "scale"
 # Every connection this run opened: closed before the scratch directory is removed, even
 # when a run fails half way (removing live databases under them makes a storm of errors).
 OPEN = []
-
-
-def start_moto(work):
-    """A stock moto_server on a free loopback port with one bucket: (process, endpoint)."""
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ)
-    env.pop("AWS_CA_BUNDLE", None)
-    log = open(os.path.join(work, "moto.log"), "w")
-    proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError("moto_server exited early")
-        try:
-            urllib.request.urlopen(endpoint + "/", timeout=2).read()
-            break
-        except Exception:
-            if time.time() > deadline:
-                raise RuntimeError("moto_server did not answer within 60 s")
-            time.sleep(0.1)
-    req = urllib.request.Request(f"{endpoint}/{S3_BUCKET}", method="PUT", data=b"")
-    urllib.request.urlopen(req, timeout=10).read()
-    return proc, endpoint
 
 
 class Requests:
@@ -410,7 +382,7 @@ def main():
     try:
         s3 = None
         if args.s3:
-            moto, s3 = start_moto(work)
+            moto, s3 = stock_moto.start(S3_BUCKET, os.path.join(work, "moto.log"))
             os.environ.pop("AWS_CA_BUNDLE", None)
             os.environ["LITESTREAM_ACCESS_KEY_ID"] = "test"
             os.environ["LITESTREAM_SECRET_ACCESS_KEY"] = "test"
