@@ -4,6 +4,7 @@
 
 use super::compactor::{next_boundary, Compacted, Compactor, Deleted};
 use crate::config::CompactionConfig;
+use crate::runtime::block_on;
 
 /// What a compaction turn needs from the primary it works for.
 pub trait CompactionControl {
@@ -33,7 +34,14 @@ pub struct CompactionClock {
     /// Retention must run again by then even if nothing else does: level-0 files become
     /// deletable `l0_retention` after a level-1 file covers them.
     retention_due: Option<i64>,
+    /// The next sweep of abandoned upload leftovers (`ReplicaStore::sweep_abandoned`):
+    /// at the first turn, then at most every [`ABANDONED_AFTER`].
+    sweep_due: i64,
 }
+
+/// A leftover of an upload (a `file://` staging file) nothing has written to for this
+/// long belongs to a writer that was killed: no live put pauses an hour.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl CompactionClock {
     pub fn new(config: &CompactionConfig, now_ms: i64) -> CompactionClock {
@@ -43,6 +51,7 @@ impl CompactionClock {
             pending: vec![true; config.levels.len()],
             seen_uploads: None,
             retention_due: Some(now_ms),
+            sweep_due: now_ms,
         }
     }
 
@@ -123,6 +132,14 @@ impl Compactor {
                 if let Err(e) = status.census(self.store.as_ref()) {
                     control.report(CompactionEvent::Failed(format!("counting plaintext files: {e}")));
                 }
+            }
+        }
+        if now >= clock.sweep_due {
+            clock.sweep_due = now + ABANDONED_AFTER.as_millis() as i64;
+            if let Err(e) = block_on(self.store.sweep_abandoned(ABANDONED_AFTER)) {
+                control.report(CompactionEvent::Failed(format!(
+                    "removing abandoned upload leftovers: {e}"
+                )));
             }
         }
         clock.next()
@@ -262,5 +279,63 @@ mod tests {
         let level1 = block_on(c.store.list(1)).unwrap();
         assert_eq!(level1.last().map(|f| f.max_txid), Some(2));
         assert!(!events.0.lock().unwrap().iter().any(|e| e.contains("Failed")));
+    }
+
+    /// Makes `path` look written `ago` in the past.
+    fn written_ago(path: &std::path::Path, ago: std::time::Duration) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - ago).unwrap();
+    }
+
+    #[test]
+    fn a_staging_file_a_killed_upload_left_in_a_file_replica_is_removed_once_idle_an_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = dir.path().join("replica");
+        let url = format!("file://{}", replica.display());
+        let c = Compactor {
+            store: open_store(&url, &Default::default()).unwrap(),
+            cache: LevelCache::open(&dir.path().join("cache"), FileModes::NewDatabase, 5).unwrap(),
+            config: CompactionConfig::default(),
+            encoding: Compression::Lz4.into(),
+            encryption: None,
+            encryption_status: None,
+        };
+        block_on(c.store.put(0, 1, 1, level0(1), 1000)).unwrap();
+        let level0_dir = replica.join("ltx").join("0");
+        let snapshots_dir = replica.join("ltx").join("9");
+        std::fs::create_dir_all(&snapshots_dir).unwrap();
+        // What object_store's put leaves when its writer dies before the rename: one
+        // long abandoned (a snapshot's), one being written right now.
+        let abandoned = snapshots_dir.join("0000000000000001-0000000000000005.ltx#3");
+        let live = level0_dir.join("0000000000000002-0000000000000002.ltx#4");
+        std::fs::write(&abandoned, vec![7u8; 4096]).unwrap();
+        std::fs::write(&live, b"in flight").unwrap();
+        written_ago(&abandoned, ABANDONED_AFTER + std::time::Duration::from_secs(60));
+
+        let events = Events::default();
+        let mut clock = CompactionClock::new(&c.config, 0);
+        c.turn(&mut clock, 0, &events);
+        assert!(
+            !abandoned.exists(),
+            "the abandoned staging file was removed at the first turn"
+        );
+        assert!(
+            live.exists(),
+            "a staging file written within the hour is a live upload's"
+        );
+        assert_eq!(block_on(c.store.list(0)).unwrap().len(), 1, "the stored file stays");
+
+        // The live one is abandoned too, later: the sweep comes again an hour on, not at
+        // every turn.
+        written_ago(&live, ABANDONED_AFTER + std::time::Duration::from_secs(60));
+        c.turn(&mut clock, 60_000, &events);
+        assert!(live.exists(), "no second sweep within the hour");
+        c.turn(&mut clock, ABANDONED_AFTER.as_millis() as i64, &events);
+        assert!(!live.exists());
+        assert!(
+            !events.0.lock().unwrap().iter().any(|e| e.contains("Failed")),
+            "{:?}",
+            events.0.lock().unwrap()
+        );
     }
 }

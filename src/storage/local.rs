@@ -52,6 +52,49 @@ pub(crate) fn open_file(t: &Target, opts: &StoreOptions) -> Result<ObjectReplica
     )
 }
 
+/// Removes the staging files (`<name>#<n>`) object_store's puts leave in `dirs` when the
+/// writer is killed between writing and renaming, once none has been written to for
+/// `idle`: a killed snapshot upload leaves a copy the size of the database that no
+/// listing shows. A live put keeps writing its staging file, so an idle one is
+/// abandoned. Missing directories are fine; returns how many files went.
+pub(crate) fn sweep_abandoned_staging(dirs: &[std::path::PathBuf], idle: std::time::Duration) -> std::io::Result<u32> {
+    let mut removed = 0;
+    for dir in dirs {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if !entry.file_name().as_encoded_bytes().contains(&b'#') {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let idle_for = meta.modified()?.elapsed().unwrap_or_default();
+            if meta.is_file() && idle_for >= idle {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        removed += 1;
+                        tracing::info!(
+                            file = %entry.path().display(),
+                            bytes = meta.len(),
+                            "removed an upload's staging file abandoned by a killed writer"
+                        );
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// In-memory stores by name, shared process-wide so that a primary and a replica opened
 /// separately in one process see the same objects.
 fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {

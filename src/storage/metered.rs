@@ -265,6 +265,11 @@ impl ReplicaStore for Metered {
         self.inner.put_requests(bytes, create)
     }
 
+    // Local files only, no request to the store: not counted.
+    async fn sweep_abandoned(&self, idle: Duration) -> Result<u32> {
+        self.inner.sweep_abandoned(idle).await
+    }
+
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {
         self.time(Op::Delete, 0, self.inner.delete(level, min_txid, max_txid), none)
             .await

@@ -153,12 +153,12 @@ impl ObjectReplica {
 
     /// Runs blocking filesystem work of a local store off the async runtime; its error is
     /// the store's, for `op` on `key`.
-    async fn local_io(
+    async fn local_io<T: Send + 'static>(
         &self,
         op: &'static str,
         key: &Path,
-        work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
-    ) -> Result<()> {
+        work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T> {
         let done = tokio::task::spawn_blocking(work)
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
@@ -426,6 +426,22 @@ impl ReplicaStore for ObjectReplica {
 
     fn put_requests(&self, bytes: u64, create: bool) -> u32 {
         self.multipart.map_or(1, |m| m.requests(bytes, create))
+    }
+
+    async fn sweep_abandoned(&self, idle: std::time::Duration) -> Result<u32> {
+        let Some(root) = &self.fsync_root else {
+            return Ok(0);
+        };
+        let base = self.layout.base().clone();
+        let mut dirs = vec![root.join(base.as_ref())];
+        // Levels 0 to 8 and the snapshots' 9: every directory a put writes into.
+        for level in 0..=9 {
+            dirs.push(root.join(self.layout.level_dir(level).as_ref()));
+        }
+        self.local_io("SWEEP", &base, move || {
+            super::local::sweep_abandoned_staging(&dirs, idle)
+        })
+        .await
     }
 
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {

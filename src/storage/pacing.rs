@@ -273,6 +273,11 @@ impl ReplicaStore for Paced {
         self.inner.put_requests(bytes, create)
     }
 
+    // Local files only: no request, nothing to pace.
+    async fn sweep_abandoned(&self, idle: std::time::Duration) -> Result<u32> {
+        self.inner.sweep_abandoned(idle).await
+    }
+
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()> {
         self.budget.pace(self.inner.delete(level, min_txid, max_txid)).await
     }

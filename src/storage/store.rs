@@ -80,6 +80,15 @@ pub trait ReplicaStore: Send + Sync + Debug {
         1
     }
 
+    /// Removes what uploads killed half-way left behind where nothing else will (a
+    /// `file://` replica's staging files, `<name>#<n>`, which listings skip) once nothing
+    /// has written to them for `idle`; returns how many. Stores that keep nothing of an
+    /// unfinished upload, or clean up by themselves, do nothing (the default).
+    async fn sweep_abandoned(&self, idle: std::time::Duration) -> Result<u32> {
+        let _ = idle;
+        Ok(0)
+    }
+
     /// Deletes the file. Deleting a file that does not exist succeeds.
     async fn delete(&self, level: u8, min_txid: u64, max_txid: u64) -> Result<()>;
 
