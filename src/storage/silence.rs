@@ -10,7 +10,7 @@
 //! through [`Watchful`], which ends it as a timeout (retried like a dropped connection)
 //! when the store has been silent too long:
 //! - before the response's head: [`silence_limit`] plus the time the request body needs
-//!   at [`SLOWEST_UPLOAD`] (a 16 MiB part gets 256 s more than an empty request);
+//!   at [`SLOWEST_UPLOAD`] (a 1 MiB level-0 file gets 64 s more than an empty request);
 //! - between two pieces of the response body, while the caller waits for one: the limit.
 //!
 //! A slow store that keeps answering keeps its requests; only silence ends them.
@@ -34,12 +34,14 @@ use object_store::client::{
 const DEFAULT_SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
 /// The upload rate (bytes/s) a request body is given time for before its answer is due:
-/// 64 KiB/s (half a megabit), so a device on a poor mobile uplink still gets its uploads
-/// through. object_store hands hyper the body whole, so its progress is not seen here:
-/// this rate is what tells a slow upload from a silent store. Most uploads are a few KiB
-/// (a level-0 file is one sync interval of changes); a large one learns of a silent
-/// store later.
-pub(crate) const SLOWEST_UPLOAD: u64 = 64 * 1024;
+/// 16 KiB/s. object_store hands hyper the body whole, so its progress is not seen here:
+/// this rate is what tells a slow upload from a silent store, and it must hold for each
+/// of the four parts of an upload in parts going up at once over a slow uplink (a
+/// 1 Mbit/s link gives each ~32 KiB/s). Above ~9 MiB the due time passes the
+/// whole-request timeout (`http.rs`, 10 minutes), which then bounds the request as
+/// before; most uploads are a few KiB (a level-0 file is one sync interval of changes)
+/// and learn of a silent store within the limit and a few seconds.
+pub(crate) const SLOWEST_UPLOAD: u64 = 16 * 1024;
 
 /// The longest silence tolerated: `LITESTREAM_STORE_SILENCE_LIMIT` (a duration such as
 /// `30s`; an unreadable value is reported once and the default used), else 30 s.
@@ -157,7 +159,7 @@ mod tests {
     fn an_upload_gets_time_for_its_body_at_the_slowest_rate() {
         let limit = Duration::from_secs(30);
         assert_eq!(answer_due(limit, 0), limit);
-        assert_eq!(answer_due(limit, 16 << 20), limit + Duration::from_secs(256));
+        assert_eq!(answer_due(limit, 1 << 20), limit + Duration::from_secs(64));
     }
 
     #[test]
