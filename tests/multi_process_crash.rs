@@ -180,6 +180,21 @@ fn killing_worker_processes_and_the_replicating_one_loses_no_acknowledged_commit
                 .collect::<Vec<_>>()
         })
         .collect();
+    // Not failures: snapshots taken because capture and the WAL disagreed (correct, at
+    // the cost of an upload), counted so that a run shows how often that still happens.
+    let logged = |needle: &str| -> usize {
+        (0..3)
+            .map(|slot| {
+                std::fs::read_to_string(dir_path.join(format!("worker{slot}.log")))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .count()
+            })
+            .sum()
+    };
+    let forced_snapshots = logged("taking a snapshot");
+    let unread_generations = logged("capture had not read");
     assert!(
         errors.is_empty(),
         "workers saw errors:\n{}",
@@ -227,7 +242,9 @@ fn killing_worker_processes_and_the_replicating_one_loses_no_acknowledged_commit
         &format!(
             "{cycles} SIGKILLs of 3 worker processes ({replicator_kills} of the replicating one), {acked} acknowledged \
              syncs, 0 lost, TXIDs contiguous, restores equal; replica moving again after the replicating process \
-             died: p50 {} ms, p99 {} ms, max {} ms (sync_interval {SYNC_INTERVAL_MS} ms)",
+             died: p50 {} ms, p99 {} ms, max {} ms (sync_interval {SYNC_INTERVAL_MS} ms); snapshots forced by a \
+             disagreement of capture and the WAL: {forced_snapshots} ({unread_generations} of them for commits \
+             capture had not read)",
             percentile(&resumed_ms, 0.5),
             percentile(&resumed_ms, 0.99),
             resumed_ms.last().copied().unwrap_or(0)
