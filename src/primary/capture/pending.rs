@@ -141,11 +141,9 @@ impl Capture {
     ) -> io::Result<Result<Completed, Discontinuity>> {
         match self.append(offset, data) {
             Appended::Header => Ok(Ok(Completed::new())),
-            Appended::Page { slot } => {
-                let mut found = Completed::new();
-                found.extend(self.end_of_frame(slot, wal)?);
-                Ok(Ok(found))
-            }
+            // Returned as it is: extending an empty `Completed` with it moved each
+            // transaction again (~200 instructions of every commit).
+            Appended::Page { slot } => self.end_of_frame(slot, wal).map(Ok),
             Appended::No => self.on_other_write(offset, data, wal),
         }
     }
