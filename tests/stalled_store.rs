@@ -163,6 +163,13 @@ fn requests_the_store_stopped_answering_are_abandoned_and_made_again() {
         started.elapsed(),
         primary.stderr()
     );
+    for (who, shell) in [("primary", &mut primary), ("replica", &mut replica)] {
+        let silent = shell.run("SELECT json_extract(litestream_status(), '$.engine.silent_requests');");
+        assert!(
+            silent.trim().parse::<u64>().is_ok_and(|n| n >= 1),
+            "the {who}'s status counts the requests it abandoned: {silent:?}"
+        );
+    }
     primary.run(".open :memory:");
     let restored = dir.path().join("restored.db");
     sql_restore(&url, &restored, &env[..2]);

@@ -1,6 +1,7 @@
 //! The process-level part of `litestream_status()` (its `engine` key): the engine's
 //! threads and jobs, store round trips handed off, and per store endpoint the request
-//! budget, requests per second and the backlog of databases waiting to upload.
+//! budget, requests per second and the backlog of databases waiting to upload, and the
+//! requests abandoned because a store went silent.
 
 use super::io;
 use super::scheduler::Scheduler;
@@ -36,6 +37,7 @@ pub(super) fn json(scheduler: &Scheduler, backlog: &[(String, u64, u64)]) -> Val
         "round_trips_in_flight": io::in_flight(),
         "round_trips_handed_off": io::HANDED_OFF.load(Ordering::Relaxed),
         "requests_per_second": crate::storage::requests_per_second(),
+        "silent_requests": crate::storage::silent_requests(),
         "stores": stores.into_values().collect::<Vec<_>>(),
     })
 }

@@ -50,6 +50,7 @@ pub use options::{NatsOptions, StoreOptions};
 pub use pacing::{budgets_json, requests_per_second, DEFAULT_RATE};
 pub use retry::{retry, within, RetryPolicy, APPLICATION_WAIT};
 pub use s3::S3_TIMESTAMP_METADATA;
+pub use silence::silent_requests;
 pub use store::{LtxObject, ReplicaStore};
 pub use target::EnvFn;
 pub use timestamp::{format_rfc3339_nano, parse_rfc3339_ms};

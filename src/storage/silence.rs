@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -86,7 +87,19 @@ impl HttpService for Watchful {
     }
 }
 
+/// Requests abandoned in this process because the store went silent.
+static SILENT_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many requests this process abandoned because the store went silent
+/// (`litestream_status()`'s `engine.silent_requests`): a count that grows says the
+/// store, or something in front of it, is holding requests without answering.
+pub fn silent_requests() -> u64 {
+    SILENT_REQUESTS.load(Ordering::Relaxed)
+}
+
 fn silent(message: String) -> HttpError {
+    SILENT_REQUESTS.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("abandoning a request: {message}");
     // "timed out" in the text as well as the kinds: both are how a timeout is recognised
     // as worth retrying (storage/error.rs) through object_store's wrappers.
     HttpError::new(
