@@ -195,6 +195,14 @@ fn killing_worker_processes_and_the_replicating_one_loses_no_acknowledged_commit
     };
     let forced_snapshots = logged("taking a snapshot");
     let unread_generations = logged("capture had not read");
+    // Their reasons, for a run that had any: rare enough (1 in ~1,000 kills) that the
+    // run's own output is the only place to find out why.
+    for slot in 0..3 {
+        let log = std::fs::read_to_string(dir_path.join(format!("worker{slot}.log"))).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("taking a snapshot")).take(3) {
+            eprintln!("worker{slot}: {line}");
+        }
+    }
     assert!(
         errors.is_empty(),
         "workers saw errors:\n{}",
