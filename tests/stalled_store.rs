@@ -13,29 +13,61 @@ use common::moto::Moto;
 use common::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use common::shell::Shell;
 use harness::{dump, extension, sql_restore};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-#[test]
-fn opens_and_closes_do_not_wait_for_a_store_that_never_answers() {
-    const BUCKET: &str = "stalled";
+const CREDENTIALS: [(&str, &str); 2] = [
+    ("LITESTREAM_ACCESS_KEY_ID", ACCESS_KEY_ID),
+    ("LITESTREAM_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+];
+
+/// moto with `bucket`, the fault proxy in front of it (no faults yet), a scratch
+/// directory with the database's path, and the replica URL through the proxy.
+struct Rig {
+    _moto: Moto,
+    proxy: FaultProxy,
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    url: String,
+}
+
+fn rig(bucket: &str) -> Rig {
     let moto = Moto::start();
-    moto.create_bucket(BUCKET);
+    moto.create_bucket(bucket);
     let proxy = FaultProxy::start(moto.port, FaultPlan::none());
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let url = format!(
-        "s3://{BUCKET}/app?endpoint={}&region={REGION}&forcePathStyle=true",
+        "s3://{bucket}/app?endpoint={}&region={REGION}&forcePathStyle=true",
         proxy.endpoint
     );
+    Rig {
+        _moto: moto,
+        proxy,
+        dir,
+        db,
+        url,
+    }
+}
+
+/// Every request held `stall` before its connection closes.
+fn stall_every_request(stall: Duration) -> FaultPlan {
+    FaultPlan {
+        stall,
+        ..FaultPlan::of(&[Fault::Stall], 100)
+    }
+}
+
+#[test]
+fn opens_and_closes_do_not_wait_for_a_store_that_never_answers() {
+    let Rig {
+        proxy, dir, db, url, ..
+    } = &rig("stalled");
     let open = format!(
         ".open file:{}?vfs=litestream&replica={url}&sync_timeout=2s",
         db.display()
     );
-    let creds = [
-        ("LITESTREAM_ACCESS_KEY_ID", ACCESS_KEY_ID),
-        ("LITESTREAM_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
-    ];
-    let mut sh = Shell::start(&extension(), &dir.path().join("shell.stderr"), &creds, &open);
+    let mut sh = Shell::start(&extension(), &dir.path().join("shell.stderr"), &CREDENTIALS, &open);
     let synced = sh.run("CREATE TABLE t(x); INSERT INTO t VALUES (1);\nSELECT litestream_sync(30000) > 0;");
     assert_eq!(synced.trim(), "1", "{}", sh.stderr());
     sh.run(".open :memory:");
@@ -43,10 +75,7 @@ fn opens_and_closes_do_not_wait_for_a_store_that_never_answers() {
     // Each request is held 45 s before its connection closes: longer than the open's and
     // the close's bounds, shorter than the test (a request already held is not released
     // when the plan changes; see the note at the end).
-    proxy.set_plan(FaultPlan {
-        stall: Duration::from_secs(45),
-        ..FaultPlan::of(&[Fault::Stall], 100)
-    });
+    proxy.set_plan(stall_every_request(Duration::from_secs(45)));
     let timed = |sh: &mut Shell, sql: &str| {
         let started = Instant::now();
         sh.run(sql);
@@ -83,8 +112,8 @@ fn opens_and_closes_do_not_wait_for_a_store_that_never_answers() {
     assert_eq!(caught_up.trim(), "1", "{}", sh.stderr());
     sh.run(".open :memory:");
     let restored = dir.path().join("restored.db");
-    sql_restore(&url, &restored, &creds);
-    assert_eq!(dump(&restored), dump(&db));
+    sql_restore(url, &restored, &CREDENTIALS);
+    assert_eq!(dump(&restored), dump(db));
 }
 
 /// A request the store accepted and then stopped answering is abandoned after the silence
@@ -96,21 +125,10 @@ fn opens_and_closes_do_not_wait_for_a_store_that_never_answers() {
 /// replica's query.
 #[test]
 fn requests_the_store_stopped_answering_are_abandoned_and_made_again() {
-    const BUCKET: &str = "silent";
-    let moto = Moto::start();
-    moto.create_bucket(BUCKET);
-    let proxy = FaultProxy::start(moto.port, FaultPlan::none());
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!(
-        "s3://{BUCKET}/app?endpoint={}&region={REGION}&forcePathStyle=true",
-        proxy.endpoint
-    );
-    let env = [
-        ("LITESTREAM_ACCESS_KEY_ID", ACCESS_KEY_ID),
-        ("LITESTREAM_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
-        ("LITESTREAM_STORE_SILENCE_LIMIT", "3s"),
-    ];
+    let Rig {
+        proxy, dir, db, url, ..
+    } = &rig("silent");
+    let env = [CREDENTIALS[0], CREDENTIALS[1], ("LITESTREAM_STORE_SILENCE_LIMIT", "3s")];
     let open = format!(".open file:{}?vfs=litestream&replica={url}", db.display());
     let mut primary = Shell::start(&extension(), &dir.path().join("primary.stderr"), &env, &open);
     let synced = primary.run(
@@ -134,10 +152,7 @@ fn requests_the_store_stopped_answering_are_abandoned_and_made_again() {
 
     // Every request is now held 60 s. The primary's next upload and the replica's page
     // reads go out into the silence; the store answers again 1.5 s later.
-    proxy.set_plan(FaultPlan {
-        stall: Duration::from_secs(60),
-        ..FaultPlan::of(&[Fault::Stall], 100)
-    });
+    proxy.set_plan(stall_every_request(Duration::from_secs(60)));
     primary.run("INSERT INTO t VALUES (randomblob(1000));");
     let (scan, scan_took) = std::thread::scope(|s| {
         s.spawn(|| {
@@ -172,6 +187,6 @@ fn requests_the_store_stopped_answering_are_abandoned_and_made_again() {
     }
     primary.run(".open :memory:");
     let restored = dir.path().join("restored.db");
-    sql_restore(&url, &restored, &env[..2]);
-    assert_eq!(dump(&restored), dump(&db));
+    sql_restore(url, &restored, &CREDENTIALS);
+    assert_eq!(dump(&restored), dump(db));
 }
