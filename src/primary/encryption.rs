@@ -64,14 +64,9 @@ pub fn check_replica(
 fn get(store: &dyn ReplicaStore, f: &LtxObject, range: std::ops::Range<u64>) -> Result<Vec<u8>, String> {
     // At open, where the application waits: bounded as the open's listing is.
     let read = store.get_range(f.level, f.min_txid, f.max_txid, range);
-    block_on(crate::storage::within(
-        crate::storage::APPLICATION_WAIT,
-        store.describe(),
-        "GET",
-        read,
-    ))
-    .map(|b| b.to_vec())
-    .map_err(|e| e.to_string())
+    crate::storage::while_application_waits(store, "GET", read)
+        .map(|b| b.to_vec())
+        .map_err(|e| e.to_string())
 }
 
 const UNKNOWN: u8 = 0;

@@ -48,7 +48,7 @@ pub use object::ObjectReplica;
 pub use open::{open_store, open_store_with_env};
 pub use options::{NatsOptions, StoreOptions};
 pub use pacing::{budgets_json, requests_per_second, DEFAULT_RATE};
-pub use retry::{retry, within, RetryPolicy, APPLICATION_WAIT};
+pub use retry::{retry, while_application_waits, within, RetryPolicy, APPLICATION_WAIT};
 pub use s3::S3_TIMESTAMP_METADATA;
 pub use silence::silent_requests;
 pub use store::{LtxObject, ReplicaStore};

@@ -8,6 +8,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use super::error::{Error, Result};
+use super::store::ReplicaStore;
 
 /// How long and how often to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,14 +84,13 @@ where
 /// (an open's check of the replica, a close's page-size check): a store that accepts
 /// connections and never answers held an open for object_store's whole-request timeout
 /// (10 minutes, measured). With saved state the open then goes on from it, as when the
-/// store refuses connections.
+/// store refuses connections. Shorter than the silence limit every HTTP request has
+/// (`silence.rs`, 30 s), which is set for background work.
 pub const APPLICATION_WAIT: Duration = Duration::from_secs(10);
 
 /// `op` on `store`, given up as a transient error when it has not answered within
-/// `limit`. object_store bounds a request only by its whole-request timeout (minutes, for
-/// uploads the size of a database), so a store that accepts connections and never
-/// answers would hold its caller that long: where an application waits (its open), this
-/// bounds the wait.
+/// `limit`: bounds a wait of the application (retries included) below what the store's
+/// own requests may take.
 pub async fn within<T>(
     limit: Duration,
     store: &str,
@@ -106,6 +106,15 @@ pub async fn within<T>(
             message: format!("no answer within {limit:?}"),
         }),
     }
+}
+
+/// `op` on `store` where the application waits for it: [`within`] [`APPLICATION_WAIT`].
+pub fn while_application_waits<T>(
+    store: &dyn ReplicaStore,
+    op: &'static str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    crate::runtime::block_on(within(APPLICATION_WAIT, store.describe(), op, fut))
 }
 
 /// A uniform value in [0, 1). Jitter needs no real randomness; std's per-instance hasher keys

@@ -564,12 +564,7 @@ fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::
     };
     let levels = crate::restore::EVERY_LEVEL.map(|level| crate::storage::retry(move || store.list(level), &policy));
     let all = futures::future::try_join_all(levels);
-    let lists = block_on(crate::storage::within(
-        crate::storage::APPLICATION_WAIT,
-        store.describe(),
-        "LIST",
-        all,
-    ))?;
+    let lists = crate::storage::while_application_waits(store, "LIST", all)?;
     let mut newest: Option<LtxObject> = None;
     for f in lists.into_iter().flatten() {
         if newest.as_ref().is_none_or(|n| f.max_txid >= n.max_txid) {

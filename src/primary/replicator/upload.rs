@@ -198,23 +198,14 @@ impl Primary {
         let want = txid - 1;
         // A closing connection may be the one waiting: each request is bounded, as at open.
         for level in crate::restore::EVERY_LEVEL {
-            let files = block_on(crate::storage::within(
-                crate::storage::APPLICATION_WAIT,
-                self.store.describe(),
-                "LIST",
-                self.store.list(level),
-            ))
-            .map_err(|e| e.to_string())?;
+            let files = crate::storage::while_application_waits(self.store.as_ref(), "LIST", self.store.list(level))
+                .map_err(|e| e.to_string())?;
             let Some(f) = files.iter().find(|f| f.min_txid <= want && want <= f.max_txid) else {
                 continue;
             };
-            let head = block_on(crate::storage::within(
-                crate::storage::APPLICATION_WAIT,
-                self.store.describe(),
-                "GET",
-                self.store.get_range(level, f.min_txid, f.max_txid, 0..100),
-            ))
-            .map_err(|e| e.to_string())?;
+            let read = self.store.get_range(level, f.min_txid, f.max_txid, 0..100);
+            let head =
+                crate::storage::while_application_waits(self.store.as_ref(), "GET", read).map_err(|e| e.to_string())?;
             let header = crate::ltx::Header::decode(&head).map_err(|e| e.to_string())?;
             return Ok(Some(header.page_size));
         }
