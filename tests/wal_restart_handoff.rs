@@ -95,6 +95,47 @@ fn restarts_hand_off_merged_pages_and_a_kill_after_them_loses_no_commit() {
     assert_eq!(plain_sqlite(&restored, "SELECT count(*) FROM t;").trim(), "400");
 }
 
+#[test]
+fn restarts_that_meet_a_stage_in_progress_hand_off_batches_not_frame_copies() {
+    // A stage every millisecond: the worker stages back to back (each stage writes and
+    // fsyncs the LTX file and the state, with their directories), so most WAL restarts
+    // land between a stage's cut of the queue and its saved state. Those used to copy
+    // every frame of the generation (a tail) under the application's write lock.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let open = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=1ms",
+        db.display()
+    );
+    let mut a = LiveShell::start_with(dir.path(), "a", &[("LITESTREAM_LOG_LEVEL", "debug")], None, &open);
+    a.run("PRAGMA wal_autocheckpoint=8; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);");
+    let mut sql = String::new();
+    for i in 0..3000 {
+        sql.push_str(&format!("INSERT INTO t(v) VALUES ('row {i} {}');\n", "z".repeat(300)));
+    }
+    a.run(&sql);
+    let log = a.stderr();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let (batches, tails) = (count("hand-off: batch"), count("hand-off: tail"));
+    assert!(
+        batches >= 50,
+        "the restarts wrote batch records: {batches} batches, {tails} tails"
+    );
+    assert_eq!(
+        tails, 0,
+        "no restart copied the generation's frames ({batches} batches)"
+    );
+    let synced = number(&mut a, "SELECT litestream_sync();");
+    assert_eq!(synced, number(&mut a, "SELECT litestream_txid();"));
+    drop(a);
+    assert_contiguous(&level0_ranges(&dir.path().join("replica")));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db), "the replica lacks commits the primary has");
+    eprintln!("restarts beside back-to-back stages: {batches} batch records, {tails} tails");
+}
+
 /// Cycles of the kill loop below (LITESTREAM_CRASH_CYCLES raises it, as in primary_crash).
 fn cycles() -> u64 {
     crash_cycles(25)

@@ -284,18 +284,21 @@ impl Primary {
     /// pages, merged) instead of a tail (every frame since the saved position: the whole
     /// generation, usually, a third of a small commit's CPU). The queue is then held
     /// until the next stage, and capture continues in the new generation. False when
-    /// this cannot be done (a stage in progress, a snapshot due, no origin, a failed
-    /// write): the caller writes a tail.
+    /// this cannot be done (a snapshot due, no origin, a failed write): the caller
+    /// writes a tail.
+    ///
+    /// A stage between its cut and its saved state does not stop it: `origin` is then
+    /// the position that state will say. Should the process die before the state is
+    /// saved, the next open resumes from the older saved position, finds this batch
+    /// beginning elsewhere and takes a snapshot: nothing is lost, and it needs a
+    /// restart and a crash within the same stage's few milliseconds. Writing a tail
+    /// instead copied every frame of the generation under the application's write
+    /// lock, at 2-4 % of restarts.
     fn hand_off_batch(&self, shared: &mut Shared, live: &mut dyn WalSource, next: &[u8]) -> bool {
         if shared.snapshot_needed.is_some() {
             return false;
         }
         let Some(from) = shared.origin else {
-            return false;
-        };
-        // A stage between its cut and its saved state: what the state will say is
-        // not settled yet. Never waited for: the stage may wait for the write lock we hold.
-        let Ok(_staging) = self.stage_lock.try_lock() else {
             return false;
         };
         let Some(to) = shared.capture.position().filter(|p| !p.ended) else {

@@ -184,10 +184,11 @@ struct Shared {
     /// (`hooks.rs`); staged with the queue, as one file.
     held: Batch,
     /// Where the queue begins when that is the end of everything staged or handed off
-    /// (the saved state's position, or the end of this process's last batch record):
-    /// a restart may then hand the queue off as a batch record from there. None when a
-    /// tail or another process's record holds commits the queue also has, or a stage
-    /// failed: restarts write tails until the next stage.
+    /// (the saved state's position, the position a stage in progress will save, or the
+    /// end of this process's last batch record): a restart may then hand the queue off
+    /// as a batch record from there. None when a tail or another process's record holds
+    /// commits the queue also has, or a stage failed (set in the same lock as the failed
+    /// batch goes back to the queue): restarts write tails until the next stage.
     origin: Option<WalPosition>,
     /// Capture lost track; commits are dropped until a snapshot covers them.
     snapshot_needed: Option<String>,
@@ -241,8 +242,8 @@ pub struct Primary {
     node_id: u64,
     snapshotter: Box<dyn Snapshotter>,
     shared: Mutex<Shared>,
-    /// Held by a stage from its cut of the queue to its saved state: a restart in that
-    /// window cannot tell what the state will say, and writes a tail (`hooks.rs`).
+    /// Held by a stage from its cut of the queue to its saved state: one stage at a
+    /// time (the worker's, a close's, an open's snapshot).
     stage_lock: Mutex<()>,
     /// Signals staging/upload progress to waiters.
     progress: Condvar,

@@ -12,8 +12,8 @@ impl Primary {
         let _staging = self.stage_lock.lock().unwrap_or_else(|p| p.into_inner());
         let staged = self.stage_locked();
         if staged.is_err() {
-            // The queue may hold commits the saved state does not cover and no record
-            // holds: restarts write tails until a stage succeeds.
+            // Every failure below already did this under the lock it failed in (a restart
+            // does not wait for this one); kept for any that does not.
             self.lock().origin = None;
         }
         staged
@@ -56,7 +56,8 @@ impl Primary {
             // commit, including generations it ended or began since (`follow.rs`).
             let at_cut = (shared.capture.position(), shared.handoff_consumed);
             // What is captured from here on is queued from the position the state
-            // will say (a restart before it is saved cannot take `stage_lock`).
+            // will say: a restart before it is saved hands the queue off from there
+            // (`hand_off_batch`), and a failure below takes that back.
             shared.origin = at_cut.0.filter(|p| !p.ended);
             (shared.take_pending(), at_cut)
         };
@@ -97,13 +98,21 @@ impl Primary {
                     handoff_seq: consumed_at_cut,
                 };
                 shared.recycle(batch);
-                self.persist(&state).map_err(|e| format!("saving state: {e}"))?;
+                if let Err(e) = self.persist(&state) {
+                    // The state says less than the batch records written from the cut
+                    // assume: no more of them until a stage saves one.
+                    shared.origin = None;
+                    return Err(format!("saving state: {e}").into());
+                }
                 self.progress.notify_all();
                 Ok(Staged::Done)
             }
             Err(e) => {
                 // Keep the commits in memory and try again next round. A restart may
                 // have moved the queue to `held` meanwhile: both are newer than `batch`.
+                // The queue now holds commits from before the cut again: no batch
+                // record may begin at the cut.
+                shared.origin = None;
                 let Shared {
                     queue, held, capture, ..
                 } = &mut *shared;
@@ -206,7 +215,10 @@ impl Primary {
         let mut shared = self.lock();
         shared.staged_txid = txid;
         shared.snapshots += 1;
-        self.save_staged(&shared, txid, snapshot_position, snapshot_consumed)?;
+        if let Err(e) = self.save_staged(&shared, txid, snapshot_position, snapshot_consumed) {
+            shared.origin = None; // as for a batch whose state was not saved
+            return Err(e.into());
+        }
         tracing::info!(db = %self.db_path.display(), txid, bytes = staged.size, "snapshot staged");
         Ok(())
     }
