@@ -148,6 +148,18 @@ fn follow_records(
             }
         );
         match &record {
+            Record::Tail(tail) if capture.ended_with_nothing_since(&tail.header, tail.end_frame()) => {
+                // A writer restarted a WAL that still showed a generation capture had
+                // already followed to its end: the process that ended it died between
+                // its record and the new header. Nothing in this tail is new, and the
+                // generation that record began never reached the file.
+                capture.end_generation();
+                *just_started = false;
+                *closed = tail.closed.clone();
+                if let Some(next) = tail.next {
+                    capture.begin_generation(next);
+                }
+            }
             Record::Tail(tail) => {
                 if capture.generation() != Some((tail.header.salt1, tail.header.salt2)) {
                     return Ok(Some(Discontinuity(format!(
@@ -470,6 +482,56 @@ pub(crate) mod tests {
                 .unwrap()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_tail_of_a_generation_already_followed_to_its_end_begins_its_next_header() {
+        // Process A restarts the WAL: its tail ends g1 and names g2, and A dies before
+        // writing g2's header. Process B's writer finds the WAL still showing g1 and
+        // restarts it again, with g3: its tail holds g1's frames a second time.
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1).frame(2, 2, 2);
+        let g2 = WalBuilder::new(512, 11, 77, false);
+        let mut g3 = WalBuilder::new(512, 11, 78, false);
+        records
+            .write_tail(&mut g1.bytes.clone(), None, Some(&g2.bytes[..32]), None)
+            .unwrap();
+        records
+            .write_tail(&mut g1.bytes.clone(), None, Some(&g3.bytes[..32]), None)
+            .unwrap();
+        g3.frame(3, 3, 3);
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        let mut consumed = 0;
+        let found = follow(
+            &mut capture,
+            &mut consumed,
+            &records,
+            &mut g3.bytes.clone(),
+            None,
+            &none,
+        )
+        .unwrap()
+        .expect("no discontinuity: the second tail holds nothing new");
+        assert_eq!(pgnos(&found), vec![1, 2, 3], "g1's commits once, then g3's");
+        assert_eq!(consumed, 2);
+        assert_eq!(capture.generation(), Some((11, 78)));
+
+        // A second tail with a commit the first did not have is not skipped.
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+        let mut g1_short = WalBuilder::new(512, 10, 1, false);
+        g1_short.frame(1, 1, 1);
+        records
+            .write_tail(&mut g1_short.bytes.clone(), None, Some(&g2.bytes[..32]), None)
+            .unwrap();
+        records
+            .write_tail(&mut g1.bytes.clone(), None, Some(&g3.bytes[..32]), None)
+            .unwrap();
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        let outcome = follow(&mut capture, &mut 0, &records, &mut g3.bytes.clone(), None, &none).unwrap();
+        assert!(outcome.unwrap_err().0.contains("another WAL generation"));
     }
 
     #[test]

@@ -90,8 +90,9 @@ pub struct Capture {
     /// commit costs no allocation on the commit path (this runs inside every `xWrite`).
     pending: Vec<Option<PendingFrame>>,
     spare: Vec<PageBuf>,
-    /// The generation [`Capture::end_generation`] ended last and the frame it ended at.
-    last_ended: Option<((u32, u32), u64)>,
+    /// The generation [`Capture::end_generation`] ended last (its header) and the frame
+    /// it ended at.
+    last_ended: Option<(WalHeader, u64)>,
 }
 
 impl Capture {
@@ -150,7 +151,7 @@ impl Capture {
     pub fn end_generation(&mut self) {
         self.drop_pending();
         if let Some(h) = self.header.filter(|_| !self.ended) {
-            self.last_ended = Some(((h.salt1, h.salt2), self.next_frame));
+            self.last_ended = Some((h, self.next_frame));
         }
         self.ended = true;
     }
@@ -159,7 +160,19 @@ impl Capture {
     /// generation records it (and capture follows) before rewriting or truncating the
     /// WAL, so for a moment the file still shows it.
     pub fn last_ended(&self) -> Option<((u32, u32), u64)> {
-        self.last_ended
+        self.last_ended.map(|(h, at)| ((h.salt1, h.salt2), at))
+    }
+
+    /// Whether the generation of `header` (the same header, so the same chain) is the
+    /// one capture ended last, and ended at or after frame `end`: none of its commits up
+    /// to there is new to capture, and nothing was captured since (capture stands at
+    /// the start of the next generation, or past the ended one). The WAL shows such a
+    /// generation when the process that ended it (recorded the end, and capture
+    /// followed) died before rewriting the WAL's header: the next writer then restarts
+    /// the WAL from that generation.
+    pub fn ended_with_nothing_since(&self, header: &WalHeader, end: u64) -> bool {
+        let nothing_since = self.ended || self.next_frame == 0;
+        nothing_since && self.last_ended.is_some_and(|(h, at)| h == *header && end <= at)
     }
 }
 
