@@ -211,7 +211,10 @@ impl Database {
             (_, Some(_)) => self.generation_ends(live, Some(new), None),
             (Some(primary), None) => primary.before_fresh_header(live, new),
             (None, None) => {
-                if let Err(e) = self.records.write_start(&new[..HEADER_SIZE]) {
+                if let Err(e) = self
+                    .records
+                    .write_start(&new[..HEADER_SIZE], FileIdentity::of(&self.path).ok())
+                {
                     tracing::warn!(db = %self.path.display(), "writing a WAL hand-off record: {e}");
                 }
             }

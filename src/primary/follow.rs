@@ -63,6 +63,9 @@ pub fn follow(
                 )))
             }
             None if just_started => return Ok(Ok(found)),
+            // Its writer recorded the start and died before the header: the WAL is as
+            // empty as the generation, and the database as it was.
+            None if capture.never_reached_the_file(database().as_ref()) => return Ok(Ok(found)),
             None if capture.ended() => {
                 if let Some(closed) = &closed {
                     if database().as_ref() != Some(closed) {
@@ -210,13 +213,16 @@ fn follow_records(
                     capture.begin_generation(next);
                 }
             }
-            Record::Start { seq, header } => {
-                if !capture.ended() {
+            Record::Start { seq, header, database } => {
+                // A generation that began on an empty WAL and never reached it (its
+                // writer died between the record and the header) gives way to the next.
+                if !capture.ended() && !capture.never_reached_the_file(database.as_ref()) {
                     return Ok(Some(Discontinuity(format!(
                         "hand-off {seq} begins a WAL generation while the captured one had not ended"
                     ))));
                 }
                 capture.begin_generation(*header);
+                capture.began_on_empty_wal(database.clone());
                 *just_started = true;
                 *closed = None;
             }
@@ -427,7 +433,7 @@ pub(crate) mod tests {
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
         records.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap();
         let mut g2 = WalBuilder::new(512, 99, 5, false);
-        records.write_start(&g2.bytes[..32]).unwrap();
+        records.write_start(&g2.bytes[..32], None).unwrap();
         g2.frame(2, 2, 2);
         let mut consumed = 0;
         let found = follow(
@@ -452,6 +458,65 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(pgnos(&found), vec![1]);
         assert!(capture.ended());
+    }
+
+    #[test]
+    fn a_generation_whose_writer_died_between_its_start_record_and_its_header_gives_way_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1);
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        records.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap(); // truncated
+        let identity = |size| FileIdentity {
+            dev: 1,
+            ino: 2,
+            size,
+            mtime_ns: 3,
+        };
+        let g2 = WalBuilder::new(512, 20, 2, false);
+        records.write_start(&g2.bytes[..32], Some(identity(512))).unwrap(); // its writer dies
+        let same = || Some(identity(512));
+        let changed = || Some(identity(1024));
+        let mut consumed = 0;
+        let found = follow(&mut capture, &mut consumed, &records, &mut Vec::new(), None, &same)
+            .unwrap()
+            .unwrap();
+        assert_eq!(pgnos(&found), vec![1]);
+        // A later look finds the WAL still empty. A changed database may hold commits of
+        // g2 checkpointed without a record; an unchanged one cannot.
+        let outcome = follow(&mut capture, &mut consumed, &records, &mut Vec::new(), None, &changed).unwrap();
+        assert!(outcome.unwrap_err().0.contains("without a hand-off"));
+        assert!(
+            follow(&mut capture, &mut consumed, &records, &mut Vec::new(), None, &same)
+                .unwrap()
+                .is_ok()
+        );
+        // The next writer begins g3 on the same empty WAL and database.
+        let mut g3 = WalBuilder::new(512, 21, 3, false);
+        records.write_start(&g3.bytes[..32], Some(identity(512))).unwrap();
+        g3.frame(2, 2, 2);
+        let found = follow(
+            &mut capture,
+            &mut consumed,
+            &records,
+            &mut g3.bytes.clone(),
+            None,
+            &same,
+        )
+        .unwrap()
+        .expect("g2 never reached the file: g3 follows");
+        assert_eq!(pgnos(&found), vec![2]);
+        assert_eq!(capture.generation(), Some((21, 3)));
+        // Had the database changed between the two starts, g2 may have had commits.
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        records.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap();
+        records.write_start(&g2.bytes[..32], Some(identity(512))).unwrap();
+        records.write_start(&g3.bytes[..32], Some(identity(1024))).unwrap();
+        let outcome = follow(&mut capture, &mut 0, &records, &mut g3.bytes.clone(), None, &changed).unwrap();
+        assert!(outcome.unwrap_err().0.contains("had not ended"));
     }
 
     #[test]

@@ -53,7 +53,8 @@ struct Meta {
     /// Header of the generation that follows (a restart), hex.
     #[serde(default)]
     next_header: Option<String>,
-    /// The database file after the checkpoint that preceded a deleted WAL.
+    /// Tails: the database file after the checkpoint that preceded a deleted WAL.
+    /// Starts: the database file as the generation began (the WAL empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     closed: Option<FileIdentity>,
     /// What a batch record holds (`batch_record.rs`).
@@ -91,6 +92,8 @@ pub enum Record {
     Start {
         seq: u64,
         header: WalHeader,
+        /// The database file then, when it could be read (older records have none).
+        database: Option<FileIdentity>,
     },
     /// The replicating process's own commits of a generation it restarted, merged.
     Batch(BatchRecord),
@@ -240,8 +243,9 @@ impl HandoffDir {
         .map(Some)
     }
 
-    /// Records that a generation with `header` (32 bytes) begins on an empty WAL.
-    pub fn write_start(&self, header: &[u8]) -> io::Result<u64> {
+    /// Records that a generation with `header` (32 bytes) begins on an empty WAL, with
+    /// the database file as `database` then.
+    pub fn write_start(&self, header: &[u8], database: Option<FileIdentity>) -> io::Result<u64> {
         let header = header[..HEADER_SIZE].to_vec();
         self.write_record("start", |seq, file| {
             tracing::debug!(seq, generation = hex(&header[16..24]), "hand-off: start");
@@ -251,7 +255,7 @@ impl HandoffDir {
                 start_frame: 0,
                 frames: 0,
                 next_header: None,
-                closed: None,
+                closed: database.clone(),
                 batch: None,
             })
         })
@@ -490,7 +494,11 @@ fn read_record(path: &Path, kind: &str) -> io::Result<Record> {
     file.read_exact_at(&mut raw, 12 + META_ROOM as u64)?;
     let header = WalHeader::parse(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     if kind == "start" {
-        return Ok(Record::Start { seq: meta.seq, header });
+        return Ok(Record::Start {
+            seq: meta.seq,
+            header,
+            database: meta.closed,
+        });
     }
     if kind == "batch" {
         return batch_record::from_meta(path, &file, meta, header).map(Record::Batch);
@@ -650,14 +658,14 @@ mod tests {
             .write_tail(&mut wal.bytes.clone(), None, Some(&next.bytes[..HEADER_SIZE]), None)
             .unwrap()
             .unwrap();
-        let b = handoff.write_start(&next.bytes[..HEADER_SIZE]).unwrap();
+        let b = handoff.write_start(&next.bytes[..HEADER_SIZE], None).unwrap();
         assert_eq!((a, b), (1, 2));
         let records = handoff.list().unwrap();
         assert!(matches!(&records[0], Record::Tail(t) if t.next == Some(next.header)));
         assert!(matches!(&records[1], Record::Start { header, .. } if *header == next.header));
         handoff.remove_through(2);
         assert!(handoff.list().unwrap().is_empty());
-        assert_eq!(handoff.write_start(&next.bytes[..HEADER_SIZE]).unwrap(), 3);
+        assert_eq!(handoff.write_start(&next.bytes[..HEADER_SIZE], None).unwrap(), 3);
     }
 
     #[test]
@@ -668,8 +676,8 @@ mod tests {
         fs::create_dir_all(dir.path().join("handoff")).unwrap();
         // Older versions wrote the bare number through a renamed temporary file.
         fs::write(dir.path().join("handoff/seq"), "7").unwrap();
-        assert_eq!(handoff.write_start(&header).unwrap(), 8);
-        assert_eq!(handoff.write_start(&header).unwrap(), 9);
+        assert_eq!(handoff.write_start(&header, None).unwrap(), 8);
+        assert_eq!(handoff.write_start(&header, None).unwrap(), 9);
         let text = fs::read_to_string(dir.path().join("handoff/seq")).unwrap();
         assert_eq!(
             text.trim().parse::<u64>().unwrap(),
@@ -680,13 +688,13 @@ mod tests {
         // starts after it) is overtaken by the names; so is one that cannot be read.
         fs::write(dir.path().join("handoff/seq"), "2").unwrap();
         let after_restart = HandoffDir::new(dir.path(), FileModes::NewDatabase);
-        assert_eq!(after_restart.write_start(&header).unwrap(), 10);
+        assert_eq!(after_restart.write_start(&header, None).unwrap(), 10);
         fs::write(dir.path().join("handoff/seq"), "garbage").unwrap();
-        assert_eq!(handoff.write_start(&header).unwrap(), 11);
+        assert_eq!(handoff.write_start(&header, None).unwrap(), 11);
         // A longer number is overwritten whole by a shorter one's padding.
         fs::write(dir.path().join("handoff/seq"), "123456789").unwrap();
         handoff.remove_through(11);
-        assert_eq!(handoff.write_start(&header).unwrap(), 123456790);
+        assert_eq!(handoff.write_start(&header, None).unwrap(), 123456790);
         assert!(!dir.path().join("handoff/seq.tmp").exists());
     }
 
@@ -714,7 +722,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let handoff = HandoffDir::new(dir.path(), FileModes::bits(0o600));
         let header = WalBuilder::new(512, 8, 3, false).bytes[..HEADER_SIZE].to_vec();
-        handoff.write_start(&header).unwrap();
+        handoff.write_start(&header, None).unwrap();
         let spare = dir.path().join("handoff").join(SPARE);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !spare.exists() {
@@ -730,7 +738,7 @@ mod tests {
             "empty, no more open than the database"
         );
         assert_eq!(handoff.list().unwrap().len(), 1, "the spare is not a record");
-        let seq = handoff.write_start(&header).unwrap();
+        let seq = handoff.write_start(&header, None).unwrap();
         let record = dir.path().join(format!("handoff/{seq:016x}.start"));
         assert_eq!(
             fs::metadata(record).unwrap().ino(),

@@ -14,6 +14,7 @@
 //! from the file; `tests.rs`.
 
 use super::page_pool::PageBuf;
+use super::state::FileIdentity;
 use crate::wal::{WalHeader, HEADER_SIZE};
 use pending::PendingFrame;
 use smallvec::SmallVec;
@@ -93,6 +94,9 @@ pub struct Capture {
     /// The generation [`Capture::end_generation`] ended last (its header) and the frame
     /// it ended at.
     last_ended: Option<(WalHeader, u64)>,
+    /// The database file as the current generation began on an empty WAL (its start
+    /// record), for [`Capture::never_reached_the_file`].
+    began_on_empty_wal: Option<FileIdentity>,
 }
 
 impl Capture {
@@ -131,6 +135,7 @@ impl Capture {
     /// read with [`Capture::scan_live`] or from hand-offs.
     pub fn set_position(&mut self, position: &WalPosition, header: WalHeader) {
         self.drop_pending();
+        self.began_on_empty_wal = None;
         self.header = Some(header);
         self.next_frame = position.next_frame;
         self.chain = position.checksum;
@@ -141,6 +146,7 @@ impl Capture {
     /// frame 0.
     pub fn begin_generation(&mut self, header: WalHeader) {
         self.drop_pending();
+        self.began_on_empty_wal = None;
         self.header = Some(header);
         self.next_frame = 0;
         self.chain = header.checksum;
@@ -150,6 +156,7 @@ impl Capture {
     /// The current generation is gone with every commit of it captured.
     pub fn end_generation(&mut self) {
         self.drop_pending();
+        self.began_on_empty_wal = None;
         if let Some(h) = self.header.filter(|_| !self.ended) {
             self.last_ended = Some((h, self.next_frame));
         }
@@ -159,6 +166,24 @@ impl Capture {
     /// The generation ended last and the frame capture ended it at. Whoever ends a
     /// generation records it (and capture follows) before rewriting or truncating the
     /// WAL, so for a moment the file still shows it.
+    /// The generation just begun began on an empty WAL with the database file as
+    /// `database` (a start record's).
+    pub fn began_on_empty_wal(&mut self, database: Option<FileIdentity>) {
+        self.began_on_empty_wal = database;
+    }
+
+    /// Whether the generation capture is in began on an empty WAL and, as far as the
+    /// database file (as `database_now`) and capture can tell, never reached the file:
+    /// nothing of it captured, and the database as it was when it began, so no commit
+    /// of it was checkpointed either. Its writer recorded the start and died before
+    /// writing the header; the WAL is empty, or the next writer is beginning another.
+    pub fn never_reached_the_file(&self, database_now: Option<&FileIdentity>) -> bool {
+        !self.ended
+            && self.next_frame == 0
+            && self.began_on_empty_wal.is_some()
+            && self.began_on_empty_wal.as_ref() == database_now
+    }
+
     pub fn last_ended(&self) -> Option<((u32, u32), u64)> {
         self.last_ended.map(|(h, at)| ((h.salt1, h.salt2), at))
     }

@@ -351,13 +351,18 @@ impl Primary {
         let mut shared = self.lock();
         self.follow_locked(&mut shared, live);
         shared.own_wal_deletion = None;
-        let written = self.records.write_start(header).map(Some);
+        let database = FileIdentity::of(&self.db_path).ok();
+        let written = self.records.write_start(header, database.clone()).map(Some);
         let own = written.as_ref().ok().copied().flatten();
         self.consume_own_record(&mut shared, written);
         let mut begun = false;
-        if shared.snapshot_needed.is_none() && shared.capture.ended() {
+        // Capture may stand in a generation another process's start record began, whose
+        // writer died before writing the header: the WAL is empty and it holds nothing.
+        let free = shared.capture.ended() || shared.capture.never_reached_the_file(database.as_ref());
+        if shared.snapshot_needed.is_none() && free {
             if let Ok(header) = WalHeader::parse(header) {
                 shared.capture.begin_generation(header);
+                shared.capture.began_on_empty_wal(database);
                 shared.fresh_header = shared.capture.generation();
                 begun = true;
             }
@@ -493,7 +498,7 @@ fn captured_to_end(capture: &crate::primary::capture::Capture, live: &mut dyn Wa
     }
     // The WAL still shows the generation capture ended last (its writer died between
     // the record and the new header): everything in it was captured. Seen once in
-    // ~2,000 kills of multi_process_crash, where it forced a needless snapshot.
+    // 3,600 kills of multi_process_crash, where it forced a needless snapshot.
     let header = crate::primary::follow::read_header(live).map_err(|e| format!("reading the WAL: {e}"))?;
     if header.is_some_and(|h| capture.ended_with_nothing_since(&h, end.next_frame)) {
         return Ok(());
