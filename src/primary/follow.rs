@@ -52,6 +52,10 @@ pub fn follow(
                 return Ok(Ok(found));
             }
             Some(h) if still_shows_the_ended_generation(capture, &h, live)? => return Ok(Ok(found)),
+            Some(h) if resumed_where_it_ended(capture, &h, live)? => {
+                found.extend(capture.scan_live(live));
+                return Ok(Ok(found));
+            }
             Some(_) | None if moved && round < ROUNDS && !settled(capture, live_header.as_ref(), just_started) => {
                 continue
             }
@@ -114,6 +118,29 @@ fn still_shows_the_ended_generation(
         .is_some_and(|p| (p.salt1, p.salt2) == generation && p.next_frame <= end))
 }
 
+/// Whether the WAL shows the generation capture ended last with commits after where
+/// capture ended it, and capture took it up again there (`Capture::resume_ended`): the
+/// process that ended it died before rewriting the header, and after SQLite's recovery
+/// another writer appended to it. Reads the frame headers only in that moment.
+fn resumed_where_it_ended(
+    capture: &mut Capture,
+    live_header: &WalHeader,
+    live: &mut dyn WalSource,
+) -> io::Result<bool> {
+    let Some((generation, end)) = capture.last_ended() else {
+        return Ok(false);
+    };
+    if generation != (live_header.salt1, live_header.salt2) {
+        return Ok(false);
+    }
+    let mut probe = Capture::new();
+    probe.skip_to_end(live)?;
+    let (Some(header), Some(at)) = (probe.header(), probe.position()) else {
+        return Ok(false);
+    };
+    Ok(at.next_frame > end && capture.resume_ended(&header, at.next_frame))
+}
+
 /// Whether capture and the header read agree without another round: an empty WAL after
 /// a generation that ended or just began.
 fn settled(capture: &Capture, live_header: Option<&WalHeader>, just_started: bool) -> bool {
@@ -164,6 +191,11 @@ fn follow_records(
                 }
             }
             Record::Tail(tail) => {
+                if capture.generation() != Some((tail.header.salt1, tail.header.salt2)) {
+                    // The same, with commits after where capture ended it: a writer went
+                    // on in that generation (`Capture::resume_ended`) before this tail.
+                    capture.resume_ended(&tail.header, tail.end_frame());
+                }
                 if capture.generation() != Some((tail.header.salt1, tail.header.salt2)) {
                     return Ok(Some(Discontinuity(format!(
                         "hand-off {} is of another WAL generation than the one captured",
@@ -397,7 +429,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_wal_that_still_shows_the_generation_just_ended_is_no_discontinuity_unless_it_grew() {
+    fn a_wal_that_still_shows_the_generation_just_ended_is_no_discontinuity_and_if_it_grew_capture_goes_on() {
         // This process's writer ended g1 (its record written, capture moved to g2) and has
         // not rewritten the header yet when the worker follows the WAL.
         let dir = tempfile::tempdir().unwrap();
@@ -415,13 +447,14 @@ pub(crate) mod tests {
         let mut capture = ended_at_two();
         let found = follow(&mut capture, &mut 0, &records, &mut g1.bytes.clone(), None, &none).unwrap();
         assert!(found.expect("nothing lost: g1 ended where capture ended it").is_empty());
-        // The same header with a commit after the end (a writer outside the VFS): snapshot.
+        // The same header with a commit after the end: the writer that ended it died
+        // before rewriting the header, and another appended to it. Capture goes on there.
         let mut grown = g1.clone();
         grown.frame(3, 3, 3);
         let mut capture = ended_at_two();
-        assert!(follow(&mut capture, &mut 0, &records, &mut grown.bytes, None, &none)
-            .unwrap()
-            .is_err());
+        let found = follow(&mut capture, &mut 0, &records, &mut grown.bytes, None, &none).unwrap();
+        assert_eq!(pgnos(&found.expect("g1 goes on")), vec![3]);
+        assert_eq!(capture.generation(), Some((10, 1)));
     }
 
     #[test]
@@ -520,6 +553,76 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_generation_its_restarting_writer_died_in_goes_on_where_capture_ended_it() {
+        // Process A records the end of g1 (two commits) and names g2, and dies before
+        // writing g2's header. SQLite's recovery rebuilds the wal-index from the file, so
+        // the next writer appends a third commit to g1.
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1).frame(2, 2, 2);
+        let g2 = WalBuilder::new(512, 11, 77, false);
+        records
+            .write_tail(&mut g1.bytes.clone(), None, Some(&g2.bytes[..32]), None)
+            .unwrap();
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        let mut consumed = 0;
+        let found = follow(
+            &mut capture,
+            &mut consumed,
+            &records,
+            &mut g1.bytes.clone(),
+            None,
+            &none,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(pgnos(&found), vec![1, 2]);
+        assert_eq!(capture.generation(), Some((11, 77)));
+        g1.frame(3, 3, 3);
+        let found = follow(
+            &mut capture,
+            &mut consumed,
+            &records,
+            &mut g1.bytes.clone(),
+            None,
+            &none,
+        )
+        .unwrap()
+        .expect("g1 goes on: not a discontinuity");
+        assert_eq!(pgnos(&found), vec![3]);
+        assert_eq!(capture.generation(), Some((10, 1)));
+        assert_eq!(capture.next_frame(), 3);
+
+        // A restart that follows both records: the second tail holds g1 past the first's
+        // end (its writer restarted g1 in the end, with g3).
+        let g3 = WalBuilder::new(512, 12, 5, false);
+        records
+            .write_tail(&mut g1.bytes.clone(), None, Some(&g3.bytes[..32]), None)
+            .unwrap();
+        let mut capture = captured_through(&g1, 0, g1.header.checksum);
+        let found = follow(&mut capture, &mut 0, &records, &mut g3.bytes.clone(), None, &none)
+            .unwrap()
+            .expect("the second tail continues g1");
+        assert_eq!(pgnos(&found), vec![1, 2, 3]);
+        assert_eq!(capture.generation(), Some((12, 5)));
+
+        // Another chain under g1's salts is not g1 going on.
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+        let mut short = WalBuilder::new(512, 10, 1, false);
+        short.frame(1, 1, 1).frame(2, 2, 2);
+        records
+            .write_tail(&mut short.bytes.clone(), None, Some(&g2.bytes[..32]), None)
+            .unwrap();
+        let mut other = WalBuilder::new(1024, 10, 1, false);
+        other.frame(1, 1, 1).frame(2, 2, 2).frame(3, 3, 3);
+        let mut capture = captured_through(&short, 0, short.header.checksum);
+        let outcome = follow(&mut capture, &mut 0, &records, &mut other.bytes.clone(), None, &none).unwrap();
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
+
+    #[test]
     fn generations_nobody_recorded_are_discontinuities() {
         let dir = tempfile::tempdir().unwrap();
         let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
@@ -583,7 +686,8 @@ pub(crate) mod tests {
         assert_eq!(consumed, 2);
         assert_eq!(capture.generation(), Some((11, 78)));
 
-        // A second tail with a commit the first did not have is not skipped.
+        // A second tail with a commit the first did not have: g1 went on after the first
+        // (`a_generation_its_restarting_writer_died_in_goes_on_where_capture_ended_it`).
         let dir = tempfile::tempdir().unwrap();
         let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
         let mut g1_short = WalBuilder::new(512, 10, 1, false);
@@ -595,8 +699,8 @@ pub(crate) mod tests {
             .write_tail(&mut g1.bytes.clone(), None, Some(&g3.bytes[..32]), None)
             .unwrap();
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
-        let outcome = follow(&mut capture, &mut 0, &records, &mut g3.bytes.clone(), None, &none).unwrap();
-        assert!(outcome.unwrap_err().0.contains("another WAL generation"));
+        let found = follow(&mut capture, &mut 0, &records, &mut g3.bytes.clone(), None, &none).unwrap();
+        assert_eq!(pgnos(&found.expect("the commit is not skipped")), vec![1, 2, 3]);
     }
 
     #[test]

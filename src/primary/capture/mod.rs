@@ -91,9 +91,9 @@ pub struct Capture {
     /// commit costs no allocation on the commit path (this runs inside every `xWrite`).
     pending: Vec<Option<PendingFrame>>,
     spare: Vec<PageBuf>,
-    /// The generation [`Capture::end_generation`] ended last (its header) and the frame
-    /// it ended at.
-    last_ended: Option<(WalHeader, u64)>,
+    /// The generation [`Capture::end_generation`] ended last (its header), the frame it
+    /// ended at and the running checksum there.
+    last_ended: Option<(WalHeader, u64, (u32, u32))>,
     /// The database file as the current generation began on an empty WAL (its start
     /// record), for [`Capture::never_reached_the_file`].
     began_on_empty_wal: Option<FileIdentity>,
@@ -158,7 +158,7 @@ impl Capture {
         self.drop_pending();
         self.began_on_empty_wal = None;
         if let Some(h) = self.header.filter(|_| !self.ended) {
-            self.last_ended = Some((h, self.next_frame));
+            self.last_ended = Some((h, self.next_frame, self.chain));
         }
         self.ended = true;
     }
@@ -185,7 +185,7 @@ impl Capture {
     }
 
     pub fn last_ended(&self) -> Option<((u32, u32), u64)> {
-        self.last_ended.map(|(h, at)| ((h.salt1, h.salt2), at))
+        self.last_ended.map(|(h, at, _)| ((h.salt1, h.salt2), at))
     }
 
     /// Whether the generation of `header` (the same header, so the same chain) is the
@@ -197,7 +197,36 @@ impl Capture {
     /// the WAL from that generation.
     pub fn ended_with_nothing_since(&self, header: &WalHeader, end: u64) -> bool {
         let nothing_since = self.ended || self.next_frame == 0;
-        nothing_since && self.last_ended.is_some_and(|(h, at)| h == *header && end <= at)
+        nothing_since && self.last_ended.is_some_and(|(h, at, _)| h == *header && end <= at)
+    }
+
+    /// Takes up again, where it ended it, the generation capture ended last, when the
+    /// WAL shows that generation (the same `header`) holding `counted` frames, at least
+    /// as many as capture ended it at, and capture holds nothing since. The restart (or
+    /// truncation) its record announced never reached the file: its writer died before
+    /// rewriting the header, and SQLite's recovery rebuilt the wal-index from the file,
+    /// so writers append to that generation again. The caller reads on from there.
+    pub fn resume_ended(&mut self, header: &WalHeader, counted: u64) -> bool {
+        let Some((ended, at, chain)) = self.last_ended else {
+            return false;
+        };
+        let nothing_since = self.ended || self.next_frame == 0;
+        if ended != *header || counted < at || !nothing_since {
+            return false;
+        }
+        self.drop_pending();
+        self.header = Some(ended);
+        self.next_frame = at;
+        self.chain = chain;
+        self.ended = false;
+        self.began_on_empty_wal = None;
+        self.last_ended = None;
+        true
+    }
+
+    /// The header of the generation capture is in (or ended last, when it ended).
+    pub fn header(&self) -> Option<WalHeader> {
+        self.header
     }
 }
 

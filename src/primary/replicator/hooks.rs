@@ -370,6 +370,30 @@ impl Primary {
         records_hold_the_queue(&mut shared, own.filter(|_| begun));
     }
 
+    /// This writer is about to append to the generation the wal-index counts. When that
+    /// is the one capture ended last, and capture holds nothing since, the restart its
+    /// record announced never reached the file (`Capture::resume_ended`): capture takes
+    /// it up again where it ended it, and the writer's frames continue it. Otherwise
+    /// they were taken for another generation's, and a snapshot for a lost track
+    /// (multi_process_crash, once in 2,800 kills).
+    fn resume_counted_generation(&self, shared: &mut Shared, wal: &mut dyn WalSource, shm: ShmWal) {
+        if shared.snapshot_needed.is_some() || shared.capture.generation() == Some((shm.salt1, shm.salt2)) {
+            return;
+        }
+        let Ok(Some(header)) = crate::primary::follow::read_header(wal) else {
+            return;
+        };
+        if (header.salt1, header.salt2) == (shm.salt1, shm.salt2)
+            && shared.capture.resume_ended(&header, u64::from(shm.max_frame))
+        {
+            tracing::info!(
+                db = %self.db_path.display(),
+                "the WAL goes on in the generation a hand-off record ended (its writer died before restarting it)"
+            );
+            self.follow_locked(shared, wal);
+        }
+    }
+
     /// A record this process just wrote holds nothing capture lacks: it counts as
     /// followed when every record before it was.
     pub(super) fn consume_own_record(&self, shared: &mut Shared, written: io::Result<Option<u64>>) {
@@ -408,7 +432,10 @@ impl Primary {
                     Some(shm) => CountedWal::cut(&mut file, Some(shm)),
                     None => CountedWal::cut_or_whole(&mut file, None),
                 };
-                self.follow_locked(&mut shared, &mut wal)
+                self.follow_locked(&mut shared, &mut wal);
+                if let Some(shm) = shm {
+                    self.resume_counted_generation(&mut shared, &mut wal, shm);
+                }
             }
             Err(e) => tracing::warn!(db = %self.db_path.display(), "reading the WAL: {e}"),
         }
