@@ -340,6 +340,9 @@ impl HandoffDir {
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
+        if result.is_ok() {
+            die_here_if_asked(kind);
+        }
         // Only now: the create holds the directory's lock for as long as it scans, and
         // the rename above needs it. Started right after the claim, it made the writer
         // spin on that lock for longer than its own create had taken (perf:
@@ -440,6 +443,18 @@ impl HandoffDir {
 
 /// Room reserved for the JSON metadata, so frames can be written before it is known.
 const META_ROOM: usize = 500;
+
+/// Tests only: `LITESTREAM_TEST_DIE_AFTER_RECORD=<kind>` (`tail`, `start`, `batch`) ends
+/// the process the moment one of its records of that kind is in place, before the WAL
+/// write the record precedes: the window a SIGKILL lands in once in thousands of kills
+/// (`tests/died_between_record_and_wal.rs` makes each such window happen on purpose).
+fn die_here_if_asked(kind: &str) {
+    static KIND: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let wanted = KIND.get_or_init(|| std::env::var("LITESTREAM_TEST_DIE_AFTER_RECORD").ok());
+    if wanted.as_deref() == Some(kind) {
+        std::process::abort();
+    }
+}
 
 /// True when frame `saved.next_frame - 1` of `wal` is where `saved` says it is.
 fn continues(header: &WalHeader, saved: &SavedWal, wal: &mut dyn WalSource) -> io::Result<bool> {

@@ -1,0 +1,151 @@
+//! A writer that dies between its hand-off record and the WAL write the record precedes.
+//! A process restarting, truncating or beginning the WAL records it first and then
+//! writes; a SIGKILL in between (once in thousands of kills in `multi_process_crash`)
+//! leaves a record that says the WAL moved on and a WAL that did not. Each case below
+//! makes that window happen on purpose (`LITESTREAM_TEST_DIE_AFTER_RECORD`), then checks
+//! that the replicating process goes on without a snapshot and that the replica restores
+//! to the primary.
+
+mod harness;
+
+use harness::shell::LiveShell;
+use harness::*;
+use serde_json::Value;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+struct Rig {
+    dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    url: String,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let url = format!("file://{}/replica", dir.path().display());
+        Rig { dir, db, url }
+    }
+
+    fn open(&self, sync_interval: &str) -> String {
+        format!(
+            ".open file:{}?vfs=litestream&replica={}&sync_interval={sync_interval}",
+            self.db.display(),
+            self.url
+        )
+    }
+
+    /// A process of its own runs `sql` and dies the moment it has put a hand-off record
+    /// of `kind` in place.
+    fn dies_after_record(&self, kind: &str, sql: &str) {
+        let script = format!("{}\nPRAGMA wal_autocheckpoint=0;\n{sql}\n", self.open("60s"));
+        let path = self.dir.path().join("dying.sql");
+        std::fs::write(&path, script).unwrap();
+        let status = Command::new("sqlite3")
+            .args(["-batch", "-cmd"])
+            .arg(format!(".load {}", extension().display()))
+            .arg(":memory:")
+            .env("LITESTREAM_TEST_DIE_AFTER_RECORD", kind)
+            .stdin(std::fs::File::open(&path).unwrap())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(6),
+            "the process died after its {kind} record: {status:?}"
+        );
+    }
+
+    /// The replica restores to the primary's rows, with contiguous TXIDs.
+    fn assert_replica_equals_primary(&self) {
+        assert_contiguous(&level0_ranges(&self.dir.path().join("replica")));
+        let restored = self.dir.path().join("restored.db");
+        litestream_restore(&self.url, &restored, &[]).unwrap();
+        assert_eq!(integrity(&restored), "ok");
+        assert_eq!(dump(&restored), dump(&self.db), "the replica differs from the primary");
+    }
+}
+
+fn status(shell: &mut LiveShell) -> Value {
+    serde_json::from_str(shell.run("SELECT litestream_status();").trim()).unwrap()
+}
+
+fn rows(db: &Path) -> String {
+    plain_sqlite(db, "SELECT group_concat(v, '') FROM t;")
+        .trim()
+        .to_string()
+}
+
+/// No snapshot beyond the first, and none asked for in the log.
+fn assert_no_snapshot_forced(shell: &mut LiveShell, first: u64) {
+    let status = status(shell);
+    assert_eq!(status["snapshots"], first, "{status}");
+    let log = shell.stderr();
+    assert!(!log.contains("taking a snapshot"), "{log}");
+}
+
+const SETUP: &str = "PRAGMA wal_autocheckpoint=0; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); \
+                     INSERT INTO t(v) VALUES ('a'), ('b'); SELECT litestream_sync();";
+
+/// A follower commits, checkpoints and restarts the WAL: it records the end of the
+/// generation and dies before writing the new header.
+const RESTART_AND_DIE: &str =
+    "INSERT INTO t(v) VALUES ('c'); PRAGMA wal_checkpoint(PASSIVE); INSERT INTO t(v) VALUES ('never');";
+
+#[test]
+fn the_next_writer_restarts_a_wal_whose_restarting_writer_died_after_its_record() {
+    let rig = Rig::new();
+    // A long interval: the replicating process follows the record at its next write.
+    let mut leader = LiveShell::start(rig.dir.path(), "leader", &rig.open("60s"));
+    leader.run(SETUP);
+    let first = status(&mut leader)["snapshots"].as_u64().unwrap();
+    rig.dies_after_record("tail", RESTART_AND_DIE);
+    // The wal-index says the new generation; the file still shows the old one.
+    leader.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
+    assert_no_snapshot_forced(&mut leader, first);
+    drop(leader);
+    assert_eq!(rows(&rig.db), "abcd");
+    rig.assert_replica_equals_primary();
+}
+
+#[test]
+fn a_wal_recovered_from_the_file_after_a_restarting_writer_died_goes_on_in_its_generation() {
+    let rig = Rig::new();
+    let mut leader = LiveShell::start(rig.dir.path(), "leader", &rig.open("60s"));
+    leader.run(SETUP);
+    rig.dies_after_record("tail", RESTART_AND_DIE);
+    leader.kill(); // SIGKILL: no process has the database open now
+                   // The next process recovers the wal-index from the file, which still shows the
+                   // generation the record ended, and appends to it.
+    let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
+    next.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
+    assert_no_snapshot_forced(&mut next, 0);
+    drop(next);
+    assert_eq!(rows(&rig.db), "abcd");
+    rig.assert_replica_equals_primary();
+}
+
+#[test]
+fn a_generation_whose_writer_died_after_its_start_record_never_reached_the_wal() {
+    let rig = Rig::new();
+    // A short interval: the replicating process looks at the WAL between the start
+    // record and its own next write, and finds it empty.
+    let mut leader = LiveShell::start(rig.dir.path(), "leader", &rig.open("50ms"));
+    leader.run(SETUP);
+    let first = status(&mut leader)["snapshots"].as_u64().unwrap();
+    rig.dies_after_record(
+        "start",
+        "INSERT INTO t(v) VALUES ('c'); PRAGMA wal_checkpoint(TRUNCATE); INSERT INTO t(v) VALUES ('never');",
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    leader.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
+    assert_no_snapshot_forced(&mut leader, first);
+    drop(leader);
+    assert_eq!(rows(&rig.db), "abcd");
+    rig.assert_replica_equals_primary();
+}
