@@ -149,3 +149,21 @@ fn a_generation_whose_writer_died_after_its_start_record_never_reached_the_wal()
     assert_eq!(rows(&rig.db), "abcd");
     rig.assert_replica_equals_primary();
 }
+
+#[test]
+fn a_restart_whose_saved_state_is_past_the_record_goes_on_in_the_generation_the_wal_shows() {
+    let rig = Rig::new();
+    // A short interval: the replicating process follows the record and stages, so its
+    // saved position is the start of the generation the record named.
+    let mut leader = LiveShell::start(rig.dir.path(), "leader", &rig.open("50ms"));
+    leader.run(SETUP);
+    rig.dies_after_record("tail", RESTART_AND_DIE);
+    std::thread::sleep(Duration::from_millis(400));
+    leader.kill();
+    let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
+    next.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
+    assert_no_snapshot_forced(&mut next, 0);
+    drop(next);
+    assert_eq!(rows(&rig.db), "abcd");
+    rig.assert_replica_equals_primary();
+}

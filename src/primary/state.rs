@@ -86,6 +86,12 @@ pub struct SavedState {
     /// `txid`/`wal`: a restart follows only the later ones, and these may be deleted.
     #[serde(default)]
     pub handoff_seq: u64,
+    /// When `wal` is the start of a generation a hand-off record began, or the end of one
+    /// a record ended (capture holds nothing after it): where capture ended the generation
+    /// before. If the record's writer died before the WAL write it announced, the WAL
+    /// still shows that generation, and a restart goes on in it from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_before: Option<SavedWal>,
 }
 
 pub struct StateFile {
@@ -146,6 +152,14 @@ mod tests {
             }),
             closed_clean: None,
             handoff_seq: 5,
+            ended_before: Some(SavedWal {
+                salt1: 0,
+                salt2: 2,
+                page_size: 4096,
+                next_frame: 12,
+                checksum: (5, 6),
+                ended: false,
+            }),
         };
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), Some(state));

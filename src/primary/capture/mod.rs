@@ -224,6 +224,24 @@ impl Capture {
         true
     }
 
+    /// Where capture ended the generation before, while it holds nothing after that
+    /// (at the start of the next generation, or ended): what a saved position there
+    /// needs beside it should the next generation never reach the file
+    /// (`SavedState::ended_before`).
+    pub fn ended_before(&self) -> Option<WalPosition> {
+        if !(self.ended || self.next_frame == 0) {
+            return None;
+        }
+        self.last_ended.map(|(h, at, chain)| WalPosition {
+            salt1: h.salt1,
+            salt2: h.salt2,
+            page_size: h.page_size,
+            next_frame: at,
+            checksum: chain,
+            ended: false,
+        })
+    }
+
     /// The header of the generation capture is in (or ended last, when it ended).
     pub fn header(&self) -> Option<WalHeader> {
         self.header

@@ -386,6 +386,7 @@ impl Primary {
             wal,
             closed_clean,
             handoff_seq: shared.handoff_consumed,
+            ended_before: shared.capture.ended_before().map(Into::into),
         })
     }
 

@@ -96,6 +96,7 @@ impl Primary {
                     wal: None,
                     closed_clean: FileIdentity::of(db_path).ok(),
                     handoff_seq: handoff_consumed,
+                    ended_before: None,
                 };
                 state_file
                     .save(&state)
@@ -291,6 +292,7 @@ impl Primary {
                     wal: state.wal.clone(),
                     closed_clean: None,
                     handoff_seq: state.handoff_seq,
+                    ended_before: state.ended_before.clone(),
                 })
             }
         }
@@ -368,6 +370,32 @@ impl Primary {
     }
 }
 
+/// Where capture ended the generation the WAL still shows, when the saved position is
+/// the one a hand-off record moved capture to and that record's writer died before the
+/// WAL write it announced (`SavedState::ended_before`): the live header is that
+/// generation's and its frame before that end carries the same running checksum.
+fn went_on_before(
+    saved: &SavedState,
+    position: &WalPosition,
+    live: Option<&WalHeader>,
+    wal: &mut CountedWal,
+) -> io::Result<Option<WalPosition>> {
+    let (Some(before), Some(live)) = (saved.ended_before.as_ref(), live) else {
+        return Ok(None);
+    };
+    let before: WalPosition = before.into();
+    let moved_by_a_record = position.ended || position.next_frame == 0;
+    if !moved_by_a_record || (live.salt1, live.salt2) != (before.salt1, before.salt2) {
+        return Ok(None);
+    }
+    if !position.ended && (live.salt1, live.salt2) == (position.salt1, position.salt2) {
+        return Ok(None); // the next generation did reach the file
+    }
+    let mut probe = Capture::new();
+    probe.set_position(&before, *live);
+    Ok(probe.verify_position(wal)?.then_some(before))
+}
+
 /// Decides how capture continues from saved state at open (a restart or a takeover):
 /// from the saved position through the hand-off records and the live WAL, or a
 /// [`Discontinuity`] when that cannot be proven to miss nothing.
@@ -400,7 +428,13 @@ fn resume_capture(
     };
     let live = read_wal_header(wal)?;
     let salts = (position.salt1, position.salt2);
-    if position.ended {
+    if let Some(before) = went_on_before(saved, &position, live.as_ref(), wal)? {
+        // The saved position is where a record moved capture (the start of the next
+        // generation, or past a truncation), and the WAL still shows the generation
+        // before, as capture had ended it or longer: the record's writer died before the
+        // WAL write it announced. Capture goes on in that generation from its end.
+        capture.set_position(&before, live.expect("went_on_before reads the live header"));
+    } else if position.ended {
         capture.set_position(&position, placeholder_header(&position));
     } else {
         let header = match live.filter(|h| (h.salt1, h.salt2) == salts) {

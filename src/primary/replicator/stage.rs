@@ -54,7 +54,11 @@ impl Primary {
             }
             // The whole queue goes: capture's position now is right after its last
             // commit, including generations it ended or began since (`follow.rs`).
-            let at_cut = (shared.capture.position(), shared.handoff_consumed);
+            let at_cut = (
+                shared.capture.position(),
+                shared.handoff_consumed,
+                shared.capture.ended_before(),
+            );
             // What is captured from here on is queued from the position the state
             // will say: a restart before it is saved hands the queue off from there
             // (`hand_off_batch`), and a failure below takes that back.
@@ -63,7 +67,7 @@ impl Primary {
         };
         // A writer held back by a full queue (`pressure.rs`) goes on from here.
         self.progress.notify_all();
-        let (batch, (position_at_cut, consumed_at_cut)) = batch;
+        let (batch, (position_at_cut, consumed_at_cut, ended_before_cut)) = batch;
         let staged = batch
             .encode(self.node_id, &self.encoding())
             .map_err(|e| e.to_string())
@@ -96,6 +100,7 @@ impl Primary {
                     },
                     closed_clean,
                     handoff_seq: consumed_at_cut,
+                    ended_before: ended_before_cut.map(Into::into),
                 };
                 shared.recycle(batch);
                 if let Err(e) = self.persist(&state) {
@@ -258,6 +263,7 @@ impl Primary {
             },
             closed_clean: None,
             handoff_seq,
+            ended_before: None,
         };
         self.persist(&state).map_err(|e| format!("saving state: {e}"))
     }
