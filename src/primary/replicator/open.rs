@@ -163,7 +163,12 @@ impl Primary {
                                 next += 1;
                             }
                         }
-                        Err(Discontinuity(reason)) => snapshot_needed = Some(reason),
+                        Err(Discontinuity(reason)) => {
+                            // Not the first replication: something the saved state and the
+                            // records cannot connect, worth a warning like any other.
+                            tracing::warn!(db = %db_path.display(), %reason, "resuming from the saved state failed; taking a snapshot");
+                            snapshot_needed = Some(reason);
+                        }
                     }
                 }
                 (saved, next)
