@@ -167,3 +167,23 @@ fn a_restart_whose_saved_state_is_past_the_record_goes_on_in_the_generation_the_
     assert_eq!(rows(&rig.db), "abcd");
     rig.assert_replica_equals_primary();
 }
+
+#[test]
+fn a_restart_while_the_wal_index_already_names_the_next_generation_goes_on_from_its_saved_position() {
+    let rig = Rig::new();
+    let mut leader = LiveShell::start(rig.dir.path(), "leader", &rig.open("60s"));
+    leader.run(SETUP);
+    // A connection outside the VFS keeps the wal-index alive through the kills: it
+    // goes on naming the generation the dead writer's restart put there.
+    let mut bystander = LiveShell::start(rig.dir.path(), "bystander", &format!(".open {}", rig.db.display()));
+    bystander.run("SELECT count(*) FROM t;");
+    rig.dies_after_record("tail", RESTART_AND_DIE);
+    leader.kill();
+    let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
+    next.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
+    assert_no_snapshot_forced(&mut next, 0);
+    drop(next);
+    bystander.kill();
+    assert_eq!(rows(&rig.db), "abcd");
+    rig.assert_replica_equals_primary();
+}

@@ -130,6 +130,7 @@ pub struct CountedWal<'a> {
     wal: &'a mut dyn WalSource,
     /// Bytes of the file that may be read (header included).
     readable: u64,
+    counted: Option<ShmWal>,
 }
 
 impl<'a> CountedWal<'a> {
@@ -140,7 +141,7 @@ impl<'a> CountedWal<'a> {
         let readable = counted
             .and_then(|counted| Self::counted_end(wal, counted))
             .unwrap_or(HEADER_SIZE as u64);
-        CountedWal { wal, readable }
+        CountedWal { wal, readable, counted }
     }
 
     /// Frames up to `counted` when it names the file's generation, else the file as it
@@ -152,7 +153,27 @@ impl<'a> CountedWal<'a> {
         let readable = counted
             .and_then(|counted| Self::counted_end(wal, counted))
             .unwrap_or(u64::MAX);
-        CountedWal { wal, readable }
+        CountedWal { wal, readable, counted }
+    }
+
+    /// Whether the count names another generation than the file's header: a restart
+    /// on its way (SQLite puts the next salts in the wal-index before it writes the
+    /// header), or one whose writer died in between.
+    pub fn counts_another_generation(&mut self) -> bool {
+        let Some(counted) = self.counted else {
+            return false;
+        };
+        let mut raw = [0u8; HEADER_SIZE];
+        match self.wal.read_exact_at(0, &mut raw) {
+            Ok(true) => WalHeader::parse(&raw).is_ok_and(|h| (h.salt1, h.salt2) != (counted.salt1, counted.salt2)),
+            _ => false,
+        }
+    }
+
+    /// The file as it is, past the count: only for checking a frame capture already
+    /// holds (by its running checksum), never for reading commits.
+    pub fn uncut(&mut self) -> &mut dyn WalSource {
+        &mut *self.wal
     }
 
     /// The file offset where `counted`'s frames end, when the file holds that generation

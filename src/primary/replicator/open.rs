@@ -457,7 +457,14 @@ fn resume_capture(
             )));
         };
         capture.set_position(&position, header);
-        if live.is_some_and(|h| (h.salt1, h.salt2) == salts) && !capture.verify_position(wal)? {
+        // With the wal-index already naming the next generation (a restart whose writer
+        // died before the header, under a process that kept the wal-index alive), the
+        // cut hides every frame: the saved frame is checked in the file itself.
+        let holds = |capture: &mut Capture, wal: &mut CountedWal| -> io::Result<bool> {
+            Ok(capture.verify_position(wal)?
+                || (wal.counts_another_generation() && capture.verify_position(wal.uncut())?))
+        };
+        if live.is_some_and(|h| (h.salt1, h.salt2) == salts) && !holds(capture, wal)? {
             capture.skip_to_end(wal)?;
             return Ok(Err(Discontinuity(
                 "the WAL no longer holds the last captured frame".into(),
