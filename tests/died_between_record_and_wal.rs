@@ -187,3 +187,21 @@ fn a_restart_while_the_wal_index_already_names_the_next_generation_goes_on_from_
     assert_eq!(rows(&rig.db), "abcd");
     rig.assert_replica_equals_primary();
 }
+
+#[test]
+fn a_number_taken_by_a_writer_that_died_before_its_record_does_not_hold_up_the_next_record() {
+    let rig = Rig::new();
+    let mut leader = LiveShell::start(rig.dir.path(), "leader", &rig.open("50ms"));
+    leader.run(SETUP);
+    let first = status(&mut leader)["snapshots"].as_u64().unwrap();
+    // The follower takes the next record number and dies before its record is in
+    // place: a hole in the numbers, and a WAL that still shows its generation.
+    rig.dies_after_record("unnamed tail", RESTART_AND_DIE);
+    leader.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
+    std::thread::sleep(Duration::from_millis(300)); // the worker follows the records again
+    leader.run("INSERT INTO t(v) VALUES ('e'); SELECT litestream_sync();");
+    assert_no_snapshot_forced(&mut leader, first);
+    drop(leader);
+    assert_eq!(rows(&rig.db), "abcde");
+    rig.assert_replica_equals_primary();
+}

@@ -335,6 +335,7 @@ impl HandoffDir {
             // missing or torn; it is then ignored, the chain has a gap, and capture takes
             // a snapshot. The fsync took 8 % of the writer's time (perf) when it
             // restarts the WAL every thousand commits.
+            die_here_if_asked(&["unnamed ", kind].concat());
             fs::rename(&tmp, self.dir.join(format!("{seq:016x}.{kind}")))
         })();
         if result.is_err() {
@@ -446,8 +447,9 @@ const META_ROOM: usize = 500;
 
 /// Tests only: `LITESTREAM_TEST_DIE_AFTER_RECORD=<kind>` (`tail`, `start`, `batch`) ends
 /// the process the moment one of its records of that kind is in place, before the WAL
-/// write the record precedes: the window a SIGKILL lands in once in thousands of kills
-/// (`tests/died_between_record_and_wal.rs` makes each such window happen on purpose).
+/// write the record precedes; `unnamed <kind>` just before such a record is renamed into
+/// place (its number taken, no record). The windows a SIGKILL lands in once in thousands
+/// of kills (`tests/died_between_record_and_wal.rs` makes each happen on purpose).
 fn die_here_if_asked(kind: &str) {
     static KIND: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let wanted = KIND.get_or_init(|| std::env::var("LITESTREAM_TEST_DIE_AFTER_RECORD").ok());

@@ -332,9 +332,9 @@ impl Primary {
                 return false;
             }
         };
-        if shared.handoff_consumed != seq - 1 {
-            // A record before ours was not followed (a number taken by a process that
-            // died): a tail, followed like any other, is the known path there.
+        if shared.handoff_consumed != seq - 1 && !self.only_holes_before(shared.handoff_consumed, seq) {
+            // A record before ours was not followed: a tail, followed like any other, is
+            // the known path there.
             self.records.remove(seq);
             return false;
         }
@@ -399,13 +399,27 @@ impl Primary {
     pub(super) fn consume_own_record(&self, shared: &mut Shared, written: io::Result<Option<u64>>) {
         match written {
             Ok(Some(seq)) => {
-                if shared.handoff_consumed == seq - 1 || shared.snapshot_needed.is_some() {
+                let next = shared.handoff_consumed == seq - 1;
+                if next || shared.snapshot_needed.is_some() || self.only_holes_before(shared.handoff_consumed, seq) {
                     shared.handoff_consumed = seq;
                 }
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(db = %self.db_path.display(), "writing a WAL hand-off record: {e}"),
         }
+    }
+
+    /// Whether every number between `consumed` and this process's own record `seq` is a
+    /// hole: taken by a process that died before its record was in place. Called right
+    /// after following the records, under the WAL write lock (or the exclusive lock of
+    /// a closing connection), so no other record is on its way. Left unconsumed, our own
+    /// record was followed later as another process's, and a tail of the generation
+    /// capture had already left was a discontinuity (multi_process_crash: "hand-off N is
+    /// of another WAL generation than the one captured"). Lists the directory only then.
+    fn only_holes_before(&self, consumed: u64, seq: u64) -> bool {
+        self.records
+            .list_after(consumed)
+            .is_ok_and(|list| list.iter().all(|r| r.seq() <= consumed || r.seq() >= seq))
     }
 
     /// A writer of this process holds the WAL write lock: before it writes, capture
