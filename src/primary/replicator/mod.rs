@@ -380,13 +380,16 @@ impl Primary {
         } else {
             shared.capture.position().map(Into::into)
         };
+        // Only beside a position: a clean close's state compared unequal at every close
+        // of a request that only read, and was saved again (open_requests).
+        let ended_before = shared.capture.ended_before().filter(|_| wal.is_some()).map(Into::into);
         self.persist(&SavedState {
             node_id: self.node_id,
             txid: shared.staged_txid,
             wal,
             closed_clean,
             handoff_seq: shared.handoff_consumed,
-            ended_before: shared.capture.ended_before().map(Into::into),
+            ended_before,
         })
     }
 

@@ -90,17 +90,19 @@ impl Primary {
                     .clone()
                     .filter(|_| shared.closing && shared.pending_commits() == 0)
                     .filter(|_| shared.snapshot_needed.is_none() && shared.handoff_consumed == consumed_at_cut);
-                let state = SavedState {
-                    node_id: self.node_id,
-                    txid: batch.max_txid(),
-                    wal: if shared.snapshot_needed.is_some() || closed_clean.is_some() {
+                let wal: Option<crate::primary::state::SavedWal> =
+                    if shared.snapshot_needed.is_some() || closed_clean.is_some() {
                         None
                     } else {
                         position_at_cut.map(Into::into)
-                    },
+                    };
+                let state = SavedState {
+                    node_id: self.node_id,
+                    txid: batch.max_txid(),
+                    ended_before: ended_before_cut.filter(|_| wal.is_some()).map(Into::into),
+                    wal,
                     closed_clean,
                     handoff_seq: consumed_at_cut,
-                    ended_before: ended_before_cut.map(Into::into),
                 };
                 shared.recycle(batch);
                 if let Err(e) = self.persist(&state) {
