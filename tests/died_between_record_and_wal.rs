@@ -61,6 +61,14 @@ impl Rig {
         );
     }
 
+    /// Closes the last connection, then checks the database holds `expected` (the
+    /// values of `t` in order) and the replica restores to it.
+    fn closed_holding(&self, last: LiveShell, expected: &str) {
+        drop(last);
+        assert_eq!(rows(&self.db), expected);
+        self.assert_replica_equals_primary();
+    }
+
     /// The replica restores to the primary's rows, with contiguous TXIDs.
     fn assert_replica_equals_primary(&self) {
         assert_contiguous(&level0_ranges(&self.dir.path().join("replica")));
@@ -108,9 +116,7 @@ fn the_next_writer_restarts_a_wal_whose_restarting_writer_died_after_its_record(
     // The wal-index says the new generation; the file still shows the old one.
     leader.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
     assert_no_snapshot_forced(&mut leader, first);
-    drop(leader);
-    assert_eq!(rows(&rig.db), "abcd");
-    rig.assert_replica_equals_primary();
+    rig.closed_holding(leader, "abcd");
 }
 
 #[test]
@@ -119,15 +125,14 @@ fn a_wal_recovered_from_the_file_after_a_restarting_writer_died_goes_on_in_its_g
     let mut leader = LiveShell::start(rig.dir.path(), "leader", &rig.open("60s"));
     leader.run(SETUP);
     rig.dies_after_record("tail", RESTART_AND_DIE);
-    leader.kill(); // SIGKILL: no process has the database open now
-                   // The next process recovers the wal-index from the file, which still shows the
-                   // generation the record ended, and appends to it.
+    // SIGKILL: no process has the database open now. The next process recovers the
+    // wal-index from the file, which still shows the generation the record ended, and
+    // appends to it.
+    leader.kill();
     let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
     next.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
     assert_no_snapshot_forced(&mut next, 0);
-    drop(next);
-    assert_eq!(rows(&rig.db), "abcd");
-    rig.assert_replica_equals_primary();
+    rig.closed_holding(next, "abcd");
 }
 
 #[test]
@@ -145,9 +150,7 @@ fn a_generation_whose_writer_died_after_its_start_record_never_reached_the_wal()
     std::thread::sleep(Duration::from_millis(400));
     leader.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
     assert_no_snapshot_forced(&mut leader, first);
-    drop(leader);
-    assert_eq!(rows(&rig.db), "abcd");
-    rig.assert_replica_equals_primary();
+    rig.closed_holding(leader, "abcd");
 }
 
 #[test]
@@ -163,9 +166,7 @@ fn a_restart_whose_saved_state_is_past_the_record_goes_on_in_the_generation_the_
     let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
     next.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
     assert_no_snapshot_forced(&mut next, 0);
-    drop(next);
-    assert_eq!(rows(&rig.db), "abcd");
-    rig.assert_replica_equals_primary();
+    rig.closed_holding(next, "abcd");
 }
 
 #[test]
@@ -201,7 +202,5 @@ fn a_number_taken_by_a_writer_that_died_before_its_record_does_not_hold_up_the_n
     std::thread::sleep(Duration::from_millis(300)); // the worker follows the records again
     leader.run("INSERT INTO t(v) VALUES ('e'); SELECT litestream_sync();");
     assert_no_snapshot_forced(&mut leader, first);
-    drop(leader);
-    assert_eq!(rows(&rig.db), "abcde");
-    rig.assert_replica_equals_primary();
+    rig.closed_holding(leader, "abcde");
 }
