@@ -46,16 +46,17 @@ pub fn follow(
         // capture past the header read first. Read the header again and go on from there;
         // without records to move it, capture and the WAL are apart for good.
         let moved = *consumed != from;
+        let in_current = live_header.is_some_and(|h| capture.generation() == Some((h.salt1, h.salt2)));
+        let ended = match &live_header {
+            Some(h) if !in_current => ended_generation_in_the_wal(capture, h, live)?,
+            _ => EndedGeneration::NotShown,
+        };
         match live_header {
-            Some(h) if capture.generation() == Some((h.salt1, h.salt2)) => {
+            Some(_) if in_current || ended == EndedGeneration::Resumed => {
                 found.extend(capture.scan_live(live));
                 return Ok(Ok(found));
             }
-            Some(h) if still_shows_the_ended_generation(capture, &h, live)? => return Ok(Ok(found)),
-            Some(h) if resumed_where_it_ended(capture, &h, live)? => {
-                found.extend(capture.scan_live(live));
-                return Ok(Ok(found));
-            }
+            Some(_) if ended == EndedGeneration::NothingAfter => return Ok(Ok(found)),
             Some(_) | None if moved && round < ROUNDS && !settled(capture, live_header.as_ref(), just_started) => {
                 continue
             }
@@ -95,50 +96,49 @@ pub fn follow(
 /// only a WAL restarting faster than a listing can be read exhausts them.
 const ROUNDS: usize = 8;
 
-/// Whether the WAL still shows the generation capture ended last, with no commit after
-/// where it ended: its restart or truncation has not reached the file yet. (Seen with
-/// two threads writing two databases: this process's writer records the end of a
-/// generation, capture follows, and the worker reads the WAL before the writer rewrites
-/// its header.) Reads the frame headers only in that moment.
-fn still_shows_the_ended_generation(
-    capture: &Capture,
-    live_header: &WalHeader,
-    live: &mut dyn WalSource,
-) -> io::Result<bool> {
-    let Some((generation, end)) = capture.last_ended() else {
-        return Ok(false);
-    };
-    if generation != (live_header.salt1, live_header.salt2) {
-        return Ok(false);
-    }
-    let mut probe = Capture::new();
-    probe.skip_to_end(live)?;
-    Ok(probe
-        .position()
-        .is_some_and(|p| (p.salt1, p.salt2) == generation && p.next_frame <= end))
+/// What the WAL shows of the generation capture ended last, when its header is that one.
+#[derive(Debug, PartialEq, Eq)]
+enum EndedGeneration {
+    /// Another generation (or none can be read).
+    NotShown,
+    /// No commit after where capture ended it: its restart or truncation has not reached
+    /// the file yet. (Seen with two threads writing two databases: this process's writer
+    /// records the end of a generation, capture follows, and the worker reads the WAL
+    /// before the writer rewrites its header.)
+    NothingAfter,
+    /// Commits after where capture ended it, and capture took it up again there
+    /// (`Capture::resume_ended`): the process that ended it died before rewriting the
+    /// header, and after SQLite's recovery another writer appended to it.
+    Resumed,
 }
 
-/// Whether the WAL shows the generation capture ended last with commits after where
-/// capture ended it, and capture took it up again there (`Capture::resume_ended`): the
-/// process that ended it died before rewriting the header, and after SQLite's recovery
-/// another writer appended to it. Reads the frame headers only in that moment.
-fn resumed_where_it_ended(
+/// Reads the frame headers of the live WAL, only when its header is that of the
+/// generation capture ended last, to tell which [`EndedGeneration`] it is.
+fn ended_generation_in_the_wal(
     capture: &mut Capture,
     live_header: &WalHeader,
     live: &mut dyn WalSource,
-) -> io::Result<bool> {
+) -> io::Result<EndedGeneration> {
     let Some((generation, end)) = capture.last_ended() else {
-        return Ok(false);
+        return Ok(EndedGeneration::NotShown);
     };
     if generation != (live_header.salt1, live_header.salt2) {
-        return Ok(false);
+        return Ok(EndedGeneration::NotShown);
     }
     let mut probe = Capture::new();
     probe.skip_to_end(live)?;
     let (Some(header), Some(at)) = (probe.header(), probe.position()) else {
-        return Ok(false);
+        return Ok(EndedGeneration::NotShown);
     };
-    Ok(at.next_frame > end && capture.resume_ended(&header, at.next_frame))
+    Ok(if (at.salt1, at.salt2) != generation {
+        EndedGeneration::NotShown
+    } else if at.next_frame <= end {
+        EndedGeneration::NothingAfter
+    } else if capture.resume_ended(&header, at.next_frame) {
+        EndedGeneration::Resumed
+    } else {
+        EndedGeneration::NotShown
+    })
 }
 
 /// Whether capture and the header read agree without another round: an empty WAL after

@@ -163,9 +163,6 @@ impl Capture {
         self.ended = true;
     }
 
-    /// The generation ended last and the frame capture ended it at. Whoever ends a
-    /// generation records it (and capture follows) before rewriting or truncating the
-    /// WAL, so for a moment the file still shows it.
     /// The generation just begun began on an empty WAL with the database file as
     /// `database` (a start record's).
     pub fn began_on_empty_wal(&mut self, database: Option<FileIdentity>) {
@@ -184,6 +181,9 @@ impl Capture {
             && self.began_on_empty_wal.as_ref() == database_now
     }
 
+    /// The generation ended last and the frame capture ended it at. Whoever ends a
+    /// generation records it (and capture follows) before rewriting or truncating the
+    /// WAL, so for a moment the file still shows it.
     pub fn last_ended(&self) -> Option<((u32, u32), u64)> {
         self.last_ended.map(|(h, at, _)| ((h.salt1, h.salt2), at))
     }
@@ -196,8 +196,7 @@ impl Capture {
     /// followed) died before rewriting the WAL's header: the next writer then restarts
     /// the WAL from that generation.
     pub fn ended_with_nothing_since(&self, header: &WalHeader, end: u64) -> bool {
-        let nothing_since = self.ended || self.next_frame == 0;
-        nothing_since && self.last_ended.is_some_and(|(h, at, _)| h == *header && end <= at)
+        self.holds_nothing_since_last_end() && self.last_ended.is_some_and(|(h, at, _)| h == *header && end <= at)
     }
 
     /// Takes up again, where it ended it, the generation capture ended last, when the
@@ -210,8 +209,7 @@ impl Capture {
         let Some((ended, at, chain)) = self.last_ended else {
             return false;
         };
-        let nothing_since = self.ended || self.next_frame == 0;
-        if ended != *header || counted < at || !nothing_since {
+        if ended != *header || counted < at || !self.holds_nothing_since_last_end() {
             return false;
         }
         self.drop_pending();
@@ -229,7 +227,7 @@ impl Capture {
     /// needs beside it should the next generation never reach the file
     /// (`SavedState::ended_before`).
     pub fn ended_before(&self) -> Option<WalPosition> {
-        if !(self.ended || self.next_frame == 0) {
+        if !self.holds_nothing_since_last_end() {
             return None;
         }
         self.last_ended.map(|(h, at, chain)| WalPosition {
@@ -240,6 +238,12 @@ impl Capture {
             checksum: chain,
             ended: false,
         })
+    }
+
+    /// Nothing captured since the last generation ended: capture stands ended, or at
+    /// frame 0 of the generation after it.
+    fn holds_nothing_since_last_end(&self) -> bool {
+        self.ended || self.next_frame == 0
     }
 
     /// The header of the generation capture is in (or ended last, when it ended).
