@@ -437,9 +437,9 @@ impl Primary {
         if persisted.as_ref() == Some(state) {
             return Ok(());
         }
-        tracing::debug!(txid = state.txid, handoff_seq = state.handoff_seq, wal = ?state.wal, clean = state.closed_clean.is_some(), "state saved");
         *persisted = None; // a failed save leaves the file unknown
         self.state_file.save(state)?;
+        tracing::debug!(txid = state.txid, handoff_seq = state.handoff_seq, wal = ?state.wal, clean = state.closed_clean.is_some(), "state saved");
         self.records.remove_through(state.handoff_seq);
         crate::primary::replica_check::saved(&self.replica_check, state.txid);
         *persisted = Some(state.clone());
