@@ -41,7 +41,13 @@ impl Rig {
     /// A process of its own runs `sql` and dies the moment it has put a hand-off record
     /// of `kind` in place.
     fn dies_after_record(&self, kind: &str, sql: &str) {
-        let script = format!("{}\nPRAGMA wal_autocheckpoint=0;\n{sql}\n", self.open("60s"));
+        self.dies_after_record_with(kind, sql, "60s", &[]);
+    }
+
+    /// [`Rig::dies_after_record`] with the dying process's `sync_interval` and more of
+    /// its environment.
+    fn dies_after_record_with(&self, kind: &str, sql: &str, sync_interval: &str, env: &[(&str, &str)]) {
+        let script = format!("{}\nPRAGMA wal_autocheckpoint=0;\n{sql}\n", self.open(sync_interval));
         let path = self.dir.path().join("dying.sql");
         std::fs::write(&path, script).unwrap();
         let status = Command::new("sqlite3")
@@ -49,6 +55,7 @@ impl Rig {
             .arg(format!(".load {}", extension().display()))
             .arg(":memory:")
             .env("LITESTREAM_TEST_DIE_AFTER_RECORD", kind)
+            .envs(env.iter().copied())
             .stdin(std::fs::File::open(&path).unwrap())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -203,4 +210,68 @@ fn a_number_taken_by_a_writer_that_died_before_its_record_does_not_hold_up_the_n
     leader.run("INSERT INTO t(v) VALUES ('e'); SELECT litestream_sync();");
     assert_no_snapshot_forced(&mut leader, first);
     rig.closed_holding(leader, "abcde");
+}
+
+#[test]
+fn a_replicating_process_killed_inside_a_stage_a_restart_handed_off_from_goes_on_from_its_staged_file() {
+    let rig = Rig::new();
+    // The replicating process itself: its stage of 'c' holds between the staged file and
+    // the state; meanwhile 'd' commits and the WAL restarts, which hands 'd' off as a
+    // batch record beginning at the stage's cut, and the process dies there.
+    rig.dies_after_record_with(
+        "batch",
+        &format!(
+            "{SETUP}\nINSERT INTO t(v) VALUES ('c');\n.system sleep 0.5\n\
+             INSERT INTO t(v) VALUES ('d'); PRAGMA wal_checkpoint(PASSIVE); INSERT INTO t(v) VALUES ('never');"
+        ),
+        "100ms",
+        &[("LITESTREAM_TEST_PAUSE_STAGE_MS", "2000")],
+    );
+    // The saved state is before 'c'; the WAL no longer connects it to the batch.
+    let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
+    next.run("INSERT INTO t(v) VALUES ('e'); SELECT litestream_sync();");
+    assert_no_snapshot_forced(&mut next, 0);
+    rig.closed_holding(next, "abcde");
+}
+
+#[test]
+fn a_replicating_process_killed_before_sqlite_counted_its_commit_never_staged_it() {
+    let rig = Rig::new();
+    let mut first = LiveShell::start(rig.dir.path(), "first", &rig.open("60s"));
+    first.run(SETUP);
+    first.kill();
+    // A connection outside the VFS keeps the wal-index alive: it never counts the commit
+    // the dying process wrote, and the next writer puts its own in that slot.
+    let mut bystander = LiveShell::start(rig.dir.path(), "bystander", &format!(".open {}", rig.db.display()));
+    bystander.run("SELECT count(*) FROM t;");
+    // The replicating process writes 'c' and dies before SQLite counts it, with time for
+    // several stages in between (50 ms interval).
+    let script = format!("{}\nINSERT INTO t(v) VALUES ('c');\n", rig.open("50ms"));
+    let status = Command::new("sqlite3")
+        .args(["-batch", "-cmd"])
+        .arg(format!(".load {}", extension().display()))
+        .arg(":memory:")
+        .env("LITESTREAM_TEST_DIE_BEFORE_COUNT_MS", "400")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(script.as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "the process died before the count: {status:?}"
+    );
+    let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
+    next.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
+    assert_no_snapshot_forced(&mut next, 0);
+    drop(next);
+    bystander.kill();
+    assert_eq!(rows(&rig.db), "abd");
+    rig.assert_replica_equals_primary();
 }

@@ -37,6 +37,10 @@ pub(super) struct BatchMeta {
     /// Database size in pages after the last commit.
     commit: u32,
     pages: u64,
+    /// The TXID of the last commit before `from`: the stage whose cut `from` is (or the
+    /// record or snapshot it follows) staged everything up to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after_txid: Option<u64>,
 }
 
 /// The commits of a generation from `from` to `to`, merged: what the replicating
@@ -54,16 +58,19 @@ pub struct BatchRecord {
     pages: u64,
     /// The generation that follows (the restart's new header).
     pub next: Option<WalHeader>,
+    /// The TXID of the last commit before `from` (None in a record of an older build).
+    pub after_txid: Option<u64>,
 }
 
 impl HandoffDir {
     /// Hands off `batch`, the commits captured in the generation whose 32-byte header is
-    /// `header` between `from` and `to` (its end), before the restart writes `next`.
-    /// Page numbers and pages go out in one write.
+    /// `header` between `from` and `to` (its end), before the restart writes `next`;
+    /// `after_txid` is the TXID of the last commit before `from`. Page numbers and pages
+    /// go out in one write.
     pub fn write_batch(
         &self,
         header: &[u8],
-        from: WalPosition,
+        (from, after_txid): (WalPosition, u64),
         to: WalPosition,
         next: &[u8],
         batch: &Batch,
@@ -109,6 +116,7 @@ impl HandoffDir {
                     commits: batch.commits(),
                     commit: batch.commit(),
                     pages: pages.len() as u64,
+                    after_txid: Some(after_txid),
                 }),
             })
         })
@@ -185,6 +193,7 @@ pub(super) fn from_meta(path: &Path, file: &File, meta: Meta, header: WalHeader)
         commit: batch.commit,
         pages: batch.pages,
         next,
+        after_txid: batch.after_txid,
     })
 }
 
@@ -225,7 +234,7 @@ mod tests {
         let g2 = WalBuilder::new(512, 11, 77, false);
         let to = writer.position().unwrap();
         let seq = records
-            .write_batch(&g1.bytes[..32], from, to, &g2.bytes[..32], &batch)
+            .write_batch(&g1.bytes[..32], (from, 1), to, &g2.bytes[..32], &batch)
             .unwrap();
         assert_eq!(seq, 1);
         (dir, records, staged, g2)
@@ -238,8 +247,13 @@ mod tests {
             panic!("one batch record")
         };
         assert_eq!(
-            (record.from.next_frame, record.to.next_frame, record.commits),
-            (1, 4, 3)
+            (
+                record.from.next_frame,
+                record.to.next_frame,
+                record.commits,
+                record.after_txid
+            ),
+            (1, 4, 3, Some(1))
         );
         let txns = records.batch_txns(record).unwrap();
         assert_eq!(txns.len(), 3, "one per commit, so each keeps its TXID");

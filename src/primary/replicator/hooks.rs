@@ -32,6 +32,8 @@ impl Primary {
                     // (`pressure.rs`).
                     self.press();
                 }
+                drop(shared);
+                die_before_the_count_if_asked();
             }
             Err(Discontinuity(reason)) => {
                 if shared.snapshot_needed.is_none() {
@@ -325,7 +327,15 @@ impl Primary {
             Ok(h) if Some((h.salt1, h.salt2)) == shared.capture.generation() => {}
             _ => return false,
         }
-        let seq = match self.records.write_batch(&raw, from, to, next, &shared.queue) {
+        // The queue holds every commit after `from`.
+        let after_txid = match shared.queue.is_empty() {
+            true => shared.next_txid - 1,
+            false => shared.queue.min_txid() - 1,
+        };
+        let seq = match self
+            .records
+            .write_batch(&raw, (from, after_txid), to, next, &shared.queue)
+        {
             Ok(seq) => seq,
             Err(e) => {
                 tracing::warn!(db = %self.db_path.display(), "writing a WAL hand-off batch: {e}; writing a tail");
@@ -492,6 +502,19 @@ fn apart_from_wal_index(capture: &crate::primary::capture::Capture, shm: ShmWal)
         std::cmp::Ordering::Less => Some(format!(
             "capture could read the WAL only to frame {at}, SQLite counts {counted} committed"
         )),
+    }
+}
+
+/// Tests only: `LITESTREAM_TEST_DIE_BEFORE_COUNT_MS=<ms>` ends the process that long
+/// after capture took a commit, before SQLite counts it in the wal-index: the window of a
+/// writer killed mid-commit, held open for stages to run in
+/// (`tests/died_between_record_and_wal.rs`).
+fn die_before_the_count_if_asked() {
+    static AFTER: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let after = AFTER.get_or_init(|| std::env::var("LITESTREAM_TEST_DIE_BEFORE_COUNT_MS").ok()?.parse().ok());
+    if let Some(ms) = *after {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        std::process::abort();
     }
 }
 

@@ -8,6 +8,7 @@ mod open;
 mod pressure;
 mod stage;
 mod sync;
+mod unfinished_stage;
 mod upload;
 mod worker;
 

@@ -125,6 +125,7 @@ impl Primary {
                 ))
             }
             (Some(saved), replica_max) => {
+                let saved = unfinished_stage::finished_by_its_staged_files(saved, &records, &staging, db_path);
                 if let Some(max) = replica_max.filter(|max| *max > saved.txid) {
                     let writer = latest_node_id(store.as_ref(), max);
                     if writer != Some(saved.node_id) && !config.takeover {

@@ -30,7 +30,8 @@ impl Primary {
             }
             self.take_snapshot()?;
         }
-        let batch = {
+        let mut waited = 0;
+        let batch = loop {
             let mut shared = self.lock();
             if shared.pending_commits() == 0 {
                 // Nothing committed for a whole turn: idle, so keep no buffers.
@@ -52,6 +53,12 @@ impl Primary {
                 ));
                 return Ok(Staged::Full { staged, limit });
             }
+            if waited < UNCOUNTED_WAITS && captured_past_the_count(&shared.capture, self.wal_index.read()) {
+                drop(shared);
+                waited += 1;
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
             // The whole queue goes: capture's position now is right after its last
             // commit, including generations it ended or began since (`follow.rs`).
             let at_cut = (
@@ -63,7 +70,7 @@ impl Primary {
             // will say: a restart before it is saved hands the queue off from there
             // (`hand_off_batch`), and a failure below takes that back.
             shared.origin = at_cut.0.filter(|p| !p.ended);
-            (shared.take_pending(), at_cut)
+            break (shared.take_pending(), at_cut);
         };
         // A writer held back by a full queue (`pressure.rs`) goes on from here.
         self.progress.notify_all();
@@ -76,6 +83,9 @@ impl Primary {
                     .stage(batch.min_txid(), batch.max_txid(), &bytes)
                     .map_err(|e| format!("writing {}: {e}", self.config.staging_dir.display()))
             });
+        if staged.is_ok() {
+            pause_here_if_asked();
+        }
         let mut shared = self.lock();
         match staged {
             Ok(_) => {
@@ -305,3 +315,35 @@ impl Primary {
 
 /// Write buffer between the snapshot encoder and its staging file.
 const STAGE_BUFFER: usize = 256 << 10;
+
+/// How many milliseconds a stage waits, at most, for SQLite to count a commit capture
+/// already has (see [`captured_past_the_count`]); after that it stages it anyway, as it
+/// always did. The wait is a writer's thread preempted between the two, or its WAL
+/// fsync (`synchronous=FULL` syncs before counting).
+const UNCOUNTED_WAITS: u32 = 1000;
+
+/// Whether capture holds a commit of the generation SQLite's wal-index names that the
+/// wal-index does not count yet: a writer of this process wrote its commit frame and has
+/// not updated the wal-index header. Staged and saved in that moment, a commit whose
+/// writer is then killed is one SQLite never kept (another process's next commit takes
+/// its slot): the replica would hold it until the next open found the WAL apart from
+/// the saved position and took a snapshot (`multi_process_crash` on a loaded machine,
+/// "hand-off N's frames do not continue the captured chain"). Unknown (no mapping, or
+/// a writer updating the header) counts as not past.
+fn captured_past_the_count(capture: &Capture, counted: Option<ShmWal>) -> bool {
+    counted.is_some_and(|shm| {
+        capture.generation() == Some((shm.salt1, shm.salt2)) && capture.next_frame() > u64::from(shm.max_frame)
+    })
+}
+
+/// Tests only: `LITESTREAM_TEST_PAUSE_STAGE_MS=<ms>` holds every stage that long between
+/// its staged file and its state, the window in which a WAL restart hands the commits
+/// after the cut off as a batch record (`tests/died_between_record_and_wal.rs` kills the
+/// process there on purpose; `multi_process_crash` hit it under load).
+fn pause_here_if_asked() {
+    static PAUSE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let pause = PAUSE.get_or_init(|| std::env::var("LITESTREAM_TEST_PAUSE_STAGE_MS").ok()?.parse().ok());
+    if let Some(ms) = *pause {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
