@@ -245,6 +245,12 @@ fn follow_records(
                     capture.begin_generation(next);
                 }
             }
+            // The generation it begins is the one capture is in (the same header):
+            // capture began it from this process's own header write after the one
+            // before ended (`Capture::on_write`), and the record was written by a
+            // connection of this process before it replicated (a takeover in between;
+            // multi_process_crash under load). Nothing to do.
+            Record::Start { header, .. } if !capture.ended() && capture.header() == Some(*header) => {}
             Record::Start { seq, header, database } => {
                 // A generation that began on an empty WAL and never reached it (its
                 // writer died between the record and the header) gives way to the next.
@@ -491,6 +497,44 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(pgnos(&found), vec![1]);
         assert!(capture.ended());
+    }
+
+    #[test]
+    fn a_start_record_of_the_generation_capture_already_began_is_followed_as_nothing_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+        let mut g1 = WalBuilder::new(512, 10, 1, false);
+        g1.frame(1, 1, 1);
+        let mut g2 = WalBuilder::new(512, 11, 5, false);
+        records.write_start(&g2.bytes[..32], None).unwrap();
+        g2.frame(2, 2, 2);
+        // Capture ended g1 and began g2 from its header write, one commit in.
+        let mut capture = captured_through(&g2, 1, g2.running_checksum());
+        let mut consumed = 0;
+        let found = follow(
+            &mut capture,
+            &mut consumed,
+            &records,
+            &mut g2.bytes.clone(),
+            None,
+            &none,
+        )
+        .unwrap();
+        assert!(found.expect("no discontinuity").is_empty());
+        assert_eq!((consumed, capture.next_frame()), (1, 1));
+        // A start record of another header, with capture in a generation, still is one.
+        let other = WalBuilder::new(512, 12, 6, false);
+        records.write_start(&other.bytes[..32], None).unwrap();
+        let found = follow(
+            &mut capture,
+            &mut consumed,
+            &records,
+            &mut g2.bytes.clone(),
+            None,
+            &none,
+        )
+        .unwrap();
+        assert!(found.is_err());
     }
 
     #[test]
