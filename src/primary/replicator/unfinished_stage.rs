@@ -41,6 +41,23 @@ pub(super) fn finished_by_its_staged_files(
         _ => None,
     });
     let Some(batch) = finished else {
+        if let Some(Record::Batch(batch)) = unconsumed
+            .iter()
+            .find(|r| matches!(r, Record::Batch(b) if b.after_txid > Some(saved.txid)))
+        {
+            let beyond: Vec<(u64, u64)> = files
+                .iter()
+                .filter(|f| f.max_txid > saved.txid)
+                .map(|f| (f.min_txid, f.max_txid))
+                .collect();
+            tracing::debug!(
+                saved = saved.txid,
+                handoff = batch.seq,
+                after = ?batch.after_txid,
+                ?beyond,
+                "no unfinished stage reaches the hand-off"
+            );
+        }
         return saved;
     };
     let after_txid = batch.after_txid.expect("staged_up_to checks it");
