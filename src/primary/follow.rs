@@ -308,6 +308,17 @@ pub(crate) mod tests {
     use crate::primary::state::SavedWal;
     use crate::wal::testing::WalBuilder;
 
+    /// [`follow`] where no clean close stands behind capture and no database file is
+    /// known; an I/O error fails the test.
+    pub(crate) fn follow_from(
+        capture: &mut Capture,
+        consumed: &mut u64,
+        records: &HandoffDir,
+        live: &mut dyn WalSource,
+    ) -> Followed {
+        follow(capture, consumed, records, live, None, &|| None).unwrap()
+    }
+
     /// A capture positioned after the first `frames` frames of `wal`.
     pub(crate) fn captured_through(wal: &WalBuilder, frames: u64, sum: (u32, u32)) -> Capture {
         let mut capture = Capture::new();
@@ -331,10 +342,6 @@ pub(crate) mod tests {
         txns.iter().flat_map(|t| t.pages.iter().map(|(p, _)| *p)).collect()
     }
 
-    fn none() -> Option<FileIdentity> {
-        None
-    }
-
     #[test]
     fn a_restart_by_another_process_is_followed_through_its_tail_into_the_next_generation() {
         let dir = tempfile::tempdir().unwrap();
@@ -355,30 +362,12 @@ pub(crate) mod tests {
             .unwrap();
         g2.frame(3, 3, 3);
         let mut consumed = 0;
-        let found = follow(
-            &mut capture,
-            &mut consumed,
-            &records,
-            &mut g2.bytes.clone(),
-            None,
-            &none,
-        )
-        .unwrap()
-        .unwrap();
+        let found = follow_from(&mut capture, &mut consumed, &records, &mut g2.bytes.clone()).unwrap();
         assert_eq!(pgnos(&found), vec![2, 3], "the old tail, then the new generation");
         assert_eq!(consumed, 1);
         assert_eq!(capture.generation(), Some((11, 77)));
         // Nothing more the second time.
-        let again = follow(
-            &mut capture,
-            &mut consumed,
-            &records,
-            &mut g2.bytes.clone(),
-            None,
-            &none,
-        )
-        .unwrap()
-        .unwrap();
+        let again = follow_from(&mut capture, &mut consumed, &records, &mut g2.bytes.clone()).unwrap();
         assert!(again.is_empty());
     }
 
@@ -427,8 +416,7 @@ pub(crate) mod tests {
             header_read: false,
         };
         let mut consumed = 0;
-        let found = follow(&mut capture, &mut consumed, &records, &mut live, None, &none)
-            .unwrap()
+        let found = follow_from(&mut capture, &mut consumed, &records, &mut live)
             .expect("the record connects the generations: no discontinuity");
         assert_eq!(pgnos(&found), vec![2, 3]);
         assert_eq!(capture.generation(), Some((11, 77)));
@@ -451,14 +439,14 @@ pub(crate) mod tests {
             capture
         };
         let mut capture = ended_at_two();
-        let found = follow(&mut capture, &mut 0, &records, &mut g1.bytes.clone(), None, &none).unwrap();
+        let found = follow_from(&mut capture, &mut 0, &records, &mut g1.bytes.clone());
         assert!(found.expect("nothing lost: g1 ended where capture ended it").is_empty());
         // The same header with a commit after the end: the writer that ended it died
         // before rewriting the header, and another appended to it. Capture goes on there.
         let mut grown = g1.clone();
         grown.frame(3, 3, 3);
         let mut capture = ended_at_two();
-        let found = follow(&mut capture, &mut 0, &records, &mut grown.bytes, None, &none).unwrap();
+        let found = follow_from(&mut capture, &mut 0, &records, &mut grown.bytes);
         assert_eq!(pgnos(&found.expect("g1 goes on")), vec![3]);
         assert_eq!(capture.generation(), Some((10, 1)));
     }
@@ -475,16 +463,7 @@ pub(crate) mod tests {
         records.write_start(&g2.bytes[..32], None).unwrap();
         g2.frame(2, 2, 2);
         let mut consumed = 0;
-        let found = follow(
-            &mut capture,
-            &mut consumed,
-            &records,
-            &mut g2.bytes.clone(),
-            None,
-            &none,
-        )
-        .unwrap()
-        .unwrap();
+        let found = follow_from(&mut capture, &mut consumed, &records, &mut g2.bytes.clone()).unwrap();
         assert_eq!(pgnos(&found), vec![1, 2]);
         // Truncated and not begun again yet: nothing lost, nothing to do.
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
@@ -492,9 +471,7 @@ pub(crate) mod tests {
         let dir2 = tempfile::tempdir().unwrap();
         let records2 = HandoffDir::new(dir2.path(), FileModes::NewDatabase);
         records2.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap();
-        let found = follow(&mut capture, &mut consumed, &records2, &mut Vec::new(), None, &none)
-            .unwrap()
-            .unwrap();
+        let found = follow_from(&mut capture, &mut consumed, &records2, &mut Vec::new()).unwrap();
         assert_eq!(pgnos(&found), vec![1]);
         assert!(capture.ended());
     }
@@ -511,29 +488,13 @@ pub(crate) mod tests {
         // Capture ended g1 and began g2 from its header write, one commit in.
         let mut capture = captured_through(&g2, 1, g2.running_checksum());
         let mut consumed = 0;
-        let found = follow(
-            &mut capture,
-            &mut consumed,
-            &records,
-            &mut g2.bytes.clone(),
-            None,
-            &none,
-        )
-        .unwrap();
+        let found = follow_from(&mut capture, &mut consumed, &records, &mut g2.bytes.clone());
         assert!(found.expect("no discontinuity").is_empty());
         assert_eq!((consumed, capture.next_frame()), (1, 1));
         // A start record of another header, with capture in a generation, still is one.
         let other = WalBuilder::new(512, 12, 6, false);
         records.write_start(&other.bytes[..32], None).unwrap();
-        let found = follow(
-            &mut capture,
-            &mut consumed,
-            &records,
-            &mut g2.bytes.clone(),
-            None,
-            &none,
-        )
-        .unwrap();
+        let found = follow_from(&mut capture, &mut consumed, &records, &mut g2.bytes.clone());
         assert!(found.is_err());
     }
 
@@ -611,29 +572,12 @@ pub(crate) mod tests {
             .unwrap();
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
         let mut consumed = 0;
-        let found = follow(
-            &mut capture,
-            &mut consumed,
-            &records,
-            &mut g1.bytes.clone(),
-            None,
-            &none,
-        )
-        .unwrap()
-        .unwrap();
+        let found = follow_from(&mut capture, &mut consumed, &records, &mut g1.bytes.clone()).unwrap();
         assert_eq!(pgnos(&found), vec![1, 2]);
         assert_eq!(capture.generation(), Some((11, 77)));
         g1.frame(3, 3, 3);
-        let found = follow(
-            &mut capture,
-            &mut consumed,
-            &records,
-            &mut g1.bytes.clone(),
-            None,
-            &none,
-        )
-        .unwrap()
-        .expect("g1 goes on: not a discontinuity");
+        let found = follow_from(&mut capture, &mut consumed, &records, &mut g1.bytes.clone())
+            .expect("g1 goes on: not a discontinuity");
         assert_eq!(pgnos(&found), vec![3]);
         assert_eq!(capture.generation(), Some((10, 1)));
         assert_eq!(capture.next_frame(), 3);
@@ -645,9 +589,8 @@ pub(crate) mod tests {
             .write_tail(&mut g1.bytes.clone(), None, Some(&g3.bytes[..32]), None)
             .unwrap();
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
-        let found = follow(&mut capture, &mut 0, &records, &mut g3.bytes.clone(), None, &none)
-            .unwrap()
-            .expect("the second tail continues g1");
+        let found =
+            follow_from(&mut capture, &mut 0, &records, &mut g3.bytes.clone()).expect("the second tail continues g1");
         assert_eq!(pgnos(&found), vec![1, 2, 3]);
         assert_eq!(capture.generation(), Some((12, 5)));
 
@@ -662,7 +605,7 @@ pub(crate) mod tests {
         let mut other = WalBuilder::new(1024, 10, 1, false);
         other.frame(1, 1, 1).frame(2, 2, 2).frame(3, 3, 3);
         let mut capture = captured_through(&short, 0, short.header.checksum);
-        let outcome = follow(&mut capture, &mut 0, &records, &mut other.bytes.clone(), None, &none).unwrap();
+        let outcome = follow_from(&mut capture, &mut 0, &records, &mut other.bytes.clone());
         assert!(outcome.is_err(), "{outcome:?}");
     }
 
@@ -676,24 +619,14 @@ pub(crate) mod tests {
         g2.frame(2, 2, 2);
         // Restarted without a tail.
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
-        assert!(
-            follow(&mut capture, &mut 0, &records, &mut g2.bytes.clone(), None, &none)
-                .unwrap()
-                .is_err()
-        );
+        assert!(follow_from(&mut capture, &mut 0, &records, &mut g2.bytes.clone()).is_err());
         // Truncated without a tail.
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
-        assert!(follow(&mut capture, &mut 0, &records, &mut Vec::new(), None, &none)
-            .unwrap()
-            .is_err());
+        assert!(follow_from(&mut capture, &mut 0, &records, &mut Vec::new()).is_err());
         // Ended, then a generation begun with no start record.
         records.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap();
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
-        assert!(
-            follow(&mut capture, &mut 0, &records, &mut g2.bytes.clone(), None, &none)
-                .unwrap()
-                .is_err()
-        );
+        assert!(follow_from(&mut capture, &mut 0, &records, &mut g2.bytes.clone()).is_err());
     }
 
     #[test]
@@ -716,16 +649,8 @@ pub(crate) mod tests {
         g3.frame(3, 3, 3);
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
         let mut consumed = 0;
-        let found = follow(
-            &mut capture,
-            &mut consumed,
-            &records,
-            &mut g3.bytes.clone(),
-            None,
-            &none,
-        )
-        .unwrap()
-        .expect("no discontinuity: the second tail holds nothing new");
+        let found = follow_from(&mut capture, &mut consumed, &records, &mut g3.bytes.clone())
+            .expect("no discontinuity: the second tail holds nothing new");
         assert_eq!(pgnos(&found), vec![1, 2, 3], "g1's commits once, then g3's");
         assert_eq!(consumed, 2);
         assert_eq!(capture.generation(), Some((11, 78)));
@@ -743,7 +668,7 @@ pub(crate) mod tests {
             .write_tail(&mut g1.bytes.clone(), None, Some(&g3.bytes[..32]), None)
             .unwrap();
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
-        let found = follow(&mut capture, &mut 0, &records, &mut g3.bytes.clone(), None, &none).unwrap();
+        let found = follow_from(&mut capture, &mut 0, &records, &mut g3.bytes.clone());
         assert_eq!(pgnos(&found.expect("the commit is not skipped")), vec![1, 2, 3]);
     }
 
@@ -767,7 +692,7 @@ pub(crate) mod tests {
             .write_tail(&mut g1.bytes.clone(), Some(&saved(&staged)), None, None)
             .unwrap();
         let mut capture = captured_through(&g1, 0, g1.header.checksum);
-        let outcome = follow(&mut capture, &mut 0, &records, &mut Vec::new(), None, &none).unwrap();
+        let outcome = follow_from(&mut capture, &mut 0, &records, &mut Vec::new());
         assert!(outcome.unwrap_err().0.contains("starts at frame 1"));
     }
 

@@ -202,17 +202,12 @@ mod tests {
     use super::*;
     use crate::file_modes::FileModes;
     use crate::primary::capture::Capture;
-    use crate::primary::follow::follow;
+    use crate::primary::follow::tests::follow_from;
     use crate::primary::handoff::Record;
-    use crate::primary::state::FileIdentity;
     use crate::wal::testing::WalBuilder;
 
     /// A capture positioned after the first `frames` frames of `wal`.
     use crate::primary::follow::tests::captured_through as at;
-
-    fn none() -> Option<FileIdentity> {
-        None
-    }
 
     /// Generation 1: one commit staged, then three commits (page 2 twice, page 3) the
     /// replicating process captured, merged and handed off when it restarted into
@@ -273,16 +268,7 @@ mod tests {
         let (_dir, records, mut capture, mut g2) = restarted();
         g2.frame(4, 4, 7);
         let mut consumed = 0;
-        let found = follow(
-            &mut capture,
-            &mut consumed,
-            &records,
-            &mut g2.bytes.clone(),
-            None,
-            &none,
-        )
-        .unwrap()
-        .unwrap();
+        let found = follow_from(&mut capture, &mut consumed, &records, &mut g2.bytes.clone()).unwrap();
         assert_eq!(found.len(), 4, "the batch's three commits, then generation 2's");
         let pgnos: Vec<u32> = found.iter().flat_map(|t| t.pages.iter().map(|(p, _)| *p)).collect();
         assert_eq!(pgnos, vec![2, 3, 4]);
@@ -295,7 +281,7 @@ mod tests {
         let g1 = WalBuilder::new(512, 10, 1, false);
         // Capture at frame 0 of generation 1: the batch begins after frame 1.
         let mut behind = at(&g1, 0, g1.header.checksum);
-        let followed = follow(&mut behind, &mut 0, &records, &mut g2.bytes.clone(), None, &none).unwrap();
+        let followed = follow_from(&mut behind, &mut 0, &records, &mut g2.bytes.clone());
         assert!(followed.is_err(), "commits between would be lost");
     }
 }
