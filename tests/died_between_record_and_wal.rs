@@ -48,24 +48,29 @@ impl Rig {
     /// its environment.
     fn dies_after_record_with(&self, kind: &str, sql: &str, sync_interval: &str, env: &[(&str, &str)]) {
         let script = format!("{}\nPRAGMA wal_autocheckpoint=0;\n{sql}\n", self.open(sync_interval));
+        let env: Vec<(&str, &str)> = [("LITESTREAM_TEST_DIE_AFTER_RECORD", kind)]
+            .into_iter()
+            .chain(env.iter().copied())
+            .collect();
+        self.aborts_running(&script, &env, &format!("after its {kind} record"));
+    }
+
+    /// A process of its own (the extension loaded, `env` set) runs `script` and must
+    /// die by SIGABRT, which the test seams raise; `when` says which, for the message.
+    fn aborts_running(&self, script: &str, env: &[(&str, &str)], when: &str) {
         let path = self.dir.path().join("dying.sql");
         std::fs::write(&path, script).unwrap();
         let status = Command::new("sqlite3")
             .args(["-batch", "-cmd"])
             .arg(format!(".load {}", extension().display()))
             .arg(":memory:")
-            .env("LITESTREAM_TEST_DIE_AFTER_RECORD", kind)
             .envs(env.iter().copied())
             .stdin(std::fs::File::open(&path).unwrap())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .unwrap();
-        assert_eq!(
-            status.signal(),
-            Some(6),
-            "the process died after its {kind} record: {status:?}"
-        );
+        assert_eq!(status.signal(), Some(6), "the process died {when}: {status:?}");
     }
 
     /// Closes the last connection, then checks the database holds `expected` (the
@@ -246,26 +251,10 @@ fn a_replicating_process_killed_before_sqlite_counted_its_commit_never_staged_it
     bystander.run("SELECT count(*) FROM t;");
     // The replicating process writes 'c' and dies before SQLite counts it, with time for
     // several stages in between (50 ms interval).
-    let script = format!("{}\nINSERT INTO t(v) VALUES ('c');\n", rig.open("50ms"));
-    let status = Command::new("sqlite3")
-        .args(["-batch", "-cmd"])
-        .arg(format!(".load {}", extension().display()))
-        .arg(":memory:")
-        .env("LITESTREAM_TEST_DIE_BEFORE_COUNT_MS", "400")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(script.as_bytes())?;
-            child.wait()
-        })
-        .unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(6),
-        "the process died before the count: {status:?}"
+    rig.aborts_running(
+        &format!("{}\nINSERT INTO t(v) VALUES ('c');\n", rig.open("50ms")),
+        &[("LITESTREAM_TEST_DIE_BEFORE_COUNT_MS", "400")],
+        "before the count",
     );
     let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
     next.run("INSERT INTO t(v) VALUES ('d'); SELECT litestream_sync();");
