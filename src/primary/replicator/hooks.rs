@@ -328,9 +328,10 @@ impl Primary {
             _ => return false,
         }
         // The queue holds every commit after `from`.
-        let after_txid = match shared.queue.is_empty() {
-            true => shared.next_txid - 1,
-            false => shared.queue.min_txid() - 1,
+        let after_txid = if shared.queue.is_empty() {
+            shared.next_txid - 1
+        } else {
+            shared.queue.min_txid() - 1
         };
         let seq = match self
             .records

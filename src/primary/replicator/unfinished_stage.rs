@@ -104,10 +104,7 @@ fn staged_up_to(files: &[StagedFile], saved_txid: u64, batch: &BatchRecord) -> b
 fn ends_where_it_begins(file: &StagedFile, batch: &BatchRecord) -> bool {
     let mut head = [0u8; HEADER_SIZE];
     let read = fs::File::open(&file.path).and_then(|f| f.read_exact_at(&mut head, 0));
-    let Ok(header) = read
-        .map_err(|e| e.to_string())
-        .and_then(|()| Header::decode(&head).map_err(|e| e.to_string()))
-    else {
+    let Some(header) = read.ok().and_then(|()| Header::decode(&head).ok()) else {
         return false;
     };
     let begins = batch.header.frame_offset(batch.from.next_frame);
