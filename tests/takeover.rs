@@ -164,3 +164,49 @@ fn a_stopped_replicator_keeps_its_role_and_followers_see_their_commits_wait() {
     assert_eq!(count(&restored), "40");
     assert_eq!(dump(&restored), dump(&db));
 }
+
+/// A takeover that comes while a connection of the surviving process is inside a write
+/// transaction waits for that transaction to end: the transaction began writing as a
+/// follower's (its WAL header, frames spilled from a small cache), and capture installed
+/// in its middle would see the rest of its frames in a generation it never saw begin
+/// (a needless snapshot, found by multi_process_crash).
+#[test]
+fn a_takeover_during_a_write_transaction_of_the_survivor_waits_for_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url));
+    a.run(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync(); \
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    );
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
+    assert_eq!(status(&mut b)["role"], "follower");
+    // Spilled pages write the WAL's header and frames before the commit.
+    b.run(
+        "PRAGMA cache_size=5; BEGIN IMMEDIATE; \
+         INSERT INTO t(v) SELECT hex(randomblob(500)) FROM generate_series(1, 200);",
+    );
+    let wal = std::fs::metadata(dir.path().join("app.db-wal")).map_or(0, |m| m.len());
+    assert!(
+        wal > 32 * 1024,
+        "the transaction spilled frames into the WAL: {wal} bytes"
+    );
+    a.kill();
+    // Long enough for B's takeover check to run several times.
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    b.run("INSERT INTO t(v) SELECT hex(randomblob(500)) FROM generate_series(1, 200); COMMIT;");
+    let synced: u64 = b.run("SELECT litestream_sync(10000);").trim().parse().unwrap();
+    let s = status(&mut b);
+    assert_eq!(s["role"], "primary", "{s}");
+    assert!(synced >= 2, "{s}");
+    let log = b.stderr();
+    assert!(!log.contains("taking a snapshot"), "{log}");
+    drop(b);
+    assert_contiguous(&level0_ranges(&replica));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(count(&restored), "400");
+    assert_eq!(dump(&restored), dump(&db));
+}

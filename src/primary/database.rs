@@ -38,6 +38,12 @@ pub struct Database {
     state_file: StateFile,
     /// Set while this process replicates the database.
     leader: RwLock<Option<Arc<Primary>>>,
+    /// A primary opened by a takeover while a connection of this process was inside a
+    /// write transaction it began as a follower's: it becomes `leader` when that
+    /// transaction releases the write lock (`install`).
+    waiting: Mutex<Option<Arc<Primary>>>,
+    /// `waiting` holds a primary (read on every release of the write lock).
+    is_waiting: AtomicBool,
     /// Held while this process becomes or stops being the replicating one. Opening
     /// replication reads the store: writers keep reading `leader` meanwhile.
     transition: Mutex<()>,
@@ -65,6 +71,8 @@ impl Database {
             config,
             lock,
             leader: RwLock::new(None),
+            waiting: Mutex::new(None),
+            is_waiting: AtomicBool::new(false),
             transition: Mutex::new(()),
             closed: AtomicBool::new(false),
             wal_index: Arc::default(),
@@ -79,20 +87,25 @@ impl Database {
 
     /// Becomes the replicating process if no process is: takes the lock and resumes
     /// replication from the staging state, the hand-off records and the WAL. Returns
-    /// true when this process leads (now or already).
+    /// true when this process leads (now or already, perhaps from the end of a write
+    /// transaction in progress: see [`Database::install`]).
     pub fn try_lead(&self) -> Result<bool, String> {
-        let led = self.try_lead_with(&self.tools.prepare_db)?;
-        if let Some(primary) = self.leader().filter(|_| led) {
-            primary.taken_over();
-        }
-        Ok(led)
+        self.lead(&self.tools.prepare_db, true)
     }
 
     /// [`Database::try_lead`] with the open's own preparation of the database (it knows
     /// whether the open may create the file or write it).
     pub fn try_lead_with(&self, prepare_db: &dyn Fn(&Path) -> Result<(), String>) -> Result<bool, String> {
+        self.lead(prepare_db, false)
+    }
+
+    fn lead(&self, prepare_db: &dyn Fn(&Path) -> Result<(), String>, takeover: bool) -> Result<bool, String> {
         let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         if self.leader().is_some() {
+            return Ok(true);
+        }
+        if self.is_waiting.load(Ordering::Acquire) {
+            self.install_waiting();
             return Ok(true);
         }
         if self.closed.load(Ordering::Relaxed) {
@@ -102,29 +115,71 @@ impl Database {
             return Ok(false);
         }
         let started = std::time::Instant::now();
-        match Primary::open(
+        let primary = match Primary::open(
             &self.path,
             self.config.clone(),
             (self.tools.snapshotter)(),
             prepare_db,
             Arc::clone(&self.wal_index),
         ) {
-            Ok(primary) => {
-                follower::announce_leader(&self.config.staging_dir, self.config.file_modes, primary.node_id());
-                tracing::info!(
-                    db = %self.path.display(),
-                    pid = std::process::id(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "this process replicates the database now"
-                );
-                *self.leader.write().unwrap_or_else(|p| p.into_inner()) = Some(primary);
-                Ok(true)
-            }
+            Ok(primary) => primary,
             Err(e) => {
                 self.lock.release();
-                Err(e)
+                return Err(e);
             }
+        };
+        follower::announce_leader(&self.config.staging_dir, self.config.file_modes, primary.node_id());
+        tracing::info!(
+            db = %self.path.display(),
+            pid = std::process::id(),
+            ms = started.elapsed().as_millis() as u64,
+            "this process replicates the database now"
+        );
+        if takeover {
+            primary.taken_over();
         }
+        self.install(primary);
+        Ok(true)
+    }
+
+    /// Makes `primary` the one this process's writers report to, unless a connection of
+    /// this process holds the WAL write lock: its transaction began as a follower's (its
+    /// header written without capture, perhaps frames spilled), and capture joining in
+    /// its middle would meet frames of a generation it never saw begin, or overwritten
+    /// frames it took for committed (a needless snapshot). Then the primary waits, still
+    /// following the WAL and the records as for any other writer, and the release of the
+    /// write lock installs it. The check and the install are one step under the mutex
+    /// that a writer taking the lock goes through first, so a writer either sees the
+    /// primary before it writes or holds the lock the install waits for.
+    fn install(&self, primary: Arc<Primary>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        *waiting = Some(primary);
+        self.is_waiting.store(true, Ordering::Release);
+        if !self.install_locked(&mut waiting) {
+            tracing::debug!(db = %self.path.display(), "a write transaction of this process is in progress; replicating from its end");
+        }
+    }
+
+    /// Installs the waiting primary if no writer of this process holds the lock now.
+    fn install_waiting(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if self.install_locked(&mut waiting) {
+            tracing::debug!(db = %self.path.display(), "the write transaction ended; replicating");
+        }
+    }
+
+    fn install_locked(&self, waiting: &mut Option<Arc<Primary>>) -> bool {
+        let Some(primary) = waiting.as_ref() else {
+            return false;
+        };
+        let installed = self.wal_index.unless_write_locked(|| {
+            *self.leader.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(primary));
+        });
+        if installed {
+            *waiting = None;
+            self.is_waiting.store(false, Ordering::Release);
+        }
+        installed
     }
 
     /// The last handle of this process closed: stop replicating (uploading what is
@@ -132,8 +187,16 @@ impl Database {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
-        let primary = self.leader.write().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(primary) = primary {
+        // The waiting one first, under its mutex: a release installing it meanwhile
+        // would leave a leader behind the close.
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        self.is_waiting.store(false, Ordering::Release);
+        let primaries = [
+            waiting.take(),
+            self.leader.write().unwrap_or_else(|p| p.into_inner()).take(),
+        ];
+        drop(waiting);
+        for primary in primaries.into_iter().flatten() {
             primary.close();
         }
         self.lock.release();
@@ -267,14 +330,20 @@ impl Database {
     /// release it would be the next writer's.
     #[inline]
     pub fn release_write_lock<R>(&self, release: impl FnOnce() -> R) -> R {
-        self.wal_index.write_unlocked();
+        // The primary this transaction wrote to, read while the lock still counts as
+        // held: one installed after `write_unlocked` never saw it.
         let leader = self.leader();
+        self.wal_index.write_unlocked();
         if let Some(primary) = &leader {
             primary.write_transaction_over();
         }
         let released = release();
         if let Some(primary) = &leader {
             primary.write_lock_released();
+        }
+        if self.is_waiting.load(Ordering::Acquire) {
+            // A takeover waited for this transaction to end (`install`).
+            self.install_waiting();
         }
         released
     }

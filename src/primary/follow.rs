@@ -248,8 +248,11 @@ fn follow_records(
             // The generation it begins is the one capture is in (the same header):
             // capture began it from this process's own header write after the one
             // before ended (`Capture::on_write`), and the record was written by a
-            // connection of this process before it replicated (a takeover in between;
-            // multi_process_crash under load). Nothing to do.
+            // connection of this process before it replicated: a transaction that wrote
+            // the header as a follower's and rolled back, a takeover, and the next
+            // transaction writing the same header again (SQLite keeps the salts of an
+            // empty WAL). Found under load when a takeover could also land inside a
+            // transaction (`Database::install` waits for its end now). Nothing to do.
             Record::Start { header, .. } if !capture.ended() && capture.header() == Some(*header) => {}
             Record::Start { seq, header, database } => {
                 // A generation that began on an empty WAL and never reached it (its

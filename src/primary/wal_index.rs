@@ -96,6 +96,18 @@ impl WalIndexView {
         self.lock().at_write_lock = None;
     }
 
+    /// Runs `f` and returns true unless a writer of this process holds the write lock,
+    /// under the mutex `write_locked` takes: a writer that takes the lock afterwards
+    /// sees what `f` did.
+    pub fn unless_write_locked(&self, f: impl FnOnce()) -> bool {
+        let views = self.lock();
+        if views.at_write_lock.is_some() {
+            return false;
+        }
+        f();
+        true
+    }
+
     /// The header now, else the last one read: a count of frames that were committed,
     /// perhaps fewer than now (within a generation the count only grows), and `fresh`
     /// when read now.
