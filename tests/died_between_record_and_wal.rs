@@ -240,6 +240,27 @@ fn a_replicating_process_killed_inside_a_stage_a_restart_handed_off_from_goes_on
 }
 
 #[test]
+fn a_replicating_process_killed_before_its_stage_file_was_in_place_left_a_restart_record_that_holds_the_stage() {
+    let rig = Rig::new();
+    // As above, but the stage of 'c' holds between its cut and its staged file: 'c' is
+    // only in memory and in the frames the restart overwrites. The restart's record must
+    // hold 'c' too (a tail from the saved state), not only 'd' (a batch from the cut).
+    rig.dies_after_record_with(
+        "batch,tail",
+        &format!(
+            "{SETUP}\nINSERT INTO t(v) VALUES ('c');\n.system sleep 0.5\n\
+             INSERT INTO t(v) VALUES ('d'); PRAGMA wal_checkpoint(PASSIVE); INSERT INTO t(v) VALUES ('never');"
+        ),
+        "100ms",
+        &[("LITESTREAM_TEST_PAUSE_BEFORE_STAGED_FILE_MS", "2000")],
+    );
+    let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
+    next.run("INSERT INTO t(v) VALUES ('e'); SELECT litestream_sync();");
+    assert_no_snapshot_forced(&mut next, 0);
+    rig.closed_holding(next, "abcde");
+}
+
+#[test]
 fn a_replicating_process_killed_before_sqlite_counted_its_commit_never_staged_it() {
     let rig = Rig::new();
     let mut first = LiveShell::start(rig.dir.path(), "first", &rig.open("60s"));

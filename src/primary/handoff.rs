@@ -445,15 +445,18 @@ impl HandoffDir {
 /// Room reserved for the JSON metadata, so frames can be written before it is known.
 const META_ROOM: usize = 500;
 
-/// Tests only: `LITESTREAM_TEST_DIE_AFTER_RECORD=<kind>` (`tail`, `start`, `batch`) ends
-/// the process the moment one of its records of that kind is in place, before the WAL
+/// Tests only: `LITESTREAM_TEST_DIE_AFTER_RECORD=<kind>[,<kind>…]` (`tail`, `start`,
+/// `batch`) ends the process the moment one of its records of such a kind is in place, before the WAL
 /// write the record precedes; `unnamed <kind>` just before such a record is renamed into
 /// place (its number taken, no record). The windows a SIGKILL lands in once in thousands
 /// of kills (`tests/died_between_record_and_wal.rs` makes each happen on purpose).
 fn die_here_if_asked(kind: &str) {
     static KIND: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let wanted = KIND.get_or_init(|| std::env::var("LITESTREAM_TEST_DIE_AFTER_RECORD").ok());
-    if wanted.as_deref() == Some(kind) {
+    if wanted
+        .as_deref()
+        .is_some_and(|wanted| wanted.split(',').any(|k| k == kind))
+    {
         std::process::abort();
     }
 }

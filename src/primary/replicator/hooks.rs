@@ -289,15 +289,15 @@ impl Primary {
     /// this cannot be done (a snapshot due, no origin, a failed write): the caller
     /// writes a tail.
     ///
-    /// A stage between its cut and its saved state does not stop it: `origin` is then
-    /// the position that state will say. Should the process die before the state is
-    /// saved, the next open resumes from the older saved position, finds this batch
-    /// beginning elsewhere and takes a snapshot: nothing is lost, and it needs a
-    /// restart and a crash within the same stage's few milliseconds. Writing a tail
-    /// instead copied every frame of the generation under the application's write
-    /// lock, at 2-4 % of restarts.
+    /// A stage between its staged file and its saved state does not stop it: `origin` is
+    /// then the position that state will say, and should the process die before the
+    /// state is saved, the next open adopts the staged file (`unfinished_stage.rs`).
+    /// A stage between its cut and its staged file does: the cut's commits are then only
+    /// in memory and in the frames this restart overwrites, and a batch beginning at the
+    /// cut left the next open after a kill nothing to continue from but a snapshot
+    /// (multi_process_crash under load). A tail, from the saved state, holds them.
     fn hand_off_batch(&self, shared: &mut Shared, live: &mut dyn WalSource, next: &[u8]) -> bool {
-        if shared.snapshot_needed.is_some() {
+        if shared.snapshot_needed.is_some() || shared.stage_file_pending {
             return false;
         }
         let Some(from) = shared.origin else {

@@ -191,6 +191,9 @@ struct Shared {
     /// commits the queue also has, or a stage failed (set in the same lock as the failed
     /// batch goes back to the queue): restarts write tails until the next stage.
     origin: Option<WalPosition>,
+    /// A stage cut the queue and its LTX file is not in the staging directory yet: the
+    /// cut's commits are only in memory (`hand_off_batch`).
+    stage_file_pending: bool,
     /// Capture lost track; commits are dropped until a snapshot covers them.
     snapshot_needed: Option<String>,
     /// TXID given to the last snapshot: a sync that saw a pending snapshot waits for it.

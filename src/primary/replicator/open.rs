@@ -225,6 +225,7 @@ impl Primary {
                 queue,
                 held: Batch::default(),
                 origin: None,
+                stage_file_pending: false,
                 snapshot_needed,
                 last_snapshot_txid: 0,
                 snapshot_epoch: 0,

@@ -70,11 +70,13 @@ impl Primary {
             // will say: a restart before it is saved hands the queue off from there
             // (`hand_off_batch`), and a failure below takes that back.
             shared.origin = at_cut.0.filter(|p| !p.ended);
+            shared.stage_file_pending = true;
             break (shared.take_pending(), at_cut);
         };
         // A writer held back by a full queue (`pressure.rs`) goes on from here.
         self.progress.notify_all();
         let (batch, (position_at_cut, consumed_at_cut, ended_before_cut)) = batch;
+        pause_here_if_asked(&PAUSE_BEFORE_FILE);
         let staged = batch
             .encode(self.node_id, &self.encoding())
             .map_err(|e| e.to_string())
@@ -84,9 +86,13 @@ impl Primary {
                     .map_err(|e| format!("writing {}: {e}", self.config.staging_dir.display()))
             });
         if staged.is_ok() {
-            pause_here_if_asked();
+            // The cut's commits are on disk: a restart may hand the queue off from the cut.
+            self.lock().stage_file_pending = false;
+            pause_here_if_asked(&PAUSE_BEFORE_STATE);
         }
         let mut shared = self.lock();
+        // A failed stage: `origin` is taken back below, under this same lock.
+        shared.stage_file_pending = false;
         match staged {
             Ok(_) => {
                 shared.staged_txid = batch.max_txid();
@@ -336,13 +342,31 @@ fn captured_past_the_count(capture: &Capture, counted: Option<ShmWal>) -> bool {
     })
 }
 
-/// Tests only: `LITESTREAM_TEST_PAUSE_STAGE_MS=<ms>` holds every stage that long between
-/// its staged file and its state, the window in which a WAL restart hands the commits
-/// after the cut off as a batch record (`tests/died_between_record_and_wal.rs` kills the
-/// process there on purpose; `multi_process_crash` hit it under load).
-fn pause_here_if_asked() {
-    static PAUSE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    let pause = PAUSE.get_or_init(|| std::env::var("LITESTREAM_TEST_PAUSE_STAGE_MS").ok()?.parse().ok());
+/// Tests only: a stage held that long (ms, from the environment variable `var`) at one
+/// point, read once.
+struct Pause {
+    var: &'static str,
+    ms: std::sync::OnceLock<Option<u64>>,
+}
+
+/// `LITESTREAM_TEST_PAUSE_STAGE_MS`: between the staged file and the state, the window in
+/// which a WAL restart hands the commits after the cut off as a batch record
+/// (`tests/died_between_record_and_wal.rs` kills the process there on purpose;
+/// `multi_process_crash` hit it under load).
+static PAUSE_BEFORE_STATE: Pause = Pause {
+    var: "LITESTREAM_TEST_PAUSE_STAGE_MS",
+    ms: std::sync::OnceLock::new(),
+};
+
+/// `LITESTREAM_TEST_PAUSE_BEFORE_STAGED_FILE_MS`: between the cut and the staged file,
+/// where a restart writes a tail instead (`hand_off_batch`).
+static PAUSE_BEFORE_FILE: Pause = Pause {
+    var: "LITESTREAM_TEST_PAUSE_BEFORE_STAGED_FILE_MS",
+    ms: std::sync::OnceLock::new(),
+};
+
+fn pause_here_if_asked(pause: &Pause) {
+    let pause = pause.ms.get_or_init(|| std::env::var(pause.var).ok()?.parse().ok());
     if let Some(ms) = *pause {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
