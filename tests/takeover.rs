@@ -172,26 +172,44 @@ fn a_stopped_replicator_keeps_its_role_and_followers_see_their_commits_wait() {
 /// (a needless snapshot, found by multi_process_crash).
 #[test]
 fn a_takeover_during_a_write_transaction_of_the_survivor_waits_for_its_end() {
+    // The transaction writes the first header of an empty WAL.
+    takeover_inside_a_survivors_transaction("PRAGMA wal_checkpoint(TRUNCATE);", 400);
+}
+
+/// As above, with the transaction restarting a checkpointed WAL: capture, still in the
+/// old generation, met the new one's frames ("a frame of another WAL generation was
+/// written over captured frames", seen once in 1,200 kills and unexplained until then).
+#[test]
+fn a_takeover_during_a_write_transaction_that_restarted_the_wal_waits_for_its_end() {
+    takeover_inside_a_survivors_transaction(
+        "INSERT INTO t(v) SELECT 'a' FROM generate_series(1, 10); SELECT litestream_sync(); \
+         PRAGMA wal_checkpoint(PASSIVE);",
+        410,
+    );
+}
+
+/// A replicates and runs `before`; B, a follower, writes half of a transaction with
+/// pages spilled into the WAL; A is killed; B's takeover check runs several times; B
+/// commits the other half. No snapshot, and the replica restores to `rows` rows.
+fn takeover_inside_a_survivors_transaction(before: &str, rows: u64) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let replica = dir.path().join("replica");
     let url = format!("file://{}", replica.display());
     let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url));
-    a.run(
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync(); \
-         PRAGMA wal_checkpoint(TRUNCATE);",
-    );
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    a.run(before);
     let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
     assert_eq!(status(&mut b)["role"], "follower");
-    // Spilled pages write the WAL's header and frames before the commit.
+    let header_before = wal_header(&db);
     b.run(
         "PRAGMA cache_size=5; BEGIN IMMEDIATE; \
          INSERT INTO t(v) SELECT hex(randomblob(500)) FROM generate_series(1, 200);",
     );
-    let wal = std::fs::metadata(dir.path().join("app.db-wal")).map_or(0, |m| m.len());
+    let header = wal_header(&db);
     assert!(
-        wal > 32 * 1024,
-        "the transaction spilled frames into the WAL: {wal} bytes"
+        header.is_some() && header != header_before,
+        "the transaction wrote a new WAL header before its commit"
     );
     a.kill();
     // Long enough for B's takeover check to run several times.
@@ -207,6 +225,12 @@ fn a_takeover_during_a_write_transaction_of_the_survivor_waits_for_its_end() {
     assert_contiguous(&level0_ranges(&replica));
     let restored = dir.path().join("restored.db");
     litestream_restore(&url, &restored, &[]).unwrap();
-    assert_eq!(count(&restored), "400");
+    assert_eq!(count(&restored), rows.to_string());
     assert_eq!(dump(&restored), dump(&db));
+}
+
+/// The WAL's 32-byte header, if it has one.
+fn wal_header(db: &Path) -> Option<Vec<u8>> {
+    let wal = std::fs::read(db.with_extension("db-wal")).ok()?;
+    (wal.len() >= 32).then(|| wal[..32].to_vec())
 }
