@@ -60,12 +60,18 @@ pub fn follow(
             Some(_) | None if moved && round < ROUNDS && !settled(capture, live_header.as_ref(), just_started) => {
                 continue
             }
-            Some(_) => {
-                return Ok(Err(Discontinuity(
+            Some(h) => {
+                // The generations named, for whoever reads the log after the fact.
+                let last = capture
+                    .last_ended()
+                    .map(|((s1, s2), at)| format!("{s1:08x}{s2:08x} at frame {at}"));
+                return Ok(Err(Discontinuity(format!(
                     "the WAL is at a generation no hand-off connects to the captured one (a process outside the \
-                     VFS restarted or truncated it)"
-                        .into(),
-                )))
+                     VFS restarted or truncated it; WAL {:08x}{:08x}, capture {:?}, ended last {last:?}, {ended:?})",
+                    h.salt1,
+                    h.salt2,
+                    capture.position(),
+                ))));
             }
             None if just_started => return Ok(Ok(found)),
             // Its writer recorded the start and died before the header: the WAL is as

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """One web-server-like worker process writing a shared database through the litestream
-VFS: it inserts rows, now and then checkpoints (PASSIVE, RESTART or TRUNCATE) and now and
-then opens and closes a second connection, then exits normally (closing everything)
-after --lifetime seconds. The multi-process churn tests (tests/multi_process.rs) start
-several of these over and over.
+VFS: it inserts rows (mostly one statement each, sometimes in an explicit transaction,
+large ones spilling pages before their commit, some rolled back), now and then
+checkpoints (PASSIVE, RESTART or TRUNCATE) and now and then opens and closes a second
+connection, then exits normally (closing everything) after --lifetime seconds. The
+multi-process churn tests (tests/multi_process.rs) start several of these over and over.
 
 Every error SQLite reports is written to stderr as one line "error: <message>"; the
 process still exits 0, so that the test sees every error of a run.
@@ -51,6 +52,31 @@ def main():
 
     errors = 0
 
+    def transaction(conn):
+        """One explicit transaction of several rows; a third of them large, written with a
+        small page cache so that SQLite spills pages into the WAL before the commit (a
+        process killed there leaves uncommitted frames, and a takeover may come in the
+        middle); a quarter rolled back (their rows never count as acknowledged)."""
+        nonlocal highest
+        big = rng.random() < 0.3
+        count = rng.randrange(30, 150) if big else rng.randrange(2, 20)
+        rows = [(args.tag, n, rng.randbytes(rng.randrange(500, 3000) if big else rng.randrange(10, 300)))
+                for _ in range(count)]
+        keep = rng.random() >= 0.25
+        conn.execute(f"PRAGMA cache_size={8 if big else -2000}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            top = 0
+            for row in rows:
+                top = max(top, conn.execute("INSERT INTO churn(writer, n, pad) VALUES (?, ?, ?)", row).lastrowid)
+            conn.execute("COMMIT" if keep else "ROLLBACK")
+            if keep:
+                highest = max(highest, top)
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.execute("PRAGMA cache_size=-2000")
+
     def attempt(what, fn):
         nonlocal errors
         try:
@@ -78,7 +104,7 @@ def main():
             if txid is not None and highest:
                 ack.write(f"{txid} {highest}\n")
                 ack.flush()
-        if kind < 0.80:
+        if kind < 0.74:
             rows = [(args.tag, n, rng.randbytes(rng.randrange(10, 300))) for _ in range(rng.randrange(1, 8))]
 
             def insert():
@@ -87,6 +113,8 @@ def main():
                     highest = max(highest, conn.execute(
                         "INSERT INTO churn(writer, n, pad) VALUES (?, ?, ?)", row).lastrowid)
             attempt("insert", insert)
+        elif kind < 0.80:
+            attempt("transaction", lambda: transaction(conn))
         elif kind < 0.90:
             mode = rng.choice(["PASSIVE", "RESTART", "TRUNCATE"])
             attempt(f"checkpoint {mode}", lambda: conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall())

@@ -155,7 +155,7 @@ impl Primary {
         };
         let mut wal = CountedWal::cut(&mut file, counted);
         let mut shared = self.lock();
-        self.follow_locked(&mut shared, &mut wal);
+        self.follow_locked(&mut shared, &mut wal, "an engine turn");
         fresh && counted.is_some_and(|counted| shared.snapshot_needed.is_some() || reached(&shared.capture, counted))
     }
 
@@ -166,8 +166,8 @@ impl Primary {
     }
 
     /// Follows the WAL and the records under the shared lock; captured commits are
-    /// queued, a discontinuity asks for a snapshot.
-    pub(super) fn follow_locked(&self, shared: &mut Shared, wal: &mut dyn WalSource) {
+    /// queued, a discontinuity asks for a snapshot. `site` names the caller in the log.
+    pub(super) fn follow_locked(&self, shared: &mut Shared, wal: &mut dyn WalSource, site: &'static str) {
         if shared.snapshot_needed.is_some() {
             return; // the coming snapshot covers everything; it repositions capture
         }
@@ -204,7 +204,7 @@ impl Primary {
                 }
             }
             Ok(Err(Discontinuity(reason))) => {
-                tracing::warn!(db = %self.db_path.display(), %reason, "taking a snapshot");
+                tracing::warn!(db = %self.db_path.display(), %reason, at = site, "taking a snapshot");
                 shared.require_snapshot(reason);
                 self.wake_worker();
             }
@@ -237,7 +237,7 @@ impl Primary {
     /// follow the generation too.
     pub fn before_wal_destroyed(&self, live: &mut dyn WalSource, next: Option<&[u8]>, closed: Option<FileIdentity>) {
         let mut shared = self.lock();
-        self.follow_locked(&mut shared, live);
+        self.follow_locked(&mut shared, live, "a generation ending");
         let unread = match shared.snapshot_needed {
             None => captured_to_end(&shared.capture, live).err(),
             Some(_) => None,
@@ -360,7 +360,7 @@ impl Primary {
     /// A writer of this process begins a generation on an empty WAL (`header`).
     pub fn before_fresh_header(&self, live: &mut dyn WalSource, header: &[u8]) {
         let mut shared = self.lock();
-        self.follow_locked(&mut shared, live);
+        self.follow_locked(&mut shared, live, "a fresh WAL header");
         shared.own_wal_deletion = None;
         let database = FileIdentity::of(&self.db_path).ok();
         let written = self.records.write_start(header, database.clone()).map(Some);
@@ -401,7 +401,7 @@ impl Primary {
                 db = %self.db_path.display(),
                 "the WAL goes on in the generation a hand-off record ended (its writer died before restarting it)"
             );
-            self.follow_locked(shared, wal);
+            self.follow_locked(shared, wal, "a resumed generation");
         }
     }
 
@@ -457,7 +457,7 @@ impl Primary {
                     Some(shm) => CountedWal::cut(&mut file, Some(shm)),
                     None => CountedWal::cut_or_whole(&mut file, None),
                 };
-                self.follow_locked(&mut shared, &mut wal);
+                self.follow_locked(&mut shared, &mut wal, "the write lock");
                 if let Some(shm) = shm {
                     self.resume_counted_generation(&mut shared, &mut wal, shm);
                 }
