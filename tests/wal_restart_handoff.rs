@@ -100,7 +100,9 @@ fn restarts_that_meet_a_stage_in_progress_hand_off_batches_not_frame_copies() {
     // A stage every millisecond: the worker stages back to back (each stage writes and
     // fsyncs the LTX file and the state, with their directories), so most WAL restarts
     // land between a stage's cut of the queue and its saved state. Those used to copy
-    // every frame of the generation (a tail) under the application's write lock.
+    // every frame of the generation (a tail) under the application's write lock; those
+    // before the stage's file is in place wait for it (a kill there would otherwise
+    // leave the next open a batch beginning at commits nothing on disk holds).
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let url = format!("file://{}/replica", dir.path().display());
@@ -122,9 +124,13 @@ fn restarts_that_meet_a_stage_in_progress_hand_off_batches_not_frame_copies() {
         batches >= 50,
         "the restarts wrote batch records: {batches} batches, {tails} tails"
     );
-    assert_eq!(
-        tails, 0,
-        "no restart copied the generation's frames ({batches} batches)"
+    // A restart that meets a stage before its LTX file is in place waits for the file
+    // (up to 50 ms) and then writes a batch; only one that waited in vain writes a tail.
+    let waited_in_vain = count("this restart writes a tail");
+    assert!(
+        tails <= waited_in_vain,
+        "no restart copied the generation's frames but after a vain wait ({batches} batches, {tails} tails, \
+         {waited_in_vain} vain waits)"
     );
     let synced = number(&mut a, "SELECT litestream_sync();");
     assert_eq!(synced, number(&mut a, "SELECT litestream_txid();"));

@@ -253,6 +253,7 @@ impl Primary {
             self.wake_worker();
         }
         if let Some(next) = next {
+            shared = self.wait_for_staged_file(shared);
             if self.hand_off_batch(&mut shared, live, next) {
                 shared.own_wal_deletion = None;
                 return;
@@ -281,6 +282,27 @@ impl Primary {
         records_hold_the_queue(&mut shared, own);
     }
 
+    /// A restart that meets a stage between its cut and its staged file waits for the file
+    /// (the mutex released meanwhile: the stage needs it once the file is in place), up
+    /// to `STAGED_FILE_WAIT`: then the batch record it writes can begin at the cut
+    /// (`hand_off_batch`). A stage that takes longer (a slow disk's fsync) gets a tail.
+    fn wait_for_staged_file<'a>(&self, mut shared: MutexGuard<'a, Shared>) -> MutexGuard<'a, Shared> {
+        let deadline = Instant::now() + STAGED_FILE_WAIT;
+        while shared.stage_file_pending {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::debug!(db = %self.db_path.display(), "a stage's file was not in place within {STAGED_FILE_WAIT:?}; this restart writes a tail");
+                break;
+            }
+            shared = self
+                .progress
+                .wait_timeout(shared, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        shared
+    }
+
     /// This process restarts the WAL (`next` is the new header) with every commit of it
     /// captured: hands off the commits queued since `origin` as a batch record (their
     /// pages, merged) instead of a tail (every frame since the saved position: the whole
@@ -292,7 +314,8 @@ impl Primary {
     /// A stage between its staged file and its saved state does not stop it: `origin` is
     /// then the position that state will say, and should the process die before the
     /// state is saved, the next open adopts the staged file (`unfinished_stage.rs`).
-    /// A stage between its cut and its staged file does: the cut's commits are then only
+    /// A stage between its cut and its staged file does (the restart waits for the file
+    /// first, a few milliseconds: `wait_for_staged_file`): the cut's commits are then only
     /// in memory and in the frames this restart overwrites, and a batch beginning at the
     /// cut left the next open after a kill nothing to continue from but a snapshot
     /// (multi_process_crash under load). A tail, from the saved state, holds them.

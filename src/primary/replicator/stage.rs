@@ -86,13 +86,17 @@ impl Primary {
                     .map_err(|e| format!("writing {}: {e}", self.config.staging_dir.display()))
             });
         if staged.is_ok() {
-            // The cut's commits are on disk: a restart may hand the queue off from the cut.
+            // The cut's commits are on disk: a restart may hand the queue off from the cut
+            // (one may be waiting for this: `wait_for_staged_file`).
             self.lock().stage_file_pending = false;
+            self.progress.notify_all();
             pause_here_if_asked(&PAUSE_BEFORE_STATE);
         }
         let mut shared = self.lock();
         // A failed stage: `origin` is taken back below, under this same lock.
-        shared.stage_file_pending = false;
+        if std::mem::take(&mut shared.stage_file_pending) {
+            self.progress.notify_all();
+        }
         match staged {
             Ok(_) => {
                 shared.staged_txid = batch.max_txid();
