@@ -234,3 +234,93 @@ fn wal_header(db: &Path) -> Option<Vec<u8>> {
     let wal = std::fs::read(db.with_extension("db-wal")).ok()?;
     (wal.len() >= 32).then(|| wal[..32].to_vec())
 }
+
+/// A follower rewrites the header of a WAL whose only frames were never committed (their
+/// writer was killed inside its transaction): the salts stay, the checksum seed changes.
+/// The replicating process follows that follower's record into the new chain and is
+/// killed before it saves a state there. The survivor's takeover must go from the saved
+/// position through the record, not take the same salts for the same generation (the
+/// saved frame's checksum no longer matches: a snapshot, multi_process_crash).
+#[test]
+fn a_takeover_after_a_header_rewrite_with_the_same_salts_follows_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let slow = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=60s",
+        db.display()
+    );
+    let mut a = LiveShell::start(dir.path(), "a", &slow);
+    a.run("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    // SQLite writes the checkpoint sequence of the writing connection into a WAL header,
+    // and fresh salts only while that sequence is 0: B's is 1 (one truncation), K's 2.
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
+    b.run("PRAGMA wal_autocheckpoint=0; INSERT INTO t(v) VALUES ('b1'); PRAGMA wal_checkpoint(TRUNCATE);");
+    // K begins a generation on the emptied WAL, spills frames of a transaction and is
+    // killed inside it.
+    let mut k = LiveShell::start(dir.path(), "k", &open_cmd(&db, &url));
+    k.run(
+        "PRAGMA wal_autocheckpoint=0; \
+         INSERT INTO t(v) VALUES ('k1'); PRAGMA wal_checkpoint(TRUNCATE); \
+         INSERT INTO t(v) VALUES ('k2'); PRAGMA wal_checkpoint(TRUNCATE); \
+         PRAGMA cache_size=5; BEGIN IMMEDIATE; \
+         INSERT INTO t(v) SELECT hex(randomblob(500)) FROM generate_series(1, 200);",
+    );
+    let k_header = wal_header(&db).expect("K wrote a header");
+    k.kill();
+    // A stages b1 and saves the new generation's first frame as its position.
+    a.run("SELECT litestream_sync();");
+    // B's commit rewrites the header: same salts, another checksum seed.
+    b.run("INSERT INTO t(v) VALUES ('b2');");
+    let b_header = wal_header(&db).unwrap();
+    assert_eq!(k_header[16..24], b_header[16..24], "the salts stayed");
+    assert_ne!(k_header, b_header, "the header changed");
+    // A follows B's record under its write lock, commits, and is killed before staging.
+    a.run("INSERT INTO t(v) VALUES ('a1');");
+    a.kill();
+    let start = Instant::now();
+    while status(&mut b)["role"] != "primary" {
+        assert!(start.elapsed() < Duration::from_secs(10), "B took over");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.run("INSERT INTO t(v) VALUES ('b3'); SELECT litestream_sync();");
+    let log = b.stderr();
+    assert!(!log.contains("taking a snapshot"), "{log}");
+    drop(b);
+    assert_contiguous(&level0_ranges(&replica));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+    assert_eq!(count(&restored), "6");
+}
+
+/// `litestream_sync()` in the replicating process covers what other processes committed
+/// before it, not only what capture had met (with a long `sync_interval`, nothing of a
+/// follower's until the next turn or write).
+#[test]
+fn a_sync_in_the_replicating_process_stores_a_followers_earlier_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let slow = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=60s",
+        db.display()
+    );
+    let mut a = LiveShell::start(dir.path(), "a", &slow);
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(dir.path(), "b", &slow);
+    b.run("INSERT INTO t(v) VALUES ('b1'); INSERT INTO t(v) VALUES ('b2');");
+    let synced: u64 = a.run("SELECT litestream_sync();").trim().parse().unwrap();
+    assert!(replica_txid(&replica) >= synced);
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(
+        count(&restored),
+        "2",
+        "the replica holds B's rows once A's sync returned"
+    );
+    drop(b);
+    drop(a);
+}

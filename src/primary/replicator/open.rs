@@ -446,11 +446,7 @@ fn resume_capture(
     } else {
         let header = match live.filter(|h| (h.salt1, h.salt2) == salts) {
             Some(h) => Some(h),
-            None => records.list()?.into_iter().find_map(|r| match r {
-                Record::Tail(t) if t.seq > *consumed && (t.header.salt1, t.header.salt2) == salts => Some(t.header),
-                Record::Batch(b) if b.seq > *consumed && (b.header.salt1, b.header.salt2) == salts => Some(b.header),
-                _ => None,
-            }),
+            None => recorded_header(records, *consumed, salts)?,
         };
         let Some(header) = header else {
             capture.skip_to_end(wal)?;
@@ -467,10 +463,19 @@ fn resume_capture(
                 || (wal.counts_another_generation() && capture.verify_position(wal.uncut())?))
         };
         if live.is_some_and(|h| (h.salt1, h.salt2) == salts) && !holds(capture, wal)? {
-            capture.skip_to_end(wal)?;
-            return Ok(Err(Discontinuity(
-                "the WAL no longer holds the last captured frame".into(),
-            )));
+            // The same salts are not always the same generation: a writer that rewrites
+            // the header of a WAL none of whose frames were committed (its last writer
+            // died inside a transaction) keeps the salts and may change the checksum
+            // seed. Its record, after the saved state, has the generation as it was; the
+            // records then carry capture into the live one (multi_process_crash, a
+            // takeover right after following such a record).
+            let Some(recorded) = recorded_header(records, *consumed, salts)?.filter(|h| Some(*h) != live) else {
+                capture.skip_to_end(wal)?;
+                return Ok(Err(Discontinuity(
+                    "the WAL no longer holds the last captured frame".into(),
+                )));
+            };
+            capture.set_position(&position, recorded);
         }
     }
     let identity = || FileIdentity::of(db_path).ok();
@@ -484,6 +489,16 @@ fn resume_capture(
         }
     }
     Ok(followed)
+}
+
+/// The header of generation `salts` as the first record after `consumed` that is a
+/// tail or a batch of it holds it.
+fn recorded_header(records: &HandoffDir, consumed: u64, salts: (u32, u32)) -> io::Result<Option<WalHeader>> {
+    Ok(records.list_after(consumed)?.into_iter().find_map(|r| match r {
+        Record::Tail(t) if (t.header.salt1, t.header.salt2) == salts => Some(t.header),
+        Record::Batch(b) if (b.header.salt1, b.header.salt2) == salts => Some(b.header),
+        _ => None,
+    }))
 }
 
 /// Whether this open resumed a saved clean close and found nothing after it: no WAL

@@ -44,8 +44,12 @@ impl Primary {
         }
     }
 
-    /// Everything captured so far, then waits for it to be uploaded.
+    /// Everything committed so far, then waits for it to be uploaded: other processes'
+    /// commits too, read from the WAL first as far as SQLite counts them (capture meets
+    /// them only at an engine turn or this process's next write lock: a sync in the
+    /// replicating process returned without a follower's commit made before it).
     pub fn sync_all(&self, timeout: Duration) -> Result<u64, String> {
+        self.catch_up_foreign_commits(true);
         let target = self.txid();
         self.sync(target, timeout)
     }
