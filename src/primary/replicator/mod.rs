@@ -3,6 +3,7 @@
 //! (memory copies only); a job of the process's engine stages batches as LTX files
 //! every `sync_interval` and uploads them with conditional creates (`worker.rs`).
 
+mod generation_end;
 mod hooks;
 mod open;
 mod pressure;
