@@ -7,6 +7,7 @@ mod generation_end;
 mod hooks;
 mod open;
 mod pressure;
+mod reconcile;
 mod stage;
 mod sync;
 mod unfinished_stage;

@@ -3,6 +3,7 @@
 //! the hand-off records and the WAL (`follow.rs`), or plan a snapshot.
 
 use super::super::compaction_turn::CompactionClock;
+use super::reconcile::{reconcile, Local, Reconciled};
 use super::*;
 use crate::engine::engine;
 use crate::primary::replica_check::{self, CheckKey};
@@ -65,116 +66,24 @@ impl Primary {
             Err(e) => return Err(format!("listing replica {}: {e}", store.describe())),
         };
         let replica_max = replica_newest.as_ref().map(|f| f.max_txid);
-        let db_exists = fs::metadata(db_path).map(|m| m.len() > 0).unwrap_or(false);
 
-        let mut capture = Capture::new();
         let records = HandoffDir::new(&config.staging_dir, config.file_modes);
-        let mut handoff_consumed = 0;
-        let mut queue = Batch::default();
-        let mut snapshot_needed = None;
-        let (state, mut next_txid) = match (saved, replica_max) {
-            (None, None) => {
-                snapshot_needed = Some("first replication of this database".to_string());
-                (
-                    SavedState {
-                        node_id: new_node_id(),
-                        ..Default::default()
-                    },
-                    1,
-                )
-            }
-            (None, Some(max)) if !db_exists => {
-                tracing::info!(db = %db_path.display(), txid = max, "restoring the database from its replica");
-                let key = config.encryption.as_ref().map(|e| e.key());
-                let pos = crate::restore::restore_latest_with_key(&store, db_path, key)
-                    .map_err(|e| format!("restoring {} from {}: {e}", db_path.display(), store.describe()))?;
-                // Records left beside a database that no longer exists belong to it.
-                handoff_consumed = records.last_seq().map_err(|e| e.to_string())?;
-                let state = SavedState {
-                    node_id: new_node_id(),
-                    txid: pos.txid,
-                    wal: None,
-                    closed_clean: FileIdentity::of(db_path).ok(),
-                    handoff_seq: handoff_consumed,
-                    ended_before: None,
-                };
-                state_file
-                    .save(&state)
-                    .map_err(|e| format!("saving replication state: {e}"))?;
-                (state, pos.txid + 1)
-            }
-            (None, Some(max)) if config.takeover => {
-                tracing::warn!(db = %db_path.display(), txid = max, "takeover: continuing a replica another writer made");
-                snapshot_needed = Some(format!("takeover of a replica at TXID {max}"));
-                (
-                    SavedState {
-                        node_id: new_node_id(),
-                        txid: max,
-                        ..Default::default()
-                    },
-                    max + 1,
-                )
-            }
-            (None, Some(max)) => {
-                return Err(format!(
-                    "replica {} already holds TXIDs up to {max} written by another database; use another \
-                     replica path, remove the local database to restore it from this replica, or open with \
-                     takeover=1 to continue the replica from this database (a full snapshot at TXID {})",
-                    store.describe(),
-                    max + 1
-                ))
-            }
-            (Some(saved), replica_max) => {
-                let saved = unfinished_stage::finished_by_its_staged_files(saved, &records, &staging, db_path);
-                if let Some(max) = replica_max.filter(|max| *max > saved.txid) {
-                    let writer = latest_node_id(store.as_ref(), max);
-                    if writer != Some(saved.node_id) && !config.takeover {
-                        return Err(format!(
-                            "replica {} is at TXID {max}, ahead of this database's TXID {}, and was written by \
-                             another primary; refusing to write to it (two primaries on one replica; if that \
-                             primary is gone for good, open with takeover=1)",
-                            store.describe(),
-                            saved.txid
-                        ));
-                    }
-                }
-                for file in staging.list().map_err(|e| e.to_string())? {
-                    if file.max_txid > saved.txid {
-                        staging.remove(&file).map_err(|e| e.to_string())?;
-                    }
-                }
-                let mut next = saved.txid + 1;
-                if let Some(max) = replica_max.filter(|max| *max > saved.txid) {
-                    snapshot_needed = Some(format!(
-                        "local state (TXID {}) is older than the replica ({max})",
-                        saved.txid
-                    ));
-                    next = max + 1;
-                } else {
-                    let mut file = WalFile::open(db_path).map_err(|e| e.to_string())?;
-                    let counted = counted_at_open(&wal_index, snapshotter.as_ref(), db_path, &saved, &mut file);
-                    let mut wal = CountedWal::cut(&mut file, counted);
-                    let resumed =
-                        resume_capture(&mut capture, &mut handoff_consumed, &saved, db_path, &mut wal, &records)
-                            .map_err(|e| e.to_string())?;
-                    match resumed {
-                        Ok(txns) => {
-                            for txn in txns {
-                                queue.push(next, txn, &mut drop);
-                                next += 1;
-                            }
-                        }
-                        Err(Discontinuity(reason)) => {
-                            // Not the first replication: something the saved state and the
-                            // records cannot connect, worth a warning like any other.
-                            tracing::warn!(db = %db_path.display(), %reason, "resuming from the saved state failed; taking a snapshot");
-                            snapshot_needed = Some(reason);
-                        }
-                    }
-                }
-                (saved, next)
-            }
+        let local = Local {
+            db_path,
+            config: &config,
+            store: &store,
+            staging: &staging,
+            state_file: &state_file,
+            records: &records,
         };
+        let Reconciled {
+            state,
+            mut next_txid,
+            mut capture,
+            mut handoff_consumed,
+            queue,
+            mut snapshot_needed,
+        } = reconcile(&local, saved, replica_max, &wal_index, snapshotter.as_ref())?;
         let encryption_status = config
             .encryption
             .as_ref()
@@ -273,68 +182,11 @@ impl Primary {
             persisted: Mutex::new(None),
             replica_check: check_key,
         });
-        // The state file names our node id from the first open on. Commits resumed from
-        // the WAL are queued, not staged: the saved position stays where they start.
-        {
-            let mut shared = primary.lock();
-            if resumed_a_clean_close_unchanged(&state, &shared) {
-                // The file already says where capture stands, durably: the clean close
-                // (the database as its checkpoint left it, no WAL since). Saving the
-                // "ended, nothing after" position instead is two fsyncs at every open of
-                // a connection per request, and says less: it drops the database file's
-                // identity, which a restart before anything is written checks.
-                primary.adopt_persisted(state.clone());
-                Ok(())
-            } else if shared.queue.is_empty() {
-                let saved = primary.save_state(&shared, None);
-                // The state now says where capture stands: restarts may hand off batches.
-                if saved.is_ok() && shared.snapshot_needed.is_none() {
-                    shared.origin = shared.capture.position().filter(|p| !p.ended);
-                }
-                saved
-            } else {
-                primary.persist(&SavedState {
-                    node_id: primary.node_id,
-                    txid: shared.staged_txid,
-                    wal: state.wal.clone(),
-                    closed_clean: None,
-                    handoff_seq: state.handoff_seq,
-                    ended_before: state.ended_before.clone(),
-                })
-            }
-        }
-        .map_err(|e| format!("saving replication state: {e}"))?;
+        primary
+            .save_state_at_open(&state)
+            .map_err(|e| format!("saving replication state: {e}"))?;
         primary.snapshot_while_opening();
-        // No thread of its own: the work is the engine's jobs. The first worker turn
-        // runs at once (a sync is requested at open).
-        let worker = worker::WorkerJob {
-            primary: Arc::clone(&primary),
-            pace: Mutex::new(worker::Pace::default()),
-        };
-        let id = engine().add(Arc::new(worker), Instant::now());
-        let _ = primary.worker_job.set(id);
-        // The compactor shares the cache opened above rather than opening it again: an
-        // open creates, settles and sweeps every level's directory (`LevelCache::open`), and
-        // once per open is what a crash's leftovers need.
-        if let (Some(ladder), Some(cache)) = (primary.config.compaction.clone(), primary.level_cache.clone()) {
-            let clock = CompactionClock::new(&ladder, now_ms());
-            let first = Instant::now() + Duration::from_millis((clock.next() - now_ms()).max(0) as u64);
-            let compactor = Compactor {
-                store: Arc::clone(&primary.store),
-                cache,
-                config: ladder,
-                encoding: primary.encoding(),
-                encryption: primary.config.encryption.clone(),
-                encryption_status: primary.encryption_status.clone(),
-            };
-            let job = worker::CompactionJob {
-                primary: Arc::clone(&primary),
-                compactor,
-                clock: Mutex::new(clock),
-            };
-            let id = engine().add(Arc::new(job), first);
-            let _ = primary.compaction_job.set(id);
-        }
+        primary.start_jobs();
         Ok(primary)
     }
 }
@@ -344,6 +196,71 @@ impl Primary {
 const OPEN_SNAPSHOT_MAX_BYTES: u64 = 16 << 20;
 
 impl Primary {
+    /// The state file names our node id from the first open on. Commits resumed from
+    /// the WAL are queued, not staged: the saved position stays where they start.
+    fn save_state_at_open(&self, state: &SavedState) -> io::Result<()> {
+        let mut shared = self.lock();
+        if resumed_a_clean_close_unchanged(state, &shared) {
+            // The file already says where capture stands, durably: the clean close
+            // (the database as its checkpoint left it, no WAL since). Saving the
+            // "ended, nothing after" position instead is two fsyncs at every open of
+            // a connection per request, and says less: it drops the database file's
+            // identity, which a restart before anything is written checks.
+            self.adopt_persisted(state.clone());
+            Ok(())
+        } else if shared.queue.is_empty() {
+            let saved = self.save_state(&shared, None);
+            // The state now says where capture stands: restarts may hand off batches.
+            if saved.is_ok() && shared.snapshot_needed.is_none() {
+                shared.origin = shared.capture.position().filter(|p| !p.ended);
+            }
+            saved
+        } else {
+            self.persist(&SavedState {
+                node_id: self.node_id,
+                txid: shared.staged_txid,
+                wal: state.wal.clone(),
+                closed_clean: None,
+                handoff_seq: state.handoff_seq,
+                ended_before: state.ended_before.clone(),
+            })
+        }
+    }
+
+    /// Adds this primary's work to the process's engine.
+    fn start_jobs(self: &Arc<Self>) {
+        // No thread of its own: the work is the engine's jobs. The first worker turn
+        // runs at once (a sync is requested at open).
+        let worker = worker::WorkerJob {
+            primary: Arc::clone(self),
+            pace: Mutex::new(worker::Pace::default()),
+        };
+        let id = engine().add(Arc::new(worker), Instant::now());
+        let _ = self.worker_job.set(id);
+        // The compactor shares the cache opened above rather than opening it again: an
+        // open creates, settles and sweeps every level's directory (`LevelCache::open`), and
+        // once per open is what a crash's leftovers need.
+        if let (Some(ladder), Some(cache)) = (self.config.compaction.clone(), self.level_cache.clone()) {
+            let clock = CompactionClock::new(&ladder, now_ms());
+            let first = Instant::now() + Duration::from_millis((clock.next() - now_ms()).max(0) as u64);
+            let compactor = Compactor {
+                store: Arc::clone(&self.store),
+                cache,
+                config: ladder,
+                encoding: self.encoding(),
+                encryption: self.config.encryption.clone(),
+                encryption_status: self.encryption_status.clone(),
+            };
+            let job = worker::CompactionJob {
+                primary: Arc::clone(self),
+                compactor,
+                clock: Mutex::new(clock),
+            };
+            let id = engine().add(Arc::new(job), first);
+            let _ = self.compaction_job.set(id);
+        }
+    }
+
     /// Takes a needed snapshot of a small database now, before the application's
     /// connection has the file open: SQLite closes the private connection's descriptor
     /// outright then. Taken later, while the application holds its locks, SQLite must
@@ -377,130 +294,6 @@ impl Primary {
     }
 }
 
-/// Where capture ended the generation the WAL still shows, when the saved position is
-/// the one a hand-off record moved capture to and that record's writer died before the
-/// WAL write it announced (`SavedState::ended_before`): the live header is that
-/// generation's and its frame before that end carries the same running checksum.
-fn went_on_before(
-    saved: &SavedState,
-    position: &WalPosition,
-    live: Option<&WalHeader>,
-    wal: &mut CountedWal,
-) -> io::Result<Option<WalPosition>> {
-    let (Some(before), Some(live)) = (saved.ended_before.as_ref(), live) else {
-        return Ok(None);
-    };
-    let before: WalPosition = before.into();
-    let moved_by_a_record = position.ended || position.next_frame == 0;
-    if !moved_by_a_record || (live.salt1, live.salt2) != (before.salt1, before.salt2) {
-        return Ok(None);
-    }
-    if !position.ended && (live.salt1, live.salt2) == (position.salt1, position.salt2) {
-        return Ok(None); // the next generation did reach the file
-    }
-    let mut probe = Capture::new();
-    probe.set_position(&before, *live);
-    Ok(probe.verify_position(wal)?.then_some(before))
-}
-
-/// Decides how capture continues from saved state at open (a restart or a takeover):
-/// from the saved position through the hand-off records and the live WAL, or a
-/// [`Discontinuity`] when that cannot be proven to miss nothing.
-fn resume_capture(
-    capture: &mut Capture,
-    consumed: &mut u64,
-    saved: &SavedState,
-    db_path: &Path,
-    wal: &mut CountedWal,
-    records: &HandoffDir,
-) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
-    *consumed = saved.handoff_seq;
-    let position: WalPosition = match (&saved.wal, &saved.closed_clean) {
-        (Some(position), _) => position.into(),
-        // A clean close: the WAL was checkpointed and deleted with everything staged.
-        (None, Some(_)) => WalPosition {
-            salt1: 0,
-            salt2: 0,
-            page_size: 0,
-            next_frame: 0,
-            checksum: (0, 0),
-            ended: true,
-        },
-        (None, None) => {
-            capture.skip_to_end(wal)?;
-            return Ok(Err(Discontinuity(
-                "no WAL position was saved with the last staged TXID".into(),
-            )));
-        }
-    };
-    let live = read_wal_header(wal)?;
-    let salts = (position.salt1, position.salt2);
-    if let Some(before) = went_on_before(saved, &position, live.as_ref(), wal)? {
-        // The saved position is where a record moved capture (the start of the next
-        // generation, or past a truncation), and the WAL still shows the generation
-        // before, as capture had ended it or longer: the record's writer died before the
-        // WAL write it announced. Capture goes on in that generation from its end.
-        capture.set_position(&before, live.expect("went_on_before reads the live header"));
-    } else if position.ended {
-        capture.set_position(&position, placeholder_header(&position));
-    } else {
-        let header = match live.filter(|h| (h.salt1, h.salt2) == salts) {
-            Some(h) => Some(h),
-            None => recorded_header(records, *consumed, salts)?,
-        };
-        let Some(header) = header else {
-            capture.skip_to_end(wal)?;
-            return Ok(Err(Discontinuity(
-                "the WAL no longer continues the last captured position".into(),
-            )));
-        };
-        capture.set_position(&position, header);
-        // With the wal-index already naming the next generation (a restart whose writer
-        // died before the header, under a process that kept the wal-index alive), the
-        // cut hides every frame: the saved frame is checked in the file itself.
-        let holds = |capture: &mut Capture, wal: &mut CountedWal| -> io::Result<bool> {
-            Ok(capture.verify_position(wal)?
-                || (wal.counts_another_generation() && capture.verify_position(wal.uncut())?))
-        };
-        if live.is_some_and(|h| (h.salt1, h.salt2) == salts) && !holds(capture, wal)? {
-            // The same salts are not always the same generation: a writer that rewrites
-            // the header of a WAL none of whose frames were committed (its last writer
-            // died inside a transaction) keeps the salts and may change the checksum
-            // seed. Its record, after the saved state, has the generation as it was; the
-            // records then carry capture into the live one (multi_process_crash, a
-            // takeover right after following such a record).
-            let Some(recorded) = recorded_header(records, *consumed, salts)?.filter(|h| Some(*h) != live) else {
-                capture.skip_to_end(wal)?;
-                return Ok(Err(Discontinuity(
-                    "the WAL no longer holds the last captured frame".into(),
-                )));
-            };
-            capture.set_position(&position, recorded);
-        }
-    }
-    let identity = || FileIdentity::of(db_path).ok();
-    let followed = follow(capture, consumed, records, wal, saved.closed_clean.clone(), &identity)?;
-    if let Err(Discontinuity(reason)) = &followed {
-        capture.skip_to_end(wal)?;
-        if saved.closed_clean.is_some() && saved.wal.is_none() {
-            return Ok(Err(Discontinuity(format!(
-                "the database changed while it was not open through the litestream VFS ({reason})"
-            ))));
-        }
-    }
-    Ok(followed)
-}
-
-/// The header of generation `salts` as the first record after `consumed` that is a
-/// tail or a batch of it holds it.
-fn recorded_header(records: &HandoffDir, consumed: u64, salts: (u32, u32)) -> io::Result<Option<WalHeader>> {
-    Ok(records.list_after(consumed)?.into_iter().find_map(|r| match r {
-        Record::Tail(t) if (t.header.salt1, t.header.salt2) == salts => Some(t.header),
-        Record::Batch(b) if (b.header.salt1, b.header.salt2) == salts => Some(b.header),
-        _ => None,
-    }))
-}
-
 /// Whether this open resumed a saved clean close and found nothing after it: no WAL
 /// generation followed, no hand-off consumed, no snapshot owed, nothing queued.
 fn resumed_a_clean_close_unchanged(saved: &SavedState, shared: &Shared) -> bool {
@@ -511,64 +304,6 @@ fn resumed_a_clean_close_unchanged(saved: &SavedState, shared: &Shared) -> bool 
         && shared.capture.ended()
         && shared.staged_txid == saved.txid
         && shared.handoff_consumed == saved.handoff_seq
-}
-
-/// What capture may take for committed in the live WAL at open: what SQLite's wal-index
-/// counts, read through a connection of this process that maps it (a takeover), else
-/// through one of our own (the application's connection is still in its open: nothing of
-/// ours competes with it), else only up to the saved position. Frames past the count can be
-/// a commit whose writer died before SQLite counted it (the next writer reuses the slot).
-///
-/// A WAL without a header (none, or empty: what a clean close leaves) has nothing to count,
-/// and our own connection is not opened for it: that connection is a third of what an open
-/// after a clean close costs (a connection per request opens so every time). A header
-/// written after this look is a generation neither count names, so `CountedWal::cut`
-/// reads none of it either way; the next engine turn reads it with SQLite's count.
-fn counted_at_open(
-    wal_index: &WalIndexView,
-    snapshotter: &dyn Snapshotter,
-    db_path: &Path,
-    saved: &SavedState,
-    live: &mut dyn WalSource,
-) -> Option<ShmWal> {
-    let counted = wal_index.counted().0.or_else(|| {
-        // A failed read is not proof of an empty WAL: ask SQLite as before.
-        let has_header = live
-            .read_exact_at(0, &mut [0u8; crate::wal::HEADER_SIZE])
-            .unwrap_or(true);
-        has_header.then(|| snapshotter.wal_index(db_path)).flatten()
-    });
-    if let Some(counted) = counted {
-        return Some(counted);
-    }
-    saved.wal.as_ref().map(|p| {
-        let p: WalPosition = p.into();
-        ShmWal {
-            salt1: p.salt1,
-            salt2: p.salt2,
-            max_frame: u32::try_from(p.next_frame).unwrap_or(u32::MAX),
-        }
-    })
-}
-
-/// A header standing for a generation that ended: only its salts are ever looked at.
-fn placeholder_header(position: &WalPosition) -> crate::wal::WalHeader {
-    crate::wal::WalHeader {
-        big_endian: false,
-        page_size: position.page_size.max(512),
-        checkpoint_seq: 0,
-        salt1: position.salt1,
-        salt2: position.salt2,
-        checksum: (0, 0),
-    }
-}
-
-pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::WalHeader>> {
-    let mut raw = [0u8; crate::wal::HEADER_SIZE];
-    if !wal.read_exact_at(0, &mut raw)? {
-        return Ok(None);
-    }
-    Ok(crate::wal::WalHeader::parse(&raw).ok())
 }
 
 /// Whether an open asked the store for the replica's newest file.
@@ -635,23 +370,4 @@ fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::
         }
     }
     Ok(newest)
-}
-
-/// Node id in the header of the level-0 file ending at `max`.
-fn latest_node_id(store: &dyn ReplicaStore, max: u64) -> Option<u64> {
-    let files = block_on(store.list(0)).ok()?;
-    let file = files.iter().find(|f| f.max_txid == max)?;
-    let head = block_on(store.get_range(0, file.min_txid, file.max_txid, 0..100)).ok()?;
-    crate::ltx::Header::decode(&head).ok().map(|h| h.node_id)
-}
-
-fn new_node_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    if fs::File::open("/dev/urandom")
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
-        .is_err()
-    {
-        bytes = (now_ms() as u64 ^ std::process::id() as u64).to_le_bytes();
-    }
-    u64::from_le_bytes(bytes) | 1
 }

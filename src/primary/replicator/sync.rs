@@ -118,7 +118,7 @@ impl Primary {
             return None;
         }
         let mut wal = WalFile::open(&self.db_path).ok()?;
-        match super::open::read_wal_header(&mut wal) {
+        match super::reconcile::read_wal_header(&mut wal) {
             Ok(None) => FileIdentity::of(&self.db_path).ok(),
             _ => None,
         }

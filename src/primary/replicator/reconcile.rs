@@ -1,0 +1,379 @@
+//! Reconciling at open: the saved state, the replica's newest TXID, the hand-off records
+//! and the live WAL decide where capture goes on, which TXID comes next, and whether a
+//! snapshot is owed (`Primary::open` runs it before anything of the primary exists).
+
+use super::*;
+
+/// What an open works with, read-only.
+pub(super) struct Local<'a> {
+    pub db_path: &'a Path,
+    pub config: &'a Config,
+    pub store: &'a Arc<dyn ReplicaStore>,
+    pub staging: &'a Staging,
+    pub state_file: &'a StateFile,
+    pub records: &'a HandoffDir,
+}
+
+/// Where an open goes on from.
+pub(super) struct Reconciled {
+    /// The state resumed (or the first one, with this primary's node id).
+    pub state: SavedState,
+    pub next_txid: u64,
+    pub capture: Capture,
+    pub handoff_consumed: u64,
+    /// Commits read from the WAL and the records after the saved state, not staged.
+    pub queue: Batch,
+    pub snapshot_needed: Option<String>,
+}
+
+/// The first replication, a database restored from its replica, a takeover of another
+/// writer's replica (`takeover=1`), a refusal, or a restart from saved state.
+pub(super) fn reconcile(
+    local: &Local,
+    saved: Option<SavedState>,
+    replica_max: Option<u64>,
+    wal_index: &WalIndexView,
+    snapshotter: &dyn Snapshotter,
+) -> Result<Reconciled, String> {
+    let db_exists = fs::metadata(local.db_path).map(|m| m.len() > 0).unwrap_or(false);
+    // A new node id and nothing to resume: a snapshot first.
+    let fresh = |txid: u64, reason: String| Reconciled {
+        state: SavedState {
+            node_id: new_node_id(),
+            txid,
+            ..Default::default()
+        },
+        next_txid: txid + 1,
+        capture: Capture::new(),
+        handoff_consumed: 0,
+        queue: Batch::default(),
+        snapshot_needed: Some(reason),
+    };
+    match (saved, replica_max) {
+        (None, None) => Ok(fresh(0, "first replication of this database".into())),
+        (None, Some(max)) if !db_exists => restore_from_replica(local, max),
+        (None, Some(max)) if local.config.takeover => {
+            tracing::warn!(db = %local.db_path.display(), txid = max, "takeover: continuing a replica another writer made");
+            Ok(fresh(max, format!("takeover of a replica at TXID {max}")))
+        }
+        (None, Some(max)) => Err(format!(
+            "replica {} already holds TXIDs up to {max} written by another database; use another \
+             replica path, remove the local database to restore it from this replica, or open with \
+             takeover=1 to continue the replica from this database (a full snapshot at TXID {})",
+            local.store.describe(),
+            max + 1
+        )),
+        (Some(saved), replica_max) => restart_from_saved(local, saved, replica_max, wal_index, snapshotter),
+    }
+}
+
+/// No database, a replica: the database is restored from it and continues it.
+fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
+    tracing::info!(db = %local.db_path.display(), txid = max, "restoring the database from its replica");
+    let key = local.config.encryption.as_ref().map(|e| e.key());
+    let pos = crate::restore::restore_latest_with_key(local.store, local.db_path, key).map_err(|e| {
+        format!(
+            "restoring {} from {}: {e}",
+            local.db_path.display(),
+            local.store.describe()
+        )
+    })?;
+    // Records left beside a database that no longer exists belong to it.
+    let handoff_consumed = local.records.last_seq().map_err(|e| e.to_string())?;
+    let state = SavedState {
+        node_id: new_node_id(),
+        txid: pos.txid,
+        wal: None,
+        closed_clean: FileIdentity::of(local.db_path).ok(),
+        handoff_seq: handoff_consumed,
+        ended_before: None,
+    };
+    local
+        .state_file
+        .save(&state)
+        .map_err(|e| format!("saving replication state: {e}"))?;
+    Ok(Reconciled {
+        state,
+        next_txid: pos.txid + 1,
+        capture: Capture::new(),
+        handoff_consumed,
+        queue: Batch::default(),
+        snapshot_needed: None,
+    })
+}
+
+/// A restart (or a takeover by a process of this machine) from saved state: refused when
+/// another primary wrote the replica past it, a snapshot when the replica is ahead
+/// anyway, else capture resumes through the records and the WAL.
+fn restart_from_saved(
+    local: &Local,
+    saved: SavedState,
+    replica_max: Option<u64>,
+    wal_index: &WalIndexView,
+    snapshotter: &dyn Snapshotter,
+) -> Result<Reconciled, String> {
+    let saved = unfinished_stage::finished_by_its_staged_files(saved, local.records, local.staging, local.db_path);
+    let ahead = replica_max.filter(|max| *max > saved.txid);
+    if let Some(max) = ahead {
+        let writer = latest_node_id(local.store.as_ref(), max);
+        if writer != Some(saved.node_id) && !local.config.takeover {
+            return Err(format!(
+                "replica {} is at TXID {max}, ahead of this database's TXID {}, and was written by \
+                 another primary; refusing to write to it (two primaries on one replica; if that \
+                 primary is gone for good, open with takeover=1)",
+                local.store.describe(),
+                saved.txid
+            ));
+        }
+    }
+    for file in local.staging.list().map_err(|e| e.to_string())? {
+        if file.max_txid > saved.txid {
+            local.staging.remove(&file).map_err(|e| e.to_string())?;
+        }
+    }
+    let mut reconciled = Reconciled {
+        next_txid: saved.txid + 1,
+        state: saved,
+        capture: Capture::new(),
+        handoff_consumed: 0,
+        queue: Batch::default(),
+        snapshot_needed: None,
+    };
+    if let Some(max) = ahead {
+        reconciled.snapshot_needed = Some(format!(
+            "local state (TXID {}) is older than the replica ({max})",
+            reconciled.state.txid
+        ));
+        reconciled.next_txid = max + 1;
+        return Ok(reconciled);
+    }
+    let Reconciled {
+        state: saved,
+        capture,
+        handoff_consumed,
+        queue,
+        next_txid,
+        snapshot_needed,
+    } = &mut reconciled;
+    let mut file = WalFile::open(local.db_path).map_err(|e| e.to_string())?;
+    let counted = counted_at_open(wal_index, snapshotter, local.db_path, saved, &mut file);
+    let mut wal = CountedWal::cut(&mut file, counted);
+    let resumed = resume_capture(capture, handoff_consumed, saved, local.db_path, &mut wal, local.records)
+        .map_err(|e| e.to_string())?;
+    match resumed {
+        Ok(txns) => {
+            for txn in txns {
+                queue.push(*next_txid, txn, &mut drop);
+                *next_txid += 1;
+            }
+        }
+        Err(Discontinuity(reason)) => {
+            // Not the first replication: something the saved state and the records
+            // cannot connect, worth a warning like any other.
+            tracing::warn!(db = %local.db_path.display(), %reason, "resuming from the saved state failed; taking a snapshot");
+            *snapshot_needed = Some(reason);
+        }
+    }
+    Ok(reconciled)
+}
+
+/// Where capture ended the generation the WAL still shows, when the saved position is
+/// the one a hand-off record moved capture to and that record's writer died before the
+/// WAL write it announced (`SavedState::ended_before`): the live header is that
+/// generation's and its frame before that end carries the same running checksum.
+fn went_on_before(
+    saved: &SavedState,
+    position: &WalPosition,
+    live: Option<&WalHeader>,
+    wal: &mut CountedWal,
+) -> io::Result<Option<WalPosition>> {
+    let (Some(before), Some(live)) = (saved.ended_before.as_ref(), live) else {
+        return Ok(None);
+    };
+    let before: WalPosition = before.into();
+    let moved_by_a_record = position.ended || position.next_frame == 0;
+    if !moved_by_a_record || (live.salt1, live.salt2) != (before.salt1, before.salt2) {
+        return Ok(None);
+    }
+    if !position.ended && (live.salt1, live.salt2) == (position.salt1, position.salt2) {
+        return Ok(None); // the next generation did reach the file
+    }
+    let mut probe = Capture::new();
+    probe.set_position(&before, *live);
+    Ok(probe.verify_position(wal)?.then_some(before))
+}
+
+/// Decides how capture continues from saved state at open (a restart or a takeover):
+/// from the saved position through the hand-off records and the live WAL, or a
+/// [`Discontinuity`] when that cannot be proven to miss nothing.
+fn resume_capture(
+    capture: &mut Capture,
+    consumed: &mut u64,
+    saved: &SavedState,
+    db_path: &Path,
+    wal: &mut CountedWal,
+    records: &HandoffDir,
+) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
+    *consumed = saved.handoff_seq;
+    let position: WalPosition = match (&saved.wal, &saved.closed_clean) {
+        (Some(position), _) => position.into(),
+        // A clean close: the WAL was checkpointed and deleted with everything staged.
+        (None, Some(_)) => WalPosition {
+            salt1: 0,
+            salt2: 0,
+            page_size: 0,
+            next_frame: 0,
+            checksum: (0, 0),
+            ended: true,
+        },
+        (None, None) => {
+            capture.skip_to_end(wal)?;
+            return Ok(Err(Discontinuity(
+                "no WAL position was saved with the last staged TXID".into(),
+            )));
+        }
+    };
+    let live = read_wal_header(wal)?;
+    let salts = (position.salt1, position.salt2);
+    if let Some(before) = went_on_before(saved, &position, live.as_ref(), wal)? {
+        // The saved position is where a record moved capture (the start of the next
+        // generation, or past a truncation), and the WAL still shows the generation
+        // before, as capture had ended it or longer: the record's writer died before the
+        // WAL write it announced. Capture goes on in that generation from its end.
+        capture.set_position(&before, live.expect("went_on_before reads the live header"));
+    } else if position.ended {
+        capture.set_position(&position, placeholder_header(&position));
+    } else {
+        let header = match live.filter(|h| (h.salt1, h.salt2) == salts) {
+            Some(h) => Some(h),
+            None => recorded_header(records, *consumed, salts)?,
+        };
+        let Some(header) = header else {
+            capture.skip_to_end(wal)?;
+            return Ok(Err(Discontinuity(
+                "the WAL no longer continues the last captured position".into(),
+            )));
+        };
+        capture.set_position(&position, header);
+        // With the wal-index already naming the next generation (a restart whose writer
+        // died before the header, under a process that kept the wal-index alive), the
+        // cut hides every frame: the saved frame is checked in the file itself.
+        let holds = |capture: &mut Capture, wal: &mut CountedWal| -> io::Result<bool> {
+            Ok(capture.verify_position(wal)?
+                || (wal.counts_another_generation() && capture.verify_position(wal.uncut())?))
+        };
+        if live.is_some_and(|h| (h.salt1, h.salt2) == salts) && !holds(capture, wal)? {
+            // The same salts are not always the same generation: a writer that rewrites
+            // the header of a WAL none of whose frames were committed (its last writer
+            // died inside a transaction) keeps the salts and may change the checksum
+            // seed. Its record, after the saved state, has the generation as it was; the
+            // records then carry capture into the live one (multi_process_crash, a
+            // takeover right after following such a record).
+            let Some(recorded) = recorded_header(records, *consumed, salts)?.filter(|h| Some(*h) != live) else {
+                capture.skip_to_end(wal)?;
+                return Ok(Err(Discontinuity(
+                    "the WAL no longer holds the last captured frame".into(),
+                )));
+            };
+            capture.set_position(&position, recorded);
+        }
+    }
+    let identity = || FileIdentity::of(db_path).ok();
+    let followed = follow(capture, consumed, records, wal, saved.closed_clean.clone(), &identity)?;
+    if let Err(Discontinuity(reason)) = &followed {
+        capture.skip_to_end(wal)?;
+        if saved.closed_clean.is_some() && saved.wal.is_none() {
+            return Ok(Err(Discontinuity(format!(
+                "the database changed while it was not open through the litestream VFS ({reason})"
+            ))));
+        }
+    }
+    Ok(followed)
+}
+
+/// The header of generation `salts` as the first record after `consumed` that is a
+/// tail or a batch of it holds it.
+fn recorded_header(records: &HandoffDir, consumed: u64, salts: (u32, u32)) -> io::Result<Option<WalHeader>> {
+    Ok(records.list_after(consumed)?.into_iter().find_map(|r| match r {
+        Record::Tail(t) if (t.header.salt1, t.header.salt2) == salts => Some(t.header),
+        Record::Batch(b) if (b.header.salt1, b.header.salt2) == salts => Some(b.header),
+        _ => None,
+    }))
+}
+
+/// What capture may take for committed in the live WAL at open: what SQLite's wal-index
+/// counts, read through a connection of this process that maps it (a takeover), else
+/// through one of our own (the application's connection is still in its open: nothing of
+/// ours competes with it), else only up to the saved position. Frames past the count can be
+/// a commit whose writer died before SQLite counted it (the next writer reuses the slot).
+///
+/// A WAL without a header (none, or empty: what a clean close leaves) has nothing to count,
+/// and our own connection is not opened for it: that connection is a third of what an open
+/// after a clean close costs (a connection per request opens so every time). A header
+/// written after this look is a generation neither count names, so `CountedWal::cut`
+/// reads none of it either way; the next engine turn reads it with SQLite's count.
+fn counted_at_open(
+    wal_index: &WalIndexView,
+    snapshotter: &dyn Snapshotter,
+    db_path: &Path,
+    saved: &SavedState,
+    live: &mut dyn WalSource,
+) -> Option<ShmWal> {
+    let counted = wal_index.counted().0.or_else(|| {
+        // A failed read is not proof of an empty WAL: ask SQLite as before.
+        let has_header = live
+            .read_exact_at(0, &mut [0u8; crate::wal::HEADER_SIZE])
+            .unwrap_or(true);
+        has_header.then(|| snapshotter.wal_index(db_path)).flatten()
+    });
+    if let Some(counted) = counted {
+        return Some(counted);
+    }
+    saved.wal.as_ref().map(|p| {
+        let p: WalPosition = p.into();
+        ShmWal {
+            salt1: p.salt1,
+            salt2: p.salt2,
+            max_frame: u32::try_from(p.next_frame).unwrap_or(u32::MAX),
+        }
+    })
+}
+
+/// A header standing for a generation that ended: only its salts are ever looked at.
+fn placeholder_header(position: &WalPosition) -> crate::wal::WalHeader {
+    crate::wal::WalHeader {
+        big_endian: false,
+        page_size: position.page_size.max(512),
+        checkpoint_seq: 0,
+        salt1: position.salt1,
+        salt2: position.salt2,
+        checksum: (0, 0),
+    }
+}
+
+pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crate::wal::WalHeader>> {
+    let mut raw = [0u8; crate::wal::HEADER_SIZE];
+    if !wal.read_exact_at(0, &mut raw)? {
+        return Ok(None);
+    }
+    Ok(crate::wal::WalHeader::parse(&raw).ok())
+}
+
+/// Node id in the header of the level-0 file ending at `max`.
+fn latest_node_id(store: &dyn ReplicaStore, max: u64) -> Option<u64> {
+    let files = block_on(store.list(0)).ok()?;
+    let file = files.iter().find(|f| f.max_txid == max)?;
+    let head = block_on(store.get_range(0, file.min_txid, file.max_txid, 0..100)).ok()?;
+    crate::ltx::Header::decode(&head).ok().map(|h| h.node_id)
+}
+
+fn new_node_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        bytes = (now_ms() as u64 ^ std::process::id() as u64).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes) | 1
+}
