@@ -7,17 +7,10 @@ mod harness;
 use harness::shell::LiveShell;
 use harness::*;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const INTERVAL_MS: u64 = 1000;
-
-fn open_cmd(db: &Path, url: &str) -> String {
-    format!(
-        ".open file:{}?vfs=litestream&replica={url}&sync_interval={INTERVAL_MS}ms",
-        db.display()
-    )
-}
 
 fn status(shell: &mut LiveShell) -> Value {
     let text = shell.run("SELECT litestream_status();");
@@ -43,19 +36,69 @@ fn wait_for_txid(replica: &Path, txid: u64, limit: Duration) -> Duration {
     start.elapsed()
 }
 
+/// One database with a `file://` replica in a temporary directory.
+struct Rig {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    replica: PathBuf,
+    url: String,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let replica = dir.path().join("replica");
+        let url = format!("file://{}", replica.display());
+        Rig { dir, db, replica, url }
+    }
+
+    /// The shell command opening the database at `INTERVAL_MS`.
+    fn open(&self) -> String {
+        self.open_every(&format!("{INTERVAL_MS}ms"))
+    }
+
+    /// The shell command opening the database with `sync_interval`.
+    fn open_every(&self, sync_interval: &str) -> String {
+        format!(
+            ".open file:{}?vfs=litestream&replica={}&sync_interval={sync_interval}",
+            self.db.display(),
+            self.url
+        )
+    }
+
+    /// The replica restored to a file of its own.
+    fn restored(&self) -> PathBuf {
+        let restored = self.dir.path().join("restored.db");
+        litestream_restore(&self.url, &restored, &[]).unwrap();
+        restored
+    }
+
+    /// Level 0 is contiguous and the replica restores to the database, `rows` rows.
+    fn assert_restores_to(&self, rows: &str) {
+        assert_contiguous(&level0_ranges(&self.replica));
+        let restored = self.restored();
+        assert_eq!(count(&restored), rows);
+        assert_eq!(dump(&restored), dump(&self.db));
+    }
+}
+
+/// No snapshot asked for in `shell`'s log.
+fn assert_no_snapshot_taken(shell: &LiveShell) {
+    let log = shell.stderr();
+    assert!(!log.contains("taking a snapshot"), "{log}");
+}
+
 fn count(db: &Path) -> String {
     plain_sqlite(db, "SELECT count(*) FROM t").trim().to_string()
 }
 
 #[test]
 fn a_follower_takes_over_when_the_replicating_process_is_killed_and_uploads_what_it_captured() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let url = format!("file://{}", replica.display());
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url));
+    let rig = Rig::new();
+    let mut a = LiveShell::start(rig.dir.path(), "a", &rig.open());
     a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
-    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
+    let mut b = LiveShell::start(rig.dir.path(), "b", &rig.open());
     assert_eq!(status(&mut b)["role"], "follower");
     assert_eq!(status(&mut b)["replicated_by_pid"], a.pid());
     // A captures commits nobody writes after, and dies before uploading them.
@@ -65,7 +108,7 @@ fn a_follower_takes_over_when_the_replicating_process_is_killed_and_uploads_what
         .parse()
         .unwrap();
     a.kill();
-    let took = wait_for_txid(&replica, captured, Duration::from_millis(2 * INTERVAL_MS + 1000));
+    let took = wait_for_txid(&rig.replica, captured, Duration::from_millis(2 * INTERVAL_MS + 1000));
     let s = status(&mut b);
     assert_eq!(s["role"], "primary", "{s}");
     assert_eq!(s["pid"], b.pid());
@@ -77,11 +120,7 @@ fn a_follower_takes_over_when_the_replicating_process_is_killed_and_uploads_what
         .unwrap();
     assert!(synced > captured);
     drop(b);
-    assert_contiguous(&level0_ranges(&replica));
-    let restored = dir.path().join("restored.db");
-    litestream_restore(&url, &restored, &[]).unwrap();
-    assert_eq!(count(&restored), "3");
-    assert_eq!(dump(&restored), dump(&db));
+    rig.assert_restores_to("3");
     println!(
         "takeover: {} ms from the kill to the dead process's commits stored",
         took.as_millis()
@@ -90,13 +129,10 @@ fn a_follower_takes_over_when_the_replicating_process_is_killed_and_uploads_what
 
 #[test]
 fn a_clean_close_hands_replication_over_within_one_sync_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let url = format!("file://{}", replica.display());
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url));
+    let rig = Rig::new();
+    let mut a = LiveShell::start(rig.dir.path(), "a", &rig.open());
     a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
-    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
+    let mut b = LiveShell::start(rig.dir.path(), "b", &rig.open());
     assert_eq!(status(&mut b)["role"], "follower");
     let closed = Instant::now();
     drop(a); // .quit: the last connection of A closes
@@ -124,14 +160,11 @@ fn a_clean_close_hands_replication_over_within_one_sync_interval() {
 
 #[test]
 fn a_stopped_replicator_keeps_its_role_and_followers_see_their_commits_wait() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let url = format!("file://{}", replica.display());
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url));
+    let rig = Rig::new();
+    let mut a = LiveShell::start(rig.dir.path(), "a", &rig.open());
     a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
-    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
-    let mut c = LiveShell::start(dir.path(), "c", &open_cmd(&db, &url));
+    let mut b = LiveShell::start(rig.dir.path(), "b", &rig.open());
+    let mut c = LiveShell::start(rig.dir.path(), "c", &rig.open());
     a.signal(libc::SIGSTOP);
     for i in 0..20 {
         b.run(&format!("INSERT INTO t(v) VALUES ('b{i}');"));
@@ -148,7 +181,7 @@ fn a_stopped_replicator_keeps_its_role_and_followers_see_their_commits_wait() {
             "the wait shows in the status: {s}"
         );
     }
-    let before = replica_txid(&replica);
+    let before = replica_txid(&rig.replica);
     a.signal(libc::SIGCONT);
     let synced: u64 = b.run("SELECT litestream_sync(20000);").trim().parse().unwrap();
     assert!(
@@ -158,11 +191,7 @@ fn a_stopped_replicator_keeps_its_role_and_followers_see_their_commits_wait() {
     drop(c);
     drop(b);
     drop(a);
-    assert_contiguous(&level0_ranges(&replica));
-    let restored = dir.path().join("restored.db");
-    litestream_restore(&url, &restored, &[]).unwrap();
-    assert_eq!(count(&restored), "40");
-    assert_eq!(dump(&restored), dump(&db));
+    rig.assert_restores_to("40");
 }
 
 /// A takeover that comes while a connection of the surviving process is inside a write
@@ -192,21 +221,18 @@ fn a_takeover_during_a_write_transaction_that_restarted_the_wal_waits_for_its_en
 /// pages spilled into the WAL; A is killed; B's takeover check runs several times; B
 /// commits the other half. No snapshot, and the replica restores to `rows` rows.
 fn takeover_inside_a_survivors_transaction(before: &str, rows: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let url = format!("file://{}", replica.display());
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url));
+    let rig = Rig::new();
+    let mut a = LiveShell::start(rig.dir.path(), "a", &rig.open());
     a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
     a.run(before);
-    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
+    let mut b = LiveShell::start(rig.dir.path(), "b", &rig.open());
     assert_eq!(status(&mut b)["role"], "follower");
-    let header_before = wal_header(&db);
+    let header_before = wal_header(&rig.db);
     b.run(
         "PRAGMA cache_size=5; BEGIN IMMEDIATE; \
          INSERT INTO t(v) SELECT hex(randomblob(500)) FROM generate_series(1, 200);",
     );
-    let header = wal_header(&db);
+    let header = wal_header(&rig.db);
     assert!(
         header.is_some() && header != header_before,
         "the transaction wrote a new WAL header before its commit"
@@ -219,14 +245,9 @@ fn takeover_inside_a_survivors_transaction(before: &str, rows: u64) {
     let s = status(&mut b);
     assert_eq!(s["role"], "primary", "{s}");
     assert!(synced >= 2, "{s}");
-    let log = b.stderr();
-    assert!(!log.contains("taking a snapshot"), "{log}");
+    assert_no_snapshot_taken(&b);
     drop(b);
-    assert_contiguous(&level0_ranges(&replica));
-    let restored = dir.path().join("restored.db");
-    litestream_restore(&url, &restored, &[]).unwrap();
-    assert_eq!(count(&restored), rows.to_string());
-    assert_eq!(dump(&restored), dump(&db));
+    rig.assert_restores_to(&rows.to_string());
 }
 
 /// The WAL's 32-byte header, if it has one.
@@ -243,23 +264,17 @@ fn wal_header(db: &Path) -> Option<Vec<u8>> {
 /// saved frame's checksum no longer matches: a snapshot, multi_process_crash).
 #[test]
 fn a_takeover_after_a_header_rewrite_with_the_same_salts_follows_the_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let url = format!("file://{}", replica.display());
-    let slow = format!(
-        ".open file:{}?vfs=litestream&replica={url}&sync_interval=60s",
-        db.display()
-    );
-    let mut a = LiveShell::start(dir.path(), "a", &slow);
+    let rig = Rig::new();
+    let slow = rig.open_every("60s");
+    let mut a = LiveShell::start(rig.dir.path(), "a", &slow);
     a.run("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
     // SQLite writes the checkpoint sequence of the writing connection into a WAL header,
     // and fresh salts only while that sequence is 0: B's is 1 (one truncation), K's 2.
-    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url));
+    let mut b = LiveShell::start(rig.dir.path(), "b", &rig.open());
     b.run("PRAGMA wal_autocheckpoint=0; INSERT INTO t(v) VALUES ('b1'); PRAGMA wal_checkpoint(TRUNCATE);");
     // K begins a generation on the emptied WAL, spills frames of a transaction and is
     // killed inside it.
-    let mut k = LiveShell::start(dir.path(), "k", &open_cmd(&db, &url));
+    let mut k = LiveShell::start(rig.dir.path(), "k", &rig.open());
     k.run(
         "PRAGMA wal_autocheckpoint=0; \
          INSERT INTO t(v) VALUES ('k1'); PRAGMA wal_checkpoint(TRUNCATE); \
@@ -267,13 +282,13 @@ fn a_takeover_after_a_header_rewrite_with_the_same_salts_follows_the_record() {
          PRAGMA cache_size=5; BEGIN IMMEDIATE; \
          INSERT INTO t(v) SELECT hex(randomblob(500)) FROM generate_series(1, 200);",
     );
-    let k_header = wal_header(&db).expect("K wrote a header");
+    let k_header = wal_header(&rig.db).expect("K wrote a header");
     k.kill();
     // A stages b1 and saves the new generation's first frame as its position.
     a.run("SELECT litestream_sync();");
     // B's commit rewrites the header: same salts, another checksum seed.
     b.run("INSERT INTO t(v) VALUES ('b2');");
-    let b_header = wal_header(&db).unwrap();
+    let b_header = wal_header(&rig.db).unwrap();
     assert_eq!(k_header[16..24], b_header[16..24], "the salts stayed");
     assert_ne!(k_header, b_header, "the header changed");
     // A follows B's record under its write lock, commits, and is killed before staging.
@@ -285,14 +300,9 @@ fn a_takeover_after_a_header_rewrite_with_the_same_salts_follows_the_record() {
         std::thread::sleep(Duration::from_millis(20));
     }
     b.run("INSERT INTO t(v) VALUES ('b3'); SELECT litestream_sync();");
-    let log = b.stderr();
-    assert!(!log.contains("taking a snapshot"), "{log}");
+    assert_no_snapshot_taken(&b);
     drop(b);
-    assert_contiguous(&level0_ranges(&replica));
-    let restored = dir.path().join("restored.db");
-    litestream_restore(&url, &restored, &[]).unwrap();
-    assert_eq!(dump(&restored), dump(&db));
-    assert_eq!(count(&restored), "6");
+    rig.assert_restores_to("6");
 }
 
 /// `litestream_sync()` in the replicating process covers what other processes committed
@@ -300,22 +310,15 @@ fn a_takeover_after_a_header_rewrite_with_the_same_salts_follows_the_record() {
 /// follower's until the next turn or write).
 #[test]
 fn a_sync_in_the_replicating_process_stores_a_followers_earlier_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let url = format!("file://{}", replica.display());
-    let slow = format!(
-        ".open file:{}?vfs=litestream&replica={url}&sync_interval=60s",
-        db.display()
-    );
-    let mut a = LiveShell::start(dir.path(), "a", &slow);
+    let rig = Rig::new();
+    let slow = rig.open_every("60s");
+    let mut a = LiveShell::start(rig.dir.path(), "a", &slow);
     a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
-    let mut b = LiveShell::start(dir.path(), "b", &slow);
+    let mut b = LiveShell::start(rig.dir.path(), "b", &slow);
     b.run("INSERT INTO t(v) VALUES ('b1'); INSERT INTO t(v) VALUES ('b2');");
     let synced: u64 = a.run("SELECT litestream_sync();").trim().parse().unwrap();
-    assert!(replica_txid(&replica) >= synced);
-    let restored = dir.path().join("restored.db");
-    litestream_restore(&url, &restored, &[]).unwrap();
+    assert!(replica_txid(&rig.replica) >= synced);
+    let restored = rig.restored();
     assert_eq!(
         count(&restored),
         "2",
