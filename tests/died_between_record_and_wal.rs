@@ -219,40 +219,36 @@ fn a_number_taken_by_a_writer_that_died_before_its_record_does_not_hold_up_the_n
 
 #[test]
 fn a_replicating_process_killed_inside_a_stage_a_restart_handed_off_from_goes_on_from_its_staged_file() {
-    let rig = Rig::new();
-    // The replicating process itself: its stage of 'c' holds between the staged file and
-    // the state; meanwhile 'd' commits and the WAL restarts, which hands 'd' off as a
-    // batch record beginning at the stage's cut, and the process dies there.
-    rig.dies_after_record_with(
-        "batch",
-        &format!(
-            "{SETUP}\nINSERT INTO t(v) VALUES ('c');\n.system sleep 0.5\n\
-             INSERT INTO t(v) VALUES ('d'); PRAGMA wal_checkpoint(PASSIVE); INSERT INTO t(v) VALUES ('never');"
-        ),
-        "100ms",
-        &[("LITESTREAM_TEST_PAUSE_STAGE_MS", "2000")],
-    );
-    // The saved state is before 'c'; the WAL no longer connects it to the batch.
-    let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
-    next.run("INSERT INTO t(v) VALUES ('e'); SELECT litestream_sync();");
-    assert_no_snapshot_forced(&mut next, 0);
-    rig.closed_holding(next, "abcde");
+    // The stage of 'c' holds between the staged file and the state; meanwhile 'd'
+    // commits and the WAL restarts, which hands 'd' off as a batch record beginning at
+    // the stage's cut, and the process dies there. The saved state is before 'c'; the WAL
+    // no longer connects it to the batch.
+    killed_in_a_stage_after_a_restart_record("batch", "LITESTREAM_TEST_PAUSE_STAGE_MS");
 }
 
 #[test]
 fn a_replicating_process_killed_before_its_stage_file_was_in_place_left_a_restart_record_that_holds_the_stage() {
-    let rig = Rig::new();
     // As above, but the stage of 'c' holds between its cut and its staged file: 'c' is
     // only in memory and in the frames the restart overwrites. The restart's record must
-    // hold 'c' too (a tail from the saved state), not only 'd' (a batch from the cut).
+    // hold 'c' too (a batch once the file is in place, or a tail from the saved state),
+    // not only 'd' (a batch from the cut).
+    killed_in_a_stage_after_a_restart_record("batch,tail", "LITESTREAM_TEST_PAUSE_BEFORE_STAGED_FILE_MS");
+}
+
+/// The replicating process itself commits 'c', and its stage of 'c' holds for 2 s where
+/// the seam `pause` holds it; meanwhile it commits 'd' and restarts the WAL, and dies the
+/// moment that restart's record (of a kind in `kinds`) is in place. The next open goes on
+/// without a snapshot and the replica restores to every row.
+fn killed_in_a_stage_after_a_restart_record(kinds: &str, pause: &str) {
+    let rig = Rig::new();
     rig.dies_after_record_with(
-        "batch,tail",
+        kinds,
         &format!(
             "{SETUP}\nINSERT INTO t(v) VALUES ('c');\n.system sleep 0.5\n\
              INSERT INTO t(v) VALUES ('d'); PRAGMA wal_checkpoint(PASSIVE); INSERT INTO t(v) VALUES ('never');"
         ),
         "100ms",
-        &[("LITESTREAM_TEST_PAUSE_BEFORE_STAGED_FILE_MS", "2000")],
+        &[(pause, "2000")],
     );
     let mut next = LiveShell::start(rig.dir.path(), "next", &rig.open("60s"));
     next.run("INSERT INTO t(v) VALUES ('e'); SELECT litestream_sync();");

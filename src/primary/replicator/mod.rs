@@ -86,7 +86,7 @@ impl From<String> for SnapshotError {
 const SNAPSHOT_BUSY_WARN_AFTER: Duration = Duration::from_secs(30);
 
 /// The longest a WAL restart waits, under SQLite's write lock, for a stage in progress
-/// to put its LTX file in place (`hooks.rs`, `wait_for_staged_file`). A stage of one
+/// to put its LTX file in place (`generation_end.rs`, `wait_for_staged_file`). A stage of one
 /// `sync_interval` of commits is encoded, written and fsynced in a few milliseconds;
 /// past this the restart writes a tail instead, which is correct and costs a copy.
 const STAGED_FILE_WAIT: Duration = Duration::from_millis(50);
