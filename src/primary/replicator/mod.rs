@@ -190,7 +190,7 @@ struct Shared {
     /// Captured, not yet staged, merged page by page, since `origin`.
     queue: Batch,
     /// Captured, not yet staged, older than `queue`, and handed off in batch records
-    /// (`hooks.rs`); staged with the queue, as one file.
+    /// (`generation_end.rs`); staged with the queue, as one file.
     held: Batch,
     /// Where the queue begins when that is the end of everything staged or handed off
     /// (the saved state's position, the position a stage in progress will save, or the
