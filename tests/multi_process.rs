@@ -1,6 +1,7 @@
 //! Several processes on one database, the way web-server workers use it: each opens the
-//! database through the VFS, writes, checkpoints (PASSIVE, RESTART, TRUNCATE), opens and
-//! closes extra connections, exits normally and is started again. Afterwards the primary
+//! database through the VFS, writes (every other one from two threads), updates, deletes,
+//! rarely VACUUMs, checkpoints (PASSIVE, RESTART, TRUNCATE), opens and closes extra
+//! connections, exits normally and is started again. Afterwards the primary
 //! passes `integrity_check`, no process ever saw "malformed" or "not a database", and the
 //! replica (restored by us and by `litestream restore`) equals the primary.
 //!
@@ -56,6 +57,9 @@ fn spawn_worker(db: &Path, url: &str, tag: &str, seed: u64, lifetime_ms: u64, lo
         .arg(format!("{:.3}", lifetime_ms as f64 / 1000.0))
         .arg("--params")
         .arg(PARAMS)
+        // Every other process writes from two threads at once.
+        .arg("--threads")
+        .arg((1 + seed % 2).to_string())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()

@@ -1,4 +1,5 @@
-//! Several processes on one database, SIGKILLed at random: three workers insert rows,
+//! Several processes on one database, SIGKILLed at random: three workers (every other
+//! one writing from two threads) insert, update and delete rows, rarely VACUUM,
 //! checkpoint (PASSIVE, RESTART, TRUNCATE), open and close extra connections, and call
 //! `litestream_sync()` now and then, appending what it acknowledged to a file. Every
 //! cycle one of them dies: every other cycle the replicating one (from `leader.json`),
@@ -69,6 +70,9 @@ fn start_worker(dir: &Path, db: &Path, url: &str, slot: usize, run: u64) -> Work
         .arg("7")
         .arg("--params")
         .arg(format!("sync_interval={SYNC_INTERVAL_MS}ms"))
+        // Every other process writes from two threads at once.
+        .arg("--threads")
+        .arg((1 + run % 2).to_string())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
