@@ -1,7 +1,7 @@
 //! Several processes on one database, the way web-server workers use it: each opens the
 //! database through the VFS, writes (every other one from two threads), updates, deletes,
-//! rarely VACUUMs, checkpoints (PASSIVE, RESTART, TRUNCATE), opens and closes extra
-//! connections, exits normally and is started again. Afterwards the primary
+//! shrinks the file (incremental vacuum, VACUUM), checkpoints (PASSIVE, RESTART,
+//! TRUNCATE), opens and closes extra connections, exits normally and is started again. Afterwards the primary
 //! passes `integrity_check`, no process ever saw "malformed" or "not a database", and the
 //! replica (restored by us and by `litestream restore`) equals the primary.
 //!

@@ -1,5 +1,5 @@
 //! Several processes on one database, SIGKILLed at random: three workers (every other
-//! one writing from two threads) insert, update and delete rows, rarely VACUUM,
+//! one writing from two threads) insert, update and delete rows, shrink the file,
 //! checkpoint (PASSIVE, RESTART, TRUNCATE), open and close extra connections, and call
 //! `litestream_sync()` now and then, appending what it acknowledged to a file. Every
 //! cycle one of them dies: every other cycle the replicating one (from `leader.json`),

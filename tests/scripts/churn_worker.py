@@ -2,8 +2,8 @@
 """One web-server-like worker process writing a shared database through the litestream
 VFS: it inserts rows (mostly one statement each, sometimes in an explicit transaction,
 large ones spilling pages before their commit, some rolled back), updates and deletes
-rows of a second table (freeing and reusing pages), rarely runs VACUUM (the file
-shrinks), now and then checkpoints (PASSIVE, RESTART or TRUNCATE) and opens and closes a
+rows of a second table (freeing and reusing pages), shrinks the file (incremental
+vacuum; VACUUM while the database is small), now and then checkpoints (PASSIVE, RESTART or TRUNCATE) and opens and closes a
 second connection, then exits normally (closing everything) after --lifetime seconds.
 With --threads N, N connections do all that at once, one thread each, as a threaded web
 server's workers do. The multi-process churn tests (tests/multi_process.rs) start several
@@ -133,6 +133,16 @@ class Writer:
         else:
             conn.execute("DELETE FROM scratch WHERE id % 5 = ?", (rng.randrange(5),))
 
+    def vacuum(self, conn):
+        """Mostly an incremental vacuum (the freed pages at the end of the file go, the file
+        shrinks); rarely a whole VACUUM, and only while the database is small: it holds
+        the write lock while it rewrites every page, and the replica cannot move meanwhile
+        (the crash loop times how soon it moves after a kill)."""
+        if self.rng.random() < 0.5 and conn.execute("PRAGMA page_count").fetchone()[0] < 2048:
+            conn.execute("VACUUM")
+        else:
+            conn.execute("PRAGMA incremental_vacuum(64)").fetchall()
+
     def sync(self, conn):
         txid = self.attempt("sync", lambda: conn.execute("SELECT litestream_sync(60000)").fetchone()[0])
         if txid is not None and self.highest:
@@ -144,7 +154,10 @@ class Writer:
         conn = self.attempt("open", self.connect)
         if conn is None:
             return
+        # auto_vacuum takes effect only before the first table: then the file shrinks at
+        # every incremental_vacuum, not only at a VACUUM.
         self.attempt("create", lambda: conn.executescript(
+            "PRAGMA auto_vacuum=INCREMENTAL;"
             "CREATE TABLE IF NOT EXISTS churn(id INTEGER PRIMARY KEY, writer TEXT, n INTEGER, pad BLOB);"
             "CREATE TABLE IF NOT EXISTS scratch(id INTEGER PRIMARY KEY, v BLOB);"))
         rng = self.rng
@@ -164,8 +177,8 @@ class Writer:
                 self.attempt("transaction", lambda: self.transaction(conn))
             elif kind < 0.80:
                 self.attempt("scratch", lambda: self.rewrite_scratch(conn))
-            elif kind < 0.8015:
-                self.attempt("vacuum", lambda: conn.execute("VACUUM"))
+            elif kind < 0.81:
+                self.attempt("vacuum", lambda: self.vacuum(conn))
             elif kind < 0.90:
                 mode = rng.choice(["PASSIVE", "RESTART", "TRUNCATE"])
                 self.attempt(f"checkpoint {mode}", lambda: conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall())
