@@ -128,7 +128,12 @@ impl Database {
                 return Err(e);
             }
         };
-        follower::announce_leader(&self.config.staging_dir, self.config.file_modes, primary.node_id());
+        follower::announce_leader(
+            &self.config.staging_dir,
+            self.config.file_modes,
+            primary.node_id(),
+            follower::Destination::of(&self.config),
+        );
         tracing::info!(
             db = %self.path.display(),
             pid = std::process::id(),
@@ -210,6 +215,7 @@ impl Database {
             &self.config.staging_dir,
             self.lock.held_by_another(),
             (last_write > 0).then_some(last_write),
+            &follower::Destination::of(&self.config),
         )
     }
 
@@ -233,6 +239,13 @@ impl Database {
         crate::engine::engine().add(Arc::new(job), Instant::now() + period);
     }
 
+    /// Why this process's commits do not go where its settings say, if they do not: the
+    /// replicating process names another replica or other encryption.
+    pub fn destination_differs(&self) -> Option<String> {
+        let leader = follower::read_leader(&self.config.staging_dir)?;
+        follower::destination_differs(&self.path, &leader, &follower::Destination::of(&self.config))
+    }
+
     /// The newest TXID the replicating process reports stored.
     pub fn uploaded_txid(&self) -> Option<u64> {
         follower::read_uploaded(&self.config.staging_dir).map(|u| u.txid)
@@ -248,6 +261,7 @@ impl Database {
                 &self.config.staging_dir,
                 self.config.file_modes,
                 timeout,
+                &follower::Destination::of(&self.config),
                 &|| self.leader(),
             ),
         }

@@ -1,8 +1,8 @@
 //! What the replicating process and the others that write the same database tell each
 //! other, through files in the staging directory (they share nothing else):
 //!
-//! - `leader.json`: the replicating process's pid and node id, written when it takes
-//!   the replication lock (`leader_lock.rs`);
+//! - `leader.json`: the replicating process's pid, node id and [`Destination`], written
+//!   when it takes the replication lock (`leader_lock.rs`);
 //! - `uploaded.json`: the highest TXID it has stored, after every upload;
 //! - `sync/<name>.req`: a follower's `litestream_sync()` asking "store everything
 //!   committed so far"; the replicating process answers with `sync/<name>.ans` holding
@@ -12,6 +12,7 @@
 //!   be ordered by their salts.
 
 use super::Primary;
+use crate::config::Config;
 use crate::file_modes::FileModes;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -25,6 +26,84 @@ pub struct Leader {
     pub pid: u32,
     pub node_id: u64,
     pub since_ms: i64,
+    /// Absent when written by a version that did not say.
+    #[serde(default)]
+    pub destination: Option<Destination>,
+}
+
+/// Where the replicating process stores the database's commits, its followers' too: a
+/// follower whose own settings name another place would otherwise see its
+/// `litestream_sync()` succeed for commits that went elsewhere (or in plaintext when it
+/// has a key), and the replica it names would later be taken over without them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    /// The replica URL (credentials redacted, no trailing slash) and any endpoint.
+    pub replica: String,
+    /// Public keys (hex) new files are encrypted to; none: plaintext.
+    pub recipients: Vec<String>,
+}
+
+impl Destination {
+    pub fn of(config: &Config) -> Destination {
+        let url = match url::Url::parse(&config.replica_url) {
+            Ok(mut u) => {
+                let path = u.path().trim_end_matches('/').to_string();
+                u.set_path(&path);
+                u.to_string()
+            }
+            Err(_) => config.replica_url.trim_end_matches('/').to_string(),
+        };
+        let mut replica = crate::storage::redact_url(&url);
+        if let Some(endpoint) = &config.store_options.endpoint {
+            replica.push_str(&format!(" (endpoint {})", crate::storage::redact_url(endpoint)));
+        }
+        let mut recipients: Vec<String> = config
+            .encryption
+            .iter()
+            .flat_map(|e| e.recipients().iter().map(|k| k.to_hex()))
+            .collect();
+        recipients.sort();
+        Destination { replica, recipients }
+    }
+
+    fn describe(&self) -> String {
+        match self.recipients.len() {
+            0 => format!("{} (unencrypted)", self.replica),
+            n => format!(
+                "{} (encrypted to {n} key{})",
+                self.replica,
+                if n == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// Why this process's commits do not go where its settings say: the replicating
+/// process (`leader`) stores them elsewhere or encrypted otherwise. `None` when they
+/// agree, or the leader did not say.
+pub fn destination_differs(db_path: &Path, leader: &Leader, ours: &Destination) -> Option<String> {
+    let theirs = leader.destination.as_ref()?;
+    if theirs == ours {
+        return None;
+    }
+    let what = if theirs.replica != ours.replica {
+        "another replica"
+    } else if ours.recipients.is_empty() {
+        "the same replica, encrypted"
+    } else if theirs.recipients.is_empty() {
+        "the same replica, unencrypted"
+    } else {
+        "the same replica, encrypted to other keys"
+    };
+    Some(format!(
+        "the process replicating {} (pid {}) stores this process's commits in {what}: {}, not {} as this \
+         connection's settings say; open every process that writes the database with the same replica= \
+         and encryption settings (litestream_sync() fails here until then)",
+        db_path.display(),
+        leader.pid,
+        theirs.describe(),
+        ours.describe()
+    ))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,12 +137,13 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
-/// The process that just took the replication lock says so.
-pub fn announce_leader(staging_dir: &Path, modes: FileModes, node_id: u64) {
+/// The process that just took the replication lock says so, and where it stores.
+pub fn announce_leader(staging_dir: &Path, modes: FileModes, node_id: u64, destination: Destination) {
     let leader = Leader {
         pid: std::process::id(),
         node_id,
         since_ms: now_ms(),
+        destination: Some(destination),
     };
     if let Err(e) = write_json(&staging_dir.join("leader.json"), modes, &leader) {
         tracing::warn!("writing {}: {e}", staging_dir.join("leader.json").display());
@@ -128,13 +208,16 @@ pub fn answer(request: &Path, modes: FileModes, txid: u64, node_id: u64) {
 /// Follower side of `litestream_sync()`: asks the replicating process for the TXID that
 /// covers this process's commits, then waits until it is stored. If this process takes
 /// replication over meanwhile (`leader` returns its primary), it finishes the sync itself.
+/// Fails at once when the replicating process stores elsewhere than `ours`.
 pub fn sync(
     db_path: &Path,
     staging_dir: &Path,
     modes: FileModes,
     timeout: Duration,
+    ours: &Destination,
     leader: &dyn Fn() -> Option<Arc<Primary>>,
 ) -> Result<u64, String> {
+    let differs = || read_leader(staging_dir).and_then(|l| destination_differs(db_path, &l, ours));
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let deadline = Instant::now() + timeout;
     let dir = sync_dir(staging_dir);
@@ -152,11 +235,20 @@ pub fn sync(
         let _ = fs::remove_file(&answer_path);
     };
     let mut answered: Option<Answer> = None;
+    let mut checked = false;
     loop {
         if let Some(primary) = leader() {
             // This process replicates now: its own capture has every commit.
             cleanup();
             return primary.sync_all(deadline.saturating_duration_since(Instant::now()));
+        }
+        if !checked {
+            // Once, before waiting, and again with the answer (a takeover may come between).
+            checked = true;
+            if let Some(why) = differs() {
+                cleanup();
+                return Err(why);
+            }
         }
         if answered.is_none() {
             answered = read_json(&answer_path);
@@ -165,7 +257,10 @@ pub fn sync(
             let stored = read_uploaded(staging_dir).filter(|u| u.node_id == answer.node_id);
             if let Some(stored) = stored.filter(|u| u.txid >= answer.txid) {
                 cleanup();
-                return Ok(stored.txid);
+                return match differs() {
+                    Some(why) => Err(why),
+                    None => Ok(stored.txid),
+                };
             }
         }
         if Instant::now() >= deadline {
@@ -196,6 +291,7 @@ pub fn status(
     staging_dir: &Path,
     someone_replicates: bool,
     last_write_ms: Option<i64>,
+    ours: &Destination,
 ) -> serde_json::Value {
     let uploaded = read_uploaded(staging_dir);
     let uploaded_at_ms = fs::metadata(staging_dir.join("uploaded.json"))
@@ -209,11 +305,18 @@ pub fn status(
         _ => 0.0,
     };
     let leader = read_leader(staging_dir).filter(|_| someone_replicates);
+    let differs = leader.as_ref().and_then(|l| destination_differs(db_path, l, ours));
     serde_json::json!({
         "role": "follower",
         "replicating": false,
         "database": db_path.display().to_string(),
-        "replicated_by": leader.as_ref().map(|l| serde_json::json!({"pid": l.pid, "since_ms": l.since_ms})),
+        "replicated_by": leader.as_ref().map(|l| serde_json::json!({
+            "pid": l.pid,
+            "since_ms": l.since_ms,
+            "replica": l.destination.as_ref().map(|d| d.replica.clone()),
+            "encrypted_to": l.destination.as_ref().map(|d| d.recipients.len()),
+        })),
+        "error": differs,
         "replicated_by_pid": leader.as_ref().map(|l| l.pid),
         "uploaded_txid": uploaded.map(|u| u.txid),
         "unstored_seconds": unstored_seconds,
@@ -230,6 +333,110 @@ pub fn status(
 mod tests {
     use super::*;
 
+    fn here() -> Destination {
+        Destination {
+            replica: "file:///r".into(),
+            recipients: vec![],
+        }
+    }
+
+    fn destination(pairs: &[(&str, &str)]) -> Destination {
+        let params: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Destination::of(&Config::from_params(Path::new("app.db"), &params, &|_| None).unwrap())
+    }
+
+    fn leader_at(destination: Destination) -> Leader {
+        Leader {
+            pid: 42,
+            node_id: 1,
+            since_ms: 0,
+            destination: Some(destination),
+        }
+    }
+
+    const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const OTHER_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn one_replica_spelled_two_ways_is_one_destination() {
+        assert_eq!(
+            destination(&[("replica", "file:///backups/app")]),
+            destination(&[("replica", "file:///backups/app/")])
+        );
+    }
+
+    #[test]
+    fn a_follower_is_told_when_its_commits_go_to_another_replica_or_encrypted_otherwise() {
+        let db = Path::new("app.db");
+        let plain_a = destination(&[("replica", "file:///a")]);
+        let plain_b = destination(&[("replica", "file:///b")]);
+        let keyed_a = destination(&[("replica", "file:///a"), ("encryption_key", KEY)]);
+        let other_a = destination(&[("replica", "file:///a"), ("encryption_key", OTHER_KEY)]);
+        assert_eq!(destination_differs(db, &leader_at(plain_a.clone()), &plain_a), None);
+        let cases = [
+            (
+                &plain_a,
+                &plain_b,
+                "in another replica: file:///a (unencrypted), not file:///b (unencrypted)",
+            ),
+            (&plain_a, &keyed_a, "in the same replica, unencrypted"),
+            (
+                &keyed_a,
+                &plain_a,
+                "in the same replica, encrypted: file:///a (encrypted to 1 key)",
+            ),
+            (&keyed_a, &other_a, "in the same replica, encrypted to other keys"),
+        ];
+        for (theirs, ours, expected) in cases {
+            let why = destination_differs(db, &leader_at(theirs.clone()), ours).expect("differs");
+            assert!(why.contains(expected), "{why}");
+            assert!(
+                why.contains("(pid 42)") && why.contains("litestream_sync() fails"),
+                "{why}"
+            );
+        }
+        // A leader of a version that did not say is trusted, as before.
+        let silent = Leader {
+            destination: None,
+            ..leader_at(plain_a)
+        };
+        assert_eq!(destination_differs(db, &silent, &plain_b), None);
+    }
+
+    #[test]
+    fn a_destination_holds_no_credentials() {
+        let d = destination(&[("replica", "nats://user:hunter2@127.0.0.1:4222/bucket")]);
+        assert!(!d.replica.contains("hunter2"), "{}", d.replica);
+        let d = destination(&[("replica", "file:///a"), ("encryption_key", KEY)]);
+        assert!(!format!("{d:?}").contains(KEY), "only the public key: {d:?}");
+    }
+
+    #[test]
+    fn a_follower_sync_fails_at_once_when_its_commits_go_to_another_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        announce_leader(dir.path(), FileModes::NewDatabase, 1, here());
+        let elsewhere = Destination {
+            replica: "file:///elsewhere".into(),
+            recipients: vec![],
+        };
+        let started = Instant::now();
+        let err = sync(
+            Path::new("db"),
+            dir.path(),
+            FileModes::NewDatabase,
+            Duration::from_secs(10),
+            &elsewhere,
+            &|| None,
+        )
+        .unwrap_err();
+        assert!(err.contains("another replica"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "failed at once");
+        assert!(
+            fs::read_dir(sync_dir(dir.path())).unwrap().next().is_none(),
+            "no request left behind"
+        );
+    }
+
     #[test]
     fn progress_and_leader_round_trip() {
         let dir = tempfile::tempdir().unwrap();
@@ -237,7 +444,7 @@ mod tests {
         let up = Uploaded { txid: 9, node_id: 3 };
         publish_uploaded(dir.path(), FileModes::NewDatabase, up);
         assert_eq!(read_uploaded(dir.path()), Some(up));
-        announce_leader(dir.path(), FileModes::NewDatabase, 3);
+        announce_leader(dir.path(), FileModes::NewDatabase, 3, here());
         assert_eq!(read_leader(dir.path()).unwrap().pid, std::process::id());
     }
 
@@ -265,6 +472,7 @@ mod tests {
             &staging,
             FileModes::NewDatabase,
             Duration::from_secs(10),
+            &here(),
             &|| None,
         )
         .unwrap();
@@ -294,13 +502,21 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
             })
         };
-        sync(Path::new("db"), &staging, modes, Duration::from_secs(10), &|| None).unwrap();
+        sync(
+            Path::new("db"),
+            &staging,
+            modes,
+            Duration::from_secs(10),
+            &here(),
+            &|| None,
+        )
+        .unwrap();
         assert_eq!(
             answerer.join().unwrap(),
             (0o750, 0o640),
             "the sync directory and a request"
         );
-        announce_leader(&staging, modes, 1);
+        announce_leader(&staging, modes, 1, here());
         for name in ["uploaded.json", "leader.json"] {
             assert_eq!(mode(&staging.join(name)), 0o640, "{name}");
         }
@@ -314,6 +530,7 @@ mod tests {
             dir.path(),
             FileModes::NewDatabase,
             Duration::from_millis(50),
+            &here(),
             &|| None,
         )
         .unwrap_err();

@@ -77,6 +77,9 @@ pub fn attach(
         if !database.try_lead_with(prepare_db)? {
             prepare_db(db_path)?;
             tracing::info!(db = %db_path.display(), "another process replicates this database; its commits from here are picked up from the WAL");
+            if let Some(why) = database.destination_differs() {
+                tracing::warn!(db = %db_path.display(), "{why}");
+            }
             database.watch_leadership();
         }
         Ok(database)

@@ -226,9 +226,12 @@ struct Shared {
     compaction: serde_json::Value,
     /// Page size of the replica's newest file, once known (see `reseed.rs`).
     replica_page_size: Option<u32>,
-    /// The staged file (its last TXID) whose page-size-change snapshot is stored: its
-    /// level-0 upload may take several turns (`upload.rs`).
+    /// The staged file (its last TXID) whose level-9 twin is stored: its level-0 upload
+    /// may take several turns (`upload.rs`).
     reseed_stored: Option<u64>,
+    /// The open found the replica lacking TXIDs this database had replicated
+    /// (`reconcile.rs`): the next full image uploaded also goes to level 9 as 1..=N.
+    chain_start_owed: bool,
     /// The database file right after this process's last connection checkpointed and
     /// deleted the WAL: what a clean close records.
     own_wal_deletion: Option<FileIdentity>,

@@ -3,7 +3,7 @@
 //! the hand-off records and the WAL (`follow.rs`), or plan a snapshot.
 
 use super::super::compaction_turn::CompactionClock;
-use super::reconcile::{reconcile, Local, Reconciled};
+use super::reconcile::{reconcile, Local, Reconciled, ReplicaSeen};
 use super::*;
 use crate::engine::engine;
 use crate::primary::replica_check::{self, CheckKey};
@@ -49,6 +49,11 @@ impl Primary {
             ))?,
             Err(_) => Fencing::Unchecked,
         };
+        let replica_seen = match &listed {
+            Ok(newest) if checked_now => ReplicaSeen::Listed(newest.as_ref().map(|f| f.max_txid)),
+            Ok(newest) => ReplicaSeen::Remembered(newest.as_ref().map(|f| f.max_txid)),
+            Err(_) => ReplicaSeen::Unknown,
+        };
         let replica_newest = match listed {
             Ok(newest) => newest,
             // A restart during a store outage must not lock the application out of its
@@ -83,7 +88,8 @@ impl Primary {
             mut handoff_consumed,
             queue,
             mut snapshot_needed,
-        } = reconcile(&local, saved, replica_max, &wal_index, snapshotter.as_ref())?;
+            chain_start_owed,
+        } = reconcile(&local, saved, replica_seen, &wal_index, snapshotter.as_ref())?;
         let encryption_status = config
             .encryption
             .as_ref()
@@ -153,6 +159,7 @@ impl Primary {
                 compaction: json!({}),
                 replica_page_size: replica_check::page_size_through(&check_key, uploaded_before_open),
                 reseed_stored: None,
+                chain_start_owed,
                 own_wal_deletion: None,
                 fresh_header: None,
                 sync_commit_timeouts: 0,

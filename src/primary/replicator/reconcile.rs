@@ -24,6 +24,30 @@ pub(super) struct Reconciled {
     /// Commits read from the WAL and the records after the saved state, not staged.
     pub queue: Batch,
     pub snapshot_needed: Option<String>,
+    /// The replica lacks TXIDs the saved state counts as replicated: the snapshot also
+    /// goes to level 9, where restores can start from it.
+    pub chain_start_owed: bool,
+}
+
+/// What the open learned of the replica's newest TXID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReplicaSeen {
+    /// Listed now: its newest TXID, if any.
+    Listed(Option<u64>),
+    /// What this process found within the last minute (`replica_check.rs`): enough to
+    /// see a replica ahead, but perhaps behind what other processes stored since.
+    Remembered(Option<u64>),
+    /// The store did not answer: the open goes on from the saved state.
+    Unknown,
+}
+
+impl ReplicaSeen {
+    fn max(self) -> Option<u64> {
+        match self {
+            ReplicaSeen::Listed(max) | ReplicaSeen::Remembered(max) => max,
+            ReplicaSeen::Unknown => None,
+        }
+    }
 }
 
 /// The first replication, a database restored from its replica, a takeover of another
@@ -31,7 +55,7 @@ pub(super) struct Reconciled {
 pub(super) fn reconcile(
     local: &Local,
     saved: Option<SavedState>,
-    replica_max: Option<u64>,
+    replica: ReplicaSeen,
     wal_index: &WalIndexView,
     snapshotter: &dyn Snapshotter,
 ) -> Result<Reconciled, String> {
@@ -48,8 +72,9 @@ pub(super) fn reconcile(
         handoff_consumed: 0,
         queue: Batch::default(),
         snapshot_needed: Some(reason),
+        chain_start_owed: false,
     };
-    match (saved, replica_max) {
+    match (saved, replica.max()) {
         (None, None) => Ok(fresh(0, "first replication of this database".into())),
         (None, Some(max)) if !db_exists => restore_from_replica(local, max),
         (None, Some(max)) if local.config.takeover => {
@@ -63,7 +88,7 @@ pub(super) fn reconcile(
             local.store.describe(),
             max + 1
         )),
-        (Some(saved), replica_max) => restart_from_saved(local, saved, replica_max, wal_index, snapshotter),
+        (Some(saved), _) => restart_from_saved(local, saved, replica, wal_index, snapshotter),
     }
 }
 
@@ -99,20 +124,23 @@ fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
         handoff_consumed,
         queue: Batch::default(),
         snapshot_needed: None,
+        chain_start_owed: false,
     })
 }
 
 /// A restart (or a takeover by a process of this machine) from saved state: refused when
 /// another primary wrote the replica past it, a snapshot when the replica is ahead
-/// anyway, else capture resumes through the records and the WAL.
+/// anyway or misses TXIDs the saved state counts as replicated, else capture resumes
+/// through the records and the WAL.
 fn restart_from_saved(
     local: &Local,
     saved: SavedState,
-    replica_max: Option<u64>,
+    replica: ReplicaSeen,
     wal_index: &WalIndexView,
     snapshotter: &dyn Snapshotter,
 ) -> Result<Reconciled, String> {
     let saved = unfinished_stage::finished_by_its_staged_files(saved, local.records, local.staging, local.db_path);
+    let replica_max = replica.max();
     let ahead = replica_max.filter(|max| *max > saved.txid);
     if let Some(max) = ahead {
         let writer = latest_node_id(local.store.as_ref(), max);
@@ -126,11 +154,18 @@ fn restart_from_saved(
             ));
         }
     }
+    let mut staged = Vec::new();
     for file in local.staging.list().map_err(|e| e.to_string())? {
         if file.max_txid > saved.txid {
             local.staging.remove(&file).map_err(|e| e.to_string())?;
+        } else {
+            staged.push(file);
         }
     }
+    let missing = match replica {
+        ReplicaSeen::Listed(max) if ahead.is_none() => missing_txids(max.unwrap_or(0), &staged, saved.txid),
+        _ => None,
+    };
     let mut reconciled = Reconciled {
         next_txid: saved.txid + 1,
         state: saved,
@@ -138,6 +173,7 @@ fn restart_from_saved(
         handoff_consumed: 0,
         queue: Batch::default(),
         snapshot_needed: None,
+        chain_start_owed: false,
     };
     if let Some(max) = ahead {
         reconciled.snapshot_needed = Some(format!(
@@ -147,6 +183,24 @@ fn restart_from_saved(
         reconciled.next_txid = max + 1;
         return Ok(reconciled);
     }
+    if let Some((from, to)) = missing {
+        // The next file would start a chain no restore can follow: this database was
+        // replicated elsewhere (another replica= now, or a process naming another one
+        // took over), or the replica was emptied or put back from an older copy. The
+        // staged files cannot connect either; the snapshot holds what they did.
+        let reason = format!(
+            "replica {} lacks TXIDs {from}-{to} this database already replicated (replica= changed, \
+             or the replica was emptied or put back from an older copy)",
+            local.store.describe()
+        );
+        tracing::warn!(db = %local.db_path.display(), %reason, "taking a snapshot");
+        for file in &staged {
+            local.staging.remove(file).map_err(|e| e.to_string())?;
+        }
+        reconciled.snapshot_needed = Some(reason);
+        reconciled.chain_start_owed = true;
+        return Ok(reconciled);
+    }
     let Reconciled {
         state: saved,
         capture,
@@ -154,6 +208,7 @@ fn restart_from_saved(
         queue,
         next_txid,
         snapshot_needed,
+        ..
     } = &mut reconciled;
     let mut file = WalFile::open(local.db_path).map_err(|e| e.to_string())?;
     let counted = counted_at_open(wal_index, snapshotter, local.db_path, saved, &mut file);
@@ -175,6 +230,19 @@ fn restart_from_saved(
         }
     }
     Ok(reconciled)
+}
+
+/// The first run of TXIDs up to `txid` that neither the replica (holding up to
+/// `replica_max`) nor the staged files (in TXID order) hold, if any.
+fn missing_txids(replica_max: u64, staged: &[StagedFile], txid: u64) -> Option<(u64, u64)> {
+    let mut reached = replica_max;
+    for file in staged {
+        if file.min_txid > reached + 1 {
+            return Some((reached + 1, file.min_txid - 1));
+        }
+        reached = reached.max(file.max_txid);
+    }
+    (reached < txid).then_some((reached + 1, txid))
 }
 
 /// Where capture ended the generation the WAL still shows, when the saved position is

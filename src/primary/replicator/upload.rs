@@ -46,7 +46,7 @@ impl Primary {
         let header = crate::ltx::Header::decode(&body[..body.len().min(100)]).ok();
         let timestamp = header.map_or(0, |h| h.timestamp_ms);
         if let Some(header) = &header {
-            self.snapshot_if_page_size_changed(file, header, &body)?;
+            self.snapshot_if_chain_breaks(file, header, &body)?;
         }
         let (store, data, min, max) = (Arc::clone(&self.store), body.clone(), file.min_txid, file.max_txid);
         let key = format!("put 0 {min} {max}");
@@ -128,11 +128,14 @@ impl Primary {
         Ok(Uploads::Done)
     }
 
-    /// Before the first file of a new page size goes up, stores it as a level-9 snapshot
-    /// too, so that restore plans start from it instead of mixing page sizes (`reseed.rs`).
-    /// Done before the level-0 upload: a kill in between leaves a snapshot whose level-0
-    /// twin is uploaded on restart, never the reverse.
-    pub(super) fn snapshot_if_page_size_changed(
+    /// Before a full image goes up that no restore plan could reach through the files
+    /// before it, stores it as a level-9 snapshot too (TXIDs 1..=its last), so that
+    /// plans start from it (`reseed.rs`): the first file of a new page size (plans must
+    /// not mix page sizes), and the first full image after the open found the replica
+    /// lacking TXIDs this database had replicated (`reconcile.rs`). Done before the
+    /// level-0 upload: a kill in between leaves a snapshot whose level-0 twin is uploaded
+    /// on restart, never the reverse.
+    pub(super) fn snapshot_if_chain_breaks(
         &self,
         file: &StagedFile,
         header: &crate::ltx::Header,
@@ -146,13 +149,21 @@ impl Primary {
         if self.lock().reseed_stored == Some(file.max_txid) {
             return Ok(());
         }
-        let known = self.lock().replica_page_size;
-        let previous = match known {
-            Some(p) => Some(p),
-            None => self.page_size_before(file.min_txid)?,
-        };
-        let Some(previous) = previous.filter(|p| *p != header.page_size) else {
-            return Ok(());
+        let why = if self.lock().chain_start_owed {
+            "the replica lacks the TXIDs before it".to_string()
+        } else {
+            let known = self.lock().replica_page_size;
+            let previous = match known {
+                Some(p) => Some(p),
+                None => self.page_size_before(file.min_txid)?,
+            };
+            let Some(previous) = previous.filter(|p| *p != header.page_size) else {
+                return Ok(());
+            };
+            format!(
+                "the page size changed from {previous} to {} outside the VFS",
+                header.page_size
+            )
         };
         // Written to a file and mapped for the PUT: the image is the size of the database.
         let (scratch, out) = self
@@ -161,9 +172,13 @@ impl Primary {
             .map_err(|e| format!("staging directory {}: {e}", self.config.staging_dir.display()))?;
         let out = io::BufWriter::with_capacity(256 << 10, out);
         let Some(out) = crate::primary::reseed::as_snapshot(bytes, &self.encoding(), self.key(), out)? else {
+            if self.lock().chain_start_owed {
+                // Commits staged before the owed snapshot: plans start after them.
+                return Ok(());
+            }
             tracing::error!(
                 db = %self.db_path.display(),
-                "TXID {}-{} has page size {} after files of {previous} and is not a full image; \
+                "TXID {}-{} has page size {} after files of another one and is not a full image; \
                  restores past it will fail",
                 file.min_txid,
                 file.max_txid,
@@ -174,9 +189,7 @@ impl Primary {
         tracing::warn!(
             db = %self.db_path.display(),
             txid = file.max_txid,
-            "the page size changed from {previous} to {} outside the VFS: storing the reseed as a \
-             level-9 snapshot so that restores start from it",
-            header.page_size
+            "{why}: storing the full image as a level-9 snapshot so that restores start from it"
         );
         // Written and closed before it is mapped (`file_bytes`); removed once stored.
         drop(out.into_inner().map_err(|e| e.into_error().to_string())?);
@@ -188,7 +201,9 @@ impl Primary {
                 .put(SNAPSHOT_LEVEL, 1, file.max_txid, snapshot, header.timestamp_ms),
         )
         .map_err(|e| format!("uploading the snapshot at TXID {}: {e}", file.max_txid))?;
-        self.lock().reseed_stored = Some(file.max_txid);
+        let mut shared = self.lock();
+        shared.reseed_stored = Some(file.max_txid);
+        shared.chain_start_owed = false;
         Ok(())
     }
 

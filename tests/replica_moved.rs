@@ -1,0 +1,183 @@
+//! A database whose replication continues into a replica that lacks what it already
+//! replicated: `replica=` changed between two opens, a replica emptied or put back from
+//! an older copy, or a process naming another replica taking over. The next file must
+//! be one a restore can start from (a snapshot, also stored at level 9), never an
+//! increment after TXIDs the replica does not hold. And a process whose commits go
+//! elsewhere than its settings say is told so: its `litestream_sync()` fails instead of
+//! acknowledging commits stored in another replica, or in plaintext.
+
+mod harness;
+
+use harness::shell::LiveShell;
+use harness::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "5d1fa6c1c4a1b0e39d7f0f0d2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d";
+
+struct Rig {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        Rig { dir, db }
+    }
+
+    fn replica(&self, name: &str) -> (PathBuf, String) {
+        let path = self.dir.path().join(name);
+        let url = format!("file://{}", path.display());
+        (path, url)
+    }
+
+    fn open(&self, url: &str, extra: &str) -> String {
+        format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=200ms{extra}",
+            self.db.display()
+        )
+    }
+
+    /// One process opens the database on `url`, runs `sql`, syncs and closes.
+    fn run(&self, url: &str, sql: &str) {
+        let out = sqlite(&format!("{}\n{sql}\nSELECT litestream_sync();", self.open(url, "")));
+        assert!(out.trim().parse::<u64>().is_ok(), "{out}");
+    }
+
+    /// The replica at `url` restores (ours and Litestream's) to the database.
+    fn assert_restores_to_the_database(&self, url: &str, envs: &[(&str, &str)]) {
+        let ours = self.dir.path().join("ours.db");
+        let _ = std::fs::remove_file(&ours);
+        sql_restore(url, &ours, envs);
+        assert_eq!(dump(&ours), dump(&self.db), "our restore of {url}");
+        if envs.is_empty() {
+            let theirs = self.dir.path().join("theirs.db");
+            let _ = std::fs::remove_file(&theirs);
+            litestream_restore(url, &theirs, &[]).unwrap();
+            assert_eq!(dump(&theirs), dump(&self.db), "litestream restore of {url}");
+        }
+    }
+}
+
+/// The level-9 snapshots of a `file://` replica, as (min, max) TXIDs.
+fn level9(replica: &Path) -> Vec<(u64, u64)> {
+    let mut found: Vec<(u64, u64)> = std::fs::read_dir(replica.join("ltx/9"))
+        .map(|d| {
+            d.filter_map(|e| litestream_vfs::ltx::parse_name(e.ok()?.file_name().to_str()?).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+fn status(shell: &mut LiveShell) -> Value {
+    let text = shell.run("SELECT litestream_status();");
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("status {text:?}: {e}"))
+}
+
+#[test]
+fn a_database_opened_with_another_replica_starts_it_with_a_snapshot_restores_start_from() {
+    let rig = Rig::new();
+    let (_, first) = rig.replica("first");
+    let (second_dir, second) = rig.replica("second");
+    rig.run(&first, "CREATE TABLE t(v); INSERT INTO t VALUES ('one');");
+    rig.run(&first, "INSERT INTO t VALUES ('two');");
+    // The backups move: the same database, a new replica.
+    rig.run(&second, "INSERT INTO t VALUES ('three');");
+    let snapshots = level9(&second_dir);
+    assert_eq!(
+        snapshots.len(),
+        1,
+        "a level-9 snapshot starts the new replica: {snapshots:?}"
+    );
+    assert_eq!(snapshots[0].0, 1);
+    rig.run(&second, "INSERT INTO t VALUES ('four');");
+    rig.assert_restores_to_the_database(&second, &[]);
+    assert_eq!(plain_sqlite(&rig.db, "SELECT count(*) FROM t").trim(), "4");
+}
+
+#[test]
+fn a_replica_put_back_from_an_older_copy_is_reseeded_with_a_snapshot() {
+    let rig = Rig::new();
+    let (replica, url) = rig.replica("replica");
+    rig.run(&url, "CREATE TABLE t(v); INSERT INTO t VALUES ('one');");
+    let old = rig.dir.path().join("old-copy");
+    copy_dir(&replica, &old);
+    rig.run(&url, "INSERT INTO t VALUES ('two');");
+    rig.run(&url, "INSERT INTO t VALUES ('three');");
+    std::fs::remove_dir_all(&replica).unwrap();
+    std::fs::rename(&old, &replica).unwrap();
+    rig.run(&url, "INSERT INTO t VALUES ('four');");
+    assert!(!level9(&replica).is_empty(), "a level-9 snapshot after the gap");
+    rig.assert_restores_to_the_database(&url, &[]);
+}
+
+#[test]
+fn an_emptied_encrypted_replica_is_reseeded_with_an_encrypted_snapshot() {
+    let rig = Rig::new();
+    let (replica, url) = rig.replica("replica");
+    let keyed = format!("{url}&encryption_key={KEY}");
+    rig.run(&keyed, "CREATE TABLE t(v); INSERT INTO t VALUES ('one');");
+    std::fs::remove_dir_all(&replica).unwrap();
+    rig.run(&keyed, "INSERT INTO t VALUES ('two');");
+    assert!(!level9(&replica).is_empty(), "a level-9 snapshot after the gap");
+    rig.assert_restores_to_the_database(&url, &[("LITESTREAM_ENCRYPTION_KEY", KEY)]);
+}
+
+/// A follower whose settings name another replica (`extra` its own parameters) is told
+/// so by its status and its `litestream_sync()`; when the replicating process dies it
+/// takes over into its own replica, which then restores to the database.
+fn a_follower_with_other_settings(rig: &Rig, follower_url: &str, extra: &str, leader_url: &str, expected: &str) {
+    let mut a = LiveShell::start(rig.dir.path(), "a", &rig.open(leader_url, ""));
+    a.run("CREATE TABLE t(v); INSERT INTO t VALUES ('a'); SELECT litestream_sync();");
+    let mut b = LiveShell::start(rig.dir.path(), "b", &rig.open(follower_url, extra));
+    let s = status(&mut b);
+    assert_eq!(s["role"], "follower", "{s}");
+    let error = s["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(expected), "{s}");
+    b.run("INSERT INTO t VALUES ('b');");
+    let started = Instant::now();
+    let answer = b.run("SELECT litestream_sync(5000);");
+    assert!(
+        answer.trim().parse::<u64>().is_err(),
+        "a sync acknowledged commits stored elsewhere: {answer}"
+    );
+    assert!(b.stderr().contains(expected), "{}", b.stderr());
+    assert!(started.elapsed() < Duration::from_secs(4), "the sync failed at once");
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&mut b)["role"] != "primary" {
+        assert!(Instant::now() < deadline, "the follower did not take over");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let synced = b.run("INSERT INTO t VALUES ('b2'); SELECT litestream_sync();");
+    assert!(synced.trim().parse::<u64>().is_ok(), "{synced}");
+    assert!(status(&mut b)["error"].is_null());
+}
+
+#[test]
+fn a_follower_naming_another_replica_is_refused_its_syncs_and_starts_its_replica_with_a_snapshot_when_it_takes_over() {
+    let rig = Rig::new();
+    let (_, leader) = rig.replica("leader");
+    let (ours_dir, ours) = rig.replica("ours");
+    a_follower_with_other_settings(&rig, &ours, "", &leader, "in another replica");
+    assert!(
+        !level9(&ours_dir).is_empty(),
+        "the takeover started the replica with a snapshot"
+    );
+    rig.assert_restores_to_the_database(&ours, &[]);
+}
+
+#[test]
+fn a_follower_with_a_key_is_refused_its_syncs_while_the_replicating_process_stores_plaintext() {
+    let rig = Rig::new();
+    let (_, url) = rig.replica("replica");
+    let extra = format!("&encryption_key={KEY}");
+    a_follower_with_other_settings(&rig, &url, &extra, &url, "in the same replica, unencrypted");
+    // The takeover turned encryption on: the next file is an encrypted snapshot.
+    rig.assert_restores_to_the_database(&url, &[("LITESTREAM_ENCRYPTION_KEY", KEY)]);
+}
