@@ -216,11 +216,7 @@ impl Config {
         };
         let staging_dir = match get("staging", "LITESTREAM_STAGING_DIR") {
             Some(dir) => PathBuf::from(dir),
-            None => {
-                let mut name = db_path.as_os_str().to_owned();
-                name.push("-litestream");
-                PathBuf::from(name)
-            }
+            None => default_staging_dir(db_path),
         };
         let max_staging_bytes = match get("max_staging", "LITESTREAM_MAX_STAGING") {
             Some(v) => parse_size(&v).map_err(|e| format!("max_staging: {e}"))?,
@@ -365,6 +361,14 @@ impl Config {
         };
         format!("{store} {:?}", self.store_options.endpoint)
     }
+}
+
+/// Where a database's staging directory is unless `staging=` says: beside it, named
+/// after it.
+pub fn default_staging_dir(db_path: &Path) -> PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push("-litestream");
+    PathBuf::from(name)
 }
 
 /// Most incremental levels a ladder may have: level 9 holds snapshots, and Litestream's

@@ -10,6 +10,7 @@
 //! | `unreachable_endpoint` | S3 endpoint where nothing listens | first open refused, says connection refused |
 //! | `missing_bucket` | S3 bucket that does not exist | open refused, says the bucket does not exist |
 //! | `unwritable_staging_directory` | `staging=` under a regular file | open refused, names the directory |
+//! | `one_staging_directory_for_two_databases` | `LITESTREAM_STAGING_DIR` shared by two databases' processes | the second open refused, names both databases; the first replicates, restores equal |
 //! | `disk_full_while_staging` | 2 MiB tmpfs staging directory, filled | commits go on, sync fails with ENOSPC, catches up after |
 //! | `page_sizes_differ_inside_the_replica` | LTX files of 4096- and 1024-byte pages | replica open refused, says page size |
 //! | `page_size_changed_outside_the_vfs` | VACUUM to 1024-byte pages without the VFS | snapshot at the next TXID, also stored as a level-9 snapshot; replica and restore (ours and Litestream's) equal |
@@ -278,6 +279,47 @@ fn unwritable_staging_directory() {
         &["staging directory", &staging.display().to_string(), "Not a directory"],
     );
     assert_rows(&db, ROWS);
+}
+
+/// Before: the second database's process took the first one's replication lock for
+/// its own and became its "follower": never replicated, its `litestream_sync()` answered
+/// with the first database's TXIDs, its WAL hand-off records read as the first's.
+#[test]
+fn one_staging_directory_for_two_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+    }
+    let a = seeded_db(&dir.path().join("a"));
+    let b = seeded_db(&dir.path().join("b"));
+    let staging = dir.path().join("staging");
+    let env = [("LITESTREAM_STAGING_DIR", staging.to_str().unwrap())];
+    let url_a = file_url(&dir.path().join("replica-a"));
+    let mut first = harness::shell::LiveShell::start_with(
+        dir.path(),
+        "a",
+        &env,
+        None,
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url_a}&sync_interval=50ms",
+            a.display()
+        ),
+    );
+    assert_eq!(first.run("SELECT litestream_sync(10000) > 0;").trim(), "1");
+    let stderr = assert_open_refused(
+        &b,
+        &format!("replica={}", file_url(&dir.path().join("replica-b"))),
+        &env,
+        &["staging directory", "belongs to the database", "a/app.db", "b/app.db"],
+    );
+    assert!(!stderr.contains("another process replicates"), "{stderr}");
+    assert_rows(&b, ROWS);
+    first.run("INSERT INTO t(v) VALUES ('after');");
+    assert_eq!(first.run("SELECT litestream_sync(10000) > 0;").trim(), "1");
+    drop(first);
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url_a, &restored, &[]).unwrap();
+    assert_rows(&restored, ROWS + 1);
 }
 
 /// A tmpfs mounted for one test and unmounted after it.

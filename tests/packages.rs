@@ -22,12 +22,13 @@ use std::process::Command;
 /// own client; +0.13 MB for the wal-index count, page pool, back-pressure and compaction
 /// runs: README "Sizes"), and `make dist` itself fails above tools/dist.sh's ceiling,
 /// the same number as here. `release` (no LTO) is what `make test` packages: 10.8 MB with
-/// our NATS client (13.9 with async-nats); its ceiling catches a dependency or a debug
-/// section slipping in.
+/// our NATS client (13.9 with async-nats), 11.32 MB on 2026-12-06 (the takeover,
+/// hand-off and destination checks of several processes on one database); its ceiling
+/// catches a dependency or a debug section slipping in.
 fn size_ceiling(profile: &str) -> u64 {
     match profile {
         "dist" => 7_450_000,
-        "release" => 11_300_000,
+        "release" => 11_600_000,
         other => panic!("target/packages/PROFILE says {other:?}: expected dist or release"),
     }
 }

@@ -61,6 +61,7 @@ impl Database {
             .file_modes
             .create_dir_all(&config.staging_dir)
             .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
+        super::staging_owner::claim(&config.staging_dir, path, config.file_modes)?;
         let lock = LeaderLock::open(&config.staging_dir, config.file_modes)?;
         Ok(Database {
             path: path.to_path_buf(),

@@ -18,6 +18,7 @@ mod replica_check;
 mod replicator;
 mod reseed;
 pub mod staging;
+mod staging_owner;
 pub mod state;
 mod sync_stats;
 pub mod wal_file;
