@@ -18,16 +18,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The stripped extension's ceiling for the profile it was built with. `dist` is what we
-/// ship: the goal is 8 MB with every store; it is 7.36 MB (7.23 when the NATS store got its
+/// ship: the goal is 8 MB with every store; it is 7.62 MB (7.23 when the NATS store got its
 /// own client; +0.13 MB for the wal-index count, page pool, back-pressure and compaction
-/// runs: README "Sizes"), and `make dist` itself fails above tools/dist.sh's ceiling,
+/// runs, +0.26 MB for several processes on one database: README "Sizes"), and `make dist` itself fails above tools/dist.sh's ceiling,
 /// the same number as here. `release` (no LTO) is what `make test` packages: 10.8 MB with
 /// our NATS client (13.9 with async-nats), 11.32 MB on 2026-12-06 (the takeover,
 /// hand-off and destination checks of several processes on one database); its ceiling
 /// catches a dependency or a debug section slipping in.
 fn size_ceiling(profile: &str) -> u64 {
     match profile {
-        "dist" => 7_450_000,
+        "dist" => 7_750_000,
         "release" => 11_600_000,
         other => panic!("target/packages/PROFILE says {other:?}: expected dist or release"),
     }

@@ -10,9 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile="${1:-dist}"
-# The goal is 8 MB; the library is 7.36 MB (README "Sizes"), and this ceiling, about
+# The goal is 8 MB; the library is 7.62 MB (README "Sizes"), and this ceiling, about
 # 0.1 MB above it, keeps it from growing unnoticed.
-ceiling=7450000
+ceiling=7750000
 
 out="$PWD/target/packages"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
