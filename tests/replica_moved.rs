@@ -1,6 +1,7 @@
 //! A database whose replication continues into a replica that lacks what it already
 //! replicated: `replica=` changed between two opens, a replica emptied or put back from
-//! an older copy, or a process naming another replica taking over. The next file must
+//! an older copy (between two opens, or under the live primary), or a process naming
+//! another replica taking over. The next file must
 //! be one a restore can start from (a snapshot, also stored at level 9), never an
 //! increment after TXIDs the replica does not hold. And a process whose commits go
 //! elsewhere than its settings say is told so: its `litestream_sync()` fails instead of
@@ -126,6 +127,34 @@ fn an_emptied_encrypted_replica_is_reseeded_with_an_encrypted_snapshot() {
     rig.run(&keyed, "INSERT INTO t VALUES ('two');");
     assert!(!level9(&replica).is_empty(), "a level-9 snapshot after the gap");
     rig.assert_restores_to_the_database(&url, &[("LITESTREAM_ENCRYPTION_KEY", KEY)]);
+}
+
+/// Under a live primary nothing lists the replica from TXID 1 but the level-9 snapshot
+/// step: it found no plan to merge (every day, an error), or merged the older state a
+/// put-back copy ended at. It now has the primary take a snapshot of the database.
+#[test]
+fn a_replica_emptied_under_a_live_primary_is_reseeded_at_the_next_snapshot_step() {
+    let rig = Rig::new();
+    let (replica, url) = rig.replica("replica");
+    let mut shell = LiveShell::start(rig.dir.path(), "primary", &rig.open(&url, "&snapshot_interval=1s"));
+    shell.run("CREATE TABLE t(v); INSERT INTO t VALUES ('one'); SELECT litestream_sync();");
+    std::fs::remove_dir_all(&replica).unwrap();
+    shell.run("INSERT INTO t VALUES ('two'); SELECT litestream_sync();");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status(&mut shell);
+        // The replica was emptied: any level-9 snapshot in it is the reseed's.
+        let reseeded = !level9(&replica).is_empty();
+        if reseeded && status["uploaded_txid"] == status["txid"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot reseeded the replica: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shell.stderr().contains("no restore reaches") || shell.stderr().contains("no snapshot to start from"));
+    shell.run("INSERT INTO t VALUES ('three'); SELECT litestream_sync();");
+    drop(shell);
+    rig.assert_restores_to_the_database(&url, &[]);
 }
 
 /// A follower whose settings name another replica (`extra` its own parameters) is told

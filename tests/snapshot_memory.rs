@@ -12,7 +12,7 @@ mod harness;
 use litestream_vfs::config::CompactionConfig;
 use litestream_vfs::file_modes::FileModes;
 use litestream_vfs::ltx::{compact_with, Compression, Encoder, Header, FLAG_NO_CHECKSUM};
-use litestream_vfs::primary::compactor::{Compactor, LevelCache, SNAPSHOT_LEVEL};
+use litestream_vfs::primary::compactor::{Compactor, LevelCache, SnapshotTurn, SNAPSHOT_LEVEL};
 use litestream_vfs::runtime::block_on;
 use litestream_vfs::storage::open_store;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -104,7 +104,9 @@ fn a_level9_snapshot_of_a_large_database_is_not_a_heap_buffer_of_its_size() {
             }
         })
     };
-    let done = compactor.snapshot().unwrap().unwrap();
+    let SnapshotTurn::Stored(done) = compactor.snapshot().unwrap() else {
+        panic!("no snapshot stored");
+    };
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let grew_kib = peak.load(Ordering::Relaxed).saturating_sub(baseline);

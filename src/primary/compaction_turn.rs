@@ -2,7 +2,7 @@
 //! engine runs it as a job, `replicator/worker.rs`), and which levels can have work, so
 //! that an idle database's windows pass without a request.
 
-use super::compactor::{next_boundary, Compacted, Compactor, Deleted};
+use super::compactor::{next_boundary, Compacted, Compactor, Deleted, SnapshotTurn};
 use crate::config::CompactionConfig;
 use crate::runtime::block_on;
 
@@ -18,6 +18,9 @@ pub enum CompactionEvent {
     Compacted(Compacted),
     Retention(Deleted),
     Failed(String),
+    /// No restore plan reaches the replica's newest TXID (why): the primary takes a
+    /// snapshot of the database.
+    ChainBroken(String),
 }
 
 /// When each level (and the snapshot) is next due, wall-clock ms, and which levels may
@@ -110,8 +113,9 @@ impl Compactor {
             clock.snapshot_due = next_boundary(now, self.config.snapshot_interval);
             ran = true;
             match self.snapshot() {
-                Ok(Some(done)) => control.report(CompactionEvent::Compacted(done)),
-                Ok(None) => {}
+                Ok(SnapshotTurn::Stored(done)) => control.report(CompactionEvent::Compacted(done)),
+                Ok(SnapshotTurn::Current) => {}
+                Ok(SnapshotTurn::ChainBroken(why)) => control.report(CompactionEvent::ChainBroken(why)),
                 Err(e) => control.report(CompactionEvent::Failed(format!("snapshot: {e}"))),
             }
         }

@@ -29,6 +29,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The snapshot level.
 pub const SNAPSHOT_LEVEL: u8 = 9;
 
+/// What the level-9 snapshot step of a turn did.
+#[derive(Debug)]
+pub enum SnapshotTurn {
+    Stored(Compacted),
+    /// The newest state already is a snapshot, or the replica is empty.
+    Current,
+    /// No restore plan reaches the replica's newest TXID: why.
+    ChainBroken(String),
+}
+
 /// What one compaction wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compacted {
@@ -264,16 +274,28 @@ impl Compactor {
 
     /// A level-9 snapshot at the newest stored TXID: the latest restore plan merged into
     /// one file (the merge a restore does, written as LTX), streamed from the store or
-    /// the local cache. `None` when the newest state already is a snapshot.
-    pub fn snapshot(&self) -> Result<Option<Compacted>, String> {
+    /// the local cache. Nothing when the newest state already is a snapshot, or when no
+    /// plan reaches it (the replica was emptied or put back from an older copy under
+    /// this primary: only a snapshot of the database itself mends that).
+    pub fn snapshot(&self) -> Result<SnapshotTurn, String> {
         let store = self.store.as_ref();
         let listing = block_on(crate::restore::Listing::fetch(store)).map_err(|e| e.to_string())?;
         if listing.is_empty() {
-            return Ok(None);
+            return Ok(SnapshotTurn::Current);
         }
-        let plan = crate::restore::plan(&listing, None)?;
+        let plan = match crate::restore::plan(&listing, None) {
+            Ok(plan) => plan,
+            Err(e) => return Ok(SnapshotTurn::ChainBroken(e)),
+        };
+        let reached = plan.last().map_or(0, |f| f.max_txid);
+        if reached < listing.max_txid() {
+            return Ok(SnapshotTurn::ChainBroken(format!(
+                "has files up to TXID {}, but no restore reaches past TXID {reached}",
+                listing.max_txid()
+            )));
+        }
         if plan.len() == 1 && plan[0].level == SNAPSHOT_LEVEL {
-            return Ok(None);
+            return Ok(SnapshotTurn::Current);
         }
         let mut local_inputs = 0;
         let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(plan.len());
@@ -311,7 +333,7 @@ impl Compactor {
             .map_err(|e| format!("reading {}: {e}", output.path().display()))?;
         let size = bytes.len() as u64;
         block_on(store.put(SNAPSHOT_LEVEL, 1, max_txid, bytes, header.timestamp_ms)).map_err(|e| e.to_string())?;
-        Ok(Some(Compacted {
+        Ok(SnapshotTurn::Stored(Compacted {
             level: SNAPSHOT_LEVEL,
             min_txid: 1,
             max_txid,

@@ -175,12 +175,34 @@ fn merges_leave_no_temp_file_whether_they_fail_or_not() {
     assert_eq!(temps(), 0);
     put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
     c.compact_level(1).unwrap().unwrap();
-    c.snapshot().unwrap().unwrap();
+    assert!(matches!(c.snapshot().unwrap(), SnapshotTurn::Stored(_)));
     assert_eq!(temps(), 0);
     assert!(
         c.cache.read(1, 1, 1).is_some(),
         "the level-1 output is the cache's copy"
     );
+}
+
+/// A replica emptied, or put back from an older copy, under a live primary: no plan
+/// reaches its newest TXID, and the snapshot step says so instead of storing a level-9
+/// snapshot of an older state (or failing every day).
+#[test]
+fn the_snapshot_step_reports_a_replica_no_restore_reaches_the_end_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = compactor("chain-broken", dir.path(), CompactionConfig::default());
+    put(&c, 0, 5, 5, ltx(5, 5, &[(1, 5)], 2, 5000));
+    match c.snapshot().unwrap() {
+        SnapshotTurn::ChainBroken(why) => assert!(why.contains("no snapshot to start from"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
+    match c.snapshot().unwrap() {
+        SnapshotTurn::ChainBroken(why) => assert!(why.contains("no restore reaches past TXID 1"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    put(&c, 0, 2, 4, ltx(2, 4, &[(2, 4)], 2, 4000));
+    assert!(matches!(c.snapshot().unwrap(), SnapshotTurn::Stored(_)));
+    assert!(matches!(c.snapshot().unwrap(), SnapshotTurn::Current));
 }
 
 /// Keyed (LTX v4): merged outputs written through files are sealed like any other,
@@ -197,7 +219,7 @@ fn keyed_merges_written_through_files_open_with_the_key() {
     put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
     put(&c, 0, 2, 2, ltx(2, 2, &[(2, 2)], 2, 2000));
     c.compact_level(1).unwrap().unwrap();
-    c.snapshot().unwrap().unwrap();
+    assert!(matches!(c.snapshot().unwrap(), SnapshotTurn::Stored(_)));
     for (level, max) in [(1, 2), (SNAPSHOT_LEVEL, 2)] {
         let bytes = block_on(c.store.get(level, 1, max)).unwrap();
         assert!(crate::ltx::decode_file(&bytes).is_err(), "level {level} is sealed");

@@ -215,6 +215,15 @@ impl Job for CompactionJob {
 impl CompactionControl for Primary {
     fn report(&self, event: CompactionEvent) {
         let mut shared = self.lock();
+        if let CompactionEvent::ChainBroken(why) = &event {
+            // The chain can only be mended from the database: a full image at the next
+            // TXID, also stored at level 9 (`upload.rs`), as after an open that found
+            // the replica lacking TXIDs (`reconcile.rs`).
+            let reason = format!("replica {} {why}", self.store.describe());
+            tracing::warn!(db = %self.db_path.display(), %reason, "taking a snapshot");
+            shared.require_snapshot(reason);
+            shared.chain_start_owed = true;
+        }
         let status = &mut shared.compaction;
         let bump = |v: &mut serde_json::Value, key: &str, by: u64| {
             v[key] = json!(v[key].as_u64().unwrap_or(0) + by);
@@ -241,6 +250,11 @@ impl CompactionControl for Primary {
                 tracing::warn!(db = %self.db_path.display(), "compaction: {e}");
                 status["last_error"] = json!(e);
                 bump(status, "errors", 1);
+            }
+            CompactionEvent::ChainBroken(why) => {
+                status["last_error"] = json!(format!(
+                    "no restore reaches the replica's newest TXID ({why}): a snapshot follows"
+                ));
             }
         }
     }
