@@ -6,8 +6,10 @@
 //! lock, so the second was taken for a follower of the first: never replicated, its
 //! `litestream_sync()` answered with the first one's TXIDs, and its hand-off records
 //! read as the first one's (a snapshot of the first). The directory now names its
-//! database in `database`, written by the first open; an open of another database
-//! there is refused.
+//! database in `database`, written by the first open: its path and its file's device and
+//! inode. An open of a database that matches neither is refused: the path alone would
+//! refuse the same file seen through another mount (two containers sharing a volume),
+//! the inode alone a database restored into a new file.
 //!
 //! The default directory (`<db>-litestream`, beside the database) is not checked: it is
 //! named after its database, and moving the two together must keep working.
@@ -25,8 +27,7 @@ pub fn claim(dir: &Path, db_path: &Path, modes: FileModes) -> Result<(), String>
     if dir == default_staging_dir(db_path) {
         return Ok(());
     }
-    let ours = fs::canonicalize(db_path).unwrap_or_else(|_| db_path.to_path_buf());
-    let ours = ours.to_string_lossy().into_owned();
+    let ours = Owner::of(db_path);
     let path = dir.join(OWNER_FILE);
     // Created exclusively: of two first opens of two databases, one names itself.
     match write_new(&path, &ours, modes) {
@@ -35,34 +36,75 @@ pub fn claim(dir: &Path, db_path: &Path, modes: FileModes) -> Result<(), String>
         Err(e) => return Err(format!("staging directory {}: {e}", dir.display())),
     }
     let owner = read_owner(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if owner == ours {
+    if owner.path == ours.path || (owner.file.is_some() && owner.file == ours.file) {
         return Ok(());
     }
     Err(format!(
-        "staging directory {} belongs to the database {owner}, not {ours}: every database needs a \
+        "staging directory {} belongs to the database {}, not {}: every database needs a \
          staging directory of its own (give each its own staging=, or leave staging and \
-         LITESTREAM_STAGING_DIR unset for <database>-litestream beside each); if {ours} is that \
+         LITESTREAM_STAGING_DIR unset for <database>-litestream beside each); if {} is that \
          database moved, remove {}",
         dir.display(),
+        owner.path,
+        ours.path,
+        ours.path,
         path.display()
     ))
 }
 
-/// The owner's path; a file being written by a concurrent first open is waited for.
-fn read_owner(path: &Path) -> io::Result<String> {
+/// A database as `<dir>/database` names it: its canonical path, then its file's device
+/// and inode (`-` when unknown), one per line.
+#[derive(Debug, PartialEq, Eq)]
+struct Owner {
+    path: String,
+    file: Option<(u64, u64)>,
+}
+
+impl Owner {
+    fn of(db_path: &Path) -> Owner {
+        use std::os::unix::fs::MetadataExt;
+        let path = fs::canonicalize(db_path).unwrap_or_else(|_| db_path.to_path_buf());
+        Owner {
+            path: path.to_string_lossy().into_owned(),
+            file: fs::metadata(db_path).ok().map(|m| (m.dev(), m.ino())),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self.file {
+            Some((dev, ino)) => format!("{}\n{dev} {ino}\n", self.path),
+            None => format!("{}\n-\n", self.path),
+        }
+    }
+
+    /// `None` until both lines are there.
+    fn parse(text: &str) -> Option<Owner> {
+        let (path, rest) = text.split_once('\n')?;
+        let file = rest.strip_suffix('\n')?;
+        let file = file
+            .split_once(' ')
+            .and_then(|(d, i)| Some((d.parse().ok()?, i.parse().ok()?)));
+        Some(Owner {
+            path: path.to_string(),
+            file,
+        })
+    }
+}
+
+/// The owner; a file being written by a concurrent first open is waited for.
+fn read_owner(path: &Path) -> io::Result<Owner> {
     for _ in 0..100 {
-        let text = fs::read_to_string(path)?;
-        if let Some(owner) = text.strip_suffix('\n') {
-            return Ok(owner.to_string());
+        if let Some(owner) = Owner::parse(&fs::read_to_string(path)?) {
+            return Ok(owner);
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Err(io::Error::other("unfinished (no newline after a second)"))
+    Err(io::Error::other("unfinished (not two lines after a second)"))
 }
 
-fn write_new(path: &Path, owner: &str, modes: FileModes) -> io::Result<()> {
+fn write_new(path: &Path, owner: &Owner, modes: FileModes) -> io::Result<()> {
     let mut file = modes.create_new(path)?;
-    file.write_all(format!("{owner}\n").as_bytes())?;
+    file.write_all(owner.text().as_bytes())?;
     file.sync_all()
 }
 
@@ -84,6 +126,26 @@ mod tests {
         let err = claim(&staging, &b, FileModes::NewDatabase).unwrap_err();
         assert!(err.contains("belongs to the database") && err.contains("a.db"), "{err}");
         assert!(err.contains("b.db"), "{err}");
+    }
+
+    #[test]
+    fn the_same_database_file_under_another_path_is_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join("stage");
+        fs::create_dir(&staging).unwrap();
+        let a = dir.path().join("a.db");
+        fs::write(&a, b"").unwrap();
+        claim(&staging, &a, FileModes::NewDatabase).unwrap();
+        // Another mount of the same file system shows another path for the same file: a
+        // hard link stands in for it here.
+        let elsewhere = dir.path().join("mnt");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::hard_link(&a, elsewhere.join("a.db")).unwrap();
+        claim(&staging, &elsewhere.join("a.db"), FileModes::NewDatabase).unwrap();
+        // The same path holding a new file (a restore) is its owner too.
+        fs::remove_file(&a).unwrap();
+        fs::write(&a, b"restored").unwrap();
+        claim(&staging, &a, FileModes::NewDatabase).unwrap();
     }
 
     #[test]
