@@ -29,6 +29,8 @@ pub struct Tools {
 pub struct Database {
     pub path: PathBuf,
     pub config: Config,
+    /// Where this process's settings say commits go (`leader.json`, compared by followers).
+    destination: follower::Destination,
     tools: Tools,
     /// When a writer of this process last wrote the WAL while another process
     /// replicated (ms since the epoch), for the recovery point a follower reports.
@@ -65,6 +67,7 @@ impl Database {
         let lock = LeaderLock::open(&config.staging_dir, config.file_modes)?;
         Ok(Database {
             path: path.to_path_buf(),
+            destination: follower::Destination::of(&config),
             tools,
             last_follower_write_ms: AtomicI64::new(0),
             records: HandoffDir::new(&config.staging_dir, config.file_modes),
@@ -133,7 +136,7 @@ impl Database {
             &self.config.staging_dir,
             self.config.file_modes,
             primary.node_id(),
-            follower::Destination::of(&self.config),
+            self.destination.clone(),
         );
         tracing::info!(
             db = %self.path.display(),
@@ -216,7 +219,7 @@ impl Database {
             &self.config.staging_dir,
             self.lock.held_by_another(),
             (last_write > 0).then_some(last_write),
-            &follower::Destination::of(&self.config),
+            &self.destination,
         )
     }
 
@@ -244,7 +247,7 @@ impl Database {
     /// replicating process names another replica or other encryption.
     pub fn destination_differs(&self) -> Option<String> {
         let leader = follower::read_leader(&self.config.staging_dir)?;
-        follower::destination_differs(&self.path, &leader, &follower::Destination::of(&self.config))
+        follower::destination_differs(&self.path, &leader, &self.destination)
     }
 
     /// The newest TXID the replicating process reports stored.
@@ -262,7 +265,7 @@ impl Database {
                 &self.config.staging_dir,
                 self.config.file_modes,
                 timeout,
-                &follower::Destination::of(&self.config),
+                &self.destination,
                 &|| self.leader(),
             ),
         }

@@ -224,6 +224,10 @@ pub fn sync(
     modes
         .create_dir_all(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Before asking, and again with the answer (a takeover may come between).
+    if let Some(why) = differs() {
+        return Err(why);
+    }
     let name = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     let request = dir.join(format!("{name}.req"));
     let answer_path = dir.join(format!("{name}.ans"));
@@ -235,20 +239,11 @@ pub fn sync(
         let _ = fs::remove_file(&answer_path);
     };
     let mut answered: Option<Answer> = None;
-    let mut checked = false;
     loop {
         if let Some(primary) = leader() {
             // This process replicates now: its own capture has every commit.
             cleanup();
             return primary.sync_all(deadline.saturating_duration_since(Instant::now()));
-        }
-        if !checked {
-            // Once, before waiting, and again with the answer (a takeover may come between).
-            checked = true;
-            if let Some(why) = differs() {
-                cleanup();
-                return Err(why);
-            }
         }
         if answered.is_none() {
             answered = read_json(&answer_path);

@@ -149,7 +149,8 @@ impl Primary {
         if self.lock().reseed_stored == Some(file.max_txid) {
             return Ok(());
         }
-        let why = if self.lock().chain_start_owed {
+        let owed = self.lock().chain_start_owed;
+        let why = if owed {
             "the replica lacks the TXIDs before it".to_string()
         } else {
             let known = self.lock().replica_page_size;
@@ -172,7 +173,7 @@ impl Primary {
             .map_err(|e| format!("staging directory {}: {e}", self.config.staging_dir.display()))?;
         let out = io::BufWriter::with_capacity(256 << 10, out);
         let Some(out) = crate::primary::reseed::as_snapshot(bytes, &self.encoding(), self.key(), out)? else {
-            if self.lock().chain_start_owed {
+            if owed {
                 // Commits staged before the owed snapshot: plans start after them.
                 return Ok(());
             }
