@@ -7,6 +7,7 @@ use super::capture::WalSource;
 use super::follower;
 use super::handoff::HandoffDir;
 use super::leader_lock::LeaderLock;
+use super::shared_staging;
 use super::state::{FileIdentity, StateFile};
 use super::wal_file::WalFile;
 use super::wal_index::{CountedWal, ShmWal, WalIndexView};
@@ -58,13 +59,19 @@ pub struct Database {
 impl Database {
     /// Opens the per-process state of `path` (creating its staging directory); nobody
     /// leads yet.
-    pub fn new(path: &Path, config: Config, tools: Tools) -> Result<Database, String> {
-        config
-            .file_modes
-            .create_dir_all(&config.staging_dir)
-            .map_err(|e| format!("staging directory {}: {e}", config.staging_dir.display()))?;
+    pub fn new(path: &Path, mut config: Config, tools: Tools) -> Result<Database, String> {
+        let lock_dir = shared_staging::lock_dir(path);
+        let create = |dir: &Path| {
+            config
+                .file_modes
+                .create_dir_all(dir)
+                .map_err(|e| format!("staging directory {}: {e}", dir.display()))
+        };
+        create(&lock_dir)?;
+        let lock = LeaderLock::open(&lock_dir, config.file_modes)?;
+        config.staging_dir = shared_staging::choose(path, &config.staging_dir, lock.held_by_another());
+        create(&config.staging_dir)?;
         super::staging_owner::claim(&config.staging_dir, path, config.file_modes)?;
-        let lock = LeaderLock::open(&config.staging_dir, config.file_modes)?;
         Ok(Database {
             path: path.to_path_buf(),
             destination: follower::Destination::of(&config),
@@ -133,7 +140,7 @@ impl Database {
             }
         };
         follower::announce_leader(
-            &self.config.staging_dir,
+            &shared_staging::lock_dir(&self.path),
             self.config.file_modes,
             primary.node_id(),
             self.destination.clone(),
@@ -244,9 +251,10 @@ impl Database {
     }
 
     /// Why this process's commits do not go where its settings say, if they do not: the
-    /// replicating process names another replica or other encryption.
+    /// replicating process names another replica or other encryption, or stages where
+    /// this process's hand-off records and sync requests do not reach it.
     pub fn destination_differs(&self) -> Option<String> {
-        let leader = follower::read_leader(&self.config.staging_dir)?;
+        let leader = follower::read_leader(&shared_staging::lock_dir(&self.path))?;
         follower::destination_differs(&self.path, &leader, &self.destination)
     }
 

@@ -1,8 +1,12 @@
 //! What the replicating process and the others that write the same database tell each
-//! other, through files in the staging directory (they share nothing else):
+//! other, through files (they share nothing else):
 //!
-//! - `leader.json`: the replicating process's pid, node id and [`Destination`], written
-//!   when it takes the replication lock (`leader_lock.rs`);
+//! - `leader.json` beside the replication lock (`<db>-litestream/`, whatever the staging
+//!   settings: `shared_staging.rs`): the replicating process's pid, node id and
+//!   [`Destination`], written when it takes the replication lock (`leader_lock.rs`);
+//!
+//! and in the staging directory:
+//!
 //! - `uploaded.json`: the highest TXID it has stored, after every upload;
 //! - `sync/<name>.req`: a follower's `litestream_sync()` asking "store everything
 //!   committed so far"; the replicating process answers with `sync/<name>.ans` holding
@@ -11,6 +15,7 @@
 //!   `uploaded.json` reaches it. TXIDs, not WAL positions: generations of the WAL cannot
 //!   be ordered by their salts.
 
+use super::shared_staging::{self, StagingDir};
 use super::Primary;
 use crate::config::Config;
 use crate::file_modes::FileModes;
@@ -41,6 +46,10 @@ pub struct Destination {
     pub replica: String,
     /// Public keys (hex) new files are encrypted to; none: plaintext.
     pub recipients: Vec<String>,
+    /// The staging directory, where followers leave hand-off records and sync requests.
+    /// Absent when written by a version that did not say, or not created yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<StagingDir>,
 }
 
 impl Destination {
@@ -63,7 +72,11 @@ impl Destination {
             .flat_map(|e| e.recipients().iter().map(|k| k.to_hex()))
             .collect();
         recipients.sort();
-        Destination { replica, recipients }
+        Destination {
+            replica,
+            recipients,
+            staging: StagingDir::of(&config.staging_dir),
+        }
     }
 
     fn describe(&self) -> String {
@@ -83,8 +96,13 @@ impl Destination {
 /// agree, or the leader did not say.
 pub fn destination_differs(db_path: &Path, leader: &Leader, ours: &Destination) -> Option<String> {
     let theirs = leader.destination.as_ref()?;
-    if theirs == ours {
-        return None;
+    if (&theirs.replica, &theirs.recipients) == (&ours.replica, &ours.recipients) {
+        let why = shared_staging::differs(theirs.staging.as_ref(), ours.staging.as_ref())?;
+        return Some(format!(
+            "the process replicating {} (pid {}) {why} (litestream_sync() fails here until then)",
+            db_path.display(),
+            leader.pid
+        ));
     }
     let what = if theirs.replica != ours.replica {
         "another replica"
@@ -138,20 +156,20 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 }
 
 /// The process that just took the replication lock says so, and where it stores.
-pub fn announce_leader(staging_dir: &Path, modes: FileModes, node_id: u64, destination: Destination) {
+pub fn announce_leader(lock_dir: &Path, modes: FileModes, node_id: u64, destination: Destination) {
     let leader = Leader {
         pid: std::process::id(),
         node_id,
         since_ms: now_ms(),
         destination: Some(destination),
     };
-    if let Err(e) = write_json(&staging_dir.join("leader.json"), modes, &leader) {
-        tracing::warn!("writing {}: {e}", staging_dir.join("leader.json").display());
+    if let Err(e) = write_json(&lock_dir.join("leader.json"), modes, &leader) {
+        tracing::warn!("writing {}: {e}", lock_dir.join("leader.json").display());
     }
 }
 
-pub fn read_leader(staging_dir: &Path) -> Option<Leader> {
-    read_json(&staging_dir.join("leader.json"))
+pub fn read_leader(lock_dir: &Path) -> Option<Leader> {
+    read_json(&lock_dir.join("leader.json"))
 }
 
 /// Leader side: everything up to `txid` is stored.
@@ -217,7 +235,8 @@ pub fn sync(
     ours: &Destination,
     leader: &dyn Fn() -> Option<Arc<Primary>>,
 ) -> Result<u64, String> {
-    let differs = || read_leader(staging_dir).and_then(|l| destination_differs(db_path, &l, ours));
+    let lock_dir = shared_staging::lock_dir(db_path);
+    let differs = || read_leader(&lock_dir).and_then(|l| destination_differs(db_path, &l, ours));
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let deadline = Instant::now() + timeout;
     let dir = sync_dir(staging_dir);
@@ -260,7 +279,7 @@ pub fn sync(
         }
         if Instant::now() >= deadline {
             cleanup();
-            let why = match (read_leader(staging_dir), answered) {
+            let why = match (read_leader(&lock_dir), answered) {
                 (_, Some(a)) => format!("the replicating process has not stored TXID {} yet", a.txid),
                 (Some(l), None) => format!(
                     "the replicating process (pid {}) has not answered; it catches up once per sync_interval",
@@ -299,7 +318,7 @@ pub fn status(
         (Some(w), None) => (now_ms() - w) as f64 / 1000.0,
         _ => 0.0,
     };
-    let leader = read_leader(staging_dir).filter(|_| someone_replicates);
+    let leader = read_leader(&shared_staging::lock_dir(db_path)).filter(|_| someone_replicates);
     let differs = leader.as_ref().and_then(|l| destination_differs(db_path, l, ours));
     serde_json::json!({
         "role": "follower",
@@ -332,6 +351,7 @@ mod tests {
         Destination {
             replica: "file:///r".into(),
             recipients: vec![],
+            staging: None,
         }
     }
 
@@ -407,29 +427,45 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_sync_fails_at_once_when_its_commits_go_to_another_replica() {
+    fn a_follower_sync_fails_at_once_when_its_commits_go_to_another_replica_or_staging_directory() {
         let dir = tempfile::tempdir().unwrap();
-        announce_leader(dir.path(), FileModes::NewDatabase, 1, here());
+        let db = dir.path().join("db");
+        let lock_dir = shared_staging::lock_dir(&db);
+        fs::create_dir(&lock_dir).unwrap();
+        let other_staging = dir.path().join("elsewhere-staging");
+        fs::create_dir(&other_staging).unwrap();
+        let leaders_staging = StagingDir::of(&lock_dir);
         let elsewhere = Destination {
             replica: "file:///elsewhere".into(),
-            recipients: vec![],
+            ..here()
         };
-        let started = Instant::now();
-        let err = sync(
-            Path::new("db"),
-            dir.path(),
-            FileModes::NewDatabase,
-            Duration::from_secs(10),
-            &elsewhere,
-            &|| None,
-        )
-        .unwrap_err();
-        assert!(err.contains("another replica"), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(5), "failed at once");
-        assert!(
-            fs::read_dir(sync_dir(dir.path())).unwrap().next().is_none(),
-            "no request left behind"
-        );
+        let staged_elsewhere = Destination {
+            staging: StagingDir::of(&other_staging),
+            ..here()
+        };
+        let leader = Destination {
+            staging: leaders_staging,
+            ..here()
+        };
+        for (ours, expected) in [(elsewhere, "another replica"), (staged_elsewhere, "same staging=")] {
+            announce_leader(&lock_dir, FileModes::NewDatabase, 1, leader.clone());
+            let started = Instant::now();
+            let err = sync(
+                &db,
+                &other_staging,
+                FileModes::NewDatabase,
+                Duration::from_secs(10),
+                &ours,
+                &|| None,
+            )
+            .unwrap_err();
+            assert!(err.contains(expected), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(5), "failed at once");
+            assert!(
+                fs::read_dir(sync_dir(&other_staging)).unwrap().next().is_none(),
+                "no request left behind"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The cross-process lock that says which process replicates a database:
-//! `<staging>/lock`, held with an open-file-description lock (`F_OFD_SETLK`, through
+//! `<db>-litestream/lock` (beside the database whatever the staging settings:
+//! `shared_staging.rs`), held with an open-file-description lock (`F_OFD_SETLK`, through
 //! `crate::vfs::sys::ofd_lock`) on its first byte. The kernel releases it when the holder dies, so a process that still has
 //! the database open can take replication over; unlike a POSIX lock, no other
 //! descriptor of the file closing anywhere in the process drops it, and unlike `flock`,
@@ -22,9 +23,9 @@ const START: i64 = 0;
 const LEN: i64 = 1;
 
 impl LeaderLock {
-    /// Opens (creating, with the database's permissions `modes`) the lock file.
-    pub fn open(staging_dir: &Path, modes: FileModes) -> Result<LeaderLock, String> {
-        let path = staging_dir.join("lock");
+    /// Opens (creating, with the database's permissions `modes`) the lock file in `dir`.
+    pub fn open(dir: &Path, modes: FileModes) -> Result<LeaderLock, String> {
+        let path = dir.join("lock");
         let file = modes
             .open_or_create(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -17,6 +17,7 @@ pub mod registry;
 mod replica_check;
 mod replicator;
 mod reseed;
+mod shared_staging;
 pub mod staging;
 mod staging_owner;
 pub mod state;

@@ -1,9 +1,10 @@
 //! A staging directory belongs to one database.
 //!
-//! Everything in it is that database's: the replication lock, the saved state, the WAL
-//! hand-off records, `leader.json`. Two databases given one directory (`staging=` on
-//! both, or `LITESTREAM_STAGING_DIR` set for every process of a machine) shared the
-//! lock, so the second was taken for a follower of the first: never replicated, its
+//! Everything in it is that database's: the saved state, the WAL hand-off records, the
+//! sync requests of followers. Two databases given one directory (`staging=` on both,
+//! or `LITESTREAM_STAGING_DIR` set for every process of a machine) shared the
+//! replication lock when it lived there, so the second was taken for a follower of the
+//! first: never replicated, its
 //! `litestream_sync()` answered with the first one's TXIDs, and its hand-off records
 //! read as the first one's (a snapshot of the first). The directory now names its
 //! database in `database`, written by the first open: its path and its file's device and
