@@ -5,14 +5,15 @@
 //! it grew to hundreds of threads with a thousand databases. Nothing that runs there
 //! may wait for other blocking work (that would deadlock a bounded pool).
 
+use crate::vfs::sys::fork::PerProcess;
 use std::future::Future;
-use std::sync::OnceLock;
 use tokio::runtime::Runtime;
 
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+/// Made again in a child of `fork()`, whose copy of the parent's has no threads.
+static RUNTIME: PerProcess<Runtime> = PerProcess::new();
 
 pub fn runtime() -> &'static Runtime {
-    RUNTIME.get_or_init(|| {
+    RUNTIME.get(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(crate::engine::env_count("LITESTREAM_IO_THREADS", 2))
             .max_blocking_threads(crate::engine::env_count("LITESTREAM_BLOCKING_THREADS", 2))

@@ -10,12 +10,13 @@
 //! never made twice because it was slow.
 
 use super::scheduler;
+use crate::vfs::sys::fork::PerProcess;
 use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long a turn waits for its round trip before handing it off: a local disk or a
@@ -67,16 +68,14 @@ impl InFlight {
     }
 }
 
-/// Each job's request in flight, by job id.
-static SLOTS: OnceLock<Mutex<HashMap<u64, Arc<InFlight>>>> = OnceLock::new();
+/// Each job's request in flight, by job id: per process, like the engine whose job ids
+/// key it (a child's new engine numbers its jobs from 1 again).
+static SLOTS: PerProcess<Mutex<HashMap<u64, Arc<InFlight>>>> = PerProcess::new();
 /// Requests handed off so far (status).
 pub(super) static HANDED_OFF: AtomicU64 = AtomicU64::new(0);
 
 fn slots() -> MutexGuard<'static, HashMap<u64, Arc<InFlight>>> {
-    SLOTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    SLOTS.get(Default::default).lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Requests in flight past their turn's patience (status).

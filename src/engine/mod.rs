@@ -19,8 +19,9 @@ mod status;
 pub use io::{last_turn, request_in_flight, round_trip, Deferred, PATIENCE};
 pub use scheduler::{Job, JobId};
 
+use crate::vfs::sys::fork::PerProcess;
 use scheduler::Scheduler;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long one turn of a job may work before it yields to the others: a database
@@ -37,7 +38,8 @@ pub fn in_turn() -> bool {
 /// on store round trips, so a few stalled stores must leave threads for the others.
 const DEFAULT_THREADS: usize = 4;
 
-static ENGINE: OnceLock<Engine> = OnceLock::new();
+/// Made again in a child of `fork()`, whose copy of the parent's has no threads.
+static ENGINE: PerProcess<Engine> = PerProcess::new();
 
 pub struct Engine {
     scheduler: Arc<Scheduler>,
@@ -45,7 +47,7 @@ pub struct Engine {
 
 /// The process's engine, started on first use (its threads start as jobs arrive).
 pub fn engine() -> &'static Engine {
-    ENGINE.get_or_init(|| Engine {
+    ENGINE.get(|| Engine {
         scheduler: Scheduler::new(env_count("LITESTREAM_ENGINE_THREADS", DEFAULT_THREADS)),
     })
 }

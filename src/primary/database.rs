@@ -13,6 +13,7 @@ use super::wal_file::WalFile;
 use super::wal_index::{CountedWal, ShmWal, WalIndexView};
 use super::{Primary, Snapshotter};
 use crate::config::Config;
+use crate::vfs::sys::fork;
 use crate::wal::{WalHeader, HEADER_SIZE};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
@@ -54,6 +55,8 @@ pub struct Database {
     closed: AtomicBool,
     /// This process's mappings of the wal-index: what SQLite counts committed.
     pub wal_index: Arc<WalIndexView>,
+    /// The fork epoch this was opened in (`inherited`).
+    epoch: u64,
 }
 
 impl Database {
@@ -87,13 +90,33 @@ impl Database {
             transition: Mutex::new(()),
             closed: AtomicBool::new(false),
             wal_index: Arc::default(),
+            epoch: fork::epoch(),
         })
     }
 
     /// The primary when this process replicates the database.
     #[inline]
     pub fn leader(&self) -> Option<Arc<Primary>> {
+        if self.inherited() {
+            return None;
+        }
         self.leader.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opened by the parent of this process before a `fork()`: the parent's, used here
+    /// only through connections the child inherited (SQLite says not to). They follow:
+    /// never replicate (the primary's threads are the parent's), never take the lock
+    /// (its descriptor is closed: `LeaderLock`), and their commits reach the replicating
+    /// process as any follower's do. The child's own opens get a `Database` of their own.
+    #[inline]
+    pub fn inherited(&self) -> bool {
+        self.epoch != fork::epoch()
+    }
+
+    /// In a child of `fork()`: closes the child's descriptor of the replication lock,
+    /// which must not outlive the parent here.
+    pub fn forget_inherited(&self) {
+        self.lock.forget_inherited();
     }
 
     /// Becomes the replicating process if no process is: takes the lock and resumes
@@ -111,6 +134,10 @@ impl Database {
     }
 
     fn lead(&self, prepare_db: &dyn Fn(&Path) -> Result<(), String>, takeover: bool) -> Result<bool, String> {
+        if self.inherited() {
+            self.lock.forget_inherited();
+            return Ok(false);
+        }
         let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         if self.leader().is_some() {
             return Ok(true);
@@ -201,6 +228,12 @@ impl Database {
     /// The last handle of this process closed: stop replicating (uploading what is
     /// left) and let another process lead.
     pub fn close(&self) {
+        if self.inherited() {
+            // The primaries are the parent's: closing them here would upload from two
+            // processes, and wait for threads this one does not have.
+            self.lock.forget_inherited();
+            return;
+        }
         self.closed.store(true, Ordering::Relaxed);
         let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         // The waiting one first, under its mutex: a release installing it meanwhile

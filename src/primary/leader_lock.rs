@@ -10,12 +10,21 @@
 //! descriptor replication adds to SQLite's own.
 
 use crate::file_modes::FileModes;
+use crate::vfs::sys::fork;
 use crate::vfs::sys::ofd_lock;
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
+/// A child of `fork()` shares the parent's open file description, and so its lock: it
+/// must never unlock it (the parent would replicate without it, beside a taker), nor
+/// keep it open (it would outlive the parent, and nobody could take over). The first
+/// use in a child closes the child's descriptor, which leaves the lock to the parent.
 pub struct LeaderLock {
-    file: File,
+    /// `None` once closed in a child.
+    file: Mutex<Option<File>>,
+    /// The fork epoch the lock file was opened in.
+    epoch: u64,
 }
 
 /// The range locked: the file's first byte.
@@ -29,25 +38,54 @@ impl LeaderLock {
         let file = modes
             .open_or_create(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(LeaderLock { file })
+        Ok(LeaderLock {
+            file: Mutex::new(Some(file)),
+            epoch: fork::epoch(),
+        })
+    }
+
+    /// The lock file, unless this process is a child of the one that opened it (then
+    /// its descriptor is closed now).
+    fn file(&self) -> MutexGuard<'_, Option<File>> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if self.epoch != fork::epoch() {
+            *file = None;
+        }
+        file
     }
 
     /// Takes the lock if no process holds it; true if this process holds it now.
     pub fn try_acquire(&self) -> Result<bool, String> {
-        ofd_lock::try_write_lock(&self.file, START, LEN).map_err(|e| format!("taking the replication lock: {e}"))
+        match self.file().as_ref() {
+            Some(file) => {
+                ofd_lock::try_write_lock(file, START, LEN).map_err(|e| format!("taking the replication lock: {e}"))
+            }
+            None => Ok(false),
+        }
     }
 
     /// Lets another process take the lock.
     pub fn release(&self) {
-        if let Err(e) = ofd_lock::unlock(&self.file, START, LEN) {
-            tracing::warn!("releasing the replication lock: {e}");
+        if let Some(file) = self.file().as_ref() {
+            if let Err(e) = ofd_lock::unlock(file, START, LEN) {
+                tracing::warn!("releasing the replication lock: {e}");
+            }
         }
     }
 
     /// True when another process (or another open of the lock file) holds it; false
-    /// too when the kernel cannot say.
+    /// too when the kernel cannot say. In a child of the process that opened it: true
+    /// (the parent's until it says otherwise).
     pub fn held_by_another(&self) -> bool {
-        ofd_lock::write_lock_conflicts(&self.file, START, LEN).unwrap_or(false)
+        match self.file().as_ref() {
+            Some(file) => ofd_lock::write_lock_conflicts(file, START, LEN).unwrap_or(false),
+            None => true,
+        }
+    }
+
+    /// Closes this child's descriptor of a lock file opened before `fork()`.
+    pub fn forget_inherited(&self) {
+        drop(self.file());
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::database::{Database, Tools};
 use crate::config::Config;
-use std::collections::HashMap;
+use crate::vfs::sys::fork::{ProcessMap, ProcessMapGuard};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
@@ -26,16 +26,24 @@ impl Slot {
     }
 }
 
-static REGISTRY: Mutex<Option<HashMap<PathBuf, Arc<Slot>>>> = Mutex::new(None);
+static REGISTRY: ProcessMap<PathBuf, Arc<Slot>> = ProcessMap::new();
 
-fn registry() -> MutexGuard<'static, Option<HashMap<PathBuf, Arc<Slot>>>> {
-    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+/// This process's map. In a child of `fork()` the parent's databases are the parent's
+/// (`Database::inherited`): the child starts an empty map and closes its descriptors of
+/// their replication locks, which must not outlive the parent.
+fn registry() -> ProcessMapGuard<'static, PathBuf, Arc<Slot>> {
+    REGISTRY.lock_leaving(|parents| {
+        for slot in parents.values() {
+            if let Ok(Some(entry)) = slot.0.try_lock().as_deref() {
+                entry.database.forget_inherited();
+            }
+        }
+    })
 }
 
 /// The slot of `db_path`, added if `add` and missing.
 fn slot(db_path: &Path, add: bool) -> Option<Arc<Slot>> {
-    let mut guard = registry();
-    let map = guard.get_or_insert_with(HashMap::new);
+    let mut map = registry();
     if add {
         Some(Arc::clone(map.entry(db_path.to_path_buf()).or_default()))
     } else {
@@ -46,8 +54,7 @@ fn slot(db_path: &Path, add: bool) -> Option<Arc<Slot>> {
 /// Removes `slot` from the map if it is empty and nobody else holds it (an open of the
 /// same path waiting for its lock keeps it).
 fn remove_if_unused(db_path: &Path, slot: &Arc<Slot>) {
-    let mut guard = registry();
-    let Some(map) = guard.as_mut() else { return };
+    let mut map = registry();
     // Only the map and the caller hold it, and nobody can take it from the map while
     // the map's lock is held.
     let unused = map.get(db_path).is_some_and(|s| Arc::ptr_eq(s, slot))
@@ -111,10 +118,7 @@ pub fn lookup(db_path: &Path) -> Option<Arc<Database>> {
 /// Every database this process has open as a primary, leaving out one being opened or
 /// closed at this moment (its slot is busy with store round trips: nobody waits for them).
 pub fn all() -> Vec<Arc<Database>> {
-    let slots: Vec<Arc<Slot>> = registry()
-        .as_ref()
-        .map(|map| map.values().cloned().collect())
-        .unwrap_or_default();
+    let slots: Vec<Arc<Slot>> = registry().values().cloned().collect();
     slots
         .iter()
         .filter_map(|slot| match slot.0.try_lock() {

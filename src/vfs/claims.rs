@@ -11,9 +11,9 @@
 //! database's replica and raced it for TXIDs under a node id of its own. Temporary and
 //! transient files never carry `SQLITE_OPEN_MAIN_DB` and never get here.
 
+use super::sys::fork::ProcessMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 struct Entry {
     /// The replica URL, without a trailing `/`.
@@ -22,7 +22,9 @@ struct Entry {
     handles: usize,
 }
 
-static PRIMARIES: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
+/// A child of `fork()` starts with none of its parent's (those are the parent's;
+/// `Database::inherited`).
+static PRIMARIES: ProcessMap<PathBuf, Entry> = ProcessMap::new();
 
 /// What an open of a main database gets.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,12 +52,11 @@ pub(crate) fn pass_through(path: &Path, own_replica: bool, other_replica: Option
     if own_replica {
         return None;
     }
-    let guard = PRIMARIES.lock().unwrap_or_else(|p| p.into_inner());
-    let map = guard.as_ref();
-    if map.is_some_and(|m| m.contains_key(path)) {
+    let map = PRIMARIES.lock();
+    if map.contains_key(path) {
         return None;
     }
-    map.and_then(|m| other_primary(m, path)).or(other_replica)
+    other_primary(&map, path).or(other_replica)
 }
 
 /// Claims `location` for the primary `path` (one more handle if it has it already).
@@ -64,14 +65,13 @@ pub(crate) fn pass_through(path: &Path, own_replica: bool, other_replica: Option
 /// another database of this process writes is refused.
 pub(crate) fn claim(path: &Path, location: &str, own_replica: bool) -> Result<Claim, String> {
     let location = location_key(location);
-    let mut guard = PRIMARIES.lock().unwrap_or_else(|p| p.into_inner());
-    let map = guard.get_or_insert_with(HashMap::new);
+    let mut map = PRIMARIES.lock();
     if let Some(entry) = map.get_mut(path) {
         entry.handles += 1;
         return Ok(Claim::Granted);
     }
     if !own_replica {
-        if let Some(other) = other_primary(map, path) {
+        if let Some(other) = other_primary(&map, path) {
             return Ok(Claim::PassThrough { other });
         }
     }
@@ -88,8 +88,7 @@ pub(crate) fn claim(path: &Path, location: &str, own_replica: bool) -> Result<Cl
 
 /// Releases one handle of `path` (a closed main-database file, or a failed open).
 pub(crate) fn release(path: &Path) {
-    let mut guard = PRIMARIES.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(map) = guard.as_mut() else { return };
+    let mut map = PRIMARIES.lock();
     if let Some(entry) = map.get_mut(path) {
         entry.handles -= 1;
         if entry.handles == 0 {

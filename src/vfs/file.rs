@@ -218,8 +218,12 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         if let FileRole::PrimaryDb(database) = std::mem::replace(&mut this.role, FileRole::Plain) {
             // SQLite unmaps before it closes; should it not, the view forgets us now.
             database.wal_index.unmap(file as usize);
-            registry::detach(&database.path);
-            super::claims::release(&database.path);
+            // A connection inherited through fork() holds the parent's database, not
+            // one of this process's registry: nothing to detach here.
+            if !database.inherited() {
+                registry::detach(&database.path);
+                super::claims::release(&database.path);
+            }
         }
         rc
     })

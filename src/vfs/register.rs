@@ -38,6 +38,7 @@ pub(crate) fn root_vfs_name() -> &'static CString {
 
 /// Registers the `litestream` VFS on top of the current default VFS, once per process.
 pub(crate) fn register_vfs() -> Result<(), String> {
+    super::sys::fork::watch();
     let name = CString::new(VFS_NAME).expect("VFS name has no NUL");
     // SAFETY: plain lookups and a registration of a leaked, fully initialised struct.
     unsafe {

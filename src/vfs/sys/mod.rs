@@ -7,8 +7,10 @@
 //! - [`file_map`]: read-only mappings of finished files, for PUT bodies.
 //! - [`ofd_lock`]: open-file-description locks, for the leader lock.
 //! - [`clmul`]: calling the CRC-64 kernels compiled for CPU features, once detected.
+//! - [`fork`]: noticing `fork()`, and values made again in a child.
 
 pub mod clmul;
 pub mod file_map;
+pub mod fork;
 pub mod ofd_lock;
 pub mod pages;

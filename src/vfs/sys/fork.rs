@@ -1,0 +1,205 @@
+//! Noticing `fork()`. A pre-fork server (gunicorn `--preload`, uWSGI, Puma or Unicorn
+//! with `preload_app`, Python's `multiprocessing` on Linux) loads the extension and often
+//! touches the database in the parent, then forks its workers. A child has only the
+//! thread that forked: the engine's threads and the async runtime's are gone, while the
+//! statics that name them are copied. Before this, a worker's commits were captured and
+//! never uploaded, its `litestream_sync()` timed out, and its status showed no error.
+//!
+//! A child handler (`pthread_atfork`) counts forks: [`epoch`] is 0 in the process that
+//! loaded the extension and grows in each child. Whatever holds threads is a
+//! [`PerProcess`] value, made again on first use in a child (the parent's copy is left
+//! alone: dropping it would wait for threads that do not exist), and what the parent had
+//! open is the parent's (`primary::registry`, `replica::registry`).
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn in_child() {
+    // Only an atomic add: the child of a multi-threaded process may run
+    // async-signal-safe code alone until it returns from fork().
+    EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Registers the child handler, once per process (a child inherits the registration).
+pub fn watch() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic; no prepare or
+        // parent handler.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+        if rc != 0 {
+            tracing::warn!("pthread_atfork failed ({rc}): a child of fork() would not replicate");
+        }
+    });
+}
+
+/// How many forks separate this process from the one that loaded the extension.
+#[inline]
+pub fn epoch() -> u64 {
+    EPOCH.load(Ordering::Relaxed)
+}
+
+/// A value made once per process: on first use, and again on first use in a child of
+/// `fork()`. Values are leaked, never dropped (they live as long as the process; a
+/// parent's copy in a child holds threads that do not exist there).
+pub struct PerProcess<T: 'static> {
+    /// The current value with the epoch it was made in.
+    current: AtomicPtr<(u64, T)>,
+    /// The epoch + 1 whose value a thread is making, 0 when none is.
+    making: AtomicU64,
+}
+
+impl<T: Send + Sync + 'static> PerProcess<T> {
+    pub const fn new() -> Self {
+        PerProcess {
+            current: AtomicPtr::new(std::ptr::null_mut()),
+            making: AtomicU64::new(0),
+        }
+    }
+
+    /// This process's value, made by `make` if there is none yet.
+    #[inline]
+    pub fn get(&self, make: impl FnOnce() -> T) -> &'static T {
+        self.get_in(epoch(), make)
+    }
+
+    #[inline]
+    fn get_in(&self, epoch: u64, make: impl FnOnce() -> T) -> &'static T {
+        if let Some(value) = self.load(epoch) {
+            return value;
+        }
+        self.make(epoch, make)
+    }
+
+    #[inline]
+    fn load(&self, epoch: u64) -> Option<&'static T> {
+        let ptr = self.current.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer was stored by `make` from a leaked Box, never
+        // freed, and published with Release after it was written.
+        let pair: &'static (u64, T) = unsafe { ptr.as_ref()? };
+        (pair.0 == epoch).then_some(&pair.1)
+    }
+
+    #[cold]
+    fn make(&self, epoch: u64, make: impl FnOnce() -> T) -> &'static T {
+        // One maker per epoch. Not a mutex: a child may have copied it locked (a thread
+        // of the parent was here at the fork), and nobody would ever unlock it there. A
+        // copied claim names the parent's epoch, which a child's differs from.
+        let mine = epoch + 1;
+        loop {
+            if let Some(value) = self.load(epoch) {
+                return value;
+            }
+            let claim = self.making.load(Ordering::Acquire);
+            if claim == mine {
+                std::thread::yield_now(); // another thread of this process is making it
+                continue;
+            }
+            if self
+                .making
+                .compare_exchange(claim, mine, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        // A `make` that panics gives the claim back for the next caller.
+        struct Unclaim<'a>(&'a AtomicU64, u64);
+        impl Drop for Unclaim<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.compare_exchange(self.1, 0, Ordering::AcqRel, Ordering::Acquire);
+            }
+        }
+        let unclaim = Unclaim(&self.making, mine);
+        let leaked: &'static mut (u64, T) = Box::leak(Box::new((epoch, make())));
+        self.current.store(leaked, Ordering::Release);
+        drop(unclaim);
+        &leaked.1
+    }
+}
+
+impl<T: Send + Sync + 'static> Default for PerProcess<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A map of what this process has open (databases, replicas, claims): a child of
+/// `fork()` starts with an empty one. The parent's entries are the parent's; they are
+/// leaked, never dropped, since dropping one could close a connection the parent opened
+/// (and, with its descriptors, the POSIX locks the child's own connections hold).
+pub struct ProcessMap<K, V> {
+    inner: Mutex<Option<(u64, HashMap<K, V>)>>,
+}
+
+pub struct ProcessMapGuard<'a, K, V>(MutexGuard<'a, Option<(u64, HashMap<K, V>)>>);
+
+impl<K, V> ProcessMap<K, V> {
+    pub const fn new() -> Self {
+        ProcessMap {
+            inner: Mutex::new(None),
+        }
+    }
+
+    pub fn lock(&self) -> ProcessMapGuard<'_, K, V> {
+        self.lock_leaving(|_| {})
+    }
+
+    /// [`ProcessMap::lock`]; in a child, `leave` sees the parent's map first.
+    pub fn lock_leaving(&self, leave: impl FnOnce(&HashMap<K, V>)) -> ProcessMapGuard<'_, K, V> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = epoch();
+        if guard.as_ref().is_some_and(|(e, _)| *e != epoch) {
+            let (_, parents) = guard.take().expect("checked");
+            leave(&parents);
+            std::mem::forget(parents);
+        }
+        if guard.is_none() {
+            *guard = Some((epoch, HashMap::new()));
+        }
+        ProcessMapGuard(guard)
+    }
+}
+
+impl<K, V> Default for ProcessMap<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V> Deref for ProcessMapGuard<'_, K, V> {
+    type Target = HashMap<K, V>;
+    fn deref(&self) -> &HashMap<K, V> {
+        &self.0.as_ref().expect("set by lock").1
+    }
+}
+
+impl<K, V> DerefMut for ProcessMapGuard<'_, K, V> {
+    fn deref_mut(&mut self) -> &mut HashMap<K, V> {
+        &mut self.0.as_mut().expect("set by lock").1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_made_once_per_epoch() {
+        // Epochs passed in: moving the process's own would remake the runtime and the
+        // engine under the other tests running in parallel.
+        let value: PerProcess<u64> = PerProcess::new();
+        let first = value.get_in(0, || 7);
+        assert_eq!(*value.get_in(0, || 8), 7, "made once");
+        assert!(std::ptr::eq(first, value.get_in(0, || 9)));
+        assert_eq!(*value.get_in(1, || 10), 10, "made again in a child");
+        assert_eq!(*value.get_in(1, || 11), 10);
+        let panicked = std::panic::catch_unwind(|| value.get_in(2, || panic!("make failed")));
+        assert!(panicked.is_err());
+        assert_eq!(*value.get_in(2, || 12), 12, "a failed make gives its claim back");
+    }
+}

@@ -1,0 +1,100 @@
+//! Pre-fork servers (gunicorn `--preload`, uWSGI, Puma or Unicorn with `preload_app`,
+//! Python's `multiprocessing`): the parent loads the extension and touches the database,
+//! then forks workers (`tests/scripts/prefork.py`). A child has none of its parent's
+//! threads: before, a worker's commits were captured by an engine that no longer ran,
+//! its `litestream_sync()` timed out, its status showed no error, and nothing it
+//! committed reached the replica until another process happened to take over.
+
+mod harness;
+
+use harness::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// Runs the scenario; returns what each participant reported, in order.
+fn prefork(dir: &Path, mode: &str) -> Vec<Value> {
+    // A child stuck on its parent's threads would otherwise hang the test.
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(python())
+        .arg(repo_root().join("tests/scripts/prefork.py"))
+        .arg(extension())
+        .arg(dir)
+        .arg(mode)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "prefork.py {mode}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+fn said<'a>(lines: &'a [Value], who: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["who"] == who).collect()
+}
+
+/// Every worker's sync acknowledged its commit, and the replica restores to the database.
+fn assert_workers_replicated(dir: &Path, lines: &[Value]) {
+    for who in ["worker 0", "worker 1"] {
+        let line = said(lines, who);
+        assert_eq!(line.len(), 1, "{who} reported once: {lines:?}");
+        assert!(
+            line[0]["sync"].is_u64(),
+            "{who}'s commit was not acknowledged: {lines:?}"
+        );
+    }
+    let url = format!("file://{}", dir.join("replica").display());
+    let ours = dir.join("restored.db");
+    sql_restore(&url, &ours, &[]);
+    let db = dir.join("app.db");
+    assert_eq!(dump(&ours), dump(&db));
+    let count = plain_sqlite(&db, "SELECT count(*) FROM t WHERE v LIKE 'worker%'");
+    assert_eq!(count.trim(), "2");
+}
+
+#[test]
+fn workers_forked_after_the_parent_closed_the_database_replicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = prefork(dir.path(), "close");
+    assert_workers_replicated(dir.path(), &lines);
+}
+
+/// The parent keeps replicating through its workers' lives: they follow it, and one
+/// closing the connection it inherited neither releases the parent's lock nor closes
+/// anything of the parent's.
+#[test]
+fn workers_of_a_parent_that_keeps_the_database_open_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = prefork(dir.path(), "keep");
+    for who in ["worker 0", "worker 1"] {
+        assert_eq!(said(&lines, who)[0]["role"], "follower", "{lines:?}");
+    }
+    let parent = said(&lines, "parent");
+    assert_eq!(parent.len(), 2, "{lines:?}");
+    assert_eq!(parent[1]["role"], "primary", "the parent still replicates: {lines:?}");
+    assert!(parent[1]["sync"].is_u64(), "{lines:?}");
+    let other = said(&lines, "another process");
+    assert!(
+        other[0]["sync"].as_str().is_some_and(|s| s.parse::<u64>().is_ok()),
+        "another process's commit: {lines:?}"
+    );
+    assert_workers_replicated(dir.path(), &lines);
+}
+
+/// A worker opening the read replica its parent had open sees new commits (its own
+/// poller, not the parent's, which has no thread in the child).
+#[test]
+fn a_worker_reading_a_replica_its_parent_opened_sees_new_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = prefork(dir.path(), "replica");
+    assert_eq!(said(&lines, "parent")[1]["rows"], 1, "{lines:?}");
+    assert_eq!(said(&lines, "worker 0")[0]["rows"], 2, "{lines:?}");
+}
