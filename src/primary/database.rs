@@ -98,6 +98,7 @@ impl Database {
     #[inline]
     pub fn leader(&self) -> Option<Arc<Primary>> {
         if self.inherited() {
+            self.lock.forget_inherited(); // a child using only inherited connections
             return None;
         }
         self.leader.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -152,6 +153,11 @@ impl Database {
         if !self.lock.try_acquire()? {
             return Ok(false);
         }
+        // Said at once, node id to follow: opening replication can take seconds of store
+        // round trips, and a process opening the database meanwhile would otherwise read
+        // the previous replicating process's staging directory (`shared_staging::choose`).
+        let lock_dir = shared_staging::lock_dir(&self.path);
+        follower::announce_leader(&lock_dir, self.config.file_modes, 0, self.destination.clone());
         let started = std::time::Instant::now();
         let primary = match Primary::open(
             &self.path,
@@ -167,7 +173,7 @@ impl Database {
             }
         };
         follower::announce_leader(
-            &shared_staging::lock_dir(&self.path),
+            &lock_dir,
             self.config.file_modes,
             primary.node_id(),
             self.destination.clone(),
