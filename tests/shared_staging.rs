@@ -80,6 +80,15 @@ fn two_staging_settings_one_replication(leader_explicit: bool) {
     let s = status(&mut b);
     assert_eq!(s["role"], "follower", "one process replicates: {s}");
     assert!(s["error"].is_null(), "{s}");
+    let leaders_staging = match leader_explicit {
+        true => rig.elsewhere.clone(),
+        false => rig.default_staging(),
+    };
+    assert_eq!(
+        s["replicated_by"]["staging"].as_str().map(PathBuf::from),
+        Some(std::fs::canonicalize(&leaders_staging).unwrap()),
+        "{s}"
+    );
     assert!(
         b.stderr().contains("using"),
         "the follower says which staging directory it uses: {}",

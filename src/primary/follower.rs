@@ -329,6 +329,7 @@ pub fn status(
             "since_ms": l.since_ms,
             "replica": l.destination.as_ref().map(|d| d.replica.clone()),
             "encrypted_to": l.destination.as_ref().map(|d| d.recipients.len()),
+            "staging": l.destination.as_ref().and_then(|d| d.staging.as_ref()).map(|s| s.path.display().to_string()),
         })),
         "error": differs,
         "replicated_by_pid": leader.as_ref().map(|l| l.pid),
