@@ -14,7 +14,7 @@ use crate::vfs::sys::fork;
 use crate::vfs::sys::ofd_lock;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// A child of `fork()` shares the parent's open file description, and so its lock: it
 /// must never unlock it (the parent would replicate without it, beside a taker), nor
@@ -44,29 +44,28 @@ impl LeaderLock {
         })
     }
 
-    /// The lock file, unless this process is a child of the one that opened it (then
-    /// its descriptor is closed now).
-    fn file(&self) -> MutexGuard<'_, Option<File>> {
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+    /// The lock file, while this is the process that opened it.
+    fn file(&self) -> Option<MutexGuard<'_, Option<File>>> {
         if self.epoch != fork::epoch() {
-            *file = None;
+            self.forget_inherited();
+            return None;
         }
-        file
+        Some(self.file.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Takes the lock if no process holds it; true if this process holds it now.
     pub fn try_acquire(&self) -> Result<bool, String> {
-        match self.file().as_ref() {
-            Some(file) => {
+        match self.file().as_deref() {
+            Some(Some(file)) => {
                 ofd_lock::try_write_lock(file, START, LEN).map_err(|e| format!("taking the replication lock: {e}"))
             }
-            None => Ok(false),
+            _ => Ok(false),
         }
     }
 
     /// Lets another process take the lock.
     pub fn release(&self) {
-        if let Some(file) = self.file().as_ref() {
+        if let Some(Some(file)) = self.file().as_deref() {
             if let Err(e) = ofd_lock::unlock(file, START, LEN) {
                 tracing::warn!("releasing the replication lock: {e}");
             }
@@ -77,15 +76,23 @@ impl LeaderLock {
     /// too when the kernel cannot say. In a child of the process that opened it: true
     /// (the parent's until it says otherwise).
     pub fn held_by_another(&self) -> bool {
-        match self.file().as_ref() {
-            Some(file) => ofd_lock::write_lock_conflicts(file, START, LEN).unwrap_or(false),
-            None => true,
+        match self.file().as_deref() {
+            Some(Some(file)) => ofd_lock::write_lock_conflicts(file, START, LEN).unwrap_or(false),
+            _ => true,
         }
     }
 
-    /// Closes this child's descriptor of a lock file opened before `fork()`.
+    /// In a child of `fork()`: closes the child's descriptor of the lock file, unless a
+    /// thread of the parent held its mutex at the fork (copied locked: then it stays).
     pub fn forget_inherited(&self) {
-        drop(self.file());
+        let file = match self.file.try_lock() {
+            Ok(file) => Some(file),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut file) = file {
+            *file = None;
+        }
     }
 }
 

@@ -16,8 +16,9 @@
 //! older and is checked again; other processes of the machine committing to the
 //! database only move it forward.
 
+use crate::vfs::sys::fork::ProcessMap;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use crate::storage::LtxObject;
@@ -80,12 +81,10 @@ impl Entry {
     }
 }
 
-fn entries() -> std::sync::MutexGuard<'static, HashMap<CheckKey, Entry>> {
-    static ENTRIES: OnceLock<Mutex<HashMap<CheckKey, Entry>>> = OnceLock::new();
-    ENTRIES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+fn entries() -> MutexGuard<'static, HashMap<CheckKey, Entry>> {
+    // Per process (`vfs::sys::fork`): a child starts with no listing remembered.
+    static ENTRIES: ProcessMap<CheckKey, Entry> = ProcessMap::new();
+    ENTRIES.lock()
 }
 
 fn record(key: CheckKey, entry: Entry, now: Instant) {

@@ -1,8 +1,9 @@
 //! Restores running in this process, for `litestream_status()` and the CLI's progress bar.
 
+use crate::vfs::sys::fork::ProcessMutex;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 /// Progress of one restore: bytes downloaded out of the plan's total.
@@ -31,18 +32,19 @@ impl RestoreProgress {
     }
 }
 
-static RUNNING: Mutex<Vec<Weak<RestoreProgress>>> = Mutex::new(Vec::new());
+/// Per process (`vfs::sys::fork`): a child's restores are its own.
+static RUNNING: ProcessMutex<Vec<Weak<RestoreProgress>>> = ProcessMutex::new();
 
 /// Registers a restore; it disappears from [`progress_json`] when the `Arc` is dropped.
 pub(super) fn register(progress: &Arc<RestoreProgress>) {
-    let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut running = RUNNING.lock();
     running.retain(|w| w.strong_count() > 0);
     running.push(Arc::downgrade(progress));
 }
 
 /// The restores running in this process, as JSON (for `litestream_status()`).
 pub fn progress_json() -> serde_json::Value {
-    let running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    let running = RUNNING.lock();
     running.iter().filter_map(Weak::upgrade).map(|p| p.json()).collect()
 }
 

@@ -14,8 +14,7 @@
 //! then it deletes both. A race can only show a store racy when the requests overlap, so
 //! that half of the probe finds stores that check and then write, not every such store.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use crate::vfs::sys::fork::ProcessMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -142,7 +141,8 @@ fn unique_id() -> u64 {
 
 /// What each location (`location` as given to [`check_fencing`]) was found to do, so a
 /// process probes a location once: only answers are kept, never failures to probe.
-static FOUND: Mutex<Option<HashMap<String, ConditionalCreates>>> = Mutex::new(None);
+/// Per process (`vfs::sys::fork`): a child probes for itself.
+static FOUND: ProcessMap<String, ConditionalCreates> = ProcessMap::new();
 
 /// Checks, once per process and `location` (a key naming the store and path, e.g. the
 /// replica URL and endpoint), that `store` stops a second primary. A store found not to is
@@ -154,21 +154,12 @@ pub async fn check_fencing(
     location: &str,
     allow_unfenced: bool,
 ) -> std::result::Result<Fencing, String> {
-    let known = FOUND
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(HashMap::new)
-        .get(location)
-        .copied();
+    let known = FOUND.lock().get(location).copied();
     let found = match known {
         Some(found) => found,
         None => match tokio::time::timeout(PROBE_LIMIT, probe_conditional_creates(store)).await {
             Ok(Ok(found)) => {
-                FOUND
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert_with(HashMap::new)
-                    .insert(location.to_string(), found);
+                FOUND.lock().insert(location.to_string(), found);
                 found
             }
             Ok(Err(e)) => {
@@ -237,7 +228,7 @@ mod tests {
             check_fencing(unreachable().as_ref(), "loc-b", false).await,
             Ok(Fencing::Unchecked)
         );
-        assert!(FOUND.lock().unwrap().as_ref().unwrap().get("loc-b").is_none());
+        assert!(FOUND.lock().get("loc-b").is_none());
     }
 
     #[tokio::test]

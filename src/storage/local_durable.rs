@@ -11,11 +11,12 @@
 //! a new directory whose chain is synced again. Two directory fsyncs fewer per upload,
 //! of four (a file in `<replica>/ltx/0/`), beside the application's own fsyncs.
 
+use crate::vfs::sys::fork::ProcessMutex;
 use std::collections::HashSet;
 use std::fs::{File, Metadata};
 use std::io;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::MutexGuard;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::file_modes::FileModes;
@@ -27,9 +28,10 @@ const MAX_REMEMBERED: usize = 1 << 16;
 /// (device, inode, birth time in ns or 0 where the filesystem keeps none).
 type DirIdentity = (u64, u64, i128);
 
-fn durable_chains() -> &'static Mutex<HashSet<DirIdentity>> {
-    static DIRS: OnceLock<Mutex<HashSet<DirIdentity>>> = OnceLock::new();
-    DIRS.get_or_init(Default::default)
+fn durable_chains() -> MutexGuard<'static, HashSet<DirIdentity>> {
+    // Per process (`vfs::sys::fork`): made again in a child.
+    static DIRS: ProcessMutex<HashSet<DirIdentity>> = ProcessMutex::new();
+    DIRS.lock()
 }
 
 fn identity(meta: &Metadata) -> DirIdentity {
@@ -66,7 +68,7 @@ pub(crate) fn make_put_durable(
     let dir = File::open(parent)?;
     dir.sync_all()?;
     let id = identity(&dir.metadata()?);
-    let known = durable_chains().lock().unwrap_or_else(|p| p.into_inner()).contains(&id);
+    let known = durable_chains().contains(&id);
     if known || !parent.starts_with(base) {
         return Ok(());
     }
@@ -81,7 +83,7 @@ pub(crate) fn make_put_durable(
         }
         File::open(d)?.sync_all()?;
     }
-    let mut chains = durable_chains().lock().unwrap_or_else(|p| p.into_inner());
+    let mut chains = durable_chains();
     if chains.len() >= MAX_REMEMBERED {
         chains.clear();
     }
@@ -97,7 +99,7 @@ mod tests {
     /// Whether this process has synced the chain above the directory at `dir`.
     fn chain_known(dir: &Path) -> bool {
         let id = identity(&fs::metadata(dir).unwrap());
-        durable_chains().lock().unwrap().contains(&id)
+        durable_chains().contains(&id)
     }
 
     #[test]

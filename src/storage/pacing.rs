@@ -16,6 +16,7 @@
 //! for different rates, the lowest holds. Retries object_store makes inside one call (at
 //! most three, 100 ms apart or more) are not counted.
 
+use crate::vfs::sys::fork::ProcessMutex;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -154,12 +155,13 @@ fn epoch_second(now: Instant) -> u64 {
         .as_secs()
 }
 
-static BUDGETS: Mutex<Vec<Arc<Budget>>> = Mutex::new(Vec::new());
+/// Per process: a child of `fork()` paces its own requests (`vfs::sys::fork`).
+static BUDGETS: ProcessMutex<Vec<Arc<Budget>>> = ProcessMutex::new();
 
 /// The budget of `endpoint`, made on first use with `rate`; a later, lower `rate`
 /// lowers it.
 pub fn budget(endpoint: &str, rate: u32) -> Arc<Budget> {
-    let mut all = BUDGETS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = BUDGETS.lock();
     if let Some(b) = all.iter().find(|b| b.endpoint == endpoint) {
         b.ask(rate);
         return Arc::clone(b);
@@ -171,7 +173,7 @@ pub fn budget(endpoint: &str, rate: u32) -> Arc<Budget> {
 
 /// Every endpoint's figures (the engine's status).
 pub fn budgets_json() -> Vec<serde_json::Value> {
-    let all: Vec<Arc<Budget>> = BUDGETS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let all: Vec<Arc<Budget>> = BUDGETS.lock().clone();
     all.iter().map(|b| b.json()).collect()
 }
 

@@ -12,7 +12,6 @@
 //! open is the parent's (`primary::registry`, `replica::registry`).
 
 use std::collections::HashMap;
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
@@ -64,11 +63,17 @@ impl<T: Send + Sync + 'static> PerProcess<T> {
     /// This process's value, made by `make` if there is none yet.
     #[inline]
     pub fn get(&self, make: impl FnOnce() -> T) -> &'static T {
+        self.get_in(epoch(), |_| make())
+    }
+
+    /// [`PerProcess::get`]; `make` is also given the parent's value in a child of `fork()`.
+    #[inline]
+    pub fn get_after(&self, make: impl FnOnce(Option<&'static T>) -> T) -> &'static T {
         self.get_in(epoch(), make)
     }
 
     #[inline]
-    fn get_in(&self, epoch: u64, make: impl FnOnce() -> T) -> &'static T {
+    fn get_in(&self, epoch: u64, make: impl FnOnce(Option<&'static T>) -> T) -> &'static T {
         if let Some(value) = self.load(epoch) {
             return value;
         }
@@ -85,7 +90,7 @@ impl<T: Send + Sync + 'static> PerProcess<T> {
     }
 
     #[cold]
-    fn make(&self, epoch: u64, make: impl FnOnce() -> T) -> &'static T {
+    fn make(&self, epoch: u64, make: impl FnOnce(Option<&'static T>) -> T) -> &'static T {
         // One maker per epoch. Not a mutex: a child may have copied it locked (a thread
         // of the parent was here at the fork), and nobody would ever unlock it there. A
         // copied claim names the parent's epoch, which a child's differs from.
@@ -115,7 +120,9 @@ impl<T: Send + Sync + 'static> PerProcess<T> {
             }
         }
         let unclaim = Unclaim(&self.making, mine);
-        let leaked: &'static mut (u64, T) = Box::leak(Box::new((epoch, make())));
+        // SAFETY: as in `load`: a leaked Box, never freed.
+        let previous = unsafe { self.current.load(Ordering::Acquire).as_ref() }.map(|pair| &pair.1);
+        let leaked: &'static mut (u64, T) = Box::leak(Box::new((epoch, make(previous))));
         self.current.store(leaked, Ordering::Release);
         drop(unclaim);
         &leaked.1
@@ -129,58 +136,71 @@ impl<T: Send + Sync + 'static> Default for PerProcess<T> {
 }
 
 /// A map of what this process has open (databases, replicas, claims): a child of
-/// `fork()` starts with an empty one. The parent's entries are the parent's; they are
-/// leaked, never dropped, since dropping one could close a connection the parent opened
-/// (and, with its descriptors, the POSIX locks the child's own connections hold).
-pub struct ProcessMap<K, V> {
-    inner: Mutex<Option<(u64, HashMap<K, V>)>>,
+/// `fork()` starts with an empty one, behind a mutex of its own (the parent's may have
+/// been copied locked: a thread of the parent inside it at the fork would never unlock it
+/// here). The parent's entries are the parent's; they are leaked, never dropped, since
+/// dropping one could close a connection the parent opened (and, with its descriptors,
+/// the POSIX locks the child's own connections hold).
+pub struct ProcessMap<K: 'static, V: 'static> {
+    inner: PerProcess<Mutex<HashMap<K, V>>>,
 }
 
-pub struct ProcessMapGuard<'a, K, V>(MutexGuard<'a, Option<(u64, HashMap<K, V>)>>);
+pub type ProcessMapGuard<'a, K, V> = MutexGuard<'a, HashMap<K, V>>;
 
-impl<K, V> ProcessMap<K, V> {
+impl<K: Send + 'static, V: Send + 'static> ProcessMap<K, V> {
     pub const fn new() -> Self {
         ProcessMap {
-            inner: Mutex::new(None),
+            inner: PerProcess::new(),
         }
     }
 
-    pub fn lock(&self) -> ProcessMapGuard<'_, K, V> {
+    pub fn lock(&self) -> ProcessMapGuard<'static, K, V> {
         self.lock_leaving(|_| {})
     }
 
-    /// [`ProcessMap::lock`]; in a child, `leave` sees the parent's map first.
-    pub fn lock_leaving(&self, leave: impl FnOnce(&HashMap<K, V>)) -> ProcessMapGuard<'_, K, V> {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let epoch = epoch();
-        if guard.as_ref().is_some_and(|(e, _)| *e != epoch) {
-            let (_, parents) = guard.take().expect("checked");
-            leave(&parents);
-            std::mem::forget(parents);
-        }
-        if guard.is_none() {
-            *guard = Some((epoch, HashMap::new()));
-        }
-        ProcessMapGuard(guard)
+    /// [`ProcessMap::lock`]; in a child, `leave` first sees the parent's map, unless
+    /// it was copied locked.
+    pub fn lock_leaving(&self, leave: impl FnOnce(&HashMap<K, V>)) -> ProcessMapGuard<'static, K, V> {
+        let map = self.inner.get_after(|parents| {
+            if let Some(Ok(parents)) = parents.map(Mutex::try_lock) {
+                leave(&parents);
+            }
+            Mutex::new(HashMap::new())
+        });
+        map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl<K, V> Default for ProcessMap<K, V> {
+impl<K: Send + 'static, V: Send + 'static> Default for ProcessMap<K, V> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K, V> Deref for ProcessMapGuard<'_, K, V> {
-    type Target = HashMap<K, V>;
-    fn deref(&self) -> &HashMap<K, V> {
-        &self.0.as_ref().expect("set by lock").1
+/// A mutex-guarded value of this process, made again in a child of `fork()` (see
+/// [`ProcessMap`] for why not the parent's).
+pub struct ProcessMutex<T: 'static> {
+    inner: PerProcess<Mutex<T>>,
+}
+
+impl<T: Send + Default + 'static> ProcessMutex<T> {
+    pub const fn new() -> Self {
+        ProcessMutex {
+            inner: PerProcess::new(),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'static, T> {
+        self.inner
+            .get(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl<K, V> DerefMut for ProcessMapGuard<'_, K, V> {
-    fn deref_mut(&mut self) -> &mut HashMap<K, V> {
-        &mut self.0.as_mut().expect("set by lock").1
+impl<T: Send + Default + 'static> Default for ProcessMutex<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -193,13 +213,17 @@ mod tests {
         // Epochs passed in: moving the process's own would remake the runtime and the
         // engine under the other tests running in parallel.
         let value: PerProcess<u64> = PerProcess::new();
-        let first = value.get_in(0, || 7);
-        assert_eq!(*value.get_in(0, || 8), 7, "made once");
-        assert!(std::ptr::eq(first, value.get_in(0, || 9)));
-        assert_eq!(*value.get_in(1, || 10), 10, "made again in a child");
-        assert_eq!(*value.get_in(1, || 11), 10);
-        let panicked = std::panic::catch_unwind(|| value.get_in(2, || panic!("make failed")));
+        let first = value.get_in(0, |_| 7);
+        assert_eq!(*value.get_in(0, |_| 8), 7, "made once");
+        assert!(std::ptr::eq(first, value.get_in(0, |_| 9)));
+        assert_eq!(
+            *value.get_in(1, |parents| 10 + parents.unwrap()),
+            17,
+            "made again in a child"
+        );
+        assert_eq!(*value.get_in(1, |_| 11), 17);
+        let panicked = std::panic::catch_unwind(|| value.get_in(2, |_| panic!("make failed")));
         assert!(panicked.is_err());
-        assert_eq!(*value.get_in(2, || 12), 12, "a failed make gives its claim back");
+        assert_eq!(*value.get_in(2, |_| 12), 12, "a failed make gives its claim back");
     }
 }
