@@ -24,14 +24,7 @@ fn prefork(dir: &Path, mode: &str) -> Vec<Value> {
         .arg(mode)
         .output()
         .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "prefork.py {mode}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    check(&format!("prefork.py {mode}"), out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
         .collect()

@@ -13,7 +13,6 @@ use super::wal_file::WalFile;
 use super::wal_index::{CountedWal, ShmWal, WalIndexView};
 use super::{Primary, Snapshotter};
 use crate::config::Config;
-use crate::vfs::sys::fork;
 use crate::wal::{WalHeader, HEADER_SIZE};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
@@ -55,8 +54,6 @@ pub struct Database {
     closed: AtomicBool,
     /// This process's mappings of the wal-index: what SQLite counts committed.
     pub wal_index: Arc<WalIndexView>,
-    /// The fork epoch this was opened in (`inherited`).
-    epoch: u64,
 }
 
 impl Database {
@@ -90,7 +87,6 @@ impl Database {
             transition: Mutex::new(()),
             closed: AtomicBool::new(false),
             wal_index: Arc::default(),
-            epoch: fork::epoch(),
         })
     }
 
@@ -111,7 +107,7 @@ impl Database {
     /// process as any follower's do. The child's own opens get a `Database` of their own.
     #[inline]
     pub fn inherited(&self) -> bool {
-        self.epoch != fork::epoch()
+        self.lock.inherited()
     }
 
     /// In a child of `fork()`: closes the child's descriptor of the replication lock,

@@ -44,9 +44,15 @@ impl LeaderLock {
         })
     }
 
+    /// Opened by the parent of this process, before a `fork()`.
+    #[inline]
+    pub fn inherited(&self) -> bool {
+        self.epoch != fork::epoch()
+    }
+
     /// The lock file, while this is the process that opened it.
     fn file(&self) -> Option<MutexGuard<'_, Option<File>>> {
-        if self.epoch != fork::epoch() {
+        if self.inherited() {
             self.forget_inherited();
             return None;
         }

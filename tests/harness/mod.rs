@@ -52,7 +52,8 @@ pub fn python() -> PathBuf {
     path
 }
 
-fn check(what: &str, out: Output) -> String {
+/// `out`'s stdout, after asserting that the program (`what`) succeeded.
+pub fn check(what: &str, out: Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -135,53 +135,19 @@ impl<T: Send + Sync + 'static> Default for PerProcess<T> {
     }
 }
 
-/// A map of what this process has open (databases, replicas, claims): a child of
-/// `fork()` starts with an empty one, behind a mutex of its own (the parent's may have
-/// been copied locked: a thread of the parent inside it at the fork would never unlock it
-/// here). The parent's entries are the parent's; they are leaked, never dropped, since
-/// dropping one could close a connection the parent opened (and, with its descriptors,
-/// the POSIX locks the child's own connections hold).
-pub struct ProcessMap<K: 'static, V: 'static> {
-    inner: PerProcess<Mutex<HashMap<K, V>>>,
-}
-
-pub type ProcessMapGuard<'a, K, V> = MutexGuard<'a, HashMap<K, V>>;
-
-impl<K: Send + 'static, V: Send + 'static> ProcessMap<K, V> {
-    pub const fn new() -> Self {
-        ProcessMap {
-            inner: PerProcess::new(),
-        }
-    }
-
-    pub fn lock(&self) -> ProcessMapGuard<'static, K, V> {
-        self.lock_leaving(|_| {})
-    }
-
-    /// [`ProcessMap::lock`]; in a child, `leave` first sees the parent's map, unless
-    /// it was copied locked.
-    pub fn lock_leaving(&self, leave: impl FnOnce(&HashMap<K, V>)) -> ProcessMapGuard<'static, K, V> {
-        let map = self.inner.get_after(|parents| {
-            if let Some(Ok(parents)) = parents.map(Mutex::try_lock) {
-                leave(&parents);
-            }
-            Mutex::new(HashMap::new())
-        });
-        map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl<K: Send + 'static, V: Send + 'static> Default for ProcessMap<K, V> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// A mutex-guarded value of this process, made again in a child of `fork()` (see
-/// [`ProcessMap`] for why not the parent's).
+/// A mutex-guarded value of this process: a child of `fork()` makes its own, behind a
+/// mutex of its own (the parent's may have been copied locked: a thread of the parent
+/// inside it at the fork would never unlock it here). The parent's value is leaked, never
+/// dropped: for what a process has open (databases, replicas, claims), dropping an entry
+/// could close a connection the parent opened (and, with its descriptors, the POSIX
+/// locks the child's own connections hold).
 pub struct ProcessMutex<T: 'static> {
     inner: PerProcess<Mutex<T>>,
 }
+
+/// What this process has open, by name ([`ProcessMutex`]).
+pub type ProcessMap<K, V> = ProcessMutex<HashMap<K, V>>;
+pub type ProcessMapGuard<'a, K, V> = MutexGuard<'a, HashMap<K, V>>;
 
 impl<T: Send + Default + 'static> ProcessMutex<T> {
     pub const fn new() -> Self {
@@ -191,10 +157,19 @@ impl<T: Send + Default + 'static> ProcessMutex<T> {
     }
 
     pub fn lock(&self) -> MutexGuard<'static, T> {
-        self.inner
-            .get(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock_leaving(|_| {})
+    }
+
+    /// [`ProcessMutex::lock`]; in a child, `leave` first sees the parent's value, unless
+    /// it was copied locked.
+    pub fn lock_leaving(&self, leave: impl FnOnce(&T)) -> MutexGuard<'static, T> {
+        let value = self.inner.get_after(|parents| {
+            if let Some(Ok(parents)) = parents.map(Mutex::try_lock) {
+                leave(&parents);
+            }
+            Mutex::new(T::default())
+        });
+        value.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
