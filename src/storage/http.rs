@@ -1,12 +1,12 @@
 //! HTTP client settings shared by the cloud backends.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 use super::silence::{silence_limit, Watchful};
+use crate::vfs::sys::fork::ProcessMutex;
 
 /// Connection setup longer than this means the endpoint is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,15 +47,21 @@ pub(crate) fn retry_config() -> RetryConfig {
 /// new connection and handshake for each database's first request). Options differ
 /// only in what [`client_options`] and object_store's own credential clients set, so
 /// the cache stays a handful of entries.
+///
+/// The cache is per process: a child of `fork()` must not reuse its parent's pooled
+/// keep-alive connections. Their sockets are the parent's too (one request stream written
+/// by two processes, each able to read the other's answer), and their readiness is
+/// driven by the parent's runtime, which has no thread in the child: a child's first
+/// request on one went unanswered until the store was declared silent (10 s).
 #[derive(Debug, Default)]
 pub(crate) struct SharedConnector;
 
 impl HttpConnector for SharedConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        static CLIENTS: Mutex<Vec<(String, HttpClient)>> = Mutex::new(Vec::new());
+        static CLIENTS: ProcessMutex<Vec<(String, HttpClient)>> = ProcessMutex::new();
         // ClientOptions has no equality; its Debug form names every setting.
         let key = format!("{options:?}");
-        let mut clients = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = CLIENTS.lock();
         if let Some((_, client)) = clients.iter().find(|(k, _)| *k == key) {
             return Ok(client.clone());
         }

@@ -1,7 +1,7 @@
 """A pre-fork server's life, for tests/fork.rs: the parent loads the extension, touches
 the database (creates its tables), then forks workers that open it again and commit.
 
-    prefork.py <extension> <dir> close|keep|replica
+    prefork.py <extension> <dir> close|keep|replica [replica URL]
 
 close:   the parent closes its connection before forking (gunicorn --preload done right).
 keep:    the parent keeps its connection open (it replicates) and commits after the
@@ -18,10 +18,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 
 so, root, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-PRIMARY = f"file:{root}/app.db?vfs=litestream&replica=file://{root}/replica&sync_interval=100ms"
-REPLICA = f"file:{root}/view.db?vfs=litestream&role=replica&replica=file://{root}/replica&poll_interval=100ms"
+url = sys.argv[4] if len(sys.argv) > 4 else f"file://{root}/replica"
+quoted = urllib.parse.quote(url, safe="")
+PRIMARY = f"file:{root}/app.db?vfs=litestream&replica={quoted}&sync_interval=100ms"
+REPLICA = f"file:{root}/view.db?vfs=litestream&role=replica&replica={quoted}&poll_interval=100ms"
 
 loader = sqlite3.connect(":memory:")
 loader.enable_load_extension(True)
