@@ -37,7 +37,7 @@ pub fn init() {
         let _ = tracing_subscriber::registry()
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(|| crate::vfs::sys::stderr::Stderr)
                     .with_target(false),
             )
             .with(filter(level(value.as_deref())))

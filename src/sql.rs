@@ -4,6 +4,7 @@
 use crate::primary::database::Database;
 use crate::primary::Primary;
 use crate::replica::ReplicaConn;
+use crate::vfs::sys::fork::ProcessMutex;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -343,8 +344,9 @@ fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
 /// [`ENGINE_STATUS_AGE`]: a monitor asking each of 4,500 databases for its status made
 /// 4,500 × 4,500 backlog reads (40 s of CPU).
 fn engine_status() -> serde_json::Value {
-    static CACHE: std::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>> = std::sync::Mutex::new(None);
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    // Per process: a child of fork() has an engine of its own to describe.
+    static CACHE: ProcessMutex<Option<(std::time::Instant, serde_json::Value)>> = ProcessMutex::new();
+    let mut cache = CACHE.lock();
     if let Some((at, value)) = cache.as_ref() {
         if at.elapsed() < ENGINE_STATUS_AGE {
             return value.clone();

@@ -4,6 +4,7 @@
 //! host (`:9090`, Litestream's spelling, or `9090`) listens on loopback only.
 
 use super::families::CONTENT_TYPE;
+use crate::vfs::sys::fork::ProcessMutex;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -13,11 +14,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// The address the process's listener was asked for, once one was.
-static LISTENING: Mutex<Option<SocketAddr>> = Mutex::new(None);
+/// The address the process's listener was asked for, once one was. A child of `fork()`
+/// starts with none: its parent's listener is served by the parent's threads.
+static LISTENING: ProcessMutex<Option<SocketAddr>> = ProcessMutex::new();
 
 /// Parses `host:port`, `[v6]:port`, `:port` or `port`; the last two mean loopback.
 pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
@@ -40,7 +41,7 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 /// of one application may all be given the same address).
 pub fn serve(text: &str) -> Result<(), String> {
     let addr = parse_addr(text)?;
-    let mut listening = LISTENING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut listening = LISTENING.lock();
     if let Some(running) = *listening {
         if running != addr {
             tracing::warn!(%running, ignored = %addr, "this process already serves /metrics; one listener per process");

@@ -11,7 +11,11 @@
 //! memory goes back to the operating system.
 //!
 //! Allocating and freeing take one process-wide lock: capture keeps freed buffers for
-//! reuse, so a steady stream of commits does neither.
+//! reuse, so a steady stream of commits does neither. A child of `fork()` has a pool
+//! (and a lock) of its own: the parent's engine thread freeing buffers at the fork would
+//! have left the lock held forever in the child, and the child's first commit waiting
+//! on it. A buffer of the parent's pool freed in the child is merely forgotten (its
+//! memory is the parent's copy; nothing in the child hands it out again).
 //!
 //! Why not an allocator crate: those are global allocators (mimalloc's heaps are per
 //! thread and give memory back when their own thread next allocates, but our buffers
@@ -21,10 +25,10 @@
 //! each slot handed to one buffer at a time); this module decides which chunk a buffer
 //! comes from and when a chunk goes.
 
+use crate::vfs::sys::fork::ProcessMutex;
 use crate::vfs::sys::pages::{Chunk, Slot};
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
 
 /// Bytes mapped at once: 64 slots of 4 KiB pages, 4 of 64 KiB. Big enough that a burst
 /// maps rarely, small enough that a few buffers kept alive pin little.
@@ -43,7 +47,7 @@ enum Storage {
 impl PageBuf {
     /// A buffer of `len` bytes.
     pub fn new(len: usize) -> Self {
-        match POOL.lock().unwrap_or_else(|p| p.into_inner()).take(len) {
+        match POOL.lock().take(len) {
             Some(slot) => PageBuf(Storage::Slot(slot)),
             None => PageBuf(Storage::Heap(vec![0u8; len].into_boxed_slice())),
         }
@@ -83,7 +87,7 @@ impl Drop for PageBuf {
     fn drop(&mut self) {
         // An empty boxed slice in its place allocates nothing.
         if let Storage::Slot(slot) = std::mem::replace(&mut self.0, Storage::Heap(Box::default())) {
-            let unmap = POOL.lock().unwrap_or_else(|p| p.into_inner()).give_back(slot);
+            let unmap = POOL.lock().give_back(slot);
             // Unmapped here, outside the lock.
             drop(unmap);
         }
@@ -98,7 +102,7 @@ impl std::fmt::Debug for PageBuf {
 
 /// Bytes of chunks mapped now for pages of `len` bytes (for tests and figures).
 pub fn mapped_bytes(len: usize) -> usize {
-    let pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let pool = POOL.lock();
     pool.chunks
         .values()
         .filter(|c| c.slot_len() == len)
@@ -106,11 +110,9 @@ pub fn mapped_bytes(len: usize) -> usize {
         .sum()
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    chunks: BTreeMap::new(),
-    with_room: Vec::new(),
-});
+static POOL: ProcessMutex<Pool> = ProcessMutex::new();
 
+#[derive(Default)]
 struct Pool {
     /// Every mapped chunk by its address.
     chunks: BTreeMap<usize, Chunk>,
@@ -151,13 +153,14 @@ impl Pool {
     }
 
     /// Takes back `slot`; returns its chunk, out of the pool, when no slot of it is in
-    /// use any more (to be unmapped, by dropping it, outside the lock).
+    /// use any more (to be unmapped, by dropping it, outside the lock). A slot of no
+    /// chunk here (the parent's pool, freed in a child of `fork()`) is dropped unlisted.
     fn give_back(&mut self, slot: Slot) -> Option<Chunk> {
         let (&base, chunk) = self
             .chunks
             .range_mut(..=slot.addr())
             .next_back()
-            .expect("a slot of a mapped chunk");
+            .filter(|(_, chunk)| chunk.handed_out(&slot))?;
         let was_full = !chunk.has_room();
         chunk.give_back(slot);
         if chunk.all_free() {
@@ -212,6 +215,26 @@ mod tests {
         let copy = PageBuf::copy_of(&[7u8; 2560]);
         assert_eq!(mapped_bytes(len), 2 * per_chunk * len);
         assert!(copy.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_child_of_fork_allocates_and_frees_while_a_parent_thread_held_the_pool() {
+        // A buffer of the parent's pool, freed in the child.
+        static PARENTS: std::sync::Mutex<Option<PageBuf>> = std::sync::Mutex::new(None);
+        *PARENTS.lock().unwrap() = Some(PageBuf::new(7168));
+        let finished = crate::vfs::sys::fork::tests::finishes_in_a_child(
+            || Box::new(POOL.lock()),
+            || {
+                let page = PageBuf::copy_of(&[9u8; 3584]);
+                assert!(page.iter().all(|&b| b == 9));
+                drop(page);
+                drop(PARENTS.lock().unwrap().take());
+            },
+        );
+        assert!(finished, "the child waited on the parent's pool lock, or panicked");
+        assert_eq!(mapped_bytes(7168), (CHUNK_BYTES / 7168) * 7168);
+        drop(PARENTS.lock().unwrap().take());
+        assert_eq!(mapped_bytes(7168), 0, "the parent's pool is the parent's");
     }
 
     #[test]

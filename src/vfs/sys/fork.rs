@@ -180,8 +180,59 @@ impl<T: Send + Default + 'static> Default for ProcessMutex<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Forks while another thread holds what `hold` returns, runs `work` in the child,
+    /// and says whether the child finished within 10 s (a child still waiting is killed).
+    /// `work` must use only what a child of a threaded process may: it is what the
+    /// extension does in a pre-fork server's worker.
+    pub(crate) fn finishes_in_a_child<G: 'static>(hold: fn() -> Box<G>, work: fn()) -> bool {
+        watch();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let guard = hold();
+            held_tx.send(()).expect("the test waits");
+            let _ = done_rx.recv();
+            drop(guard);
+        });
+        held_rx.recv().expect("the holder holds");
+        // SAFETY: the child runs `work` and leaves with `_exit`, never returning into the
+        // test harness (whose threads are the parent's).
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = match std::panic::catch_unwind(work) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed: {}", std::io::Error::last_os_error());
+        let started = Instant::now();
+        let finished = loop {
+            let mut status = 0;
+            // SAFETY: waits for our own child, without blocking.
+            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if rc == pid {
+                break libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                // SAFETY: our own child, stuck; then reaped.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = done_tx.send(());
+        holder.join().expect("the holder ends");
+        finished
+    }
 
     #[test]
     fn a_value_is_made_once_per_epoch() {

@@ -94,15 +94,21 @@ impl Chunk {
         })
     }
 
+    /// True when `slot` is one of this chunk's.
+    pub fn handed_out(&self, slot: &Slot) -> bool {
+        let offset = slot.addr().wrapping_sub(self.addr());
+        offset < self.mapped() && slot.len == self.slot_len
+    }
+
     /// Takes back a slot it handed out. Panics if `slot` is another chunk's: the caller
     /// looked up the wrong chunk, and listing the index here would hand out another
     /// chunk's memory twice. (The check is two comparisons on a free, never on an access.)
     pub fn give_back(&mut self, slot: Slot) {
-        let offset = slot.addr().wrapping_sub(self.addr());
         assert!(
-            offset < self.mapped() && slot.len == self.slot_len,
+            self.handed_out(&slot),
             "a slot given back to a chunk that did not hand it out"
         );
+        let offset = slot.addr() - self.addr();
         self.free.push((offset / self.slot_len) as u32);
     }
 }
