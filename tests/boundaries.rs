@@ -167,3 +167,57 @@ SELECT 'after', litestream_status() ->> '$.sync_commit_timeouts', litestream_sta
         "the missed sync is in the status: {out}{stderr}"
     );
 }
+
+/// `sync=commit` is the connection's promise, whoever replicates: a follower's commit
+/// returns once the replicating process (here `async`, with a long interval) stored it.
+/// Before, it returned at once and the replica did not have it; its status did not say.
+#[test]
+fn a_followers_commit_with_sync_commit_returns_once_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, SLOW));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, &format!("{SLOW}&sync=commit")));
+    b.run("INSERT INTO t(v) VALUES ('b1');");
+    // Read from the store while A still waits out its interval.
+    let restored = dir.path().join("restored.db");
+    sql_restore(&url, &restored, &[]);
+    assert_eq!(
+        plain_sqlite(&restored, "SELECT v FROM t").trim(),
+        "b1",
+        "the commit returned before it was stored"
+    );
+    let s = status(&mut b);
+    assert_eq!(s["role"], "follower", "{s}");
+    assert_eq!(s["sync_mode"], "commit", "{s}");
+    assert_eq!(s["sync_commit_timeouts"], 0, "{s}");
+    drop(b);
+    drop(a);
+}
+
+/// A follower's `sync=commit` that cannot be met (the replicating process is stopped)
+/// shows in its status, as the replicating process's own does; the commit stands.
+#[test]
+fn a_followers_sync_commit_that_times_out_shows_in_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, SLOW));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(
+        dir.path(),
+        "b",
+        &open_cmd(&db, &url, &format!("{SLOW}&sync=commit&sync_timeout=300ms")),
+    );
+    a.signal(libc::SIGSTOP);
+    b.run("INSERT INTO t(v) VALUES ('b1');");
+    let s = status(&mut b);
+    a.signal(libc::SIGCONT);
+    assert_eq!(s["sync_commit_timeouts"], 1, "{s}");
+    assert!(
+        s["sync_commit_error"].as_str().is_some_and(|e| e.contains("timed out")),
+        "{s}"
+    );
+    assert_eq!(plain_sqlite(&db, "SELECT v FROM t").trim(), "b1", "the commit stands");
+}

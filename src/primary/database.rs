@@ -5,6 +5,7 @@
 
 use super::capture::WalSource;
 use super::follower;
+use super::follower_writes::FollowerWrites;
 use super::handoff::HandoffDir;
 use super::leader_lock::LeaderLock;
 use super::shared_staging;
@@ -12,10 +13,10 @@ use super::state::{FileIdentity, StateFile};
 use super::wal_file::WalFile;
 use super::wal_index::{CountedWal, ShmWal, WalIndexView};
 use super::{Primary, Snapshotter};
-use crate::config::Config;
+use crate::config::{Config, SyncMode};
 use crate::wal::{WalHeader, HEADER_SIZE};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,9 +34,8 @@ pub struct Database {
     /// Where this process's settings say commits go (`leader.json`, compared by followers).
     destination: follower::Destination,
     tools: Tools,
-    /// When a writer of this process last wrote the WAL while another process
-    /// replicated (ms since the epoch), for the recovery point a follower reports.
-    last_follower_write_ms: AtomicI64,
+    /// What this process's writers did while another process replicated.
+    follower_writes: FollowerWrites,
     lock: LeaderLock,
     records: HandoffDir,
     state_file: StateFile,
@@ -76,7 +76,7 @@ impl Database {
             path: path.to_path_buf(),
             destination: follower::Destination::of(&config),
             tools,
-            last_follower_write_ms: AtomicI64::new(0),
+            follower_writes: FollowerWrites::default(),
             records: HandoffDir::new(&config.staging_dir, config.file_modes),
             state_file: StateFile::new(&config.staging_dir, config.file_modes),
             config,
@@ -255,21 +255,26 @@ impl Database {
 
     /// Who replicates the database, for a follower's status.
     pub fn follower_status(&self) -> serde_json::Value {
-        let last_write = self.last_follower_write_ms.load(Ordering::Relaxed);
-        follower::status(
+        let mut status = follower::status(
             &self.path,
             &self.config.staging_dir,
             self.lock.held_by_another(),
-            (last_write > 0).then_some(last_write),
+            self.follower_writes.last_write_ms(),
             &self.destination,
-        )
+        );
+        let sync_commit = self.config.sync_mode == SyncMode::Commit;
+        if let (Some(status), serde_json::Value::Object(more)) =
+            (status.as_object_mut(), self.follower_writes.status(sync_commit))
+        {
+            status.extend(more);
+        }
+        status
     }
 
     /// A writer of this process wrote the WAL while another process replicates.
     #[inline]
     pub fn follower_wrote(&self) {
-        self.last_follower_write_ms
-            .store(crate::primary::batch::now_ms(), Ordering::Relaxed);
+        self.follower_writes.wrote();
     }
 
     /// Watches for the replicating process to go away, and takes over: every half
@@ -394,19 +399,31 @@ impl Database {
         // The primary this transaction wrote to, read while the lock still counts as
         // held: one installed after `write_unlocked` never saw it.
         let leader = self.leader();
+        let wrote_as_follower = self.follower_writes.take_transaction_wrote();
         self.wal_index.write_unlocked();
         if let Some(primary) = &leader {
             primary.write_transaction_over();
         }
         let released = release();
-        if let Some(primary) = &leader {
-            primary.write_lock_released();
+        match &leader {
+            Some(primary) => primary.write_lock_released(),
+            None if wrote_as_follower && self.config.sync_mode == SyncMode::Commit => self.follower_sync_commit(),
+            None => {}
         }
         if self.is_waiting.load(Ordering::Acquire) {
             // A takeover waited for this transaction to end (`install`).
             self.install_waiting();
         }
         released
+    }
+
+    /// `sync=commit` on a follower: its commit returns once the replicating process has
+    /// stored it (`follower_writes.rs`).
+    fn follower_sync_commit(&self) {
+        if let Err(e) = self.sync(self.config.sync_timeout) {
+            tracing::error!(db = %self.path.display(), "sync=commit: {e}");
+            self.follower_writes.sync_commit_missed(e);
+        }
     }
 
     /// A follower hands off the generation in `live` from where the replicating process

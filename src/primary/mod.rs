@@ -9,6 +9,7 @@ pub mod database;
 pub mod encryption;
 pub mod follow;
 pub mod follower;
+mod follower_writes;
 pub mod handoff;
 mod leader_lock;
 pub mod level_cache;
