@@ -221,3 +221,27 @@ fn a_followers_sync_commit_that_times_out_shows_in_its_status() {
     );
     assert_eq!(plain_sqlite(&db, "SELECT v FROM t").trim(), "b1", "the commit stands");
 }
+
+/// A follower's `litestream_sync()` wakes the replicating process (its sync request is
+/// watched) instead of waiting for that process's next turn: with an interval of an
+/// hour, the sync is still answered within its 10 s timeout. Before, it timed out.
+#[test]
+fn a_followers_sync_is_answered_before_the_replicating_process_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let hour = "sync_interval=1h";
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, hour));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, hour));
+    for n in 1..=3 {
+        let out = b.run(&format!(
+            "INSERT INTO t(v) VALUES ('b{n}'); SELECT litestream_sync(10000) > 0;"
+        ));
+        assert_eq!(out.trim(), "1", "sync {n}: {out}{}", b.stderr());
+    }
+    assert_eq!(status(&mut b)["role"], "follower");
+    let restored = dir.path().join("restored.db");
+    sql_restore(&url, &restored, &[]);
+    assert_eq!(plain_sqlite(&restored, "SELECT count(*) FROM t").trim(), "3");
+}

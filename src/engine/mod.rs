@@ -12,10 +12,12 @@
 //! async runtime ([`round_trip`]): a stalled store holds no engine thread. Compaction
 //! is background work, served after the rest on at most half the threads.
 
+mod dir_watch;
 mod io;
 mod scheduler;
 mod status;
 
+pub use dir_watch::{wake_on_new_file, DirWatch};
 pub use io::{last_turn, request_in_flight, round_trip, Deferred, PATIENCE};
 pub use scheduler::{Job, JobId};
 

@@ -18,6 +18,7 @@
 use super::shared_staging::{self, StagingDir};
 use super::Primary;
 use crate::config::Config;
+use crate::engine::{DirWatch, JobId};
 use crate::file_modes::FileModes;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -185,6 +186,17 @@ pub fn read_uploaded(staging_dir: &Path) -> Option<Uploaded> {
 
 fn sync_dir(staging_dir: &Path) -> PathBuf {
     staging_dir.join("sync")
+}
+
+/// Leader side: wakes `worker` as soon as a follower writes a request, rather than at its
+/// next turn (`None` when the directory cannot be watched: the turns serve them).
+pub fn watch_requests(staging_dir: &Path, modes: FileModes, worker: JobId) -> Option<DirWatch> {
+    let dir = sync_dir(staging_dir);
+    if let Err(e) = modes.create_dir_all(&dir) {
+        tracing::debug!("{}: {e}", dir.display());
+        return None;
+    }
+    crate::engine::wake_on_new_file(&dir, ".req", worker)
 }
 
 /// Leader side: the requests waiting, listed *before* catching up on the WAL (a commit

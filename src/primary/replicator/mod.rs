@@ -264,6 +264,9 @@ pub struct Primary {
     progress: Condvar,
     /// The worker's job in the process's engine (`worker.rs`).
     worker_job: OnceLock<JobId>,
+    /// Wakes the worker when a follower asks for a sync (`follower::watch_requests`);
+    /// dropped at close.
+    request_watch: Mutex<Option<crate::engine::DirWatch>>,
     /// True while our snapshot connection holds the WAL write lock: the application's
     /// writers wait for it instead of seeing SQLITE_BUSY.
     snapshot_locking: Mutex<bool>,

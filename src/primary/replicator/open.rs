@@ -175,6 +175,7 @@ impl Primary {
             stage_lock: Mutex::new(()),
             progress: Condvar::new(),
             worker_job: OnceLock::new(),
+            request_watch: Mutex::new(None),
             snapshot_locking: Mutex::new(false),
             snapshot_unlocked: Condvar::new(),
             refusing: AtomicBool::new(false),
@@ -244,6 +245,8 @@ impl Primary {
         };
         let id = engine().add(Arc::new(worker), Instant::now());
         let _ = self.worker_job.set(id);
+        *self.request_watch.lock().unwrap_or_else(|p| p.into_inner()) =
+            follower::watch_requests(&self.config.staging_dir, self.config.file_modes, id);
         // The compactor shares the cache opened above rather than opening it again: an
         // open creates, settles and sweeps every level's directory (`LevelCache::open`), and
         // once per open is what a crash's leftovers need.

@@ -58,6 +58,7 @@ impl Primary {
     /// first), then stage what is left and try to upload it on this thread, record a
     /// clean close if SQLite checkpointed the WAL away.
     pub fn close(&self) {
+        self.request_watch.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(id) = self.compaction_job.get() {
             crate::engine::engine().remove(*id);
         }

@@ -8,11 +8,13 @@
 //! - [`ofd_lock`]: open-file-description locks, for the leader lock.
 //! - [`clmul`]: calling the CRC-64 kernels compiled for CPU features, once detected.
 //! - [`fork`]: noticing `fork()`, and values made again in a child.
+//! - [`inotify`]: noticing files created in a directory, for follower sync requests.
 //! - [`stderr`]: log lines to descriptor 2 without a lock a fork could leave held.
 
 pub mod clmul;
 pub mod file_map;
 pub mod fork;
+pub mod inotify;
 pub mod ofd_lock;
 pub mod pages;
 pub mod stderr;
