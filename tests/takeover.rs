@@ -113,11 +113,11 @@ fn a_follower_takes_over_when_the_replicating_process_is_killed_and_uploads_what
     assert_eq!(s["role"], "primary", "{s}");
     assert_eq!(s["pid"], b.pid());
     // The survivor's own commits are replicated from then on.
-    let synced: u64 = b
-        .run("INSERT INTO t(v) VALUES ('b1'); SELECT litestream_sync();")
+    let out = b.run("INSERT INTO t(v) VALUES ('b1'); SELECT litestream_sync();");
+    let synced: u64 = out
         .trim()
         .parse()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}: {out:?}: {}", b.stderr()));
     assert!(synced > captured);
     drop(b);
     rig.assert_restores_to("3");

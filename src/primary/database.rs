@@ -180,10 +180,12 @@ impl Database {
             ms = started.elapsed().as_millis() as u64,
             "this process replicates the database now"
         );
+        // Installed first: the turn a takeover wakes may probe the wal-index, whose
+        // recovery the application's writers wait for only once this primary is theirs.
+        self.install(Arc::clone(&primary));
         if takeover {
             primary.taken_over();
         }
-        self.install(primary);
         Ok(true)
     }
 

@@ -267,8 +267,9 @@ pub struct Primary {
     /// Wakes the worker when a follower asks for a sync (`follower::watch_requests`);
     /// dropped at close.
     request_watch: Mutex<Option<crate::engine::DirWatch>>,
-    /// True while our snapshot connection holds the WAL write lock: the application's
-    /// writers wait for it instead of seeing SQLITE_BUSY.
+    /// True while a connection of ours may hold the WAL write lock (a snapshot's, or a
+    /// wal-index probe's recovery): the application's writers wait for it instead of
+    /// seeing SQLITE_BUSY.
     snapshot_locking: Mutex<bool>,
     snapshot_unlocked: Condvar,
     /// Mirrors `Shared::fatal.is_some()` for the per-write check.
