@@ -250,6 +250,34 @@ fn takeover_inside_a_survivors_transaction(before: &str, rows: u64) {
     rig.assert_restores_to(&rows.to_string());
 }
 
+/// A follower with `sync=commit` commits a transaction that a takeover waited for: its
+/// sync is the new replicating process's (its own), not a request to the dead one.
+/// Before, the commit asked the dead process, waited out `sync_timeout` while its own
+/// takeover waited for it, and counted a miss.
+#[test]
+fn a_sync_commit_of_a_transaction_a_takeover_waited_for_is_stored_by_the_takeover() {
+    let rig = Rig::new();
+    let mut a = LiveShell::start(rig.dir.path(), "a", &rig.open());
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let mut b = LiveShell::start(
+        rig.dir.path(),
+        "b",
+        &format!("{}&sync=commit&sync_timeout=5s", rig.open()),
+    );
+    assert_eq!(status(&mut b)["role"], "follower");
+    b.run("BEGIN IMMEDIATE; INSERT INTO t(v) VALUES ('b1');");
+    a.kill();
+    // Long enough for B's takeover check to run several times.
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    b.run("COMMIT;");
+    let s = status(&mut b);
+    assert_eq!(s["role"], "primary", "{s}");
+    let log = b.stderr();
+    assert!(!log.contains("sync=commit"), "the commit's sync missed: {log}");
+    drop(b);
+    rig.assert_restores_to("1");
+}
+
 /// The WAL's 32-byte header, if it has one.
 fn wal_header(db: &Path) -> Option<Vec<u8>> {
     let wal = std::fs::read(db.with_extension("db-wal")).ok()?;

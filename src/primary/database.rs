@@ -407,14 +407,18 @@ impl Database {
             primary.write_transaction_over();
         }
         let released = release();
-        match &leader {
-            Some(primary) => primary.write_lock_released(),
-            None if wrote_as_follower && self.config.sync_mode == SyncMode::Commit => self.follower_sync_commit(),
-            None => {}
+        if let Some(primary) = &leader {
+            primary.write_lock_released();
         }
         if self.is_waiting.load(Ordering::Acquire) {
             // A takeover waited for this transaction to end (`install`).
             self.install_waiting();
+        }
+        // After the install: before it, a follower's sync=commit asked a replicating
+        // process that was gone (that is why this one took over), and waited out its
+        // timeout while its own takeover waited for it.
+        if leader.is_none() && wrote_as_follower && self.config.sync_mode == SyncMode::Commit {
+            self.follower_sync_commit();
         }
         released
     }
