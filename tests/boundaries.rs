@@ -8,7 +8,7 @@ mod harness;
 use harness::shell::LiveShell;
 use harness::*;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Long enough that the replicating process never catches up on its own between the
 /// steps of a test: only the hand-off records can bring it the followers' commits.
@@ -16,6 +16,17 @@ const SLOW: &str = "sync_interval=5s";
 
 fn open_cmd(db: &Path, url: &str, params: &str) -> String {
     format!(".open file:{}?vfs=litestream&replica={url}&{params}", db.display())
+}
+
+/// A temporary directory whose `app.db` shell `a` (opened with `params`) replicates to
+/// `replica/`, table `t` created and synced.
+fn replicated_by_a(params: &str) -> (tempfile::TempDir, PathBuf, String, LiveShell) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}/replica", dir.path().display());
+    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, params));
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    (dir, db, url, a)
 }
 
 fn status(shell: &mut LiveShell) -> Value {
@@ -33,11 +44,7 @@ fn restore_equals_primary(dir: &Path, url: &str, db: &Path) {
 
 #[test]
 fn a_followers_commits_reach_the_replica_when_it_truncates_the_wal_before_they_were_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}/replica", dir.path().display());
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, SLOW));
-    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let (dir, db, url, mut a) = replicated_by_a(SLOW);
     let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, SLOW));
     assert_eq!(status(&mut b)["role"], "follower");
     b.run("INSERT INTO t(v) VALUES ('b1'); INSERT INTO t(v) VALUES ('b2'); PRAGMA wal_checkpoint(TRUNCATE);");
@@ -52,11 +59,7 @@ fn a_followers_commits_reach_the_replica_when_it_truncates_the_wal_before_they_w
 
 #[test]
 fn a_followers_commits_reach_the_replica_when_the_replicating_process_closes_last() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}/replica", dir.path().display());
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, SLOW));
-    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let (dir, db, url, a) = replicated_by_a(SLOW);
     let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, SLOW));
     b.run("INSERT INTO t(v) VALUES ('b1'); INSERT INTO t(v) VALUES ('b2');");
     drop(b);
@@ -103,11 +106,7 @@ fn the_replicating_process_captures_its_own_commit_after_another_process_restart
 
 #[test]
 fn a_followers_sync_covers_its_commits_across_wal_restarts_with_random_salts() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}/replica", dir.path().display());
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, "sync_interval=200ms"));
-    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let (dir, db, url, _a) = replicated_by_a("sync_interval=200ms");
     for round in 0..6 {
         // A fresh connection of B begins the WAL again with random salts (SQLite does
         // that for a connection that has not checkpointed yet).
@@ -173,11 +172,7 @@ SELECT 'after', litestream_status() ->> '$.sync_commit_timeouts', litestream_sta
 /// Before, it returned at once and the replica did not have it; its status did not say.
 #[test]
 fn a_followers_commit_with_sync_commit_returns_once_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}/replica", dir.path().display());
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, SLOW));
-    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let (dir, db, url, a) = replicated_by_a(SLOW);
     let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, &format!("{SLOW}&sync=commit")));
     b.run("INSERT INTO t(v) VALUES ('b1');");
     // Read from the store while A still waits out its interval.
@@ -200,11 +195,7 @@ fn a_followers_commit_with_sync_commit_returns_once_stored() {
 /// shows in its status, as the replicating process's own does; the commit stands.
 #[test]
 fn a_followers_sync_commit_that_times_out_shows_in_its_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}/replica", dir.path().display());
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, SLOW));
-    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let (dir, db, url, a) = replicated_by_a(SLOW);
     let mut b = LiveShell::start(
         dir.path(),
         "b",
@@ -227,12 +218,8 @@ fn a_followers_sync_commit_that_times_out_shows_in_its_status() {
 /// hour, the sync is still answered within its 10 s timeout. Before, it timed out.
 #[test]
 fn a_followers_sync_is_answered_before_the_replicating_process_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}/replica", dir.path().display());
     let hour = "sync_interval=1h";
-    let mut a = LiveShell::start(dir.path(), "a", &open_cmd(&db, &url, hour));
-    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); SELECT litestream_sync();");
+    let (dir, db, url, _a) = replicated_by_a(hour);
     let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, hour));
     for n in 1..=3 {
         let out = b.run(&format!(

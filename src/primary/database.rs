@@ -264,12 +264,8 @@ impl Database {
             self.follower_writes.last_write_ms(),
             &self.destination,
         );
-        let sync_commit = self.config.sync_mode == SyncMode::Commit;
-        if let (Some(status), serde_json::Value::Object(more)) =
-            (status.as_object_mut(), self.follower_writes.status(sync_commit))
-        {
-            status.extend(more);
-        }
+        self.follower_writes
+            .add_to_status(&mut status, self.config.sync_mode == SyncMode::Commit);
         status
     }
 

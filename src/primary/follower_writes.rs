@@ -51,13 +51,11 @@ impl FollowerWrites {
         *self.sync_commit_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
-    /// The fields a follower's `litestream_status()` adds, named as a replicating
-    /// process's.
-    pub fn status(&self, sync_commit: bool) -> serde_json::Value {
-        json!({
-            "sync_mode": if sync_commit { "commit" } else { "async" },
-            "sync_commit_timeouts": self.sync_commit_timeouts.load(Ordering::Relaxed),
-            "sync_commit_error": *self.sync_commit_error.lock().unwrap_or_else(|p| p.into_inner()),
-        })
+    /// Adds to a follower's `litestream_status()` the fields a replicating process's
+    /// has under the same names.
+    pub fn add_to_status(&self, status: &mut serde_json::Value, sync_commit: bool) {
+        status["sync_mode"] = json!(if sync_commit { "commit" } else { "async" });
+        status["sync_commit_timeouts"] = json!(self.sync_commit_timeouts.load(Ordering::Relaxed));
+        status["sync_commit_error"] = json!(*self.sync_commit_error.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
