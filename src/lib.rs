@@ -19,6 +19,7 @@ pub mod logging;
 pub mod ltx;
 pub mod metrics;
 pub mod primary;
+pub mod provenance;
 pub mod replica;
 pub mod restore;
 pub mod runtime;

@@ -264,3 +264,124 @@ fn the_first_wal_restart_after_a_snapshot_needs_no_second_snapshot() {
         "1,2,3,4,5,6"
     );
 }
+
+/// Whether the level-0 file starting at `txid` holds every page of the database.
+fn is_full_snapshot(replica: &std::path::Path, txid: u64) -> bool {
+    let range = level0_ranges(replica).into_iter().find(|r| r.0 == txid).unwrap();
+    let name = format!("{:016x}-{:016x}.ltx", range.0, range.1);
+    let bytes = std::fs::read(replica.join("ltx/0").join(name)).unwrap();
+    let file = litestream_vfs::ltx::decode_file(&bytes).unwrap();
+    file.pages.len() as u32 == file.header.commit && file.header.commit > 1
+}
+
+/// Disaster recovery as Litestream documents it: restore the database with the CLI, then
+/// start the application on the same replica. The restored file notes which replica
+/// state it is, so the open continues the replica (the next TXID, no snapshot) instead of
+/// refusing it as another database's. Before, it asked for `takeover=1`.
+#[test]
+fn a_database_restored_with_the_cli_continues_its_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let lost = dir.path().join("lost.db");
+    let before = open_and_sync(&lost, &url, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);");
+    let db = dir.path().join("app.db");
+    let restore = std::process::Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+        .args(["restore", "-o"])
+        .arg(&db)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
+    let after = open_and_sync(&db, &url, "INSERT INTO t VALUES (3);");
+    assert_eq!(
+        after,
+        before + 1,
+        "the restored database's commit is the replica's next TXID"
+    );
+    assert!(!is_full_snapshot(&replica, after), "no snapshot was needed");
+    assert_contiguous(&level0_ranges(&replica));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}
+
+/// A staging directory on storage that did not survive (an explicit `staging=` on a
+/// container's scratch space, or deleted by hand) beside a database closed cleanly: the
+/// close noted the TXID on the database file, and the next open continues the replica.
+/// Before, it refused the database as another one's.
+#[test]
+fn a_cleanly_closed_database_whose_staging_directory_is_lost_continues_its_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let db = dir.path().join("app.db");
+    let before = open_and_sync(&db, &url, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    std::fs::remove_dir_all(dir.path().join("app.db-litestream")).unwrap();
+    let after = open_and_sync(&db, &url, "INSERT INTO t VALUES (2);");
+    assert_eq!(after, before + 1);
+    assert!(!is_full_snapshot(&replica, after), "no snapshot was needed");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}
+
+/// What the note cannot prove is refused as before, saying why: a restored database
+/// written since without the VFS, one restored to an earlier TXID than the replica's
+/// newest, one opened on another replica; and one that `litestream restore` (which
+/// notes nothing) wrote.
+#[test]
+fn a_database_the_note_does_not_prove_is_refused_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let first = open_and_sync(
+        &dir.path().join("a.db"),
+        &url,
+        "CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+    );
+    open_and_sync(&dir.path().join("a.db"), &url, "INSERT INTO t VALUES (2);");
+    let other_url = format!("file://{}", dir.path().join("other").display());
+    open_and_sync(&dir.path().join("o.db"), &other_url, "CREATE TABLE o(x);");
+    open_and_sync(&dir.path().join("o.db"), &other_url, "INSERT INTO o VALUES (1);");
+    let refusal = |db: &std::path::Path, url: &str| {
+        sqlite_result(&format!(
+            ".open file:{}?vfs=litestream&replica={url}\nINSERT INTO t VALUES (9);",
+            db.display()
+        ))
+        .unwrap_err()
+    };
+
+    let edited = dir.path().join("edited.db");
+    sql_restore(&url, &edited, &[]);
+    plain_sqlite(&edited, "INSERT INTO t VALUES (3);");
+    let err = refusal(&edited, &url);
+    assert!(err.contains("written since without the litestream VFS"), "{err}");
+
+    let earlier = dir.path().join("earlier.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+        .args(["restore", "-txid", &format!("{first:016x}"), "-o"])
+        .arg(&earlier)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = refusal(&earlier, &url);
+    assert!(
+        err.contains(&format!("holds this replica's TXID {first} and the replica is at")),
+        "{err}"
+    );
+
+    let elsewhere = dir.path().join("elsewhere.db");
+    sql_restore(&url, &elsewhere, &[]);
+    let err = refusal(&elsewhere, &other_url);
+    assert!(err.contains("not this replica"), "{err}");
+
+    let by_litestream = dir.path().join("litestream.db");
+    litestream_restore(&url, &by_litestream, &[]).unwrap();
+    let err = refusal(&by_litestream, &url);
+    assert!(
+        err.contains("nothing shows this database is that replica's") && err.contains("takeover=1"),
+        "{err}"
+    );
+}

@@ -189,6 +189,11 @@ pub fn restore(
             }
         }
     }
+    // The restored file says which replica state it is, so that a primary opened on it
+    // with no staging state beside it continues that replica (`provenance.rs`).
+    if let Ok(note) = crate::provenance::ReplicaNote::of(&tmp, &describe, position.txid) {
+        note.save(&tmp);
+    }
     fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     let dir = dest
         .parent()

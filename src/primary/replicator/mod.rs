@@ -458,6 +458,17 @@ impl Primary {
         }
         *persisted = None; // a failed save leaves the file unknown
         self.state_file.save(state)?;
+        if let Some(clean) = &state.closed_clean {
+            // The file alone holds everything staged: noted on it, a later open whose
+            // staging directory is gone can still prove it continues this replica.
+            crate::provenance::ReplicaNote {
+                replica: self.store.describe().to_string(),
+                txid: state.txid,
+                size: clean.size,
+                mtime_ns: clean.mtime_ns,
+            }
+            .save(&self.db_path);
+        }
         tracing::debug!(txid = state.txid, handoff_seq = state.handoff_seq, wal = ?state.wal, clean = state.closed_clean.is_some(), "state saved");
         self.records.remove_through(state.handoff_seq);
         crate::primary::replica_check::saved(&self.replica_check, state.txid);

@@ -3,6 +3,7 @@
 //! snapshot is owed (`Primary::open` runs it before anything of the primary exists).
 
 use super::*;
+use crate::provenance::ReplicaNote;
 
 /// What an open works with, read-only.
 pub(super) struct Local<'a> {
@@ -81,15 +82,54 @@ pub(super) fn reconcile(
             tracing::warn!(db = %local.db_path.display(), txid = max, "takeover: continuing a replica another writer made");
             Ok(fresh(max, format!("takeover of a replica at TXID {max}")))
         }
-        (None, Some(max)) => Err(format!(
-            "replica {} already holds TXIDs up to {max} written by another database; use another \
-             replica path, remove the local database to restore it from this replica, or open with \
-             takeover=1 to continue the replica from this database (a full snapshot at TXID {})",
-            local.store.describe(),
-            max + 1
-        )),
+        (None, Some(max)) => {
+            let note = ReplicaNote::read(local.db_path);
+            let why = match &note {
+                Some(note) => note.mismatch(local.db_path, local.store.describe(), max),
+                None => Some("nothing shows this database is that replica's".into()),
+            };
+            let Some(why) = why else {
+                return continue_noted(local, max, replica, wal_index, snapshotter);
+            };
+            Err(format!(
+                "replica {} already holds TXIDs up to {max} written by another database: {why}. Use \
+                 another replica path, remove the local database to restore it from this replica, or \
+                 open with takeover=1 to continue the replica from this database (a full snapshot at \
+                 TXID {})",
+                local.store.describe(),
+                max + 1
+            ))
+        }
         (Some(saved), _) => restart_from_saved(local, saved, replica, wal_index, snapshotter),
     }
+}
+
+/// No staging state, and a database noted as the replica's newest state (restored from
+/// it, or closed cleanly beside it, and unchanged since: `provenance.rs`): it continues
+/// the replica as after a clean close of its own. A WAL written since without us is the
+/// discontinuity a clean close's restart already finds, and takes a snapshot.
+fn continue_noted(
+    local: &Local,
+    max: u64,
+    replica: ReplicaSeen,
+    wal_index: &WalIndexView,
+    snapshotter: &dyn Snapshotter,
+) -> Result<Reconciled, String> {
+    tracing::info!(
+        db = %local.db_path.display(),
+        txid = max,
+        "no staging state, and the database is the replica's newest state (noted when it was restored or closed): continuing the replica"
+    );
+    let saved = SavedState {
+        node_id: new_node_id(),
+        txid: max,
+        wal: None,
+        closed_clean: FileIdentity::of(local.db_path).ok(),
+        // Records left without their state are not this database's next commits.
+        handoff_seq: local.records.last_seq().map_err(|e| e.to_string())?,
+        ended_before: None,
+    };
+    restart_from_saved(local, saved, replica, wal_index, snapshotter)
 }
 
 /// No database, a replica: the database is restored from it and continues it.

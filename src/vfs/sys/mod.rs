@@ -10,6 +10,7 @@
 //! - [`fork`]: noticing `fork()`, and values made again in a child.
 //! - [`inotify`]: noticing files created in a directory, for follower sync requests.
 //! - [`stderr`]: log lines to descriptor 2 without a lock a fork could leave held.
+//! - [`xattr`]: a file's extended attributes, for the note of which replica state it holds.
 
 pub mod clmul;
 pub mod file_map;
@@ -18,3 +19,4 @@ pub mod inotify;
 pub mod ofd_lock;
 pub mod pages;
 pub mod stderr;
+pub mod xattr;
