@@ -1,0 +1,195 @@
+//! Tests of reading a database's settings (`config.rs`).
+
+use super::*;
+
+fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn defaults_apply_when_only_the_replica_is_given() {
+    let c = Config::from_params(Path::new("/d/app.db"), &params(&[("replica", "memory://x")]), &no_env).unwrap();
+    assert_eq!(c.role, Role::Primary);
+    assert_eq!(c.sync_interval, Duration::from_secs(1));
+    assert_eq!(c.sync_mode, SyncMode::Async);
+    assert_eq!(c.staging_dir, PathBuf::from("/d/app.db-litestream"));
+    assert_eq!(c.zstd_level, None);
+    assert_eq!(c.poll_interval, Duration::from_secs(1));
+    assert_eq!(c.cache_size, 64 << 20);
+    assert!(!c.allow_unfenced, "fencing is required unless fencing=off");
+    let ladder = c.compaction.unwrap();
+    let minutes: Vec<u64> = ladder.levels.iter().map(|d| d.as_secs()).collect();
+    assert_eq!(minutes, [30, 180, 900, 3600, 6 * 3600]);
+    assert_eq!(ladder.snapshot_interval, Duration::from_secs(86400));
+    assert_eq!(ladder.retention, Duration::from_secs(86400));
+    assert_eq!(ladder.max_input_bytes, 64 << 20);
+}
+
+#[test]
+fn the_fencing_probe_is_once_per_bucket_and_endpoint_but_per_directory_on_file() {
+    let location = |replica: &str, endpoint: Option<&str>| {
+        let mut p = vec![("replica", replica)];
+        if let Some(e) = endpoint {
+            p.push(("endpoint", e));
+        }
+        Config::from_params(Path::new("a.db"), &params(&p), &no_env)
+            .unwrap()
+            .replica_location()
+    };
+    let tenant = |i: u32| location(&format!("s3://bucket/tenants/{i}"), Some("http://127.0.0.1:9000"));
+    assert_eq!(tenant(1), tenant(2));
+    assert_ne!(
+        tenant(1),
+        location("s3://other/tenants/1", Some("http://127.0.0.1:9000"))
+    );
+    assert_ne!(
+        tenant(1),
+        location("s3://bucket/tenants/1", Some("http://127.0.0.1:9001"))
+    );
+    assert_ne!(tenant(1), location("gs://bucket/tenants/1", None));
+    assert_ne!(location("file:///mnt/a/1", None), location("file:///mnt/b/1", None));
+}
+
+#[test]
+fn the_compaction_ladder_is_configurable_or_off() {
+    let c = Config::from_params(
+        Path::new("a.db"),
+        &params(&[
+            ("replica", "memory://x"),
+            ("l1_interval", "1s"),
+            ("retention", "2d"),
+            ("max_compaction_input", "16MiB"),
+        ]),
+        &|k| (k == "LITESTREAM_SNAPSHOT_INTERVAL").then(|| "90s".to_string()),
+    )
+    .unwrap()
+    .compaction
+    .unwrap();
+    assert_eq!(c.max_input_bytes, 16 << 20);
+    assert_eq!(c.levels[0], Duration::from_secs(1));
+    assert_eq!(c.snapshot_interval, Duration::from_secs(90));
+    assert_eq!(c.retention, Duration::from_secs(2 * 86400));
+    // Litestream's own ladder, then one of its levels changed.
+    let litestream = Config::from_params(
+        Path::new("a.db"),
+        &params(&[
+            ("replica", "memory://x"),
+            ("levels", "30s, 5m,1h"),
+            ("l2_interval", "10m"),
+        ]),
+        &no_env,
+    )
+    .unwrap()
+    .compaction
+    .unwrap();
+    let secs: Vec<u64> = litestream.levels.iter().map(|d| d.as_secs()).collect();
+    assert_eq!(secs, [30, 600, 3600]);
+    let off = Config::from_params(
+        Path::new("a.db"),
+        &params(&[("replica", "memory://x"), ("compaction", "off")]),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(off.compaction, None);
+}
+
+#[test]
+fn uri_parameters_win_over_the_environment() {
+    let env = |k: &str| match k {
+        "LITESTREAM_REPLICA_URL" => Some("file:///env".to_string()),
+        "LITESTREAM_SYNC_INTERVAL" => Some("5s".to_string()),
+        _ => None,
+    };
+    let c = Config::from_params(Path::new("a.db"), &params(&[("sync_interval", "250ms")]), &env).unwrap();
+    assert_eq!(c.replica_url, "file:///env");
+    assert_eq!(c.sync_interval, Duration::from_millis(250));
+}
+
+#[test]
+fn mistakes_are_errors_that_name_the_problem() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "no replica URL"),
+        (
+            &[("replica", "memory://x"), ("replca", "y")],
+            "unknown URI parameter 'replca'",
+        ),
+        (&[("replica", "memory://x"), ("role", "leader")], "role must be"),
+        (&[("replica", "memory://x"), ("sync_interval", "fast")], "sync_interval"),
+        (
+            &[("replica", "memory://x"), ("sync_interval", "0s")],
+            "greater than zero",
+        ),
+        (&[("replica", "memory://x"), ("sync", "always")], "sync must be"),
+        (&[("replica", "memory://x"), ("max_staging", "lots")], "max_staging"),
+        (
+            &[("replica", "memory://x"), ("compression", "gzip")],
+            "compression must be",
+        ),
+        (&[("replica", "memory://x"), ("poll_interval", "0s")], "poll_interval"),
+        (&[("replica", "memory://x"), ("cache_size", "big")], "cache_size"),
+        (
+            &[("replica", "memory://x"), ("retention", "0s")],
+            "retention must be greater",
+        ),
+        (
+            &[("replica", "memory://x"), ("compaction", "maybe")],
+            "compaction must be",
+        ),
+        (
+            &[("replica", "memory://x"), ("fencing", "no")],
+            "fencing must be on or off",
+        ),
+        (
+            &[("replica", "memory://x"), ("l1_interval", "10m")],
+            "intervals must grow",
+        ),
+        (
+            &[("replica", "memory://x"), ("levels", "1s,2s,3s,4s,5s,6s,7s,8s,9s")],
+            "between 1 and 8 intervals",
+        ),
+        (&[("replica", "memory://x"), ("levels", "1s,0s")], "greater than zero"),
+        (
+            &[("replica", "memory://x"), ("levels", "1s,1m"), ("l3_interval", "1h")],
+            "the ladder has 2 levels",
+        ),
+        (
+            &[("replica", "memory://x"), ("metrics_addr", "localhost")],
+            "metrics_addr 'localhost'",
+        ),
+    ];
+    for (given, expected) in cases {
+        let err = Config::from_params(Path::new("a.db"), &params(given), &no_env).unwrap_err();
+        assert!(err.contains(expected), "{given:?}: {err}");
+    }
+}
+
+#[test]
+fn store_options_and_sqlite_parameters_are_accepted() {
+    let c = Config::from_params(
+        Path::new("a.db"),
+        &params(&[
+            ("replica", "s3://b/p"),
+            ("endpoint", "http://127.0.0.1:1"),
+            ("vfs", "litestream"),
+            ("mode", "rwc"),
+        ]),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(c.store_options.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+}
+
+#[test]
+fn durations_and_sizes_parse_with_units() {
+    assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("-1s").is_err());
+    assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
+    assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+    assert_eq!(parse_size("4096").unwrap(), 4096);
+    assert!(parse_size("1x").is_err());
+}
