@@ -14,6 +14,7 @@ mod buffers;
 mod decode;
 mod download;
 pub use download::RemoteReader;
+mod in_use;
 mod open;
 pub mod plan;
 mod progress;

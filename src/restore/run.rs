@@ -120,6 +120,26 @@ pub fn restore(
             ));
         }
     }
+    if let Some(holder) = options
+        .overwrite
+        .then(|| super::in_use::holder(dest, &companions))
+        .flatten()
+    {
+        let who = if holder.pid == i64::from(std::process::id()) {
+            "this process".to_string()
+        } else if holder.pid > 0 {
+            format!("process {}", holder.pid)
+        } else {
+            "another process".to_string()
+        };
+        return Err(format!(
+            "{} is open: {who} holds a lock on {}, as SQLite does while a connection has the \
+             database open. Restoring over an open database corrupts it; close every connection \
+             to it (stop the application) first, or restore to a new path",
+            dest.display(),
+            holder.file.display()
+        ));
+    }
     let describe = store.describe().to_string();
     let listing = block_on(Listing::fetch(store.as_ref())).map_err(|e| format!("listing {describe}: {e}"))?;
     let files = match target {
