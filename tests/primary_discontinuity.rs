@@ -385,3 +385,33 @@ fn a_database_the_note_does_not_prove_is_refused_saying_why() {
         "{err}"
     );
 }
+
+/// An empty file where the database should be (what `sqlite3 app.db .tables` leaves on a
+/// new machine, or a `touch` in an entry point) holds nothing: the open restores the
+/// replica over it. Before, the open failed ("already exists; restore to a new path, or
+/// ask to overwrite it", which an open cannot do). An empty file beside a WAL holding
+/// bytes is refused, saying so.
+#[test]
+fn an_empty_database_file_is_restored_from_its_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let first = dir.path().join("first.db");
+    let txid = open_and_sync(&first, &url, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);");
+    let db = dir.path().join("app.db");
+    plain_sqlite(&db, ".tables");
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "the shell left an empty file");
+    let after = open_and_sync(&db, &url, "INSERT INTO t VALUES (3);");
+    assert_eq!(after, txid + 1);
+    assert_eq!(plain_sqlite(&db, "SELECT group_concat(x) FROM t;").trim(), "1,2,3");
+
+    let odd = dir.path().join("odd.db");
+    std::fs::write(&odd, b"").unwrap();
+    std::fs::write(dir.path().join("odd.db-wal"), b"not empty").unwrap();
+    let err = sqlite_result(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\nSELECT count(*) FROM t;",
+        odd.display()
+    ))
+    .unwrap_err();
+    assert!(err.contains("is empty but") && err.contains("holds 9 bytes"), "{err}");
+}

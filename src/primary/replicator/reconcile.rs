@@ -135,8 +135,35 @@ fn continue_noted(
 /// No database, a replica: the database is restored from it and continues it.
 fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
     tracing::info!(db = %local.db_path.display(), txid = max, "restoring the database from its replica");
-    let key = local.config.encryption.as_ref().map(|e| e.key());
-    let pos = crate::restore::restore_latest_with_key(local.store, local.db_path, key).map_err(|e| {
+    // An empty file holds nothing to keep: what `sqlite3 app.db .tables` leaves on a new
+    // machine, or a `touch` in an entry point. The restore replaces it (and refuses if a
+    // connection holds it open); a WAL beside it with frames is not ours to drop.
+    let empty_file = fs::metadata(local.db_path).is_ok_and(|m| m.len() == 0);
+    let mut wal = local.db_path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    if empty_file && fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Err(format!(
+            "{} is empty but {} holds {} bytes; the replica is not restored over them (move both aside \
+             to restore the database from the replica)",
+            local.db_path.display(),
+            wal.display(),
+            fs::metadata(&wal).map(|m| m.len()).unwrap_or(0)
+        ));
+    }
+    let options = crate::restore::RestoreOptions {
+        key: local.config.encryption.as_ref().map(|e| Arc::new(e.key().clone())),
+        overwrite: empty_file,
+        ..Default::default()
+    };
+    let pos = crate::restore::restore(
+        Arc::clone(local.store),
+        local.db_path,
+        crate::restore::Target::Latest,
+        &options,
+    )
+    .map(|r| r.position)
+    .map_err(|e| {
         format!(
             "restoring {} from {}: {e}",
             local.db_path.display(),
