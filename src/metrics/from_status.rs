@@ -216,6 +216,11 @@ pub fn replica(f: &mut Families, status: &Value) {
         number(status, "/requests"),
     );
     d.counter(
+        "litestream_read_replica_hedged_requests_total",
+        "Second requests sent beside a read the store had not answered within the hedge delay (also in requests)",
+        number(status, "/hedged_requests"),
+    );
+    d.counter(
         "litestream_read_replica_read_errors_total",
         "Page reads that failed",
         number(status, "/read_errors"),
@@ -325,7 +330,7 @@ mod tests {
             &json!({
                 "database": "/v/view.db", "latest_txid": 40, "lag": -1.0, "uptime_s": 12.5,
                 "cache": {"hits": 7, "misses": 3, "bytes": 12288},
-                "bytes_fetched": 9000, "pages_fetched": 3, "requests": 5, "read_errors": 0,
+                "bytes_fetched": 9000, "pages_fetched": 3, "requests": 5, "hedged_requests": 2, "read_errors": 0,
                 "poll_errors": 1, "hydration": null,
             }),
         );
@@ -336,6 +341,7 @@ mod tests {
             "litestream_read_replica_cache_hits_total{db=\"/v/view.db\"} 7",
             "litestream_read_replica_cache_misses_total{db=\"/v/view.db\"} 3",
             "litestream_read_replica_fetched_bytes_total{db=\"/v/view.db\"} 9000",
+            "litestream_read_replica_hedged_requests_total{db=\"/v/view.db\"} 2",
         ] {
             assert!(l.iter().any(|x| x == sample), "{sample} missing from {l:#?}");
         }

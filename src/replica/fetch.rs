@@ -5,13 +5,13 @@ use super::state::PlanFile;
 use super::Stats;
 use crate::ltx::crypto::PrivateKey;
 use crate::ltx::{Header, TailRead, DEFAULT_TAIL_GUESS, HEADER_SIZE, MIN_FILE_SIZE};
-use crate::restore::Listing;
-use crate::storage::{retry, LtxObject, ReplicaStore, RetryPolicy};
+use crate::restore::{Listing, LEVELS, SNAPSHOT_LEVEL};
+use crate::storage::{hedged, retry, Latencies, LtxObject, ReplicaStore, RetryPolicy};
 use bytes::{Bytes, BytesMut};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 /// Why a fetch failed.
@@ -83,62 +83,102 @@ pub struct Fetcher {
     pub stats: Arc<Stats>,
     /// Opens encrypted (LTX v4) files.
     pub key: Option<Arc<PrivateKey>>,
+    /// How long this replica's reads have taken: the hedge delay (see [`Fetcher::read`]).
+    pub latencies: Arc<Latencies>,
+    /// Whether a request held past the hedge delay gets a second one beside it: for the
+    /// reads the application waits for (a page, an open's or re-plan's LISTs and indexes);
+    /// not for work no one waits for (see [`Fetcher::background`]).
+    pub hedging: bool,
 }
 
 impl Fetcher {
-    pub async fn list(&self, level: u8) -> Result<Vec<LtxObject>, FetchError> {
-        let files = retry(
-            || {
-                self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                self.store.list(level)
-            },
-            &read_policy(),
-        )
-        .await?;
-        Ok(files)
+    /// A fetcher for `store` whose reads hedge.
+    pub fn new(store: Arc<dyn ReplicaStore>, key: Option<Arc<PrivateKey>>) -> Fetcher {
+        Fetcher {
+            store,
+            stats: Arc::new(Stats::default()),
+            key,
+            latencies: Arc::new(Latencies::default()),
+            hedging: true,
+        }
     }
 
-    /// One LIST of every level.
+    /// The same fetcher, for work no query waits for (hydration, routine polls): its
+    /// requests are never sent twice. Hydration's GETs are large and a second one would
+    /// double its traffic to save time no one is waiting out; a poll held by the store
+    /// is abandoned at the silence limit and the next one goes on.
+    pub fn background(&self) -> Fetcher {
+        Fetcher {
+            hedging: false,
+            ..self.clone()
+        }
+    }
+
+    /// One store request (a LIST, a GET), counted, retried on the read path's policy,
+    /// and, when this fetcher hedges, sent once more beside itself when it has not
+    /// answered within the hedge delay ([`Latencies::hedge_delay`]); both are counted in
+    /// `requests`, the second also in `hedged_requests`. The answer times of hedging
+    /// reads feed the delay (background ones are other work: hydration's large ranges).
+    async fn read<T, Fut>(&self, op: impl Fn() -> Fut) -> Result<T, crate::storage::Error>
+    where
+        Fut: std::future::Future<Output = crate::storage::Result<T>>,
+    {
+        let op = &op;
+        let attempt = || {
+            let delay = self.hedging.then(|| self.latencies.hedge_delay()).flatten();
+            hedged(delay, move |hedge| {
+                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                if hedge {
+                    self.stats.hedged_requests.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(store = %self.store.describe(), delay_ms = delay.unwrap_or_default().as_millis() as u64, "no answer yet: hedging a read");
+                }
+                let request = op();
+                async move {
+                    let started = Instant::now();
+                    let answer = request.await;
+                    if answer.is_ok() && self.hedging {
+                        self.latencies.record(started.elapsed());
+                    }
+                    answer
+                }
+            })
+        };
+        retry(attempt, &read_policy()).await
+    }
+
+    pub async fn list(&self, level: u8) -> Result<Vec<LtxObject>, FetchError> {
+        Ok(self.read(|| self.store.list(level)).await?)
+    }
+
+    /// One LIST of every level, all at once. Each LIST is retried and hedged on its own:
+    /// one held LIST does not send the other nine again.
     pub async fn list_all(&self) -> Result<Listing, FetchError> {
-        let stats = &self.stats;
-        let listing = retry(
-            || {
-                stats
-                    .requests
-                    .fetch_add(1 + crate::restore::LEVELS.len() as u64, Ordering::Relaxed);
-                Listing::fetch(self.store.as_ref())
-            },
-            &read_policy(),
-        )
-        .await?;
-        Ok(listing)
+        let (snapshots, incremental) = tokio::join!(
+            self.list(SNAPSHOT_LEVEL),
+            futures::future::try_join_all(LEVELS.map(|level| self.list(level)))
+        );
+        Ok(Listing {
+            snapshots: snapshots?,
+            incremental: incremental?,
+        })
     }
 
     /// The header timestamp of a file (object metadata where the store keeps it, else
     /// the header's first bytes): one request.
     pub async fn timestamp(&self, obj: &LtxObject) -> Result<i64, FetchError> {
-        let ms = retry(
-            || {
-                self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                self.store.timestamp(obj.level, obj.min_txid, obj.max_txid)
-            },
-            &read_policy(),
-        )
-        .await?;
-        Ok(ms)
+        Ok(self
+            .read(|| self.store.timestamp(obj.level, obj.min_txid, obj.max_txid))
+            .await?)
     }
 
-    /// Bytes `range` of a file, with one ranged GET (retried).
+    /// Bytes `range` of a file, with one ranged GET (retried, hedged).
     pub async fn get_range(&self, obj: &LtxObject, range: Range<u64>) -> Result<Bytes, FetchError> {
-        let bytes = retry(
-            || {
-                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .read(|| {
                 self.store
                     .get_range(obj.level, obj.min_txid, obj.max_txid, range.clone())
-            },
-            &read_policy(),
-        )
-        .await?;
+            })
+            .await?;
         self.stats
             .bytes_fetched
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);

@@ -16,20 +16,22 @@ struct PollJob(Arc<Replica>);
 impl Job for PollJob {
     fn run(&self) -> Option<Instant> {
         let replica = &self.0;
-        {
+        // `wake` is set by a reader waiting for a TXID (`Replica::wait`): this poll is
+        // awaited, and hedges its reads as a query does.
+        let awaited = {
             let mut g = replica.lock();
             if g.stop {
                 tracing::debug!(replica = %replica.name, "replica poller stopped");
                 return None;
             }
-            g.wake = false;
-        }
+            std::mem::replace(&mut g.wake, false)
+        };
         // The poll's store requests run in the async runtime; a slow one (a stalled or
         // failing store, retried inside object_store) is left there after the engine's
         // patience, and its end wakes this job, whose next turn takes the result.
         let polling = Arc::clone(replica);
         let poll = async move {
-            std::panic::AssertUnwindSafe(polling.poll_once())
+            std::panic::AssertUnwindSafe(polling.poll_once(awaited))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Err(FetchError::Corrupt("the poller panicked".into())))
@@ -81,7 +83,7 @@ impl Job for HydrateJob {
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Versions hydration moves past stay in the cache for readers pinned to them.
-            h.hydrate(&state, &replica.fetcher, &stop, &mut |k, old| {
+            h.hydrate(&state, &replica.fetcher.background(), &stop, &mut |k, old| {
                 replica.cache.insert(k, old.into())
             })
         }))

@@ -18,6 +18,7 @@ pub mod carry;
 pub mod fetch;
 pub mod hydrate;
 mod jobs;
+mod poll;
 pub mod pragma;
 pub mod registry;
 pub mod sealed;
@@ -54,7 +55,11 @@ pub struct ReplicaConfig {
 /// Request and cache counters, for `litestream_status()`.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Every request sent, hedges included.
     pub requests: AtomicU64,
+    /// Second requests sent beside a read the store had not answered within the hedge
+    /// delay (see [`Fetcher::read`](fetch::Fetcher)).
+    pub hedged_requests: AtomicU64,
     pub bytes_fetched: AtomicU64,
     pub pages_fetched: AtomicU64,
     pub cache_hits: AtomicU64,
@@ -83,10 +88,6 @@ impl std::fmt::Display for ReadError {
         }
     }
 }
-
-/// A poll re-lists every level after this many polls, even when level 0 alone says
-/// nothing changed, to pick up compaction and shorter plans.
-const FULL_LIST_EVERY: u32 = 30;
 
 struct Shared {
     /// The newest prepared state: what the next read transaction sees.
@@ -127,20 +128,6 @@ pub struct Replica {
     readahead_window: std::sync::atomic::AtomicU32,
 }
 
-/// The longest level-0 chain read to carry pages over a re-plan (see [`Replica::bridge`]):
-/// a few polls' worth; a replica further behind re-fetches instead.
-const MAX_BRIDGE_FILES: usize = 32;
-
-/// The level-0 files that continue TXID `txid`, in order (the longest file at each step).
-fn level0_chain(l0: &[crate::storage::LtxObject], mut txid: u64) -> Vec<crate::storage::LtxObject> {
-    let mut chain = Vec::new();
-    while let Some(next) = l0.iter().filter(|f| f.min_txid == txid + 1).max_by_key(|f| f.max_txid) {
-        txid = next.max_txid;
-        chain.push(next.clone());
-    }
-    chain
-}
-
 /// Bytes read from the start of each planned file when a replica opens, with its index
 /// (see [`Fetcher::plan_file`]): a snapshot's first 64 KiB hold page 1 and the next ~15
 /// pages of 4 KiB, where the schema and the roots of tables created early live.
@@ -174,11 +161,7 @@ impl Replica {
     pub fn open(config: &ReplicaConfig) -> Result<Arc<Replica>, String> {
         let store = open_store(&config.url, &config.store_options).map_err(|e| e.to_string())?;
         let name = store.describe().to_string();
-        let fetcher = Fetcher {
-            store,
-            stats: Arc::new(Stats::default()),
-            key: config.key.clone(),
-        };
+        let fetcher = Fetcher::new(store, config.key.clone());
         let started = Instant::now();
         let listing = block_on(fetcher.list_all()).map_err(|e| format!("listing replica {name}: {e}"))?;
         let plan = restore::plan(&listing, None).map_err(|e| {
@@ -571,106 +554,22 @@ impl Replica {
         State::build(files).ok()
     }
 
-    /// Looks for new TXIDs: level 0 alone when it continues the current state, every
-    /// level when it does not (or a planned file vanished, or it is time to).
-    ///
-    /// Async, so that the poller's turn can hand the whole poll to the async runtime
-    /// when the store is slow (`jobs.rs`): a replica of a stalled store then holds none
-    /// of the engine's few threads.
-    pub(super) async fn poll_once(&self) -> Result<(), FetchError> {
-        self.stats().polls.fetch_add(1, Ordering::Relaxed);
-        let (cur, full) = {
-            let mut g = self.lock();
-            g.polls_since_full += 1;
-            let full = g.replan || g.polls_since_full >= FULL_LIST_EVERY;
-            (Arc::clone(&g.current), full)
-        };
-        if !full {
-            let l0 = self.fetcher.list(0).await?;
-            let l0_max = l0.iter().map(|f| f.max_txid).max().unwrap_or(0);
-            let vanished = cur.files().iter().filter(|f| f.object.level == 0).any(|f| {
-                !l0.iter()
-                    .any(|o| (o.min_txid, o.max_txid) == (f.object.min_txid, f.object.max_txid))
-            });
-            if !vanished {
-                if l0_max <= cur.txid {
-                    self.caught_up(None, l0_max);
-                    return Ok(());
-                }
-                let chain = level0_chain(&l0, cur.txid);
-                if !chain.is_empty() {
-                    let files = self.plan_files_async(chain).await?;
-                    let next = cur.extend(files).map_err(FetchError::Corrupt)?;
-                    self.caught_up(Some(next), l0_max);
-                    return Ok(());
-                }
-            }
-        }
-        let listing = self.fetcher.list_all().await?;
-        {
-            let mut g = self.lock();
-            g.replan = false;
-            g.polls_since_full = 0;
-        }
-        let plan = restore::plan(&listing, None).map_err(FetchError::Corrupt)?;
-        let plan_txid = plan.last().map_or(0, |f| f.max_txid);
-        if plan_txid < cur.txid {
-            return Err(FetchError::Corrupt(format!(
-                "the replica went back from TXID {} to {plan_txid}; keeping TXID {}",
-                cur.txid, cur.txid
-            )));
-        }
-        let same = plan.len() == cur.files().len() && plan.iter().zip(cur.files()).all(|(a, b)| *a == b.object);
-        if same {
-            self.caught_up(None, listing.max_txid());
-            return Ok(());
-        }
-        let files = self.plan_files_async(plan).await?;
-        let next = State::build(files).map_err(FetchError::Corrupt)?;
-        // Before publishing: the first read of the new plan already finds what carried.
-        let bridge = self.bridge(&cur, &listing).await.filter(|b| b.txid <= next.txid);
-        self.carry_over(bridge.as_ref().unwrap_or(&cur), &next);
-        drop(bridge);
-        let live: std::collections::HashSet<FileKey> = next.files().iter().map(|f| f.key()).collect();
-        self.known_files().retain(|k, _| live.contains(k));
-        tracing::debug!(replica = %self.name, txid = next.txid, files = next.files().len(), "re-planned");
-        self.caught_up(Some(next), listing.max_txid());
-        Ok(())
-    }
-
-    /// `cur` extended by the level-0 files of `listing` that follow it, when there are a
-    /// few: the state a carry-over to a new plan starts from. The newest compacted file
-    /// often ends after `cur` (it took in what was written since the last poll), and the
-    /// carry rule trusts only files ending at or before the TXID carried from; the
-    /// level-0 chain reaches that far and tells which pages those TXIDs wrote. `None`
-    /// when there is no such chain (or its indexes cannot be read): carry from `cur`.
-    async fn bridge(&self, cur: &State, listing: &restore::Listing) -> Option<State> {
-        let l0: Vec<_> = listing
-            .incremental
-            .iter()
-            .flatten()
-            .filter(|f| f.level == 0)
-            .cloned()
-            .collect();
-        let chain = level0_chain(&l0, cur.txid);
-        if chain.is_empty() || chain.len() > MAX_BRIDGE_FILES {
-            return None;
-        }
-        let files = self.plan_files_async(chain).await.ok()?;
-        cur.extend(files).ok()
-    }
-
     fn known_files(&self) -> MutexGuard<'_, HashMap<FileKey, Arc<PlanFile>>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Headers and indexes of `objs`, fetching only those not seen before.
     fn plan_files(&self, objs: Vec<crate::storage::LtxObject>) -> Result<Vec<Arc<PlanFile>>, FetchError> {
-        block_on(self.plan_files_async(objs))
+        block_on(self.plan_files_async(&self.fetcher, objs))
     }
 
-    /// [`Self::plan_files`] for the async poll.
-    async fn plan_files_async(&self, objs: Vec<crate::storage::LtxObject>) -> Result<Vec<Arc<PlanFile>>, FetchError> {
+    /// [`Self::plan_files`] for the async poll, through `fetcher` (whether its reads
+    /// hedge is the poll's to say).
+    async fn plan_files_async(
+        &self,
+        fetcher: &Fetcher,
+        objs: Vec<crate::storage::LtxObject>,
+    ) -> Result<Vec<Arc<PlanFile>>, FetchError> {
         let key = |o: &crate::storage::LtxObject| FileKey {
             level: o.level,
             min_txid: o.min_txid,
@@ -681,7 +580,7 @@ impl Replica {
             let known = self.known_files();
             objs.iter().filter(|o| !known.contains_key(&key(o))).cloned().collect()
         };
-        let fetched = self.fetcher.plan_files(missing, HEADER_SIZE as u64).await?;
+        let fetched = fetcher.plan_files(missing, HEADER_SIZE as u64).await?;
         let mut known = self.known_files();
         for (f, _header) in fetched {
             known.insert(f.key(), Arc::new(f));
@@ -694,21 +593,6 @@ impl Replica {
                     .ok_or_else(|| FetchError::Corrupt("index cache lost a file".into()))
             })
             .collect()
-    }
-
-    /// Publishes `next` (if any) and records whether the replica reached `store_max`.
-    fn caught_up(&self, next: Option<State>, store_max: u64) {
-        let mut g = self.lock();
-        if let Some(next) = next {
-            tracing::debug!(replica = %self.name, from = g.current.txid, to = next.txid, "new TXID ready");
-            g.current = Arc::new(next);
-            self.changed.notify_all();
-            self.wake_hydrator();
-        }
-        if g.current.txid >= store_max {
-            g.last_caught_up = Some(Instant::now());
-        }
-        g.last_error = None;
     }
 
     /// `litestream_status()` of a replica connection that sees `txid`.
@@ -746,6 +630,7 @@ impl Replica {
             "pages_read_at_open": get(&s.pages_read_at_open),
             "bytes_fetched": get(&s.bytes_fetched),
             "requests": get(&s.requests),
+            "hedged_requests": get(&s.hedged_requests),
             "polls": get(&s.polls),
             "poll_errors": get(&s.poll_errors),
             "read_errors": get(&s.read_errors),

@@ -117,6 +117,45 @@ pub fn while_application_waits<T>(
     crate::runtime::block_on(within(APPLICATION_WAIT, store.describe(), op, fut))
 }
 
+/// `op`, and when it has not answered within `delay`, `op` once more beside it (`op(true)`):
+/// the first success wins and the other is dropped, which abandons its request. A store's
+/// latency has a tail (one GET in thousands held for seconds by a slow disk, a hung
+/// connection, a stalled proxy), and a second request rarely lands in it again: a reader
+/// then waits `delay` plus one ordinary answer instead of the silence limit.
+///
+/// At most one second request. A transient error of one while the other is still out
+/// waits for the other (it may yet answer); a permanent one (a missing object, a refused
+/// request) is the answer, as the other would get it too. When both fail, the first error
+/// is returned, for [`retry`] to judge. `delay` `None`: `op(false)` alone.
+pub async fn hedged<T, F, Fut>(delay: Option<Duration>, mut op: F) -> Result<T>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let first = op(false);
+    let Some(delay) = delay else {
+        return first.await;
+    };
+    tokio::pin!(first);
+    tokio::select! {
+        answer = &mut first => return answer,
+        _ = tokio::time::sleep(delay) => {}
+    }
+    let second = op(true);
+    tokio::pin!(second);
+    // Whichever answers first; a transient failure waits for the other.
+    tokio::select! {
+        answer = &mut first => match answer {
+            Err(e) if e.is_transient() => second.await.map_err(|_| e),
+            answer => answer,
+        },
+        answer = &mut second => match answer {
+            Err(e) if e.is_transient() => first.await.map_err(|_| e),
+            answer => answer,
+        },
+    }
+}
+
 /// A uniform value in [0, 1). Jitter needs no real randomness; std's per-instance hasher keys
 /// are random enough and save a dependency.
 fn random_unit() -> f64 {
@@ -162,6 +201,96 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         let fast: Result<u8> = crate::runtime::block_on(within(Duration::from_secs(5), "s", "GET", async { Ok(3) }));
         assert_eq!(fast.unwrap(), 3);
+    }
+
+    /// An operation for [`hedged`]: the first request answers `first` after `first_ms`,
+    /// the second `second` after `second_ms`; `calls` counts the requests made.
+    fn two_requests(
+        calls: &AtomicU32,
+        (first_ms, first): (u64, Result<u8>),
+        (second_ms, second): (u64, Result<u8>),
+    ) -> impl FnMut(bool) -> std::pin::Pin<Box<dyn Future<Output = Result<u8>>>> + '_ {
+        move |hedge| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let (ms, answer) = if hedge {
+                (second_ms, second.clone())
+            } else {
+                (first_ms, first.clone())
+            };
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                answer
+            })
+        }
+    }
+
+    fn not_found() -> Error {
+        Error::NotFound {
+            store: "t".into(),
+            key: "k".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_within_the_delay_is_not_hedged() {
+        let calls = AtomicU32::new(0);
+        let ms = Duration::from_millis;
+        let got = hedged(Some(ms(500)), two_requests(&calls, (5, Ok(1)), (0, Ok(2)))).await;
+        assert_eq!((got, calls.load(Ordering::SeqCst)), (Ok(1), 1));
+        // No delay: no hedge, however long the request takes.
+        let calls = AtomicU32::new(0);
+        let got = hedged(None, two_requests(&calls, (60, Ok(1)), (0, Ok(2)))).await;
+        assert_eq!((got, calls.load(Ordering::SeqCst)), (Ok(1), 1));
+    }
+
+    #[tokio::test]
+    async fn a_request_held_past_the_delay_is_hedged_and_the_first_answer_wins() {
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let got = hedged(
+            Some(Duration::from_millis(30)),
+            two_requests(&calls, (60_000, Ok(1)), (10, Ok(2))),
+        )
+        .await;
+        assert_eq!((got, calls.load(Ordering::SeqCst)), (Ok(2), 2));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        // The first request answers before its hedge does: the first one's answer.
+        let calls = AtomicU32::new(0);
+        let got = hedged(
+            Some(Duration::from_millis(20)),
+            two_requests(&calls, (50, Ok(1)), (60_000, Ok(2))),
+        )
+        .await;
+        assert_eq!((got, calls.load(Ordering::SeqCst)), (Ok(1), 2));
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_waits_for_the_other_request_and_a_permanent_one_does_not() {
+        let ms = Some(Duration::from_millis(20));
+        // The first fails (a timeout) while its hedge is out: the hedge's answer.
+        let calls = AtomicU32::new(0);
+        let got = hedged(ms, two_requests(&calls, (50, Err(transient())), (100, Ok(2)))).await;
+        assert_eq!(got, Ok(2));
+        // Both fail: the first failure, for retry to judge.
+        let first = Error::Transient {
+            store: "t".into(),
+            op: "GET",
+            key: "first".into(),
+            message: "timed out".into(),
+        };
+        let calls = AtomicU32::new(0);
+        let got = hedged(
+            ms,
+            two_requests(&calls, (50, Err(first.clone())), (100, Err(transient()))),
+        )
+        .await;
+        assert_eq!(got, Err(first));
+        // A missing object is missing for the hedge too: no waiting for it.
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let got = hedged(ms, two_requests(&calls, (50, Err(not_found())), (60_000, Ok(2)))).await;
+        assert!(got.is_err_and(|e| e.is_not_found()));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]

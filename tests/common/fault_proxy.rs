@@ -106,6 +106,9 @@ pub struct FaultPlan {
     pub keep_alive: bool,
     /// What conditional creates do (in any case, faults or not).
     pub conditional: Conditional,
+    /// A request identical to one faulted before (a retry, a hedge) is never faulted: each
+    /// distinct request fails at most once, so a client that asks again gets an answer.
+    pub spare_repeats: bool,
 }
 
 impl FaultPlan {
@@ -122,6 +125,7 @@ impl FaultPlan {
             latency: Duration::ZERO,
             keep_alive: false,
             conditional: Conditional::Honoured,
+            spare_repeats: false,
         }
     }
 
@@ -662,7 +666,8 @@ fn decide(shared: &Mutex<Shared>, method: &str, signature: &str) -> Option<Fault
     let mut s = shared.lock().unwrap();
     s.stats.requests += 1;
     *s.stats.by_method.entry(method.to_string()).or_default() += 1;
-    if s.faulted.remove(signature) {
+    let repeat = s.faulted.remove(signature);
+    if repeat {
         s.stats.retries += 1;
     }
     let eligible = !s.plan.kinds.is_empty()
@@ -676,7 +681,7 @@ fn decide(shared: &Mutex<Shared>, method: &str, signature: &str) -> Option<Fault
     s.rng ^= s.rng << 17;
     let roll = s.rng % 100;
     let pick = (s.rng >> 32) as usize;
-    if !eligible || roll >= u64::from(s.plan.rate_percent) {
+    if !eligible || (repeat && s.plan.spare_repeats) || roll >= u64::from(s.plan.rate_percent) {
         s.stats.forwarded += 1;
         return None;
     }

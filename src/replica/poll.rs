@@ -1,0 +1,147 @@
+//! Following the store: the poller's one turn ([`Replica::poll_once`]), which finds new
+//! TXIDs, re-plans when the store's files changed, and publishes the next [`State`].
+
+use super::fetch::{FetchError, Fetcher};
+use super::state::{FileKey, State};
+use super::Replica;
+use crate::restore;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A poll re-lists every level after this many polls, even when level 0 alone says
+/// nothing changed, to pick up compaction and shorter plans.
+const FULL_LIST_EVERY: u32 = 30;
+
+/// The longest level-0 chain read to carry pages over a re-plan (see [`Replica::bridge`]):
+/// a few polls' worth; a replica further behind re-fetches instead.
+const MAX_BRIDGE_FILES: usize = 32;
+
+/// The level-0 files that continue TXID `txid`, in order (the longest file at each step).
+fn level0_chain(l0: &[crate::storage::LtxObject], mut txid: u64) -> Vec<crate::storage::LtxObject> {
+    let mut chain = Vec::new();
+    while let Some(next) = l0.iter().filter(|f| f.min_txid == txid + 1).max_by_key(|f| f.max_txid) {
+        txid = next.max_txid;
+        chain.push(next.clone());
+    }
+    chain
+}
+
+impl Replica {
+    /// Looks for new TXIDs: level 0 alone when it continues the current state, every
+    /// level when it does not (or a planned file vanished, or it is time to).
+    ///
+    /// Async, so that the poller's turn can hand the whole poll to the async runtime
+    /// when the store is slow (`jobs.rs`): a replica of a stalled store then holds none
+    /// of the engine's few threads.
+    ///
+    /// `awaited`: an application waits for this poll (`litestream_wait`), and its reads
+    /// hedge as a query's do. A routine poll's do not: no one waits for it, and one the
+    /// store holds ends at the silence limit, the next poll going on.
+    pub(super) async fn poll_once(&self, awaited: bool) -> Result<(), FetchError> {
+        self.stats().polls.fetch_add(1, Ordering::Relaxed);
+        let fetcher = if awaited {
+            self.fetcher.clone()
+        } else {
+            self.fetcher.background()
+        };
+        let fetcher = &fetcher;
+        let (cur, full) = {
+            let mut g = self.lock();
+            g.polls_since_full += 1;
+            let full = g.replan || g.polls_since_full >= FULL_LIST_EVERY;
+            (Arc::clone(&g.current), full)
+        };
+        if !full {
+            let l0 = fetcher.list(0).await?;
+            let l0_max = l0.iter().map(|f| f.max_txid).max().unwrap_or(0);
+            let vanished = cur.files().iter().filter(|f| f.object.level == 0).any(|f| {
+                !l0.iter()
+                    .any(|o| (o.min_txid, o.max_txid) == (f.object.min_txid, f.object.max_txid))
+            });
+            if !vanished {
+                if l0_max <= cur.txid {
+                    self.caught_up(None, l0_max);
+                    return Ok(());
+                }
+                let chain = level0_chain(&l0, cur.txid);
+                if !chain.is_empty() {
+                    let files = self.plan_files_async(fetcher, chain).await?;
+                    let next = cur.extend(files).map_err(FetchError::Corrupt)?;
+                    self.caught_up(Some(next), l0_max);
+                    return Ok(());
+                }
+            }
+        }
+        let listing = fetcher.list_all().await?;
+        {
+            let mut g = self.lock();
+            g.replan = false;
+            g.polls_since_full = 0;
+        }
+        let plan = restore::plan(&listing, None).map_err(FetchError::Corrupt)?;
+        let plan_txid = plan.last().map_or(0, |f| f.max_txid);
+        if plan_txid < cur.txid {
+            return Err(FetchError::Corrupt(format!(
+                "the replica went back from TXID {} to {plan_txid}; keeping TXID {}",
+                cur.txid, cur.txid
+            )));
+        }
+        let same = plan.len() == cur.files().len() && plan.iter().zip(cur.files()).all(|(a, b)| *a == b.object);
+        if same {
+            self.caught_up(None, listing.max_txid());
+            return Ok(());
+        }
+        let files = self.plan_files_async(fetcher, plan).await?;
+        let next = State::build(files).map_err(FetchError::Corrupt)?;
+        // Before publishing: the first read of the new plan already finds what carried.
+        let bridge = self
+            .bridge(fetcher, &cur, &listing)
+            .await
+            .filter(|b| b.txid <= next.txid);
+        self.carry_over(bridge.as_ref().unwrap_or(&cur), &next);
+        drop(bridge);
+        let live: std::collections::HashSet<FileKey> = next.files().iter().map(|f| f.key()).collect();
+        self.known_files().retain(|k, _| live.contains(k));
+        tracing::debug!(replica = %self.name, txid = next.txid, files = next.files().len(), "re-planned");
+        self.caught_up(Some(next), listing.max_txid());
+        Ok(())
+    }
+
+    /// `cur` extended by the level-0 files of `listing` that follow it, when there are a
+    /// few: the state a carry-over to a new plan starts from. The newest compacted file
+    /// often ends after `cur` (it took in what was written since the last poll), and the
+    /// carry rule trusts only files ending at or before the TXID carried from; the
+    /// level-0 chain reaches that far and tells which pages those TXIDs wrote. `None`
+    /// when there is no such chain (or its indexes cannot be read): carry from `cur`.
+    async fn bridge(&self, fetcher: &Fetcher, cur: &State, listing: &restore::Listing) -> Option<State> {
+        let l0: Vec<_> = listing
+            .incremental
+            .iter()
+            .flatten()
+            .filter(|f| f.level == 0)
+            .cloned()
+            .collect();
+        let chain = level0_chain(&l0, cur.txid);
+        if chain.is_empty() || chain.len() > MAX_BRIDGE_FILES {
+            return None;
+        }
+        let files = self.plan_files_async(fetcher, chain).await.ok()?;
+        cur.extend(files).ok()
+    }
+
+    /// Publishes `next` (if any) and records whether the replica reached `store_max`.
+    fn caught_up(&self, next: Option<State>, store_max: u64) {
+        let mut g = self.lock();
+        if let Some(next) = next {
+            tracing::debug!(replica = %self.name, from = g.current.txid, to = next.txid, "new TXID ready");
+            g.current = Arc::new(next);
+            self.changed.notify_all();
+            self.wake_hydrator();
+        }
+        if g.current.txid >= store_max {
+            g.last_caught_up = Some(Instant::now());
+        }
+        g.last_error = None;
+    }
+}
