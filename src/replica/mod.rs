@@ -23,6 +23,7 @@ pub mod pragma;
 pub mod registry;
 pub mod sealed;
 pub mod state;
+mod status;
 pub mod time;
 
 use crate::ltx::HEADER_SIZE;
@@ -32,7 +33,6 @@ use crate::storage::{open_store, StoreOptions};
 use bytes::Bytes;
 use cache::{PageCache, PageKey};
 use fetch::{decode_frames, FetchError, Fetcher, Frame};
-use serde_json::json;
 use state::{FileKey, PlanFile, State};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -593,53 +593,6 @@ impl Replica {
                     .ok_or_else(|| FetchError::Corrupt("index cache lost a file".into()))
             })
             .collect()
-    }
-
-    /// `litestream_status()` of a replica connection that sees `txid`.
-    pub fn status(&self, txid: u64) -> serde_json::Value {
-        let (current, lag, last_error) = {
-            let g = self.lock();
-            (
-                Arc::clone(&g.current),
-                g.last_caught_up.map(|t| t.elapsed()),
-                g.last_error.clone(),
-            )
-        };
-        let s = self.stats();
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let (cache_bytes, cache_pages) = self.cache.usage();
-        json!({
-            "role": "replica",
-            "replica": self.name,
-            "txid": txid,
-            "latest_txid": current.txid,
-            "page_size": current.page_size,
-            "pages": current.commit,
-            "timestamp_ms": current.timestamp_ms,
-            "lag": lag.map_or(-1.0, |d| d.as_secs_f64()),
-            "files_in_plan": current.files().len(),
-            "cache": {
-                "hits": get(&s.cache_hits),
-                "misses": get(&s.cache_misses),
-                "bytes": cache_bytes,
-                "pages": cache_pages,
-                "max_bytes": self.cache.max_bytes(),
-            },
-            "pages_fetched": get(&s.pages_fetched),
-            "pages_carried": get(&s.pages_carried),
-            "pages_read_at_open": get(&s.pages_read_at_open),
-            "bytes_fetched": get(&s.bytes_fetched),
-            "requests": get(&s.requests),
-            "hedged_requests": get(&s.hedged_requests),
-            "polls": get(&s.polls),
-            "poll_errors": get(&s.poll_errors),
-            "read_errors": get(&s.read_errors),
-            "poll_interval_ms": self.poll_interval.as_millis() as u64,
-            "uptime_s": self.opened.elapsed().as_secs_f64(),
-            "last_error": last_error,
-            "hydration": self.hydration.as_ref().map(|h| h.status(&current)),
-            "encrypted_files_in_plan": current.files().iter().filter(|f| f.header.is_encrypted()).count(),
-        })
     }
 
     /// The key this replica was opened with, for `litestream_restore()` on its connections.
