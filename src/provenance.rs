@@ -28,10 +28,15 @@ pub struct ReplicaNote {
     pub mtime_ns: i128,
 }
 
+/// A file's modification time in nanoseconds since the epoch.
+pub fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+}
+
 /// The size and modification time of the file at `path` (by path: no descriptor).
 pub fn size_and_mtime(path: &Path) -> io::Result<(u64, i128)> {
     let m = std::fs::metadata(path)?;
-    Ok((m.size(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128))
+    Ok((m.size(), mtime_ns(&m)))
 }
 
 impl ReplicaNote {

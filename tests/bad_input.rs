@@ -807,14 +807,7 @@ fn restore_over_an_open_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_db(dir.path());
     let url = replicated(dir.path(), &db);
-    let cli = |db: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
-            .args(["restore", "-overwrite", "-o"])
-            .arg(db)
-            .arg(&url)
-            .output()
-            .unwrap()
-    };
+    let cli = |db: &Path| our_cli_restore(&url, db, &["-overwrite"]);
     let mut app = common::shell::Shell::start(
         &extension(),
         &dir.path().join("app.stderr"),

@@ -286,12 +286,7 @@ fn a_database_restored_with_the_cli_continues_its_replica() {
     let lost = dir.path().join("lost.db");
     let before = open_and_sync(&lost, &url, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);");
     let db = dir.path().join("app.db");
-    let restore = std::process::Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
-        .args(["restore", "-o"])
-        .arg(&db)
-        .arg(&url)
-        .output()
-        .unwrap();
+    let restore = our_cli_restore(&url, &db, &[]);
     assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
     let after = open_and_sync(&db, &url, "INSERT INTO t VALUES (3);");
     assert_eq!(
@@ -359,12 +354,7 @@ fn a_database_the_note_does_not_prove_is_refused_saying_why() {
     assert!(err.contains("written since without the litestream VFS"), "{err}");
 
     let earlier = dir.path().join("earlier.db");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
-        .args(["restore", "-txid", &format!("{first:016x}"), "-o"])
-        .arg(&earlier)
-        .arg(&url)
-        .output()
-        .unwrap();
+    let out = our_cli_restore(&url, &earlier, &["-txid", &format!("{first:016x}")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = refusal(&earlier, &url);
     assert!(

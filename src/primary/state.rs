@@ -66,7 +66,7 @@ impl FileIdentity {
             dev: m.dev(),
             ino: m.ino(),
             size: m.size(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            mtime_ns: crate::provenance::mtime_ns(&m),
         })
     }
 }

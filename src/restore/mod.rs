@@ -23,7 +23,7 @@ mod write;
 
 pub use plan::{plan, plan_latest, plan_up_to, resolve_timestamp, Listing, EVERY_LEVEL, LEVELS, SNAPSHOT_LEVEL};
 pub use progress::{progress_json, RestoreProgress};
-pub use run::{restore, restore_latest, restore_latest_with_key, RestoreOptions, Restored, Target};
+pub use run::{restore, restore_latest, RestoreOptions, Restored, Target};
 
 #[cfg(test)]
 mod tests;

@@ -238,20 +238,7 @@ pub fn restore(
 
 /// Restores the latest state of `store` into `dest` (which must not exist).
 pub fn restore_latest(store: &Arc<dyn ReplicaStore>, dest: &Path) -> Result<Position, String> {
-    restore_latest_with_key(store, dest, None)
-}
-
-/// [`restore_latest`] of a replica that may be encrypted, opened with `key`.
-pub fn restore_latest_with_key(
-    store: &Arc<dyn ReplicaStore>,
-    dest: &Path,
-    key: Option<&PrivateKey>,
-) -> Result<Position, String> {
-    let options = RestoreOptions {
-        key: key.cloned().map(Arc::new),
-        ..RestoreOptions::default()
-    };
-    restore(Arc::clone(store), dest, Target::Latest, &options).map(|r| r.position)
+    restore(Arc::clone(store), dest, Target::Latest, &RestoreOptions::default()).map(|r| r.position)
 }
 
 fn companions(dest: &Path) -> Vec<PathBuf> {

@@ -156,6 +156,19 @@ pub fn integrity(db: &Path) -> String {
     .to_string()
 }
 
+/// `litestream-vfs restore <extra> -o out url` with our CLI (the binary of this package);
+/// its output, whether it succeeded or not.
+pub fn our_cli_restore(url: &str, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+        .arg("restore")
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(url)
+        .output()
+        .expect("litestream-vfs runs")
+}
+
 /// `litestream restore -o out url` with the real binary; extra args before the URL.
 pub fn litestream_restore(url: &str, out: &Path, extra: &[&str]) -> Result<String, String> {
     litestream_restore_env(url, out, extra, &[])

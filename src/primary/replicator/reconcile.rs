@@ -142,13 +142,13 @@ fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
     let mut wal = local.db_path.as_os_str().to_owned();
     wal.push("-wal");
     let wal = PathBuf::from(wal);
-    if empty_file && fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+    let wal_bytes = fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    if empty_file && wal_bytes > 0 {
         return Err(format!(
-            "{} is empty but {} holds {} bytes; the replica is not restored over them (move both aside \
-             to restore the database from the replica)",
+            "{} is empty but {} holds {wal_bytes} bytes; the replica is not restored over them (move \
+             both aside to restore the database from the replica)",
             local.db_path.display(),
             wal.display(),
-            fs::metadata(&wal).map(|m| m.len()).unwrap_or(0)
         ));
     }
     let options = crate::restore::RestoreOptions {
