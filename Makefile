@@ -37,6 +37,7 @@ setup:
 
 lint:
 	$(CARGO) fmt --check
+	@tools/same-features.sh
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 unit: setup
