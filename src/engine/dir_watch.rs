@@ -34,7 +34,24 @@ pub fn wake_on_new_file(dir: &Path, suffix: &'static str, job: JobId) -> Option<
     let wd = match watcher.inotify.get_ref().watch_new_files(dir) {
         Ok(wd) => wd,
         Err(e) => {
-            tracing::debug!("not watching {} (served at each interval instead): {e}", dir.display());
+            // Past the per-user limit of watches (8,192 by default on kernels before 5.11)
+            // every database opened later is served at its interval: said once, with the
+            // setting that lifts it. Other refusals concern one directory.
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "not watching {} (followers' syncs are answered once per sync_interval): {e}{}",
+                        dir.display(),
+                        limit_hint(&e)
+                    )
+                });
+            }
+            tracing::debug!(
+                "not watching {} (served at each interval instead): {e}{}",
+                dir.display(),
+                limit_hint(&e)
+            );
             return None;
         }
     };
@@ -67,6 +84,19 @@ impl Drop for DirWatch {
     }
 }
 
+/// What lifts a refusal that is one of inotify's per-user limits: its error alone reads
+/// "Too many open files" (instances) or "No space left on device" (watches), which sends
+/// an operator to the wrong limit.
+fn limit_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => {
+            "; if no descriptor limit was reached, it is the per-user limit of inotify instances: raise fs.inotify.max_user_instances"
+        }
+        Some(libc::ENOSPC) => "; the per-user limit of inotify watches is reached: raise fs.inotify.max_user_watches",
+        _ => "",
+    }
+}
+
 type Jobs = HashMap<WatchId, Vec<(JobId, &'static str)>>;
 
 fn lock(watcher: &Watcher) -> std::sync::MutexGuard<'_, Jobs> {
@@ -80,7 +110,10 @@ fn start() -> Option<Arc<Watcher>> {
     let inotify = match inotify {
         Ok(inotify) => inotify,
         Err(e) => {
-            tracing::warn!("inotify unavailable ({e}): followers' syncs are answered once per sync_interval");
+            tracing::warn!(
+                "inotify unavailable ({e}{}): followers' syncs are answered once per sync_interval",
+                limit_hint(&e)
+            );
             return None;
         }
     };
@@ -124,5 +157,20 @@ async fn wake_jobs(watcher: Arc<Watcher>) {
         for job in woken {
             engine().wake(job);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_hint;
+    use std::io::Error;
+
+    #[test]
+    fn a_refusal_for_a_per_user_limit_names_the_setting_that_lifts_it() {
+        let instances = limit_hint(&Error::from_raw_os_error(libc::EMFILE));
+        assert!(instances.contains("fs.inotify.max_user_instances"), "{instances}");
+        let watches = limit_hint(&Error::from_raw_os_error(libc::ENOSPC));
+        assert!(watches.contains("fs.inotify.max_user_watches"), "{watches}");
+        assert_eq!(limit_hint(&Error::from_raw_os_error(libc::ENOENT)), "");
     }
 }
