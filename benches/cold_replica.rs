@@ -5,7 +5,7 @@
 //! `litestream replicate` 0.5.17 to a loopback S3 store (SeaweedFS's `weed mini` from the
 //! venv when it is there, else moto: see `--store`), then a few more commits. Our primary
 //! replicates a copy of it too. Between the readers and the store sits the test proxy
-//! (`tests/common/fault_proxy.rs`), holding each request for the latency (a new connection
+//! (`tests/common/fault_proxy/`), holding each request for the latency (a new connection
 //! one more: its TCP handshake) and logging when each request arrived and was answered.
 //!
 //! Each measurement is a fresh process (Debian's `python3`, which can load extensions)

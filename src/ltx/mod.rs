@@ -37,7 +37,13 @@ mod varint;
 mod xxh32;
 
 #[cfg(test)]
-mod tests;
+mod codec_tests;
+#[cfg(test)]
+mod compact_apply_tests;
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
+mod test_files;
 #[cfg(test)]
 mod v4_tests;
 

@@ -1,0 +1,173 @@
+//! The staging directory: one the open cannot create, one two databases' processes share,
+//! one that fills up while the application commits.
+//!
+//! | case | input | expected |
+//! |---|---|---|
+//! | `unwritable_staging_directory` | `staging=` under a regular file | open refused, names the directory |
+//! | `one_staging_directory_for_two_databases` | `LITESTREAM_STAGING_DIR` shared by two databases' processes | the second open refused, names both databases; the first replicates, restores equal |
+//! | `disk_full_while_staging` | 2 MiB tmpfs staging directory, filled | commits go on, sync fails with ENOSPC, catches up after |
+
+use super::*;
+use common::shell::Shell;
+
+#[test]
+fn unwritable_staging_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    std::fs::write(dir.path().join("blocker"), b"a file, not a directory").unwrap();
+    let staging = dir.path().join("blocker/staging");
+    assert_open_refused(
+        &db,
+        &format!(
+            "replica={}&staging={}",
+            file_url(&dir.path().join("replica")),
+            staging.display()
+        ),
+        &[],
+        &["staging directory", &staging.display().to_string(), "Not a directory"],
+    );
+    assert_rows(&db, ROWS);
+}
+
+/// Before: the second database's process took the first one's replication lock for
+/// its own and became its "follower": never replicated, its `litestream_sync()` answered
+/// with the first database's TXIDs, its WAL hand-off records read as the first's.
+#[test]
+fn one_staging_directory_for_two_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+    }
+    let a = seeded_db(&dir.path().join("a"));
+    let b = seeded_db(&dir.path().join("b"));
+    let staging = dir.path().join("staging");
+    let env = [("LITESTREAM_STAGING_DIR", staging.to_str().unwrap())];
+    let url_a = file_url(&dir.path().join("replica-a"));
+    let mut first = harness::shell::LiveShell::start_with(
+        dir.path(),
+        "a",
+        &env,
+        None,
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url_a}&sync_interval=50ms",
+            a.display()
+        ),
+    );
+    assert_eq!(first.run("SELECT litestream_sync(10000) > 0;").trim(), "1");
+    let stderr = assert_open_refused(
+        &b,
+        &format!("replica={}", file_url(&dir.path().join("replica-b"))),
+        &env,
+        &["staging directory", "belongs to the database", "a/app.db", "b/app.db"],
+    );
+    assert!(!stderr.contains("another process replicates"), "{stderr}");
+    assert_rows(&b, ROWS);
+    first.run("INSERT INTO t(v) VALUES ('after');");
+    assert_eq!(first.run("SELECT litestream_sync(10000) > 0;").trim(), "1");
+    drop(first);
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url_a, &restored, &[]).unwrap();
+    assert_rows(&restored, ROWS + 1);
+}
+
+/// A tmpfs mounted for one test and unmounted after it.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a `size` tmpfs at `dir`, or says why it cannot.
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("not root, cannot mount a tmpfs".into());
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_while_staging() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    let staging = dir.path().join("staging");
+    let _tmpfs = match Tmpfs::mount(&staging, "2m") {
+        Ok(t) => t,
+        Err(why) => {
+            println!("SKIPPED disk_full_while_staging: {why}");
+            return;
+        }
+    };
+    let url = file_url(&dir.path().join("replica"));
+    let mut sh = Shell::start(
+        &extension(),
+        &dir.path().join("shell.stderr"),
+        &[],
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url}&staging={}&sync_interval=50ms",
+            db.display(),
+            staging.display()
+        ),
+    );
+    assert_eq!(
+        sh.run("SELECT litestream_sync(10000) > 0;").trim(),
+        "1",
+        "{}",
+        sh.stderr()
+    );
+
+    // Fill the staging filesystem to the last byte.
+    let filler = staging.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    sh.run("INSERT INTO t(v) SELECT hex(randomblob(400)) FROM generate_series(1, 300);");
+    assert_eq!(
+        sh.run("SELECT count(*) FROM t;").trim(),
+        (ROWS + 300).to_string(),
+        "commits stop when staging is full: {}",
+        sh.stderr()
+    );
+    sh.run("SELECT litestream_sync(1500);");
+    let status = sh.run("SELECT litestream_status() ->> '$.error';");
+    let log = sh.stderr();
+    assert!(log.contains("litestream_sync: timed out"), "{log}");
+    assert!(
+        log.contains("No space left on device") && status.contains("No space left on device"),
+        "the error must say the disk is full:\n{status}\n{log}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(
+        sh.run("SELECT litestream_sync(30000) = litestream_txid(), litestream_status() ->> '$.error' IS NULL;")
+            .trim(),
+        "1|1",
+        "no catch-up once space is back: {}",
+        sh.stderr()
+    );
+    drop(sh);
+    assert_rows(&db, ROWS + 300);
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}
