@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile="${1:-dist}"
-# The goal is 8 MB; the library is 7.76 MB (README "Sizes"), and this ceiling, about
+# The goal is 8 MB; the library is 7.77 MB (README "Sizes"), and this ceiling, about
 # 0.09 MB above it, keeps it from growing unnoticed. Raised from 7.75 MB on 2026-12-06
 # (stop 36: hedged replica reads, the restore's open-database check, the replica note
 # on database files took the library to 7,764,000 bytes).
