@@ -116,6 +116,9 @@ enum EndedGeneration {
     /// (`Capture::resume_ended`): the process that ended it died before rewriting the
     /// header, and after SQLite's recovery another writer appended to it.
     Resumed,
+    /// Commits after where capture ended it, which capture cannot take up: why
+    /// (`Capture::why_not_resumed`), for the snapshot's log.
+    NotResumed(String),
 }
 
 /// Reads the frame headers of the live WAL, only when its header is that of the
@@ -143,7 +146,7 @@ fn ended_generation_in_the_wal(
     } else if capture.resume_ended(&header, at.next_frame) {
         EndedGeneration::Resumed
     } else {
-        EndedGeneration::NotShown
+        EndedGeneration::NotResumed(capture.why_not_resumed(&header, at.next_frame))
     })
 }
 

@@ -222,6 +222,35 @@ impl Capture {
         true
     }
 
+    /// Why [`Capture::resume_ended`] would not take up the generation of `header` with
+    /// `counted` frames again: for the log of the snapshot that follows, since one such
+    /// refusal (in `multi_process_crash`, about once in 2,000 kills) is not explained yet.
+    pub fn why_not_resumed(&self, header: &WalHeader, counted: u64) -> String {
+        let Some((ended, at, _)) = self.last_ended else {
+            return "capture ended no generation".into();
+        };
+        if !self.holds_nothing_since_last_end() {
+            return format!("capture holds frames up to {} since it ended it", self.next_frame);
+        }
+        if counted < at {
+            return format!("the WAL counts {counted} frames of it, capture ended it at {at}");
+        }
+        if ended != *header {
+            return format!(
+                "its header was written again with the same salts: checkpoint sequence {} (ended: {}),                  page size {} ({}), checksum {:08x}{:08x} ({:08x}{:08x})",
+                header.checkpoint_seq,
+                ended.checkpoint_seq,
+                header.page_size,
+                ended.page_size,
+                header.checksum.0,
+                header.checksum.1,
+                ended.checksum.0,
+                ended.checksum.1
+            );
+        }
+        "it would be resumed".into()
+    }
+
     /// Where capture ended the generation before, while it holds nothing after that
     /// (at the start of the next generation, or ended): what a saved position there
     /// needs beside it should the next generation never reach the file

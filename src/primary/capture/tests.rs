@@ -499,3 +499,26 @@ fn frames_written_with_deferred_checksums_are_captured_at_the_commit_frame_witho
     let expected = FrameHeader::parse(&last.bytes[at(4)..at(4) + 24].try_into().unwrap()).checksum;
     assert_eq!(position.checksum, expected, "the chain follows the rewritten checksums");
 }
+
+#[test]
+fn an_ended_generation_that_cannot_be_resumed_says_why() {
+    let ended = WalBuilder::new(4096, 5, 9, false).header;
+    let mut capture = Capture::new();
+    assert_eq!(capture.why_not_resumed(&ended, 3), "capture ended no generation");
+    capture.begin_generation(ended);
+    capture.next_frame = 3;
+    capture.end_generation();
+    assert_eq!(capture.why_not_resumed(&ended, 5), "it would be resumed");
+    assert!(capture
+        .why_not_resumed(&ended, 2)
+        .contains("counts 2 frames of it, capture ended it at 3"));
+    // The same salts under a header written again by a writer with another checkpoint
+    // sequence: another chain seed, so capture cannot go on from its end.
+    let rewritten = WalHeader {
+        checkpoint_seq: ended.checkpoint_seq + 1,
+        ..ended
+    };
+    let why = capture.why_not_resumed(&rewritten, 5);
+    assert!(why.contains("checkpoint sequence 8 (ended: 7)"), "{why}");
+    assert!(!capture.resume_ended(&rewritten, 5), "refused as it says");
+}
