@@ -232,3 +232,36 @@ fn a_followers_sync_is_answered_before_the_replicating_process_interval() {
     sql_restore(&url, &restored, &[]);
     assert_eq!(plain_sqlite(&restored, "SELECT count(*) FROM t").trim(), "3");
 }
+
+/// A process that opens the database read-only (`mode=ro`: a reporting worker) and is
+/// first to open it holds the replication role like any other: it captures the writers'
+/// commits from the WAL and their hand-off records, answers their syncs and uploads.
+#[test]
+fn a_read_only_connection_that_replicates_carries_the_writers_commits() {
+    let (dir, db, url, a) = replicated_by_a(SLOW);
+    drop(a);
+    let mut reader = LiveShell::start(dir.path(), "reader", &open_cmd(&db, &url, &format!("{SLOW}&mode=ro")));
+    let s = status(&mut reader);
+    assert_eq!(
+        (s["role"].as_str(), s["replicating"].as_bool()),
+        (Some("primary"), Some(true)),
+        "{s}"
+    );
+    let mut writer = LiveShell::start(dir.path(), "writer", &open_cmd(&db, &url, SLOW));
+    assert_eq!(status(&mut writer)["role"], "follower");
+    let out = writer.run(
+        "INSERT INTO t(v) VALUES ('w1'); PRAGMA wal_checkpoint(TRUNCATE); INSERT INTO t(v) VALUES ('w2'); \
+         SELECT litestream_sync(10000) > 0;",
+    );
+    assert_eq!(
+        out.lines().last(),
+        Some("1"),
+        "the writer's sync: {out}{}",
+        writer.stderr()
+    );
+    assert_eq!(reader.run("SELECT group_concat(v) FROM t;").trim(), "w1,w2");
+    assert_eq!(status(&mut reader)["snapshots"], 0, "continued without a snapshot");
+    drop(writer);
+    drop(reader);
+    restore_equals_primary(dir.path(), &url, &db);
+}
