@@ -206,12 +206,9 @@ impl Capture {
     /// rewriting the header, and SQLite's recovery rebuilt the wal-index from the file,
     /// so writers append to that generation again. The caller reads on from there.
     pub fn resume_ended(&mut self, header: &WalHeader, counted: u64) -> bool {
-        let Some((ended, at, chain)) = self.last_ended else {
+        let Ok((ended, at, chain)) = self.resumable(header, counted) else {
             return false;
         };
-        if ended != *header || counted < at || !self.holds_nothing_since_last_end() {
-            return false;
-        }
         self.drop_pending();
         self.header = Some(ended);
         self.next_frame = at;
@@ -226,18 +223,32 @@ impl Capture {
     /// `counted` frames again: for the log of the snapshot that follows, since one such
     /// refusal (in `multi_process_crash`, about once in 2,000 kills) is not explained yet.
     pub fn why_not_resumed(&self, header: &WalHeader, counted: u64) -> String {
-        let Some((ended, at, _)) = self.last_ended else {
-            return "capture ended no generation".into();
+        self.resumable(header, counted)
+            .err()
+            .unwrap_or_else(|| "it would be resumed".into())
+    }
+
+    /// The generation capture ended last (its header, end frame and chain there) when
+    /// [`Capture::resume_ended`] may take it up again, else why not.
+    fn resumable(&self, header: &WalHeader, counted: u64) -> Result<(WalHeader, u64, (u32, u32)), String> {
+        let Some((ended, at, chain)) = self.last_ended else {
+            return Err("capture ended no generation".into());
         };
         if !self.holds_nothing_since_last_end() {
-            return format!("capture holds frames up to {} since it ended it", self.next_frame);
+            return Err(format!(
+                "capture holds frames up to {} since it ended it",
+                self.next_frame
+            ));
         }
         if counted < at {
-            return format!("the WAL counts {counted} frames of it, capture ended it at {at}");
+            return Err(format!(
+                "the WAL counts {counted} frames of it, capture ended it at {at}"
+            ));
         }
         if ended != *header {
-            return format!(
-                "its header was written again with the same salts: checkpoint sequence {} (ended: {}),                  page size {} ({}), checksum {:08x}{:08x} ({:08x}{:08x})",
+            return Err(format!(
+                "the WAL's header has its salts but not the header capture ended it with: checkpoint \
+                 sequence {} (ended: {}), page size {} ({}), checksum {:08x}{:08x} ({:08x}{:08x})",
                 header.checkpoint_seq,
                 ended.checkpoint_seq,
                 header.page_size,
@@ -246,9 +257,9 @@ impl Capture {
                 header.checksum.1,
                 ended.checksum.0,
                 ended.checksum.1
-            );
+            ));
         }
-        "it would be resumed".into()
+        Ok((ended, at, chain))
     }
 
     /// Where capture ended the generation before, while it holds nothing after that
