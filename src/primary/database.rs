@@ -348,9 +348,13 @@ impl Database {
         }
     }
 
-    /// A checkpoint of this process is about to truncate the WAL below its header.
+    /// A checkpoint of this process is about to truncate the WAL below its header. It
+    /// copied every frame into the database file first (SQLite truncates only then), so
+    /// the file as it is now is what the empty WAL leaves: a later change to it with the
+    /// WAL still empty is a generation nobody recorded (`Capture::left_database`).
     pub fn before_wal_truncate(&self, live: &mut dyn WalSource) {
-        self.generation_ends(live, None, None);
+        let left = FileIdentity::of(&self.path).ok();
+        self.generation_ends(live, None, left);
     }
 
     /// The last connection to the database (in any process) is about to delete the

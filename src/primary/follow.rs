@@ -19,15 +19,14 @@ use std::io;
 pub type Followed = Result<Vec<CapturedTxn>, Discontinuity>;
 
 /// Brings `capture` up to date: the records after `consumed` (which it advances), then
-/// the live WAL. `closed` is the database file as the checkpoint before a deleted WAL
-/// left it, when capture's generation ended that way (a clean close); `database` gives
-/// the file's identity now: they must match when no WAL followed.
+/// the live WAL. `database` gives the database file's identity now: while capture stands
+/// ended and no WAL followed, it must be the file the WAL was left empty with
+/// ([`Capture::database_left`]).
 pub fn follow(
     capture: &mut Capture,
     consumed: &mut u64,
     records: &HandoffDir,
     live: &mut dyn WalSource,
-    mut closed: Option<FileIdentity>,
     database: &dyn Fn() -> Option<FileIdentity>,
 ) -> io::Result<Followed> {
     let mut found = Vec::new();
@@ -39,7 +38,7 @@ pub fn follow(
         // record before doing so, and the listing below sees it.
         let live_header = read_header(live)?;
         let from = *consumed;
-        if let Some(broken) = follow_records(capture, consumed, records, &mut closed, &mut just_started, &mut found)? {
+        if let Some(broken) = follow_records(capture, consumed, records, &mut just_started, &mut found)? {
             return Ok(Err(broken));
         }
         // A generation ended between the header read and the listing: its record moved
@@ -78,10 +77,12 @@ pub fn follow(
             // empty as the generation, and the database as it was.
             None if capture.never_reached_the_file(database().as_ref()) => return Ok(Ok(found)),
             None if capture.ended() => {
-                if let Some(closed) = &closed {
-                    if database().as_ref() != Some(closed) {
+                if let Some(left) = capture.database_left() {
+                    if database().as_ref() != Some(left) {
                         return Ok(Err(Discontinuity(
-                            "the database changed after its WAL was checkpointed and deleted".into(),
+                            "the database file changed while its WAL stayed empty after a checkpoint truncated or \
+                             deleted it (a process outside the VFS committed and checkpointed between two looks)"
+                                .into(),
                         )));
                     }
                 }
@@ -161,7 +162,6 @@ fn follow_records(
     capture: &mut Capture,
     consumed: &mut u64,
     records: &HandoffDir,
-    closed: &mut Option<FileIdentity>,
     just_started: &mut bool,
     found: &mut Vec<CapturedTxn>,
 ) -> io::Result<Option<Discontinuity>> {
@@ -194,7 +194,7 @@ fn follow_records(
                 // generation that record began never reached the file.
                 capture.end_generation();
                 *just_started = false;
-                *closed = tail.closed.clone();
+                capture.left_database(tail.closed.clone());
                 if let Some(next) = tail.next {
                     capture.begin_generation(next);
                 }
@@ -229,7 +229,7 @@ fn follow_records(
                 }
                 capture.end_generation();
                 *just_started = false;
-                *closed = tail.closed.clone();
+                capture.left_database(tail.closed.clone());
                 if let Some(next) = tail.next {
                     capture.begin_generation(next);
                 }
@@ -249,7 +249,6 @@ fn follow_records(
                 capture.set_position(&batch.to, batch.header);
                 capture.end_generation();
                 *just_started = false;
-                *closed = None;
                 if let Some(next) = batch.next {
                     capture.begin_generation(next);
                 }
@@ -271,10 +270,19 @@ fn follow_records(
                         "hand-off {seq} begins a WAL generation while the captured one had not ended"
                     ))));
                 }
+                // The database file its writer found must be the one the WAL was left
+                // empty with: else a generation nobody recorded came and went in between.
+                if let (Some(left), Some(found)) = (capture.database_left(), database.as_ref()) {
+                    if left != found {
+                        return Ok(Some(Discontinuity(format!(
+                            "hand-off {seq} begins a WAL generation on a database file that changed since the WAL \
+                             was last left empty (a process outside the VFS committed and checkpointed in between)"
+                        ))));
+                    }
+                }
                 capture.begin_generation(*header);
                 capture.began_on_empty_wal(database.clone());
                 *just_started = true;
-                *closed = None;
             }
         }
         *consumed = record.seq();

@@ -6,15 +6,14 @@ use crate::primary::capture::WalPosition;
 use crate::primary::state::SavedWal;
 use crate::wal::testing::WalBuilder;
 
-/// [`follow`] where no clean close stands behind capture and no database file is
-/// known; an I/O error fails the test.
+/// [`follow`] where no database file is known; an I/O error fails the test.
 pub(crate) fn follow_from(
     capture: &mut Capture,
     consumed: &mut u64,
     records: &HandoffDir,
     live: &mut dyn WalSource,
 ) -> Followed {
-    follow(capture, consumed, records, live, None, &|| None).unwrap()
+    follow(capture, consumed, records, live, &|| None).unwrap()
 }
 
 /// A capture positioned after the first `frames` frames of `wal`.
@@ -215,33 +214,24 @@ fn a_generation_whose_writer_died_between_its_start_record_and_its_header_gives_
     let same = || Some(identity(512));
     let changed = || Some(identity(1024));
     let mut consumed = 0;
-    let found = follow(&mut capture, &mut consumed, &records, &mut Vec::new(), None, &same)
+    let found = follow(&mut capture, &mut consumed, &records, &mut Vec::new(), &same)
         .unwrap()
         .unwrap();
     assert_eq!(pgnos(&found), vec![1]);
     // A later look finds the WAL still empty. A changed database may hold commits of
     // g2 checkpointed without a record; an unchanged one cannot.
-    let outcome = follow(&mut capture, &mut consumed, &records, &mut Vec::new(), None, &changed).unwrap();
+    let outcome = follow(&mut capture, &mut consumed, &records, &mut Vec::new(), &changed).unwrap();
     assert!(outcome.unwrap_err().0.contains("without a hand-off"));
-    assert!(
-        follow(&mut capture, &mut consumed, &records, &mut Vec::new(), None, &same)
-            .unwrap()
-            .is_ok()
-    );
+    assert!(follow(&mut capture, &mut consumed, &records, &mut Vec::new(), &same)
+        .unwrap()
+        .is_ok());
     // The next writer begins g3 on the same empty WAL and database.
     let mut g3 = WalBuilder::new(512, 21, 3, false);
     records.write_start(&g3.bytes[..32], Some(identity(512))).unwrap();
     g3.frame(2, 2, 2);
-    let found = follow(
-        &mut capture,
-        &mut consumed,
-        &records,
-        &mut g3.bytes.clone(),
-        None,
-        &same,
-    )
-    .unwrap()
-    .expect("g2 never reached the file: g3 follows");
+    let found = follow(&mut capture, &mut consumed, &records, &mut g3.bytes.clone(), &same)
+        .unwrap()
+        .expect("g2 never reached the file: g3 follows");
     assert_eq!(pgnos(&found), vec![2]);
     assert_eq!(capture.generation(), Some((21, 3)));
     // Had the database changed between the two starts, g2 may have had commits.
@@ -251,7 +241,7 @@ fn a_generation_whose_writer_died_between_its_start_record_and_its_header_gives_
     records.write_tail(&mut g1.bytes.clone(), None, None, None).unwrap();
     records.write_start(&g2.bytes[..32], Some(identity(512))).unwrap();
     records.write_start(&g3.bytes[..32], Some(identity(1024))).unwrap();
-    let outcome = follow(&mut capture, &mut 0, &records, &mut g3.bytes.clone(), None, &changed).unwrap();
+    let outcome = follow(&mut capture, &mut 0, &records, &mut g3.bytes.clone(), &changed).unwrap();
     assert!(outcome.unwrap_err().0.contains("had not ended"));
 }
 
@@ -411,7 +401,7 @@ fn a_deleted_wal_continues_only_if_the_database_is_as_its_checkpoint_left_it() {
         .unwrap();
     let same = || Some(identity.clone());
     let mut capture = captured_through(&g1, 0, g1.header.checksum);
-    assert!(follow(&mut capture, &mut 0, &records, &mut Vec::new(), None, &same)
+    assert!(follow(&mut capture, &mut 0, &records, &mut Vec::new(), &same)
         .unwrap()
         .is_ok());
     let changed = || {
@@ -421,7 +411,68 @@ fn a_deleted_wal_continues_only_if_the_database_is_as_its_checkpoint_left_it() {
         })
     };
     let mut capture = captured_through(&g1, 0, g1.header.checksum);
-    assert!(follow(&mut capture, &mut 0, &records, &mut Vec::new(), None, &changed)
+    assert!(follow(&mut capture, &mut 0, &records, &mut Vec::new(), &changed)
         .unwrap()
         .is_err());
+}
+
+/// A generation that came and went between two looks, written and checkpointed away by a
+/// process outside the VFS, leaves no record and an empty WAL: only the database file
+/// shows it. Capture keeps the file as the last truncation left it, and neither an empty
+/// WAL over a changed file nor the next writer's start record on it passes.
+#[test]
+fn a_generation_checkpointed_away_unrecorded_shows_in_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+    let mut g1 = WalBuilder::new(512, 10, 1, false);
+    g1.frame(1, 1, 1);
+    let identity = |mtime_ns| FileIdentity {
+        dev: 1,
+        ino: 2,
+        size: 512,
+        mtime_ns,
+    };
+    // g1 truncated by a checkpoint that left the file at mtime 3.
+    records
+        .write_tail(&mut g1.bytes.clone(), None, None, Some(identity(3)))
+        .unwrap();
+    let same = || Some(identity(3));
+    let changed = || Some(identity(4)); // same size: an update in place
+    let mut capture = captured_through(&g1, 0, g1.header.checksum);
+    let mut consumed = 0;
+    assert!(follow(&mut capture, &mut consumed, &records, &mut Vec::new(), &same)
+        .unwrap()
+        .is_ok());
+    assert_eq!(capture.database_left(), Some(&identity(3)));
+    // Later looks: still the same file, then a changed one with the WAL still empty.
+    assert!(follow(&mut capture, &mut consumed, &records, &mut Vec::new(), &same)
+        .unwrap()
+        .is_ok());
+    let outcome = follow(&mut capture, &mut consumed, &records, &mut Vec::new(), &changed).unwrap();
+    assert!(outcome.unwrap_err().0.contains("changed while its WAL stayed empty"));
+
+    // The next writer (through the VFS) begins g2 on the changed file: its start
+    // record names the file it found.
+    let mut g2 = WalBuilder::new(512, 11, 2, false);
+    records.write_start(&g2.bytes[..32], Some(identity(4))).unwrap();
+    g2.frame(2, 2, 2);
+    let outcome = follow(&mut capture, &mut consumed, &records, &mut g2.bytes.clone(), &changed).unwrap();
+    assert!(outcome
+        .unwrap_err()
+        .0
+        .contains("changed since the WAL was last left empty"));
+
+    // On the file as the truncation left it, g2 follows, and capture forgets the file.
+    let dir = tempfile::tempdir().unwrap();
+    let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+    records
+        .write_tail(&mut g1.bytes.clone(), None, None, Some(identity(3)))
+        .unwrap();
+    records.write_start(&g2.bytes[..32], Some(identity(3))).unwrap();
+    let mut capture = captured_through(&g1, 0, g1.header.checksum);
+    let found = follow(&mut capture, &mut 0, &records, &mut g2.bytes.clone(), &changed)
+        .unwrap()
+        .expect("g2 began on the file g1 left");
+    assert_eq!(pgnos(&found), vec![1, 2]);
+    assert_eq!(capture.database_left(), None, "capture is in g2");
 }

@@ -92,6 +92,11 @@ pub struct SavedState {
     /// still shows that generation, and a restart goes on in it from there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_before: Option<SavedWal>,
+    /// When `wal` is an ended position (the WAL truncated or deleted after a
+    /// checkpoint): the database file as that left it. A restart that finds the file
+    /// changed and the WAL still empty takes a snapshot (`Capture::left_database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_left: Option<FileIdentity>,
 }
 
 pub struct StateFile {
@@ -151,6 +156,12 @@ mod tests {
                 ended: true,
             }),
             closed_clean: None,
+            database_left: Some(FileIdentity {
+                dev: 1,
+                ino: 2,
+                size: 4096,
+                mtime_ns: 1_700_000_000_123_456_789,
+            }),
             handoff_seq: 5,
             ended_before: Some(SavedWal {
                 salt1: 0,

@@ -97,6 +97,10 @@ pub struct Capture {
     /// The database file as the current generation began on an empty WAL (its start
     /// record), for [`Capture::never_reached_the_file`].
     began_on_empty_wal: Option<FileIdentity>,
+    /// While capture stands ended with the WAL left empty (truncated or deleted after a
+    /// checkpoint, a clean close, a snapshot of a database without a WAL): the database
+    /// file as that left it, for [`Capture::database_left`].
+    database_left: Option<FileIdentity>,
 }
 
 impl Capture {
@@ -136,6 +140,7 @@ impl Capture {
     pub fn set_position(&mut self, position: &WalPosition, header: WalHeader) {
         self.drop_pending();
         self.began_on_empty_wal = None;
+        self.database_left = None;
         self.header = Some(header);
         self.next_frame = position.next_frame;
         self.chain = position.checksum;
@@ -147,6 +152,7 @@ impl Capture {
     pub fn begin_generation(&mut self, header: WalHeader) {
         self.drop_pending();
         self.began_on_empty_wal = None;
+        self.database_left = None;
         self.header = Some(header);
         self.next_frame = 0;
         self.chain = header.checksum;
@@ -157,6 +163,7 @@ impl Capture {
     pub fn end_generation(&mut self) {
         self.drop_pending();
         self.began_on_empty_wal = None;
+        self.database_left = None;
         if let Some(h) = self.header.filter(|_| !self.ended) {
             self.last_ended = Some((h, self.next_frame, self.chain));
         }
@@ -167,6 +174,24 @@ impl Capture {
     /// `database` (a start record's).
     pub fn began_on_empty_wal(&mut self, database: Option<FileIdentity>) {
         self.began_on_empty_wal = database;
+    }
+
+    /// Capture stands ended and the WAL was left empty with the database file as
+    /// `database` (`None`: not known). In WAL mode only a checkpoint writes the database
+    /// file, so while the WAL stays empty the file must stay as it was: a file found
+    /// changed, with the WAL still empty or at the start of the next generation, was
+    /// written by a generation that came and went unseen (a tool without the VFS that
+    /// committed and checkpointed with TRUNCATE between two looks).
+    pub fn left_database(&mut self, database: Option<FileIdentity>) {
+        if self.ended() {
+            self.database_left = database;
+        }
+    }
+
+    /// The database file as the WAL was left empty, while capture stands ended
+    /// ([`Capture::left_database`]).
+    pub fn database_left(&self) -> Option<&FileIdentity> {
+        self.database_left.as_ref().filter(|_| self.ended())
     }
 
     /// Whether the generation capture is in began on an empty WAL and, as far as the
@@ -215,6 +240,7 @@ impl Capture {
         self.chain = chain;
         self.ended = false;
         self.began_on_empty_wal = None;
+        self.database_left = None;
         self.last_ended = None;
         true
     }

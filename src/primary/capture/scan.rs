@@ -15,6 +15,7 @@ impl Capture {
     pub fn skip_to_end(&mut self, wal: &mut dyn WalSource) -> io::Result<()> {
         self.drop_pending();
         let header = read_header(wal)?;
+        self.database_left = None;
         self.next_frame = 0;
         self.ended = header.is_none();
         self.header = header;

@@ -522,3 +522,28 @@ fn an_ended_generation_that_cannot_be_resumed_says_why() {
     assert!(why.contains("checkpoint sequence 8 (ended: 7)"), "{why}");
     assert!(!capture.resume_ended(&rewritten, 5), "refused as it says");
 }
+
+#[test]
+fn the_database_left_by_an_emptied_wal_is_kept_only_while_capture_stands_ended() {
+    let identity = FileIdentity {
+        dev: 1,
+        ino: 2,
+        size: 4096,
+        mtime_ns: 5,
+    };
+    let g1 = WalBuilder::new(4096, 1, 1, false);
+    let mut capture = Capture::new();
+    // Before any header capture stands ended (what a snapshot of a WAL-less file leaves).
+    capture.left_database(Some(identity.clone()));
+    assert_eq!(capture.database_left(), Some(&identity));
+    capture.begin_generation(g1.header);
+    assert_eq!(capture.database_left(), None, "a generation began");
+    capture.left_database(Some(identity.clone()));
+    assert_eq!(capture.database_left(), None, "not ended: nothing to keep");
+    capture.end_generation();
+    assert_eq!(capture.database_left(), None, "ended, the file not said");
+    capture.left_database(Some(identity.clone()));
+    assert_eq!(capture.database_left(), Some(&identity));
+    capture.end_generation();
+    assert_eq!(capture.database_left(), None, "each end says its own file");
+}

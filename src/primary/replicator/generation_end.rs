@@ -48,6 +48,7 @@ impl Primary {
         self.consume_own_record(&mut shared, written);
         if shared.snapshot_needed.is_none() {
             shared.capture.end_generation();
+            shared.capture.left_database(closed.clone());
             if let Some(next) = next.and_then(|h| WalHeader::parse(h).ok()) {
                 shared.capture.begin_generation(next);
                 shared.fresh_header = shared.capture.generation();

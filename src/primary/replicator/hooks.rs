@@ -196,7 +196,7 @@ impl Primary {
                 handoff_consumed,
                 ..
             } = &mut *shared;
-            follow(capture, handoff_consumed, &self.records, wal, None, &identity)
+            follow(capture, handoff_consumed, &self.records, wal, &identity)
         };
         if shared.handoff_consumed != consumed_before {
             // The queue now holds commits another process's record holds too.

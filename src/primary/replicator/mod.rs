@@ -394,7 +394,8 @@ impl Primary {
         // snapshot will cover what it skipped. Saving that position would let a restart
         // (after a kill before the snapshot was staged) resume from it and never replicate
         // the skipped commits: a silent gap (found by crash_everywhere).
-        let wal = if closed_clean.is_some() || shared.snapshot_needed.is_some() {
+        let wal: Option<crate::primary::state::SavedWal> = if closed_clean.is_some() || shared.snapshot_needed.is_some()
+        {
             None
         } else {
             shared.capture.position().map(Into::into)
@@ -402,6 +403,11 @@ impl Primary {
         // Only beside a position: a clean close's state compared unequal at every close
         // of a request that only read, and was saved again (open_requests).
         let ended_before = shared.capture.ended_before().filter(|_| wal.is_some()).map(Into::into);
+        let database_left = shared
+            .capture
+            .database_left()
+            .cloned()
+            .filter(|_| wal.as_ref().is_some_and(|w| w.ended));
         self.persist(&SavedState {
             node_id: self.node_id,
             txid: shared.staged_txid,
@@ -409,6 +415,7 @@ impl Primary {
             closed_clean,
             handoff_seq: shared.handoff_consumed,
             ended_before,
+            database_left,
         })
     }
 

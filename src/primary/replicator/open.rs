@@ -231,6 +231,7 @@ impl Primary {
                 closed_clean: None,
                 handoff_seq: state.handoff_seq,
                 ended_before: state.ended_before.clone(),
+                database_left: state.database_left.clone(),
             })
         }
     }

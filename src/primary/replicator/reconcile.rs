@@ -128,6 +128,7 @@ fn continue_noted(
         // Records left without their state are not this database's next commits.
         handoff_seq: local.records.last_seq().map_err(|e| e.to_string())?,
         ended_before: None,
+        database_left: None,
     };
     restart_from_saved(local, saved, replica, wal_index, snapshotter)
 }
@@ -179,15 +180,19 @@ fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
         closed_clean: FileIdentity::of(local.db_path).ok(),
         handoff_seq: handoff_consumed,
         ended_before: None,
+        database_left: None,
     };
     local
         .state_file
         .save(&state)
         .map_err(|e| format!("saving replication state: {e}"))?;
+    // The restored file is what the WAL was left empty with, as after a clean close.
+    let mut capture = Capture::new();
+    capture.left_database(state.closed_clean.clone());
     Ok(Reconciled {
         state,
         next_txid: pos.txid + 1,
-        capture: Capture::new(),
+        capture,
         handoff_consumed,
         queue: Batch::default(),
         snapshot_needed: None,
@@ -378,6 +383,7 @@ fn resume_capture(
         capture.set_position(&before, live.expect("went_on_before reads the live header"));
     } else if position.ended {
         capture.set_position(&position, placeholder_header(&position));
+        capture.left_database(saved.closed_clean.clone().or_else(|| saved.database_left.clone()));
     } else {
         let header = match live.filter(|h| (h.salt1, h.salt2) == salts) {
             Some(h) => Some(h),
@@ -414,7 +420,7 @@ fn resume_capture(
         }
     }
     let identity = || FileIdentity::of(db_path).ok();
-    let followed = follow(capture, consumed, records, wal, saved.closed_clean.clone(), &identity)?;
+    let followed = follow(capture, consumed, records, wal, &identity)?;
     if let Err(Discontinuity(reason)) = &followed {
         capture.skip_to_end(wal)?;
         if saved.closed_clean.is_some() && saved.wal.is_none() {

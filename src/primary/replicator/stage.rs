@@ -65,6 +65,7 @@ impl Primary {
                 shared.capture.position(),
                 shared.handoff_consumed,
                 shared.capture.ended_before(),
+                shared.capture.database_left().cloned(),
             );
             // What is captured from here on is queued from the position the state
             // will say: a restart before it is saved hands the queue off from there
@@ -75,7 +76,7 @@ impl Primary {
         };
         // A writer held back by a full queue (`pressure.rs`) goes on from here.
         self.progress.notify_all();
-        let (batch, (position_at_cut, consumed_at_cut, ended_before_cut)) = batch;
+        let (batch, (position_at_cut, consumed_at_cut, ended_before_cut, left_at_cut)) = batch;
         pause_here_if_asked(&PAUSE_BEFORE_FILE);
         let staged = batch
             .encode(self.node_id, &self.encoding())
@@ -120,6 +121,7 @@ impl Primary {
                     node_id: self.node_id,
                     txid: batch.max_txid(),
                     ended_before: ended_before_cut.filter(|_| wal.is_some()).map(Into::into),
+                    database_left: left_at_cut.filter(|_| wal.as_ref().is_some_and(|w| w.ended)),
                     wal,
                     closed_clean,
                     handoff_seq: consumed_at_cut,
@@ -173,6 +175,11 @@ impl Primary {
                 if let Err(e) = shared.capture.skip_to_end(&mut wal) {
                     tracing::warn!("reading the WAL for a snapshot: {e}");
                 }
+            }
+            // No WAL: the snapshot copies the database file as it is now, under the
+            // write lock, and that is the file a later look must find unchanged.
+            if shared.capture.ended() {
+                shared.capture.left_database(FileIdentity::of(&self.db_path).ok());
             }
             // Every record so far is older than the state the snapshot copies. Those
             // already staged are deleted: finding none (0) says nothing about the
@@ -286,6 +293,7 @@ impl Primary {
             closed_clean: None,
             handoff_seq,
             ended_before: None,
+            database_left: None,
         };
         self.persist(&state).map_err(|e| format!("saving state: {e}"))
     }

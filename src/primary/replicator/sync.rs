@@ -119,9 +119,15 @@ impl Primary {
             return None;
         }
         let mut wal = WalFile::open(&self.db_path).ok()?;
-        match super::reconcile::read_wal_header(&mut wal) {
-            Ok(None) => FileIdentity::of(&self.db_path).ok(),
-            _ => None,
+        if !matches!(super::reconcile::read_wal_header(&mut wal), Ok(None)) {
+            return None;
+        }
+        // A file changed since the WAL was left empty holds commits nobody captured (a
+        // tool without the VFS that checkpointed them away): not a state to continue.
+        let now = FileIdentity::of(&self.db_path).ok()?;
+        match shared.capture.database_left() {
+            Some(left) if *left != now => None,
+            _ => Some(now),
         }
     }
 }

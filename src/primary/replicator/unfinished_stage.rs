@@ -74,6 +74,7 @@ pub(super) fn finished_by_its_staged_files(
         closed_clean: None,
         handoff_seq: batch.seq - 1,
         ended_before: None,
+        database_left: None,
         ..saved
     }
 }
@@ -130,6 +131,7 @@ mod tests {
             closed_clean: None,
             handoff_seq: 4,
             ended_before: None,
+            database_left: None,
         }
     }
 
