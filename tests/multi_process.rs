@@ -1,7 +1,9 @@
 //! Several processes on one database, the way web-server workers use it: each opens the
 //! database through the VFS, writes (every other one from two threads), updates, deletes,
 //! shrinks the file (incremental vacuum, VACUUM), checkpoints (PASSIVE, RESTART,
-//! TRUNCATE), opens and closes extra connections, exits normally and is started again. Afterwards the primary
+//! TRUNCATE), opens and closes extra connections, exits normally and is started again;
+//! now and then plain SQLite (no VFS) commits beside them and checkpoints its commits away.
+//! Afterwards the primary
 //! passes `integrity_check`, no process ever saw "malformed" or "not a database", and the
 //! replica (restored by us and by `litestream restore`) equals the primary.
 //!
@@ -60,6 +62,10 @@ fn spawn_worker(db: &Path, url: &str, tag: &str, seed: u64, lifetime_ms: u64, lo
         // Every other process writes from two threads at once.
         .arg("--threads")
         .arg((1 + seed % 2).to_string())
+        // Now and then a commit by plain SQLite beside them (a tool without the VFS),
+        // half of them checkpointed away at once (docs/reliability.md).
+        .arg("--outsider")
+        .arg("0.002")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()

@@ -37,6 +37,8 @@ def main():
     p.add_argument("--sync-every", type=int, default=10)
     p.add_argument("--params", default="sync_interval=100ms")
     p.add_argument("--threads", type=int, default=1, help="connections writing at once, one thread each")
+    p.add_argument("--outsider", type=float, default=0.0,
+                   help="chance per step of a commit by plain SQLite (no VFS) beside the workers")
     args = p.parse_args()
 
     loader = sqlite3.connect(":memory:")
@@ -143,6 +145,31 @@ class Writer:
         else:
             conn.execute("PRAGMA incremental_vacuum(64)").fetchall()
 
+    def outsider(self, conn):
+        """A tool without the extension (a migration, a script) beside the workers: plain
+        SQLite commits a few rows, and half the time checkpoints them away with TRUNCATE,
+        perhaps before the replicating process read them: its commits must reach the
+        replica all the same (a snapshot), which the final comparison checks. Half the
+        time the worker empties the WAL through the VFS first, so that the tool's
+        generation is one begun on an empty WAL, which only the database file shows once
+        it is checkpointed away (lost from the replica before 2026-12-06; here the many
+        snapshots the churn forces healed it every time: tests/primary_discontinuity.rs
+        checks that case one step at a time)."""
+        rng = self.rng
+        if rng.random() < 0.5:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        plain = sqlite3.connect(f"file:{self.args.db}", uri=True, isolation_level=None, timeout=30)
+        try:
+            plain.execute("PRAGMA busy_timeout=30000")
+            rows = [("outsider", self.n, rng.randbytes(rng.randrange(10, 300))) for _ in range(rng.randrange(1, 5))]
+            plain.execute("BEGIN IMMEDIATE")
+            self.insert_rows(plain, rows)
+            plain.execute("COMMIT")
+            if rng.random() < 0.5:
+                plain.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            plain.close()
+
     def sync(self, conn):
         txid = self.attempt("sync", lambda: conn.execute("SELECT litestream_sync(60000)").fetchone()[0])
         if txid is not None and self.highest:
@@ -163,6 +190,8 @@ class Writer:
         rng = self.rng
         while time.monotonic() < self.deadline:
             self.n += 1
+            if self.args.outsider and rng.random() < self.args.outsider:
+                self.attempt("outsider", lambda: self.outsider(conn))
             kind = rng.random()
             if self.ack and self.n % self.args.sync_every == 0:
                 self.sync(conn)
