@@ -25,6 +25,9 @@ pub struct ShmWal {
     pub salt2: u32,
     /// Frames SQLite counts committed in this generation (0: none yet).
     pub max_frame: u32,
+    /// SQLite's count of commits (`iChange`): it grows by one at every commit, in any
+    /// generation, and starts again at 0 only when a recovery rebuilds the wal-index.
+    pub commits: u32,
 }
 
 /// Reads the wal-index header through one live mapping (the VFS layer's; it owns the
@@ -225,6 +228,7 @@ mod tests {
             salt1,
             salt2: 99,
             max_frame,
+            commits: 0,
         }
     }
 

@@ -506,7 +506,8 @@ unsafe fn x_shm_write_lock(file: *mut ffi::sqlite3_file, n: c_int, flags: c_int)
 
 /// Where the WAL stands according to the wal-index header at the start of `region0`
 /// (SQLite's `WalIndexHdr`, documented in its file format: two copies of 48 bytes;
-/// `mxFrame` a native u32 at 16, the salts at 32 as the WAL header stores them).
+/// `iChange` a native u32 at 8, `mxFrame` at 16, the salts at 32 as the WAL header
+/// stores them).
 /// None when unmapped or the copies differ (a writer is mid-update: not while we hold
 /// the write lock, but the caller then just reads the WAL itself).
 ///
@@ -540,6 +541,7 @@ pub(super) unsafe fn shm_wal(region0: *mut u8) -> Option<ShmWal> {
     let u32_at = |at: usize| u32::from_ne_bytes(copy[at..at + 4].try_into().expect("4 bytes"));
     let be32_at = |at: usize| u32::from_be_bytes(copy[at..at + 4].try_into().expect("4 bytes"));
     Some(ShmWal {
+        commits: u32_at(8),
         max_frame: u32_at(16),
         salt1: be32_at(32),
         salt2: be32_at(36),

@@ -101,6 +101,9 @@ pub struct Capture {
     /// checkpoint, a clean close, a snapshot of a database without a WAL): the database
     /// file as that left it, for [`Capture::database_left`].
     database_left: Option<FileIdentity>,
+    /// With `database_left`: SQLite's count of commits then, when known
+    /// ([`Capture::left_commits`]).
+    commits_left: Option<u32>,
 }
 
 impl Capture {
@@ -141,6 +144,7 @@ impl Capture {
         self.drop_pending();
         self.began_on_empty_wal = None;
         self.database_left = None;
+        self.commits_left = None;
         self.header = Some(header);
         self.next_frame = position.next_frame;
         self.chain = position.checksum;
@@ -153,6 +157,7 @@ impl Capture {
         self.drop_pending();
         self.began_on_empty_wal = None;
         self.database_left = None;
+        self.commits_left = None;
         self.header = Some(header);
         self.next_frame = 0;
         self.chain = header.checksum;
@@ -164,6 +169,7 @@ impl Capture {
         self.drop_pending();
         self.began_on_empty_wal = None;
         self.database_left = None;
+        self.commits_left = None;
         if let Some(h) = self.header.filter(|_| !self.ended) {
             self.last_ended = Some((h, self.next_frame, self.chain));
         }
@@ -185,7 +191,24 @@ impl Capture {
     pub fn left_database(&mut self, database: Option<FileIdentity>) {
         if self.ended() {
             self.database_left = database;
+            self.commits_left = None;
         }
+    }
+
+    /// With [`Capture::left_database`]: SQLite's count of commits in the wal-index as the
+    /// WAL was left empty. Any commit since, with the WAL still empty and no record of
+    /// it, was checkpointed away unseen: a witness that does not depend on the file's
+    /// modification time, which many kernels stamp from a clock a few milliseconds
+    /// coarse (a same-size update and checkpoint within that tick keeps the identity).
+    pub fn left_commits(&mut self, commits: Option<u32>) {
+        if self.ended() {
+            self.commits_left = commits;
+        }
+    }
+
+    /// The count [`Capture::left_commits`] kept, while capture stands ended.
+    pub fn commits_left(&self) -> Option<u32> {
+        self.commits_left.filter(|_| self.ended())
     }
 
     /// The database file as the WAL was left empty, while capture stands ended
@@ -241,6 +264,7 @@ impl Capture {
         self.ended = false;
         self.began_on_empty_wal = None;
         self.database_left = None;
+        self.commits_left = None;
         self.last_ended = None;
         true
     }

@@ -16,6 +16,7 @@ impl Capture {
         self.drop_pending();
         let header = read_header(wal)?;
         self.database_left = None;
+        self.commits_left = None;
         self.next_frame = 0;
         self.ended = header.is_none();
         self.header = header;

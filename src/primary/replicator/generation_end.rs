@@ -49,6 +49,7 @@ impl Primary {
         if shared.snapshot_needed.is_none() {
             shared.capture.end_generation();
             shared.capture.left_database(closed.clone());
+            shared.capture.left_commits(self.wal_index.read().map(|h| h.commits));
             if let Some(next) = next.and_then(|h| WalHeader::parse(h).ok()) {
                 shared.capture.begin_generation(next);
                 shared.fresh_header = shared.capture.generation();

@@ -190,6 +190,11 @@ impl Primary {
         }
         let identity = || FileIdentity::of(&self.db_path).ok();
         let consumed_before = shared.handoff_consumed;
+        // SQLite's commit count before the WAL is read: a commit counted here whose
+        // generation this look then finds neither in the WAL nor in a record was
+        // checkpointed away unseen (`Capture::left_commits`).
+        let commits_before = self.wal_index.read().map(|h| h.commits);
+        let left_before = shared.capture.commits_left();
         let followed = {
             let Shared {
                 capture,
@@ -202,6 +207,15 @@ impl Primary {
             // The queue now holds commits another process's record holds too.
             shared.origin = None;
         }
+        let followed = match followed {
+            Ok(Ok(txns)) => Ok(
+                commits_while_empty(&mut shared.capture, left_before, commits_before, || {
+                    self.wal_index.read().map(|h| h.commits)
+                })
+                .map(|()| txns),
+            ),
+            other => other,
+        };
         match followed {
             Ok(Ok(txns)) => {
                 if !txns.is_empty() {
@@ -347,6 +361,39 @@ fn die_before_the_count_if_asked() {
     }
 }
 
+/// After a look that found capture standing where the WAL was left empty: SQLite's
+/// commit count must not have grown since (`Capture::left_commits`). `left_before` is
+/// the count capture kept before the look and `commits_before` the wal-index's, read
+/// before the WAL was; a look that learned of a newer emptying (a record's) keeps the
+/// count now instead, since commits before it were the record's generation's.
+fn commits_while_empty(
+    capture: &mut crate::primary::capture::Capture,
+    left_before: Option<u32>,
+    commits_before: Option<u32>,
+    commits_now: impl FnOnce() -> Option<u32>,
+) -> Result<(), Discontinuity> {
+    if !capture.ended() || capture.database_left().is_none() {
+        return Ok(());
+    }
+    match (capture.commits_left(), left_before, commits_before) {
+        (None, _, _) => {
+            capture.left_commits(commits_now());
+            Ok(())
+        }
+        // The same emptying as before the look: counts only grow (a wrapping compare;
+        // a recovery that rebuilt the wal-index starts again at 0 and passes unseen, as
+        // before this witness).
+        (Some(left), Some(before), Some(now)) if left == before && (now.wrapping_sub(left) as i32) > 0 => {
+            Err(Discontinuity(format!(
+                "SQLite counted {} commits since the WAL was last left empty, and neither the WAL nor a \
+                 hand-off record holds them (a process outside the VFS committed and checkpointed them away)",
+                now.wrapping_sub(left)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +411,7 @@ mod tests {
             salt1,
             salt2: 99,
             max_frame,
+            commits: 0,
         };
         assert_eq!(apart_from_wal_index(&capture, shm(2, 7)), None);
         // The second commit frame is valid in the file, but its writer died before
@@ -377,5 +425,48 @@ mod tests {
             None,
             "another generation is follow's"
         );
+    }
+
+    #[test]
+    fn commits_counted_while_the_wal_stayed_empty_are_a_discontinuity() {
+        let file = FileIdentity {
+            dev: 1,
+            ino: 2,
+            size: 4096,
+            mtime_ns: 3,
+        };
+        let emptied = |commits| {
+            let mut capture = Capture::new();
+            capture.left_database(Some(file.clone()));
+            capture.left_commits(commits);
+            capture
+        };
+        // The same emptying before and after the look: a count that grew is commits
+        // nobody captured, one that did not is nothing.
+        let mut capture = emptied(Some(10));
+        assert!(commits_while_empty(&mut capture, Some(10), Some(10), || Some(99)).is_ok());
+        let err = commits_while_empty(&mut capture, Some(10), Some(11), || Some(99)).unwrap_err();
+        assert!(
+            err.0.contains("1 commits since the WAL was last left empty"),
+            "{}",
+            err.0
+        );
+        // Counts wrap; a recovery's restart at 0 is not taken for commits.
+        let mut capture = emptied(Some(u32::MAX));
+        assert!(commits_while_empty(&mut capture, Some(u32::MAX), Some(1), || None).is_err());
+        let mut capture = emptied(Some(10));
+        assert!(commits_while_empty(&mut capture, Some(10), Some(0), || None).is_ok());
+        // No count when the WAL was left empty (a record followed in this look, an
+        // open after a clean close): the count now becomes the one to keep.
+        let mut capture = emptied(None);
+        assert!(commits_while_empty(&mut capture, Some(10), Some(12), || Some(12)).is_ok());
+        assert_eq!(capture.commits_left(), Some(12));
+        // The wal-index not readable: nothing to compare.
+        let mut capture = emptied(Some(10));
+        assert!(commits_while_empty(&mut capture, Some(10), None, || None).is_ok());
+        // Capture in a generation (a start record followed): nothing is kept.
+        let mut capture = Capture::new();
+        capture.begin_generation(WalBuilder::new(512, 7, 99, false).header);
+        assert!(commits_while_empty(&mut capture, Some(10), Some(11), || Some(11)).is_ok());
     }
 }

@@ -476,6 +476,8 @@ fn counted_at_open(
             salt1: p.salt1,
             salt2: p.salt2,
             max_frame: u32::try_from(p.next_frame).unwrap_or(u32::MAX),
+            // Not known, and not asked of a count that stands in for the wal-index.
+            commits: 0,
         }
     })
 }

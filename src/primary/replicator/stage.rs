@@ -180,6 +180,8 @@ impl Primary {
             // write lock, and that is the file a later look must find unchanged.
             if shared.capture.ended() {
                 shared.capture.left_database(FileIdentity::of(&self.db_path).ok());
+                let wal_index = counted.or_else(|| self.wal_index.read());
+                shared.capture.left_commits(wal_index.map(|h| h.commits));
             }
             // Every record so far is older than the state the snapshot copies. Those
             // already staged are deleted: finding none (0) says nothing about the

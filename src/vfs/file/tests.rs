@@ -69,6 +69,7 @@ unsafe extern "C" fn lock_below(_: *mut ffi::sqlite3_file, offset: c_int, _: c_i
 /// Region 0 of a wal-index whose header says `at` (both copies, initialised).
 fn region0(at: ShmWal) -> Vec<u8> {
     let mut header = [0u8; 48];
+    header[8..12].copy_from_slice(&at.commits.to_ne_bytes());
     header[12] = 1;
     header[16..20].copy_from_slice(&at.max_frame.to_ne_bytes());
     header[32..36].copy_from_slice(&at.salt1.to_be_bytes());
@@ -96,12 +97,14 @@ fn a_write_transaction_is_settled_before_its_lock_is_released() {
         salt1: 7,
         salt2: 99,
         max_frame: 5,
+        commits: 3,
     };
     // What the wal-index says now: a restart has put the next salts in it.
     let now = ShmWal {
         salt1: 8,
         salt2: 99,
         max_frame: 0,
+        commits: 3,
     };
     database.wal_index.map(1, Box::new(move || Some(now)));
     let mut shm = region0(at_lock);
@@ -140,4 +143,22 @@ fn a_write_transaction_is_settled_before_its_lock_is_released() {
         "the count at the lock was forgotten before the lock was released below"
     );
     *RELEASING.lock().unwrap() = None;
+}
+
+#[test]
+fn the_wal_index_header_gives_the_commit_count_the_frames_and_the_salts() {
+    let at = ShmWal {
+        salt1: 7,
+        salt2: 99,
+        max_frame: 5,
+        commits: 41,
+    };
+    // The mapping is page-aligned: the header is read as aligned words.
+    let words: Vec<u64> = region0(at)
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+        .collect();
+    let mut words = words;
+    // SAFETY: 96 bytes, aligned, alive for the call.
+    assert_eq!(unsafe { shm_wal(words.as_mut_ptr() as *mut u8) }, Some(at));
 }
