@@ -137,7 +137,7 @@ fn bad_parameters_fail_the_open_with_a_clear_message() {
             "unknown URI parameter 'sync_intervl'",
         ),
         ("&replica=ftp://host/x", "scheme"),
-        ("&replica=file:///tmp/r&sync=sometimes", "sync must be"),
+        ("&replica=file:///tmp/r&sync=sometimes", "sync: must be"),
     ] {
         let err = sqlite_result(&format!(
             ".open file:{}?vfs=litestream{params}\nCREATE TABLE t(x);",
