@@ -232,25 +232,13 @@ impl Config {
             .parse("cache_size", "LITESTREAM_CACHE_SIZE", parse_size)?
             .unwrap_or(64 << 20);
         let takeover = given
-            .parse("takeover", "LITESTREAM_TAKEOVER", |v| match v {
-                "0" | "false" => Ok(false),
-                "1" | "true" => Ok(true),
-                other => Err(format!("must be 1 or 0, not '{other}'")),
-            })?
+            .parse("takeover", "LITESTREAM_TAKEOVER", parse_bool)?
             .unwrap_or(false);
-        let allow_unfenced = given
-            .parse("fencing", "LITESTREAM_FENCING", |v| match v {
-                "on" => Ok(false),
-                "off" => Ok(true),
-                other => Err(format!("must be on or off, not '{other}'")),
-            })?
-            .unwrap_or(false);
+        let allow_unfenced = !given
+            .parse("fencing", "LITESTREAM_FENCING", parse_bool)?
+            .unwrap_or(true);
         let compaction_on = given
-            .parse("compaction", "LITESTREAM_COMPACTION", |v| match v {
-                "1" | "on" => Ok(true),
-                "0" | "off" => Ok(false),
-                other => Err(format!("must be on or off, not '{other}'")),
-            })?
+            .parse("compaction", "LITESTREAM_COMPACTION", parse_bool)?
             .unwrap_or(true);
         let compaction = if compaction_on {
             let mut c = CompactionConfig::default();
@@ -459,6 +447,21 @@ fn parse_levels(list: &str) -> Result<Vec<Duration>, String> {
         return Err("every interval must be greater than zero".into());
     }
     Ok(levels)
+}
+
+/// Parses a boolean setting, URI parameter or environment variable (ours and the store
+/// options alike), with the spellings SQLite's own boolean URI parameters take (`1`/`0`,
+/// `true`/`false`, `yes`/`no`, `on`/`off`) and those of Go's `strconv.ParseBool`, which
+/// Litestream's URLs use (`t`/`f`), in any case. Anything else is an error, never false:
+/// a typo must not silently turn a setting off.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "t" | "yes" | "on" => Ok(true),
+        "0" | "false" | "f" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "'{text}' is not a boolean (use 1, true, yes or on; 0, false, no or off; t and f also work, in any case)"
+        )),
+    }
 }
 
 /// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.

@@ -137,11 +137,11 @@ fn mistakes_are_errors_that_name_the_problem() {
         ),
         (
             &[("replica", "memory://x"), ("compaction", "maybe")],
-            "compaction: must be",
+            "compaction: 'maybe' is not a boolean",
         ),
         (
-            &[("replica", "memory://x"), ("fencing", "no")],
-            "fencing: must be on or off",
+            &[("replica", "memory://x"), ("fencing", "sometimes")],
+            "fencing: 'sometimes' is not a boolean",
         ),
         (
             &[("replica", "memory://x"), ("l1_interval", "10m")],
@@ -214,6 +214,39 @@ fn an_error_names_the_uri_parameter_or_the_environment_variable_the_value_came_f
         );
         // The rest of the message is the same whichever source gave the value.
         assert_eq!(&from_env[env_key.len()..], &from_uri[key.len()..]);
+    }
+}
+
+#[test]
+fn every_boolean_setting_takes_the_same_spellings_and_refuses_others() {
+    let open = |key: &str, value: &str| {
+        Config::from_params(
+            Path::new("a.db"),
+            &params(&[("replica", "s3://b/p"), (key, value)]),
+            &no_env,
+        )
+    };
+    /// How a configuration shows one boolean setting.
+    type Reader = fn(&Config) -> bool;
+    let read: [(&str, Reader); 5] = [
+        ("takeover", |c| c.takeover),
+        ("fencing", |c| !c.allow_unfenced),
+        ("compaction", |c| c.compaction.is_some()),
+        ("force-path-style", |c| c.store_options.force_path_style.unwrap()),
+        ("skip-verify", |c| c.store_options.skip_verify.unwrap()),
+    ];
+    for (key, value_of) in read {
+        for yes in ["1", "true", "TRUE", "yes", "Yes", "on", "ON", "t"] {
+            assert!(value_of(&open(key, yes).unwrap()), "{key}={yes}");
+        }
+        for no in ["0", "false", "False", "no", "NO", "off", "Off", "f"] {
+            assert!(!value_of(&open(key, no).unwrap()), "{key}={no}");
+        }
+        let err = open(key, "maybe").unwrap_err();
+        assert!(
+            err.contains(key) && err.contains("'maybe' is not a boolean (use 1, true, yes or on; 0, false, no or off"),
+            "{key}: {err}"
+        );
     }
 }
 
