@@ -179,143 +179,134 @@ impl Config {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let get = |key: &str, env_key: &str| -> Option<String> {
-            params
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-                .or_else(|| env(env_key))
-                .filter(|v| !v.is_empty())
-        };
-        let role = match get("role", "LITESTREAM_ROLE").as_deref() {
-            None | Some("primary") => Role::Primary,
-            Some("replica") => Role::Replica,
-            Some(other) => return Err(format!("role must be 'primary' or 'replica', not '{other}'")),
-        };
-        let replica_url = get("replica", "LITESTREAM_REPLICA_URL").ok_or_else(|| {
+        let given = Given { params, env };
+        let role = given
+            .parse("role", "LITESTREAM_ROLE", |v| match v {
+                "primary" => Ok(Role::Primary),
+                "replica" => Ok(Role::Replica),
+                other => Err(format!("must be 'primary' or 'replica', not '{other}'")),
+            })?
+            .unwrap_or(Role::Primary);
+        let replica_url = given.text("replica", "LITESTREAM_REPLICA_URL").ok_or_else(|| {
             "no replica URL: open with ?replica=<url> (file:///path, s3://bucket/path, memory://name, ...) \
              or set LITESTREAM_REPLICA_URL"
                 .to_string()
         })?;
-        let sync_interval = match get("sync_interval", "LITESTREAM_SYNC_INTERVAL") {
-            Some(v) => parse_duration(&v).map_err(|e| format!("sync_interval: {e}"))?,
-            None => Duration::from_secs(1),
-        };
-        if sync_interval.is_zero() {
-            return Err("sync_interval must be greater than zero".into());
-        }
-        let sync_mode = match get("sync", "LITESTREAM_SYNC").as_deref() {
-            None | Some("async") => SyncMode::Async,
-            Some("commit") => SyncMode::Commit,
-            Some(other) => return Err(format!("sync must be 'async' or 'commit', not '{other}'")),
-        };
-        let sync_timeout = match get("sync_timeout", "LITESTREAM_SYNC_TIMEOUT") {
-            Some(v) => parse_duration(&v).map_err(|e| format!("sync_timeout: {e}"))?,
-            None => Duration::from_secs(30),
-        };
-        let staging_dir = match get("staging", "LITESTREAM_STAGING_DIR") {
+        let sync_interval = given
+            .parse("sync_interval", "LITESTREAM_SYNC_INTERVAL", positive_duration)?
+            .unwrap_or(Duration::from_secs(1));
+        let sync_mode = given
+            .parse("sync", "LITESTREAM_SYNC", |v| match v {
+                "async" => Ok(SyncMode::Async),
+                "commit" => Ok(SyncMode::Commit),
+                other => Err(format!("must be 'async' or 'commit', not '{other}'")),
+            })?
+            .unwrap_or(SyncMode::Async);
+        let sync_timeout = given
+            .parse("sync_timeout", "LITESTREAM_SYNC_TIMEOUT", parse_duration)?
+            .unwrap_or(Duration::from_secs(30));
+        let staging_dir = match given.text("staging", "LITESTREAM_STAGING_DIR") {
             Some(dir) => PathBuf::from(dir),
             None => default_staging_dir(db_path),
         };
-        let max_staging_bytes = match get("max_staging", "LITESTREAM_MAX_STAGING") {
-            Some(v) => parse_size(&v).map_err(|e| format!("max_staging: {e}"))?,
-            None => 1 << 30,
-        };
-        let max_queue_bytes = match get("max_queue", "LITESTREAM_MAX_QUEUE") {
-            Some(v) => parse_size(&v).map_err(|e| format!("max_queue: {e}"))?,
-            None => 64 << 20,
-        };
-        let zstd_level = match get("compression", "LITESTREAM_COMPRESSION").as_deref() {
-            None | Some("lz4") => None,
-            Some("zstd") => Some(3),
-            Some(other) => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
-                Some(Ok(level)) if (1..=19).contains(&level) => Some(level),
-                _ => return Err(format!("compression must be lz4, zstd or zstd:<1-19>, not '{other}'")),
-            },
-        };
-        let poll_interval = match get("poll_interval", "LITESTREAM_POLL_INTERVAL") {
-            Some(v) => parse_duration(&v).map_err(|e| format!("poll_interval: {e}"))?,
-            None => Duration::from_secs(1),
-        };
-        if poll_interval.is_zero() {
-            return Err("poll_interval must be greater than zero".into());
-        }
-        let cache_size = match get("cache_size", "LITESTREAM_CACHE_SIZE") {
-            Some(v) => parse_size(&v).map_err(|e| format!("cache_size: {e}"))?,
-            None => 64 << 20,
-        };
-        let takeover = match get("takeover", "LITESTREAM_TAKEOVER").as_deref() {
-            None | Some("0") | Some("false") => false,
-            Some("1") | Some("true") => true,
-            Some(other) => return Err(format!("takeover must be 1 or 0, not '{other}'")),
-        };
-        let allow_unfenced = match get("fencing", "LITESTREAM_FENCING").as_deref() {
-            None | Some("on") => false,
-            Some("off") => true,
-            Some(other) => return Err(format!("fencing must be on or off, not '{other}'")),
-        };
-        let compaction = match get("compaction", "LITESTREAM_COMPACTION").as_deref() {
-            None | Some("1") | Some("on") => {
-                let mut c = CompactionConfig::default();
-                let duration = |key: &str, env_key: &str, slot: &mut Duration| -> Result<(), String> {
-                    if let Some(v) = get(key, env_key) {
-                        *slot = parse_duration(&v).map_err(|e| format!("{key}: {e}"))?;
-                        if slot.is_zero() {
-                            return Err(format!("{key} must be greater than zero"));
-                        }
-                    }
-                    Ok(())
-                };
-                if let Some(list) = get("levels", "LITESTREAM_LEVELS") {
-                    c.levels = parse_levels(&list)?;
-                }
-                for (i, key) in LEVEL_KEYS.iter().enumerate() {
-                    let env_key = format!("LITESTREAM_{}", key.to_uppercase());
-                    if get(key, &env_key).is_some() && i >= c.levels.len() {
+        let max_staging_bytes = given
+            .parse("max_staging", "LITESTREAM_MAX_STAGING", parse_size)?
+            .unwrap_or(1 << 30);
+        let max_queue_bytes = given
+            .parse("max_queue", "LITESTREAM_MAX_QUEUE", parse_size)?
+            .unwrap_or(64 << 20);
+        let zstd_level = given
+            .parse("compression", "LITESTREAM_COMPRESSION", |v| match v {
+                "lz4" => Ok(None),
+                "zstd" => Ok(Some(3)),
+                other => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
+                    Some(Ok(level)) if (1..=19).contains(&level) => Ok(Some(level)),
+                    _ => Err(format!("must be lz4, zstd or zstd:<1-19>, not '{other}'")),
+                },
+            })?
+            .flatten();
+        let poll_interval = given
+            .parse("poll_interval", "LITESTREAM_POLL_INTERVAL", positive_duration)?
+            .unwrap_or(Duration::from_secs(1));
+        let cache_size = given
+            .parse("cache_size", "LITESTREAM_CACHE_SIZE", parse_size)?
+            .unwrap_or(64 << 20);
+        let takeover = given
+            .parse("takeover", "LITESTREAM_TAKEOVER", parse_bool)?
+            .unwrap_or(false);
+        let allow_unfenced = !given
+            .parse("fencing", "LITESTREAM_FENCING", parse_bool)?
+            .unwrap_or(true);
+        let compaction_on = given
+            .parse("compaction", "LITESTREAM_COMPACTION", parse_bool)?
+            .unwrap_or(true);
+        let compaction = if compaction_on {
+            let mut c = CompactionConfig::default();
+            if let Some(levels) = given.parse("levels", "LITESTREAM_LEVELS", parse_levels)? {
+                c.levels = levels;
+            }
+            for (i, key) in LEVEL_KEYS.iter().enumerate() {
+                let env_key = format!("LITESTREAM_{}", key.to_uppercase());
+                if let Some(name) = given.name(key, &env_key) {
+                    if i >= c.levels.len() {
                         return Err(format!(
-                            "{key}: the ladder has {} levels; list them all with levels=",
+                            "{name}: the ladder has {} levels; list them all with levels=",
                             c.levels.len()
                         ));
                     }
-                    if let Some(slot) = c.levels.get_mut(i) {
-                        duration(key, &env_key, slot)?;
-                    }
                 }
-                duration(
+                if let Some(d) = given.parse(key, &env_key, positive_duration)? {
+                    c.levels[i] = d;
+                }
+            }
+            let durations = [
+                (
                     "snapshot_interval",
                     "LITESTREAM_SNAPSHOT_INTERVAL",
                     &mut c.snapshot_interval,
-                )?;
-                duration("retention", "LITESTREAM_RETENTION", &mut c.retention)?;
-                duration("l0_retention", "LITESTREAM_L0_RETENTION", &mut c.l0_retention)?;
-                if let Some(v) = get("max_compaction_input", "LITESTREAM_MAX_COMPACTION_INPUT") {
-                    c.max_input_bytes = parse_size(&v).map_err(|e| format!("max_compaction_input: {e}"))?;
-                    if c.max_input_bytes == 0 {
-                        return Err("max_compaction_input must be greater than zero".into());
-                    }
+                ),
+                ("retention", "LITESTREAM_RETENTION", &mut c.retention),
+                ("l0_retention", "LITESTREAM_L0_RETENTION", &mut c.l0_retention),
+            ];
+            for (key, env_key, slot) in durations {
+                if let Some(d) = given.parse(key, env_key, positive_duration)? {
+                    *slot = d;
                 }
-                if c.levels.windows(2).any(|w| w[0] > w[1]) {
-                    let ladder: Vec<String> = c.levels.iter().map(|d| format!("{d:?}")).collect();
-                    return Err(format!(
-                        "compaction intervals must grow with the level: {}",
-                        ladder.join(", ")
-                    ));
-                }
-                Some(c)
             }
-            Some("0") | Some("off") => None,
-            Some(other) => return Err(format!("compaction must be on or off, not '{other}'")),
+            let max_input =
+                given.parse(
+                    "max_compaction_input",
+                    "LITESTREAM_MAX_COMPACTION_INPUT",
+                    |v| match parse_size(v)? {
+                        0 => Err("must be greater than zero".to_string()),
+                        bytes => Ok(bytes),
+                    },
+                )?;
+            if let Some(bytes) = max_input {
+                c.max_input_bytes = bytes;
+            }
+            if c.levels.windows(2).any(|w| w[0] > w[1]) {
+                let ladder: Vec<String> = c.levels.iter().map(|d| format!("{d:?}")).collect();
+                return Err(format!(
+                    "compaction intervals must grow with the level: {}",
+                    ladder.join(", ")
+                ));
+            }
+            Some(c)
+        } else {
+            None
         };
-        let metrics_addr = get("metrics_addr", "LITESTREAM_METRICS_ADDR");
-        if let Some(addr) = &metrics_addr {
-            crate::metrics::parse_addr(addr)?;
-        }
+        let metrics_addr = given.parse("metrics_addr", "LITESTREAM_METRICS_ADDR", |v| {
+            crate::metrics::parse_addr(v).map(|_| v.to_string())
+        })?;
         let encryption = crate::keys::encryption_from(
-            get("encryption_key", "LITESTREAM_ENCRYPTION_KEY").as_deref(),
-            get("encryption_key_file", "LITESTREAM_ENCRYPTION_KEY_FILE").as_deref(),
-            get("encrypt_to", "LITESTREAM_ENCRYPT_TO").as_deref(),
+            given.setting("encryption_key", "LITESTREAM_ENCRYPTION_KEY").as_ref(),
+            given
+                .setting("encryption_key_file", "LITESTREAM_ENCRYPTION_KEY_FILE")
+                .as_ref(),
+            given.setting("encrypt_to", "LITESTREAM_ENCRYPT_TO").as_ref(),
         )?;
+        let hydrate = given.text("hydrate", "LITESTREAM_HYDRATE").map(PathBuf::from);
         Ok(Config {
             metrics_addr,
             encryption,
@@ -334,7 +325,7 @@ impl Config {
             allow_unfenced,
             poll_interval,
             cache_size,
-            hydrate: get("hydrate", "LITESTREAM_HYDRATE").map(PathBuf::from),
+            hydrate,
             file_modes: FileModes::default(),
         })
     }
@@ -363,6 +354,65 @@ impl Config {
     }
 }
 
+/// One setting's value and the name it was given under: the URI parameter, or the
+/// environment variable when the URI did not set it. Errors name what the user wrote, so
+/// a bad `LITESTREAM_SYNC_INTERVAL` is not reported as a `sync_interval` nobody typed.
+pub struct Setting {
+    pub value: String,
+    pub name: String,
+}
+
+/// The URI parameters and the environment a database's settings are read from: a URI
+/// parameter wins, an empty value is unset.
+struct Given<'a> {
+    params: &'a [(String, String)],
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Given<'_> {
+    fn setting(&self, key: &str, env_key: &str) -> Option<Setting> {
+        let from_uri = self.params.iter().rev().find(|(k, _)| k == key);
+        let (value, name) = match from_uri {
+            Some((_, v)) => (v.clone(), key),
+            None => ((self.env)(env_key)?, env_key),
+        };
+        (!value.is_empty()).then(|| Setting {
+            value,
+            name: name.to_string(),
+        })
+    }
+
+    fn text(&self, key: &str, env_key: &str) -> Option<String> {
+        self.setting(key, env_key).map(|s| s.value)
+    }
+
+    /// The name the setting was given under, if it was.
+    fn name(&self, key: &str, env_key: &str) -> Option<String> {
+        self.setting(key, env_key).map(|s| s.name)
+    }
+
+    /// The setting read with `parse`; its error is prefixed with the name the value was
+    /// given under (`sync_interval: …` or `LITESTREAM_SYNC_INTERVAL: …`).
+    fn parse<T>(
+        &self,
+        key: &str,
+        env_key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        self.setting(key, env_key)
+            .map(|s| parse(&s.value).map_err(|e| format!("{}: {e}", s.name)))
+            .transpose()
+    }
+}
+
+/// A duration above zero (an interval of zero would spin).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
 /// Where a database's staging directory is unless `staging=` says: beside it, named
 /// after it.
 pub fn default_staging_dir(db_path: &Path) -> PathBuf {
@@ -388,18 +438,30 @@ const LEVEL_KEYS: [&str; 5] = [
 fn parse_levels(list: &str) -> Result<Vec<Duration>, String> {
     let levels = list
         .split(',')
-        .map(|d| parse_duration(d.trim()).map_err(|e| format!("levels: {e}")))
+        .map(|d| parse_duration(d.trim()))
         .collect::<Result<Vec<_>, _>>()?;
     if levels.is_empty() || levels.len() > MAX_LEVELS {
-        return Err(format!(
-            "levels: between 1 and {MAX_LEVELS} intervals, not {}",
-            levels.len()
-        ));
+        return Err(format!("between 1 and {MAX_LEVELS} intervals, not {}", levels.len()));
     }
     if levels.iter().any(Duration::is_zero) {
-        return Err("levels: every interval must be greater than zero".into());
+        return Err("every interval must be greater than zero".into());
     }
     Ok(levels)
+}
+
+/// Parses a boolean setting, URI parameter or environment variable (ours and the store
+/// options alike), with the spellings SQLite's own boolean URI parameters take (`1`/`0`,
+/// `true`/`false`, `yes`/`no`, `on`/`off`) and those of Go's `strconv.ParseBool`, which
+/// Litestream's URLs use (`t`/`f`), in any case. Anything else is an error, never false:
+/// a typo must not silently turn a setting off.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "t" | "yes" | "on" => Ok(true),
+        "0" | "false" | "f" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "'{text}' is not a boolean (use 1, true, yes or on; 0, false, no or off; t and f also work, in any case)"
+        )),
+    }
 }
 
 /// Parses `250ms`, `1s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.

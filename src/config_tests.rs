@@ -117,31 +117,31 @@ fn mistakes_are_errors_that_name_the_problem() {
             &[("replica", "memory://x"), ("replca", "y")],
             "unknown URI parameter 'replca'",
         ),
-        (&[("replica", "memory://x"), ("role", "leader")], "role must be"),
+        (&[("replica", "memory://x"), ("role", "leader")], "role: must be"),
         (&[("replica", "memory://x"), ("sync_interval", "fast")], "sync_interval"),
         (
             &[("replica", "memory://x"), ("sync_interval", "0s")],
             "greater than zero",
         ),
-        (&[("replica", "memory://x"), ("sync", "always")], "sync must be"),
+        (&[("replica", "memory://x"), ("sync", "always")], "sync: must be"),
         (&[("replica", "memory://x"), ("max_staging", "lots")], "max_staging"),
         (
             &[("replica", "memory://x"), ("compression", "gzip")],
-            "compression must be",
+            "compression: must be",
         ),
         (&[("replica", "memory://x"), ("poll_interval", "0s")], "poll_interval"),
         (&[("replica", "memory://x"), ("cache_size", "big")], "cache_size"),
         (
             &[("replica", "memory://x"), ("retention", "0s")],
-            "retention must be greater",
+            "retention: must be greater",
         ),
         (
             &[("replica", "memory://x"), ("compaction", "maybe")],
-            "compaction must be",
+            "compaction: 'maybe' is not a boolean",
         ),
         (
-            &[("replica", "memory://x"), ("fencing", "no")],
-            "fencing must be on or off",
+            &[("replica", "memory://x"), ("fencing", "sometimes")],
+            "fencing: 'sometimes' is not a boolean",
         ),
         (
             &[("replica", "memory://x"), ("l1_interval", "10m")],
@@ -154,16 +154,99 @@ fn mistakes_are_errors_that_name_the_problem() {
         (&[("replica", "memory://x"), ("levels", "1s,0s")], "greater than zero"),
         (
             &[("replica", "memory://x"), ("levels", "1s,1m"), ("l3_interval", "1h")],
-            "the ladder has 2 levels",
+            "l3_interval: the ladder has 2 levels",
         ),
         (
             &[("replica", "memory://x"), ("metrics_addr", "localhost")],
-            "metrics_addr 'localhost'",
+            "metrics_addr: 'localhost'",
         ),
     ];
     for (given, expected) in cases {
         let err = Config::from_params(Path::new("a.db"), &params(given), &no_env).unwrap_err();
         assert!(err.contains(expected), "{given:?}: {err}");
+    }
+}
+
+#[test]
+fn an_error_names_the_uri_parameter_or_the_environment_variable_the_value_came_from() {
+    // Every setting read through `Given::parse`, with a value it refuses.
+    let cases = [
+        ("role", "LITESTREAM_ROLE", "replcia"),
+        ("sync_interval", "LITESTREAM_SYNC_INTERVAL", "5x"),
+        ("sync_interval", "LITESTREAM_SYNC_INTERVAL", "0s"),
+        ("sync", "LITESTREAM_SYNC", "always"),
+        ("sync_timeout", "LITESTREAM_SYNC_TIMEOUT", "soon"),
+        ("max_staging", "LITESTREAM_MAX_STAGING", "lots"),
+        ("max_queue", "LITESTREAM_MAX_QUEUE", "1x"),
+        ("compression", "LITESTREAM_COMPRESSION", "gzip"),
+        ("poll_interval", "LITESTREAM_POLL_INTERVAL", "0"),
+        ("cache_size", "LITESTREAM_CACHE_SIZE", "big"),
+        ("takeover", "LITESTREAM_TAKEOVER", "maybe"),
+        ("fencing", "LITESTREAM_FENCING", "maybe"),
+        ("compaction", "LITESTREAM_COMPACTION", "maybe"),
+        ("levels", "LITESTREAM_LEVELS", "1s,x"),
+        ("l1_interval", "LITESTREAM_L1_INTERVAL", "0s"),
+        ("snapshot_interval", "LITESTREAM_SNAPSHOT_INTERVAL", "1y"),
+        ("retention", "LITESTREAM_RETENTION", "0s"),
+        ("l0_retention", "LITESTREAM_L0_RETENTION", "-1s"),
+        ("max_compaction_input", "LITESTREAM_MAX_COMPACTION_INPUT", "0"),
+        ("metrics_addr", "LITESTREAM_METRICS_ADDR", "localhost"),
+        ("encryption_key", "LITESTREAM_ENCRYPTION_KEY", "xyz"),
+        (
+            "encryption_key_file",
+            "LITESTREAM_ENCRYPTION_KEY_FILE",
+            "/nonexistent/key",
+        ),
+    ];
+    for (key, env_key, bad) in cases {
+        let from_uri = Config::from_params(
+            Path::new("a.db"),
+            &params(&[("replica", "memory://x"), (key, bad)]),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(from_uri.starts_with(&format!("{key}: ")), "{key}={bad}: {from_uri}");
+        let env = |k: &str| (k == env_key).then(|| bad.to_string());
+        let from_env = Config::from_params(Path::new("a.db"), &params(&[("replica", "memory://x")]), &env).unwrap_err();
+        assert!(
+            from_env.starts_with(&format!("{env_key}: ")),
+            "{env_key}={bad}: {from_env}"
+        );
+        // The rest of the message is the same whichever source gave the value.
+        assert_eq!(&from_env[env_key.len()..], &from_uri[key.len()..]);
+    }
+}
+
+#[test]
+fn every_boolean_setting_takes_the_same_spellings_and_refuses_others() {
+    let open = |key: &str, value: &str| {
+        Config::from_params(
+            Path::new("a.db"),
+            &params(&[("replica", "s3://b/p"), (key, value)]),
+            &no_env,
+        )
+    };
+    /// How a configuration shows one boolean setting.
+    type Reader = fn(&Config) -> bool;
+    let read: [(&str, Reader); 5] = [
+        ("takeover", |c| c.takeover),
+        ("fencing", |c| !c.allow_unfenced),
+        ("compaction", |c| c.compaction.is_some()),
+        ("force-path-style", |c| c.store_options.force_path_style.unwrap()),
+        ("skip-verify", |c| c.store_options.skip_verify.unwrap()),
+    ];
+    for (key, value_of) in read {
+        for yes in ["1", "true", "TRUE", "yes", "Yes", "on", "ON", "t"] {
+            assert!(value_of(&open(key, yes).unwrap()), "{key}={yes}");
+        }
+        for no in ["0", "false", "False", "no", "NO", "off", "Off", "f"] {
+            assert!(!value_of(&open(key, no).unwrap()), "{key}={no}");
+        }
+        let err = open(key, "maybe").unwrap_err();
+        assert!(
+            err.contains(key) && err.contains("'maybe' is not a boolean (use 1, true, yes or on; 0, false, no or off"),
+            "{key}: {err}"
+        );
     }
 }
 

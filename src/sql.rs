@@ -18,6 +18,31 @@ pub enum SqlValue {
     Blob(Vec<u8>),
 }
 
+/// The value as SQL would write it (`NULL`, `42`, `1.5`, `'text'`, `X'00ff'`), for error
+/// messages: they go to SQL users, who never wrote `Text("x")`.
+impl std::fmt::Display for SqlValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SqlValue::Null => f.write_str("NULL"),
+            SqlValue::Integer(n) => write!(f, "{n}"),
+            // Debug keeps the ".0" of a whole double, as SQLite prints a REAL.
+            SqlValue::Real(r) => write!(f, "{r:?}"),
+            SqlValue::Text(t) => write!(f, "'{}'", t.replace('\'', "''")),
+            // A long blob is cut: an error message is no place for a megabyte of hex.
+            SqlValue::Blob(b) => {
+                f.write_str("X'")?;
+                for byte in b.iter().take(16) {
+                    write!(f, "{byte:02x}")?;
+                }
+                match b.len() {
+                    0..=16 => f.write_str("'"),
+                    n => write!(f, "…' ({n} bytes)"),
+                }
+            }
+        }
+    }
+}
+
 /// An error a SQL function reports to the statement that called it.
 pub type SqlResult = Result<SqlValue, String>;
 
@@ -214,14 +239,14 @@ fn lag(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
 /// (default timeout 30 s); returns the TXID reached. The statement that calls it still
 /// sees the TXID its transaction started with; the next transaction sees the new one.
 fn wait(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
-    let target = args
-        .first()
-        .and_then(whole_number)
-        .ok_or_else(|| format!("txid must be a non-negative integer, not {:?}", args.first()))?;
+    let target = args.first().and_then(whole_number).ok_or_else(|| {
+        let given = args.first().unwrap_or(&SqlValue::Null);
+        format!("txid must be a non-negative integer, not {given}")
+    })?;
     let timeout = match args.get(1) {
         None | Some(SqlValue::Null) => Duration::from_secs(30),
         Some(ms) => Duration::from_millis(
-            whole_number(ms).ok_or_else(|| format!("timeout_ms must be a non-negative integer, not {ms:?}"))?,
+            whole_number(ms).ok_or_else(|| format!("timeout_ms must be a non-negative integer, not {ms}"))?,
         ),
     };
     let reached = replica(ctx)?.replica.wait(target, timeout)?;
@@ -246,7 +271,7 @@ fn sync(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     let timeout = match args.first() {
         None | Some(SqlValue::Null) => Duration::from_secs(30),
         Some(ms) => Duration::from_millis(
-            whole_number(ms).ok_or_else(|| format!("timeout_ms must be a non-negative integer, not {ms:?}"))?,
+            whole_number(ms).ok_or_else(|| format!("timeout_ms must be a non-negative integer, not {ms}"))?,
         ),
     };
     let database = ctx.database.as_ref().ok_or_else(|| not_replicated(ctx))?;
@@ -263,7 +288,10 @@ fn time(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
 fn set_time(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     let text = match args.first() {
         Some(SqlValue::Text(t)) => t.as_str(),
-        other => return Err(format!("the time must be text, not {other:?}")),
+        other => {
+            let given = other.unwrap_or(&SqlValue::Null);
+            return Err(format!("the time must be text, not {given}"));
+        }
     };
     let txid = crate::replica::time::set_time(replica(ctx)?, text)?;
     Ok(SqlValue::Integer(txid as i64))
@@ -276,7 +304,7 @@ fn set_time(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
 fn restore(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
     let text = |i: usize, what: &str| match args.get(i) {
         Some(SqlValue::Text(t)) => Ok(t.clone()),
-        other => Err(format!("{what} must be text, not {other:?}")),
+        other => Err(format!("{what} must be text, not {}", other.unwrap_or(&SqlValue::Null))),
     };
     let url = text(0, "the replica URL")?;
     let path = text(1, "the destination path")?;
@@ -285,13 +313,13 @@ fn restore(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
         Some(SqlValue::Text(t)) => crate::restore::Target::parse(t)?,
         Some(other) => match whole_number(other) {
             Some(txid) if txid > 0 => crate::restore::Target::Txid(txid),
-            _ => return Err(format!("the target must be a TXID, a time or 'latest', not {other:?}")),
+            _ => return Err(format!("the target must be a TXID, a time or 'latest', not {other}")),
         },
     };
     let overwrite = match args.get(3) {
         None | Some(SqlValue::Null) => false,
         Some(SqlValue::Text(t)) if t.eq_ignore_ascii_case("overwrite") => true,
-        Some(other) => return Err(format!("the fourth argument can only be 'overwrite', not {other:?}")),
+        Some(other) => return Err(format!("the fourth argument can only be 'overwrite', not {other}")),
     };
     let store = crate::storage::open_store(&url, &Default::default()).map_err(|e| e.to_string())?;
     // An encrypted replica opens with the connection's own key, else the environment's.
@@ -436,6 +464,45 @@ mod tests {
         assert!(restore_to(SqlValue::Real(1.5)).contains("target must be"));
         // A whole REAL is a TXID: the call gets as far as the unsupported URL.
         assert!(restore_to(SqlValue::Real(2.0)).contains("scheme"));
+    }
+
+    #[test]
+    fn argument_errors_show_the_value_as_sql_writes_it() {
+        assert_eq!(SqlValue::Null.to_string(), "NULL");
+        assert_eq!(SqlValue::Integer(-3).to_string(), "-3");
+        assert_eq!(SqlValue::Real(2.0).to_string(), "2.0");
+        assert_eq!(SqlValue::Text("it's".into()).to_string(), "'it''s'");
+        assert_eq!(SqlValue::Blob(vec![0, 0xab]).to_string(), "X'00ab'");
+        assert_eq!(
+            SqlValue::Blob(vec![0xff; 100]).to_string(),
+            format!("X'{}…' (100 bytes)", "ff".repeat(16))
+        );
+        let restore = |fourth: SqlValue| {
+            let args = [
+                SqlValue::Text("file:///nowhere".into()),
+                SqlValue::Text("/nonexistent/x.db".into()),
+                SqlValue::Null,
+                fourth,
+            ];
+            call("litestream_restore", &args).unwrap_err()
+        };
+        assert_eq!(
+            restore(SqlValue::Text("overwrit".into())),
+            "the fourth argument can only be 'overwrite', not 'overwrit'"
+        );
+        assert_eq!(
+            restore(SqlValue::Integer(1)),
+            "the fourth argument can only be 'overwrite', not 1"
+        );
+        let err = call("litestream_set_time", &[SqlValue::Integer(5)]).unwrap_err();
+        assert_eq!(err, "the time must be text, not 5");
+        let err = call("litestream_wait", &[SqlValue::Text("7".into())]).unwrap_err();
+        assert_eq!(err, "txid must be a non-negative integer, not '7'");
+        let err = call("litestream_sync", &[SqlValue::Real(1.5)]).unwrap_err();
+        assert_eq!(err, "timeout_ms must be a non-negative integer, not 1.5");
+        let args = [SqlValue::Blob(vec![1]), SqlValue::Text("x.db".into())];
+        let err = call("litestream_restore", &args).unwrap_err();
+        assert_eq!(err, "the replica URL must be text, not X'01'");
     }
 
     #[test]

@@ -62,6 +62,38 @@ SELECT 'caught up', litestream_sync(30000) = litestream_txid(), litestream_statu
 }
 
 #[test]
+fn a_close_on_a_store_that_fails_says_it_failed_and_does_not_blame_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let (outage_on, _) = outage_fixture(dir.path());
+    let started = std::time::Instant::now();
+    let (_, out, stderr) = sqlite_output(&format!(
+        "\
+.open file:{d}/app.db?vfs=litestream&replica=file://{d}/replica&sync_timeout=30s
+CREATE TABLE t(x);
+SELECT 'synced', litestream_sync(10000) > 0;
+{outage_on}
+INSERT INTO t VALUES (1);
+.open :memory:
+SELECT 'closed';"
+    ));
+    let took = started.elapsed();
+    assert_eq!(out, "synced|1\nclosed\n", "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("staged but not stored"))
+        .unwrap_or_else(|| panic!("the close says what it left staged: {stderr}"));
+    // The store answered every request with an error at once: the close gave up on
+    // that, well within its 30 s, and says so with the store's error.
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}: {stderr}");
+    assert!(
+        warning.contains("(the store failed: ") && warning.contains("Not a directory"),
+        "{warning}"
+    );
+    assert!(!warning.contains("sync_timeout"), "{warning}");
+}
+
+#[test]
 fn a_store_that_fails_at_the_first_open_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();

@@ -87,11 +87,25 @@ fn a_missing_local_database_is_restored_from_the_replica_then_continues() {
     let before = count(&db);
     std::fs::remove_file(&db).unwrap();
     std::fs::remove_dir_all(dir.path().join("app.db-litestream")).unwrap();
-    let out = sqlite(&format!(
-        ".open file:{}?vfs=litestream&replica={url}\nSELECT count(*) > 0 FROM items;\nINSERT INTO items(name) VALUES ('new');\nSELECT litestream_sync(30000) > 0;",
-        db.display()
-    ));
-    assert_eq!(out, "1\n1\n");
+    // Opened by a relative path, at the default log level: the restore is a warning
+    // naming the absolute path and the replica, so a copy made in the wrong working
+    // directory does not go unseen.
+    let (_, out, stderr) = sqlite_output_env(
+        &format!(
+            ".cd {}\n.open file:app.db?vfs=litestream&replica={url}\nSELECT count(*) > 0 FROM items;\nINSERT INTO items(name) VALUES ('new');\nSELECT litestream_sync(30000) > 0;",
+            dir.path().display()
+        ),
+        &[],
+    );
+    assert_eq!(out, "1\n1\n", "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("is missing or empty: restoring it from its replica"))
+        .unwrap_or_else(|| panic!("no warning of the restore: {stderr}"));
+    assert!(
+        warning.contains(&format!("the database {} is missing", db.display())) && warning.contains(&url),
+        "{warning}"
+    );
     assert_eq!(
         count(&db),
         before + 1,
@@ -137,7 +151,7 @@ fn bad_parameters_fail_the_open_with_a_clear_message() {
             "unknown URI parameter 'sync_intervl'",
         ),
         ("&replica=ftp://host/x", "scheme"),
-        ("&replica=file:///tmp/r&sync=sometimes", "sync must be"),
+        ("&replica=file:///tmp/r&sync=sometimes", "sync: must be"),
     ] {
         let err = sqlite_result(&format!(
             ".open file:{}?vfs=litestream{params}\nCREATE TABLE t(x);",

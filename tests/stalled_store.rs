@@ -93,8 +93,9 @@ fn opens_and_closes_do_not_wait_for_a_store_that_never_answers() {
         "the close waited {close:?} (sync_timeout 2s)"
     );
     assert!(
-        sh.stderr().contains("staged but not stored"),
-        "the close says what it left staged: {}",
+        sh.stderr()
+            .contains("staged but not stored (the store did not take them within sync_timeout 2s"),
+        "the close says what it left staged, and that the timeout ran out: {}",
         sh.stderr()
     );
     let second_open = timed(&mut sh, &open);

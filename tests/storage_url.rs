@@ -134,7 +134,7 @@ fn bad_urls_fail_clearly() {
         (
             "s3://bucket/db?forcePathStyle=maybe&endpoint=http://x",
             &s3,
-            "must be true or false",
+            "parameter forcePathStyle: 'maybe' is not a boolean (use 1, true, yes or on; 0, false, no or off",
         ),
         ("s3:///db?endpoint=http://127.0.0.1:9000", &s3, "names no bucket"),
         (

@@ -23,7 +23,9 @@ static LISTENING: ProcessMutex<Option<SocketAddr>> = ProcessMutex::new();
 /// Parses `host:port`, `[v6]:port`, `:port` or `port`; the last two mean loopback.
 pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
-    let bad = |why: &str| format!("metrics_addr '{text}' {why} (expected host:port, e.g. 127.0.0.1:9090, or :9090)");
+    // No setting name here: the caller names what gave it (metrics_addr or
+    // LITESTREAM_METRICS_ADDR).
+    let bad = |why: &str| format!("'{text}' {why} (expected host:port, e.g. 127.0.0.1:9090, or :9090)");
     let port_only = text.strip_prefix(':').unwrap_or(text);
     if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
         let port: u16 = port_only.parse().map_err(|_| bad("has no valid port"))?;

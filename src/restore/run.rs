@@ -108,6 +108,28 @@ pub fn restore(
     options: &RestoreOptions,
 ) -> Result<Restored, String> {
     let started = Instant::now();
+    // Checked first, before any download: the temp file is the first thing created in
+    // this directory, and its "No such file or directory" named a file the user never
+    // asked for rather than the directory that is missing.
+    let dir = parent_dir(dest);
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(format!(
+                "cannot restore to {}: {} is not a directory",
+                dest.display(),
+                dir.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "cannot restore to {}: the directory {} does not exist (create it first)",
+                dest.display(),
+                dir.display()
+            ))
+        }
+        Err(e) => return Err(format!("cannot restore to {}: {}: {e}", dest.display(), dir.display())),
+    }
     let companions = companions(dest);
     if !options.overwrite {
         if let Some(existing) = std::iter::once(dest.to_path_buf())
@@ -215,10 +237,6 @@ pub fn restore(
         note.save(&tmp);
     }
     fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-    let dir = dest
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     crate::durable::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let restored = Restored {
         position,
@@ -250,6 +268,13 @@ fn companions(dest: &Path) -> Vec<PathBuf> {
             PathBuf::from(p)
         })
         .collect()
+}
+
+/// The directory `dest` is in (`.` for a bare file name).
+fn parent_dir(dest: &Path) -> &Path {
+    dest.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 fn temp_path(dest: &Path) -> PathBuf {

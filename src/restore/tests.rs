@@ -110,3 +110,28 @@ fn a_last_file_whose_checksum_the_pages_miss_fails_the_restore() {
         assert!(err.contains("database checksum after merging"), "{name}: {err}");
     }
 }
+
+#[test]
+fn a_restore_into_a_missing_directory_names_the_directory_not_the_temp_file() {
+    let (store, _) = replica("restore-tests-nodir", None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nodir");
+    let dest = missing.join("x.db");
+    let err = restore(store.clone(), &dest, Target::Latest, &RestoreOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "cannot restore to {}: the directory {} does not exist (create it first)",
+            dest.display(),
+            missing.display()
+        )
+    );
+    assert!(!err.contains(".litestream-restore.tmp"));
+    // A file where the directory should be.
+    std::fs::write(&missing, b"").unwrap();
+    let err = restore(store, &dest, Target::Latest, &RestoreOptions::default()).unwrap_err();
+    assert!(
+        err.ends_with(&format!("{} is not a directory", missing.display())),
+        "{err}"
+    );
+}

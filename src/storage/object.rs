@@ -16,12 +16,9 @@ use super::error::{from_object_store, Error, Redactor, Result};
 use super::layout::Layout;
 use super::multipart::{Multipart, Upload};
 use super::name::parse_name;
-use super::store::{LtxObject, ReplicaStore};
+use super::store::{header_timestamp, LtxObject, ReplicaStore};
 use super::timestamp::{format_rfc3339_nano, parse_rfc3339_ms};
 use crate::file_modes::FileModes;
-
-/// LTX header bytes needed to read the timestamp: magic at 0..4, timestamp (i64 BE) at 32..40.
-const HEADER_PREFIX: u64 = 40;
 
 /// A replica location in an object store.
 pub struct ObjectReplica {
@@ -361,12 +358,10 @@ impl ReplicaStore for ObjectReplica {
         if let Some(ms) = self.metadata_timestamp(&key).await? {
             return Ok(ms);
         }
-        let b = self.get_range(level, min_txid, max_txid, 0..HEADER_PREFIX).await?;
-        if &b[..4] != b"LTX1" {
-            return Err(self.invalid("GET", &key, "not an LTX file (bad magic)".into()));
-        }
-        let ts: [u8; 8] = b[32..40].try_into().expect("slice of 8 bytes");
-        Ok(i64::from_be_bytes(ts))
+        let b = self
+            .get_range(level, min_txid, max_txid, 0..crate::ltx::HEADER_SIZE as u64)
+            .await?;
+        header_timestamp(&b).map_err(|why| self.invalid("GET", &key, why))
     }
 
     async fn put_new(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
@@ -590,5 +585,48 @@ impl ObjectReplica {
             store: self.name.clone(),
             key: key.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{open_store, StoreOptions};
+    use crate::ltx::{Header, FLAG_ENCRYPTED, FLAG_NO_CHECKSUM};
+    use crate::runtime::block_on;
+
+    /// The first bytes of an LTX file with this header (the rest does not matter to
+    /// `timestamp`, which reads only the header).
+    fn file_with(flags: u32, recipients: u16, timestamp_ms: i64) -> bytes::Bytes {
+        let h = Header {
+            flags,
+            page_size: 4096,
+            commit: 1,
+            min_txid: 2,
+            max_txid: 3,
+            timestamp_ms,
+            recipients,
+            ..Header::default()
+        };
+        let mut b = h.encode().to_vec();
+        b.resize(200, 0);
+        b.into()
+    }
+
+    #[test]
+    fn a_local_store_reads_the_timestamp_of_plaintext_and_encrypted_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let store = open_store(&url, &StoreOptions::default()).unwrap();
+        // A local store keeps no timestamp metadata: the header is the only source.
+        let v3 = file_with(FLAG_NO_CHECKSUM, 0, 1_700_000_000_123);
+        let v4 = file_with(FLAG_NO_CHECKSUM | FLAG_ENCRYPTED, 1, 1_700_000_000_456);
+        block_on(store.put_new(0, 2, 3, v3, 0)).unwrap();
+        block_on(store.put_new(1, 2, 3, v4, 0)).unwrap();
+        assert_eq!(block_on(store.timestamp(0, 2, 3)).unwrap(), 1_700_000_000_123);
+        assert_eq!(block_on(store.timestamp(1, 2, 3)).unwrap(), 1_700_000_000_456);
+
+        block_on(store.put_new(2, 2, 3, vec![b'x'; 200].into(), 0)).unwrap();
+        let err = block_on(store.timestamp(2, 2, 3)).unwrap_err().to_string();
+        assert!(err.contains("not an LTX file") && err.contains("bad magic"), "{err}");
     }
 }

@@ -209,16 +209,12 @@ fn parse_size(key: &str, value: &str) -> Result<u64> {
     crate::config::parse_size(value).map_err(|e| Error::config(format!("parameter {key}: {e}")))
 }
 
-/// A boolean parameter, with the spellings Go's `litestream.BoolQueryValue` accepts.
-/// Unlike Litestream (which reads anything else as false), other values are an error.
+/// A boolean parameter, read like every other boolean setting
+/// ([`crate::config::parse_bool`]: the spellings Go's `litestream.BoolQueryValue` accepts
+/// and SQLite's). Unlike Litestream (which reads anything else as false), other values are
+/// an error.
 pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "t" | "yes" => Ok(true),
-        "false" | "0" | "f" | "no" => Ok(false),
-        _ => Err(Error::config(format!(
-            "parameter {key}={value:?} must be true or false"
-        ))),
-    }
+    crate::config::parse_bool(value).map_err(|e| Error::config(format!("parameter {key}: {e}")))
 }
 
 #[cfg(test)]

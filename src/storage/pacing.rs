@@ -179,10 +179,14 @@ pub fn budgets_json() -> Vec<serde_json::Value> {
 
 /// Requests per second over the last full seconds, all endpoints together.
 pub fn requests_per_second() -> f64 {
-    budgets_json()
-        .iter()
-        .filter_map(|b| b["requests_per_second"].as_f64())
-        .sum()
+    total(budgets_json().iter().filter_map(|b| b["requests_per_second"].as_f64()))
+}
+
+/// The sum of `rates`, 0 when there are none. Not `Iterator::sum`: for floats it starts
+/// from -0.0 (the identity of IEEE addition), and a process without stores showed
+/// `"requests_per_second":-0.0` in `litestream_status()`.
+fn total(rates: impl Iterator<Item = f64>) -> f64 {
+    rates.fold(0.0, |sum, rate| sum + rate)
 }
 
 /// The rate a store gets: what its URI or options say, else the environment's, else the
@@ -297,6 +301,15 @@ impl ReplicaStore for Paced {
 mod tests {
     use super::*;
     use crate::storage::error::Error;
+
+    #[test]
+    fn the_rate_of_no_stores_is_zero_not_negative_zero() {
+        let none = total(std::iter::empty());
+        assert!(none == 0.0 && none.is_sign_positive(), "{none:?}");
+        assert_eq!(serde_json::json!(none).to_string(), "0.0");
+        assert_eq!(total([0.0, 0.0].into_iter()).to_string(), "0");
+        assert_eq!(total([1.5, 2.0].into_iter()), 3.5);
+    }
 
     /// A store that only counts the calls that reach it, and when.
     #[derive(Debug, Default)]

@@ -9,6 +9,16 @@ use bytes::Bytes;
 
 use super::error::Result;
 
+/// The timestamp in an LTX file's header, read from its first
+/// [`HEADER_SIZE`](crate::ltx::HEADER_SIZE) bytes the way a restore decodes them, so a v4
+/// (encrypted) header is read like a v3 one: its timestamp is not sealed. The error says
+/// why the bytes are not an LTX header.
+pub(crate) fn header_timestamp(head: &[u8]) -> std::result::Result<i64, String> {
+    crate::ltx::Header::decode(head)
+        .map(|h| h.timestamp_ms)
+        .map_err(|e| format!("not an LTX file: {e}"))
+}
+
 /// One LTX file found in a replica: which level, which TXIDs, how big.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LtxObject {

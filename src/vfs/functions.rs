@@ -52,10 +52,7 @@ unsafe extern "C" fn call_function(ctx: *mut ffi::sqlite3_context, argc: c_int, 
             None => None,
             Some(SqlValue::Text(name)) => Some(name.clone()),
             Some(other) => {
-                set_error(
-                    ctx,
-                    &format!("{}: the schema must be text, not {other:?}", function.name),
-                );
+                set_error(ctx, &format!("{}: the schema must be text, not {other}", function.name));
                 return ffi::SQLITE_OK;
             }
         };

@@ -6,8 +6,8 @@
 //! | `a_keyed_primary_stores_no_plaintext_and_restores_exactly` | every object on `file://` and on S3 (moto and SeaweedFS) is LTX4, holds no row text, no `SQLite format 3`, no piece of any page; `litestream_restore()` and `restore -key-file` give the primary's database; no key / a wrong key fail saying so; `litestream restore` 0.5.17 refuses it and writes nothing |
 //! | `an_encrypted_replica_reads_hydrates_and_time_travels` | a read replica with the key serves the primary's state, a cold point query fetches as many pages as on a plaintext replica, hydration and a point-in-time view give exact states; without the key / with another key the replica refuses to open, saying why |
 //! | `bad_bytes_and_bad_keys_are_clear_errors` | a flipped byte in a page is `SQLITE_CORRUPT` for that page (never wrong bytes), a changed index and a recipient block from another file refuse the open, a key of the wrong length / not hex / in a world-readable file is refused at open without echoing it |
-//! | `turning_encryption_on_starts_with_an_encrypted_snapshot` | the next file over a plaintext replica is a full encrypted image, status says plaintext history remains, a restore reads the mix; a primary without the key refuses the encrypted replica |
-//! | `keygen_ltx_and_rekey_from_the_command_line` | `keygen` prints a usable pair, `ltx` shows encryption, `rekey` moves a replica to a new key that restores it while the old one no longer does |
+//! | `turning_encryption_on_starts_with_an_encrypted_snapshot` | the next file over a plaintext replica is a full encrypted image, status says plaintext history remains, `info` names the encrypted files of the mixed plan, a restore reads the mix; a primary without the key refuses the encrypted replica |
+//! | `keygen_ltx_and_rekey_from_the_command_line` | `keygen` prints a usable pair, `ltx` shows encryption, `info` summarizes an encrypted `file://` replica (text and JSON, with or without a key in the environment) and says a `-key` is not wanted, `restore -timestamp` reads its header times, `rekey` moves a replica to a new key that restores it while the old one no longer does |
 //! | `recipients::nats_with_a_second_recipient` (`recipients.rs`) | a primary keyed with `encrypt_to=` another public key replicates to NATS: every object is LTX4 with no plaintext, nor is any in the server's own stream files; `ltx` and `info` say 2 recipients; the second key alone restores it and reads it as a replica |
 
 #[path = "../common/mod.rs"]
@@ -524,6 +524,19 @@ fn turning_encryption_on_starts_with_an_encrypted_snapshot() {
     for f in &files[plaintext_files..] {
         assert_eq!(&std::fs::read(f).unwrap()[..4], b"LTX4", "{}", f.display());
     }
+    // info reads the mix without a key (headers are not sealed) and names the
+    // encrypted files of the plan: the snapshot at the switch and what followed it.
+    let (ok, info, stderr) = cli(&["info", &url], &[]);
+    let first_encrypted = format!("{:016x}", h.min_txid);
+    assert!(
+        ok && info.contains("of the restore plan encrypted (LTX v4), to 1 recipient(s): L0"),
+        "{info}{stderr}"
+    );
+    let line = info.lines().find(|l| l.contains("encryption:")).unwrap();
+    assert!(
+        line.contains(&format!(" {first_encrypted}-")) && line.ends_with("the others plaintext"),
+        "{line}"
+    );
     // A restore reads the mix.
     let out = dir.path().join("restored.db");
     let (ok, _, stderr) = cli(&["restore", "-key", KEY, "-o", out.to_str().unwrap(), &url], &[]);
@@ -569,6 +582,51 @@ fn keygen_ltx_and_rekey_from_the_command_line() {
         ok && out.contains("yes (1 recipient)") && !out.contains(" no\n"),
         "{out}{stderr}"
     );
+    // info needs no key, with or without one in the environment, and says a key given
+    // to it is not wanted rather than that it is an unknown flag.
+    for envs in [&[][..], &[("LITESTREAM_ENCRYPTION_KEY", KEY)][..]] {
+        let (ok, out, stderr) = cli(&["info", &url], envs);
+        let files = level0(&replica).len();
+        assert!(
+            ok && out.contains(&format!(
+                "{files} of {files} files of the restore plan encrypted (LTX v4), to 1 recipient(s)\n"
+            )),
+            "{out}{stderr}"
+        );
+        let (ok, out, stderr) = cli(&["info", "-json", &url], envs);
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        assert!(
+            ok && doc["encryption"]["encrypted_plan_files"] == files,
+            "{out}{stderr}"
+        );
+    }
+    let (ok, _, stderr) = cli(&["info", "-key", KEY, &url], &[]);
+    assert!(!ok && stderr.contains("info takes no key"), "{stderr}");
+    // A point-in-time restore reads the same headers' timestamps (a local store keeps
+    // no timestamp metadata).
+    let at_now = dir.path().join("at-now.db");
+    let now = litestream_vfs::storage::format_rfc3339_nano(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let (ok, _, stderr) = cli(
+        &[
+            "restore",
+            "-key",
+            KEY,
+            "-timestamp",
+            &now,
+            "-o",
+            at_now.to_str().unwrap(),
+            &url,
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(dump(&at_now), settled_dump(&db));
+
     let file = level0(&replica).remove(0);
     let (ok, out, _) = cli(&["ltx", file.to_str().unwrap()], &[]);
     assert!(ok && out.contains("contents not verified"), "{out}");

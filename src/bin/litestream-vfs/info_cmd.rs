@@ -1,6 +1,7 @@
 //! `litestream-vfs info`: a replica at a glance: levels, TXID range, snapshots, and what
 //! a restore of the latest state would download.
 
+use litestream_vfs::ltx::{Header, HEADER_SIZE};
 use litestream_vfs::restore::{plan, Listing, LEVELS, SNAPSHOT_LEVEL};
 use litestream_vfs::runtime::block_on;
 use litestream_vfs::storage::{LtxObject, ReplicaStore};
@@ -14,7 +15,9 @@ Usage: litestream-vfs info [--json] URL
 
 Summarizes the replica at URL (or a local replica directory): files, bytes and TXID range
 per level, the snapshots and when they were taken, the newest TXID and when it was
-written, and the plan a restore of the latest state would follow (files and bytes).
+written, the plan a restore of the latest state would follow (files and bytes), and
+which files of that plan are encrypted (LTX v4) and to how many recipients. It reads only
+file headers, which are not encrypted, so it needs no key.
 Exit status 1 if the replica cannot be read or holds no LTX files.
 
 Options:
@@ -26,7 +29,15 @@ const FLAGS: &[Flag] = &[Flag {
 }];
 
 pub fn run(argv: &[String]) -> CmdResult {
-    let p = parse(argv, FLAGS).map_err(Failure::Usage)?;
+    // -key is known here only to say why it is not wanted: `restore`, `ltx` and `rekey`
+    // take it, and a script passing it everywhere should learn that info reads no page.
+    let p = parse(argv, &[FLAGS, &crate::keys::KEY_FLAGS].concat()).map_err(Failure::Usage)?;
+    if p.has("key") || p.has("key-file") {
+        return Err(Failure::Usage(
+            "info takes no key: it reads only file headers, which are not encrypted (give -key to restore, ltx or rekey)"
+                .into(),
+        ));
+    }
     let url = match p.positional.as_slice() {
         [url] => url,
         _ => return Err(Failure::Usage("info takes one replica URL".into())),
@@ -131,20 +142,60 @@ fn encryption_summary(store: &dyn ReplicaStore, listing: &Listing) -> Result<ser
     };
     let mut encrypted = 0usize;
     let mut recipients = std::collections::BTreeSet::new();
+    // Runs of consecutive encrypted files of the plan: which TXIDs need the key, when a
+    // replica holds plaintext history from before encryption was turned on.
+    let mut runs: Vec<Vec<LtxObject>> = Vec::new();
+    let mut in_run = false;
     for f in &files {
-        let head = block_on(store.get_range(f.level, f.min_txid, f.max_txid, 0..100))
+        let head = block_on(store.get_range(f.level, f.min_txid, f.max_txid, 0..HEADER_SIZE as u64))
             .map_err(|e| format!("reading the header of a level {} file: {e}", f.level))?;
-        let h = litestream_vfs::ltx::Header::decode(&head).map_err(|e| e.to_string())?;
+        let h = Header::decode(&head).map_err(|e| e.to_string())?;
         if h.is_encrypted() {
             encrypted += 1;
             recipients.insert(h.recipients);
+            match runs.last_mut() {
+                Some(run) if in_run => run.push(f.clone()),
+                _ => runs.push(vec![f.clone()]),
+            }
         }
+        in_run = h.is_encrypted();
     }
     Ok(json!({
         "plan_files": files.len(),
         "encrypted_plan_files": encrypted,
+        "encrypted_steps": runs.iter().flat_map(|run| format::plan_steps(run)).collect::<Vec<_>>(),
         "recipients": recipients.into_iter().collect::<Vec<_>>(),
     }))
+}
+
+/// The `encryption:` line: how many files of the restore plan are encrypted, to how many
+/// recipients, and in a plan that mixes plaintext and encrypted files, which are which.
+fn encryption_line(e: &serde_json::Value) -> String {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let (encrypted, total) = (n(&e["encrypted_plan_files"]), n(&e["plan_files"]));
+    if encrypted == 0 {
+        return format!("0 of {total} files of the restore plan encrypted (all plaintext)");
+    }
+    let counts: Vec<String> = e["recipients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r.to_string())
+        .collect();
+    let mut line = format!(
+        "{encrypted} of {total} files of the restore plan encrypted (LTX v4), to {} recipient(s)",
+        counts.join(" or ")
+    );
+    if encrypted < total {
+        let steps: Vec<&str> = e["encrypted_steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .collect();
+        line.push_str(&format!(": {}; the others plaintext", steps.join(", ")));
+    }
+    line
 }
 
 fn print_text(d: &serde_json::Value) {
@@ -184,22 +235,7 @@ fn print_text(d: &serde_json::Value) {
     }
     let e = &d["encryption"];
     if !e.is_null() {
-        let counts: Vec<String> = e["recipients"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| r.to_string())
-            .collect();
-        println!(
-            "  encryption:   {} of {} files of the restore plan encrypted (LTX v4){}",
-            n(&e["encrypted_plan_files"]),
-            n(&e["plan_files"]),
-            if counts.is_empty() {
-                String::new()
-            } else {
-                format!(", to {} recipient(s)", counts.join(" or "))
-            }
-        );
+        println!("  encryption:   {}", encryption_line(e));
     }
     let p = &d["restore_plan"];
     if let Some(e) = p["error"].as_str() {
@@ -212,6 +248,41 @@ fn print_text(d: &serde_json::Value) {
             n(&p["files"]),
             format::bytes(n(&p["bytes"])),
             steps.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_encryption_line_names_the_encrypted_files_of_a_mixed_plan() {
+        let mixed = json!({
+            "plan_files": 4,
+            "encrypted_plan_files": 2,
+            "encrypted_steps": ["L0 x2 0000000000000004-0000000000000005"],
+            "recipients": [1],
+        });
+        assert_eq!(
+            encryption_line(&mixed),
+            "2 of 4 files of the restore plan encrypted (LTX v4), to 1 recipient(s): \
+             L0 x2 0000000000000004-0000000000000005; the others plaintext"
+        );
+        let all = json!({
+            "plan_files": 2,
+            "encrypted_plan_files": 2,
+            "encrypted_steps": ["L0 x2 0000000000000001-0000000000000003"],
+            "recipients": [1, 2],
+        });
+        assert_eq!(
+            encryption_line(&all),
+            "2 of 2 files of the restore plan encrypted (LTX v4), to 1 or 2 recipient(s)"
+        );
+        let none = json!({"plan_files": 3, "encrypted_plan_files": 0, "encrypted_steps": [], "recipients": []});
+        assert_eq!(
+            encryption_line(&none),
+            "0 of 3 files of the restore plan encrypted (all plaintext)"
         );
     }
 }

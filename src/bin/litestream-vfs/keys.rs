@@ -27,7 +27,7 @@ pub fn key(p: &Parsed) -> Result<Option<PrivateKey>, Failure> {
             .map_err(|e| Failure::Usage(format!("-key: {e}"))),
         (None, Some(path)) => litestream_vfs::keys::read_key_file(std::path::Path::new(path))
             .map(Some)
-            .map_err(Failure::Failed),
+            .map_err(|e| Failure::Failed(format!("-key-file: {e}"))),
         (None, None) => litestream_vfs::keys::key_from_env(&|k| std::env::var(k).ok()).map_err(Failure::Usage),
     }
 }

@@ -135,7 +135,15 @@ fn continue_noted(
 
 /// No database, a replica: the database is restored from it and continues it.
 fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
-    tracing::info!(db = %local.db_path.display(), txid = max, "restoring the database from its replica");
+    // A warning, with the absolute path: a relative path opened from another working
+    // directory silently makes a second copy here, which then replicates.
+    tracing::warn!(
+        db = %local.db_path.display(),
+        txid = max,
+        "the database {} is missing or empty: restoring it from its replica {} (TXID {max}), then replicating it there",
+        std::path::absolute(local.db_path).unwrap_or_else(|_| local.db_path.to_path_buf()).display(),
+        local.store.describe()
+    );
     // An empty file holds nothing to keep: what `sqlite3 app.db .tables` leaves on a new
     // machine, or a `touch` in an entry point. The restore replaces it (and refuses if a
     // connection holds it open); a WAL beside it with frames is not ours to drop.

@@ -73,21 +73,37 @@ impl Primary {
         // The closing turn: its upload is tried whatever the backoff, taking over the
         // worker's PUT still in flight, if any (`crate::engine::last_turn`), for at most
         // `sync_timeout`: what it could not store stays staged for the next open.
+        let deadline = Instant::now() + self.config.sync_timeout;
         let turn = || self.turn(&mut worker::Pace::default());
         match self.worker_job.get() {
-            Some(id) => crate::engine::last_turn(*id, Instant::now() + self.config.sync_timeout, turn),
+            Some(id) => crate::engine::last_turn(*id, deadline, turn),
             None => turn(),
         };
         {
             let shared = self.lock();
             if shared.uploaded_txid < shared.staged_txid {
+                // Say what stopped the upload: a store that refused at once (an error
+                // in milliseconds) is not one that ran out the timeout, and the two are
+                // fixed differently.
+                let timed_out = Instant::now() >= deadline;
+                let why = match (&shared.last_error, timed_out) {
+                    (Some(e), true) => format!(
+                        "the store did not take them within sync_timeout {:?}; its last error: {e}",
+                        self.config.sync_timeout
+                    ),
+                    (None, true) => format!(
+                        "the store did not take them within sync_timeout {:?}",
+                        self.config.sync_timeout
+                    ),
+                    (Some(e), false) => format!("the store failed: {e}"),
+                    (None, false) => "the closing upload did not finish".to_string(),
+                };
                 tracing::warn!(
                     db = %self.db_path.display(),
-                    "closing with TXIDs {}-{} staged but not stored (the store did not take them within sync_timeout {:?}); \
+                    "closing with TXIDs {}-{} staged but not stored ({why}); \
                      they go up at the next open of this database",
                     shared.uploaded_txid + 1,
                     shared.staged_txid,
-                    self.config.sync_timeout
                 );
             }
         }

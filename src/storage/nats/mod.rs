@@ -38,7 +38,7 @@ use super::error::{Error, Result};
 use super::layout::Layout;
 use super::name::parse_name;
 use super::options::StoreOptions;
-use super::store::{LtxObject, ReplicaStore};
+use super::store::{header_timestamp, LtxObject, ReplicaStore};
 use super::target::{EnvFn, Target};
 use super::timestamp::{format_rfc3339_nano, parse_rfc3339_ms};
 use chunks::{ChunkMap, MapCache};
@@ -56,8 +56,6 @@ const BASE_TIMEOUT: Duration = Duration::from_secs(30);
 const PUBLISH_WINDOW: usize = 16;
 /// Chunk fetches in flight at once during a ranged read.
 const FETCH_PARALLEL: usize = 8;
-/// LTX header bytes holding the timestamp (magic 0..4, timestamp 32..40).
-const HEADER_PREFIX: u64 = 40;
 
 /// A replica in a NATS JetStream object store bucket.
 pub struct NatsReplica {
@@ -416,11 +414,10 @@ impl ReplicaStore for NatsReplica {
                 }
             }
         }
-        let b = self.get_range(level, min_txid, max_txid, 0..HEADER_PREFIX).await?;
-        if &b[..4] != b"LTX1" {
-            return Err(self.ctx("GET", &key).invalid("not an LTX file (bad magic)".into()));
-        }
-        Ok(i64::from_be_bytes(b[32..40].try_into().expect("8 bytes")))
+        let b = self
+            .get_range(level, min_txid, max_txid, 0..crate::ltx::HEADER_SIZE as u64)
+            .await?;
+        header_timestamp(&b).map_err(|why| self.ctx("GET", &key).invalid(why))
     }
 
     async fn put_new(&self, level: u8, min_txid: u64, max_txid: u64, data: Bytes, timestamp_ms: i64) -> Result<()> {
