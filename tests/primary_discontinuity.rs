@@ -555,3 +555,62 @@ fn a_same_size_update_checkpointed_away_within_the_truncations_clock_tick_is_sna
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db), "the plain update is in the replica");
 }
+
+/// A service that crash-loops before its first commit (opened, synced, killed, again):
+/// the first open's snapshot is all the replica needs. Before, the state saved with a
+/// snapshot of a database without a WAL held no position, and every restart took the
+/// whole database again ("no WAL position was saved with the last staged TXID": found by
+/// hand, four 10 MB snapshots of an unchanged file). The snapshot now notes the database
+/// file it copied, and a restart that finds it unchanged, with no WAL, goes on.
+#[test]
+fn restarts_after_a_snapshot_with_nothing_committed_since_take_no_new_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    plain_sqlite(
+        &db,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+         INSERT INTO t(v) SELECT randomblob(1000) FROM generate_series(1, 200);",
+    );
+    for round in 0..3 {
+        let mut app = shell::LiveShell::start(
+            dir.path(),
+            &format!("app{round}"),
+            &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
+        );
+        app.run("SELECT count(*) FROM t; SELECT litestream_sync(30000);");
+        app.kill();
+    }
+    let snapshots: Vec<_> = level0_ranges(&replica)
+        .into_iter()
+        .filter(|r| is_full_snapshot(&replica, r.0))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "one snapshot for an unchanged file: {snapshots:?}");
+    let snapshots = || {
+        level0_ranges(&replica)
+            .into_iter()
+            .filter(|r| is_full_snapshot(&replica, r.0))
+            .count()
+    };
+    // A commit after the last kill goes on from there as an increment.
+    open_and_sync(&db, &url, "INSERT INTO t(v) VALUES (x'00');");
+    assert_eq!(snapshots(), 1, "the commit is an increment");
+    // Killed again after a snapshot, and the file changed without the VFS meanwhile:
+    // that restart must not go on from the snapshot's file.
+    plain_sqlite(&db, "DELETE FROM t WHERE id % 2 = 0; VACUUM;");
+    let mut app = shell::LiveShell::start(
+        dir.path(),
+        "app3",
+        &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
+    );
+    app.run("SELECT litestream_sync(30000);");
+    assert_eq!(snapshots(), 2, "the changed file is a snapshot");
+    app.kill();
+    plain_sqlite(&db, "UPDATE t SET v = x'01' WHERE id = 1;");
+    open_and_sync(&db, &url, "SELECT 1;");
+    assert_eq!(snapshots(), 3, "changed after the snapshot, before the restart");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}

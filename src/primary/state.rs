@@ -99,6 +99,19 @@ pub struct SavedState {
     pub database_left: Option<FileIdentity>,
 }
 
+/// The database file the WAL was left empty with (`Capture::database_left`), worth saving
+/// beside `wal`: when the saved position is an ended one, or absent because capture has
+/// no generation (a snapshot of a database without a WAL). Never while a snapshot is owed
+/// (the state must make a restart take it) or beside a clean close (which says it).
+pub fn database_left_to_save(
+    left: Option<FileIdentity>,
+    wal: Option<&SavedWal>,
+    snapshot_owed: bool,
+    closed_clean: bool,
+) -> Option<FileIdentity> {
+    left.filter(|_| !snapshot_owed && !closed_clean && wal.is_none_or(|w| w.ended))
+}
+
 pub struct StateFile {
     path: PathBuf,
     /// The database's permissions.

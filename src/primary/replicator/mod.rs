@@ -403,11 +403,12 @@ impl Primary {
         // Only beside a position: a clean close's state compared unequal at every close
         // of a request that only read, and was saved again (open_requests).
         let ended_before = shared.capture.ended_before().filter(|_| wal.is_some()).map(Into::into);
-        let database_left = shared
-            .capture
-            .database_left()
-            .cloned()
-            .filter(|_| wal.as_ref().is_some_and(|w| w.ended));
+        let database_left = crate::primary::state::database_left_to_save(
+            shared.capture.database_left().cloned(),
+            wal.as_ref(),
+            shared.snapshot_needed.is_some(),
+            closed_clean.is_some(),
+        );
         self.persist(&SavedState {
             node_id: self.node_id,
             txid: shared.staged_txid,

@@ -363,9 +363,11 @@ fn resume_capture(
     records: &HandoffDir,
 ) -> io::Result<Result<Vec<CapturedTxn>, Discontinuity>> {
     *consumed = saved.handoff_seq;
-    let position: WalPosition = match (&saved.wal, &saved.closed_clean) {
+    let position: WalPosition = match (&saved.wal, saved.closed_clean.as_ref().or(saved.database_left.as_ref())) {
         (Some(position), _) => position.into(),
-        // A clean close: the WAL was checkpointed and deleted with everything staged.
+        // A clean close: the WAL was checkpointed and deleted with everything staged. Or
+        // a snapshot of the database without a WAL, the last thing staged: the file it
+        // copied is known (`database_left`), and the follow below checks it is unchanged.
         (None, Some(_)) => WalPosition {
             salt1: 0,
             salt2: 0,

@@ -121,7 +121,12 @@ impl Primary {
                     node_id: self.node_id,
                     txid: batch.max_txid(),
                     ended_before: ended_before_cut.filter(|_| wal.is_some()).map(Into::into),
-                    database_left: left_at_cut.filter(|_| wal.as_ref().is_some_and(|w| w.ended)),
+                    database_left: crate::primary::state::database_left_to_save(
+                        left_at_cut,
+                        wal.as_ref(),
+                        shared.snapshot_needed.is_some(),
+                        closed_clean.is_some(),
+                    ),
                     wal,
                     closed_clean,
                     handoff_seq: consumed_at_cut,
@@ -161,6 +166,7 @@ impl Primary {
         let mut assigned: Option<(u64, Batch)> = None;
         let mut snapshot_position: Option<WalPosition> = None;
         let mut snapshot_consumed = 0;
+        let mut snapshot_left = None;
         let mut at_lock = |counted: Option<ShmWal>| {
             let mut shared = self.lock();
             let before = shared.take_pending();
@@ -182,6 +188,7 @@ impl Primary {
                 shared.capture.left_database(FileIdentity::of(&self.db_path).ok());
                 let wal_index = counted.or_else(|| self.wal_index.read());
                 shared.capture.left_commits(wal_index.map(|h| h.commits));
+                snapshot_left = shared.capture.database_left().cloned();
             }
             // Every record so far is older than the state the snapshot copies. Those
             // already staged are deleted: finding none (0) says nothing about the
@@ -251,7 +258,7 @@ impl Primary {
         let mut shared = self.lock();
         shared.staged_txid = txid;
         shared.snapshots += 1;
-        if let Err(e) = self.save_staged(&shared, txid, snapshot_position, snapshot_consumed) {
+        if let Err(e) = self.save_staged(&shared, txid, snapshot_position, snapshot_consumed, snapshot_left) {
             shared.origin = None; // as for a batch whose state was not saved
             return Err(e.into());
         }
@@ -276,26 +283,35 @@ impl Primary {
 
     /// Records that everything up to `txid` is staged, with the WAL position right after
     /// it. Not the capture's current position: commits captured since (queued, not
-    /// staged) would be skipped by a restart that resumed from there.
+    /// staged) would be skipped by a restart that resumed from there. `left`: with no
+    /// position (a database without a WAL), the file the snapshot copied, which a restart
+    /// that finds it unchanged goes on from instead of taking the whole database again.
     pub(super) fn save_staged(
         &self,
         shared: &Shared,
         txid: u64,
         position: Option<WalPosition>,
         handoff_seq: u64,
+        left: Option<FileIdentity>,
     ) -> Result<(), String> {
+        let wal: Option<crate::primary::state::SavedWal> = if shared.snapshot_needed.is_some() {
+            None
+        } else {
+            position.map(Into::into)
+        };
         let state = SavedState {
             node_id: self.node_id,
             txid,
-            wal: if shared.snapshot_needed.is_some() {
-                None
-            } else {
-                position.map(Into::into)
-            },
+            database_left: crate::primary::state::database_left_to_save(
+                left,
+                wal.as_ref(),
+                shared.snapshot_needed.is_some(),
+                false,
+            ),
+            wal,
             closed_clean: None,
             handoff_seq,
             ended_before: None,
-            database_left: None,
         };
         self.persist(&state).map_err(|e| format!("saving state: {e}"))
     }
