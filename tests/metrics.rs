@@ -193,7 +193,7 @@ fn a_bad_metrics_address_is_an_error_at_open() {
         ".open file:{d}/app.db?vfs=litestream&replica=file://{d}/replica&metrics_addr=localhost\nCREATE TABLE t(x);"
     ))
     .unwrap_err();
-    assert!(err.contains("metrics_addr 'localhost'"), "{err}");
+    assert!(err.contains("metrics_addr: 'localhost'"), "{err}");
 }
 
 #[test]

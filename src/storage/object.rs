@@ -359,7 +359,7 @@ impl ReplicaStore for ObjectReplica {
             return Ok(ms);
         }
         let b = self
-            .get_range(level, min_txid, max_txid, 0..crate::ltx::HEADER_SIZE as u64)
+            .get_range(level, min_txid, max_txid, 0..super::store::TIMESTAMP_PREFIX)
             .await?;
         header_timestamp(&b).map_err(|why| self.invalid("GET", &key, why))
     }

@@ -415,7 +415,7 @@ impl ReplicaStore for NatsReplica {
             }
         }
         let b = self
-            .get_range(level, min_txid, max_txid, 0..crate::ltx::HEADER_SIZE as u64)
+            .get_range(level, min_txid, max_txid, 0..super::store::TIMESTAMP_PREFIX)
             .await?;
         header_timestamp(&b).map_err(|why| self.ctx("GET", &key).invalid(why))
     }
