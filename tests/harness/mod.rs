@@ -131,6 +131,16 @@ pub fn plain_sqlite(db: &Path, sql: &str) -> String {
     )
 }
 
+/// Opens `db` through the VFS on `url` in a `sqlite3` shell, runs `sql`, and returns the
+/// TXID `litestream_sync()` acknowledged before the shell exits.
+pub fn open_and_sync(db: &Path, url: &str, sql: &str) -> u64 {
+    let out = sqlite(&format!(
+        ".open file:{}?vfs=litestream&replica={url}\n{sql}\nSELECT litestream_sync(30000);",
+        db.display()
+    ));
+    out.lines().last().unwrap().parse().unwrap()
+}
+
 /// `.dump` of a database through the plain shell (no extension).
 pub fn dump(db: &Path) -> String {
     check(

@@ -153,7 +153,7 @@ class Writer:
         time the worker empties the WAL through the VFS first, so that the tool's
         generation is one begun on an empty WAL, which only the database file shows once
         it is checkpointed away (lost from the replica before 2026-12-06; here the many
-        snapshots the churn forces healed it every time: tests/primary_discontinuity.rs
+        snapshots the churn forces healed it every time: tests/tools_beside_the_primary.rs
         checks that case one step at a time)."""
         rng = self.rng
         if rng.random() < 0.5:
