@@ -9,6 +9,33 @@ mod harness;
 
 use harness::*;
 
+/// The tool: 20 rows committed without the VFS, then checkpointed away.
+const TOOL: &str =
+    "INSERT INTO t(v) SELECT randomblob(1000) FROM generate_series(1, 20); PRAGMA wal_checkpoint(TRUNCATE);";
+
+/// A database with table `t` replicated to a `file://` replica and closed: its
+/// directory, path and replica URL.
+fn replicated_table() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    open_and_sync(
+        &db,
+        &url,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t(v) VALUES (1);",
+    );
+    (dir, db, url)
+}
+
+/// A live shell holding `db` open through the VFS (the replicating process when first).
+fn open_primary(dir: &tempfile::TempDir, db: &std::path::Path, url: &str, label: &str) -> shell::LiveShell {
+    shell::LiveShell::start(
+        dir.path(),
+        label,
+        &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
+    )
+}
+
 /// A tool without the extension writes beside an open primary and checkpoints its
 /// commits away with `wal_checkpoint(TRUNCATE)` before the replicating process reads
 /// them: the WAL is empty again when the primary next looks, as after a generation it
@@ -23,27 +50,13 @@ fn commits_checkpointed_away_by_a_tool_without_the_vfs_are_snapshotted() {
     // holds), and after its own TRUNCATE checkpoint (the identity its record of the
     // truncation holds).
     for own_truncate_first in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
-        let url = format!("file://{}", dir.path().join("replica").display());
-        open_and_sync(
-            &db,
-            &url,
-            "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t(v) VALUES (1);",
-        );
-        let mut app = shell::LiveShell::start(
-            dir.path(),
-            "app",
-            &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
-        );
+        let (dir, db, url) = replicated_table();
+        let mut app = open_primary(&dir, &db, &url, "app");
         if own_truncate_first {
             app.run("INSERT INTO t(v) VALUES (2); PRAGMA wal_checkpoint(TRUNCATE); SELECT litestream_sync(30000);");
         }
         assert!(!app.run("SELECT count(*) FROM t;").is_empty());
-        plain_sqlite(
-            &db,
-            "INSERT INTO t(v) SELECT randomblob(1000) FROM generate_series(1, 20); PRAGMA wal_checkpoint(TRUNCATE);",
-        );
+        plain_sqlite(&db, TOOL);
         app.run("INSERT INTO t(v) VALUES (3); SELECT litestream_sync(30000);");
         drop(app);
         let restored = dir.path().join("restored.db");
@@ -61,24 +74,10 @@ fn commits_checkpointed_away_by_a_tool_without_the_vfs_are_snapshotted() {
 /// next open would continue the replica without the tool's rows.
 #[test]
 fn a_close_after_a_tool_checkpointed_commits_away_does_not_claim_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
-    open_and_sync(
-        &db,
-        &url,
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t(v) VALUES (1);",
-    );
-    let mut app = shell::LiveShell::start(
-        dir.path(),
-        "app",
-        &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
-    );
+    let (dir, db, url) = replicated_table();
+    let mut app = open_primary(&dir, &db, &url, "app");
     assert!(!app.run("SELECT count(*) FROM t;").is_empty());
-    plain_sqlite(
-        &db,
-        "INSERT INTO t(v) SELECT randomblob(1000) FROM generate_series(1, 20); PRAGMA wal_checkpoint(TRUNCATE);",
-    );
+    plain_sqlite(&db, TOOL);
     drop(app);
     open_and_sync(&db, &url, "INSERT INTO t(v) VALUES (3);");
     let restored = dir.path().join("restored.db");
@@ -91,24 +90,10 @@ fn a_close_after_a_tool_checkpointed_commits_away_does_not_claim_them() {
 /// record's database identity shows the change.
 #[test]
 fn a_followers_generation_after_one_a_tool_checkpointed_away_is_not_taken_as_continuous() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
-    open_and_sync(
-        &db,
-        &url,
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t(v) VALUES (1);",
-    );
-    let mut leader = shell::LiveShell::start(
-        dir.path(),
-        "leader",
-        &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
-    );
+    let (dir, db, url) = replicated_table();
+    let mut leader = open_primary(&dir, &db, &url, "leader");
     assert!(!leader.run("SELECT count(*) FROM t;").is_empty());
-    plain_sqlite(
-        &db,
-        "INSERT INTO t(v) SELECT randomblob(1000) FROM generate_series(1, 20); PRAGMA wal_checkpoint(TRUNCATE);",
-    );
+    plain_sqlite(&db, TOOL);
     // A follower: the leader holds the replication role.
     open_and_sync(&db, &url, "INSERT INTO t(v) VALUES (3);");
     drop(leader);
