@@ -353,7 +353,7 @@ impl Database {
     /// the file as it is now is what the empty WAL leaves: a later change to it with the
     /// WAL still empty is a generation nobody recorded (`Capture::left_database`).
     pub fn before_wal_truncate(&self, live: &mut dyn WalSource) {
-        let left = FileIdentity::of(&self.path).ok();
+        let left = FileIdentity::pinned(&self.path).ok();
         self.generation_ends(live, None, left);
     }
 
@@ -367,7 +367,7 @@ impl Database {
                 return;
             }
         };
-        let closed = FileIdentity::of(&self.path).ok();
+        let closed = FileIdentity::pinned(&self.path).ok();
         self.generation_ends(&mut live, None, closed);
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedWal {
@@ -69,7 +70,27 @@ impl FileIdentity {
             mtime_ns: crate::provenance::mtime_ns(&m),
         })
     }
+
+    /// The identity of the file at `path`, taken so that no later write can share it:
+    /// when this returns, the clock file times come from has moved past its mtime (a
+    /// scheduler tick at most; see `vfs::sys::file_clock`). Taken while SQLite holds the
+    /// lock that keeps writers out, every write after that lock is released changes the
+    /// mtime, a same-size one too; otherwise a tool's update within the tick of a
+    /// checkpoint's truncation or of the last close would look like no change at all.
+    pub fn pinned(path: &Path) -> io::Result<FileIdentity> {
+        let identity = FileIdentity::of(path)?;
+        let deadline = Instant::now() + PIN_WAIT_MAX;
+        while crate::vfs::sys::file_clock::coarse_now_ns() <= identity.mtime_ns && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(250));
+        }
+        Ok(identity)
+    }
 }
+
+/// The longest [`FileIdentity::pinned`] waits: a tick is 10 ms at most (HZ=100). A file
+/// with a future mtime, or on a filesystem with coarser times (FAT's 2 s), is not
+/// waited out.
+const PIN_WAIT_MAX: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedState {
@@ -151,6 +172,22 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinned_identity_leaves_the_file_clock_past_its_mtime_so_a_same_size_write_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        for round in 0..20 {
+            fs::write(&path, [round as u8; 4096]).unwrap();
+            let pinned = FileIdentity::pinned(&path).unwrap();
+            assert!(
+                crate::vfs::sys::file_clock::coarse_now_ns() > pinned.mtime_ns,
+                "round {round}: the file clock has not passed the pinned mtime"
+            );
+            fs::write(&path, [round as u8 + 1; 4096]).unwrap();
+            assert_ne!(FileIdentity::of(&path).unwrap(), pinned, "round {round}");
+        }
+    }
 
     #[test]
     fn state_round_trips_and_missing_file_is_none() {

@@ -124,7 +124,7 @@ fn continue_noted(
         node_id: new_node_id(),
         txid: max,
         wal: None,
-        closed_clean: FileIdentity::of(local.db_path).ok(),
+        closed_clean: FileIdentity::pinned(local.db_path).ok(),
         // Records left without their state are not this database's next commits.
         handoff_seq: local.records.last_seq().map_err(|e| e.to_string())?,
         ended_before: None,
@@ -185,7 +185,7 @@ fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
         node_id: new_node_id(),
         txid: pos.txid,
         wal: None,
-        closed_clean: FileIdentity::of(local.db_path).ok(),
+        closed_clean: FileIdentity::pinned(local.db_path).ok(),
         handoff_seq: handoff_consumed,
         ended_before: None,
         database_left: None,

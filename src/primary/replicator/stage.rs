@@ -185,7 +185,7 @@ impl Primary {
             // No WAL: the snapshot copies the database file as it is now, under the
             // write lock, and that is the file a later look must find unchanged.
             if shared.capture.ended() {
-                shared.capture.left_database(FileIdentity::of(&self.db_path).ok());
+                shared.capture.left_database(FileIdentity::pinned(&self.db_path).ok());
                 let wal_index = counted.or_else(|| self.wal_index.read());
                 shared.capture.left_commits(wal_index.map(|h| h.commits));
                 snapshot_left = shared.capture.database_left().cloned();

@@ -140,7 +140,7 @@ impl Primary {
         }
         // A file changed since the WAL was left empty holds commits nobody captured (a
         // tool without the VFS that checkpointed them away): not a state to continue.
-        let now = FileIdentity::of(&self.db_path).ok()?;
+        let now = FileIdentity::pinned(&self.db_path).ok()?;
         match shared.capture.database_left() {
             Some(left) if *left != now => None,
             _ => Some(now),

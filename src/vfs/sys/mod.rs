@@ -7,12 +7,14 @@
 //! - [`file_map`]: read-only mappings of finished files, for PUT bodies.
 //! - [`ofd_lock`]: open-file-description locks, for the leader lock.
 //! - [`clmul`]: calling the CRC-64 kernels compiled for CPU features, once detected.
+//! - [`file_clock`]: the coarse clock file modification times come from.
 //! - [`fork`]: noticing `fork()`, and values made again in a child.
 //! - [`inotify`]: noticing files created in a directory, for follower sync requests.
 //! - [`stderr`]: log lines to descriptor 2 without a lock a fork could leave held.
 //! - [`xattr`]: a file's extended attributes, for the note of which replica state it holds.
 
 pub mod clmul;
+pub mod file_clock;
 pub mod file_map;
 pub mod fork;
 pub mod inotify;
