@@ -60,6 +60,10 @@ impl Database {
     /// Opens the per-process state of `path` (creating its staging directory); nobody
     /// leads yet.
     pub fn new(path: &Path, mut config: Config, tools: Tools) -> Result<Database, String> {
+        // A replica URL that names no store (a typo in the scheme, a missing credential)
+        // fails the open before anything is made beside the database. Opening a store
+        // makes no request.
+        crate::storage::open_store(&config.replica_url, &config.store_options).map_err(|e| e.to_string())?;
         let lock_dir = shared_staging::lock_dir(path);
         let create = |dir: &Path| {
             config

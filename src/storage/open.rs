@@ -32,7 +32,6 @@ pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) ->
         env("LITESTREAM_REQUESTS_PER_SECOND").as_deref(),
     )
     .map_err(Error::config)?;
-    let budget = pacing::budget(&endpoint(&t, options), rate);
     let replica = match t.scheme.as_str() {
         "file" => local::open_file(&t, options)?,
         "memory" => local::open_memory(&t, options)?,
@@ -42,6 +41,7 @@ pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) ->
         "nats" => {
             let replica = nats::open(&t, options, env)?;
             tracing::debug!(store = %replica.describe(), layout = ?replica.layout(), "opened replica store");
+            let budget = pacing::budget(&endpoint(&t, options), rate);
             return Ok(Paced::wrap(Metered::wrap(&t.scheme, Arc::new(replica)), budget));
         }
         other => {
@@ -52,6 +52,9 @@ pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) ->
         }
     };
     tracing::debug!(store = %t.name, layout = ?replica.layout(), "opened replica store");
+    // Only a store that opened gets a budget: a failed open (a bad URL, a missing
+    // credential) leaves no endpoint in `litestream_status()`'s engine.
+    let budget = pacing::budget(&endpoint(&t, options), rate);
     // Metered inside: its durations are the store's, not the wait for the budget.
     Ok(Paced::wrap(Metered::wrap(&t.scheme, Arc::new(replica)), budget))
 }

@@ -5,8 +5,8 @@
 //! |---|---|---|
 //! | `unknown_uri_parameter` | `&bogus=1` | open refused, names the parameter |
 //! | `sqlites_own_uri_parameters_pass` | `&readonly_shm=0&psow=1` | opens: SQLite's own parameters are not ours to refuse |
-//! | `unknown_url_scheme` | `ftp://` replica | open refused, names the scheme |
-//! | `missing_credentials` | S3 URL, no keys in the environment | open refused, says which variables |
+//! | `unknown_url_scheme` | `ftp://` replica | open refused, names the scheme; nothing made beside the database |
+//! | `missing_credentials` | S3 URL, no keys in the environment | open refused, says which variables; nothing made beside the database |
 //! | `unreachable_endpoint` | S3 endpoint where nothing listens | first open refused, says connection refused |
 //! | `missing_bucket` | S3 bucket that does not exist | open refused, says the bucket does not exist |
 
@@ -58,6 +58,14 @@ fn unknown_url_scheme() {
         &["unsupported replica URL scheme \"ftp\""],
     );
     assert_rows(&db, ROWS);
+    assert_nothing_made_beside(&db);
+}
+
+/// An open refused for its replica URL leaves no `<db>-litestream` directory (the
+/// replication lock and `leader.json` were left behind before 2026-12-06).
+fn assert_nothing_made_beside(db: &Path) {
+    let beside = PathBuf::from(format!("{}-litestream", db.display()));
+    assert!(!beside.exists(), "a refused open left {}", beside.display());
 }
 
 #[test]
@@ -71,6 +79,7 @@ fn missing_credentials() {
         &["no S3 credentials", "LITESTREAM_ACCESS_KEY_ID"],
     );
     assert_rows(&db, ROWS);
+    assert_nothing_made_beside(&db);
 }
 
 #[test]
