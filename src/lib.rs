@@ -13,6 +13,7 @@
 pub mod config;
 pub mod durable;
 pub mod engine;
+pub mod failed_opens;
 pub mod file_modes;
 pub mod keys;
 pub mod logging;

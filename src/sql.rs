@@ -364,6 +364,10 @@ fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
     if restores.as_array().is_some_and(|r| !r.is_empty()) {
         value["restores"] = restores;
     }
+    let failed_opens = crate::failed_opens::json();
+    if failed_opens.as_array().is_some_and(|f| !f.is_empty()) {
+        value["failed_opens"] = failed_opens;
+    }
     Ok(SqlValue::Text(value.to_string()))
 }
 

@@ -119,10 +119,17 @@ unsafe extern "C" fn x_open(
         let path = (!name.is_null()).then(|| PathBuf::from(OsStr::from_bytes(CStr::from_ptr(name).to_bytes())));
         let role = match (&path, kind) {
             (Some(path), FileKind::MainDb) => match main_db_role(path, name, flags) {
-                Ok(MainDb::Replica(replica)) => return replica_file::open(file, path, replica, flags, out_flags),
-                Ok(MainDb::Primary(role)) => role,
+                Ok(MainDb::Replica(replica)) => {
+                    crate::failed_opens::opened(path);
+                    return replica_file::open(file, path, replica, flags, out_flags);
+                }
+                Ok(MainDb::Primary(role)) => {
+                    crate::failed_opens::opened(path);
+                    role
+                }
                 Ok(MainDb::PassThrough) => FileRole::Plain,
                 Err(message) => {
+                    crate::failed_opens::failed(path, &message);
                     let message = format!("litestream: cannot open {}: {message}", path.display());
                     tracing::error!("{message}");
                     sqlite_log(ffi::SQLITE_CANTOPEN, &message);
@@ -145,9 +152,11 @@ unsafe extern "C" fn x_open(
                 let db = strip_suffix(path, "-journal");
                 if registry::lookup(&db).is_some() {
                     let message = format!(
-                        "litestream: {} must stay in WAL mode to be replicated; refusing a rollback-journal write",
+                        "{} must stay in WAL mode to be replicated; refusing a rollback-journal write",
                         db.display()
                     );
+                    crate::failed_opens::failed(&db, &message);
+                    let message = format!("litestream: {message}");
                     tracing::error!("{message}");
                     sqlite_log(ffi::SQLITE_CANTOPEN, &message);
                     return ffi::SQLITE_CANTOPEN;

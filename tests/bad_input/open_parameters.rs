@@ -4,6 +4,7 @@
 //! | case | input | expected |
 //! |---|---|---|
 //! | `unknown_uri_parameter` | `&bogus=1` | open refused, names the parameter |
+//! | `a_refused_opens_reason_is_in_the_status_of_any_connection_until_it_opens` | `&sync_intervl=1s` | `failed_opens` of `litestream_status()` on `:memory:` names the database and the reason; gone once it opens |
 //! | `sqlites_own_uri_parameters_pass` | `&readonly_shm=0&psow=1` | opens: SQLite's own parameters are not ours to refuse |
 //! | `unknown_url_scheme` | `ftp://` replica | open refused, names the scheme; nothing made beside the database |
 //! | `missing_credentials` | S3 URL, no keys in the environment | open refused, says which variables; nothing made beside the database |
@@ -27,6 +28,38 @@ fn unknown_uri_parameter() {
         &["unknown URI parameter 'bogus'"],
     );
     assert_rows(&db, ROWS);
+}
+
+/// SQLite gives the application only "unable to open database file"; the reason is in
+/// `litestream_status()` of any other connection of the process until the database
+/// opens.
+#[test]
+fn a_refused_opens_reason_is_in_the_status_of_any_connection_until_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    let url = file_url(&dir.path().join("replica"));
+    let failed = "SELECT value FROM json_each(litestream_status(), '$.failed_opens');";
+    let (stdout, stderr) = shell(
+        &format!(
+            ".open file:{db}?vfs=litestream&replica={url}&sync_intervl=1s\n.open :memory:\n{failed}\n\
+             .open file:{db}?vfs=litestream&replica={url}&sync_interval=1s\nSELECT count(*) FROM t;\n{failed}\n",
+            db = db.display()
+        ),
+        &[],
+    );
+    let mut lines = stdout.lines();
+    let listed: serde_json::Value = serde_json::from_str(lines.next().unwrap_or("null")).unwrap();
+    assert_eq!(listed["path"], db.display().to_string(), "{stdout}\n{stderr}");
+    assert!(
+        listed["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown URI parameter 'sync_intervl'"),
+        "{listed}"
+    );
+    assert_eq!(listed["times"], 1);
+    assert_eq!(lines.next(), Some(ROWS.to_string().as_str()), "{stdout}\n{stderr}");
+    assert_eq!(lines.next(), None, "still listed after the database opened:\n{stdout}");
 }
 
 /// The other side of the row above: parameters SQLite itself reads from a URI (here
