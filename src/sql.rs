@@ -116,6 +116,27 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         call: sync,
     },
     SqlFunction {
+        name: "litestream_snapshot",
+        n_args: 0,
+        deterministic: false,
+        schema_arg: None,
+        call: snapshot,
+    },
+    SqlFunction {
+        name: "litestream_snapshot",
+        n_args: 1,
+        deterministic: false,
+        schema_arg: None,
+        call: snapshot,
+    },
+    SqlFunction {
+        name: "litestream_snapshot",
+        n_args: 2,
+        deterministic: false,
+        schema_arg: Some(1),
+        call: snapshot,
+    },
+    SqlFunction {
         name: "litestream_status",
         n_args: 0,
         deterministic: false,
@@ -268,14 +289,31 @@ fn whole_number(value: &SqlValue) -> Option<u64> {
 /// storage when it returns; the result is the TXID reached. `schema` names an attached
 /// database (see `SqlFunction::schema_arg`).
 fn sync(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
-    let timeout = match args.first() {
-        None | Some(SqlValue::Null) => Duration::from_secs(30),
-        Some(ms) => Duration::from_millis(
-            whole_number(ms).ok_or_else(|| format!("timeout_ms must be a non-negative integer, not {ms}"))?,
-        ),
-    };
+    let timeout = timeout_ms(args, Duration::from_secs(30))?;
     let database = ctx.database.as_ref().ok_or_else(|| not_replicated(ctx))?;
     Ok(SqlValue::Integer(database.sync(timeout)? as i64))
+}
+
+/// `litestream_snapshot([timeout_ms [, schema]])`: a full snapshot of the database at
+/// the next TXID, taken by whichever process replicates it, and stored; returns its
+/// TXID. Restores from then on need nothing older. Five minutes by default: the whole
+/// database goes up.
+fn snapshot(ctx: &Ctx, args: &[SqlValue]) -> SqlResult {
+    let timeout = timeout_ms(args, Duration::from_secs(300))?;
+    let database = ctx.database.as_ref().ok_or_else(|| not_replicated(ctx))?;
+    Ok(SqlValue::Integer(database.snapshot(timeout)? as i64))
+}
+
+/// The first argument as a timeout in milliseconds, `default` when absent or NULL.
+fn timeout_ms(args: &[SqlValue], default: Duration) -> Result<Duration, String> {
+    match args.first() {
+        None | Some(SqlValue::Null) => Ok(default),
+        Some(ms) => {
+            Ok(Duration::from_millis(whole_number(ms).ok_or_else(|| {
+                format!("timeout_ms must be a non-negative integer, not {ms}")
+            })?))
+        }
+    }
 }
 
 /// `litestream_time()`: 'latest', or the time of the state a point-in-time view shows.

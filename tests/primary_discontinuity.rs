@@ -257,15 +257,6 @@ fn the_first_wal_restart_after_a_snapshot_needs_no_second_snapshot() {
     );
 }
 
-/// Whether the level-0 file starting at `txid` holds every page of the database.
-fn is_full_snapshot(replica: &std::path::Path, txid: u64) -> bool {
-    let range = level0_ranges(replica).into_iter().find(|r| r.0 == txid).unwrap();
-    let name = format!("{:016x}-{:016x}.ltx", range.0, range.1);
-    let bytes = std::fs::read(replica.join("ltx/0").join(name)).unwrap();
-    let file = litestream_vfs::ltx::decode_file(&bytes).unwrap();
-    file.pages.len() as u32 == file.header.commit && file.header.commit > 1
-}
-
 /// Disaster recovery as Litestream documents it: restore the database with the CLI, then
 /// start the application on the same replica. The restored file notes which replica
 /// state it is, so the open continues the replica (the next TXID, no snapshot) instead of

@@ -310,15 +310,29 @@ impl Database {
     pub fn sync(&self, timeout: Duration) -> Result<u64, String> {
         match self.leader() {
             Some(primary) => primary.sync_all(timeout),
-            None => follower::sync(
-                &self.path,
-                &self.config.staging_dir,
-                self.config.file_modes,
-                timeout,
-                &self.destination,
-                &|| self.leader(),
-            ),
+            None => self.ask_leader(timeout, follower::Ask::Sync),
         }
+    }
+
+    /// `litestream_snapshot()`: a full snapshot at the next TXID, stored within
+    /// `timeout`, by this process or the one that replicates the database.
+    pub fn snapshot(&self, timeout: Duration) -> Result<u64, String> {
+        match self.leader() {
+            Some(primary) => primary.snapshot_now(timeout),
+            None => self.ask_leader(timeout, follower::Ask::Snapshot),
+        }
+    }
+
+    fn ask_leader(&self, timeout: Duration, what: follower::Ask) -> Result<u64, String> {
+        follower::ask(
+            &self.path,
+            &self.config.staging_dir,
+            self.config.file_modes,
+            timeout,
+            &self.destination,
+            &|| self.leader(),
+            what,
+        )
     }
 
     /// A writer of this process is about to write a WAL header (`new`, 32 bytes) over

@@ -247,6 +247,53 @@ pub fn sync(
     ours: &Destination,
     leader: &dyn Fn() -> Option<Arc<Primary>>,
 ) -> Result<u64, String> {
+    ask(db_path, staging_dir, modes, timeout, ours, leader, Ask::Sync)
+}
+
+/// What a follower asks of the replicating process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// `litestream_sync()`: store every commit made so far.
+    Sync,
+    /// `litestream_snapshot()`: take a full snapshot, then store it.
+    Snapshot,
+}
+
+/// The content of a request file asking for a snapshot (a sync request is empty).
+const SNAPSHOT_REQUEST: &[u8] = b"snapshot";
+
+/// Leader side: whether any of `requests` asks for a snapshot. Call it, then
+/// [`snapshot_requests_taken`] once the snapshot is due: a replicating process that dies
+/// in between leaves the requests asking, for the next one.
+pub fn snapshot_asked(requests: &[PathBuf]) -> bool {
+    requests
+        .iter()
+        .any(|r| fs::read(r).is_ok_and(|c| c == SNAPSHOT_REQUEST))
+}
+
+/// Leader side: the snapshot `requests` asked for is due; they are sync requests from
+/// now on, answered once it has its TXID.
+pub fn snapshot_requests_taken(requests: &[PathBuf]) {
+    for request in requests {
+        if fs::read(request).is_ok_and(|c| c == SNAPSHOT_REQUEST) {
+            // Not created again if its asker gave up and removed it meanwhile.
+            if let Err(e) = fs::OpenOptions::new().write(true).truncate(true).open(request) {
+                tracing::debug!("{}: {e}", request.display());
+            }
+        }
+    }
+}
+
+/// [`sync`], or a snapshot (`what`).
+pub fn ask(
+    db_path: &Path,
+    staging_dir: &Path,
+    modes: FileModes,
+    timeout: Duration,
+    ours: &Destination,
+    leader: &dyn Fn() -> Option<Arc<Primary>>,
+    what: Ask,
+) -> Result<u64, String> {
     let lock_dir = shared_staging::lock_dir(db_path);
     let differs = || read_leader(&lock_dir).and_then(|l| destination_differs(db_path, &l, ours));
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -262,9 +309,18 @@ pub fn sync(
     let name = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     let request = dir.join(format!("{name}.req"));
     let answer_path = dir.join(format!("{name}.ans"));
-    modes
-        .write_file(&request, b"")
-        .map_err(|e| format!("{}: {e}", request.display()))?;
+    match what {
+        Ask::Sync => modes.write_file(&request, b"").map(drop),
+        // Whole or not at all: a leader reading it half written would take it for a
+        // sync request.
+        Ask::Snapshot => {
+            let written = dir.join(format!("{name}.tmp"));
+            modes
+                .write_file(&written, SNAPSHOT_REQUEST)
+                .and_then(|_| fs::rename(&written, &request))
+        }
+    }
+    .map_err(|e| format!("{}: {e}", request.display()))?;
     let cleanup = || {
         let _ = fs::remove_file(&request);
         let _ = fs::remove_file(&answer_path);
@@ -274,7 +330,11 @@ pub fn sync(
         if let Some(primary) = leader() {
             // This process replicates now: its own capture has every commit.
             cleanup();
-            return primary.sync_all(deadline.saturating_duration_since(Instant::now()));
+            let left = deadline.saturating_duration_since(Instant::now());
+            return match what {
+                Ask::Sync => primary.sync_all(left),
+                Ask::Snapshot => primary.snapshot_now(left),
+            };
         }
         if answered.is_none() {
             answered = read_json(&answer_path);

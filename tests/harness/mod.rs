@@ -270,6 +270,16 @@ pub fn level0_ranges(replica_dir: &Path) -> Vec<(u64, u64)> {
     ranges
 }
 
+/// Whether the level-0 file of the `file://` replica at `replica_dir` starting at
+/// `txid` holds every page of the database (a snapshot, not an increment).
+pub fn is_full_snapshot(replica_dir: &Path, txid: u64) -> bool {
+    let range = level0_ranges(replica_dir).into_iter().find(|r| r.0 == txid).unwrap();
+    let name = format!("{:016x}-{:016x}.ltx", range.0, range.1);
+    let bytes = std::fs::read(replica_dir.join("ltx/0").join(name)).unwrap();
+    let file = litestream_vfs::ltx::decode_file(&bytes).unwrap();
+    file.pages.len() as u32 == file.header.commit && file.header.commit > 1
+}
+
 /// Asserts level-0 TXIDs run 1, 2, 3, ... with no gap and no overlap.
 pub fn assert_contiguous(ranges: &[(u64, u64)]) {
     assert!(!ranges.is_empty(), "no level-0 files");

@@ -5,13 +5,38 @@ use super::*;
 impl Primary {
     /// Blocks until every commit up to `txid` is in object storage, or `timeout`.
     pub fn sync(&self, txid: u64, timeout: Duration) -> Result<u64, String> {
+        let since = {
+            let shared = self.lock();
+            (shared.snapshot_epoch, shared.snapshot_needed.is_some())
+        };
+        self.wait_stored(txid, timeout, since)
+    }
+
+    /// `litestream_snapshot()`: a full snapshot of the database at the next TXID, as
+    /// after a discontinuity (every page as it is now, whatever the replica holds), and
+    /// waits until it is stored; returns the TXID stored. For an operator who doubts the
+    /// replica, e.g. after the 2026-12-06 advisory: restores from then on need nothing
+    /// before it.
+    pub fn snapshot_now(&self, timeout: Duration) -> Result<u64, String> {
+        self.catch_up_foreign_commits(true);
+        let since = {
+            let mut shared = self.lock();
+            shared.require_snapshot("asked for by litestream_snapshot()".into());
+            (shared.snapshot_epoch, true)
+        };
+        self.wake_worker();
+        self.wait_stored(self.txid(), timeout, since)
+    }
+
+    /// Waits until TXID `txid` is stored, and the snapshot involved since `since` (the
+    /// snapshot epoch then, and whether one was pending) with it.
+    fn wait_stored(&self, txid: u64, timeout: Duration, since: (u64, bool)) -> Result<u64, String> {
         let deadline = Instant::now() + timeout;
         let mut target = txid;
         let mut shared = self.lock();
         // Commits dropped while a snapshot is pending are only stored once that
         // snapshot is: its TXID becomes part of the target.
-        let start_epoch = shared.snapshot_epoch;
-        let pending_at_start = shared.snapshot_needed.is_some();
+        let (start_epoch, pending_at_start) = since;
         loop {
             if let Some(fatal) = &shared.fatal {
                 return Err(fatal.clone());

@@ -58,6 +58,12 @@ impl Primary {
         // Requests listed before catching up: commits made before them are then in
         // the WAL or a hand-off record (`follower.rs`).
         let requests = follower::pending_requests(&self.config.staging_dir);
+        if follower::snapshot_asked(&requests) {
+            tracing::info!(db = %self.db_path.display(), "taking a snapshot: another process asked for it (litestream_snapshot())");
+            self.lock()
+                .require_snapshot("asked for by litestream_snapshot() in another process".into());
+            follower::snapshot_requests_taken(&requests);
+        }
         let round = Instant::now();
         let before = self.progress_mark();
         let caught_up = self.catch_up_foreign_commits(!requests.is_empty());

@@ -1,0 +1,94 @@
+//! `litestream_snapshot()`: an operator who doubts the replica (the 2026-12-06 advisory:
+//! commits a tool without the extension checkpointed away were missing from it) asks for
+//! a full snapshot at the next TXID, from the replicating process or from any other
+//! process that has the database open through the VFS (a `sqlite3` shell beside a web
+//! server's workers), and gets its TXID once it is stored.
+//!
+//! | test | what | expected |
+//! |---|---|---|
+//! | `a_snapshot_asked_in_the_replicating_process_is_stored_and_later_commits_are_increments` | the primary's own connection asks | the file at the returned TXID holds every page; restore equal; the next commit is an increment |
+//! | `a_snapshot_asked_by_another_process_is_taken_by_the_replicating_one` | a follower shell asks while a live shell replicates | the same, taken by the replicating process |
+//! | `a_snapshot_needs_a_replicated_database` | asked on `:memory:` | refused, saying how to open it |
+
+mod harness;
+
+use harness::*;
+
+/// A replicated table in a temporary directory: (dir, db, replica dir, url).
+fn replicated_table() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    open_and_sync(
+        &db,
+        &url,
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t(v) SELECT value FROM generate_series(1, 200);",
+    );
+    (dir, db, replica, url)
+}
+
+fn txid(text: &str) -> u64 {
+    text.trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a TXID: {text:?}"))
+}
+
+#[test]
+fn a_snapshot_asked_in_the_replicating_process_is_stored_and_later_commits_are_increments() {
+    let (dir, db, replica, url) = replicated_table();
+    let mut app = shell::LiveShell::start(
+        dir.path(),
+        "app",
+        &format!(".open file:{}?vfs=litestream&replica={url}", db.display()),
+    );
+    let before = txid(&app.run("INSERT INTO t(v) VALUES ('before'); SELECT litestream_sync(30000);"));
+    let snapshot = txid(&app.run("SELECT litestream_snapshot(60000);"));
+    assert!(snapshot > before, "the snapshot comes after TXID {before}: {snapshot}");
+    assert!(is_full_snapshot(&replica, snapshot), "TXID {snapshot} holds every page");
+    let after = txid(&app.run("INSERT INTO t(v) VALUES ('after'); SELECT litestream_sync(30000);"));
+    assert!(!is_full_snapshot(&replica, after), "the next commit is an increment");
+    drop(app);
+    assert_contiguous(&level0_ranges(&replica));
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}
+
+#[test]
+fn a_snapshot_asked_by_another_process_is_taken_by_the_replicating_one() {
+    let (dir, db, replica, url) = replicated_table();
+    let open = format!(".open file:{}?vfs=litestream&replica={url}", db.display());
+    let mut app = shell::LiveShell::start_with(dir.path(), "app", &[("LITESTREAM_LOG_LEVEL", "info")], None, &open);
+    let before = txid(&app.run("INSERT INTO t(v) VALUES ('before'); SELECT litestream_sync(30000);"));
+    // An operator's shell beside it: a follower (the app replicates).
+    let mut operator = shell::LiveShell::start(dir.path(), "operator", &open);
+    let status = operator.run("SELECT json_extract(litestream_status(), '$.role');");
+    assert_eq!(status.trim(), "follower", "the operator's shell does not replicate");
+    let snapshot = txid(&operator.run("SELECT litestream_snapshot(60000);"));
+    assert!(snapshot > before, "the snapshot comes after TXID {before}: {snapshot}");
+    assert!(is_full_snapshot(&replica, snapshot), "TXID {snapshot} holds every page");
+    drop(operator);
+    let after = txid(&app.run("INSERT INTO t(v) VALUES ('after'); SELECT litestream_sync(30000);"));
+    assert!(!is_full_snapshot(&replica, after), "the next commit is an increment");
+    let log = app.stderr();
+    drop(app);
+    assert!(
+        log.contains("another process asked for it"),
+        "the replicating process says why:\n{log}"
+    );
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}
+
+#[test]
+fn a_snapshot_needs_a_replicated_database() {
+    let (ok, _, stderr) = sqlite_output("SELECT litestream_snapshot();");
+    assert!(!ok, "refused");
+    assert!(stderr.contains("not replicated by the litestream VFS"), "{stderr}");
+}
