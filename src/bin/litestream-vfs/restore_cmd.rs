@@ -162,9 +162,18 @@ pub fn target(txid: Option<&str>, timestamp: Option<&str>, time: Option<&str>) -
 }
 
 /// 16 hex digits (Litestream's spelling) or a decimal number (`litestream_txid()`'s);
-/// a 16-digit number is always read as hex, like Litestream does.
+/// a 16-digit number is always read as hex, like Litestream does. Digits with leading
+/// zeros that are not 16 are refused: Litestream's spelling with a digit dropped or added
+/// in copying would otherwise restore another point (decimal).
 fn parse_txid(t: &str) -> Result<u64, String> {
     let t = t.trim();
+    if t.len() != 16 && t.len() > 1 && t.starts_with('0') && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "-txid {t:?} has {} digits with leading zeros: Litestream prints TXIDs as exactly 16 hex \
+             digits (0000000000000a3f); give those, or a decimal number without leading zeros",
+            t.len()
+        ));
+    }
     let parsed = if t.len() == 16 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
         u64::from_str_radix(t, 16).ok()
     } else if let Some(hex) = t.strip_prefix("0x") {
@@ -227,6 +236,11 @@ mod tests {
         assert_eq!(target(Some("0x2a"), None, None), Ok(Target::Txid(42)));
         assert!(target(Some("0"), None, None).unwrap_err().contains("not a TXID"));
         assert!(target(Some("xyz"), None, None).unwrap_err().contains("16 hex digits"));
+        // Litestream's spelling with a zero dropped or added: refused, not read as decimal.
+        for copied_wrong in ["000000000000123", "00000000000000123", "000000000000a3f"] {
+            let e = target(Some(copied_wrong), None, None).unwrap_err();
+            assert!(e.contains("exactly 16 hex"), "{copied_wrong}: {e}");
+        }
     }
 
     #[test]
