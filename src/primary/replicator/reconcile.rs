@@ -100,8 +100,72 @@ pub(super) fn reconcile(
                 max + 1
             ))
         }
+        (Some(saved), _) if !db_exists => {
+            forget_a_missing_database(local, &saved, replica)?;
+            reconcile(local, None, replica, wal_index, snapshotter)
+        }
         (Some(saved), _) => restart_from_saved(local, saved, replica, wal_index, snapshotter),
     }
+}
+
+/// The database is missing or empty but its staging state is still there: it was
+/// deleted (`rm app.db*` leaves the `app.db-litestream` directory) or lost. The saved
+/// state describes a file that no longer exists; resuming from it made the new, empty
+/// database the replica's next TXID, so that the latest restore was empty (found by hand
+/// 2026-12-06). The state is dropped and the open goes on as without one: the replica is
+/// restored, or a first replication begins when it holds nothing. Staged files the
+/// replica does not hold are the deleted database's unstored commits, which exist
+/// nowhere else: they are moved aside, not deleted.
+fn forget_a_missing_database(local: &Local, saved: &SavedState, replica: ReplicaSeen) -> Result<(), String> {
+    if replica == ReplicaSeen::Unknown {
+        return Err(format!(
+            "the database {} is missing or empty and its replica {} did not answer: an empty database is \
+             not made over a replica that may hold it; open it again once the store answers",
+            local.db_path.display(),
+            local.store.describe()
+        ));
+    }
+    let stored = replica.max().unwrap_or(0);
+    let staged = local.staging.list().map_err(|e| e.to_string())?;
+    let (unstored, stored_files): (Vec<_>, Vec<_>) = staged.into_iter().partition(|f| f.max_txid > stored);
+    let aside = match unstored.first().and_then(|f| f.path.parent()) {
+        Some(dir) => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = dir.join(format!("unstored-{secs}"));
+            local
+                .config
+                .file_modes
+                .create_dir_all(&aside)
+                .map_err(|e| format!("{}: {e}", aside.display()))?;
+            for file in &unstored {
+                let to = aside.join(file.path.file_name().unwrap_or_default());
+                fs::rename(&file.path, &to).map_err(|e| format!("moving {} aside: {e}", file.path.display()))?;
+            }
+            Some(aside)
+        }
+        None => None,
+    };
+    for file in &stored_files {
+        local.staging.remove(file).map_err(|e| e.to_string())?;
+    }
+    tracing::warn!(
+        db = %local.db_path.display(),
+        "the database is missing or empty, but its staging state (TXID {}) is still there: it was deleted; \
+         going on as for a new machine (restored from the replica when the replica holds it){}",
+        saved.txid,
+        match (&aside, unstored.first(), unstored.last()) {
+            (Some(aside), Some(first), Some(last)) => format!(
+                "; TXIDs {}-{} of the deleted database never reached the replica and are kept in {}",
+                first.min_txid,
+                last.max_txid,
+                aside.display()
+            ),
+            _ => String::new(),
+        }
+    );
+    Ok(())
 }
 
 /// No staging state, and a database noted as the replica's newest state (restored from
