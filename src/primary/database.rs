@@ -56,6 +56,10 @@ pub struct Database {
     pub wal_index: Arc<WalIndexView>,
 }
 
+/// How long an open waits for another process's open of a missing database (a restore
+/// of a large one takes minutes) before it gives up.
+const LEADERS_OPEN_WAIT: Duration = Duration::from_secs(15 * 60);
+
 impl Database {
     /// Opens the per-process state of `path` (creating its staging directory); nobody
     /// leads yet.
@@ -126,6 +130,52 @@ impl Database {
     /// transaction in progress: see [`Database::install`]).
     pub fn try_lead(&self) -> Result<bool, String> {
         self.lead(&self.tools.prepare_db, true)
+    }
+
+    /// Called when another process replicates: if the database is missing or empty,
+    /// that process may be restoring it from the replica (its open announced node id 0
+    /// and has not finished). Opening now would make an empty file that this process
+    /// then reads while the other restores, or that the restore refuses to replace (found
+    /// by hand 2026-12-06: workers started together on a deleted database ran on an empty
+    /// one, and the replica's latest state became that empty database). Waits until that
+    /// open finishes, or until the lock is free (this process then leads, and restores
+    /// the database itself). Returns whether this process leads.
+    pub fn wait_for_the_leaders_open(&self, prepare_db: &dyn Fn(&Path) -> Result<(), String>) -> Result<bool, String> {
+        let lock_dir = shared_staging::lock_dir(&self.path);
+        let started = Instant::now();
+        let mut said = None::<Instant>;
+        loop {
+            let present = std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0);
+            if present || self.inherited() {
+                return Ok(false);
+            }
+            if !self.lock.held_by_another() && self.try_lead_with(prepare_db)? {
+                return Ok(true);
+            }
+            // Not leading: another process took the lock first, or this one may not lead.
+            let opening = match follower::read_leader(&lock_dir).filter(|l| l.node_id == 0) {
+                Some(opening) if self.lock.held_by_another() => opening,
+                _ => return Ok(false), // its open is done: the file is what it left
+            };
+            if started.elapsed() >= LEADERS_OPEN_WAIT {
+                return Err(format!(
+                    "{} is missing or empty and process {} has been opening it for {:?} (restoring it from its \
+                     replica?); this open does not make an empty database beside that",
+                    self.path.display(),
+                    opening.pid,
+                    LEADERS_OPEN_WAIT
+                ));
+            }
+            if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                tracing::info!(
+                    db = %self.path.display(),
+                    "the database is missing or empty and process {} is opening it (restoring it from its replica?): waiting for it",
+                    opening.pid
+                );
+                said = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// [`Database::try_lead`] with the open's own preparation of the database (it knows

@@ -81,7 +81,7 @@ pub fn attach(
     }
     let opened = Database::new(db_path, config, tools).and_then(|database| {
         let database = Arc::new(database);
-        if !database.try_lead_with(prepare_db)? {
+        if !database.try_lead_with(prepare_db)? && !database.wait_for_the_leaders_open(prepare_db)? {
             prepare_db(db_path)?;
             tracing::info!(db = %db_path.display(), "another process replicates this database; its commits from here are picked up from the WAL");
             if let Some(why) = database.destination_differs() {
