@@ -86,18 +86,38 @@ SELECT litestream_sync(30000);",
     both_restore(&db, &url, dir.path());
 }
 
+/// Our replica ends with a one-TXID increment, or (docs/migration.md's step for every
+/// other case) with `litestream_snapshot()` after several commits went up as one
+/// level-0 file. Litestream 0.5.17 reads where capture stood from a file named with the
+/// newest TXID alone, so a last file holding several TXIDs left every one of its syncs
+/// failing (found by a tester), and so did a last file that was one of our snapshots
+/// until they said WAL offset 32 (as Litestream's own do) instead of 0.
 #[test]
 fn a_replica_our_primary_built_is_continued_by_litestream_with_a_snapshot() {
+    for ends_with_a_snapshot in [false, true] {
+        continued_by_litestream(ends_with_a_snapshot);
+    }
+}
+
+fn continued_by_litestream(ends_with_a_snapshot: bool) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let replica = dir.path().join("replica");
     let url = format!("file://{}", replica.display());
+    let last = if ends_with_a_snapshot {
+        // Three commits in one sync_interval: one level-0 file of three TXIDs.
+        "INSERT INTO notes(author, body) VALUES ('a', 'x'); INSERT INTO notes(author, body) VALUES ('b', 'y');
+        INSERT INTO notes(author, body) VALUES ('c', 'z'); SELECT litestream_sync(30000) > 0;
+        SELECT litestream_snapshot(60000);"
+    } else {
+        "SELECT litestream_sync(30000);"
+    };
     let out = sqlite(&format!(
         ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms
         {SCHEMA} {}
         SELECT litestream_sync(30000) > 0;
         {}
-        SELECT litestream_sync(30000);",
+        {last}",
         db.display(),
         rows("ours", 200),
         rows("ours again", 50),
@@ -121,14 +141,20 @@ fn a_replica_our_primary_built_is_continued_by_litestream_with_a_snapshot() {
     );
     plain_sqlite(&db, &rows("litestream", 100));
     litestream.wait_beyond(&replica, snapshot_max);
-    litestream.stop();
 
     assert_contiguous(&level0_ranges(&replica));
+    let expected = if ends_with_a_snapshot { "353" } else { "350" };
     assert_eq!(
         plain_sqlite(&db, "SELECT count(*) FROM notes").trim(),
-        "350",
+        expected,
         "every write is in the database"
     );
+    assert!(
+        !litestream.log().contains("ERROR"),
+        "ends with a snapshot: {ends_with_a_snapshot}; Litestream failed:\n{}",
+        litestream.log()
+    );
+    litestream.stop();
     both_restore(&db, &url, dir.path());
 }
 

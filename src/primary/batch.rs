@@ -213,6 +213,12 @@ impl Batch {
 /// The header of a full-database file at TXID `max_txid`. With `min_txid` 1 it is a
 /// snapshot proper; a later `min_txid` gives a full image that continues an existing TXID
 /// sequence.
+///
+/// Its WAL range is the empty one at the WAL's start (offset 32, size 0, no salts), as
+/// Litestream's own snapshots say: Litestream 0.5.17, continuing a replica whose newest
+/// level-0 file is ours (docs/migration.md), reads where capture stood from that file's
+/// WAL offset, and an offset of 0 made every one of its syncs fail ("prev WAL offset is
+/// less than the header size") after our replica ended with a snapshot.
 pub fn full_header(page_size: u32, commit: u32, min_txid: u64, max_txid: u64, node_id: u64) -> Header {
     Header {
         flags: FLAG_NO_CHECKSUM,
@@ -222,7 +228,7 @@ pub fn full_header(page_size: u32, commit: u32, min_txid: u64, max_txid: u64, no
         max_txid,
         timestamp_ms: now_ms(),
         pre_apply_checksum: 0,
-        wal_offset: 0,
+        wal_offset: crate::wal::HEADER_SIZE as i64,
         wal_size: 0,
         wal_salt1: 0,
         wal_salt2: 0,
