@@ -350,6 +350,42 @@ impl Database {
         follower::destination_differs(&self.path, &leader, &self.destination)
     }
 
+    /// Another open of this database in this process, with `config`: it shares this
+    /// replication, so settings that say where commits go must be the same (a second
+    /// connection's `replica=R2` or key was accepted and ignored, its syncs succeeding
+    /// for commits stored in R1 — found by a tester); others that differ are said once.
+    pub fn check_another_open(&self, config: &Config) -> Result<(), String> {
+        let theirs = follower::Destination::of(config);
+        if (&theirs.replica, &theirs.recipients) != (&self.destination.replica, &self.destination.recipients) {
+            return Err(format!(
+                "{} is already open in this process replicating to {}; this open says {}: every connection of \
+                 a process shares one replication of a database (open it with the same replica= and encryption \
+                 settings, or close the others first)",
+                self.path.display(),
+                self.destination.describe(),
+                theirs.describe()
+            ));
+        }
+        let ours = &self.config;
+        let differs: Vec<&str> = [
+            ("sync", ours.sync_mode != config.sync_mode),
+            ("sync_interval", ours.sync_interval != config.sync_interval),
+            ("sync_timeout", ours.sync_timeout != config.sync_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect();
+        if !differs.is_empty() {
+            tracing::warn!(
+                db = %self.path.display(),
+                "this open's {} differ from the first open's in this process; the first open's apply to every \
+                 connection of the process",
+                differs.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// The newest TXID the replicating process reports stored.
     pub fn uploaded_txid(&self) -> Option<u64> {
         follower::read_uploaded(&self.config.staging_dir).map(|u| u.txid)

@@ -80,7 +80,7 @@ impl Destination {
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self.recipients.len() {
             0 => format!("{} (unencrypted)", self.replica),
             n => format!(

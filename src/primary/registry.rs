@@ -76,6 +76,7 @@ pub fn attach(
     let slot = slot(db_path, true).expect("added");
     let mut entry = slot.lock();
     if let Some(entry) = entry.as_mut() {
+        entry.database.check_another_open(&config)?;
         entry.handles += 1;
         return Ok(Arc::clone(&entry.database));
     }

@@ -195,11 +195,26 @@ enum MainDb {
 /// for that path.
 unsafe fn main_db_role(path: &Path, name: *const c_char, flags: c_int) -> Result<MainDb, String> {
     let params = uri_params(name);
-    let own_replica = params.iter().any(|(key, value)| key == "replica" && !value.is_empty());
+    // An empty `replica=` (a template that rendered nothing) is a mistake, whatever else
+    // is open: it used to make the database plain SQLite when another was open.
+    if params
+        .iter()
+        .any(|(key, value)| key == "replica" && value.trim().is_empty())
+    {
+        return Err("replica= is empty: give the replica URL (file:///path, s3://bucket/path, ...)".into());
+    }
+    let own_replica = params.iter().any(|(key, _)| key == "replica");
     if let Some(other) = claims::pass_through(path, own_replica, replica_registry::other_path(path)) {
         return Ok(pass_through(path, &other));
     }
-    let mut config = Config::from_params(path, &params, &|key| std::env::var(key).ok())?;
+    // Another connection to a database this process already replicates, naming no
+    // replica of its own, gets what that database has (README, "Which opens the
+    // environment applies to"); it was refused when the environment named none.
+    let already = registry::lookup(path).filter(|_| !own_replica && !params.iter().any(|(key, _)| key == "role"));
+    let mut config = match already {
+        Some(open) => open.config.clone(),
+        None => Config::from_params(path, &params, &|key| std::env::var(key).ok())?,
+    };
     if let Some(addr) = &config.metrics_addr {
         crate::metrics::serve(addr)?;
     }
