@@ -300,3 +300,32 @@ fn ltx_lists_a_replicas_files_per_level_and_info_summarizes_it() {
     let err = cli_fails(&["info", &format!("file://{}", r.dir.join("none").display())], 1);
     assert!(err.contains("holds no LTX files"), "{err}");
 }
+
+/// `litestream-vfs ltx … | head`: the reader goes away early; the tool ends quietly, as
+/// C tools do, instead of panicking with a backtrace on the broken pipe (found by
+/// testers).
+#[test]
+fn a_closed_pipe_ends_the_tool_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let r = replicated();
+    let file = largest_level0_file(&r.replica);
+    let many: Vec<&str> = std::iter::repeat_n(path_str(&file), 400).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+        .arg("ltx")
+        .args(&many)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty(), "the tool printed something first");
+    // The reader is dropped here: the pipe is closed while the tool still writes.
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "not a panic's exit code: {stderr}");
+}

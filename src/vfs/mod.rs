@@ -20,6 +20,8 @@ mod replica_file;
 pub(crate) mod sys;
 
 pub use entry::sqlite3_litestreamvfs_init;
+/// For the command-line tool (`src/bin`): see `sys::sigpipe`.
+pub use sys::sigpipe::terminate_on_broken_pipe;
 
 /// Name under which the VFS is registered: `?vfs=litestream`.
 pub const VFS_NAME: &str = "litestream";

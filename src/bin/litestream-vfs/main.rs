@@ -49,6 +49,7 @@ Credentials come from the environment (LITESTREAM_ACCESS_KEY_ID, AWS_ACCESS_KEY_
 LITESTREAM_LOG_LEVEL=info|debug shows what the commands do. See docs/cli.md.";
 
 fn main() -> ExitCode {
+    litestream_vfs::vfs::terminate_on_broken_pipe();
     litestream_vfs::logging::init();
     let argv: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
     let result = match argv {

@@ -10,6 +10,7 @@
 //! - [`file_clock`]: the coarse clock file modification times come from.
 //! - [`fork`]: noticing `fork()`, and values made again in a child.
 //! - [`inotify`]: noticing files created in a directory, for follower sync requests.
+//! - [`sigpipe`]: the command-line tool's quiet end on a closed pipe.
 //! - [`stderr`]: log lines to descriptor 2 without a lock a fork could leave held.
 //! - [`xattr`]: a file's extended attributes, for the note of which replica state it holds.
 
@@ -20,5 +21,6 @@ pub mod fork;
 pub mod inotify;
 pub mod ofd_lock;
 pub mod pages;
+pub mod sigpipe;
 pub mod stderr;
 pub mod xattr;
