@@ -315,7 +315,7 @@ impl Database {
             &self.path,
             &self.config.staging_dir,
             self.lock.held_by_another(),
-            self.follower_writes.last_write_ms(),
+            &|uploaded_at| self.follower_writes.oldest_unstored_ms(uploaded_at),
             &self.destination,
         );
         self.follower_writes

@@ -369,14 +369,14 @@ pub fn ask(
 }
 
 /// `litestream_status()` in a process that does not replicate the database.
-/// `last_write_ms`: when this process last wrote the WAL; commits it made after the
-/// replicating process's last upload are not stored yet, and `unstored_seconds` says
-/// for how long (a replicating process that is stuck shows here).
+/// `oldest_unstored`: given when the replicating process last stored, the oldest write
+/// of this process after it; `unstored_seconds` says how long that commit has waited (a
+/// replicating process that is stuck shows here).
 pub fn status(
     db_path: &Path,
     staging_dir: &Path,
     someone_replicates: bool,
-    last_write_ms: Option<i64>,
+    oldest_unstored: &dyn Fn(Option<i64>) -> Option<i64>,
     ours: &Destination,
 ) -> serde_json::Value {
     let uploaded = read_uploaded(staging_dir);
@@ -385,10 +385,9 @@ pub fn status(
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64);
-    let unstored_seconds = match (last_write_ms, uploaded_at_ms) {
-        (Some(w), Some(u)) if w > u => (now_ms() - w) as f64 / 1000.0,
-        (Some(w), None) => (now_ms() - w) as f64 / 1000.0,
-        _ => 0.0,
+    let unstored_seconds = match oldest_unstored(uploaded_at_ms) {
+        Some(w) => (now_ms() - w).max(0) as f64 / 1000.0,
+        None => 0.0,
     };
     let leader = read_leader(&shared_staging::lock_dir(db_path)).filter(|_| someone_replicates);
     let differs = leader.as_ref().and_then(|l| destination_differs(db_path, l, ours));
