@@ -115,16 +115,29 @@ impl FileModes {
         if dir.as_os_str().is_empty() {
             return Ok(());
         }
+        match self.create_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
+                // Only a parent that is missing explains the error, and `dir` is tried
+                // once more after making it. Under /proc, mkdir says ENOENT although the
+                // parent exists: retrying `dir` itself there recursed until the stack
+                // overflowed and the whole process died. Each call here is on a shorter
+                // path, so the depth is bounded by the path's components.
+                Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
+                    self.create_dir_all(parent)?;
+                    self.create_dir(dir)
+                }
+                _ => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// Creates the one directory `dir` with our permissions; one that is there already
+    /// is fine and left as it is.
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
         match fs::DirBuilder::new().mode(self.dir_bits()).create(dir) {
             Ok(()) => self.settle_path(dir, self.dir_bits()),
             Err(_) if dir.is_dir() => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
-                Some(parent) => {
-                    self.create_dir_all(parent)?;
-                    self.create_dir_all(dir)
-                }
-                None => Err(e),
-            },
             Err(e) => Err(e),
         }
     }
@@ -302,6 +315,17 @@ mod tests {
             .unwrap_err();
         let std_err = fs::create_dir_all(dir.path().join("blocker/staging")).unwrap_err();
         assert_eq!(err.kind(), std_err.kind(), "{err} / {std_err}");
+    }
+
+    #[test]
+    fn a_directory_the_kernel_refuses_with_enoent_under_an_existing_parent_is_an_error_not_a_stack_overflow() {
+        // procfs answers mkdir with ENOENT whether or not the parent exists: `/proc`
+        // exists, `/proc/nope` cannot be made, `/proc/self` exists and refuses too.
+        // Before, each of these recursed forever (SIGSEGV of the test binary).
+        for path in ["/proc/nope/replica", "/proc/self/staging/ltx", "/proc/self/staging"] {
+            let err = FileModes::owner_only().create_dir_all(Path::new(path)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{path}: {err}");
+        }
     }
 
     #[test]
