@@ -7,6 +7,12 @@
 //! database file's permission bits, whatever the umask, and when it runs as root their
 //! owner too (`os_unix.c`: `findCreateFileMode`, `robust_open`, `robustFchown`); we do
 //! the same for ours. Directories get the matching execute bits (`0600` -> `0700`).
+//!
+//! Except for the owner: our files are always readable and writable by the database's
+//! owner (directories `rwx`), whatever the database's own bits say. A database that is
+//! `0444` for a while (made read-only, or opened read-only in that moment) otherwise made
+//! `lock` and `leader.json` `0444` and `ltx/` `0555`, and after a `chmod 644` every open
+//! failed with "lock: Permission denied". Group and other bits still follow the database.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -28,13 +34,17 @@ pub enum FileModes {
 /// What SQLite creates a database with before the umask (`SQLITE_DEFAULT_FILE_PERMISSIONS`).
 const SQLITE_NEW_FILE: u32 = 0o644;
 
+/// The owner's read and write bits, which our files never lose.
+const OWNER_RW: u32 = 0o600;
+
 impl FileModes {
-    /// The database's own: its permission bits and owner, or [`FileModes::NewDatabase`]
-    /// when it does not exist (yet). A database we cannot even look at gets owner-only.
+    /// The database's own: its permission bits (with owner read-write always, see the
+    /// module's note) and owner, or [`FileModes::NewDatabase`] when it does not exist
+    /// (yet). A database we cannot even look at gets owner-only.
     pub fn of_database(db: &Path) -> FileModes {
         match fs::metadata(db) {
             Ok(meta) => FileModes::Exact {
-                bits: meta.mode() & 0o666,
+                bits: (meta.mode() & 0o666) | OWNER_RW,
                 owner: Some((meta.uid(), meta.gid())),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => FileModes::NewDatabase,
@@ -94,10 +104,25 @@ impl FileModes {
     /// Opens `path` read-write, creating it if missing, without truncating it, and gives
     /// it our permissions either way (a lock file, a hydration file).
     pub fn open_or_create(&self, path: &Path) -> io::Result<File> {
-        self.open_settled(
-            OpenOptions::new().read(true).write(true).create(true).truncate(false),
-            path,
-        )
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        match self.open_settled(&mut options, path) {
+            // Versions before this one gave the lock file a read-only database's bits
+            // (0444), which locked every later open out: give the owner back read and
+            // write (the chmod fails unless this process owns the file) and try again.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => match fs::metadata(path) {
+                Ok(meta) if meta.mode() & OWNER_RW != OWNER_RW => {
+                    let repaired = fs::Permissions::from_mode(meta.mode() & 0o777 | OWNER_RW);
+                    if fs::set_permissions(path, repaired).is_err() {
+                        return Err(e);
+                    }
+                    tracing::info!(path = %path.display(), "gave the owner back write access to our own file");
+                    self.open_settled(&mut options, path)
+                }
+                _ => Err(e),
+            },
+            other => other,
+        }
     }
 
     /// Opens with `options`, creating with our bits, and settles the file.
@@ -326,6 +351,32 @@ mod tests {
             let err = FileModes::owner_only().create_dir_all(Path::new(path)).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::NotFound, "{path}: {err}");
         }
+    }
+
+    #[test]
+    fn our_files_keep_owner_write_and_directories_owner_rwx_when_the_database_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        fs::write(&db, b"x").unwrap();
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o444)).unwrap();
+        let modes = FileModes::of_database(&db);
+        let staging = dir.path().join("app.db-litestream/ltx");
+        modes.create_dir_all(&staging).unwrap();
+        let lock = dir.path().join("app.db-litestream/lock");
+        modes.open_or_create(&lock).unwrap();
+        assert_eq!(
+            mode(&lock),
+            0o644,
+            "group and other read as the database, owner read-write"
+        );
+        assert_eq!(mode(&staging), 0o755);
+        assert_eq!(mode(staging.parent().unwrap()), 0o755);
+        // A lock file that is ours already keeps owner read-write at an open of the
+        // read-only database (a read-only look from another process).
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o640)).unwrap();
+        modes.open_or_create(&lock).unwrap();
+        assert_eq!(mode(&lock), 0o644);
+        assert_eq!(FileModes::bits(0o640).dir_bits(), 0o750);
     }
 
     #[test]
