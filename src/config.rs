@@ -206,7 +206,11 @@ impl Config {
             .parse("sync_timeout", "LITESTREAM_SYNC_TIMEOUT", parse_duration)?
             .unwrap_or(Duration::from_secs(30));
         let staging_dir = match given.text("staging", "LITESTREAM_STAGING_DIR") {
-            Some(dir) => PathBuf::from(dir),
+            // Resolved now: the directory is used for as long as the database is open,
+            // and a process that changes its working directory meanwhile (a daemon, a
+            // test runner) staged to another directory, where a takeover or the next open
+            // did not find what was staged.
+            Some(dir) => std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(dir)),
             None => default_staging_dir(db_path),
         };
         let max_staging_bytes = given

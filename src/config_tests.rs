@@ -276,3 +276,13 @@ fn durations_and_sizes_parse_with_units() {
     assert_eq!(parse_size("4096").unwrap(), 4096);
     assert!(parse_size("1x").is_err());
 }
+
+#[test]
+fn a_relative_staging_directory_is_resolved_against_the_working_directory_at_open() {
+    let given = params(&[("replica", "memory://x"), ("staging", "stg/app")]);
+    let c = Config::from_params(Path::new("/d/app.db"), &given, &no_env).unwrap();
+    assert_eq!(c.staging_dir, std::env::current_dir().unwrap().join("stg/app"));
+    let given = params(&[("replica", "memory://x"), ("staging", "/s/app")]);
+    let c = Config::from_params(Path::new("/d/app.db"), &given, &no_env).unwrap();
+    assert_eq!(c.staging_dir, PathBuf::from("/s/app"));
+}

@@ -7,6 +7,12 @@
 //! database file's permission bits, whatever the umask, and when it runs as root their
 //! owner too (`os_unix.c`: `findCreateFileMode`, `robust_open`, `robustFchown`); we do
 //! the same for ours. Directories get the matching execute bits (`0600` -> `0700`).
+//!
+//! Except for the owner: our files are always readable and writable by the database's
+//! owner (directories `rwx`), whatever the database's own bits say. A database that is
+//! `0444` for a while (made read-only, or opened read-only in that moment) otherwise made
+//! `lock` and `leader.json` `0444` and `ltx/` `0555`, and after a `chmod 644` every open
+//! failed with "lock: Permission denied". Group and other bits still follow the database.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -28,13 +34,17 @@ pub enum FileModes {
 /// What SQLite creates a database with before the umask (`SQLITE_DEFAULT_FILE_PERMISSIONS`).
 const SQLITE_NEW_FILE: u32 = 0o644;
 
+/// The owner's read and write bits, which our files never lose.
+const OWNER_RW: u32 = 0o600;
+
 impl FileModes {
-    /// The database's own: its permission bits and owner, or [`FileModes::NewDatabase`]
-    /// when it does not exist (yet). A database we cannot even look at gets owner-only.
+    /// The database's own: its permission bits (with owner read-write always, see the
+    /// module's note) and owner, or [`FileModes::NewDatabase`] when it does not exist
+    /// (yet). A database we cannot even look at gets owner-only.
     pub fn of_database(db: &Path) -> FileModes {
         match fs::metadata(db) {
             Ok(meta) => FileModes::Exact {
-                bits: meta.mode() & 0o666,
+                bits: (meta.mode() & 0o666) | OWNER_RW,
                 owner: Some((meta.uid(), meta.gid())),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => FileModes::NewDatabase,
@@ -94,10 +104,25 @@ impl FileModes {
     /// Opens `path` read-write, creating it if missing, without truncating it, and gives
     /// it our permissions either way (a lock file, a hydration file).
     pub fn open_or_create(&self, path: &Path) -> io::Result<File> {
-        self.open_settled(
-            OpenOptions::new().read(true).write(true).create(true).truncate(false),
-            path,
-        )
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        match self.open_settled(&mut options, path) {
+            // Versions before this one gave the lock file a read-only database's bits
+            // (0444), which locked every later open out: give the owner back read and
+            // write (the chmod fails unless this process owns the file) and try again.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => match fs::metadata(path) {
+                Ok(meta) if meta.mode() & OWNER_RW != OWNER_RW => {
+                    let repaired = fs::Permissions::from_mode(meta.mode() & 0o777 | OWNER_RW);
+                    if fs::set_permissions(path, repaired).is_err() {
+                        return Err(e);
+                    }
+                    tracing::info!(path = %path.display(), "gave the owner back write access to our own file");
+                    self.open_settled(&mut options, path)
+                }
+                _ => Err(e),
+            },
+            other => other,
+        }
     }
 
     /// Opens with `options`, creating with our bits, and settles the file.
@@ -115,16 +140,29 @@ impl FileModes {
         if dir.as_os_str().is_empty() {
             return Ok(());
         }
+        match self.create_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
+                // Only a parent that is missing explains the error, and `dir` is tried
+                // once more after making it. Under /proc, mkdir says ENOENT although the
+                // parent exists: retrying `dir` itself there recursed until the stack
+                // overflowed and the whole process died. Each call here is on a shorter
+                // path, so the depth is bounded by the path's components.
+                Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
+                    self.create_dir_all(parent)?;
+                    self.create_dir(dir)
+                }
+                _ => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// Creates the one directory `dir` with our permissions; one that is there already
+    /// is fine and left as it is.
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
         match fs::DirBuilder::new().mode(self.dir_bits()).create(dir) {
             Ok(()) => self.settle_path(dir, self.dir_bits()),
             Err(_) if dir.is_dir() => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
-                Some(parent) => {
-                    self.create_dir_all(parent)?;
-                    self.create_dir_all(dir)
-                }
-                None => Err(e),
-            },
             Err(e) => Err(e),
         }
     }
@@ -302,6 +340,43 @@ mod tests {
             .unwrap_err();
         let std_err = fs::create_dir_all(dir.path().join("blocker/staging")).unwrap_err();
         assert_eq!(err.kind(), std_err.kind(), "{err} / {std_err}");
+    }
+
+    #[test]
+    fn a_directory_the_kernel_refuses_with_enoent_under_an_existing_parent_is_an_error_not_a_stack_overflow() {
+        // procfs answers mkdir with ENOENT whether or not the parent exists: `/proc`
+        // exists, `/proc/nope` cannot be made, `/proc/self` exists and refuses too.
+        // Before, each of these recursed forever (SIGSEGV of the test binary).
+        for path in ["/proc/nope/replica", "/proc/self/staging/ltx", "/proc/self/staging"] {
+            let err = FileModes::owner_only().create_dir_all(Path::new(path)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn our_files_keep_owner_write_and_directories_owner_rwx_when_the_database_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        fs::write(&db, b"x").unwrap();
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o444)).unwrap();
+        let modes = FileModes::of_database(&db);
+        let staging = dir.path().join("app.db-litestream/ltx");
+        modes.create_dir_all(&staging).unwrap();
+        let lock = dir.path().join("app.db-litestream/lock");
+        modes.open_or_create(&lock).unwrap();
+        assert_eq!(
+            mode(&lock),
+            0o644,
+            "group and other read as the database, owner read-write"
+        );
+        assert_eq!(mode(&staging), 0o755);
+        assert_eq!(mode(staging.parent().unwrap()), 0o755);
+        // A lock file that is ours already keeps owner read-write at an open of the
+        // read-only database (a read-only look from another process).
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o640)).unwrap();
+        modes.open_or_create(&lock).unwrap();
+        assert_eq!(mode(&lock), 0o644);
+        assert_eq!(FileModes::bits(0o640).dir_bits(), 0o750);
     }
 
     #[test]

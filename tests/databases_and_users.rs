@@ -459,3 +459,77 @@ fn as_root_everything_created_for_a_database_belongs_to_its_owner() {
     }
     drop(app);
 }
+
+/// Runs `sql` in a `sqlite3` shell with the extension loaded as user `nobody` when the
+/// tests run as root (permission bits do not stop root), as ourselves otherwise:
+/// (succeeded, stdout and stderr).
+fn sqlite_as_nobody(sql: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let root = fs::metadata("/proc/self").unwrap().uid() == 0;
+    let mut command = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "sqlite3"]);
+        c
+    } else {
+        Command::new("sqlite3")
+    };
+    let mut child = command
+        .args(["-batch", "-bail", "-cmd"])
+        .arg(format!(".load {}", extension().display()))
+        .arg(":memory:")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sqlite3 runs");
+    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && !text.contains("Error"), text)
+}
+
+#[test]
+fn a_database_opened_while_read_only_can_be_written_through_the_vfs_once_it_is_writable_again() {
+    let dir = tempfile::tempdir().unwrap();
+    if fs::metadata(dir.path()).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    }
+    let db = dir.path().join("app.db");
+    let open = format!(
+        ".open file:{}?vfs=litestream&replica=file://{}",
+        db.display(),
+        dir.path().join("replica").display()
+    );
+    let (ok, out) = sqlite_as_nobody(&format!(
+        "{open}\nCREATE TABLE t(x); INSERT INTO t VALUES (1); SELECT litestream_sync();"
+    ));
+    assert!(ok, "{out}");
+    let staging = dir.path().join("app.db-litestream");
+    // Read-only for a while (an operator's chmod, a deploy), and looked at meanwhile.
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o444)).unwrap();
+    let (ok, out) = sqlite_as_nobody(&format!("{open}\nSELECT count(*) FROM t;"));
+    assert!(ok && out.trim() == "1", "{out}");
+    // Ours keep owner write (directories owner rwx); group and other read as the
+    // database. Before: lock and leader.json 0444, ltx/ and levels/ 0555.
+    assert_eq!(mode(&staging.join("lock")), 0o644);
+    assert_eq!(mode(&staging), 0o755);
+    assert_eq!(mode(&staging.join("ltx")), 0o755);
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+    for companion in ["app.db-wal", "app.db-shm"] {
+        let _ = fs::remove_file(dir.path().join(companion));
+    }
+    let (ok, out) = sqlite_as_nobody(&format!(
+        "{open}\nINSERT INTO t VALUES (2); SELECT litestream_sync(); SELECT count(*) FROM t;"
+    ));
+    assert!(ok, "writable again, the open failed: {out}");
+    // A lock file an older version left read-only is its owner's to open again.
+    fs::set_permissions(staging.join("lock"), fs::Permissions::from_mode(0o444)).unwrap();
+    let (ok, out) = sqlite_as_nobody(&format!("{open}\nINSERT INTO t VALUES (3); SELECT litestream_sync();"));
+    assert!(ok, "a 0444 lock file of ours locked the database out: {out}");
+    assert_eq!(mode(&staging.join("lock")), 0o644);
+}

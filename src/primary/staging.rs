@@ -50,6 +50,27 @@ impl Staging {
         Ok(Staging { dir: ltx, modes })
     }
 
+    /// Where staged files are (`<staging>/ltx`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes the staging directory again, with the database's permissions, if it is gone:
+    /// removed under a live primary by a temp cleaner or an operator, everything staged
+    /// in it gone too. True when it was gone; the caller decides what covers the loss.
+    pub fn recreate_if_gone(&self) -> io::Result<bool> {
+        match fs::symlink_metadata(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(root) = self.dir.parent() {
+                    self.modes.create_dir_all(root)?;
+                }
+                self.modes.own_dir(&self.dir)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Writes one LTX file durably under its final name.
     pub fn stage(&self, min_txid: u64, max_txid: u64, bytes: &[u8]) -> io::Result<StagedFile> {
         self.stage_with(min_txid, max_txid, |file| file.write_all(bytes))

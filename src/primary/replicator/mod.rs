@@ -108,6 +108,12 @@ enum Staged {
     Full { staged: u64, limit: u64 },
 }
 
+/// How often the same failure, repeated at every retry, is logged (`record_error`).
+const REPEATED_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// How many distinct failures `record_error` remembers for that.
+const REMEMBERED_WARNINGS: usize = 4;
+
 /// What `litestream_status()` and the one warning of an episode say while staging is
 /// over its limit.
 fn staging_full_message(staged: u64, limit: u64) -> String {
@@ -214,6 +220,12 @@ struct Shared {
     /// The replica belongs to another writer: commits are refused.
     fatal: Option<String>,
     last_error: Option<String>,
+    /// Failures recorded (`record_error`): a waiting sync tells a wake-up for a failure
+    /// from one for progress by it.
+    failures: u64,
+    /// The last few failures logged, when, and how many identical ones were not logged
+    /// since (a failing stage and a failing upload alternate).
+    warned: Vec<(String, Instant, u64)>,
     sync_requested: bool,
     closing: bool,
     snapshots: u64,
@@ -443,9 +455,38 @@ impl Primary {
     }
 
     fn record_error(&self, message: String) {
-        tracing::warn!(db = %self.db_path.display(), "{message}");
         self.sync_stats.failed();
-        self.lock().last_error = Some(message);
+        let mut shared = self.lock();
+        // The same failure at every retry is logged once a minute, with how often it
+        // happened in between: a stage failing in a loop wrote ~50,000 identical lines a
+        // second. `litestream_status()`'s `error` still shows each.
+        let now = Instant::now();
+        let warned = &mut shared.warned;
+        match warned.iter_mut().find(|(last, ..)| *last == message) {
+            Some((_, at, repeated)) if now.duration_since(*at) < REPEATED_WARNING_EVERY => {
+                *repeated += 1;
+                tracing::debug!(db = %self.db_path.display(), "{message}");
+            }
+            Some((_, at, repeated)) => {
+                match *repeated {
+                    0 => tracing::warn!(db = %self.db_path.display(), "{message}"),
+                    n => {
+                        tracing::warn!(db = %self.db_path.display(), "{message} ({n} more times since it was last logged)")
+                    }
+                }
+                (*at, *repeated) = (now, 0);
+            }
+            None => {
+                tracing::warn!(db = %self.db_path.display(), "{message}");
+                if warned.len() == REMEMBERED_WARNINGS {
+                    warned.remove(0);
+                }
+                warned.push((message.clone(), now, 0));
+            }
+        }
+        shared.last_error = Some(message);
+        shared.failures += 1;
+        drop(shared);
         self.progress.notify_all();
     }
 

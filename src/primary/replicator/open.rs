@@ -148,6 +148,8 @@ impl Primary {
                 uploaded_txid: replica_max.unwrap_or(0).max(uploaded_before_open).min(staged_txid),
                 fatal: None,
                 last_error: None,
+                failures: 0,
+                warned: Vec::new(),
                 sync_requested: true,
                 closing: false,
                 snapshots: 0,

@@ -10,7 +10,7 @@ impl Primary {
     /// one LTX file.
     pub(super) fn stage_pending(&self) -> Result<Staged, StageError> {
         let _staging = self.stage_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let staged = self.stage_locked();
+        let staged = self.recreate_vanished_staging().and_then(|()| self.stage_locked());
         if staged.is_err() {
             // Every failure below already did this under the lock it failed in (a restart
             // does not wait for this one); kept for any that does not.
@@ -19,11 +19,49 @@ impl Primary {
         staged
     }
 
+    /// The staging directory was removed under this live primary: made again, once, with
+    /// one warning. Files staged and not uploaded went with it; their TXIDs will never
+    /// reach the replica, so, as after a discontinuity, a full snapshot at the next TXID
+    /// covers them, stored at level 9 too so that restores start from it (the replica
+    /// has a gap before it). Before, the directory was never made again: nothing was
+    /// uploaded any more and every stage failed with "No such file or directory".
+    fn recreate_vanished_staging(&self) -> Result<(), StageError> {
+        let dir = self.staging.dir().display();
+        match self.staging.recreate_if_gone() {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                let mut shared = self.lock();
+                let (first, last) = (shared.uploaded_txid + 1, shared.staged_txid);
+                if first <= last {
+                    let reason = format!(
+                        "the staging directory {dir} was removed with TXIDs {first}-{last} staged and not uploaded"
+                    );
+                    tracing::warn!(db = %self.db_path.display(), "{reason}; made it again: a full snapshot at the next TXID covers them");
+                    shared.require_snapshot(reason);
+                    shared.chain_start_owed = true;
+                } else {
+                    tracing::warn!(db = %self.db_path.display(), "the staging directory {dir} was removed (nothing staged was lost); made it again");
+                }
+                Ok(())
+            }
+            Err(e) => Err(StageError::Failed(format!(
+                "the staging directory {dir} was removed and cannot be made again: {e}"
+            ))),
+        }
+    }
+
+    /// Bytes staged, an error saying where when they cannot be counted.
+    fn staged_bytes(&self) -> Result<u64, StageError> {
+        self.staging
+            .total_bytes()
+            .map_err(|e| StageError::Failed(format!("{}: {e}", self.staging.dir().display())))
+    }
+
     fn stage_locked(&self) -> Result<Staged, StageError> {
         if self.lock().snapshot_needed.is_some() {
             // A snapshot staged while the store is down and staging is over its
             // limit would be followed by another and another: wait for uploads first.
-            let staged = self.staging.total_bytes().map_err(|e| e.to_string())?;
+            let staged = self.staged_bytes()?;
             let limit = self.config.max_staging_bytes;
             if staged > limit {
                 return Ok(Staged::Full { staged, limit });
@@ -38,7 +76,7 @@ impl Primary {
                 shared.capture.release_idle_buffers();
                 return Ok(Staged::Done);
             }
-            let staged = self.staging.total_bytes().map_err(|e| e.to_string())?;
+            let staged = self.staged_bytes()?;
             let limit = self.config.max_staging_bytes;
             if staged > limit {
                 // The store has been unreachable for long: stop keeping history, and

@@ -37,6 +37,7 @@ impl Primary {
         // Commits dropped while a snapshot is pending are only stored once that
         // snapshot is: its TXID becomes part of the target.
         let (start_epoch, pending_at_start) = since;
+        let mut failures_seen = None;
         loop {
             if let Some(fatal) = &shared.fatal {
                 return Err(fatal.clone());
@@ -60,7 +61,14 @@ impl Primary {
                 ));
             }
             shared.sync_requested = true;
-            self.wake_worker();
+            // Woken by a failure, not by progress: the worker has scheduled its retry
+            // after a backoff, and waking it now would run it at once. That made a failing
+            // stage and this wait a loop: a core spun and each turn logged its failure.
+            let failed = failures_seen.is_some_and(|seen| seen != shared.failures);
+            failures_seen = Some(shared.failures);
+            if !failed {
+                self.wake_worker();
+            }
             shared = self
                 .progress
                 .wait_timeout(shared, deadline - now)

@@ -22,7 +22,8 @@ impl Primary {
         if crate::engine::request_in_flight() {
             return Ok(Uploads::Deferred);
         }
-        for file in self.staging.list().map_err(|e| e.to_string())? {
+        let staged = self.staging.list();
+        for file in staged.map_err(|e| format!("listing {}: {e}", self.staging.dir().display()))? {
             if self.lock().fatal.is_some() {
                 return Ok(Uploads::Done);
             }
