@@ -176,6 +176,45 @@ fn an_attached_database_with_its_own_replica_is_a_primary_and_a_taken_location_i
     assert_replica_is_the_primarys(dir.path(), &db, &replica, &url);
 }
 
+/// Another spelling of the main database's replica location (a `..`, a doubled or a `.`
+/// segment, a trailing `/`, a symlink) names the same directory: a database attached on it
+/// is refused at open like the same spelling, before it is restored from that replica,
+/// and the replica stays the primary's. It was let in: restored from the replica (its
+/// file did not exist), it wrote its own files there and the replica forked.
+#[test]
+fn another_spelling_of_a_taken_replica_location_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, replica, url, mut app) = env_primary_with_rows(dir.path());
+    fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+    let alias = dir.path().join("alias");
+    std::os::unix::fs::symlink(&replica, &alias).unwrap();
+    let d = dir.path().display();
+    let spellings = [
+        format!("file://{d}/elsewhere/../replica"),
+        format!("file://{d}//replica"),
+        format!("file://{d}/./replica"),
+        format!("file://{d}/replica/"),
+        format!("file://{}", alias.display()),
+    ];
+    for (i, spelling) in spellings.iter().enumerate() {
+        let tenant = dir.path().join(format!("tenant{i}.db"));
+        let before = app.stderr().len();
+        let out = app.run(&format!(
+            "ATTACH 'file:{}?replica={spelling}' AS t{i}; SELECT count(*) FROM t{i}.sqlite_master;",
+            tenant.display()
+        ));
+        let said = app.stderr()[before..].to_string();
+        assert!(out.trim().is_empty(), "{spelling}: the attach went through: {out}");
+        assert!(said.contains("belongs to one database"), "{spelling}: {said}");
+        assert!(!tenant.exists(), "{spelling}: restored from the taken replica");
+    }
+    // The refusals above are in the log: the primary's own commit is judged by its sync.
+    let synced = app.run("INSERT INTO t VALUES ('after'); SELECT litestream_sync();");
+    assert!(synced.trim().parse::<u64>().is_ok(), "{synced}\n{}", app.stderr());
+    drop(app);
+    assert_replica_is_the_primarys(dir.path(), &db, &replica, &url);
+}
+
 // ---- private databases ----------------------------------------------------------------
 
 fn mode(path: &Path) -> u32 {
