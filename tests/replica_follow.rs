@@ -481,3 +481,32 @@ fn a_full_scan_reads_ahead_instead_of_one_request_per_page() {
         "{requests} requests for {pages} pages: no read-ahead"
     );
 }
+
+/// A replica of a new database: the primary has synced only the empty database, TXID
+/// 1, when a reader opens and loads its (empty) schema; tables created after that must
+/// show in that same connection. The first snapshot used to store the backup API's
+/// schema cookie (1) instead of the database's (0), the first CREATE TABLE made the
+/// real cookie 1 as well, and SQLite, seeing the cookie unchanged, answered 'no such
+/// table' forever on that connection.
+#[test]
+fn a_replica_that_read_the_empty_database_sees_tables_created_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let t1 = open_and_sync(&db, &url, "");
+    let mut r = shell::LiveShell::start(dir.path(), "replica", &replica_open(&dir.path().join("view.db"), &url));
+    assert_eq!(r.run("SELECT litestream_txid();").trim(), t1.to_string());
+    // The schema is loaded here, and the snapshot carries the database's own cookie.
+    assert_eq!(
+        r.run("SELECT count(*) FROM sqlite_master; PRAGMA schema_version;"),
+        "0\n0\n"
+    );
+
+    let t2 = open_and_sync(&db, &url, "CREATE TABLE u(y); INSERT INTO u VALUES (42);");
+    assert_eq!(
+        r.run(&format!("SELECT litestream_wait({t2}, 30000);")).trim(),
+        t2.to_string()
+    );
+    assert_eq!(r.run("SELECT y FROM u;").trim(), "42", "{}", r.stderr());
+    assert_eq!(r.run("PRAGMA schema_version;").trim(), "1");
+}
