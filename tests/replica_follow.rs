@@ -481,3 +481,65 @@ fn a_full_scan_reads_ahead_instead_of_one_request_per_page() {
         "{requests} requests for {pages} pages: no read-ahead"
     );
 }
+
+/// A replica of a new database: the primary has synced only the empty database, TXID
+/// 1, when a reader opens and loads its (empty) schema; tables created after that must
+/// show in that same connection. The first snapshot used to store the backup API's
+/// schema cookie (1) instead of the database's (0), the first CREATE TABLE made the
+/// real cookie 1 as well, and SQLite, seeing the cookie unchanged, answered 'no such
+/// table' forever on that connection.
+#[test]
+fn a_replica_that_read_the_empty_database_sees_tables_created_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let t1 = open_and_sync(&db, &url, "");
+    let mut r = shell::LiveShell::start(dir.path(), "replica", &replica_open(&dir.path().join("view.db"), &url));
+    assert_eq!(r.run("SELECT litestream_txid();").trim(), t1.to_string());
+    // The schema is loaded here, and the snapshot carries the database's own cookie.
+    assert_eq!(
+        r.run("SELECT count(*) FROM sqlite_master; PRAGMA schema_version;"),
+        "0\n0\n"
+    );
+
+    let t2 = open_and_sync(&db, &url, "CREATE TABLE u(y); INSERT INTO u VALUES (42);");
+    assert_eq!(
+        r.run(&format!("SELECT litestream_wait({t2}, 30000);")).trim(),
+        t2.to_string()
+    );
+    assert_eq!(r.run("SELECT y FROM u;").trim(), "42", "{}", r.stderr());
+    assert_eq!(r.run("PRAGMA schema_version;").trim(), "1");
+}
+
+/// `tests/data/backup-cookie-replica`: TXID 1, the empty database, and TXID 2, `CREATE
+/// TABLE u(y)` with one row (42), as primaries before the fix stored them: both page 1s
+/// carry schema cookie 1 (the snapshot's from the backup API, the next from the first
+/// CREATE TABLE). Copies the files up to `txid` into `replica`.
+fn backup_cookie_replica(replica: &Path, txid: u64) {
+    let from = repo_root().join("tests/data/backup-cookie-replica/ltx/0");
+    let to = replica.join("ltx/0");
+    std::fs::create_dir_all(&to).unwrap();
+    for t in 1..=txid {
+        let name = format!("{t:016x}-{t:016x}.ltx");
+        std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+    }
+}
+
+/// Replicas already in stores hold such snapshots: the replica itself must notice a
+/// schema change that the stored cookie does not show.
+#[test]
+fn a_replica_notices_a_new_schema_behind_an_unchanged_stored_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    backup_cookie_replica(&replica, 1);
+    let url = format!("file://{}", replica.display());
+    let mut r = shell::LiveShell::start(dir.path(), "replica", &replica_open(&dir.path().join("view.db"), &url));
+    assert_eq!(
+        r.run("SELECT litestream_txid(), count(*) FROM sqlite_master;").trim(),
+        "1|0"
+    );
+
+    backup_cookie_replica(&replica, 2);
+    assert_eq!(r.run("SELECT litestream_wait(2, 30000);").trim(), "2");
+    assert_eq!(r.run("SELECT y FROM u;").trim(), "42", "{}", r.stderr());
+}

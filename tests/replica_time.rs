@@ -70,3 +70,36 @@ fn a_connection_can_look_at_the_past_and_come_back() {
         assert!(err.contains(expected), "{when}: {err}");
     }
 }
+
+/// Going back to a time before a table existed shows a database without it: 'no such
+/// table', not the schema of the time the connection came from (whose root pages lie
+/// past the end of the older database: 'database disk image is malformed'). The store
+/// is `tests/data/backup-cookie-replica` (TXID 1 empty, written at 21:19:26.05; TXID 2
+/// `u(y)` holding 42, at 21:19:27.634), whose two page 1s carry the same stored schema
+/// cookie, as every first snapshot of a new database did before the primary kept the
+/// database's cookie in its snapshots.
+#[test]
+fn going_back_to_before_a_table_existed_says_no_such_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let from = repo_root().join("tests/data/backup-cookie-replica/ltx/0");
+    std::fs::create_dir_all(replica.join("ltx/0")).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), replica.join("ltx/0").join(entry.file_name())).unwrap();
+    }
+    let (_, out, err) = sqlite_output(&format!(
+        ".open file:{}?vfs=litestream&role=replica&replica=file://{}\n\
+         SELECT 'latest', y FROM u;\n\
+         SELECT litestream_set_time('2026-12-06T21:19:26.500Z');\n\
+         SELECT 'empty', y FROM u;\n\
+         SELECT 'tables', count(*) FROM sqlite_master;\n\
+         SELECT litestream_set_time('latest');\n\
+         SELECT 'again', y FROM u;",
+        dir.path().join("view.db").display(),
+        replica.display(),
+    ));
+    assert_eq!(out, "latest|42\n1\ntables|0\n2\nagain|42\n", "stderr: {err}");
+    assert!(err.contains("no such table: u"), "{err}");
+    assert!(!err.contains("malformed"), "{err}");
+}

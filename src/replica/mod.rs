@@ -21,6 +21,7 @@ mod jobs;
 mod poll;
 pub mod pragma;
 pub mod registry;
+pub mod schema_cookie;
 pub mod sealed;
 pub mod state;
 mod status;

@@ -376,6 +376,28 @@ unsafe fn shm_lock(file: *mut ffi::sqlite3_file, flags: i32) -> i32 {
     }
 }
 
+/// The schema cookie (header offset 40) `conn` reads.
+fn schema_cookie(conn: &Conn) -> Result<u32, String> {
+    let text = conn.query("PRAGMA schema_version")?.unwrap_or_default();
+    // SQLite reports the 4 header bytes as a signed 32-bit integer.
+    text.parse::<i32>()
+        .map(|v| v as u32)
+        .map_err(|_| format!("PRAGMA schema_version answered {text:?}"))
+}
+
+/// Writes `cookie` as the schema cookie of the closed database file `path` (a copy of
+/// ours that no connection has open).
+fn restore_schema_cookie(path: &Path, cookie: u32) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() < 100 {
+        return Ok(()); // no header to stamp (the backup writes page 1 even for an empty database)
+    }
+    file.seek(SeekFrom::Start(40))?;
+    file.write_all(&cookie.to_be_bytes())?;
+    file.sync_all()
+}
+
 /// Snapshots through SQLite with one private connection: it takes the WAL write lock
 /// through its own wal-index so no commit can land, `at_lock` assigns the snapshot its
 /// TXID, the connection starts a read transaction (pinned at exactly that state: every
@@ -412,6 +434,13 @@ impl Snapshotter for BackupSnapshotter {
         released();
         pinned?;
         let_go?;
+        // The backup API stamps the copy with the copy's own schema cookie plus one (so
+        // that connections of the destination reload), not the database's: every
+        // snapshot stored cookie 1. A read replica compares cookies to know when to
+        // reload its schema, and one that read the empty database at its first snapshot
+        // (stored 1) never saw the first CREATE TABLE (real cookie 0 -> 1). The copy gets
+        // the database's cookie back once the backup is done.
+        let cookie = schema_cookie(&reader)?;
         remove_with_companions(dest);
         // The copy is the whole database: created here with the database's permissions
         // (SQLite would give a new file 0644 less the umask), and SQLite gives its journal
@@ -434,6 +463,8 @@ impl Snapshotter for BackupSnapshotter {
         if rc != ffi::SQLITE_DONE {
             return Err(format!("backup of {} failed: code {rc}: {}", db.display(), target.errmsg()).into());
         }
+        drop(target);
+        restore_schema_cookie(dest, cookie).map_err(|e| format!("{}: {e}", dest.display()))?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use super::file::wrapper_size;
 use super::guard::{guard, sqlite_log};
 use crate::replica::pragma;
 use crate::replica::registry;
+use crate::replica::schema_cookie::{SchemaCookies, COOKIE_OFFSET};
 use crate::replica::state::State;
 use crate::replica::time::ConnView;
 use crate::replica::{ReadError, Replica, ReplicaConn};
@@ -15,7 +16,7 @@ use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Our `sqlite3_file`: SQLite allocates `szOsFile` bytes for it, which is at least
 /// [`wrapper_size`]; everything else lives in the box.
@@ -35,6 +36,10 @@ struct Handle {
     lock: c_int,
     /// Point-in-time setting (`litestream_set_time`), shared with SQL functions.
     view: Arc<ConnView>,
+    /// The schema cookies this connection is served (see `schema_cookie`).
+    cookies: SchemaCookies,
+    /// The cookie served for the last state whose page 1 was read.
+    cookie_of: Option<(Weak<State>, u32)>,
 }
 
 impl Handle {
@@ -50,6 +55,39 @@ impl Handle {
             Some(s) => Arc::clone(s),
             None => self.next_state(),
         }
+    }
+
+    /// Puts this connection's cookie for `state`'s schema over the stored one in `out`,
+    /// the bytes at `offset`: SQLite reloads its schema only when the cookie changes,
+    /// and the stored one does not always change with the schema (see `schema_cookie`).
+    fn serve_cookie(&mut self, state: &Arc<State>, offset: u64, out: &mut [u8]) -> Result<(), ReadError> {
+        let start = COOKIE_OFFSET as u64;
+        let end = offset + out.len() as u64;
+        if offset >= start + 4 || end <= start || state.commit == 0 {
+            return Ok(());
+        }
+        let cookie = match &self.cookie_of {
+            Some((of, cookie)) if ptr::eq(of.as_ptr(), Arc::as_ptr(state)) => *cookie,
+            _ => {
+                let size = state.page_size as usize;
+                let cookie = if offset == 0 && out.len() >= size {
+                    self.cookies.serve(&out[..size])
+                } else {
+                    let mut page = vec![0u8; size];
+                    self.replica.read(state, 0, &mut page)?;
+                    self.cookies.serve(&page)
+                };
+                self.cookie_of = Some((Arc::downgrade(state), cookie));
+                cookie
+            }
+        };
+        for (i, byte) in cookie.to_be_bytes().into_iter().enumerate() {
+            let pos = start + i as u64;
+            if (offset..end).contains(&pos) {
+                out[(pos - offset) as usize] = byte;
+            }
+        }
+        Ok(())
     }
 
     fn conn(&self) -> ReplicaConn {
@@ -78,6 +116,8 @@ pub(crate) unsafe fn open(
         state: None,
         lock: ffi::SQLITE_LOCK_NONE,
         view: Arc::default(),
+        cookies: SchemaCookies::default(),
+        cookie_of: None,
     });
     ptr::write(
         file as *mut ReplicaDbFile,
@@ -152,7 +192,11 @@ unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amou
         let h = handle(file);
         let out = std::slice::from_raw_parts_mut(buf as *mut u8, amount as usize);
         let state = h.state();
-        match h.replica.read(&state, offset as u64, out) {
+        let read = h
+            .replica
+            .read(&state, offset as u64, out)
+            .and_then(|full| h.serve_cookie(&state, offset as u64, out).map(|()| full));
+        match read {
             Ok(true) => ffi::SQLITE_OK,
             Ok(false) => ffi::SQLITE_IOERR_SHORT_READ,
             Err(e) => {
