@@ -58,6 +58,8 @@ pub struct Ctx {
     pub database: Option<Arc<Database>>,
     /// The schema the function was asked about (`None`: `main`).
     pub schema: Option<String>,
+    /// The connection has no database of that schema name.
+    pub no_such_schema: bool,
 }
 
 /// One SQL function: name, number of arguments (-1 = any), and the implementation.
@@ -216,10 +218,19 @@ pub const FUNCTIONS: &[SqlFunction] = &[
 ];
 
 fn not_replicated(ctx: &Ctx) -> String {
+    let schema = ctx.schema.as_deref().unwrap_or("main");
+    if ctx.no_such_schema {
+        return format!("this connection has no database named '{schema}' (main, temp, or an ATTACHed name)");
+    }
+    if ctx.replica.is_some() {
+        return format!(
+            "the {schema} database of this connection is a read replica: this function is for the primary \
+             (litestream_wait(txid) waits for a TXID here)"
+        );
+    }
     format!(
-        "the {} database of this connection is not replicated by the litestream VFS \
-         (open it with ?vfs=litestream&replica=<url>)",
-        ctx.schema.as_deref().unwrap_or("main")
+        "the {schema} database of this connection is not replicated by the litestream VFS \
+         (open it with ?vfs=litestream&replica=<url>)"
     )
 }
 
@@ -448,6 +459,21 @@ mod tests {
             call("litestream_version", &[]),
             Ok(SqlValue::Text(env!("CARGO_PKG_VERSION").into()))
         );
+    }
+
+    #[test]
+    fn a_schema_the_connection_does_not_have_is_named_as_such() {
+        let ctx = Ctx {
+            schema: Some("nosuch".into()),
+            no_such_schema: true,
+            ..Ctx::default()
+        };
+        let f = FUNCTIONS
+            .iter()
+            .find(|f| f.name == "litestream_sync" && f.n_args == 2)
+            .unwrap();
+        let err = (f.call)(&ctx, &[SqlValue::Null, SqlValue::Text("nosuch".into())]).unwrap_err();
+        assert!(err.contains("no database named 'nosuch'"), "{err}");
     }
 
     #[test]

@@ -353,6 +353,11 @@ pub fn ask(
             cleanup();
             let why = match (read_leader(&lock_dir), answered) {
                 (_, Some(a)) => format!("the replicating process has not stored TXID {} yet", a.txid),
+                // leader.json names this process: it took the lock to take replication
+                // over, and its open of the replica has not succeeded (the log says why).
+                (Some(l), None) if l.pid == std::process::id() => "this process took the replication lock to \
+                    take replication over and has not managed to open the replica (its log says why)"
+                    .to_string(),
                 (Some(l), None) => format!(
                     "the replicating process (pid {}) has not answered; it catches up once per sync_interval",
                     l.pid

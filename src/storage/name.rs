@@ -23,6 +23,13 @@ pub fn parse_name(name: &str) -> Option<(u64, u64)> {
     (min <= max).then_some((min, max))
 }
 
+/// Whether `name` is an LTX file its writer has not finished: Litestream writes
+/// `<name>.tmp` and renames it, so a listing of a replica it writes meets them. Skipped
+/// like any other name, but not worth a warning.
+pub fn unfinished_name(name: &str) -> bool {
+    name.strip_suffix(".tmp").is_some_and(|n| parse_name(n).is_some())
+}
+
 /// Exactly 16 lowercase hex digits (`u64::from_str_radix` would also take uppercase and a sign).
 fn parse_hex16(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, &c| {
@@ -38,6 +45,13 @@ fn parse_hex16(digits: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn litestreams_unfinished_files_are_told_from_other_names() {
+        assert!(unfinished_name("0000000000000001-0000000000000002.ltx.tmp"));
+        assert!(!unfinished_name("0000000000000001-0000000000000002.ltx"));
+        assert!(!unfinished_name("notes.tmp"));
+    }
 
     #[test]
     fn round_trip() {

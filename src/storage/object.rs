@@ -15,7 +15,7 @@ use super::compare::{compare, Found};
 use super::error::{from_object_store, Error, Redactor, Result};
 use super::layout::Layout;
 use super::multipart::{Multipart, Upload};
-use super::name::parse_name;
+use super::name::{parse_name, unfinished_name};
 use super::store::{header_timestamp, LtxObject, ReplicaStore};
 use super::timestamp::{format_rfc3339_nano, parse_rfc3339_ms};
 use crate::file_modes::FileModes;
@@ -310,6 +310,9 @@ impl ReplicaStore for ObjectReplica {
             }
             match meta.location.filename().and_then(parse_name) {
                 Some((min, max)) => files.push(Self::to_ltx_object(level, min, max, meta)),
+                None if meta.location.filename().is_some_and(unfinished_name) => {
+                    tracing::debug!(store = %self.name, key = %meta.location, "skipping a file its writer has not finished")
+                }
                 None => tracing::warn!(
                     store = %self.name,
                     key = %meta.location,

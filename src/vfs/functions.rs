@@ -82,7 +82,11 @@ unsafe fn connection_context(db: *mut ffi::sqlite3, schema: Option<String>) -> C
         &mut file as *mut _ as *mut c_void,
     );
     if rc != ffi::SQLITE_OK {
-        return unknown;
+        // SQLite answers SQLITE_ERROR for a schema name the connection does not have.
+        return Ctx {
+            no_such_schema: rc == ffi::SQLITE_ERROR,
+            ..unknown
+        };
     }
     let database = WrappedFile::database_of(file);
     Ctx {
@@ -90,6 +94,7 @@ unsafe fn connection_context(db: *mut ffi::sqlite3, schema: Option<String>) -> C
         database,
         replica: replica_file::replica_of(file),
         schema,
+        no_such_schema: false,
     }
 }
 

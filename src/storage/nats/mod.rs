@@ -36,7 +36,7 @@ use tokio::sync::OnceCell;
 
 use super::error::{Error, Result};
 use super::layout::Layout;
-use super::name::parse_name;
+use super::name::{parse_name, unfinished_name};
 use super::options::StoreOptions;
 use super::store::{header_timestamp, LtxObject, ReplicaStore};
 use super::target::{EnvFn, Target};
@@ -334,6 +334,9 @@ impl ReplicaStore for NatsReplica {
                         size: meta.size,
                         last_modified: parse_mtime(&meta),
                     }),
+                    None if unfinished_name(file) => {
+                        tracing::debug!(store = %self.settings.name, key = %meta.name, "skipping a file its writer has not finished")
+                    }
                     None => tracing::warn!(
                         store = %self.settings.name,
                         key = %meta.name,
