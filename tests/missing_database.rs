@@ -16,18 +16,10 @@ const ROWS: u32 = 4000;
 
 /// A replicated database of about 8 MB: (dir, db, url).
 fn replicated() -> (tempfile::TempDir, PathBuf, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
-    open_and_sync(
-        &db,
-        &url,
-        &format!(
-            "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); \
-             INSERT INTO t(v) SELECT randomblob(2000) FROM generate_series(1, {ROWS});"
-        ),
-    );
-    (dir, db, url)
+    replicated_with(&format!(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); \
+         INSERT INTO t(v) SELECT randomblob(2000) FROM generate_series(1, {ROWS});"
+    ))
 }
 
 fn delete_database(db: &Path) {

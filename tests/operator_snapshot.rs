@@ -16,15 +16,10 @@ use harness::*;
 
 /// A replicated table in a temporary directory: (dir, db, replica dir, url).
 fn replicated_table() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let url = format!("file://{}", replica.display());
-    open_and_sync(
-        &db,
-        &url,
+    let (dir, db, url) = replicated_with(
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t(v) SELECT value FROM generate_series(1, 200);",
     );
+    let replica = dir.path().join("replica");
     (dir, db, replica, url)
 }
 

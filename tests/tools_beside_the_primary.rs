@@ -16,15 +16,7 @@ const TOOL: &str =
 /// A database with table `t` replicated to a `file://` replica and closed: its
 /// directory, path and replica URL.
 fn replicated_table() -> (tempfile::TempDir, std::path::PathBuf, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let url = format!("file://{}", dir.path().join("replica").display());
-    open_and_sync(
-        &db,
-        &url,
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t(v) VALUES (1);",
-    );
-    (dir, db, url)
+    replicated_with("CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t(v) VALUES (1);")
 }
 
 /// A live shell holding `db` open through the VFS (the replicating process when first).

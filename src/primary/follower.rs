@@ -235,21 +235,6 @@ pub fn answer(request: &Path, modes: FileModes, txid: u64, node_id: u64) {
     let _ = fs::remove_file(request);
 }
 
-/// Follower side of `litestream_sync()`: asks the replicating process for the TXID that
-/// covers this process's commits, then waits until it is stored. If this process takes
-/// replication over meanwhile (`leader` returns its primary), it finishes the sync itself.
-/// Fails at once when the replicating process stores elsewhere than `ours`.
-pub fn sync(
-    db_path: &Path,
-    staging_dir: &Path,
-    modes: FileModes,
-    timeout: Duration,
-    ours: &Destination,
-    leader: &dyn Fn() -> Option<Arc<Primary>>,
-) -> Result<u64, String> {
-    ask(db_path, staging_dir, modes, timeout, ours, leader, Ask::Sync)
-}
-
 /// What a follower asks of the replicating process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ask {
@@ -284,7 +269,11 @@ pub fn snapshot_requests_taken(requests: &[PathBuf]) {
     }
 }
 
-/// [`sync`], or a snapshot (`what`).
+/// Follower side of `litestream_sync()` and `litestream_snapshot()` (`what`): asks the
+/// replicating process for the TXID that covers this process's commits (after the
+/// snapshot it takes, if asked), then waits until it is stored. If this process takes
+/// replication over meanwhile (`leader` returns its primary), it finishes the work
+/// itself. Fails at once when the replicating process stores elsewhere than `ours`.
 pub fn ask(
     db_path: &Path,
     staging_dir: &Path,
@@ -527,13 +516,14 @@ mod tests {
         for (ours, expected) in [(elsewhere, "another replica"), (staged_elsewhere, "same staging=")] {
             announce_leader(&lock_dir, FileModes::NewDatabase, 1, leader.clone());
             let started = Instant::now();
-            let err = sync(
+            let err = ask(
                 &db,
                 &other_staging,
                 FileModes::NewDatabase,
                 Duration::from_secs(10),
                 &ours,
                 &|| None,
+                Ask::Sync,
             )
             .unwrap_err();
             assert!(err.contains(expected), "{err}");
@@ -575,13 +565,14 @@ mod tests {
         };
         // A stale progress file of another node does not count.
         publish_uploaded(&staging, FileModes::NewDatabase, Uploaded { txid: 100, node_id: 2 });
-        let got = sync(
+        let got = ask(
             Path::new("db"),
             &staging,
             FileModes::NewDatabase,
             Duration::from_secs(10),
             &here(),
             &|| None,
+            Ask::Sync,
         )
         .unwrap();
         answerer.join().unwrap();
@@ -610,13 +601,14 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
             })
         };
-        sync(
+        ask(
             Path::new("db"),
             &staging,
             modes,
             Duration::from_secs(10),
             &here(),
             &|| None,
+            Ask::Sync,
         )
         .unwrap();
         assert_eq!(
@@ -633,13 +625,14 @@ mod tests {
     #[test]
     fn an_unanswered_request_times_out_saying_why() {
         let dir = tempfile::tempdir().unwrap();
-        let err = sync(
+        let err = ask(
             Path::new("db"),
             dir.path(),
             FileModes::NewDatabase,
             Duration::from_millis(50),
             &here(),
             &|| None,
+            Ask::Sync,
         )
         .unwrap_err();
         assert!(err.contains("no process replicates it"), "{err}");

@@ -141,6 +141,16 @@ pub fn open_and_sync(db: &Path, url: &str, sql: &str) -> u64 {
     out.lines().last().unwrap().parse().unwrap()
 }
 
+/// A database `app.db` in a new temporary directory, made by `sql` through the VFS and
+/// synced to a `file://` replica in `replica/` there: (dir, db, replica URL).
+pub fn replicated_with(sql: &str) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    open_and_sync(&db, &url, sql);
+    (dir, db, url)
+}
+
 /// `.dump` of a database through the plain shell (no extension).
 pub fn dump(db: &Path) -> String {
     check(
