@@ -40,9 +40,11 @@ lint:
 	@tools/same-features.sh
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
+# Every test binary of `cargo test --release`, two at a time (tools/run-tests.py says why);
+# TEST_LANES=1 runs them one at a time.
 unit: setup
 	@rm -rf target/figures
-	$(CARGO) test --release --no-fail-fast
+	CARGO=$(CARGO) python3 tools/run-tests.py
 
 sql-tests: build
 	sql-tests/run.sh

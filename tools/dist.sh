@@ -10,11 +10,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile="${1:-dist}"
-# The goal is 8 MB; the library is 7.77 MB (README "Sizes"), and this ceiling, about
-# 0.09 MB above it, keeps it from growing unnoticed. Raised from 7.75 MB on 2026-12-06
+# The goal is 8 MB; the library is 7.79 MB (README "Sizes"), and this ceiling, about
+# 0.06 MB above it, keeps it from growing unnoticed. Raised from 7.75 MB on 2026-12-06
 # (stop 36: hedged replica reads, the restore's open-database check, the replica note
 # on database files took the library to 7,764,000 bytes).
-ceiling=7850000
+# CI packages the release build (make dist takes 8 minutes): its ceiling keeps the same
+# proportion to the 11.59 MB it measured on 2026-12-06 as the dist ceiling to 7.79 MB,
+# so that growth shows in `make test` before it reaches the shipped library.
+# tests/packages.rs reads the ceiling from target/packages/CEILING.
+case "$profile" in
+  dist) ceiling=7850000 ;;
+  release) ceiling=11680000 ;;
+  *) echo "tools/dist.sh: profile $profile: expected dist or release" >&2; exit 2 ;;
+esac
 
 out="$PWD/target/packages"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
@@ -24,6 +32,7 @@ mkdir -p "$out"
 strip --strip-all -o "$out/liblitestream_vfs.so" "target/$profile/liblitestream_vfs.so"
 strip --strip-all -o "$out/litestream-vfs" "target/$profile/litestream-vfs"
 echo "$profile" > "$out/PROFILE"
+echo "$ceiling" > "$out/CEILING"
 
 .venv/bin/python packaging/python/build_wheel.py \
   --library "$out/liblitestream_vfs.so" --version "$version" --out "$out" >/dev/null
