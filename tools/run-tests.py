@@ -9,7 +9,7 @@ busy; each suite still runs its own tests on its own threads exactly as under ca
 
 Longest suites start first so that no long one is left alone at the end. Each binary's
 output goes to target/test-logs/<name>.log and is printed in full only if it failed.
-Arguments, if any, are binary names to run (`lib` is the library's unit tests).
+Arguments, if any, are binary names to run (`litestream_vfs` is the library's unit tests).
 Exit status: 0 when every binary passed.
 """
 
@@ -41,7 +41,7 @@ KNOWN_SECONDS = {
     "crash_everywhere": 20,
     "restore_interop": 18,
     "encryption": 15,
-    "lib": 12,
+    "litestream_vfs": 12,
     "wal_restart_handoff": 12,
 }
 
@@ -63,9 +63,7 @@ def test_binaries():
             continue
         if not message["profile"]["test"]:
             continue
-        target = message["target"]
-        name = "lib" if "lib" in target["kind"] else target["name"]
-        found.append((name, message["executable"]))
+        found.append((message["target"]["name"], message["executable"]))
     return found
 
 
