@@ -199,8 +199,17 @@ pub(crate) fn from_object_store(
     use object_store::Error as E;
     let store = store.to_string();
     let key = key.to_string();
-    let message = redactor.clean(&chain_text(&err));
+    let message = condense_xml_error(&redactor.clean(&chain_text(&err)));
     match err {
+        // A write cannot miss its object: a 404 to it means the bucket or container is gone
+        // (deleted under a running primary), which must not read as "not found" of a file.
+        // S3 and Azure also name a missing bucket or container in the body of any 404.
+        E::NotFound { .. } if missing_bucket(op, &message) => Error::Other {
+            message: format!("the bucket or container does not exist ({message})"),
+            store,
+            op,
+            key,
+        },
         E::NotFound { .. } => Error::NotFound { store, key },
         // S3 answers 409 ConditionalRequestConflict while a competing conditional write is in
         // flight (object_store maps every 409 to AlreadyExists); the outcome is not known yet.
@@ -236,6 +245,39 @@ pub(crate) fn from_object_store(
             message,
         },
     }
+}
+
+/// Whether a 404 to `op` says the bucket or container is missing. A multipart upload's
+/// part can also miss its upload (`NoSuchUpload`: aborted or expired), which is not that.
+fn missing_bucket(op: &str, message: &str) -> bool {
+    message.contains("NoSuchBucket")
+        || message.contains("ContainerNotFound")
+        || (op == "PUT" && !message.contains("NoSuchUpload"))
+}
+
+/// S3 and Azure explain a failed request in an XML body that object_store passes on
+/// whole (namespaces, request ids, host ids: several hundred bytes per retry in the log).
+/// Each `<Error>` document is replaced by its code and message, which is what says why.
+fn condense_xml_error(message: &str) -> String {
+    let Some(start) = message.find("<?xml").or_else(|| message.find("<Error")) else {
+        return message.to_string();
+    };
+    let end = message[start..]
+        .find("</Error>")
+        .map_or(message.len(), |at| start + at + "</Error>".len());
+    let document = &message[start..end];
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let from = document.find(&open)? + open.len();
+        let to = from + document[from..].find(&format!("</{name}>"))?;
+        Some(document[from..to].trim().to_string())
+    };
+    let summary = match (element("Code"), element("Message")) {
+        (Some(code), Some(text)) => format!("{code}: {text}"),
+        (Some(code), None) => code,
+        _ => return message.to_string(),
+    };
+    format!("{}{summary}{}", &message[..start], condense_xml_error(&message[end..]))
 }
 
 /// The error and all its sources, `: `-joined, with consecutive repeats dropped
@@ -449,6 +491,52 @@ mod tests {
             "LIST",
         );
         assert!(!e.is_transient(), "{e:?}");
+    }
+
+    #[test]
+    fn a_404_to_a_write_or_naming_the_bucket_says_the_bucket_is_missing() {
+        use object_store::Error as E;
+        let not_found = |body: &str, op| {
+            classify(
+                E::NotFound {
+                    path: "x".into(),
+                    source: boxed(body),
+                },
+                op,
+            )
+        };
+        let e = not_found("404 Not Found", "PUT");
+        assert!(
+            !e.is_not_found() && e.to_string().contains("bucket or container does not exist"),
+            "{e}"
+        );
+        let e = not_found("404: <Error><Code>NoSuchBucket</Code></Error>", "GET");
+        assert!(!e.is_not_found(), "{e}");
+        // A read of a file that is gone, and a part of an aborted multipart upload, stay
+        // what they are.
+        assert!(not_found("404 Not Found", "GET").is_not_found());
+        assert!(not_found("404: <Error><Code>NoSuchUpload</Code></Error>", "PUT").is_not_found());
+    }
+
+    #[test]
+    fn an_xml_error_body_is_condensed_to_its_code_and_message() {
+        let body = "Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\" \
+                    encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message>\
+                    <RequestId>4442587FB7D0A2F9</RequestId><HostId>abc==</HostId></Error>";
+        assert_eq!(
+            condense_xml_error(body),
+            "Server returned non-2xx status code: 403 Forbidden: AccessDenied: Access Denied"
+        );
+        let azure = "404 The specified container does not exist.: \
+                     <?xml version=\"1.0\"?><Error><Code>ContainerNotFound</Code>\
+                     <Message>The specified container does not exist.\nRequestId:1</Message></Error> (retried)";
+        assert_eq!(
+            condense_xml_error(azure),
+            "404 The specified container does not exist.: ContainerNotFound: The specified container \
+             does not exist.\nRequestId:1 (retried)"
+        );
+        assert_eq!(condense_xml_error("no body here"), "no body here");
+        assert_eq!(condense_xml_error("<Error>unclosed"), "<Error>unclosed");
     }
 
     #[test]
