@@ -320,6 +320,52 @@ async fn nats_errors_are_typed_and_carry_no_secrets() {
     assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
 
+/// A bucket whose server would delete files by itself (a TTL, or discarding the oldest
+/// messages at a limit) is refused: it expired the snapshot every restore starts from
+/// while syncs went on succeeding. A bucket deleted under a running store is made again
+/// (publishes to a missing stream only ever get "no responders").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_deletes_files_is_refused_and_a_deleted_one_is_made_again() {
+    use async_nats::jetstream::object_store::Config;
+    use async_nats::jetstream::stream::DiscardPolicy;
+    let nats = Nats::start();
+    let client = async_nats::connect(format!("127.0.0.1:{}", nats.port)).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_object_store(Config {
+        bucket: "ttl".into(),
+        max_age: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = open(&nats.url("ttl")).list(0).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Config(_)) && err.to_string().contains("TTL"),
+        "{err}"
+    );
+    js.create_object_store(Config {
+        bucket: "capped".into(),
+        max_bytes: 1 << 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut capped = js.get_stream("OBJ_capped").await.unwrap().cached_info().config.clone();
+    capped.discard = DiscardPolicy::Old;
+    js.update_stream(capped).await.unwrap();
+    let err = open(&nats.url("capped")).list(0).await.unwrap_err();
+    assert!(err.to_string().contains("discard old"), "{err}");
+
+    let store = open(&nats.url("gone"));
+    store.put_new(0, 1, 1, ltx_blob(1, b'a', 200), 1).await.unwrap();
+    js.delete_stream("OBJ_gone").await.unwrap();
+    let err = store.put_new(0, 2, 2, ltx_blob(2, b'b', 200), 2).await.unwrap_err();
+    assert!(err.is_transient() && err.to_string().contains("did not exist"), "{err}");
+    store.put_new(0, 2, 2, ltx_blob(2, b'b', 200), 2).await.unwrap();
+    let files: Vec<u64> = store.list(0).await.unwrap().iter().map(|f| f.min_txid).collect();
+    assert_eq!(files, vec![2], "the bucket made again holds only what came after");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_password_and_tls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();

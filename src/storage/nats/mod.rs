@@ -129,9 +129,35 @@ impl NatsReplica {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             r = tokio::time::timeout(limit, f) => r.unwrap_or_else(|_| Err(ctx.timed_out(limit))),
             () = lost => Err(ctx.transient("lost the connection to the NATS server during the request")),
+        };
+        match result {
+            Err(e) if may_be_missing_stream(&e) => Err(self.recreate_missing_bucket(ctx, e).await),
+            other => other,
+        }
+    }
+
+    /// After an error that a missing stream gives, creates the bucket again if it is gone
+    /// and says so; otherwise (JetStream restarting also answers "no responders") the
+    /// error stands. The replica then holds nothing older than what comes next: the
+    /// primary's check of its chain re-seeds it with a snapshot.
+    async fn recreate_missing_bucket(&self, ctx: Ctx<'_>, error: Error) -> Error {
+        let Some(s) = self.session.get() else {
+            return error;
+        };
+        match s.recreate_if_missing(&self.settings, &self.subjects, ctx).await {
+            Ok(true) => {
+                let message = format!(
+                    "the bucket {} did not exist (its stream was deleted, or the server lost its storage): \
+                     created it again, empty",
+                    self.settings.bucket
+                );
+                tracing::warn!(store = %self.settings.name, "{message}");
+                ctx.transient(&message)
+            }
+            Ok(false) | Err(_) => error,
         }
     }
 
@@ -273,6 +299,13 @@ impl NatsReplica {
         }
         Ok(Some(out.freeze()))
     }
+}
+
+/// What a request to a bucket whose stream is gone fails with: publishes and direct gets
+/// find no responders, API requests "stream not found" (JetStream error 10059).
+fn may_be_missing_stream(e: &Error) -> bool {
+    let text = e.to_string();
+    text.contains("no responders") || text.contains("(10059)")
 }
 
 fn check_digest(meta: &ObjectMeta, data: &[u8], ctx: Ctx<'_>) -> Result<()> {

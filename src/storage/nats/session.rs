@@ -100,6 +100,40 @@ struct StreamConfig {
     allow_rollup_hdrs: bool,
     #[serde(default)]
     allow_direct: bool,
+    /// Nanoseconds after which the server deletes a message; 0 keeps them.
+    #[serde(default)]
+    max_age: u64,
+    /// "old" or "new": what the server does at a limit (JetStream's default is "old").
+    #[serde(default)]
+    discard: Option<String>,
+    #[serde(default)]
+    max_bytes: i64,
+    #[serde(default)]
+    max_msgs: i64,
+}
+
+impl StreamConfig {
+    /// Why the server itself would delete replica files, if it would: an age limit (a
+    /// bucket's TTL), or a size or count limit that drops the oldest messages. Either
+    /// deletes the snapshot every restore starts from while the primary goes on
+    /// acknowledging commits on top of it (a tester lost every restore to an 8 s TTL).
+    /// Retention is ours to do (`retention=`), from what restores still need.
+    fn deletes_files(&self) -> Option<String> {
+        if self.max_age > 0 {
+            return Some(format!(
+                "expires messages after {:?} (the bucket's TTL, max_age)",
+                std::time::Duration::from_nanos(self.max_age)
+            ));
+        }
+        let discards_old = self.discard.as_deref().is_none_or(|d| d.eq_ignore_ascii_case("old"));
+        if discards_old && (self.max_bytes > 0 || self.max_msgs > 0) {
+            return Some(format!(
+                "drops its oldest messages at its limit (discard old, max_bytes {}, max_msgs {})",
+                self.max_bytes, self.max_msgs
+            ));
+        }
+        None
+    }
 }
 
 /// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`,
@@ -178,6 +212,14 @@ impl Session {
                 ctx.store, session.stream
             )));
         }
+        if let Some(why) = config.deletes_files() {
+            return Err(Error::config(format!(
+                "{}: stream {} {why}: the server would delete the replica's oldest files, the \
+                 snapshot restores start from among them; create the bucket without a TTL and \
+                 with discard new (nats object add BUCKET without --ttl), and let retention= age files out",
+                ctx.store, session.stream
+            )));
+        }
         session.direct = config.allow_direct;
         tracing::debug!(store = %ctx.store, direct = session.direct, "connected to NATS");
         Ok(session)
@@ -233,6 +275,22 @@ impl Session {
                 Ok(info) => Ok(info.config),
                 Err(_) => Err(ctx.error(&e)),
             },
+        }
+    }
+
+    /// Creates the bucket again if its stream is gone (deleted under us, or a server that
+    /// restarted without its storage): true if it did. Publishes to a missing stream only
+    /// ever get "no responders", so without this a running primary never stores again.
+    pub async fn recreate_if_missing(&self, settings: &Settings, subjects: &Subjects, ctx: Ctx<'_>) -> Result<bool> {
+        match self
+            .api::<StreamInfo>(&format!("STREAM.INFO.{}", self.stream), None)
+            .await
+        {
+            Err(e) if is_api(&e, STREAM_NOT_FOUND) => {
+                self.create_bucket(settings, subjects, ctx).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
