@@ -126,3 +126,64 @@ fn rekey_skips_and_names_the_files_its_key_does_not_open() {
         );
     }
 }
+
+/// A file the primary's key does not open that the open did not see (here: swapped in
+/// between two opens of one process, whose second open relies on the first one's check):
+/// compaction fails on it at every pass, and that is the primary's status `error`, not
+/// only a count in `compaction.errors`.
+#[test]
+fn compaction_that_cannot_open_a_file_is_the_primarys_status_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let b_pub = PrivateKey::from_hex(OTHER_KEY).unwrap().public_key().to_hex();
+    let open = |extra: &str| {
+        format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms&encryption_key={KEY}{extra}",
+            db.display()
+        )
+    };
+    let mut shell = harness::shell::LiveShell::start(dir.path(), "primary", &open("&compaction=off"));
+    shell.run("CREATE TABLE t(v TEXT);");
+    for row in ["one", "two", "three"] {
+        shell.run(&format!("INSERT INTO t VALUES ('{row}');"));
+    }
+    assert_eq!(shell.run("SELECT litestream_sync(10000) > 0;").trim(), "1");
+    shell.run(".open :memory:");
+    let newest = level0(&replica).pop().unwrap();
+    let moved = dir.path().join("to-b.ltx");
+    let (ok, _, stderr) = cli(
+        &[
+            "rekey",
+            "-key",
+            KEY,
+            "-encrypt-to",
+            &b_pub,
+            "-o",
+            moved.to_str().unwrap(),
+            newest.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    std::fs::rename(&moved, &newest).unwrap();
+
+    shell.run(&open("&levels=1s"));
+    let mut waited = 0;
+    let error = loop {
+        let error = shell.run("SELECT litestream_status() ->> '$.error';");
+        if !error.trim().is_empty() {
+            break error;
+        }
+        waited += 1;
+        assert!(waited < 100, "no status error:\n{}", shell.stderr());
+        sleep(Duration::from_millis(100));
+    };
+    assert!(
+        error.contains("compaction cannot open the replica's files with this database's key")
+            && error.contains("rekey"),
+        "{error}"
+    );
+    assert!(!error.contains(KEY) && !error.contains(OTHER_KEY), "{error}");
+}
