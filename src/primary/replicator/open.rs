@@ -105,6 +105,10 @@ impl Primary {
         }
         // The newest file opens with our key; so must every file a restore or the next
         // compaction reads (`needed_files.rs`). Checked when the store was listed now.
+        // Keyed primaries only: a primary without a key is refused above by an encrypted
+        // newest file, and older encrypted files under a plaintext newest one come only
+        // from another writer's takeover; reading every needed header at each keyless open
+        // would cost every plaintext replica a GET per file for that.
         if let (Some(encryption), Some(listing)) = (config.encryption.as_deref(), listing.as_ref()) {
             let ladder = config.compaction.as_ref().map_or(0, |c| c.levels.len());
             let needed = crate::primary::needed_files::needed(listing, ladder);
