@@ -303,12 +303,15 @@ impl Config {
         let metrics_addr = given.parse("metrics_addr", "LITESTREAM_METRICS_ADDR", |v| {
             crate::metrics::parse_addr(v).map(|_| v.to_string())
         })?;
+        // As given, empty values included: an empty key is refused, never read as "no
+        // key" (and an empty `encryption_key=` no longer hides LITESTREAM_ENCRYPTION_KEY
+        // by being unset: it is an error too).
         let encryption = crate::keys::encryption_from(
-            given.setting("encryption_key", "LITESTREAM_ENCRYPTION_KEY").as_ref(),
+            given.as_given("encryption_key", "LITESTREAM_ENCRYPTION_KEY").as_ref(),
             given
-                .setting("encryption_key_file", "LITESTREAM_ENCRYPTION_KEY_FILE")
+                .as_given("encryption_key_file", "LITESTREAM_ENCRYPTION_KEY_FILE")
                 .as_ref(),
-            given.setting("encrypt_to", "LITESTREAM_ENCRYPT_TO").as_ref(),
+            given.as_given("encrypt_to", "LITESTREAM_ENCRYPT_TO").as_ref(),
         )?;
         let hydrate = given.text("hydrate", "LITESTREAM_HYDRATE").map(PathBuf::from);
         Ok(Config {
@@ -375,12 +378,19 @@ struct Given<'a> {
 
 impl Given<'_> {
     fn setting(&self, key: &str, env_key: &str) -> Option<Setting> {
+        self.as_given(key, env_key).filter(|s| !s.value.is_empty())
+    }
+
+    /// The setting as given, even empty: the URI parameter if present, else the
+    /// environment variable if set. For settings where an empty value is a mistake to
+    /// report rather than "unset" (the encryption key).
+    fn as_given(&self, key: &str, env_key: &str) -> Option<Setting> {
         let from_uri = self.params.iter().rev().find(|(k, _)| k == key);
         let (value, name) = match from_uri {
             Some((_, v)) => (v.clone(), key),
             None => ((self.env)(env_key)?, env_key),
         };
-        (!value.is_empty()).then(|| Setting {
+        Some(Setting {
             value,
             name: name.to_string(),
         })

@@ -286,3 +286,23 @@ fn a_relative_staging_directory_is_resolved_against_the_working_directory_at_ope
     let c = Config::from_params(Path::new("/d/app.db"), &given, &no_env).unwrap();
     assert_eq!(c.staging_dir, PathBuf::from("/s/app"));
 }
+
+/// An empty `encryption_key=` in the URI was "unset": no encryption, and the valid key
+/// in `LITESTREAM_ENCRYPTION_KEY` ignored. Now it is refused, naming the parameter.
+#[test]
+fn an_empty_encryption_key_in_the_uri_is_refused_not_a_silent_override() {
+    let key = "8057991eef8f1f1af18f4a9491d16a1ce333f695d4db8e38da75975c4478e0fb";
+    let env = |k: &str| (k == "LITESTREAM_ENCRYPTION_KEY").then(|| key.to_string());
+    let err = Config::from_params(
+        Path::new("a.db"),
+        &params(&[("replica", "memory://x"), ("encryption_key", "")]),
+        &env,
+    )
+    .unwrap_err();
+    assert!(err.starts_with("encryption_key is empty"), "{err}");
+    let keyed = Config::from_params(Path::new("a.db"), &params(&[("replica", "memory://x")]), &env).unwrap();
+    assert!(keyed.encryption.is_some());
+    let empty_env = |k: &str| (k == "LITESTREAM_ENCRYPTION_KEY_FILE").then(String::new);
+    let err = Config::from_params(Path::new("a.db"), &params(&[("replica", "memory://x")]), &empty_env).unwrap_err();
+    assert!(err.starts_with("LITESTREAM_ENCRYPTION_KEY_FILE is empty"), "{err}");
+}

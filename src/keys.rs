@@ -5,24 +5,44 @@
 //! never the key.
 
 use crate::config::Setting;
-use crate::ltx::crypto::{Encryption, PrivateKey, PublicKey};
+use crate::ltx::crypto::{Encryption, PrivateKey, PublicKey, MAX_RECIPIENTS};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Reads the key file at `path`: refused if it is readable by users other than its owner
 /// and group (world-readable), or does not hold exactly one hex key. The message names
-/// the file; callers put the name of the setting that gave it in front.
-pub fn read_key_file(path: &Path) -> Result<PrivateKey, String> {
-    let shown = path.display();
+/// the file (unless its name looks like a key, see [`looks_like_a_key`]); callers put the
+/// name of the setting that gave it in front. `key_instead` names where a key itself goes
+/// (`encryption_key`, `-key`, …), for the message when a key was given as the path.
+pub fn read_key_file(path: &Path, key_instead: &str) -> Result<PrivateKey, String> {
+    // A key pasted where the path of a file holding one belongs: the usual error
+    // ("<path>: No such file or directory") would put the private key itself in the
+    // message, and from there in logs and `litestream_status()` (found by a tester).
+    let key_like = path.to_str().is_some_and(looks_like_a_key);
+    if key_like && !path.exists() {
+        return Err(format!(
+            "the value given is not a file but looks like a key itself (hex digits; not shown here): \
+             give the private key with {key_instead}, or here the path of a file that holds it"
+        ));
+    }
+    let shown = if key_like {
+        "the key file (its name looks like a key and is not shown)".to_string()
+    } else {
+        path.display().to_string()
+    };
     let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode();
         if mode & 0o004 != 0 {
+            let fix = if key_like {
+                "chmod 600 it".to_string()
+            } else {
+                format!("chmod 600 {shown}")
+            };
             return Err(format!(
-                "{shown} is readable by every user (mode {:o}): \
-                 make it private first, e.g. chmod 600 {shown}",
+                "{shown} is readable by every user (mode {:o}): make it private first, e.g. {fix}",
                 mode & 0o777
             ));
         }
@@ -34,14 +54,54 @@ pub fn read_key_file(path: &Path) -> Result<PrivateKey, String> {
     PrivateKey::from_hex(&text).map_err(|e| format!("{shown}: {e}"))
 }
 
+/// Whether a value given as a key file's path could be a key (or most of one): 32 or more
+/// hex digits, with or without `0x`, nothing else. Such a value is never repeated in a
+/// message. Real paths hold a `/` or a `.` or letters past `f` almost always; a file in
+/// the working directory named by a hex string is still read, only not named.
+pub fn looks_like_a_key(value: &str) -> bool {
+    let v = value.trim();
+    let v = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")).unwrap_or(v);
+    v.len() >= 32 && v.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Refuses an encryption setting given with an empty value (or only spaces): an empty
+/// `encryption_key=` or `LITESTREAM_ENCRYPTION_KEY=` is nearly always a shell variable or
+/// a secret that did not load, and read as "no key" it replicated the database in
+/// plaintext without a word (found by a tester). Leaving the setting out means no key.
+fn refuse_empty(setting: Option<&Setting>) -> Result<(), String> {
+    match setting {
+        Some(s) if s.value.trim().is_empty() => Err(format!(
+            "{} is empty: give a value, or leave {} out for no encryption (an empty value is \
+             usually a variable or secret that was not set; it is refused rather than read as \
+             \"unencrypted\")",
+            s.name, s.name
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Where the key itself goes, for the setting `file` that named a key file.
+fn key_setting_for(file: &Setting) -> &'static str {
+    if file.name.starts_with("LITESTREAM_") {
+        "LITESTREAM_ENCRYPTION_KEY"
+    } else {
+        "encryption_key"
+    }
+}
+
 /// The encryption a database uses, from its settings: `key` (hex), `key_file`, and
 /// `encrypt_to` (comma-separated hex public keys). `None` when no key is given. Each
-/// error names the setting as it was given (URI parameter or environment variable).
+/// error names the setting as it was given (URI parameter or environment variable). A
+/// setting given empty is an error, not "no key" ([`refuse_empty`]): the caller passes
+/// settings as given, empty ones included.
 pub fn encryption_from(
     key: Option<&Setting>,
     key_file: Option<&Setting>,
     encrypt_to: Option<&Setting>,
 ) -> Result<Option<Arc<Encryption>>, String> {
+    for setting in [key, key_file, encrypt_to] {
+        refuse_empty(setting)?;
+    }
     let key = match (key, key_file) {
         (Some(key), Some(file)) => {
             return Err(format!(
@@ -50,7 +110,9 @@ pub fn encryption_from(
             ))
         }
         (Some(hex), None) => PrivateKey::from_hex(&hex.value).map_err(|e| format!("{}: {e}", hex.name))?,
-        (None, Some(path)) => read_key_file(Path::new(&path.value)).map_err(|e| format!("{}: {e}", path.name))?,
+        (None, Some(path)) => {
+            read_key_file(Path::new(&path.value), key_setting_for(path)).map_err(|e| format!("{}: {e}", path.name))?
+        }
         (None, None) => {
             if let Some(to) = encrypt_to {
                 return Err(format!(
@@ -66,20 +128,42 @@ pub fn encryption_from(
         Some(list) => PublicKey::parse_list(&list.value).map_err(|e| format!("{}: {e}", list.name))?,
         None => Vec::new(),
     };
-    Ok(Some(Arc::new(Encryption::new(key, &extra))))
+    let encryption = Encryption::new(key, &extra);
+    // The header counts recipients in 16 bits: past that every file's encoding fails,
+    // and the primary only found out at its first sync, which then timed out.
+    let count = encryption.recipients().len();
+    if count > MAX_RECIPIENTS {
+        let name = encrypt_to.map_or("encrypt_to", |s| s.name.as_str());
+        return Err(format!(
+            "{name}: {count} recipients with the database's own key, at most {MAX_RECIPIENTS} \
+             (an LTX file counts them in 16 bits)"
+        ));
+    }
+    Ok(Some(Arc::new(encryption)))
 }
 
 /// The private key from `LITESTREAM_ENCRYPTION_KEY` or `LITESTREAM_ENCRYPTION_KEY_FILE`,
-/// if either is set (for `litestream_restore()` and the command-line tool).
+/// if either is set (for `litestream_restore()` and the command-line tool). Set but empty
+/// is an error, as at an open ([`refuse_empty`]).
 pub fn key_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<PrivateKey>, String> {
-    let key = env("LITESTREAM_ENCRYPTION_KEY").filter(|v| !v.is_empty());
-    let file = env("LITESTREAM_ENCRYPTION_KEY_FILE").filter(|v| !v.is_empty());
-    match (key, file) {
+    let from_env = |name: &str| {
+        env(name).map(|value| Setting {
+            value,
+            name: name.to_string(),
+        })
+    };
+    let (key, file) = (
+        from_env("LITESTREAM_ENCRYPTION_KEY"),
+        from_env("LITESTREAM_ENCRYPTION_KEY_FILE"),
+    );
+    refuse_empty(key.as_ref())?;
+    refuse_empty(file.as_ref())?;
+    match (key.map(|s| s.value), file.map(|s| s.value)) {
         (Some(_), Some(_)) => Err("set LITESTREAM_ENCRYPTION_KEY or LITESTREAM_ENCRYPTION_KEY_FILE, not both".into()),
         (Some(hex), None) => PrivateKey::from_hex(&hex)
             .map(Some)
             .map_err(|e| format!("LITESTREAM_ENCRYPTION_KEY: {e}")),
-        (None, Some(path)) => read_key_file(Path::new(&path))
+        (None, Some(path)) => read_key_file(Path::new(&path), "LITESTREAM_ENCRYPTION_KEY")
             .map(Some)
             .map_err(|e| format!("LITESTREAM_ENCRYPTION_KEY_FILE: {e}")),
         (None, None) => Ok(None),
@@ -169,5 +253,83 @@ mod tests {
         let err = from(None, path.to_str(), None).unwrap_err();
         assert!(err.contains("not hexadecimal"), "{err}");
         assert!(from(None, Some("/nonexistent/key"), None).is_err());
+    }
+
+    #[test]
+    fn an_empty_key_setting_is_refused_not_read_as_no_encryption() {
+        for (key, file, to) in [
+            (Some(""), None, None),
+            (Some("  "), None, None),
+            (None, Some(""), None),
+            (Some(KEY), None, Some("")),
+        ] {
+            let err = from(key, file, to).unwrap_err();
+            assert!(err.contains(" is empty") && err.contains("leave"), "{err}");
+        }
+        let env_empty = uri("LITESTREAM_ENCRYPTION_KEY", "");
+        let err = encryption_from(env_empty.as_ref(), None, None).unwrap_err();
+        assert!(err.starts_with("LITESTREAM_ENCRYPTION_KEY is empty"), "{err}");
+        for name in ["LITESTREAM_ENCRYPTION_KEY", "LITESTREAM_ENCRYPTION_KEY_FILE"] {
+            let err = key_from_env(&|k| (k == name).then(String::new)).unwrap_err();
+            assert!(err.starts_with(&format!("{name} is empty")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_key_given_where_a_key_file_belongs_is_never_repeated() {
+        for value in [
+            KEY.to_string(),
+            format!("0x{KEY}"),
+            KEY[..40].to_string(),
+            format!("{KEY}\n"),
+        ] {
+            let err = from(None, Some(&value), None).unwrap_err();
+            assert!(
+                err.starts_with("encryption_key_file: ")
+                    && err.contains("looks like a key")
+                    && err.contains("encryption_key,"),
+                "{err}"
+            );
+            assert!(!err.contains(&KEY[..32]), "the key was repeated: {err}");
+            let env_file = uri("LITESTREAM_ENCRYPTION_KEY_FILE", &value);
+            let err = encryption_from(None, env_file.as_ref(), None).unwrap_err();
+            assert!(
+                err.contains("with LITESTREAM_ENCRYPTION_KEY,") && !err.contains(&KEY[..32]),
+                "{err}"
+            );
+            let err = key_from_env(&|k| (k == "LITESTREAM_ENCRYPTION_KEY_FILE").then(|| value.clone())).unwrap_err();
+            assert!(err.contains("looks like a key") && !err.contains(&KEY[..32]), "{err}");
+        }
+        // A file that does exist under a hex name is read, and not named in errors.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(OTHER);
+        std::fs::write(&path, "not a key").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = read_key_file(Path::new(path.to_str().unwrap()), "-key").unwrap_err();
+        assert!(err.contains("not hexadecimal"), "{err}");
+        // An ordinary missing path is still named: that is what helps.
+        let err = from(None, Some("/etc/app/missing.key"), None).unwrap_err();
+        assert!(err.contains("/etc/app/missing.key"), "{err}");
+    }
+
+    #[test]
+    fn more_recipients_than_a_file_can_count_are_refused_at_open() {
+        let many: Vec<String> = (0..MAX_RECIPIENTS as u32)
+            .map(|i| {
+                let mut b = [7u8; 32];
+                b[..4].copy_from_slice(&i.to_be_bytes());
+                hex::encode(b)
+            })
+            .collect();
+        let err = from(Some(KEY), None, Some(&many.join(","))).unwrap_err();
+        assert!(
+            err.starts_with("encrypt_to: 65536 recipients") && err.contains("at most 65535"),
+            "{err}"
+        );
+        let fits = many[1..].join(",");
+        assert_eq!(
+            from(Some(KEY), None, Some(&fits)).unwrap().unwrap().recipients().len(),
+            MAX_RECIPIENTS
+        );
     }
 }

@@ -31,6 +31,7 @@ pub mod header;
 pub mod index;
 mod lz4frame;
 pub mod name;
+pub mod recipient_copies;
 pub mod rekey;
 pub mod sealed;
 mod varint;

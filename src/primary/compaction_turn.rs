@@ -2,7 +2,7 @@
 //! engine runs it as a job, `replicator/worker.rs`), and which levels can have work, so
 //! that an idle database's windows pass without a request.
 
-use super::compactor::{next_boundary, Compacted, Compactor, Deleted, SnapshotTurn};
+use super::compactor::{next_boundary, CompactError, Compacted, Compactor, Deleted, SnapshotTurn, SNAPSHOT_LEVEL};
 use crate::config::CompactionConfig;
 use crate::runtime::block_on;
 
@@ -18,6 +18,14 @@ pub enum CompactionEvent {
     Compacted(Compacted),
     Retention(Deleted),
     Failed(String),
+    /// Level `level`'s step (9: the snapshot) could not read an input with this
+    /// primary's key: only a rekey mends it.
+    Unreadable {
+        level: u8,
+        message: String,
+    },
+    /// Level `level`'s step had nothing to do or did it: what it last failed on is over.
+    Succeeded(u8),
     /// No restore plan reaches the replica's newest TXID (why): the primary takes a
     /// snapshot of the database.
     ChainBroken(String),
@@ -77,6 +85,14 @@ impl CompactionClock {
     }
 }
 
+/// The event for step `level` failing with `e` (`message`: `e` with the step in front).
+fn failed(level: u8, message: String, e: &CompactError) -> CompactionEvent {
+    match e {
+        CompactError::Unreadable(_) => CompactionEvent::Unreadable { level, message },
+        CompactError::Other(_) => CompactionEvent::Failed(message),
+    }
+}
+
 impl Compactor {
     /// One turn (the engine runs it at [`CompactionClock::next`]): at every wall-clock
     /// boundary of a level that has passed, compact it (lower levels first, so a level-2
@@ -105,8 +121,11 @@ impl Compactor {
                     }
                     clock.retention_due = Some(now + self.config.l0_retention.as_millis() as i64);
                 }
-                Ok(None) => clock.pending[i] = false,
-                Err(e) => control.report(CompactionEvent::Failed(format!("level {level}: {e}"))),
+                Ok(None) => {
+                    clock.pending[i] = false;
+                    control.report(CompactionEvent::Succeeded(level));
+                }
+                Err(e) => control.report(failed(level, format!("level {level}: {e}"), &e)),
             }
         }
         if now >= clock.snapshot_due {
@@ -114,9 +133,9 @@ impl Compactor {
             ran = true;
             match self.snapshot() {
                 Ok(SnapshotTurn::Stored(done)) => control.report(CompactionEvent::Compacted(done)),
-                Ok(SnapshotTurn::Current) => {}
+                Ok(SnapshotTurn::Current) => control.report(CompactionEvent::Succeeded(SNAPSHOT_LEVEL)),
                 Ok(SnapshotTurn::ChainBroken(why)) => control.report(CompactionEvent::ChainBroken(why)),
-                Err(e) => control.report(CompactionEvent::Failed(format!("snapshot: {e}"))),
+                Err(e) => control.report(failed(SNAPSHOT_LEVEL, format!("snapshot: {e}"), &e)),
             }
         }
         let retention_due = clock.retention_due.is_some_and(|t| now >= t);

@@ -51,6 +51,42 @@ pub struct Compacted {
     pub local_inputs: usize,
 }
 
+/// Why a compaction step failed. `Unreadable`: an input this primary's key does not open
+/// (encrypted to other keys, or encrypted and no key): no retry mends that, only a rekey
+/// of the replica, so the primary reports it as its `error` and not only as a count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompactError {
+    Unreadable(String),
+    Other(String),
+}
+
+impl CompactError {
+    /// A merge's error, `context` in front.
+    fn merging(context: String, e: crate::ltx::Error) -> CompactError {
+        let message = format!("{context}: {e}");
+        match e {
+            crate::ltx::Error::NotARecipient { .. } | crate::ltx::Error::KeyRequired { .. } => {
+                CompactError::Unreadable(message)
+            }
+            _ => CompactError::Other(message),
+        }
+    }
+}
+
+impl From<String> for CompactError {
+    fn from(message: String) -> Self {
+        CompactError::Other(message)
+    }
+}
+
+impl std::fmt::Display for CompactError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompactError::Unreadable(m) | CompactError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
 /// What one retention pass deleted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Deleted {
@@ -111,7 +147,7 @@ impl Compactor {
     /// then; outputs are files now (`merge`), and the cap keeps each one a size a
     /// restore's plan and a PUT handle well. Returns what was written, summed; `None`
     /// when there is nothing new.
-    pub fn compact_level(&self, level: u8) -> Result<Option<Compacted>, String> {
+    pub fn compact_level(&self, level: u8) -> Result<Option<Compacted>, CompactError> {
         assert!(
             (1..=self.config.levels.len()).contains(&(level as usize)),
             "level {level} is not in the ladder"
@@ -170,7 +206,7 @@ impl Compactor {
     /// Merges one run of `level - 1` files into a file at `level`, stores it, caches it
     /// for the next level and prunes its inputs from the cache. Also returns whether the
     /// whole run was merged (false: it stopped at a page-size change).
-    fn compact_run(&self, level: u8, run: &[&LtxObject]) -> Result<(Compacted, bool), String> {
+    fn compact_run(&self, level: u8, run: &[&LtxObject]) -> Result<(Compacted, bool), CompactError> {
         let mut run = run.to_vec();
         let whole = run.len();
         let (out, local_inputs) = match self.merge(level - 1, &run) {
@@ -184,7 +220,7 @@ impl Compactor {
             }
             other => other,
         }
-        .map_err(|e| format!("compacting level {} into level {level}: {e}", level - 1))?;
+        .map_err(|e| CompactError::merging(format!("compacting level {} into level {level}", level - 1), e))?;
         let (output, header) = out;
         let (min_txid, max_txid) = (header.min_txid, header.max_txid);
         let bytes = output
@@ -277,7 +313,7 @@ impl Compactor {
     /// the local cache. Nothing when the newest state already is a snapshot, or when no
     /// plan reaches it (the replica was emptied or put back from an older copy under
     /// this primary: only a snapshot of the database itself mends that).
-    pub fn snapshot(&self) -> Result<SnapshotTurn, String> {
+    pub fn snapshot(&self) -> Result<SnapshotTurn, CompactError> {
         let store = self.store.as_ref();
         let listing = block_on(crate::restore::Listing::fetch(store)).map_err(|e| e.to_string())?;
         if listing.is_empty() {
@@ -320,12 +356,9 @@ impl Compactor {
         // `output` is removed when this returns, whichever way.
         let (output, header) = self
             .merge_to_file(readers)
-            .map_err(|e| format!("merging the plan: {e}"))?;
+            .map_err(|e| CompactError::merging("merging the plan".into(), e))?;
         if header.min_txid != 1 {
-            return Err(format!(
-                "the plan starts at TXID {}, not at a snapshot",
-                header.min_txid
-            ));
+            return Err(format!("the plan starts at TXID {}, not at a snapshot", header.min_txid).into());
         }
         let max_txid = header.max_txid;
         let bytes = output

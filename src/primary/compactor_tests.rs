@@ -229,6 +229,47 @@ fn keyed_merges_written_through_files_open_with_the_key() {
     }
 }
 
+/// Inputs this primary's key does not open fail as `Unreadable`, which the primary shows
+/// as its status `error` (a rotation that skipped `rekey` only counted compaction errors).
+#[test]
+fn inputs_encrypted_to_other_keys_are_reported_as_unreadable() {
+    use crate::ltx::crypto::OsEntropy;
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = Encryption::new(PrivateKey::generate(&mut OsEntropy::default()).unwrap(), &[]);
+    let ours = Arc::new(Encryption::new(
+        PrivateKey::generate(&mut OsEntropy::default()).unwrap(),
+        &[],
+    ));
+    let mut c = compactor("compact-unreadable", dir.path(), CompactionConfig::default());
+    c.encoding = Encoding::new(Compression::Lz4, Some(&ours));
+    c.encryption = Some(Arc::clone(&ours));
+    let sealed = |min: u64, pages: &[(u32, u8)]| {
+        let header = Header {
+            flags: FLAG_NO_CHECKSUM,
+            page_size: 512,
+            commit: 2,
+            min_txid: min,
+            max_txid: min,
+            timestamp_ms: min as i64 * 1000,
+            ..Header::default()
+        };
+        let mut enc =
+            crate::ltx::Encoder::with_encoding(Vec::new(), header, &Encoding::new(Compression::Lz4, Some(&theirs)))
+                .unwrap();
+        for (pgno, fill) in pages {
+            enc.write_page(*pgno, &[*fill; 512]).unwrap();
+        }
+        enc.finish(0).unwrap().0
+    };
+    put(&c, 0, 1, 1, sealed(1, &[(1, 1), (2, 1)]));
+    put(&c, 0, 2, 2, sealed(2, &[(2, 2)]));
+    match c.compact_level(1) {
+        Err(CompactError::Unreadable(why)) => assert!(why.contains("not one of this file's"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(c.snapshot(), Err(CompactError::Unreadable(_))));
+}
+
 #[test]
 fn retention_keeps_the_snapshot_before_the_boundary_and_everything_after_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,14 +80,29 @@ impl Destination {
         }
     }
 
+    /// The replica and its encryption, naming the public keys by their first 16 hex
+    /// digits, at most three: two destinations that differ only in their keys read
+    /// differently. Not whole: a private key pasted into `encrypt_to=` by mistake is a
+    /// "public key" here too.
     pub fn describe(&self) -> String {
+        const SHOWN: usize = 3;
         match self.recipients.len() {
             0 => format!("{} (unencrypted)", self.replica),
-            n => format!(
-                "{} (encrypted to {n} key{})",
-                self.replica,
-                if n == 1 { "" } else { "s" }
-            ),
+            n => {
+                let short: Vec<String> = self.recipients[..n.min(SHOWN)]
+                    .iter()
+                    .map(|k| format!("{}…", k.get(..16).unwrap_or(k)))
+                    .collect();
+                let mut keys = short.join(", ");
+                if n > SHOWN {
+                    keys.push_str(&format!(" and {} more", n - SHOWN));
+                }
+                format!(
+                    "{} (encrypted to {n} key{}: public {keys})",
+                    self.replica,
+                    if n == 1 { "" } else { "s" }
+                )
+            }
         }
     }
 }
@@ -397,6 +412,12 @@ pub fn status(
             "staging": l.destination.as_ref().and_then(|d| d.staging.as_ref()).map(|s| s.path.display().to_string()),
         })),
         "error": differs,
+        // What the replicating process writes, as its own status says it (without the
+        // counts only it keeps): null when it did not say.
+        "encryption": leader.as_ref().and_then(|l| l.destination.as_ref()).map(|d| serde_json::json!({
+            "encrypted": !d.recipients.is_empty(),
+            "recipients": d.recipients.len(),
+        })),
         "replicated_by_pid": leader.as_ref().map(|l| l.pid),
         "uploaded_txid": uploaded.map(|u| u.txid),
         "unstored_seconds": unstored_seconds,
@@ -464,10 +485,17 @@ mod tests {
             (
                 &keyed_a,
                 &plain_a,
-                "in the same replica, encrypted: file:///a (encrypted to 1 key)",
+                "in the same replica, encrypted: file:///a (encrypted to 1 key: public ",
             ),
             (&keyed_a, &other_a, "in the same replica, encrypted to other keys"),
         ];
+        // Keys that differ read differently: each side names its public key.
+        let why = destination_differs(db, &leader_at(keyed_a.clone()), &other_a).unwrap();
+        assert!(
+            why.contains(&keyed_a.recipients[0][..16]) && why.contains(&other_a.recipients[0][..16]),
+            "{why}"
+        );
+        assert!(!why.contains(KEY) && !why.contains(OTHER_KEY), "{why}");
         for (theirs, ours, expected) in cases {
             let why = destination_differs(db, &leader_at(theirs.clone()), ours).expect("differs");
             assert!(why.contains(expected), "{why}");

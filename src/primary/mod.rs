@@ -13,6 +13,7 @@ mod follower_writes;
 pub mod handoff;
 mod leader_lock;
 pub mod level_cache;
+mod needed_files;
 pub mod page_pool;
 pub mod registry;
 mod replica_check;

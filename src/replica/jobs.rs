@@ -42,8 +42,18 @@ impl Job for PollJob {
         };
         if let Err(e) = result {
             replica.stats().poll_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(replica = %replica.name, error = %e, "replica poll failed");
-            replica.lock().last_error = Some(e.to_string());
+            let message = e.to_string();
+            let mut g = replica.lock();
+            match g.poll_warning.due(&message, Instant::now()) {
+                Some(0) => tracing::warn!(replica = %replica.name, error = %message, "replica poll failed"),
+                Some(held) => tracing::warn!(
+                    replica = %replica.name,
+                    error = %message,
+                    "replica poll failed ({held} more times since it was last logged)"
+                ),
+                None => tracing::debug!(replica = %replica.name, error = %message, "replica poll failed"),
+            }
+            g.last_error = Some(message);
         }
         let g = replica.lock();
         // Asked for during this turn (a waiter, a re-plan, stop): the next one is now.

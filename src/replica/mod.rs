@@ -19,6 +19,7 @@ pub mod fetch;
 pub mod hydrate;
 mod jobs;
 mod poll;
+mod poll_warning;
 pub mod pragma;
 pub mod registry;
 pub mod schema_cookie;
@@ -100,6 +101,10 @@ struct Shared {
     polls_since_full: u32,
     last_caught_up: Option<Instant>,
     last_error: Option<String>,
+    /// The newest TXID the store's last listing showed, reached or not: `store_txid` in
+    /// status, so a replica stuck behind (a poll that fails) does not look current.
+    store_txid: u64,
+    poll_warning: poll_warning::PollWarning,
 }
 
 /// One replica location, shared by every connection that opened it in this process.
@@ -202,6 +207,8 @@ impl Replica {
                 polls_since_full: 0,
                 last_caught_up: caught_up,
                 last_error: None,
+                store_txid: 0,
+                poll_warning: Default::default(),
             }),
             changed: Condvar::new(),
             poll_job: Default::default(),

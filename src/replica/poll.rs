@@ -55,6 +55,7 @@ impl Replica {
         if !full {
             let l0 = fetcher.list(0).await?;
             let l0_max = l0.iter().map(|f| f.max_txid).max().unwrap_or(0);
+            self.saw_in_store(l0_max);
             let vanished = cur.files().iter().filter(|f| f.object.level == 0).any(|f| {
                 !l0.iter()
                     .any(|o| (o.min_txid, o.max_txid) == (f.object.min_txid, f.object.max_txid))
@@ -78,6 +79,7 @@ impl Replica {
             let mut g = self.lock();
             g.replan = false;
             g.polls_since_full = 0;
+            g.store_txid = listing.max_txid();
         }
         let plan = restore::plan(&listing, None).map_err(FetchError::Corrupt)?;
         let plan_txid = plan.last().map_or(0, |f| f.max_txid);
@@ -128,6 +130,13 @@ impl Replica {
         }
         let files = self.plan_files_async(fetcher, chain).await.ok()?;
         cur.extend(files).ok()
+    }
+
+    /// Records the newest TXID a listing of level 0 showed (level 0 holds the newest
+    /// files; a full listing sets it outright), before the poll tries to reach it.
+    fn saw_in_store(&self, l0_max: u64) {
+        let mut g = self.lock();
+        g.store_txid = g.store_txid.max(l0_max);
     }
 
     /// Publishes `next` (if any) and records whether the replica reached `store_max`.

@@ -9,12 +9,13 @@ use std::sync::Arc;
 impl Replica {
     /// `litestream_status()` of a replica connection that sees `txid`.
     pub fn status(&self, txid: u64) -> serde_json::Value {
-        let (current, lag, last_error) = {
+        let (current, lag, last_error, store_txid) = {
             let g = self.lock();
             (
                 Arc::clone(&g.current),
                 g.last_caught_up.map(|t| t.elapsed()),
                 g.last_error.clone(),
+                g.store_txid,
             )
         };
         let s = self.stats();
@@ -25,6 +26,8 @@ impl Replica {
             "replica": self.name,
             "txid": txid,
             "latest_txid": current.txid,
+            // What the store holds, reached or not: above `latest_txid` while polls fail.
+            "store_txid": store_txid.max(current.txid),
             "page_size": current.page_size,
             "pages": current.commit,
             "timestamp_ms": current.timestamp_ms,
@@ -48,6 +51,9 @@ impl Replica {
             "read_errors": get(&s.read_errors),
             "poll_interval_ms": self.poll_interval.as_millis() as u64,
             "uptime_s": self.opened.elapsed().as_secs_f64(),
+            // `error` as on a primary: the failure of the last poll, null once one
+            // succeeds (a keyless replica of a newly encrypted one said nothing here).
+            "error": last_error.clone(),
             "last_error": last_error,
             "hydration": self.hydration.as_ref().map(|h| h.status(&current)),
             "encrypted_files_in_plan": current.files().iter().filter(|f| f.header.is_encrypted()).count(),

@@ -12,6 +12,7 @@
 
 mod buffers;
 mod decode;
+mod diagnose;
 mod download;
 pub use download::RemoteReader;
 mod in_use;

@@ -214,8 +214,24 @@ pub fn restore(
                 .iter()
                 .map(|f| format!("level {} file {:x}-{:x}", f.level, f.min_txid, f.max_txid))
                 .collect();
+            // A "wrong key" may be a changed byte in a file's leading recipient block (only
+            // a keyed restore opens one: a keyless one, perhaps failing on a store that is
+            // down, asks nothing more).
+            let suspects = if options.key.is_some() { &files[..] } else { &[] };
+            let corrupt: Vec<String> = super::diagnose::recipient_copies_differ(store.as_ref(), suspects)
+                .iter()
+                .map(|f| format!("level {} file {:x}-{:x}", f.level, f.min_txid, f.max_txid))
+                .collect();
+            let corrupt = match corrupt.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "; corrupt: {} (the two copies of its recipient block differ: the key was not \
+                     tried on an intact one, whatever the error says)",
+                    corrupt.join(", ")
+                ),
+            };
             return Err(format!(
-                "restoring {describe} to {}: {e} (merging {})",
+                "restoring {describe} to {}: {e} (merging {}){corrupt}",
                 dest.display(),
                 names.join(", ")
             ));

@@ -6,6 +6,7 @@
 //! - `staging.rs`: an unwritable, shared or full staging directory;
 //! - `page_size.rs`: page sizes differing inside a replica or changed outside the VFS;
 //! - `corrupt_replica.rs`: truncated and corrupt LTX files, a frame claiming a huge size;
+//! - `encryption_settings.rs`: encryption keys given empty, or given where a key file goes;
 //! - `object_names.rs`: names outside the scheme in a `file://` and an S3 replica;
 //! - `restore_over_open.rs`: a restore onto a database somebody has open.
 //!
@@ -21,6 +22,7 @@ mod common;
 mod harness;
 
 mod corrupt_replica;
+mod encryption_settings;
 mod object_names;
 mod open_parameters;
 mod page_size;

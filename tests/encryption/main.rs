@@ -8,6 +8,9 @@
 //! | `bad_bytes_and_bad_keys_are_clear_errors` | a flipped byte in a page is `SQLITE_CORRUPT` for that page (never wrong bytes), a changed index and a recipient block from another file refuse the open, a key of the wrong length / not hex / in a world-readable file is refused at open without echoing it |
 //! | `turning_encryption_on_starts_with_an_encrypted_snapshot` | the next file over a plaintext replica is a full encrypted image, status says plaintext history remains, `info` names the encrypted files of the mixed plan, a restore reads the mix; a primary without the key refuses the encrypted replica |
 //! | `keygen_ltx_and_rekey_from_the_command_line` | `keygen` prints a usable pair, `ltx` shows encryption, `info` summarizes an encrypted `file://` replica (text and JSON, with or without a key in the environment) and says a `-key` is not wanted, `restore -timestamp` reads its header times, `rekey` moves a replica to a new key that restores it while the old one no longer does |
+//! | `corrupt_recipients::a_changed_leading_recipient_block_is_reported_as_corruption_not_a_wrong_key` (`corrupt_recipients.rs`) | a flipped byte in a file's leading recipient block: `ltx -key` and `restore -key` say the file is corrupt (its two copies differ), not only "wrong key" |
+//! | `follow_turn_on::a_keyless_replica_says_in_status_that_the_replica_turned_encrypted` (`follow_turn_on.rs`) | a keyless read replica whose primary turns encryption on says so in status `error`, shows `store_txid` above `latest_txid`, and logs the failing poll once, not at every poll |
+//! | `rotation::a_rotation_that_skipped_rekey_is_refused_at_open_until_the_files_are_rekeyed` (`rotation.rs`) | a primary switched to key B while older files are to key A only is refused at open, naming the files, B's public key and `rekey`, never a private key; after that `rekey` it opens and B restores every row; `rekey` rekeys the files its key opens and names the others (exit 1) instead of stopping at the first, so one run with each key repairs a replica an earlier build left to each key alone; compaction that cannot open a file (one the open did not see) is the primary's status `error` |
 //! | `recipients::nats_with_a_second_recipient` (`recipients.rs`) | a primary keyed with `encrypt_to=` another public key replicates to NATS: every object is LTX4 with no plaintext, nor is any in the server's own stream files; `ltx` and `info` say 2 recipients; the second key alone restores it and reads it as a replica |
 
 #[path = "../common/mod.rs"]
@@ -15,7 +18,10 @@ mod common;
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod corrupt_recipients;
+mod follow_turn_on;
 mod recipients;
+mod rotation;
 
 use common::moto::Moto;
 use common::s3::{S3Server, CREDS};

@@ -22,10 +22,16 @@ pub const KEY_FLAGS: [Flag; 2] = [
 pub fn key(p: &Parsed) -> Result<Option<PrivateKey>, Failure> {
     match (p.value("key"), p.value("key-file")) {
         (Some(_), Some(_)) => Err(Failure::Usage("give -key or -key-file, not both".into())),
+        // An empty value (`-key "$UNSET"`) is refused below as 0 hex digits long.
         (Some(hex), None) => PrivateKey::from_hex(hex)
             .map(Some)
             .map_err(|e| Failure::Usage(format!("-key: {e}"))),
-        (None, Some(path)) => litestream_vfs::keys::read_key_file(std::path::Path::new(path))
+        (None, Some("")) => Err(Failure::Usage(
+            "-key-file is empty: give the path of a file holding the key (an empty value is usually \
+             a variable that was not set)"
+                .into(),
+        )),
+        (None, Some(path)) => litestream_vfs::keys::read_key_file(std::path::Path::new(path), "-key")
             .map(Some)
             .map_err(|e| Failure::Failed(format!("-key-file: {e}"))),
         (None, None) => litestream_vfs::keys::key_from_env(&|k| std::env::var(k).ok()).map_err(Failure::Usage),

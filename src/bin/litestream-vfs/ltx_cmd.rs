@@ -37,7 +37,8 @@ whether the file is encrypted and to how many recipients.
 Options:
   -level N|all    only this level of a replica (default: all)
   -json           JSON instead of text
-  -key HEX        private key to open encrypted files with
+  -key HEX        private key to open encrypted files with (visible in /proc/<pid>/cmdline
+                  and shell history: prefer -key-file or LITESTREAM_ENCRYPTION_KEY)
   -key-file PATH  a file holding it";
 
 const FLAGS: &[Flag] = &[
@@ -194,7 +195,20 @@ struct FrameKinds {
 fn inspect_file(path: &Path, json: bool, key: Option<&PrivateKey>) -> Result<serde_json::Value, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut dec = Decoder::with_key(BufReader::with_capacity(1 << 20, file), key).map_err(|e| e.to_string())?;
+    let mut dec = match Decoder::with_key(BufReader::with_capacity(1 << 20, file), key) {
+        Ok(dec) => dec,
+        // The leading recipient block is the one tried: a changed byte there reads as a
+        // wrong key unless the copy at the end says otherwise.
+        Err(e @ litestream_vfs::ltx::Error::NotARecipient { .. })
+            if std::fs::read(path).is_ok_and(|b| litestream_vfs::ltx::recipient_copies::copies_differ(&b)) =>
+        {
+            return Err(format!(
+                "the file is corrupt: its two copies of the recipient block differ, so the key was not \
+                 tried on an intact one ({e}: not a wrong key)"
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let header = *dec.header();
     let locked = dec.is_locked();
     if !json {

@@ -27,11 +27,13 @@ is decoded and encrypted again under a new content key. Plaintext files are left
 Old keys still open any copy of an old file that someone kept: rekeying decides who can
 read the replica from now on. Run it while no primary writes to the replica (compaction
 and retention replace and delete files). Keep one of the new private keys: without it
-nobody can restore the replica.
+nobody can restore the replica. Files the key given does not open are left as they are
+and named (exit status 1): rekey them with a key they are encrypted to.
 
 Options:
   -encrypt-to PUB,...  the new recipients' public keys, hex (required)
-  -key HEX             a private key the files are encrypted to
+  -key HEX             a private key the files are encrypted to (visible to other users
+                       in /proc/<pid>/cmdline and kept in shell history: prefer -key-file)
   -key-file PATH       a file holding it (not readable by every user)
   -o, -output OUT      for a local FILE: where to write the rekeyed file (required)
   -dry-run             say what would change, change nothing";
@@ -84,6 +86,11 @@ pub fn run(argv: &[String]) -> CmdResult {
     }
     let store = store::open(target)?;
     let mut counts = [0usize; 3]; // rewrapped, resealed, plaintext
+                                  // Files this key does not open: left as they are, the rest still rekeyed. A replica
+                                  // left by a rotation that skipped rekey holds files to the old key only and files
+                                  // to the new one only; stopping at the first of the second kind made its repair a
+                                  // loop of runs with one key and the other.
+    let mut not_ours: Vec<String> = Vec::new();
     for level in 0..=9u8 {
         let files = block_on(store.list(level)).map_err(|e| Failure::Failed(e.to_string()))?;
         for f in files {
@@ -95,8 +102,15 @@ pub fn run(argv: &[String]) -> CmdResult {
                 counts[2] += 1;
                 continue;
             }
-            let (new, how) = rekey(&bytes, &key, &recipients, &mut OsEntropy::default())
-                .map_err(|e| Failure::Failed(format!("{name}: {e}")))?;
+            let (new, how) = match rekey(&bytes, &key, &recipients, &mut OsEntropy::default()) {
+                Ok(done) => done,
+                Err(e @ litestream_vfs::ltx::Error::NotARecipient { .. }) => {
+                    eprintln!("{name}: left as it is: {e}");
+                    not_ours.push(name);
+                    continue;
+                }
+                Err(e) => return Err(Failure::Failed(format!("{name}: {e}"))),
+            };
             counts[usize::from(how == Rekeyed::Resealed)] += 1;
             if !p.has("dry-run") {
                 block_on(store.put(level, f.min_txid, f.max_txid, new.into(), header.timestamp_ms))
@@ -112,6 +126,14 @@ pub fn run(argv: &[String]) -> CmdResult {
         counts[1],
         counts[2]
     );
+    if !not_ours.is_empty() {
+        return Err(Failure::Failed(format!(
+            "{} file(s) are not encrypted to the key given and were left as they are ({}): \
+             rekey them with a key they are encrypted to (run rekey again with it)",
+            not_ours.len(),
+            not_ours.join(", ")
+        )));
+    }
     Ok(())
 }
 

@@ -35,7 +35,9 @@ Options:
   -prefetch-mib N      MiB fetched ahead of the merge, all files together, besides the
                        one chunk each file holds (default 64)
   -key HEX             private key of an encrypted (LTX v4) replica (else
-                       LITESTREAM_ENCRYPTION_KEY)
+                       LITESTREAM_ENCRYPTION_KEY). A key on the command line is seen
+                       by other users in /proc/<pid>/cmdline (ps) and is kept in shell
+                       history: prefer -key-file or the environment
   -key-file PATH       a file holding it (else LITESTREAM_ENCRYPTION_KEY_FILE)
 
 Flags take one dash or two. Progress goes to stderr (a bar on a terminal), the summary

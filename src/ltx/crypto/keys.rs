@@ -170,8 +170,11 @@ impl Encryption {
     /// Encrypts to `key`'s public key and then to `extra` (duplicates dropped).
     pub fn new(key: PrivateKey, extra: &[PublicKey]) -> Self {
         let mut recipients = vec![key.public_key()];
+        // A set, not `recipients.contains`: quadratic in the list, 65,535 keys took
+        // billions of comparisons before the count could even be refused.
+        let mut seen: std::collections::HashSet<PublicKey> = recipients.iter().copied().collect();
         for p in extra {
-            if !recipients.contains(p) {
+            if seen.insert(*p) {
                 recipients.push(*p);
             }
         }

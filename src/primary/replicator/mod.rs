@@ -236,6 +236,9 @@ struct Shared {
     oldest_pending_ms: Option<i64>,
     last_lag_ms: Option<i64>,
     compaction: serde_json::Value,
+    /// Compaction steps (by level, 9: the snapshot) failing because this key does not
+    /// open an input, and why: status `error` while no other error is shown.
+    unreadable: std::collections::BTreeMap<u8, String>,
     /// Page size of the replica's newest file, once known (see `reseed.rs`).
     replica_page_size: Option<u32>,
     /// The staged file (its last TXID) whose level-9 twin is stored: its level-0 upload
@@ -392,7 +395,7 @@ impl Primary {
             "sync_mode": match self.config.sync_mode { SyncMode::Async => "async", SyncMode::Commit => "commit" },
             "sync_commit_timeouts": s.sync_commit_timeouts,
             "sync_commit_error": s.sync_commit_error,
-            "error": s.fatal.clone().or_else(|| s.last_error.clone()),
+            "error": s.fatal.clone().or_else(|| s.last_error.clone()).or_else(|| s.unreadable.values().next().cloned()),
             "refusing_writes": s.fatal.is_some(),
             "fencing": self.fencing.as_str(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },

@@ -36,7 +36,7 @@ impl Primary {
             .map_err(|e| format!("reading replication state: {e}"))?;
         let check_key = CheckKey::new(db_path, &config);
         let saved_at = saved.as_ref().map(|s| (s.node_id, s.txid));
-        let (listed, asked) = newest_for_open(store.as_ref(), &check_key, saved_at, db_path);
+        let (listed, asked, listing) = newest_for_open(store.as_ref(), &check_key, saved_at, db_path);
         let checked_now = asked == Asked::Now;
         let unanswered = asked == Asked::NotWhileUnanswered;
         let listed_ok = listed.is_ok();
@@ -103,6 +103,17 @@ impl Primary {
                 encryption_status.iter().for_each(|s| s.mark_plaintext_history());
             }
         }
+        // The newest file opens with our key; so must every file a restore or the next
+        // compaction reads (`needed_files.rs`). Checked when the store was listed now.
+        // Keyed primaries only: a primary without a key is refused above by an encrypted
+        // newest file, and older encrypted files under a plaintext newest one come only
+        // from another writer's takeover; reading every needed header at each keyless open
+        // would cost every plaintext replica a GET per file for that.
+        if let (Some(encryption), Some(listing)) = (config.encryption.as_deref(), listing.as_ref()) {
+            let ladder = config.compaction.as_ref().map_or(0, |c| c.levels.len());
+            let needed = crate::primary::needed_files::needed(listing, ladder);
+            crate::primary::needed_files::check_key_opens(store.as_ref(), &needed, encryption)?;
+        }
         // What the check found, when there is nothing to act on: a replica not ahead
         // (that snapshots or fails) and encrypted as expected, or an empty one this
         // database now starts. What a snapshot is owed for is checked again.
@@ -159,6 +170,7 @@ impl Primary {
                 oldest_pending_ms: None,
                 last_lag_ms: None,
                 compaction: json!({}),
+                unreadable: Default::default(),
                 replica_page_size: replica_check::page_size_through(&check_key, uploaded_before_open),
                 reseed_stored: None,
                 chain_start_owed,
@@ -331,20 +343,28 @@ enum Asked {
 }
 
 /// The replica's newest file for an open with saved state `saved_at` (node, TXID): what
-/// this process's recent check found, or a listing now.
+/// this process's recent check found, or a listing now (then also every level's files).
 fn newest_for_open(
     store: &dyn ReplicaStore,
     key: &CheckKey,
     saved_at: Option<(u64, u64)>,
     db_path: &Path,
-) -> (Result<Option<LtxObject>, crate::storage::Error>, Asked) {
+) -> (
+    Result<Option<LtxObject>, crate::storage::Error>,
+    Asked,
+    Option<crate::restore::Listing>,
+) {
     let now = Instant::now();
+    let listed_now = || match replica_newest(store) {
+        Ok((newest, listing)) => (Ok(newest), Asked::Now, Some(listing)),
+        Err(e) => (Err(e), Asked::Now, None),
+    };
     let Some((node, txid)) = saved_at else {
-        return (replica_newest(store), Asked::Now);
+        return listed_now();
     };
     if let Some(newest) = replica_check::recent(key, node, txid, now) {
         tracing::debug!(db = %db_path.display(), "replica not listed at open: this process checked it within {:?}", replica_check::RECHECK_AFTER);
-        return (Ok(newest), Asked::Recently);
+        return (Ok(newest), Asked::Recently, None);
     }
     if replica_check::recently_unanswered(key, now) {
         let not_asked = crate::storage::Error::Transient {
@@ -356,9 +376,9 @@ fn newest_for_open(
                 replica_check::RECHECK_AFTER
             ),
         };
-        return (Err(not_asked), Asked::NotWhileUnanswered);
+        return (Err(not_asked), Asked::NotWhileUnanswered, None);
     }
-    (replica_newest(store), Asked::Now)
+    listed_now()
 }
 
 /// The replica's newest file: the highest TXID, from the highest level that reaches it
@@ -366,7 +386,9 @@ fn newest_for_open(
 /// Each LIST is retried briefly: a dropped connection must not fail the application's
 /// open of a database that has never been replicated from here (with saved state, a
 /// store that stays down is tolerated by the caller).
-fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::storage::Error> {
+fn replica_newest(
+    store: &dyn ReplicaStore,
+) -> Result<(Option<LtxObject>, crate::restore::Listing), crate::storage::Error> {
     let policy = crate::storage::RetryPolicy {
         initial: Duration::from_millis(50),
         max_delay: Duration::from_secs(1),
@@ -376,11 +398,24 @@ fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::
     let levels = crate::restore::EVERY_LEVEL.map(|level| crate::storage::retry(move || store.list(level), &policy));
     let all = futures::future::try_join_all(levels);
     let lists = crate::storage::while_application_waits(store, "LIST", all)?;
-    let mut newest: Option<LtxObject> = None;
-    for f in lists.into_iter().flatten() {
-        if newest.as_ref().is_none_or(|n| f.max_txid >= n.max_txid) {
+    let mut newest: Option<&LtxObject> = None;
+    for f in lists.iter().flatten() {
+        if newest.is_none_or(|n| f.max_txid >= n.max_txid) {
             newest = Some(f);
         }
     }
-    Ok(newest)
+    let newest = newest.cloned();
+    // The same lists as a restore's listing, for the check of the files a restore needs.
+    let mut by_level = crate::restore::EVERY_LEVEL
+        .into_iter()
+        .zip(lists)
+        .collect::<std::collections::HashMap<_, _>>();
+    let listing = crate::restore::Listing {
+        snapshots: by_level.remove(&crate::restore::SNAPSHOT_LEVEL).unwrap_or_default(),
+        incremental: crate::restore::LEVELS
+            .iter()
+            .map(|l| by_level.remove(l).unwrap_or_default())
+            .collect(),
+    };
+    Ok((newest, listing))
 }

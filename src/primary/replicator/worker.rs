@@ -230,12 +230,15 @@ impl CompactionControl for Primary {
             shared.require_snapshot(reason);
             shared.chain_start_owed = true;
         }
+        // Fields borrowed apart below (the status and the unreadable steps).
+        let shared = &mut *shared;
         let status = &mut shared.compaction;
         let bump = |v: &mut serde_json::Value, key: &str, by: u64| {
             v[key] = json!(v[key].as_u64().unwrap_or(0) + by);
         };
         match event {
             CompactionEvent::Compacted(c) => {
+                shared.unreadable.remove(&c.level);
                 tracing::debug!(db = %self.db_path.display(), level = c.level, min = c.min_txid, max = c.max_txid, inputs = c.inputs, "compacted");
                 status[format!("level{}", c.level)] = json!({
                     "min_txid": c.min_txid,
@@ -256,6 +259,23 @@ impl CompactionControl for Primary {
                 tracing::warn!(db = %self.db_path.display(), "compaction: {e}");
                 status["last_error"] = json!(e);
                 bump(status, "errors", 1);
+            }
+            CompactionEvent::Unreadable { level, message } => {
+                tracing::warn!(db = %self.db_path.display(), "compaction: {message}");
+                status["last_error"] = json!(message);
+                bump(status, "errors", 1);
+                // Status `error` too: every pass fails the same way until a rekey, and a
+                // count alone went unnoticed while the replica became unrestorable.
+                shared.unreadable.insert(
+                    level,
+                    format!(
+                        "compaction cannot open the replica's files with this database's key: {message}; \
+                         give them to this key with litestream-vfs rekey (docs/encryption.md, \"Rotating keys\")"
+                    ),
+                );
+            }
+            CompactionEvent::Succeeded(level) => {
+                shared.unreadable.remove(&level);
             }
             CompactionEvent::ChainBroken(why) => {
                 status["last_error"] = json!(format!(
