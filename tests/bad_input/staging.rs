@@ -6,6 +6,7 @@
 //! | `unwritable_staging_directory` | `staging=` under a regular file | open refused, names the directory |
 //! | `one_staging_directory_for_two_databases` | `LITESTREAM_STAGING_DIR` shared by two databases' processes | the second open refused, names both databases; the first replicates, restores equal |
 //! | `disk_full_while_staging` | 2 MiB tmpfs staging directory, filled | commits go on, sync fails with ENOSPC, catches up after |
+//! | `a_sync_waiting_while_the_backlog_is_dropped` | a sync waits while a full staging tmpfs drops the backlog for a snapshot, then space returns | the sync returns the snapshot's TXID (lower than the one it began waiting for) |
 //! | `disk_full_for_long_while_committing` | 4 MiB tmpfs staging directory, filled; 40 MB of commits over `max_queue=1MiB` | memory stays bounded, sync and status say ENOSPC, a snapshot catches up once there is room for it; restore equal |
 
 use super::*;
@@ -281,4 +282,54 @@ fn disk_full_for_long_while_committing() {
     let restored = dir.path().join("restored.db");
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db));
+}
+
+/// Before: a `litestream_sync()` that began waiting for TXID 7 while staging was full
+/// kept waiting after the backlog was dropped and the snapshot covering it was stored as
+/// TXID 3 (the dropped commits gave their TXIDs back): it timed out "waiting for TXID 7
+/// (uploaded: 3)", and only later commits could have ended it. And
+/// `litestream_snapshot(0)` named a TXID already stored as the one it waited for.
+#[test]
+fn a_sync_waiting_while_the_backlog_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    let _tmpfs = match Tmpfs::mount(&staging, "2m") {
+        Ok(t) => t,
+        Err(why) => {
+            println!("SKIPPED a_sync_waiting_while_the_backlog_is_dropped: {why}");
+            return;
+        }
+    };
+    let out = Command::new(harness::python())
+        .arg(harness::repo_root().join("tests/scripts/sync_across_drop.py"))
+        .arg("--ext")
+        .arg(extension())
+        .arg("--db")
+        .arg(dir.path().join("app.db"))
+        .arg("--replica")
+        .arg(file_url(&dir.path().join("replica")))
+        .arg("--staging")
+        .arg(&staging)
+        .arg("--filler")
+        .arg(staging.join("filler"))
+        .output()
+        .unwrap();
+    let stdout = harness::check("sync_across_drop.py", out);
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        got["snapshot_pending"].is_string(),
+        "the backlog was not dropped: {got}"
+    );
+    let (waiting, after) = (&got["waiting"], &got["after"]);
+    assert_eq!(waiting[0], "ok", "{got}");
+    assert_eq!(waiting, after, "the waiting sync returns the snapshot's TXID: {got}");
+    assert!(
+        waiting[1].as_u64().unwrap() < got["txid_before"].as_u64().unwrap(),
+        "the snapshot took a TXID the dropped commits gave back: {got}"
+    );
+    let snapshot0 = got["snapshot0"].as_str().unwrap();
+    assert!(
+        snapshot0.contains("waiting for a snapshot of the database"),
+        "{snapshot0}"
+    );
 }
