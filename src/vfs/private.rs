@@ -461,7 +461,24 @@ impl Snapshotter for BackupSnapshotter {
         };
         let _ = reader.query("COMMIT");
         if rc != ffi::SQLITE_DONE {
-            return Err(format!("backup of {} failed: code {rc}: {}", db.display(), target.errmsg()).into());
+            // SQLite says "database or disk is full" and keeps no errno for it (its unix
+            // VFS returns SQLITE_FULL for ENOSPC and short writes): name the full disk as
+            // a failed stage does, so the status and a waiting sync say the same thing
+            // before and after the backlog gives way to a snapshot.
+            // SAFETY: valid handle.
+            let errno = unsafe { ffi::sqlite3_system_errno(target.0) };
+            let os = match rc & 0xff {
+                ffi::SQLITE_FULL => format!(" ({})", std::io::Error::from_raw_os_error(libc::ENOSPC)),
+                _ if errno > 0 => format!(" ({})", std::io::Error::from_raw_os_error(errno)),
+                _ => String::new(),
+            };
+            return Err(format!(
+                "backup of {} into {} failed: code {rc}: {}{os}",
+                db.display(),
+                dest.display(),
+                target.errmsg()
+            )
+            .into());
         }
         drop(target);
         restore_schema_cookie(dest, cookie).map_err(|e| format!("{}: {e}", dest.display()))?;

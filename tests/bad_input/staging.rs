@@ -6,6 +6,8 @@
 //! | `unwritable_staging_directory` | `staging=` under a regular file | open refused, names the directory |
 //! | `one_staging_directory_for_two_databases` | `LITESTREAM_STAGING_DIR` shared by two databases' processes | the second open refused, names both databases; the first replicates, restores equal |
 //! | `disk_full_while_staging` | 2 MiB tmpfs staging directory, filled | commits go on, sync fails with ENOSPC, catches up after |
+//! | `a_sync_waiting_while_the_backlog_is_dropped` | a sync waits while a full staging tmpfs drops the backlog for a snapshot, then space returns | the sync returns the snapshot's TXID (lower than the one it began waiting for) |
+//! | `disk_full_for_long_while_committing` | 4 MiB tmpfs staging directory, filled; 40 MB of commits over `max_queue=1MiB` | memory stays bounded, sync and status say ENOSPC, a snapshot catches up once there is room for it; restore equal |
 
 use super::*;
 use common::shell::Shell;
@@ -170,4 +172,164 @@ fn disk_full_while_staging() {
     let restored = dir.path().join("restored.db");
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db));
+}
+
+/// Anonymous memory of process `pid` (heap, stacks; not mapped files), in KiB.
+fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Before: while the staging filesystem stayed full, every captured commit was kept in
+/// memory (a tester's 2,000 commits of 100 KB with `max_queue=8MiB`: 466 MB of anonymous
+/// memory at the peak, no writer ever held back), and `pending_bytes` showed only the
+/// part not being staged. Now the commits over `max_queue` are dropped while staging
+/// fails, and a full snapshot covers them once there is room for it.
+#[test]
+fn disk_full_for_long_while_committing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    let staging = dir.path().join("staging");
+    let _tmpfs = match Tmpfs::mount(&staging, "4m") {
+        Ok(t) => t,
+        Err(why) => {
+            println!("SKIPPED disk_full_for_long_while_committing: {why}");
+            return;
+        }
+    };
+    let url = file_url(&dir.path().join("replica"));
+    let mut sh = harness::shell::LiveShell::start(
+        dir.path(),
+        "app",
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url}&staging={}&sync_interval=50ms&max_queue=1MiB",
+            db.display(),
+            staging.display()
+        ),
+    );
+    sh.run("CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB);");
+    assert_eq!(
+        sh.run("SELECT litestream_sync(10000) > 0;").trim(),
+        "1",
+        "{}",
+        sh.stderr()
+    );
+
+    let filler = staging.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // 400 commits of 100 KB of new pages (a queue merges rewrites of one page).
+    const COMMITS: u32 = 400;
+    let pid = sh.pid();
+    let baseline = rss_anon_kib(pid);
+    let mut peak = baseline;
+    for _ in 0..COMMITS {
+        sh.run("INSERT INTO big(v) VALUES (randomblob(100000));");
+        peak = peak.max(rss_anon_kib(pid));
+    }
+    let grew_mib = (peak - baseline) / 1024;
+    let status = sh.run(
+        "SELECT litestream_status() ->> '$.error', litestream_status() ->> '$.pending_bytes', \
+         litestream_status() ->> '$.snapshot_pending' IS NOT NULL;",
+    );
+    println!("40 MB of commits on a full staging disk: RssAnon grew by at most {grew_mib} MiB; status {status}");
+    assert!(
+        grew_mib < 16,
+        "memory grew by {grew_mib} MiB with 40 MB committed on a full disk (max_queue 1 MiB)\n{}",
+        sh.stderr()
+    );
+    let fields: Vec<&str> = status.trim().split('|').collect();
+    assert!(
+        fields[0].contains("No space left on device"),
+        "the status must say the disk is full: {status}"
+    );
+    assert!(
+        fields[1].parse::<u64>().unwrap() <= 4 << 20,
+        "pending_bytes says what is held: {status}"
+    );
+    assert_eq!(fields[2], "1", "a snapshot is due: {status}");
+    sh.run("SELECT litestream_sync(1000);");
+    let log = sh.stderr();
+    let timed_out = log
+        .lines()
+        .find(|l| l.contains("litestream_sync: timed out"))
+        .unwrap_or_else(|| panic!("the sync must fail during the outage:\n{log}"));
+    assert!(timed_out.contains("No space left on device"), "{timed_out}");
+
+    // Room for the snapshot: the database's copy and its LTX file.
+    std::fs::remove_file(&filler).unwrap();
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=128m"])
+        .arg(&staging)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    assert_eq!(
+        sh.run("SELECT litestream_sync(30000) = litestream_txid(), litestream_status() ->> '$.error' IS NULL;")
+            .trim(),
+        "1|1",
+        "no catch-up once space is back: {}",
+        sh.stderr()
+    );
+    drop(sh);
+    assert_rows(&db, ROWS);
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}
+
+/// Before: a `litestream_sync()` that began waiting for TXID 7 while staging was full
+/// kept waiting after the backlog was dropped and the snapshot covering it was stored as
+/// TXID 3 (the dropped commits gave their TXIDs back): it timed out "waiting for TXID 7
+/// (uploaded: 3)", and only later commits could have ended it. And
+/// `litestream_snapshot(0)` named a TXID already stored as the one it waited for.
+#[test]
+fn a_sync_waiting_while_the_backlog_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    let _tmpfs = match Tmpfs::mount(&staging, "2m") {
+        Ok(t) => t,
+        Err(why) => {
+            println!("SKIPPED a_sync_waiting_while_the_backlog_is_dropped: {why}");
+            return;
+        }
+    };
+    let out = Command::new(harness::python())
+        .arg(harness::repo_root().join("tests/scripts/sync_across_drop.py"))
+        .arg("--ext")
+        .arg(extension())
+        .arg("--db")
+        .arg(dir.path().join("app.db"))
+        .arg("--replica")
+        .arg(file_url(&dir.path().join("replica")))
+        .arg("--staging")
+        .arg(&staging)
+        .arg("--filler")
+        .arg(staging.join("filler"))
+        .output()
+        .unwrap();
+    let stdout = harness::check("sync_across_drop.py", out);
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        got["snapshot_pending"].is_string(),
+        "the backlog was not dropped: {got}"
+    );
+    let (waiting, after) = (&got["waiting"], &got["after"]);
+    assert_eq!(waiting[0], "ok", "{got}");
+    assert_eq!(waiting, after, "the waiting sync returns the snapshot's TXID: {got}");
+    assert!(
+        waiting[1].as_u64().unwrap() < got["txid_before"].as_u64().unwrap(),
+        "the snapshot took a TXID the dropped commits gave back: {got}"
+    );
+    let snapshot0 = got["snapshot0"].as_str().unwrap();
+    assert!(
+        snapshot0.contains("waiting for a snapshot of the database"),
+        "{snapshot0}"
+    );
 }

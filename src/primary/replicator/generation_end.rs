@@ -192,7 +192,10 @@ impl Primary {
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(db = %self.db_path.display(), "writing a WAL hand-off record: {e}"),
+            // Nothing is lost (capture has the commits; after a crash the next open
+            // finds no record and takes a snapshot), and on a full staging disk every
+            // WAL restart fails alike: said once a minute.
+            Err(e) => self.warn_repeated(shared, &format!("writing a WAL hand-off record: {e}")),
         }
     }
 

@@ -26,7 +26,7 @@ impl Primary {
                 }
                 shared.oldest_pending_ms.get_or_insert_with(now_ms);
                 shared.enqueue(txns);
-                if shared.pending_bytes() as u64 > self.config.max_queue_bytes {
+                if shared.queued_bytes() as u64 > self.config.max_queue_bytes {
                     self.wake_worker();
                     // The writer waits for the worker when it releases the write lock
                     // (`pressure.rs`).

@@ -111,8 +111,8 @@ enum Staged {
 /// How often the same failure, repeated at every retry, is logged (`record_error`).
 const REPEATED_WARNING_EVERY: Duration = Duration::from_secs(60);
 
-/// How many distinct failures `record_error` remembers for that.
-const REMEMBERED_WARNINGS: usize = 4;
+/// How many distinct failures `warn_repeated` remembers for that.
+const REMEMBERED_WARNINGS: usize = 8;
 
 /// What `litestream_status()` and the one warning of an episode say while staging is
 /// over its limit.
@@ -161,14 +161,42 @@ impl Shared {
         pending
     }
 
-    /// Commits captured and not staged.
+    /// Commits captured and not staged, outside a stage in progress.
     fn pending_commits(&self) -> u64 {
         self.held.commits() + self.queue.commits()
     }
 
-    /// Memory held by commits captured and not staged.
-    fn pending_bytes(&self) -> usize {
+    /// Memory held by the commits waiting for the next stage's cut: what `max_queue`
+    /// bounds (the writers' back-pressure, the worker's early stage).
+    fn queued_bytes(&self) -> usize {
         self.held.bytes() + self.queue.bytes()
+    }
+
+    /// Memory held by commits captured and not staged: the queue, and the batch a stage
+    /// in progress is writing. The status said only the queue's, which a stage failing
+    /// on a full disk empties at every attempt: it read ~2 MB while anonymous memory
+    /// grew by 290 MB.
+    fn pending_bytes(&self) -> usize {
+        self.queued_bytes() + self.in_stage.1
+    }
+
+    /// Drops every commit captured and not staged: staging cannot take them (full, or
+    /// failing), and keeping them let memory grow for as long as that lasted. The WAL and
+    /// the database still hold them, so a full snapshot at the next TXID, taken once
+    /// staging works again, covers them (`reason` says why, in `snapshot_pending`).
+    /// Only under the stage lock: no stage may be writing TXIDs this renumbers. Returns
+    /// how many commits went.
+    fn drop_pending(&mut self, reason: impl FnOnce(u64) -> String) -> u64 {
+        let dropped = self.take_pending();
+        let count = dropped.commits();
+        self.recycle(dropped);
+        // The spare page buffers of the backlog too: nothing is queued until the
+        // snapshot (`on_wal_write`), so they would only pin its memory.
+        self.capture.release_idle_buffers();
+        self.next_txid = self.staged_txid + 1;
+        self.origin = None;
+        self.require_snapshot(reason(count));
+        count
     }
 
     /// Empties the queue, returning its page buffers to capture.
@@ -257,6 +285,13 @@ struct Shared {
     /// `sync=commit`: commits that returned before their TXID was stored.
     sync_commit_timeouts: u64,
     sync_commit_error: Option<String>,
+    /// Why the last round of staging failed (a full disk, a read-only or unwritable
+    /// staging directory), until one succeeds: the status and a timed-out sync say it
+    /// even after an upload cleared `last_error`. Commits over `max_queue` are dropped
+    /// for a snapshot at such a failure (`stage.rs`).
+    staging_failure: Option<String>,
+    /// (commits, bytes) of the batch a stage cut from the queue and is writing.
+    in_stage: (u64, usize),
 }
 
 pub struct Primary {
@@ -379,7 +414,7 @@ impl Primary {
             "txid": s.next_txid - 1,
             "staged_txid": s.staged_txid,
             "uploaded_txid": s.uploaded_txid,
-            "pending_commits": s.pending_commits(),
+            "pending_commits": s.pending_commits() + s.in_stage.0,
             "pending_bytes": s.pending_bytes(),
             "staged_bytes": staged_bytes,
             "staging_full": (staged_bytes > self.config.max_staging_bytes)
@@ -395,7 +430,13 @@ impl Primary {
             "sync_mode": match self.config.sync_mode { SyncMode::Async => "async", SyncMode::Commit => "commit" },
             "sync_commit_timeouts": s.sync_commit_timeouts,
             "sync_commit_error": s.sync_commit_error,
-            "error": s.fatal.clone().or_else(|| s.last_error.clone()).or_else(|| s.unreadable.values().next().cloned()),
+            // An upload that succeeded clears `last_error`, not a failing stage.
+            "error": s
+                .fatal
+                .clone()
+                .or_else(|| s.last_error.clone())
+                .or_else(|| s.staging_failure.as_ref().map(|e| format!("staging: {e}")))
+                .or_else(|| s.unreadable.values().next().cloned()),
             "refusing_writes": s.fatal.is_some(),
             "fencing": self.fencing.as_str(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
@@ -460,9 +501,18 @@ impl Primary {
     fn record_error(&self, message: String) {
         self.sync_stats.failed();
         let mut shared = self.lock();
-        // The same failure at every retry is logged once a minute, with how often it
-        // happened in between: a stage failing in a loop wrote ~50,000 identical lines a
-        // second. `litestream_status()`'s `error` still shows each.
+        self.warn_repeated(&mut shared, &message);
+        shared.last_error = Some(message);
+        shared.failures += 1;
+        drop(shared);
+        self.progress.notify_all();
+    }
+
+    /// Logs `message` as a warning, or at debug level when the same one was logged less
+    /// than a minute ago: then once a minute, with how often it happened in between. A
+    /// stage failing in a loop wrote ~50,000 identical lines a second, and a full staging
+    /// disk a "writing a WAL hand-off record" warning at every WAL restart (7 a second).
+    fn warn_repeated(&self, shared: &mut Shared, message: &str) {
         let now = Instant::now();
         let warned = &mut shared.warned;
         match warned.iter_mut().find(|(last, ..)| *last == message) {
@@ -484,13 +534,9 @@ impl Primary {
                 if warned.len() == REMEMBERED_WARNINGS {
                     warned.remove(0);
                 }
-                warned.push((message.clone(), now, 0));
+                warned.push((message.to_string(), now, 0));
             }
         }
-        shared.last_error = Some(message);
-        shared.failures += 1;
-        drop(shared);
-        self.progress.notify_all();
     }
 
     /// Takes `state`, read from the state file, as what this process last saved: the

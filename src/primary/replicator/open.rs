@@ -178,6 +178,8 @@ impl Primary {
                 fresh_header: None,
                 sync_commit_timeouts: 0,
                 sync_commit_error: None,
+                staging_failure: None,
+                in_stage: (0, 0),
             }),
             config,
             store,

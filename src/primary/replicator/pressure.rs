@@ -6,9 +6,10 @@
 use super::*;
 use std::cell::Cell;
 
-/// The longest one commit waits. A stage that takes longer is stuck (a failing staging
-/// directory retries every 10 s): commits must go on, memory grows as before, and the
-/// writer waits again only once a stage has succeeded.
+/// The longest one commit waits. A stage that takes longer is stuck (a slow disk): commits
+/// must go on, and the writer waits again only once a stage has succeeded. A stage that
+/// fails lets its writers go at once: the commits over `max_queue` are dropped for a
+/// snapshot (`stage.rs`, `drop_what_staging_cannot_take`).
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
 thread_local! {
@@ -48,7 +49,7 @@ impl Primary {
         }
         let limit = self.config.max_queue_bytes as usize;
         let over =
-            |s: &Shared| s.pending_bytes() > limit && s.snapshot_needed.is_none() && s.fatal.is_none() && !s.closing;
+            |s: &Shared| s.queued_bytes() > limit && s.snapshot_needed.is_none() && s.fatal.is_none() && !s.closing;
         let started = Instant::now();
         let mut shared = self.lock();
         if GAVE_UP.get() == (self.address(), shared.staged_txid) {
@@ -60,7 +61,7 @@ impl Primary {
                 GAVE_UP.set((self.address(), shared.staged_txid));
                 tracing::warn!(
                     db = %self.db_path.display(),
-                    pending_bytes = shared.pending_bytes(),
+                    queued_bytes = shared.queued_bytes(),
                     "a commit waited {} s for staging to take the queue (max_queue {limit}); going on without waiting until a stage succeeds",
                     waited.as_secs()
                 );

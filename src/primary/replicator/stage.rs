@@ -11,12 +11,50 @@ impl Primary {
     pub(super) fn stage_pending(&self) -> Result<Staged, StageError> {
         let _staging = self.stage_lock.lock().unwrap_or_else(|p| p.into_inner());
         let staged = self.recreate_vanished_staging().and_then(|()| self.stage_locked());
-        if staged.is_err() {
-            // Every failure below already did this under the lock it failed in (a restart
-            // does not wait for this one); kept for any that does not.
-            self.lock().origin = None;
+        match &staged {
+            Ok(Staged::Done) => self.lock().staging_failure = None,
+            Ok(Staged::Full { .. }) => {}
+            Err(e) => {
+                let mut shared = self.lock();
+                // Every failure below already did this under the lock it failed in (a
+                // restart does not wait for this one); kept for any that does not.
+                shared.origin = None;
+                if let StageError::Failed(e) = e {
+                    shared.staging_failure = Some(e.clone());
+                    self.drop_what_staging_cannot_take(&mut shared, e);
+                }
+            }
         }
         staged
+    }
+
+    /// A stage failed (a full disk, a read-only or unwritable staging directory) and the
+    /// commits waiting for it are over `max_queue`: they are dropped, and a full snapshot
+    /// at the next TXID covers them once staging works, as when staging is over
+    /// `max_staging`. Kept, they grew memory for as long as the failure lasted (300 MB in
+    /// 4 s of 100 KB commits on a full disk), and recovery then needed free space for
+    /// all of them at once, where a snapshot needs the database's. Commits under
+    /// `max_queue` stay, so a failure that passes quickly costs no snapshot.
+    fn drop_what_staging_cannot_take(&self, shared: &mut Shared, error: &str) {
+        let (bytes, limit) = (shared.queued_bytes(), self.config.max_queue_bytes);
+        if bytes as u64 <= limit || shared.snapshot_needed.is_some() {
+            return;
+        }
+        let count = shared.drop_pending(|count| {
+            format!(
+                "staging failed ({error}) with {count} commits ({bytes} bytes) in memory, over max_queue ({limit}): \
+                 they were dropped and a snapshot covers them"
+            )
+        });
+        tracing::warn!(
+            db = %self.db_path.display(),
+            commits = count,
+            bytes,
+            "staging failed ({error}) with more than max_queue ({limit} bytes) of commits in memory: dropped them; \
+             a full snapshot covers them once staging works again"
+        );
+        // Writers held back by the full queue (`pressure.rs`) go on.
+        self.progress.notify_all();
     }
 
     /// The staging directory was removed under this live primary: made again, once, with
@@ -81,14 +119,11 @@ impl Primary {
             if staged > limit {
                 // The store has been unreachable for long: stop keeping history, and
                 // re-seed the replica with a snapshot once it is back.
-                let dropped = shared.take_pending();
-                let count = dropped.commits();
-                shared.recycle(dropped);
-                shared.next_txid = shared.staged_txid + 1;
-                shared.origin = None;
-                shared.require_snapshot(format!(
-                    "staging is full ({staged} bytes, limit {limit}); {count} commits will be covered by a snapshot"
-                ));
+                shared.drop_pending(|count| {
+                    format!(
+                        "staging is full ({staged} bytes, limit {limit}); {count} commits will be covered by a snapshot"
+                    )
+                });
                 return Ok(Staged::Full { staged, limit });
             }
             if waited < UNCOUNTED_WAITS && captured_past_the_count(&shared.capture, self.wal_index.read()) {
@@ -110,7 +145,9 @@ impl Primary {
             // (`hand_off_batch`), and a failure below takes that back.
             shared.origin = at_cut.0.filter(|p| !p.ended);
             shared.stage_file_pending = true;
-            break (shared.take_pending(), at_cut);
+            let batch = shared.take_pending();
+            shared.in_stage = (batch.commits(), batch.bytes());
+            break (batch, at_cut);
         };
         // A writer held back by a full queue (`pressure.rs`) goes on from here.
         self.progress.notify_all();
@@ -136,9 +173,11 @@ impl Primary {
         if std::mem::take(&mut shared.stage_file_pending) {
             self.progress.notify_all();
         }
+        shared.in_stage = (0, 0);
         match staged {
             Ok(_) => {
                 shared.staged_txid = batch.max_txid();
+                shared.staging_failure = None;
                 // The closing stage of a process that deleted the WAL itself, with nothing
                 // captured since the cut, saves what `Primary::close` would save next (the
                 // clean close): one durable save instead of two, the second being the
@@ -237,12 +276,15 @@ impl Primary {
             snapshot_position = shared.capture.position();
             snapshot_consumed = shared.handoff_consumed;
             shared.origin = snapshot_position.filter(|p| !p.ended);
+            shared.in_stage = (before.commits(), before.bytes());
             assigned = Some((txid, before));
         };
         self.set_snapshot_locking(true);
         let released = || self.set_snapshot_locking(false);
         let result = self.snapshotter.snapshot(&self.db_path, &tmp, &mut at_lock, &released);
         self.set_snapshot_locking(false);
+        // The commits before the snapshot point are staged just below.
+        let in_stage_done = || self.lock().in_stage = (0, 0);
         let Some((txid, before)) = assigned else {
             return Err(match result {
                 Err(SnapshotError::WriterBusy) => StageError::SnapshotWaiting,
@@ -270,11 +312,13 @@ impl Primary {
                 remove_snapshot_leftovers(&self.config.staging_dir);
                 let first = before.min_txid();
                 self.lock().recycle(before);
+                in_stage_done();
                 self.snapshot_failed(first, &e);
                 return Err(format!("staging the commits before a snapshot: {e}").into());
             }
             self.lock().recycle(before);
         }
+        in_stage_done();
         // Encoded straight into the staging file: the image is the size of the database.
         let staged = result.and_then(|()| {
             self.staging
@@ -296,6 +340,7 @@ impl Primary {
         let mut shared = self.lock();
         shared.staged_txid = txid;
         shared.snapshots += 1;
+        shared.staging_failure = None;
         if let Err(e) = self.save_staged(&shared, txid, snapshot_position, snapshot_consumed, snapshot_left) {
             shared.origin = None; // as for a batch whose state was not saved
             return Err(e.into());

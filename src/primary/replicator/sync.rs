@@ -43,10 +43,16 @@ impl Primary {
                 return Err(fatal.clone());
             }
             let snapshot_involved = pending_at_start || shared.snapshot_epoch != start_epoch;
-            if snapshot_involved && shared.snapshot_needed.is_none() {
-                target = target.max(shared.last_snapshot_txid);
+            let snapshot_waiting = snapshot_involved && shared.snapshot_needed.is_some();
+            if snapshot_involved && !snapshot_waiting {
+                // A snapshot taken since this wait began holds every commit made before
+                // it, whatever TXID they had: its own is the target. Not the larger of
+                // the two: commits dropped for it (staging full or failing) gave their
+                // TXIDs back, so it may be lower than `txid`, which later commits then
+                // reach (a sync waited for them after its snapshot was stored).
+                target = shared.last_snapshot_txid;
             }
-            if shared.uploaded_txid >= target && !(snapshot_involved && shared.snapshot_needed.is_some()) {
+            if shared.uploaded_txid >= target && !snapshot_waiting {
                 return Ok(shared.uploaded_txid);
             }
             let now = Instant::now();
@@ -54,9 +60,23 @@ impl Primary {
                 let why = shared
                     .last_error
                     .clone()
-                    .unwrap_or_else(|| "upload still in progress".into());
+                    .or_else(|| shared.staging_failure.as_ref().map(|e| format!("staging: {e}")))
+                    .unwrap_or_else(|| {
+                        if snapshot_waiting {
+                            "the snapshot is not staged yet".into()
+                        } else {
+                            "upload still in progress".into()
+                        }
+                    });
+                // A snapshot not taken yet has no TXID: naming `txid` (perhaps stored
+                // already, or given back with dropped commits) misled.
+                let what = if snapshot_waiting {
+                    "a snapshot of the database".to_string()
+                } else {
+                    format!("TXID {target}")
+                };
                 return Err(format!(
-                    "timed out after {timeout:?} waiting for TXID {target} (uploaded: {}): {why}",
+                    "timed out after {timeout:?} waiting for {what} (uploaded: {}): {why}",
                     shared.uploaded_txid
                 ));
             }

@@ -171,7 +171,7 @@ impl Primary {
             || shared.sync_requested
             || shared.closing
             || shared.snapshot_needed.is_some()
-            || shared.pending_bytes() > self.config.max_queue_bytes as usize;
+            || shared.queued_bytes() > self.config.max_queue_bytes as usize;
         Some(if urgent {
             Instant::now()
         } else {
