@@ -197,7 +197,7 @@ fn the_snapshot_step_reports_a_replica_no_restore_reaches_the_end_of() {
     }
     put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
     match c.snapshot().unwrap() {
-        SnapshotTurn::ChainBroken(why) => assert!(why.contains("no restore reaches past TXID 1"), "{why}"),
+        SnapshotTurn::ChainBroken(why) => assert!(why.contains("gap after TXID 1"), "{why}"),
         other => panic!("{other:?}"),
     }
     put(&c, 0, 2, 4, ltx(2, 4, &[(2, 4)], 2, 4000));
