@@ -9,12 +9,20 @@ use std::sync::Arc;
 impl Replica {
     /// `litestream_status()` of a replica connection that sees `txid`.
     pub fn status(&self, txid: u64) -> serde_json::Value {
-        let (current, lag, last_error) = {
+        let (current, lag, last_error, error, gap) = {
             let g = self.lock();
             (
                 Arc::clone(&g.current),
-                g.last_caught_up.map(|t| t.elapsed()),
+                g.lag(),
                 g.last_error.clone(),
+                g.error(&self.name),
+                g.gap.as_ref().map(|gap| {
+                    json!({
+                        "after_txid": gap.reached,
+                        "next_min_txid": gap.next.min_txid,
+                        "newest_txid": gap.newest,
+                    })
+                }),
             )
         };
         let s = self.stats();
@@ -49,6 +57,10 @@ impl Replica {
             "poll_interval_ms": self.poll_interval.as_millis() as u64,
             "uptime_s": self.opened.elapsed().as_secs_f64(),
             "last_error": last_error,
+            // A gap that stops the replica short of the store's newest file, else the
+            // last failure.
+            "error": error,
+            "gap": gap,
             "hydration": self.hydration.as_ref().map(|h| h.status(&current)),
             "encrypted_files_in_plan": current.files().iter().filter(|f| f.header.is_encrypted()).count(),
         })
