@@ -60,8 +60,11 @@ impl Primary {
         let requests = follower::pending_requests(&self.config.staging_dir);
         if follower::snapshot_asked(&requests) {
             tracing::info!(db = %self.db_path.display(), "taking a snapshot: another process asked for it (litestream_snapshot())");
-            self.lock()
-                .require_snapshot("asked for by litestream_snapshot() in another process".into());
+            let mut shared = self.lock();
+            shared.require_snapshot("asked for by litestream_snapshot() in another process".into());
+            // Stored at level 9 too, as in this process (`Primary::snapshot_now`).
+            shared.chain_start_owed = true;
+            drop(shared);
             follower::snapshot_requests_taken(&requests);
         }
         let round = Instant::now();
