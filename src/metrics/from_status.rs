@@ -153,6 +153,11 @@ pub fn primary(f: &mut Families, status: &Value) {
             "Compaction and retention failures",
             Some(number(status, "/compaction/errors").unwrap_or(0.0)),
         );
+        d.counter(
+            "litestream_replica_gaps_total",
+            "Times compaction found no restore reaching the newest TXID stored (a gap, files lost) and had a snapshot taken",
+            Some(number(status, "/compaction/gaps").unwrap_or(0.0)),
+        );
     }
 }
 
@@ -314,7 +319,7 @@ mod tests {
                 "error": "uploading TXID 10-11: connection refused", "refusing_writes": false,
                 "snapshot_pending": null, "uploaded_bytes": 777, "snapshots": 1,
                 "staging_full": "staging is full (4096 bytes, limit 1024): waiting for uploads; a snapshot follows",
-                "compaction": {"compactions": 3, "errors": 2},
+                "compaction": {"compactions": 3, "errors": 2, "gaps": 1},
                 "sync": {"count": 5, "errors": 4, "seconds": 0.5},
             }),
         );
@@ -330,6 +335,7 @@ mod tests {
         has(&format!("litestream_refusing_writes{{db=\"{db}\"}} 0"));
         has(&format!("litestream_staging_full{{db=\"{db}\"}} 1"));
         has(&format!("litestream_snapshot_pending{{db=\"{db}\"}} 0"));
+        has(&format!("litestream_replica_gaps_total{{db=\"{db}\"}} 1"));
         has(&format!("litestream_sync_count{{db=\"{db}\"}} 5"));
         has(&format!("litestream_sync_error_count{{db=\"{db}\"}} 4"));
         has(&format!("litestream_sync_seconds{{db=\"{db}\"}} 0.5"));

@@ -37,6 +37,13 @@ impl Primary {
         let check_key = CheckKey::new(db_path, &config);
         let saved_at = saved.as_ref().map(|s| (s.node_id, s.txid));
         let (listed, asked) = newest_for_open(store.as_ref(), &check_key, saved_at, db_path);
+        // A replica whose files no restore chains up to its newest (a gap, or emptied
+        // under the primary, which then uploaded into it before this open), as the
+        // listing made now finds it: the open owes it a snapshot, also at level 9.
+        let (listed, chain_broken) = match listed {
+            Ok((newest, broken)) => (Ok(newest), broken),
+            Err(e) => (Err(e), None),
+        };
         let checked_now = asked == Asked::Now;
         let unanswered = asked == Asked::NotWhileUnanswered;
         let listed_ok = listed.is_ok();
@@ -88,8 +95,14 @@ impl Primary {
             mut handoff_consumed,
             queue,
             mut snapshot_needed,
-            chain_start_owed,
+            mut chain_start_owed,
         } = reconcile(&local, saved, replica_seen, &wal_index, snapshotter.as_ref())?;
+        if let Some(why) = chain_broken {
+            let reason = format!("replica {} {why}: no restore reaches its newest TXID", store.describe());
+            tracing::warn!(db = %db_path.display(), %reason, "taking a snapshot, also stored at level 9");
+            snapshot_needed.get_or_insert(reason);
+            chain_start_owed = true;
+        }
         let encryption_status = config
             .encryption
             .as_ref()
@@ -330,21 +343,26 @@ enum Asked {
     NotWhileUnanswered,
 }
 
+/// What a listing at open found: the replica's newest file, and why no restore chains
+/// up to it, if none does (`restore::check_chain`).
+type Listed = (Option<LtxObject>, Option<String>);
+
 /// The replica's newest file for an open with saved state `saved_at` (node, TXID): what
-/// this process's recent check found, or a listing now.
+/// this process's recent check found (which had found the chain whole: a broken one
+/// owes a snapshot, and a check that owes one is not remembered), or a listing now.
 fn newest_for_open(
     store: &dyn ReplicaStore,
     key: &CheckKey,
     saved_at: Option<(u64, u64)>,
     db_path: &Path,
-) -> (Result<Option<LtxObject>, crate::storage::Error>, Asked) {
+) -> (Result<Listed, crate::storage::Error>, Asked) {
     let now = Instant::now();
     let Some((node, txid)) = saved_at else {
         return (replica_newest(store), Asked::Now);
     };
     if let Some(newest) = replica_check::recent(key, node, txid, now) {
         tracing::debug!(db = %db_path.display(), "replica not listed at open: this process checked it within {:?}", replica_check::RECHECK_AFTER);
-        return (Ok(newest), Asked::Recently);
+        return (Ok((newest, None)), Asked::Recently);
     }
     if replica_check::recently_unanswered(key, now) {
         let not_asked = crate::storage::Error::Transient {
@@ -366,7 +384,7 @@ fn newest_for_open(
 /// Each LIST is retried briefly: a dropped connection must not fail the application's
 /// open of a database that has never been replicated from here (with saved state, a
 /// store that stays down is tolerated by the caller).
-fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::storage::Error> {
+fn replica_newest(store: &dyn ReplicaStore) -> Result<Listed, crate::storage::Error> {
     let policy = crate::storage::RetryPolicy {
         initial: Duration::from_millis(50),
         max_delay: Duration::from_secs(1),
@@ -376,11 +394,17 @@ fn replica_newest(store: &dyn ReplicaStore) -> Result<Option<LtxObject>, crate::
     let levels = crate::restore::EVERY_LEVEL.map(|level| crate::storage::retry(move || store.list(level), &policy));
     let all = futures::future::try_join_all(levels);
     let lists = crate::storage::while_application_waits(store, "LIST", all)?;
-    let mut newest: Option<LtxObject> = None;
-    for f in lists.into_iter().flatten() {
-        if newest.as_ref().is_none_or(|n| f.max_txid >= n.max_txid) {
+    let mut newest: Option<&LtxObject> = None;
+    for f in lists.iter().flatten() {
+        if newest.is_none_or(|n| f.max_txid >= n.max_txid) {
             newest = Some(f);
         }
     }
-    Ok(newest)
+    let newest = newest.cloned();
+    // `EVERY_LEVEL` is levels 0 to 9 in order: a level's list is at its index.
+    let listing = crate::restore::Listing {
+        snapshots: lists[crate::restore::SNAPSHOT_LEVEL as usize].clone(),
+        incremental: crate::restore::LEVELS.map(|l| lists[l as usize].clone()).to_vec(),
+    };
+    Ok((newest, crate::restore::check_chain(&listing).err()))
 }

@@ -225,6 +225,12 @@ impl CompactionControl for Primary {
     fn report(&self, event: CompactionEvent) {
         let mut shared = self.lock();
         if let CompactionEvent::ChainBroken(why) = &event {
+            // A snapshot owed to the chain is on its way (staged, or its level-9 copy not
+            // stored yet): it is later than every TXID stored, so it mends this too.
+            if shared.chain_start_owed {
+                tracing::debug!(db = %self.db_path.display(), %why, "gap found while a snapshot that mends it is pending");
+                return;
+            }
             // The chain can only be mended from the database: a full image at the next
             // TXID, also stored at level 9 (`upload.rs`), as after an open that found
             // the replica lacking TXIDs (`reconcile.rs`).
@@ -264,6 +270,8 @@ impl CompactionControl for Primary {
                 status["last_error"] = json!(format!(
                     "no restore reaches the replica's newest TXID ({why}): a snapshot follows"
                 ));
+                status["last_gap"] = json!({ "why": why, "at_ms": now_ms() });
+                bump(status, "gaps", 1);
             }
         }
     }
