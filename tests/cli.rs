@@ -301,6 +301,85 @@ fn ltx_lists_a_replicas_files_per_level_and_info_summarizes_it() {
     assert!(err.contains("holds no LTX files"), "{err}");
 }
 
+/// A replica that lost a level-0 file from the middle (deleted, or a mount gone from
+/// under the primary for a while; compaction off, so nothing covers it): a restore of the
+/// latest state gave the state before the gap and exited 0 (found by a tester). It fails
+/// now, naming the gap and how to get the state before it, which `-txid` still restores;
+/// a TXID past the gap is said to be past it; `info` shows the plan stopping there.
+#[test]
+fn a_replica_with_a_hole_fails_a_latest_restore_naming_the_gap_and_restores_before_it_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("app.db");
+    let replica = dir.join("replica");
+    let url = format!("file://{}", replica.display());
+    let open = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms&compaction=off",
+        db.display()
+    );
+    let mut states = Vec::new();
+    for sql in [
+        "CREATE TABLE t(v); INSERT INTO t VALUES ('one');",
+        "INSERT INTO t VALUES ('two');",
+        "INSERT INTO t VALUES ('three');",
+        "INSERT INTO t VALUES ('four');",
+    ] {
+        let out = sqlite(&format!("{open}\n{sql}\nSELECT litestream_sync(30000);\n.dump\n"));
+        let (txid, dump) = out.split_once('\n').unwrap();
+        states.push((txid.parse::<u64>().unwrap(), dump.to_string()));
+    }
+    let (before, before_dump) = states[1].clone();
+    let (lost, last) = (states[2].0, states[3].0);
+    let ranges = level0_ranges(&replica);
+    let hole = ranges.iter().find(|r| r.1 == lost).expect("the third session's file");
+    assert!(hole.0 > before, "{ranges:?}");
+    std::fs::remove_file(
+        replica
+            .join("ltx/0")
+            .join(format!("{:016x}-{:016x}.ltx", hole.0, hole.1)),
+    )
+    .unwrap();
+
+    let out = dir.join("latest.db");
+    let err = cli_fails(&["restore", "-o", path_str(&out), &url], 1);
+    for said in [
+        format!("gap after TXID {before}"),
+        format!("-txid {before:016x}"),
+        format!("files go up to TXID {last}"),
+    ] {
+        assert!(err.contains(&said), "{said:?} not in: {err}");
+    }
+    assert!(!out.exists(), "nothing restored");
+    // The same through SQL.
+    let (_, _, sql_err) = sqlite_output(&format!("SELECT litestream_restore('{url}', '{}');", out.display()));
+    assert!(sql_err.contains(&format!("gap after TXID {before}")), "{sql_err}");
+    assert!(!out.exists(), "nothing restored");
+
+    // The state before the gap, asked for explicitly, restores.
+    let at_gap = dir.join("before.db");
+    cli_ok(&["restore", "-txid", &before.to_string(), "-o", path_str(&at_gap), &url]);
+    assert_eq!(dump(&at_gap), before_dump);
+    // A TXID past it: said so, not blamed on a file merging several TXIDs.
+    let err = cli_fails(&["restore", "-txid", &last.to_string(), "-o", path_str(&out), &url], 1);
+    assert!(err.contains("past a gap") && !err.contains("merges"), "{err}");
+    // So is a time after it.
+    let now = litestream_vfs::storage::format_rfc3339_nano(now_ms());
+    let err = cli_fails(&["restore", "-timestamp", &now, "-o", path_str(&out), &url], 1);
+    assert!(err.contains("past a gap"), "{err}");
+
+    let text = cli_ok(&["info", &url]);
+    assert!(
+        text.contains(&format!("restore plan: TXID {before:016x}")) && text.contains("stops at a gap"),
+        "{text}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&cli_ok(&["info", "--json", &url])).unwrap();
+    assert_eq!(
+        info["restore_plan"]["gap"]["after_txid"],
+        format!("{before:016x}"),
+        "{info}"
+    );
+}
+
 /// `litestream-vfs ltx … | head`: the reader goes away early; the tool ends quietly, as
 /// C tools do, instead of panicking with a backtrace on the broken pipe (found by
 /// testers).

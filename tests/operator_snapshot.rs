@@ -81,6 +81,40 @@ fn a_snapshot_asked_by_another_process_is_taken_by_the_replicating_one() {
     assert_eq!(dump(&restored), dump(&db));
 }
 
+/// The README's advice for a replica you doubt, on one emptied under the live primary
+/// (compaction off, so nothing else mends it): `litestream_snapshot()` stored the image at
+/// level 0 only, where no restore plan, ours or Litestream's, starts, and every restore
+/// kept failing "has no snapshot to start from" (found by a tester). It is stored at
+/// level 9 too: restores from its TXID on need nothing older.
+#[test]
+fn a_snapshot_makes_a_replica_emptied_under_the_primary_restorable_again() {
+    let (dir, db, replica, url) = replicated_table();
+    let mut app = shell::LiveShell::start(
+        dir.path(),
+        "app",
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url}&compaction=off",
+            db.display()
+        ),
+    );
+    txid(&app.run("INSERT INTO t(v) VALUES ('before'); SELECT litestream_sync(30000);"));
+    std::fs::remove_dir_all(&replica).unwrap();
+    txid(&app.run("INSERT INTO t(v) VALUES ('after'); SELECT litestream_sync(30000);"));
+    let snapshot = txid(&app.run("SELECT litestream_snapshot(60000);"));
+    let at_level9 = replica
+        .join("ltx/9")
+        .join(litestream_vfs::ltx::format_name(1, snapshot));
+    assert!(at_level9.exists(), "no level-9 snapshot at TXID {snapshot}");
+    txid(&app.run("INSERT INTO t(v) VALUES ('later'); SELECT litestream_sync(30000);"));
+    drop(app);
+    let ours = dir.path().join("ours.db");
+    sql_restore(&url, &ours, &[]);
+    assert_eq!(dump(&ours), dump(&db));
+    let theirs = dir.path().join("theirs.db");
+    litestream_restore(&url, &theirs, &[]).unwrap();
+    assert_eq!(dump(&theirs), dump(&db));
+}
+
 #[test]
 fn a_snapshot_needs_a_replicated_database() {
     let (ok, _, stderr) = sqlite_output("SELECT litestream_snapshot();");

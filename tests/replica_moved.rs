@@ -157,6 +157,159 @@ fn a_replica_emptied_under_a_live_primary_is_reseeded_at_the_next_snapshot_step(
     rig.assert_restores_to_the_database(&url, &[]);
 }
 
+/// The same with the default daily snapshot step: a replica emptied under a live
+/// primary that goes on committing held only increments after the TXIDs it lost, and
+/// compaction merged them on without a word (found by a tester: every restore failed
+/// "has no snapshot to start from" for up to a day). Compaction, which lists level 0
+/// for its window anyway, now finds that nothing before its input holds the TXIDs it
+/// needs, and has the primary take a snapshot, stored at level 9 too.
+#[test]
+fn a_replica_emptied_under_a_live_primary_is_reseeded_at_the_next_compaction_window() {
+    let rig = Rig::new();
+    let (replica, url) = rig.replica("replica");
+    let mut shell = LiveShell::start(rig.dir.path(), "primary", &rig.open(&url, "&levels=1s"));
+    shell.run("CREATE TABLE t(v); INSERT INTO t VALUES ('one'); SELECT litestream_sync();");
+    std::fs::remove_dir_all(&replica).unwrap();
+    shell.run("INSERT INTO t VALUES ('two'); SELECT litestream_sync();");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status(&mut shell);
+        let reseeded = !level9(&replica).is_empty();
+        if reseeded && status["uploaded_txid"] == status["txid"] {
+            assert!(status["compaction"]["gaps"].as_u64() >= Some(1), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot reseeded the replica: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        shell.stderr().contains("holds no file before TXID"),
+        "{}",
+        shell.stderr()
+    );
+    shell.run("INSERT INTO t VALUES ('three'); SELECT litestream_sync();");
+    drop(shell);
+    rig.assert_restores_to_the_database(&url, &[]);
+}
+
+/// A level-0 file lost from the middle of the replica (deleted; a mount gone from under
+/// the primary for a while): compaction logged "level 0 has a gap" and merged on from
+/// past it, no snapshot followed, and every restore of the latest state stopped at the
+/// gap (found by a tester). It now has the primary take a snapshot past the gap, counted
+/// in its status and metrics; the replica restores to the database again. The file goes
+/// right after its upload, just after a window boundary, so that the window merges the
+/// files around it, not it (tried again with new files if a window took it anyway).
+#[test]
+fn a_level0_file_lost_under_a_live_primary_has_compaction_take_a_snapshot_past_the_gap() {
+    let rig = Rig::new();
+    let (replica, url) = rig.replica("replica");
+    let mut shell = LiveShell::start(rig.dir.path(), "primary", &rig.open(&url, "&levels=3s"));
+    shell.run("CREATE TABLE t(v); INSERT INTO t VALUES ('one'); SELECT litestream_sync();");
+    let window_ms = 3000;
+    let mut lost = None;
+    for attempt in 0..3 {
+        while now_ms() % window_ms > 200 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        shell.run(&format!(
+            "INSERT INTO t VALUES ('a{attempt}'); SELECT litestream_sync();"
+        ));
+        let synced = shell.run(&format!(
+            "INSERT INTO t VALUES ('b{attempt}'); SELECT litestream_sync();"
+        ));
+        let txid: u64 = synced.trim().parse().unwrap();
+        let file = *level0_ranges(&replica).iter().find(|r| r.1 == txid).unwrap();
+        std::fs::remove_file(
+            replica
+                .join("ltx/0")
+                .join(litestream_vfs::ltx::format_name(file.0, file.1)),
+        )
+        .unwrap();
+        let merged = level_ranges(&replica, 1).iter().any(|r| r.0 <= file.0 && file.1 <= r.1);
+        if !merged {
+            lost = Some(file);
+            break;
+        }
+    }
+    let lost = lost.expect("a window merged the file before it was removed, three times");
+    shell.run("INSERT INTO t VALUES ('c'); SELECT litestream_sync();");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status(&mut shell);
+        let mended = level9(&replica).iter().any(|s| s.1 > lost.1);
+        if mended && status["uploaded_txid"] == status["txid"] {
+            assert_eq!(status["compaction"]["gaps"], 1, "{status}");
+            assert!(
+                status["compaction"]["last_gap"]["why"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("has a gap after TXID"),
+                "{status}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot past the gap: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = shell.run("SELECT litestream_metrics();");
+    assert!(metrics.contains("litestream_replica_gaps_total{"), "{metrics}");
+    shell.run("INSERT INTO t VALUES ('d'); SELECT litestream_sync();");
+    drop(shell);
+    rig.assert_restores_to_the_database(&url, &[]);
+}
+
+/// The same file lost while no process has the database open: the next open, which
+/// lists every level anyway, finds that no restore reaches the replica's newest TXID
+/// and starts with a snapshot, also at level 9 (it went on after the gap before, and a
+/// reopen healed nothing). With compaction off, so that only the open can mend it.
+#[test]
+fn a_level0_file_lost_while_closed_is_mended_by_a_snapshot_at_the_next_open() {
+    let rig = Rig::new();
+    let (replica, url) = rig.replica("replica");
+    for sql in [
+        "CREATE TABLE t(v); INSERT INTO t VALUES ('one');",
+        "INSERT INTO t VALUES ('two');",
+        "INSERT INTO t VALUES ('three');",
+    ] {
+        rig.run(&format!("{url}&compaction=off"), sql);
+    }
+    let ranges = level0_ranges(&replica);
+    let lost = ranges[ranges.len() - 2];
+    std::fs::remove_file(
+        replica
+            .join("ltx/0")
+            .join(litestream_vfs::ltx::format_name(lost.0, lost.1)),
+    )
+    .unwrap();
+    let (ok, _, stderr) = sqlite_output(&format!(
+        "{}\nINSERT INTO t VALUES ('four'); SELECT litestream_sync();",
+        rig.open(&url, "&compaction=off")
+    ));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("has a gap after TXID"), "{stderr}");
+    assert!(!level9(&replica).is_empty(), "a level-9 snapshot past the gap");
+    rig.assert_restores_to_the_database(&url, &[]);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// TXID ranges of a level of the `file://` replica at `replica`, sorted.
+fn level_ranges(replica: &Path, level: u8) -> Vec<(u64, u64)> {
+    let mut found: Vec<(u64, u64)> = std::fs::read_dir(replica.join(format!("ltx/{level}")))
+        .map(|d| {
+            d.filter_map(|e| litestream_vfs::ltx::parse_name(e.ok()?.file_name().to_str()?).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
 /// A follower whose settings name another replica (`extra` its own parameters) is told
 /// so by its status and its `litestream_sync()`; when the replicating process dies it
 /// takes over into its own replica, which then restores to the database.

@@ -153,6 +153,41 @@ fn serves_what_applying_the_files_gives_and_follows_new_ones() {
     replica.stop();
 }
 
+/// A store that lost a file from the middle (a gap): the replica serves the state before
+/// it, and says so. Its status showed `lag: -1` and no error, as if merely never caught
+/// up (found by a tester). Now `error` names the gap, `lag` is the age of the state it
+/// serves, and a snapshot stored past the gap (as the primary's compaction takes one)
+/// mends it.
+#[test]
+fn a_gap_in_the_store_is_reported_and_a_snapshot_past_it_mends_it() {
+    let (url, store) = memory_store("plan-gap");
+    for txid in [1u64, 2, 3, 5, 6] {
+        put(store.as_ref(), 0, txid, txid, encode(txid, txid, 4, &[1, 2, 3, 4]));
+    }
+    let replica = open(&url);
+    assert_eq!(replica.current().txid, 3, "the state before the gap");
+    let status = replica.status(3);
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("gap after TXID 3") && error.contains("serving TXID 3"),
+        "{status}"
+    );
+    assert_eq!(status["gap"]["next_min_txid"], 5, "{status}");
+    assert!(status["lag"].as_f64().unwrap() > 0.0, "{status}");
+    assert!(replica.lag().is_some());
+    // Polls go on without finding anything new: still said.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(replica.status(3)["error"].as_str().is_some());
+
+    // A snapshot past the gap mends it.
+    put(store.as_ref(), 0, 7, 7, encode(7, 7, 4, &[1, 2, 3, 4]));
+    put(store.as_ref(), 9, 1, 7, encode(1, 7, 4, &[1, 2, 3, 4]));
+    assert_eq!(replica.wait(7, Duration::from_secs(30)).unwrap(), 7);
+    let status = replica.status(7);
+    assert!(status["error"].is_null() && status["gap"].is_null(), "{status}");
+    replica.stop();
+}
+
 #[test]
 fn compaction_removing_planned_files_is_followed_by_a_new_plan() {
     let (url, store) = memory_store("plan-compaction");

@@ -20,6 +20,15 @@ fn flag(status: &Value, pointer: &str) -> f64 {
     }
 }
 
+/// 1 when `pointer` holds an object (a condition with its details), else 0.
+fn flag_object(status: &Value, pointer: &str) -> f64 {
+    if status.pointer(pointer).is_some_and(Value::is_object) {
+        1.0
+    } else {
+        0.0
+    }
+}
+
 /// Size of a file by `stat` (never an open descriptor: the files are SQLite's), 0 when
 /// it does not exist.
 fn file_size(path: &Path) -> f64 {
@@ -144,6 +153,11 @@ pub fn primary(f: &mut Families, status: &Value) {
             "Compaction and retention failures",
             Some(number(status, "/compaction/errors").unwrap_or(0.0)),
         );
+        d.counter(
+            "litestream_replica_gaps_total",
+            "Times compaction found no restore reaching the newest TXID stored (a gap, files lost) and had a snapshot taken",
+            Some(number(status, "/compaction/gaps").unwrap_or(0.0)),
+        );
     }
 }
 
@@ -230,6 +244,11 @@ pub fn replica(f: &mut Families, status: &Value) {
         "Polls for new TXIDs that failed",
         number(status, "/poll_errors"),
     );
+    d.gauge(
+        "litestream_read_replica_gap",
+        "1 while a gap in the store stops the read replica short of its newest file",
+        Some(flag_object(status, "/gap")),
+    );
 }
 
 /// One (replica type, operation) pair of every store of the process.
@@ -300,7 +319,7 @@ mod tests {
                 "error": "uploading TXID 10-11: connection refused", "refusing_writes": false,
                 "snapshot_pending": null, "uploaded_bytes": 777, "snapshots": 1,
                 "staging_full": "staging is full (4096 bytes, limit 1024): waiting for uploads; a snapshot follows",
-                "compaction": {"compactions": 3, "errors": 2},
+                "compaction": {"compactions": 3, "errors": 2, "gaps": 1},
                 "sync": {"count": 5, "errors": 4, "seconds": 0.5},
             }),
         );
@@ -316,6 +335,7 @@ mod tests {
         has(&format!("litestream_refusing_writes{{db=\"{db}\"}} 0"));
         has(&format!("litestream_staging_full{{db=\"{db}\"}} 1"));
         has(&format!("litestream_snapshot_pending{{db=\"{db}\"}} 0"));
+        has(&format!("litestream_replica_gaps_total{{db=\"{db}\"}} 1"));
         has(&format!("litestream_sync_count{{db=\"{db}\"}} 5"));
         has(&format!("litestream_sync_error_count{{db=\"{db}\"}} 4"));
         has(&format!("litestream_sync_seconds{{db=\"{db}\"}} 0.5"));
@@ -332,11 +352,13 @@ mod tests {
                 "cache": {"hits": 7, "misses": 3, "bytes": 12288},
                 "bytes_fetched": 9000, "pages_fetched": 3, "requests": 5, "hedged_requests": 2, "read_errors": 0,
                 "poll_errors": 1, "hydration": null,
+                "gap": {"after_txid": 40, "next_min_txid": 42, "newest_txid": 50},
             }),
         );
         let l = lines(&f);
         for sample in [
             "litestream_read_replica_txid{db=\"/v/view.db\"} 40",
+            "litestream_read_replica_gap{db=\"/v/view.db\"} 1",
             "litestream_read_replica_lag_seconds{db=\"/v/view.db\"} 12.5",
             "litestream_read_replica_cache_hits_total{db=\"/v/view.db\"} 7",
             "litestream_read_replica_cache_misses_total{db=\"/v/view.db\"} 3",

@@ -111,7 +111,13 @@ impl Compactor {
                 continue;
             }
             ran = true;
-            match self.compact_level(level) {
+            let found = self.compact_level_checked(level).map(|(done, broken)| {
+                if let Some(why) = broken {
+                    control.report(CompactionEvent::ChainBroken(why));
+                }
+                done
+            });
+            match found {
                 Ok(Some(done)) => {
                     control.report(CompactionEvent::Compacted(done));
                     // It stays pending: a chain may have stopped at a gap or a page-size

@@ -148,6 +148,12 @@ impl Compactor {
     /// restore's plan and a PUT handle well. Returns what was written, summed; `None`
     /// when there is nothing new.
     pub fn compact_level(&self, level: u8) -> Result<Option<Compacted>, CompactError> {
+        self.compact_level_checked(level).map(|(done, _)| done)
+    }
+
+    /// [`Self::compact_level`], and why no restore reaches past a gap the input has
+    /// before or inside what it merged, if one does (`chain_gaps.rs`).
+    pub fn compact_level_checked(&self, level: u8) -> Result<(Option<Compacted>, Option<String>), CompactError> {
         assert!(
             (1..=self.config.levels.len()).contains(&(level as usize)),
             "level {level} is not in the ladder"
@@ -160,8 +166,12 @@ impl Compactor {
             .map_or(0, |f| f.max_txid);
         let sources = block_on(store.list(level - 1)).map_err(err)?;
         let mut chain: Vec<&LtxObject> = Vec::new();
+        let mut broken = None;
         for f in sources.iter().filter(|f| f.max_txid > last) {
             let prev = chain.last().map_or(last, |p| p.max_txid);
+            if broken.is_none() {
+                broken = self.unbridged_gap(level, prev, f)?;
+            }
             let follows = crate::ltx::is_contiguous(prev, f.min_txid, f.max_txid);
             if (!chain.is_empty() || last > 0) && !follows {
                 if !chain.is_empty() {
@@ -200,7 +210,7 @@ impl Compactor {
                 break;
             }
         }
-        Ok(done)
+        Ok((done, broken))
     }
 
     /// Merges one run of `level - 1` files into a file at `level`, stores it, caches it
@@ -319,17 +329,11 @@ impl Compactor {
         if listing.is_empty() {
             return Ok(SnapshotTurn::Current);
         }
-        let plan = match crate::restore::plan(&listing, None) {
-            Ok(plan) => plan,
+        let plan = match crate::restore::plan_reachable(&listing) {
+            Ok((plan, None)) => plan,
+            Ok((_, Some(gap))) => return Ok(SnapshotTurn::ChainBroken(gap.to_string())),
             Err(e) => return Ok(SnapshotTurn::ChainBroken(e)),
         };
-        let reached = plan.last().map_or(0, |f| f.max_txid);
-        if reached < listing.max_txid() {
-            return Ok(SnapshotTurn::ChainBroken(format!(
-                "has files up to TXID {}, but no restore reaches past TXID {reached}",
-                listing.max_txid()
-            )));
-        }
         if plan.len() == 1 && plan[0].level == SNAPSHOT_LEVEL {
             return Ok(SnapshotTurn::Current);
         }

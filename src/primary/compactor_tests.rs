@@ -183,6 +183,48 @@ fn merges_leave_no_temp_file_whether_they_fail_or_not() {
     );
 }
 
+/// A level-0 file lost from the middle of the replica, or the replica emptied under the
+/// primary: the level-1 merge, which lists level 0 for its window anyway, says that no
+/// restore reaches past the gap (it merged on from past it without a word but a log
+/// line before), unless a level-9 snapshot bridges it.
+#[test]
+fn a_merge_over_a_gap_says_no_restore_reaches_past_it_unless_a_snapshot_bridges_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = compactor("merge-gap", dir.path(), CompactionConfig::default());
+    put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
+    put(&c, 0, 2, 2, ltx(2, 2, &[(2, 2)], 2, 2000));
+    let (done, broken) = c.compact_level_checked(1).unwrap();
+    assert_eq!((done.unwrap().max_txid, broken), (2, None));
+    // TXID 3 lost.
+    put(&c, 0, 4, 4, ltx(4, 4, &[(2, 4)], 2, 4000));
+    let (done, broken) = c.compact_level_checked(1).unwrap();
+    assert_eq!(done.unwrap().max_txid, 4, "merged on from past the gap");
+    let why = broken.expect("the gap is reported");
+    assert!(
+        why.contains("gap after TXID 2") && why.contains("0000000000000004-0000000000000004.ltx"),
+        "{why}"
+    );
+    // In the middle of a window's input: found there too.
+    put(&c, 0, 5, 5, ltx(5, 5, &[(2, 5)], 2, 5000));
+    put(&c, 0, 7, 7, ltx(7, 7, &[(2, 7)], 2, 7000));
+    let (_, broken) = c.compact_level_checked(1).unwrap();
+    assert!(broken.unwrap().contains("gap after TXID 5"));
+
+    // A snapshot past the gap (the one the report has the primary take) bridges it.
+    let c = compactor("merge-gap-bridged", &dir.path().join("b"), CompactionConfig::default());
+    put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
+    c.compact_level(1).unwrap();
+    put(&c, 9, 1, 3, ltx(1, 3, &[(1, 3), (2, 3)], 2, 3000));
+    put(&c, 0, 3, 3, ltx(3, 3, &[(1, 3), (2, 3)], 2, 3000));
+    assert_eq!(c.compact_level_checked(1).unwrap().1, None);
+
+    // Emptied under the primary: increments only, nothing before them.
+    let c = compactor("merge-headless", &dir.path().join("h"), CompactionConfig::default());
+    put(&c, 0, 7, 7, ltx(7, 7, &[(2, 7)], 2, 7000));
+    let why = c.compact_level_checked(1).unwrap().1.expect("reported");
+    assert!(why.contains("holds no file before TXID 7"), "{why}");
+}
+
 /// A replica emptied, or put back from an older copy, under a live primary: no plan
 /// reaches its newest TXID, and the snapshot step says so instead of storing a level-9
 /// snapshot of an older state (or failing every day).
@@ -197,7 +239,7 @@ fn the_snapshot_step_reports_a_replica_no_restore_reaches_the_end_of() {
     }
     put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
     match c.snapshot().unwrap() {
-        SnapshotTurn::ChainBroken(why) => assert!(why.contains("no restore reaches past TXID 1"), "{why}"),
+        SnapshotTurn::ChainBroken(why) => assert!(why.contains("gap after TXID 1"), "{why}"),
         other => panic!("{other:?}"),
     }
     put(&c, 0, 2, 4, ltx(2, 4, &[(2, 4)], 2, 4000));

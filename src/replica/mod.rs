@@ -105,6 +105,36 @@ struct Shared {
     /// status, so a replica stuck behind (a poll that fails) does not look current.
     store_txid: u64,
     poll_warning: poll_warning::PollWarning,
+    /// The newest plan stops at this gap, short of the store's newest file: what the
+    /// replica serves is the state before it (`poll.rs`).
+    gap: Option<restore::Gap>,
+}
+
+impl Shared {
+    /// Seconds since the replica last caught up with the store. Never caught up because
+    /// a gap stops it: the age of the state it serves (its newest TXID's timestamp), as
+    /// it is that far behind at least; -1 ("never") hid that it is stuck.
+    fn lag(&self) -> Option<Duration> {
+        self.last_caught_up.map(|t| t.elapsed()).or_else(|| {
+            let now = crate::primary::compactor::now_ms();
+            self.gap
+                .as_ref()
+                .map(|_| Duration::from_millis((now - self.current.timestamp_ms).max(0) as u64))
+        })
+    }
+
+    /// What `litestream_status()` says under `error`: the gap, else the last failure.
+    fn error(&self, name: &str) -> Option<String> {
+        match &self.gap {
+            Some(gap) => Some(format!(
+                "replica {name} {gap}: serving TXID {}, the state before the gap, until a snapshot \
+                 past it is stored (the primary takes one when its compaction finds the gap, or \
+                 ask for it with litestream_snapshot())",
+                gap.reached
+            )),
+            None => self.last_error.clone(),
+        }
+    }
 }
 
 /// One replica location, shared by every connection that opened it in this process.
@@ -170,7 +200,7 @@ impl Replica {
         let fetcher = Fetcher::new(store, config.key.clone());
         let started = Instant::now();
         let listing = block_on(fetcher.list_all()).map_err(|e| format!("listing replica {name}: {e}"))?;
-        let plan = restore::plan(&listing, None).map_err(|e| {
+        let (plan, gap) = restore::plan_reachable(&listing).map_err(|e| {
             format!("replica {name} {e}: nothing to read (has a primary replicated to this location yet?)")
         })?;
         // Each file's first pages come with its index: SQLite's first reads (page 1, the
@@ -209,6 +239,7 @@ impl Replica {
                 last_error: None,
                 store_txid: 0,
                 poll_warning: Default::default(),
+                gap: None,
             }),
             changed: Condvar::new(),
             poll_job: Default::default(),
@@ -218,6 +249,7 @@ impl Replica {
             stand_in: Mutex::new(None),
             opened: Instant::now(),
         });
+        replica.note_gap(gap);
         replica.keep_first_pages(&replica.current(), &heads);
         replica.start_jobs();
         Ok(replica)
@@ -243,7 +275,7 @@ impl Replica {
 
     /// Seconds since the replica last caught up with the store; `None` if it never has.
     pub fn lag(&self) -> Option<Duration> {
-        self.lock().last_caught_up.map(|t| t.elapsed())
+        self.lock().lag()
     }
 
     /// Stops the poller (the last connection closed).
@@ -266,8 +298,7 @@ impl Replica {
             let now = Instant::now();
             if now >= deadline {
                 let why = g
-                    .last_error
-                    .as_deref()
+                    .error(&self.name)
                     .map(|e| format!(" (last error: {e})"))
                     .unwrap_or_default();
                 return Err(format!(

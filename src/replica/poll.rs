@@ -66,6 +66,12 @@ impl Replica {
                     return Ok(());
                 }
                 let chain = level0_chain(&l0, cur.txid);
+                // Stopped at a gap the last full listing found: only a snapshot past it
+                // (level 9) mends it, which the periodic full listing finds. Listing
+                // every level at every poll meanwhile cost 10 LISTs a poll for nothing.
+                if chain.is_empty() && self.lock().gap.as_ref().is_some_and(|g| g.reached == cur.txid) {
+                    return Ok(());
+                }
                 if !chain.is_empty() {
                     let files = self.plan_files_async(fetcher, chain).await?;
                     let next = cur.extend(files).map_err(FetchError::Corrupt)?;
@@ -81,14 +87,16 @@ impl Replica {
             g.polls_since_full = 0;
             g.store_txid = listing.max_txid();
         }
-        let plan = restore::plan(&listing, None).map_err(FetchError::Corrupt)?;
+        let (plan, gap) = restore::plan_reachable(&listing).map_err(FetchError::Corrupt)?;
         let plan_txid = plan.last().map_or(0, |f| f.max_txid);
         if plan_txid < cur.txid {
+            let why = gap.map_or(String::new(), |g| format!(" (it {g})"));
             return Err(FetchError::Corrupt(format!(
-                "the replica went back from TXID {} to {plan_txid}; keeping TXID {}",
+                "the replica went back from TXID {} to {plan_txid}{why}; keeping TXID {}",
                 cur.txid, cur.txid
             )));
         }
+        self.note_gap(gap);
         let same = plan.len() == cur.files().len() && plan.iter().zip(cur.files()).all(|(a, b)| *a == b.object);
         if same {
             self.caught_up(None, listing.max_txid());
@@ -150,7 +158,23 @@ impl Replica {
         }
         if g.current.txid >= store_max {
             g.last_caught_up = Some(Instant::now());
+            g.gap = None;
         }
         g.last_error = None;
+    }
+
+    /// Records the gap the newest plan stops at (`None`: it reaches the newest file),
+    /// logging it when it is new: the replica serves the state before it, and says so in
+    /// its status instead of looking merely behind.
+    pub(super) fn note_gap(&self, gap: Option<restore::Gap>) {
+        let mut g = self.lock();
+        if let Some(new) = gap.as_ref().filter(|new| g.gap.as_ref() != Some(*new)) {
+            tracing::warn!(
+                replica = %self.name,
+                "the replica {new}: serving TXID {}, the state before it, until a snapshot past it is stored",
+                new.reached
+            );
+        }
+        g.gap = gap;
     }
 }

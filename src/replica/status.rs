@@ -9,12 +9,20 @@ use std::sync::Arc;
 impl Replica {
     /// `litestream_status()` of a replica connection that sees `txid`.
     pub fn status(&self, txid: u64) -> serde_json::Value {
-        let (current, lag, last_error, store_txid) = {
+        let (current, lag, last_error, error, gap, store_txid) = {
             let g = self.lock();
             (
                 Arc::clone(&g.current),
-                g.last_caught_up.map(|t| t.elapsed()),
+                g.lag(),
                 g.last_error.clone(),
+                g.error(&self.name),
+                g.gap.as_ref().map(|gap| {
+                    json!({
+                        "after_txid": gap.reached,
+                        "next_min_txid": gap.next.min_txid,
+                        "newest_txid": gap.newest,
+                    })
+                }),
                 g.store_txid,
             )
         };
@@ -51,10 +59,12 @@ impl Replica {
             "read_errors": get(&s.read_errors),
             "poll_interval_ms": self.poll_interval.as_millis() as u64,
             "uptime_s": self.opened.elapsed().as_secs_f64(),
-            // `error` as on a primary: the failure of the last poll, null once one
-            // succeeds (a keyless replica of a newly encrypted one said nothing here).
-            "error": last_error.clone(),
             "last_error": last_error,
+            // As on a primary: a gap that stops the replica short of the store's newest
+            // file, else the failure of the last poll, null once one succeeds (a keyless
+            // replica of a newly encrypted one said nothing here).
+            "error": error,
+            "gap": gap,
             "hydration": self.hydration.as_ref().map(|h| h.status(&current)),
             "encrypted_files_in_plan": current.files().iter().filter(|f| f.header.is_encrypted()).count(),
         })

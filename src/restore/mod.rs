@@ -22,7 +22,10 @@ mod progress;
 mod run;
 mod write;
 
-pub use plan::{plan, plan_latest, plan_up_to, resolve_timestamp, Listing, EVERY_LEVEL, LEVELS, SNAPSHOT_LEVEL};
+pub use plan::{
+    check_chain, gap_before, plan, plan_latest, plan_reachable, plan_up_to, resolve_timestamp, Gap, Listing,
+    EVERY_LEVEL, LEVELS, SNAPSHOT_LEVEL,
+};
 pub use progress::{progress_json, RestoreProgress};
 pub use run::{restore, restore_latest, RestoreOptions, Restored, Target};
 

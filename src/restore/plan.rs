@@ -68,8 +68,14 @@ impl Listing {
 ///
 /// With a target the plan ends exactly there, or it is an error naming the nearest
 /// TXIDs that can be restored: a file merges several TXIDs, so only the TXIDs files end
-/// at are restorable points. Pure: no I/O.
+/// at are restorable points. A chain that stops at a gap before the target (before the
+/// newest file, for the latest state) is an error naming the gap (see [`Gap`]): an
+/// older state given for the latest one looked like a successful restore. Pure: no I/O.
 pub fn plan(listing: &Listing, target: Option<u64>) -> Result<Vec<LtxObject>, String> {
+    let newest = listing.max_txid();
+    if let Some(t) = target.filter(|t| *t > newest && !listing.is_empty()) {
+        return Err(format!("cannot restore TXID {t}: the newest TXID it holds is {newest}"));
+    }
     let plan = plan_up_to(listing, target.unwrap_or(u64::MAX))?;
     let txid = plan.last().map_or(0, |f| f.max_txid);
     if let Some(t) = target {
@@ -92,8 +98,142 @@ pub fn plan(listing: &Listing, target: Option<u64>) -> Result<Vec<LtxObject>, St
 }
 
 /// The plan reaching the newest TXID it can without passing `limit` (see [`plan`]):
-/// what a timestamp target uses, where any state at or before the bound will do.
+/// what a timestamp target uses, where any state at or before the bound will do. A gap
+/// before `limit` is an error: the state past it exists, the plan cannot reach it.
 pub fn plan_up_to(listing: &Listing, limit: u64) -> Result<Vec<LtxObject>, String> {
+    let plan = chain(listing, limit)?;
+    let Some(gap) = gap_before(listing, limit) else {
+        return Ok(plan);
+    };
+    let reached = gap.reached;
+    Err(if limit == u64::MAX {
+        format!(
+            "{gap}: the latest state cannot be restored. The state before the gap can: ask for \
+             TXID {reached} explicitly (restore -txid {reached:016x}; litestream_restore(url, path, {reached}))"
+        )
+    } else if limit < gap.next.min_txid {
+        format!(
+            "cannot restore TXID {limit}: no file holds it: the replica {gap}; the newest TXID \
+             restorable before it is {reached}"
+        )
+    } else {
+        format!(
+            "cannot restore TXID {limit}: it lies past a gap: the replica {gap}; the newest TXID \
+             restorable before it is {reached}"
+        )
+    })
+}
+
+/// The plan reaching as far as the files allow, and the gap that stops it short of the
+/// newest file, if one does: what a read replica serves (the state before the gap, its
+/// status saying why it is not the newest) and what `info` shows.
+pub fn plan_reachable(listing: &Listing) -> Result<(Vec<LtxObject>, Option<Gap>), String> {
+    let plan = chain(listing, u64::MAX)?;
+    Ok((plan, gap_before(listing, u64::MAX)))
+}
+
+/// Whether a restore of the latest state would reach the newest file: `Err` with why
+/// (a gap, or nothing to start from) when it would not. An empty listing is `Ok`. A
+/// sweep over the files sorted by first TXID ([`gap_before`]), not the plan's search,
+/// which looks at every file at every step: an open of a primary runs it on the
+/// listing it made anyway, and a replica with compaction off holds a file per
+/// `sync_interval` for ever.
+pub fn check_chain(listing: &Listing) -> Result<(), String> {
+    if listing.is_empty() {
+        return Ok(());
+    }
+    let starts = !listing.snapshots.is_empty() || listing.incremental.iter().flatten().any(|f| f.min_txid == 1);
+    if !starts {
+        return chain(listing, u64::MAX).map(|_| ());
+    }
+    match gap_before(listing, u64::MAX) {
+        Some(gap) => Err(gap.to_string()),
+        None => Ok(()),
+    }
+}
+
+/// Where a chain of files stops: no file continues TXID `reached`, yet a file starts
+/// further on. A level-0 file lost from the middle of a replica (deleted, a mount that
+/// went away under the primary) makes one; only a snapshot after it mends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// The last TXID a plan reaches.
+    pub reached: u64,
+    /// The first file past the gap (the lowest first TXID, then the lowest level).
+    pub next: LtxObject,
+    /// The newest TXID any file reaches.
+    pub newest: u64,
+}
+
+impl std::fmt::Display for Gap {
+    /// A predicate, as the callers put "replica URL " before it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (first, last) = (self.reached + 1, self.next.min_txid - 1);
+        let missing = if first == last {
+            format!("TXID {first}")
+        } else {
+            format!("TXIDs {first}-{last}")
+        };
+        write!(
+            f,
+            "has a gap after TXID {}: no file holds {missing}; the first file past it, level {} {}, \
+             starts at TXID {} (files go up to TXID {})",
+            self.reached,
+            self.next.level,
+            crate::ltx::format_name(self.next.min_txid, self.next.max_txid),
+            self.next.min_txid,
+            self.newest
+        )
+    }
+}
+
+/// The first gap a chain from the newest snapshot at or before `limit` meets before
+/// reaching `limit` (the newest file, for `u64::MAX`): TXIDs no file holds, between
+/// what files reach and the next file. A file that merges TXIDs past `limit` with
+/// earlier ones is no gap: the chain stops short of `limit` there because of the bound,
+/// not for want of files. `None` with nothing to start a chain: that is [`plan`]'s
+/// error. One sweep over the files sorted by first TXID.
+pub fn gap_before(listing: &Listing, limit: u64) -> Option<Gap> {
+    let mut reached = listing
+        .snapshots
+        .iter()
+        .map(|s| s.max_txid)
+        .filter(|m| *m <= limit)
+        .max()
+        .unwrap_or(0);
+    let mut files: Vec<&LtxObject> = listing
+        .incremental
+        .iter()
+        .flatten()
+        .filter(|f| f.max_txid > reached)
+        .collect();
+    files.sort_by_key(|f| (f.min_txid, f.level));
+    for f in files {
+        if reached >= limit {
+            return None;
+        }
+        if f.max_txid <= reached {
+            continue;
+        }
+        if f.min_txid > reached + 1 {
+            // Nothing to start from is not a gap after something.
+            return (reached > 0).then(|| Gap {
+                reached,
+                next: f.clone(),
+                newest: listing.max_txid(),
+            });
+        }
+        if reached == 0 && f.min_txid != 1 {
+            return None;
+        }
+        reached = f.max_txid;
+    }
+    None
+}
+
+/// The greedy chain of [`plan`] up to `limit`, which may stop short of it; an error
+/// only when nothing starts it.
+fn chain(listing: &Listing, limit: u64) -> Result<Vec<LtxObject>, String> {
     let snapshot = listing
         .snapshots
         .iter()
@@ -121,10 +261,25 @@ pub fn plan_up_to(listing: &Listing, limit: u64) -> Result<Vec<LtxObject>, Strin
         }
     }
     if plan.is_empty() {
+        // The oldest file, named: a replica emptied under a live primary holds only
+        // files after the TXIDs it lost, which says what happened.
+        let oldest = listing
+            .incremental
+            .iter()
+            .flatten()
+            .min_by_key(|f| (f.min_txid, f.level))
+            .map_or(String::new(), |f| {
+                format!(
+                    " (its oldest file, level {} {}, starts at TXID {})",
+                    f.level,
+                    crate::ltx::format_name(f.min_txid, f.max_txid),
+                    f.min_txid
+                )
+            });
         return Err(match limit {
             _ if listing.is_empty() => "has no LTX files".to_string(),
-            u64::MAX => "has no snapshot to start from".to_string(),
-            t => format!("has no snapshot at or before TXID {t}"),
+            u64::MAX => format!("has no snapshot to start from{oldest}"),
+            t => format!("has no snapshot at or before TXID {t}{oldest}"),
         });
     }
     Ok(plan)
@@ -259,9 +414,87 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_stops_the_latest_plan_with_an_error_naming_it_and_the_state_before_it() {
+        // Level 0 of TXIDs 1 to 9, the file of TXID 6 lost.
+        let files: Vec<LtxObject> = [1, 2, 3, 4, 5, 7, 8, 9].iter().map(|t| f(0, *t, *t)).collect();
+        let l = listing(&files);
+        let err = plan(&l, None).unwrap_err();
+        for said in [
+            "gap after TXID 5",
+            "no file holds TXID 6",
+            "level 0 0000000000000007-0000000000000007.ltx",
+            "files go up to TXID 9",
+            "-txid 0000000000000005",
+        ] {
+            assert!(err.contains(said), "{said:?} not in {err}");
+        }
+        // The state before the gap, asked for explicitly, restores.
+        assert_eq!(ranges(&plan(&l, Some(5)).unwrap()).last(), Some(&(0, 5, 5)));
+        assert_eq!(plan(&l, Some(3)).unwrap().len(), 3);
+        // A TXID past it: said so, not blamed on a file merging TXIDs.
+        let err = plan(&l, Some(8)).unwrap_err();
+        assert!(err.contains("past a gap") && err.contains("before it is 5"), "{err}");
+        assert!(!err.contains("merges"), "{err}");
+        let err = plan(&l, Some(6)).unwrap_err();
+        assert!(
+            err.contains("no file holds it") && err.contains("before it is 5"),
+            "{err}"
+        );
+        let err = plan(&l, Some(12)).unwrap_err();
+        assert!(err.contains("newest TXID it holds is 9"), "{err}");
+        // A time target resolves to a bound: past the gap, an error too.
+        assert!(plan_up_to(&l, 9).unwrap_err().contains("past a gap"));
+        assert_eq!(ranges(&plan_up_to(&l, 5).unwrap()).last(), Some(&(0, 5, 5)));
+        // A file merging TXIDs past a bound is no gap: the bound stops the chain there.
+        let merged = listing(&[f(0, 1, 1), f(1, 1, 2), f(1, 3, 6), f(0, 4, 4)]);
+        assert_eq!(gap_before(&merged, 4), None);
+        assert!(plan(&merged, Some(4)).unwrap_err().contains("merges several"));
+        // The sweep an open runs finds the same gap.
+        assert_eq!(
+            check_chain(&l).unwrap_err(),
+            gap_before(&l, u64::MAX).unwrap().to_string()
+        );
+        // What a read replica serves: the state before the gap, and the gap.
+        let (reachable, gap) = plan_reachable(&l).unwrap();
+        assert_eq!(reachable.len(), 5);
+        let gap = gap.expect("a gap");
+        assert_eq!((gap.reached, gap.next.min_txid, gap.newest), (5, 7, 9));
+        // A snapshot after the gap mends it: the latest state restores from there.
+        let mended = listing(&[&files[..], &[f(0, 10, 10), f(9, 1, 10)]].concat());
+        assert_eq!(ranges(&plan(&mended, None).unwrap()), [(9, 1, 10)]);
+        assert_eq!(plan_reachable(&mended).unwrap().1, None);
+        assert_eq!(check_chain(&mended), Ok(()));
+    }
+
+    #[test]
+    fn the_chain_sweep_agrees_with_the_plan() {
+        let healthy = [
+            listing(&[f(0, 1, 1), f(0, 2, 2), f(1, 1, 2), f(0, 3, 5), f(9, 1, 4), f(0, 6, 6)]),
+            listing(&[f(9, 1, 10), f(1, 11, 20), f(1, 21, 30), f(2, 11, 30), f(0, 31, 31)]),
+            // Retention removed everything before the snapshot it keeps.
+            listing(&[f(9, 1, 10), f(0, 11, 11), f(1, 11, 11)]),
+            listing(&[]),
+        ];
+        for l in &healthy {
+            assert_eq!(check_chain(l), Ok(()), "{l:?}");
+        }
+        // Emptied under the primary: increments only.
+        let emptied = listing(&[f(0, 7, 7), f(0, 8, 8), f(1, 7, 8)]);
+        let err = check_chain(&emptied).unwrap_err();
+        assert!(
+            err.contains("no snapshot to start from") && err.contains("starts at TXID 7"),
+            "{err}"
+        );
+        // Put back from an older copy: a snapshot, then a gap.
+        let older = listing(&[f(9, 1, 4), f(0, 5, 5), f(0, 9, 9)]);
+        assert!(check_chain(&older).unwrap_err().contains("gap after TXID 5"));
+    }
+
+    #[test]
     fn empty_or_headless_replicas_are_errors() {
         assert!(plan(&listing(&[]), None).unwrap_err().contains("no LTX files"));
-        assert!(plan(&listing(&[f(0, 5, 6)]), None).unwrap_err().contains("no snapshot"));
+        let err = plan(&listing(&[f(0, 5, 6)]), None).unwrap_err();
+        assert!(err.contains("no snapshot") && err.contains("starts at TXID 5"), "{err}");
         assert!(plan(&listing(&[f(9, 1, 10)]), Some(3))
             .unwrap_err()
             .contains("at or before TXID 3"));

@@ -2,7 +2,7 @@
 //! a restore of the latest state would download.
 
 use litestream_vfs::ltx::{Header, HEADER_SIZE};
-use litestream_vfs::restore::{plan, Listing, LEVELS, SNAPSHOT_LEVEL};
+use litestream_vfs::restore::{plan_reachable, Listing, LEVELS, SNAPSHOT_LEVEL};
 use litestream_vfs::runtime::block_on;
 use litestream_vfs::storage::{LtxObject, ReplicaStore};
 use serde_json::json;
@@ -104,8 +104,8 @@ fn summarize(store: &dyn ReplicaStore) -> Result<serde_json::Value, String> {
         .expect("not empty");
     let min_txid = all.iter().map(|f| f.min_txid).min().unwrap_or(0);
     let encryption = encryption_summary(store, &listing)?;
-    let restore_plan = match plan(&listing, None) {
-        Ok(files) => json!({
+    let restore_plan = match plan_reachable(&listing) {
+        Ok((files, gap)) => json!({
             "txid": format::txid(files.last().map_or(0, |f| f.max_txid)),
             "files": files.len(),
             "bytes": files.iter().map(|f| f.size).sum::<u64>(),
@@ -116,6 +116,17 @@ fn summarize(store: &dyn ReplicaStore) -> Result<serde_json::Value, String> {
                 "max_txid": format::txid(f.max_txid),
                 "size": f.size,
             })).collect::<Vec<_>>(),
+            // The plan stops short of the newest file: a restore of the latest state
+            // fails, one of this plan's TXID (asked for explicitly) works.
+            "gap": gap.map(|g| json!({
+                "after_txid": format::txid(g.reached),
+                "next_file": {
+                    "level": g.next.level,
+                    "min_txid": format::txid(g.next.min_txid),
+                    "max_txid": format::txid(g.next.max_txid),
+                },
+                "error": format!("replica {g}"),
+            })),
         }),
         Err(e) => json!({ "error": format!("cannot restore: replica {e}") }),
     };
@@ -137,7 +148,7 @@ fn summarize(store: &dyn ReplicaStore) -> Result<serde_json::Value, String> {
 /// Which files of the latest restore plan are encrypted, and to how many recipients
 /// (one 100-byte ranged GET per file of the plan).
 fn encryption_summary(store: &dyn ReplicaStore, listing: &Listing) -> Result<serde_json::Value, String> {
-    let Ok(files) = plan(listing, None) else {
+    let Ok((files, _)) = plan_reachable(listing) else {
         return Ok(serde_json::Value::Null);
     };
     let mut encrypted = 0usize;
@@ -249,6 +260,15 @@ fn print_text(d: &serde_json::Value) {
             format::bytes(n(&p["bytes"])),
             steps.join(", ")
         );
+        let gap = &p["gap"];
+        if !gap.is_null() {
+            println!(
+                "  GAP:          the plan stops at a gap, short of the latest TXID: {}. A restore of \
+                 the latest state fails; -txid {} restores the state before the gap",
+                s(&gap["error"]),
+                s(&gap["after_txid"])
+            );
+        }
     }
 }
 

@@ -272,8 +272,9 @@ struct Shared {
     /// The staged file (its last TXID) whose level-9 twin is stored: its level-0 upload
     /// may take several turns (`upload.rs`).
     reseed_stored: Option<u64>,
-    /// The open found the replica lacking TXIDs this database had replicated
-    /// (`reconcile.rs`): the next full image uploaded also goes to level 9 as 1..=N.
+    /// The next full image uploaded also goes to level 9 as 1..=N: the open found the
+    /// replica lacking TXIDs this database had replicated (`reconcile.rs`), compaction
+    /// found a gap (`chain_gaps.rs`), or `litestream_snapshot()` asked for it.
     chain_start_owed: bool,
     /// The database file right after this process's last connection checkpointed and
     /// deleted the WAL: what a clean close records.

@@ -37,6 +37,10 @@ impl Primary {
         let check_key = CheckKey::new(db_path, &config);
         let saved_at = saved.as_ref().map(|s| (s.node_id, s.txid));
         let (listed, asked, listing) = newest_for_open(store.as_ref(), &check_key, saved_at, db_path);
+        // A replica whose files no restore chains up to its newest (a gap, or emptied
+        // under the primary, which then uploaded into it before this open), as the
+        // listing made now finds it: the open owes it a snapshot, also at level 9.
+        let chain_broken = listing.as_ref().and_then(|l| crate::restore::check_chain(l).err());
         let checked_now = asked == Asked::Now;
         let unanswered = asked == Asked::NotWhileUnanswered;
         let listed_ok = listed.is_ok();
@@ -88,8 +92,14 @@ impl Primary {
             mut handoff_consumed,
             queue,
             mut snapshot_needed,
-            chain_start_owed,
+            mut chain_start_owed,
         } = reconcile(&local, saved, replica_seen, &wal_index, snapshotter.as_ref())?;
+        if let Some(why) = chain_broken {
+            let reason = format!("replica {} {why}: no restore reaches its newest TXID", store.describe());
+            tracing::warn!(db = %db_path.display(), %reason, "taking a snapshot, also stored at level 9");
+            snapshot_needed.get_or_insert(reason);
+            chain_start_owed = true;
+        }
         let encryption_status = config
             .encryption
             .as_ref()
@@ -345,7 +355,9 @@ enum Asked {
 }
 
 /// The replica's newest file for an open with saved state `saved_at` (node, TXID): what
-/// this process's recent check found, or a listing now (then also every level's files).
+/// this process's recent check found (which had found the chain whole: a broken one
+/// owes a snapshot, and a check that owes one is not remembered), or a listing now (then
+/// also every level's files).
 fn newest_for_open(
     store: &dyn ReplicaStore,
     key: &CheckKey,

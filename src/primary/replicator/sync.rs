@@ -16,12 +16,17 @@ impl Primary {
     /// after a discontinuity (every page as it is now, whatever the replica holds), and
     /// waits until it is stored; returns the TXID stored. For an operator who doubts the
     /// replica, e.g. after the 2026-12-06 advisory: restores from then on need nothing
-    /// before it.
+    /// before it. So it is stored at level 9 too, as TXIDs 1..=N (`upload.rs`): restore
+    /// plans, ours and Litestream's, start only from level 9 or a file starting at TXID
+    /// 1, and a level-0 image at TXID N looks like any increment in a listing. Stored
+    /// at level 0 alone it mended nothing: a replica emptied under the primary stayed
+    /// "no snapshot to start from".
     pub fn snapshot_now(&self, timeout: Duration) -> Result<u64, String> {
         self.catch_up_foreign_commits(true);
         let since = {
             let mut shared = self.lock();
             shared.require_snapshot("asked for by litestream_snapshot()".into());
+            shared.chain_start_owed = true;
             (shared.snapshot_epoch, true)
         };
         self.wake_worker();

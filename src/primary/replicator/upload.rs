@@ -133,7 +133,8 @@ impl Primary {
     /// before it, stores it as a level-9 snapshot too (TXIDs 1..=its last), so that
     /// plans start from it (`reseed.rs`): the first file of a new page size (plans must
     /// not mix page sizes), and the first full image after the open found the replica
-    /// lacking TXIDs this database had replicated (`reconcile.rs`). Done before the
+    /// lacking TXIDs this database had replicated (`reconcile.rs`), after compaction
+    /// found a gap (`chain_gaps.rs`), or that `litestream_snapshot()` asked for. Done before the
     /// level-0 upload: a kill in between leaves a snapshot whose level-0 twin is uploaded
     /// on restart, never the reverse.
     pub(super) fn snapshot_if_chain_breaks(
@@ -143,6 +144,12 @@ impl Primary {
         bytes: &[u8],
     ) -> Result<(), String> {
         if file.min_txid <= 1 {
+            // A plan starts from it as it is: nothing more is owed, unless a snapshot
+            // was asked for after it (a gap found meanwhile waits for that one).
+            let mut shared = self.lock();
+            if shared.snapshot_needed.is_none() && file.max_txid >= shared.last_snapshot_txid {
+                shared.chain_start_owed = false;
+            }
             return Ok(());
         }
         // The level-0 PUT that follows may outlast the turn (`round_trip`): the next turn
@@ -152,7 +159,9 @@ impl Primary {
         }
         let owed = self.lock().chain_start_owed;
         let why = if owed {
-            "the replica lacks the TXIDs before it".to_string()
+            "restores must be able to start from it (the replica lacks TXIDs before it, or \
+             litestream_snapshot() asked for it)"
+                .to_string()
         } else {
             let known = self.lock().replica_page_size;
             let previous = match known {

@@ -60,8 +60,11 @@ impl Primary {
         let requests = follower::pending_requests(&self.config.staging_dir);
         if follower::snapshot_asked(&requests) {
             tracing::info!(db = %self.db_path.display(), "taking a snapshot: another process asked for it (litestream_snapshot())");
-            self.lock()
-                .require_snapshot("asked for by litestream_snapshot() in another process".into());
+            let mut shared = self.lock();
+            shared.require_snapshot("asked for by litestream_snapshot() in another process".into());
+            // Stored at level 9 too, as in this process (`Primary::snapshot_now`).
+            shared.chain_start_owed = true;
+            drop(shared);
             follower::snapshot_requests_taken(&requests);
         }
         let round = Instant::now();
@@ -222,6 +225,12 @@ impl CompactionControl for Primary {
     fn report(&self, event: CompactionEvent) {
         let mut shared = self.lock();
         if let CompactionEvent::ChainBroken(why) = &event {
+            // A snapshot owed to the chain is on its way (staged, or its level-9 copy not
+            // stored yet): it is later than every TXID stored, so it mends this too.
+            if shared.chain_start_owed {
+                tracing::debug!(db = %self.db_path.display(), %why, "gap found while a snapshot that mends it is pending");
+                return;
+            }
             // The chain can only be mended from the database: a full image at the next
             // TXID, also stored at level 9 (`upload.rs`), as after an open that found
             // the replica lacking TXIDs (`reconcile.rs`).
@@ -281,6 +290,8 @@ impl CompactionControl for Primary {
                 status["last_error"] = json!(format!(
                     "no restore reaches the replica's newest TXID ({why}): a snapshot follows"
                 ));
+                status["last_gap"] = json!({ "why": why, "at_ms": now_ms() });
+                bump(status, "gaps", 1);
             }
         }
     }
