@@ -276,3 +276,60 @@ fn compaction_and_retention_on_nats_keep_restores_exact() {
     assert_eq!(restored.position.txid, target);
     assert_eq!(integrity(&out), "ok");
 }
+
+/// The bucket deleted under a running primary (or lost by a server restarted without its
+/// storage): uploads got "no responders" until the database was reopened, and a bucket
+/// made again held only increments, which no restore starts from. Now the next upload
+/// makes the bucket again and the primary's compaction window finds the chain broken
+/// and stores a snapshot: the restore equals the primary.
+#[test]
+fn a_bucket_deleted_under_a_running_primary_is_made_again_and_reseeded() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = nats.url("deleted");
+    let mut shell = LiveShell::start(
+        dir.path(),
+        "primary",
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms&l1_interval=1s&sync_timeout=5s\n\
+             CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);\n\
+             SELECT litestream_sync(10000) > 0;",
+            db.display()
+        ),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{}", nats.port)).await.unwrap();
+        async_nats::jetstream::new(client)
+            .delete_stream("OBJ_deleted")
+            .await
+            .unwrap();
+    });
+    shell.run("INSERT INTO t VALUES (3);");
+    // The first upload after finds the stream gone and makes it again; the sync waits for
+    // the retry.
+    let synced = shell.run("SELECT litestream_sync(20000) > 0;");
+    assert_eq!(synced.trim(), "1", "{}\n{}", shell.stderr(), nats.log_tail());
+    shell.run("INSERT INTO t VALUES (4);");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out = dir.path().join("restored.db");
+    loop {
+        shell.run("SELECT litestream_sync(10000);");
+        let _ = std::fs::remove_file(&out);
+        if restore_latest(&store(&url), &out).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no restorable replica 30 s after the bucket was made again: {}",
+            shell.stderr()
+        );
+        sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        sqlite(&format!(".open {}\nSELECT group_concat(x) FROM t;", out.display())).trim(),
+        "1,2,3,4"
+    );
+    assert!(shell.stderr().contains("did not exist"), "{}", shell.stderr());
+}

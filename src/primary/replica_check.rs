@@ -137,6 +137,13 @@ pub fn passed(key: CheckKey, node_id: u64, txid: u64, newest: Option<LtxObject>,
     record(key, Entry::Passed(check), now);
 }
 
+/// This process saw something that says the replica may have changed under it (an
+/// upload failed: a bucket deleted, a store put back; compaction found a gap): the next
+/// open lists it again instead of trusting the last check.
+pub fn doubt(key: &CheckKey) {
+    entries().remove(key);
+}
+
 /// This process saved state at `txid`: a saved state below it is one put back.
 pub fn saved(key: &CheckKey, txid: u64) {
     if let Some(c) = passed_check(&mut entries(), key) {
@@ -195,6 +202,8 @@ mod tests {
             "older than a state this process saved"
         );
         assert!(recent(&key("a"), 1, 12, t0).is_some());
+        doubt(&key("a"));
+        assert_eq!(recent(&key("a"), 1, 12, t0), None, "doubted");
     }
 
     #[test]

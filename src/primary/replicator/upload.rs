@@ -89,7 +89,10 @@ impl Primary {
                     return Err(reason);
                 }
             }
-            Err(e) => return Err(format!("uploading TXID {}-{}: {e}", file.min_txid, file.max_txid)),
+            Err(e) => {
+                crate::primary::replica_check::doubt(&self.replica_check);
+                return Err(format!("uploading TXID {}-{}: {e}", file.min_txid, file.max_txid));
+            }
         }
         let cached = self
             .level_cache

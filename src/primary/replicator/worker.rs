@@ -225,6 +225,7 @@ impl CompactionControl for Primary {
     fn report(&self, event: CompactionEvent) {
         let mut shared = self.lock();
         if let CompactionEvent::ChainBroken(why) = &event {
+            crate::primary::replica_check::doubt(&self.replica_check);
             // A snapshot owed to the chain is on its way (staged, or its level-9 copy not
             // stored yet): it is later than every TXID stored, so it mends this too.
             if shared.chain_start_owed {
