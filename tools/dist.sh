@@ -14,13 +14,15 @@ profile="${1:-dist}"
 # 0.06 MB above it, keeps it from growing unnoticed. Raised from 7.75 MB on 2026-12-06
 # (stop 36: hedged replica reads, the restore's open-database check, the replica note
 # on database files took the library to 7,764,000 bytes).
-# CI packages the release build (make dist takes 8 minutes): its ceiling keeps the same
-# proportion to the 11.59 MB it measured on 2026-12-06 as the dist ceiling to 7.79 MB,
-# so that growth shows in `make test` before it reaches the shipped library.
+# CI packages the release build (make dist takes 8 minutes): its ceiling sits about as
+# far above what CI measured as the dist ceiling above the dist library, so that growth
+# shows in `make test` before it reaches the shipped library. Raised from 11.68 MB on
+# 2026-12-07, when it caught the day's fixes (gaps in replicas, the needed-files check of
+# keyed primaries, NATS buckets made again): 11.59 -> 11.70 MB.
 # tests/packages.rs reads the ceiling from target/packages/CEILING.
 case "$profile" in
   dist) ceiling=7850000 ;;
-  release) ceiling=11680000 ;;
+  release) ceiling=11780000 ;;
   *) echo "tools/dist.sh: profile $profile: expected dist or release" >&2; exit 2 ;;
 esac
 
