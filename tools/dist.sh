@@ -10,10 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile="${1:-dist}"
-# The goal is 8 MB; the library is 7.79 MB (README "Sizes"), and this ceiling, about
-# 0.06 MB above it, keeps it from growing unnoticed. Raised from 7.75 MB on 2026-12-06
-# (stop 36: hedged replica reads, the restore's open-database check, the replica note
-# on database files took the library to 7,764,000 bytes).
+# The goal is 8 MB; the library is 7.95 MB (README "Sizes"). The ceiling was about
+# 0.06 MB above the library; on 2026-12-07 the day's fixes (gaps in replicas, the
+# needed-files check of keyed primaries, the NATS bucket checks, the merged helpers'
+# status fields) took it from 7.79 to 7.95 MB, and the ceiling is now the goal itself:
+# the next growth must be paid for by a cut.
 # CI packages the release build (make dist takes 8 minutes): its ceiling sits about as
 # far above what CI measured as the dist ceiling above the dist library, so that growth
 # shows in `make test` before it reaches the shipped library. Raised from 11.68 MB on
@@ -21,7 +22,7 @@ profile="${1:-dist}"
 # keyed primaries, NATS buckets made again): 11.59 -> 11.70 MB.
 # tests/packages.rs reads the ceiling from target/packages/CEILING.
 case "$profile" in
-  dist) ceiling=7850000 ;;
+  dist) ceiling=8000000 ;;
   release) ceiling=11780000 ;;
   *) echo "tools/dist.sh: profile $profile: expected dist or release" >&2; exit 2 ;;
 esac
