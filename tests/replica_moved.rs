@@ -129,6 +129,20 @@ fn an_emptied_encrypted_replica_is_reseeded_with_an_encrypted_snapshot() {
     rig.assert_restores_to_the_database(&url, &[("LITESTREAM_ENCRYPTION_KEY", KEY)]);
 }
 
+/// Waits up to 20 s until `stored` (a level-9 snapshot the test looks for is in the
+/// replica) and the primary has uploaded everything it committed; its status then.
+fn wait_for_snapshot(shell: &mut LiveShell, failure: &str, stored: impl Fn() -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status(shell);
+        if stored() && status["uploaded_txid"] == status["txid"] {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{failure}: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Under a live primary nothing lists the replica from TXID 1 but the level-9 snapshot
 /// step: it found no plan to merge (every day, an error), or merged the older state a
 /// put-back copy ended at. It now has the primary take a snapshot of the database.
@@ -140,17 +154,10 @@ fn a_replica_emptied_under_a_live_primary_is_reseeded_at_the_next_snapshot_step(
     shell.run("CREATE TABLE t(v); INSERT INTO t VALUES ('one'); SELECT litestream_sync();");
     std::fs::remove_dir_all(&replica).unwrap();
     shell.run("INSERT INTO t VALUES ('two'); SELECT litestream_sync();");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = status(&mut shell);
-        // The replica was emptied: any level-9 snapshot in it is the reseed's.
-        let reseeded = !level9(&replica).is_empty();
-        if reseeded && status["uploaded_txid"] == status["txid"] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no snapshot reseeded the replica: {status}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The replica was emptied: any level-9 snapshot in it is the reseed's.
+    wait_for_snapshot(&mut shell, "no snapshot reseeded the replica", || {
+        !level9(&replica).is_empty()
+    });
     assert!(shell.stderr().contains("no restore reaches") || shell.stderr().contains("no snapshot to start from"));
     shell.run("INSERT INTO t VALUES ('three'); SELECT litestream_sync();");
     drop(shell);
@@ -171,17 +178,10 @@ fn a_replica_emptied_under_a_live_primary_is_reseeded_at_the_next_compaction_win
     shell.run("CREATE TABLE t(v); INSERT INTO t VALUES ('one'); SELECT litestream_sync();");
     std::fs::remove_dir_all(&replica).unwrap();
     shell.run("INSERT INTO t VALUES ('two'); SELECT litestream_sync();");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = status(&mut shell);
-        let reseeded = !level9(&replica).is_empty();
-        if reseeded && status["uploaded_txid"] == status["txid"] {
-            assert!(status["compaction"]["gaps"].as_u64() >= Some(1), "{status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no snapshot reseeded the replica: {status}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let status = wait_for_snapshot(&mut shell, "no snapshot reseeded the replica", || {
+        !level9(&replica).is_empty()
+    });
+    assert!(status["compaction"]["gaps"].as_u64() >= Some(1), "{status}");
     assert!(
         shell.stderr().contains("holds no file before TXID"),
         "{}",
@@ -233,24 +233,17 @@ fn a_level0_file_lost_under_a_live_primary_has_compaction_take_a_snapshot_past_t
     }
     let lost = lost.expect("a window merged the file before it was removed, three times");
     shell.run("INSERT INTO t VALUES ('c'); SELECT litestream_sync();");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = status(&mut shell);
-        let mended = level9(&replica).iter().any(|s| s.1 > lost.1);
-        if mended && status["uploaded_txid"] == status["txid"] {
-            assert_eq!(status["compaction"]["gaps"], 1, "{status}");
-            assert!(
-                status["compaction"]["last_gap"]["why"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("has a gap after TXID"),
-                "{status}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no snapshot past the gap: {status}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let status = wait_for_snapshot(&mut shell, "no snapshot past the gap", || {
+        level9(&replica).iter().any(|s| s.1 > lost.1)
+    });
+    assert_eq!(status["compaction"]["gaps"], 1, "{status}");
+    assert!(
+        status["compaction"]["last_gap"]["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("has a gap after TXID"),
+        "{status}"
+    );
     let metrics = shell.run("SELECT litestream_metrics();");
     assert!(metrics.contains("litestream_replica_gaps_total{"), "{metrics}");
     shell.run("INSERT INTO t VALUES ('d'); SELECT litestream_sync();");
