@@ -77,6 +77,14 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     /// Mounts a `size` tmpfs at `dir`, or says why it cannot.
+    /// [`Tmpfs::mount`], or `None` with a SKIPPED line naming `test` when it cannot be
+    /// mounted (not root).
+    fn mount_or_skip(dir: &Path, size: &str, test: &str) -> Option<Tmpfs> {
+        Tmpfs::mount(dir, size)
+            .map_err(|why| println!("SKIPPED {test}: {why}"))
+            .ok()
+    }
+
     fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
         let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
         if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
@@ -109,12 +117,8 @@ fn disk_full_while_staging() {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_db(dir.path());
     let staging = dir.path().join("staging");
-    let _tmpfs = match Tmpfs::mount(&staging, "2m") {
-        Ok(t) => t,
-        Err(why) => {
-            println!("SKIPPED disk_full_while_staging: {why}");
-            return;
-        }
+    let Some(_tmpfs) = Tmpfs::mount_or_skip(&staging, "2m", "disk_full_while_staging") else {
+        return;
     };
     let url = file_url(&dir.path().join("replica"));
     let mut sh = Shell::start(
@@ -191,12 +195,8 @@ fn disk_full_for_long_while_committing() {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_db(dir.path());
     let staging = dir.path().join("staging");
-    let _tmpfs = match Tmpfs::mount(&staging, "4m") {
-        Ok(t) => t,
-        Err(why) => {
-            println!("SKIPPED disk_full_for_long_while_committing: {why}");
-            return;
-        }
+    let Some(_tmpfs) = Tmpfs::mount_or_skip(&staging, "4m", "disk_full_for_long_while_committing") else {
+        return;
     };
     let url = file_url(&dir.path().join("replica"));
     let mut sh = harness::shell::LiveShell::start(
@@ -293,12 +293,8 @@ fn disk_full_for_long_while_committing() {
 fn a_sync_waiting_while_the_backlog_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let staging = dir.path().join("staging");
-    let _tmpfs = match Tmpfs::mount(&staging, "2m") {
-        Ok(t) => t,
-        Err(why) => {
-            println!("SKIPPED a_sync_waiting_while_the_backlog_is_dropped: {why}");
-            return;
-        }
+    let Some(_tmpfs) = Tmpfs::mount_or_skip(&staging, "2m", "a_sync_waiting_while_the_backlog_is_dropped") else {
+        return;
     };
     let out = Command::new(harness::python())
         .arg(harness::repo_root().join("tests/scripts/sync_across_drop.py"))
