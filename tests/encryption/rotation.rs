@@ -64,13 +64,15 @@ fn a_rotation_that_skipped_rekey_is_refused_at_open_until_the_files_are_rekeyed(
     assert!(ok, "{stderr}");
     let (out, stderr) = commit(&db, &url, &format!("&encryption_key={b}"), "three");
     assert_eq!(out.trim(), "1", "{stderr}");
-    let restored = dir.path().join("restored.db");
-    let (ok, _, stderr) = cli(&["restore", "-key", b, "-o", restored.to_str().unwrap(), &url], &[]);
+    assert_key_restores(dir.path(), &url, b, "one,two,three");
+}
+
+/// The CLI restores `url` with `key` into `dir`, and the rows of `t` are `rows`.
+fn assert_key_restores(dir: &std::path::Path, url: &str, key: &str, rows: &str) {
+    let restored = dir.join(format!("restored-{}.db", &key[..4]));
+    let (ok, _, stderr) = cli(&["restore", "-key", key, "-o", restored.to_str().unwrap(), url], &[]);
     assert!(ok, "{stderr}");
-    assert_eq!(
-        plain_sqlite(&restored, "SELECT group_concat(v) FROM t;").trim(),
-        "one,two,three"
-    );
+    assert_eq!(plain_sqlite(&restored, "SELECT group_concat(v) FROM t;").trim(), rows);
 }
 
 /// The repair of a replica an earlier build left (files to A alone and to B alone):
@@ -117,13 +119,7 @@ fn rekey_skips_and_names_the_files_its_key_does_not_open() {
     let (ok, _, stderr) = cli(&["rekey", "-key", b, "-encrypt-to", &both, &url], &[]);
     assert!(ok, "{stderr}");
     for key in [a, b] {
-        let restored = dir.path().join(format!("restored-{}.db", &key[..4]));
-        let (ok, _, stderr) = cli(&["restore", "-key", key, "-o", restored.to_str().unwrap(), &url], &[]);
-        assert!(ok, "{stderr}");
-        assert_eq!(
-            plain_sqlite(&restored, "SELECT group_concat(v) FROM t;").trim(),
-            "one,two,three"
-        );
+        assert_key_restores(dir.path(), &url, key, "one,two,three");
     }
 }
 
