@@ -161,26 +161,7 @@ fn refusal(store: &dyn ReplicaStore, refused: &[(LtxObject, u16)], encryption: &
 mod tests {
     use super::*;
 
-    fn file(level: u8, min: u64, max: u64) -> LtxObject {
-        LtxObject {
-            level,
-            min_txid: min,
-            max_txid: max,
-            size: 1000,
-            last_modified: None,
-        }
-    }
-
-    fn listing(files: &[LtxObject]) -> Listing {
-        let mut l = Listing {
-            snapshots: files.iter().filter(|f| f.level == 9).cloned().collect(),
-            incremental: vec![Vec::new(); crate::restore::LEVELS.len()],
-        };
-        for (i, level) in crate::restore::LEVELS.iter().enumerate() {
-            l.incremental[i] = files.iter().filter(|f| f.level == *level).cloned().collect();
-        }
-        l
-    }
+    use crate::restore::plan::tests::{f as file, listing};
 
     #[test]
     fn a_primary_needs_the_restore_plan_and_what_each_level_compacts_next() {

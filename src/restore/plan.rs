@@ -322,10 +322,11 @@ pub fn resolve_timestamp<E>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn f(level: u8, min_txid: u64, max_txid: u64) -> LtxObject {
+    /// A listed file (also for other modules' tests of plans).
+    pub(crate) fn f(level: u8, min_txid: u64, max_txid: u64) -> LtxObject {
         LtxObject {
             level,
             min_txid,
@@ -335,7 +336,8 @@ mod tests {
         }
     }
 
-    fn listing(files: &[LtxObject]) -> Listing {
+    /// The listing that holds `files`, each at its level.
+    pub(crate) fn listing(files: &[LtxObject]) -> Listing {
         let mut l = Listing {
             snapshots: files.iter().filter(|f| f.level == SNAPSHOT_LEVEL).cloned().collect(),
             incremental: vec![Vec::new(); LEVELS.len()],
