@@ -153,24 +153,27 @@ impl Database {
                 return Ok(true);
             }
             // Not leading: another process took the lock first, or this one may not lead.
-            let opening = match follower::read_leader(&lock_dir).filter(|l| l.node_id == 0) {
-                Some(opening) if self.lock.held_by_another() => opening,
-                _ => return Ok(false), // its open is done: the file is what it left
-            };
+            // The lock's "opening" byte, not `leader.json`, says whether its open is done:
+            // the file is taken before the lock and that file is written after it.
+            if !(self.lock.held_by_another() && self.lock.opening_by_another()) {
+                return Ok(false); // its open is done: the file is what it left
+            }
+            let opening = follower::read_leader(&lock_dir)
+                .map_or_else(|| "another process".to_string(), |l| format!("process {}", l.pid));
             if started.elapsed() >= LEADERS_OPEN_WAIT {
                 return Err(format!(
-                    "{} is missing or empty and process {} has been opening it for {:?} (restoring it from its \
+                    "{} is missing or empty and {} has been opening it for {:?} (restoring it from its \
                      replica?); this open does not make an empty database beside that",
                     self.path.display(),
-                    opening.pid,
+                    opening,
                     LEADERS_OPEN_WAIT
                 ));
             }
             if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
                 tracing::info!(
                     db = %self.path.display(),
-                    "the database is missing or empty and process {} is opening it (restoring it from its replica?): waiting for it",
-                    opening.pid
+                    "the database is missing or empty and {} is opening it (restoring it from its replica?): waiting for it",
+                    opening
                 );
                 said = Some(Instant::now());
             }
@@ -228,6 +231,7 @@ impl Database {
             primary.node_id(),
             self.destination.clone(),
         );
+        self.lock.opened();
         tracing::info!(
             db = %self.path.display(),
             pid = std::process::id(),

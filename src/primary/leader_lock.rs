@@ -8,6 +8,15 @@
 //!
 //! The file stays open for the life of the database in the process: that is the one
 //! descriptor replication adds to SQLite's own.
+//!
+//! The second byte says "opening": a process takes it *before* the first byte and lets
+//! it go once its open of replication is done (the database restored if it was
+//! missing). A process that finds the database missing waits while both are held
+//! rather than let its SQLite make an empty database beside a restore. `leader.json`
+//! said this before, but what it says is written after the lock is taken, so a process
+//! reading it in between read the previous leader's finished open and went on: an
+//! empty database in WAL mode, which the restoring process then took for the database
+//! and snapshotted over the replica (found 2026-12-07, 1 run in 4 with three workers).
 
 use crate::file_modes::FileModes;
 use crate::vfs::sys::fork;
@@ -30,6 +39,8 @@ pub struct LeaderLock {
 /// The range locked: the file's first byte.
 const START: i64 = 0;
 const LEN: i64 = 1;
+/// Held, with the first, while the holder opens replication.
+const OPENING: i64 = 1;
 
 impl LeaderLock {
     /// Opens (creating, with the database's permissions `modes`) the lock file in `dir`.
@@ -59,20 +70,45 @@ impl LeaderLock {
         Some(self.file.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Takes the lock if no process holds it; true if this process holds it now.
+    /// Takes the lock if no process holds it; true if this process holds it now, and is
+    /// opening until [`LeaderLock::opened`] or [`LeaderLock::release`].
     pub fn try_acquire(&self) -> Result<bool, String> {
-        match self.file().as_deref() {
-            Some(Some(file)) => {
-                ofd_lock::try_write_lock(file, START, LEN).map_err(|e| format!("taking the replication lock: {e}"))
+        let guard = self.file();
+        let Some(Some(file)) = guard.as_deref() else {
+            return Ok(false);
+        };
+        let err = |e: std::io::Error| format!("taking the replication lock: {e}");
+        // Another process's try holds "opening" for a moment even when it then finds the
+        // lock taken: a few short retries keep a takeover from waiting for a next turn.
+        for attempt in 0..5 {
+            if ofd_lock::try_write_lock(file, OPENING, 1).map_err(err)? {
+                if ofd_lock::try_write_lock(file, START, LEN).map_err(err)? {
+                    return Ok(true);
+                }
+                let _ = ofd_lock::unlock(file, OPENING, 1);
+                return Ok(false);
             }
-            _ => Ok(false),
+            if attempt == 4 || ofd_lock::write_lock_conflicts(file, START, LEN).unwrap_or(true) {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(false)
+    }
+
+    /// This process's open of replication is done: processes waiting for it go on.
+    pub fn opened(&self) {
+        if let Some(Some(file)) = self.file().as_deref() {
+            if let Err(e) = ofd_lock::unlock(file, OPENING, 1) {
+                tracing::warn!("releasing the replication lock's opening byte: {e}");
+            }
         }
     }
 
     /// Lets another process take the lock.
     pub fn release(&self) {
         if let Some(Some(file)) = self.file().as_deref() {
-            if let Err(e) = ofd_lock::unlock(file, START, LEN) {
+            if let Err(e) = ofd_lock::unlock(file, START, LEN + 1) {
                 tracing::warn!("releasing the replication lock: {e}");
             }
         }
@@ -85,6 +121,15 @@ impl LeaderLock {
         match self.file().as_deref() {
             Some(Some(file)) => ofd_lock::write_lock_conflicts(file, START, LEN).unwrap_or(false),
             _ => true,
+        }
+    }
+
+    /// True while another process that holds (or is taking) the lock has not finished
+    /// opening replication; false too when the kernel cannot say.
+    pub fn opening_by_another(&self) -> bool {
+        match self.file().as_deref() {
+            Some(Some(file)) => ofd_lock::write_lock_conflicts(file, OPENING, 1).unwrap_or(false),
+            _ => false,
         }
     }
 
@@ -123,5 +168,26 @@ mod tests {
         assert!(a.held_by_another());
         drop(b); // closing the holder's description releases it
         assert!(a.try_acquire().unwrap());
+    }
+
+    #[test]
+    fn the_holder_is_opening_from_its_acquire_until_it_says_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LeaderLock::open(dir.path(), FileModes::NewDatabase).unwrap();
+        let b = LeaderLock::open(dir.path(), FileModes::NewDatabase).unwrap();
+        assert!(!b.opening_by_another());
+        assert!(a.try_acquire().unwrap());
+        assert!(b.held_by_another() && b.opening_by_another());
+        // A try that fails leaves nothing held: a's opening stays a's alone.
+        assert!(!b.try_acquire().unwrap());
+        a.opened();
+        assert!(b.held_by_another());
+        assert!(!b.opening_by_another());
+        assert!(!b.try_acquire().unwrap());
+        assert!(!a.opening_by_another(), "b's failed try let its opening byte go");
+        a.release();
+        assert!(!b.held_by_another() && !b.opening_by_another());
+        assert!(b.try_acquire().unwrap());
+        assert!(a.opening_by_another());
     }
 }
