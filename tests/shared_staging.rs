@@ -165,3 +165,58 @@ fn two_staging_settings_and_two_replicas_make_one_replicating_process() {
     );
     assert!(!rig.dir.path().join("rb").exists(), "nothing stored in rb");
 }
+
+/// `rm -rf app.db-litestream` under running workers (a clean-up script, an operator
+/// taking it for a cache). Before, the replicating process kept its lock on the removed
+/// file, so the next process to open the database made a new lock file, took it, and was
+/// refused ("already holds TXIDs ... written by another database", advising to remove the
+/// database), or with a note on the file replicated beside the first. Now the
+/// replicating process makes the lock file again and takes it within seconds, the
+/// followers see it, and a new process follows; after the replicating one dies, one of
+/// them takes over, and every commit is in the replica.
+#[test]
+fn the_staging_directory_removed_under_running_workers_is_made_again_with_one_replicating() {
+    let rig = Rig::new();
+    let url = rig.replica("replica");
+    let open = rig.open(&url, false);
+    let mut a = LiveShell::start(rig.dir.path(), "a", &open);
+    synced(&mut a, "CREATE TABLE t(v); INSERT INTO t VALUES ('a');");
+    let mut b = LiveShell::start(rig.dir.path(), "b", &open);
+    synced(&mut b, "INSERT INTO t VALUES ('b');");
+    // Past the replicating process's first check of its lock file, soon after its open.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_dir_all(rig.default_staging()).unwrap();
+    synced(&mut b, "INSERT INTO t VALUES ('b2');");
+    synced(&mut a, "INSERT INTO t VALUES ('a2');");
+    let leader_json = rig.default_staging().join("leader.json");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !leader_json.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the replicating process did not say again that it leads"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = LiveShell::start(rig.dir.path(), "c", &open);
+    let s = status(&mut c);
+    assert_eq!(s["role"], "follower", "the newcomer follows: {s}\n{}", c.stderr());
+    assert!(s["error"].is_null(), "{s}");
+    synced(&mut c, "INSERT INTO t VALUES ('c');");
+    assert_eq!(status(&mut a)["role"], "primary");
+    assert_eq!(status(&mut b)["role"], "follower");
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&mut b)["role"] != "primary" && status(&mut c)["role"] != "primary" {
+        assert!(Instant::now() < deadline, "nobody took over");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let roles = [status(&mut b)["role"].clone(), status(&mut c)["role"].clone()];
+    assert_eq!(roles.iter().filter(|r| *r == "primary").count(), 1, "{roles:?}");
+    synced(&mut b, "INSERT INTO t VALUES ('b3');");
+    synced(&mut c, "INSERT INTO t VALUES ('c2');");
+    drop((b, c));
+    let restored = rig.dir.path().join("restored.db");
+    sql_restore(&url, &restored, &[]);
+    assert_eq!(dump(&restored), dump(&rig.db));
+    assert_eq!(plain_sqlite(&rig.db, "SELECT count(*) FROM t").trim(), "7");
+}

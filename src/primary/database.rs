@@ -334,8 +334,10 @@ impl Database {
     }
 
     /// Watches for the replicating process to go away, and takes over: every half
-    /// `sync_interval`, as a job of the process's engine, until this process leads or
-    /// closes the database. The lock is the kernel's, so a dead holder releases it at once.
+    /// `sync_interval`, as a job of the process's engine. The lock is the kernel's, so a
+    /// dead holder releases it at once. While this process leads, the job checks each
+    /// few seconds that its lock file is still the one at the path (`LeaderLock::keep`),
+    /// until the database closes.
     pub fn watch_leadership(self: &Arc<Self>) {
         let period = (self.config.sync_interval / 2).max(Duration::from_millis(10));
         let job = LeadershipJob {
@@ -561,11 +563,33 @@ struct LeadershipJob {
     failures: AtomicU32,
 }
 
+/// How often the replicating process checks that its lock file is still the one at the
+/// path (`LeaderLock::keep`): a stat and an fstat.
+const LOCK_FILE_CHECK: Duration = Duration::from_secs(5);
+
 impl crate::engine::Job for LeadershipJob {
     fn run(&self) -> Option<Instant> {
         let db = self.database.upgrade()?;
-        if db.closed.load(Ordering::Relaxed) || db.leader().is_some() {
+        if db.closed.load(Ordering::Relaxed) {
             return None;
+        }
+        if let Some(primary) = db.leader() {
+            match db.lock.keep() {
+                Ok(true) => {
+                    let lock_dir = shared_staging::lock_dir(&db.path);
+                    follower::announce_leader(
+                        &lock_dir,
+                        db.config.file_modes,
+                        primary.node_id(),
+                        db.destination.clone(),
+                    );
+                    self.failures.store(0, Ordering::Relaxed);
+                }
+                Ok(false) => self.failures.store(0, Ordering::Relaxed),
+                // Said once: the next check finds nothing new to take.
+                Err(e) => tracing::error!(db = %db.path.display(), "{e}"),
+            }
+            return Some(Instant::now() + LOCK_FILE_CHECK);
         }
         let failures = self.failures.load(Ordering::Relaxed);
         if !db.lock.held_by_another() {

@@ -113,7 +113,12 @@ impl Destination {
 pub fn destination_differs(db_path: &Path, leader: &Leader, ours: &Destination) -> Option<String> {
     let theirs = leader.destination.as_ref()?;
     if (&theirs.replica, &theirs.recipients) == (&ours.replica, &ours.recipients) {
-        let why = shared_staging::differs(theirs.staging.as_ref(), ours.staging.as_ref())?;
+        // Ours as the directory is now: it may have been removed and made again.
+        let ours_now = ours
+            .staging
+            .as_ref()
+            .map(|s| StagingDir::of(&s.path).unwrap_or_else(|| s.clone()));
+        let why = shared_staging::differs(theirs.staging.as_ref(), ours_now.as_ref())?;
         return Some(format!(
             "the process replicating {} (pid {}) {why} (litestream_sync() fails here until then)",
             db_path.display(),
@@ -172,7 +177,11 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 }
 
 /// The process that just took the replication lock says so, and where it stores.
-pub fn announce_leader(lock_dir: &Path, modes: FileModes, node_id: u64, destination: Destination) {
+pub fn announce_leader(lock_dir: &Path, modes: FileModes, node_id: u64, mut destination: Destination) {
+    // As the directory is now: it may have been removed and made again since the open.
+    if let Some(staging) = destination.staging.as_mut() {
+        *staging = StagingDir::of(&staging.path).unwrap_or_else(|| staging.clone());
+    }
     let leader = Leader {
         pid: std::process::id(),
         node_id,

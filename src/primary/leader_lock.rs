@@ -17,23 +17,49 @@
 //! reading it in between read the previous leader's finished open and went on: an
 //! empty database in WAL mode, which the restoring process then took for the database
 //! and snapshotted over the replica (found 2026-12-07, 1 run in 4 with three workers).
+//!
+//! The lock file can be removed under running processes (`rm -rf app.db-litestream`, a
+//! clean-up script): each process then holds a lock on a file nobody else can open, and
+//! the next process to open the database would make a new one and lead beside the
+//! process replicating now. So every use compares the file held with the one at the
+//! path; a changed one is opened again, the old one kept open (processes that have not
+//! noticed yet still see it held), and the process that leads takes the new one too
+//! ([`LeaderLock::keep`], each few seconds).
 
 use crate::file_modes::FileModes;
 use crate::vfs::sys::fork;
 use crate::vfs::sys::ofd_lock;
 use std::fs::File;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// A child of `fork()` shares the parent's open file description, and so its lock: it
 /// must never unlock it (the parent would replicate without it, beside a taker), nor
 /// keep it open (it would outlive the parent, and nobody could take over). The first
-/// use in a child closes the child's descriptor, which leaves the lock to the parent.
+/// use in a child closes the child's descriptors, which leaves the lock to the parent.
 pub struct LeaderLock {
-    /// `None` once closed in a child.
-    file: Mutex<Option<File>>,
+    files: Mutex<Files>,
+    path: PathBuf,
+    modes: FileModes,
     /// The fork epoch the lock file was opened in.
     epoch: u64,
+}
+
+#[derive(Default)]
+struct Files {
+    /// The file at the path when last looked; `None` once closed in a child.
+    current: Option<File>,
+    /// Files this process opened before that were removed or replaced since.
+    replaced: Vec<File>,
+    /// This process leads, but another holds the lock on the file at the path.
+    lost: bool,
+}
+
+impl Files {
+    fn all(&self) -> impl Iterator<Item = &File> {
+        self.current.iter().chain(&self.replaced)
+    }
 }
 
 /// The range locked: the file's first byte.
@@ -50,7 +76,12 @@ impl LeaderLock {
             .open_or_create(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(LeaderLock {
-            file: Mutex::new(Some(file)),
+            files: Mutex::new(Files {
+                current: Some(file),
+                ..Files::default()
+            }),
+            path,
+            modes,
             epoch: fork::epoch(),
         })
     }
@@ -61,34 +92,78 @@ impl LeaderLock {
         self.epoch != fork::epoch()
     }
 
-    /// The lock file, while this is the process that opened it.
-    fn file(&self) -> Option<MutexGuard<'_, Option<File>>> {
+    /// The lock files, while this is the process that opened them, the one at the path
+    /// opened again if it was removed or replaced (`true` then).
+    fn files(&self) -> Option<(MutexGuard<'_, Files>, bool)> {
         if self.inherited() {
             self.forget_inherited();
             return None;
         }
-        Some(self.file.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let moved = match &files.current {
+            Some(file) => self.is_replaced(file),
+            None => return Some((files, false)),
+        };
+        if moved {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            match self
+                .modes
+                .create_dir_all(dir)
+                .and_then(|()| self.modes.open_or_create(&self.path))
+            {
+                Ok(file) => {
+                    tracing::warn!(
+                        lock = %self.path.display(),
+                        "the replication lock file was removed or replaced under this process: opened it again"
+                    );
+                    let old = files.current.replace(file).expect("checked");
+                    files.replaced.push(old);
+                }
+                Err(e) => tracing::warn!("the replication lock file {} is gone: {e}", self.path.display()),
+            }
+        }
+        Some((files, moved))
+    }
+
+    /// Whether the file at the path is not `file` any more.
+    fn is_replaced(&self, file: &File) -> bool {
+        match (file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(held), Ok(now)) => (held.dev(), held.ino()) != (now.dev(), now.ino()),
+            (Ok(_), Err(e)) => e.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
     }
 
     /// Takes the lock if no process holds it; true if this process holds it now, and is
     /// opening until [`LeaderLock::opened`] or [`LeaderLock::release`].
     pub fn try_acquire(&self) -> Result<bool, String> {
-        let guard = self.file();
-        let Some(Some(file)) = guard.as_deref() else {
+        let Some((files, _)) = self.files() else {
             return Ok(false);
         };
+        let Some(file) = files.current.as_ref() else {
+            return Ok(false);
+        };
+        // A process still holding a removed file leads: it takes the new one at its
+        // next `keep`.
+        if files.replaced.iter().any(|old| conflicts(old, START, LEN)) {
+            return Ok(false);
+        }
         let err = |e: std::io::Error| format!("taking the replication lock: {e}");
         // Another process's try holds "opening" for a moment even when it then finds the
         // lock taken: a few short retries keep a takeover from waiting for a next turn.
         for attempt in 0..5 {
             if ofd_lock::try_write_lock(file, OPENING, 1).map_err(err)? {
                 if ofd_lock::try_write_lock(file, START, LEN).map_err(err)? {
+                    // Best effort: processes that still look at a removed file see it.
+                    for old in &files.replaced {
+                        let _ = ofd_lock::try_write_lock(old, START, LEN);
+                    }
                     return Ok(true);
                 }
                 let _ = ofd_lock::unlock(file, OPENING, 1);
                 return Ok(false);
             }
-            if attempt == 4 || ofd_lock::write_lock_conflicts(file, START, LEN).unwrap_or(true) {
+            if attempt == 4 || conflicts(file, START, LEN) {
                 return Ok(false);
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -96,20 +171,52 @@ impl LeaderLock {
         Ok(false)
     }
 
+    /// The leader's check, each few seconds: if the lock file was removed or replaced,
+    /// take the new one as well. `Ok(true)` when it did (the caller says again that it
+    /// leads); an error, once, when another process holds the new one.
+    pub fn keep(&self) -> Result<bool, String> {
+        let Some((mut files, moved)) = self.files() else {
+            return Ok(false);
+        };
+        let Some(file) = files.current.as_ref() else {
+            return Ok(false);
+        };
+        // Taking a lock this description holds again is a no-op that succeeds.
+        match ofd_lock::try_write_lock(file, START, LEN) {
+            Ok(true) => Ok(std::mem::replace(&mut files.lost, false) || moved),
+            Ok(false) if files.lost => Ok(false),
+            Ok(false) => {
+                files.lost = true;
+                Err(format!(
+                    "the replication lock file {} was removed under this process, which replicates the \
+                     database, and another process took the new one: two processes may replicate it now (the \
+                     replica's conditional writes stop the second); do not remove the -litestream directory \
+                     while the database is open",
+                    self.path.display()
+                ))
+            }
+            Err(e) => Err(format!("taking the replication lock again: {e}")),
+        }
+    }
+
     /// This process's open of replication is done: processes waiting for it go on.
     pub fn opened(&self) {
-        if let Some(Some(file)) = self.file().as_deref() {
-            if let Err(e) = ofd_lock::unlock(file, OPENING, 1) {
-                tracing::warn!("releasing the replication lock's opening byte: {e}");
+        if let Some((files, _)) = self.files() {
+            for file in files.current.iter() {
+                if let Err(e) = ofd_lock::unlock(file, OPENING, 1) {
+                    tracing::warn!("releasing the replication lock's opening byte: {e}");
+                }
             }
         }
     }
 
     /// Lets another process take the lock.
     pub fn release(&self) {
-        if let Some(Some(file)) = self.file().as_deref() {
-            if let Err(e) = ofd_lock::unlock(file, START, LEN + 1) {
-                tracing::warn!("releasing the replication lock: {e}");
+        if let Some((files, _)) = self.files() {
+            for file in files.all() {
+                if let Err(e) = ofd_lock::unlock(file, START, LEN + 1) {
+                    tracing::warn!("releasing the replication lock: {e}");
+                }
             }
         }
     }
@@ -118,8 +225,8 @@ impl LeaderLock {
     /// too when the kernel cannot say. In a child of the process that opened it: true
     /// (the parent's until it says otherwise).
     pub fn held_by_another(&self) -> bool {
-        match self.file().as_deref() {
-            Some(Some(file)) => ofd_lock::write_lock_conflicts(file, START, LEN).unwrap_or(false),
+        match self.files() {
+            Some((files, _)) if files.current.is_some() => files.all().any(|f| conflicts(f, START, LEN)),
             _ => true,
         }
     }
@@ -127,24 +234,30 @@ impl LeaderLock {
     /// True while another process that holds (or is taking) the lock has not finished
     /// opening replication; false too when the kernel cannot say.
     pub fn opening_by_another(&self) -> bool {
-        match self.file().as_deref() {
-            Some(Some(file)) => ofd_lock::write_lock_conflicts(file, OPENING, 1).unwrap_or(false),
+        match self.files() {
+            Some((files, _)) => files.current.as_ref().is_some_and(|f| conflicts(f, OPENING, 1)),
             _ => false,
         }
     }
 
-    /// In a child of `fork()`: closes the child's descriptor of the lock file, unless a
-    /// thread of the parent held its mutex at the fork (copied locked: then it stays).
+    /// In a child of `fork()`: closes the child's descriptors of the lock files, unless
+    /// a thread of the parent held their mutex at the fork (copied locked: then they stay).
     pub fn forget_inherited(&self) {
-        let file = match self.file.try_lock() {
-            Ok(file) => Some(file),
+        let files = match self.files.try_lock() {
+            Ok(files) => Some(files),
             Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
             Err(TryLockError::WouldBlock) => None,
         };
-        if let Some(mut file) = file {
-            *file = None;
+        if let Some(mut files) = files {
+            *files = Files::default();
         }
     }
+}
+
+/// Whether another open file description holds a lock on the range; false when the
+/// kernel cannot say.
+fn conflicts(file: &File, start: i64, len: i64) -> bool {
+    ofd_lock::write_lock_conflicts(file, start, len).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -189,5 +302,52 @@ mod tests {
         assert!(!b.held_by_another() && !b.opening_by_another());
         assert!(b.try_acquire().unwrap());
         assert!(a.opening_by_another());
+    }
+
+    #[test]
+    fn a_lock_file_removed_under_its_holder_is_taken_again_and_seen_by_old_and_new_opens() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("app.db-litestream");
+        std::fs::create_dir(&dir).unwrap();
+        let leader = LeaderLock::open(&dir, FileModes::NewDatabase).unwrap();
+        let follower = LeaderLock::open(&dir, FileModes::NewDatabase).unwrap();
+        assert!(leader.try_acquire().unwrap());
+        leader.opened();
+        assert_eq!(leader.keep(), Ok(false), "nothing moved");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            follower.held_by_another(),
+            "the follower still sees the removed file held"
+        );
+        assert!(!follower.try_acquire().unwrap());
+        assert_eq!(leader.keep(), Ok(true), "the leader made the file again and took it");
+        let newcomer = LeaderLock::open(&dir, FileModes::NewDatabase).unwrap();
+        assert!(newcomer.held_by_another());
+        assert!(!newcomer.try_acquire().unwrap());
+        leader.release();
+        assert!(
+            follower.try_acquire().unwrap(),
+            "the follower takes over on the new file"
+        );
+        assert!(newcomer.held_by_another());
+        assert!(leader.held_by_another());
+    }
+
+    #[test]
+    fn a_leader_whose_new_lock_file_another_took_says_so_once() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("app.db-litestream");
+        std::fs::create_dir(&dir).unwrap();
+        let leader = LeaderLock::open(&dir, FileModes::NewDatabase).unwrap();
+        assert!(leader.try_acquire().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let newcomer = LeaderLock::open(&dir, FileModes::NewDatabase).unwrap();
+        assert!(newcomer.try_acquire().unwrap(), "it came before the leader's check");
+        let said = leader.keep().unwrap_err();
+        assert!(said.contains("another process took the new one"), "{said}");
+        assert_eq!(leader.keep(), Ok(false), "said once");
+        newcomer.release();
+        assert_eq!(leader.keep(), Ok(true), "taken once free");
     }
 }

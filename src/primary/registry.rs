@@ -88,8 +88,8 @@ pub fn attach(
             if let Some(why) = database.destination_differs() {
                 tracing::warn!(db = %db_path.display(), "{why}");
             }
-            database.watch_leadership();
         }
+        database.watch_leadership();
         Ok(database)
     });
     match opened {

@@ -27,7 +27,7 @@ pub use plan::{
     EVERY_LEVEL, LEVELS, SNAPSHOT_LEVEL,
 };
 pub use progress::{progress_json, RestoreProgress};
-pub use run::{restore, restore_latest, RestoreOptions, Restored, Target};
+pub use run::{open_elsewhere, restore, restore_latest, RestoreOptions, Restored, Target};
 
 #[cfg(test)]
 mod tests;

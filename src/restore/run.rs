@@ -275,6 +275,14 @@ pub fn restore_latest(store: &Arc<dyn ReplicaStore>, dest: &Path) -> Result<Posi
     restore(Arc::clone(store), dest, Target::Latest, &RestoreOptions::default()).map(|r| r.position)
 }
 
+/// The process (other than this one) that has the database at `db` open, as the lock
+/// table shows it, if any.
+pub fn open_elsewhere(db: &Path) -> Option<i64> {
+    super::in_use::holder(db, &companions(db))
+        .map(|h| h.pid)
+        .filter(|&pid| pid != i64::from(std::process::id()))
+}
+
 fn companions(dest: &Path) -> Vec<PathBuf> {
     ["-wal", "-shm", "-journal"]
         .iter()

@@ -91,6 +91,24 @@ pub(super) fn reconcile(
             let Some(why) = why else {
                 return continue_noted(local, max, replica, wal_index, snapshotter);
             };
+            // Removing the database is no advice while another process has it open: it
+            // may replicate it from a `-litestream` directory removed under it (which it
+            // makes again within seconds: `LeaderLock::keep`).
+            if let Some(pid) = crate::restore::open_elsewhere(local.db_path) {
+                return Err(format!(
+                    "replica {} already holds TXIDs up to {max}, and this process has no replication state \
+                     for the database ({why}), while process {} has it open: if its {} directory was just \
+                     removed, the process replicating the database makes it again within seconds; open again \
+                     then. Do not remove or replace the database while it is open",
+                    local.store.describe(),
+                    if pid > 0 {
+                        pid.to_string()
+                    } else {
+                        "another".to_string()
+                    },
+                    crate::primary::shared_staging::lock_dir(local.db_path).display()
+                ));
+            }
             Err(format!(
                 "replica {} already holds TXIDs up to {max} written by another database: {why}. Use \
                  another replica path, remove the local database to restore it from this replica, or \
