@@ -135,6 +135,39 @@ fn capped_run(chain: &[&LtxObject], cap: u64) -> usize {
     fit.max(1)
 }
 
+/// How many files at the start of `chain` belong to one window of `window` (by when the
+/// store wrote each): a backlog of several windows (the database closed, killed or run
+/// with `compaction=off` before its window was compacted) is merged a window at a time,
+/// so that a point-in-time restore still finds a file ending at each window it spans.
+/// Merging it whole made one file of all of it, and once `l0_retention` removed its
+/// inputs, a restore to a time inside it gave the state before the backlog: a closed
+/// primary's last acknowledged commits went missing from every restore to a time before
+/// its reopen (found by a tester, 2026-12-07). The newest two windows stay one run when
+/// they are neighbours: files uploaded in the window now running, just after the
+/// boundary, go with the window that just ended, as they always did, rather than making
+/// a file of one or two inputs each turn. Only the times' differences count, never this
+/// machine's clock against the store's; files without a time are one run.
+fn window_run(chain: &[&LtxObject], window: Duration) -> usize {
+    let step = window.as_millis().max(1);
+    let index = |f: &LtxObject| {
+        f.last_modified
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() / step)
+    };
+    let Some(indexes) = chain.iter().map(|f| index(f)).collect::<Option<Vec<u128>>>() else {
+        return chain.len();
+    };
+    let first = indexes[0];
+    let same = indexes.iter().take_while(|&&i| i <= first).count();
+    let next = indexes.get(same).copied();
+    let rest_is_next_window = next.is_some_and(|n| n == first + 1 && indexes[same..].iter().all(|&i| i <= n));
+    if rest_is_next_window {
+        chain.len()
+    } else {
+        same.max(1)
+    }
+}
+
 impl Compactor {
     fn key(&self) -> Option<&PrivateKey> {
         self.encryption.as_ref().map(|e| e.key())
@@ -190,8 +223,9 @@ impl Compactor {
         }
         let mut done: Option<Compacted> = None;
         let mut rest = &chain[..];
+        let window = self.config.levels[level as usize - 1];
         while !rest.is_empty() {
-            let take = capped_run(rest, self.config.max_input_bytes);
+            let take = capped_run(&rest[..window_run(rest, window)], self.config.max_input_bytes);
             let (piece, complete) = self.compact_run(level, &rest[..take])?;
             rest = &rest[piece.inputs..];
             done = Some(match done {

@@ -361,3 +361,102 @@ fn windows_align_to_wall_clock_multiples() {
     assert_eq!(next_boundary(90_000, Duration::from_secs(30)), 120_000);
     assert_eq!(next_boundary(0, Duration::from_secs(3600)), 3_600_000);
 }
+
+fn at_seconds(level: u8, min: u64, max: u64, secs: Option<u64>) -> LtxObject {
+    LtxObject {
+        level,
+        min_txid: min,
+        max_txid: max,
+        size: 100,
+        last_modified: secs.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+    }
+}
+
+/// A backlog spanning windows (the primary closed before its window was compacted,
+/// reopened later) merges a window at a time; the window now running goes with the one
+/// just ended, as before; files without a time merge whole.
+#[test]
+fn a_backlog_of_several_windows_is_merged_a_window_at_a_time() {
+    let window = Duration::from_secs(2);
+    let files = |times: &[Option<u64>]| -> Vec<LtxObject> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| at_seconds(0, i as u64 + 1, i as u64 + 1, *t))
+            .collect()
+    };
+    let run = |objects: &[LtxObject]| window_run(&objects.iter().collect::<Vec<_>>(), window);
+    // Closed at 101 s, reopened at 110 s: two runs.
+    let closed = files(&[Some(100), Some(101), Some(110), Some(111)]);
+    assert_eq!(run(&closed), 2);
+    assert_eq!(run(&closed[2..]), 2);
+    // A window and the stragglers of the next: one run, as always.
+    assert_eq!(run(&files(&[Some(100), Some(101), Some(102)])), 3);
+    // Ten windows of compaction=off: one run each, the newest two together.
+    let off: Vec<Option<u64>> = (0..10).map(|w| Some(100 + 2 * w)).collect();
+    let off = files(&off);
+    let mut rest = &off[..];
+    let mut runs = Vec::new();
+    while !rest.is_empty() {
+        let n = run(rest);
+        runs.push(n);
+        rest = &rest[n..];
+    }
+    assert_eq!(runs, [1, 1, 1, 1, 1, 1, 1, 1, 2]);
+    // A store that gives no time: the old way, whole.
+    assert_eq!(run(&files(&[Some(100), None, Some(200)])), 3);
+    // An upload that finished a little out of order stays with its window.
+    assert_eq!(run(&files(&[Some(101), Some(100), Some(120)])), 2);
+}
+
+/// The same through a compaction: each window's output ends where that window's files
+/// end, so a restore to a time between them finds the state of that time.
+#[test]
+fn compaction_of_a_backlog_leaves_a_file_ending_at_each_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("replica");
+    let mut c = compactor(
+        "unused",
+        dir.path(),
+        CompactionConfig {
+            levels: vec![Duration::from_secs(2)],
+            ..CompactionConfig::default()
+        },
+    );
+    c.store = open_store(&format!("file://{}", root.display()), &Default::default()).unwrap();
+    put(&c, 0, 1, 1, ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000));
+    put(&c, 0, 2, 2, ltx(2, 2, &[(2, 2)], 2, 2000));
+    put(&c, 0, 3, 3, ltx(3, 3, &[(2, 3)], 2, 3000));
+    // The file store dates each file by its LTX timestamp; the first two were written an
+    // hour before the third (the primary closed in between).
+    let now = SystemTime::now();
+    for entry in walk(&root) {
+        let name = entry.file_name().unwrap().to_string_lossy().to_string();
+        let at = match name.starts_with("0000000000000003-") {
+            true => now,
+            false => now - Duration::from_secs(3600),
+        };
+        fs::File::options()
+            .write(true)
+            .open(&entry)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    }
+    let out = c.compact_level(1).unwrap().unwrap();
+    assert_eq!(out.inputs, 3);
+    assert_eq!(names(&c, 1), [(1, 2), (3, 3)]);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
