@@ -25,6 +25,13 @@
 //! path; a changed one is opened again, the old one kept open (processes that have not
 //! noticed yet still see it held), and the process that leads takes the new one too
 //! ([`LeaderLock::keep`], each few seconds).
+//!
+//! Builds before 2026-12-04 04:43 took the same file with `flock`, which Linux keeps
+//! apart from OFD locks: an old and a new process each held "the" lock and both
+//! replicated into one replica during a rolling restart (a tester measured acknowledged
+//! commits missing from every restore, and restores to acknowledged TXIDs malformed).
+//! So the leader holds a `flock` on the file too, and a process finding no OFD holder
+//! also asks `flock` before it concludes nobody leads.
 
 use crate::file_modes::FileModes;
 use crate::vfs::sys::fork;
@@ -54,6 +61,8 @@ struct Files {
     replaced: Vec<File>,
     /// This process leads, but another holds the lock on the file at the path.
     lost: bool,
+    /// This process holds the `flock` on `current` (it leads).
+    flocked: bool,
 }
 
 impl Files {
@@ -137,9 +146,10 @@ impl LeaderLock {
     /// Takes the lock if no process holds it; true if this process holds it now, and is
     /// opening until [`LeaderLock::opened`] or [`LeaderLock::release`].
     pub fn try_acquire(&self) -> Result<bool, String> {
-        let Some((files, _)) = self.files() else {
+        let Some((mut files, _)) = self.files() else {
             return Ok(false);
         };
+        let files = &mut *files;
         let Some(file) = files.current.as_ref() else {
             return Ok(false);
         };
@@ -154,6 +164,16 @@ impl LeaderLock {
         for attempt in 0..5 {
             if ofd_lock::try_write_lock(file, OPENING, 1).map_err(err)? {
                 if ofd_lock::try_write_lock(file, START, LEN).map_err(err)? {
+                    if !take_flock(file) {
+                        tracing::warn!(
+                            lock = %self.path.display(),
+                            "a process of a build before 2026-12-04 replicates this database (it holds the lock \
+                             file with flock): following it; restart every process of the database on this build"
+                        );
+                        let _ = ofd_lock::unlock(file, START, LEN + 1);
+                        return Ok(false);
+                    }
+                    files.flocked = true;
                     // Best effort: processes that still look at a removed file see it.
                     for old in &files.replaced {
                         let _ = ofd_lock::try_write_lock(old, START, LEN);
@@ -183,7 +203,12 @@ impl LeaderLock {
         };
         // Taking a lock this description holds again is a no-op that succeeds.
         match ofd_lock::try_write_lock(file, START, LEN) {
-            Ok(true) => Ok(std::mem::replace(&mut files.lost, false) || moved),
+            Ok(true) => {
+                if moved {
+                    files.flocked = take_flock(file);
+                }
+                Ok(std::mem::replace(&mut files.lost, false) || moved)
+            }
             Ok(false) if files.lost => Ok(false),
             Ok(false) => {
                 files.lost = true;
@@ -212,10 +237,15 @@ impl LeaderLock {
 
     /// Lets another process take the lock.
     pub fn release(&self) {
-        if let Some((files, _)) = self.files() {
+        if let Some((mut files, _)) = self.files() {
             for file in files.all() {
                 if let Err(e) = ofd_lock::unlock(file, START, LEN + 1) {
                     tracing::warn!("releasing the replication lock: {e}");
+                }
+            }
+            if std::mem::replace(&mut files.flocked, false) {
+                if let Some(file) = files.current.as_ref() {
+                    let _ = file.unlock();
                 }
             }
         }
@@ -226,7 +256,10 @@ impl LeaderLock {
     /// (the parent's until it says otherwise).
     pub fn held_by_another(&self) -> bool {
         match self.files() {
-            Some((files, _)) if files.current.is_some() => files.all().any(|f| conflicts(f, START, LEN)),
+            Some((files, _)) if files.current.is_some() => {
+                files.all().any(|f| conflicts(f, START, LEN))
+                    || (!files.flocked && files.current.as_ref().is_some_and(flocked_by_another))
+            }
             _ => true,
         }
     }
@@ -251,6 +284,26 @@ impl LeaderLock {
         if let Some(mut files) = files {
             *files = Files::default();
         }
+    }
+}
+
+/// Takes the `flock` a build before 2026-12-04 took as its lock; false only when another
+/// holds it (a file system without `flock` counts as free).
+fn take_flock(file: &File) -> bool {
+    !matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Whether another description holds the `flock` (an old build leading): asked by taking
+/// it and letting it go at once, which only a process of such a build trying in that
+/// instant notices (it follows for a turn).
+fn flocked_by_another(file: &File) -> bool {
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(_) => false,
     }
 }
 
@@ -349,5 +402,30 @@ mod tests {
         assert_eq!(leader.keep(), Ok(false), "said once");
         newcomer.release();
         assert_eq!(leader.keep(), Ok(true), "taken once free");
+    }
+
+    /// A process of a build before 2026-12-04 holds the file with `flock`: this one
+    /// neither takes the lock nor thinks it free.
+    #[test]
+    fn an_old_builds_flock_on_the_lock_file_counts_as_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_build = File::open(dir.path().join("lock")).or_else(|_| {
+            std::fs::write(dir.path().join("lock"), b"")?;
+            File::open(dir.path().join("lock"))
+        });
+        let old_build = old_build.unwrap();
+        old_build.try_lock().unwrap();
+        let ours = LeaderLock::open(dir.path(), FileModes::NewDatabase).unwrap();
+        assert!(ours.held_by_another());
+        assert!(!ours.try_acquire().unwrap());
+        assert!(!ours.opening_by_another(), "the failed try let its bytes go");
+        drop(old_build);
+        assert!(!ours.held_by_another());
+        assert!(ours.try_acquire().unwrap());
+        // And an old build's flock now fails: it follows.
+        let old_build = File::open(dir.path().join("lock")).unwrap();
+        assert!(matches!(old_build.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        ours.release();
+        old_build.try_lock().unwrap();
     }
 }
