@@ -60,6 +60,8 @@ pub struct Ctx {
     pub schema: Option<String>,
     /// The connection has no database of that schema name.
     pub no_such_schema: bool,
+    /// That database is in memory or temporary (no file name).
+    pub in_memory: bool,
 }
 
 /// One SQL function: name, number of arguments (-1 = any), and the implementation.
@@ -219,8 +221,18 @@ pub const FUNCTIONS: &[SqlFunction] = &[
 
 fn not_replicated(ctx: &Ctx) -> String {
     let schema = ctx.schema.as_deref().unwrap_or("main");
+    if schema.eq_ignore_ascii_case("temp") {
+        return "the temp database of a connection is never replicated".to_string();
+    }
     if ctx.no_such_schema {
-        return format!("this connection has no database named '{schema}' (main, temp, or an ATTACHed name)");
+        return format!("this connection has no database named '{schema}' (main or an ATTACHed name)");
+    }
+    if ctx.in_memory {
+        return format!(
+            "the {schema} database of this connection is in memory or temporary: SQLite opens no file for it \
+             through any VFS, so nothing replicates it (a replica= on its URI is ignored); open a database \
+             file with ?vfs=litestream&replica=<url>"
+        );
     }
     if ctx.replica.is_some() {
         return format!(
@@ -401,6 +413,9 @@ fn status(ctx: &Ctx, _args: &[SqlValue]) -> SqlResult {
         (Some(r), _) => {
             let mut status = r.replica.status(r.txid);
             status["time"] = serde_json::Value::String(crate::replica::time::current_time(r));
+            if let Some(lost) = r.view.lost().filter(|_| status["error"].is_null()) {
+                status["error"] = serde_json::Value::String(lost);
+            }
             status
         }
         (None, Some(p)) => p.status(),

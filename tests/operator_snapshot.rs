@@ -117,7 +117,38 @@ fn a_snapshot_makes_a_replica_emptied_under_the_primary_restorable_again() {
 
 #[test]
 fn a_snapshot_needs_a_replicated_database() {
-    let (ok, _, stderr) = sqlite_output("SELECT litestream_snapshot();");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = sqlite_output(&format!(
+        ".open {}
+SELECT litestream_snapshot();",
+        dir.path().join("plain.db").display()
+    ));
     assert!(!ok, "refused");
     assert!(stderr.contains("not replicated by the litestream VFS"), "{stderr}");
+}
+
+/// `replica=` on an in-memory database is never seen (SQLite opens no file for it), so
+/// the open succeeds and nothing replicates: the functions say why, rather than telling
+/// the user to add the `replica=` they gave (found by a tester, 2026-12-07).
+#[test]
+fn an_in_memory_database_with_a_replica_parameter_is_said_to_be_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("replica").display());
+    for open in [
+        format!(".open file::memory:?vfs=litestream&replica={url}"),
+        format!(".open file:mem.db?mode=memory&vfs=litestream&replica={url}"),
+    ] {
+        let (ok, _, stderr) = sqlite_output(&format!(
+            "{open}
+SELECT litestream_sync(1000);"
+        ));
+        assert!(!ok, "{open}: refused");
+        assert!(stderr.contains("is in memory or temporary"), "{open}: {stderr}");
+    }
+    let (_, _, stderr) = sqlite_output("SELECT litestream_sync(1000, 'temp');");
+    assert!(
+        stderr.contains("temp database of a connection is never replicated"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("replica").exists());
 }

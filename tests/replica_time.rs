@@ -103,3 +103,68 @@ fn going_back_to_before_a_table_existed_says_no_such_table() {
     assert!(err.contains("no such table: u"), "{err}");
     assert!(!err.contains("malformed"), "{err}");
 }
+
+/// A connection pinned to a time whose files retention then removes: its reads fail
+/// saying the state is no longer in the replica, and its status says so under `error`.
+/// Before, each query failed with "disk I/O error" (the log said "retry the
+/// transaction", which failed the same way forever) while the status said all was well
+/// (found by a tester, 2026-12-07).
+#[test]
+fn a_pinned_time_that_retention_removes_is_an_error_the_status_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let mut writer = shell::LiveShell::start(
+        dir.path(),
+        "writer",
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms&levels=300ms,1s\
+             &snapshot_interval=1s&retention=2s&l0_retention=300ms",
+            db.display()
+        ),
+    );
+    writer.run(
+        "CREATE TABLE big(id INTEGER PRIMARY KEY, v INTEGER, pad BLOB); \
+         INSERT INTO big SELECT value, 0, randomblob(400) FROM generate_series(1, 2000); \
+         SELECT litestream_sync(30000);",
+    );
+    let mut replica = shell::LiveShell::start(
+        dir.path(),
+        "replica",
+        &format!(
+            ".open file:{}?vfs=litestream&role=replica&replica={url}&poll_interval=100ms&cache_size=64KiB",
+            dir.path().join("view.db").display()
+        ),
+    );
+    replica.run("PRAGMA cache_size=5;");
+    let pinned = replica.run(&format!(
+        "SELECT litestream_set_time('{}');",
+        format_rfc3339_nano(now_ms())
+    ));
+    assert!(pinned.trim().parse::<u64>().is_ok(), "{pinned}\n{}", replica.stderr());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        writer.run("UPDATE big SET v = v + 1, pad = randomblob(400) WHERE id % 50 = abs(random()) % 50;");
+        let sum = replica.run("SELECT sum(v) FROM big;");
+        if sum.trim().is_empty() {
+            break; // the read failed
+        }
+        assert_eq!(sum.trim(), "0", "the pinned state, or an error");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never removed the pinned state's files"
+        );
+        sleep(Duration::from_millis(200));
+    }
+    assert!(
+        replica.stderr().contains("is no longer in the replica"),
+        "{}",
+        replica.stderr()
+    );
+    let error = replica.run("SELECT litestream_status() ->> '$.error';");
+    assert!(error.contains("is no longer in the replica"), "{error}");
+    // Back to following: reads work and the error is gone.
+    replica.run("SELECT litestream_set_time('latest');");
+    assert!(!replica.run("SELECT sum(v) > 0 FROM big;").trim().is_empty());
+    assert_eq!(replica.run("SELECT litestream_status() ->> '$.error';").trim(), "");
+}

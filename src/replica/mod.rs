@@ -501,6 +501,19 @@ impl Replica {
                                 return self.page_or_replan(&fresh, pgno, None);
                             }
                         }
+                        // No plan reaches this TXID any more: retention removed the
+                        // files that held it. Retrying the transaction read the same
+                        // state again, failing each time, for a connection pinned to a
+                        // time (`litestream_set_time`) whose status looked healthy.
+                        if replan_for.is_some() && state.txid < self.current().txid {
+                            return Err(ReadError::Io(format!(
+                                "replica {}: the state at TXID {} is no longer in the replica: retention or \
+                                 compaction removed the files that held it ({} is gone); retry the \
+                                 transaction, or on a connection pinned with litestream_set_time(), set a \
+                                 later time or 'latest'",
+                                self.name, state.txid, key.file
+                            )));
+                        }
                         ReadError::Io(format!(
                             "replica {}: reading page {pgno}: {} is gone from the replica (compacted or \
                              deleted); retry the transaction",

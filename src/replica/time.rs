@@ -19,6 +19,9 @@ pub struct TimeView {
 #[derive(Debug, Default)]
 pub struct ConnView {
     time: Mutex<Option<TimeView>>,
+    /// Why the pinned state cannot be read any more (its files were removed): the
+    /// connection's status says it under `error` until another time is set.
+    lost: Mutex<Option<String>>,
 }
 
 impl ConnView {
@@ -29,6 +32,19 @@ impl ConnView {
 
     pub fn set(&self, view: Option<TimeView>) {
         *self.lock() = view;
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A read of the pinned state failed with `why`.
+    pub fn read_failed(&self, why: &str) {
+        if self.lock().is_some() {
+            *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
+        }
+    }
+
+    /// Why the pinned state cannot be read, if a read of it failed.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn target_ms(&self) -> Option<i64> {

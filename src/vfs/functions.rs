@@ -74,6 +74,11 @@ unsafe fn connection_context(db: *mut ffi::sqlite3, schema: Option<String>) -> C
     let Ok(name) = CString::new(schema.as_deref().unwrap_or("main")) else {
         return unknown;
     };
+    // An in-memory or temporary database has no file name: SQLite opened nothing for
+    // it through any VFS, so a `replica=` on its URI was never seen.
+    let filename = ffi::sqlite3_db_filename(db, name.as_ptr());
+    let in_memory = filename.is_null() || *filename == 0;
+    let unknown = Ctx { in_memory, ..unknown };
     let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
     let rc = ffi::sqlite3_file_control(
         db,
@@ -95,6 +100,7 @@ unsafe fn connection_context(db: *mut ffi::sqlite3, schema: Option<String>) -> C
         replica: replica_file::replica_of(file),
         schema,
         no_such_schema: false,
+        in_memory,
     }
 }
 

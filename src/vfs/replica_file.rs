@@ -204,6 +204,7 @@ unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amou
                     ReadError::Io(_) => ffi::SQLITE_IOERR_READ,
                     ReadError::Corrupt(_) => ffi::SQLITE_CORRUPT,
                 };
+                h.view.read_failed(&e.to_string());
                 let message = format!("litestream: {e}");
                 tracing::error!("{message}");
                 sqlite_log(code, &message);
