@@ -80,17 +80,26 @@ pub fn plan(listing: &Listing, target: Option<u64>) -> Result<Vec<LtxObject>, St
     let txid = plan.last().map_or(0, |f| f.max_txid);
     if let Some(t) = target {
         if txid != t {
-            let after = listing
+            // The next TXID a plan ends at exactly: a file's end is not enough (a lone
+            // level-0 file whose predecessors retention removed ends where no plan
+            // does, and was named here, its own restore then naming the next).
+            let mut ends: Vec<u64> = listing
                 .snapshots
                 .iter()
                 .chain(listing.incremental.iter().flatten())
                 .map(|f| f.max_txid)
                 .filter(|m| *m > t)
-                .min();
+                .collect();
+            ends.sort_unstable();
+            ends.dedup();
+            let after = ends
+                .into_iter()
+                .find(|&e| chain(listing, e).is_ok_and(|p| p.last().is_some_and(|f| f.max_txid == e)));
             let after = after.map_or(String::new(), |a| format!(" or {a}"));
             return Err(format!(
-                "cannot restore exactly TXID {t}: it lies inside a file that merges several TXIDs; \
-                 the nearest restorable TXIDs are {txid}{after}"
+                "cannot restore exactly TXID {t}: no plan of the replica's files ends there (a file \
+                 merges it with the TXIDs around it, or the files that held it were removed); the \
+                 nearest restorable TXIDs are {txid}{after}"
             ));
         }
     }
@@ -450,7 +459,9 @@ pub(crate) mod tests {
         // A file merging TXIDs past a bound is no gap: the bound stops the chain there.
         let merged = listing(&[f(0, 1, 1), f(1, 1, 2), f(1, 3, 6), f(0, 4, 4)]);
         assert_eq!(gap_before(&merged, 4), None);
-        assert!(plan(&merged, Some(4)).unwrap_err().contains("merges several"));
+        assert!(plan(&merged, Some(4))
+            .unwrap_err()
+            .contains("merges it with the TXIDs around it"));
         // The sweep an open runs finds the same gap.
         assert_eq!(
             check_chain(&l).unwrap_err(),
@@ -500,5 +511,17 @@ pub(crate) mod tests {
         assert!(plan(&listing(&[f(9, 1, 10)]), Some(3))
             .unwrap_err()
             .contains("at or before TXID 3"));
+    }
+
+    /// A lone level-0 file whose predecessors retention removed ends where no plan does:
+    /// the later TXID named is the next one a restore reaches (a tester was sent from
+    /// 1207 to 1208, 1209, 1210 in turn, each refused).
+    #[test]
+    fn the_nearest_restorable_txids_named_are_restorable() {
+        let l = listing(&[f(9, 1, 10), f(1, 11, 20), f(0, 15, 15), f(0, 21, 21)]);
+        let err = plan(&l, Some(13)).unwrap_err();
+        assert!(err.contains("nearest restorable TXIDs are 10 or 20"), "{err}");
+        assert!(plan(&l, Some(10)).is_ok() && plan(&l, Some(20)).is_ok());
+        assert!(plan(&l, Some(15)).is_err(), "15 ends a file but no plan");
     }
 }
