@@ -222,3 +222,61 @@ fn two_processes_never_share_one_hydration_file() {
     assert_eq!(status["pages_local"], status["pages"], "{status}");
     assert_eq!(b.run("SELECT sum(v) FROM t;").trim(), "2000");
 }
+
+/// A hydration that fails on every retry (here a page frame the store corrupted) is the
+/// replica's `error` in `litestream_status()`, not only `hydration.last_error` under a
+/// top-level null: reads then come from the store, and the operator should know why.
+#[test]
+fn a_hydration_that_keeps_failing_is_the_replicas_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    open_and_sync(
+        &dir.path().join("app.db"),
+        &url,
+        "CREATE TABLE t(body TEXT);\n\
+         INSERT INTO t(body) SELECT hex(randomblob(500)) FROM generate_series(1, 500);",
+    );
+    // Smash the compressed bytes of the last page of the newest level-0 file.
+    let (min, max) = *level0_ranges(&replica).last().unwrap();
+    let path = replica.join(format!("ltx/0/{min:016x}-{max:016x}.ltx"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let entry = *litestream_vfs::ltx::decode_file(&bytes)
+        .unwrap()
+        .index
+        .entries()
+        .last()
+        .unwrap();
+    bytes[entry.offset as usize + 10..(entry.offset + entry.size as u64) as usize].fill(0xff);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let mut r = Shell::start(
+        dir.path(),
+        &format!(
+            ".open file:{}?vfs=litestream&role=replica&replica={url}&poll_interval=50ms&hydrate={}",
+            dir.path().join("view.db").display(),
+            dir.path().join("hydrated.db").display()
+        ),
+    );
+    let started = Instant::now();
+    loop {
+        let out = r.run(
+            "SELECT litestream_status() ->> '$.error', litestream_status() ->> '$.hydration.last_error', \
+             litestream_status() ->> '$.hydration.complete';",
+        );
+        let fields: Vec<&str> = out.trim().split('|').collect();
+        if !fields[1].is_empty() {
+            assert!(
+                fields[0].contains("hydration") && fields[0].contains(fields[1]),
+                "{out}"
+            );
+            assert_eq!(fields[2], "0", "{out}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "hydration never failed: {out}"
+        );
+        sleep(Duration::from_millis(50));
+    }
+}

@@ -57,6 +57,11 @@ impl<'a> Carry<'a> {
         (!other_history).then_some(Carry { old, new })
     }
 
+    /// Page size of both states.
+    pub fn page_size(&self) -> u32 {
+        self.new.page_size
+    }
+
     /// Highest page number worth looking at: pages of both states.
     pub fn max_pgno(&self) -> u32 {
         self.old.commit.min(self.new.commit)

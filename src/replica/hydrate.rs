@@ -18,6 +18,16 @@
 //! its cache, with a warning, and takes the file over once the first lets go: a new
 //! process started before the old one exits (a rolling restart) must not fail to open.
 //! The file is readable by its owner only: it holds the whole database.
+//!
+//! One page size at a time. Slot `pgno` sits at `(pgno - 1) * page_size`, so pages of
+//! two page sizes cannot share the file: a primary rebuilt with another page size
+//! (`PRAGMA page_size` + `VACUUM`) wrote 64 KiB pages over the bytes of 4 KiB slots
+//! still labelled as their old versions, and a reader pinned before the change read them
+//! (wrong rows, then "malformed", or a slice panic). The file's layout is the page size of
+//! the newest state hydration followed ([`Hydration::relayout`]): when that changes, every
+//! label goes and the file starts again empty. Reads and writes of pages of any other
+//! size pass the file by: a transaction pinned before the change, or a point-in-time view
+//! before it, reads from the store and the cache, slower but right.
 
 use super::cache::PageKey;
 use super::carry::Carry;
@@ -45,6 +55,8 @@ struct Table {
     keys: Vec<FileKey>,
     /// Slot of page `pgno` at index `pgno - 1`: id of the file whose version it holds, 0 = none.
     slots: Vec<u32>,
+    /// Page size of every slot (0 = nothing written yet): the file's layout.
+    page_size: u32,
 }
 
 #[derive(Default, Debug)]
@@ -56,6 +68,8 @@ struct Progress {
     pages_carried: u64,
     bytes_fetched: u64,
     local_reads: u64,
+    /// Times the file started again empty for a new page size (see [`Hydration::relayout`]).
+    page_size_changes: u64,
     last_error: Option<String>,
 }
 
@@ -135,9 +149,11 @@ impl Hydration {
     }
 
     /// Reads the page `key` names from the local file if its slot holds that version.
+    /// `out` is a page of the reader's page size: of any other than the file's, nothing
+    /// here is for it (the labels name files of the file's page size only).
     pub fn read(&self, key: &PageKey, out: &mut [u8]) -> std::io::Result<bool> {
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
-        if !Self::holds(&table, key) {
+        if table.page_size != out.len() as u32 || !Self::holds(&table, key) {
             return Ok(false);
         }
         self.file.read_exact_at(out, (key.pgno as u64 - 1) * out.len() as u64)?;
@@ -163,6 +179,9 @@ impl Hydration {
     /// write replaces is handed to `displaced` (the page cache): a transaction still
     /// pinned to it would otherwise fetch it again, one GET per page — the soak's slow
     /// queries, when long reads fell behind a busy writer.
+    ///
+    /// A page of another size than the file's layout is not stored: its slot would
+    /// overlap others (see the module's notes); the caller keeps it in the cache.
     pub fn write(
         &self,
         key: &PageKey,
@@ -175,6 +194,12 @@ impl Hydration {
         let offset = (key.pgno as u64 - 1) * page.len() as u64;
         let i = key.pgno as usize - 1;
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        if table.page_size == 0 {
+            table.page_size = page.len() as u32;
+        }
+        if table.page_size != page.len() as u32 {
+            return Ok(());
+        }
         let held = table.slots.get(i).copied().unwrap_or(0);
         let mut old = None;
         if held != 0 {
@@ -217,14 +242,23 @@ impl Hydration {
     pub fn carry(&self, carry: &Carry<'_>) -> usize {
         // Decide under the read lock; relabel under the write lock only slots that still
         // hold the version decided on.
-        let moves: Vec<(usize, u32, FileKey)> = {
+        // Slots of another page size hold nothing of either state.
+        let moves: Vec<(usize, u32, FileKey, FileKey)> = {
             let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+            if table.page_size != carry.page_size() {
+                return 0;
+            }
             let last = (carry.max_pgno() as usize).min(table.slots.len());
             (1..=last as u32)
                 .filter_map(|pgno| {
                     let (from, to) = carry.page(pgno)?;
                     let held = *table.ids.get(&from)?;
-                    (from != to && table.slots[pgno as usize - 1] == held).then_some((pgno as usize - 1, held, to))
+                    (from != to && table.slots[pgno as usize - 1] == held).then_some((
+                        pgno as usize - 1,
+                        held,
+                        from,
+                        to,
+                    ))
                 })
                 .collect()
         };
@@ -233,8 +267,10 @@ impl Hydration {
         }
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
-        for (i, held, to) in moves {
-            if table.slots[i] != held {
+        for (i, held, from, to) in moves {
+            // Still the same version: a relayout in between emptied the table, and its
+            // ids may since name other files.
+            if table.slots.get(i) != Some(&held) || table.keys.get(held as usize - 1) != Some(&from) {
                 continue;
             }
             table.slots[i] = Self::id_of(&mut table, to);
@@ -250,6 +286,37 @@ impl Hydration {
         self.progress().txid
     }
 
+    /// Makes `page_size` the file's layout. When the file held pages of another size,
+    /// every label goes and the file is emptied: hydration starts again for the new
+    /// page size. Readers of the old page size miss from then on (see [`Hydration::read`])
+    /// and read from the store and the cache; the write lock waits for any read in
+    /// progress. Returns whether the layout changed.
+    fn relayout(&self, page_size: u32) -> std::io::Result<bool> {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        if table.page_size == page_size {
+            return Ok(false);
+        }
+        let old = table.page_size;
+        *table = Table {
+            page_size,
+            ..Table::default()
+        };
+        let mut p = self.progress();
+        p.txid = 0;
+        if old != 0 {
+            p.page_size_changes += 1;
+            tracing::info!(
+                path = %self.path.display(),
+                from = old,
+                to = page_size,
+                "the database's page size changed: hydrating again from an empty file"
+            );
+        }
+        drop(p);
+        self.file.set_len(0)?;
+        Ok(true)
+    }
+
     /// Downloads every page of `state` not yet local. `stop` is checked between spans.
     pub fn hydrate(
         &self,
@@ -258,6 +325,8 @@ impl Hydration {
         stop: &dyn Fn() -> bool,
         displaced: &mut dyn FnMut(PageKey, Vec<u8>),
     ) -> Result<bool, FetchError> {
+        self.relayout(state.page_size)
+            .map_err(|e| FetchError::Corrupt(format!("emptying {}: {e}", self.path.display())))?;
         // Needed frames, grouped by file.
         let mut need: HashMap<FileKey, (&PlanFile, Frames)> = HashMap::new();
         {
@@ -327,11 +396,16 @@ impl Hydration {
         self.progress().last_error = Some(e.to_string());
     }
 
+    /// The last failure, until hydration next completes.
+    pub fn last_error(&self) -> Option<String> {
+        self.progress().last_error.clone()
+    }
+
     /// The `hydration` object of `litestream_status()`, against the newest state.
     pub fn status(&self, current: &State) -> serde_json::Value {
-        let local = {
+        let (local, page_size) = {
             let table = self.table.read().unwrap_or_else(|p| p.into_inner());
-            (1..=current.commit)
+            let local = (1..=current.commit)
                 .filter(|&pgno| match current.locate(pgno) {
                     Some(loc) => Self::holds(
                         &table,
@@ -342,7 +416,8 @@ impl Hydration {
                     ),
                     None => true,
                 })
-                .count()
+                .count();
+            (local, table.page_size)
         };
         let p = self.progress();
         json!({
@@ -357,6 +432,10 @@ impl Hydration {
             "pages_carried": p.pages_carried,
             "bytes_fetched": p.bytes_fetched,
             "local_reads": p.local_reads,
+            // The file's layout (0 = nothing yet), and how often it started again empty
+            // because the database's page size changed.
+            "page_size": page_size,
+            "page_size_changes": p.page_size_changes,
             "last_error": p.last_error,
         })
     }
@@ -437,6 +516,45 @@ mod tests {
         assert_eq!(crate::file_modes::permission_bits(&path).unwrap(), 0o600);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "emptied once taken");
         drop(h);
+    }
+
+    #[test]
+    fn pages_of_another_page_size_never_share_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Hydration::create(&dir.path().join("h")).unwrap();
+        let mut displaced = Vec::new();
+        for pgno in 1..=4 {
+            h.write(&key(5, pgno), &[pgno as u8; 16], &mut |k, b| displaced.push((k, b)))
+                .unwrap();
+        }
+        // A page of the next page size, fetched by a reader of the new state before
+        // hydration moved to it: written at 32-byte slots it would land on pages 3 and 4.
+        h.write(&key(9, 2), &[9; 32], &mut |k, b| displaced.push((k, b)))
+            .unwrap();
+        assert_eq!(read(&h, &key(5, 3)), Some(vec![3; 16]), "not overwritten");
+        assert_eq!(read(&h, &key(5, 4)), Some(vec![4; 16]), "not overwritten");
+        let mut big = vec![0u8; 32];
+        assert!(!h.read(&key(9, 2), &mut big).unwrap());
+        assert!(
+            !h.read(&key(5, 1), &mut big).unwrap(),
+            "a 16-byte slot is no 32-byte page"
+        );
+        // Hydration follows the new page size: the file starts again empty, and the old
+        // layout serves no one, its readers going to the store.
+        assert!(h.relayout(32).unwrap());
+        assert_eq!(read(&h, &key(5, 3)), None);
+        h.write(&key(9, 2), &[9; 32], &mut |k, b| displaced.push((k, b)))
+            .unwrap();
+        h.write(&key(5, 1), &[1; 16], &mut |k, b| displaced.push((k, b)))
+            .unwrap();
+        assert!(h.read(&key(9, 2), &mut big).unwrap());
+        assert_eq!(big, vec![9; 32]);
+        assert_eq!(read(&h, &key(5, 1)), None, "an old-size page is not stored");
+        assert!(
+            displaced.is_empty(),
+            "nothing was read back at the wrong size: {displaced:?}"
+        );
+        assert_eq!(h.progress().page_size_changes, 1);
     }
 
     #[test]

@@ -377,7 +377,20 @@ impl Replica {
             let in_page = (pos % ps) as usize;
             let n = (ps as usize - in_page).min(buf.len() - done);
             let out = &mut buf[done..done + n];
-            match self.page(state, pgno)? {
+            let page = self.page(state, pgno)?;
+            // Every source of a page (cache, hydration file, store) is keyed by a file of
+            // the state's page size; a page of another size is a bug, reported and not
+            // sliced into (that panicked).
+            if let Some(page) = page.as_ref().filter(|p| p.len() as u64 != ps) {
+                self.stats().read_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(ReadError::Corrupt(format!(
+                    "replica {}: page {pgno} of TXID {} is {} bytes, not the page size {ps}",
+                    self.name,
+                    state.txid,
+                    page.len()
+                )));
+            }
+            match page {
                 Some(page) if pgno == 1 => {
                     let mut patched = page.to_vec();
                     state.patch_page1(&mut patched);

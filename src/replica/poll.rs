@@ -74,9 +74,26 @@ impl Replica {
                 }
                 if !chain.is_empty() {
                     let files = self.plan_files_async(fetcher, chain).await?;
-                    let next = cur.extend(files).map_err(FetchError::Corrupt)?;
-                    self.caught_up(Some(next), l0_max);
-                    return Ok(());
+                    // A file of another page size: the primary's database was rebuilt
+                    // (`PRAGMA page_size` and `VACUUM`), and the new history starts at a
+                    // snapshot on a higher level that level 0 alone does not show.
+                    // Re-plan from every level now; waiting for the periodic full
+                    // listing served the old TXID for 30 polls and called the replica
+                    // corrupt meanwhile. Any other misfit is corrupt, as before (a full
+                    // listing at every poll would cost a LIST per level for nothing).
+                    if let Some(f) = files.iter().find(|f| f.header.page_size != cur.page_size) {
+                        tracing::debug!(
+                            replica = %self.name,
+                            file = %f.key(),
+                            from = cur.page_size,
+                            to = f.header.page_size,
+                            "the page size changed; re-planning from every level"
+                        );
+                    } else {
+                        let next = cur.extend(files).map_err(FetchError::Corrupt)?;
+                        self.caught_up(Some(next), l0_max);
+                        return Ok(());
+                    }
                 }
             }
         }

@@ -26,6 +26,13 @@ impl Replica {
                 g.store_txid,
             )
         };
+        // Hydration that keeps failing is an error of the replica too, not only a
+        // `last_error` deep in `hydration`: reads are then served from the store.
+        let error = error.or_else(|| {
+            let h = self.hydration.as_ref()?;
+            h.last_error()
+                .map(|e| format!("replica {}: hydration failing, reading from the store: {e}", self.name))
+        });
         let s = self.stats();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (cache_bytes, cache_pages) = self.cache.usage();
@@ -62,7 +69,8 @@ impl Replica {
             "last_error": last_error,
             // As on a primary: a gap that stops the replica short of the store's newest
             // file, else the failure of the last poll, null once one succeeds (a keyless
-            // replica of a newly encrypted one said nothing here).
+            // replica of a newly encrypted one said nothing here), else hydration's failure
+            // until it next completes.
             "error": error,
             "gap": gap,
             "hydration": self.hydration.as_ref().map(|h| h.status(&current)),
