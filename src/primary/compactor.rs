@@ -146,26 +146,31 @@ fn capped_run(chain: &[&LtxObject], cap: u64) -> usize {
 /// they are neighbours: files uploaded in the window now running, just after the
 /// boundary, go with the window that just ended, as they always did, rather than making
 /// a file of one or two inputs each turn. Only the times' differences count, never this
-/// machine's clock against the store's; files without a time are one run.
-fn window_run(chain: &[&LtxObject], window: Duration) -> usize {
-    let step = window.as_millis().max(1);
-    let index = |f: &LtxObject| {
-        f.last_modified
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() / step)
-    };
-    let Some(indexes) = chain.iter().map(|f| index(f)).collect::<Option<Vec<u128>>>() else {
-        return chain.len();
-    };
-    let first = indexes[0];
-    let same = indexes.iter().take_while(|&&i| i <= first).count();
-    let next = indexes.get(same).copied();
-    let rest_is_next_window = next.is_some_and(|n| n == first + 1 && indexes[same..].iter().all(|&i| i <= n));
+/// machine's clock against the store's; `windows` is [`windows_of`] the files.
+fn window_run(windows: &[u128]) -> usize {
+    let first = windows[0];
+    let same = windows.iter().take_while(|&&i| i <= first).count();
+    let next = windows.get(same).copied();
+    let rest_is_next_window = next.is_some_and(|n| n == first + 1 && windows[same..].iter().all(|&i| i <= n));
     if rest_is_next_window {
-        chain.len()
+        windows.len()
     } else {
         same.max(1)
     }
+}
+
+/// The window of `window` each file of `chain` was dated in, computed once for the whole
+/// backlog; `None` when a file has no time.
+fn windows_of(chain: &[&LtxObject], window: Duration) -> Option<Vec<u128>> {
+    let step = window.as_millis().max(1);
+    chain
+        .iter()
+        .map(|f| {
+            f.last_modified
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() / step)
+        })
+        .collect()
 }
 
 impl Compactor {
@@ -223,9 +228,13 @@ impl Compactor {
         }
         let mut done: Option<Compacted> = None;
         let mut rest = &chain[..];
-        let window = self.config.levels[level as usize - 1];
+        // Files without a time (a store that does not say) are one run.
+        let windows = windows_of(&chain, self.config.levels[level as usize - 1]);
         while !rest.is_empty() {
-            let take = capped_run(&rest[..window_run(rest, window)], self.config.max_input_bytes);
+            let run = windows
+                .as_deref()
+                .map_or(rest.len(), |w| window_run(&w[chain.len() - rest.len()..]));
+            let take = capped_run(&rest[..run], self.config.max_input_bytes);
             let (piece, complete) = self.compact_run(level, &rest[..take])?;
             rest = &rest[piece.inputs..];
             done = Some(match done {

@@ -385,7 +385,9 @@ fn a_backlog_of_several_windows_is_merged_a_window_at_a_time() {
             .map(|(i, t)| at_seconds(0, i as u64 + 1, i as u64 + 1, *t))
             .collect()
     };
-    let run = |objects: &[LtxObject]| window_run(&objects.iter().collect::<Vec<_>>(), window);
+    let run = |objects: &[LtxObject]| {
+        windows_of(&objects.iter().collect::<Vec<_>>(), window).map_or(objects.len(), |w| window_run(&w))
+    };
     // Closed at 101 s, reopened at 110 s: two runs.
     let closed = files(&[Some(100), Some(101), Some(110), Some(111)]);
     assert_eq!(run(&closed), 2);
