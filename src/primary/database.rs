@@ -77,6 +77,7 @@ impl Database {
         };
         create(&lock_dir)?;
         let lock = LeaderLock::open(&lock_dir, config.file_modes)?;
+        lock.also_guard(&config.staging_dir);
         config.staging_dir = shared_staging::choose(path, &config.staging_dir, lock.held_by_another());
         create(&config.staging_dir)?;
         super::staging_owner::claim(&config.staging_dir, path, config.file_modes)?;

@@ -32,6 +32,13 @@
 //! commits missing from every restore, and restores to acknowledged TXIDs malformed).
 //! So the leader holds a `flock` on the file too, and a process finding no OFD holder
 //! also asks `flock` before it concludes nobody leads.
+//!
+//! Builds before 2026-12-06 04:44 kept the lock file in the staging directory, which
+//! `staging=` or `LITESTREAM_STAGING_DIR` can put elsewhere: such a process and this one,
+//! with the same setting, each held a lock of their own. So a process whose settings name
+//! another staging directory also holds `<staging>/lock` (OFD and `flock`, as those builds
+//! took it) while it leads, and counts it as held when another holds it
+//! ([`LeaderLock::also_guard`]; one more descriptor, only with such a setting).
 
 use crate::file_modes::FileModes;
 use crate::vfs::sys::fork;
@@ -63,11 +70,38 @@ struct Files {
     lost: bool,
     /// This process holds the `flock` on `current` (it leads).
     flocked: bool,
+    /// `<staging>/lock`, where builds before 2026-12-06 took the lock, when the staging
+    /// settings name a directory other than the lock's.
+    legacy: Option<File>,
+    legacy_path: Option<PathBuf>,
 }
 
 impl Files {
     fn all(&self) -> impl Iterator<Item = &File> {
         self.current.iter().chain(&self.replaced)
+    }
+
+    /// The old builds' lock file in the staging directory, opened if it exists, or
+    /// made (with the staging directory) when `create`.
+    fn legacy(&mut self, modes: FileModes, create: bool) -> Result<Option<&File>, String> {
+        if self.legacy.is_none() {
+            let Some(path) = self.legacy_path.as_ref() else {
+                return Ok(None);
+            };
+            let opened = match create {
+                true => path
+                    .parent()
+                    .map_or(Ok(()), |dir| modes.create_dir_all(dir))
+                    .and_then(|()| modes.open_or_create(path)),
+                false => File::options().read(true).write(true).open(path),
+            };
+            match opened {
+                Ok(file) => self.legacy = Some(file),
+                Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        Ok(self.legacy.as_ref())
     }
 }
 
@@ -99,6 +133,24 @@ impl LeaderLock {
     #[inline]
     pub fn inherited(&self) -> bool {
         self.epoch != fork::epoch()
+    }
+
+    /// Also guards `<staging_dir>/lock`, where builds before 2026-12-06 took the lock
+    /// with these settings, unless that is the lock file itself. Opened when this
+    /// process takes the lock, or when it exists (an old build made it), so a follower
+    /// of a process with other settings makes nothing in a directory it does not use.
+    pub fn also_guard(&self, staging_dir: &Path) {
+        let path = staging_dir.join("lock");
+        let same = match (
+            std::fs::metadata(staging_dir),
+            self.path.parent().map(std::fs::metadata),
+        ) {
+            (Ok(a), Some(Ok(b))) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+        if let (false, Some((mut files, _))) = (same, self.files()) {
+            files.legacy_path = Some(path);
+        }
     }
 
     /// The lock files, while this is the process that opened them, the one at the path
@@ -174,6 +226,24 @@ impl LeaderLock {
                         return Ok(false);
                     }
                     files.flocked = true;
+                    // With `staging=`, also the file builds before 2026-12-06 took.
+                    let legacy = files.legacy(self.modes, true).map(|l| l.is_none_or(take_legacy));
+                    if legacy != Ok(true) {
+                        let file = files.current.as_ref().expect("checked");
+                        let _ = file.unlock();
+                        files.flocked = false;
+                        let _ = ofd_lock::unlock(file, START, LEN + 1);
+                        if let Err(e) = legacy {
+                            return Err(format!("taking the replication lock: {e}"));
+                        }
+                        tracing::warn!(
+                            lock = %self.path.display(),
+                            "a process of a build before 2026-12-06 replicates this database (it holds the lock \
+                             file in the staging directory): following it; restart every process of the database \
+                             on this build"
+                        );
+                        return Ok(false);
+                    }
                     // Best effort: processes that still look at a removed file see it.
                     for old in &files.replaced {
                         let _ = ofd_lock::try_write_lock(old, START, LEN);
@@ -247,6 +317,10 @@ impl LeaderLock {
                 if let Some(file) = files.current.as_ref() {
                     let _ = file.unlock();
                 }
+                if let Some(legacy) = files.legacy.as_ref() {
+                    let _ = ofd_lock::unlock(legacy, START, LEN);
+                    let _ = legacy.unlock();
+                }
             }
         }
     }
@@ -256,9 +330,15 @@ impl LeaderLock {
     /// (the parent's until it says otherwise).
     pub fn held_by_another(&self) -> bool {
         match self.files() {
-            Some((files, _)) if files.current.is_some() => {
+            Some((mut files, _)) if files.current.is_some() => {
+                let flocked = files.flocked;
                 files.all().any(|f| conflicts(f, START, LEN))
-                    || (!files.flocked && files.current.as_ref().is_some_and(flocked_by_another))
+                    || (!flocked && files.current.as_ref().is_some_and(flocked_by_another))
+                    || files
+                        .legacy(self.modes, false)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|f| conflicts(f, START, LEN) || (!flocked && flocked_by_another(f)))
             }
             _ => true,
         }
@@ -291,6 +371,19 @@ impl LeaderLock {
 /// holds it (a file system without `flock` counts as free).
 fn take_flock(file: &File) -> bool {
     !matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Takes `<staging>/lock` as builds before 2026-12-06 took theirs (OFD lock on the first
+/// byte, and `flock` before 2026-12-04); false, holding neither, when another holds one.
+fn take_legacy(file: &File) -> bool {
+    if !ofd_lock::try_write_lock(file, START, LEN).unwrap_or(true) {
+        return false;
+    }
+    if take_flock(file) {
+        return true;
+    }
+    let _ = ofd_lock::unlock(file, START, LEN);
+    false
 }
 
 /// Whether another description holds the `flock` (an old build leading): asked by taking
@@ -427,5 +520,50 @@ mod tests {
         assert!(matches!(old_build.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
         ours.release();
         old_build.try_lock().unwrap();
+    }
+
+    /// A process of a build before 2026-12-06 with `staging=` locks `<staging>/lock`
+    /// (OFD; `flock` before 2026-12-04): this one, with the same setting, follows it; and
+    /// while this one leads, such a process finds that file held.
+    #[test]
+    fn an_old_builds_lock_in_the_staging_directory_counts_as_held() {
+        let root = tempfile::tempdir().unwrap();
+        let (lock_dir, staging) = (root.path().join("app.db-litestream"), root.path().join("staging"));
+        std::fs::create_dir(&lock_dir).unwrap();
+        std::fs::create_dir(&staging).unwrap();
+        let ours = LeaderLock::open(&lock_dir, FileModes::NewDatabase).unwrap();
+        ours.also_guard(&staging);
+        std::fs::write(staging.join("lock"), b"").unwrap();
+        for old_way in ["ofd", "flock"] {
+            let old_build = File::options().write(true).open(staging.join("lock")).unwrap();
+            match old_way {
+                "ofd" => assert!(ofd_lock::try_write_lock(&old_build, START, LEN).unwrap()),
+                _ => old_build.try_lock().unwrap(),
+            }
+            assert!(ours.held_by_another(), "{old_way}");
+            assert!(!ours.try_acquire().unwrap(), "{old_way}");
+            drop(old_build);
+            assert!(!ours.held_by_another(), "{old_way}: the failed try let everything go");
+        }
+        assert!(ours.try_acquire().unwrap());
+        let old_build = File::options().write(true).open(staging.join("lock")).unwrap();
+        assert!(!ofd_lock::try_write_lock(&old_build, START, LEN).unwrap());
+        assert!(matches!(old_build.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        ours.release();
+        assert!(ofd_lock::try_write_lock(&old_build, START, LEN).unwrap());
+        // The default staging directory is the lock's own: nothing more is opened.
+        let plain = LeaderLock::open(&lock_dir, FileModes::NewDatabase).unwrap();
+        plain.also_guard(&lock_dir);
+        assert!(plain.files().unwrap().0.legacy_path.is_none());
+        // A staging directory nobody made is made only by a process that leads.
+        let (unused, made) = (root.path().join("unused"), root.path().join("made"));
+        let follower = LeaderLock::open(&lock_dir, FileModes::NewDatabase).unwrap();
+        follower.also_guard(&unused);
+        let leader = LeaderLock::open(&lock_dir, FileModes::NewDatabase).unwrap();
+        leader.also_guard(&made);
+        assert!(leader.try_acquire().unwrap());
+        assert!(follower.held_by_another() && !follower.try_acquire().unwrap());
+        assert!(!unused.exists());
+        assert!(made.join("lock").exists());
     }
 }
