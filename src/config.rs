@@ -161,6 +161,7 @@ impl Config {
         params: &[(String, String)],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, String> {
+        refuse_empty_params(params)?;
         let mut store_options = StoreOptions::default();
         for (key, value) in params {
             if SQLITE_PARAMS.contains(&key.as_str()) || OUR_PARAMS.contains(&key.as_str()) {
@@ -187,6 +188,7 @@ impl Config {
                 other => Err(format!("must be 'primary' or 'replica', not '{other}'")),
             })?
             .unwrap_or(Role::Primary);
+        warn_of_ignored_params(db_path, params, role);
         let replica_url = given.text("replica", "LITESTREAM_REPLICA_URL").ok_or_else(|| {
             "no replica URL: open with ?replica=<url> (file:///path, s3://bucket/path, memory://name, ...) \
              or set LITESTREAM_REPLICA_URL"
@@ -358,6 +360,73 @@ impl Config {
             _ => self.replica_url.clone(),
         };
         format!("{store} {:?}", self.store_options.endpoint)
+    }
+}
+
+/// The parameters of ours a read replica reads; the rest are a primary's.
+const REPLICA_PARAMS: &[&str] = &[
+    "replica",
+    "role",
+    "poll_interval",
+    "cache_size",
+    "hydrate",
+    "metrics_addr",
+    "encryption_key",
+    "encryption_key_file",
+];
+/// The parameters of ours only a read replica reads.
+const REPLICA_ONLY_PARAMS: &[&str] = &["poll_interval", "cache_size", "hydrate"];
+
+/// Says which URI parameters this open ignores: `hydrate=` on a primary made no local
+/// copy, `sync=commit` on a replica did nothing, without a word (found by a tester).
+/// A warning, not a refusal: one URI template for both roles is a fair thing to have.
+fn warn_of_ignored_params(db_path: &Path, params: &[(String, String)], role: Role) {
+    let ignored = ignored_params(params, role);
+    if !ignored.is_empty() {
+        let (what, other) = match role {
+            Role::Replica => ("a read replica", "a primary's"),
+            Role::Primary => ("a primary", "a read replica's"),
+        };
+        tracing::warn!(
+            db = %db_path.display(),
+            "{} ignored: {what} does not use {} (each is {other} setting)",
+            ignored.iter().map(|k| format!("{k}=")).collect::<Vec<_>>().join(", "),
+            if ignored.len() == 1 { "it" } else { "them" }
+        );
+    }
+}
+
+/// The URI parameters of ours that an open as `role` does not read.
+pub(crate) fn ignored_params(params: &[(String, String)], role: Role) -> Vec<&str> {
+    params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| OUR_PARAMS.contains(k))
+        .filter(|k| match role {
+            Role::Replica => !REPLICA_PARAMS.contains(k),
+            Role::Primary => REPLICA_ONLY_PARAMS.contains(k),
+        })
+        .collect()
+}
+
+/// Refuses a URI parameter of ours given with an empty value (`role=`, `sync=`): nearly
+/// always a template or shell variable that was not filled in. Read as "unset" it
+/// silently hid the environment: with `LITESTREAM_ROLE=replica` a reader opened with an
+/// empty `role=` became a primary of a restored copy, and an empty `sync=` turned
+/// `LITESTREAM_SYNC=commit` back into async commits (found by a tester). The encryption
+/// settings say it in their own words (`keys.rs`).
+fn refuse_empty_params(params: &[(String, String)]) -> Result<(), String> {
+    let keys = ["encryption_key", "encryption_key_file", "encrypt_to"];
+    let empty = params
+        .iter()
+        .find(|(k, v)| v.trim().is_empty() && OUR_PARAMS.contains(&k.as_str()) && !keys.contains(&k.as_str()));
+    match empty {
+        Some((key, _)) => Err(format!(
+            "{key}= is empty: give a value, or leave {key} out for its default or its environment \
+             variable (an empty value is usually a variable that was not filled in; it is refused \
+             rather than read as unset)"
+        )),
+        None => Ok(()),
     }
 }
 

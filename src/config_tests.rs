@@ -306,3 +306,43 @@ fn an_empty_encryption_key_in_the_uri_is_refused_not_a_silent_override() {
     let err = Config::from_params(Path::new("a.db"), &params(&[("replica", "memory://x")]), &empty_env).unwrap_err();
     assert!(err.starts_with("LITESTREAM_ENCRYPTION_KEY_FILE is empty"), "{err}");
 }
+
+/// An empty URI parameter of ours was "unset" and hid its environment variable: a reader
+/// with an empty `role=` beside `LITESTREAM_ROLE=replica` opened as a primary. Refused now.
+#[test]
+fn an_empty_uri_parameter_is_refused_not_a_silent_override_of_the_environment() {
+    let env = |k: &str| (k == "LITESTREAM_ROLE").then(|| "replica".to_string());
+    for key in ["role", "sync", "sync_interval", "compaction", "staging", "hydrate"] {
+        let err = Config::from_params(
+            Path::new("a.db"),
+            &params(&[("replica", "memory://x"), (key, "")]),
+            &env,
+        )
+        .unwrap_err();
+        assert!(err.starts_with(&format!("{key}= is empty")), "{err}");
+    }
+    let c = Config::from_params(Path::new("a.db"), &params(&[("replica", "memory://x")]), &env).unwrap();
+    assert_eq!(
+        c.role,
+        Role::Replica,
+        "the environment applies when the parameter is left out"
+    );
+}
+
+/// Parameters the open's role does not read are named (and logged as ignored).
+#[test]
+fn parameters_the_role_does_not_use_are_named() {
+    let given = params(&[
+        ("replica", "memory://x"),
+        ("hydrate", "/h"),
+        ("sync", "commit"),
+        ("cache_size", "1MiB"),
+    ]);
+    assert_eq!(
+        crate::config::ignored_params(&given, Role::Primary),
+        ["hydrate", "cache_size"]
+    );
+    assert_eq!(crate::config::ignored_params(&given, Role::Replica), ["sync"]);
+    let plain = params(&[("replica", "memory://x"), ("role", "replica"), ("poll_interval", "2s")]);
+    assert!(crate::config::ignored_params(&plain, Role::Replica).is_empty());
+}

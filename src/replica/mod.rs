@@ -355,7 +355,7 @@ impl Replica {
                 crate::storage::format_rfc3339_nano(target_ms)
             ));
         };
-        let plan = restore::plan_up_to(&listing, txid).map_err(|e| format!("replica {} {e}", self.name))?;
+        let plan = restore::plan_at_time(&listing, txid).map_err(|e| format!("replica {} {e}", self.name))?;
         let planned = self.plan_files(plan).map_err(what)?;
         let state = State::build(planned).map_err(|e| format!("replica {}: corrupt replica: {e}", self.name))?;
         Ok(Arc::new(state))

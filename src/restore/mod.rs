@@ -23,7 +23,7 @@ mod run;
 mod write;
 
 pub use plan::{
-    check_chain, gap_before, plan, plan_latest, plan_reachable, plan_up_to, resolve_timestamp, Gap, Listing,
+    check_chain, gap_before, plan, plan_at_time, plan_latest, plan_reachable, resolve_timestamp, Gap, Listing,
     EVERY_LEVEL, LEVELS, SNAPSHOT_LEVEL,
 };
 pub use progress::{progress_json, RestoreProgress};

@@ -133,6 +133,27 @@ pub fn plan_up_to(listing: &Listing, limit: u64) -> Result<Vec<LtxObject>, Strin
     })
 }
 
+/// The plan for a point in time whose newest state written by then is TXID `bound`
+/// ([`resolve_timestamp`]): [`plan_up_to`], refused when TXIDs just past the plan's end
+/// are in no file while later ones are. The time then falls in a gap: the TXIDs lost
+/// may have been written before it, so the state at that time is not known, and the
+/// state before the gap, restored with exit 0, would be older than asked without a word
+/// (a tester deleted two level-0 files and restored to just before the next one's time:
+/// every restore gave the state before them). A TXID past `bound` that a compacted file
+/// holds is no gap: the restore gives the state at `bound`, as coarse as the levels kept.
+pub fn plan_at_time(listing: &Listing, bound: u64) -> Result<Vec<LtxObject>, String> {
+    let plan = plan_up_to(listing, bound)?;
+    let reached = plan.last().map_or(0, |f| f.max_txid);
+    match gap_before(listing, reached.saturating_add(1)) {
+        Some(gap) if gap.reached == reached => Err(format!(
+            "cannot restore that time: it falls in a gap, so the state then is not known: the replica \
+             {gap}. The state before the gap can be restored: ask for TXID {reached} explicitly (restore \
+             -txid {reached:016x}; litestream_restore(url, path, {reached}))"
+        )),
+        _ => Ok(plan),
+    }
+}
+
 /// The plan reaching as far as the files allow, and the gap that stops it short of the
 /// newest file, if one does: what a read replica serves (the state before the gap, its
 /// status saying why it is not the newest) and what `info` shows.
@@ -422,6 +443,30 @@ pub(crate) mod tests {
             ts(f)
         });
         assert!(calls <= 3, "binary search made {calls} timestamp requests");
+    }
+
+    /// A time whose newest file ends just before a gap: TXIDs lost there may have been
+    /// written before that time, so it is refused, naming the state before the gap;
+    /// earlier times, and TXIDs that a compacted file holds, are not.
+    #[test]
+    fn a_time_in_a_gap_is_refused_and_one_before_it_or_in_a_compacted_range_is_not() {
+        // Level 0 of TXIDs 1 to 9, TXIDs 5 and 6 lost.
+        let files: Vec<LtxObject> = [1, 2, 3, 4, 7, 8, 9].iter().map(|t| f(0, *t, *t)).collect();
+        let l = listing(&files);
+        let err = plan_at_time(&l, 4).unwrap_err();
+        for said in ["falls in a gap", "no file holds TXIDs 5-6", "TXID 4 explicitly"] {
+            assert!(err.contains(said), "{said:?} not in {err}");
+        }
+        assert_eq!(ranges(&plan_at_time(&l, 3).unwrap()).last(), Some(&(0, 3, 3)));
+        assert!(plan_at_time(&l, 8).unwrap_err().contains("past a gap"));
+        // Level 0 kept from TXID 8 on, level 1 holding 1-4 and 5-10: a time before
+        // TXID 8's file restores TXID 4, as coarse as the levels kept.
+        let mut files = vec![f(1, 1, 4), f(1, 5, 10)];
+        files.extend([8, 9, 10].iter().map(|t| f(0, *t, *t)));
+        let l = listing(&files);
+        assert_eq!(ranges(&plan_at_time(&l, 4).unwrap()), vec![(1, 1, 4)]);
+        // A time after the newest file is the latest state.
+        assert_eq!(ranges(&plan_at_time(&l, 10).unwrap()).last(), Some(&(1, 5, 10)));
     }
 
     #[test]

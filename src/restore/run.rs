@@ -5,7 +5,7 @@ use super::buffers::BufferPool;
 use super::decode::{FilePages, ThreadedPages, MAX_THREADS};
 use super::download::RemoteReader;
 use super::open::OpenPool;
-use super::plan::{plan, plan_up_to, resolve_timestamp, Listing};
+use super::plan::{plan, plan_at_time, resolve_timestamp, Listing};
 use super::progress::{register, RestoreProgress};
 use super::write::PageWriter;
 use crate::file_modes::FileModes;
@@ -178,7 +178,7 @@ pub fn restore(
                     crate::storage::format_rfc3339_nano(ms)
                 )
             })?;
-            plan_up_to(&listing, bound)
+            plan_at_time(&listing, bound)
         }
     }
     .map_err(|e| format!("replica {describe} {e}"))?;

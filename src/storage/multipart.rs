@@ -77,22 +77,30 @@ impl Multipart {
                 None => Ok(None),
             }
         };
-        let threshold = match threshold {
-            Some(t) => t,
-            None => from_env("LITESTREAM_MULTIPART_THRESHOLD")?.unwrap_or(DEFAULT_THRESHOLD),
+        // Each value with the name it was given under: a bad LITESTREAM_MULTIPART_PART_SIZE
+        // is not reported as a multipart_part_size nobody typed.
+        let (threshold, threshold_name) = match threshold {
+            Some(t) => (t, "multipart_threshold"),
+            None => (
+                from_env("LITESTREAM_MULTIPART_THRESHOLD")?.unwrap_or(DEFAULT_THRESHOLD),
+                "LITESTREAM_MULTIPART_THRESHOLD",
+            ),
         };
-        let part_size = match part_size {
-            Some(p) => p,
-            None => from_env("LITESTREAM_MULTIPART_PART_SIZE")?.unwrap_or(DEFAULT_PART_SIZE),
+        let (part_size, part_size_name) = match part_size {
+            Some(p) => (p, "multipart_part_size"),
+            None => (
+                from_env("LITESTREAM_MULTIPART_PART_SIZE")?.unwrap_or(DEFAULT_PART_SIZE),
+                "LITESTREAM_MULTIPART_PART_SIZE",
+            ),
         };
         if threshold < MIN_PART_SIZE {
             return Err(format!(
-                "multipart_threshold must be at least 5MiB (S3's smallest part), not {threshold} bytes"
+                "{threshold_name} must be at least 5MiB (S3's smallest part), not {threshold} bytes"
             ));
         }
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
             return Err(format!(
-                "multipart_part_size must be from 5MiB (S3's smallest part) to 4000MiB (Azure's largest \
+                "{part_size_name} must be from 5MiB (S3's smallest part) to 4000MiB (Azure's largest \
                  block), not {part_size} bytes"
             ));
         }
@@ -268,5 +276,11 @@ mod tests {
         assert!(Multipart::from_options(None, None, &bad)
             .unwrap_err()
             .contains("LITESTREAM_MULTIPART"));
+        // A value out of range is named as it was given.
+        let small = |k: &str| (k == "LITESTREAM_MULTIPART_PART_SIZE").then(|| "1".to_string());
+        let err = Multipart::from_options(None, None, &small).unwrap_err();
+        assert!(err.starts_with("LITESTREAM_MULTIPART_PART_SIZE must be"), "{err}");
+        let err = Multipart::from_options(None, Some(1), &none).unwrap_err();
+        assert!(err.starts_with("multipart_part_size must be"), "{err}");
     }
 }
