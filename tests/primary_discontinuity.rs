@@ -3,6 +3,7 @@
 
 mod harness;
 
+use harness::shell::LiveShell;
 use harness::*;
 
 #[test]
@@ -446,4 +447,54 @@ fn restarts_after_a_snapshot_with_nothing_committed_since_take_no_new_snapshot()
     let restored = dir.path().join("restored.db");
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db));
+}
+
+/// A power loss with `synchronous=NORMAL` (or storage that drops flushed writes) leaves
+/// the WAL's generation with fewer frames than were captured and uploaded: commits that
+/// `litestream_sync()` acknowledged are in the replica only. Before, the open snapshotted
+/// the older database as the replica's newest TXID, and compaction then merged the lost
+/// TXIDs away (a tester: 100 acknowledged rows gone from every restore). Now the open
+/// restores the database from the replica, keeping the file found aside.
+#[test]
+fn a_database_that_lost_acknowledged_commits_is_brought_forward_from_its_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let open = format!(".open file:{}?vfs=litestream&replica={url}", db.display());
+    let mut shell = LiveShell::start(dir.path(), "writer", &open);
+    shell.run("PRAGMA synchronous=NORMAL; CREATE TABLE t(x); INSERT INTO t VALUES (1); SELECT litestream_sync(30000);");
+    // What the disk keeps through the cut: the WAL as it was two commits ago.
+    let kept = dir.path().join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    for name in ["app.db", "app.db-wal"] {
+        std::fs::copy(dir.path().join(name), kept.join(name)).unwrap();
+    }
+    let mut acknowledged = 0;
+    for x in 2..=6 {
+        let out = shell.run(&format!("INSERT INTO t VALUES ({x}); SELECT litestream_sync(30000);"));
+        acknowledged = out.trim().parse::<u64>().unwrap();
+    }
+    shell.kill();
+    for name in ["app.db", "app.db-wal"] {
+        std::fs::copy(kept.join(name), dir.path().join(name)).unwrap();
+    }
+    let _ = std::fs::remove_file(dir.path().join("app.db-shm"));
+    // (No plain sqlite3 look here: its close would checkpoint and delete the WAL.)
+    let after = open_and_sync(&db, &url, "INSERT INTO t VALUES (7);");
+    assert_eq!(
+        plain_sqlite(&db, "SELECT group_concat(x) FROM t").trim(),
+        "1,2,3,4,5,6,7",
+        "the acknowledged rows are back"
+    );
+    assert_eq!(after, acknowledged + 1, "the chain goes on after the acknowledged TXIDs");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join("app.db-litestream"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("lost-commits-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the database as found is kept");
+    assert!(aside[0].path().join("app.db").exists());
 }

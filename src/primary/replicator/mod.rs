@@ -5,6 +5,7 @@
 
 mod generation_end;
 mod hooks;
+mod lost_commits;
 mod open;
 mod pressure;
 mod reconcile;

@@ -77,7 +77,7 @@ pub(super) fn reconcile(
     };
     match (saved, replica.max()) {
         (None, None) => Ok(fresh(0, "first replication of this database".into())),
-        (None, Some(max)) if !db_exists => restore_from_replica(local, max),
+        (None, Some(max)) if !db_exists => restore_from_replica(local, max, false),
         (None, Some(max)) if local.config.takeover => {
             tracing::warn!(db = %local.db_path.display(), txid = max, "takeover: continuing a replica another writer made");
             Ok(fresh(max, format!("takeover of a replica at TXID {max}")))
@@ -215,17 +215,21 @@ fn continue_noted(
     restart_from_saved(local, saved, replica, wal_index, snapshotter)
 }
 
-/// No database, a replica: the database is restored from it and continues it.
-fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
+/// No database, a replica: the database is restored from it and continues it. With
+/// `replace`, over the database and WAL found, which lost commits the replica holds
+/// (`lost_commits.rs`, which kept a copy of them).
+pub(super) fn restore_from_replica(local: &Local, max: u64, replace: bool) -> Result<Reconciled, String> {
     // A warning, with the absolute path: a relative path opened from another working
     // directory silently makes a second copy here, which then replicates.
-    tracing::warn!(
+    if !replace {
+        tracing::warn!(
         db = %local.db_path.display(),
         txid = max,
         "the database {} is missing or empty: restoring it from its replica {} (TXID {max}), then replicating it there",
         std::path::absolute(local.db_path).unwrap_or_else(|_| local.db_path.to_path_buf()).display(),
-        local.store.describe()
-    );
+            local.store.describe()
+        );
+    }
     // An empty file holds nothing to keep: what `sqlite3 app.db .tables` leaves on a new
     // machine, or a `touch` in an entry point. The restore replaces it (and refuses if a
     // connection holds it open); a WAL beside it with frames is not ours to drop.
@@ -234,7 +238,7 @@ fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
     wal.push("-wal");
     let wal = PathBuf::from(wal);
     let wal_bytes = fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    if empty_file && wal_bytes > 0 {
+    if empty_file && wal_bytes > 0 && !replace {
         return Err(format!(
             "{} is empty but {} holds {wal_bytes} bytes; the replica is not restored over them (move \
              both aside to restore the database from the replica)",
@@ -244,7 +248,7 @@ fn restore_from_replica(local: &Local, max: u64) -> Result<Reconciled, String> {
     }
     let options = crate::restore::RestoreOptions {
         key: local.config.encryption.as_ref().map(|e| Arc::new(e.key().clone())),
-        overwrite: empty_file,
+        overwrite: empty_file || replace,
         ..Default::default()
     };
     let pos = crate::restore::restore(
@@ -384,6 +388,15 @@ fn restart_from_saved(
                 *next_txid += 1;
             }
         }
+        Err(Discontinuity(reason)) if reason == super::lost_commits::LOST_FRAMES && !local.config.takeover => {
+            let saved_txid = saved.txid;
+            drop(wal);
+            drop(file);
+            if super::lost_commits::bring_forward(local, saved_txid, replica, &staged)?.is_some() {
+                return restore_from_replica(local, saved_txid, true);
+            }
+            *snapshot_needed = Some(reason);
+        }
         Err(Discontinuity(reason)) => {
             // Not the first replication: something the saved state and the records
             // cannot connect, worth a warning like any other.
@@ -504,9 +517,7 @@ fn resume_capture(
             // takeover right after following such a record).
             let Some(recorded) = recorded_header(records, *consumed, salts)?.filter(|h| Some(*h) != live) else {
                 capture.skip_to_end(wal)?;
-                return Ok(Err(Discontinuity(
-                    "the WAL no longer holds the last captured frame".into(),
-                )));
+                return Ok(Err(Discontinuity(super::lost_commits::LOST_FRAMES.into())));
             };
             capture.set_position(&position, recorded);
         }
