@@ -185,6 +185,41 @@ fn an_existing_database_is_kept_unless_overwrite_is_given() {
     assert_eq!(dump(&dest), r.last.1);
 }
 
+/// `-o DIR`: the error advised -overwrite, which downloaded the whole plan, failed at
+/// the rename ("Is a directory") and left `DIR.litestream-restore.tmp` (a tester, t40).
+/// Refused now before the replica is even listed (this one does not exist, which would
+/// otherwise be the error), whatever the flags, and nothing is created or removed.
+#[test]
+fn a_directory_as_the_restore_target_is_refused_before_anything_is_downloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("file.txt"), b"important").unwrap();
+    let missing = format!("file://{}", dir.path().join("no-replica").display());
+    for flags in [&[][..], &["-overwrite"], &["-force"], &["-if-db-not-exists"]] {
+        let args = [&["restore"][..], flags, &["-o", path_str(&target), &missing]].concat();
+        let err = cli_fails(&args, 1);
+        assert!(err.contains("it is a directory"), "{flags:?}: {err}");
+        assert!(!err.contains("-overwrite replaces it"), "{flags:?}: {err}");
+        assert!(!err.contains("no LTX files"), "{flags:?}: checked after listing: {err}");
+    }
+    assert_eq!(std::fs::read(target.join("file.txt")).unwrap(), b"important");
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["target"], "no temp file or anything else was left");
+
+    // A directory where the database's -wal would be: an overwrite failed removing it,
+    // after the download.
+    let db = dir.path().join("app.db");
+    std::fs::create_dir(dir.path().join("app.db-wal")).unwrap();
+    let err = cli_fails(&["restore", "-overwrite", "-o", path_str(&db), &missing], 1);
+    assert!(err.contains("app.db-wal is a directory"), "{err}");
+    assert!(!db.exists());
+}
+
 #[test]
 fn bad_urls_and_command_lines_fail_with_clear_errors_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();

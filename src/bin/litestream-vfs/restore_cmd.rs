@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use litestream_vfs::restore::{restore, Listing, RestoreOptions, Restored, Target};
+use litestream_vfs::restore::{refuse_directory, restore, Listing, RestoreOptions, Restored, Target};
 use litestream_vfs::runtime::block_on;
 use serde_json::json;
 
@@ -116,6 +116,9 @@ pub fn run(argv: &[String]) -> CmdResult {
         options.prefetch_bytes = mib << 20;
     }
     let dest_path = Path::new(dest);
+    // Before -if-db-not-exists, which would take a directory for an existing database
+    // and exit 0 having restored nothing.
+    refuse_directory(dest_path).map_err(Failure::Failed)?;
     if p.has("if-db-not-exists") && dest_path.exists() {
         eprintln!("{dest} already exists; nothing restored (-if-db-not-exists)");
         return Ok(());
