@@ -39,7 +39,7 @@ Usage:
   litestream-vfs ltx [--level N|all] [--json] [--key HEX] FILE_OR_URL...
   litestream-vfs info [--json] URL
   litestream-vfs keygen
-  litestream-vfs rekey -encrypt-to PUB[,PUB...] [--key HEX] [-o OUT] URL_OR_FILE
+  litestream-vfs rekey -encrypt-to PUB[,PUB...] [--key HEX] [-o OUT [--overwrite]] URL_OR_FILE
   litestream-vfs help [COMMAND]
   litestream-vfs --version
 
