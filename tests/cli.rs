@@ -227,6 +227,20 @@ fn bad_urls_and_command_lines_fail_with_clear_errors_and_exit_codes() {
     let out = path_str(&out);
     let err = cli_fails(&["restore", "-o", out, "not-a-url"], 1);
     assert!(err.contains("\"not-a-url\" has no scheme"), "{err}");
+    // A local directory that is not there: said so, not only that it has no scheme,
+    // which sent a tester to the URL syntax for a typo in a path.
+    // (`ltx` takes a path for a file and says "No such file or directory" already.)
+    let gone = dir.path().join("nonexist");
+    let err = cli_fails(&["info", path_str(&gone)], 1);
+    assert!(
+        err.contains(&format!("{} does not exist", gone.display())) && err.contains("file:///path"),
+        "{err}"
+    );
+    let err = cli_fails(&["restore", "-o", out, path_str(&gone)], 1);
+    assert!(err.contains("does not exist"), "{err}");
+    // A scheme-less spelling the URL parser reads is not taken for a missing directory.
+    let err = cli_fails(&["info", &format!("file:{}", gone.display())], 1);
+    assert!(!err.contains("does not exist"), "{err}");
     let err = cli_fails(&["restore", "-o", out, "ftp://host/path"], 1);
     assert!(err.contains("unsupported replica URL scheme \"ftp\""), "{err}");
     let err = cli_fails(&["restore", "-o", out, "s3://bucket/db?endpiont=http://x"], 1);
