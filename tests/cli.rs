@@ -269,6 +269,9 @@ fn bad_urls_and_command_lines_fail_with_clear_errors_and_exit_codes() {
     for cmd in ["restore -o PATH", "ltx ", "info "] {
         assert!(help.contains(&format!("litestream-vfs {cmd}")), "{help}");
     }
+    // `help help` said "no help for unknown command" (a tester): it is the general help.
+    assert_eq!(cli_ok(&["help", "help"]), help);
+    cli_fails(&["help", "frobnicate"], 2);
     assert!(cli_ok(&["restore", "--help"]).contains("-if-replica-exists"));
 }
 

@@ -96,7 +96,8 @@ fn run(argv: &[String]) -> CmdResult {
 
 fn help(command: Option<&str>) -> CmdResult {
     let text = match command {
-        None => USAGE,
+        // `help help`: the general help, which says what `help COMMAND` does.
+        None | Some("help") => USAGE,
         Some("restore") => restore_cmd::HELP,
         Some("ltx") => ltx_cmd::HELP,
         Some("info") => info_cmd::HELP,
