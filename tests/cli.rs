@@ -351,6 +351,20 @@ fn ltx_lists_a_replicas_files_per_level_and_info_summarizes_it() {
     );
     let err = cli_fails(&["info", &format!("file://{}", r.dir.join("none").display())], 1);
     assert!(err.contains("holds no LTX files"), "{err}");
+    // ltx agrees with info on an empty replica (it exited 0, a tester), a local
+    // directory included; an empty level of a replica with files is an answer.
+    let empty = r.dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for replica in [
+        format!("file://{}", r.dir.join("none").display()),
+        path_str(&empty).into(),
+    ] {
+        let err = cli_fails(&["ltx", &replica], 1);
+        assert!(err.contains("holds no LTX files"), "{err}");
+        cli_fails(&["ltx", "-level", "0", &replica], 1);
+    }
+    let out = cli_ok(&["ltx", "-level", "7", &r.url]);
+    assert!(out.contains("(no LTX files at this level)"), "{out}");
 }
 
 /// A replica that lost a level-0 file from the middle (deleted, or a mount gone from
