@@ -275,6 +275,28 @@ fn bad_urls_and_command_lines_fail_with_clear_errors_and_exit_codes() {
     assert!(cli_ok(&["restore", "--help"]).contains("-if-replica-exists"));
 }
 
+/// `LITESTREAM_LOG_LEVEL=verbose` was ignored in silence (a tester): one warning on
+/// stderr names the accepted values, and the command still runs at warn.
+#[test]
+fn an_unknown_log_level_is_warned_about_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+        .arg("--version")
+        .env("LITESTREAM_LOG_LEVEL", "verbose")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = text(&out.stderr);
+    let warning = "LITESTREAM_LOG_LEVEL=\"verbose\" is not a log level";
+    assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
+    assert!(stderr.contains("off, error, warn, info, debug, trace"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+        .arg("--version")
+        .env("LITESTREAM_LOG_LEVEL", "INFO")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stderr), "", "a known level is not warned about");
+}
+
 /// The largest level-0 file: the one holding the 2000-row insert.
 fn largest_level0_file(replica: &Path) -> PathBuf {
     level0_ranges(replica)
