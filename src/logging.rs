@@ -1,6 +1,6 @@
 //! Log set-up: `tracing` to stderr, level from `LITESTREAM_LOG_LEVEL`
 //! (off, error, warn, info, debug, trace, any case; default warn, and warn for a value it
-//! does not know). Only this crate's events are shown. A host that installed its own
+//! does not know, with a warning naming the accepted values). Only this crate's events are shown. A host that installed its own
 //! global subscriber keeps it.
 //!
 //! A per-target level filter rather than `EnvFilter`: the one directive we build needs no
@@ -16,13 +16,23 @@ static INIT: Once = Once::new();
 
 /// The level `LITESTREAM_LOG_LEVEL` asks for: `value` parsed as `tracing` spells levels
 /// (case-insensitive), warn when unset, empty or unknown (`tracing` reads an empty
-/// string as error; an empty variable is taken as unset instead).
-fn level(value: Option<&str>) -> LevelFilter {
-    value
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-        .unwrap_or(LevelFilter::WARN)
+/// string as error; an empty variable is taken as unset instead). With a warning to log
+/// for an unknown value: `verbose` was ignored in silence, and whoever set it saw no
+/// more than before with nothing to say why (a documentation tester).
+fn level(value: Option<&str>) -> (LevelFilter, Option<String>) {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (LevelFilter::WARN, None),
+        Some(v) => match v.parse::<LevelFilter>() {
+            Ok(level) => (level, None),
+            Err(_) => (
+                LevelFilter::WARN,
+                Some(format!(
+                    "LITESTREAM_LOG_LEVEL={v:?} is not a log level; logging at warn. Accepted: \
+                     off, error, warn, info, debug, trace (any case)"
+                )),
+            ),
+        },
+    }
 }
 
 /// The filter: this crate's events at `level`, no other crate's.
@@ -34,14 +44,20 @@ fn filter(level: LevelFilter) -> Targets {
 pub fn init() {
     INIT.call_once(|| {
         let value = std::env::var("LITESTREAM_LOG_LEVEL").ok();
+        let (level, unknown) = level(value.as_deref());
         let _ = tracing_subscriber::registry()
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(|| crate::vfs::sys::stderr::Stderr)
                     .with_target(false),
             )
-            .with(filter(level(value.as_deref())))
+            .with(filter(level))
             .try_init();
+        // Once per process (this runs once), to whichever subscriber is installed: ours
+        // is at warn for an unknown value, so it shows.
+        if let Some(warning) = unknown {
+            tracing::warn!("{warning}");
+        }
     });
 }
 
@@ -50,15 +66,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_level_names_are_read_in_any_case_and_unknown_ones_fall_back_to_warn() {
-        assert_eq!(level(None), LevelFilter::WARN);
-        assert_eq!(level(Some("error")), LevelFilter::ERROR);
-        assert_eq!(level(Some("INFO")), LevelFilter::INFO);
-        assert_eq!(level(Some("Debug")), LevelFilter::DEBUG);
-        assert_eq!(level(Some("trace")), LevelFilter::TRACE);
-        assert_eq!(level(Some("off")), LevelFilter::OFF);
-        assert_eq!(level(Some("loud")), LevelFilter::WARN);
-        assert_eq!(level(Some("")), LevelFilter::WARN);
+    fn log_level_names_are_read_in_any_case_and_unknown_ones_fall_back_to_warn_with_a_warning() {
+        assert_eq!(level(None), (LevelFilter::WARN, None));
+        assert_eq!(level(Some("error")), (LevelFilter::ERROR, None));
+        assert_eq!(level(Some("INFO")), (LevelFilter::INFO, None));
+        assert_eq!(level(Some("Debug")), (LevelFilter::DEBUG, None));
+        assert_eq!(level(Some("trace")), (LevelFilter::TRACE, None));
+        assert_eq!(level(Some("off")), (LevelFilter::OFF, None));
+        assert_eq!(level(Some("")), (LevelFilter::WARN, None), "empty is unset");
+        let (fallback, warning) = level(Some("verbose"));
+        assert_eq!(fallback, LevelFilter::WARN);
+        let warning = warning.expect("an unknown value is warned about");
+        assert!(
+            warning.contains("LITESTREAM_LOG_LEVEL=\"verbose\" is not a log level")
+                && warning.contains("off, error, warn, info, debug, trace"),
+            "{warning}"
+        );
     }
 
     #[test]

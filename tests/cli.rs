@@ -185,6 +185,41 @@ fn an_existing_database_is_kept_unless_overwrite_is_given() {
     assert_eq!(dump(&dest), r.last.1);
 }
 
+/// `-o DIR`: the error advised -overwrite, which downloaded the whole plan, failed at
+/// the rename ("Is a directory") and left `DIR.litestream-restore.tmp` (a tester, t40).
+/// Refused now before the replica is even listed (this one does not exist, which would
+/// otherwise be the error), whatever the flags, and nothing is created or removed.
+#[test]
+fn a_directory_as_the_restore_target_is_refused_before_anything_is_downloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("file.txt"), b"important").unwrap();
+    let missing = format!("file://{}", dir.path().join("no-replica").display());
+    for flags in [&[][..], &["-overwrite"], &["-force"], &["-if-db-not-exists"]] {
+        let args = [&["restore"][..], flags, &["-o", path_str(&target), &missing]].concat();
+        let err = cli_fails(&args, 1);
+        assert!(err.contains("it is a directory"), "{flags:?}: {err}");
+        assert!(!err.contains("-overwrite replaces it"), "{flags:?}: {err}");
+        assert!(!err.contains("no LTX files"), "{flags:?}: checked after listing: {err}");
+    }
+    assert_eq!(std::fs::read(target.join("file.txt")).unwrap(), b"important");
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["target"], "no temp file or anything else was left");
+
+    // A directory where the database's -wal would be: an overwrite failed removing it,
+    // after the download.
+    let db = dir.path().join("app.db");
+    std::fs::create_dir(dir.path().join("app.db-wal")).unwrap();
+    let err = cli_fails(&["restore", "-overwrite", "-o", path_str(&db), &missing], 1);
+    assert!(err.contains("app.db-wal is a directory"), "{err}");
+    assert!(!db.exists());
+}
+
 #[test]
 fn bad_urls_and_command_lines_fail_with_clear_errors_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
@@ -192,6 +227,20 @@ fn bad_urls_and_command_lines_fail_with_clear_errors_and_exit_codes() {
     let out = path_str(&out);
     let err = cli_fails(&["restore", "-o", out, "not-a-url"], 1);
     assert!(err.contains("\"not-a-url\" has no scheme"), "{err}");
+    // A local directory that is not there: said so, not only that it has no scheme,
+    // which sent a tester to the URL syntax for a typo in a path.
+    // (`ltx` takes a path for a file and says "No such file or directory" already.)
+    let gone = dir.path().join("nonexist");
+    let err = cli_fails(&["info", path_str(&gone)], 1);
+    assert!(
+        err.contains(&format!("{} does not exist", gone.display())) && err.contains("file:///path"),
+        "{err}"
+    );
+    let err = cli_fails(&["restore", "-o", out, path_str(&gone)], 1);
+    assert!(err.contains("does not exist"), "{err}");
+    // A scheme-less spelling the URL parser reads is not taken for a missing directory.
+    let err = cli_fails(&["info", &format!("file:{}", gone.display())], 1);
+    assert!(!err.contains("does not exist"), "{err}");
     let err = cli_fails(&["restore", "-o", out, "ftp://host/path"], 1);
     assert!(err.contains("unsupported replica URL scheme \"ftp\""), "{err}");
     let err = cli_fails(&["restore", "-o", out, "s3://bucket/db?endpiont=http://x"], 1);
@@ -220,7 +269,32 @@ fn bad_urls_and_command_lines_fail_with_clear_errors_and_exit_codes() {
     for cmd in ["restore -o PATH", "ltx ", "info "] {
         assert!(help.contains(&format!("litestream-vfs {cmd}")), "{help}");
     }
+    // `help help` said "no help for unknown command" (a tester): it is the general help.
+    assert_eq!(cli_ok(&["help", "help"]), help);
+    cli_fails(&["help", "frobnicate"], 2);
     assert!(cli_ok(&["restore", "--help"]).contains("-if-replica-exists"));
+}
+
+/// `LITESTREAM_LOG_LEVEL=verbose` was ignored in silence (a tester): one warning on
+/// stderr names the accepted values, and the command still runs at warn.
+#[test]
+fn an_unknown_log_level_is_warned_about_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+        .arg("--version")
+        .env("LITESTREAM_LOG_LEVEL", "verbose")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = text(&out.stderr);
+    let warning = "LITESTREAM_LOG_LEVEL=\"verbose\" is not a log level";
+    assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
+    assert!(stderr.contains("off, error, warn, info, debug, trace"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+        .arg("--version")
+        .env("LITESTREAM_LOG_LEVEL", "INFO")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stderr), "", "a known level is not warned about");
 }
 
 /// The largest level-0 file: the one holding the 2000-row insert.
@@ -299,6 +373,20 @@ fn ltx_lists_a_replicas_files_per_level_and_info_summarizes_it() {
     );
     let err = cli_fails(&["info", &format!("file://{}", r.dir.join("none").display())], 1);
     assert!(err.contains("holds no LTX files"), "{err}");
+    // ltx agrees with info on an empty replica (it exited 0, a tester), a local
+    // directory included; an empty level of a replica with files is an answer.
+    let empty = r.dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for replica in [
+        format!("file://{}", r.dir.join("none").display()),
+        path_str(&empty).into(),
+    ] {
+        let err = cli_fails(&["ltx", &replica], 1);
+        assert!(err.contains("holds no LTX files"), "{err}");
+        cli_fails(&["ltx", "-level", "0", &replica], 1);
+    }
+    let out = cli_ok(&["ltx", "-level", "7", &r.url]);
+    assert!(out.contains("(no LTX files at this level)"), "{out}");
 }
 
 /// A replica that lost a level-0 file from the middle (deleted, or a mount gone from

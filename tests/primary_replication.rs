@@ -249,3 +249,40 @@ SELECT litestream_sync(30000) > 0;
     sql_restore(&url, &restored, &[]);
     assert_eq!(dump(&restored), dump(&db));
 }
+
+/// README's alert table names `compaction.errors` and `compaction.last_error`: they are
+/// there from the open, 0 and null, not only after the first failure (a tester found
+/// neither key on a healthy primary); with compaction off `compaction` is null.
+#[test]
+fn a_primarys_compaction_status_names_its_error_fields_before_any_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = format!("file://{}", dir.path().join("replica").display());
+    let status = |name: &str, extra: &str| {
+        let out = sqlite(&format!(
+            ".open file:{}?vfs=litestream&replica={replica}/{name}{extra}
+            CREATE TABLE t(x);
+            SELECT litestream_sync(30000) > 0;
+            SELECT json_extract(litestream_status(), '$.compaction');",
+            dir.path().join(name).display()
+        ));
+        let line = out.lines().last().unwrap_or_default().to_string();
+        (out, line)
+    };
+    let (out, compaction) = status("on.db", "");
+    let compaction: serde_json::Value = serde_json::from_str(&compaction).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(compaction["errors"], 0, "{compaction}");
+    // Not 0: a window boundary may pass while the test runs.
+    assert!(compaction["compactions"].is_u64(), "{compaction}");
+    assert_eq!(compaction["gaps"], 0, "{compaction}");
+    for key in ["last_error", "last_gap"] {
+        assert!(
+            compaction.get(key).is_some_and(serde_json::Value::is_null),
+            "{key} missing or set: {compaction}"
+        );
+    }
+    let (out, off) = status("off.db", "&compaction=off");
+    assert_eq!(
+        off, "",
+        "compaction off: null, which the shell prints as nothing: {out}"
+    );
+}

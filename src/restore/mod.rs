@@ -12,6 +12,7 @@
 
 mod buffers;
 mod decode;
+mod dest;
 mod diagnose;
 mod download;
 pub use download::RemoteReader;
@@ -22,12 +23,13 @@ mod progress;
 mod run;
 mod write;
 
+pub use dest::{refuse_directory, restore};
 pub use plan::{
     check_chain, gap_before, plan, plan_at_time, plan_latest, plan_reachable, resolve_timestamp, Gap, Listing,
     EVERY_LEVEL, LEVELS, SNAPSHOT_LEVEL,
 };
 pub use progress::{progress_json, RestoreProgress};
-pub use run::{open_elsewhere, restore, restore_latest, RestoreOptions, Restored, Target};
+pub use run::{open_elsewhere, restore_latest, RestoreOptions, Restored, Target};
 
 #[cfg(test)]
 mod tests;

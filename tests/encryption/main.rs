@@ -7,7 +7,7 @@
 //! | `an_encrypted_replica_reads_hydrates_and_time_travels` | a read replica with the key serves the primary's state, a cold point query fetches as many pages as on a plaintext replica, hydration and a point-in-time view give exact states; without the key / with another key the replica refuses to open, saying why |
 //! | `bad_bytes_and_bad_keys_are_clear_errors` | a flipped byte in a page is `SQLITE_CORRUPT` for that page (never wrong bytes), a changed index and a recipient block from another file refuse the open, a key of the wrong length / not hex / in a world-readable file is refused at open without echoing it |
 //! | `turning_encryption_on_starts_with_an_encrypted_snapshot` | the next file over a plaintext replica is a full encrypted image, status says plaintext history remains, `info` names the encrypted files of the mixed plan, a restore reads the mix; a primary without the key refuses the encrypted replica |
-//! | `keygen_ltx_and_rekey_from_the_command_line` | `keygen` prints a usable pair, `ltx` shows encryption, `info` summarizes an encrypted `file://` replica (text and JSON, with or without a key in the environment) and says a `-key` is not wanted, `restore -timestamp` reads its header times, `rekey` moves a replica to a new key that restores it while the old one no longer does |
+//! | `keygen_ltx_and_rekey_from_the_command_line` | `keygen` prints a usable pair, `ltx` shows encryption, `info` summarizes an encrypted `file://` replica (text and JSON, with or without a key in the environment) and says a `-key` is not wanted, `restore -timestamp` reads its header times, `rekey` moves a replica to a new key that restores it while the old one no longer does, and `rekey -o` refuses an existing file unless `-overwrite` (a dry run too) and a directory always |
 //! | `corrupt_recipients::a_changed_leading_recipient_block_is_reported_as_corruption_not_a_wrong_key` (`corrupt_recipients.rs`) | a flipped byte in a file's leading recipient block: `ltx -key` and `restore -key` say the file is corrupt (its two copies differ), not only "wrong key" |
 //! | `follow_turn_on::a_keyless_replica_says_in_status_that_the_replica_turned_encrypted` (`follow_turn_on.rs`) | a keyless read replica whose primary turns encryption on says so in status `error`, shows `store_txid` above `latest_txid`, and logs the failing poll once, not at every poll |
 //! | `rotation::a_rotation_that_skipped_rekey_is_refused_at_open_until_the_files_are_rekeyed` (`rotation.rs`) | a primary switched to key B while older files are to key A only is refused at open, naming the files, B's public key and `rekey`, never a private key; after that `rekey` it opens and B restores every row; `rekey` rekeys the files its key opens and names the others (exit 1) instead of stopping at the first, so one run with each key repairs a replica an earlier build left to each key alone; compaction that cannot open a file (one the open did not see) is the primary's status `error` |
@@ -638,6 +638,55 @@ fn keygen_ltx_and_rekey_from_the_command_line() {
     assert!(ok && out.contains("contents not verified"), "{out}");
     let (ok, out, _) = cli(&["ltx", "-key", KEY, file.to_str().unwrap()], &[]);
     assert!(ok && out.contains("every page and the index authenticated"), "{out}");
+
+    // rekey -o onto an existing file: it was replaced silently while restore -o refuses
+    // one (a tester, t40). Refused now, a dry run too, unless -overwrite.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, b"my notes, not an ltx file").unwrap();
+    let one_file = |extra: &[&str]| {
+        let args = [
+            &[
+                "rekey",
+                "-key",
+                KEY,
+                "-encrypt-to",
+                public,
+                "-o",
+                notes.to_str().unwrap(),
+            ][..],
+            extra,
+            &[file.to_str().unwrap()],
+        ]
+        .concat();
+        cli(&args, &[])
+    };
+    for extra in [&[][..], &["-dry-run"]] {
+        let (ok, _, stderr) = one_file(extra);
+        assert!(
+            !ok && stderr.contains("notes.txt already exists") && stderr.contains("-overwrite"),
+            "{extra:?}: {stderr}"
+        );
+        assert_eq!(std::fs::read(&notes).unwrap(), b"my notes, not an ltx file");
+    }
+    let (ok, _, stderr) = one_file(&["-overwrite"]);
+    assert!(ok, "{stderr}");
+    let (ok, out, _) = cli(&["ltx", "-key", private, notes.to_str().unwrap()], &[]);
+    assert!(ok && out.contains("every page and the index authenticated"), "{out}");
+    let (ok, _, stderr) = cli(
+        &[
+            "rekey",
+            "-key",
+            KEY,
+            "-encrypt-to",
+            public,
+            "-overwrite",
+            "-o",
+            dir.path().to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok && stderr.contains("is a directory"), "{stderr}");
 
     // Rekey to the new pair: rewrapped (one recipient before and after).
     let (ok, out, stderr) = cli(&["rekey", "-key", KEY, "-encrypt-to", public, &url], &[]);

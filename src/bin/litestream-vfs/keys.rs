@@ -31,6 +31,15 @@ pub fn key(p: &Parsed) -> Result<Option<PrivateKey>, Failure> {
              a variable that was not set)"
                 .into(),
         )),
+        // The key itself where its file's path belongs is a wrong command line (exit 2,
+        // as docs/cli.md says), not a file that failed to read; the value is not shown.
+        (None, Some(path)) if litestream_vfs::keys::looks_like_a_key(path) && !std::path::Path::new(path).exists() => {
+            Err(Failure::Usage(
+                "-key-file takes the path of a file holding the key; to give the key itself use -key \
+                 (the value given is no file and looks like a key: it is not shown here)"
+                    .into(),
+            ))
+        }
         (None, Some(path)) => litestream_vfs::keys::read_key_file(std::path::Path::new(path), "-key")
             .map(Some)
             .map_err(|e| Failure::Failed(format!("-key-file: {e}"))),

@@ -32,7 +32,8 @@ ciphertext) are still verified, its contents are not.
 
 For a replica URL (or a local replica directory): lists its files per level, like
 `litestream ltx`: level, min and max TXID, size, the time in the file's header, and
-whether the file is encrypted and to how many recipients.
+whether the file is encrypted and to how many recipients. A replica that holds no LTX
+files at all (often a typo in the URL) is an error, exit status 1, as for info.
 
 Options:
   -level N|all    only this level of a replica (default: all)
@@ -108,6 +109,18 @@ fn list_replica(url: &str, levels: &[u8], json: bool) -> Result<serde_json::Valu
         Failure::Failed(m) | Failure::Usage(m) => m,
     })?;
     let files = block_on(list_with_headers(store.as_ref(), levels))?;
+    // An empty replica fails, as it does for info and restore (docs/cli.md: exit status 1
+    // for an empty replica), so that a typo in the URL is not read as an empty backup;
+    // it exited 0 here (a documentation tester). One empty level of a replica holding
+    // files elsewhere is an answer, not a failure.
+    if files.is_empty() {
+        let others: Vec<u8> = ALL_LEVELS.filter(|l| !levels.contains(l)).collect();
+        let lists = block_on(futures::future::try_join_all(others.iter().map(|&l| store.list(l))))
+            .map_err(|e| e.to_string())?;
+        if lists.iter().all(Vec::is_empty) {
+            return Err(format!("replica {} holds no LTX files", store.describe()));
+        }
+    }
     let rows: Vec<serde_json::Value> = files
         .iter()
         .map(|(f, h)| {
@@ -140,7 +153,7 @@ fn list_replica(url: &str, levels: &[u8], json: bool) -> Result<serde_json::Valu
             );
         }
         if files.is_empty() {
-            println!("(no LTX files)");
+            println!("(no LTX files at this level)");
         }
     }
     Ok(json!({ "replica": store.describe(), "files": rows }))

@@ -39,7 +39,7 @@ Usage:
   litestream-vfs ltx [--level N|all] [--json] [--key HEX] FILE_OR_URL...
   litestream-vfs info [--json] URL
   litestream-vfs keygen
-  litestream-vfs rekey -encrypt-to PUB[,PUB...] [--key HEX] [-o OUT] URL_OR_FILE
+  litestream-vfs rekey -encrypt-to PUB[,PUB...] [--key HEX] [-o OUT [--overwrite]] URL_OR_FILE
   litestream-vfs help [COMMAND]
   litestream-vfs --version
 
@@ -96,7 +96,8 @@ fn run(argv: &[String]) -> CmdResult {
 
 fn help(command: Option<&str>) -> CmdResult {
     let text = match command {
-        None => USAGE,
+        // `help help`: the general help, which says what `help COMMAND` does.
+        None | Some("help") => USAGE,
         Some("restore") => restore_cmd::HELP,
         Some("ltx") => ltx_cmd::HELP,
         Some("info") => info_cmd::HELP,

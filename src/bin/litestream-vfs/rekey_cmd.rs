@@ -12,7 +12,7 @@ use crate::keys::{key, KEY_FLAGS};
 use crate::{store, CmdResult, Failure};
 
 pub const HELP: &str = "\
-Usage: litestream-vfs rekey -encrypt-to PUB[,PUB...] [-key HEX | -key-file PATH] [-o OUT] URL_OR_FILE
+Usage: litestream-vfs rekey -encrypt-to PUB[,PUB...] [-key HEX | -key-file PATH] [-o OUT [-overwrite]] URL_OR_FILE
 
 Gives every encrypted file of the replica at URL (or the local .ltx FILE, written to OUT)
 to the recipients -encrypt-to lists, opening each with the private key (-key, -key-file,
@@ -35,7 +35,9 @@ Options:
   -key HEX             a private key the files are encrypted to (visible to other users
                        in /proc/<pid>/cmdline and kept in shell history: prefer -key-file)
   -key-file PATH       a file holding it (not readable by every user)
-  -o, -output OUT      for a local FILE: where to write the rekeyed file (required)
+  -o, -output OUT      for a local FILE: where to write the rekeyed file (required); an
+                       existing OUT is refused, as restore refuses an existing PATH
+  -overwrite, -force   replace OUT if it exists
   -dry-run             say what would change, change nothing";
 
 pub fn run(argv: &[String]) -> CmdResult {
@@ -51,6 +53,10 @@ pub fn run(argv: &[String]) -> CmdResult {
         },
         Flag {
             names: &["dry-run"],
+            value: false,
+        },
+        Flag {
+            names: &["overwrite", "force"],
             value: false,
         },
     ]);
@@ -75,11 +81,23 @@ pub fn run(argv: &[String]) -> CmdResult {
         let out = p
             .value("o")
             .ok_or_else(|| Failure::Usage("rekey of a local file needs -o OUT".into()))?;
+        let overwrite = p.has("overwrite");
+        // Checked before the work (a dry run included, which says what the real run
+        // would do): an existing OUT, often an unrelated file, was silently replaced
+        // while restore refused its existing -o (a documentation tester, t40).
+        if Path::new(out).is_dir() {
+            return Err(Failure::Failed(format!(
+                "{out} is a directory; -o names the file to write"
+            )));
+        }
+        if !overwrite && std::fs::symlink_metadata(out).is_ok() {
+            return Err(exists(out));
+        }
         let bytes = std::fs::read(path).map_err(|e| Failure::Failed(format!("{target}: {e}")))?;
         let (new, how) = rekey(&bytes, &key, &recipients, &mut OsEntropy::default())
             .map_err(|e| Failure::Failed(format!("{target}: {e}")))?;
         if !p.has("dry-run") {
-            std::fs::write(out, new).map_err(|e| Failure::Failed(format!("{out}: {e}")))?;
+            write_out(out, &new, overwrite)?;
         }
         println!("{target}: {}", describe(how));
         return Ok(());
@@ -135,6 +153,32 @@ pub fn run(argv: &[String]) -> CmdResult {
         )));
     }
     Ok(())
+}
+
+fn exists(out: &str) -> Failure {
+    Failure::Failed(format!(
+        "{out} already exists; write to a new path, or give -overwrite to replace it"
+    ))
+}
+
+/// Writes `bytes` to `out`; without `overwrite` the file is created only if nothing is
+/// there, so that a file appearing since the check above is not replaced either.
+fn write_out(out: &str, bytes: &[u8], overwrite: bool) -> CmdResult {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if overwrite {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => exists(out),
+        _ => Failure::Failed(format!("{out}: {e}")),
+    })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::Failed(format!("{out}: {e}")))
 }
 
 fn describe(how: Rekeyed) -> &'static str {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use litestream_vfs::restore::{restore, Listing, RestoreOptions, Restored, Target};
+use litestream_vfs::restore::{refuse_directory, restore, Listing, RestoreOptions, Restored, Target};
 use litestream_vfs::runtime::block_on;
 use serde_json::json;
 
@@ -19,10 +19,11 @@ before the target, then the fewest files that reach it, downloaded in parallel a
 page by page into PATH.litestream-restore.tmp, verified, fsynced and renamed into place.
 
 Target (at most one; default: the latest TXID):
-  -txid TXID        exactly this TXID: 16 hex digits as Litestream prints them, or a
-                    decimal number as litestream_txid() returns it
+  -txid TXID        exactly this TXID: 16 hex digits as Litestream prints them, 0x and
+                    hex digits, or a decimal number as litestream_txid() returns it
   -timestamp TIME   the newest state written at or before an RFC 3339 time
-  -time WHEN        'latest', an RFC 3339 time or a relative one ('10 minutes ago')
+  -time WHEN        'latest' (or 'now'), an RFC 3339 time, a relative one ('10 minutes
+                    ago'), or a TXID: 16 hex digits or 'txid:' and a decimal number
 
 Options:
   -o, -output PATH     where to write the database (required)
@@ -116,6 +117,9 @@ pub fn run(argv: &[String]) -> CmdResult {
         options.prefetch_bytes = mib << 20;
     }
     let dest_path = Path::new(dest);
+    // Before -if-db-not-exists, which would take a directory for an existing database
+    // and exit 0 having restored nothing.
+    refuse_directory(dest_path).map_err(Failure::Failed)?;
     if p.has("if-db-not-exists") && dest_path.exists() {
         eprintln!("{dest} already exists; nothing restored (-if-db-not-exists)");
         return Ok(());
@@ -257,6 +261,10 @@ mod tests {
             target(None, None, Some("10 minutes ago")),
             Ok(Target::Timestamp(_))
         ));
+        // The forms docs/cli.md lists for -time besides times.
+        assert_eq!(target(None, None, Some("now")), Ok(Target::Latest));
+        assert_eq!(target(None, None, Some("txid:42")), Ok(Target::Txid(42)));
+        assert_eq!(target(None, None, Some("000000000000002a")), Ok(Target::Txid(42)));
         assert!(target(Some("1"), None, Some("latest"))
             .unwrap_err()
             .contains("at most one"));

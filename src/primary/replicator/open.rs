@@ -179,7 +179,17 @@ impl Primary {
                 last_upload_ms: None,
                 oldest_pending_ms: None,
                 last_lag_ms: None,
-                compaction: json!({}),
+                // The counters and last values an alert reads, there from the open (0 and
+                // null) rather than only after the first failure: README's alert table
+                // names `compaction.errors` and `compaction.last_error`, and a tester's
+                // check of them found no such keys on a healthy primary.
+                compaction: json!({
+                    "compactions": 0,
+                    "errors": 0,
+                    "last_error": null,
+                    "gaps": 0,
+                    "last_gap": null,
+                }),
                 unreadable: Default::default(),
                 replica_page_size: replica_check::page_size_through(&check_key, uploaded_before_open),
                 reseed_stored: None,

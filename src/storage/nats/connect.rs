@@ -61,6 +61,16 @@ struct Server {
     tls: bool,
 }
 
+impl Server {
+    /// `host:port`, an IPv6 host in brackets.
+    fn address(&self) -> String {
+        match self.host.contains(':') {
+            true => format!("[{}]:{}", self.host, self.port),
+            false => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
 enum Credentials {
     None,
     UserPassword(String, String),
@@ -227,16 +237,18 @@ pub(crate) type Dialed = (Box<dyn Io>, BytesMut, Vec<String>);
 pub(crate) async fn dial_any(o: &ConnectOptions) -> Result<Dialed, ConnectError> {
     let mut last = None;
     for server in &o.servers {
-        match tokio::time::timeout(DIAL_TIMEOUT, dial(o, server)).await {
+        let e = match tokio::time::timeout(DIAL_TIMEOUT, dial(o, server)).await {
             Ok(Ok(c)) => return Ok(c),
-            Ok(Err(e)) => last = Some(e),
-            Err(_) => {
-                last = Some(fail(
-                    ConnectKind::Io,
-                    format!("connection to {}:{} timed out", server.host, server.port),
-                ))
-            }
-        }
+            Ok(Err(e)) => e,
+            Err(_) => fail(ConnectKind::Io, format!("connection timed out after {DIAL_TIMEOUT:?}")),
+        };
+        // The address tried, in every failure: `nats:///bucket` without NATS_URL said only
+        // "Connection refused" beside the bucket's name, not that 127.0.0.1:4222 was where
+        // (a documentation tester).
+        last = Some(ConnectError {
+            kind: e.kind,
+            message: format!("NATS server {}: {}", server.address(), e.message),
+        });
     }
     Err(last.expect("at least one server"))
 }
@@ -399,5 +411,30 @@ mod tests {
             ]
         );
         assert!(advertised("{}").is_empty() && advertised("not json").is_empty());
+    }
+
+    #[test]
+    fn a_failed_connection_names_the_address_it_tried() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let o = ConnectOptions::plain("127.0.0.1", port);
+        let Err(e) = crate::runtime::block_on(dial_any(&o)) else {
+            panic!("nothing listens on port {port}")
+        };
+        assert!(matches!(e.kind, ConnectKind::Io));
+        assert!(
+            e.message
+                .starts_with(&format!("NATS server 127.0.0.1:{port}: connection error: ")),
+            "{}",
+            e.message
+        );
+        let v6 = Server {
+            host: "fd00::3".into(),
+            port: 4223,
+            tls: false,
+        };
+        assert_eq!(v6.address(), "[fd00::3]:4223");
     }
 }
