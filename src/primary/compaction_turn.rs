@@ -3,6 +3,7 @@
 //! that an idle database's windows pass without a request.
 
 use super::compactor::{next_boundary, CompactError, Compacted, Compactor, Deleted, SnapshotTurn, SNAPSHOT_LEVEL};
+use super::compaction_due::SavedDue;
 use crate::config::CompactionConfig;
 use crate::runtime::block_on;
 
@@ -63,6 +64,27 @@ impl CompactionClock {
             seen_uploads: None,
             retention_due: Some(now_ms),
             sweep_due: now_ms,
+        }
+    }
+
+    /// [`CompactionClock::new`], with each boundary an earlier open saved and did not
+    /// reach still due (at once, when it has passed): see `compaction_due.rs`.
+    pub fn resumed(config: &CompactionConfig, now_ms: i64, saved: Option<&SavedDue>) -> CompactionClock {
+        let mut clock = CompactionClock::new(config, now_ms);
+        if let Some(saved) = saved {
+            for (due, earlier) in clock.due.iter_mut().zip(&saved.levels) {
+                *due = (*due).min(*earlier);
+            }
+            clock.snapshot_due = clock.snapshot_due.min(saved.snapshot);
+        }
+        clock
+    }
+
+    /// The boundaries to save for the next open.
+    pub fn saved(&self) -> SavedDue {
+        SavedDue {
+            levels: self.due.clone(),
+            snapshot: self.snapshot_due,
         }
     }
 
@@ -261,6 +283,30 @@ mod tests {
             let now = clock.next();
             c.turn(clock, now, events);
         }
+    }
+
+    /// Opens shorter than a window (a connection per request) each counted to the next
+    /// boundary from their own start and never reached one: nothing was compacted. A
+    /// boundary an earlier open saved and did not reach is due at once.
+    #[test]
+    fn a_boundary_an_earlier_open_did_not_reach_is_due_at_the_next_open() {
+        let config = CompactionConfig::default();
+        let first_open = CompactionClock::new(&config, 10_000);
+        assert_eq!(first_open.next(), 30_000, "level 1's first boundary");
+        // Closed at 10.3 s; the next open comes at 40 s, past that boundary.
+        let saved = first_open.saved();
+        let next_open = CompactionClock::resumed(&config, 40_000, Some(&saved));
+        assert_eq!(next_open.next(), 30_000, "overdue: the engine runs it at once");
+        assert_eq!(
+            CompactionClock::resumed(&config, 40_000, None).next(),
+            60_000,
+            "without a saved clock, as before"
+        );
+        // Saved boundaries later than the open's own (a longer ladder before) do not
+        // delay it.
+        let mut late = saved.clone();
+        late.levels[0] = 10_000_000;
+        assert_eq!(CompactionClock::resumed(&config, 40_000, Some(&late)).next(), 60_000);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod capture;
 mod chain_gaps;
+pub mod compaction_due;
 pub mod compaction_turn;
 pub mod compactor;
 pub mod database;

@@ -288,7 +288,11 @@ impl Primary {
         // open creates, settles and sweeps every level's directory (`LevelCache::open`), and
         // once per open is what a crash's leftovers need.
         if let (Some(ladder), Some(cache)) = (self.config.compaction.clone(), self.level_cache.clone()) {
-            let clock = CompactionClock::new(&ladder, now_ms());
+            let saved = crate::primary::compaction_due::load(&self.config.staging_dir);
+            let clock = CompactionClock::resumed(&ladder, now_ms(), saved.as_ref());
+            if saved.as_ref() != Some(&clock.saved()) {
+                crate::primary::compaction_due::save(&self.config.staging_dir, self.config.file_modes, &clock.saved());
+            }
             let first = Instant::now() + Duration::from_millis((clock.next() - now_ms()).max(0) as u64);
             let compactor = Compactor {
                 store: Arc::clone(&self.store),

@@ -215,7 +215,12 @@ impl Job for CompactionJob {
         }
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
         clock.saw_uploads(self.primary.lock().uploads);
+        let before = clock.saved();
         let next_ms = self.compactor.turn(&mut clock, now_ms(), self.primary.as_ref());
+        if clock.saved() != before {
+            let config = &self.primary.config;
+            crate::primary::compaction_due::save(&config.staging_dir, config.file_modes, &clock.saved());
+        }
         let wait = Duration::from_millis((next_ms - now_ms()).max(0) as u64);
         Some(Instant::now() + wait)
     }
