@@ -330,6 +330,10 @@ fn hydrate_naming_an_unrelated_database_leaves_it_unchanged() {
     );
     assert!(status["error"].as_str().unwrap_or_default().contains(last), "{status}");
     assert_eq!(status["hydration"]["complete"], false, "{status}");
+    assert_eq!(
+        status["hydration"]["waiting_for_file"], false,
+        "nothing will free it: {status}"
+    );
     // Reads come from the store.
     assert_eq!(r.run("SELECT count(*) FROM t;").trim(), "300", "{}", r.stderr());
     assert_eq!(r.run(".dump"), dump(&db));

@@ -149,7 +149,11 @@ impl Hydration {
                 self.hold(file);
                 true
             }
-            Err(NotTaken::Busy) => false,
+            Err(NotTaken::Busy) => {
+                // Waiting for another user now, whatever was refused before.
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                false
+            }
             Err(NotTaken::Refused(e) | NotTaken::Failed(e) | NotTaken::Unopenable(e)) => {
                 self.refuse(e);
                 false
@@ -564,11 +568,13 @@ impl Hydration {
                 .count();
             (local, table.page_size)
         };
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let p = self.progress();
         json!({
             "path": self.path.display().to_string(),
             // True while another process (or replica) holds the file: nothing is local.
-            "waiting_for_file": !self.held.load(Ordering::Acquire),
+            // Not for a file refused as not ours: nothing will free it (`last_error` says why).
+            "waiting_for_file": !self.held.load(Ordering::Acquire) && refused.is_none(),
             "txid": p.txid,
             "complete": p.txid == current.txid,
             "pages_local": local,
