@@ -93,6 +93,12 @@ impl FileModes {
         self.open_settled(OpenOptions::new().write(true).create_new(true), path)
     }
 
+    /// Creates an empty file at `path` for reading and writing; fails with
+    /// `AlreadyExists` when one is there (which is then left alone, its permissions too).
+    pub fn create_new_read_write(&self, path: &Path) -> io::Result<File> {
+        self.open_settled(OpenOptions::new().read(true).write(true).create_new(true), path)
+    }
+
     /// Writes `bytes` to a new file at `path` (see [`FileModes::create_file`]).
     pub fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<File> {
         use std::io::Write;

@@ -276,3 +276,168 @@ fn a_hydration_that_keeps_failing_is_the_replicas_error() {
         sleep(Duration::from_millis(50));
     }
 }
+
+/// The whole `litestream_status()` once hydration either completed or failed.
+fn hydration_settled(r: &mut Shell) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let out = r.run("SELECT litestream_status();");
+        let status: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out}: {e}"));
+        if status["hydration"]["complete"] == true || status["hydration"]["last_error"].is_string() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "hydration neither completed nor failed: {status}\n{}",
+            r.stderr()
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// `hydrate=` naming a file that is not a hydration file (here an unrelated database)
+/// leaves it exactly as it was, permissions too, instead of emptying it and filling it
+/// with the replica's pages; the replica reads from the store and its status says why.
+#[test]
+fn hydrate_naming_an_unrelated_database_leaves_it_unchanged() {
+    let (dir, db, url) = replicated_with(
+        "CREATE TABLE t(body TEXT);\n\
+         INSERT INTO t(body) SELECT hex(randomblob(500)) FROM generate_series(1, 300);",
+    );
+    let precious = dir.path().join("precious.db");
+    plain_sqlite(&precious, "CREATE TABLE p(x); INSERT INTO p VALUES ('keep me');");
+    std::fs::set_permissions(&precious, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let before = std::fs::read(&precious).unwrap();
+
+    let mut r = Shell::start(
+        dir.path(),
+        &format!(
+            ".open file:{}?vfs=litestream&role=replica&replica={url}&poll_interval=50ms&hydrate={}",
+            dir.path().join("view.db").display(),
+            precious.display()
+        ),
+    );
+    let status = hydration_settled(&mut r);
+    let last = status["hydration"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last.contains("is an existing file that is not a hydration file; refusing to overwrite it"),
+        "{status}"
+    );
+    assert!(status["error"].as_str().unwrap_or_default().contains(last), "{status}");
+    assert_eq!(status["hydration"]["complete"], false, "{status}");
+    assert_eq!(
+        status["hydration"]["waiting_for_file"], false,
+        "nothing will free it: {status}"
+    );
+    // Reads come from the store.
+    assert_eq!(r.run("SELECT count(*) FROM t;").trim(), "300", "{}", r.stderr());
+    assert_eq!(r.run(".dump"), dump(&db));
+    // Later rounds (every poll_interval) refuse it too.
+    sleep(Duration::from_millis(500));
+    drop(r);
+    assert!(std::fs::read(&precious).unwrap() == before, "the database was changed");
+    assert_eq!(mode(&precious), 0o644);
+    assert_eq!(plain_sqlite(&precious, "SELECT x FROM p;").trim(), "keep me");
+}
+
+/// `hydrate=` naming the database file of a live primary in another process: the file is
+/// left alone, so the primary's later commits, a snapshot, and a restore of its replica
+/// all hold the primary's rows. (It was emptied and filled with another database's
+/// pages; the primary answered from its cache, was "malformed" once closed, and
+/// snapshotted the wreck into its backup.)
+#[test]
+fn hydrate_naming_a_live_primarys_database_leaves_the_primary_intact() {
+    // The replica the reader follows: another database.
+    let (dir, _, other_url) = replicated_with(
+        "CREATE TABLE o(body TEXT);\n\
+         INSERT INTO o(body) SELECT hex(randomblob(300)) FROM generate_series(1, 400);",
+    );
+    let db = dir.path().join("live.db");
+    let url = format!("file://{}", dir.path().join("live-replica").display());
+    let mut primary = Shell::start_labelled(
+        dir.path(),
+        "primary",
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms",
+            db.display()
+        ),
+    );
+    primary.run(
+        "CREATE TABLE a(i INTEGER PRIMARY KEY, v TEXT);\n\
+         INSERT INTO a(v) SELECT hex(randomblob(100)) FROM generate_series(1, 2000);\n\
+         SELECT litestream_sync();\n\
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    );
+    let mode_before = mode(&db);
+
+    let mut r = Shell::start_labelled(
+        dir.path(),
+        "reader",
+        &format!(
+            ".open file:{}?vfs=litestream&role=replica&replica={other_url}&poll_interval=50ms&hydrate={}",
+            dir.path().join("view.db").display(),
+            db.display()
+        ),
+    );
+    let status = hydration_settled(&mut r);
+    let last = status["hydration"]["last_error"].as_str().unwrap_or_default();
+    assert!(last.contains("refusing to overwrite it"), "{status}");
+    assert!(status["error"].as_str().unwrap_or_default().contains(last), "{status}");
+    assert_eq!(r.run("SELECT count(*) FROM o;").trim(), "400", "{}", r.stderr());
+    sleep(Duration::from_millis(300));
+    drop(r);
+
+    let out = primary.run(
+        "INSERT INTO a(v) SELECT hex(randomblob(100)) FROM generate_series(1, 10);\n\
+         SELECT litestream_snapshot() > 0;\n\
+         INSERT INTO a(v) VALUES ('after the snapshot');\n\
+         SELECT litestream_sync() > 0;\n\
+         SELECT count(*) FROM a;",
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["1", "1", "2011"],
+        "{}",
+        primary.stderr()
+    );
+    drop(primary);
+    assert_eq!(integrity(&db), "ok");
+    assert_eq!(plain_sqlite(&db, "SELECT count(*) FROM a;").trim(), "2011");
+    assert_eq!(mode(&db), mode_before);
+    let restored = dir.path().join("restored.db");
+    sql_restore(&url, &restored, &[]);
+    assert_eq!(dump(&restored), dump(&db));
+}
+
+/// A hydration file an earlier open made (its marker beside it) is the replica's own:
+/// a later open takes it again and hydrates, with no error.
+#[test]
+fn a_hydration_file_made_by_an_earlier_open_is_reused() {
+    let (dir, db, url) = replicated_with(
+        "CREATE TABLE t(body TEXT);\n\
+         INSERT INTO t(body) SELECT hex(randomblob(500)) FROM generate_series(1, 300);",
+    );
+    let local = dir.path().join("hydrated.db");
+    let open = format!(
+        ".open file:{}?vfs=litestream&role=replica&replica={url}&poll_interval=50ms&cache_size=4k&hydrate={}",
+        dir.path().join("view.db").display(),
+        local.display()
+    );
+    let mut first = Shell::start_labelled(dir.path(), "first", &open);
+    first.wait_hydrated();
+    drop(first);
+    assert!(std::fs::metadata(&local).unwrap().len() > 0);
+
+    let mut again = Shell::start_labelled(dir.path(), "again", &open);
+    let status = hydration_settled(&mut again);
+    assert_eq!(status["hydration"]["complete"], true, "{status}");
+    assert_eq!(status["hydration"]["last_error"], serde_json::Value::Null, "{status}");
+    assert_eq!(status["error"], serde_json::Value::Null, "{status}");
+    assert_eq!(again.run(".dump"), dump(&db));
+    assert!(status["hydration"]["pages_written"].as_u64().unwrap() > 0, "{status}");
+}

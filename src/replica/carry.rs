@@ -221,7 +221,7 @@ mod tests {
         assert!(cache.get(&key(&l0[0], 1)).is_some(), "the old key stays");
 
         let dir = tempfile::tempdir().unwrap();
-        let h = Hydration::create(&dir.path().join("h")).unwrap();
+        let h = Hydration::create(&dir.path().join("h"), "test").unwrap();
         for (f, pgno) in [(&l0[0], 1), (&l0[0], 2), (&l0[2], 3), (&l0[0], 4)] {
             h.write(&key(f, pgno), &page(pgno as u8), &mut |_, _| {}).unwrap();
         }

@@ -19,6 +19,14 @@
 //! process started before the old one exits (a rolling restart) must not fail to open.
 //! The file is readable by its owner only: it holds the whole database.
 //!
+//! Only a file this replica made is ever emptied or written ([`Hydration::take`]): a
+//! `hydrate=` path naming anything else (an unrelated database, a live primary's own
+//! file) once destroyed it, and the primary then snapshotted the wreck into its backup.
+//! Taking needs the file to be absent (made here, owner-only), empty (nothing to lose;
+//! its permissions are left as they are), or named by the marker beside it, written when
+//! this replica (or an earlier run) took it. Anything else is refused and stays as it
+//! is; the replica reads from the store, and `litestream_status()` says why.
+//!
 //! One page size at a time. Slot `pgno` sits at `(pgno - 1) * page_size`, so pages of
 //! two page sizes cannot share the file: a primary rebuilt with another page size
 //! (`PRAGMA page_size` + `VACUUM`) wrote 64 KiB pages over the bytes of 4 KiB slots
@@ -36,11 +44,13 @@ use super::state::{FileKey, PlanFile, State};
 use crate::file_modes::FileModes;
 use serde_json::json;
 use std::collections::HashMap;
-use std::fs::{File, TryLockError};
-use std::os::unix::fs::FileExt;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 /// Frames of one file still to fetch.
 type Frames = Vec<Frame>;
@@ -75,10 +85,16 @@ struct Progress {
 
 pub struct Hydration {
     path: PathBuf,
-    file: File,
+    /// The replica's name, written into the marker for whoever finds it.
+    replica: String,
+    /// The file, once taken ([`Hydration::take`]).
+    file: OnceLock<File>,
     /// True once this replica holds the file's lock: until then nothing is written to
     /// the file or read from it.
     held: AtomicBool,
+    /// Why the file at `path` was last refused, so the warning is logged once per reason
+    /// rather than at every retry.
+    refused: Mutex<Option<String>>,
     table: RwLock<Table>,
     progress: Mutex<Progress>,
 }
@@ -90,51 +106,174 @@ impl std::fmt::Debug for Hydration {
 }
 
 impl Hydration {
-    /// Opens (creating) the local file and takes it if no other replica holds it (see
-    /// [`Hydration::take`]); otherwise warns and waits for it.
-    pub fn create(path: &Path) -> Result<Hydration, String> {
-        let file = FileModes::owner_only()
-            .open_or_create(path)
-            .map_err(|e| format!("hydration file {}: {e}", path.display()))?;
+    /// A hydration into `path` for the replica `replica`, which takes the file at once if
+    /// it can (see [`Hydration::take`]); otherwise warns, and the hydrator tries again
+    /// each round. A path that cannot be opened at all (a missing directory) fails the
+    /// open, as a bad parameter does; a file there that is not ours to take leaves the
+    /// replica reading from the store, with the reason in its status.
+    pub fn create(path: &Path, replica: &str) -> Result<Hydration, String> {
         let hydration = Hydration {
             path: path.to_path_buf(),
-            file,
+            replica: replica.to_string(),
+            file: OnceLock::new(),
             held: AtomicBool::new(false),
+            refused: Mutex::new(None),
             table: RwLock::new(Table::default()),
             progress: Mutex::new(Progress::default()),
         };
-        if !hydration.take() {
-            tracing::warn!(
+        match hydration.claim() {
+            Ok(file) => hydration.hold(file),
+            Err(NotTaken::Busy) => tracing::warn!(
                 path = %path.display(),
                 "the hydration file is in use by another process (or another replica of this one); \
                  reading from the store until it is free (give each process its own hydrate= path)"
-            );
+            ),
+            Err(NotTaken::Unopenable(e)) => return Err(e),
+            Err(NotTaken::Refused(e) | NotTaken::Failed(e)) => hydration.refuse(e),
         }
         Ok(hydration)
     }
 
-    /// Takes the file for this replica if it does not hold it yet: locks it, then empties
-    /// it (whatever a previous user left is unlabelled here). False while another process
-    /// or replica holds it. Called by the hydrator before each round.
+    /// Takes the file for this replica if it does not hold it yet (see
+    /// [`Hydration::claim`]), then empties it: whatever a previous user left is
+    /// unlabelled here. False while another process or replica holds it, or while the
+    /// path names a file that is not ours (the reason is the hydration's error). Called
+    /// by the hydrator before each round: a refused file the user removed is made afresh
+    /// at the next.
     pub fn take(&self) -> bool {
         if self.held.load(Ordering::Acquire) {
             return true;
         }
-        match self.file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return false,
-            Err(TryLockError::Error(e)) => {
-                self.record_error(&format!("locking the hydration file: {e}"));
-                return false;
+        match self.claim() {
+            Ok(file) => {
+                self.hold(file);
+                true
+            }
+            Err(NotTaken::Busy) => {
+                // Waiting for another user now, whatever was refused before.
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                false
+            }
+            Err(NotTaken::Refused(e) | NotTaken::Failed(e) | NotTaken::Unopenable(e)) => {
+                self.refuse(e);
+                false
             }
         }
-        if let Err(e) = self.file.set_len(0) {
-            self.record_error(&format!("emptying the hydration file: {e}"));
-            let _ = self.file.unlock();
-            return false;
-        }
+    }
+
+    fn hold(&self, file: File) {
+        let _ = self.file.set(file);
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.held.store(true, Ordering::Release);
-        true
+    }
+
+    /// Records why the file was not taken; warns once per reason, not at every retry.
+    fn refuse(&self, e: String) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if refused.as_deref() != Some(e.as_str()) {
+            tracing::warn!(path = %self.path.display(), error = %e, "not hydrating: reading from the store");
+            *refused = Some(e.clone());
+        }
+        drop(refused);
+        self.record_error(&e);
+    }
+
+    /// Opens the file at `path` (making it if absent) and locks it; then, for a file
+    /// that was there already, refuses it unless it is ours to empty. The file returned
+    /// is marked ours and empty.
+    ///
+    /// Why a marker: the flock this replica takes is not what SQLite locks (SQLite
+    /// uses fcntl locks, which flock does not see), and content cannot tell: a complete
+    /// hydration file is an image of the database, its page 1 like any SQLite
+    /// database's. So the marker beside the file names it by inode and birth time
+    /// ([`Identity`]): a file put in its place later (a database moved or made there,
+    /// even one that reuses the inode number) is another file.
+    ///
+    /// Why also look for SQLite's files beside it, marker or not: the file is ours only
+    /// until someone else uses it, and the hydrated image is the whole database, which
+    /// an operator may promote (open it as the new primary) or inspect with `sqlite3`.
+    /// A database in use has `-wal` and `-shm` beside it (WAL), or a `-journal`
+    /// mid-transaction, and one opened through this VFS as a primary has its staging
+    /// directory `-litestream` even once closed. A hydration file has none of these, so
+    /// refusing on them costs nothing and keeps a promoted copy safe. What they cannot
+    /// see, a closed and checkpointed plain database left at the path with the marker
+    /// still naming it, is documented in the README.
+    fn claim(&self) -> Result<File, NotTaken> {
+        let path = &self.path;
+        let shown = path.display();
+        let refused = |e: String| NotTaken::Refused(e);
+        let not_regular = || {
+            refused(format!(
+                "hydrate={shown} is not a regular file; refusing to use it: choose another path"
+            ))
+        };
+        // Devices, FIFOs, directories: not even opened (opening some has effects, and a
+        // block device reports a size of 0, which would pass for empty).
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(not_regular());
+        }
+        let (file, made) = match FileModes::owner_only().create_new_read_write(path) {
+            Ok(file) => (file, true),
+            // Opened as it is: no create, no truncate, no chmod (it may be someone's).
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                match OpenOptions::new().read(true).write(true).open(path) {
+                    Ok(file) => (file, false),
+                    Err(e) => return Err(NotTaken::Unopenable(format!("hydration file {shown}: {e}"))),
+                }
+            }
+            Err(e) => return Err(NotTaken::Unopenable(format!("hydration file {shown}: {e}"))),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| NotTaken::Failed(format!("hydration file {shown}: {e}")))?;
+        if !meta.is_file() {
+            return Err(not_regular());
+        }
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(NotTaken::Busy),
+            Err(TryLockError::Error(e)) => {
+                return Err(NotTaken::Failed(format!("locking the hydration file {shown}: {e}")))
+            }
+        }
+        let marker = marker_path(path);
+        let found = read_marker(&marker).map_err(|e| NotTaken::Failed(format!("reading {}: {e}", marker.display())))?;
+        if let Some(beside) = sqlite_in_use(path) {
+            return Err(refused(format!(
+                "hydrate={shown} has {beside} beside it: it is a database, not a hydration file; \
+                 refusing to overwrite it: choose another path"
+            )));
+        }
+        let identity = Identity::of(&meta);
+        let ours = matches!(found, Marker::Ours(id) if id.is(&identity));
+        if !made && !ours && meta.len() > 0 {
+            return Err(refused(format!(
+                "hydrate={shown} is an existing file that is not a hydration file; refusing to overwrite it: \
+                 remove it or choose another path"
+            )));
+        }
+        if found == Marker::Foreign {
+            return Err(refused(format!(
+                "{} exists and is not a hydration marker; refusing to overwrite it: remove it or choose another \
+                 hydrate= path",
+                marker.display()
+            )));
+        }
+        if !made && !ours && meta.mode() & 0o077 != 0 {
+            // An empty file someone made: used, but its permissions are theirs to set.
+            tracing::warn!(
+                path = %shown,
+                mode = format!("{:o}", meta.mode() & 0o777),
+                "the hydration file is readable by others, and it will hold the whole database (chmod 600 it)"
+            );
+        }
+        if !ours {
+            write_marker(&marker, path, &self.replica, &identity)
+                .map_err(|e| NotTaken::Failed(format!("writing the hydration marker {}: {e}", marker.display())))?;
+        }
+        file.set_len(0)
+            .map_err(|e| NotTaken::Failed(format!("emptying the hydration file {shown}: {e}")))?;
+        Ok(file)
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -153,10 +292,14 @@ impl Hydration {
     /// here is for it (the labels name files of the file's page size only).
     pub fn read(&self, key: &PageKey, out: &mut [u8]) -> std::io::Result<bool> {
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        // No file taken: no slot was ever written either.
+        let Some(file) = self.file.get() else {
+            return Ok(false);
+        };
         if table.page_size != out.len() as u32 || !Self::holds(&table, key) {
             return Ok(false);
         }
-        self.file.read_exact_at(out, (key.pgno as u64 - 1) * out.len() as u64)?;
+        file.read_exact_at(out, (key.pgno as u64 - 1) * out.len() as u64)?;
         drop(table);
         self.progress().local_reads += 1;
         Ok(true)
@@ -188,9 +331,9 @@ impl Hydration {
         page: &[u8],
         displaced: &mut dyn FnMut(PageKey, Vec<u8>),
     ) -> std::io::Result<()> {
-        if !self.held.load(Ordering::Acquire) {
-            return Ok(()); // another process's file
-        }
+        let (true, Some(file)) = (self.held.load(Ordering::Acquire), self.file.get()) else {
+            return Ok(()); // another process's file, or one refused
+        };
         let offset = (key.pgno as u64 - 1) * page.len() as u64;
         let i = key.pgno as usize - 1;
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
@@ -208,7 +351,7 @@ impl Hydration {
                 return Ok(());
             }
             let mut bytes = vec![0u8; page.len()];
-            self.file.read_exact_at(&mut bytes, offset)?;
+            file.read_exact_at(&mut bytes, offset)?;
             old = Some((
                 PageKey {
                     file: held_file,
@@ -224,7 +367,7 @@ impl Hydration {
         // Unlabelled while being written: a write that fails half-way leaves no label
         // promising bytes the slot no longer holds.
         table.slots[i] = 0;
-        self.file.write_all_at(page, offset)?;
+        file.write_all_at(page, offset)?;
         table.slots[i] = id;
         drop(table);
         self.progress().pages_written += 1;
@@ -313,7 +456,9 @@ impl Hydration {
             );
         }
         drop(p);
-        self.file.set_len(0)?;
+        if let Some(file) = self.file.get() {
+            file.set_len(0)?;
+        }
         Ok(true)
     }
 
@@ -373,7 +518,9 @@ impl Hydration {
         }
         // Zero-filled pages (lock page, pages grown over) need no slot: they read as zeros.
         self.fit(state.commit, state.db_size());
-        let _ = self.file.sync_data();
+        if let Some(file) = self.file.get() {
+            let _ = file.sync_data();
+        }
         let mut p = self.progress();
         p.txid = state.txid;
         p.last_error = None;
@@ -389,7 +536,9 @@ impl Hydration {
         for slot in table.slots.iter_mut().skip(pages as usize) {
             *slot = 0;
         }
-        let _ = self.file.set_len(db_size);
+        if let Some(file) = self.file.get() {
+            let _ = file.set_len(db_size);
+        }
     }
 
     pub fn record_error(&self, e: &str) {
@@ -419,11 +568,13 @@ impl Hydration {
                 .count();
             (local, table.page_size)
         };
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let p = self.progress();
         json!({
             "path": self.path.display().to_string(),
             // True while another process (or replica) holds the file: nothing is local.
-            "waiting_for_file": !self.held.load(Ordering::Acquire),
+            // Not for a file refused as not ours: nothing will free it (`last_error` says why).
+            "waiting_for_file": !self.held.load(Ordering::Acquire) && refused.is_none(),
             "txid": p.txid,
             "complete": p.txid == current.txid,
             "pages_local": local,
@@ -439,6 +590,133 @@ impl Hydration {
             "last_error": p.last_error,
         })
     }
+}
+
+/// The marker beside a hydration file: `<path>.litestream-hydration`.
+fn marker_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".litestream-hydration");
+    PathBuf::from(name)
+}
+
+/// The first line of every marker.
+const MARKER_HEADER: &str = "litestream-vfs hydration file marker";
+
+/// A hydration file's identity, as the marker records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    /// Birth time in nanoseconds, where the file system keeps one (ext4, xfs, btrfs, tmpfs).
+    born_ns: Option<u128>,
+}
+
+impl Identity {
+    fn of(meta: &std::fs::Metadata) -> Identity {
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            born_ns: meta
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos()),
+        }
+    }
+
+    /// Whether `now` is the file this identity was recorded of. An inode number alone is
+    /// not enough: ext4 hands a freed one to the next file made in the directory, so
+    /// `rm` of the hydration file then a database made at the path would pass for ours.
+    /// The birth time tells them apart. The device is compared only without one: its
+    /// number may change across reboots (device mapper, btrfs), which must not make
+    /// our own file a stranger.
+    fn is(&self, now: &Identity) -> bool {
+        self.ino == now.ino
+            && match (self.born_ns, now.born_ns) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.dev == now.dev,
+            }
+    }
+}
+
+/// Why [`Hydration::claim`] did not take the file.
+#[derive(Debug)]
+enum NotTaken {
+    /// Another process (or replica) holds it: taken once it lets go.
+    Busy,
+    /// The path names something that is not ours to overwrite.
+    Refused(String),
+    /// It could not be opened or made (a missing directory, no permission).
+    Unopenable(String),
+    /// It could not be locked, marked or emptied.
+    Failed(String),
+}
+
+/// What is at a marker's path.
+#[derive(Debug, PartialEq, Eq)]
+enum Marker {
+    Absent,
+    Ours(Identity),
+    /// A file that is not a marker (or one unreadable as such): never overwritten.
+    Foreign,
+}
+
+fn read_marker(path: &Path) -> std::io::Result<Marker> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Marker::Absent),
+        Err(e) => return Err(e),
+    };
+    let Ok(text) = String::from_utf8(text) else {
+        return Ok(Marker::Foreign);
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(MARKER_HEADER) {
+        return Ok(Marker::Foreign);
+    }
+    let fields: HashMap<&str, &str> = lines.filter_map(|l| l.split_once('=')).collect();
+    let number = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
+    let (Some(dev), Some(ino)) = (number("dev"), number("ino")) else {
+        return Ok(Marker::Foreign);
+    };
+    let born_ns = fields.get("born_ns").and_then(|v| v.parse::<u128>().ok());
+    Ok(Marker::Ours(Identity { dev, ino, born_ns }))
+}
+
+/// Writes the marker naming `identity` as this replica's hydration file at `file`, whole
+/// or not at all (a temporary file renamed over): a torn marker would refuse our own file.
+fn write_marker(marker: &Path, file: &Path, replica: &str, identity: &Identity) -> std::io::Result<()> {
+    let text = format!(
+        "{MARKER_HEADER}\n\
+         # Beside the hydrate= file of a litestream-vfs read replica: says that file is the\n\
+         # replica's own, which it may empty. Remove both to free the path.\n\
+         file={}\nreplica={replica}\ndev={}\nino={}\nborn_ns={}\n",
+        file.display(),
+        identity.dev,
+        identity.ino,
+        identity.born_ns.map_or("-".to_string(), |b| b.to_string()),
+    );
+    let mut tmp = OsString::from(marker.as_os_str());
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = FileModes::owner_only().write_file(&tmp, text.as_bytes())?;
+    written.sync_all()?;
+    std::fs::rename(&tmp, marker)
+}
+
+/// Why the file at `path` looks like a database someone uses, if it does: SQLite's own
+/// files beside it (`-wal` and `-shm` of a WAL database, a `-journal` mid-transaction),
+/// or the staging directory this VFS keeps beside a primary's database.
+fn sqlite_in_use(path: &Path) -> Option<String> {
+    // The path of the first one found.
+    ["-wal", "-shm", "-journal", "-litestream"].iter().find_map(|suffix| {
+        let mut beside = OsString::from(path.as_os_str());
+        beside.push(suffix);
+        let beside = PathBuf::from(beside);
+        std::fs::symlink_metadata(&beside)
+            .is_ok()
+            .then(|| beside.display().to_string())
+    })
 }
 
 #[cfg(test)]
@@ -465,7 +743,7 @@ mod tests {
     #[test]
     fn an_older_version_never_replaces_a_newer_one_and_a_replaced_one_is_handed_on() {
         let dir = tempfile::tempdir().unwrap();
-        let h = Hydration::create(&dir.path().join("h")).unwrap();
+        let h = Hydration::create(&dir.path().join("h"), "test").unwrap();
         let mut displaced = Vec::new();
         h.write(&key(5, 2), &[5; 16], &mut |k, b| displaced.push((k, b)))
             .unwrap();
@@ -486,11 +764,11 @@ mod tests {
     fn a_second_user_of_one_file_waits_for_it_and_never_writes_into_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h");
-        let first = Hydration::create(&path).unwrap();
+        let first = Hydration::create(&path, "test").unwrap();
         first.write(&key(5, 1), &[5; 16], &mut |_, _| {}).unwrap();
         // A second replica (here in-process: flock locks are per open file, so another
         // process is refused the same way).
-        let second = Hydration::create(&path).unwrap();
+        let second = Hydration::create(&path, "test").unwrap();
         assert!(!second.take(), "the file is held");
         second.write(&key(9, 1), &[9; 16], &mut |_, _| {}).unwrap();
         assert_eq!(read(&second, &key(9, 1)), None, "the second user keeps no slots");
@@ -505,23 +783,115 @@ mod tests {
         assert_eq!(read(&second, &key(9, 1)), Some(vec![9; 16]));
     }
 
+    fn mode(path: &Path) -> u32 {
+        crate::file_modes::permission_bits(path).unwrap()
+    }
+
+    fn set_mode(path: &Path, bits: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits)).unwrap();
+    }
+
     #[test]
     fn the_hydration_file_is_readable_by_its_owner_only() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h");
-        std::fs::write(&path, b"left by an older version").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let h = Hydration::create(&path).unwrap();
-        assert_eq!(crate::file_modes::permission_bits(&path).unwrap(), 0o600);
+        let h = Hydration::create(&path, "test").unwrap();
+        assert!(h.take());
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn a_file_hydration_did_not_make_is_left_as_it_is_and_named_as_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        std::fs::write(&path, b"someone's database").unwrap();
+        set_mode(&path, 0o644);
+        let h = Hydration::create(&path, "test").unwrap();
+        assert!(!h.take(), "refused");
+        h.write(&key(5, 1), &[5; 16], &mut |_, _| {}).unwrap();
+        assert_eq!(read(&h, &key(5, 1)), None, "nothing stored");
+        assert_eq!(std::fs::read(&path).unwrap(), b"someone's database");
+        assert_eq!(mode(&path), 0o644, "no chmod of a file we did not make");
+        let e = h.last_error().unwrap();
+        assert!(e.contains("not a hydration file") && e.contains("remove it"), "{e}");
+        assert!(!marker_path(&path).exists(), "not claimed");
+        // Removed by the user: made afresh at the next round.
+        std::fs::remove_file(&path).unwrap();
+        assert!(h.take());
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn a_file_hydration_made_is_taken_again_by_a_later_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        let first = Hydration::create(&path, "test").unwrap();
+        first.write(&key(5, 1), &[5; 16], &mut |_, _| {}).unwrap();
+        drop(first);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
+        let again = Hydration::create(&path, "test").unwrap();
+        assert!(again.take(), "{:?}", again.last_error());
+        assert_eq!(again.last_error(), None);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "emptied once taken");
+    }
+
+    #[test]
+    fn an_empty_file_is_taken_with_its_permissions_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        std::fs::write(&path, b"").unwrap();
+        set_mode(&path, 0o640);
+        let h = Hydration::create(&path, "test").unwrap();
+        assert!(h.take(), "{:?}", h.last_error());
+        assert_eq!(mode(&path), 0o640);
+    }
+
+    #[test]
+    fn a_file_put_where_a_hydration_file_was_is_not_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        let h = Hydration::create(&path, "test").unwrap();
+        h.write(&key(5, 1), &[5; 16], &mut |_, _| {}).unwrap();
         drop(h);
+        // The marker stays behind; ext4 may give the new file the same inode number.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"a database made here later").unwrap();
+        let h = Hydration::create(&path, "test").unwrap();
+        assert!(!h.take());
+        assert_eq!(std::fs::read(&path).unwrap(), b"a database made here later");
+    }
+
+    #[test]
+    fn a_hydration_file_in_use_as_a_database_is_refused_though_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        let h = Hydration::create(&path, "test").unwrap();
+        h.write(&key(5, 1), &[5; 16], &mut |_, _| {}).unwrap();
+        drop(h);
+        // Promoted: opened as a database (its WAL beside it).
+        std::fs::write(dir.path().join("h-wal"), b"").unwrap();
+        let h = Hydration::create(&path, "test").unwrap();
+        assert!(!h.take());
+        assert_eq!(std::fs::read(&path).unwrap(), vec![5; 16]);
+        let e = h.last_error().unwrap();
+        assert!(e.contains("h-wal") && e.contains("refusing"), "{e}");
+    }
+
+    #[test]
+    fn a_marker_path_holding_something_else_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        std::fs::write(marker_path(&path), b"notes").unwrap();
+        let h = Hydration::create(&path, "test").unwrap();
+        assert!(!h.take());
+        assert_eq!(std::fs::read(marker_path(&path)).unwrap(), b"notes");
     }
 
     #[test]
     fn pages_of_another_page_size_never_share_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let h = Hydration::create(&dir.path().join("h")).unwrap();
+        let h = Hydration::create(&dir.path().join("h"), "test").unwrap();
         let mut displaced = Vec::new();
         for pgno in 1..=4 {
             h.write(&key(5, pgno), &[pgno as u8; 16], &mut |k, b| displaced.push((k, b)))
@@ -560,7 +930,7 @@ mod tests {
     #[test]
     fn slots_past_a_shrunk_file_lose_their_labels() {
         let dir = tempfile::tempdir().unwrap();
-        let h = Hydration::create(&dir.path().join("h")).unwrap();
+        let h = Hydration::create(&dir.path().join("h"), "test").unwrap();
         for pgno in 1..=4 {
             h.write(&key(7, pgno), &[pgno as u8; 16], &mut |_, _| {}).unwrap();
         }

@@ -211,7 +211,7 @@ impl Replica {
         let state = State::build(files).map_err(|e| format!("replica {name}: corrupt replica: {e}"))?;
         let caught_up = (state.txid >= listing.max_txid()).then(Instant::now);
         let hydration = match &config.hydrate {
-            Some(path) => Some(Arc::new(hydrate::Hydration::create(path)?)),
+            Some(path) => Some(Arc::new(hydrate::Hydration::create(path, &name)?)),
             None => None,
         };
         tracing::info!(
