@@ -2,8 +2,8 @@
 //! engine runs it as a job, `replicator/worker.rs`), and which levels can have work, so
 //! that an idle database's windows pass without a request.
 
-use super::compactor::{next_boundary, CompactError, Compacted, Compactor, Deleted, SnapshotTurn, SNAPSHOT_LEVEL};
 use super::compaction_due::SavedDue;
+use super::compactor::{next_boundary, CompactError, Compacted, Compactor, Deleted, SnapshotTurn, SNAPSHOT_LEVEL};
 use crate::config::CompactionConfig;
 use crate::runtime::block_on;
 

@@ -31,9 +31,18 @@ impl Primary {
             None => None,
         };
         remove_snapshot_leftovers(&config.staging_dir);
-        let saved = state_file
-            .load()
-            .map_err(|e| format!("reading replication state: {e}"))?;
+        let saved = state_file.load().map_err(|e| match e.kind() {
+            // Saved with fsync and rename: damaged only by storage that lost flushed
+            // writes. Said with what to do, not only the parser's complaint.
+            io::ErrorKind::InvalidData => format!(
+                "reading replication state: {e}. The file is damaged (storage that lost \
+                     writes?): move it aside and open again; the database then continues its \
+                     replica with a full snapshot if it cannot prove it holds the replica's newest \
+                     state (open with takeover=1 if the open then says the replica was written by \
+                     another database: this database is the one that wrote it)"
+            ),
+            _ => format!("reading replication state: {e}"),
+        })?;
         let check_key = CheckKey::new(db_path, &config);
         let saved_at = saved.as_ref().map(|s| (s.node_id, s.txid));
         let (listed, asked, listing) = newest_for_open(store.as_ref(), &check_key, saved_at, db_path);

@@ -110,11 +110,14 @@ pub(super) fn reconcile(
                 ));
             }
             Err(format!(
-                "replica {} already holds TXIDs up to {max} written by another database: {why}. Use \
-                 another replica path, remove the local database to restore it from this replica, or \
-                 open with takeover=1 to continue the replica from this database (a full snapshot at \
-                 TXID {})",
+                "replica {} already holds TXIDs up to {max} written by another database: {why}. If \
+                 this database is the one that wrote it (its {} directory was lost, say after a \
+                 crash), open with takeover=1: the database as it is continues the replica with a full \
+                 snapshot at TXID {}, and keeps commits the replica may lack. Otherwise use another \
+                 replica path, or move the local database aside to restore it from this replica \
+                 (commits only the local database holds are then not in it)",
                 local.store.describe(),
+                crate::primary::shared_staging::lock_dir(local.db_path).display(),
                 max + 1
             ))
         }
