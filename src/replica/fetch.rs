@@ -23,6 +23,9 @@ pub enum FetchError {
     Corrupt(String),
     /// The replica is encrypted and the key is missing or not one of its recipients.
     Key(String),
+    /// A local file of the replica (the hydration file) could not be written: nothing
+    /// about the replica, which a full disk was reported as before ("corrupt replica").
+    Local(String),
 }
 
 impl std::fmt::Display for FetchError {
@@ -30,7 +33,7 @@ impl std::fmt::Display for FetchError {
         match self {
             FetchError::Storage(e) => write!(f, "{e}"),
             FetchError::Corrupt(m) => write!(f, "corrupt replica: {m}"),
-            FetchError::Key(m) => f.write_str(m),
+            FetchError::Key(m) | FetchError::Local(m) => f.write_str(m),
         }
     }
 }

@@ -471,7 +471,7 @@ impl Hydration {
         displaced: &mut dyn FnMut(PageKey, Vec<u8>),
     ) -> Result<bool, FetchError> {
         self.relayout(state.page_size)
-            .map_err(|e| FetchError::Corrupt(format!("emptying {}: {e}", self.path.display())))?;
+            .map_err(|e| FetchError::Local(format!("emptying the hydration file {}: {e}", self.path.display())))?;
         // Needed frames, grouped by file.
         let mut need: HashMap<FileKey, (&PlanFile, Frames)> = HashMap::new();
         {
@@ -511,7 +511,7 @@ impl Hydration {
                     let pgno = frame.0;
                     decode_frame(file, state.page_size, &bytes, start, frame, &mut page)?;
                     self.write(&PageKey { file: file_key, pgno }, &page, displaced)
-                        .map_err(|e| FetchError::Corrupt(format!("writing {}: {e}", self.path.display())))?;
+                        .map_err(|e| FetchError::Local(format!("writing the hydration file {}: {e}", self.path.display())))?;
                 }
                 i = j;
             }

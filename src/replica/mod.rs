@@ -105,6 +105,9 @@ struct Shared {
     /// status, so a replica stuck behind (a poll that fails) does not look current.
     store_txid: u64,
     poll_warning: poll_warning::PollWarning,
+    /// The same for a page fetched by a read that the hydration file would not take
+    /// (a full disk): logged per page before, ~190 lines a second (a tester).
+    hydration_write_warning: poll_warning::PollWarning,
     /// The newest plan stops at this gap, short of the store's newest file: what the
     /// replica serves is the state before it (`poll.rs`).
     gap: Option<restore::Gap>,
@@ -239,6 +242,7 @@ impl Replica {
                 last_error: None,
                 store_txid: 0,
                 poll_warning: Default::default(),
+                hydration_write_warning: Default::default(),
                 gap: None,
             }),
             changed: Condvar::new(),
@@ -535,7 +539,7 @@ impl Replica {
                     }
                     FetchError::Storage(e) => ReadError::Io(format!("replica {}: reading page {pgno}: {e}", self.name)),
                     FetchError::Corrupt(m) => ReadError::Corrupt(format!("replica {}: {m}", self.name)),
-                    FetchError::Key(m) => ReadError::Io(format!("replica {}: {m}", self.name)),
+                    FetchError::Key(m) | FetchError::Local(m) => ReadError::Io(format!("replica {}: {m}", self.name)),
                 });
             }
         };
@@ -549,7 +553,16 @@ impl Replica {
         self.stats().pages_fetched.fetch_add(1, Ordering::Relaxed);
         if let Some(h) = &self.hydration {
             if let Err(e) = h.write(&key, &page, &mut |k, old| self.cache.insert(k, old.into())) {
-                tracing::warn!(replica = %self.name, error = %e, "writing the hydration file");
+                let message = e.to_string();
+                match self.lock().hydration_write_warning.due(&message, Instant::now()) {
+                    Some(0) => tracing::warn!(replica = %self.name, error = %message, "writing the hydration file"),
+                    Some(held) => tracing::warn!(
+                        replica = %self.name,
+                        error = %message,
+                        "writing the hydration file ({held} more times since it was last logged)"
+                    ),
+                    None => {}
+                }
             }
         }
         self.cache.insert(key, page);

@@ -520,7 +520,14 @@ fn resume_capture(
             // takeover right after following such a record).
             let Some(recorded) = recorded_header(records, *consumed, salts)?.filter(|h| Some(*h) != live) else {
                 capture.skip_to_end(wal)?;
-                return Ok(Err(Discontinuity(super::lost_commits::LOST_FRAMES.into())));
+                // Frames of this generation were captured and are gone: lost commits
+                // (`lost_commits.rs`). With none captured, the header may be a rewrite
+                // with the same salts whose new frames nobody captured: a snapshot.
+                let reason = match position.next_frame {
+                    0 => "the WAL's header changed before any of its frames was captured",
+                    _ => super::lost_commits::LOST_FRAMES,
+                };
+                return Ok(Err(Discontinuity(reason.into())));
             };
             capture.set_position(&position, recorded);
         }
