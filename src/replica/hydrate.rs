@@ -511,7 +511,9 @@ impl Hydration {
                     let pgno = frame.0;
                     decode_frame(file, state.page_size, &bytes, start, frame, &mut page)?;
                     self.write(&PageKey { file: file_key, pgno }, &page, displaced)
-                        .map_err(|e| FetchError::Local(format!("writing the hydration file {}: {e}", self.path.display())))?;
+                        .map_err(|e| {
+                            FetchError::Local(format!("writing the hydration file {}: {e}", self.path.display()))
+                        })?;
                 }
                 i = j;
             }

@@ -252,7 +252,10 @@ pub fn restore(
     if let Ok(note) = crate::provenance::ReplicaNote::of(&tmp, &describe, position.txid) {
         note.save(&tmp);
     }
-    fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    if let Err(e) = fs::rename(&tmp, dest) {
+        let _ = fs::remove_file(&tmp); // a failed restore leaves nothing behind
+        return Err(format!("{}: {e}", dest.display()));
+    }
     crate::durable::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let restored = Restored {
         position,
