@@ -486,7 +486,11 @@ fn a_database_that_lost_acknowledged_commits_is_brought_forward_from_its_replica
         "1,2,3,4,5,6,7",
         "the acknowledged rows are back"
     );
-    assert_eq!(after, acknowledged + 1, "the chain goes on after the acknowledged TXIDs");
+    assert_eq!(
+        after,
+        acknowledged + 1,
+        "the chain goes on after the acknowledged TXIDs"
+    );
     let restored = dir.path().join("restored.db");
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db));

@@ -84,7 +84,11 @@ fn upload_staged(local: &Local, stored: u64, staged: &[StagedFile]) -> Result<()
         }
         let body = bytes::Bytes::from(fs::read(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?);
         let timestamp = crate::ltx::Header::decode(&body[..body.len().min(100)]).map_or(0, |h| h.timestamp_ms);
-        let put = block_on(local.store.put_new(0, file.min_txid, file.max_txid, body.clone(), timestamp));
+        let put = block_on(
+            local
+                .store
+                .put_new(0, file.min_txid, file.max_txid, body.clone(), timestamp),
+        );
         if let Err(e) = put {
             let same = e.is_already_exists()
                 && block_on(crate::storage::stored_equals(
