@@ -393,7 +393,8 @@ fn restart_from_saved(
         }
         Err(Discontinuity(reason)) if reason == super::lost_commits::LOST_FRAMES && !local.config.takeover => {
             let saved_txid = saved.txid;
-            // The restore replaces the WAL this descriptor reads.
+            // The WAL's descriptor is closed before the restore replaces the files
+            // (`wal`, borrowing it, is not used past this point).
             drop(file);
             if super::lost_commits::bring_forward(local, saved_txid, replica, &staged)?.is_some() {
                 return restore_from_replica(local, saved_txid, true);

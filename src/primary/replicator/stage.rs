@@ -184,8 +184,7 @@ impl Primary {
                 // same state (`persist`). Nothing in between can change it: the close
                 // saves it whether or not the upload that follows succeeds.
                 let closed_clean = shared
-                    .own_wal_deletion
-                    .clone()
+                    .clean_close()
                     .filter(|_| shared.closing && shared.pending_commits() == 0)
                     .filter(|_| shared.snapshot_needed.is_none() && shared.handoff_consumed == consumed_at_cut);
                 let wal: Option<crate::primary::state::SavedWal> =

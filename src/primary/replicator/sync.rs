@@ -171,10 +171,7 @@ impl Primary {
         // gone proves nothing by itself, another process may have truncated it.
         let shared = self.lock();
         if shared.pending_commits() == 0 && shared.snapshot_needed.is_none() {
-            let closed_clean = shared
-                .own_wal_deletion
-                .clone()
-                .or_else(|| self.left_without_wal(&shared));
+            let closed_clean = shared.clean_close().or_else(|| self.left_without_wal(&shared));
             if let Err(e) = self.save_state(&shared, closed_clean) {
                 tracing::error!("saving replication state at close: {e}");
             }
