@@ -52,7 +52,9 @@ pub(super) fn bring_forward(
         );
         return Ok(None);
     }
-    let ReplicaSeen::Listed(stored) = replica else {
+    // What this process listed within the last minute does as well as a listing now:
+    // the uploads below are conditional creates, and identical bytes count as stored.
+    let (ReplicaSeen::Listed(stored) | ReplicaSeen::Remembered(stored)) = replica else {
         return Err(format!(
             "{what}; its replica {} did not answer, and the database is restored from it only once it \
              does: open again then",
