@@ -6,10 +6,10 @@
 //! final rename ("Is a directory"), leaving `PATH.litestream-restore.tmp` beside it (a
 //! documentation tester, t40). Refusing it first costs one `lstat` per path.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use super::run::{self, RestoreOptions, Restored, Target};
+use super::run::{self, companions, RestoreOptions, Restored, Target};
 use crate::storage::ReplicaStore;
 
 /// Restores `store` at `target` into `dest` ([`run::restore`]), after refusing a
@@ -47,15 +47,4 @@ pub fn refuse_directory(dest: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn companions(dest: &Path) -> Vec<PathBuf> {
-    ["-wal", "-shm", "-journal"]
-        .iter()
-        .map(|s| {
-            let mut p = dest.as_os_str().to_owned();
-            p.push(s);
-            PathBuf::from(p)
-        })
-        .collect()
 }

@@ -286,7 +286,8 @@ pub fn open_elsewhere(db: &Path) -> Option<i64> {
         .filter(|&pid| pid != i64::from(std::process::id()))
 }
 
-fn companions(dest: &Path) -> Vec<PathBuf> {
+/// The files SQLite keeps beside the database at `dest`.
+pub(super) fn companions(dest: &Path) -> Vec<PathBuf> {
     ["-wal", "-shm", "-journal"]
         .iter()
         .map(|s| {
