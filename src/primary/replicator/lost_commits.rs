@@ -33,14 +33,14 @@ fn what_happened(local: &Local, saved_txid: u64) -> String {
 }
 
 /// Makes the replica hold every captured commit, then restores the database from it over
-/// the file found, which is copied aside first. `Ok(None)` when another process has the
+/// the file found, which is copied aside first. `Ok(false)` when another process has the
 /// database open (the caller snapshots as before, saying what was lost).
 pub(super) fn bring_forward(
     local: &Local,
     saved_txid: u64,
     replica: ReplicaSeen,
     staged: &[StagedFile],
-) -> Result<Option<u64>, String> {
+) -> Result<bool, String> {
     let what = what_happened(local, saved_txid);
     if let Some(pid) = crate::restore::open_elsewhere(local.db_path) {
         tracing::error!(
@@ -50,7 +50,7 @@ pub(super) fn bring_forward(
              as found. The lost state stays restorable as TXID {saved_txid} (restore -txid {saved_txid:016x}) \
              until compaction and retention remove it"
         );
-        return Ok(None);
+        return Ok(false);
     }
     // What this process listed within the last minute does as well as a listing now:
     // the uploads below are conditional creates, and identical bytes count as stored.
@@ -69,7 +69,7 @@ pub(super) fn bring_forward(
         local.store.describe(),
         aside.display()
     );
-    Ok(Some(saved_txid))
+    Ok(true)
 }
 
 /// Stores the staged files the replica does not hold yet, in TXID order: they are

@@ -396,7 +396,7 @@ fn restart_from_saved(
             // The WAL's descriptor is closed before the restore replaces the files
             // (`wal`, borrowing it, is not used past this point).
             drop(file);
-            if super::lost_commits::bring_forward(local, saved_txid, replica, &staged)?.is_some() {
+            if super::lost_commits::bring_forward(local, saved_txid, replica, &staged)? {
                 return restore_from_replica(local, saved_txid, true);
             }
             *snapshot_needed = Some(reason);
