@@ -233,3 +233,70 @@ SELECT 'caught up', litestream_sync(30000) = litestream_txid(), {status} ->> '$.
     litestream_restore(&url, &restored, &[]).unwrap();
     assert_eq!(dump(&restored), dump(&db));
 }
+
+/// A staged file damaged before it went up (a disk or file system that did not keep what
+/// was fsynced) is never stored: stored, every restore through it failed until a
+/// snapshot happened to come. It is dropped, said as an error, and a full snapshot at
+/// the next TXID, stored at level 9 too, covers its commits.
+#[test]
+fn a_staged_file_damaged_before_upload_is_not_stored_and_a_snapshot_covers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{d}/replica");
+    let (outage_on, outage_off) = outage_fixture(dir.path());
+    let mut shell = harness::shell::LiveShell::start(
+        dir.path(),
+        "primary",
+        &format!(".open file:{d}/app.db?vfs=litestream&replica={url}&sync_interval=50ms"),
+    );
+    let synced = shell.run("CREATE TABLE t(x); INSERT INTO t VALUES (1); SELECT litestream_sync(10000);");
+    let before: u64 = synced
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{synced}{}", shell.stderr()));
+    shell.run(&outage_on);
+    for i in 2..=6 {
+        shell.run(&format!("INSERT INTO t VALUES ({i}); SELECT litestream_sync(300);"));
+    }
+    let staging = dir.path().join("app.db-litestream/ltx");
+    let mut staged: Vec<_> = std::fs::read_dir(&staging)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ltx"))
+        .collect();
+    staged.sort();
+    assert!(
+        staged.len() >= 2,
+        "commits wait in staging during the outage: {staged:?}"
+    );
+    let damaged = &staged[0];
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(damaged, &bytes).unwrap();
+    shell.run(&outage_off);
+    let out = shell.run(
+        "SELECT 'caught up', litestream_sync(30000) = litestream_txid(); \
+         SELECT 'status', litestream_status() ->> '$.error' IS NULL;",
+    );
+    let stderr = shell.stderr();
+    assert!(out.contains("caught up|1"), "{out}{stderr}");
+    assert!(
+        stderr.contains("is damaged") && stderr.contains(&damaged.file_name().unwrap().to_string_lossy().to_string()),
+        "the damaged file is named: {stderr}"
+    );
+    let snapshots = std::fs::read_dir(dir.path().join("replica.real/ltx/9")).map_or(0, |d| d.count());
+    assert!(snapshots >= 1, "a level-9 snapshot starts restores past the gap");
+    for restore in ["ours", "litestream"] {
+        let restored = dir.path().join(format!("restored-{restore}.db"));
+        match restore {
+            "ours" => assert!(our_cli_restore(&url, &restored, &[]).status.success()),
+            _ => drop(litestream_restore(&url, &restored, &[]).unwrap()),
+        };
+        assert_eq!(dump(&restored), dump(&db), "{restore} restores the database");
+    }
+    let earlier = dir.path().join("earlier.db");
+    litestream_restore(&url, &earlier, &["-txid", &format!("{before:016x}")]).unwrap();
+    assert!(dump(&earlier).contains("INSERT INTO t VALUES(1);"));
+}

@@ -61,6 +61,15 @@ pub(super) fn bring_forward(
             local.store.describe()
         ));
     };
+    if let Some(damage) = first_damaged(staged, stored.unwrap_or(0)) {
+        tracing::error!(
+            db = %local.db_path.display(),
+            "{what}; {damage}, so the replica cannot bring it forward to TXID {saved_txid}: taking a snapshot \
+             of it as found. The states before the damaged file stay restorable until compaction and \
+             retention remove them"
+        );
+        return Ok(false);
+    }
     upload_staged(local, stored.unwrap_or(0), staged).map_err(|e| format!("{what}; {e}"))?;
     let aside = copy_aside(local).map_err(|e| format!("{what}; keeping a copy of it: {e}"))?;
     tracing::warn!(
@@ -70,6 +79,23 @@ pub(super) fn bring_forward(
         aside.display()
     );
     Ok(true)
+}
+
+/// The first staged file the replica does not hold yet whose bytes do not check, said
+/// as an error: a restore through it would fail (`upload::drop_damaged`).
+fn first_damaged(staged: &[StagedFile], stored: u64) -> Option<String> {
+    staged.iter().filter(|f| f.max_txid > stored).find_map(|file| {
+        let damage = match fs::read(&file.path) {
+            Ok(bytes) => crate::ltx::verify(&bytes[..]).err()?.to_string(),
+            Err(e) => e.to_string(),
+        };
+        Some(format!(
+            "its staged file {} (TXIDs {}-{}) is damaged: {damage}",
+            file.path.display(),
+            file.min_txid,
+            file.max_txid
+        ))
+    })
 }
 
 /// Stores the staged files the replica does not hold yet, in TXID order: they are

@@ -44,6 +44,9 @@ impl Primary {
         // named (`Staging::stage` writes a temp file and renames it; nothing opens them
         // for writing again), which a mapping needs: see `file_bytes`.
         let body = file_bytes(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?;
+        if let Err(damage) = crate::ltx::verify(&body[..]) {
+            return self.drop_damaged(file, &damage.to_string());
+        }
         let header = crate::ltx::Header::decode(&body[..body.len().min(100)]).ok();
         let timestamp = header.map_or(0, |h| h.timestamp_ms);
         if let Some(header) = &header {
@@ -129,6 +132,37 @@ impl Primary {
         }
         shared.last_error = None;
         self.progress.notify_all();
+        Ok(Uploads::Done)
+    }
+
+    /// A staged file whose bytes do not check (its structure, or its file checksum: a
+    /// disk or file system that did not keep what was fsynced, an operator's edit) is
+    /// never stored. Stored, every restore and compaction through it failed, so no state
+    /// after it was restorable until a snapshot happened to come. Its commits are in the
+    /// database: the file is removed and a full snapshot at the next TXID covers them,
+    /// stored at level 9 too so that restores start from it past the gap, as when the
+    /// staging directory is removed (`stage.rs`). Files staged after it still go up.
+    fn drop_damaged(&self, file: &StagedFile, damage: &str) -> Result<Uploads, String> {
+        let _staging = self.stage_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let reason = format!(
+            "the staged file {} (TXIDs {}-{}) is damaged: {damage}",
+            file.path.display(),
+            file.min_txid,
+            file.max_txid
+        );
+        tracing::error!(
+            db = %self.db_path.display(),
+            "{reason}; it is not stored: removed it, and a full snapshot at the next TXID covers its commits \
+             (restores to TXIDs {}-{} are not possible)",
+            file.min_txid,
+            file.max_txid
+        );
+        self.staging
+            .remove(file)
+            .map_err(|e| format!("removing the damaged {}: {e}", file.path.display()))?;
+        let mut shared = self.lock();
+        shared.require_snapshot(reason);
+        shared.chain_start_owed = true;
         Ok(Uploads::Done)
     }
 
