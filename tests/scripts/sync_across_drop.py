@@ -60,8 +60,15 @@ time.sleep(0.3)
 # Over max_queue: the failing stage drops them, a snapshot is due.
 for _ in range(30):
     a.execute("INSERT INTO t(v) VALUES (randomblob(100000))")
-time.sleep(0.5)
-status = json.loads(a.execute("SELECT litestream_status()").fetchone()[0])
+# The drop comes at the worker's next stage attempt, whose backoff after failures grows
+# to seconds: waited for (up to 20 s), not assumed after a fixed sleep, which a loaded
+# machine outran.
+deadline = time.monotonic() + 20
+while True:
+    status = json.loads(a.execute("SELECT litestream_status()").fetchone()[0])
+    if status["snapshot_pending"] is not None or time.monotonic() > deadline:
+        break
+    time.sleep(0.1)
 os.remove(args.filler)
 subprocess.run(["mount", "-o", "remount,size=64m", args.staging], check=True)
 # Wakes the worker at once (the waiting sync does not after a failure).
