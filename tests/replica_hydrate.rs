@@ -4,93 +4,27 @@
 
 mod harness;
 
+use harness::shell::LiveShell;
 use harness::*;
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-const END: &str = "__litestream_test_end__";
-
-/// A long-lived sqlite3 shell (one connection), stderr to a file.
-struct Shell {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    stdout: BufReader<std::process::ChildStdout>,
-    stderr: std::path::PathBuf,
-}
-
-impl Shell {
-    fn start(dir: &Path, open: &str) -> Shell {
-        Shell::start_labelled(dir, "shell", open)
-    }
-
-    /// A shell whose stderr goes to `<label>.stderr`, beside others in `dir`.
-    fn start_labelled(dir: &Path, label: &str, open: &str) -> Shell {
-        let stderr = dir.join(format!("{label}.stderr"));
-        let mut child = Command::new("stdbuf")
-            .args(["-o0", "sqlite3", "-batch", "-cmd"])
-            .arg(format!(".load {}", extension().display()))
-            .arg(":memory:")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut s = Shell {
-            child,
-            stdin,
-            stdout,
-            stderr,
-        };
-        s.run(open);
-        s
-    }
-
-    fn run(&mut self, sql: &str) -> String {
-        writeln!(self.stdin, "{sql}\n.print {END}").unwrap();
-        self.stdin.flush().unwrap();
-        let mut out = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "sqlite3 exited");
-            if line.trim_end() == END {
-                return out;
-            }
-            out.push_str(&line);
+/// Waits until the hydration file holds the newest state.
+fn wait_hydrated(shell: &mut LiveShell) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&shell.run("SELECT litestream_status() ->> '$.hydration';")).unwrap();
+        if status["complete"] == true {
+            return status;
         }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Waits until the hydration file holds the newest state.
-    fn wait_hydrated(&mut self) -> serde_json::Value {
-        let started = Instant::now();
-        loop {
-            let status: serde_json::Value =
-                serde_json::from_str(&self.run("SELECT litestream_status() ->> '$.hydration';")).unwrap();
-            if status["complete"] == true {
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "not hydrated: {status}\n{}",
-                self.stderr()
-            );
-            sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Shell {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, ".quit");
-        let _ = self.child.wait();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not hydrated: {status}\n{}",
+            shell.stderr()
+        );
+        sleep(Duration::from_millis(50));
     }
 }
 
@@ -104,15 +38,16 @@ fn a_hydrated_replica_reads_locally_and_keeps_following() {
     let t1 = python_workload(&db, &url, 11, 200, &["sync_interval=100ms"]);
 
     // A page cache too small for the database: reads must come from somewhere else.
-    let mut r = Shell::start(
+    let mut r = LiveShell::start(
         dir.path(),
+        "shell",
         &format!(
             ".open file:{}?vfs=litestream&role=replica&replica={url}&poll_interval=50ms&cache_size=4k&hydrate={}",
             dir.path().join("view.db").display(),
             local.display()
         ),
     );
-    let status = r.wait_hydrated();
+    let status = wait_hydrated(&mut r);
     assert_eq!(status["txid"], t1, "{status}");
     assert_eq!(status["pages_local"], status["pages"], "{status}");
 
@@ -121,7 +56,7 @@ fn a_hydrated_replica_reads_locally_and_keeps_following() {
     std::fs::rename(&replica, &away).unwrap();
     assert_eq!(r.run(".dump"), dump(&db), "{}", r.stderr());
     assert_eq!(r.run("PRAGMA integrity_check;").trim(), "ok");
-    let local_reads = |r: &mut Shell| -> u64 {
+    let local_reads = |r: &mut LiveShell| -> u64 {
         r.run("SELECT litestream_status() ->> '$.hydration.local_reads';")
             .trim()
             .parse()
@@ -129,7 +64,7 @@ fn a_hydrated_replica_reads_locally_and_keeps_following() {
     };
     assert!(local_reads(&mut r) > 10);
     // While idle and complete, the file is the database at that TXID.
-    let image = Command::new("sqlite3")
+    let image = std::process::Command::new("sqlite3")
         .arg(format!("file:{}?immutable=1", local.display()))
         .arg(".dump")
         .output()
@@ -143,7 +78,7 @@ fn a_hydrated_replica_reads_locally_and_keeps_following() {
         r.run(&format!("SELECT litestream_wait({t2}, 30000);")).trim(),
         t2.to_string()
     );
-    let status = r.wait_hydrated();
+    let status = wait_hydrated(&mut r);
     assert_eq!(status["txid"], t2, "{status}");
     std::fs::rename(&replica, &away).unwrap();
     assert_eq!(r.run(".dump"), dump(&db), "{}", r.stderr());
@@ -155,7 +90,7 @@ fn two_processes_never_share_one_hydration_file() {
     let db = dir.path().join("app.db");
     let url = format!("file://{}", dir.path().join("replica").display());
     let local = dir.path().join("hydrated.db");
-    let mut primary = Shell::start_labelled(
+    let mut primary = LiveShell::start(
         dir.path(),
         "primary",
         &format!(
@@ -178,13 +113,13 @@ fn two_processes_never_share_one_hydration_file() {
         )
     };
     // Process A hydrates at t1 and stays there (it polls once an hour).
-    let mut a = Shell::start_labelled(dir.path(), "a", &view("a.db", "1h"));
-    assert_eq!(a.wait_hydrated()["txid"], t1);
+    let mut a = LiveShell::start(dir.path(), "a", &view("a.db", "1h"));
+    assert_eq!(wait_hydrated(&mut a)["txid"], t1);
 
     primary.run("UPDATE t SET v = 1;");
     let t2: u64 = primary.run("SELECT litestream_sync();").trim().parse().unwrap();
     // Process B names the same file while A uses it.
-    let mut b = Shell::start_labelled(dir.path(), "b", &view("b.db", "50ms"));
+    let mut b = LiveShell::start(dir.path(), "b", &view("b.db", "50ms"));
     let started = Instant::now();
     let status = loop {
         let status: serde_json::Value =
@@ -214,7 +149,7 @@ fn two_processes_never_share_one_hydration_file() {
     );
     // Once A is gone, B takes the file over.
     drop(a);
-    let status = b.wait_hydrated();
+    let status = wait_hydrated(&mut b);
     assert_eq!(
         (status["txid"].as_u64(), status["waiting_for_file"].as_bool()),
         (Some(t2), Some(false))
@@ -250,8 +185,9 @@ fn a_hydration_that_keeps_failing_is_the_replicas_error() {
     bytes[entry.offset as usize + 10..(entry.offset + entry.size as u64) as usize].fill(0xff);
     std::fs::write(&path, &bytes).unwrap();
 
-    let mut r = Shell::start(
+    let mut r = LiveShell::start(
         dir.path(),
+        "shell",
         &format!(
             ".open file:{}?vfs=litestream&role=replica&replica={url}&poll_interval=50ms&hydrate={}",
             dir.path().join("view.db").display(),
@@ -278,7 +214,7 @@ fn a_hydration_that_keeps_failing_is_the_replicas_error() {
 }
 
 /// The whole `litestream_status()` once hydration either completed or failed.
-fn hydration_settled(r: &mut Shell) -> serde_json::Value {
+fn hydration_settled(r: &mut LiveShell) -> serde_json::Value {
     let started = Instant::now();
     loop {
         let out = r.run("SELECT litestream_status();");
@@ -314,8 +250,9 @@ fn hydrate_naming_an_unrelated_database_leaves_it_unchanged() {
     std::fs::set_permissions(&precious, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let before = std::fs::read(&precious).unwrap();
 
-    let mut r = Shell::start(
+    let mut r = LiveShell::start(
         dir.path(),
+        "shell",
         &format!(
             ".open file:{}?vfs=litestream&role=replica&replica={url}&poll_interval=50ms&hydrate={}",
             dir.path().join("view.db").display(),
@@ -359,7 +296,7 @@ fn hydrate_naming_a_live_primarys_database_leaves_the_primary_intact() {
     );
     let db = dir.path().join("live.db");
     let url = format!("file://{}", dir.path().join("live-replica").display());
-    let mut primary = Shell::start_labelled(
+    let mut primary = LiveShell::start(
         dir.path(),
         "primary",
         &format!(
@@ -375,7 +312,7 @@ fn hydrate_naming_a_live_primarys_database_leaves_the_primary_intact() {
     );
     let mode_before = mode(&db);
 
-    let mut r = Shell::start_labelled(
+    let mut r = LiveShell::start(
         dir.path(),
         "reader",
         &format!(
@@ -428,12 +365,12 @@ fn a_hydration_file_made_by_an_earlier_open_is_reused() {
         dir.path().join("view.db").display(),
         local.display()
     );
-    let mut first = Shell::start_labelled(dir.path(), "first", &open);
-    first.wait_hydrated();
+    let mut first = LiveShell::start(dir.path(), "first", &open);
+    wait_hydrated(&mut first);
     drop(first);
     assert!(std::fs::metadata(&local).unwrap().len() > 0);
 
-    let mut again = Shell::start_labelled(dir.path(), "again", &open);
+    let mut again = LiveShell::start(dir.path(), "again", &open);
     let status = hydration_settled(&mut again);
     assert_eq!(status["hydration"]["complete"], true, "{status}");
     assert_eq!(status["hydration"]["last_error"], serde_json::Value::Null, "{status}");
