@@ -19,7 +19,7 @@ pub use super::level_cache::LevelCache;
 use super::level_cache::TempOutput;
 use crate::config::CompactionConfig;
 use crate::ltx::crypto::{Encryption, PrivateKey};
-use crate::ltx::{compact_with, Encoding, Header};
+use crate::ltx::{compact_with, Encoding, Error, Header};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
 use std::io::{self, Read};
@@ -308,6 +308,42 @@ impl Compactor {
     /// memory holds a page per input and buffers, not the inputs or the output. Also
     /// returns how many inputs were local.
     fn merge(&self, level: u8, inputs: &[&LtxObject]) -> crate::ltx::Result<((TempOutput, Header), usize)> {
+        let merged = self.merge_reading(level, inputs);
+        let damaged = match &merged {
+            Err(e) => !matches!(
+                e,
+                Error::Io(_)
+                    | Error::PageSizeChanged { .. }
+                    | Error::KeyRequired { .. }
+                    | Error::NotARecipient { .. }
+                    | Error::NotContiguous { .. }
+                    | Error::Usage(_)
+                    | Error::Compress(_)
+            ),
+            Ok(_) => false,
+        };
+        if !damaged {
+            return merged;
+        }
+        let forgotten = self
+            .cache
+            .forget(level, inputs.iter().map(|f| (f.min_txid, f.max_txid)));
+        if forgotten == 0 {
+            return merged;
+        }
+        // A local copy damaged on disk (a file system that lost writes, bit rot) failed
+        // this merge, and would have failed every merge of its window while the store
+        // held good bytes: the run's local copies go, and the store's are read instead.
+        if let Err(e) = &merged {
+            tracing::warn!(
+                "merging level {level}: {e}; removed the {forgotten} local copies of its inputs and \
+                 reading them from the store instead"
+            );
+        }
+        self.merge_reading(level, inputs)
+    }
+
+    fn merge_reading(&self, level: u8, inputs: &[&LtxObject]) -> crate::ltx::Result<((TempOutput, Header), usize)> {
         let mut local_inputs = 0;
         let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(inputs.len());
         for f in inputs {

@@ -183,6 +183,27 @@ fn merges_leave_no_temp_file_whether_they_fail_or_not() {
     );
 }
 
+/// A local copy damaged on disk is not the end of its window's compaction: the merge
+/// reads the store's copy instead, and the damaged one goes.
+#[test]
+fn a_damaged_local_copy_is_merged_from_the_stores_copy_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = compactor("compact-damaged-cache", dir.path(), CompactionConfig::default());
+    let good = ltx(1, 1, &[(1, 1), (2, 1)], 2, 1000);
+    put(&c, 0, 1, 1, good.clone());
+    put(&c, 0, 2, 2, ltx(2, 2, &[(2, 2)], 2, 2000));
+    let mut damaged = good;
+    let n = damaged.len();
+    damaged[n / 2] ^= 0x5a;
+    c.cache.write(0, 1, 1, &damaged).unwrap();
+    let out = c.compact_level(1).unwrap().unwrap();
+    assert_eq!((out.min_txid, out.max_txid, out.local_inputs), (1, 2, 0));
+    assert!(c.cache.read(0, 1, 1).is_none(), "the damaged copy is removed");
+    let merged = crate::ltx::decode_file(&block_on(c.store.get(1, 1, 2)).unwrap()).unwrap();
+    let pages: Vec<(u32, u8)> = merged.pages.iter().map(|(p, d)| (*p, d[0])).collect();
+    assert_eq!(pages, [(1, 1), (2, 2)]);
+}
+
 /// A level-0 file lost from the middle of the replica, or the replica emptied under the
 /// primary: the level-1 merge, which lists level 0 for its window anyway, says that no
 /// restore reaches past the gap (it merged on from past it without a word but a log

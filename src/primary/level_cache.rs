@@ -178,6 +178,13 @@ impl LevelCache {
         fs::File::open(self.path(level, min_txid, max_txid)).ok()
     }
 
+    /// Removes the cached files of `level` for these ranges; how many there were.
+    pub fn forget(&self, level: u8, ranges: impl Iterator<Item = (u64, u64)>) -> usize {
+        ranges
+            .filter(|&(min, max)| fs::remove_file(self.path(level, min, max)).is_ok())
+            .count()
+    }
+
     /// Removes cached files of `level` that end at or before `txid`.
     pub fn prune(&self, level: u8, txid: u64) -> io::Result<usize> {
         let mut removed = 0;
