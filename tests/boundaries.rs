@@ -144,6 +144,51 @@ fn exclusive_locking_mode_is_refused_on_a_replicated_database() {
     assert!(out.lines().any(|l| l == "1"), "replication goes on: {out}{stderr}");
 }
 
+/// SQLite asks only the main database's file about an unqualified `PRAGMA locking_mode`,
+/// and gives a database attached while the connection is in exclusive mode that mode
+/// (with a wal-index in heap memory): such an attached primary's commits bypassed
+/// `sync=commit` (they returned before they were stored) and replication's own
+/// connection was locked out. Its writes are refused instead, before any byte reaches
+/// the WAL, with the reason on stderr; back in normal mode (which SQLite leaves at the
+/// end of the next write transaction, refused once more) it replicates on.
+#[test]
+fn exclusive_locking_mode_reaching_an_attached_primary_refuses_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let attach = |name: &str| {
+        format!("ATTACH 'file:{d}/{name}.db?vfs=litestream&replica=file://{d}/{name}-replica&sync=commit' AS b;")
+    };
+    // Attached while the connection is in exclusive mode.
+    let (_, out, stderr) = sqlite_output(&format!(
+        ".open {d}/main.db\nPRAGMA locking_mode=EXCLUSIVE;\n{}\nCREATE TABLE b.t(x);\nSELECT 'tables', count(*) FROM b.sqlite_master;",
+        attach("heap")
+    ));
+    assert!(stderr.contains("attempt to write a readonly database"), "{out}{stderr}");
+    assert!(
+        stderr.contains("is in exclusive locking mode"),
+        "the reason is said: {stderr}"
+    );
+    assert!(out.contains("tables|0"), "{out}{stderr}");
+    // Switched to exclusive mode by an unqualified pragma after the attach.
+    let (_, out, stderr) = sqlite_output(&format!(
+        ".open {d}/main.db\n{}\nCREATE TABLE b.t(x);\nINSERT INTO b.t VALUES (1);\n\
+         PRAGMA locking_mode=EXCLUSIVE;\nINSERT INTO b.t VALUES (2);\n\
+         PRAGMA b.locking_mode=NORMAL;\nINSERT INTO b.t VALUES (3);\nINSERT INTO b.t VALUES (4);\n\
+         SELECT 'stored', litestream_sync(10000, 'b') = litestream_txid('b');",
+        attach("later")
+    ));
+    assert_eq!(
+        stderr.matches("attempt to write a readonly database").count(),
+        2,
+        "rows 2 and 3 are refused: {out}{stderr}"
+    );
+    assert!(out.contains("stored|1"), "{out}{stderr}");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&format!("file://{d}/later-replica"), &restored, &[]).unwrap();
+    assert_eq!(plain_sqlite(&restored, "SELECT group_concat(x) FROM t").trim(), "1,4");
+    assert_eq!(dump(&restored), dump(&dir.path().join("later.db")));
+}
+
 #[test]
 fn a_sync_commit_that_times_out_shows_in_the_status() {
     let dir = tempfile::tempdir().unwrap();

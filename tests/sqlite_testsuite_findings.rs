@@ -167,3 +167,46 @@ fn an_attached_primary_that_leaves_wal_mode_is_still_replicated() {
     );
     assert_eq!(dump(&restored), dump(&db));
 }
+
+/// `sync=commit` outside WAL mode: each commit returns once the snapshot that carries it
+/// is stored. Before, the wait hung on the WAL write lock, which a rollback-journal
+/// commit never takes, and commits returned at once (a tester's restores right after
+/// them lacked 1 to 3 of 6 rows).
+#[test]
+fn an_attached_primary_outside_wal_mode_with_sync_commit_returns_once_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let mut shell = harness::shell::LiveShell::start(
+        dir.path(),
+        "attached",
+        &format!(
+            ".open {}\n.timeout 10000\n\
+             ATTACH 'file:{}?vfs=litestream&replica={url}&sync=commit&sync_interval=1h' AS p;\n\
+             CREATE TABLE p.t(x);\n\
+             SELECT litestream_sync(10000, 'p');\n\
+             PRAGMA journal_mode=MEMORY;",
+            dir.path().join("main.db").display(),
+            db.display()
+        ),
+    );
+    for row in 1..=3 {
+        let pending = shell.run(&format!(
+            "INSERT INTO p.t VALUES ({row}); SELECT litestream_status('p') ->> '$.snapshot_pending' IS NULL;"
+        ));
+        assert_eq!(
+            pending.trim(),
+            "1",
+            "row {row}: its snapshot is still pending: {}",
+            shell.stderr()
+        );
+        let restored = dir.path().join(format!("restored-{row}.db"));
+        litestream_restore(&url, &restored, &[]).unwrap_or_else(|e| panic!("{e}{}", shell.stderr()));
+        assert_eq!(
+            plain_sqlite(&restored, "SELECT count(*) FROM t").trim(),
+            row.to_string(),
+            "the commit of row {row} returned before it was stored: {}",
+            shell.stderr()
+        );
+    }
+}

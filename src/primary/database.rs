@@ -493,6 +493,12 @@ impl Database {
         }
     }
 
+    /// Whether a connection of this process holds the WAL write lock, as SQLite takes it
+    /// outside exclusive locking mode (`vfs/file.rs` refuses WAL writes without it).
+    pub fn wal_write_lock_held(&self) -> bool {
+        self.wal_index.write_lock_held()
+    }
+
     /// A writer of this process holds the WAL write lock; `shm` is the wal-index header
     /// then, when it could be read.
     #[inline]

@@ -95,6 +95,11 @@ impl WalIndexView {
         }
     }
 
+    /// Whether a writer of this process holds the WAL write lock (taken through the VFS).
+    pub fn write_lock_held(&self) -> bool {
+        self.lock().at_write_lock.is_some()
+    }
+
     pub fn write_unlocked(&self) {
         self.lock().at_write_lock = None;
     }

@@ -10,7 +10,7 @@ use libsqlite3_sys as ffi;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::Arc;
 
 /// What SQLite opened, from the `SQLITE_OPEN_*` type flags. Capture keys on this.
@@ -56,6 +56,9 @@ pub(crate) struct WrappedFile {
     /// Region 0 of the wal-index (`-shm`) as the root VFS mapped it for this file: its
     /// header says where the WAL stands (`shm_wal`).
     shm: AtomicPtr<u8>,
+    /// A write to the database file outside WAL mode since its last unlock (`x_unlock`
+    /// makes such a commit wait for its snapshot with `sync=commit`).
+    wrote_outside_wal: AtomicBool,
 }
 
 /// Bytes reserved in front of the inner file, rounded so the inner file is aligned.
@@ -82,6 +85,7 @@ impl WrappedFile {
                 kind,
                 role: FileRole::Plain,
                 shm: AtomicPtr::new(ptr::null_mut()),
+                wrote_outside_wal: AtomicBool::new(false),
             },
         );
         (*inner).pMethods = ptr::null();
@@ -244,12 +248,17 @@ unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, a
                 // Checkpoints, or a database that left WAL mode (see `on_db_write`).
                 if let Some(primary) = database.leader() {
                     let data = std::slice::from_raw_parts(buf as *const u8, amount as usize);
-                    primary.on_db_write(offset as u64, data);
+                    if primary.on_db_write(offset as u64, data) {
+                        this.wrote_outside_wal.store(true, Ordering::Relaxed);
+                    }
                 }
                 return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
             }
             _ => return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset),
         };
+        if let Some(rc) = refuse_unlocked_wal_write(database) {
+            return rc;
+        }
         let data = std::slice::from_raw_parts(buf as *const u8, amount.max(0) as usize);
         if offset == 0 && data.len() >= crate::wal::HEADER_SIZE {
             // A new WAL header: the generation in the file (if any) goes away.
@@ -332,8 +341,49 @@ unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int
 
 unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     guard("xUnlock", ffi::SQLITE_IOERR_UNLOCK, || {
-        forward!(file, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level)
+        let rc = forward!(file, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level);
+        let this = WrappedFile::from_raw(file);
+        // Outside WAL mode a write transaction ends by giving up its lock on the file;
+        // in WAL mode `write_lock_released` serves `sync=commit`.
+        if level <= ffi::SQLITE_LOCK_SHARED && this.wrote_outside_wal.swap(false, Ordering::Relaxed) {
+            if let FileRole::PrimaryDb(database) = &this.role {
+                if let Some(primary) = database.leader() {
+                    primary.after_commit_outside_wal();
+                }
+            }
+        }
+        rc
     })
+}
+
+/// A frame written to a primary's WAL while no connection of this process holds the WAL
+/// write lock through the VFS: SQLite in exclusive locking mode, which keeps the WAL's
+/// locks (or its whole wal-index) to itself. A database where it is the main one
+/// refuses the pragma (`refuse_pragma`); one attached to a connection gets the
+/// connection's mode (an unqualified `PRAGMA locking_mode`, or the mode in force when it
+/// was attached) without SQLite asking its file. Written, such commits bypassed
+/// `sync=commit` (they returned before they were stored) and locked replication's own
+/// connection out: refused instead, before any byte reaches the WAL, which leaves the
+/// database as it was.
+fn refuse_unlocked_wal_write(database: &crate::primary::database::Database) -> Option<c_int> {
+    if database.wal_write_lock_held() {
+        return None;
+    }
+    let why = format!(
+        "litestream: write refused: {} is in exclusive locking mode, which replication cannot follow (an \
+         unqualified PRAGMA locking_mode=EXCLUSIVE applies to every attached database, and a database attached \
+         while the connection is in that mode keeps it); attach it while the connection's locking_mode is \
+         NORMAL, and name the schema in PRAGMA <schema>.locking_mode=EXCLUSIVE for the databases it is meant for",
+        database.path.display()
+    );
+    // The application sees only SQLite's message for the code: the reason goes to the
+    // log and to stderr. SQLITE_READONLY, not an I/O error: after an I/O error the pager
+    // keeps its error state for as long as it holds the exclusive lock, so even a
+    // `PRAGMA <schema>.locking_mode=NORMAL` did not let the next write through; after
+    // this one the transaction rolls back as usual and the mode can change.
+    tracing::error!("{why}");
+    sqlite_log(ffi::SQLITE_READONLY, &why);
+    Some(ffi::SQLITE_READONLY)
 }
 
 unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {

@@ -74,8 +74,10 @@ impl Primary {
     /// pragma cannot be refused for it) says so by writing page 1 with file format
     /// version 1 (bytes 18-19); from then on its commits are written straight into the
     /// file, unseen by capture. Each write then requires a snapshot, so every such commit
-    /// is still replicated, if expensively, until page 1 says WAL (2) again.
-    pub fn on_db_write(&self, offset: u64, data: &[u8]) {
+    /// is still replicated, if expensively, until page 1 says WAL (2) again. True for
+    /// such a write: the transaction's end then waits for its snapshot with
+    /// `sync=commit` ([`Primary::after_commit_outside_wal`]).
+    pub fn on_db_write(&self, offset: u64, data: &[u8]) -> bool {
         if offset == 0 && data.len() > 19 {
             let leaving = data[18] == 1 && data[19] == 1;
             let was = self.outside_wal.swap(leaving, Ordering::Relaxed);
@@ -88,11 +90,21 @@ impl Primary {
                 tracing::info!(db = %self.db_path.display(), "the database is back in WAL mode");
             }
         }
-        if self.outside_wal.load(Ordering::Relaxed) {
-            let mut shared = self.lock();
-            shared.require_snapshot("the database was written outside WAL mode".into());
-            self.wake_worker();
+        if !self.outside_wal.load(Ordering::Relaxed) {
+            return false;
         }
+        let mut shared = self.lock();
+        shared.require_snapshot("the database was written outside WAL mode".into());
+        self.wake_worker();
+        true
+    }
+
+    /// A write transaction outside WAL mode gave up its lock on the file: its commit is
+    /// in the database file, and the snapshot `on_db_write` required carries it. With
+    /// `sync=commit` the commit returns once that snapshot is stored; before, it returned
+    /// at once, as in WAL mode the wait hangs on the WAL write lock, never taken here.
+    pub fn after_commit_outside_wal(&self) {
+        self.after_commit();
     }
 
     pub(super) fn after_commit(&self) {
