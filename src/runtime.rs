@@ -7,6 +7,7 @@
 
 use crate::vfs::sys::fork::PerProcess;
 use std::future::Future;
+use std::pin::{pin, Pin};
 use tokio::runtime::Runtime;
 
 /// Made again in a child of `fork()`, whose copy of the parent's has no threads.
@@ -26,5 +27,14 @@ pub fn runtime() -> &'static Runtime {
 
 /// Runs `future` to completion from a non-async thread (a SQLite thread or our worker).
 pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut output = None;
+    block_on_unit(pin!(async { output = Some(future.await) }));
+    output.expect("the future ran to completion")
+}
+
+/// Not generic: tokio's `block_on` (entering the runtime, parking the thread) is compiled
+/// once, not once per future type, which was about 10 KB of the library for each.
+#[inline(never)]
+fn block_on_unit(future: Pin<&mut dyn Future<Output = ()>>) {
     runtime().block_on(future)
 }
