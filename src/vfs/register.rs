@@ -151,15 +151,22 @@ unsafe extern "C" fn x_open(
             (Some(path), FileKind::Other) if flags & ffi::SQLITE_OPEN_MAIN_JOURNAL != 0 => {
                 let db = strip_suffix(path, "-journal");
                 if registry::lookup(&db).is_some() {
+                    // Only an attached primary gets here (a main one refuses the pragma):
+                    // an unqualified PRAGMA journal_mode reaches it without SQLite asking.
                     let message = format!(
-                        "{} must stay in WAL mode to be replicated; refusing a rollback-journal write",
+                        "{} must stay in WAL mode to be replicated; refusing a rollback-journal write \
+                         (a PRAGMA journal_mode without a schema name applies to every attached database: \
+                         name the schema, e.g. PRAGMA main.journal_mode=DELETE)",
                         db.display()
                     );
                     crate::failed_opens::failed(&db, &message);
                     let message = format!("litestream: {message}");
                     tracing::error!("{message}");
-                    sqlite_log(ffi::SQLITE_CANTOPEN, &message);
-                    return ffi::SQLITE_CANTOPEN;
+                    // SQLITE_READONLY, whose message ("attempt to write a readonly
+                    // database") is about the write refused; SQLITE_CANTOPEN's ("unable to
+                    // open database file") sent users looking for a missing file.
+                    sqlite_log(ffi::SQLITE_READONLY, &message);
+                    return ffi::SQLITE_READONLY;
                 }
                 FileRole::Plain
             }
