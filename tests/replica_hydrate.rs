@@ -378,3 +378,110 @@ fn a_hydration_file_made_by_an_earlier_open_is_reused() {
     assert_eq!(again.run(".dump"), dump(&db));
     assert!(status["hydration"]["pages_written"].as_u64().unwrap() > 0, "{status}");
 }
+
+/// Commits `rows` rows tagged `tag` to table `table` (each its own commit) of a primary
+/// at `db` on `url`, and returns the TXID stored.
+fn write_tagged(db: &Path, url: &str, table: &str, tag: &str, rows: u32, pad: u32) -> u64 {
+    let mut sql = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms\n\
+         CREATE TABLE IF NOT EXISTS {table}(id INTEGER PRIMARY KEY, tag TEXT, pad BLOB);\n",
+        db.display()
+    );
+    for _ in 0..rows {
+        sql.push_str(&format!(
+            "INSERT INTO {table}(tag, pad) VALUES ('{tag}', zeroblob({pad}));\n"
+        ));
+    }
+    sql.push_str("SELECT litestream_sync(10000);");
+    sqlite(&sql).trim().lines().last().unwrap().parse().unwrap()
+}
+
+/// Waits until the replica in `shell` serves TXID `txid`.
+fn wait_for_txid(shell: &mut LiveShell, txid: u64) {
+    let started = Instant::now();
+    loop {
+        let at = shell.run("SELECT litestream_status() ->> '$.txid';");
+        if at.trim() == txid.to_string() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the replica serves TXID {at} after 30 s, not {txid}\n{}",
+            shell.stderr()
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// The database at a replica's URL deleted with its replica, and another one started
+/// there: replicas open across the change serve only the new database once it is
+/// stored, never the old one's cached or hydrated pages inside it. Before, they appended
+/// the new database's files to the old state once its TXIDs passed the old ones, with
+/// the old pages carried over (a tester's: 29 wrong rows, a hydrated file failing
+/// `integrity_check`, no error).
+#[test]
+fn replicas_open_across_a_database_replaced_at_their_url_serve_only_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let old_txid = write_tagged(&db, &url, "t", "A", 40, 300);
+    let open = |label: &str, extra: &str| {
+        LiveShell::start(
+            dir.path(),
+            label,
+            &format!(
+                ".open file:{}/{label}.db?vfs=litestream&role=replica&replica={url}&poll_interval=100ms{extra}",
+                dir.path().display()
+            ),
+        )
+    };
+    let hydrated_path = dir.path().join("hydrated-copy.db");
+    let mut plain = open("plain", "");
+    let mut hydrated = open("hydrated", &format!("&hydrate={}", hydrated_path.display()));
+    for replica in [&mut plain, &mut hydrated] {
+        assert_eq!(
+            replica.run("SELECT count(*), min(tag), max(tag) FROM t;").trim(),
+            "40|A|A"
+        );
+    }
+    assert_eq!(wait_hydrated(&mut hydrated)["txid"], old_txid);
+
+    std::fs::remove_dir_all(&replica).unwrap();
+    std::fs::remove_dir_all(dir.path().join("app.db-litestream")).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    // The new database's table t is written by TXIDs the old one also had, so its pages
+    // come from files ending at or before the TXID the replicas served: the ones a
+    // carry-over would have filed the old pages under. Table t2 takes it past that TXID.
+    assert!(write_tagged(&db, &url, "t", "B", 40, 1000) <= old_txid);
+    let new_txid = write_tagged(&db, &url, "t2", "B", 50, 10);
+    assert!(new_txid > old_txid, "the new database passes the old one's TXID");
+
+    for replica in [&mut plain, &mut hydrated] {
+        wait_for_txid(replica, new_txid);
+        assert_eq!(
+            replica
+                .run("SELECT count(*), min(tag), max(tag) FROM t; SELECT count(*) FROM t2; PRAGMA integrity_check;")
+                .trim(),
+            "40|B|B\n50\nok",
+            "{}",
+            replica.stderr()
+        );
+        assert!(
+            replica.stderr().contains("holds another database now"),
+            "{}",
+            replica.stderr()
+        );
+    }
+    assert_eq!(wait_hydrated(&mut hydrated)["txid"], new_txid);
+    assert_eq!(
+        plain_sqlite(
+            &hydrated_path,
+            "SELECT count(*), min(tag), max(tag) FROM t; PRAGMA integrity_check;"
+        )
+        .trim(),
+        "40|B|B\nok"
+    );
+}

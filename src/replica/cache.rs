@@ -85,6 +85,14 @@ impl PageCache {
         n
     }
 
+    /// Drops every page: the files they came from are no longer the store's (the
+    /// replica's history was replaced, `poll.rs`).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.lru.clear();
+        inner.bytes = 0;
+    }
+
     /// Bytes and pages held now.
     pub fn usage(&self) -> (u64, usize) {
         let inner = self.lock();

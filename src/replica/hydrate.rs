@@ -462,6 +462,22 @@ impl Hydration {
         Ok(true)
     }
 
+    /// The replica's history was replaced (`poll.rs`): no local page belongs to the
+    /// store's database any more. Every label goes and the file is emptied; hydration
+    /// starts again, as after a page size change.
+    pub fn forget(&self) -> std::io::Result<()> {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        *table = Table {
+            page_size: table.page_size,
+            ..Table::default()
+        };
+        self.progress().txid = 0;
+        match self.file.get() {
+            Some(file) => file.set_len(0),
+            None => Ok(()),
+        }
+    }
+
     /// Downloads every page of `state` not yet local. `stop` is checked between spans.
     pub fn hydrate(
         &self,

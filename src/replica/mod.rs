@@ -16,6 +16,7 @@
 pub mod cache;
 pub mod carry;
 pub mod fetch;
+mod history;
 pub mod hydrate;
 mod jobs;
 mod poll;
@@ -72,6 +73,8 @@ pub struct Stats {
     /// bytes), without a request of their own; also counted in `pages_fetched`.
     pub pages_read_at_open: AtomicU64,
     pub polls: AtomicU64,
+    /// Times the store turned out to hold another database's history (`poll.rs`).
+    pub history_replacements: AtomicU64,
     pub poll_errors: AtomicU64,
     pub read_errors: AtomicU64,
 }

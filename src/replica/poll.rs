@@ -2,9 +2,11 @@
 //! TXIDs, re-plans when the store's files changed, and publishes the next [`State`].
 
 use super::fetch::{FetchError, Fetcher};
+use super::history::{self, Listed};
 use super::state::{FileKey, State};
 use super::Replica;
 use crate::restore;
+use crate::storage::LtxObject;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +27,11 @@ fn level0_chain(l0: &[crate::storage::LtxObject], mut txid: u64) -> Vec<crate::s
         chain.push(next.clone());
     }
     chain
+}
+
+/// The stored objects `state` was planned from.
+fn plan_objects(state: &State) -> Vec<LtxObject> {
+    state.files().iter().map(|f| f.object.clone()).collect()
 }
 
 impl Replica {
@@ -56,10 +63,10 @@ impl Replica {
             let l0 = fetcher.list(0).await?;
             let l0_max = l0.iter().map(|f| f.max_txid).max().unwrap_or(0);
             self.saw_in_store(l0_max);
-            let vanished = cur.files().iter().filter(|f| f.object.level == 0).any(|f| {
-                !l0.iter()
-                    .any(|o| (o.min_txid, o.max_txid) == (f.object.min_txid, f.object.max_txid))
-            });
+            let cur_l0: Vec<&LtxObject> = cur.files().iter().map(|f| &f.object).filter(|o| o.level == 0).collect();
+            // Listed as planned: TXIDs, size and time. A level-0 name listed with other
+            // bytes is another history, which the full listing below tells.
+            let vanished = cur_l0.iter().any(|planned| !l0.iter().any(|o| o == *planned));
             if !vanished {
                 if l0_max <= cur.txid {
                     self.caught_up(None, l0_max);
@@ -72,7 +79,10 @@ impl Replica {
                 if chain.is_empty() && self.lock().gap.as_ref().is_some_and(|g| g.reached == cur.txid) {
                     return Ok(());
                 }
-                if !chain.is_empty() {
+                // Level 0 alone vouches for the chain only through files of `cur` it
+                // still lists: without any, the store may hold another history that
+                // happens to continue the TXID (`history_replaced`), so list it all.
+                if !chain.is_empty() && !cur_l0.is_empty() {
                     let files = self.plan_files_async(fetcher, chain).await?;
                     // A file of another page size: the primary's database was rebuilt
                     // (`PRAGMA page_size` and `VACUUM`), and the new history starts at a
@@ -104,8 +114,19 @@ impl Replica {
             g.polls_since_full = 0;
             g.store_txid = listing.max_txid();
         }
+        let listed = history::listed(&cur, &listing);
         let (plan, gap) = restore::plan_reachable(&listing).map_err(FetchError::Corrupt)?;
         let plan_txid = plan.last().map_or(0, |f| f.max_txid);
+        let replaced = match &listed {
+            Listed::Rewritten(why) => Some(why.clone()),
+            // Nothing of `cur` left and an older newest TXID: another database.
+            Listed::Nothing if plan_txid < cur.txid => Some(history::nothing_left(&cur)),
+            _ => None,
+        };
+        if let Some(why) = replaced {
+            self.note_gap(gap);
+            return self.follow_replaced_history(fetcher, &cur, plan, listing.max_txid(), why).await;
+        }
         if plan_txid < cur.txid {
             let why = gap.map_or(String::new(), |g| format!(" (it {g})"));
             return Err(FetchError::Corrupt(format!(
@@ -120,18 +141,62 @@ impl Replica {
             return Ok(());
         }
         let files = self.plan_files_async(fetcher, plan).await?;
-        let next = State::build(files).map_err(FetchError::Corrupt)?;
+        let mut next = State::build(files).map_err(FetchError::Corrupt)?;
+        next.history = cur.history;
         // Before publishing: the first read of the new plan already finds what carried.
         let bridge = self
             .bridge(fetcher, &cur, &listing)
             .await
             .filter(|b| b.txid <= next.txid);
-        self.carry_over(bridge.as_ref().unwrap_or(&cur), &next);
+        let base = bridge.as_ref().unwrap_or(&cur);
+        if listed == Listed::Nothing && !self.same_history(fetcher, &cur, base, &next).await {
+            let why = history::nothing_left(&cur) + ", and the new files disagree with it";
+            return self.follow_replaced_history(fetcher, &cur, plan_objects(&next), listing.max_txid(), why).await;
+        }
+        self.carry_over(base, &next);
         drop(bridge);
         let live: std::collections::HashSet<FileKey> = next.files().iter().map(|f| f.key()).collect();
         self.known_files().retain(|k, _| live.contains(k));
         tracing::debug!(replica = %self.name, txid = next.txid, files = next.files().len(), "re-planned");
         self.caught_up(Some(next), listing.max_txid());
+        Ok(())
+    }
+
+    /// The database at the replica's URL is another one now (`history.rs`): no
+    /// cached page, planned file or hydrated page of the old one may serve it. Before, the
+    /// poll appended the new database's files to the old one's state once its TXIDs
+    /// passed the old ones, and carried the old pages over: a tester's replicas then
+    /// served 29 wrong rows and a hydrated file that failed `integrity_check`, with no
+    /// error; while the new TXIDs were lower, they served the deleted database. The store
+    /// is followed as it is now, at a lower TXID too.
+    async fn follow_replaced_history(
+        &self,
+        fetcher: &Fetcher,
+        cur: &State,
+        plan: Vec<LtxObject>,
+        store_max: u64,
+        why: String,
+    ) -> Result<(), FetchError> {
+        let to = plan.last().map_or(0, |f| f.max_txid);
+        tracing::warn!(
+            replica = %self.name,
+            from = cur.txid,
+            to,
+            "the replica holds another database now ({why}): dropping every cached and hydrated page of \
+             the old one and following the store from TXID {to}"
+        );
+        self.cache.clear();
+        self.known_files().clear();
+        if let Some(hydration) = &self.hydration {
+            if let Err(e) = hydration.forget() {
+                hydration.record_error(&format!("emptying the hydration file for the replaced database: {e}"));
+            }
+        }
+        let files = self.plan_files_async(fetcher, plan).await?;
+        let mut next = State::build(files).map_err(FetchError::Corrupt)?;
+        next.history = cur.history.wrapping_add(1);
+        self.stats().history_replacements.fetch_add(1, Ordering::Relaxed);
+        self.caught_up(Some(next), store_max);
         Ok(())
     }
 

@@ -127,6 +127,11 @@ pub struct State {
     pub commit: u32,
     /// Header timestamp of the newest file (ms since the epoch).
     pub timestamp_ms: i64,
+    /// How many times the replica's history was replaced before this state (the database
+    /// at its URL deleted and another started there, `poll.rs`): part of the change
+    /// counter, so that a connection never takes the new history's page 1 at a TXID it
+    /// served from the old one for the same database.
+    pub history: u32,
     files: Vec<Arc<PlanFile>>,
     map: PageMap,
 }
@@ -144,6 +149,7 @@ impl State {
             page_size: first.header.page_size,
             commit: 0,
             timestamp_ms: 0,
+            history: 0,
             files: Vec::new(),
             map: PageMap::default(),
         };
@@ -157,6 +163,7 @@ impl State {
             page_size: self.page_size,
             commit: self.commit,
             timestamp_ms: self.timestamp_ms,
+            history: self.history,
             files: self.files.clone(),
             map: self.map.clone(),
         };
@@ -232,7 +239,9 @@ impl State {
     /// The file change counter page 1 carries: moves whenever the TXID does, so SQLite
     /// drops its page cache at the start of the next read transaction.
     pub fn change_counter(&self) -> u32 {
-        (self.txid as u32).max(1)
+        (self.txid as u32)
+            .wrapping_add(self.history.wrapping_mul(0x9e37_79b9))
+            .max(1)
     }
 
     /// Rewrites page 1 as served: rollback-journal mode (bytes 18-19 = 1), change counter

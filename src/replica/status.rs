@@ -62,6 +62,7 @@ impl Replica {
             "requests": get(&s.requests),
             "hedged_requests": get(&s.hedged_requests),
             "polls": get(&s.polls),
+            "history_replacements": get(&s.history_replacements),
             "poll_errors": get(&s.poll_errors),
             "read_errors": get(&s.read_errors),
             "poll_interval_ms": self.poll_interval.as_millis() as u64,
