@@ -8,9 +8,11 @@
 //! pages are opened on a thread per core: [`open`]), merges them
 //! page by page straight into a temporary file (each page is written once, newest wins,
 //! by a writing thread: [`write`]), verifies every file checksum and, when the files carry
-//! one, the database checksum, then fsyncs and renames the file into place.
+//! one, the database checksum, then fsyncs and renames the file into place. A file that
+//! fails is named with the newest TXID restorable without it ([`damaged`]).
 
 mod buffers;
+mod damaged;
 mod decode;
 mod dest;
 mod diagnose;
@@ -23,6 +25,7 @@ mod progress;
 mod run;
 mod write;
 
+pub use damaged::{file_name, restorable_without};
 pub use dest::{refuse_directory, restore};
 pub use plan::{
     check_chain, gap_before, plan, plan_at_time, plan_latest, plan_reachable, resolve_timestamp, Gap, Listing,
