@@ -210,28 +210,49 @@ impl<S: PageSource> Merge<S> {
     /// [`Merge::run`], handing out the source that holds each page rather than its bytes:
     /// a restore writes pages from the buffers its sources decoded them into, and takes
     /// their checksums from there.
-    pub fn run_sources(mut self, mut page: impl FnMut(u32, &S) -> Result<()>) -> Result<u64> {
+    pub fn run_sources(self, page: impl FnMut(u32, &S) -> Result<()>) -> Result<u64> {
+        self.run_sources_blaming(page).map_err(|e| e.error)
+    }
+
+    /// [`Merge::run_sources`], saying which input an error came from: a restore names the
+    /// damaged file of its plan rather than every file it was merging.
+    pub fn run_sources_blaming(mut self, mut page: impl FnMut(u32, &S) -> Result<()>) -> Result<u64, MergeError> {
+        let blame = |input: usize| {
+            move |error| MergeError {
+                input: Some(input),
+                error,
+            }
+        };
         let commit = self.header.commit;
-        for i in &mut self.inputs {
-            i.pgno = i.source.advance()?;
+        for (n, i) in self.inputs.iter_mut().enumerate() {
+            i.pgno = i.source.advance().map_err(blame(n))?;
         }
         while let Some(pgno) = self.inputs.iter().filter_map(|i| i.pgno).min() {
             // Newest input holding this page wins.
             if pgno <= commit {
                 if let Some(win) = self.inputs.iter().rev().find(|i| i.pgno == Some(pgno)) {
-                    page(pgno, &win.source)?;
+                    page(pgno, &win.source).map_err(|error| MergeError { input: None, error })?;
                 }
             }
-            for i in &mut self.inputs {
+            for (n, i) in self.inputs.iter_mut().enumerate() {
                 if i.pgno == Some(pgno) {
-                    i.pgno = i.source.advance()?;
+                    i.pgno = i.source.advance().map_err(blame(n))?;
                 }
             }
         }
         let mut post_apply = 0;
-        for i in self.inputs {
-            post_apply = i.source.finish()?.post_apply_checksum;
+        for (n, i) in self.inputs.into_iter().enumerate() {
+            post_apply = i.source.finish().map_err(blame(n))?.post_apply_checksum;
         }
         Ok(if self.header.no_checksum() { 0 } else { post_apply })
     }
+}
+
+/// An error of [`Merge::run_sources_blaming`] and where it came from.
+#[derive(Debug)]
+pub struct MergeError {
+    /// The input (by position, oldest first) whose bytes failed; `None` when the caller's
+    /// `page` callback failed (writing the result, not reading an input).
+    pub input: Option<usize>,
+    pub error: Error,
 }

@@ -227,6 +227,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the error says the file's bytes are wrong (changed in storage or cut
+    /// short), rather than that reading them failed or that the key does not open them:
+    /// what a restore and `verify` call a damaged file.
+    pub fn is_damage(&self) -> bool {
+        !matches!(
+            self,
+            Error::Io(_)
+                | Error::KeyRequired { .. }
+                | Error::NotARecipient { .. }
+                | Error::Crypto(_)
+                | Error::Usage(_)
+                | Error::Compress(_)
+                | Error::PageSizeMismatch { .. }
+        )
+    }
+
     pub(crate) fn header(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidHeader {
             field,

@@ -50,7 +50,9 @@ mod v4_tests;
 
 pub use apply::{Applier, PageSink, Position};
 pub use checksum::{crc64, lock_pgno, page_checksum, Crc64, DbChecksum, CHECKSUM_FLAG, EMPTY_DB_CHECKSUM};
-pub use compact::{compact, compact_with, compacted_header, is_contiguous, Compacted, DecodedPages, Merge, PageSource};
+pub use compact::{
+    compact, compact_with, compacted_header, is_contiguous, Compacted, DecodedPages, Merge, MergeError, PageSource,
+};
 pub use decoder::{
     decode_file, decode_file_with, verify, verify_with, DecodeSummary, DecodedFile, Decoder, SealedSummary,
 };

@@ -263,7 +263,7 @@ pub fn gap_before(listing: &Listing, limit: u64) -> Option<Gap> {
 
 /// The greedy chain of [`plan`] up to `limit`, which may stop short of it; an error
 /// only when nothing starts it.
-fn chain(listing: &Listing, limit: u64) -> Result<Vec<LtxObject>, String> {
+pub(super) fn chain(listing: &Listing, limit: u64) -> Result<Vec<LtxObject>, String> {
     let snapshot = listing
         .snapshots
         .iter()

@@ -207,13 +207,28 @@ pub fn restore(
     let result = write_merged(&store, &files, &tmp, modes, options, &progress.downloaded);
     let position = match result {
         Ok(p) => p,
-        Err(e) => {
+        Err(failed) => {
             let _ = fs::remove_file(&tmp);
-            // A merge error comes from one of the files: name them all.
-            let names: Vec<String> = files
-                .iter()
-                .map(|f| format!("level {} file {:x}-{:x}", f.level, f.min_txid, f.max_txid))
-                .collect();
+            let target_txid = progress.target_txid;
+            let e = match failed {
+                // One file failed: that file, and (its bytes wrong) what restores without it.
+                MergeFailed::File(i, error) => {
+                    let damaged = std::slice::from_ref(&files[i]);
+                    let without = error
+                        .is_damage()
+                        .then(|| super::damaged::restorable_without(&listing, damaged, target_txid))
+                        .flatten();
+                    super::damaged::failure(store.as_ref(), &files[i], &error, without)
+                }
+                // No one file to blame: the files it was merging.
+                MergeFailed::Other(e) => {
+                    let names: Vec<String> = files
+                        .iter()
+                        .map(|f| format!("level {} file {:x}-{:x}", f.level, f.min_txid, f.max_txid))
+                        .collect();
+                    format!("{e} (merging {})", names.join(", "))
+                }
+            };
             // A "wrong key" may be a changed byte in a file's leading recipient block (only
             // a keyed restore opens one: a keyless one, perhaps failing on a store that is
             // down, asks nothing more).
@@ -230,11 +245,7 @@ pub fn restore(
                     corrupt.join(", ")
                 ),
             };
-            return Err(format!(
-                "restoring {describe} to {}: {e} (merging {}){corrupt}",
-                dest.display(),
-                names.join(", ")
-            ));
+            return Err(format!("restoring {describe} to {}: {e}{corrupt}", dest.display()));
         }
     };
     if options.overwrite {
@@ -311,6 +322,21 @@ fn temp_path(dest: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Why [`write_merged`] failed.
+enum MergeFailed {
+    /// Reading the plan's file at this index failed (its bytes, or the store giving them).
+    File(usize, crate::ltx::Error),
+    /// Anything else: the files do not fit together, writing the result, the database
+    /// checksum of the whole.
+    Other(String),
+}
+
+impl From<String> for MergeFailed {
+    fn from(e: String) -> Self {
+        MergeFailed::Other(e)
+    }
+}
+
 /// Streams every file of the plan at once and merges them page by page into `tmp`: the
 /// largest files decode on threads of their own, a thread writes (see `decode`, `write`).
 fn write_merged(
@@ -320,7 +346,7 @@ fn write_merged(
     modes: FileModes,
     options: &RestoreOptions,
     downloaded: &Arc<AtomicU64>,
-) -> Result<Position, String> {
+) -> Result<Position, MergeFailed> {
     let out = Arc::new(modes.create_file(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?);
     let budget = Arc::new(Semaphore::new(
         (options.prefetch_bytes / options.chunk_bytes.max(1)).max(1) as usize,
@@ -359,22 +385,22 @@ fn write_merged(
             } else {
                 DecodedPages::with_key(r, key).map(FilePages::InLine)
             }
+            .map_err(|e| MergeFailed::File(i, e))
         })
-        .collect::<crate::ltx::Result<Vec<_>>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<Vec<_>, MergeFailed>>()?;
     let merge = Merge::from_sources(sources).map_err(|e| e.to_string())?;
     let header = merge.header;
     if header.min_txid != 1 {
-        return Err(format!(
+        return Err(MergeFailed::Other(format!(
             "the plan starts at TXID {}, not at a snapshot",
             header.min_txid
-        ));
+        )));
     }
     let mut writer = PageWriter::new(Arc::clone(&out), header.page_size).map_err(|e| e.to_string())?;
     let mut checksum = DbChecksum::new();
     let verify = !header.no_checksum();
     let post_apply = merge
-        .run_sources(|pgno, source| {
+        .run_sources_blaming(|pgno, source| {
             if verify {
                 let sum = source.page_checksum();
                 checksum.toggle_checksum(sum.unwrap_or_else(|| page_checksum(pgno, source.page())));
@@ -385,17 +411,20 @@ fn write_merged(
             }
             .map_err(crate::ltx::Error::Io)
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e.input {
+            Some(i) => MergeFailed::File(i, e.error),
+            None => MergeFailed::Other(e.error.to_string()),
+        })?;
     writer.finish().map_err(|e| e.to_string())?;
     // Pages the merge never wrote are holes, which read as zeros: the lock page among
     // them, as a snapshot restores it.
     out.set_len(header.page_size as u64 * header.commit as u64)
         .map_err(|e| e.to_string())?;
     if verify && checksum.value() != post_apply {
-        return Err(format!(
+        return Err(MergeFailed::Other(format!(
             "database checksum after merging is {:016x}, the last file says {post_apply:016x}",
             checksum.value()
-        ));
+        )));
     }
     out.sync_all().map_err(|e| e.to_string())?;
     Ok(Position {

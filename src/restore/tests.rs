@@ -135,3 +135,51 @@ fn a_restore_into_a_missing_directory_names_the_directory_not_the_temp_file() {
         "{err}"
     );
 }
+
+/// Flips one byte in the middle of the level-0 file of `txid`.
+fn damage(store: &Arc<dyn ReplicaStore>, txid: u64) {
+    let mut bytes = block_on(store.get(0, txid, txid)).unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    block_on(store.put(0, txid, txid, Bytes::from(bytes), 0)).unwrap();
+}
+
+/// A restore through a damaged file names that file (level, TXIDs, where it is) and
+/// the newest TXID restorable without it, which then restores; not every file merged.
+#[test]
+fn a_damaged_file_is_named_with_the_newest_txid_restorable_without_it() {
+    let (store, _) = replica("restore-tests-damaged", None, false);
+    damage(&store, 7);
+    let err = restored(store.clone(), None).unwrap_err();
+    for said in [
+        "level 0 file 0000000000000007-0000000000000007.ltx (TXIDs 7-7)",
+        "ltx/0/0000000000000007-0000000000000007.ltx is damaged: ltx:",
+        "the newest TXID restorable without it is 6: restore -txid 0000000000000006",
+    ] {
+        assert!(err.contains(said), "{said:?} not in {err}");
+    }
+    assert!(!err.contains("merging"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let at = restore(
+        store,
+        &dir.path().join("6.db"),
+        Target::Txid(6),
+        &RestoreOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(at.position.txid, 6);
+}
+
+/// The snapshot every plan starts from, damaged: nothing restores without it.
+#[test]
+fn a_damaged_snapshot_leaves_no_txid_restorable() {
+    let (store, _) = replica("restore-tests-damaged-snapshot", None, false);
+    damage(&store, 1);
+    let err = restored(store, None).unwrap_err();
+    assert!(
+        err.contains("0000000000000001-0000000000000001.ltx (TXIDs 1-1)")
+            && err.contains("is damaged")
+            && err.contains("restorable without it: none"),
+        "{err}"
+    );
+}

@@ -23,6 +23,18 @@ use super::target::Target;
 
 pub(crate) fn open_file(t: &Target, opts: &StoreOptions) -> Result<ObjectReplica> {
     t.params.check_known("file", &[], &t.name)?;
+    let ignored = cloud_options_set(opts);
+    if !ignored.is_empty() {
+        // Said, not refused: the URI parameters a replica URL nested in a SQLite URI takes
+        // its options from may come from one template for several stores; in silence an
+        // `endpoint=` meant for S3 let people believe a file:// replica went there.
+        tracing::warn!(
+            replica = %t.name,
+            "{} ignored: a file:// replica is a local directory and uses no endpoint, region or \
+             credentials (they are s3://, abs:// and gs:// settings)",
+            ignored.iter().map(|k| format!("{k}=")).collect::<Vec<_>>().join(", ")
+        );
+    }
     if !t.host.is_empty() && t.host != "localhost" {
         return Err(Error::config(format!(
             "replica URL {} names host {:?}; file URLs are local: file:///absolute/path",
@@ -50,6 +62,25 @@ pub(crate) fn open_file(t: &Target, opts: &StoreOptions) -> Result<ObjectReplica
             .with_fsync(std::path::PathBuf::from("/"))
             .with_file_modes(opts.file_modes),
     )
+}
+
+/// The store options of cloud stores set in `opts`, by their URI parameter names
+/// (never their values, which may be secrets).
+fn cloud_options_set(opts: &StoreOptions) -> Vec<&'static str> {
+    [
+        ("endpoint", opts.endpoint.is_some()),
+        ("region", opts.region.is_some()),
+        ("force-path-style", opts.force_path_style.is_some()),
+        ("skip-verify", opts.skip_verify.is_some()),
+        ("access-key-id", opts.access_key_id.is_some()),
+        ("secret-access-key", opts.secret_access_key.is_some()),
+        ("account-name", opts.account_name.is_some()),
+        ("account-key", opts.account_key.is_some()),
+        ("sas-token", opts.sas_token.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
 }
 
 /// Removes the staging files (`<name>#<n>`) object_store's puts leave in `dirs` when the
@@ -121,4 +152,24 @@ pub(crate) fn open_memory(t: &Target, _opts: &StoreOptions) -> Result<ObjectRepl
         t.name.clone(),
         Redactor::default(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `endpoint=` beside a file:// replica (a top-level URI parameter) is named, as are
+    /// the other cloud settings, and no value is: a secret key must not reach the log.
+    #[test]
+    fn cloud_options_given_to_a_file_replica_are_named_without_their_values() {
+        let mut opts = StoreOptions::default();
+        assert!(cloud_options_set(&opts).is_empty());
+        opts.set("endpoint", "http://127.0.0.1:9000").unwrap();
+        assert_eq!(cloud_options_set(&opts), ["endpoint"]);
+        opts.set("secret-access-key", "s3cr3t").unwrap();
+        opts.set("requests_per_second", "10").unwrap();
+        let named = cloud_options_set(&opts);
+        assert_eq!(named, ["endpoint", "secret-access-key"]);
+        assert!(!named.concat().contains("s3cr3t"));
+    }
 }

@@ -225,6 +225,10 @@ impl ReplicaStore for Metered {
         self.inner.describe()
     }
 
+    fn file_key(&self, level: u8, min_txid: u64, max_txid: u64) -> String {
+        self.inner.file_key(level, min_txid, max_txid)
+    }
+
     async fn list(&self, level: u8) -> Result<Vec<LtxObject>> {
         self.time(Op::List, 0, self.inner.list(level), none).await
     }

@@ -270,6 +270,14 @@ impl ReplicaStore for ObjectReplica {
         &self.name
     }
 
+    fn file_key(&self, level: u8, min_txid: u64, max_txid: u64) -> String {
+        let key = self.layout.key(level, min_txid, max_txid);
+        match &self.fsync_root {
+            Some(root) => root.join(key.as_ref()).display().to_string(),
+            None => key.to_string(),
+        }
+    }
+
     async fn list(&self, level: u8) -> Result<Vec<LtxObject>> {
         let dir = self.layout.level_dir(level);
         let listing = match self.store.list_with_delimiter(Some(&dir)).await {

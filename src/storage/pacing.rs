@@ -235,6 +235,10 @@ impl ReplicaStore for Paced {
         self.inner.describe()
     }
 
+    fn file_key(&self, level: u8, min_txid: u64, max_txid: u64) -> String {
+        self.inner.file_key(level, min_txid, max_txid)
+    }
+
     fn endpoint(&self) -> Option<&str> {
         Some(&self.budget.endpoint)
     }

@@ -61,6 +61,13 @@ pub trait ReplicaStore: Send + Sync + Debug {
         None
     }
 
+    /// Where the file of (level, TXIDs) is, for messages that send a user to it: its
+    /// path on disk for a local replica, else its key in the bucket. The default is the
+    /// key Litestream's layout gives it under the replica's path.
+    fn file_key(&self, level: u8, min_txid: u64, max_txid: u64) -> String {
+        format!("ltx/{level}/{}", crate::ltx::format_name(min_txid, max_txid))
+    }
+
     /// The LTX files at `level`, sorted by min TXID (then max TXID). Objects whose names are
     /// not exactly `%016x-%016x.ltx` are skipped with a warning. A level that does not exist
     /// yet is empty, not an error.

@@ -2,7 +2,7 @@
 //! a restore of the latest state would download.
 
 use litestream_vfs::ltx::{Header, HEADER_SIZE};
-use litestream_vfs::restore::{plan_reachable, Listing, LEVELS, SNAPSHOT_LEVEL};
+use litestream_vfs::restore::{oldest_restorable, plan_reachable, Listing, LEVELS, SNAPSHOT_LEVEL};
 use litestream_vfs::runtime::block_on;
 use litestream_vfs::storage::{LtxObject, ReplicaStore};
 use serde_json::json;
@@ -15,6 +15,7 @@ Usage: litestream-vfs info [--json] URL
 
 Summarizes the replica at URL (or a local replica directory): files, bytes and TXID range
 per level, the snapshots and when they were taken, the newest TXID and when it was
+written, the oldest TXID a restore can reach with the files present and when it was
 written, the plan a restore of the latest state would follow (files and bytes), and
 which files of that plan are encrypted (LTX v4) and to how many recipients. It reads only
 file headers, which are not encrypted, so it needs no key.
@@ -103,6 +104,16 @@ fn summarize(store: &dyn ReplicaStore) -> Result<serde_json::Value, String> {
         .max_by_key(|f| (f.max_txid, std::cmp::Reverse(f.level)))
         .expect("not empty");
     let min_txid = all.iter().map(|f| f.min_txid).min().unwrap_or(0);
+    // How far back a restore goes: retention removes old snapshots and levels.
+    let oldest = oldest_restorable(&listing)
+        .map(|(txid, f)| {
+            Ok::<_, String>(json!({
+                "txid": format::txid(txid),
+                "txid_decimal": txid,
+                "timestamp": timestamp(&f)?,
+            }))
+        })
+        .transpose()?;
     let encryption = encryption_summary(store, &listing)?;
     let restore_plan = match plan_reachable(&listing) {
         Ok((files, gap)) => json!({
@@ -136,6 +147,7 @@ fn summarize(store: &dyn ReplicaStore) -> Result<serde_json::Value, String> {
         "max_txid": format::txid(newest.max_txid),
         "max_txid_decimal": newest.max_txid,
         "latest_timestamp": timestamp(newest)?,
+        "oldest_restorable": oldest,
         "files": all.len(),
         "bytes": all.iter().map(|f| f.size).sum::<u64>(),
         "levels": per_level,
@@ -220,6 +232,16 @@ fn print_text(d: &serde_json::Value) {
         n(&d["max_txid_decimal"]),
         s(&d["latest_timestamp"])
     );
+    let oldest = &d["oldest_restorable"];
+    match oldest.is_null() {
+        true => println!("  oldest restorable: none (no snapshot or file from TXID 1 to start from)"),
+        false => println!(
+            "  oldest restorable: TXID {} ({}, written {})",
+            s(&oldest["txid"]),
+            n(&oldest["txid_decimal"]),
+            s(&oldest["timestamp"])
+        ),
+    }
     println!("  files:        {}, {}", n(&d["files"]), format::bytes(n(&d["bytes"])));
     for l in d["levels"].as_array().into_iter().flatten() {
         println!(

@@ -2,7 +2,7 @@
 //! extension uses (`litestream_vfs::restore`, `storage`, `ltx`).
 //!
 //! Exit status: 0 on success, 1 when the work failed (storage, checksums, an existing
-//! file), 2 when the command line is wrong.
+//! file, a damaged file `verify` found), 2 when the command line is wrong.
 
 // The house rule: `unsafe` only under the library's `src/vfs/`.
 #![deny(unsafe_code)]
@@ -17,6 +17,7 @@ mod progress;
 mod rekey_cmd;
 mod restore_cmd;
 mod store;
+mod verify_cmd;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,7 @@ Usage:
   litestream-vfs restore -o PATH [--txid TXID | --timestamp TIME | --time WHEN] [--overwrite] [--key HEX] URL
   litestream-vfs ltx [--level N|all] [--json] [--key HEX] FILE_OR_URL...
   litestream-vfs info [--json] URL
+  litestream-vfs verify [--all] [--json] [--key HEX] URL
   litestream-vfs keygen
   litestream-vfs rekey -encrypt-to PUB[,PUB...] [--key HEX] [-o OUT [--overwrite]] URL_OR_FILE
   litestream-vfs help [COMMAND]
@@ -82,14 +84,15 @@ fn run(argv: &[String]) -> CmdResult {
             println!("litestream-vfs {}", litestream_vfs::VERSION);
             Ok(())
         }
-        c @ ("restore" | "ltx" | "info" | "keygen" | "rekey") if wants_help => help(Some(c)),
+        c @ ("restore" | "ltx" | "info" | "verify" | "keygen" | "rekey") if wants_help => help(Some(c)),
         "restore" => restore_cmd::run(rest),
         "ltx" => ltx_cmd::run(rest),
         "info" => info_cmd::run(rest),
+        "verify" => verify_cmd::run(rest),
         "keygen" => keygen_cmd::run(rest),
         "rekey" => rekey_cmd::run(rest),
         other => Err(Failure::Usage(format!(
-            "unknown command {other:?}; the commands are restore, ltx, info, keygen and rekey"
+            "unknown command {other:?}; the commands are restore, ltx, info, verify, keygen and rekey"
         ))),
     }
 }
@@ -101,6 +104,7 @@ fn help(command: Option<&str>) -> CmdResult {
         Some("restore") => restore_cmd::HELP,
         Some("ltx") => ltx_cmd::HELP,
         Some("info") => info_cmd::HELP,
+        Some("verify") => verify_cmd::HELP,
         Some("keygen") => keygen_cmd::HELP,
         Some("rekey") => rekey_cmd::HELP,
         Some(other) => return Err(Failure::Usage(format!("no help for unknown command {other:?}"))),

@@ -339,6 +339,10 @@ impl ReplicaStore for NatsReplica {
         &self.settings.name
     }
 
+    fn file_key(&self, level: u8, min_txid: u64, max_txid: u64) -> String {
+        self.key(level, min_txid, max_txid)
+    }
+
     async fn list(&self, level: u8) -> Result<Vec<LtxObject>> {
         let dir = self.settings.layout.level_dir(level).to_string();
         let ctx = self.ctx("LIST", &dir);
