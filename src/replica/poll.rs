@@ -125,7 +125,9 @@ impl Replica {
         };
         if let Some(why) = replaced {
             self.note_gap(gap);
-            return self.follow_replaced_history(fetcher, &cur, plan, listing.max_txid(), why).await;
+            return self
+                .follow_replaced_history(fetcher, &cur, plan, listing.max_txid(), why)
+                .await;
         }
         if plan_txid < cur.txid {
             let why = gap.map_or(String::new(), |g| format!(" (it {g})"));
@@ -151,7 +153,9 @@ impl Replica {
         let base = bridge.as_ref().unwrap_or(&cur);
         if listed == Listed::Nothing && !self.same_history(fetcher, &cur, base, &next).await {
             let why = history::nothing_left(&cur) + ", and the new files disagree with it";
-            return self.follow_replaced_history(fetcher, &cur, plan_objects(&next), listing.max_txid(), why).await;
+            return self
+                .follow_replaced_history(fetcher, &cur, plan_objects(&next), listing.max_txid(), why)
+                .await;
         }
         self.carry_over(base, &next);
         drop(bridge);
