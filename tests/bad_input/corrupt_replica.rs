@@ -82,7 +82,9 @@ fn restore_from_corrupt_replica() {
     );
     assert!(stdout.is_empty(), "{stdout}");
     assert!(
-        stderr.contains(&format!("restoring {}", fresh.display())) && stderr.contains("level 0 file 1-1"),
+        stderr.contains(&format!("restoring {}", fresh.display()))
+            && stderr.contains("(TXIDs 1-1)")
+            && stderr.contains("is damaged"),
         "{stderr}"
     );
     let left: Vec<_> = std::fs::read_dir(dir.path())
@@ -174,7 +176,10 @@ fn frame_claiming_a_huge_size() {
         &[],
     );
     assert!(stdout.is_empty(), "{stdout}");
-    assert!(stderr.contains("level 0 file 2-2"), "{stderr}");
+    assert!(
+        stderr.contains("(TXIDs 2-2)") && stderr.contains("is damaged"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("8388608"),
         "the error names the claimed size:\n{stderr}"
