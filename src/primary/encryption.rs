@@ -62,8 +62,14 @@ pub fn check_replica(
 }
 
 fn get(store: &dyn ReplicaStore, f: &LtxObject, range: std::ops::Range<u64>) -> Result<Vec<u8>, String> {
-    // At open, where the application waits: bounded as the open's listing is.
-    let read = store.get_range(f.level, f.min_txid, f.max_txid, range);
+    // At open, where the application waits: bounded and retried as the open's listing is.
+    // Not retried, a connection lost during this one request failed the open (a NATS
+    // server restarting under a workload that reopened, once in CI).
+    let policy = crate::storage::RetryPolicy::at_open();
+    let read = crate::storage::retry(
+        || store.get_range(f.level, f.min_txid, f.max_txid, range.clone()),
+        &policy,
+    );
     crate::storage::while_application_waits(store, "GET", read)
         .map(|b| b.to_vec())
         .map_err(|e| e.to_string())

@@ -24,6 +24,19 @@ pub struct RetryPolicy {
     pub deadline: Option<Duration>,
 }
 
+impl RetryPolicy {
+    /// What an open's requests retry with: the application waits for them, so a few
+    /// quick attempts within 5 s ride out a dropped connection or a restarting server.
+    pub fn at_open() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(50),
+            max_delay: Duration::from_secs(1),
+            max_attempts: Some(5),
+            deadline: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
 impl Default for RetryPolicy {
     /// 100 ms doubling up to 10 s, at most 8 attempts and 1 minute.
     fn default() -> Self {

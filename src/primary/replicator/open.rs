@@ -426,12 +426,7 @@ fn newest_for_open(
 fn replica_newest(
     store: &dyn ReplicaStore,
 ) -> Result<(Option<LtxObject>, crate::restore::Listing), crate::storage::Error> {
-    let policy = crate::storage::RetryPolicy {
-        initial: Duration::from_millis(50),
-        max_delay: Duration::from_secs(1),
-        max_attempts: Some(5),
-        deadline: Some(Duration::from_secs(5)),
-    };
+    let policy = crate::storage::RetryPolicy::at_open();
     let levels = crate::restore::EVERY_LEVEL.map(|level| crate::storage::retry(move || store.list(level), &policy));
     let all = futures::future::try_join_all(levels);
     let lists = crate::storage::while_application_waits(store, "LIST", all)?;
