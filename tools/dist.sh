@@ -10,15 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile="${1:-dist}"
-# The goal is 8 MB; the library is 7,883,584 bytes (README "Sizes"), and the ceiling sits
-# about 20 KB above it so that growth fails here before it nears the goal.
+# The goal is 8 MB; the library is 7,912,128 bytes (README "Sizes"; 7,883,584 after the
+# block_on cut, +28,544 for the fixes of 2026-12-07's third session and the verify command),
+# and the ceiling sits about 25 KB above it so that growth fails here before it nears the goal.
 # CI packages the release build (make dist takes 8 minutes): its ceiling sits about as
 # far above the release library (11,620,168 bytes stripped at the end of 2026-12-07's
 # third session, after the block_on cut and that session's fixes) as the dist ceiling above
 # the dist library, so that growth shows in `make test` before it reaches the shipped library.
 # tests/packages.rs reads the ceiling from target/packages/CEILING.
 case "$profile" in
-  dist) ceiling=7905000 ;;
+  dist) ceiling=7937000 ;;
   release) ceiling=11660000 ;;
   *) echo "tools/dist.sh: profile $profile: expected dist or release" >&2; exit 2 ;;
 esac
