@@ -396,23 +396,6 @@ fn write_tagged(db: &Path, url: &str, table: &str, tag: &str, rows: u32, pad: u3
     sqlite(&sql).trim().lines().last().unwrap().parse().unwrap()
 }
 
-/// Waits until the replica in `shell` serves TXID `txid`.
-fn wait_for_txid(shell: &mut LiveShell, txid: u64) {
-    let started = Instant::now();
-    loop {
-        let at = shell.run("SELECT litestream_status() ->> '$.txid';");
-        if at.trim() == txid.to_string() {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the replica serves TXID {at} after 30 s, not {txid}\n{}",
-            shell.stderr()
-        );
-        sleep(Duration::from_millis(50));
-    }
-}
-
 /// The database at a replica's URL deleted with its replica, and another one started
 /// there: replicas open across the change serve only the new database once it is
 /// stored, never the old one's cached or hydrated pages inside it. Before, they appended
@@ -460,7 +443,8 @@ fn replicas_open_across_a_database_replaced_at_their_url_serve_only_the_new_one(
     assert!(new_txid > old_txid, "the new database passes the old one's TXID");
 
     for replica in [&mut plain, &mut hydrated] {
-        wait_for_txid(replica, new_txid);
+        let reached = replica.run(&format!("SELECT litestream_wait({new_txid}, 30000);"));
+        assert_eq!(reached.trim(), new_txid.to_string(), "{}", replica.stderr());
         assert_eq!(
             replica
                 .run("SELECT count(*), min(tag), max(tag) FROM t; SELECT count(*) FROM t2; PRAGMA integrity_check;")

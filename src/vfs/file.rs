@@ -348,7 +348,7 @@ unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_i
         if level <= ffi::SQLITE_LOCK_SHARED && this.wrote_outside_wal.swap(false, Ordering::Relaxed) {
             if let FileRole::PrimaryDb(database) = &this.role {
                 if let Some(primary) = database.leader() {
-                    primary.after_commit_outside_wal();
+                    primary.after_commit();
                 }
             }
         }

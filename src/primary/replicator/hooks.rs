@@ -76,7 +76,7 @@ impl Primary {
     /// file, unseen by capture. Each write then requires a snapshot, so every such commit
     /// is still replicated, if expensively, until page 1 says WAL (2) again. True for
     /// such a write: the transaction's end then waits for its snapshot with
-    /// `sync=commit` ([`Primary::after_commit_outside_wal`]).
+    /// `sync=commit` ([`Primary::after_commit`]).
     pub fn on_db_write(&self, offset: u64, data: &[u8]) -> bool {
         if offset == 0 && data.len() > 19 {
             let leaving = data[18] == 1 && data[19] == 1;
@@ -99,15 +99,11 @@ impl Primary {
         true
     }
 
-    /// A write transaction outside WAL mode gave up its lock on the file: its commit is
-    /// in the database file, and the snapshot `on_db_write` required carries it. With
-    /// `sync=commit` the commit returns once that snapshot is stored; before, it returned
-    /// at once, as in WAL mode the wait hangs on the WAL write lock, never taken here.
-    pub fn after_commit_outside_wal(&self) {
-        self.after_commit();
-    }
-
-    pub(super) fn after_commit(&self) {
+    /// With `sync=commit`, waits until the commit just made is stored. Called when a
+    /// write transaction ends: at the WAL write lock's release, or, outside WAL mode,
+    /// when it gives up its lock on the file (`vfs/file.rs`), where the snapshot
+    /// `on_db_write` required carries the commit (before, such commits returned at once).
+    pub fn after_commit(&self) {
         if self.config.sync_mode != SyncMode::Commit {
             return;
         }
