@@ -278,6 +278,24 @@ fn a_followers_sync_is_answered_before_the_replicating_process_interval() {
     assert_eq!(plain_sqlite(&restored, "SELECT count(*) FROM t").trim(), "3");
 }
 
+/// An idle replicating process stops listing its request, hand-off and staging
+/// directories while nothing arrives in them (`primary/quiet_dir.rs`): after 7 s of
+/// quiet a follower's request, its hand-off record (the WAL truncated under the
+/// replicating process) and the staged files that follow are all still found, and
+/// the sync returns within its timeout with every commit stored.
+#[test]
+fn a_followers_sync_after_a_long_quiet_is_answered_with_every_commit() {
+    let (dir, db, url, _a) = replicated_by_a("sync_interval=200ms");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, "sync_interval=200ms"));
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let out = b.run(
+        "INSERT INTO t(v) VALUES ('b1'); PRAGMA wal_checkpoint(TRUNCATE); INSERT INTO t(v) VALUES ('b2'); \
+         SELECT litestream_sync(5000) > 0;",
+    );
+    assert!(out.trim().ends_with('1'), "the sync after a quiet: {out}{}", b.stderr());
+    restore_equals_primary(dir.path(), &url, &db);
+}
+
 /// A process that opens the database read-only (`mode=ro`: a reporting worker) and is
 /// first to open it holds the replication role like any other: it captures the writers'
 /// commits from the WAL and their hand-off records, answers their syncs and uploads.

@@ -15,6 +15,7 @@
 //!   `uploaded.json` reaches it. TXIDs, not WAL positions: generations of the WAL cannot
 //!   be ordered by their salts.
 
+use super::quiet_dir::QuietDir;
 use super::shared_staging::{self, StagingDir};
 use super::Primary;
 use crate::config::Config;
@@ -226,8 +227,13 @@ pub fn watch_requests(staging_dir: &Path, modes: FileModes, worker: JobId) -> Op
 /// Leader side: the requests waiting, listed *before* catching up on the WAL (a commit
 /// made before a request is then in the WAL or a hand-off record by the time it is read).
 /// Answers nobody collected for a minute (their process died) are removed.
-pub fn pending_requests(staging_dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(sync_dir(staging_dir)) else {
+pub fn pending_requests(staging_dir: &Path, quiet: &QuietDir) -> Vec<PathBuf> {
+    let dir = sync_dir(staging_dir);
+    quiet.list(&dir, 0, || Ok(requests_in(&dir))).unwrap_or_default()
+}
+
+fn requests_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut requests = Vec::new();
@@ -590,7 +596,7 @@ mod tests {
         let answerer = {
             let staging = staging.clone();
             std::thread::spawn(move || loop {
-                let pending = pending_requests(&staging);
+                let pending = pending_requests(&staging, &QuietDir::default());
                 if let Some(request) = pending.first() {
                     answer(request, FileModes::NewDatabase, 7, 1);
                     std::thread::sleep(Duration::from_millis(50));
@@ -629,7 +635,7 @@ mod tests {
         let answerer = {
             let staging = staging.clone();
             std::thread::spawn(move || loop {
-                if let Some(request) = pending_requests(&staging).first() {
+                if let Some(request) = pending_requests(&staging, &QuietDir::default()).first() {
                     let seen = (mode(&sync_dir(&staging)), mode(request));
                     answer(request, modes, 1, 1);
                     publish_uploaded(&staging, modes, Uploaded { txid: 1, node_id: 1 });

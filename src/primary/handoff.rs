@@ -23,6 +23,7 @@
 //! (`handoff/batch_record.rs`): the pages those commits changed, merged, not the frames.
 
 use super::capture::{frame_reader, WalSource};
+use super::quiet_dir::QuietDir;
 use super::state::{FileIdentity, SavedWal};
 use crate::file_modes::FileModes;
 use crate::wal::{walk_frames, FrameHeader, WalHeader, FRAME_HEADER_SIZE, HEADER_SIZE};
@@ -118,6 +119,8 @@ pub struct HandoffDir {
     /// Whether the counter was checked against the records' names since this process
     /// opened the database (`next_seq`).
     names_checked: Arc<AtomicBool>,
+    /// Idle turns do not list a directory no record arrived in.
+    quiet: QuietDir,
 }
 
 impl HandoffDir {
@@ -126,6 +129,7 @@ impl HandoffDir {
             dir: staging_dir.join("handoff"),
             modes,
             names_checked: Arc::default(),
+            quiet: QuietDir::default(),
         }
     }
 
@@ -139,6 +143,10 @@ impl HandoffDir {
     /// (this process's own batch records pile up between stages, and every restart
     /// lists the records).
     pub fn list_after(&self, seq: u64) -> io::Result<Vec<Record>> {
+        self.quiet.list(&self.dir, seq, || self.list_after_now(seq))
+    }
+
+    fn list_after_now(&self, seq: u64) -> io::Result<Vec<Record>> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -17,6 +17,7 @@ mod leader_lock;
 pub mod level_cache;
 mod needed_files;
 pub mod page_pool;
+mod quiet_dir;
 pub mod registry;
 mod replica_check;
 mod replicator;

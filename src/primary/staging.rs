@@ -5,6 +5,7 @@ use crate::durable::sync_dir;
 use crate::file_modes::FileModes;
 use crate::ltx::{format_name, parse_name};
 use crate::primary::level_cache::TempOutput;
+use crate::primary::quiet_dir::QuietDir;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ pub struct Staging {
     dir: PathBuf,
     /// The database's permissions: a staged file holds its pages.
     modes: FileModes,
+    /// An idle database's turns do not list an empty staging directory.
+    quiet: QuietDir,
 }
 
 impl Staging {
@@ -47,7 +50,11 @@ impl Staging {
                 fs::remove_file(&path)?;
             }
         }
-        Ok(Staging { dir: ltx, modes })
+        Ok(Staging {
+            dir: ltx,
+            modes,
+            quiet: QuietDir::default(),
+        })
     }
 
     /// Where staged files are (`<staging>/ltx`).
@@ -118,6 +125,10 @@ impl Staging {
 
     /// Staged files in TXID order. Names we did not write are ignored.
     pub fn list(&self) -> io::Result<Vec<StagedFile>> {
+        self.quiet.list(&self.dir, 0, || self.list_now())
+    }
+
+    fn list_now(&self) -> io::Result<Vec<StagedFile>> {
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;

@@ -22,6 +22,7 @@ use super::compactor::{Compactor, LevelCache, SNAPSHOT_LEVEL};
 use super::follow::follow;
 use super::follower::{self, Uploaded};
 use super::handoff::{HandoffDir, Record};
+use super::quiet_dir::QuietDir;
 use super::staging::{remove_with_companions, StagedFile, Staging};
 use super::state::{FileIdentity, SavedState, StateFile};
 use super::sync_stats::SyncStats;
@@ -335,6 +336,8 @@ pub struct Primary {
     /// Wakes the worker when a follower asks for a sync (`follower::watch_requests`);
     /// dropped at close.
     request_watch: Mutex<Option<crate::engine::DirWatch>>,
+    /// Idle turns do not list an empty request directory (`follower::pending_requests`).
+    requests_quiet: QuietDir,
     /// True while a connection of ours may hold the WAL write lock (a snapshot's, or a
     /// wal-index probe's recovery): the application's writers wait for it instead of
     /// seeing SQLITE_BUSY.

@@ -220,6 +220,7 @@ impl Primary {
             stage_lock: Mutex::new(()),
             progress: Condvar::new(),
             worker_job: OnceLock::new(),
+            requests_quiet: Default::default(),
             request_watch: Mutex::new(None),
             snapshot_locking: Mutex::new(false),
             snapshot_unlocked: Condvar::new(),

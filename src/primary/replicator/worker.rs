@@ -57,7 +57,7 @@ impl Primary {
         };
         // Requests listed before catching up: commits made before them are then in
         // the WAL or a hand-off record (`follower.rs`).
-        let requests = follower::pending_requests(&self.config.staging_dir);
+        let requests = follower::pending_requests(&self.config.staging_dir, &self.requests_quiet);
         if follower::snapshot_asked(&requests) {
             tracing::info!(db = %self.db_path.display(), "taking a snapshot: another process asked for it (litestream_snapshot())");
             let mut shared = self.lock();
