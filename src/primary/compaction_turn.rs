@@ -30,6 +30,9 @@ pub enum CompactionEvent {
     /// No restore plan reaches the replica's newest TXID (why): the primary takes a
     /// snapshot of the database.
     ChainBroken(String),
+    /// Whether this primary's key opens the file a restore of the newest state starts
+    /// from (`None`), or why not: the primary then takes a snapshot to its key.
+    BaseKey(Option<String>),
 }
 
 /// When each level (and the snapshot) is next due, wall-clock ms, and which levels may
@@ -180,8 +183,10 @@ impl Compactor {
                 Err(e) => control.report(CompactionEvent::Failed(format!("retention: {e}"))),
             }
             if let Some(status) = &self.encryption_status {
-                if let Err(e) = status.census(self.store.as_ref()) {
-                    control.report(CompactionEvent::Failed(format!("counting plaintext files: {e}")));
+                let key = self.encryption.as_ref().map(|e| e.key());
+                match status.census(self.store.as_ref(), key) {
+                    Ok(census) => control.report(CompactionEvent::BaseKey(census.base_not_ours)),
+                    Err(e) => control.report(CompactionEvent::Failed(format!("counting plaintext files: {e}"))),
                 }
             }
         }

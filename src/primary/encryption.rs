@@ -2,14 +2,16 @@
 //! start encrypted history with a full snapshot, and keep count of the plaintext files
 //! that remain until retention deletes them (`litestream_status()`).
 
-use crate::ltx::crypto::{unwrap_content_key, Encryption};
+use crate::ltx::crypto::{unwrap_content_key, Encryption, PrivateKey};
 use crate::ltx::{Error, Header, HEADER_SIZE};
+use crate::restore::{Listing, SNAPSHOT_LEVEL};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// What the newest stored file says about how this primary may continue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,78 @@ fn get(store: &dyn ReplicaStore, f: &LtxObject, range: std::ops::Range<u64>) -> 
         .map_err(|e| e.to_string())
 }
 
+/// What a census found.
+#[derive(Debug)]
+pub struct KeyCensus {
+    pub plaintext_files: u64,
+    /// Why this primary's key does not open the file a restore of the newest state
+    /// starts from, when it does not.
+    pub base_not_ours: Option<String>,
+}
+
+/// Whether this primary's key opens the first file of the newest state's restore plan.
+/// Another tool can rewrite stored files while the primary writes: a `rekey` to other
+/// recipients run during writes left a replica whose old files only the new key opened
+/// and whose new ones only the primary's, which no key restored, while the primary's
+/// compaction (from its local copies) never noticed (an operations tester). The base is
+/// checked when it changes and every [`BASE_RECHECK`] while compaction runs (two ranged
+/// GETs); an idle database's census does not run.
+#[derive(Debug, Default)]
+struct BaseCheck {
+    /// The base last checked, and what the check found.
+    last: Mutex<Option<(LtxObject, Instant, Option<String>)>>,
+}
+
+/// How long a base found openable is trusted: `rekey` rewrites a file under its name,
+/// size and (`file://` keeps the header's time) store time.
+const BASE_RECHECK: Duration = Duration::from_secs(30);
+
+impl BaseCheck {
+    fn check(&self, store: &dyn ReplicaStore, listing: &Listing, key: &PrivateKey) -> Result<Option<String>, String> {
+        let Some(base) = crate::restore::plan_reachable(listing)
+            .ok()
+            .and_then(|(plan, _)| plan.into_iter().next())
+        else {
+            return Ok(None);
+        };
+        if let Some((checked, at, found)) = &*self.last.lock().unwrap_or_else(|p| p.into_inner()) {
+            if *checked == base && at.elapsed() < BASE_RECHECK {
+                return Ok(found.clone());
+            }
+        }
+        let head = get(store, &base, 0..HEADER_SIZE as u64)?;
+        let header = Header::decode(&head).map_err(|e| format!("{}: {e}", describe(&base)))?;
+        let found = if header.is_encrypted() {
+            let block = get(
+                store,
+                &base,
+                header.frames_offset() - header.recipient_block_size() as u64..header.frames_offset(),
+            )?;
+            match unwrap_content_key(&block, key) {
+                Ok(_) => None,
+                Err(Error::NotARecipient { recipients }) => Some(format!(
+                    "{} (where a restore of the newest state starts) is encrypted to {recipients} other key(s), \
+                     not to this database's key (public key {}): rewritten by another tool (a rekey while this \
+                     primary writes?); files written from now on are to this key only, so no one key restores \
+                     the replica. A snapshot to this key follows; to rotate keys see docs/encryption.md \
+                     (\"Rotating keys\")",
+                    describe(&base),
+                    key.public_key()
+                )),
+                Err(e) => return Err(format!("{}: {e}", describe(&base))),
+            }
+        } else {
+            None
+        };
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((base, Instant::now(), found.clone()));
+        Ok(found)
+    }
+}
+
+fn describe(f: &LtxObject) -> String {
+    format!("level {} file {:016x}-{:016x}", f.level, f.min_txid, f.max_txid)
+}
+
 const UNKNOWN: u8 = 0;
 const YES: u8 = 1;
 const NO: u8 = 2;
@@ -88,6 +162,7 @@ pub struct EncryptionStatus {
     plaintext_files: AtomicU64,
     /// (level, min, max) → plaintext?
     seen: Mutex<HashMap<(u8, u64, u64), bool>>,
+    base: BaseCheck,
 }
 
 impl EncryptionStatus {
@@ -106,27 +181,44 @@ impl EncryptionStatus {
     }
 
     /// Lists every level and reads the magic of each file not seen before (one 4-byte
-    /// ranged GET each): how many plaintext files remain. Run after retention.
-    pub fn census(&self, store: &dyn ReplicaStore) -> Result<u64, String> {
+    /// ranged GET each): how many plaintext files remain. Run after retention. With
+    /// `key`, also checks that it opens the file a restore of the newest state starts
+    /// from ([`BaseCheck`]).
+    pub fn census(&self, store: &dyn ReplicaStore, key: Option<&PrivateKey>) -> Result<KeyCensus, String> {
         // A copy: `litestream_status()` must not wait for the requests below.
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut live = HashMap::new();
+        let mut listing = Listing::default();
         for level in crate::restore::EVERY_LEVEL {
-            for f in block_on(store.list(level)).map_err(|e| e.to_string())? {
+            let files = block_on(store.list(level)).map_err(|e| e.to_string())?;
+            for f in &files {
                 let key = (f.level, f.min_txid, f.max_txid);
                 let plain = match seen.get(&key) {
                     Some(&p) => p,
-                    None => get(store, &f, 0..4)? == crate::ltx::MAGIC,
+                    None => get(store, f, 0..4)? == crate::ltx::MAGIC,
                 };
                 live.insert(key, plain);
             }
+            match level {
+                SNAPSHOT_LEVEL => listing.snapshots = files,
+                _ => listing.incremental.push(files),
+            }
         }
+        // Listed from level 0 up: the plan wants levels 8 to 0.
+        listing.incremental.reverse();
         let count = live.values().filter(|p| **p).count() as u64;
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = live;
         self.plaintext_files.store(count, Ordering::Relaxed);
         self.plaintext_history
             .store(if count > 0 { YES } else { NO }, Ordering::Relaxed);
-        Ok(count)
+        let base = match key {
+            Some(key) => self.base.check(store, &listing, key)?,
+            None => None,
+        };
+        Ok(KeyCensus {
+            plaintext_files: count,
+            base_not_ours: base,
+        })
     }
 
     /// `{"recipients": n, "plaintext_history": true|false|null, "plaintext_files": n|null}`:

@@ -183,3 +183,65 @@ fn compaction_that_cannot_open_a_file_is_the_primarys_status_error() {
     );
     assert!(!error.contains(KEY) && !error.contains(OTHER_KEY), "{error}");
 }
+
+/// `rekey` to other recipients run while the primary writes (against the documented
+/// order): every stored file went to B, and the primary went on writing files to A
+/// alone, so no one key restored the replica while the status stayed clean (compaction
+/// merges its local copies and never opened the rewritten files; an operations tester,
+/// 2 of 2). Now the census after compaction finds that A does not open the file the
+/// newest state's restore starts from: that is the status `error` and the log's, and a
+/// snapshot to A follows, from which A restores the newest state.
+#[test]
+fn a_rekey_while_the_primary_writes_is_its_status_error_and_its_key_still_restores_the_newest_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let b_pub = PrivateKey::from_hex(OTHER_KEY).unwrap().public_key().to_hex();
+    let mut shell = harness::shell::LiveShell::start(
+        dir.path(),
+        "primary",
+        &format!(
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms&encryption_key={KEY}&levels=1s",
+            db.display()
+        ),
+    );
+    shell.run("CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('one');");
+    assert_eq!(shell.run("SELECT litestream_sync(10000) > 0;").trim(), "1");
+    // A level-1 file from TXID 1 on, where a restore starts, exists before the rekey.
+    for _ in 0..100 {
+        if shell
+            .run("SELECT litestream_status() ->> '$.compaction.level1.min_txid';")
+            .trim()
+            == "1"
+        {
+            break;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    let (ok, _, stderr) = cli(&["rekey", "-key", KEY, "-encrypt-to", &b_pub, &url], &[]);
+    assert!(ok, "{stderr}");
+    // The census rechecks the base every 30 s (`primary/encryption.rs`).
+    let mut seen_error = None;
+    for n in 0..450 {
+        shell.run(&format!("INSERT INTO t VALUES ('row{n}');"));
+        let error = shell.run("SELECT litestream_status() ->> '$.error';");
+        if error.contains("not to this database's key") {
+            seen_error = Some(error);
+            break;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    let error = seen_error.unwrap_or_else(|| panic!("no status error:\n{}", shell.stderr()));
+    assert!(error.contains("Rotating keys") && !error.contains(KEY), "{error}");
+    // The snapshot to A lands; A restores the newest state.
+    shell.run("INSERT INTO t VALUES ('last');");
+    for _ in 0..100 {
+        if shell.run("SELECT litestream_status() ->> '$.error';").trim().is_empty() {
+            break;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    assert_eq!(shell.run("SELECT litestream_sync(10000) > 0;").trim(), "1");
+    let expected = shell.run("SELECT group_concat(v) FROM t;");
+    assert_key_restores(dir.path(), &url, KEY, expected.trim());
+}

@@ -285,6 +285,9 @@ struct Shared {
     /// Compaction steps (by level, 9: the snapshot) failing because this key does not
     /// open an input, and why: status `error` while no other error is shown.
     unreadable: std::collections::BTreeMap<u8, String>,
+    /// Why this key does not open the file the newest state's restore starts from, as
+    /// the last census found (`encryption.rs`, `BaseCheck`): status `error` until not.
+    base_not_ours: Option<String>,
     /// Page size of the replica's newest file, once known (see `reseed.rs`).
     replica_page_size: Option<u32>,
     /// The staged file (its last TXID) whose level-9 twin is stored: its level-0 upload
@@ -457,7 +460,8 @@ impl Primary {
                 .clone()
                 .or_else(|| s.last_error.clone())
                 .or_else(|| s.staging_failure.as_ref().map(|e| format!("staging: {e}")))
-                .or_else(|| s.unreadable.values().next().cloned()),
+                .or_else(|| s.unreadable.values().next().cloned())
+                .or_else(|| s.base_not_ours.clone()),
             "refusing_writes": s.fatal.is_some(),
             "fencing": self.fencing.as_str(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },

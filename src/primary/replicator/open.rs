@@ -200,6 +200,7 @@ impl Primary {
                     "last_gap": null,
                 }),
                 unreadable: Default::default(),
+                base_not_ours: None,
                 replica_page_size: replica_check::page_size_through(&check_key, uploaded_before_open),
                 reseed_stored: None,
                 chain_start_owed,

@@ -292,6 +292,18 @@ impl CompactionControl for Primary {
             CompactionEvent::Succeeded(level) => {
                 shared.unreadable.remove(&level);
             }
+            CompactionEvent::BaseKey(None) => shared.base_not_ours = None,
+            CompactionEvent::BaseKey(Some(why)) => {
+                if shared.base_not_ours.is_none() {
+                    tracing::error!(db = %self.db_path.display(), "{why}");
+                }
+                // The newest state then restores with this key, from the snapshot on.
+                if !shared.chain_start_owed {
+                    shared.require_snapshot(why.clone());
+                    shared.chain_start_owed = true;
+                }
+                shared.base_not_ours = Some(why);
+            }
             CompactionEvent::ChainBroken(why) => {
                 status["last_error"] = json!(format!(
                     "no restore reaches the replica's newest TXID ({why}): a snapshot follows"
