@@ -124,3 +124,33 @@ fn a_worker_reading_a_replica_its_parent_opened_sees_new_commits() {
     assert_eq!(said(&lines, "parent")[1]["rows"], 1, "{lines:?}");
     assert_eq!(said(&lines, "worker 0")[0]["rows"], 2, "{lines:?}");
 }
+
+/// A worker that keeps using the connection it inherited (gunicorn `--preload` with a
+/// module-level connection) after its parent closed the database: connections inherited
+/// across `fork()` never take replication over, so nobody replicates. The worker is told
+/// so at once, by its sync and its status. Before, its status named the parent as the
+/// replicating process with no error, and its sync waited out its timeout saying the
+/// parent "has not answered" (a workers tester, 3 of 3).
+#[test]
+fn a_worker_on_an_inherited_connection_is_told_that_nobody_replicates_once_its_parent_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = prefork(dir.path(), "orphan");
+    let worker = said(&lines, "worker 0");
+    assert_eq!(worker.len(), 1, "{lines:?}");
+    let sync = worker[0]["sync"].as_str().unwrap_or_default();
+    assert!(
+        sync.contains("no process replicates") && sync.contains("before fork()"),
+        "{lines:?}"
+    );
+    assert!(
+        worker[0]["seconds"].as_f64().unwrap() < 2.0,
+        "waited out its timeout: {lines:?}"
+    );
+    let status = &worker[0]["status"];
+    assert_eq!(status["inherited_across_fork"], true, "{status}");
+    assert!(status["replicated_by"].is_null(), "{status}");
+    assert!(
+        status["error"].as_str().is_some_and(|e| e.contains("Pre-fork servers")),
+        "{status}"
+    );
+}

@@ -325,7 +325,25 @@ impl Database {
         );
         self.follower_writes
             .add_to_status(&mut status, self.config.sync_mode == SyncMode::Commit);
+        if self.inherited() {
+            status["inherited_across_fork"] = true.into();
+            if status["replicated_by"].is_null() {
+                status["error"] = self.inherited_unreplicated().into();
+            }
+        }
         status
+    }
+
+    /// Why a connection a child inherited across `fork()` gets no backup now: it never
+    /// replicates, and no process does (its parent closed the database or exited).
+    fn inherited_unreplicated(&self) -> String {
+        format!(
+            "no process replicates {} now, and this connection was opened before fork() by the parent process: \
+             connections inherited across fork() never take replication over, so its commits are not backed up \
+             until a process opens the database itself; open connections in each worker after the fork \
+             (README, \"Pre-fork servers\")",
+            self.path.display()
+        )
     }
 
     /// A writer of this process wrote the WAL while another process replicates.
@@ -417,6 +435,10 @@ impl Database {
     }
 
     fn ask_leader(&self, timeout: Duration, what: follower::Ask) -> Result<u64, String> {
+        // Nobody would answer in time: no process leads, and this one cannot take over.
+        if self.inherited() && !self.lock.held_by_another() {
+            return Err(self.inherited_unreplicated());
+        }
         follower::ask(
             &self.path,
             &self.config.staging_dir,

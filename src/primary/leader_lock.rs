@@ -340,7 +340,15 @@ impl LeaderLock {
                         .flatten()
                         .is_some_and(|f| conflicts(f, START, LEN) || (!flocked && flocked_by_another(f)))
             }
-            _ => true,
+            Some(_) => true,
+            // A child's descriptors were its parent's and are closed (`forget_inherited`):
+            // asked through one opened for the question (the file is ours, not SQLite's,
+            // and closing a descriptor drops no OFD or `flock` lock). Taken as held
+            // before, a child whose parent had closed or died was told it followed it.
+            None => match File::open(&self.path) {
+                Ok(f) => conflicts(&f, START, LEN) || flocked_by_another(&f),
+                Err(_) => false,
+            },
         }
     }
 

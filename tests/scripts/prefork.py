@@ -1,13 +1,15 @@
 """A pre-fork server's life, for tests/fork.rs: the parent loads the extension, touches
 the database (creates its tables), then forks workers that open it again and commit.
 
-    prefork.py <extension> <dir> close|keep|replica [replica URL]
+    prefork.py <extension> <dir> close|keep|replica|orphan [replica URL]
 
 close:   the parent closes its connection before forking (gunicorn --preload done right).
 keep:    the parent keeps its connection open (it replicates) and commits after the
          workers are gone; one worker also closes the connection it inherited.
 replica: the parent opens a read replica, forks, and a worker opens it again while
          another process commits to the primary.
+orphan:  a worker keeps using the connection it inherited (SQLite says not to) after the
+         parent closed its own: nobody replicates, and the worker is told so.
 
 Prints one JSON object per line: {"who": ..., ...}; a worker's failure is a line too.
 """
@@ -102,6 +104,25 @@ elif mode == "keep":
     parent.execute("INSERT INTO t VALUES ('parent after the workers')")
     say(who="parent", sync=sync(parent), role=status(parent).get("role"))
     say(who="another process", sync=another_process_commits("another process"))
+elif mode == "orphan":
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(write_end)
+            os.read(read_end, 1)  # the parent has closed the database
+            parent.execute("INSERT INTO t VALUES ('worker 0')")
+            began = time.time()
+            result = sync(parent)
+            say(who="worker 0", sync=result, seconds=time.time() - began, status=status(parent))
+        except BaseException as e:  # noqa: BLE001
+            say(who="worker 0", error=repr(e))
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    parent.close()
+    os.write(write_end, b"x")
+    os.waitpid(pid, 0)
 elif mode == "replica":
     parent.close()
     view = sqlite3.connect(REPLICA, uri=True)
