@@ -111,9 +111,27 @@ impl Destination {
 /// Why this process's commits do not go where its settings say: the replicating
 /// process (`leader`) stores them elsewhere or encrypted otherwise. `None` when they
 /// agree, or the leader did not say.
+/// Whether two processes' replicas (as [`Destination`] writes them: redacted, with the
+/// endpoint after the URL) are one location: `//`, `.`, `..` and, for `file://`,
+/// symlinks resolved as one process resolves its own databases' locations. Compared as
+/// text before, a follower spelling the leader's directory `R//rep`, or through a
+/// symlink, was told its commits went to "another replica" and its syncs failed (a
+/// workers tester, 3 of 3).
+fn same_location(theirs: &str, ours: &str) -> bool {
+    let split = |d: &str| match d.find(" (endpoint ") {
+        Some(i) => (d[..i].to_string(), d[i..].to_string()),
+        None => (d.to_string(), String::new()),
+    };
+    let ((their_url, their_endpoint), (our_url, our_endpoint)) = (split(theirs), split(ours));
+    theirs == ours
+        || (their_endpoint == our_endpoint
+            && crate::storage::location_key(&their_url) == crate::storage::location_key(&our_url))
+}
+
 pub fn destination_differs(db_path: &Path, leader: &Leader, ours: &Destination) -> Option<String> {
     let theirs = leader.destination.as_ref()?;
-    if (&theirs.replica, &theirs.recipients) == (&ours.replica, &ours.recipients) {
+    let same_replica = same_location(&theirs.replica, &ours.replica);
+    if same_replica && theirs.recipients == ours.recipients {
         // Ours as the directory is now: it may have been removed and made again.
         let ours_now = ours
             .staging
@@ -126,7 +144,7 @@ pub fn destination_differs(db_path: &Path, leader: &Leader, ours: &Destination) 
             leader.pid
         ));
     }
-    let what = if theirs.replica != ours.replica {
+    let what = if !same_replica {
         "another replica"
     } else if ours.recipients.is_empty() {
         "the same replica, encrypted"
@@ -480,6 +498,26 @@ mod tests {
             destination(&[("replica", "file:///backups/app")]),
             destination(&[("replica", "file:///backups/app/")])
         );
+    }
+
+    #[test]
+    fn a_replica_directory_spelled_with_doubled_slashes_or_through_a_symlink_is_the_leaders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("rep")).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("alias")).unwrap();
+        let r = root.display();
+        let leader = leader_at(destination(&[("replica", &format!("file://{r}/rep"))]));
+        for spelling in [format!("file://{r}//rep"), format!("file://{r}/alias/rep")] {
+            let ours = destination(&[("replica", &spelling)]);
+            assert_eq!(
+                destination_differs(Path::new("app.db"), &leader, &ours),
+                None,
+                "{spelling}"
+            );
+        }
+        let elsewhere = destination(&[("replica", &format!("file://{r}/other"))]);
+        assert!(destination_differs(Path::new("app.db"), &leader, &elsewhere).is_some());
     }
 
     #[test]

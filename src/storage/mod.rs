@@ -18,6 +18,7 @@ mod http;
 mod layout;
 mod local;
 mod local_durable;
+mod location;
 mod metered;
 mod multipart;
 mod name;
@@ -42,6 +43,7 @@ pub use fencing::{check_fencing, probe_conditional_creates, ConditionalCreates, 
 pub use gcs::GCS_TIMESTAMP_METADATA;
 pub use hedge::Latencies;
 pub use layout::{Layout, LevelStyle};
+pub use location::location_key;
 pub use metered::{operation_stats, OperationStats, DURATION_BUCKETS};
 pub use multipart::{Multipart, DEFAULT_PART_SIZE, DEFAULT_THRESHOLD};
 pub use name::{format_name, parse_name};
