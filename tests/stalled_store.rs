@@ -191,3 +191,37 @@ fn requests_the_store_stopped_answering_are_abandoned_and_made_again() {
     sql_restore(url, &restored, &CREDENTIALS);
     assert_eq!(dump(&restored), dump(db));
 }
+
+/// A store that holds the primary's upload without answering is the status `error`
+/// within seconds, saying what waits and for how long. Before, `error` stayed null until
+/// the request timed out (30 s), while a store refusing connections showed within a
+/// second (an operations tester, 2 of 2).
+#[test]
+fn an_upload_the_store_does_not_answer_is_the_status_error_while_it_waits() {
+    let Rig {
+        proxy, dir, db, url, ..
+    } = &rig("unanswered");
+    let open = format!(".open file:{}?vfs=litestream&replica={url}", db.display());
+    let mut sh = Shell::start(&extension(), &dir.path().join("shell.stderr"), &CREDENTIALS, &open);
+    let synced = sh.run("CREATE TABLE t(x); INSERT INTO t VALUES (1);\nSELECT litestream_sync(30000) > 0;");
+    assert_eq!(synced.trim(), "1", "{}", sh.stderr());
+    proxy.set_plan(stall_every_request(Duration::from_secs(12)));
+    sh.run("INSERT INTO t VALUES (2);");
+    let started = Instant::now();
+    let error = loop {
+        let error = sh.run("SELECT litestream_status() ->> '$.error';");
+        if !error.trim().is_empty() || started.elapsed() > Duration::from_secs(11) {
+            break error;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        error.contains("no answer from") && error.contains("the upload of TXIDs"),
+        "after {:?}: {error:?}",
+        started.elapsed()
+    );
+    proxy.set_plan(FaultPlan::none());
+    let caught_up = sh.run("SELECT litestream_sync(60000) = litestream_txid();");
+    assert_eq!(caught_up.trim(), "1", "{}", sh.stderr());
+    assert_eq!(sh.run("SELECT litestream_status() ->> '$.error' IS NULL;").trim(), "1");
+}

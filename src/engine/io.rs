@@ -30,6 +30,9 @@ pub struct Deferred;
 
 struct Op {
     key: String,
+    /// When the request was made: a store that does not answer shows in the status
+    /// ([`waiting_since`]) before the request's own timeout fails it.
+    since: Instant,
     result: Option<Box<dyn Any + Send>>,
     /// The turn stopped waiting: whoever finishes the request wakes the job.
     handed_off: bool,
@@ -95,6 +98,15 @@ pub fn request_in_flight() -> bool {
     };
     let slot = slots().get(&job).cloned();
     slot.is_some_and(|s| s.lock().as_ref().is_some_and(|op| op.result.is_none()))
+}
+
+/// The request of `job` still without an answer, and how long it has waited for one.
+pub fn waiting_since(job: super::JobId) -> Option<(String, Duration)> {
+    let slot = slots().get(&job.0).cloned()?;
+    let op = slot.lock();
+    op.as_ref()
+        .filter(|o| o.result.is_none())
+        .map(|o| (o.key.clone(), o.since.elapsed()))
 }
 
 /// Forgets a removed job's slot, unless a request of it is still in flight: that one
@@ -167,6 +179,7 @@ where
     }
     *op = Some(Op {
         key: key.to_string(),
+        since: Instant::now(),
         result: None,
         handed_off: false,
     });

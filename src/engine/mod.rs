@@ -18,7 +18,7 @@ mod scheduler;
 mod status;
 
 pub use dir_watch::{wake_on_new_file, DirWatch};
-pub use io::{last_turn, request_in_flight, round_trip, Deferred, PATIENCE};
+pub use io::{last_turn, request_in_flight, round_trip, waiting_since, Deferred, PATIENCE};
 pub use scheduler::{Job, JobId};
 
 use crate::vfs::sys::fork::PerProcess;

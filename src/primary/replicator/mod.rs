@@ -316,6 +316,9 @@ struct Shared {
     in_stage: (u64, usize),
 }
 
+/// How long an upload waits for the store before the status says so.
+const SILENT_AFTER: Duration = Duration::from_secs(5);
+
 pub struct Primary {
     pub db_path: PathBuf,
     config: Config,
@@ -461,13 +464,34 @@ impl Primary {
                 .or_else(|| s.last_error.clone())
                 .or_else(|| s.staging_failure.as_ref().map(|e| format!("staging: {e}")))
                 .or_else(|| s.unreadable.values().next().cloned())
-                .or_else(|| s.base_not_ours.clone()),
+                .or_else(|| s.base_not_ours.clone())
+                .or_else(|| self.store_silent()),
             "refusing_writes": s.fatal.is_some(),
             "fencing": self.fencing.as_str(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
             "sync": self.sync_stats.json(),
             "encryption": self.encryption_status.as_ref().map_or(json!({"encrypted": false}), |e| e.json()),
         })
+    }
+
+    /// The worker's upload waiting for the store longer than [`SILENT_AFTER`], said as an
+    /// error while it waits: a store that does not answer (stopped, a network that
+    /// drops packets) showed no error until the request timed out 30 s later, while one
+    /// refusing connections showed within a second (an operations tester).
+    fn store_silent(&self) -> Option<String> {
+        let (key, waited) = crate::engine::waiting_since(*self.worker_job.get()?)?;
+        if waited < SILENT_AFTER {
+            return None;
+        }
+        let what = match key.split(' ').collect::<Vec<_>>()[..] {
+            ["put", _, min, max] => format!("the upload of TXIDs {min}-{max}"),
+            _ => key.clone(),
+        };
+        Some(format!(
+            "no answer from {} for {} s ({what}); still waiting",
+            self.store.describe(),
+            waited.as_secs()
+        ))
     }
 
     fn save_state(&self, shared: &Shared, closed_clean: Option<FileIdentity>) -> io::Result<()> {
