@@ -18,7 +18,12 @@ pub trait CompactionControl {
 pub enum CompactionEvent {
     Compacted(Compacted),
     Retention(Deleted),
-    Failed(String),
+    /// A step failed: level `level`'s (9: the snapshot), or another (`None`: retention,
+    /// the census, the sweep).
+    Failed {
+        level: Option<u8>,
+        message: String,
+    },
     /// Level `level`'s step (9: the snapshot) could not read an input with this
     /// primary's key: only a rekey mends it.
     Unreadable {
@@ -33,6 +38,13 @@ pub enum CompactionEvent {
     /// Whether this primary's key opens the file a restore of the newest state starts
     /// from (`None`), or why not: the primary then takes a snapshot to its key.
     BaseKey(Option<String>),
+}
+
+impl CompactionEvent {
+    /// A step other than a level's failed.
+    fn failed(message: String) -> Self {
+        CompactionEvent::Failed { level: None, message }
+    }
 }
 
 /// When each level (and the snapshot) is next due, wall-clock ms, and which levels may
@@ -114,7 +126,10 @@ impl CompactionClock {
 fn failed(level: u8, message: String, e: &CompactError) -> CompactionEvent {
     match e {
         CompactError::Unreadable(_) => CompactionEvent::Unreadable { level, message },
-        CompactError::Other(_) => CompactionEvent::Failed(message),
+        CompactError::Other(_) => CompactionEvent::Failed {
+            level: Some(level),
+            message,
+        },
     }
 }
 
@@ -180,20 +195,20 @@ impl Compactor {
                         clock.retention_due = None;
                     }
                 }
-                Err(e) => control.report(CompactionEvent::Failed(format!("retention: {e}"))),
+                Err(e) => control.report(CompactionEvent::failed(format!("retention: {e}"))),
             }
             if let Some(status) = &self.encryption_status {
                 let key = self.encryption.as_ref().map(|e| e.key());
                 match status.census(self.store.as_ref(), key) {
                     Ok(census) => control.report(CompactionEvent::BaseKey(census.base_not_ours)),
-                    Err(e) => control.report(CompactionEvent::Failed(format!("counting plaintext files: {e}"))),
+                    Err(e) => control.report(CompactionEvent::failed(format!("counting plaintext files: {e}"))),
                 }
             }
         }
         if now >= clock.sweep_due {
             clock.sweep_due = now + ABANDONED_AFTER.as_millis() as i64;
             if let Err(e) = block_on(self.store.sweep_abandoned(ABANDONED_AFTER)) {
-                control.report(CompactionEvent::Failed(format!(
+                control.report(CompactionEvent::failed(format!(
                     "removing abandoned upload leftovers: {e}"
                 )));
             }

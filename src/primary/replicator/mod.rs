@@ -139,6 +139,18 @@ fn remove_snapshot_leftovers(staging_dir: &Path) {
 }
 
 impl Shared {
+    /// The snapshot that starts the chain again is stored: a gap compaction reported
+    /// is mended.
+    fn chain_mended(&mut self) {
+        worker::error_over(
+            &mut self.compaction,
+            &mut self.compaction_error_step,
+            worker::ErrorStep::Gap,
+        );
+    }
+}
+
+impl Shared {
     /// The clean close this process may claim: its last connection deleted the WAL
     /// (`own_wal_deletion`) and capture still stands where that left it, the generation
     /// ended with that database file. Between the deletion and the closing turn another
@@ -288,6 +300,8 @@ struct Shared {
     /// Why this key does not open the file the newest state's restore starts from, as
     /// the last census found (`encryption.rs`, `BaseCheck`): status `error` until not.
     base_not_ours: Option<String>,
+    /// Where `compaction.last_error` came from (`worker::ErrorStep`).
+    compaction_error_step: Option<worker::ErrorStep>,
     /// Page size of the replica's newest file, once known (see `reseed.rs`).
     replica_page_size: Option<u32>,
     /// The staged file (its last TXID) whose level-9 twin is stored: its level-0 upload

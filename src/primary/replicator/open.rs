@@ -201,6 +201,7 @@ impl Primary {
                 }),
                 unreadable: Default::default(),
                 base_not_ours: None,
+                compaction_error_step: None,
                 replica_page_size: replica_check::page_size_through(&check_key, uploaded_before_open),
                 reseed_stored: None,
                 chain_start_owed,

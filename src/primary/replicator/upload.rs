@@ -186,6 +186,7 @@ impl Primary {
             let mut shared = self.lock();
             if shared.snapshot_needed.is_none() && file.max_txid >= shared.last_snapshot_txid {
                 shared.chain_start_owed = false;
+                shared.chain_mended();
             }
             return Ok(());
         }
@@ -252,6 +253,7 @@ impl Primary {
         let mut shared = self.lock();
         shared.reseed_stored = Some(file.max_txid);
         shared.chain_start_owed = false;
+        shared.chain_mended();
         Ok(())
     }
 

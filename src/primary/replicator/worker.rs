@@ -254,6 +254,7 @@ impl CompactionControl for Primary {
         match event {
             CompactionEvent::Compacted(c) => {
                 shared.unreadable.remove(&c.level);
+                error_over(status, &mut shared.compaction_error_step, ErrorStep::Level(c.level));
                 tracing::debug!(db = %self.db_path.display(), level = c.level, min = c.min_txid, max = c.max_txid, inputs = c.inputs, "compacted");
                 status[format!("level{}", c.level)] = json!({
                     "min_txid": c.min_txid,
@@ -270,14 +271,18 @@ impl CompactionControl for Primary {
                 bump(status, "deleted_snapshots", d.snapshots as u64);
                 bump(status, "deleted_files", d.files as u64);
             }
-            CompactionEvent::Failed(e) => {
-                tracing::warn!(db = %self.db_path.display(), "compaction: {e}");
-                status["last_error"] = json!(e);
+            CompactionEvent::Failed { level, message } => {
+                tracing::warn!(db = %self.db_path.display(), "compaction: {message}");
+                status["last_error"] = json!(message);
+                status["last_error_at_ms"] = json!(now_ms());
+                shared.compaction_error_step = Some(level.map_or(ErrorStep::Other, ErrorStep::Level));
                 bump(status, "errors", 1);
             }
             CompactionEvent::Unreadable { level, message } => {
                 tracing::warn!(db = %self.db_path.display(), "compaction: {message}");
                 status["last_error"] = json!(message);
+                status["last_error_at_ms"] = json!(now_ms());
+                shared.compaction_error_step = Some(ErrorStep::Level(level));
                 bump(status, "errors", 1);
                 // Status `error` too: every pass fails the same way until a rekey, and a
                 // count alone went unnoticed while the replica became unrestorable.
@@ -291,6 +296,7 @@ impl CompactionControl for Primary {
             }
             CompactionEvent::Succeeded(level) => {
                 shared.unreadable.remove(&level);
+                error_over(status, &mut shared.compaction_error_step, ErrorStep::Level(level));
             }
             CompactionEvent::BaseKey(None) => shared.base_not_ours = None,
             CompactionEvent::BaseKey(Some(why)) => {
@@ -308,9 +314,30 @@ impl CompactionControl for Primary {
                 status["last_error"] = json!(format!(
                     "no restore reaches the replica's newest TXID ({why}): a snapshot follows"
                 ));
+                status["last_error_at_ms"] = json!(now_ms());
+                shared.compaction_error_step = Some(ErrorStep::Gap);
                 status["last_gap"] = json!({ "why": why, "at_ms": now_ms() });
                 bump(status, "gaps", 1);
             }
         }
+    }
+}
+
+/// The compaction step `compaction.last_error` came from: it is cleared when that step
+/// succeeds (a gap: when the snapshot that mends it is stored). Kept for ever before,
+/// an alert on it stayed on long after the repair (an operations tester).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ErrorStep {
+    Level(u8),
+    Gap,
+    /// Retention, the census, the sweep: kept (with its time) until another error.
+    Other,
+}
+
+/// Clears `compaction.last_error` (in `status`) when it came from `step`.
+pub(super) fn error_over(status: &mut serde_json::Value, from: &mut Option<ErrorStep>, step: ErrorStep) {
+    if *from == Some(step) {
+        *from = None;
+        status["last_error"] = serde_json::Value::Null;
     }
 }
