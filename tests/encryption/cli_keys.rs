@@ -1,10 +1,11 @@
-//! Keys on the command line as an operations tester gave them: key files saved from
-//! `keygen` as it prints (refused as "not hexadecimal": read now by their `private:`
-//! line) or that are a directory (reported as a world-readable file).
+//! Keys on the command line as an operations tester gave them: `ltx -key` on a replica
+//! (ignored, exit 0, even a wrong key: refused now as `info` refuses it), and key files
+//! saved from `keygen` as it prints (refused as "not hexadecimal": read now by their
+//! `private:` line) or that are a directory (reported as a world-readable file).
 
 use super::*;
 
-/// The tool's exit code and stderr.
+/// The tool's exit code, stdout and stderr.
 fn cli_code(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_litestream-vfs"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LITESTREAM_")) {
@@ -33,6 +34,36 @@ fn encrypted_replica(dir: &Path) -> (PathBuf, String) {
     );
     assert_eq!(out.trim(), "1", "{stderr}");
     (replica, url)
+}
+
+#[test]
+fn ltx_of_a_replica_refuses_a_key_as_info_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, url) = encrypted_replica(dir.path());
+    let wrong = key_file(dir.path(), OTHER_KEY, 0o600);
+    for args in [
+        vec!["ltx", "-key", OTHER_KEY, &url],
+        vec!["ltx", "-key", KEY, &url],
+        vec!["ltx", "-key-file", wrong.to_str().unwrap(), &url],
+        vec!["ltx", "-key", OTHER_KEY, replica.to_str().unwrap()],
+    ] {
+        let (code, out, stderr) = cli_code(&args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {out}{stderr}");
+        assert!(
+            stderr.contains("ltx takes no key for a replica URL") && stderr.contains("verify"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(OTHER_KEY) && !stderr.contains(KEY), "{stderr}");
+    }
+    // The listing itself, and a key in the environment (as info takes it), still work.
+    let (code, out, stderr) = cli_code(&["ltx", &url], &[("LITESTREAM_ENCRYPTION_KEY", OTHER_KEY)]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    assert!(out.contains("yes (1 recipient)"), "{out}");
+    // A key with a local file among the arguments is for that file.
+    let file = level0(&replica).remove(0);
+    let (code, out, stderr) = cli_code(&["ltx", "-key", KEY, &url, file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    assert!(out.contains("every page and the index authenticated"), "{out}");
 }
 
 #[test]
