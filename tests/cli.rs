@@ -166,6 +166,41 @@ fn restores_the_latest_state_an_exact_txid_and_a_point_in_time() {
     );
 }
 
+/// `restore -txid 0000000000000099` answered "cannot restore TXID 153: the newest TXID it
+/// holds is 50", numbers the user had not typed, and a time before the oldest state said
+/// only that there was no state then (an operations tester, t6). TXIDs are named as
+/// typed and as `info` prints them, and the time names the oldest state a restore
+/// reaches and when it was written.
+#[test]
+fn out_of_range_targets_name_txids_in_hex_and_decimal_and_the_oldest_restorable_time() {
+    let r = replicated();
+    let out = r.dir.join("never.db");
+    let past = r.last.0 + 0x99;
+    let hex = format!("{past:016x}");
+    let err = cli_fails(&["restore", "-txid", &hex, "-o", path_str(&out), &r.url], 1);
+    let newest = r.last.0;
+    assert!(
+        err.contains(&format!(
+            "cannot restore TXID {past} ({hex}): the newest TXID it holds is {newest} ({newest:016x})"
+        )),
+        "{err}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&cli_ok(&["info", "--json", &r.url])).unwrap();
+    let oldest = info["oldest_restorable"]["txid_decimal"].as_u64().unwrap();
+    let written = info["oldest_restorable"]["timestamp"].as_str().unwrap().to_string();
+    let named = format!("the oldest state it can restore is TXID {oldest} ({oldest:016x}), written {written}");
+    for args in [["-timestamp", "2001-01-01T00:00:00Z"], ["-time", "9000 days ago"]] {
+        let err = cli_fails(&["restore", args[0], args[1], "-o", path_str(&out), &r.url], 1);
+        assert!(
+            err.contains("has no state at or before") && err.contains(&named),
+            "{args:?}: {err}"
+        );
+    }
+    // The time named restores.
+    cli_ok(&["restore", "-timestamp", &written, "-o", path_str(&out), &r.url]);
+    assert_eq!(integrity(&out), "ok");
+}
+
 #[test]
 fn an_existing_database_is_kept_unless_overwrite_is_given() {
     let r = replicated();
