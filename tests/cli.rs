@@ -531,3 +531,70 @@ fn a_closed_pipe_ends_the_tool_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "not a panic's exit code: {stderr}");
 }
+
+/// An S3 endpoint that answers every request as S3 does a key it does not know: 403
+/// InvalidAccessKeyId. Returns its port; the thread serves until the test ends.
+fn s3_refusing_credentials() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            // The request line and headers; no request of a listing or a read has a body.
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidAccessKeyId</Code>\
+                        <Message>The AWS Access Key Id you provided does not exist in our records.</Message>\
+                        <RequestId>1</RequestId></Error>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A 403 InvalidAccessKeyId / SignatureDoesNotMatch from S3 came through as a raw
+/// "Generic S3 error … 403 Forbidden" (an operations tester, t14): each command that
+/// reads the store now adds a hint naming where the access key and secret come from.
+#[test]
+fn s3_refusing_the_credentials_is_reported_with_a_hint_about_them() {
+    let port = s3_refusing_credentials();
+    let url = format!("s3://bucket/app?endpoint=http://127.0.0.1:{port}&region=us-east-1");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.db");
+    for args in [
+        vec!["restore", "-o", path_str(&out), &url],
+        vec!["info", &url],
+        vec!["verify", &url],
+        vec!["ltx", &url],
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+            .args(&args)
+            .env_remove("LITESTREAM_LOG_LEVEL")
+            .env_remove("LITESTREAM_ACCESS_KEY_ID")
+            .env_remove("LITESTREAM_SECRET_ACCESS_KEY")
+            .env("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+            .env("AWS_SECRET_ACCESS_KEY", "badsecretbadsecretbadsecret")
+            .output()
+            .unwrap();
+        let err = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("403")
+                && err.contains("hint: the S3 store refused the request")
+                && err.contains("AWS_ACCESS_KEY_ID")
+                && err.contains("access-key-id="),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("badsecret"), "the secret was shown: {err}");
+        assert_eq!(err.matches("hint:").count(), 1, "{err}");
+    }
+}

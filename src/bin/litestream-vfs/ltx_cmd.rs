@@ -96,7 +96,7 @@ pub fn run(argv: &[String]) -> CmdResult {
         match result {
             Ok(doc) => docs.push(doc),
             Err(e) => {
-                eprintln!("litestream-vfs: {arg}: {e}");
+                eprintln!("litestream-vfs: {}", store::with_hint(format!("{arg}: {e}")));
                 failures.push(arg.clone());
             }
         }
