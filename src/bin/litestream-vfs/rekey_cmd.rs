@@ -184,9 +184,14 @@ fn check_recipients(p: &Parsed, key: &PrivateKey, recipients: &[PublicKey]) -> C
     if !recipients.contains(&own) {
         eprintln!(
             "warning: -encrypt-to does not include the public key of the key given with {given} \
-             ({own}): after this rekey that key no longer opens the files rewritten (as a rotation \
-             intends); keep a private key of the new recipients, or add {own} to -encrypt-to to \
-             keep this one"
+             ({own}): after this rekey{} that key no longer opens the files rewritten (as a \
+             rotation intends); keep a private key of the new recipients, or add {own} to \
+             -encrypt-to to keep this one",
+            if p.has("dry-run") {
+                " (run without -dry-run)"
+            } else {
+                ""
+            }
         );
     }
     Ok(())
