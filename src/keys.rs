@@ -31,6 +31,18 @@ pub fn read_key_file(path: &Path, key_instead: &str) -> Result<PrivateKey, Strin
         path.display().to_string()
     };
     let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    // Before the mode: a directory (mode 755) was reported as a key file readable by
+    // every user, to chmod 600 (an operations tester, t22).
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "{shown} is {what}: give the path of the file that holds the private key"
+        ));
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -47,11 +59,42 @@ pub fn read_key_file(path: &Path, key_instead: &str) -> Result<PrivateKey, Strin
             ));
         }
     }
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?);
-    PrivateKey::from_hex(&text).map_err(|e| format!("{shown}: {e}"))
+    key_from_file_text(&text).map_err(|e| format!("{shown}: {e}"))
+}
+
+/// The private key a key file holds: its hex alone, or what `litestream-vfs keygen`
+/// prints saved as it is (`public:  <hex>` and `private: <hex>` lines), of which the
+/// `private:` line is taken. That file was refused as "not hexadecimal" though what it
+/// meant was plain (an operations tester, t12). A file with a `public:` line and no
+/// `private:` one is refused saying it holds a public key. Messages never show the file.
+fn key_from_file_text(text: &str) -> Result<PrivateKey, String> {
+    let mut private = Vec::new();
+    let mut public = false;
+    for line in text.lines() {
+        let Some((label, value)) = line.split_once(':') else {
+            continue;
+        };
+        match label.trim().to_ascii_lowercase().as_str() {
+            "private" | "private key" => private.push(value),
+            "public" | "public key" => public = true,
+            _ => {}
+        }
+    }
+    match private.as_slice() {
+        [value] => PrivateKey::from_hex(value).map_err(|e| format!("its `private:` line: {e}")),
+        [] if public => Err(
+            "holds a public key (a `public:` line) and no private key: a key file holds \
+                             the private key, the `private:` line `litestream-vfs keygen` prints \
+                             (the hex alone, or that line)"
+                .into(),
+        ),
+        [] => PrivateKey::from_hex(text).map_err(|e| e.to_string()),
+        more => Err(format!(
+            "holds {} `private:` lines: keep the one private key the replica is encrypted to",
+            more.len()
+        )),
+    }
 }
 
 /// Whether a value given as a key file's path could be a key (or most of one): 32 or more
@@ -253,6 +296,70 @@ mod tests {
         let err = from(None, path.to_str(), None).unwrap_err();
         assert!(err.contains("not hexadecimal"), "{err}");
         assert!(from(None, Some("/nonexistent/key"), None).is_err());
+    }
+
+    fn private_file(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// `litestream-vfs keygen > key` was refused as "not hexadecimal" (an operations
+    /// tester, t12): its `private:` line is taken now, at an open and on the command line
+    /// (both read key files here). Its `public:` line alone is refused as a public key.
+    #[test]
+    fn a_key_file_saved_from_keygen_is_read_by_its_private_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let keygen = private_file(dir.path(), "keygen", &format!("public:  {PUB}\nprivate: {KEY}\n"));
+        let e = from(None, keygen.to_str(), None).unwrap().unwrap();
+        assert_eq!(e.key().public_key().to_hex(), PUB);
+        let env = key_from_env(&|k| (k == "LITESTREAM_ENCRYPTION_KEY_FILE").then(|| keygen.display().to_string()));
+        assert_eq!(env.unwrap().unwrap().public_key().to_hex(), PUB);
+        let swapped = private_file(dir.path(), "swapped", &format!("private: {KEY}\r\npublic: {PUB}\r\n"));
+        assert_eq!(read_key_file(&swapped, "-key").unwrap().public_key().to_hex(), PUB);
+
+        let public = private_file(dir.path(), "public", &format!("public:  {PUB}\n"));
+        let err = from(None, public.to_str(), None).unwrap_err();
+        assert!(
+            err.starts_with("encryption_key_file: ") && err.contains("holds a public key") && !err.contains(PUB),
+            "{err}"
+        );
+        let short = private_file(
+            dir.path(),
+            "short",
+            &format!("public:  {PUB}\nprivate: {}\n", &KEY[..60]),
+        );
+        let err = from(None, short.to_str(), None).unwrap_err();
+        assert!(
+            err.contains("`private:` line") && err.contains("60 hex digits"),
+            "{err}"
+        );
+        assert!(!err.contains(&KEY[..32]), "{err}");
+        let two = private_file(dir.path(), "two", &format!("private: {KEY}\nprivate: {OTHER}\n"));
+        let err = from(None, two.to_str(), None).unwrap_err();
+        assert!(err.contains("2 `private:` lines") && !err.contains(&KEY[..32]), "{err}");
+    }
+
+    /// A directory given as the key file was reported as readable by every user (mode
+    /// 755) to chmod 600 (an operations tester, t22): it is named a directory first.
+    #[test]
+    fn a_key_file_that_is_a_directory_is_named_a_directory_not_a_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("secrets");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = from(None, sub.to_str(), None).unwrap_err();
+        assert!(
+            err.contains("is a directory") && !err.contains("readable by every user") && !err.contains("chmod"),
+            "{err}"
+        );
+        let err =
+            key_from_env(&|k| (k == "LITESTREAM_ENCRYPTION_KEY_FILE").then(|| sub.display().to_string())).unwrap_err();
+        assert!(
+            err.starts_with("LITESTREAM_ENCRYPTION_KEY_FILE: ") && err.contains("is a directory"),
+            "{err}"
+        );
     }
 
     #[test]

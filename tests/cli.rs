@@ -166,6 +166,41 @@ fn restores_the_latest_state_an_exact_txid_and_a_point_in_time() {
     );
 }
 
+/// `restore -txid 0000000000000099` answered "cannot restore TXID 153: the newest TXID it
+/// holds is 50", numbers the user had not typed, and a time before the oldest state said
+/// only that there was no state then (an operations tester, t6). TXIDs are named as
+/// typed and as `info` prints them, and the time names the oldest state a restore
+/// reaches and when it was written.
+#[test]
+fn out_of_range_targets_name_txids_in_hex_and_decimal_and_the_oldest_restorable_time() {
+    let r = replicated();
+    let out = r.dir.join("never.db");
+    let past = r.last.0 + 0x99;
+    let hex = format!("{past:016x}");
+    let err = cli_fails(&["restore", "-txid", &hex, "-o", path_str(&out), &r.url], 1);
+    let newest = r.last.0;
+    assert!(
+        err.contains(&format!(
+            "cannot restore TXID {past} ({hex}): the newest TXID it holds is {newest} ({newest:016x})"
+        )),
+        "{err}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&cli_ok(&["info", "--json", &r.url])).unwrap();
+    let oldest = info["oldest_restorable"]["txid_decimal"].as_u64().unwrap();
+    let written = info["oldest_restorable"]["timestamp"].as_str().unwrap().to_string();
+    let named = format!("the oldest state it can restore is TXID {oldest} ({oldest:016x}), written {written}");
+    for args in [["-timestamp", "2001-01-01T00:00:00Z"], ["-time", "9000 days ago"]] {
+        let err = cli_fails(&["restore", args[0], args[1], "-o", path_str(&out), &r.url], 1);
+        assert!(
+            err.contains("has no state at or before") && err.contains(&named),
+            "{args:?}: {err}"
+        );
+    }
+    // The time named restores.
+    cli_ok(&["restore", "-timestamp", &written, "-o", path_str(&out), &r.url]);
+    assert_eq!(integrity(&out), "ok");
+}
+
 #[test]
 fn an_existing_database_is_kept_unless_overwrite_is_given() {
     let r = replicated();
@@ -495,4 +530,71 @@ fn a_closed_pipe_ends_the_tool_quietly() {
     let stderr = text(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "not a panic's exit code: {stderr}");
+}
+
+/// An S3 endpoint that answers every request as S3 does a key it does not know: 403
+/// InvalidAccessKeyId. Returns its port; the thread serves until the test ends.
+fn s3_refusing_credentials() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            // The request line and headers; no request of a listing or a read has a body.
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidAccessKeyId</Code>\
+                        <Message>The AWS Access Key Id you provided does not exist in our records.</Message>\
+                        <RequestId>1</RequestId></Error>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A 403 InvalidAccessKeyId / SignatureDoesNotMatch from S3 came through as a raw
+/// "Generic S3 error … 403 Forbidden" (an operations tester, t14): each command that
+/// reads the store now adds a hint naming where the access key and secret come from.
+#[test]
+fn s3_refusing_the_credentials_is_reported_with_a_hint_about_them() {
+    let port = s3_refusing_credentials();
+    let url = format!("s3://bucket/app?endpoint=http://127.0.0.1:{port}&region=us-east-1");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.db");
+    for args in [
+        vec!["restore", "-o", path_str(&out), &url],
+        vec!["info", &url],
+        vec!["verify", &url],
+        vec!["ltx", &url],
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_litestream-vfs"))
+            .args(&args)
+            .env_remove("LITESTREAM_LOG_LEVEL")
+            .env_remove("LITESTREAM_ACCESS_KEY_ID")
+            .env_remove("LITESTREAM_SECRET_ACCESS_KEY")
+            .env("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+            .env("AWS_SECRET_ACCESS_KEY", "badsecretbadsecretbadsecret")
+            .output()
+            .unwrap();
+        let err = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("403")
+                && err.contains("hint: the S3 store refused the request")
+                && err.contains("AWS_ACCESS_KEY_ID")
+                && err.contains("access-key-id="),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("badsecret"), "the secret was shown: {err}");
+        assert_eq!(err.matches("hint:").count(), 1, "{err}");
+    }
 }

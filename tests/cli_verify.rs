@@ -37,11 +37,16 @@ fn cli_exits(args: &[&str], code: i32) -> (String, String) {
 /// A replica of three commits, each synced on its own: level-0 files ending at three
 /// TXIDs. Returns (temp dir, replica dir, URL).
 fn replica_of_three_commits() -> (tempfile::TempDir, PathBuf, String) {
+    replica_of_three_commits_with("")
+}
+
+/// The same with more URI parameters (`&encryption_key=...`).
+fn replica_of_three_commits_with(params: &str) -> (tempfile::TempDir, PathBuf, String) {
     let tmp = tempfile::tempdir().unwrap();
     let replica = tmp.path().join("r");
     let url = format!("file://{}", replica.display());
     sqlite(&format!(
-        ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=100ms{params}
          CREATE TABLE t(x);
          SELECT litestream_sync(30000);
          INSERT INTO t SELECT hex(randomblob(500)) FROM generate_series(1, 200);
@@ -173,4 +178,64 @@ fn info_says_the_oldest_restorable_txid_and_when_it_was_written() {
     );
     // The existing keys keep their meaning.
     assert_eq!(json["min_txid"], format!("{:016x}", 1));
+}
+
+/// RFC 9180 A.2's recipient key pair, and a key the replica is not encrypted to.
+const KEY: &str = "8057991eef8f1f1af18f4a9491d16a1ce333f695d4db8e38da75975c4478e0fb";
+const OTHER_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+/// `verify -key WRONG` named a "newest restorable TXID" and `restore -txid` for it though
+/// every file had failed for the same wrong key, and that restore failed with "wrong key"
+/// (an operations tester, t17). With files the key does not open, no TXID is advised:
+/// the summary says the key opens none of them (or how many it does not open).
+#[test]
+fn verify_with_a_wrong_key_advises_no_restore_txid_and_says_the_key_opens_none_of_the_files() {
+    let (tmp, replica, url) = replica_of_three_commits_with(&format!("&encryption_key={KEY}"));
+    let (out, _) = cli_exits(&["verify", "-key", KEY, &url], 0);
+    let newest = level0_ranges(&replica).last().unwrap().1;
+    assert!(out.contains(&format!("newest restorable TXID: {newest:016x}")), "{out}");
+
+    let (out, err) = cli_exits(&["verify", "-key", OTHER_KEY, &url], 1);
+    let both = format!("{out}{err}");
+    assert!(!both.contains("restore -txid"), "{both}");
+    assert!(
+        out.contains("newest restorable TXID: not known with this key")
+            && out.contains("it opens none of the")
+            && out.contains("wrong key")
+            && err.contains("opens none of the")
+            && err.contains("private key the replica is encrypted to"),
+        "{both}"
+    );
+    let (json, _) = cli_exits(&["verify", "-json", "-key", OTHER_KEY, &url], 1);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["wrong_key_files"], json["files_checked"], "{json}");
+    assert!(json["newest_restorable_txid"].is_null(), "{json}");
+
+    // One file to another key only (a rotation that skipped rekey): the key given opens
+    // the others, and the summary says how many it does not open, still with no TXID.
+    let other_pub = litestream_vfs::ltx::crypto::PrivateKey::from_hex(OTHER_KEY)
+        .unwrap()
+        .public_key()
+        .to_hex();
+    let newest_file = level0_file(&replica, *level0_ranges(&replica).last().unwrap());
+    let moved = tmp.path().join("moved.ltx");
+    cli_exits(
+        &[
+            "rekey",
+            "-key",
+            KEY,
+            "-encrypt-to",
+            &other_pub,
+            "-o",
+            moved.to_str().unwrap(),
+            newest_file.to_str().unwrap(),
+        ],
+        0,
+    );
+    std::fs::rename(&moved, &newest_file).unwrap();
+    let (out, err) = cli_exits(&["verify", "-key", KEY, &url], 1);
+    assert!(
+        out.contains("it does not open 1 of the") && !out.contains("restore -txid") && !err.contains("restore -txid"),
+        "{out}{err}"
+    );
 }

@@ -74,7 +74,11 @@ impl Listing {
 pub fn plan(listing: &Listing, target: Option<u64>) -> Result<Vec<LtxObject>, String> {
     let newest = listing.max_txid();
     if let Some(t) = target.filter(|t| *t > newest && !listing.is_empty()) {
-        return Err(format!("cannot restore TXID {t}: the newest TXID it holds is {newest}"));
+        return Err(format!(
+            "cannot restore TXID {}: the newest TXID it holds is {}",
+            txid_both(t),
+            txid_both(newest)
+        ));
     }
     let plan = plan_up_to(listing, target.unwrap_or(u64::MAX))?;
     let txid = plan.last().map_or(0, |f| f.max_txid);
@@ -95,11 +99,13 @@ pub fn plan(listing: &Listing, target: Option<u64>) -> Result<Vec<LtxObject>, St
             let after = ends
                 .into_iter()
                 .find(|&e| chain(listing, e).is_ok_and(|p| p.last().is_some_and(|f| f.max_txid == e)));
-            let after = after.map_or(String::new(), |a| format!(" or {a}"));
+            let after = after.map_or(String::new(), |a| format!(" or {}", txid_both(a)));
             return Err(format!(
-                "cannot restore exactly TXID {t}: no plan of the replica's files ends there (a file \
+                "cannot restore exactly TXID {}: no plan of the replica's files ends there (a file \
                  merges it with the TXIDs around it, or the files that held it were removed); the \
-                 nearest restorable TXIDs are {txid}{after}"
+                 nearest restorable TXIDs are {}{after}",
+                txid_both(t),
+                txid_both(txid)
             ));
         }
     }
@@ -122,15 +128,27 @@ pub fn plan_up_to(listing: &Listing, limit: u64) -> Result<Vec<LtxObject>, Strin
         )
     } else if limit < gap.next.min_txid {
         format!(
-            "cannot restore TXID {limit}: no file holds it: the replica {gap}; the newest TXID \
-             restorable before it is {reached}"
+            "cannot restore TXID {}: no file holds it: the replica {gap}; the newest TXID \
+             restorable before it is {}",
+            txid_both(limit),
+            txid_both(reached)
         )
     } else {
         format!(
-            "cannot restore TXID {limit}: it lies past a gap: the replica {gap}; the newest TXID \
-             restorable before it is {reached}"
+            "cannot restore TXID {}: it lies past a gap: the replica {gap}; the newest TXID \
+             restorable before it is {}",
+            txid_both(limit),
+            txid_both(reached)
         )
     })
+}
+
+/// A TXID in a message about a target: the decimal number `litestream_txid()` and
+/// `litestream_restore()` use, then the 16 hex digits Litestream, `info` and
+/// `restore -txid` use ("153 (0000000000000099)"). Only the decimal was given, which
+/// read as another TXID to whom had typed the hex (an operations tester, t6).
+pub fn txid_both(t: u64) -> String {
+    format!("{t} ({t:016x})")
 }
 
 /// The plan for a point in time whose newest state written by then is TXID `bound`
@@ -415,7 +433,11 @@ pub(crate) mod tests {
         assert_eq!(ranges(&plan(&l, Some(2)).unwrap()), [(0, 1, 1), (0, 2, 2)]);
         // No file ends at 4: an error naming the restorable TXIDs around it.
         let err = plan(&l, Some(4)).unwrap_err();
-        assert!(err.contains("TXID 4") && err.contains("are 2 or 5"), "{err}");
+        assert!(
+            err.contains("TXID 4 (0000000000000004)")
+                && err.contains("are 2 (0000000000000002) or 5 (0000000000000005)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -497,7 +519,10 @@ pub(crate) mod tests {
             "{err}"
         );
         let err = plan(&l, Some(12)).unwrap_err();
-        assert!(err.contains("newest TXID it holds is 9"), "{err}");
+        assert!(
+            err.contains("cannot restore TXID 12 (000000000000000c): the newest TXID it holds is 9 (0000000000000009)"),
+            "{err}"
+        );
         // A time target resolves to a bound: past the gap, an error too.
         assert!(plan_up_to(&l, 9).unwrap_err().contains("past a gap"));
         assert_eq!(ranges(&plan_up_to(&l, 5).unwrap()).last(), Some(&(0, 5, 5)));
@@ -565,7 +590,10 @@ pub(crate) mod tests {
     fn the_nearest_restorable_txids_named_are_restorable() {
         let l = listing(&[f(9, 1, 10), f(1, 11, 20), f(0, 15, 15), f(0, 21, 21)]);
         let err = plan(&l, Some(13)).unwrap_err();
-        assert!(err.contains("nearest restorable TXIDs are 10 or 20"), "{err}");
+        assert!(
+            err.contains("nearest restorable TXIDs are 10 (000000000000000a) or 20 (0000000000000014)"),
+            "{err}"
+        );
         assert!(plan(&l, Some(10)).is_ok() && plan(&l, Some(20)).is_ok());
         assert!(plan(&l, Some(15)).is_err(), "15 ends a file but no plan");
     }

@@ -4,8 +4,9 @@
 use super::buffers::BufferPool;
 use super::decode::{FilePages, ThreadedPages, MAX_THREADS};
 use super::download::RemoteReader;
+use super::oldest::oldest_restorable;
 use super::open::OpenPool;
-use super::plan::{plan, plan_at_time, resolve_timestamp, Listing};
+use super::plan::{plan, plan_at_time, resolve_timestamp, txid_both, Listing};
 use super::progress::{register, RestoreProgress};
 use super::write::PageWriter;
 use crate::file_modes::FileModes;
@@ -172,13 +173,30 @@ pub fn restore(
                 block_on(store.timestamp(f.level, f.min_txid, f.max_txid))
             })
             .map_err(|e| format!("reading timestamps in {describe}: {e}"))?;
-            let bound = found.ok_or_else(|| {
+            // A time before the oldest state the files restore: named with that state's
+            // TXID and time, the earliest a time target reaches (an operations tester, t6).
+            let oldest = oldest_restorable(&listing);
+            let before_oldest = || {
+                let at = crate::storage::format_rfc3339_nano(ms);
+                let Some((txid, file)) = &oldest else {
+                    return format!("has no state at or before {at}");
+                };
+                let written = block_on(store.timestamp(file.level, file.min_txid, file.max_txid))
+                    .map(|t| format!(", written {}", crate::storage::format_rfc3339_nano(t)))
+                    .unwrap_or_default();
                 format!(
-                    "replica {describe} has no state at or before {}",
-                    crate::storage::format_rfc3339_nano(ms)
+                    "has no state at or before {at}: the oldest state it can restore is TXID {}{written}; \
+                     ask for that time or a later one",
+                    txid_both(*txid)
                 )
-            })?;
-            plan_at_time(&listing, bound)
+            };
+            match found {
+                None => Err(before_oldest()),
+                Some(bound) => plan_at_time(&listing, bound).map_err(|e| match &oldest {
+                    Some((txid, _)) if bound < *txid => before_oldest(),
+                    _ => e,
+                }),
+            }
         }
     }
     .map_err(|e| format!("replica {describe} {e}"))?;

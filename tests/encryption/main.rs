@@ -11,6 +11,9 @@
 //! | `corrupt_recipients::a_changed_leading_recipient_block_is_reported_as_corruption_not_a_wrong_key` (`corrupt_recipients.rs`) | a flipped byte in a file's leading recipient block: `ltx -key` and `restore -key` say the file is corrupt (its two copies differ), not only "wrong key" |
 //! | `follow_turn_on::a_keyless_replica_says_in_status_that_the_replica_turned_encrypted` (`follow_turn_on.rs`) | a keyless read replica whose primary turns encryption on says so in status `error`, shows `store_txid` above `latest_txid`, and logs the failing poll once, not at every poll |
 //! | `rotation::a_rotation_that_skipped_rekey_is_refused_at_open_until_the_files_are_rekeyed` (`rotation.rs`) | a primary switched to key B while older files are to key A only is refused at open, naming the files, B's public key and `rekey`, never a private key; after that `rekey` it opens and B restores every row; `rekey` rekeys the files its key opens and names the others (exit 1) instead of stopping at the first, so one run with each key repairs a replica an earlier build left to each key alone; compaction that cannot open a file (one the open did not see) is the primary's status `error` |
+//! | `cli_keys::ltx_of_a_replica_refuses_a_key_as_info_does` (`cli_keys.rs`) | `ltx -key` / `-key-file` with only replica URLs is a usage error (exit 2) as for `info`, never silently ignored; a key in the environment or with a local file among the arguments still works |
+//! | `cli_keys::a_key_file_saved_from_keygen_restores_and_a_directory_is_named_a_directory` (`cli_keys.rs`) | a key file saved from `keygen` as it prints restores and verifies (its `private:` line); one with only the `public:` line is refused as a public key; a directory as the key file is named a directory, not a mode to chmod |
+//! | `rotation::rekey_refuses_the_private_key_as_a_recipient_and_warns_when_the_key_given_is_dropped` (`rotation.rs`) | `rekey -encrypt-to` given the private key (from `-key`, `-key-file` or the environment) is refused (exit 2) without showing it and nothing is rewritten; leaving out the key given warns that it no longer opens the replica, and goes on |
 //! | `recipients::nats_with_a_second_recipient` (`recipients.rs`) | a primary keyed with `encrypt_to=` another public key replicates to NATS: every object is LTX4 with no plaintext, nor is any in the server's own stream files; `ltx` and `info` say 2 recipients; the second key alone restores it and reads it as a replica |
 
 #[path = "../common/mod.rs"]
@@ -18,6 +21,7 @@ mod common;
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod cli_keys;
 mod corrupt_recipients;
 mod follow_turn_on;
 mod recipients;

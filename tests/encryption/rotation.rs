@@ -245,3 +245,84 @@ fn a_rekey_while_the_primary_writes_is_its_status_error_and_its_key_still_restor
     let expected = shell.run("SELECT group_concat(v) FROM t;");
     assert_key_restores(dir.path(), &url, KEY, expected.trim());
 }
+
+/// `rekey -encrypt-to` given the private key itself (the same as `-key`): any 32 bytes are
+/// an X25519 public key, so it was accepted, exit 0, and afterwards no key opened the
+/// replica (an operations tester, t5). Refused now as a wrong command line, from every
+/// source of the key, without showing it; an `-encrypt-to` that leaves out the key given
+/// is a warning (a rotation's last step), not a refusal.
+#[test]
+fn rekey_refuses_the_private_key_as_a_recipient_and_warns_when_the_key_given_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let public = |k: &str| PrivateKey::from_hex(k).unwrap().public_key().to_hex();
+    let (a, b) = (KEY, OTHER_KEY);
+    let (a_pub, b_pub) = (public(a), public(b));
+    assert_eq!(commit(&db, &url, &format!("&encryption_key={a}"), "one").0.trim(), "1");
+    let status = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_litestream-vfs"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LITESTREAM_")) {
+            cmd.env_remove(k);
+        }
+        let out = cmd.args(args).envs(envs.iter().copied()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let a_file = key_file(dir.path(), a, 0o600);
+    let a_file = a_file.to_str().unwrap();
+    let a_upper = a.to_uppercase();
+    for (args, envs, source) in [
+        (vec!["-key", a, "-encrypt-to", a], vec![], "-key"),
+        (vec!["-key-file", a_file, "-encrypt-to", a], vec![], "-key-file"),
+        (
+            vec!["-encrypt-to", &a_upper],
+            vec![("LITESTREAM_ENCRYPTION_KEY", a)],
+            "LITESTREAM_ENCRYPTION_KEY",
+        ),
+    ] {
+        let list = format!("{b_pub},{a}");
+        for to in [None, Some(list.as_str())] {
+            let mut args = args.clone();
+            if let Some(to) = to {
+                *args.last_mut().unwrap() = to;
+            }
+            let (code, stderr) = status(&[&["rekey"][..], &args, &[&url]].concat(), &envs);
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains("is the private key given with")
+                    && stderr.contains(source)
+                    && stderr.contains("keygen")
+                    && stderr.contains(&a_pub),
+                "{args:?}: {stderr}"
+            );
+            assert!(to.is_none() || stderr.contains("public key 2 of the list"), "{stderr}");
+            assert!(
+                !stderr.to_lowercase().contains(&a[..32]),
+                "the private key was shown: {stderr}"
+            );
+        }
+    }
+    // Nothing was rewritten: A still restores.
+    assert_key_restores(dir.path(), &url, a, "one");
+
+    // Keeping the key given: no warning. Dropping it: a warning, and the rekey goes on.
+    let (code, stderr) = status(
+        &["rekey", "-key", a, "-encrypt-to", &format!("{a_pub},{b_pub}"), &url],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (code, stderr) = status(&["rekey", "-key", a, "-encrypt-to", &b_pub, &url], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: -encrypt-to does not include the public key of the key given with -key")
+            && stderr.contains(&a_pub)
+            && stderr.contains("no longer opens"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(a) && !stderr.contains(b),
+        "a private key was shown: {stderr}"
+    );
+    assert_key_restores(dir.path(), &url, b, "one");
+}

@@ -33,7 +33,9 @@ ciphertext) are still verified, its contents are not.
 For a replica URL (or a local replica directory): lists its files per level, like
 `litestream ltx`: level, min and max TXID, size, the time in the file's header, and
 whether the file is encrypted and to how many recipients. A replica that holds no LTX
-files at all (often a typo in the URL) is an error, exit status 1, as for info.
+files at all (often a typo in the URL) is an error, exit status 1, as for info. It opens
+no file, so it takes no key (-key / -key-file are refused when only replicas are given,
+as info refuses them): `verify -key` checks that a key opens a replica's files.
 
 Options:
   -level N|all    only this level of a replica (default: all)
@@ -69,12 +71,24 @@ pub fn run(argv: &[String]) -> CmdResult {
         },
     };
     let json = p.has("json");
+    // A key on the command line with only replicas to list was ignored, exit 0, even a
+    // wrong one, while `info -key` refuses it (an operations tester, t35): a listing
+    // reads headers only and opens no file, so it cannot say whether the key opens them.
+    let is_replica = |arg: &String| arg.contains("://") || Path::new(arg).is_dir();
+    if (p.has("key") || p.has("key-file")) && p.positional.iter().all(is_replica) {
+        return Err(Failure::Usage(
+            "ltx takes no key for a replica URL: it lists only file headers, which are not encrypted, and \
+             opens no file, so a key is not checked (give -key to ltx with a local .ltx file, or to verify, \
+             which checks that the key opens the replica's files, restore or rekey)"
+                .into(),
+        ));
+    }
     let key = crate::keys::key(&p)?;
     let mut failures = Vec::new();
     let mut docs = Vec::new();
     for arg in &p.positional {
         let path = Path::new(arg);
-        let result = if arg.contains("://") || path.is_dir() {
+        let result = if is_replica(arg) {
             list_replica(arg, &levels, json)
         } else {
             inspect_file(path, json, key.as_ref())
@@ -82,7 +96,7 @@ pub fn run(argv: &[String]) -> CmdResult {
         match result {
             Ok(doc) => docs.push(doc),
             Err(e) => {
-                eprintln!("litestream-vfs: {arg}: {e}");
+                eprintln!("litestream-vfs: {}", store::with_hint(format!("{arg}: {e}")));
                 failures.push(arg.clone());
             }
         }

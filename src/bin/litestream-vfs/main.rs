@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Failed(m)) => {
-            eprintln!("litestream-vfs: {m}");
+            eprintln!("litestream-vfs: {}", store::with_hint(m));
             ExitCode::from(1)
         }
     }

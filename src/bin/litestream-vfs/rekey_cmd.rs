@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use litestream_vfs::ltx::crypto::{OsEntropy, PublicKey};
+use litestream_vfs::ltx::crypto::{OsEntropy, PrivateKey, PublicKey};
 use litestream_vfs::ltx::{rekey, Header, Rekeyed};
 use litestream_vfs::runtime::block_on;
 
-use crate::args::{parse, Flag};
+use crate::args::{parse, Flag, Parsed};
 use crate::keys::{key, KEY_FLAGS};
 use crate::{store, CmdResult, Failure};
 
@@ -76,6 +76,7 @@ pub fn run(argv: &[String]) -> CmdResult {
     let key = key(&p)?.ok_or_else(|| {
         Failure::Usage("rekey needs the private key the files are encrypted to: -key or -key-file".into())
     })?;
+    check_recipients(&p, &key, &recipients)?;
     let path = Path::new(target);
     if !target.contains("://") && path.is_file() {
         let out = p
@@ -153,6 +154,60 @@ pub fn run(argv: &[String]) -> CmdResult {
         )));
     }
     Ok(())
+}
+
+/// Refuses an `-encrypt-to` list that holds the private key given (any 32 bytes are an
+/// X25519 public key, so it was accepted and every file went to a key nobody holds the
+/// private half of: no key opened the replica afterwards; an operations tester, t5), and
+/// warns when the list leaves out the key given (a rotation does that on purpose). The
+/// messages name the key given by its public half only.
+fn check_recipients(p: &Parsed, key: &PrivateKey, recipients: &[PublicKey]) -> CmdResult {
+    let given = key_source(p);
+    let own = key.public_key();
+    for (i, r) in recipients.iter().enumerate() {
+        // Compared through the public keys: the value, read as a private key, gives the
+        // same public key as the key given (equal bytes, or equal but for the bits X25519
+        // ignores), without handling the private bytes here.
+        if PrivateKey::from_bytes(*r.as_bytes()).public_key() == own {
+            let which = if recipients.len() == 1 {
+                "the value".to_string()
+            } else {
+                format!("public key {} of the list", i + 1)
+            };
+            return Err(Failure::Usage(format!(
+                "-encrypt-to: {which} is the private key given with {given}, not a public key \
+                 (not shown here): give the recipients' public keys (`litestream-vfs keygen` prints \
+                 both halves of a pair, `public:` first); the public key of the key given is {own}"
+            )));
+        }
+    }
+    if !recipients.contains(&own) {
+        eprintln!(
+            "warning: -encrypt-to does not include the public key of the key given with {given} \
+             ({own}): after this rekey{} that key no longer opens the files rewritten (as a \
+             rotation intends); keep a private key of the new recipients, or add {own} to \
+             -encrypt-to to keep this one",
+            if p.has("dry-run") {
+                " (run without -dry-run)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Where the private key came from, for messages.
+fn key_source(p: &Parsed) -> &'static str {
+    if p.value("key").is_some() {
+        "-key"
+    } else if p.value("key-file").is_some() {
+        "-key-file"
+    } else if std::env::var_os("LITESTREAM_ENCRYPTION_KEY").is_some() {
+        "LITESTREAM_ENCRYPTION_KEY"
+    } else {
+        "LITESTREAM_ENCRYPTION_KEY_FILE"
+    }
 }
 
 fn exists(out: &str) -> Failure {

@@ -53,3 +53,67 @@ pub fn as_url(url_or_dir: &str) -> String {
     }
     url_or_dir.to_string()
 }
+
+/// A line to add to a failure `message` a store's refusal of the credentials caused: S3
+/// answers InvalidAccessKeyId or SignatureDoesNotMatch with 403, which came through as a
+/// raw "403 Forbidden" with nothing saying where the credentials come from (an
+/// operations tester, t14). `None` for other failures.
+pub fn credentials_hint(message: &str) -> Option<&'static str> {
+    let refused = [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "403 Forbidden",
+        "AccessDenied",
+        "access denied",
+    ]
+    .iter()
+    .any(|s| message.contains(s));
+    let s3 = message.contains("s3://") || message.contains("S3");
+    (refused && s3).then_some(
+        "hint: the S3 store refused the request (403): check the access key and secret: \
+         LITESTREAM_ACCESS_KEY_ID / LITESTREAM_SECRET_ACCESS_KEY, else AWS_ACCESS_KEY_ID / \
+         AWS_SECRET_ACCESS_KEY, or the URL's access-key-id= / secret-access-key= parameters, and \
+         that they may read this bucket (and the region); see README.md, \"Replica types and credentials\"",
+    )
+}
+
+/// `message`, with [`credentials_hint`]'s line after it when there is one.
+pub fn with_hint(message: String) -> String {
+    match credentials_hint(&message) {
+        Some(hint) => format!("{message}\n{hint}"),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_s3_credential_gets_a_hint_and_other_failures_do_not() {
+        for refused in [
+            "listing s3://abk/app: s3://abk/app: LIST app/0000/: access denied: Generic S3 error: \
+             Error performing list request: Received redirect without LOCATION, this normally \
+             indicates an incorrectly configured region: 403 Forbidden: InvalidAccessKeyId: The AWS \
+             Access Key Id you provided does not exist in our records.",
+            "s3://b/p: GET app/ltx/0/x.ltx: Generic S3 error: 403 Forbidden: SignatureDoesNotMatch: …",
+        ] {
+            let hinted = with_hint(refused.to_string());
+            assert!(
+                hinted.starts_with(refused)
+                    && hinted.contains("AWS_ACCESS_KEY_ID")
+                    && hinted.contains("LITESTREAM_ACCESS_KEY_ID")
+                    && hinted.contains("access-key-id=")
+                    && hinted.contains("README"),
+                "{hinted}"
+            );
+        }
+        for other in [
+            "replica s3://b/p has no LTX files",
+            "file:///x: GET y: access denied: Permission denied (os error 13)",
+            "s3://b/p: LIST a/: failed (transient): 503 Service Unavailable",
+        ] {
+            assert_eq!(with_hint(other.to_string()), other);
+        }
+    }
+}

@@ -173,7 +173,38 @@ impl Report<'_> {
         out
     }
 
+    /// Files that failed because the key given is not one of their recipients.
+    fn wrong_key(&self) -> usize {
+        self.failed()
+            .filter(|v| matches!(v.error, Some(litestream_vfs::ltx::Error::NotARecipient { .. })))
+            .count()
+    }
+
+    /// The newest restorable TXID, unless files failed for the key: a `restore -txid` of
+    /// the TXID reached without them reads other files, which are then encrypted to the
+    /// same keys, and it failed with the same "wrong key" (an operations tester, t17).
+    fn newest_known(&self) -> Option<u64> {
+        self.newest.filter(|_| self.wrong_key() == 0)
+    }
+
     fn newest_line(&self) -> String {
+        let wrong = self.wrong_key();
+        if wrong > 0 {
+            let which = if wrong == self.verdicts.len() {
+                format!("it opens none of the {wrong} files checked")
+            } else {
+                format!(
+                    "it does not open {wrong} of the {} files checked (named above)",
+                    self.verdicts.len()
+                )
+            };
+            return format!(
+                "not known with this key: the key given is not one of the files' recipients \
+                 (wrong key): {which}, and a restore with it fails the same way; run verify \
+                 again with the private key the replica is encrypted to for the newest TXID a \
+                 restore reaches"
+            );
+        }
         match (self.newest, self.failed().next().is_some()) {
             (Some(t), false) => format!("{} ({t})", format::txid(t)),
             (Some(t), true) => format!(
@@ -220,8 +251,9 @@ impl Report<'_> {
             "unreadable": self.unreadable(),
             "unauthenticated": self.verdicts.iter().filter(|v| v.locked).count(),
             "failed_files": self.failed().map(file).collect::<Vec<_>>(),
-            "newest_restorable_txid": self.newest.map(format::txid),
-            "newest_restorable_txid_decimal": self.newest,
+            "wrong_key_files": self.wrong_key(),
+            "newest_restorable_txid": self.newest_known().map(format::txid),
+            "newest_restorable_txid_decimal": self.newest_known(),
             "ok": self.failed().next().is_none(),
         })
     }
