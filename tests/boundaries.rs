@@ -296,6 +296,41 @@ fn a_followers_sync_after_a_long_quiet_is_answered_with_every_commit() {
     restore_equals_primary(dir.path(), &url, &db);
 }
 
+/// A replicating process that is stopped (SIGSTOP: it keeps its lock, nobody takes
+/// over) takes no hand-off records; a follower writing and restarting the WAL meanwhile
+/// stops writing them at its `max_staging` instead of filling the disk (a workers
+/// tester: 1.29 GB in 40 s), and once the stopped process runs again a snapshot covers
+/// what the missing records would have: every commit is stored.
+#[test]
+fn a_stopped_replicating_process_bounds_the_hand_off_records_and_a_snapshot_covers_the_rest() {
+    let (dir, db, url, a) = replicated_by_a("sync_interval=100ms");
+    let mut b = LiveShell::start(
+        dir.path(),
+        "b",
+        &open_cmd(&db, &url, "sync_interval=100ms&max_staging=256KiB"),
+    );
+    a.signal(libc::SIGSTOP);
+    for _ in 0..12 {
+        b.run(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25) \
+             INSERT INTO t(v) SELECT hex(randomblob(2000)) FROM n; PRAGMA wal_checkpoint(TRUNCATE);",
+        );
+    }
+    let handoff = dir.path().join("app.db-litestream/handoff");
+    let held: u64 = std::fs::read_dir(&handoff)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    a.signal(libc::SIGCONT);
+    // 12 restarts of ~100 KB: over 1 MB unbounded; the limit plus one record at most.
+    assert!(held < 256 * 1024 + 200_000, "hand-off records hold {held} bytes");
+    assert!(b.stderr().contains("writing no more"), "{}", b.stderr());
+    let out = b.run("SELECT litestream_sync(30000) > 0;");
+    assert!(out.trim().ends_with('1'), "{out}{}", b.stderr());
+    restore_equals_primary(dir.path(), &url, &db);
+}
+
 /// A process that opens the database read-only (`mode=ro`: a reporting worker) and is
 /// first to open it holds the replication role like any other: it captures the writers'
 /// commits from the WAL and their hand-off records, answers their syncs and uploads.

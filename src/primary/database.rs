@@ -38,6 +38,8 @@ pub struct Database {
     follower_writes: FollowerWrites,
     lock: LeaderLock,
     records: HandoffDir,
+    /// The hand-off records reached `max_staging` (`hand_off_tail`): warned once.
+    handoff_full: AtomicBool,
     state_file: StateFile,
     /// Set while this process replicates the database.
     leader: RwLock<Option<Arc<Primary>>>,
@@ -93,6 +95,7 @@ impl Database {
             leader: RwLock::new(None),
             waiting: Mutex::new(None),
             is_waiting: AtomicBool::new(false),
+            handoff_full: AtomicBool::new(false),
             transition: Mutex::new(()),
             closed: AtomicBool::new(false),
             wal_index: Arc::default(),
@@ -574,6 +577,26 @@ impl Database {
     /// A follower hands off the generation in `live` from where the replicating process
     /// last staged.
     fn hand_off_tail(&self, live: &mut dyn WalSource, next: Option<&[u8]>, closed: Option<FileIdentity>) {
+        // A replicating process that is stopped (not dead: it keeps the lock) takes no
+        // records, and each WAL restart of the followers left one more: the directory
+        // grew by every byte written (1.29 GB in 40 s, a workers tester). Past
+        // `max_staging` no record is written: the replicating process, once it runs
+        // again, finds the generation gone without one and takes a snapshot, as below.
+        let held = self.records.record_bytes().unwrap_or(0);
+        if held >= self.config.max_staging_bytes {
+            if !self.handoff_full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    db = %self.path.display(),
+                    held,
+                    limit = self.config.max_staging_bytes,
+                    "the replicating process has not taken the WAL hand-off records for a while (stopped?): they \
+                     hold {held} bytes, max_staging is {}; writing no more, it takes a snapshot when it runs again",
+                    self.config.max_staging_bytes
+                );
+            }
+            return;
+        }
+        self.handoff_full.store(false, Ordering::Relaxed);
         let staged = self.state_file.load().ok().flatten().and_then(|s| s.wal);
         if let Err(e) = self.records.write_tail(live, staged.as_ref(), next, closed) {
             // The replicating process will find the generation gone without a record

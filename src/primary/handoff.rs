@@ -169,6 +169,23 @@ impl HandoffDir {
         Ok(records)
     }
 
+    /// Bytes the records waiting in the directory hold.
+    pub fn record_bytes(&self) -> io::Result<u64> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut total = 0;
+        for entry in entries {
+            let entry = entry?;
+            if record_kind(&entry.path()).is_some() {
+                total += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+        Ok(total)
+    }
+
     /// Hands off the committed frames of the generation in `wal` that `staged` (the
     /// replicating process's last staged position) does not cover: from there when it
     /// is in this generation and still matches the chain, else from frame 0. `next` is
