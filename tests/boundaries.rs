@@ -331,6 +331,29 @@ fn a_stopped_replicating_process_bounds_the_hand_off_records_and_a_snapshot_cove
     restore_equals_primary(dir.path(), &url, &db);
 }
 
+/// A follower whose commits wait more than 10 s (3 `sync_interval`s if longer) because
+/// the replicating process stores nothing has a status `error` saying so, naming that
+/// process; once it stores again the error is gone. Before, a worker polling its own
+/// status saw `error` null through an outage (an operations tester).
+#[test]
+fn a_followers_status_says_when_its_commits_wait_too_long_to_be_stored() {
+    let (dir, db, url, a) = replicated_by_a("sync_interval=100ms");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, "sync_interval=100ms"));
+    a.signal(libc::SIGSTOP);
+    b.run("INSERT INTO t(v) VALUES ('b1');");
+    assert!(status(&mut b)["error"].is_null());
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let s = status(&mut b);
+    a.signal(libc::SIGCONT);
+    let error = s["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("have waited") && error.contains("has stored nothing"),
+        "{s}"
+    );
+    assert_eq!(b.run("SELECT litestream_sync(10000) > 0;").trim(), "1");
+    assert!(status(&mut b)["error"].is_null());
+}
+
 /// A process that opens the database read-only (`mode=ro`: a reporting worker) and is
 /// first to open it holds the replication role like any other: it captures the writers'
 /// commits from the WAL and their hand-off records, answers their syncs and uploads.

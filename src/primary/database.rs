@@ -325,6 +325,7 @@ impl Database {
             self.lock.held_by_another(),
             &|uploaded_at| self.follower_writes.oldest_unstored_ms(uploaded_at),
             &self.destination,
+            self.config.sync_interval,
         );
         self.follower_writes
             .add_to_status(&mut status, self.config.sync_mode == SyncMode::Commit);

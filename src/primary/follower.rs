@@ -410,6 +410,10 @@ pub fn ask(
     }
 }
 
+/// A follower's commit unstored this long (or 3 `sync_interval`s if longer) is its
+/// status `error`.
+const UNSTORED_ERROR_AFTER: Duration = Duration::from_secs(10);
+
 /// `litestream_status()` in a process that does not replicate the database.
 /// `oldest_unstored`: given when the replicating process last stored, the oldest write
 /// of this process after it; `unstored_seconds` says how long that commit has waited (a
@@ -420,6 +424,7 @@ pub fn status(
     someone_replicates: bool,
     oldest_unstored: &dyn Fn(Option<i64>) -> Option<i64>,
     ours: &Destination,
+    sync_interval: Duration,
 ) -> serde_json::Value {
     let uploaded = read_uploaded(staging_dir);
     let uploaded_at_ms = fs::metadata(staging_dir.join("uploaded.json"))
@@ -433,6 +438,17 @@ pub fn status(
     };
     let leader = read_leader(&shared_staging::lock_dir(db_path)).filter(|_| someone_replicates);
     let differs = leader.as_ref().and_then(|l| destination_differs(db_path, l, ours));
+    // The replicating process stores nothing (the store is down, or it is stuck): its
+    // own status says why, but a worker that polls only its own saw no error while its
+    // commits waited (an operations tester: 14 s of an outage, `error` null).
+    let waited_too_long = unstored_seconds >= UNSTORED_ERROR_AFTER.max(sync_interval * 3).as_secs_f64();
+    let stuck = leader.as_ref().filter(|_| waited_too_long).map(|l| {
+        format!(
+            "this process's commits have waited {unstored_seconds:.0} s to be stored: the replicating process \
+             (pid {}) has stored nothing since; its litestream_status() error and its log say why",
+            l.pid
+        )
+    });
     serde_json::json!({
         "role": "follower",
         "replicating": false,
@@ -444,7 +460,7 @@ pub fn status(
             "encrypted_to": l.destination.as_ref().map(|d| d.recipients.len()),
             "staging": l.destination.as_ref().and_then(|d| d.staging.as_ref()).map(|s| s.path.display().to_string()),
         })),
-        "error": differs,
+        "error": differs.or(stuck),
         // What the replicating process writes, as its own status says it (without the
         // counts only it keeps): null when it did not say.
         "encryption": leader.as_ref().and_then(|l| l.destination.as_ref()).map(|d| serde_json::json!({
