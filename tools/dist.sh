@@ -10,16 +10,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile="${1:-dist}"
-# The goal is 8 MB; the library is 7,912,128 bytes (README "Sizes"; 7,883,584 after the
-# block_on cut, +28,544 for the fixes of 2026-12-07's third session and the verify command),
-# and the ceiling sits about 25 KB above it so that growth fails here before it nears the goal.
+# The goal is 8 MB; the library is 7,941,536 bytes (README "Sizes"; 7,883,584 after the
+# block_on cut, +28,544 for the fixes of 2026-12-07's third session and the verify command,
+# +29,408 for the fourth session's: quiet directories, the key census, status errors, the
+# CLI's messages), and the ceiling sits about 35 KB above it so that growth fails here
+# before it reaches the goal.
 # CI packages the release build (make dist takes 8 minutes): its ceiling sits about as
 # far above the release library (11,620,168 bytes stripped at the end of 2026-12-07's
 # third session, after the block_on cut and that session's fixes) as the dist ceiling above
 # the dist library, so that growth shows in `make test` before it reaches the shipped library.
 # tests/packages.rs reads the ceiling from target/packages/CEILING.
 case "$profile" in
-  dist) ceiling=7937000 ;;
+  dist) ceiling=7977000 ;;
   release) ceiling=11660000 ;;
   *) echo "tools/dist.sh: profile $profile: expected dist or release" >&2; exit 2 ;;
 esac
