@@ -330,8 +330,12 @@ struct Shared {
     in_stage: (u64, usize),
 }
 
-/// How long an upload waits for the store before the status says so.
+/// How long an upload waits for the store before the status says so, beside the time
+/// its bytes take at [`SLOWEST_EXPECTED`].
 const SILENT_AFTER: Duration = Duration::from_secs(5);
+
+/// Bytes per second any store in use takes an upload at (1 MiB/s).
+const SLOWEST_EXPECTED: u64 = 1 << 20;
 
 pub struct Primary {
     pub db_path: PathBuf,
@@ -492,15 +496,20 @@ impl Primary {
     /// error while it waits: a store that does not answer (stopped, a network that
     /// drops packets) showed no error until the request timed out 30 s later, while one
     /// refusing connections showed within a second (an operations tester).
+    /// A large upload is given time for its bytes at [`SLOWEST_EXPECTED`] first, so that
+    /// a snapshot going up slowly is not called unanswered.
     fn store_silent(&self) -> Option<String> {
         let (key, waited) = crate::engine::waiting_since(*self.worker_job.get()?)?;
-        if waited < SILENT_AFTER {
+        let (what, bytes) = match key.split(' ').collect::<Vec<_>>()[..] {
+            ["put", _, min, max, bytes] => (
+                format!("the upload of TXIDs {min}-{max}, {bytes} bytes"),
+                bytes.parse::<u64>().unwrap_or(0),
+            ),
+            _ => (key.clone(), 0),
+        };
+        if waited < SILENT_AFTER + Duration::from_secs(bytes / SLOWEST_EXPECTED) {
             return None;
         }
-        let what = match key.split(' ').collect::<Vec<_>>()[..] {
-            ["put", _, min, max] => format!("the upload of TXIDs {min}-{max}"),
-            _ => key.clone(),
-        };
         Some(format!(
             "no answer from {} for {} s ({what}); still waiting",
             self.store.describe(),

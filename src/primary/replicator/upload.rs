@@ -53,7 +53,8 @@ impl Primary {
             self.snapshot_if_chain_breaks(file, header, &body)?;
         }
         let (store, data, min, max) = (Arc::clone(&self.store), body.clone(), file.min_txid, file.max_txid);
-        let key = format!("put 0 {min} {max}");
+        // The size tells the status how long the upload may take (`Primary::store_silent`).
+        let key = format!("put 0 {min} {max} {}", body.len());
         let put = crate::engine::round_trip(&key, crate::engine::PATIENCE, async move {
             store.put_new(0, min, max, data, timestamp).await
         });
