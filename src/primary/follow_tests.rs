@@ -476,3 +476,113 @@ fn a_generation_checkpointed_away_unrecorded_shows_in_the_database_file() {
     assert_eq!(pgnos(&found), vec![1, 2]);
     assert_eq!(capture.database_left(), None, "capture is in g2");
 }
+
+/// Another process began a generation, committed, checkpointed and deleted its WAL
+/// between this listing and the look at the database file (processes opening and closing
+/// one database in turn, under load): the changed file is explained by records written
+/// after the listing, so capture follows them instead of calling it a discontinuity (a
+/// needless snapshot before).
+#[test]
+fn a_generation_that_came_and_went_after_the_listing_is_followed_from_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+    let identity = |mtime_ns| FileIdentity {
+        dev: 1,
+        ino: 2,
+        size: 512,
+        mtime_ns,
+    };
+    let mut g1 = WalBuilder::new(512, 10, 1, false);
+    g1.frame(1, 1, 1);
+    records
+        .write_tail(&mut g1.bytes.clone(), None, None, Some(identity(3)))
+        .unwrap();
+    let mut g2 = WalBuilder::new(512, 11, 2, false);
+    g2.frame(2, 2, 2);
+    let other_process_ran = std::cell::Cell::new(false);
+    // The first look at the file happens after the listing: the other process runs a
+    // whole generation just before it.
+    let database = || {
+        if !other_process_ran.replace(true) {
+            records.write_start(&g2.bytes[..32], Some(identity(3))).unwrap();
+            records
+                .write_tail(&mut g2.bytes.clone(), None, None, Some(identity(4)))
+                .unwrap();
+        }
+        Some(identity(4))
+    };
+    let mut capture = captured_through(&g1, 0, g1.header.checksum);
+    let mut consumed = 0;
+    let found = follow(&mut capture, &mut consumed, &records, &mut Vec::new(), &database)
+        .unwrap()
+        .expect("the records written after the listing explain the changed file");
+    assert_eq!(pgnos(&found), vec![1, 2]);
+    assert_eq!(consumed, 3);
+    assert_eq!(capture.database_left(), Some(&identity(4)));
+}
+
+/// A WAL file held open that another process deleted: it shows `deleted` until looked at
+/// again, then the file at the path now.
+struct DeletedUnderTheReader {
+    deleted: Vec<u8>,
+    at_path: Vec<u8>,
+    looked_again: bool,
+}
+
+impl WalSource for DeletedUnderTheReader {
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+        match self.looked_again {
+            true => self.at_path.read_exact_at(offset, buf),
+            false => self.deleted.read_exact_at(offset, buf),
+        }
+    }
+
+    fn look_again(&mut self) -> io::Result<bool> {
+        Ok(!std::mem::replace(&mut self.looked_again, true))
+    }
+}
+
+/// A takeover read the WAL's header, and before it listed the records that process and
+/// the next one closed (each deleting the WAL) and a third began a generation: the records
+/// carry capture to it, and the next round must read the WAL at the path, not the deleted
+/// one still open (before: "no hand-off connects", a snapshot).
+#[test]
+fn generations_that_came_and_went_while_the_wal_was_held_open_are_followed_to_the_one_at_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = HandoffDir::new(dir.path(), FileModes::NewDatabase);
+    let generation = |salt: u32, pgno: u32| {
+        let mut g = WalBuilder::new(512, salt, salt, false);
+        g.frame(pgno, pgno, pgno as u8);
+        g
+    };
+    let (g1, g2, g3, g4) = (
+        generation(10, 1),
+        generation(20, 2),
+        generation(30, 3),
+        generation(40, 4),
+    );
+    let mut capture = captured_through(&g1, 1, g1.running_checksum());
+    records
+        .write_tail(
+            &mut g1.bytes.clone(),
+            Some(&saved(&capture.position().unwrap())),
+            None,
+            None,
+        )
+        .unwrap();
+    for g in [&g2, &g3] {
+        records.write_start(&g.bytes[..32], None).unwrap();
+        records.write_tail(&mut g.bytes.clone(), None, None, None).unwrap();
+    }
+    records.write_start(&g4.bytes[..32], None).unwrap();
+    let mut live = DeletedUnderTheReader {
+        deleted: g2.bytes.clone(),
+        at_path: g4.bytes.clone(),
+        looked_again: false,
+    };
+    let mut consumed = 0;
+    let found =
+        follow_from(&mut capture, &mut consumed, &records, &mut live).expect("the records lead to the WAL at the path");
+    assert_eq!(pgnos(&found), vec![2, 3, 4]);
+    assert_eq!(capture.generation(), Some((40, 40)));
+}

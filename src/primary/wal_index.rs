@@ -220,6 +220,17 @@ impl WalSource for CountedWal<'_> {
         }
         self.wal.read_exact_at(offset, buf)
     }
+
+    /// The count was taken for the file read so far: of another file, nothing past the
+    /// header is read (the next look, with a count of its own, reads it).
+    fn look_again(&mut self) -> io::Result<bool> {
+        let replaced = self.wal.look_again()?;
+        if replaced && self.counted.is_some() {
+            self.readable = HEADER_SIZE as u64;
+            self.counted = None;
+        }
+        Ok(replaced)
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,14 @@ mod write;
 pub trait WalSource {
     /// Fills `buf` from `offset`; `Ok(false)` if the file ends before `buf` is full.
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool>;
+
+    /// Makes later reads see the WAL at its path now, when the one read so far was
+    /// deleted (and perhaps created again) since it was opened; true if so. A source
+    /// that cannot be replaced under it (SQLite's own handle, a record, memory) keeps
+    /// reading what it reads.
+    fn look_again(&mut self) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Where capture stands in the WAL: everything up to frame `next_frame - 1` of the
