@@ -386,3 +386,66 @@ fn a_read_only_connection_that_replicates_carries_the_writers_commits() {
     drop(reader);
     restore_equals_primary(dir.path(), &url, &db);
 }
+
+/// Polls `shell`'s status until `done` holds (or `secs` pass); the last status.
+fn status_until(shell: &mut LiveShell, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let s = status(shell);
+        if done(&s) || std::time::Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A worker asked for its status while the replicating process's uploads fail says why,
+/// in the replicating process's words, before its own commits have waited long; the
+/// error goes when the uploads succeed again. Before, a follower's `error` stayed null
+/// for 10 s and then said only that its commits waited.
+#[test]
+fn a_followers_status_carries_the_replicating_processs_error() {
+    let (dir, db, url, mut a) = replicated_by_a("sync_interval=100ms");
+    let mut b = LiveShell::start(dir.path(), "b", &open_cmd(&db, &url, "sync_interval=100ms"));
+    assert_eq!(status(&mut b)["role"], "follower");
+    let replica = dir.path().join("replica");
+    let aside = dir.path().join("replica-aside");
+    std::fs::rename(&replica, &aside).unwrap();
+    std::fs::write(&replica, b"not a directory").unwrap();
+    b.run("INSERT INTO t(v) VALUES ('b1');");
+    let s = status_until(&mut a, 10, |s| s["error"].is_string());
+    let theirs = s["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the replicating process shows no error: {s}"));
+    let s = status_until(&mut b, 10, |s| s["error"].is_string());
+    let error = s["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the replicating process (pid") && error.contains("reports"),
+        "{s}"
+    );
+    assert!(
+        s["unstored_seconds"].as_f64().unwrap() < 10.0,
+        "said before the 10 s of waiting: {s}"
+    );
+    assert!(s["replicated_by"]["error"].is_string(), "{s}");
+    assert!(s["replicated_by"]["error_since_ms"].is_i64(), "{s}");
+    let said = s["replicated_by"]["error"].as_str().unwrap();
+    assert!(
+        theirs.split(':').next() == said.split(':').next(),
+        "its own words: {theirs} / {said}"
+    );
+
+    std::fs::remove_file(&replica).unwrap();
+    std::fs::rename(&aside, &replica).unwrap();
+    assert_eq!(
+        b.run("SELECT litestream_sync(20000) > 0;").trim(),
+        "1",
+        "{}",
+        b.stderr()
+    );
+    let s = status_until(&mut b, 10, |s| s["error"].is_null());
+    assert!(s["error"].is_null() && s["replicated_by"]["error"].is_null(), "{s}");
+    drop(b);
+    drop(a);
+    restore_equals_primary(dir.path(), &url, &db);
+}

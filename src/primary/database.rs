@@ -367,6 +367,7 @@ impl Database {
             database: Arc::downgrade(self),
             period,
             failures: AtomicU32::new(0),
+            published_error: Default::default(),
         };
         crate::engine::engine().add(Arc::new(job), Instant::now() + period);
     }
@@ -614,6 +615,8 @@ struct LeadershipJob {
     period: Duration,
     /// Consecutive failed takeovers: each one spaces the next attempt further.
     failures: AtomicU32,
+    /// While this process leads, its status error as told to the followers.
+    published_error: super::leader_error::Published,
 }
 
 /// How often the replicating process checks that its lock file is still the one at the
@@ -642,12 +645,17 @@ impl crate::engine::Job for LeadershipJob {
                 // Said once: the next check finds nothing new to take.
                 Err(e) => tracing::error!(db = %db.path.display(), "{e}"),
             }
+            let lock_dir = shared_staging::lock_dir(&db.path);
+            self.published_error
+                .publish(&lock_dir, db.config.file_modes, primary.error());
             return Some(Instant::now() + LOCK_FILE_CHECK);
         }
         let failures = self.failures.load(Ordering::Relaxed);
         if !db.lock.held_by_another() {
             match db.try_lead() {
-                Ok(true) => return None,
+                // Leading now: the turns above check the lock file and tell the
+                // followers this process's status error.
+                Ok(true) => return Some(Instant::now() + LOCK_FILE_CHECK),
                 Ok(false) => self.failures.store(0, Ordering::Relaxed),
                 Err(e) => {
                     self.failures.store(failures + 1, Ordering::Relaxed);

@@ -4,6 +4,8 @@
 //! - `leader.json` beside the replication lock (`<db>-litestream/`, whatever the staging
 //!   settings: `shared_staging.rs`): the replicating process's pid, node id and
 //!   [`Destination`], written when it takes the replication lock (`leader_lock.rs`);
+//! - `leader-error.json` beside it: the replicating process's status error
+//!   (`leader_error.rs`);
 //!
 //! and in the staging directory:
 //!
@@ -15,6 +17,7 @@
 //!   `uploaded.json` reaches it. TXIDs, not WAL positions: generations of the WAL cannot
 //!   be ordered by their salts.
 
+use super::leader_error;
 use super::quiet_dir::QuietDir;
 use super::shared_staging::{self, StagingDir};
 use super::Primary;
@@ -185,13 +188,13 @@ fn now_ms() -> i64 {
 
 /// Replaces `name` in `dir` atomically (no fsync: these are messages between live
 /// processes, not recovery state), with the database's permissions.
-fn write_json(path: &Path, modes: FileModes, value: &impl Serialize) -> std::io::Result<()> {
+pub(super) fn write_json(path: &Path, modes: FileModes, value: &impl Serialize) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     modes.write_file(&tmp, &serde_json::to_vec(value).expect("serialises"))?;
     fs::rename(tmp, path)
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
@@ -436,8 +439,13 @@ pub fn status(
         Some(w) => (now_ms() - w).max(0) as f64 / 1000.0,
         None => 0.0,
     };
-    let leader = read_leader(&shared_staging::lock_dir(db_path)).filter(|_| someone_replicates);
+    let lock_dir = shared_staging::lock_dir(db_path);
+    let leader = read_leader(&lock_dir).filter(|_| someone_replicates);
     let differs = leader.as_ref().and_then(|l| destination_differs(db_path, l, ours));
+    let leader_error = leader.as_ref().and_then(|l| leader_error::read(&lock_dir, l.pid));
+    let reported = leader_error
+        .as_ref()
+        .map(|e| format!("the replicating process (pid {}) reports: {}", e.pid, e.message));
     // The replicating process stores nothing (the store is down, or it is stuck): its
     // own status says why, but a worker that polls only its own saw no error while its
     // commits waited (an operations tester: 14 s of an outage, `error` null).
@@ -459,8 +467,11 @@ pub fn status(
             "replica": l.destination.as_ref().map(|d| d.replica.clone()),
             "encrypted_to": l.destination.as_ref().map(|d| d.recipients.len()),
             "staging": l.destination.as_ref().and_then(|d| d.staging.as_ref()).map(|s| s.path.display().to_string()),
+            "error": leader_error.as_ref().map(|e| e.message.clone()),
+            "error_since_ms": leader_error.as_ref().map(|e| e.since_ms),
         })),
-        "error": differs.or(stuck),
+        // The replicating process's own reason first: it says why the commits wait.
+        "error": differs.or(reported).or(stuck),
         // What the replicating process writes, as its own status says it (without the
         // counts only it keeps): null when it did not say.
         "encryption": leader.as_ref().and_then(|l| l.destination.as_ref()).map(|d| serde_json::json!({

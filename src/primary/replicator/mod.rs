@@ -475,21 +475,30 @@ impl Primary {
             "sync_mode": match self.config.sync_mode { SyncMode::Async => "async", SyncMode::Commit => "commit" },
             "sync_commit_timeouts": s.sync_commit_timeouts,
             "sync_commit_error": s.sync_commit_error,
-            // An upload that succeeded clears `last_error`, not a failing stage.
-            "error": s
-                .fatal
-                .clone()
-                .or_else(|| s.last_error.clone())
-                .or_else(|| s.staging_failure.as_ref().map(|e| format!("staging: {e}")))
-                .or_else(|| s.unreadable.values().next().cloned())
-                .or_else(|| s.base_not_ours.clone())
-                .or_else(|| self.store_silent()),
+            "error": self.error_of(&s),
             "refusing_writes": s.fatal.is_some(),
             "fencing": self.fencing.as_str(),
             "compaction": if self.config.compaction.is_some() { s.compaction.clone() } else { serde_json::Value::Null },
             "sync": self.sync_stats.json(),
             "encryption": self.encryption_status.as_ref().map_or(json!({"encrypted": false}), |e| e.json()),
         })
+    }
+
+    /// `litestream_status()`'s `error`: what keeps commits from being stored, or the
+    /// replica from serving them, now.
+    pub fn error(&self) -> Option<String> {
+        self.error_of(&self.lock())
+    }
+
+    fn error_of(&self, s: &Shared) -> Option<String> {
+        // An upload that succeeded clears `last_error`, not a failing stage.
+        s.fatal
+            .clone()
+            .or_else(|| s.last_error.clone())
+            .or_else(|| s.staging_failure.as_ref().map(|e| format!("staging: {e}")))
+            .or_else(|| s.unreadable.values().next().cloned())
+            .or_else(|| s.base_not_ours.clone())
+            .or_else(|| self.store_silent())
     }
 
     /// The worker's upload waiting for the store longer than [`SILENT_AFTER`], said as an
