@@ -18,6 +18,7 @@ pub mod carry;
 pub mod fetch;
 mod history;
 pub mod hydrate;
+mod hydrate_claim;
 mod jobs;
 mod poll;
 mod poll_warning;
