@@ -14,7 +14,13 @@
 //! "Not gone back": the saved state names the same node and a TXID no lower than any
 //! this process saw saved for the database. A state put back from a disk backup is
 //! older and is checked again; other processes of the machine committing to the
-//! database only move it forward.
+//! database only move it forward. And saved for this replica and key: an open of the
+//! database on another replica (or with another key, or none) in between, in this
+//! process or another, moved the state forward with TXIDs this replica never got, and
+//! the check at the next open here is what finds them missing (an operations tester:
+//! replica A, then B, then A again within a minute left A with a gap no restore
+//! crosses and no error; a keyless open after a keyed one wrote plaintext after
+//! encrypted files instead of being refused).
 
 use crate::vfs::sys::fork::ProcessMap;
 use std::collections::HashMap;
@@ -48,6 +54,16 @@ impl CheckKey {
             config.replica_url,
             config.store_options.endpoint
         ))
+    }
+}
+
+impl CheckKey {
+    /// A digest of the key, saved with the state (`SavedState::stored_for`): a state
+    /// saved by an open with another replica or key, in this process or another, is
+    /// not vouched for by this key's check. Hashed: a replica URL may carry credentials.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(&Sha256::digest(self.0.as_bytes())[..16])
     }
 }
 

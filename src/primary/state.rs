@@ -118,6 +118,10 @@ pub struct SavedState {
     /// changed and the WAL still empty takes a snapshot (`Capture::left_database`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_left: Option<FileIdentity>,
+    /// The replica and key the state was saved for (`CheckKey::fingerprint`): an open
+    /// trusts its process's recent check of the replica only for a state saved for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_for: Option<String>,
 }
 
 /// The database file the WAL was left empty with (`Capture::database_left`), worth saving
@@ -221,6 +225,7 @@ mod tests {
                 checksum: (5, 6),
                 ended: false,
             }),
+            stored_for: Some("0123456789abcdef0123456789abcdef".into()),
         };
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), Some(state));

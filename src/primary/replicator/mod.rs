@@ -547,6 +547,7 @@ impl Primary {
             closed_clean.is_some(),
         );
         self.persist(&SavedState {
+            stored_for: None, // stamped by `persist`
             node_id: self.node_id,
             txid: shared.staged_txid,
             wal,
@@ -628,6 +629,10 @@ impl Primary {
 
     /// Saves the state durably, then deletes the hand-off records it reflects.
     fn persist(&self, state: &SavedState) -> io::Result<()> {
+        let state = &SavedState {
+            stored_for: Some(self.replica_check.fingerprint()),
+            ..state.clone()
+        };
         let mut persisted = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
         // The file already says this, durably, and the records it reflects are gone:
         // saving it again is two fsyncs for nothing (a close after its closing stage

@@ -45,7 +45,12 @@ impl Primary {
         })?;
         let check_key = CheckKey::new(db_path, &config);
         let saved_at = saved.as_ref().map(|s| (s.node_id, s.txid));
-        let (listed, asked, listing) = newest_for_open(store.as_ref(), &check_key, saved_at, db_path);
+        // Only a state saved for this replica and key lets a recent check stand for it.
+        let saved_for_this = saved
+            .as_ref()
+            .filter(|s| s.stored_for.as_ref() == Some(&check_key.fingerprint()))
+            .map(|s| (s.node_id, s.txid));
+        let (listed, asked, listing) = newest_for_open(store.as_ref(), &check_key, saved_for_this, db_path);
         // A replica whose files no restore chains up to its newest (a gap, or emptied
         // under the primary, which then uploaded into it before this open), as the
         // listing made now finds it: the open owes it a snapshot, also at level 9.
@@ -273,6 +278,7 @@ impl Primary {
             saved
         } else {
             self.persist(&SavedState {
+                stored_for: None, // stamped by `persist`
                 node_id: self.node_id,
                 txid: shared.staged_txid,
                 wal: state.wal.clone(),

@@ -206,6 +206,7 @@ fn continue_noted(
         "no staging state, and the database is the replica's newest state (noted when it was restored or closed): continuing the replica"
     );
     let saved = SavedState {
+        stored_for: None, // stamped by `persist`
         node_id: new_node_id(),
         txid: max,
         wal: None,
@@ -271,6 +272,7 @@ pub(super) fn restore_from_replica(local: &Local, max: u64, replace: bool) -> Re
     // Records left beside a database that no longer exists belong to it.
     let handoff_consumed = local.records.last_seq().map_err(|e| e.to_string())?;
     let state = SavedState {
+        stored_for: None, // stamped by `persist`
         node_id: new_node_id(),
         txid: pos.txid,
         wal: None,

@@ -194,6 +194,7 @@ impl Primary {
                         position_at_cut.map(Into::into)
                     };
                 let state = SavedState {
+                    stored_for: None, // stamped by `persist`
                     node_id: self.node_id,
                     txid: batch.max_txid(),
                     ended_before: ended_before_cut.filter(|_| wal.is_some()).map(Into::into),
@@ -382,6 +383,7 @@ impl Primary {
             position.map(Into::into)
         };
         let state = SavedState {
+            stored_for: None, // stamped by `persist`
             node_id: self.node_id,
             txid,
             database_left: crate::primary::state::database_left_to_save(

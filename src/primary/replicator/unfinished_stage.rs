@@ -132,6 +132,7 @@ mod tests {
             handoff_seq: 4,
             ended_before: None,
             database_left: None,
+            stored_for: None,
         }
     }
 
