@@ -351,7 +351,31 @@ fn restart_from_saved(
             "local state (TXID {}) is older than the replica ({max})",
             reconciled.state.txid
         ));
+        // The replica holds every TXID these files are numbered with, written by whoever
+        // took it past this state: uploaded, they put a second history under the same
+        // TXIDs (a settings tester: staging= moved away with files not yet uploaded, a
+        // takeover, then the old staging again: `-txid` restores gave states out of
+        // order, Litestream's failed to decode). The snapshot holds what they did.
+        if !staged.is_empty() {
+            tracing::warn!(
+                db = %local.db_path.display(),
+                files = staged.len(),
+                "dropping staged files of TXIDs the replica already holds from another history (TXID {max} now)"
+            );
+        }
+        for file in &staged {
+            local.staging.remove(file).map_err(|e| e.to_string())?;
+        }
         reconciled.next_txid = max + 1;
+        return Ok(reconciled);
+    }
+    if let Some(reason) = staged_over_another_history(local, reconciled.state.node_id, &staged, replica_max) {
+        tracing::warn!(db = %local.db_path.display(), %reason, "taking a snapshot");
+        for file in &staged {
+            local.staging.remove(file).map_err(|e| e.to_string())?;
+        }
+        reconciled.snapshot_needed = Some(reason);
+        reconciled.chain_start_owed = true;
         return Ok(reconciled);
     }
     if let Some((from, to)) = missing {
@@ -619,6 +643,35 @@ pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crat
 }
 
 /// Node id in the header of the level-0 file ending at `max`.
+/// Why the staged files must not go up, when some are numbered with TXIDs the replica
+/// already holds and its newest file is not this node's: normally a staged file at or
+/// below the replica's newest TXID is one uploaded just before a crash removed it (the
+/// same file, this node's). Another node's there means the replica went on under
+/// another history meanwhile (a settings tester: `staging=` moved away with files not
+/// yet uploaded, a `takeover=1` that renumbered from a snapshot, then the old staging
+/// again: uploaded, its files put a second history under the same TXIDs; `-txid`
+/// restores gave states out of order and Litestream's failed to decode a page).
+fn staged_over_another_history(
+    local: &Local,
+    node_id: u64,
+    staged: &[StagedFile],
+    replica_max: Option<u64>,
+) -> Option<String> {
+    let max = replica_max?;
+    let first = staged.iter().map(|f| f.min_txid).min().filter(|min| *min <= max)?;
+    let writer = latest_node_id(local.store.as_ref(), max);
+    if writer == Some(node_id) {
+        return None;
+    }
+    let last = staged.iter().map(|f| f.max_txid).max().unwrap_or(first);
+    Some(format!(
+        "staged TXIDs {first}-{last} are not stored, and replica {} holds TXIDs up to {max} from another \
+         primary (node {}): they are dropped, and a snapshot of the database as it is continues the replica",
+        local.store.describe(),
+        writer.map_or("unknown".to_string(), |n| format!("{n:016x}")),
+    ))
+}
+
 fn latest_node_id(store: &dyn ReplicaStore, max: u64) -> Option<u64> {
     let files = block_on(store.list(0)).ok()?;
     let file = files.iter().find(|f| f.max_txid == max)?;
