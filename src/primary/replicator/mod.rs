@@ -379,6 +379,9 @@ pub struct Primary {
     level_cache: Option<LevelCache>,
     /// The compaction ladder's job in the engine, when compaction is on.
     compaction_job: OnceLock<JobId>,
+    /// Ends the compaction job's store requests at close (`storage::Stoppable`): a turn
+    /// in progress on a silent store held the close for each request's silence limit.
+    compaction_stop: Arc<crate::storage::Stop>,
     /// Rounds of the worker, their time and failures (`litestream_sync_*` metrics).
     sync_stats: SyncStats,
     /// Encryption at rest, when keyed: `litestream_status()`'s `encryption`.

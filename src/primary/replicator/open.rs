@@ -236,6 +236,7 @@ impl Primary {
             frames_pending: AtomicBool::new(false),
             level_cache,
             compaction_job: OnceLock::new(),
+            compaction_stop: Arc::default(),
             sync_stats: SyncStats::default(),
             encryption_status,
             wal_index,
@@ -313,7 +314,10 @@ impl Primary {
             }
             let first = Instant::now() + Duration::from_millis((clock.next() - now_ms()).max(0) as u64);
             let compactor = Compactor {
-                store: Arc::clone(&self.store),
+                store: Arc::new(crate::storage::Stoppable::new(
+                    Arc::clone(&self.store),
+                    Arc::clone(&self.compaction_stop),
+                )),
                 cache,
                 config: ladder,
                 encoding: self.encoding(),

@@ -117,6 +117,9 @@ impl Primary {
     /// clean close if SQLite checkpointed the WAL away.
     pub fn close(&self) {
         self.request_watch.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // A compaction turn in progress ends at its next request, or its one in flight
+        // ends now: the close waits only for its own upload (`sync_timeout`).
+        self.compaction_stop.stop();
         if let Some(id) = self.compaction_job.get() {
             crate::engine::engine().remove(*id);
         }
