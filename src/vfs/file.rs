@@ -269,8 +269,13 @@ unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, a
             return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
         };
         if let Err(reason) = primary.check_writable() {
-            sqlite_log(ffi::SQLITE_IOERR_WRITE, &format!("litestream: write refused: {reason}"));
-            return ffi::SQLITE_IOERR_WRITE;
+            // SQLITE_READONLY ("attempt to write a readonly database"), as for the
+            // exclusive-mode refusal below, not a bare "disk I/O error" (a settings
+            // tester): the transaction rolls back as usual, and the log says why.
+            let why = format!("litestream: write refused: {reason}");
+            tracing::error!(db = %database.path.display(), "{why}");
+            sqlite_log(ffi::SQLITE_READONLY, &why);
+            return ffi::SQLITE_READONLY;
         }
         let rc = forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amount, offset);
         if rc == ffi::SQLITE_OK && amount > 0 {

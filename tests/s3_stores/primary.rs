@@ -176,6 +176,12 @@ pub fn a_second_primary_is_fenced(s3: &dyn S3Server) {
     let fenced = status(&mut first);
     assert_eq!(fenced["refusing_writes"], true, "{}: {fenced}", s3.name());
     first.run("INSERT INTO items(name, qty) VALUES ('refused', 3);");
+    assert!(
+        first.stderr().contains("attempt to write a readonly database") && first.stderr().contains("write refused"),
+        "{}: a refused write says so, not a bare disk I/O error: {}",
+        s3.name(),
+        first.stderr()
+    );
     assert_eq!(
         first.run("SELECT count(*) FROM items WHERE name = 'refused';").trim(),
         "0"

@@ -147,25 +147,36 @@ impl Primary {
                 // in milliseconds) is not one that ran out the timeout, and the two are
                 // fixed differently.
                 let timed_out = Instant::now() >= deadline;
-                let why = match (&shared.last_error, timed_out) {
-                    (Some(e), true) => format!(
-                        "the store did not take them within sync_timeout {:?}; its last error: {e}",
-                        self.config.sync_timeout
-                    ),
-                    (None, true) => format!(
-                        "the store did not take them within sync_timeout {:?}",
-                        self.config.sync_timeout
-                    ),
-                    (Some(e), false) => format!("the store failed: {e}"),
-                    (None, false) => "the closing upload did not finish".to_string(),
-                };
-                tracing::warn!(
-                    db = %self.db_path.display(),
-                    "closing with TXIDs {}-{} staged but not stored ({why}); \
-                     they go up at the next open of this database",
-                    shared.uploaded_txid + 1,
-                    shared.staged_txid,
-                );
+                if let Some(fatal) = &shared.fatal {
+                    // Refused for good: the next open is refused the same way, so they do
+                    // not go up then either (a settings tester was promised they would).
+                    tracing::error!(
+                        db = %self.db_path.display(),
+                        "closing with TXIDs {}-{} not stored, and they will not be: {fatal}",
+                        shared.uploaded_txid + 1,
+                        shared.staged_txid,
+                    );
+                } else {
+                    let why = match (&shared.last_error, timed_out) {
+                        (Some(e), true) => format!(
+                            "the store did not take them within sync_timeout {:?}; its last error: {e}",
+                            self.config.sync_timeout
+                        ),
+                        (None, true) => format!(
+                            "the store did not take them within sync_timeout {:?}",
+                            self.config.sync_timeout
+                        ),
+                        (Some(e), false) => format!("the store failed: {e}"),
+                        (None, false) => "the closing upload did not finish".to_string(),
+                    };
+                    tracing::warn!(
+                        db = %self.db_path.display(),
+                        "closing with TXIDs {}-{} staged but not stored ({why}); \
+                         they go up at the next open of this database",
+                        shared.uploaded_txid + 1,
+                        shared.staged_txid,
+                    );
+                }
             }
         }
         // Everything captured is staged: save where capture stands, so the next process
