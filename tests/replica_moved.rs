@@ -213,6 +213,41 @@ fn files_staged_before_a_takeover_renumbered_the_replica_are_not_uploaded_into_i
     rig.assert_restores_to_the_database(&url, &[]);
 }
 
+/// `staging=` moved while the default staging directory held commits not yet stored: the
+/// open says where the state is and to open once with it (before: "written by another
+/// database", advising takeover=1, which renumbers the history); doing so stores them.
+#[test]
+fn an_open_with_staging_moved_away_from_unstored_commits_says_to_open_once_with_the_old_one() {
+    let rig = Rig::new();
+    let (replica, url) = rig.replica("replica");
+    rig.run(&url, "CREATE TABLE t(v); INSERT INTO t VALUES ('stored');");
+    let mut shell = LiveShell::start(rig.dir.path(), "primary", &rig.open(&url, "&sync_timeout=1s"));
+    let aside = rig.dir.path().join("replica-aside");
+    std::fs::rename(&replica, &aside).unwrap();
+    std::fs::write(&replica, b"not a directory").unwrap();
+    shell.run("INSERT INTO t VALUES ('staged');");
+    drop(shell);
+    std::fs::remove_file(&replica).unwrap();
+    std::fs::rename(&aside, &replica).unwrap();
+
+    let elsewhere = rig.dir.path().join("staging2");
+    let (ok, _, stderr) = sqlite_output(&format!(
+        "{}\nINSERT INTO t VALUES ('moved');",
+        rig.open(&url, &format!("&staging={}", elsewhere.display()))
+    ));
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("replication state is in") && stderr.contains("Open once with the staging it was written with"),
+        "{stderr}"
+    );
+    rig.run(&url, "INSERT INTO t VALUES ('after');");
+    rig.assert_restores_to_the_database(&url, &[]);
+    assert_eq!(
+        plain_sqlite(&rig.db, "SELECT group_concat(v) FROM t").trim(),
+        "stored,staged,after"
+    );
+}
+
 #[test]
 fn a_replica_put_back_from_an_older_copy_is_reseeded_with_a_snapshot() {
     let rig = Rig::new();

@@ -109,6 +109,9 @@ pub(super) fn reconcile(
                     crate::primary::shared_staging::lock_dir(local.db_path).display()
                 ));
             }
+            if let Some(moved) = state_left_in_the_default_staging(local, max) {
+                return Err(moved);
+            }
             Err(format!(
                 "replica {} already holds TXIDs up to {max} written by another database: {why}. If \
                  this database is the one that wrote it (its {} directory was lost, say after a \
@@ -643,6 +646,31 @@ pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crat
 }
 
 /// Node id in the header of the level-0 file ending at `max`.
+/// With `staging=` naming another directory than the default `<db>-litestream/`, and
+/// the default one holding the database's replication state: the staging was moved while
+/// it held what the replica lacks. Said as such, with what to do; before, the open blamed
+/// "another database" and advised `takeover=1`, which renumbers the history (a settings
+/// tester), where one open with the old staging uploads everything.
+fn state_left_in_the_default_staging(local: &Local, replica_max: u64) -> Option<String> {
+    let default = crate::config::default_staging_dir(local.db_path);
+    if std::path::absolute(&default).ok()? == std::path::absolute(&local.config.staging_dir).ok()? {
+        return None;
+    }
+    let left = StateFile::new(&default, local.config.file_modes).load().ok()??;
+    Some(format!(
+        "replica {} holds TXIDs up to {replica_max}, and this database's replication state is in {} \
+         (TXID {}), not in the staging directory given ({}): it was moved while it held what the replica \
+         may lack. Open once with the staging it was written with (without staging=, or staging={}) so that \
+         it goes up; move staging= only once litestream_status() shows staged_bytes 0 and the database is \
+         closed",
+        local.store.describe(),
+        default.display(),
+        left.txid,
+        local.config.staging_dir.display(),
+        default.display(),
+    ))
+}
+
 /// Why the staged files must not go up, when some are numbered with TXIDs the replica
 /// already holds and its newest file is not this node's: normally a staged file at or
 /// below the replica's newest TXID is one uploaded just before a crash removed it (the
