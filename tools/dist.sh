@@ -19,10 +19,14 @@ profile="${1:-dist}"
 # far above the release library (11,620,168 bytes stripped at the end of 2026-12-07's
 # third session, after the block_on cut and that session's fixes) as the dist ceiling above
 # the dist library, so that growth shows in `make test` before it reaches the shipped library.
+# 2026-12-07, fifth session: the release library is 11,693,400 bytes stripped (+103 KB:
+# the compaction store's stop wrapper, the leader's published error, the staged-history
+# check); the ceiling moves to 11,740,000 and the dist library was NOT re-measured: run
+# `make dist` next and cut or raise its ceiling (it had 23 KB of headroom under 8 MB).
 # tests/packages.rs reads the ceiling from target/packages/CEILING.
 case "$profile" in
   dist) ceiling=7977000 ;;
-  release) ceiling=11660000 ;;
+  release) ceiling=11740000 ;;
   *) echo "tools/dist.sh: profile $profile: expected dist or release" >&2; exit 2 ;;
 esac
 
