@@ -373,13 +373,7 @@ fn restart_from_saved(
         return Ok(reconciled);
     }
     if let Some(reason) = staged_over_another_history(local, reconciled.state.node_id, &staged, replica_max) {
-        tracing::warn!(db = %local.db_path.display(), %reason, "taking a snapshot");
-        for file in &staged {
-            local.staging.remove(file).map_err(|e| e.to_string())?;
-        }
-        reconciled.snapshot_needed = Some(reason);
-        reconciled.chain_start_owed = true;
-        return Ok(reconciled);
+        return restart_chain(local, &staged, reconciled, reason);
     }
     if let Some((from, to)) = missing {
         // The next file would start a chain no restore can follow: this database was
@@ -391,13 +385,7 @@ fn restart_from_saved(
              or the replica was emptied or put back from an older copy)",
             local.store.describe()
         );
-        tracing::warn!(db = %local.db_path.display(), %reason, "taking a snapshot");
-        for file in &staged {
-            local.staging.remove(file).map_err(|e| e.to_string())?;
-        }
-        reconciled.snapshot_needed = Some(reason);
-        reconciled.chain_start_owed = true;
-        return Ok(reconciled);
+        return restart_chain(local, &staged, reconciled, reason);
     }
     let Reconciled {
         state: saved,
@@ -646,6 +634,23 @@ pub(super) fn read_wal_header(wal: &mut dyn WalSource) -> io::Result<Option<crat
 }
 
 /// Node id in the header of the level-0 file ending at `max`.
+/// The staged files cannot connect to what the replica holds: dropped, and a snapshot
+/// (also at level 9) starts a chain restores can follow, for `reason`.
+fn restart_chain(
+    local: &Local,
+    staged: &[StagedFile],
+    mut reconciled: Reconciled,
+    reason: String,
+) -> Result<Reconciled, String> {
+    tracing::warn!(db = %local.db_path.display(), %reason, "taking a snapshot");
+    for file in staged {
+        local.staging.remove(file).map_err(|e| e.to_string())?;
+    }
+    reconciled.snapshot_needed = Some(reason);
+    reconciled.chain_start_owed = true;
+    Ok(reconciled)
+}
+
 /// With `staging=` naming another directory than the default `<db>-litestream/`, and
 /// the default one holding the database's replication state: the staging was moved while
 /// it held what the replica lacks. Said as such, with what to do; before, the open blamed
