@@ -74,6 +74,9 @@ struct Shared {
     subs: Mutex<HashMap<u64, (String, mpsc::UnboundedSender<Msg>)>>,
     requests: Mutex<HashMap<u64, oneshot::Sender<Msg>>>,
     connected: watch::Sender<bool>,
+    /// Why the last reconnect attempt failed, while the client is down: a server that
+    /// came back refusing our credentials says so, not just "reconnecting".
+    reconnect_error: Mutex<Option<String>>,
 }
 
 /// A connected client; clones share the connection.
@@ -130,6 +133,7 @@ impl Client {
             subs: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
             connected: watch::channel(true).0,
+            reconnect_error: Mutex::new(None),
         });
         let (out, rx) = mpsc::unbounded_channel();
         let task = Task {
@@ -143,6 +147,15 @@ impl Client {
 
     pub fn is_connected(&self) -> bool {
         *self.shared.connected.borrow()
+    }
+
+    /// While down: why the last attempt to connect again failed, if one has.
+    pub fn reconnect_error(&self) -> Option<String> {
+        self.shared
+            .reconnect_error
+            .lock()
+            .expect("reconnect_error lock")
+            .clone()
     }
 
     /// Follows the connection state (true while connected).
@@ -266,13 +279,27 @@ impl Task {
                         self.options.learn(&advertised);
                         break (io, leftover);
                     }
-                    Err(e) => tracing::debug!(error = %e, "NATS reconnect attempt failed"),
+                    Err(e) => self.reconnect_failed(e.to_string()),
                 }
                 pause = (pause * 2).min(RECONNECT_MAX);
             };
             tracing::info!(server = %self.options.describe(), "NATS connected");
+            *self.shared.reconnect_error.lock().expect("reconnect_error lock") = None;
             self.shared.connected.send_replace(true);
         }
+    }
+
+    /// Keeps why an attempt failed for the store's errors, and logs it when the reason
+    /// changes (a refused login is a WARN an operator must see; the same refusal every
+    /// 2 s is not logged again).
+    fn reconnect_failed(&self, why: String) {
+        let mut last = self.shared.reconnect_error.lock().expect("reconnect_error lock");
+        if last.as_deref() != Some(why.as_str()) {
+            tracing::warn!(server = %self.options.describe(), error = %why, "NATS reconnect attempt failed");
+        } else {
+            tracing::debug!(error = %why, "NATS reconnect attempt failed");
+        }
+        *last = Some(why);
     }
 
     /// Subscribes the inbox and every live subscription on a fresh connection.

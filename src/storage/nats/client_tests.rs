@@ -92,3 +92,44 @@ async fn handshake_ping_split_replies_no_responders_and_a_fatal_error_against_a_
     assert!(!client.is_connected());
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_server_that_comes_back_refusing_our_credentials_is_named_while_reconnecting() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        // The first connection is let in, then dropped; every one after is refused.
+        for attempt in 0..3 {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let (mut seen, mut from) = (String::new(), 0);
+            sock.write_all(b"INFO {\"server_id\":\"fake\",\"headers\":true}\r\n")
+                .await
+                .unwrap();
+            expect(&mut sock, &mut seen, &mut from, "CONNECT ").await;
+            if attempt == 0 {
+                expect(&mut sock, &mut seen, &mut from, "PING\r\n").await;
+                sock.write_all(b"PONG\r\n").await.unwrap();
+                expect(&mut sock, &mut seen, &mut from, "SUB _INBOX.").await;
+                sock.write_all(b"-ERR 'Stale Connection'\r\n").await.unwrap();
+            } else {
+                sock.write_all(b"-ERR 'Authorization Violation'\r\n").await.unwrap();
+            }
+        }
+    });
+
+    let client = Client::connect(ConnectOptions::plain("127.0.0.1", port)).await.unwrap();
+    let started = std::time::Instant::now();
+    let why = loop {
+        if let Some(why) = client.reconnect_error() {
+            break why;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no reconnect attempt failed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(!client.is_connected());
+    assert!(why.contains("Authorization Violation"), "{why}");
+    server.await.unwrap();
+}

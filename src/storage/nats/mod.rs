@@ -113,7 +113,10 @@ impl NatsReplica {
         // While the client is reconnecting a request would only wait for its timeout; say
         // at once what is wrong, and let the caller's retries wait for the connection.
         if !s.client.is_connected() {
-            return Err(ctx.transient("not connected to the NATS server (reconnecting)"));
+            return Err(ctx.transient(&match s.client.reconnect_error() {
+                Some(why) => format!("not connected to the NATS server (reconnecting; the last attempt: {why})"),
+                None => "not connected to the NATS server (reconnecting)".to_string(),
+            }));
         }
         Ok(s)
     }
