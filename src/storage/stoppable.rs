@@ -50,19 +50,36 @@ impl Stoppable {
         Stoppable { inner, stop }
     }
 
-    async fn run<T>(&self, op: &'static str, request: impl Future<Output = Result<T>>) -> Result<T> {
-        let stopped = || Error::Transient {
-            store: self.inner.describe().to_string(),
-            op,
-            key: String::new(),
-            message: "not waited for: the database closed".into(),
+    /// Runs `request` unless or until the stop. Generic only in the thin part: the race
+    /// itself is one function for every kind of request (ten copies of `select!` were
+    /// 20 KB of the shipped library).
+    async fn run<T: Send>(&self, op: &'static str, request: impl Future<Output = Result<T>> + Send) -> Result<T> {
+        let mut answer = None;
+        let finished = {
+            let request = std::pin::pin!(async {
+                answer = Some(request.await);
+            });
+            self.race(request).await
         };
+        match finished {
+            true => answer.expect("the request finished"),
+            false => Err(Error::Transient {
+                store: self.inner.describe().to_string(),
+                op,
+                key: String::new(),
+                message: "not waited for: the database closed".into(),
+            }),
+        }
+    }
+
+    /// True when `request` ran to its end, false when the stop came first.
+    async fn race(&self, request: std::pin::Pin<&mut (dyn Future<Output = ()> + Send + '_)>) -> bool {
         if self.stop.stopped.load(Ordering::SeqCst) {
-            return Err(stopped());
+            return false;
         }
         tokio::select! {
-            result = request => result,
-            () = self.stop.stopped() => Err(stopped()),
+            () = request => true,
+            () = self.stop.stopped() => false,
         }
     }
 }
