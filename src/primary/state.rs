@@ -122,6 +122,15 @@ pub struct SavedState {
     /// trusts its process's recent check of the replica only for a state saved for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_for: Option<String>,
+    /// While a snapshot is owed for commits dropped from staging (full or failing): the
+    /// last TXID `litestream_txid()` handed out. The next open's snapshot spans up to it,
+    /// so that no TXID names two states (`Shared::drop_pending`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub numbered_txid: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The database file the WAL was left empty with (`Capture::database_left`), worth saving
@@ -199,6 +208,7 @@ mod tests {
         let file = StateFile::new(dir.path(), FileModes::NewDatabase);
         assert_eq!(file.load().unwrap(), None);
         let state = SavedState {
+            numbered_txid: 77,
             node_id: 7,
             txid: 42,
             wal: Some(SavedWal {

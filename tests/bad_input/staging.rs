@@ -6,7 +6,7 @@
 //! | `unwritable_staging_directory` | `staging=` under a regular file | open refused, names the directory |
 //! | `one_staging_directory_for_two_databases` | `LITESTREAM_STAGING_DIR` shared by two databases' processes | the second open refused, names both databases; the first replicates, restores equal |
 //! | `disk_full_while_staging` | 2 MiB tmpfs staging directory, filled | commits go on, sync fails with ENOSPC, catches up after |
-//! | `a_sync_waiting_while_the_backlog_is_dropped` | a sync waits while a full staging tmpfs drops the backlog for a snapshot, then space returns | the sync returns the snapshot's TXID (lower than the one it began waiting for) |
+//! | `a_sync_waiting_while_the_backlog_is_dropped` | a sync waits while a full staging tmpfs drops the backlog for a snapshot, then space returns | the sync returns the snapshot's TXID, above every TXID the dropped commits were given; none is given twice |
 //! | `disk_full_for_long_while_committing` | 4 MiB tmpfs staging directory, filled; 40 MB of commits over `max_queue=1MiB` | memory stays bounded, sync and status say ENOSPC, a snapshot catches up once there is room for it; restore equal |
 
 use super::*;
@@ -70,6 +70,15 @@ fn one_staging_directory_for_two_databases() {
     let restored = dir.path().join("restored.db");
     litestream_restore(&url_a, &restored, &[]).unwrap();
     assert_rows(&restored, ROWS + 1);
+}
+
+/// Writes `path` until its file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
 }
 
 /// A tmpfs mounted for one test and unmounted after it.
@@ -217,13 +226,7 @@ fn disk_full_for_long_while_committing() {
     );
 
     let filler = staging.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 << 10];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-    }
+    fill(&filler);
     // 400 commits of 100 KB of new pages (a queue merges rewrites of one page).
     const COMMITS: u32 = 400;
     let pid = sh.pid();
@@ -284,11 +287,12 @@ fn disk_full_for_long_while_committing() {
     assert_eq!(dump(&restored), dump(&db));
 }
 
-/// Before: a `litestream_sync()` that began waiting for TXID 7 while staging was full
-/// kept waiting after the backlog was dropped and the snapshot covering it was stored as
-/// TXID 3 (the dropped commits gave their TXIDs back): it timed out "waiting for TXID 7
-/// (uploaded: 3)", and only later commits could have ended it. And
-/// `litestream_snapshot(0)` named a TXID already stored as the one it waited for.
+/// A `litestream_sync()` that began waiting while staging was full returns once the
+/// snapshot that covers the dropped backlog is stored (it once timed out "waiting for
+/// TXID 7 (uploaded: 3)"), and `litestream_snapshot(0)` names the snapshot it waits for.
+/// The dropped commits keep the TXIDs `litestream_txid()` gave them: the snapshot spans
+/// them, and no later commit is given one again (they were: a `-txid` restore of a TXID
+/// an application had recorded gave rows committed minutes later; a tester).
 #[test]
 fn a_sync_waiting_while_the_backlog_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,9 +323,16 @@ fn a_sync_waiting_while_the_backlog_is_dropped() {
     let (waiting, after) = (&got["waiting"], &got["after"]);
     assert_eq!(waiting[0], "ok", "{got}");
     assert_eq!(waiting, after, "the waiting sync returns the snapshot's TXID: {got}");
+    // The commits made while the snapshot was owed were given its TXID: the state the
+    // snapshot stores holds them. The ones captured and dropped before keep theirs.
+    let (dropped, snapshot) = (got["txid_dropped"].as_u64().unwrap(), waiting[1].as_u64().unwrap());
     assert!(
-        waiting[1].as_u64().unwrap() < got["txid_before"].as_u64().unwrap(),
-        "the snapshot took a TXID the dropped commits gave back: {got}"
+        dropped > got["txid_before"].as_u64().unwrap() && snapshot == dropped,
+        "the snapshot took another TXID than the one commits were given while it was owed: {got}"
+    );
+    assert!(
+        got["txid_next"].as_u64().unwrap() > snapshot,
+        "a commit after the snapshot was given a TXID again: {got}"
     );
     // Timing out at once, it names the snapshot it waits for, or, when the worker staged
     // that snapshot in between (a loaded machine), the snapshot's own TXID: the one after
@@ -331,5 +342,99 @@ fn a_sync_waiting_while_the_backlog_is_dropped() {
     assert!(
         snapshot0.contains("waiting for a snapshot of the database") || snapshot0.contains(&next),
         "{snapshot0}"
+    );
+}
+
+/// A store that refuses every upload for long (a full `file://` replica disk) under
+/// `max_staging`. Before (a tester, 4 of 4): each WAL restart while the snapshot was
+/// owed wrote a hand-off tail of the whole generation into `<db>-litestream/` and nothing
+/// removed them (12.5 MB beside a 2 MiB `max_staging`, on the database's own disk, then
+/// SQLITE_FULL and refused opens); and the commits dropped for the snapshot gave their
+/// TXIDs back, so after the reopen later commits were given them again (a `-txid`
+/// restore of one gave rows committed minutes later).
+#[test]
+fn a_long_outage_over_max_staging_keeps_no_hand_off_records_and_gives_no_txid_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let Some(_tmpfs) = Tmpfs::mount_or_skip(&replica, "1m", "a_long_outage_over_max_staging") else {
+        return;
+    };
+    let filler = replica.join("filler");
+    fill(&filler);
+    let url = file_url(&replica);
+    let open = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms&max_staging=256k",
+        db.display()
+    );
+    let mut sh = harness::shell::LiveShell::start(dir.path(), "app", &open);
+    sh.run("CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB);");
+    // 30 MB of new pages: the WAL restarts every 1,000 pages (4 MB).
+    for _ in 0..300 {
+        sh.run("INSERT INTO big(v) VALUES (randomblob(100000));");
+    }
+    let handoff = dir.path().join("app.db-litestream/handoff");
+    let records: u64 = std::fs::read_dir(&handoff)
+        .map(|d| d.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum())
+        .unwrap_or(0);
+    let status = sh.run("SELECT litestream_status() ->> '$.snapshot_pending' IS NOT NULL, litestream_txid();");
+    let fields: Vec<&str> = status.trim().split('|').collect();
+    assert_eq!(
+        fields[0],
+        "1",
+        "the backlog was not dropped for a snapshot: {status}\n{}",
+        sh.stderr()
+    );
+    let dropped: u64 = fields[1].parse().unwrap();
+    println!("30 MB committed over a refusing store: hand-off records {records} bytes; TXID {dropped}");
+    assert!(
+        records < 256 << 10,
+        "{records} bytes of WAL hand-off records kept while a snapshot is owed\n{}",
+        sh.stderr()
+    );
+    drop(sh);
+
+    std::fs::remove_file(&filler).unwrap();
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=128m"])
+        .arg(&replica)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let mut sh = harness::shell::LiveShell::start(dir.path(), "app", &open);
+    sh.run("INSERT INTO big(v) VALUES ('after');");
+    let txid: u64 = sh.run("SELECT litestream_txid();").trim().parse().unwrap();
+    assert!(
+        txid >= dropped,
+        "TXID {txid} after the reopen is below the {dropped} the last process gave\n{}",
+        sh.stderr()
+    );
+    assert_eq!(
+        sh.run("SELECT litestream_sync(30000) = litestream_txid();").trim(),
+        "1",
+        "{}",
+        sh.stderr()
+    );
+    drop(sh);
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+    // The TXID the application was given after its last commit holds that commit (it
+    // once named the state of an older TXID, or a later state after the reopen).
+    let at = dir.path().join("at-dropped.db");
+    litestream_restore(&url, &at, &["-txid", &format!("{dropped:016x}")]).unwrap();
+    // The reopen's commit, made while the same snapshot was owed, is in that TXID too.
+    let rows = check(
+        "count",
+        Command::new("sqlite3")
+            .arg(&at)
+            .arg("SELECT count(*) >= 300 FROM big;")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        rows.trim(),
+        "1",
+        "TXID {dropped} lacks commits made before it was given"
     );
 }

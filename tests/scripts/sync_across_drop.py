@@ -1,6 +1,6 @@
 """A litestream_sync() that waits while staging fails and the backlog is dropped for a
-snapshot: it must return once that snapshot is stored, though the snapshot's TXID is
-lower than the one the sync began waiting for (the dropped commits gave theirs back).
+snapshot: it must return once that snapshot is stored. The dropped commits keep the TXIDs
+litestream_txid() gave them: the snapshot's is above every one (none names two states).
 
 Run by tests/bad_input/staging.rs with staging on a full tmpfs (`--filler` fills it);
 prints one JSON line: the waiting sync's answer, the TXIDs, litestream_snapshot(0)'s.
@@ -63,6 +63,7 @@ for _ in range(30):
 # The drop comes at the worker's next stage attempt, whose backoff after failures grows
 # to seconds: waited for (up to 20 s), not assumed after a fixed sleep, which a loaded
 # machine outran.
+txid_dropped = a.execute("SELECT litestream_txid()").fetchone()[0]
 deadline = time.monotonic() + 20
 while True:
     status = json.loads(a.execute("SELECT litestream_status()").fetchone()[0])
@@ -74,6 +75,8 @@ subprocess.run(["mount", "-o", "remount,size=64m", args.staging], check=True)
 # Wakes the worker at once (the waiting sync does not after a failure).
 after = sync(a, 20000)
 thread.join()
+a.execute("INSERT INTO t(v) VALUES ('after')")
+txid_next = a.execute("SELECT litestream_txid()").fetchone()[0]
 try:
     a.execute("SELECT litestream_snapshot(0)").fetchone()
     snapshot0 = "returned"
@@ -81,6 +84,8 @@ except sqlite3.Error as e:
     snapshot0 = str(e)
 print(json.dumps({
     "txid_before": txid_before,
+    "txid_dropped": txid_dropped,
+    "txid_next": txid_next,
     "snapshot_pending": status["snapshot_pending"],
     "waiting": waiting[0],
     "after": after,

@@ -27,6 +27,17 @@ impl Primary {
             shared.require_snapshot(reason);
             self.wake_worker();
         }
+        if shared.snapshot_needed.is_some() {
+            // The snapshot copies the database after every commit of this generation: a
+            // tail would hold nothing a restart can use (it snapshots as well, finding no
+            // record), and while staging is full or failing nothing consumes tails, so one
+            // per restart of the WAL (up to 4 MB each) filled the disk the database
+            // lives on (a tester: 12.5 MB of them beside a 2 MiB max_staging, then
+            // SQLITE_FULL, then opens refused).
+            shared.origin = None;
+            shared.own_wal_deletion = closed;
+            return;
+        }
         if let Some(next) = next {
             shared = self.wait_for_staged_file(shared);
             if self.hand_off_batch(&mut shared, live, next) {

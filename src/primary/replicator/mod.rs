@@ -212,10 +212,13 @@ impl Shared {
 
     /// Drops every commit captured and not staged: staging cannot take them (full, or
     /// failing), and keeping them let memory grow for as long as that lasted. The WAL and
-    /// the database still hold them, so a full snapshot at the next TXID, taken once
-    /// staging works again, covers them (`reason` says why, in `snapshot_pending`).
-    /// Only under the stage lock: no stage may be writing TXIDs this renumbers. Returns
-    /// how many commits went.
+    /// the database still hold them, so a full snapshot, taken once staging works again,
+    /// covers them (`reason` says why, in `snapshot_pending`). Their TXIDs are not taken
+    /// again: `litestream_txid()` has handed them out, and numbering the commits after
+    /// from the last staged one made a TXID name two states (a `-txid` restore gave
+    /// rows committed minutes later; a tester). The snapshot spans them instead
+    /// (`take_snapshot`): no restore stops inside it. Only under the stage lock.
+    /// Returns how many commits went.
     fn drop_pending(&mut self, reason: impl FnOnce(u64) -> String) -> u64 {
         let dropped = self.take_pending();
         let count = dropped.commits();
@@ -223,10 +226,19 @@ impl Shared {
         // The spare page buffers of the backlog too: nothing is queued until the
         // snapshot (`on_wal_write`), so they would only pin its memory.
         self.capture.release_idle_buffers();
-        self.next_txid = self.staged_txid + 1;
         self.origin = None;
         self.require_snapshot(reason(count));
         count
+    }
+
+    /// For a state saved at `txid`: the last TXID handed out, when commits after it were
+    /// dropped for a snapshot (saved, so that the next open's snapshot spans them too).
+    fn numbered_past(&self, txid: u64) -> u64 {
+        let numbered = self.next_txid - 1;
+        match self.snapshot_needed.is_some() && numbered > txid {
+            true => numbered,
+            false => 0,
+        }
     }
 
     /// Empties the queue, returning its page buffers to capture.
@@ -419,9 +431,16 @@ impl Primary {
         }
     }
 
-    /// TXID of the last commit captured.
+    /// TXID of the last commit captured. While a snapshot is owed, commits are not
+    /// captured one by one: the TXID the snapshot will take, which holds them (the last
+    /// one captured, said before, names a state without them: a `-txid` restore of the
+    /// TXID an application was given after its commit lacked the commit).
     pub fn txid(&self) -> u64 {
-        self.lock().next_txid - 1
+        let shared = self.lock();
+        match shared.snapshot_needed {
+            Some(_) => shared.next_txid,
+            None => shared.next_txid - 1,
+        }
     }
 
     /// What is captured and not yet stored, for the engine's per-store backlog:
@@ -551,6 +570,7 @@ impl Primary {
         );
         self.persist(&SavedState {
             stored_for: None, // stamped by `persist`
+            numbered_txid: shared.numbered_past(shared.staged_txid),
             node_id: self.node_id,
             txid: shared.staged_txid,
             wal,

@@ -156,6 +156,11 @@ impl Primary {
             handoff_consumed = records.last_seq().map_err(|e| e.to_string())?;
         }
         let staged_txid = next_txid - 1 - queue.commits();
+        if snapshot_needed.is_some() {
+            // The last process dropped commits for a snapshot and handed their TXIDs out:
+            // the snapshot spans them (`Shared::drop_pending`).
+            next_txid = next_txid.max(state.numbered_txid + 1);
+        }
         if let Some(reason) = &snapshot_needed {
             tracing::info!(db = %db_path.display(), %reason, txid = next_txid, "a snapshot will be taken");
         }
@@ -280,6 +285,7 @@ impl Primary {
         } else {
             self.persist(&SavedState {
                 stored_for: None, // stamped by `persist`
+                numbered_txid: shared.numbered_past(shared.staged_txid),
                 node_id: self.node_id,
                 txid: shared.staged_txid,
                 wal: state.wal.clone(),

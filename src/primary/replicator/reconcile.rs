@@ -210,6 +210,7 @@ fn continue_noted(
     );
     let saved = SavedState {
         stored_for: None, // stamped by `persist`
+        numbered_txid: 0,
         node_id: new_node_id(),
         txid: max,
         wal: None,
@@ -276,6 +277,7 @@ pub(super) fn restore_from_replica(local: &Local, max: u64, replace: bool) -> Re
     let handoff_consumed = local.records.last_seq().map_err(|e| e.to_string())?;
     let state = SavedState {
         stored_for: None, // stamped by `persist`
+        numbered_txid: 0,
         node_id: new_node_id(),
         txid: pos.txid,
         wal: None,

@@ -46,6 +46,7 @@ impl Primary {
                  they were dropped and a snapshot covers them"
             )
         });
+        self.save_after_drop(shared);
         tracing::warn!(
             db = %self.db_path.display(),
             commits = count,
@@ -55,6 +56,20 @@ impl Primary {
         );
         // Writers held back by the full queue (`pressure.rs`) go on.
         self.progress.notify_all();
+    }
+
+    /// Commits were just dropped for a snapshot: the state says so (no WAL position, the
+    /// TXIDs handed out), so that a restart before the snapshot takes one too and gives
+    /// no TXID twice. Saving it removes the hand-off records capture consumed: they hold
+    /// only commits the snapshot covers (a batch record holds a whole queue, up to
+    /// `max_queue`), and while staging stays full or failing no stage would remove them.
+    /// Should the save fail (a full disk), they go anyway: a restart from the older state
+    /// finds no record for the WAL it meets and takes a snapshot as well.
+    fn save_after_drop(&self, shared: &Shared) {
+        if let Err(e) = self.save_state(shared, None) {
+            tracing::warn!(db = %self.db_path.display(), "saving replication state after dropping commits: {e}");
+            self.records.remove_through(shared.handoff_consumed);
+        }
     }
 
     /// The staging directory was removed under this live primary: made again, once, with
@@ -124,6 +139,7 @@ impl Primary {
                         "staging is full ({staged} bytes, limit {limit}); {count} commits will be covered by a snapshot"
                     )
                 });
+                self.save_after_drop(&shared);
                 return Ok(Staged::Full { staged, limit });
             }
             if waited < UNCOUNTED_WAITS && captured_past_the_count(&shared.capture, self.wal_index.read()) {
@@ -195,6 +211,7 @@ impl Primary {
                     };
                 let state = SavedState {
                     stored_for: None, // stamped by `persist`
+                    numbered_txid: shared.numbered_past(batch.max_txid()),
                     node_id: self.node_id,
                     txid: batch.max_txid(),
                     ended_before: ended_before_cut.filter(|_| wal.is_some()).map(Into::into),
@@ -240,7 +257,7 @@ impl Primary {
     pub(super) fn take_snapshot(&self) -> Result<(), StageError> {
         let tmp = self.config.staging_dir.join(SNAPSHOT_TMP);
         remove_snapshot_leftovers(&self.config.staging_dir);
-        let mut assigned: Option<(u64, Batch)> = None;
+        let mut assigned: Option<(u64, u64, Batch)> = None;
         let mut snapshot_position: Option<WalPosition> = None;
         let mut snapshot_consumed = 0;
         let mut snapshot_left = None;
@@ -277,7 +294,13 @@ impl Primary {
             snapshot_consumed = shared.handoff_consumed;
             shared.origin = snapshot_position.filter(|p| !p.ended);
             shared.in_stage = (before.commits(), before.bytes());
-            assigned = Some((txid, before));
+            // The first TXID not staged: with commits dropped (`drop_pending`), the
+            // snapshot spans their TXIDs up to its own.
+            let first = match before.is_empty() {
+                true => shared.staged_txid + 1,
+                false => before.max_txid() + 1,
+            };
+            assigned = Some((first, txid, before));
         };
         self.set_snapshot_locking(true);
         let released = || self.set_snapshot_locking(false);
@@ -285,7 +308,7 @@ impl Primary {
         self.set_snapshot_locking(false);
         // The commits before the snapshot point are staged just below.
         let in_stage_done = || self.lock().in_stage = (0, 0);
-        let Some((txid, before)) = assigned else {
+        let Some((min_txid, txid, before)) = assigned else {
             return Err(match result {
                 Err(SnapshotError::WriterBusy) => StageError::SnapshotWaiting,
                 Err(SnapshotError::Failed(e)) => StageError::Failed(format!("snapshot failed before it started: {e}")),
@@ -296,7 +319,6 @@ impl Primary {
             SnapshotError::WriterBusy => "the write lock was lost during the snapshot".to_string(),
             SnapshotError::Failed(e) => e,
         });
-        let min_txid = if txid == 1 { 1 } else { txid };
         // Commits captured before the snapshot point are staged first, in order: a
         // crash between the two must not leave the snapshot staged over a gap.
         if !before.is_empty() {
@@ -332,8 +354,8 @@ impl Primary {
             Ok(staged) => staged,
             Err(e) => {
                 // Reading the copy, encoding or writing failed: `stage_with` removed its
-                // temp file, so nothing took this TXID.
-                self.snapshot_failed(txid, &e);
+                // temp file, so nothing took these TXIDs.
+                self.snapshot_failed(min_txid, &e);
                 return Err(format!("snapshot: {e}").into());
             }
         };
@@ -351,14 +373,13 @@ impl Primary {
 
     /// A snapshot that took its TXID at the lock was not staged (a full disk, a failed
     /// read of the copy), and no TXID from `first` on was: the next snapshot covers it
-    /// all. Commits queued since the lock carry TXIDs after the failed one, so they go
-    /// too (the new snapshot copies the database later than every one of them): kept,
-    /// they would be staged under TXIDs the next snapshot's numbering repeats.
+    /// all, spanning the TXIDs handed out meanwhile (none is given twice). Commits
+    /// queued since the lock go too (the new snapshot copies the database later than
+    /// every one of them).
     fn snapshot_failed(&self, first: u64, error: &str) {
         let mut shared = self.lock();
         let dropped = shared.take_pending();
         shared.recycle(dropped);
-        shared.next_txid = first;
         shared.staged_txid = first - 1;
         shared.origin = None;
         shared.require_snapshot(format!("previous snapshot attempt failed: {error}"));
@@ -384,6 +405,7 @@ impl Primary {
         };
         let state = SavedState {
             stored_for: None, // stamped by `persist`
+            numbered_txid: shared.numbered_past(txid),
             node_id: self.node_id,
             txid,
             database_left: crate::primary::state::database_left_to_save(

@@ -51,10 +51,8 @@ impl Primary {
             let snapshot_waiting = snapshot_involved && shared.snapshot_needed.is_some();
             if snapshot_involved && !snapshot_waiting {
                 // A snapshot taken since this wait began holds every commit made before
-                // it, whatever TXID they had: its own is the target. Not the larger of
-                // the two: commits dropped for it (staging full or failing) gave their
-                // TXIDs back, so it may be lower than `txid`, which later commits then
-                // reach (a sync waited for them after its snapshot was stored).
+                // it: its own TXID is the target (commits dropped for it keep theirs, so
+                // it is above every one of them, `drop_pending`).
                 target = shared.last_snapshot_txid;
             }
             if shared.uploaded_txid >= target && !snapshot_waiting {
@@ -184,11 +182,18 @@ impl Primary {
         // deleted the WAL itself (its last connection checkpointed it): the WAL being
         // gone proves nothing by itself, another process may have truncated it.
         let shared = self.lock();
-        if shared.pending_commits() == 0 && shared.snapshot_needed.is_none() {
+        let saved = if shared.snapshot_needed.is_some() {
+            // No position: the next open takes the snapshot, spanning every TXID this
+            // process handed out (`Shared::numbered_past`).
+            Some(self.save_state(&shared, None))
+        } else if shared.pending_commits() == 0 {
             let closed_clean = shared.clean_close().or_else(|| self.left_without_wal(&shared));
-            if let Err(e) = self.save_state(&shared, closed_clean) {
-                tracing::error!("saving replication state at close: {e}");
-            }
+            Some(self.save_state(&shared, closed_clean))
+        } else {
+            None
+        };
+        if let Some(Err(e)) = saved {
+            tracing::error!("saving replication state at close: {e}");
         }
     }
 

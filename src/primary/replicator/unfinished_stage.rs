@@ -133,6 +133,7 @@ mod tests {
             ended_before: None,
             database_left: None,
             stored_for: None,
+            numbered_txid: 0,
         }
     }
 
