@@ -161,8 +161,10 @@ fn two_processes_never_share_one_hydration_file() {
 /// A hydration that fails on every retry (here a page frame the store corrupted) is the
 /// replica's `error` in `litestream_status()`, not only `hydration.last_error` under a
 /// top-level null: reads then come from the store, and the operator should know why.
+/// Its retries back off: retried every `poll_interval`, one on a full disk downloaded
+/// ~1 MB/s for as long as the disk stayed full, with a WARN each time (a tester).
 #[test]
-fn a_hydration_that_keeps_failing_is_the_replicas_error() {
+fn a_hydration_that_keeps_failing_is_the_replicas_error_and_backs_off() {
     let dir = tempfile::tempdir().unwrap();
     let replica = dir.path().join("replica");
     let url = format!("file://{}", replica.display());
@@ -185,9 +187,11 @@ fn a_hydration_that_keeps_failing_is_the_replicas_error() {
     bytes[entry.offset as usize + 10..(entry.offset + entry.size as u64) as usize].fill(0xff);
     std::fs::write(&path, &bytes).unwrap();
 
-    let mut r = LiveShell::start(
+    let mut r = LiveShell::start_with(
         dir.path(),
         "shell",
+        &[("LITESTREAM_LOG_LEVEL", "debug")],
+        None,
         &format!(
             ".open file:{}?vfs=litestream&role=replica&replica={url}&poll_interval=50ms&hydrate={}",
             dir.path().join("view.db").display(),
@@ -211,6 +215,17 @@ fn a_hydration_that_keeps_failing_is_the_replicas_error() {
         );
         sleep(Duration::from_millis(50));
     }
+    // 3 s of retries: every 50 ms, ~60 attempts; backing off from 50 ms, 6.
+    sleep(Duration::from_secs(3));
+    let log = r.stderr();
+    let attempts = log.lines().filter(|l| l.contains("hydration failed")).count();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("hydration failed") && l.contains("WARN"))
+        .count();
+    println!("~3 s of a hydration failing: {attempts} attempts, {warnings} WARN lines");
+    assert!(attempts <= 12, "hydration retried {attempts} times in ~3 s:\n{log}");
+    assert!(warnings <= 2, "the same failure logged {warnings} times:\n{log}");
 }
 
 /// The whole `litestream_status()` once hydration either completed or failed.

@@ -65,7 +65,25 @@ impl Job for PollJob {
     }
 }
 
-struct HydrateJob(Arc<Replica>, Arc<hydrate::Hydration>);
+struct HydrateJob {
+    replica: Arc<Replica>,
+    hydration: Arc<hydrate::Hydration>,
+    retry: std::sync::Mutex<Retry>,
+}
+
+/// Failed hydrations in a row, and when the next may start. A hydration file on a full
+/// disk failed at its first write after each span was fetched: retried every
+/// `poll_interval` (and at every new state), it downloaded ~1 MB/s for as long as the
+/// disk stayed full, with a WARN each second (a tester).
+#[derive(Default)]
+struct Retry {
+    failures: u32,
+    not_before: Option<Instant>,
+    last_error: String,
+}
+
+/// The longest pause between two hydration attempts after failures.
+const HYDRATE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Job for HydrateJob {
     /// Hydration's ranged GETs block its turn: on a stalled store they must not take
@@ -76,7 +94,11 @@ impl Job for HydrateJob {
 
     /// Hydrates up to the newest state; then waits for the next (the poller wakes it).
     fn run(&self) -> Option<Instant> {
-        let (replica, h) = (&self.0, &self.1);
+        let (replica, h) = (&self.replica, &self.hydration);
+        // A new state wakes this job: after failures it still waits its pause.
+        if let Some(at) = self.retry().not_before.filter(|at| *at > Instant::now()) {
+            return Some(at);
+        }
         let state = {
             let g = replica.lock();
             if g.stop {
@@ -100,6 +122,7 @@ impl Job for HydrateJob {
         .unwrap_or_else(|_| Err(FetchError::Corrupt("hydration panicked".into())));
         match result {
             Ok(true) => {
+                *self.retry() = Retry::default();
                 tracing::info!(
                     replica = %replica.name,
                     txid = state.txid,
@@ -110,11 +133,28 @@ impl Job for HydrateJob {
             }
             Ok(false) => None,
             Err(e) => {
-                tracing::warn!(replica = %replica.name, error = %e, "hydration failed; retrying");
-                h.record_error(&e.to_string());
-                Some(Instant::now() + replica.poll_interval)
+                let message = e.to_string();
+                h.record_error(&message);
+                let mut retry = self.retry();
+                retry.failures += 1;
+                let pause = (replica.poll_interval * 2u32.saturating_pow(retry.failures - 1)).min(HYDRATE_RETRY_MAX);
+                if message != retry.last_error {
+                    tracing::warn!(replica = %replica.name, error = %message, "hydration failed; retrying in {pause:?}");
+                    retry.last_error = message;
+                } else {
+                    tracing::debug!(replica = %replica.name, failures = retry.failures, "hydration failed again; retrying in {pause:?}");
+                }
+                let at = Instant::now() + pause;
+                retry.not_before = Some(at);
+                Some(at)
             }
         }
+    }
+}
+
+impl HydrateJob {
+    fn retry(&self) -> std::sync::MutexGuard<'_, Retry> {
+        self.retry.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -125,7 +165,12 @@ impl Replica {
         let id = engine().add(Arc::new(PollJob(Arc::clone(self))), Instant::now() + self.poll_interval);
         let _ = self.poll_job.set(id);
         if let Some(h) = &self.hydration {
-            let id = engine().add(Arc::new(HydrateJob(Arc::clone(self), Arc::clone(h))), Instant::now());
+            let job = HydrateJob {
+                replica: Arc::clone(self),
+                hydration: Arc::clone(h),
+                retry: Default::default(),
+            };
+            let id = engine().add(Arc::new(job), Instant::now());
             let _ = self.hydrate_job.set(id);
         }
     }
