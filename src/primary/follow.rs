@@ -9,7 +9,7 @@
 //! nobody recorded, a record that does not continue the captured chain) is a
 //! [`Discontinuity`]: the caller takes a snapshot.
 
-use super::capture::{Capture, CapturedTxn, Discontinuity, WalSource};
+use super::capture::{describe_position, Capture, CapturedTxn, Discontinuity, WalSource};
 use super::handoff::{HandoffDir, Record};
 use super::state::FileIdentity;
 use crate::wal::{WalHeader, HEADER_SIZE};
@@ -70,11 +70,14 @@ pub fn follow(
                     .last_ended()
                     .map(|((s1, s2), at)| format!("{s1:08x}{s2:08x} at frame {at}"));
                 Discontinuity(format!(
-                    "the WAL is at a generation no hand-off connects to the captured one (a process outside the \
-                     VFS restarted or truncated it; WAL {:08x}{:08x}, capture {:?}, ended last {last:?}, {ended:?})",
+                    "the WAL is at a generation no hand-off record connects to the captured one (a process \
+                     outside the VFS restarted or truncated it, or a record could not be written: a full \
+                     disk, an unwritable staging directory; WAL {:08x}{:08x}, capture at {}, ended last {}, \
+                     {ended:?})",
                     h.salt1,
                     h.salt2,
-                    capture.position(),
+                    describe_position(capture.position()),
+                    last.as_deref().unwrap_or("none"),
                 ))
             }
             None if just_started => return Ok(Ok(found)),
@@ -89,9 +92,11 @@ pub fn follow(
                 ),
                 _ => return Ok(Ok(found)),
             },
-            None => {
-                Discontinuity("the WAL was truncated or deleted without a hand-off (a process outside the VFS?)".into())
-            }
+            None => Discontinuity(
+                "the WAL was truncated or deleted without a hand-off record (a process outside the VFS, or a \
+                     record that could not be written: a full disk, an unwritable staging directory)"
+                    .into(),
+            ),
         };
         // What was compared can be newer than the listing: between the listing and the
         // look at the database file, another process may have begun a generation, committed,
@@ -250,8 +255,12 @@ fn follow_records(
                 let here = capture.position().filter(|p| !p.ended);
                 if here != Some(batch.from) {
                     return Ok(Some(Discontinuity(format!(
-                        "hand-off {} (a batch) begins at frame {} of {:08x}{:08x}, not where capture stands ({:?})",
-                        batch.seq, batch.from.next_frame, batch.header.salt1, batch.header.salt2, here
+                        "hand-off {} (a batch) begins at frame {} of {:08x}{:08x}, not where capture stands ({})",
+                        batch.seq,
+                        batch.from.next_frame,
+                        batch.header.salt1,
+                        batch.header.salt2,
+                        describe_position(here)
                     ))));
                 }
                 found.extend(records.batch_txns(batch)?);

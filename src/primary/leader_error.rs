@@ -30,7 +30,7 @@ fn file(lock_dir: &Path) -> PathBuf {
 /// What one replicating process last published: `None` until its first turn, which
 /// writes or removes the file whatever a process before it left.
 #[derive(Debug, Default)]
-pub struct Published(Mutex<Option<Option<LeaderError>>>);
+pub struct Published(Mutex<Option<Option<LeaderError>>>, Mutex<Option<String>>);
 
 impl Published {
     /// Writes `error` (this process's status error now) when it differs from what was
@@ -53,10 +53,19 @@ impl Published {
                 _ => Ok(()),
             },
         };
-        match written {
-            Ok(()) => *published = Some(now),
-            Err(e) => tracing::warn!("telling the other processes this one's status error: {e}"),
+        let failure = written
+            .as_ref()
+            .err()
+            .map(|e| format!("{}: {e}", file(lock_dir).display()));
+        if let Ok(()) = written {
+            *published = Some(now);
         }
+        // Tried again every turn (5 s) while it fails (a full disk): said once.
+        let mut failed = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = failure.as_ref().filter(|why| failed.as_ref() != Some(*why)) {
+            tracing::warn!("telling the other processes this one's status error: {why}");
+        }
+        *failed = failure;
     }
 }
 

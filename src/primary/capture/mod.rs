@@ -57,6 +57,23 @@ pub struct WalPosition {
     pub ended: bool,
 }
 
+/// As the log says it: the WAL generation (its salts, as the other messages print them)
+/// and the frame capture reached.
+impl std::fmt::Display for WalPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WAL {:08x}{:08x} frame {}", self.salt1, self.salt2, self.next_frame)?;
+        match self.ended {
+            true => f.write_str(" (generation ended)"),
+            false => Ok(()),
+        }
+    }
+}
+
+/// [`WalPosition`]'s text, or that there is none yet.
+pub fn describe_position(position: Option<WalPosition>) -> String {
+    position.map_or_else(|| "nothing captured yet".to_string(), |p| p.to_string())
+}
+
 /// Pages of one transaction, inline for the usual small commit: capture runs inside
 /// the application's `xWrite`, and a heap allocation there is a measurable share of
 /// a one-row commit (bench/callgrind_primary.sh). The buffers themselves come from
