@@ -13,12 +13,14 @@ use std::future::Future;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// Stops a [`Stoppable`]'s requests (`stop`), once and for good.
+/// Stops a [`Stoppable`]'s requests (`stop`, or `stop_after` a grace), once and for good.
 #[derive(Debug, Default)]
 pub struct Stop {
     stopped: AtomicBool,
+    deadline: std::sync::Mutex<Option<Instant>>,
     notify: Notify,
 }
 
@@ -28,13 +30,38 @@ impl Stop {
         self.notify.notify_waiters();
     }
 
+    /// Lets requests run for `grace` more, then stops them. Stopped at once, a close cut
+    /// every compaction turn short: with a connection per request (a close at every
+    /// request), only the first level-1 window was ever written and level 0 grew by a
+    /// file per commit for good (a tester: 10,476 files in 5 minutes).
+    pub fn stop_after(&self, grace: Duration) {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + grace);
+        self.notify.notify_waiters();
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst) || self.deadline().is_some_and(|at| at <= Instant::now())
+    }
+
     async fn stopped(&self) {
         loop {
             let notified = self.notify.notified();
             if self.stopped.load(Ordering::SeqCst) {
                 return;
             }
-            notified.await;
+            match self.deadline() {
+                Some(at) => {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep_until(at.into()) => return,
+                    }
+                }
+                None => notified.await,
+            }
         }
     }
 }
@@ -74,7 +101,7 @@ impl Stoppable {
 
     /// True when `request` ran to its end, false when the stop came first.
     async fn race(&self, request: std::pin::Pin<&mut (dyn Future<Output = ()> + Send + '_)>) -> bool {
-        if self.stop.stopped.load(Ordering::SeqCst) {
+        if self.stop.is_stopped() {
             return false;
         }
         tokio::select! {

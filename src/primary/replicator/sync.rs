@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How long a close lets a compaction turn in progress go on (at most `sync_timeout`).
+const COMPACTION_GRACE: Duration = Duration::from_secs(5);
+
 impl Primary {
     /// Blocks until every commit up to `txid` is in object storage, or `timeout`.
     pub fn sync(&self, txid: u64, timeout: Duration) -> Result<u64, String> {
@@ -115,9 +118,13 @@ impl Primary {
     /// clean close if SQLite checkpointed the WAL away.
     pub fn close(&self) {
         self.request_watch.lock().unwrap_or_else(|p| p.into_inner()).take();
-        // A compaction turn in progress ends at its next request, or its one in flight
-        // ends now: the close waits only for its own upload (`sync_timeout`).
-        self.compaction_stop.stop();
+        // A compaction turn in progress may finish for a few seconds (a connection per
+        // request closes at every request: stopped at once, no turn ever finished); then
+        // its request in flight ends, and so does every later one. On a store that does
+        // not answer, the close waits that and its own upload (`sync_timeout`), not the
+        // turn's requests one silence limit after another (100-136 s before).
+        self.compaction_stop
+            .stop_after(self.config.sync_timeout.min(COMPACTION_GRACE));
         if let Some(id) = self.compaction_job.get() {
             crate::engine::engine().remove(*id);
         }
