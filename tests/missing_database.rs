@@ -5,6 +5,7 @@
 //! | test | what | before | after |
 //! |---|---|---|---|
 //! | `a_database_deleted_beside_its_staging_state_is_restored` | `rm app.db app.db-wal app.db-shm` (the `app.db-litestream` directory stays: `rm app.db*` skips it), after a clean close and after a kill | an empty database, uploaded as the replica's next TXID (latest restore empty) | restored from the replica; the latest restore equals it |
+//! | `a_database_deleted_and_opened_again_in_the_same_process_is_restored` | the same, within a minute of the first open, in one process (a connection pool, a test suite) | replicated as a new database over the replica's files, refused as a second primary, every later open refused (a tester, 3 of 3) | restored from the replica |
 //! | `workers_starting_together_on_a_missing_database_all_see_the_restore` | three processes open a deleted 8 MB database at once | some ran on an empty database (or the restore was refused: "is open") | each waits for the restoring one and sees every row |
 
 mod harness;
@@ -67,6 +68,26 @@ fn a_database_deleted_beside_its_staging_state_is_restored() {
             "killed: {killed}: the latest restore is the database, not an empty one"
         );
     }
+}
+
+#[test]
+fn a_database_deleted_and_opened_again_in_the_same_process_is_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let open = format!(".open file:{}?vfs=litestream&replica={url}", db.display());
+    let mut app = shell::LiveShell::start(dir.path(), "app", &open);
+    app.run("CREATE TABLE t(v); INSERT INTO t VALUES ('old-1'), ('old-2'); SELECT litestream_sync(30000);");
+    app.run(".open :memory:");
+    delete_database(&db);
+    app.run(&open);
+    assert_eq!(count(&mut app), "2", "{}", app.stderr());
+    app.run("INSERT INTO t VALUES ('new'); SELECT litestream_sync(30000);");
+    assert_eq!(count(&mut app), "3", "{}", app.stderr());
+    drop(app);
+    let restored = dir.path().join("restored.db");
+    check("restore", our_cli_restore(&url, &restored, &[]));
+    assert_eq!(dump(&restored), dump(&db));
 }
 
 #[test]

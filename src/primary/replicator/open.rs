@@ -45,10 +45,16 @@ impl Primary {
         })?;
         let check_key = CheckKey::new(db_path, &config);
         let saved_at = saved.as_ref().map(|s| (s.node_id, s.txid));
-        // Only a state saved for this replica and key lets a recent check stand for it.
+        // Only a state saved for this replica and key lets a recent check stand for it,
+        // and only beside its database: a missing or empty one is restored from what the
+        // replica holds now. The check a new database's first open made saw the replica
+        // empty, and a database deleted and made again in the same process within the
+        // minute was replicated as a first one over the files, then refused as a second
+        // primary at every open (a tester).
+        let db_present = std::fs::metadata(db_path).is_ok_and(|m| m.len() > 0);
         let saved_for_this = saved
             .as_ref()
-            .filter(|s| s.stored_for.as_ref() == Some(&check_key.fingerprint()))
+            .filter(|s| db_present && s.stored_for.as_ref() == Some(&check_key.fingerprint()))
             .map(|s| (s.node_id, s.txid));
         let (listed, asked, listing) = newest_for_open(store.as_ref(), &check_key, saved_for_this, db_path);
         // A replica whose files no restore chains up to its newest (a gap, or emptied
