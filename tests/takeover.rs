@@ -158,6 +158,31 @@ fn a_clean_close_hands_replication_over_within_one_sync_interval() {
     println!("hand-over after a clean close: {} ms", handed_over.as_millis());
 }
 
+/// A follower that commits after the replicating process closed, and closes before its
+/// leadership turn takes replication over (a connection per request in several
+/// processes): its close takes over and stores the commit. It stayed in the hand-off
+/// records until the database was next opened (a tester: the last 1-3 commits in 4 runs
+/// of 9).
+#[test]
+fn a_follower_closing_after_the_replicating_process_closed_stores_its_commits() {
+    let rig = Rig::new();
+    // Leadership turns a sync_interval apart: B's close comes long before its turn.
+    let open = rig.open_every("10s");
+    let mut a = LiveShell::start(rig.dir.path(), "a", &open);
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a'); SELECT litestream_sync();");
+    let mut b = LiveShell::start(rig.dir.path(), "b", &open);
+    assert_eq!(status(&mut b)["role"], "follower");
+    drop(a);
+    b.run("INSERT INTO t(v) VALUES ('b');");
+    let log = b.stderr();
+    drop(b);
+    assert!(
+        !log.contains("this process replicates the database now"),
+        "B took over before its close: {log}"
+    );
+    rig.assert_restores_to("2");
+}
+
 #[test]
 fn a_stopped_replicator_keeps_its_role_and_followers_see_their_commits_wait() {
     let rig = Rig::new();
