@@ -257,9 +257,59 @@ fn give_to(meta: &fs::Metadata, uid: u32, gid: u32, chown: impl Fn(Option<u32>, 
     }
 }
 
+/// What to do when this process may not write beside the database: said with the
+/// error, which alone named a path and "Permission denied" (a tester: a migration run as
+/// root left `<db>-litestream/` root's, and the application's user could not open).
+pub fn unwritable_hint(e: &io::Error, path: &Path) -> String {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            // The process's own directory is its effective user's (no `unsafe` outside vfs/).
+            let uid = fs::metadata("/proc/self")
+                .map(|m| format!(" (uid {})", m.uid()))
+                .unwrap_or_default();
+            // The file, or the directory that hides it.
+            let owner = fs::metadata(path)
+                .map(|m| format!(" (owned by uid {})", m.uid()))
+                .or_else(|_| {
+                    let dir = path.parent().unwrap_or(path);
+                    fs::metadata(dir).map(|m| format!(" ({} is owned by uid {})", dir.display(), m.uid()))
+                })
+                .unwrap_or_default();
+            format!(
+                "{}: {e}; this process{uid} must be able to write it{owner}, as every process that opens \
+                 the database through the VFS does: give it to the application's user (chown), or run the \
+                 process as that user",
+                path.display()
+            )
+        }
+        io::ErrorKind::ReadOnlyFilesystem => format!(
+            "{}: {e}; the database is on a read-only file system: open it without the litestream VFS to read \
+             it, or open a read replica (role=replica)",
+            path.display()
+        ),
+        _ => format!("{}: {e}", path.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unwritable_path_says_who_must_be_able_to_write_it_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let hint = unwritable_hint(&denied, &dir.path().join("lock"));
+        assert!(
+            hint.contains("lock") && hint.contains("must be able to write it"),
+            "{hint}"
+        );
+        assert!(hint.contains("is owned by uid") && hint.contains("chown"), "{hint}");
+        let read_only = io::Error::from(io::ErrorKind::ReadOnlyFilesystem);
+        assert!(unwritable_hint(&read_only, dir.path()).contains("role=replica"));
+        let other = io::Error::from(io::ErrorKind::NotFound);
+        assert!(!unwritable_hint(&other, dir.path()).contains("chown"));
+    }
 
     fn mode(path: &Path) -> u32 {
         permission_bits(path).unwrap()

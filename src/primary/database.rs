@@ -75,7 +75,7 @@ impl Database {
             config
                 .file_modes
                 .create_dir_all(dir)
-                .map_err(|e| format!("staging directory {}: {e}", dir.display()))
+                .map_err(|e| format!("staging directory {}", crate::file_modes::unwritable_hint(&e, dir)))
         };
         create(&lock_dir)?;
         let lock = LeaderLock::open(&lock_dir, config.file_modes)?;

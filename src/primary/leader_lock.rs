@@ -117,7 +117,7 @@ impl LeaderLock {
         let path = dir.join("lock");
         let file = modes
             .open_or_create(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| crate::file_modes::unwritable_hint(&e, &path))?;
         Ok(LeaderLock {
             files: Mutex::new(Files {
                 current: Some(file),
