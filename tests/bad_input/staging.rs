@@ -438,3 +438,62 @@ fn a_long_outage_over_max_staging_keeps_no_hand_off_records_and_gives_no_txid_tw
         "TXID {dropped} lacks commits made before it was given"
     );
 }
+
+/// After an outage that dropped commits, a database larger than `max_staging` takes one
+/// snapshot, not one a second. Its snapshot, staged over the limit, made the next stage
+/// drop the commits made meanwhile for another snapshot, though the store answered
+/// again: a full image every second while commits went on (a tester: 2.9 GB uploaded in
+/// 2 minutes for a 10 MB database with `max_staging=1MiB`).
+#[test]
+fn after_an_outage_a_database_larger_than_max_staging_takes_one_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let Some(_tmpfs) = Tmpfs::mount_or_skip(&replica, "1m", "after_an_outage_…_one_snapshot") else {
+        return;
+    };
+    let filler = replica.join("filler");
+    fill(&filler);
+    let url = file_url(&replica);
+    let open = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms&max_staging=256k&l0_retention=1h",
+        db.display()
+    );
+    let mut sh = harness::shell::LiveShell::start(dir.path(), "app", &open);
+    // About 2 MB: every full image is over max_staging.
+    sh.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t(v) SELECT randomblob(4000) FROM generate_series(1, 500);");
+    for _ in 0..20 {
+        sh.run("INSERT INTO t(v) VALUES (randomblob(100));");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=256m"])
+        .arg(&replica)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    // Commits go on while the store catches up.
+    for _ in 0..100 {
+        sh.run("INSERT INTO t(v) VALUES (randomblob(100));");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    assert_eq!(
+        sh.run("SELECT litestream_sync(30000) = litestream_txid();").trim(),
+        "1",
+        "{}",
+        sh.stderr()
+    );
+    drop(sh);
+    let images = std::fs::read_dir(replica.join("ltx/0"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
+        .count();
+    println!("full images at level 0 after the outage: {images}");
+    // The first one (made while the store refused) and the one after the outage.
+    assert!(images <= 2, "{images} full images uploaded for one outage");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&url, &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}

@@ -338,6 +338,9 @@ struct Shared {
     /// even after an upload cleared `last_error`. Commits over `max_queue` are dropped
     /// for a snapshot at such a failure (`stage.rs`).
     staging_failure: Option<String>,
+    /// The last upload failed (cleared by one that succeeds): only then does staging over
+    /// `max_staging` drop commits (`stage.rs`).
+    uploads_failing: bool,
     /// (commits, bytes) of the batch a stage cut from the queue and is writing.
     in_stage: (u64, usize),
 }

@@ -226,6 +226,7 @@ impl Primary {
                 sync_commit_timeouts: 0,
                 sync_commit_error: None,
                 staging_failure: None,
+                uploads_failing: false,
                 in_stage: (0, 0),
             }),
             config,

@@ -131,7 +131,13 @@ impl Primary {
             }
             let staged = self.staged_bytes()?;
             let limit = self.config.max_staging_bytes;
-            if staged > limit {
+            // Over the limit while uploads go through (a snapshot larger than max_staging
+            // on its way up, a store slower than the commits for a while): staged anyway.
+            // Dropping these commits made the next stage a snapshot, over the limit
+            // itself, and so on: a full image every second after an outage while
+            // commits went on (a tester: 2.9 GB uploaded in 2 minutes for a 10 MB
+            // database with max_staging=1MiB).
+            if staged > limit && shared.uploads_failing {
                 // The store has been unreachable for long: stop keeping history, and
                 // re-seed the replica with a snapshot once it is back.
                 shared.drop_pending(|count| {

@@ -95,6 +95,7 @@ impl Primary {
             }
             Err(e) => {
                 crate::primary::replica_check::doubt(&self.replica_check);
+                self.lock().uploads_failing = true;
                 return Err(format!("uploading TXID {}-{}: {e}", file.min_txid, file.max_txid));
             }
         }
@@ -132,6 +133,7 @@ impl Primary {
             shared.oldest_pending_ms = Some(now);
         }
         shared.last_error = None;
+        shared.uploads_failing = false;
         self.progress.notify_all();
         Ok(Uploads::Done)
     }
