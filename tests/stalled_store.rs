@@ -256,3 +256,42 @@ fn a_close_does_not_wait_for_a_compaction_turn_on_a_silent_store() {
     );
     assert!(sh.stderr().contains("staged but not stored"), "{}", sh.stderr());
 }
+
+/// A connection per request on a store that does not answer: no process lived to see its
+/// own upload fail, so every new connection's status said nothing during the outage (a
+/// tester: 0 of 85 samples in 90 s). The one that closes with commits not stored leaves
+/// why, and the next one's status says it until it stores something itself.
+#[test]
+fn a_new_connections_status_says_why_the_last_one_closed_without_storing() {
+    let Rig {
+        proxy, dir, db, url, ..
+    } = &rig("percall");
+    let open = format!(
+        ".open file:{}?vfs=litestream&replica={url}&sync_timeout=1s",
+        db.display()
+    );
+    let mut sh = Shell::start(&extension(), &dir.path().join("shell.stderr"), &CREDENTIALS, &open);
+    let synced = sh.run("CREATE TABLE t(x); INSERT INTO t VALUES (1);\nSELECT litestream_sync(30000) > 0;");
+    assert_eq!(synced.trim(), "1", "{}", sh.stderr());
+    // Held long enough for the close and the next status, not for the catch-up.
+    proxy.set_plan(stall_every_request(Duration::from_secs(8)));
+    sh.run("INSERT INTO t VALUES (2);");
+    sh.run(".open :memory:"); // the close cannot store TXID 2
+                              // The next request's connection (the same process: its recent check of the replica
+                              // spares the open a LIST the stalled store would hold).
+    sh.run(&open);
+    let status = sh.run("SELECT litestream_status() ->> '$.error';");
+    assert!(
+        status.contains("the process that replicated it before") && status.contains("not stored"),
+        "{status}\n{}",
+        sh.stderr()
+    );
+    proxy.set_plan(FaultPlan::none());
+    assert_eq!(
+        sh.run("SELECT litestream_sync(60000) > 0;").trim(),
+        "1",
+        "{}",
+        sh.stderr()
+    );
+    assert_eq!(sh.run("SELECT litestream_status() ->> '$.error' IS NULL;").trim(), "1");
+}

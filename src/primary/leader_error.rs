@@ -69,6 +69,39 @@ impl Published {
     }
 }
 
+/// A replicating process closing with commits not stored leaves why, for the next one
+/// to open: with a connection per request no process lives to its first leadership
+/// turn, nor, on a store that does not answer, to its own upload's failure, so every
+/// new connection's status said nothing during an outage (a tester: 0 of 85 samples in
+/// 90 s). One that stored everything removes what an earlier one left.
+pub fn at_close(lock_dir: &Path, modes: FileModes, unstored: Option<String>) {
+    let path = file(lock_dir);
+    let written = match unstored {
+        Some(message) => {
+            let since_ms = read_json::<LeaderError>(&path).map_or_else(now_ms, |e| e.since_ms);
+            let left = LeaderError {
+                pid: std::process::id(),
+                message,
+                since_ms,
+            };
+            write_json(&path, modes, &left)
+        }
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    };
+    if let Err(e) = written {
+        tracing::debug!("{}: {e}", path.display());
+    }
+}
+
+/// What the replicating process before this one left (`at_close`; this process too,
+/// for its earlier connection), if any.
+pub fn left_before(lock_dir: &Path) -> Option<LeaderError> {
+    read_json::<LeaderError>(&file(lock_dir))
+}
+
 /// The error the replicating process `pid` reports, if any.
 pub fn read(lock_dir: &Path, pid: u32) -> Option<LeaderError> {
     read_json::<LeaderError>(&file(lock_dir)).filter(|e| e.pid == pid)

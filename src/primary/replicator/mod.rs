@@ -524,6 +524,22 @@ impl Primary {
             .or_else(|| s.unreadable.values().next().cloned())
             .or_else(|| s.base_not_ours.clone())
             .or_else(|| self.store_silent())
+            .or_else(|| self.left_at_close_before(s))
+    }
+
+    /// Until this process stores something: why the process that replicated before it
+    /// closed with commits not stored (`leader_error::at_close`).
+    fn left_at_close_before(&self, s: &Shared) -> Option<String> {
+        if s.uploads > 0 || s.uploaded_txid >= s.staged_txid {
+            return None;
+        }
+        let lock_dir = crate::primary::shared_staging::lock_dir(&self.db_path);
+        let left = crate::primary::leader_error::left_before(&lock_dir)?;
+        Some(format!(
+            "nothing stored since this process opened the database; the process that replicated it before \
+             (pid {}) reported: {}",
+            left.pid, left.message
+        ))
     }
 
     /// The worker's upload waiting for the store longer than [`SILENT_AFTER`], said as an

@@ -147,6 +147,7 @@ impl Primary {
         };
         {
             let shared = self.lock();
+            let mut left = None;
             if shared.uploaded_txid < shared.staged_txid {
                 // Say what stopped the upload: a store that refused at once (an error
                 // in milliseconds) is not one that ran out the timeout, and the two are
@@ -181,8 +182,18 @@ impl Primary {
                         shared.uploaded_txid + 1,
                         shared.staged_txid,
                     );
+                    left = Some(format!(
+                        "TXIDs {}-{} not stored: {why}",
+                        shared.uploaded_txid + 1,
+                        shared.staged_txid
+                    ));
                 }
             }
+            crate::primary::leader_error::at_close(
+                &crate::primary::shared_staging::lock_dir(&self.db_path),
+                self.config.file_modes,
+                left,
+            );
         }
         // Everything captured is staged: save where capture stands, so the next process
         // to replicate resumes from here. A clean close is claimed when this process
