@@ -34,7 +34,9 @@ loader.load_extension(so)
 
 
 def say(**fields):
-    print(json.dumps(fields), flush=True)
+    # One write of the whole line: two workers' print() calls (the text, then the
+    # newline, unbuffered in CI) interleaved into one unparseable line.
+    os.write(1, (json.dumps(fields) + "\n").encode())
 
 
 def status(conn):
