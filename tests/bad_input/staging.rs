@@ -81,6 +81,43 @@ fn fill(path: &Path) {
     let _ = f.sync_all();
 }
 
+/// A `file://` replica on a full 1 MiB tmpfs: a store that refuses every upload until
+/// [`RefusingReplica::take_again`].
+struct RefusingReplica {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    replica: PathBuf,
+    _tmpfs: Tmpfs,
+    url: String,
+}
+
+impl RefusingReplica {
+    fn mount(test: &str) -> Option<RefusingReplica> {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = dir.path().join("replica");
+        let tmpfs = Tmpfs::mount_or_skip(&replica, "1m", test)?;
+        fill(&replica.join("filler"));
+        Some(RefusingReplica {
+            db: dir.path().join("app.db"),
+            url: file_url(&replica),
+            replica,
+            _tmpfs: tmpfs,
+            dir,
+        })
+    }
+
+    /// The store takes uploads again: the filler gone and room for `size`.
+    fn take_again(replica: &Path, size: &str) {
+        std::fs::remove_file(replica.join("filler")).unwrap();
+        let grown = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(replica)
+            .status()
+            .unwrap();
+        assert!(grown.success());
+    }
+}
+
 /// A tmpfs mounted for one test and unmounted after it.
 struct Tmpfs(PathBuf);
 
@@ -354,15 +391,16 @@ fn a_sync_waiting_while_the_backlog_is_dropped() {
 /// restore of one gave rows committed minutes later).
 #[test]
 fn a_long_outage_over_max_staging_keeps_no_hand_off_records_and_gives_no_txid_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let Some(_tmpfs) = Tmpfs::mount_or_skip(&replica, "1m", "a_long_outage_over_max_staging") else {
+    let Some(RefusingReplica {
+        dir,
+        db,
+        replica,
+        _tmpfs,
+        url,
+    }) = RefusingReplica::mount("a_long_outage_over_max_staging")
+    else {
         return;
     };
-    let filler = replica.join("filler");
-    fill(&filler);
-    let url = file_url(&replica);
     let open = format!(
         ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms&max_staging=256k",
         db.display()
@@ -394,13 +432,7 @@ fn a_long_outage_over_max_staging_keeps_no_hand_off_records_and_gives_no_txid_tw
     );
     drop(sh);
 
-    std::fs::remove_file(&filler).unwrap();
-    let grown = Command::new("mount")
-        .args(["-o", "remount,size=128m"])
-        .arg(&replica)
-        .status()
-        .unwrap();
-    assert!(grown.success());
+    RefusingReplica::take_again(&replica, "128m");
     let mut sh = harness::shell::LiveShell::start(dir.path(), "app", &open);
     sh.run("INSERT INTO big(v) VALUES ('after');");
     let txid: u64 = sh.run("SELECT litestream_txid();").trim().parse().unwrap();
@@ -446,15 +478,16 @@ fn a_long_outage_over_max_staging_keeps_no_hand_off_records_and_gives_no_txid_tw
 /// 2 minutes for a 10 MB database with `max_staging=1MiB`).
 #[test]
 fn after_an_outage_a_database_larger_than_max_staging_takes_one_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let replica = dir.path().join("replica");
-    let Some(_tmpfs) = Tmpfs::mount_or_skip(&replica, "1m", "after_an_outage_…_one_snapshot") else {
+    let Some(RefusingReplica {
+        dir,
+        db,
+        replica,
+        _tmpfs,
+        url,
+    }) = RefusingReplica::mount("after_an_outage_…_one_snapshot")
+    else {
         return;
     };
-    let filler = replica.join("filler");
-    fill(&filler);
-    let url = file_url(&replica);
     let open = format!(
         ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms&max_staging=256k&l0_retention=1h",
         db.display()
@@ -466,13 +499,7 @@ fn after_an_outage_a_database_larger_than_max_staging_takes_one_snapshot() {
         sh.run("INSERT INTO t(v) VALUES (randomblob(100));");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::fs::remove_file(&filler).unwrap();
-    let grown = Command::new("mount")
-        .args(["-o", "remount,size=256m"])
-        .arg(&replica)
-        .status()
-        .unwrap();
-    assert!(grown.success());
+    RefusingReplica::take_again(&replica, "256m");
     // Commits go on while the store catches up.
     for _ in 0..100 {
         sh.run("INSERT INTO t(v) VALUES (randomblob(100));");
