@@ -1,8 +1,9 @@
 //! A real S3 API server for tests: moto's `moto_server` on a free loopback port.
 //!
-//! Found via `$MOTO_SERVER`, else `<CARGO_MANIFEST_DIR>/.venv/bin/moto_server` (installed by
-//! `make setup`). Missing is a test failure, not a skip: a suite that silently skips its S3
-//! tests proves nothing.
+//! Found via `$MOTO_SERVER` (run as it is), else `tests/scripts/moto_atomic.py` run by
+//! `<CARGO_MANIFEST_DIR>/.venv/bin/python` (installed by `make setup`): moto_server with
+//! its conditional writes made atomic, as real S3's are (the script says why). Missing is
+//! a test failure, not a skip: a suite that silently skips its S3 tests proves nothing.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use super::http::request;
 use super::s3::S3Server;
 use super::server::{free_port, Server};
-use super::tools::{env_or, in_repo, require};
+use super::tools::{in_repo, require};
 
 /// A running moto server, killed when dropped.
 pub struct Moto {
@@ -20,9 +21,17 @@ pub struct Moto {
     pub endpoint: String,
 }
 
-/// Path of the moto_server executable.
-pub fn moto_server_path() -> PathBuf {
-    env_or("MOTO_SERVER", || in_repo(".venv/bin/moto_server"))
+/// The program to run and the arguments before moto_server's own.
+fn moto_server_command() -> (PathBuf, Vec<String>) {
+    match std::env::var_os("MOTO_SERVER") {
+        Some(bin) => (PathBuf::from(bin), Vec::new()),
+        None => {
+            let script = in_repo("tests/scripts/moto_atomic.py");
+            // -P: the script's directory holds test scripts named like stdlib modules.
+            let args = vec!["-P".to_string(), script.display().to_string()];
+            (in_repo(".venv/bin/python"), args)
+        }
+    }
 }
 
 impl Moto {
@@ -38,10 +47,12 @@ impl Moto {
     }
 
     fn launch(guarded: bool) -> Moto {
-        let bin = require("moto_server", "MOTO_SERVER", moto_server_path());
+        let (bin, before) = moto_server_command();
+        let bin = require("moto_server", "MOTO_SERVER", bin);
         let started = std::time::Instant::now();
         let args = |cmd: &mut std::process::Command, port: u16, _: &std::path::Path| {
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            cmd.args(&before)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env_remove("AWS_CA_BUNDLE");
         };
         let ready = |port| {
