@@ -168,9 +168,12 @@ fn a_hydration_that_keeps_failing_is_the_replicas_error_and_backs_off() {
     let dir = tempfile::tempdir().unwrap();
     let replica = dir.path().join("replica");
     let url = format!("file://{}", replica.display());
+    // Compaction off: a level-1 window boundary passing during the session would merge
+    // the level-0 files into a level-1 file, which hydration would read instead of the
+    // damaged one.
     open_and_sync(
         &dir.path().join("app.db"),
-        &url,
+        &format!("{url}&compaction=off"),
         "CREATE TABLE t(body TEXT);\n\
          INSERT INTO t(body) SELECT hex(randomblob(500)) FROM generate_series(1, 500);",
     );

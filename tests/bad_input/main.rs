@@ -131,11 +131,14 @@ fn file_url(dir: &Path) -> String {
 }
 
 /// Replicates the seeded database to a file:// replica and closes it; returns the URL.
+/// Compaction off: a level-1 window boundary passing during the session would copy the
+/// level-0 file into a level-1 file of the same TXIDs, which restore plans prefer, and
+/// the cases that damage the level-0 file would then read an intact copy.
 fn replicated(dir: &Path, db: &Path) -> String {
     let url = file_url(&dir.join("replica"));
     let (stdout, stderr) = shell(
         &format!(
-            ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms\nSELECT litestream_sync(10000) > 0;",
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms&compaction=off\nSELECT litestream_sync(10000) > 0;",
             db.display()
         ),
         &[],

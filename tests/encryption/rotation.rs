@@ -7,10 +7,13 @@
 use super::*;
 
 /// Opens `db` as a primary of `url` with `params`, commits `row`, waits for the upload.
+/// Compaction off: a level-1 window boundary passing between the opens would merge the
+/// files to A alone with the next ones into a level-1 file to A and B, and the open with
+/// B alone would then find a plan B opens.
 fn commit(db: &Path, url: &str, params: &str, row: &str) -> (String, String) {
     let (_, out, stderr) = sqlite_output_env(
         &format!(
-            ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms{params}\n\
+            ".open file:{}?vfs=litestream&replica={url}&sync_interval=50ms&compaction=off{params}\n\
              CREATE TABLE IF NOT EXISTS t(v TEXT);\nINSERT INTO t VALUES ('{row}');\n\
              SELECT litestream_sync(10000) > 0;",
             db.display()
