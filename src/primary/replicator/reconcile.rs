@@ -420,6 +420,12 @@ fn restart_from_saved(
             }
             *snapshot_needed = Some(reason);
         }
+        Err(Discontinuity(reason)) if reason == SNAPSHOT_OWED => {
+            // Expected after an outage, and said with a warning when the commits were
+            // dropped: at every open of a connection per request it was noise.
+            tracing::info!(db = %local.db_path.display(), "{reason}; taking it");
+            *snapshot_needed = Some(reason);
+        }
         Err(Discontinuity(reason)) => {
             // Not the first replication: something the saved state and the records
             // cannot connect, worth a warning like any other.
@@ -429,6 +435,11 @@ fn restart_from_saved(
     }
     Ok(reconciled)
 }
+
+/// Why a restart takes a snapshot when the state it resumes from was saved while one was
+/// owed: the last process dropped commits (staging full or failing) or met a break in the
+/// WAL, and said so with a warning then.
+const SNAPSHOT_OWED: &str = "the last process owed a snapshot of the database and had not stored it";
 
 /// The first run of TXIDs up to `txid` that neither the replica (holding up to
 /// `replica_max`) nor the staged files (in TXID order) hold, if any.
@@ -496,9 +507,8 @@ fn resume_capture(
         },
         (None, None) => {
             capture.skip_to_end(wal)?;
-            return Ok(Err(Discontinuity(
-                "no WAL position was saved with the last staged TXID".into(),
-            )));
+            // `save_state` leaves the position out exactly while a snapshot is owed.
+            return Ok(Err(Discontinuity(SNAPSHOT_OWED.into())));
         }
     };
     let live = read_wal_header(wal)?;
