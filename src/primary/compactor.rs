@@ -469,14 +469,19 @@ impl Compactor {
         let boundary = now_ms - self.config.retention.as_millis() as i64;
         let snapshots = block_on(store.list(SNAPSHOT_LEVEL)).map_err(err)?;
         // The newest snapshot written at or before the boundary: points after the
-        // boundary start from it or from a newer one.
+        // boundary start from it or from a newer one. Read oldest first, and stopping at
+        // the first one written after the boundary: a snapshot written while the clock
+        // was behind (a VM resumed with an old clock) carries an older time than the ones
+        // before it, and taken alone it let retention delete the history of the whole
+        // window (a tester: a restore 50 s back, inside a 2 min retention, gave a state
+        // 30 s later). Only ever more is kept: a clock ahead keeps files longer.
         let mut keep_from: Option<&LtxObject> = None;
-        for s in snapshots.iter().rev() {
+        for s in &snapshots {
             let ts = block_on(store.timestamp(SNAPSHOT_LEVEL, s.min_txid, s.max_txid)).map_err(err)?;
-            if ts <= boundary {
-                keep_from = Some(s);
+            if ts > boundary {
                 break;
             }
+            keep_from = Some(s);
         }
         if let Some(keep) = keep_from {
             for s in snapshots.iter().filter(|s| s.max_txid < keep.max_txid) {

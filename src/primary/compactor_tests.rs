@@ -361,6 +361,33 @@ fn retention_keeps_the_snapshot_before_the_boundary_and_everything_after_it() {
     }
 }
 
+/// A snapshot written while the clock was an hour behind carries a time older than the
+/// snapshots before it. Taken alone, it was "the newest snapshot before the boundary",
+/// and retention deleted every point of the window before it.
+#[test]
+fn retention_keeps_the_window_when_a_snapshot_was_written_with_the_clock_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CompactionConfig {
+        retention: Duration::from_secs(10),
+        l0_retention: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let c = compactor("retention-clock-behind", dir.path(), config);
+    // Snapshots at TXIDs 10, 20, 30 written at t = 10 s, 20 s, 30 s; TXID 40's clock said
+    // an hour earlier.
+    for (max, ts) in [(10u64, 10_000), (20, 20_000), (30, 30_000), (40, 40_000 - 3_600_000)] {
+        let snapshot = ltx(1, max, &[(1, max as u8)], 1, ts);
+        block_on(c.store.put(9, 1, max, snapshot.into(), ts)).unwrap();
+    }
+    for (min, max) in [(1, 10), (11, 20), (21, 30), (31, 40)] {
+        put(&c, 1, min, max, ltx(min, max, &[(1, max as u8)], 1, max as i64 * 1000));
+    }
+    // At t = 35 s the boundary is 25 s: snapshot 20 is the newest written before it.
+    c.enforce_retention(35_000).unwrap();
+    assert_eq!(names(&c, 9), [(1, 20), (1, 30), (1, 40)]);
+    assert_eq!(names(&c, 1), [(21, 30), (31, 40)]);
+}
+
 #[test]
 fn level0_files_go_once_covered_by_level1_and_old_enough() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ pub mod follow;
 pub mod follower;
 mod follower_writes;
 pub mod handoff;
+mod header_time;
 mod leader_error;
 mod leader_lock;
 pub mod level_cache;
