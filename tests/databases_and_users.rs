@@ -572,3 +572,46 @@ fn a_database_opened_while_read_only_can_be_written_through_the_vfs_once_it_is_w
     assert!(ok, "a 0444 lock file of ours locked the database out: {out}");
     assert_eq!(mode(&staging.join("lock")), 0o644);
 }
+
+/// A replica directory the application's user may not read for a while (an operator's
+/// chmod, a remount), for a database that replicated there before: a new process opens it
+/// from local state and catches up once it may again. Every open (a connection per
+/// request) failed with "unable to open database file" for as long as it lasted, and
+/// after the replicating process was killed no process could take over (a tester). A
+/// first replication there is still refused: that is a setting to fix.
+#[test]
+fn a_replica_the_user_may_not_read_for_a_while_does_not_lock_the_database_out() {
+    let dir = tempfile::tempdir().unwrap();
+    if fs::metadata(dir.path()).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    }
+    let (db, replica) = (dir.path().join("app.db"), dir.path().join("replica"));
+    let open = format!(
+        ".open file:{}?vfs=litestream&replica=file://{}",
+        db.display(),
+        replica.display()
+    );
+    let (ok, out) = sqlite_as_nobody(&format!(
+        "{open}\nCREATE TABLE t(x); INSERT INTO t VALUES (1); SELECT litestream_sync();"
+    ));
+    assert!(ok, "{out}");
+    fs::set_permissions(&replica, fs::Permissions::from_mode(0o000)).unwrap();
+    let (ok, out) = sqlite_as_nobody(&format!("{open}\nINSERT INTO t VALUES (2); SELECT count(*) FROM t;"));
+    assert!(ok && out.contains("continuing from local state"), "{out}");
+    let first = dir.path().join("first.db");
+    let (ok, out) = sqlite_as_nobody(&format!(
+        ".open file:{}?vfs=litestream&replica=file://{}/elsewhere\nCREATE TABLE t(x);",
+        first.display(),
+        replica.display()
+    ));
+    assert!(
+        !ok && out.contains("Permission denied"),
+        "a first replication is refused: {out}"
+    );
+    fs::set_permissions(&replica, fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, out) = sqlite_as_nobody(&format!("{open}\nSELECT litestream_sync() = litestream_txid();"));
+    assert!(ok && out.trim() == "1", "{out}");
+    let restored = dir.path().join("restored.db");
+    litestream_restore(&format!("file://{}", replica.display()), &restored, &[]).unwrap();
+    assert_eq!(dump(&restored), dump(&db));
+}

@@ -182,8 +182,12 @@ impl Batch {
         }
     }
 
-    /// Encodes the batch as one LTX file in the form Litestream writes.
-    pub fn encode(&self, node_id: u64, encoding: &Encoding) -> crate::ltx::Result<Vec<u8>> {
+    /// Encodes the batch as one LTX file in the form Litestream writes, into `out` (a
+    /// staging file): no second copy of the batch in memory. Encoded into a buffer, a
+    /// transaction of 1 GB took 1 GB more at its stage, and where that memory was not
+    /// there (a container's limit, `ulimit -v`) the allocation's failure aborted the
+    /// application's process (a tester).
+    pub fn encode_into<W: Write>(&self, out: W, node_id: u64, encoding: &Encoding) -> crate::ltx::Result<W> {
         let position = self.position.expect("a batch has at least one commit");
         let header = Header {
             flags: FLAG_NO_CHECKSUM,
@@ -202,7 +206,7 @@ impl Batch {
         };
         let mut pgnos: Vec<u32> = self.pages.keys().copied().filter(|p| *p <= self.commit).collect();
         pgnos.sort_unstable();
-        let mut encoder = Encoder::with_encoding(Vec::with_capacity(self.bytes() / 2 + 4096), header, encoding)?;
+        let mut encoder = Encoder::with_encoding(out, header, encoding)?;
         for pgno in pgnos {
             encoder.write_page(pgno, &self.pages[&pgno])?;
         }

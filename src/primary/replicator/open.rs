@@ -82,8 +82,12 @@ impl Primary {
             Ok(newest) => newest,
             // A restart during a store outage must not lock the application out of its
             // own database: continue from local state, upload once the store is back
-            // (conditional creates still stop a second primary).
-            Err(e) if e.is_transient() && saved.is_some() => {
+            // (conditional creates still stop a second primary). So also for a store
+            // that refuses (a file:// replica that says "Permission denied", a 403) when
+            // this database has replicated there before: every open of a connection per
+            // request failed for as long as it lasted, and no process could take over
+            // (a tester). A first replication is refused: that is a setting to fix.
+            Err(e) if (e.is_transient() || saved_for_this.is_some()) && saved.is_some() => {
                 if unanswered {
                     tracing::debug!(db = %db_path.display(), "continuing from local state: {e}");
                 } else {

@@ -58,6 +58,20 @@ impl Primary {
         self.progress.notify_all();
     }
 
+    /// Writes `batch` as one staged LTX file, encoded straight into it.
+    fn stage_batch(&self, batch: &Batch) -> Result<crate::primary::staging::StagedFile, crate::ltx::Error> {
+        let encoding = self.encoding();
+        self.staging.stage_with(batch.min_txid(), batch.max_txid(), |file| {
+            let out = batch.encode_into(
+                std::io::BufWriter::with_capacity(1 << 16, file),
+                self.node_id,
+                &encoding,
+            )?;
+            out.into_inner().map_err(|e| e.into_error())?;
+            Ok(())
+        })
+    }
+
     /// Commits were just dropped for a snapshot: the state says so (no WAL position, the
     /// TXIDs handed out), so that a restart before the snapshot takes one too and gives
     /// no TXID twice. Saving it removes the hand-off records capture consumed: they hold
@@ -175,14 +189,9 @@ impl Primary {
         self.progress.notify_all();
         let (batch, (position_at_cut, consumed_at_cut, ended_before_cut, left_at_cut)) = batch;
         pause_here_if_asked(&PAUSE_BEFORE_FILE);
-        let staged = batch
-            .encode(self.node_id, &self.encoding())
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                self.staging
-                    .stage(batch.min_txid(), batch.max_txid(), &bytes)
-                    .map_err(|e| format!("writing {}: {e}", self.config.staging_dir.display()))
-            });
+        let staged = self
+            .stage_batch(&batch)
+            .map_err(|e| format!("writing {}: {e}", self.config.staging_dir.display()));
         if staged.is_ok() {
             // The cut's commits are on disk: a restart may hand the queue off from the cut
             // (one may be waiting for this: `wait_for_staged_file`).
@@ -328,14 +337,7 @@ impl Primary {
         // Commits captured before the snapshot point are staged first, in order: a
         // crash between the two must not leave the snapshot staged over a gap.
         if !before.is_empty() {
-            let staged = before
-                .encode(self.node_id, &self.encoding())
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    self.staging
-                        .stage(before.min_txid(), before.max_txid(), &bytes)
-                        .map_err(|e| e.to_string())
-                });
+            let staged = self.stage_batch(&before).map_err(|e| e.to_string());
             if let Err(e) = staged {
                 remove_snapshot_leftovers(&self.config.staging_dir);
                 let first = before.min_txid();
