@@ -203,7 +203,7 @@ SELECT 'caught up', litestream_sync(30000) = litestream_txid(), {status} ->> '$.
     assert_eq!(full[..2], ["full", "1"], "{out}{stderr}");
     assert!(
         full[2].starts_with("staging is full (")
-            && full[2].ends_with("limit 65536): waiting for uploads; a snapshot follows"),
+            && full[2].ends_with("limit 65536): uploads are failing: new commits are dropped, and a snapshot follows"),
         "the status says why nothing is staged: {out}"
     );
     let turns = |line: &str| -> u64 { line.split('|').nth(1).unwrap().parse().unwrap() };
@@ -216,7 +216,7 @@ SELECT 'caught up', litestream_sync(30000) = litestream_txid(), {status} ->> '$.
         after - before
     );
     assert_eq!(
-        stderr.matches("waiting for uploads").count(),
+        stderr.matches("staging is full").count(),
         1,
         "one warning for the whole episode: {stderr}"
     );

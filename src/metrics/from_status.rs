@@ -318,7 +318,7 @@ mod tests {
                 "lag_seconds": 2.5, "staged_bytes": 4096, "pending_bytes": 100,
                 "error": "uploading TXID 10-11: connection refused", "refusing_writes": false,
                 "snapshot_pending": null, "uploaded_bytes": 777, "snapshots": 1,
-                "staging_full": "staging is full (4096 bytes, limit 1024): waiting for uploads; a snapshot follows",
+                "staging_full": "staging is full (4096 bytes, limit 1024): commits wait in memory until uploads bring it under the limit",
                 "compaction": {"compactions": 3, "errors": 2, "gaps": 1},
                 "sync": {"count": 5, "errors": 4, "seconds": 0.5},
             }),

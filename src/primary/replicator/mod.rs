@@ -117,9 +117,15 @@ const REPEATED_WARNING_EVERY: Duration = Duration::from_secs(60);
 const REMEMBERED_WARNINGS: usize = 8;
 
 /// What `litestream_status()` and the one warning of an episode say while staging is
-/// over its limit.
-fn staging_full_message(staged: u64, limit: u64) -> String {
-    format!("staging is full ({staged} bytes, limit {limit}): waiting for uploads; a snapshot follows")
+/// over its limit. Commits are dropped for a snapshot only while uploads fail (`stage.rs`):
+/// said otherwise of a big transaction waiting for its upload, no snapshot followed (a
+/// tester).
+fn staging_full_message(staged: u64, limit: u64, uploads_failing: bool) -> String {
+    let then = match uploads_failing {
+        true => "uploads are failing: new commits are dropped, and a snapshot follows",
+        false => "commits wait in memory until uploads bring it under the limit",
+    };
+    format!("staging is full ({staged} bytes, limit {limit}): {then}")
 }
 
 impl From<String> for StageError {
@@ -488,7 +494,7 @@ impl Primary {
             "pending_bytes": s.pending_bytes(),
             "staged_bytes": staged_bytes,
             "staging_full": (staged_bytes > self.config.max_staging_bytes)
-                .then(|| staging_full_message(staged_bytes, self.config.max_staging_bytes)),
+                .then(|| staging_full_message(staged_bytes, self.config.max_staging_bytes, s.uploads_failing)),
             "lag_seconds": lag_s,
             "last_replication_lag_ms": s.last_lag_ms,
             "snapshot_pending": s.snapshot_needed,

@@ -88,7 +88,8 @@ impl Primary {
             Ok(Staged::Full { staged, limit }) => {
                 if !pace.staging_full {
                     pace.staging_full = true;
-                    self.record_error(staging_full_message(staged, limit));
+                    let failing = self.lock().uploads_failing;
+                    self.record_error(staging_full_message(staged, limit, failing));
                 } else {
                     tracing::debug!(db = %self.db_path.display(), staged, limit, "staging is still full");
                 }
