@@ -343,7 +343,7 @@ impl Primary {
                 let first = before.min_txid();
                 self.lock().recycle(before);
                 in_stage_done();
-                self.snapshot_failed(first, &e);
+                self.snapshot_failed(first, txid, &e);
                 return Err(format!("staging the commits before a snapshot: {e}").into());
             }
             self.lock().recycle(before);
@@ -363,7 +363,7 @@ impl Primary {
             Err(e) => {
                 // Reading the copy, encoding or writing failed: `stage_with` removed its
                 // temp file, so nothing took these TXIDs.
-                self.snapshot_failed(min_txid, &e);
+                self.snapshot_failed(min_txid, txid, &e);
                 return Err(format!("snapshot: {e}").into());
             }
         };
@@ -384,10 +384,18 @@ impl Primary {
     /// all, spanning the TXIDs handed out meanwhile (none is given twice). Commits
     /// queued since the lock go too (the new snapshot copies the database later than
     /// every one of them).
-    fn snapshot_failed(&self, first: u64, error: &str) {
+    ///
+    /// With no commit numbered since the lock, the next snapshot takes this one's TXID
+    /// again: `litestream_txid()` handed it out while this one ran (as the TXID that holds
+    /// the commits), and the next snapshot holds them. A new TXID left that one naming no
+    /// stored state (a test saw the application told 20 and the replica given 21).
+    fn snapshot_failed(&self, first: u64, txid: u64, error: &str) {
         let mut shared = self.lock();
         let dropped = shared.take_pending();
         shared.recycle(dropped);
+        if shared.next_txid == txid + 1 {
+            shared.next_txid = txid;
+        }
         shared.staged_txid = first - 1;
         shared.origin = None;
         shared.require_snapshot(format!("previous snapshot attempt failed: {error}"));
