@@ -183,6 +183,35 @@ fn a_follower_closing_after_the_replicating_process_closed_stores_its_commits() 
     rig.assert_restores_to("2");
 }
 
+/// The same with a follower whose `replica=` names another replica: its close does not
+/// move replication there. A tester's worker with another replica stored its own and
+/// another worker's last commits in its replica, and the one the others use lacked them.
+/// The commit waits for the next process that replicates to the database's replica.
+#[test]
+fn a_follower_with_another_replica_closing_does_not_take_replication_there() {
+    let rig = Rig::new();
+    let open = rig.open_every("10s");
+    let elsewhere = rig.dir.path().join("elsewhere");
+    let other = open.replace(&rig.url, &format!("file://{}", elsewhere.display()));
+    let mut a = LiveShell::start(rig.dir.path(), "a", &open);
+    a.run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a'); SELECT litestream_sync();");
+    let mut b = LiveShell::start(rig.dir.path(), "b", &other);
+    assert_eq!(status(&mut b)["role"], "follower");
+    drop(a);
+    b.run("INSERT INTO t(v) VALUES ('b');");
+    drop(b);
+    let log = std::fs::read_to_string(rig.dir.path().join("b.stderr")).unwrap();
+    assert!(log.contains("does not take replication over"), "{log}");
+    assert!(
+        !elsewhere.join("ltx").exists(),
+        "B replicated to its own replica: {log}"
+    );
+    let mut c = LiveShell::start(rig.dir.path(), "c", &open);
+    c.run("SELECT litestream_sync();");
+    drop(c);
+    rig.assert_restores_to("2");
+}
+
 #[test]
 fn a_stopped_replicator_keeps_its_role_and_followers_see_their_commits_wait() {
     let rig = Rig::new();

@@ -15,12 +15,14 @@ profile="${1:-dist}"
 # optimized builds: 164 KB, Cargo.toml), and the ceiling sits about 35 KB above it so that
 # growth fails here before it reaches the goal.
 # CI packages the release build (make dist takes 8 minutes): its ceiling sits about as far
-# above the release library (11,475,280 bytes stripped, same day) as the dist ceiling above
-# the dist library, so that growth shows in `make test` before it reaches the shipped library.
+# above the release library (11,520,080 bytes stripped on 2026-12-07 late: 48 KB more than
+# that morning's 11,475,280, most of it inlining moved between the store openers, the rest
+# clock-step and takeover handling) as the dist ceiling above the dist library, so that
+# growth shows in `make test` before it reaches the shipped library.
 # tests/packages.rs reads the ceiling from target/packages/CEILING.
 case "$profile" in
   dist) ceiling=7890000 ;;
-  release) ceiling=11510000 ;;
+  release) ceiling=11555000 ;;
   *) echo "tools/dist.sh: profile $profile: expected dist or release" >&2; exit 2 ;;
 esac
 

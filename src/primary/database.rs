@@ -328,6 +328,19 @@ impl Database {
         if self.leader().is_some() || self.follower_writes.last_write_ms().is_none() || self.lock.held_by_another() {
             return;
         }
+        // A follower whose settings name another replica (or key) than the one the
+        // database was replicated to would move replication there: a tester's worker
+        // with another replica= stored its own and another worker's last commits in its
+        // replica, and the one the others use lacked them. They wait in the hand-off
+        // records for the next process that replicates where the database goes.
+        if let Some(why) = self.destination_differs() {
+            tracing::warn!(
+                db = %self.path.display(),
+                "no process replicates the database, and this closing one does not take replication over: {why}; \
+                 its commits are stored when a process replicating there next opens the database"
+            );
+            return;
+        }
         match self.try_lead() {
             Ok(true) => tracing::info!(
                 db = %self.path.display(),
