@@ -63,7 +63,7 @@ impl Primary {
         let encoding = self.encoding();
         self.staging.stage_with(batch.min_txid(), batch.max_txid(), |file| {
             let out = batch.encode_into(
-                std::io::BufWriter::with_capacity(1 << 16, file),
+                io::BufWriter::with_capacity(STAGE_BUFFER, file),
                 self.node_id,
                 &encoding,
             )?;
@@ -471,7 +471,7 @@ impl Primary {
     }
 }
 
-/// Write buffer between the snapshot encoder and its staging file.
+/// Write buffer between an encoder (a batch's or the snapshot's) and its staging file.
 const STAGE_BUFFER: usize = 256 << 10;
 
 /// How many milliseconds a stage waits, at most, for SQLite to count a commit capture
