@@ -3,22 +3,22 @@
 //! the WAL the same way: before frames go away it leaves a hand-off record
 //! (`handoff.rs`), so no commit escapes the replicating process, whoever wrote it.
 
-use super::capture::WalSource;
 use super::follower;
 use super::follower_writes::FollowerWrites;
 use super::handoff::HandoffDir;
 use super::leader_lock::LeaderLock;
 use super::shared_staging;
-use super::state::{FileIdentity, StateFile};
-use super::wal_file::WalFile;
-use super::wal_index::{CountedWal, ShmWal, WalIndexView};
+use super::state::StateFile;
+use super::wal_index::WalIndexView;
 use super::{Primary, Snapshotter};
 use crate::config::{Config, SyncMode};
-use crate::wal::{WalHeader, HEADER_SIZE};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+mod leadership;
+mod wal_hooks;
 
 /// How a process that becomes the replicating one prepares: the VFS layer's snapshot
 /// implementation and its WAL-mode check (function pointers: they outlive every open).
@@ -394,22 +394,6 @@ impl Database {
         self.follower_writes.wrote();
     }
 
-    /// Watches for the replicating process to go away, and takes over: every half
-    /// `sync_interval`, as a job of the process's engine. The lock is the kernel's, so a
-    /// dead holder releases it at once. While this process leads, the job checks each
-    /// few seconds that its lock file is still the one at the path (`LeaderLock::keep`),
-    /// until the database closes.
-    pub fn watch_leadership(self: &Arc<Self>) {
-        let period = (self.config.sync_interval / 2).max(Duration::from_millis(10));
-        let job = LeadershipJob {
-            database: Arc::downgrade(self),
-            period,
-            failures: AtomicU32::new(0),
-            published_error: Default::default(),
-        };
-        crate::engine::engine().add(Arc::new(job), Instant::now() + period);
-    }
-
     /// Why this process's commits do not go where its settings say, if they do not: the
     /// replicating process names another replica or other encryption, or stages where
     /// this process's hand-off records and sync requests do not reach it.
@@ -491,225 +475,5 @@ impl Database {
             &|| self.leader(),
             what,
         )
-    }
-
-    /// A writer of this process is about to write a WAL header (`new`, 32 bytes) over
-    /// `live`: a restart of the generation in it, or the first header of an empty WAL.
-    pub fn before_wal_header(&self, live: &mut dyn WalSource, new: &[u8]) {
-        let Ok(next) = WalHeader::parse(new) else {
-            return; // not a header SQLite would write; the capture path reports it
-        };
-        let current = read_header(live);
-        // The same header written again changes nothing. The same salts with another
-        // checkpoint sequence (so another checksum seed) do: SQLite takes the salts from
-        // shared memory but the sequence from the writing connection, so a writer
-        // rewriting the header of a WAL whose frames were never committed (its last
-        // writer died mid-transaction) can keep the salts and change the chain. Treated
-        // as the same generation, every later frame failed capture's checksum check and a
-        // whole generation went uncaptured (multi_process_crash under load).
-        if current.is_some_and(|h| h == next) {
-            return;
-        }
-        match (self.leader(), current) {
-            (_, Some(_)) => self.generation_ends(live, Some(new), None),
-            (Some(primary), None) => primary.before_fresh_header(live, new),
-            (None, None) => {
-                if let Err(e) = self
-                    .records
-                    .write_start(&new[..HEADER_SIZE], FileIdentity::of(&self.path).ok())
-                {
-                    tracing::warn!(db = %self.path.display(), "writing a WAL hand-off record: {e}");
-                }
-            }
-        }
-    }
-
-    /// A checkpoint of this process is about to truncate the WAL below its header. It
-    /// copied every frame into the database file first (SQLite truncates only then), so
-    /// the file as it is now is what the empty WAL leaves: a later change to it with the
-    /// WAL still empty is a generation nobody recorded (`Capture::left_database`).
-    pub fn before_wal_truncate(&self, live: &mut dyn WalSource) {
-        let left = FileIdentity::pinned(&self.path).ok();
-        self.generation_ends(live, None, left);
-    }
-
-    /// The last connection to the database (in any process) is about to delete the
-    /// WAL after checkpointing it.
-    pub fn before_wal_delete(&self) {
-        let mut live = match WalFile::open(&self.path) {
-            Ok(wal) => wal,
-            Err(e) => {
-                tracing::warn!(db = %self.path.display(), "reading the WAL before its deletion: {e}");
-                return;
-            }
-        };
-        let closed = FileIdentity::pinned(&self.path).ok();
-        self.generation_ends(&mut live, None, closed);
-    }
-
-    /// The generation in `live` goes away (restarted with the header `next`, truncated,
-    /// or deleted leaving the database `closed`): the replicating process captures it,
-    /// a follower hands it off, each as far as SQLite counts it committed.
-    fn generation_ends(&self, live: &mut dyn WalSource, next: Option<&[u8]>, closed: Option<FileIdentity>) {
-        let live = &mut CountedWal::cut_or_whole(live, self.wal_index.before_generation_ends());
-        match self.leader() {
-            Some(primary) => primary.before_wal_destroyed(live, next, closed),
-            None => self.hand_off_tail(live, next, closed),
-        }
-    }
-
-    /// Whether a connection of this process holds the WAL write lock, as SQLite takes it
-    /// outside exclusive locking mode (`vfs/file.rs` refuses WAL writes without it).
-    pub fn wal_write_lock_held(&self) -> bool {
-        self.wal_index.write_lock_held()
-    }
-
-    /// A writer of this process holds the WAL write lock; `shm` is the wal-index header
-    /// then, when it could be read.
-    #[inline]
-    pub fn after_write_lock(&self, shm: Option<ShmWal>) {
-        self.wal_index.write_locked(shm);
-        if let Some(primary) = self.leader() {
-            primary.after_write_lock(shm);
-        }
-    }
-
-    /// A writer of this process releases the WAL write lock (`release` does it). What
-    /// belonged to its transaction (the count at the lock, frames pending) is forgotten
-    /// first, while no other connection of this process can be writing: after the
-    /// release it would be the next writer's.
-    #[inline]
-    pub fn release_write_lock<R>(&self, release: impl FnOnce() -> R) -> R {
-        // The primary this transaction wrote to, read while the lock still counts as
-        // held: one installed after `write_unlocked` never saw it.
-        let leader = self.leader();
-        let wrote_as_follower = self.follower_writes.take_transaction_wrote();
-        self.wal_index.write_unlocked();
-        if let Some(primary) = &leader {
-            primary.write_transaction_over();
-        }
-        let released = release();
-        if let Some(primary) = &leader {
-            primary.write_lock_released();
-        }
-        if self.is_waiting.load(Ordering::Acquire) {
-            // A takeover waited for this transaction to end (`install`).
-            self.install_waiting();
-        }
-        // After the install: before it, a follower's sync=commit asked a replicating
-        // process that was gone (that is why this one took over), and waited out its
-        // timeout while its own takeover waited for it.
-        if leader.is_none() && wrote_as_follower && self.config.sync_mode == SyncMode::Commit {
-            self.follower_sync_commit();
-        }
-        released
-    }
-
-    /// `sync=commit` on a follower: its commit returns once the replicating process has
-    /// stored it (`follower_writes.rs`).
-    fn follower_sync_commit(&self) {
-        if let Err(e) = self.sync(self.config.sync_timeout) {
-            tracing::error!(db = %self.path.display(), "sync=commit: {e}");
-            self.follower_writes.sync_commit_missed(e);
-        }
-    }
-
-    /// A follower hands off the generation in `live` from where the replicating process
-    /// last staged.
-    fn hand_off_tail(&self, live: &mut dyn WalSource, next: Option<&[u8]>, closed: Option<FileIdentity>) {
-        // A replicating process that is stopped (not dead: it keeps the lock) takes no
-        // records, and each WAL restart of the followers left one more: the directory
-        // grew by every byte written (1.29 GB in 40 s, a workers tester). Past
-        // `max_staging` no record is written: the replicating process, once it runs
-        // again, finds the generation gone without one and takes a snapshot, as below.
-        let held = self.records.record_bytes().unwrap_or(0);
-        if held >= self.config.max_staging_bytes {
-            if !self.handoff_full.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    db = %self.path.display(),
-                    held,
-                    limit = self.config.max_staging_bytes,
-                    "the replicating process has not taken the WAL hand-off records for a while (stopped?): they \
-                     hold {held} bytes, max_staging is {}; writing no more, it takes a snapshot when it runs again",
-                    self.config.max_staging_bytes
-                );
-            }
-            return;
-        }
-        self.handoff_full.store(false, Ordering::Relaxed);
-        let staged = self.state_file.load().ok().flatten().and_then(|s| s.wal);
-        if let Err(e) = self.records.write_tail(live, staged.as_ref(), next, closed) {
-            // The replicating process will find the generation gone without a record
-            // and take a snapshot: nothing is lost, it only costs an upload.
-            tracing::warn!(db = %self.path.display(), "writing a WAL hand-off record: {e}");
-        }
-    }
-}
-
-/// A follower's takeover check (`Database::watch_leadership`). It holds the database
-/// weakly: a closed database ends the job at its next turn.
-struct LeadershipJob {
-    database: Weak<Database>,
-    period: Duration,
-    /// Consecutive failed takeovers: each one spaces the next attempt further.
-    failures: AtomicU32,
-    /// While this process leads, its status error as told to the followers.
-    published_error: super::leader_error::Published,
-}
-
-/// How often the replicating process checks that its lock file is still the one at the
-/// path (`LeaderLock::keep`): a stat and an fstat.
-const LOCK_FILE_CHECK: Duration = Duration::from_secs(5);
-
-impl crate::engine::Job for LeadershipJob {
-    fn run(&self) -> Option<Instant> {
-        let db = self.database.upgrade()?;
-        if db.closed.load(Ordering::Relaxed) {
-            return None;
-        }
-        if let Some(primary) = db.leader() {
-            match db.lock.keep() {
-                Ok(true) => {
-                    let lock_dir = shared_staging::lock_dir(&db.path);
-                    follower::announce_leader(
-                        &lock_dir,
-                        db.config.file_modes,
-                        primary.node_id(),
-                        db.destination.clone(),
-                    );
-                    self.failures.store(0, Ordering::Relaxed);
-                }
-                Ok(false) => self.failures.store(0, Ordering::Relaxed),
-                // Said once: the next check finds nothing new to take.
-                Err(e) => tracing::error!(db = %db.path.display(), "{e}"),
-            }
-            let lock_dir = shared_staging::lock_dir(&db.path);
-            self.published_error
-                .publish(&lock_dir, db.config.file_modes, primary.error());
-            return Some(Instant::now() + LOCK_FILE_CHECK);
-        }
-        let failures = self.failures.load(Ordering::Relaxed);
-        if !db.lock.held_by_another() {
-            match db.try_lead() {
-                // Leading now: the turns above check the lock file and tell the
-                // followers this process's status error.
-                Ok(true) => return Some(Instant::now() + LOCK_FILE_CHECK),
-                Ok(false) => self.failures.store(0, Ordering::Relaxed),
-                Err(e) => {
-                    self.failures.store(failures + 1, Ordering::Relaxed);
-                    tracing::warn!("taking replication over failed (retrying): {e}");
-                }
-            }
-        }
-        let failures = self.failures.load(Ordering::Relaxed);
-        Some(Instant::now() + self.period * (1 + failures.min(20)))
-    }
-}
-
-fn read_header(wal: &mut dyn WalSource) -> Option<WalHeader> {
-    let mut raw = [0u8; HEADER_SIZE];
-    match wal.read_exact_at(0, &mut raw) {
-        Ok(true) => WalHeader::parse(&raw).ok(),
-        _ => None,
     }
 }

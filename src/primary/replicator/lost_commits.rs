@@ -18,7 +18,7 @@ use super::reconcile::{Local, ReplicaSeen};
 use super::*;
 
 /// What resuming says when the WAL's generation is the saved one but the frame capture
-/// last read is gone from it (`reconcile::resume_capture`).
+/// last read is gone from it (`reconcile/resume.rs`).
 pub(super) const LOST_FRAMES: &str = "the WAL no longer holds the last captured frame";
 
 /// Why the database at `local.db_path` is behind the commits captured up to
