@@ -19,6 +19,9 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+mod links;
+pub use links::{open_read, read, read_to_string};
+
 /// The permissions of files and directories created for one database.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FileModes {
@@ -116,8 +119,8 @@ impl FileModes {
             // Versions before this one gave the lock file a read-only database's bits
             // (0444), which locked every later open out: give the owner back read and
             // write (the chmod fails unless this process owns the file) and try again.
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => match fs::metadata(path) {
-                Ok(meta) if meta.mode() & OWNER_RW != OWNER_RW => {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => match fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_file() && meta.mode() & OWNER_RW != OWNER_RW => {
                     let repaired = fs::Permissions::from_mode(meta.mode() & 0o777 | OWNER_RW);
                     if fs::set_permissions(path, repaired).is_err() {
                         return Err(e);
@@ -131,9 +134,17 @@ impl FileModes {
         }
     }
 
-    /// Opens with `options`, creating with our bits, and settles the file.
+    /// Opens with `options`, creating with our bits, and settles the file. A symbolic
+    /// link at `path` is not followed (`links.rs`): the open fails, saying who made it.
     fn open_settled(&self, options: &mut OpenOptions, path: &Path) -> io::Result<File> {
-        let file = options.mode(self.file_bits()).open(path)?;
+        let opened = options.mode(self.file_bits()).custom_flags(libc::O_NOFOLLOW).open(path);
+        let file = match opened {
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => match fs::symlink_metadata(path) {
+                Ok(meta) if meta.file_type().is_symlink() => return Err(links::refused_link(path, meta.uid())),
+                _ => return Err(e),
+            },
+            other => other?,
+        };
         self.settle_file(&file)?;
         Ok(file)
     }
@@ -168,8 +179,15 @@ impl FileModes {
     fn create_dir(&self, dir: &Path) -> io::Result<()> {
         match fs::DirBuilder::new().mode(self.dir_bits()).create(dir) {
             Ok(()) => self.settle_path(dir, self.dir_bits()),
-            Err(_) if dir.is_dir() => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => match fs::symlink_metadata(dir) {
+                // A link another user made is refused; one of ours is followed.
+                Ok(meta) if links::check_dir(dir, &meta)? => match dir.is_dir() {
+                    true => Ok(()),
+                    false => Err(e),
+                },
+                Ok(meta) if meta.is_dir() => Ok(()),
+                _ => Err(e),
+            },
         }
     }
 
@@ -180,8 +198,10 @@ impl FileModes {
         // One stat serves both the check and the settling: every open owns the staging
         // directory's subdirectories (seven with the default ladder), and a connection per
         // request pays it each time.
-        match fs::metadata(dir) {
+        match fs::symlink_metadata(dir) {
             Ok(meta) if meta.is_dir() => self.settle_with(dir, &meta, self.dir_bits()),
+            // A link of this process's user is its choice, followed and left as it is.
+            Ok(meta) if links::check_dir(dir, &meta)? && dir.is_dir() => Ok(()),
             _ => self.create_dir_all(dir),
         }
     }
@@ -189,9 +209,17 @@ impl FileModes {
     /// Gives an open file our permission bits and owner.
     pub fn settle_file(&self, file: &File) -> io::Result<()> {
         let FileModes::Exact { bits, owner } = *self else {
-            return Ok(()); // the umask already applied, as it does for SQLite
+            return settle_for_a_new_database(file);
         };
         let meta = file.metadata()?;
+        if let Some((uid, gid)) = owner.filter(|(uid, gid)| !links::may_hand_over(file, *uid, *gid)) {
+            tracing::debug!(
+                uid,
+                gid,
+                "a file outside the user's directories is not given to that user"
+            );
+            return Ok(());
+        }
         if meta.mode() & 0o777 != bits {
             // Only the owner may: a lock file another user created is theirs to keep.
             tolerate_refusal(file.set_permissions(fs::Permissions::from_mode(bits)))?;
@@ -207,22 +235,67 @@ impl FileModes {
         if *self == FileModes::NewDatabase {
             return Ok(()); // nothing to settle: no need to look at it
         }
-        self.settle_with(path, &fs::metadata(path)?, bits)
+        self.settle_with(path, &fs::symlink_metadata(path)?, bits)
     }
 
-    /// [`FileModes::settle_path`] with the metadata of `path` already read.
+    /// [`FileModes::settle_path`] with the metadata of `path`, a directory, already read
+    /// (not through a link). Changed through a descriptor opened without following a
+    /// link, so a link swapped in since is not followed either (`links.rs`); opened only
+    /// when something is to change (every open owns its directories again).
     fn settle_with(&self, path: &Path, meta: &fs::Metadata, bits: u32) -> io::Result<()> {
         let FileModes::Exact { owner, .. } = *self else {
             return Ok(());
         };
+        let owner_differs = owner.is_some_and(|(uid, gid)| (meta.uid(), meta.gid()) != (uid, gid));
+        if meta.mode() & 0o777 == bits && !owner_differs {
+            return Ok(());
+        }
+        let dir = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+            .open(path)
+        {
+            Ok(dir) => dir,
+            // Another user's directory we may not read: not ours to change either.
+            Err(e) => return tolerate_refusal(Err(e)),
+        };
         if meta.mode() & 0o777 != bits {
-            tolerate_refusal(fs::set_permissions(path, fs::Permissions::from_mode(bits)))?;
+            tolerate_refusal(dir.set_permissions(fs::Permissions::from_mode(bits)))?;
         }
         if let Some((uid, gid)) = owner {
-            give_to(meta, uid, gid, |u, g| std::os::unix::fs::chown(path, u, g));
+            give_to(meta, uid, gid, |u, g| std::os::unix::fs::fchown(&dir, u, g));
         }
         Ok(())
     }
+}
+
+/// A file of a database SQLite has just created: the bits SQLite gave it, `0644` less the
+/// umask. Ours are created with them already; a `file://` replica's files are created by
+/// object_store with `0666` less the umask, which under umask `002` (or `000`) made the
+/// first session's backups group- (or world-) writable beside a `0644` database (a
+/// security tester). Later sessions take the database's own bits.
+fn settle_for_a_new_database(file: &File) -> io::Result<()> {
+    let Some(umask) = process_umask() else {
+        return Ok(());
+    };
+    let bits = SQLITE_NEW_FILE & !umask;
+    let mode = file.metadata()?.mode() & 0o777;
+    if mode & !bits != 0 {
+        tolerate_refusal(file.set_permissions(fs::Permissions::from_mode(mode & bits)))?;
+    }
+    Ok(())
+}
+
+/// The process's umask, as Linux reports it in `/proc/self/status` (setting it to read
+/// it would race with every thread creating files). Read once: a process that changes
+/// its umask later keeps the one it started with here.
+fn process_umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
 }
 
 /// The permission bits of the file or directory at `path` (for tests and diagnostics).
@@ -294,6 +367,37 @@ pub fn unwritable_hint(e: &io::Error, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_where_our_file_goes_is_not_opened_through_and_the_target_keeps_its_owner_and_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("shadow");
+        fs::write(&target, b"root:$6$hash").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+        let lock = dir.path().join("lock");
+        std::os::unix::fs::symlink(&target, &lock).unwrap();
+        let modes = FileModes::Exact {
+            bits: 0o666,
+            owner: Some((65534, 65534)),
+        };
+        let e = modes.open_or_create(&lock).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        let meta = fs::metadata(&target).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_ne!(meta.uid(), 65534);
+        assert_eq!(fs::read(&target).unwrap(), b"root:$6$hash");
+    }
+
+    #[test]
+    fn a_new_databases_files_get_sqlites_bits_whoever_created_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0000000000000001-0000000000000001.ltx");
+        let file = File::create(&path).unwrap();
+        file.set_permissions(fs::Permissions::from_mode(0o666)).unwrap();
+        FileModes::NewDatabase.settle_file(&file).unwrap();
+        let umask = process_umask().expect("Linux reports the umask");
+        assert_eq!(permission_bits(&path).unwrap(), 0o644 & !umask);
+    }
 
     #[test]
     fn an_unwritable_path_says_who_must_be_able_to_write_it_and_what_to_do() {

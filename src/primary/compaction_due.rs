@@ -28,7 +28,7 @@ fn path(staging_dir: &Path) -> PathBuf {
 
 /// What an earlier open saved, if anything readable.
 pub fn load(staging_dir: &Path) -> Option<SavedDue> {
-    serde_json::from_slice(&std::fs::read(path(staging_dir)).ok()?).ok()
+    serde_json::from_slice(&crate::file_modes::read(&path(staging_dir)).ok()?).ok()
 }
 
 /// Saves `due` (a temp file renamed over, so a reader never sees half of one).

@@ -26,6 +26,7 @@ use crate::engine::{DirWatch, JobId};
 use crate::file_modes::FileModes;
 use serde::{Deserialize, Serialize};
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -195,7 +196,7 @@ pub(super) fn write_json(path: &Path, modes: FileModes, value: &impl Serialize) 
 }
 
 pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&fs::read(path).ok()?).ok()
+    serde_json::from_slice(&crate::file_modes::read(path).ok()?).ok()
 }
 
 /// The process that just took the replication lock says so, and where it stores.
@@ -304,16 +305,21 @@ const SNAPSHOT_REQUEST: &[u8] = b"snapshot";
 pub fn snapshot_asked(requests: &[PathBuf]) -> bool {
     requests
         .iter()
-        .any(|r| fs::read(r).is_ok_and(|c| c == SNAPSHOT_REQUEST))
+        .any(|r| crate::file_modes::read(r).is_ok_and(|c| c == SNAPSHOT_REQUEST))
 }
 
 /// Leader side: the snapshot `requests` asked for is due; they are sync requests from
 /// now on, answered once it has its TXID.
 pub fn snapshot_requests_taken(requests: &[PathBuf]) {
     for request in requests {
-        if fs::read(request).is_ok_and(|c| c == SNAPSHOT_REQUEST) {
+        if crate::file_modes::read(request).is_ok_and(|c| c == SNAPSHOT_REQUEST) {
             // Not created again if its asker gave up and removed it meanwhile.
-            if let Err(e) = fs::OpenOptions::new().write(true).truncate(true).open(request) {
+            let truncate = fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(request);
+            if let Err(e) = truncate {
                 tracing::debug!("{}: {e}", request.display());
             }
         }

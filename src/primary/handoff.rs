@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -312,7 +313,7 @@ impl HandoffDir {
     /// The frames of a tail, readable like the WAL they came from.
     pub fn open_tail(&self, tail: &Tail) -> io::Result<TailSource> {
         Ok(TailSource {
-            file: File::open(&tail.path)?,
+            file: crate::file_modes::open_read(&tail.path)?,
             frame_size: tail.header.frame_size(),
             start_frame: tail.start_frame,
             frames: tail.frames,
@@ -390,7 +391,11 @@ impl HandoffDir {
     /// nothing. Whoever renames it first has it; the others create their own.
     fn claim_spare(&self, tmp: &Path) -> Option<File> {
         fs::rename(self.dir.join(SPARE), tmp).ok()?;
-        let file = fs::OpenOptions::new().write(true).open(tmp).ok()?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW) // `spare` may have been a planted link (`file_modes/links.rs`)
+            .open(tmp)
+            .ok()?;
         // Made empty and never written under that name; a stray byte there would make
         // the record longer than its metadata says, and it would be ignored.
         file.set_len(0).ok()?;

@@ -348,7 +348,7 @@ impl LeaderLock {
             // asked through one opened for the question (the file is ours, not SQLite's,
             // and closing a descriptor drops no OFD or `flock` lock). Taken as held
             // before, a child whose parent had closed or died was told it followed it.
-            None => match File::open(&self.path) {
+            None => match crate::file_modes::open_read(&self.path) {
                 Ok(f) => conflicts(&f, START, LEN) || flocked_by_another(&f),
                 Err(_) => false,
             },

@@ -22,7 +22,7 @@ const MAP_AT_LEAST: u64 = 1 << 20;
 /// body is then page cache the kernel can drop and read again, not anonymous memory the
 /// size of the file (a snapshot is the size of the database).
 pub fn file_bytes(path: &Path) -> io::Result<Bytes> {
-    let mut file = fs::File::open(path)?;
+    let mut file = crate::file_modes::open_read(path)?;
     let len = file.metadata()?.len();
     if len < MAP_AT_LEAST {
         let mut buf = Vec::with_capacity(len as usize);
@@ -164,7 +164,7 @@ impl LevelCache {
     }
 
     pub fn read(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<Vec<u8>> {
-        fs::read(self.path(level, min_txid, max_txid)).ok()
+        crate::file_modes::read(&self.path(level, min_txid, max_txid)).ok()
     }
 
     /// The first 100 bytes (the header) of a cached file.
@@ -175,7 +175,7 @@ impl LevelCache {
     }
 
     pub fn open_file(&self, level: u8, min_txid: u64, max_txid: u64) -> Option<fs::File> {
-        fs::File::open(self.path(level, min_txid, max_txid)).ok()
+        crate::file_modes::open_read(&self.path(level, min_txid, max_txid)).ok()
     }
 
     /// Removes the cached files of `level` for these ranges; how many there were.

@@ -95,7 +95,7 @@ impl Owner {
 /// The owner; a file being written by a concurrent first open is waited for.
 fn read_owner(path: &Path) -> io::Result<Owner> {
     for _ in 0..100 {
-        if let Some(owner) = Owner::parse(&fs::read_to_string(path)?) {
+        if let Some(owner) = Owner::parse(&crate::file_modes::read_to_string(path)?) {
             return Ok(owner);
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

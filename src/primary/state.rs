@@ -161,7 +161,7 @@ impl StateFile {
     }
 
     pub fn load(&self) -> io::Result<Option<SavedState>> {
-        match fs::read(&self.path) {
+        match crate::file_modes::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.path.display()))),

@@ -23,7 +23,8 @@ impl WalFile {
 }
 
 fn open_if_there(path: &Path) -> io::Result<Option<File>> {
-    match File::open(path) {
+    // As SQLite opens it: a link there is not followed.
+    match crate::file_modes::open_read(path) {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),

@@ -47,6 +47,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,15 +209,23 @@ impl Hydration {
             ))
         };
         // Devices, FIFOs, directories: not even opened (opening some has effects, and a
-        // block device reports a size of 0, which would pass for empty).
-        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        // block device reports a size of 0, which would pass for empty). Nor a symbolic
+        // link: whoever may write its directory could point it at any file of ours (a
+        // security tester: root wrote the replica's pages into a root-owned file).
+        if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
             return Err(not_regular());
         }
         let (file, made) = match FileModes::owner_only().create_new_read_write(path) {
             Ok(file) => (file, true),
             // Opened as it is: no create, no truncate, no chmod (it may be someone's).
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                match OpenOptions::new().read(true).write(true).open(path) {
+                let opened = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path);
+                match opened {
+                    Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular()),
                     Ok(file) => (file, false),
                     Err(e) => return Err(NotTaken::Unopenable(format!("hydration file {shown}: {e}"))),
                 }

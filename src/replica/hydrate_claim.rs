@@ -79,7 +79,7 @@ pub(super) enum Marker {
 }
 
 pub(super) fn read_marker(path: &Path) -> std::io::Result<Marker> {
-    let text = match std::fs::read(path) {
+    let text = match crate::file_modes::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Marker::Absent),
         Err(e) => return Err(e),

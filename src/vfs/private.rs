@@ -389,7 +389,11 @@ fn schema_cookie(conn: &Conn) -> Result<u32, String> {
 /// ours that no connection has open).
 fn restore_schema_cookie(path: &Path, cookie: u32) -> std::io::Result<()> {
     use std::io::{Seek, SeekFrom, Write};
-    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     if file.metadata()?.len() < 100 {
         return Ok(()); // no header to stamp (the backup writes page 1 even for an empty database)
     }

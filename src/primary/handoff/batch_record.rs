@@ -127,7 +127,7 @@ impl HandoffDir {
     /// database size), so that queueing them gives each its TXID and the queue the same
     /// pages as capturing them did.
     pub fn batch_txns(&self, record: &BatchRecord) -> io::Result<Vec<CapturedTxn>> {
-        let bytes = std::fs::read(&record.path)?;
+        let bytes = crate::file_modes::read(&record.path)?;
         let page_size = record.header.page_size as usize;
         let start = 12 + META_ROOM + HEADER_SIZE;
         let entry = 4 + page_size;

@@ -26,7 +26,7 @@ pub(super) fn record_kind(path: &Path) -> Option<&'static str> {
 }
 
 pub(super) fn read_record(path: &Path, kind: &str) -> io::Result<Record> {
-    let file = File::open(path)?;
+    let file = crate::file_modes::open_read(path)?;
     let mut head = [0u8; 12];
     file.read_exact_at(&mut head, 0)?;
     if &head[..4] != MAGIC || u32::from_be_bytes(head[4..8].try_into().expect("4")) != VERSION {

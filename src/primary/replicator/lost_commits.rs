@@ -85,7 +85,7 @@ pub(super) fn bring_forward(
 /// as an error: a restore through it would fail (`upload::drop_damaged`).
 fn first_damaged(staged: &[StagedFile], stored: u64) -> Option<String> {
     staged.iter().filter(|f| f.max_txid > stored).find_map(|file| {
-        let damage = match fs::read(&file.path) {
+        let damage = match crate::file_modes::read(&file.path) {
             Ok(bytes) => crate::ltx::verify(&bytes[..]).err()?.to_string(),
             Err(e) => e.to_string(),
         };
@@ -110,7 +110,9 @@ fn upload_staged(local: &Local, stored: u64, staged: &[StagedFile]) -> Result<()
                 file.min_txid - 1
             ));
         }
-        let body = bytes::Bytes::from(fs::read(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?);
+        let body = bytes::Bytes::from(
+            crate::file_modes::read(&file.path).map_err(|e| format!("{}: {e}", file.path.display()))?,
+        );
         let timestamp = crate::ltx::Header::decode(&body[..body.len().min(100)]).map_or(0, |h| h.timestamp_ms);
         let put = block_on(
             local
@@ -153,8 +155,12 @@ fn copy_aside(local: &Local) -> io::Result<PathBuf> {
         from.push(suffix);
         let from = PathBuf::from(from);
         if from.exists() {
+            // With the database's owner and bits (the application's user must be able to
+            // read its own copy after a recovery run as root), and no link followed.
             let name = from.file_name().unwrap_or_default();
-            fs::copy(&from, aside.join(name))?;
+            let mut copy = local.config.file_modes.create_new(&aside.join(name))?;
+            io::copy(&mut crate::file_modes::open_read(&from)?, &mut copy)?;
+            copy.sync_all()?;
         }
     }
     Ok(aside)

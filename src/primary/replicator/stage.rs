@@ -447,7 +447,7 @@ impl Primary {
         max_txid: u64,
         out: &mut fs::File,
     ) -> Result<(), String> {
-        let file = fs::File::open(tmp).map_err(|e| e.to_string())?;
+        let file = crate::file_modes::open_read(tmp).map_err(|e| e.to_string())?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         let mut header = [0u8; 100];
         let page_size = if len >= 100 {

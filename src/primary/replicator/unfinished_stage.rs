@@ -104,7 +104,7 @@ fn staged_up_to(files: &[StagedFile], saved_txid: u64, batch: &BatchRecord) -> b
 /// (the WAL range an LTX header names: offset and size of the last run of frames).
 fn ends_where_it_begins(file: &StagedFile, batch: &BatchRecord) -> bool {
     let mut head = [0u8; HEADER_SIZE];
-    let read = fs::File::open(&file.path).and_then(|f| f.read_exact_at(&mut head, 0));
+    let read = crate::file_modes::open_read(&file.path).and_then(|f| f.read_exact_at(&mut head, 0));
     let Some(header) = read.ok().and_then(|()| Header::decode(&head).ok()) else {
         return false;
     };
