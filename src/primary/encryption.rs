@@ -4,6 +4,7 @@
 
 use crate::ltx::crypto::{unwrap_content_key, Encryption, PrivateKey};
 use crate::ltx::{Error, Header, HEADER_SIZE};
+use crate::primary::staging::StagedFile;
 use crate::restore::{Listing, SNAPSHOT_LEVEL};
 use crate::runtime::block_on;
 use crate::storage::{LtxObject, ReplicaStore};
@@ -61,6 +62,44 @@ pub fn check_replica(
             }
         }
     }
+}
+
+/// Why staged files must not go up, when one is encrypted to keys this database's does
+/// not open (or this database has none): the key changed while they waited for their
+/// upload (a store outage, a close past `sync_timeout`). Uploaded, they were history
+/// only the old key restores after files only the new one does, and the documented
+/// rotation (`rekey` of the replica, then the new key) does not reach them: no one key
+/// restored the newest state while `litestream_sync()` acknowledged it (a keys tester,
+/// 3 of 3). The database holds what they did; a snapshot to this key replaces them.
+pub fn staged_to_another_key(staged: &[StagedFile], encryption: Option<&Encryption>) -> Option<String> {
+    staged.iter().find_map(|file| {
+        let why = |e: String| format!("staged file {}: {e}", file.path.display());
+        let opened = crate::file_modes::open_read(&file.path).map_err(|e| why(e.to_string()));
+        let read = |f: &std::fs::File, range: std::ops::Range<u64>| {
+            let mut bytes = vec![0u8; (range.end - range.start) as usize];
+            std::os::unix::fs::FileExt::read_exact_at(f, &mut bytes, range.start).map(|()| bytes)
+        };
+        let header = opened.as_ref().ok().and_then(|f| read(f, 0..HEADER_SIZE as u64).ok());
+        let header = header.and_then(|h| Header::decode(&h).ok())?;
+        if !header.is_encrypted() {
+            return None; // plaintext under a key now: the next file is a snapshot anyway
+        }
+        let reason = |whose: &str| {
+            Some(format!(
+                "staged TXIDs {}-{} are encrypted to {} key(s), {whose}: the key changed while they waited for                  their upload; they are dropped (restores cannot reach those TXIDs) and a snapshot to this                  database's key continues the replica",
+                file.min_txid, file.max_txid, header.recipients
+            ))
+        };
+        let Some(e) = encryption else {
+            return reason("and this database has no key");
+        };
+        let range = header.frames_offset() - header.recipient_block_size() as u64..header.frames_offset();
+        let block = read(opened.as_ref().ok()?, range).ok()?;
+        match unwrap_content_key(&block, e.key()) {
+            Err(Error::NotARecipient { .. }) => reason("none of them this database's"),
+            _ => None,
+        }
+    })
 }
 
 fn get(store: &dyn ReplicaStore, f: &LtxObject, range: std::ops::Range<u64>) -> Result<Vec<u8>, String> {

@@ -26,6 +26,7 @@ mod corrupt_recipients;
 mod follow_turn_on;
 mod recipients;
 mod rotation;
+mod staged_rotation;
 
 use common::moto::Moto;
 use common::s3::{S3Server, CREDS};

@@ -381,6 +381,10 @@ fn restart_from_saved(
     if let Some(reason) = staged_over_another_history(local, reconciled.state.node_id, &staged, replica_max) {
         return restart_chain(local, &staged, reconciled, reason);
     }
+    let encryption = local.config.encryption.as_deref();
+    if let Some(reason) = crate::primary::encryption::staged_to_another_key(&staged, encryption) {
+        return restart_chain(local, &staged, reconciled, reason);
+    }
     if let Some((from, to)) = missing {
         // The next file would start a chain no restore can follow: this database was
         // replicated elsewhere (another replica= now, or a process naming another one
