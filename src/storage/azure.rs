@@ -69,11 +69,13 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
         .with_client_options(client_options(allow_http, skip_verify))
         .with_retry(retry_config())
         .with_http_connector(super::http::SharedConnector);
+    let mut redactor = Redactor::default();
+    // A proxy taking basic auth in front of the endpoint: its password can come back in errors.
     if let Some(e) = endpoint {
+        redactor.add_url_password(&e);
         b = b.with_endpoint(e);
     }
 
-    let mut redactor = Redactor::default();
     let key = opts.account_key.clone().or_else(|| {
         first_env(
             env,

@@ -110,6 +110,10 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
         })?;
 
     let mut redactor = Redactor::default();
+    // A proxy taking basic auth in front of S3: its password can come back in errors.
+    if let Some(e) = &endpoint {
+        redactor.add_url_password(e);
+    }
     let mut b = AmazonS3Builder::new()
         .with_bucket_name(bucket)
         .with_region(region)
