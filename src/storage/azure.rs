@@ -24,8 +24,11 @@ pub const AZURE_TIMESTAMP_METADATA: &str = "litestreamtimestamp";
 
 const KNOWN_PARAMS: &[&str] = &["endpoint", "skipVerify", "skip-verify"];
 
-const CREDENTIAL_HINT: &str = "set LITESTREAM_AZURE_ACCOUNT_KEY (or AZURE_STORAGE_ACCOUNT_KEY, or the \
-    account-key parameter), or a SAS token in LITESTREAM_AZURE_SAS_TOKEN";
+/// account-key= and sas-token= are store options, a database's own URI parameters, which
+/// the replica URL (all litestream_restore() and the CLI take) refuses: as for S3's hint.
+const CREDENTIAL_HINT: &str = "set LITESTREAM_AZURE_ACCOUNT_KEY (or AZURE_STORAGE_ACCOUNT_KEY), or a SAS \
+    token in LITESTREAM_AZURE_SAS_TOKEN; a database opened through the VFS also takes the account-key or \
+    sas-token URI parameters of its own, beside replica=, never inside the replica URL";
 
 pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<ObjectReplica> {
     t.params.check_known(&t.scheme, KNOWN_PARAMS, &t.name)?;
