@@ -24,8 +24,11 @@ pub const AZURE_TIMESTAMP_METADATA: &str = "litestreamtimestamp";
 
 const KNOWN_PARAMS: &[&str] = &["endpoint", "skipVerify", "skip-verify"];
 
-const CREDENTIAL_HINT: &str = "set LITESTREAM_AZURE_ACCOUNT_KEY (or AZURE_STORAGE_ACCOUNT_KEY, or the \
-    account-key parameter), or a SAS token in LITESTREAM_AZURE_SAS_TOKEN";
+/// account-key= and sas-token= are store options, a database's own URI parameters, which
+/// the replica URL (all litestream_restore() and the CLI take) refuses: as for S3's hint.
+const CREDENTIAL_HINT: &str = "set LITESTREAM_AZURE_ACCOUNT_KEY (or AZURE_STORAGE_ACCOUNT_KEY), or a SAS \
+    token in LITESTREAM_AZURE_SAS_TOKEN; a database opened through the VFS also takes the account-key or \
+    sas-token URI parameters of its own, beside replica=, never inside the replica URL";
 
 pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<ObjectReplica> {
     t.params.check_known(&t.scheme, KNOWN_PARAMS, &t.name)?;
@@ -69,11 +72,13 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
         .with_client_options(client_options(allow_http, skip_verify))
         .with_retry(retry_config())
         .with_http_connector(super::http::SharedConnector);
+    let mut redactor = Redactor::default();
+    // A proxy taking basic auth in front of the endpoint: its password can come back in errors.
     if let Some(e) = endpoint {
+        redactor.add_url_password(&e);
         b = b.with_endpoint(e);
     }
 
-    let mut redactor = Redactor::default();
     let key = opts.account_key.clone().or_else(|| {
         first_env(
             env,

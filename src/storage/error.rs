@@ -97,28 +97,28 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
-/// Query parameters whose values are credentials or signatures, in any URL we might print.
-const SECRET_PARAMS: &[&str] = &[
-    "sig",
-    "x-amz-signature",
-    "x-amz-credential",
-    "x-amz-security-token",
-    "secret-access-key",
-    "secretaccesskey",
-    "secret_access_key",
-    "account-key",
-    "accountkey",
-    "sas-token",
-    "sastoken",
-    "ssecustomerkey",
-    "sse-customer-key",
-    "token",
-    "password",
-    "nats_token",
-    "nats-token",
-    "nats_password",
-    "nats-password",
-];
+/// Query parameters whose values are credentials or signatures, in any URL we might print,
+/// besides those whose names [`SECRET_ENDINGS`] catch.
+const SECRET_PARAMS: &[&str] = &["sig", "x-amz-signature", "x-amz-credential"];
+
+/// Endings of parameter names (compared in lower case, so `sseCustomerKey` too) whose values
+/// are secrets. By ending, not by a list of names, because an unknown parameter is echoed
+/// in its error too: `encryption_key=HEX` put in the replica URL by mistake was printed in
+/// full there (a security tester), and so would be any `key=`, `api_key=` or `client_secret=`
+/// someone tries. `key` also catches nats_tls_key and nats_nkey, which hold file paths: a
+/// path hidden costs less than a key shown. Names ending otherwise name a key without being
+/// one and stay readable: access-key-id, sse-kms-key-id, and sse-customer-key-md5, a digest
+/// S3 is sent beside the key.
+const SECRET_ENDINGS: &[&str] = &["key", "secret", "token", "password", "passwd"];
+
+/// What a redacted value reads as: ours, and the `url` crate's percent-encoding of it.
+const REDACTED: [&str; 2] = ["<redacted>", "%3Credacted%3E"];
+
+/// Whether `name=value` holds a secret in its value.
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.contains(&name.as_str()) || SECRET_ENDINGS.iter().any(|e| name.ends_with(e))
+}
 
 impl Redactor {
     /// Registers a secret value; short values are ignored (they would redact random text and
@@ -130,51 +130,140 @@ impl Redactor {
         }
     }
 
-    /// `text` with every registered secret and every signature-like query value replaced.
+    /// Registers the password of `url` (an endpoint such as `http://user:password@proxy`),
+    /// as written and percent-decoded, so that an error quoting it in either form is cleaned.
+    pub(crate) fn add_url_password(&mut self, url: &str) {
+        if let Some(password) = url::Url::parse(url.trim())
+            .ok()
+            .and_then(|u| u.password().map(str::to_string))
+        {
+            if let Some(decoded) = super::target::percent_decode(&password) {
+                self.add(&decoded);
+            }
+            self.add(&password);
+        }
+    }
+
+    /// `text` with every registered secret, every signature-like query value and every
+    /// password in a URL's user info replaced.
     pub(crate) fn clean(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
             out = out.replace(s.as_str(), "<redacted>");
         }
-        redact_query_values(&out)
+        redact_userinfo(&redact_query_values(&out))
     }
 }
 
-/// Replaces the values of [`SECRET_PARAMS`] (`name=value` up to `&`, whitespace or a quote)
-/// wherever they occur in `text`, case-insensitively.
+/// Replaces the values of secret parameters ([`is_secret_param`]: `name=value` up to `&`,
+/// whitespace or a quote) wherever they occur in `text`. A value already redacted is kept
+/// as it is, so that cleaning twice changes nothing.
 fn redact_query_values(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < text.len() {
-        let hit = SECRET_PARAMS.iter().find_map(|p| {
-            let at_boundary = i == 0 || matches!(lower.as_bytes()[i - 1], b'?' | b'&' | b' ' | b';');
-            (at_boundary && lower[i..].starts_with(p) && lower[i + p.len()..].starts_with('=')).then_some(p.len() + 1)
-        });
-        match hit {
-            Some(n) => {
-                out.push_str(&text[i..i + n]);
-                out.push_str("<redacted>");
-                i += n;
-                while i < text.len() && !matches!(text.as_bytes()[i], b'&' | b' ' | b'"' | b'\'' | b'\n' | b'>') {
-                    i += 1;
-                }
+        let at_boundary = i == 0 || matches!(bytes[i - 1], b'?' | b'&' | b' ' | b';' | b'\n' | b'\t' | b'"' | b'(');
+        let name_len = match at_boundary {
+            true => bytes[i..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                .count(),
+            false => 0,
+        };
+        if name_len > 0 && bytes.get(i + name_len) == Some(&b'=') && is_secret_param(&text[i..i + name_len]) {
+            let n = name_len + 1;
+            out.push_str(&text[i..i + n]);
+            out.push_str("<redacted>");
+            i += n;
+            if let Some(done) = REDACTED.iter().find(|r| text[i..].starts_with(*r)) {
+                i += done.len();
+                continue;
             }
-            None => {
-                let c = text[i..].chars().next().expect("i is on a char boundary");
-                out.push(c);
-                i += c.len_utf8();
+            while i < text.len() && !matches!(bytes[i], b'&' | b' ' | b'"' | b'\'' | b'\n' | b'>') {
+                i += 1;
             }
+            continue;
         }
+        let c = text[i..].chars().next().expect("i is on a char boundary");
+        out.push(c);
+        i += c.len_utf8();
     }
     out
 }
 
+/// `text` with the password of every `scheme://user:password@host` in it replaced, the
+/// user name kept (as for a replica URL). An S3 or Azure `endpoint=` may be a proxy taking
+/// basic auth (`http://user:password@proxy`), and it was printed whole in
+/// `litestream_status()`'s endpoints, store errors, `leader-error.json`, the CLI and the
+/// restored file's attribute (a security tester). The user info runs from `://` to the
+/// last `@` before the first `/`, `?`, `#`, whitespace, `"`, `<` or `>`, none of which a
+/// parsed URL's user info holds unencoded; a URL that does not parse is [`redact_url`]'s.
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '<' | '>') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        let userinfo = authority.rfind('@').map(|at| authority.split_at(at));
+        match userinfo.and_then(|(info, host)| info.split_once(':').map(|(user, pw)| (user, pw, host))) {
+            Some((user, password, host)) if !password.is_empty() && !REDACTED.contains(&password) => {
+                out.push_str(user);
+                out.push_str(":<redacted>");
+                out.push_str(host);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the user info of a replica URL the parser did not take as one ends: `raw` with
+/// an `@` after `://` that does not parse (a password holding `/`, `#` or `?` ends the host
+/// early: `s3://AKID:Secret/x@bucket` reads as host `AKID`, port `Secret`, an invalid port),
+/// or that parses with a port, no user info and an `@` after its host (`s3://AKID:/x@bucket`
+/// and `nats://u:1234?x@host` parse, the password's start as a port). The byte offset of
+/// the last `@`, which ends the user info whatever the password holds. A URL with a port
+/// and an `@` in its path or query (`nats://host:4222/b?nats_user=a@b`) is shown redacted
+/// too: hiding a host costs less than showing part of a password.
+pub(crate) fn misread_userinfo(raw: &str) -> Option<usize> {
+    let start = raw.find("://")? + 3;
+    let at = start + raw[start..].rfind('@')?;
+    let misread = match url::Url::parse(raw.trim()) {
+        Err(_) => true,
+        Ok(u) if u.password().is_some() || !u.username().is_empty() => false,
+        Ok(_) => {
+            let authority_end = raw[start..].find(['/', '?', '#']).map_or(raw.len(), |e| start + e);
+            raw[start..authority_end].contains(':') && at > authority_end
+        }
+    };
+    misread.then_some(at)
+}
+
 /// A user-supplied URL made safe to print: password in the userinfo and secret query
-/// parameters replaced. In a `nats://` URL a user name without a password is a token
-/// (`nats://TOKEN@host`), so it is replaced too.
+/// parameters replaced, and so is the password of a URL in its query (an `endpoint=`).
+/// In a `nats://` URL a user name without a password is a token (`nats://TOKEN@host`), so
+/// it is replaced too. A URL whose user info the parser did not take as one
+/// ([`misread_userinfo`]) has all of it replaced: `s3://<redacted>@bucket/app`; it was
+/// printed whole, password and all, in the error saying it is not a valid URL (a security
+/// tester).
 pub fn redact_url(raw: &str) -> String {
-    let cleaned = match url::Url::parse(raw) {
+    if let Some(at) = misread_userinfo(raw) {
+        let start = raw.find("://").map_or(0, |s| s + 3);
+        return redact_userinfo(&redact_query_values(&format!(
+            "{}<redacted>{}",
+            &raw[..start],
+            &raw[at..]
+        )));
+    }
+    let parsed = url::Url::parse(raw);
+    let cleaned = match parsed.clone() {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("<redacted>"));
             u.to_string()
@@ -185,7 +274,13 @@ pub fn redact_url(raw: &str) -> String {
         }
         _ => raw.to_string(),
     };
-    redact_query_values(&cleaned)
+    // A URL in the query (endpoint=) may be percent-encoded there, out of the text
+    // scrub's sight: its password, decoded, is looked for as a registered secret.
+    let mut nested = Redactor::default();
+    for (_, value) in parsed.iter().flat_map(|u| u.query_pairs()) {
+        nested.add_url_password(&value);
+    }
+    nested.clean(&cleaned)
 }
 
 /// Converts an `object_store` error into ours. `op` and `key` say what we were doing.
@@ -388,6 +483,116 @@ mod tests {
         assert!(u.contains("127.0.0.1:4222/bucket"), "{u}");
         let u = redact_url("nats://alice:pw-secret@127.0.0.1/bucket");
         assert!(u.contains("alice") && !u.contains("pw-secret"), "{u}");
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_shown_without_its_password() {
+        for (raw, kept) in [
+            (
+                "s3://AKID:CanarySecret/withslash@bucket/app",
+                "s3://<redacted>@bucket/app",
+            ),
+            (
+                "abs://acct:CanaryKey/ab+cd==@container/app",
+                "abs://<redacted>@container/app",
+            ),
+            ("gs://u:Canary#Gs@bkt/p", "gs://<redacted>@bkt/p"),
+            ("s3://AKID:Canary?Q=1@sec/p5", "s3://<redacted>@sec/p5"),
+            (
+                "nats://u:CanaryPw/x@127.0.0.1:4222/bkt",
+                "nats://<redacted>@127.0.0.1:4222/bkt",
+            ),
+            // No special character: the port is what does not parse.
+            (
+                "nats://u:CanaryPw@127.0.0.1:99999/b",
+                "nats://<redacted>@127.0.0.1:99999/b",
+            ),
+            ("file://u:CanaryPw@/tmp/r", "file://<redacted>@/tmp/r"),
+            // A password starting with digits parses, as a port, the rest as a path.
+            ("s3://AKID:12/Canary@bucket/app", "s3://<redacted>@bucket/app"),
+            ("s3://AKID:/Canary@bucket/app", "s3://<redacted>@bucket/app"),
+            ("nats://u:4222?Canary@host/b", "nats://<redacted>@host/b"),
+        ] {
+            let shown = redact_url(raw);
+            assert_eq!(shown, kept, "{raw}");
+        }
+        // The same after the last '@', whatever sits there: a query's secrets too.
+        let shown = redact_url("s3://AKID:Canary/x@bucket/app?sse-customer-key=CanarySse");
+        assert_eq!(shown, "s3://<redacted>@bucket/app?sse-customer-key=<redacted>");
+        // URLs that parse as they were meant are shown as before.
+        assert_eq!(redact_url("nats://127.0.0.1:4222/bkt"), "nats://127.0.0.1:4222/bkt");
+        assert_eq!(redact_url("s3://bucket/a@b"), "s3://bucket/a@b");
+        assert_eq!(redact_url("abs://acct@container/p"), "abs://acct@container/p");
+    }
+
+    #[test]
+    fn an_endpoint_password_is_redacted_wherever_it_is_printed() {
+        // In the replica URL's query, as typed and percent-encoded.
+        let shown = redact_url("s3://b/p?endpoint=http://proxyuser:CanaryEndpointPw@127.0.0.1:1&region=x");
+        assert_eq!(
+            shown,
+            "s3://b/p?endpoint=http://proxyuser:<redacted>@127.0.0.1:1&region=x"
+        );
+        let shown = redact_url("s3://b/p?endpoint=http%3A%2F%2Fproxyuser%3ACanaryEndpointPw%40127.0.0.1%3A1");
+        assert!(!shown.contains("CanaryEndpointPw"), "{shown}");
+        // The endpoint alone.
+        let shown = redact_url("http://proxyuser:CanaryEndpointPw@127.0.0.1:1");
+        assert!(
+            shown.starts_with("http://proxyuser:%3Credacted%3E@127.0.0.1:1"),
+            "{shown}"
+        );
+        // In an error's text, known to the store's redactor or not.
+        let text = "error sending request for url (http://proxyuser:CanaryEndpointPw@127.0.0.1:1/b?list-type=2)";
+        let clean = Redactor::default().clean(text);
+        assert_eq!(
+            clean,
+            "error sending request for url (http://proxyuser:<redacted>@127.0.0.1:1/b?list-type=2)"
+        );
+        let mut r = Redactor::default();
+        r.add_url_password("http://proxyuser:Canary%2FEndpoint@127.0.0.1:1");
+        let clean = r.clean("auth Canary/Endpoint refused; Canary%2FEndpoint");
+        assert_eq!(clean, "auth <redacted> refused; <redacted>");
+    }
+
+    #[test]
+    fn key_secret_and_token_parameters_are_redacted_by_the_ending_of_their_names() {
+        let key = "c96e91ea09c8ac8316a728ada796e7d579b28c2cc3c06ea8c350238b04c4203b";
+        for name in [
+            "encryption_key",
+            "encryption-key",
+            "encryptionKey",
+            "key",
+            "api_key",
+            "sseCustomerKey",
+            "client_secret",
+            "nats_token",
+            "nats_password",
+        ] {
+            let shown = redact_url(&format!("file:///tmp/rep?{name}={key}&region=x"));
+            assert_eq!(shown, format!("file:///tmp/rep?{name}=<redacted>&region=x"));
+            let said = Redactor::default().clean(&format!("unknown parameter in \"s3://b/p?{name}={key}\""));
+            assert!(!said.contains(key), "{said}");
+        }
+        // Names of keys that are not keys stay readable.
+        let shown = redact_url("s3://b/p?access-key-id=AKID&sse-kms-key-id=arn:k&sse-customer-key-md5=abc");
+        assert_eq!(
+            shown,
+            "s3://b/p?access-key-id=AKID&sse-kms-key-id=arn:k&sse-customer-key-md5=abc"
+        );
+    }
+
+    #[test]
+    fn redacting_twice_changes_nothing() {
+        for raw in [
+            "s3://AKID:supersecret@bucket/db?secret-access-key=s3cr3t&region=x",
+            "nats://s3cr3ttoken@127.0.0.1:4222/bucket?nats_password=pw-secret",
+            "s3://b/p?endpoint=http://u:CanaryPw@127.0.0.1:1",
+            "s3://AKID:Canary/x@bucket/app",
+        ] {
+            let once = redact_url(raw);
+            assert_eq!(redact_url(&once), once);
+            assert_eq!(Redactor::default().clean(&once), once);
+        }
     }
 
     fn classify(err: object_store::Error, op: &'static str) -> Error {

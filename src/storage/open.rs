@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::error::{Error, Result};
+use super::error::{redact_url, Error, Result};
 use super::metered::Metered;
 use super::options::StoreOptions;
 use super::pacing::{self, Paced};
@@ -60,7 +60,9 @@ pub fn open_store_with_env(url: &str, options: &StoreOptions, env: EnvFn<'_>) ->
 }
 
 /// What one request budget covers: a bucket (container, NATS server) at its endpoint;
-/// the local disk as a whole.
+/// the local disk as a whole. Also what `litestream_status()` shows as the store's
+/// endpoint, so an endpoint's password (`http://user:password@proxy`) is redacted here,
+/// once, for every reader (it was shown whole: a security tester).
 fn endpoint(t: &Target, options: &StoreOptions) -> String {
     match t.scheme.as_str() {
         "file" => "file://".into(),
@@ -72,9 +74,43 @@ fn endpoint(t: &Target, options: &StoreOptions) -> String {
         scheme => {
             let at = options.endpoint.as_deref().or_else(|| t.params.get(&["endpoint"]));
             match at {
-                Some(at) => format!("{scheme}://{} at {at}", t.host),
+                Some(at) => format!("{scheme}://{} at {}", t.host, redact_url(at)),
                 None => format!("{scheme}://{}", t.host),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_password_is_not_in_the_store_description_or_endpoint() {
+        let env = |k: &str| match k {
+            "AWS_ACCESS_KEY_ID" => Some("a".to_string()),
+            "AWS_SECRET_ACCESS_KEY" => Some("b".to_string()),
+            _ => None,
+        };
+        let endpoint = "http://proxyuser:CanaryEndpointPw@127.0.0.1:1";
+        // Given as a store option (the database's own endpoint= parameter) and in the URL.
+        let as_option = StoreOptions {
+            endpoint: Some(endpoint.to_string()),
+            ..Default::default()
+        };
+        let in_url = format!("s3://bkt/app?endpoint={endpoint}&region=us-east-1");
+        for (url, options) in [
+            ("s3://bkt/app", &as_option),
+            (in_url.as_str(), &StoreOptions::default()),
+        ] {
+            let store = open_store_with_env(url, options, &env).unwrap();
+            let (describe, at) = (store.describe(), store.endpoint().unwrap_or_default());
+            assert!(
+                !describe.contains("CanaryEndpointPw") && !at.contains("CanaryEndpointPw"),
+                "{describe} / {at}"
+            );
+            assert!(at.contains("proxyuser:%3Credacted%3E@127.0.0.1:1"), "{at}");
+        }
+        assert!(!format!("{as_option:?}").contains("CanaryEndpointPw"));
     }
 }

@@ -140,7 +140,8 @@ impl std::fmt::Debug for StoreOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hide = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
         f.debug_struct("StoreOptions")
-            .field("endpoint", &self.endpoint)
+            // An endpoint can be a proxy taking basic auth: http://user:password@proxy.
+            .field("endpoint", &self.endpoint.as_deref().map(super::error::redact_url))
             .field("region", &self.region)
             .field("force_path_style", &self.force_path_style)
             .field("skip_verify", &self.skip_verify)

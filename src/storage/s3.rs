@@ -44,8 +44,13 @@ const KNOWN_PARAMS: &[&str] = &[
     "sse-customer-key-md5",
 ];
 
+/// The parameters are store options (`StoreOptions`), which only a database opened through
+/// the VFS is given, as its own URI parameters; the replica URL refuses them as unknown, so
+/// litestream_restore() and the CLI, which take a replica URL alone, have the environment
+/// only. The hint said "the access-key-id and secret-access-key parameters" to all of them.
 const CREDENTIAL_HINT: &str = "set LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY \
-    (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the access-key-id and secret-access-key parameters)";
+    (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); a database opened through the VFS also takes \
+    the access-key-id and secret-access-key URI parameters of its own, beside replica=, never inside the replica URL";
 
 pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<ObjectReplica> {
     t.params.check_known("s3", KNOWN_PARAMS, &t.name)?;
@@ -110,6 +115,10 @@ pub(crate) fn open(t: &Target, opts: &StoreOptions, env: EnvFn<'_>) -> Result<Ob
         })?;
 
     let mut redactor = Redactor::default();
+    // A proxy taking basic auth in front of S3: its password can come back in errors.
+    if let Some(e) = &endpoint {
+        redactor.add_url_password(e);
+    }
     let mut b = AmazonS3Builder::new()
         .with_bucket_name(bucket)
         .with_region(region)
@@ -189,12 +198,12 @@ fn with_credentials(
         }
         (Some((from, _)), None) => Err(Error::config(format!(
             "{}: access key id is set (from {from}) but no secret access key: set LITESTREAM_SECRET_ACCESS_KEY \
-             (or AWS_SECRET_ACCESS_KEY, or the secret-access-key parameter)",
+             (or AWS_SECRET_ACCESS_KEY, or the database URI's secret-access-key parameter)",
             t.name
         ))),
         (None, Some((from, _))) => Err(Error::config(format!(
             "{}: secret access key is set (from {from}) but no access key id: set LITESTREAM_ACCESS_KEY_ID \
-             (or AWS_ACCESS_KEY_ID, or the access-key-id parameter)",
+             (or AWS_ACCESS_KEY_ID, or the database URI's access-key-id parameter)",
             t.name
         ))),
         (None, None) => {
@@ -256,6 +265,21 @@ fn with_scheme(endpoint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_credentials_says_the_parameters_belong_to_the_database_uri_not_the_replica_url() {
+        // What litestream_restore() and the CLI get: a replica URL alone, no store options.
+        let t = Target::parse("s3://bucket/app?region=us-east-1").unwrap();
+        let e = open(&t, &StoreOptions::default(), &|_| None).unwrap_err().to_string();
+        assert!(
+            e.contains("no S3 credentials") && e.contains("never inside the replica URL"),
+            "{e}"
+        );
+        // Where the hint sends people, the replica URL refuses them.
+        let t = Target::parse("s3://bucket/app?region=us-east-1&access-key-id=a&secret-access-key=b").unwrap();
+        let e = open(&t, &StoreOptions::default(), &|_| None).unwrap_err().to_string();
+        assert!(e.contains("unknown parameter \"access-key-id\""), "{e}");
+    }
 
     #[test]
     fn parses_aws_virtual_hosts() {

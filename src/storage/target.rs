@@ -1,6 +1,6 @@
 //! A replica URL taken apart, plus the environment it is resolved against.
 
-use super::error::{redact_url, Error, Result};
+use super::error::{misread_userinfo, redact_url, Error, Result};
 
 /// Reads an environment variable; injectable so tests need not touch the process env.
 pub type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -66,7 +66,10 @@ impl Target {
                 "replica URL {name:?} has no scheme; use file:///path, s3://bucket/path, gs://bucket/path, \
                  abs://container/path or memory://name"
             )),
-            e => Error::config(format!("replica URL {name:?} is not a valid URL: {e}")),
+            e => Error::config(format!(
+                "replica URL {name:?} is not a valid URL: {e}{}",
+                userinfo_hint(raw)
+            )),
         })?;
         let path = percent_decode(url.path()).ok_or_else(|| {
             Error::config(format!(
@@ -99,6 +102,20 @@ impl Target {
             )));
         }
         Ok(())
+    }
+}
+
+/// What is probably wrong with a URL that does not parse and has an `@` after `://`: a
+/// password holding `/`, `#`, `?` or `@` unencoded. The parser's own word for it ("invalid
+/// port number": the password read as a port) sent people looking at ports (a security
+/// tester).
+fn userinfo_hint(raw: &str) -> &'static str {
+    match misread_userinfo(raw) {
+        Some(_) => {
+            "; if the part before its last '@' is a user name and password, a '/', '#', '?' or '@' in the \
+             password must be percent-encoded (%2F, %23, %3F, %40); only nats:// takes credentials in the URL"
+        }
+        None => "",
     }
 }
 
@@ -135,6 +152,35 @@ mod tests {
         assert_eq!(t.params.get(&["endpoint"]), Some("http://127.0.0.1:9000"));
         let t = Target::parse("abs://acct@container/p").unwrap();
         assert_eq!(t.user.as_deref(), Some("acct"));
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_shown_without_its_password_and_says_to_percent_encode_it() {
+        for raw in [
+            "s3://AKID:CanarySecret/withslash@bucket/app",
+            "nats://u:CanaryPw@127.0.0.1:99999/b",
+        ] {
+            let e = Target::parse(raw).unwrap_err().to_string();
+            assert!(!e.contains("Canary"), "{e}");
+            assert!(
+                e.contains("<redacted>@") && e.contains("must be percent-encoded (%2F, %23, %3F, %40)"),
+                "{e}"
+            );
+        }
+        // A URL that does not parse for another reason gets no such advice.
+        let e = Target::parse("s3://bucket:99999/app").unwrap_err().to_string();
+        assert!(
+            e.contains("invalid port number") && !e.contains("percent-encoded"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_parameter_is_named_without_its_secret_value() {
+        let key = "c96e91ea09c8ac8316a728ada796e7d579b28c2cc3c06ea8c350238b04c4203b";
+        let t = Target::parse(&format!("file:///tmp/rep?encryption_key={key}")).unwrap();
+        let e = t.params.check_known("file", &[], &t.name).unwrap_err().to_string();
+        assert!(e.contains("\"encryption_key\"") && !e.contains(key), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! transient files never carry `SQLITE_OPEN_MAIN_DB` and never get here.
 
 use super::sys::fork::ProcessMap;
-use crate::storage::location_key;
+use crate::storage::{location_key, redact_url};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +73,8 @@ pub(crate) fn claim(path: &Path, location: &str, own_replica: bool) -> Result<Cl
         }
     }
     if let Some((other, _)) = map.iter().find(|(_, e)| e.location == key) {
+        // Both spellings keep the URL's user info: a NATS password or token was shown here.
+        let (given, key) = (redact_url(given), redact_url(&key));
         return Err(format!(
             "replica location {given} (resolved: {key}) is already the replica of {} in this \
              process; a replica location belongs to one database (give this one its own replica=)",
@@ -133,6 +135,18 @@ mod tests {
         assert_eq!(pass_through(scratch, true, None), None);
         let err = claim(scratch, "file:///r/app", true).unwrap_err();
         assert!(err.contains("belongs to one database"), "{err}");
+        // The refusal names the location without its secrets.
+        let nats = Path::new("/claims-test/nats.db");
+        assert_eq!(
+            claim(nats, "nats://u:CanaryPw@127.0.0.1:4222/b", true),
+            Ok(Claim::Granted)
+        );
+        let err = claim(scratch, "nats://u:CanaryPw@127.0.0.1:4222/b/", true).unwrap_err();
+        assert!(
+            err.contains("belongs to one database") && !err.contains("CanaryPw"),
+            "{err}"
+        );
+        release(nats);
         // Its own location: a primary of its own.
         assert_eq!(claim(other, "file:///r/other", true), Ok(Claim::Granted));
         release(other);

@@ -11,7 +11,7 @@ use litestream_vfs::ltx::{
     Decoder, FrameHeader, Header, FRAME_FLAG_SIZE, FRAME_FLAG_ZSTD, FRAME_HEADER_SIZE, HEADER_SIZE, INDEX_FOOTER_SIZE,
 };
 use litestream_vfs::runtime::block_on;
-use litestream_vfs::storage::{LtxObject, ReplicaStore};
+use litestream_vfs::storage::{redact_url, LtxObject, ReplicaStore};
 use serde_json::json;
 
 use crate::args::{parse, Flag};
@@ -96,8 +96,14 @@ pub fn run(argv: &[String]) -> CmdResult {
         match result {
             Ok(doc) => docs.push(doc),
             Err(e) => {
-                eprintln!("litestream-vfs: {}", store::with_hint(format!("{arg}: {e}")));
-                failures.push(arg.clone());
+                // A replica URL as info and restore name it: a NATS password or token, a
+                // secret parameter, were printed as given here (a security tester).
+                let shown = match is_replica(arg) {
+                    true => redact_url(arg),
+                    false => arg.clone(),
+                };
+                eprintln!("litestream-vfs: {}", store::with_hint(format!("{shown}: {e}")));
+                failures.push(shown);
             }
         }
     }
@@ -423,4 +429,26 @@ fn frame_kinds(path: &Path, offsets: impl Iterator<Item = u64>) -> std::io::Resu
         }
     }
     Ok(kinds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_url_that_fails_is_named_without_its_secrets() {
+        let args: Vec<String> = [
+            "nats://u:CanaryNatsPw@127.0.0.1:99999/bkt",
+            "s3://b/p?sse-customer-key=CanarySseKey&bogus=1",
+        ]
+        .map(String::from)
+        .to_vec();
+        match run(&args) {
+            Err(Failure::Failed(m)) => {
+                assert!(m.starts_with("2 of 2 failed: ") && !m.contains("Canary"), "{m}");
+                assert!(m.contains("sse-customer-key=<redacted>"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

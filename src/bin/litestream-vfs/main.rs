@@ -36,12 +36,12 @@ const USAGE: &str = "\
 litestream-vfs: restore and inspect Litestream (LTX v3, and encrypted LTX v4) replicas.
 
 Usage:
-  litestream-vfs restore -o PATH [--txid TXID | --timestamp TIME | --time WHEN] [--overwrite] [--key HEX] URL
-  litestream-vfs ltx [--level N|all] [--json] [--key HEX] FILE_OR_URL...
+  litestream-vfs restore -o PATH [--txid TXID | --timestamp TIME | --time WHEN] [--overwrite] [--key-file PATH | --key HEX] URL
+  litestream-vfs ltx [--level N|all] [--json] [--key-file PATH | --key HEX] FILE_OR_URL...
   litestream-vfs info [--json] URL
-  litestream-vfs verify [--all] [--json] [--key HEX] URL
+  litestream-vfs verify [--all] [--json] [--key-file PATH | --key HEX] URL
   litestream-vfs keygen
-  litestream-vfs rekey -encrypt-to PUB[,PUB...] [--key HEX] [-o OUT [--overwrite]] URL_OR_FILE
+  litestream-vfs rekey -encrypt-to PUB[,PUB...] [--key-file PATH | --key HEX] [-o OUT [--overwrite]] URL_OR_FILE
   litestream-vfs help [COMMAND]
   litestream-vfs --version
 

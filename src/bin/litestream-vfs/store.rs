@@ -57,7 +57,9 @@ pub fn as_url(url_or_dir: &str) -> String {
 /// A line to add to a failure `message` a store's refusal of the credentials caused: S3
 /// answers InvalidAccessKeyId or SignatureDoesNotMatch with 403, which came through as a
 /// raw "403 Forbidden" with nothing saying where the credentials come from (an
-/// operations tester, t14). `None` for other failures.
+/// operations tester, t14). `None` for other failures. It named "the URL's access-key-id= /
+/// secret-access-key= parameters" too, which every command refuses as unknown: they are a
+/// database's URI parameters, which no command takes.
 pub fn credentials_hint(message: &str) -> Option<&'static str> {
     let refused = [
         "InvalidAccessKeyId",
@@ -72,8 +74,9 @@ pub fn credentials_hint(message: &str) -> Option<&'static str> {
     (refused && s3).then_some(
         "hint: the S3 store refused the request (403): check the access key and secret: \
          LITESTREAM_ACCESS_KEY_ID / LITESTREAM_SECRET_ACCESS_KEY, else AWS_ACCESS_KEY_ID / \
-         AWS_SECRET_ACCESS_KEY, or the URL's access-key-id= / secret-access-key= parameters, and \
-         that they may read this bucket (and the region); see README.md, \"Replica types and credentials\"",
+         AWS_SECRET_ACCESS_KEY (a replica URL takes no credentials: access-key-id and \
+         secret-access-key parameters in it are refused), and that they may read this bucket (and the \
+         region); see README.md, \"Replica types and credentials\"",
     )
 }
 
@@ -103,7 +106,8 @@ mod tests {
                 hinted.starts_with(refused)
                     && hinted.contains("AWS_ACCESS_KEY_ID")
                     && hinted.contains("LITESTREAM_ACCESS_KEY_ID")
-                    && hinted.contains("access-key-id=")
+                    && hinted.contains("a replica URL takes no credentials")
+                    && !hinted.contains("the URL's access-key-id")
                     && hinted.contains("README"),
                 "{hinted}"
             );

@@ -16,7 +16,7 @@ use crate::args::{parse, Flag};
 use crate::{format, store, CmdResult, Failure};
 
 pub const HELP: &str = "\
-Usage: litestream-vfs verify [--all] [--json] [--key HEX] URL
+Usage: litestream-vfs verify [--all] [--json] [--key-file PATH | --key HEX] URL
 
 Downloads the files of the replica at URL (or a local replica directory) and checks each
 without restoring: header, every page frame, page index, trailer, file checksum, a
