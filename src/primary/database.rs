@@ -56,6 +56,9 @@ pub struct Database {
     closed: AtomicBool,
     /// This process's mappings of the wal-index: what SQLite counts committed.
     pub wal_index: Arc<WalIndexView>,
+    /// Why the last takeover failed, until one succeeds (`leadership.rs`): named in a
+    /// follower's status error while nobody replicates.
+    takeover_failed: Mutex<Option<String>>,
 }
 
 /// How long an open waits for another process's open of a missing database (a restore
@@ -99,6 +102,7 @@ impl Database {
             transition: Mutex::new(()),
             closed: AtomicBool::new(false),
             wal_index: Arc::default(),
+            takeover_failed: Mutex::new(None),
         })
     }
 
@@ -367,6 +371,12 @@ impl Database {
         );
         self.follower_writes
             .add_to_status(&mut status, self.config.sync_mode == SyncMode::Commit);
+        let failed = self.takeover_failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let (Some(error), Some(why)) = (status["error"].as_str(), failed) {
+            if status["replicated_by"].is_null() {
+                status["error"] = format!("{error}: {why}").into();
+            }
+        }
         if self.inherited() {
             status["inherited_across_fork"] = true.into();
             if status["replicated_by"].is_null() {

@@ -463,6 +463,16 @@ pub fn status(
             l.pid
         )
     });
+    // Nobody replicates and this process's commits wait: every process that has the
+    // database open failed to take replication over (a key the replica refuses, a
+    // replica it may not write). The note said a takeover comes within 2 x sync_interval
+    // while none could (a keys tester: 140 rows of two workers never stored, `error` null).
+    let unreplicated = (!someone_replicates && waited_too_long).then(|| {
+        format!(
+            "this process's commits have waited {unstored_seconds:.0} s to be stored, and no process replicates \
+             the database: taking replication over has failed (this process's log says why)"
+        )
+    });
     serde_json::json!({
         "role": "follower",
         "replicating": false,
@@ -477,7 +487,7 @@ pub fn status(
             "error_since_ms": leader_error.as_ref().map(|e| e.since_ms),
         })),
         // The replicating process's own reason first: it says why the commits wait.
-        "error": differs.or(reported).or(stuck),
+        "error": differs.or(reported).or(stuck).or(unreplicated),
         // What the replicating process writes, as its own status says it (without the
         // counts only it keeps): null when it did not say.
         "encryption": leader.as_ref().and_then(|l| l.destination.as_ref()).map(|d| serde_json::json!({

@@ -253,3 +253,18 @@ fn an_unanswered_request_times_out_saying_why() {
     .unwrap_err();
     assert!(err.contains("no process replicates it"), "{err}");
 }
+
+#[test]
+fn commits_waiting_while_nobody_replicates_are_the_status_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let staging = dir.path().join("app.db-litestream");
+    std::fs::create_dir(&staging).unwrap();
+    let waited = |secs: i64| move |_: Option<i64>| Some(now_ms() - secs * 1000);
+    let interval = Duration::from_secs(1);
+    let fresh = status(&db, &staging, false, &waited(2), &here(), interval);
+    assert!(fresh["error"].is_null(), "{fresh}");
+    let stuck = status(&db, &staging, false, &waited(30), &here(), interval);
+    let error = stuck["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no process replicates the database"), "{stuck}");
+}

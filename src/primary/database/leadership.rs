@@ -72,11 +72,15 @@ impl crate::engine::Job for LeadershipJob {
             match db.try_lead() {
                 // Leading now: the turns above check the lock file and tell the
                 // followers this process's status error.
-                Ok(true) => return Some(Instant::now() + LOCK_FILE_CHECK),
+                Ok(true) => {
+                    *db.takeover_failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return Some(Instant::now() + LOCK_FILE_CHECK);
+                }
                 Ok(false) => self.failures.store(0, Ordering::Relaxed),
                 Err(e) => {
                     self.failures.store(failures + 1, Ordering::Relaxed);
                     tracing::warn!("taking replication over failed (retrying): {e}");
+                    *db.takeover_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 }
             }
         }
