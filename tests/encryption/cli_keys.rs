@@ -119,3 +119,30 @@ fn a_key_file_saved_from_keygen_restores_and_a_directory_is_named_a_directory() 
         "{stderr}"
     );
 }
+
+/// `rekey` of a location with no files (a mistyped prefix) fails as `info` does, instead
+/// of "0 files rewrapped" and exit 0; a key listed twice in `-encrypt-to` is one
+/// recipient, as `encrypt_to=` takes it (a keys tester).
+#[test]
+fn rekey_refuses_an_empty_location_and_counts_a_repeated_recipient_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = |k: &str| PrivateKey::from_hex(k).unwrap().public_key().to_hex();
+    let to = format!("{},{},{}", public(KEY), public(OTHER_KEY), public(KEY));
+    let empty = format!("file://{}", dir.path().join("mistyped").display());
+    let (code, _, stderr) = cli_code(&["rekey", "-key", KEY, "-encrypt-to", &to, &empty], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("holds no LTX files"), "{stderr}");
+
+    let (replica, url) = encrypted_replica(dir.path());
+    let (code, _, stderr) = cli_code(&["rekey", "-key", KEY, "-encrypt-to", &to, &url], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let files: Vec<PathBuf> = files_under(&replica)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "ltx"))
+        .collect();
+    assert!(!files.is_empty());
+    for file in files {
+        let header = Header::decode(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(header.recipients, 2, "{}", file.display());
+    }
+}

@@ -73,6 +73,11 @@ pub fn run(argv: &[String]) -> CmdResult {
     if recipients.is_empty() {
         return Err(Failure::Usage("-encrypt-to lists no public key".into()));
     }
+    // A key listed twice is one recipient: the extension's encrypt_to= drops repeats,
+    // and rekey wrote a block of three for `-encrypt-to B,A,B` (a keys tester).
+    let mut recipients = recipients;
+    let mut seen = std::collections::HashSet::new();
+    recipients.retain(|r| seen.insert(r.to_hex()));
     let key = key(&p)?.ok_or_else(|| {
         Failure::Usage("rekey needs the private key the files are encrypted to: -key or -key-file".into())
     })?;
@@ -137,6 +142,13 @@ pub fn run(argv: &[String]) -> CmdResult {
             }
             eprintln!("{name}: {}", describe(how));
         }
+    }
+    if counts.iter().sum::<usize>() + not_ours.len() == 0 {
+        // As info, restore and verify say: a mistyped prefix is not a rekeyed replica.
+        return Err(Failure::Failed(format!(
+            "replica {} holds no LTX files",
+            store.describe()
+        )));
     }
     println!(
         "{}{} files rewrapped, {} re-encrypted, {} plaintext left as they are",
