@@ -20,25 +20,9 @@ const NOBODY: u32 = 65534;
 /// Runs `sql` in a `sqlite3` shell with the extension loaded, as this process's user:
 /// (succeeded, stdout and stderr).
 fn sqlite(sql: &str) -> (bool, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("sqlite3")
-        .args(["-batch", "-bail", "-cmd"])
-        .arg(format!(".load {}", extension().display()))
-        .arg(":memory:")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sqlite3 runs");
-    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success() && !text.contains("Error"), text)
+    let (ok, out, err) = sqlite_output(sql);
+    let text = format!("{out}{err}");
+    (ok && !text.contains("Error"), text)
 }
 
 fn running_as_root() -> bool {
